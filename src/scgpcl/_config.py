@@ -1,0 +1,142 @@
+"""Typed configuration for every stage of scGPCL.
+
+Defaults follow the reference implementation (``SPEC.md``); where the project
+recommends something else, :func:`recommended` says what and why.
+Explicit keyword arguments always win over a config object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+
+@dataclass
+class PreprocessConfig:
+    """Gene selection and normalisation (SPEC section 1)."""
+
+    #: ``"variance"``: top ``hvg_fraction`` of genes by raw-count variance
+    #: (reference); ``"seurat_v3"``: scanpy's Seurat v3 HVG on counts, ``n_top_genes``.
+    gene_selection: Literal["variance", "seurat_v3", "none"] = "variance"
+    hvg_fraction: float = 0.2
+    #: Never keep fewer genes than this (when the data has that many): 20 % of
+    #: an input already cut to ~2000 genes would leave only ~400.
+    min_genes: int = 2000
+    #: Number of genes for ``gene_selection="seurat_v3"``.
+    n_top_genes: int = 2000
+    #: Per-gene z-scores are clipped to this absolute value (None: no clip).
+    max_value: Optional[float] = None
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (SPEC section 4)."""
+
+    encoder_dims: tuple[int, ...] = (256, 64)
+    gene_embedding_dim: int = 64
+    decoder_dim: int = 256
+    #: ``"graph"``: bipartite GraphSAGE (scGPCL); ``"mlp"``: ablation without the graph.
+    encoder: Literal["graph", "mlp"] = "graph"
+    #: ``"zinb"`` (reference) or ``"mse"`` on log-normalised values.
+    reconstruction: Literal["zinb", "mse"] = "zinb"
+    tau: float = 0.25
+    #: Student-t degrees of freedom for DEC.
+    alpha: float = 1.0
+
+
+@dataclass
+class SamplerConfig:
+    """Subgraph sampling and feature masking (SPEC section 3)."""
+
+    batch_size: int = 1024
+    #: Node budget per hop, alternating genes (hop 1) and cells (hop 2).
+    num_samples: tuple[int, ...] = (2048, 1024)
+    #: Fraction of feature columns zeroed per node type in view 1 and view 2.
+    feature_drop: tuple[float, float] = (0.2, 0.2)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule (SPEC section 6)."""
+
+    pretrain_epochs: int = 200
+    warmup_epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    lambda_ins: float = 1.0
+    lambda_proto: float = 0.05
+    #: Pre-training stops when ARI(labels_t, labels_{t-1}) exceeds this.
+    convergence_ari: float = 0.99
+    #: k-means restarts for the DEC initialisation and the final labels.
+    kmeans_n_init: int = 20
+    #: k-means restarts in each post-warm-up epoch (prototypes and convergence
+    #: check), on top of a warm start from the previous epoch's centres.
+    kmeans_n_init_epoch: int = 20
+    finetune_epochs: int = 200
+    finetune_lr: float = 1.0
+    finetune_rho: float = 0.95
+    lambda_cluster: float = 1.0
+    #: Fine-tuning stops when fewer than this fraction of labels change.
+    finetune_tol: float = 1e-3
+    #: Skip the DEC stage (ablation); labels then come from k-means.
+    finetune: bool = True
+
+
+@dataclass
+class SCGPCLConfig:
+    """Everything needed to reproduce a run."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SCGPCLConfig":
+        def build(kind, values):
+            names = {f.name: f for f in dataclasses.fields(kind)}
+            unknown = set(values) - set(names)
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} option(s): {sorted(unknown)}")
+            kwargs = {}
+            for k, v in values.items():
+                kwargs[k] = tuple(v) if isinstance(v, list) else v
+            return kind(**kwargs)
+
+        return cls(
+            preprocess=build(PreprocessConfig, d.get("preprocess", {})),
+            model=build(ModelConfig, d.get("model", {})),
+            sampler=build(SamplerConfig, d.get("sampler", {})),
+            train=build(TrainConfig, d.get("train", {})),
+        )
+
+    def override(self, **kwargs: Any) -> "SCGPCLConfig":
+        """Return a copy with flat keyword overrides (``lr=1e-3``) applied.
+
+        Each name must belong to exactly one section; an unknown name is an error.
+        """
+        d = self.to_dict()
+        for key, value in kwargs.items():
+            sections = [s for s in d if key in d[s]]
+            if not sections:
+                raise ValueError(f"unknown option {key!r}")
+            d[sections[0]][key] = value
+        return SCGPCLConfig.from_dict(d)
+
+
+def faithful() -> SCGPCLConfig:
+    """The reference implementation's defaults (SPEC sections 1-6)."""
+    return SCGPCLConfig()
+
+
+def fast() -> SCGPCLConfig:
+    """The project's quicker schedule: larger learning rate, shorter warm-up.
+
+    Chosen by measurement (``benchmarks/results/core.md``); the reference
+    schedule stays available as :func:`faithful`.
+    """
+    return SCGPCLConfig().override(lr=1e-3, pretrain_epochs=100, warmup_epochs=30, finetune_epochs=100)

@@ -1,0 +1,197 @@
+"""Command line: ``scgpcl cluster``, ``scgpcl demo``, ``scgpcl simulate``.
+
+Maps 1:1 onto the Python API. Bad input ends with a one-line error and a
+non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+EXIT_INPUT = 2
+EXIT_FAILURE = 1
+
+log = logging.getLogger("scgpcl")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method options (default: the reference settings)")
+    g.add_argument("--preset", choices=["faithful", "fast"], default="faithful",
+                   help="faithful: the reference schedule (SPEC); fast: the project's quicker schedule")
+    g.add_argument("--lr", type=float, help="pre-training learning rate (faithful: 1e-4)")
+    g.add_argument("--pretrain-epochs", type=int, help="maximum pre-training epochs (200)")
+    g.add_argument("--warmup-epochs", type=int, help="epochs before the prototypical loss starts (100)")
+    g.add_argument("--finetune-epochs", type=int, help="maximum fine-tuning epochs (200)")
+    g.add_argument("--lambda-ins", type=float, help="weight of the instance-wise loss (1.0)")
+    g.add_argument("--lambda-proto", type=float, help="weight of the prototypical loss (0.05)")
+    g.add_argument("--lambda-cluster", type=float, help="weight of the DEC loss (1.0)")
+    g.add_argument("--batch-size", type=int, help="target cells per minibatch (1024)")
+    g.add_argument("--gene-selection", choices=["variance", "seurat_v3", "none"])
+    g.add_argument("--hvg-fraction", type=float, help="fraction of genes kept by raw variance (0.2)")
+    g.add_argument("--min-genes", type=int, help="keep at least this many genes (2000)")
+    g.add_argument("--n-top-genes", type=int, help="genes for --gene-selection seurat_v3 (2000)")
+    g.add_argument("--reconstruction", choices=["zinb", "mse"])
+    g.add_argument("--encoder", choices=["graph", "mlp"])
+    g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
+                   help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
+
+
+_OVERRIDES = [
+    "lr", "pretrain_epochs", "warmup_epochs", "finetune_epochs", "lambda_ins", "lambda_proto",
+    "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
+    "reconstruction", "encoder", "finetune",
+]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scgpcl", description="scGPCL single-cell clustering")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("cluster", help="cluster a count matrix and write an .h5ad with the results")
+    c.add_argument("input", help=".h5ad, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
+    c.add_argument("output", help="output .h5ad (written atomically)")
+    c.add_argument("--n-clusters", "-k", type=int, required=True, help="number of clusters K")
+    c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
+    c.add_argument("--layer", help="layer with raw counts (default: X)")
+    c.add_argument("--genes-as-rows", action="store_true", help="text input has genes as rows")
+    c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
+    c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
+    c.add_argument("--overwrite", action="store_true", help="allow --save-model into a non-empty DIR")
+    _common(c)
+    _add_training_options(c)
+
+    d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
+    d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
+    _common(d)
+    _add_training_options(d)
+
+    try:
+        from .simulate import _cli as sim_cli
+
+        sim_cli.add_parser(sub)
+    except ImportError:  # pragma: no cover - simulator is part of the package
+        pass
+    return parser
+
+
+def _config_from_args(args):
+    from ._config import faithful, fast
+
+    base = fast() if args.preset == "fast" else faithful()
+    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
+    return base.override(**overrides)
+
+
+def _print_summary(adata, key: str, seconds: float, out=None) -> None:
+    info = adata.uns[key]
+    p = info["params"]
+    print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, K={p['n_clusters']}, "
+          f"device {p['device']}, {seconds:.1f} s")
+    for stage, s in info["stages"].items():
+        print(f"  {stage}: {s['epochs']} epochs, {s['stop_reason']} ({s['seconds']:.1f} s)")
+    sizes = adata.obs[key].value_counts().sort_index()
+    print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
+    if "metrics" in info:
+        m = info["metrics"]
+        print(f"  vs '{m['label_key']}': ARI {m['ARI']:.4f}  NMI {m['NMI']:.4f}  CA {m['CA']:.4f}  "
+              f"F1 macro {m['F1_macro']:.4f}")
+    if out:
+        print(f"  wrote {out}")
+
+
+def _run_cluster(args) -> int:
+    from .data._checks import check_label_key
+    from .data._io import read_counts, write_h5ad_atomic
+    from .model import SCGPCL
+    from .tl import store_results
+    from ._errors import InputError
+
+    out = Path(args.output)
+    if out.suffix != ".h5ad":
+        raise InputError(f"output '{out}' must end in .h5ad")
+    if not out.parent.exists():
+        raise InputError(f"output folder '{out.parent}' does not exist")
+    config = _config_from_args(args)
+    adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
+                        label_key=args.label_key)
+    check_label_key(adata, args.label_key)
+    if args.save_model and Path(args.save_model).exists() and any(Path(args.save_model).iterdir()) \
+            and not args.overwrite:
+        raise InputError(f"'{args.save_model}' exists and is not empty; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    model = SCGPCL(adata, args.n_clusters, config=config, random_state=args.random_state, device=args.device)
+    model.train(progress=not args.quiet)
+    store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
+    seconds = time.perf_counter() - t0
+    write_h5ad_atomic(adata, out)
+    if args.save_model:
+        model.save(args.save_model, overwrite=args.overwrite)
+    _print_summary(adata, args.key_added, seconds, out)
+    return 0
+
+
+def _run_demo(args) -> int:
+    from . import tl
+    from .simulate import simulate
+
+    adata = simulate("demo", seed=args.random_state)
+    k = adata.obs["cell_type"].nunique()
+    print(f"demo: Splat-simulated data, {adata.n_obs} cells x {adata.n_vars} genes, {k} groups "
+          f"(dropout {adata.uns['dropout_rate']:.1f} %)")
+    config = _config_from_args(args)
+    t0 = time.perf_counter()
+    tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
+               device=args.device, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    out = None
+    if args.output:
+        from .data._io import write_h5ad_atomic
+
+        write_h5ad_atomic(adata, args.output)
+        out = args.output
+    _print_summary(adata, "scgpcl", seconds, out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s: %(message)s")
+    from ._errors import InputError
+
+    handlers = {"cluster": _run_cluster, "demo": _run_demo}
+    try:
+        if args.command in handlers:
+            return handlers[args.command](args)
+        from .simulate import _cli as sim_cli
+
+        return sim_cli.run(args)
+    except InputError as e:
+        if args.debug:
+            raise
+        print(f"scgpcl: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("scgpcl: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line unless --debug
+        if args.debug:
+            raise
+        print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,339 @@
+"""Checks on user input: counts, cluster number and reference labels.
+
+Every problem a user can fix raises :class:`~scgpcl._errors.InputError` with a
+message that says what is wrong and what to do about it. Sparse matrices are
+checked through their stored values only, in slices, so no check ever
+densifies the count matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from scgpcl._errors import InputError
+
+logger = logging.getLogger("scgpcl")
+
+#: Reconstruction losses that model the data as counts, and those that do not.
+_COUNT_LOSSES = frozenset({"zinb"})
+_OTHER_LOSSES = frozenset({"mse"})
+
+#: Values within this relative distance of an integer count as integers
+#: (float round-off, e.g. counts recovered as ``expm1(log1p(x))``).
+_INTEGER_RTOL = 1e-5
+
+#: Number of values examined at once (bounds temporary memory to a few dozen MiB).
+_CHUNK = 1 << 22
+
+
+@dataclass
+class _ValueStats:
+    """Summary of the values of a matrix, gathered in one pass."""
+
+    n_values: int = 0
+    n_nan: int = 0
+    n_inf: int = 0
+    n_negative: int = 0
+    minimum: float = np.inf
+    n_nonzero: int = 0
+    n_noninteger: int = 0
+    example_noninteger: float | None = None
+
+    def update(self, values: np.ndarray) -> None:
+        values = values.ravel()
+        if values.size == 0:
+            return
+        self.n_values += values.size
+        kind = values.dtype.kind
+        if kind == "b":
+            self.n_nonzero += int(np.count_nonzero(values))
+            return
+        if kind in "iu":
+            self.n_nonzero += int(np.count_nonzero(values))
+            if kind == "i":
+                self.n_negative += int(np.count_nonzero(values < 0))
+                self.minimum = min(self.minimum, float(values.min()))
+            return
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan = np.isnan(values)
+            self.n_nan += int(np.count_nonzero(nan))
+            self.n_inf += int(values.size - np.count_nonzero(finite) - np.count_nonzero(nan))
+            values = values[finite]
+            if values.size == 0:
+                return
+        self.n_nonzero += int(np.count_nonzero(values))
+        negative = np.count_nonzero(values < 0)
+        if negative:
+            self.n_negative += int(negative)
+            self.minimum = min(self.minimum, float(values.min()))
+        distance = np.abs(values - np.rint(values))
+        noninteger = distance > _INTEGER_RTOL * np.maximum(np.abs(values), 1.0)
+        n_noninteger = int(np.count_nonzero(noninteger))
+        if n_noninteger:
+            self.n_noninteger += n_noninteger
+            if self.example_noninteger is None:
+                self.example_noninteger = float(values[np.argmax(noninteger)])
+
+
+def _value_blocks(X) -> Iterator[np.ndarray]:
+    """Yield the values to check: stored values of a sparse matrix, else row blocks."""
+    if sp.issparse(X):
+        if not hasattr(X, "data") or X.format not in {"csr", "csc", "coo", "bsr"}:
+            X = X.tocsr()
+        data = np.asarray(X.data)
+        for start in range(0, data.size, _CHUNK):
+            yield data[start : start + _CHUNK]
+        return
+    rows_per_block = max(1, _CHUNK // max(1, X.shape[1]))
+    for start in range(0, X.shape[0], rows_per_block):
+        yield np.asarray(X[start : start + rows_per_block])
+
+
+def _layers_hint(layers: Sequence[str] | None) -> str:
+    if layers is None:
+        return ""
+    if len(layers) == 0:
+        return " (this data has no layers: go back to the raw count matrix)"
+    names = ", ".join(repr(name) for name in layers)
+    return f" (available layers: {names})"
+
+
+def check_counts(
+    X,
+    *,
+    reconstruction: str = "zinb",
+    where: str = "X",
+    layers: Sequence[str] | None = None,
+) -> None:
+    """Check that ``X`` holds raw counts: finite, non-negative integers, not all zero.
+
+    Parameters
+    ----------
+    X
+        Cells x genes matrix: a :mod:`scipy.sparse` matrix or array (only its
+        stored values are examined) or anything :func:`numpy.asarray` accepts.
+    reconstruction
+        The reconstruction loss the data is meant for. ``"zinb"`` needs
+        integer counts; ``"mse"`` accepts non-integer values with a warning.
+    where
+        How to name the matrix in messages, e.g. ``"X"`` or ``"layers['counts']"``.
+    layers
+        Names of the layers the user could pick instead, listed in the
+        messages when given.
+
+    Raises
+    ------
+    InputError
+        If the matrix is empty (no cells or no genes), has NaN or infinite
+        values, negative values (scaled or log-transformed data), only zeros,
+        or non-integer values while ``reconstruction="zinb"``.
+
+    Warns
+    -----
+    UserWarning
+        Non-integer values with ``reconstruction="mse"``.
+
+    Notes
+    -----
+    A value counts as an integer when it lies within a relative 1e-5 of one,
+    so float round-off in otherwise integer counts is accepted.
+    """
+    if reconstruction not in _COUNT_LOSSES | _OTHER_LOSSES:
+        known = ", ".join(repr(name) for name in sorted(_COUNT_LOSSES | _OTHER_LOSSES))
+        raise InputError(f"unknown reconstruction {reconstruction!r}; choose one of {known}")
+    if not sp.issparse(X):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise InputError(f"{where} must be a 2-d cells x genes matrix, got {X.ndim} dimension(s)")
+        if X.dtype.kind not in "biuf":
+            raise InputError(f"{where} must hold numbers, got values of type {X.dtype}")
+    elif np.dtype(X.dtype).kind not in "biuf":
+        raise InputError(f"{where} must hold numbers, got values of type {X.dtype}")
+    n_cells, n_genes = X.shape
+    if n_cells == 0 or n_genes == 0:
+        raise InputError(
+            f"{where} is empty ({n_cells} cells x {n_genes} genes): there is nothing to cluster"
+        )
+
+    stats = _ValueStats()
+    for block in _value_blocks(X):
+        stats.update(block)
+
+    if stats.n_nan or stats.n_inf:
+        raise InputError(
+            f"{where} contains {stats.n_nan} NaN and {stats.n_inf} infinite value(s); "
+            "scgpcl needs raw counts (finite, non-negative integers). "
+            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers)}"
+        )
+    if stats.n_negative:
+        raise InputError(
+            f"{where} contains {stats.n_negative} negative value(s) (minimum {stats.minimum:g}): "
+            "the data looks scaled or log-transformed, but scgpcl needs raw counts. "
+            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers)}"
+        )
+    if stats.n_nonzero == 0:
+        raise InputError(
+            f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster"
+        )
+    if stats.n_noninteger:
+        detail = (
+            f"{stats.n_noninteger} of {stats.n_values} stored values are not integers "
+            f"(e.g. {stats.example_noninteger:g})"
+        )
+        if reconstruction in _COUNT_LOSSES:
+            raise InputError(
+                f"{where} is not integer counts: {detail}. The ZINB reconstruction needs "
+                f"integer counts: use --layer / layer= to pick a layer holding raw counts"
+                f"{_layers_hint(layers)}, or reconstruction='mse' (--reconstruction mse) "
+                "for data that are not counts"
+            )
+        warnings.warn(
+            f"{where} is not integer counts: {detail}. reconstruction='mse' accepts this, "
+            "but scgpcl normalises its input itself, so make sure these values are not "
+            "already normalised or log-transformed",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def _nonzero_per_axis(X) -> tuple[np.ndarray, np.ndarray]:
+    """Number of non-zero values per cell and per gene (stored zeros ignored)."""
+    n_cells, n_genes = X.shape
+    if sp.issparse(X):
+        if X.format not in {"csr", "csc"}:
+            X = sp.csr_matrix(X)
+        nonzero = np.asarray(X.data) != 0
+        major = np.repeat(np.arange(X.shape[0] if X.format == "csr" else X.shape[1]), np.diff(X.indptr))
+        minor = np.asarray(X.indices)
+        if X.format == "csr":
+            rows, cols = major, minor
+        else:
+            rows, cols = minor, major
+        per_cell = np.bincount(rows[nonzero], minlength=n_cells)
+        per_gene = np.bincount(cols[nonzero], minlength=n_genes)
+        return per_cell, per_gene
+    per_cell = np.zeros(n_cells, dtype=np.int64)
+    per_gene = np.zeros(n_genes, dtype=np.int64)
+    rows_per_block = max(1, _CHUNK // max(1, n_genes))
+    for start in range(0, n_cells, rows_per_block):
+        block = np.asarray(X[start : start + rows_per_block]) != 0
+        per_cell[start : start + block.shape[0]] = block.sum(axis=1)
+        per_gene += block.sum(axis=0)
+    return per_cell, per_gene
+
+
+def drop_empty(adata: AnnData) -> AnnData:
+    """Drop cells and genes whose counts in ``adata.X`` are all zero.
+
+    Returns
+    -------
+    A new AnnData (a copy of the subset) when something was dropped, otherwise
+    ``adata`` itself. ``adata`` is never modified. How many cells and genes
+    were dropped is logged on the ``"scgpcl"`` logger at INFO level.
+
+    Raises
+    ------
+    InputError
+        If no cell or no gene has a non-zero count.
+    """
+    if adata.X is None:
+        raise InputError("adata.X is empty (None); put the raw counts in X or pick a layer")
+    per_cell, per_gene = _nonzero_per_axis(adata.X)
+    keep_cells = per_cell > 0
+    keep_genes = per_gene > 0
+    n_cells_kept = int(keep_cells.sum())
+    n_genes_kept = int(keep_genes.sum())
+    if n_cells_kept == 0 or n_genes_kept == 0:
+        raise InputError(
+            f"every cell and gene has only zero counts ({adata.n_obs} cells x {adata.n_vars} genes): "
+            "there is nothing to cluster"
+        )
+    if n_cells_kept == adata.n_obs and n_genes_kept == adata.n_vars:
+        return adata
+    logger.info(
+        "dropped %d of %d cells and %d of %d genes with only zero counts",
+        adata.n_obs - n_cells_kept,
+        adata.n_obs,
+        adata.n_vars - n_genes_kept,
+        adata.n_vars,
+    )
+    return adata[keep_cells, keep_genes].copy()
+
+
+def check_n_clusters(n_clusters, n_cells: int) -> int:
+    """Check the requested number of clusters and return it as an ``int``.
+
+    Accepts integers (Python or NumPy) and integer-valued floats such as
+    ``8.0``. ``None`` is not accepted: callers that allow it handle it first.
+
+    Raises
+    ------
+    InputError
+        If ``n_clusters`` is not a whole number, is below 2, or exceeds
+        ``n_cells``.
+    """
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Real):
+        raise InputError(
+            f"n_clusters must be a whole number of clusters (at least 2), got {n_clusters!r}"
+        )
+    if not isinstance(n_clusters, numbers.Integral):
+        value = float(n_clusters)
+        if not (np.isfinite(value) and value.is_integer()):
+            raise InputError(
+                f"n_clusters must be a whole number of clusters (at least 2), got {n_clusters!r}"
+            )
+    k = int(n_clusters)
+    if k < 2:
+        raise InputError(f"n_clusters must be at least 2, got {k}")
+    if k > n_cells:
+        raise InputError(
+            f"n_clusters={k} is more than the number of cells ({n_cells}); "
+            "ask for at most as many clusters as there are cells"
+        )
+    return k
+
+
+def check_label_key(adata: AnnData, label_key: str | None) -> None:
+    """Check that ``adata.obs[label_key]`` holds reference labels.
+
+    ``label_key=None`` means no labels and passes.
+
+    Raises
+    ------
+    InputError
+        If ``label_key`` is not a column of ``adata.obs`` (the message lists
+        the columns), or if every label is missing.
+
+    Warns
+    -----
+    UserWarning
+        If some labels are missing (NaN): compare the clustering with the
+        labelled cells only.
+    """
+    if label_key is None:
+        return
+    if label_key not in adata.obs.columns:
+        columns = ", ".join(repr(str(column)) for column in adata.obs.columns)
+        available = f"available columns: {columns}" if columns else "obs has no columns"
+        raise InputError(f"label key {label_key!r} is not a column of obs ({available})")
+    missing = adata.obs[label_key].isna().to_numpy()
+    n_missing = int(missing.sum())
+    if n_missing == 0:
+        return
+    if n_missing == adata.n_obs:
+        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN)")
+    warnings.warn(
+        f"obs[{label_key!r}] is missing for {n_missing} of {adata.n_obs} cells; "
+        "compare the clustering with the labelled cells only",
+        UserWarning,
+        stacklevel=2,
+    )

@@ -1,0 +1,202 @@
+"""The cell-gene bipartite graph and its minibatch subgraph sampler (SPEC 2-3).
+
+An edge (cell i, gene j) exists iff the raw count ``X[i, j] > 0``. The graph
+is kept as a binary scipy CSR matrix (cells x genes) and its transpose; a
+sampled subgraph is handed to the model as a :class:`BipartiteAdjacency`,
+torch CSR matrices with the inverse degrees needed for mean aggregation.
+
+Sampling follows the intent of PyG's ``HGTLoader`` without its compiled
+extensions: from the target cells, hop 1 draws up to ``num_samples[0]``
+genes, hop 2 up to ``num_samples[1]`` further cells through those genes, and
+so on alternating node types. Candidates are drawn without replacement with
+probability proportional to their normalised degree towards the nodes already
+sampled (sum over sampled neighbours ``u`` of ``1 / deg(u)``). The subgraph is
+induced: it holds every edge between its cells and its genes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["BipartiteGraph", "BipartiteAdjacency", "Subgraph", "SubgraphSampler"]
+
+
+def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data.astype(np.float32)),
+            size=m.shape,
+            check_invariants=False,
+        ).to(device)
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ x`` for a constant CSR ``A``; the backward uses the precomputed ``A^T``.
+
+    torch's native CSR autograd is several times slower (PERF-NOTES.md).
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.a_t = a_t
+        return a @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, ctx.a_t @ grad.contiguous()
+
+
+@dataclass
+class BipartiteAdjacency:
+    """Binary cell x gene adjacency of a (sub)graph, ready for mean aggregation."""
+
+    a: torch.Tensor  # CSR, n_cells x n_genes
+    a_t: torch.Tensor  # CSR, n_genes x n_cells
+    inv_deg_cell: torch.Tensor  # (n_cells, 1)
+    inv_deg_gene: torch.Tensor  # (n_genes, 1)
+
+    @classmethod
+    def from_scipy(cls, m: sp.csr_matrix, device: torch.device | str = "cpu") -> "BipartiteAdjacency":
+        device = torch.device(device)
+        m = sp.csr_matrix(m, dtype=np.float32)
+        m.data[:] = 1.0
+        deg_c = np.diff(m.indptr).astype(np.float32)
+        deg_g = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float32)
+        inv = lambda d: torch.from_numpy(1.0 / np.maximum(d, 1.0)).reshape(-1, 1).to(device)
+        return cls(
+            a=_to_torch_csr(m, device),
+            a_t=_to_torch_csr(m.T.tocsr(), device),
+            inv_deg_cell=inv(deg_c),
+            inv_deg_gene=inv(deg_g),
+        )
+
+    @property
+    def n_cells(self) -> int:
+        return self.a.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return self.a.shape[1]
+
+    def mean_genes_to_cells(self, x_gene: torch.Tensor) -> torch.Tensor:
+        """For every cell, the mean of its neighbouring genes' rows of ``x_gene``."""
+        return _SpMM.apply(self.a, self.a_t, x_gene) * self.inv_deg_cell
+
+    def mean_cells_to_genes(self, x_cell: torch.Tensor) -> torch.Tensor:
+        """For every gene, the mean of its neighbouring cells' rows of ``x_cell``."""
+        return _SpMM.apply(self.a_t, self.a, x_cell) * self.inv_deg_gene
+
+
+@dataclass
+class Subgraph:
+    """A sampled view: global node ids (targets first) and the induced adjacency."""
+
+    cells: np.ndarray  # global cell ids; the first ``n_target`` are the targets
+    genes: np.ndarray  # global gene ids
+    n_target: int
+    adjacency: BipartiteAdjacency
+
+
+class BipartiteGraph:
+    """Cell-gene graph of a count matrix: edge iff count > 0."""
+
+    def __init__(self, counts: sp.spmatrix):
+        a = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+        a.eliminate_zeros()
+        a.data[:] = 1.0
+        a.sort_indices()
+        self.a = a
+        self.a_t = a.T.tocsr()
+        self.deg_cell = np.diff(a.indptr).astype(np.float64)
+        self.deg_gene = np.diff(self.a_t.indptr).astype(np.float64)
+
+    @property
+    def n_cells(self) -> int:
+        return self.a.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return self.a.shape[1]
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.a.nnz)
+
+    def full(self, device: torch.device | str = "cpu") -> Subgraph:
+        """The whole graph as one subgraph whose targets are all cells."""
+        return Subgraph(
+            cells=np.arange(self.n_cells),
+            genes=np.arange(self.n_genes),
+            n_target=self.n_cells,
+            adjacency=BipartiteAdjacency.from_scipy(self.a, device),
+        )
+
+    def induced(self, cells: np.ndarray, genes: np.ndarray, n_target: int, device="cpu") -> Subgraph:
+        sub = self.a[cells][:, genes]
+        return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(sub.tocsr(), device))
+
+
+def _weighted_sample(candidates: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``k`` of ``candidates`` without replacement, probability proportional to ``weights``.
+
+    Uses exponential keys (Efraimidis-Spirakis): the ``k`` smallest ``E_i / w_i``.
+    """
+    if len(candidates) <= k:
+        return candidates
+    keys = rng.exponential(size=len(candidates)) / weights
+    chosen = np.argpartition(keys, k)[:k]
+    return np.sort(candidates[chosen])
+
+
+class SubgraphSampler:
+    """Samples one view's neighbourhood of a set of target cells.
+
+    Parameters
+    ----------
+    graph
+        The full bipartite graph.
+    num_samples
+        Node budget per hop: genes at hop 1, cells at hop 2, genes at hop 3, ...
+    """
+
+    def __init__(self, graph: BipartiteGraph, num_samples: tuple[int, ...] = (2048, 1024)):
+        if any(int(n) < 0 for n in num_samples):
+            raise ValueError("num_samples must be non-negative")
+        self.graph = graph
+        self.num_samples = tuple(int(n) for n in num_samples)
+
+    def sample(self, targets: np.ndarray, rng: np.random.Generator, device="cpu") -> Subgraph:
+        g = self.graph
+        targets = np.asarray(targets, dtype=np.int64)
+        cells = [targets]
+        genes: list[np.ndarray] = []
+        in_cells = np.zeros(g.n_cells, dtype=bool)
+        in_cells[targets] = True
+        in_genes = np.zeros(g.n_genes, dtype=bool)
+        frontier, frontier_is_cell = targets, True
+        for budget in self.num_samples:
+            if frontier_is_cell:
+                adj, inv_deg, taken = g.a, 1.0 / np.maximum(g.deg_cell, 1), in_genes
+            else:
+                adj, inv_deg, taken = g.a_t, 1.0 / np.maximum(g.deg_gene, 1), in_cells
+            # normalised degree of every node of the other type towards the frontier
+            weights = adj[frontier].T @ inv_deg[frontier]
+            weights[taken] = 0.0
+            candidates = np.flatnonzero(weights > 0)
+            new = _weighted_sample(candidates, weights[candidates], budget, rng)
+            taken[new] = True
+            (genes if frontier_is_cell else cells).append(new)
+            frontier, frontier_is_cell = new, not frontier_is_cell
+            if len(frontier) == 0:
+                break
+        cell_ids = np.concatenate(cells)
+        gene_ids = np.sort(np.concatenate(genes)) if genes else np.zeros(0, dtype=np.int64)
+        return g.induced(cell_ids, gene_ids, len(targets), device)

@@ -1,0 +1,150 @@
+"""Preprocessing of a raw count matrix (SPEC section 1), sparse throughout.
+
+Only the z-scored cell features at the selected genes are dense (N x G_sel).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._config import PreprocessConfig
+from .._errors import InputError
+
+__all__ = ["PreparedData", "prepare", "select_genes"]
+
+log = logging.getLogger("scgpcl")
+
+
+@dataclass
+class PreparedData:
+    """What the model trains on, aligned to the kept cells and selected genes."""
+
+    counts: sp.csr_matrix  # raw counts, kept cells x selected genes, float32
+    features: np.ndarray  # z-scored log-normalised expression, float32, same shape
+    size_factors: np.ndarray  # (n_cells,) float32, n_i / median(n)
+    cell_mask: np.ndarray  # bool over the input's cells: which were kept
+    gene_index: np.ndarray  # int indices of the selected genes in the input
+    gene_names: np.ndarray  # names of the selected genes
+
+    @property
+    def n_cells(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return self.counts.shape[1]
+
+
+def _gene_variance(x: sp.csr_matrix) -> np.ndarray:
+    n = x.shape[0]
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    mean_sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
+    return (mean_sq - mean**2) * n / max(n - 1, 1)
+
+
+def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np.ndarray:
+    """Indices (sorted) of the genes to keep.
+
+    ``variance``: the top ``hvg_fraction`` of genes by raw-count variance, but
+    at least ``min(min_genes, n_genes)`` genes, so that an input already cut to
+    ~2000 genes is not reduced to ~400. ``seurat_v3``: scanpy's Seurat v3
+    selection on the counts (needs the ``scikit-misc`` package).
+    """
+    n_genes = x.shape[1]
+    if cfg.gene_selection == "none":
+        return np.arange(n_genes)
+    if cfg.gene_selection == "variance":
+        if not 0 < cfg.hvg_fraction <= 1:
+            raise InputError(f"hvg_fraction must be in (0, 1], got {cfg.hvg_fraction}")
+        n_keep = max(int(round(cfg.hvg_fraction * n_genes)), min(cfg.min_genes, n_genes))
+        n_keep = min(n_keep, n_genes)
+        if n_keep == n_genes:
+            return np.arange(n_genes)
+        var = _gene_variance(x)
+        # stable ranking: ties broken by gene order
+        order = np.argsort(-var, kind="stable")[:n_keep]
+        return np.sort(order)
+    if cfg.gene_selection == "seurat_v3":
+        import anndata as ad
+        import scanpy as sc
+
+        n_keep = min(cfg.n_top_genes, n_genes)
+        if n_keep == n_genes:
+            return np.arange(n_genes)
+        tmp = ad.AnnData(x)
+        try:
+            sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
+        except ImportError as e:  # scikit-misc missing
+            raise InputError(
+                "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc"
+            ) from e
+        return np.flatnonzero(tmp.var["highly_variable"].to_numpy())
+    raise InputError(f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat_v3' or 'none'")
+
+
+def prepare(
+    counts: sp.spmatrix, gene_names, cfg: PreprocessConfig | None = None, *, genes: np.ndarray | None = None
+) -> PreparedData:
+    """Select genes, compute size factors and z-scored log-normalised features.
+
+    ``counts`` must already be checked (finite, non-negative). Cells and genes
+    with zero total are dropped (before and after gene selection) with a notice.
+    ``genes`` (indices into the columns) skips the selection and keeps exactly
+    those genes, as when a saved model is applied to data again.
+    """
+    cfg = cfg or PreprocessConfig()
+    x = sp.csr_matrix(counts, dtype=np.float32)
+    gene_names = np.asarray(gene_names)
+    n_cells_in, n_genes_in = x.shape
+
+    cell_tot = np.asarray(x.sum(axis=1)).ravel()
+    gene_tot = np.asarray(x.sum(axis=0)).ravel()
+    cell_keep = cell_tot > 0
+    gene_nonzero = np.flatnonzero(gene_tot > 0)
+    if gene_nonzero.size < n_genes_in and genes is None:
+        log.info("dropped %d genes with zero counts in every cell", n_genes_in - gene_nonzero.size)
+    if genes is not None:
+        genes_sel = np.asarray(genes, dtype=np.int64)
+    else:
+        x_nz = x[:, gene_nonzero][cell_keep]
+        genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
+
+    x = x[:, genes_sel]
+    tot = np.asarray(x.sum(axis=1)).ravel()
+    cell_keep &= tot > 0
+    n_drop = n_cells_in - int(cell_keep.sum())
+    if n_drop:
+        log.info("dropped %d cells with zero counts in the %d selected genes", n_drop, len(genes_sel))
+    if cell_keep.sum() < 2:
+        raise InputError("fewer than 2 cells have non-zero counts in the selected genes; nothing to cluster")
+    x = x[cell_keep].tocsr()
+    x.sort_indices()
+    tot = tot[cell_keep]
+    median = float(np.median(tot))
+    size_factors = (tot / median).astype(np.float32)
+
+    # scale to the median total count, log1p, z-score each gene
+    norm = sp.csr_matrix(x.multiply((median / tot).reshape(-1, 1)), dtype=np.float32)
+    norm.data = np.log1p(norm.data)
+    mean = np.asarray(norm.mean(axis=0)).ravel()
+    sq = np.asarray(norm.multiply(norm).mean(axis=0)).ravel()
+    std = np.sqrt(np.maximum(sq - mean**2, 0.0))
+    std[std == 0] = 1.0
+    features = norm.toarray()
+    features -= mean
+    features /= std
+    if cfg.max_value is not None:
+        np.clip(features, -cfg.max_value, cfg.max_value, out=features)
+
+    return PreparedData(
+        counts=x,
+        features=features.astype(np.float32, copy=False),
+        size_factors=size_factors,
+        cell_mask=cell_keep,
+        gene_index=genes_sel,
+        gene_names=gene_names[genes_sel],
+    )

@@ -1,0 +1,65 @@
+"""Clustering metrics against reference labels (SPEC section 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
+
+__all__ = ["cluster_accuracy", "match_clusters", "clustering_metrics"]
+
+
+def _codes(values) -> tuple[np.ndarray, np.ndarray]:
+    cat = pd.Categorical(np.asarray(values, dtype=object).astype(str))
+    return cat.codes.astype(np.int64), np.asarray(cat.categories)
+
+
+def match_clusters(labels_true, labels_pred) -> np.ndarray:
+    """Map every predicted cluster to a true label by the Hungarian algorithm.
+
+    Returns an array ``mapped`` with, for each cell, the true label its
+    predicted cluster was matched to, or ``None`` when the cluster was left
+    unmatched (more predicted clusters than true labels). Correct when the
+    numbers of clusters and labels differ: the contingency table is padded
+    to square.
+    """
+    t_codes, t_names = _codes(labels_true)
+    p_codes, _ = _codes(labels_pred)
+    n_t, n_p = t_codes.max() + 1, p_codes.max() + 1
+    n = max(n_t, n_p)
+    table = np.zeros((n, n), dtype=np.int64)
+    np.add.at(table, (p_codes, t_codes), 1)
+    rows, cols = linear_sum_assignment(-table)
+    lookup = np.full(n, -1, dtype=np.int64)
+    lookup[rows] = cols
+    matched = lookup[p_codes]
+    out = np.empty(len(p_codes), dtype=object)
+    valid = (matched >= 0) & (matched < n_t)
+    out[valid] = t_names[matched[valid]]
+    out[~valid] = None
+    return out
+
+
+def cluster_accuracy(labels_true, labels_pred) -> float:
+    """Fraction of cells whose cluster is matched to their true label (best one-to-one matching)."""
+    truth = np.asarray(labels_true, dtype=object).astype(str)
+    mapped = match_clusters(truth, labels_pred)
+    return float(np.mean(mapped == truth))
+
+
+def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
+    """ARI, NMI (arithmetic mean normalisation), CA and macro/micro F1 after matching."""
+    truth = np.asarray(labels_true, dtype=object).astype(str)
+    pred = np.asarray(labels_pred, dtype=object).astype(str)
+    if truth.shape != pred.shape:
+        raise ValueError(f"label arrays differ in length: {truth.shape[0]} vs {pred.shape[0]}")
+    mapped = match_clusters(truth, pred)
+    mapped_str = np.where(mapped == None, "<unmatched>", mapped).astype(str)  # noqa: E711
+    return {
+        "ARI": float(adjusted_rand_score(truth, pred)),
+        "NMI": float(normalized_mutual_info_score(truth, pred, average_method="arithmetic")),
+        "CA": float(np.mean(mapped_str == truth)),
+        "F1_macro": float(f1_score(truth, mapped_str, labels=np.unique(truth), average="macro", zero_division=0)),
+        "F1_micro": float(f1_score(truth, mapped_str, labels=np.unique(truth), average="micro", zero_division=0)),
+    }

@@ -1,0 +1,5 @@
+"""User-facing model classes."""
+
+from ._scgpcl import SCGPCL
+
+__all__ = ["SCGPCL"]

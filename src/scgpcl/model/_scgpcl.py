@@ -1,0 +1,276 @@
+"""The user-facing model: AnnData in, clusters and embeddings out. No maths here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from .._config import SCGPCLConfig, faithful
+from .._device import resolve_device
+from .._errors import InputError
+from ..data._checks import check_counts, check_n_clusters
+from ..data._preprocess import PreparedData, prepare
+from ..module._network import SCGPCLModule
+from ..train._trainer import Trainer
+
+__all__ = ["SCGPCL"]
+
+log = logging.getLogger("scgpcl")
+
+_WEIGHTS = "model.pt"
+_CONFIG = "config.json"
+
+
+def _get_counts(adata: AnnData, layer: str | None):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        available = ", ".join(map(repr, adata.layers.keys())) or "none"
+        raise InputError(f"layer {layer!r} not found in the AnnData; available layers: {available} (or layer=None for X)")
+    return adata.layers[layer]
+
+
+def _records_to_arrays(records: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    return {k: np.array([r.get(k, np.nan) for r in records], dtype=float) for k in keys}
+
+
+class SCGPCL:
+    """scGPCL clustering of one AnnData object.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; raw counts in ``X`` or in ``layers[layer]``.
+    n_clusters
+        Number of clusters K (2 <= K <= number of cells).
+    layer
+        Layer holding the raw counts (``None``: ``X``).
+    config
+        A :class:`~scgpcl.SCGPCLConfig`; defaults to the reference settings.
+    random_state
+        Seed for weights, sampling, masking and k-means. The same seed gives
+        the same labels on the same CPU.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    **overrides
+        Any config field by name, e.g. ``lr=1e-3, pretrain_epochs=50``.
+
+    Examples
+    --------
+    >>> model = SCGPCL(adata, n_clusters=8)
+    >>> model.train()
+    >>> adata.obs["scgpcl"] = model.predict().astype(str)
+    >>> adata.obsm["X_scgpcl"] = model.get_latent_representation()
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_clusters: int,
+        *,
+        layer: str | None = None,
+        config: SCGPCLConfig | None = None,
+        random_state: int = 0,
+        device: str | torch.device = "auto",
+        **overrides: Any,
+    ):
+        config = config or faithful()
+        if overrides:
+            try:
+                config = config.override(**overrides)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+        self.config = config
+        self.adata = adata
+        self.layer = layer
+        self.random_state = int(random_state)
+        self.device = resolve_device(device)
+        counts = _get_counts(adata, layer)
+        check_counts(
+            counts,
+            reconstruction=config.model.reconstruction,
+            where="X" if layer is None else f"layers[{layer!r}]",
+            layers=list(adata.layers.keys()),
+        )
+        self.n_clusters = check_n_clusters(n_clusters, adata.n_obs)
+        self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess)
+        if self.n_clusters > self.data.n_cells:
+            raise InputError(
+                f"n_clusters={self.n_clusters} exceeds the {self.data.n_cells} cells left after dropping empty cells"
+            )
+        log.info(
+            "scGPCL: %d cells x %d genes (of %d), K=%d, device %s",
+            self.data.n_cells, self.data.n_genes, adata.n_vars, self.n_clusters, self.device,
+        )
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
+            torch.manual_seed(self.random_state)
+            m = config.model
+            self.module = SCGPCLModule(
+                self.data.n_genes,
+                encoder_dims=tuple(m.encoder_dims),
+                gene_embedding_dim=m.gene_embedding_dim,
+                decoder_dim=m.decoder_dim,
+                encoder=m.encoder,
+                reconstruction=m.reconstruction,
+            ).to(self.device)
+        self._trainer: Trainer | None = None
+        self.is_trained = False
+        self.stages: dict[str, dict] = {}
+        self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+    # ------------------------------------------------------------------ train
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            self._trainer = Trainer(
+                self.module,
+                self.data,
+                model_cfg=self.config.model,
+                sampler_cfg=self.config.sampler,
+                train_cfg=self.config.train,
+                n_clusters=self.n_clusters,
+                seed=self.random_state,
+                device=self.device,
+            )
+        return self._trainer
+
+    def train(self, *, progress: bool = True) -> "SCGPCL":
+        """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``."""
+        tr = self.trainer
+        tr.progress = progress
+        pre = tr.pretrain()
+        self.stages = {"pretrain": pre.to_dict()}
+        if self.config.train.finetune:
+            fine = tr.finetune()
+            self.stages["finetune"] = fine.to_dict()
+        self.is_trained = True
+        self._result = None
+        return self
+
+    def _outputs(self):
+        if not self.is_trained:
+            raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
+        if self._result is None:
+            self._result = self.trainer.predict()
+        return self._result
+
+    # ---------------------------------------------------------------- results
+    def get_latent_representation(self) -> np.ndarray:
+        """Cell representation (n_obs x d); rows of cells dropped as empty are NaN."""
+        z, _, _ = self._outputs()
+        out = np.full((self.adata.n_obs, z.shape[1]), np.nan, dtype=np.float32)
+        out[self.data.cell_mask] = z
+        return out
+
+    def predict(self) -> np.ndarray:
+        """Cluster index per cell (0..K-1); -1 for cells dropped as empty."""
+        _, labels, _ = self._outputs()
+        out = np.full(self.adata.n_obs, -1, dtype=np.int64)
+        out[self.data.cell_mask] = labels
+        return out
+
+    def predict_proba(self) -> np.ndarray:
+        """DEC soft assignment Q (n_obs x K); NaN rows for dropped cells."""
+        _, _, q = self._outputs()
+        if q is None:
+            raise RuntimeError("soft assignments need the fine-tuning stage (finetune=True)")
+        out = np.full((self.adata.n_obs, q.shape[1]), np.nan, dtype=np.float32)
+        out[self.data.cell_mask] = q
+        return out
+
+    @property
+    def history(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per-epoch loss terms of each stage, as arrays keyed by name."""
+        return {stage: _records_to_arrays(info["history"]) for stage, info in self.stages.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """Epochs run, stop reason and seconds per stage."""
+        return {s: {k: v for k, v in d.items() if k != "history"} for s, d in self.stages.items()}
+
+    # -------------------------------------------------------------- save/load
+    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Weights (``state_dict``) and a JSON config in ``dir_path``."""
+        if not self.is_trained:
+            raise RuntimeError("nothing to save: the model is not trained")
+        d = Path(dir_path)
+        if d.exists() and any(d.iterdir()) and not overwrite:
+            raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": 1,
+            "n_clusters": self.n_clusters,
+            "random_state": self.random_state,
+            "layer": self.layer,
+            "config": self.config.to_dict(),
+            "genes": [str(g) for g in self.data.gene_names],
+            "has_cluster_centres": self.module.cluster_centres is not None,
+            "stages": self.stages,
+        }
+        tmp_w, tmp_c = d / (_WEIGHTS + ".tmp"), d / (_CONFIG + ".tmp")
+        torch.save(self.module.state_dict(), tmp_w)
+        tmp_c.write_text(json.dumps(meta, indent=1, default=float))
+        os.replace(tmp_w, d / _WEIGHTS)
+        os.replace(tmp_c, d / _CONFIG)
+
+    @classmethod
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> "SCGPCL":
+        """Rebuild a trained model for ``adata``; its genes must include the saved ones."""
+        d = Path(dir_path)
+        try:
+            meta = json.loads((d / _CONFIG).read_text())
+        except FileNotFoundError:
+            raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
+        genes = np.asarray(meta["genes"])
+        pos = {g: i for i, g in enumerate(adata.var_names)}
+        missing = [g for g in genes if g not in pos]
+        if missing:
+            raise InputError(
+                f"the AnnData lacks {len(missing)} of the model's {len(genes)} genes (e.g. {missing[:3]}); "
+                "load the model with the data it was trained on"
+            )
+        config = SCGPCLConfig.from_dict(meta["config"])
+        self = cls.__new__(cls)
+        self.config = config
+        self.adata = adata
+        self.layer = meta["layer"]
+        self.random_state = int(meta["random_state"])
+        self.device = resolve_device(device)
+        counts = _get_counts(adata, self.layer)
+        check_counts(counts, reconstruction=config.model.reconstruction, layers=list(adata.layers.keys()))
+        self.n_clusters = check_n_clusters(meta["n_clusters"], adata.n_obs)
+        self.data = prepare(
+            counts, adata.var_names.to_numpy(), config.preprocess, genes=np.array([pos[g] for g in genes])
+        )
+        m = config.model
+        self.module = SCGPCLModule(
+            len(genes),
+            encoder_dims=tuple(m.encoder_dims),
+            gene_embedding_dim=m.gene_embedding_dim,
+            decoder_dim=m.decoder_dim,
+            encoder=m.encoder,
+            reconstruction=m.reconstruction,
+        )
+        state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)
+        if meta["has_cluster_centres"]:
+            self.module.init_cluster_centres(state["cluster_centres"])
+        self.module.load_state_dict(state)
+        self.module.to(self.device)
+        self._trainer = None
+        self.stages = meta.get("stages", {})
+        self.is_trained = True
+        self._result = None
+        return self
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained else "untrained"
+        return f"SCGPCL({self.data.n_cells} cells x {self.data.n_genes} genes, K={self.n_clusters}, {state}, {self.device})"

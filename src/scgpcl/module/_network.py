@@ -1,0 +1,178 @@
+"""The scGPCL network (SPEC section 4), pure torch: no AnnData in here."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data._graph import BipartiteAdjacency
+
+__all__ = ["BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "ZINBDecoder", "SCGPCLModule"]
+
+_LOG_MEAN_MIN, _LOG_MEAN_MAX = math.log(1e-5), math.log(1e6)
+
+
+class BipartiteSAGELayer(nn.Module):
+    r"""One heterogeneous GraphSAGE-mean layer on the cell-gene graph.
+
+    For each node type t with neighbours of the other type:
+
+    .. math:: h_t' = W^{self}_t h_t + W^{nbr}_t \,\mathrm{mean}_{u\in N(t)} h_u + b_t
+
+    followed by BatchNorm per node type. Neighbour features are projected
+    before they are aggregated (``mean(x) W = mean(x W)``), which is exact and
+    cheaper when the input is wider than the output.
+
+    With ``update_genes=False`` (the last layer, whose gene output nothing
+    reads) only cells are updated.
+    """
+
+    def __init__(self, cell_in: int, gene_in: int, out: int, update_genes: bool = True):
+        super().__init__()
+        self.out = out
+        self.update_genes = update_genes
+        # cell input -> [self term for cells | message for genes]
+        self.cell_lin = nn.Linear(cell_in, 2 * out if update_genes else out, bias=False)
+        self.gene_lin = nn.Linear(gene_in, 2 * out if update_genes else out, bias=False)
+        self.cell_bias = nn.Parameter(torch.zeros(out))
+        self.cell_norm = nn.BatchNorm1d(out)
+        if update_genes:
+            self.gene_bias = nn.Parameter(torch.zeros(out))
+            self.gene_norm = nn.BatchNorm1d(out)
+
+    def forward(
+        self, x_cell: torch.Tensor, x_gene: torch.Tensor, adj: BipartiteAdjacency
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pc = self.cell_lin(x_cell)
+        pg = self.gene_lin(x_gene)
+        o = self.out
+        # cell <- mean of its genes' messages
+        h_cell = pc[:, :o] + adj.mean_genes_to_cells(pg[:, o:] if self.update_genes else pg) + self.cell_bias
+        h_cell = self.cell_norm(h_cell)
+        if not self.update_genes:
+            return h_cell, None
+        h_gene = pg[:, :o] + adj.mean_cells_to_genes(pc[:, o:]) + self.gene_bias
+        return h_cell, self.gene_norm(h_gene)
+
+
+class GraphEncoder(nn.Module):
+    """Stack of :class:`BipartiteSAGELayer`; returns the cell representation."""
+
+    def __init__(self, n_input: int, gene_dim: int, dims: tuple[int, ...]):
+        super().__init__()
+        layers = []
+        cell_in, gene_in = n_input, gene_dim
+        for i, d in enumerate(dims):
+            last = i == len(dims) - 1
+            layers.append(BipartiteSAGELayer(cell_in, gene_in, d, update_genes=not last))
+            cell_in = gene_in = d
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x_cell, x_gene, adj: BipartiteAdjacency, n_target: int) -> torch.Tensor:
+        for layer in self.layers:
+            x_cell, x_gene = layer(x_cell, x_gene, adj)
+        return x_cell[:n_target]
+
+
+class MLPEncoder(nn.Module):
+    """Ablation: the same widths without the graph (Linear + BatchNorm per layer)."""
+
+    def __init__(self, n_input: int, dims: tuple[int, ...]):
+        super().__init__()
+        mods: list[nn.Module] = []
+        d_in = n_input
+        for d in dims:
+            mods += [nn.Linear(d_in, d), nn.BatchNorm1d(d)]
+            d_in = d
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x_cell, x_gene, adj, n_target: int) -> torch.Tensor:
+        return self.net(x_cell[:n_target])
+
+
+class ZINBDecoder(nn.Module):
+    """Linear(d, 256) + BatchNorm + ReLU, then heads for mean, dispersion and dropout.
+
+    Returns ``(mean, theta, pi_logits)`` with mean = clamp(exp(.), 1e-5, 1e6) and
+    theta = clamp(softplus(.), 1e-4, 1e4). The three heads are one fused Linear.
+    With ``heads=1`` (MSE reconstruction) only the mean head exists and is linear.
+    """
+
+    def __init__(self, n_latent: int, n_hidden: int, n_genes: int, heads: int = 3):
+        super().__init__()
+        self.n_genes = n_genes
+        self.heads = heads
+        self.hidden = nn.Sequential(nn.Linear(n_latent, n_hidden), nn.BatchNorm1d(n_hidden), nn.ReLU())
+        self.out = nn.Linear(n_hidden, heads * n_genes)
+
+    def forward(self, z: torch.Tensor):
+        o = self.out(self.hidden(z))
+        if self.heads == 1:
+            return o, None, None
+        g = self.n_genes
+        mean = torch.exp(o[:, :g].clamp(_LOG_MEAN_MIN, _LOG_MEAN_MAX))
+        theta = F.softplus(o[:, g : 2 * g]).clamp(1e-4, 1e4)
+        return mean, theta, o[:, 2 * g :]
+
+
+class SCGPCLModule(nn.Module):
+    """Encoder, decoder, learnable gene embedding and DEC cluster centres.
+
+    Parameters
+    ----------
+    n_genes
+        Width of the cell features (selected genes) and of the decoder output.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        *,
+        encoder_dims: tuple[int, ...] = (256, 64),
+        gene_embedding_dim: int = 64,
+        decoder_dim: int = 256,
+        encoder: str = "graph",
+        reconstruction: str = "zinb",
+    ):
+        super().__init__()
+        self.n_genes = n_genes
+        self.n_latent = encoder_dims[-1]
+        self.gene_embedding = nn.Embedding(n_genes, gene_embedding_dim)
+        if encoder == "graph":
+            self.encoder: nn.Module = GraphEncoder(n_genes, gene_embedding_dim, tuple(encoder_dims))
+        elif encoder == "mlp":
+            self.encoder = MLPEncoder(n_genes, tuple(encoder_dims))
+        else:
+            raise ValueError(f"encoder must be 'graph' or 'mlp', not {encoder!r}")
+        heads = 3 if reconstruction == "zinb" else 1
+        self.decoder = ZINBDecoder(self.n_latent, decoder_dim, n_genes, heads=heads)
+        self.cluster_centres: nn.Parameter | None = None
+
+    def init_cluster_centres(self, centres: torch.Tensor) -> None:
+        self.cluster_centres = nn.Parameter(centres.detach().clone().float())
+
+    def encode(
+        self,
+        x_cell: torch.Tensor,
+        gene_ids: torch.Tensor,
+        adj: BipartiteAdjacency,
+        n_target: int,
+        cell_mask: torch.Tensor | None = None,
+        gene_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cell representations of the first ``n_target`` cells of a (sub)graph.
+
+        ``cell_mask`` / ``gene_mask`` are 0/1 column masks (feature masking).
+        """
+        x_gene = self.gene_embedding(gene_ids)
+        if cell_mask is not None:
+            x_cell = x_cell * cell_mask
+        if gene_mask is not None:
+            x_gene = x_gene * gene_mask
+        return self.encoder(x_cell, x_gene, adj, n_target)
+
+    def decode(self, z: torch.Tensor):
+        return self.decoder(z)

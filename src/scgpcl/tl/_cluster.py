@@ -1,0 +1,96 @@
+"""scanpy-style entry point: ``scgpcl.tl.cluster(adata, n_clusters=...)``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._config import SCGPCLConfig
+from ..data._checks import check_label_key
+from ..metrics import clustering_metrics
+from ..model._scgpcl import SCGPCL
+
+__all__ = ["cluster", "store_results"]
+
+log = logging.getLogger("scgpcl")
+
+
+def cluster(
+    adata: AnnData,
+    *,
+    n_clusters: int,
+    layer: str | None = None,
+    label_key: str | None = None,
+    key_added: str = "scgpcl",
+    random_state: int = 0,
+    config: SCGPCLConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    copy: bool = False,
+    **overrides: Any,
+) -> AnnData | None:
+    """Cluster cells with scGPCL and store the results in ``adata``.
+
+    Writes ``obs[key_added]`` (categorical of strings; cells dropped for having
+    no counts are NaN), ``obsm['X_' + key_added]`` (the learned representation,
+    ready for ``sc.pp.neighbors(adata, use_rep='X_scgpcl')``) and
+    ``uns[key_added]`` with ``params``, per-epoch ``history``, ``stages``
+    (epochs run, stop reason, seconds) and, when ``label_key`` names
+    reference labels, ``metrics`` (ARI, NMI, CA, F1) on the clustered cells.
+
+    Returns the model's AnnData copy when ``copy=True``, else ``None``.
+    """
+    if copy:
+        adata = adata.copy()
+    check_label_key(adata, label_key)
+    model = SCGPCL(
+        adata, n_clusters, layer=layer, config=config, random_state=random_state, device=device, **overrides
+    )
+    model.train(progress=progress)
+    store_results(adata, model, key_added=key_added, label_key=label_key)
+    return adata if copy else None
+
+
+def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None) -> None:
+    """Write a trained model's labels, embedding and record into ``adata``."""
+    labels = model.predict()
+    cats = [str(i) for i in range(model.n_clusters)]
+    adata.obs[key_added] = pd.Categorical(
+        np.where(labels >= 0, labels.astype(str), None), categories=cats
+    )
+    adata.obsm["X_" + key_added] = model.get_latent_representation()
+    info: dict[str, Any] = {
+        "params": {
+            "n_clusters": model.n_clusters,
+            "random_state": model.random_state,
+            "layer": model.layer if model.layer is not None else "X",
+            "device": str(model.device),
+            "n_cells_used": model.data.n_cells,
+            "n_genes_used": model.data.n_genes,
+            "config": _flatten(model.config.to_dict()),
+        },
+        "stages": model.summary(),
+        "history": model.history,
+        "genes_used": np.asarray(model.data.gene_names, dtype=str),
+    }
+    if label_key is not None:
+        keep = labels >= 0
+        truth = adata.obs[label_key].to_numpy()[keep]
+        ok = pd.notna(truth)
+        info["metrics"] = clustering_metrics(truth[ok], labels[keep][ok])
+        info["metrics"]["label_key"] = label_key
+    adata.uns[key_added] = info
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out

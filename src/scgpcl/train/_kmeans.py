@@ -1,0 +1,59 @@
+"""k-means on the learned representation, via scikit-learn.
+
+torch and scikit-learn each ship an OpenMP runtime; right after torch work,
+torch's spinning threads can starve scikit-learn's and make ``KMeans`` 20x
+slower on a small CPU (PERF-NOTES.md). Every call therefore runs under a
+one-thread OpenMP limit (``threadpoolctl``), which ``benchmarks/kmeans.py``
+measured as faster than the default on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
+
+__all__ = ["KMeansResult", "kmeans"]
+
+
+@dataclass
+class KMeansResult:
+    labels: np.ndarray  # (n,) int64
+    centres: np.ndarray  # (k, d) float32, mean of each cluster's points
+    inertia: float
+
+
+def kmeans(
+    x: torch.Tensor | np.ndarray,
+    k: int,
+    *,
+    n_init: int = 20,
+    seed: int = 0,
+    init: np.ndarray | None = None,
+    threads: int = 1,
+) -> KMeansResult:
+    """Best of ``n_init`` k-means++ restarts, plus one warm start from ``init`` if given.
+
+    Deterministic for a given ``seed``.
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= n_points, got k={k}, n={n}")
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        best = None
+        if n_init > 0:
+            best = KMeans(k, n_init=n_init, random_state=seed).fit(x)
+        if init is not None:
+            warm = KMeans(k, init=np.asarray(init, dtype=np.float32), n_init=1, random_state=seed).fit(x)
+            if best is None or warm.inertia_ < best.inertia_:
+                best = warm
+    if best is None:
+        raise ValueError("kmeans needs n_init > 0 or init centres")
+    labels = best.labels_.astype(np.int64)
+    return KMeansResult(labels=labels, centres=best.cluster_centers_.astype(np.float32), inertia=float(best.inertia_))

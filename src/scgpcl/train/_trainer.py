@@ -1,0 +1,330 @@
+"""Training loops: contrastive pre-training and DEC fine-tuning (SPEC section 6).
+
+The trainer owns the tensors the loops need (features, counts, size factors,
+the graph and its sampler) and the random streams; the module stays pure
+torch and the user-facing class never does maths.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from .._config import SamplerConfig, TrainConfig, ModelConfig
+from ..data._graph import BipartiteGraph, Subgraph, SubgraphSampler
+from ..data._preprocess import PreparedData
+from ..module import _losses as L
+from ..module._network import SCGPCLModule
+from ._kmeans import kmeans
+
+__all__ = ["Trainer", "StageResult", "prototype_sizes"]
+
+log = logging.getLogger("scgpcl")
+
+
+def prototype_sizes(k: int) -> list[int]:
+    """Granularities K_1 = K, K_2 = max(K+1, 1.5K), K_3 = max(K_2+1, ceil(2K))."""
+    k2 = max(k + 1, int(1.5 * k))
+    k3 = max(k2 + 1, math.ceil(2 * k))
+    return [k, k2, k3]
+
+
+@dataclass
+class StageResult:
+    """What one training stage did."""
+
+    epochs: int = 0
+    stop_reason: str = ""
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.epochs, "stop_reason": self.stop_reason, "seconds": self.seconds, "history": self.history}
+
+
+class Trainer:
+    """Runs the two stages on one prepared dataset.
+
+    Parameters
+    ----------
+    module
+        The network (already on ``device``).
+    data
+        Output of :func:`scgpcl.data.prepare`.
+    progress
+        Show a progress bar per stage.
+    """
+
+    def __init__(
+        self,
+        module: SCGPCLModule,
+        data: PreparedData,
+        *,
+        model_cfg: ModelConfig,
+        sampler_cfg: SamplerConfig,
+        train_cfg: TrainConfig,
+        n_clusters: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ):
+        self.module = module
+        self.data = data
+        self.model_cfg = model_cfg
+        self.sampler_cfg = sampler_cfg
+        self.cfg = train_cfg
+        self.k = int(n_clusters)
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.progress = progress
+
+        self.graph = BipartiteGraph(data.counts)
+        self.sampler = SubgraphSampler(self.graph, sampler_cfg.num_samples)
+        self.features = torch.from_numpy(data.features).to(self.device)
+        self.size_factors = torch.from_numpy(data.size_factors).to(self.device)
+        # sum over genes of lgamma(x + 1) per cell: the ZINB likelihood's constant
+        c = data.counts
+        lg = c.copy()
+        lg.data = np.asarray(torch.lgamma(torch.from_numpy(c.data.astype(np.float64)) + 1.0).numpy())
+        self.lgamma_cell = np.asarray(lg.sum(axis=1)).ravel()
+        self._full: Subgraph | None = None
+        # independent random streams: batch order, each view's sampler, masks, k-means
+        ss = np.random.SeedSequence(self.seed)
+        s_order, s_v1, s_v2, s_mask = ss.spawn(4)
+        self.rng_order = np.random.default_rng(s_order)
+        self.rng_views = (np.random.default_rng(s_v1), np.random.default_rng(s_v2))
+        self.gen_mask = torch.Generator().manual_seed(int(s_mask.generate_state(1)[0]))
+        self._kmeans_calls = 0
+
+    # ---------------------------------------------------------------- helpers
+    def _batches(self) -> list[np.ndarray]:
+        n = self.data.n_cells
+        n_batches = max(1, math.ceil(n / self.sampler_cfg.batch_size))
+        # near-equal batches: never a last batch of one cell (BatchNorm needs >= 2)
+        return np.array_split(self.rng_order.permutation(n), n_batches)
+
+    def _column_mask(self, width: int, rate: float) -> torch.Tensor | None:
+        if rate <= 0:
+            return None
+        n_drop = int(round(rate * width))
+        mask = torch.ones(width)
+        mask[torch.randperm(width, generator=self.gen_mask)[:n_drop]] = 0.0
+        return mask.to(self.device)
+
+    def _encode_view(self, targets: np.ndarray, view: int) -> torch.Tensor:
+        sub = self.sampler.sample(targets, self.rng_views[view], device=self.device)
+        rate = self.sampler_cfg.feature_drop[view]
+        cell_mask = self._column_mask(self.data.n_genes, rate)
+        gene_mask = self._column_mask(self.module.gene_embedding.embedding_dim, rate)
+        cells = torch.from_numpy(sub.cells).to(self.device)
+        genes = torch.from_numpy(sub.genes).to(self.device)
+        return self.module.encode(
+            self.features[cells], genes, sub.adjacency, sub.n_target, cell_mask=cell_mask, gene_mask=gene_mask
+        )
+
+    def _batch_counts(self, targets: np.ndarray):
+        """Flat indices and values of the batch's non-zero counts, and the lgamma constant."""
+        b = self.data.counts[targets]
+        rows = np.repeat(np.arange(b.shape[0]), np.diff(b.indptr))
+        flat = torch.from_numpy(rows * b.shape[1] + b.indices).to(self.device)
+        values = torch.from_numpy(b.data).to(self.device)
+        const = torch.tensor(float(self.lgamma_cell[targets].sum()), device=self.device)
+        return flat, values, const
+
+    def _reconstruction(self, z: torch.Tensor, targets: np.ndarray, counts=None) -> torch.Tensor:
+        mean, theta, pi_logits = self.module.decode(z)
+        idx = torch.from_numpy(targets).to(self.device)
+        if self.model_cfg.reconstruction == "mse":
+            return L.mse_loss(self.features[idx], mean)
+        flat, values, const = counts if counts is not None else self._batch_counts(targets)
+        return L.zinb_nll_sparse(flat, values, const, mean, theta, pi_logits, self.size_factors[idx])
+
+    @torch.no_grad()
+    def embed(self) -> torch.Tensor:
+        """Representation of every cell: full graph, no sampling, no masking, eval mode."""
+        was_training = self.module.training
+        self.module.eval()
+        if self._full is None:
+            self._full = self.graph.full(self.device)
+        full = self._full
+        genes = torch.from_numpy(full.genes).to(self.device)
+        z = self.module.encode(self.features, genes, full.adjacency, full.n_target)
+        self.module.train(was_training)
+        return z
+
+    def _kmeans(self, z: torch.Tensor, k: int, n_init: int, init=None):
+        self._kmeans_calls += 1
+        seed = (self.seed * 100003 + self._kmeans_calls) % (2**31)
+        return kmeans(z, k, n_init=n_init, seed=seed, init=init)
+
+    def _bar(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=True, dynamic_ncols=True)
+
+    # ----------------------------------------------------------- pre-training
+    def pretrain(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
+        cfg = self.cfg
+        res = StageResult()
+        t0 = time.perf_counter()
+        opt = torch.optim.AdamW(
+            [p for n, p in self.module.named_parameters() if not n.startswith("cluster_centres")],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        sizes = prototype_sizes(self.k)
+        prev_labels: np.ndarray | None = None
+        prev_centres: list[torch.Tensor | None] = [None] * len(sizes)
+        res.stop_reason = f"reached the maximum of {cfg.pretrain_epochs} epochs"
+        bar = self._bar(cfg.pretrain_epochs, "pre-training")
+        use_proto = cfg.lambda_proto > 0
+        for epoch in range(1, cfg.pretrain_epochs + 1):
+            record: dict[str, float] = {"epoch": epoch}
+            protos = None
+            if epoch > cfg.warmup_epochs:
+                z_all = self.embed()
+                results = [
+                    self._kmeans(z_all, k, cfg.kmeans_n_init_epoch, init=prev_centres[i]) for i, k in enumerate(sizes)
+                ]
+                prev_centres = [r.centres for r in results]
+                labels = results[0].labels
+                if prev_labels is not None:
+                    ari = float(adjusted_rand_score(prev_labels, labels))
+                    record["ari_prev"] = ari
+                    if ari > cfg.convergence_ari:
+                        res.stop_reason = (
+                            f"converged: ARI between consecutive epochs' k-means labels {ari:.4f} > {cfg.convergence_ari}"
+                        )
+                        res.history.append(record)
+                        break
+                prev_labels = labels
+                if use_proto:
+                    protos = (
+                        [torch.from_numpy(r.centres).to(self.device) for r in results],
+                        [torch.from_numpy(r.labels).to(self.device) for r in results],
+                    )
+
+            sums = {"zinb" if self.model_cfg.reconstruction == "zinb" else "mse": 0.0, "ins": 0.0, "proto": 0.0, "loss": 0.0}
+            rec_key = next(iter(sums))
+            batches = self._batches()
+            self.module.train()
+            for targets in batches:
+                z1 = self._encode_view(targets, 0)
+                z2 = self._encode_view(targets, 1)
+                counts = self._batch_counts(targets) if self.model_cfg.reconstruction == "zinb" else None
+                rec = 0.5 * (self._reconstruction(z1, targets, counts) + self._reconstruction(z2, targets, counts))
+                loss = rec
+                ins = L.info_nce(z1, z2, self.model_cfg.tau) if cfg.lambda_ins > 0 else rec.new_zeros(())
+                loss = loss + cfg.lambda_ins * ins
+                if protos is not None:
+                    idx = torch.from_numpy(targets).to(self.device)
+                    proto = L.proto_nce(z1, protos[0], [a[idx] for a in protos[1]], self.model_cfg.tau)
+                    loss = loss + cfg.lambda_proto * proto
+                    sums["proto"] += proto.item()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums[rec_key] += rec.item()
+                sums["ins"] += ins.item()
+                sums["loss"] += loss.item()
+            for key, v in sums.items():
+                record[key] = v / len(batches)
+            _check_finite(record, "pre-training", epoch)
+            res.history.append(record)
+            res.epochs = epoch
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"}, refresh=False)
+            if callback:
+                callback(epoch, record)
+        bar.close()
+        res.seconds = time.perf_counter() - t0
+        log.info("pre-training: %d epochs, %s (%.1f s)", res.epochs, res.stop_reason, res.seconds)
+        return res
+
+    # ------------------------------------------------------------ fine-tuning
+    def init_clusters(self) -> np.ndarray:
+        """k-means on the full embedding; sets the DEC centres; returns labels."""
+        z = self.embed()
+        r = self._kmeans(z, self.k, self.cfg.kmeans_n_init)
+        self.module.init_cluster_centres(torch.from_numpy(r.centres).to(self.device))
+        return r.labels
+
+    def finetune(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
+        cfg = self.cfg
+        res = StageResult()
+        t0 = time.perf_counter()
+        prev = self.init_clusters()
+        opt = torch.optim.Adadelta(
+            self.module.parameters(), lr=cfg.finetune_lr, rho=cfg.finetune_rho, weight_decay=cfg.weight_decay
+        )
+        mu = self.module.cluster_centres
+        alpha = self.model_cfg.alpha
+        res.stop_reason = f"reached the maximum of {cfg.finetune_epochs} epochs"
+        bar = self._bar(cfg.finetune_epochs, "fine-tuning")
+        for epoch in range(1, cfg.finetune_epochs + 1):
+            with torch.no_grad():
+                q = L.soft_assign(self.embed(), mu, alpha)
+                p = L.target_distribution(q)
+            labels = q.argmax(1).cpu().numpy()
+            delta = float(np.mean(labels != prev))
+            prev = labels
+            record: dict[str, float] = {"epoch": epoch, "delta_label": delta}
+            if delta < cfg.finetune_tol:
+                res.stop_reason = f"converged: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
+                res.history.append(record)
+                break
+            rec_key = "zinb" if self.model_cfg.reconstruction == "zinb" else "mse"
+            sums = {rec_key: 0.0, "cluster": 0.0, "loss": 0.0}
+            batches = self._batches()
+            self.module.train()
+            for targets in batches:
+                z = self._encode_view(targets, 0)
+                rec = self._reconstruction(z, targets)
+                idx = torch.from_numpy(targets).to(self.device)
+                kl = L.dec_kl(p[idx], L.soft_assign(z, mu, alpha))
+                loss = rec + cfg.lambda_cluster * kl
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums[rec_key] += rec.item()
+                sums["cluster"] += kl.item()
+                sums["loss"] += loss.item()
+            for key, v in sums.items():
+                record[key] = v / len(batches)
+            _check_finite(record, "fine-tuning", epoch)
+            res.history.append(record)
+            res.epochs = epoch
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"}, refresh=False)
+            if callback:
+                callback(epoch, record)
+        bar.close()
+        res.seconds = time.perf_counter() - t0
+        log.info("fine-tuning: %d epochs, %s (%.1f s)", res.epochs, res.stop_reason, res.seconds)
+        return res
+
+    @torch.no_grad()
+    def predict(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(embedding, labels, soft assignment or None if there are no DEC centres)."""
+        z = self.embed()
+        if self.module.cluster_centres is None:
+            r = self._kmeans(z, self.k, self.cfg.kmeans_n_init)
+            return z.cpu().numpy(), r.labels, None
+        q = L.soft_assign(z, self.module.cluster_centres, self.model_cfg.alpha)
+        return z.cpu().numpy(), q.argmax(1).cpu().numpy(), q.cpu().numpy()
+
+
+def _check_finite(record: dict, stage: str, epoch: int) -> None:
+    bad = [k for k, v in record.items() if not np.isfinite(v)]
+    if bad:
+        raise FloatingPointError(
+            f"{stage} produced a non-finite loss ({', '.join(bad)}) at epoch {epoch}; "
+            "try a smaller learning rate, or check the input counts"
+        )

@@ -1,0 +1,227 @@
+"""Input checks: counts, empty cells/genes, cluster number, reference labels."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from scgpcl._errors import InputError
+from scgpcl.data._checks import check_counts, check_label_key, check_n_clusters, drop_empty
+from scgpcl.data._io import read_counts
+
+SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+NOT_COUNTS = SHARED / "data" / "real" / "pbmc68k_reduced_NOT_COUNTS.h5ad"
+
+FORMATS = [np.asarray, sp.csr_matrix, sp.csc_matrix, sp.coo_array]
+
+
+@pytest.fixture
+def counts() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.poisson(2.0, size=(30, 10)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- check_counts
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_raw_counts_pass(counts, fmt):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_counts(fmt(counts))
+        check_counts(fmt(counts.astype(np.int32)))
+
+
+def test_float_round_off_counts_as_integer(counts):
+    check_counts(np.expm1(np.log1p(counts.astype(np.float32))))
+    with pytest.raises(InputError, match="not integer counts"):
+        check_counts(counts + np.float32(0.01))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_negative_refused_with_advice(counts, fmt):
+    scaled = (counts - counts.mean(axis=0)) / (counts.std(axis=0) + 1)
+    with pytest.raises(
+        InputError,
+        match=r"negative value.*scaled or log-transformed.*needs raw counts.*--layer / layer=",
+    ):
+        check_counts(fmt(scaled))
+
+
+def test_negative_message_lists_layers(counts):
+    counts[3, 4] = -1
+    with pytest.raises(InputError, match=r"available layers: 'counts', 'raw_umi'"):
+        check_counts(counts, layers=["counts", "raw_umi"], where="layers['norm']")
+    with pytest.raises(InputError, match=r"^layers\['norm'\] contains 1 negative.*minimum -1"):
+        check_counts(counts, layers=["counts", "raw_umi"], where="layers['norm']")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(("bad", "pattern"), [(np.nan, r"1 NaN and 0 infinite"), (np.inf, r"0 NaN and 1 infinite")])
+def test_nan_and_inf_refused(counts, fmt, bad, pattern):
+    counts[5, 2] = bad
+    with pytest.raises(InputError, match=pattern):
+        check_counts(fmt(counts), reconstruction="mse")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_non_integer_refused_for_zinb(counts, fmt):
+    counts[0, 0] = 2.5
+    with pytest.raises(
+        InputError,
+        match=r"1 of \d+ stored values are not integers \(e\.g\. 2\.5\).*ZINB.*integer counts.*"
+        r"raw counts.*reconstruction='mse'",
+    ):
+        check_counts(fmt(counts))
+
+
+def test_non_integer_warns_for_mse(counts):
+    normalised = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    with pytest.warns(UserWarning, match=r"not integer counts.*reconstruction='mse' accepts"):
+        check_counts(sp.csr_matrix(normalised), reconstruction="mse")
+
+
+@pytest.mark.parametrize("shape", [(0, 10), (10, 0)])
+@pytest.mark.parametrize("fmt", [np.zeros, sp.csr_matrix])
+def test_empty_matrix_refused(shape, fmt):
+    with pytest.raises(InputError, match=rf"empty \({shape[0]} cells x {shape[1]} genes\)"):
+        check_counts(fmt(shape))
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        np.zeros((4, 3)),
+        sp.csr_matrix((4, 3)),
+        sp.csr_matrix((np.zeros(2), ([0, 1], [1, 2])), shape=(4, 3)),  # stored zeros only
+    ],
+    ids=["dense", "sparse", "stored-zeros"],
+)
+def test_all_zero_refused(matrix):
+    with pytest.raises(InputError, match=r"only zeros \(4 cells x 3 genes\)"):
+        check_counts(matrix)
+
+
+def test_unknown_reconstruction(counts):
+    with pytest.raises(InputError, match=r"unknown reconstruction 'nb'.*'mse', 'zinb'"):
+        check_counts(counts, reconstruction="nb")
+
+
+def test_sparse_checked_without_densifying():
+    # 1e6 x 1e6 would need 4 TB dense; only the 3 stored values may be looked at
+    X = sp.csr_matrix((np.array([1.0, -2.0, 3.0]), ([0, 5, 999_999], [7, 8, 9])), shape=(1_000_000, 1_000_000))
+    with pytest.raises(InputError, match=r"1 negative value\(s\) \(minimum -2\)"):
+        check_counts(X)
+
+
+@pytest.mark.skipif(not NOT_COUNTS.is_file(), reason=f"shared data not found at {NOT_COUNTS} (set SCGPCL_SHARED)")
+def test_real_scaled_data_refused():
+    adata = read_counts(NOT_COUNTS)
+    with pytest.raises(InputError, match=r"negative value.*needs raw counts.*--layer / layer="):
+        check_counts(adata.X, layers=list(adata.layers))
+
+
+# --------------------------------------------------------------------------- drop_empty
+
+
+def test_drop_empty_drops_and_logs(counts, caplog):
+    counts[[2, 7], :] = 0
+    counts[:, 4] = 0
+    X = sp.csr_matrix(counts)
+    X.data[X.indices == 5] = 0  # gene 5 only has stored zeros
+    adata = anndata.AnnData(X)
+    with caplog.at_level(logging.INFO, logger="scgpcl"):
+        out = drop_empty(adata)
+    assert out is not adata
+    assert out.shape == (28, 8)
+    assert "2" not in out.obs_names and "7" not in out.obs_names
+    assert "4" not in out.var_names and "5" not in out.var_names
+    assert adata.shape == (30, 10)
+    assert "dropped 2 of 30 cells and 2 of 10 genes" in caplog.text
+    assert not out.is_view
+
+
+def test_drop_empty_dense_and_nothing_to_drop(counts):
+    counts[0] = 0
+    dense = anndata.AnnData(counts)
+    assert drop_empty(dense).n_obs == 29
+    full = anndata.AnnData(sp.csr_matrix(np.ones((3, 2))))
+    assert drop_empty(full) is full
+
+
+def test_drop_empty_all_zero():
+    with pytest.raises(InputError, match="only zero counts"):
+        drop_empty(anndata.AnnData(sp.csr_matrix((5, 4))))
+
+
+# --------------------------------------------------------------------------- check_n_clusters
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        (1, "at least 2, got 1"),
+        (0, "at least 2, got 0"),
+        (-3, "at least 2, got -3"),
+        (2.5, r"whole number.*got 2\.5"),
+        (float("nan"), r"whole number.*got nan"),
+        ("3", r"whole number.*got '3'"),
+        (True, r"whole number.*got True"),
+        (None, r"whole number.*got None"),
+        (101, r"n_clusters=101 is more than the number of cells \(100\)"),
+    ],
+)
+def test_bad_n_clusters(value, pattern):
+    with pytest.raises(InputError, match=pattern):
+        check_n_clusters(value, 100)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(2, 2), (np.int64(7), 7), (8.0, 8), (100, 100)])
+def test_good_n_clusters(value, expected):
+    result = check_n_clusters(value, 100)
+    assert result == expected
+    assert type(result) is int
+
+
+# --------------------------------------------------------------------------- check_label_key
+
+
+def _with_labels(labels) -> anndata.AnnData:
+    obs = pd.DataFrame({"cell_type": labels, "batch": ["a"] * len(labels)})
+    obs.index = obs.index.astype(str)
+    return anndata.AnnData(np.ones((len(labels), 2), dtype=np.float32), obs=obs)
+
+
+def test_label_key_missing_lists_columns():
+    with pytest.raises(InputError, match=r"'celltype' is not a column of obs \(available columns: 'cell_type', 'batch'\)"):
+        check_label_key(_with_labels(["x", "y"]), "celltype")
+
+
+def test_label_key_no_obs_columns():
+    with pytest.raises(InputError, match="obs has no columns"):
+        check_label_key(anndata.AnnData(np.ones((2, 2))), "cell_type")
+
+
+def test_label_key_ok_and_none():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_label_key(_with_labels(["x", "y"]), "cell_type")
+        check_label_key(_with_labels(["x", "y"]), None)
+
+
+def test_label_key_partly_missing_warns():
+    with pytest.warns(UserWarning, match=r"missing for 1 of 3 cells"):
+        check_label_key(_with_labels(pd.Categorical(["x", None, "y"])), "cell_type")
+
+
+def test_label_key_all_missing_refused():
+    with pytest.raises(InputError, match=r"all 2 values are missing"):
+        check_label_key(_with_labels([np.nan, np.nan]), "cell_type")

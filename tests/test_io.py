@@ -1,0 +1,370 @@
+"""Reading counts from every supported format, and atomic h5ad writing."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import anndata
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from scgpcl._errors import InputError
+from scgpcl.data._io import read_counts, write_h5ad_atomic
+
+N_CELLS, N_GENES = 12, 7
+
+
+@pytest.fixture
+def counts() -> np.ndarray:
+    """Small cells x genes integer count matrix with zeros and a large value."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(1.5, size=(N_CELLS, N_GENES)).astype(np.int64)
+    x[0, 0] = 123456  # exact in float32, must survive every reader
+    return x
+
+
+@pytest.fixture
+def cells() -> list[str]:
+    return [f"AAAC{i:02d}-1" for i in range(N_CELLS)]
+
+
+@pytest.fixture
+def genes() -> list[str]:
+    return [f"Gene{j}" for j in range(N_GENES)]
+
+
+def assert_counts(adata: anndata.AnnData, counts, cells, genes) -> None:
+    assert isinstance(adata.X, sp.csr_matrix)
+    assert adata.X.dtype == np.float32
+    assert adata.X.has_canonical_format
+    np.testing.assert_array_equal(adata.X.toarray(), counts)
+    assert list(adata.obs_names) == list(cells)
+    assert list(adata.var_names) == list(genes)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_10x_h5(path, counts, cells, genes, *, extra_antibody: bool = False) -> None:
+    """10x Cell Ranger v3 layout: genes x cells CSC under /matrix."""
+    names = list(genes) + (["CD3_TotalSeqB"] if extra_antibody else [])
+    matrix = counts
+    if extra_antibody:
+        matrix = np.hstack([counts, np.full((counts.shape[0], 1), 5)])
+    csc = sp.csc_matrix(matrix.T.astype(np.int32))  # genes x cells, one column per cell
+    kinds = ["Gene Expression"] * len(genes) + (["Antibody Capture"] if extra_antibody else [])
+    with h5py.File(path, "w") as f:
+        m = f.create_group("matrix")
+        m["barcodes"] = np.array(cells, dtype="S")
+        m["data"] = csc.data
+        m["indices"] = csc.indices.astype(np.int64)
+        m["indptr"] = csc.indptr.astype(np.int64)
+        m["shape"] = np.array(csc.shape, dtype=np.int32)
+        feat = m.create_group("features")
+        feat["id"] = np.array([f"ENSG{j:05d}" for j in range(len(names))], dtype="S")
+        feat["name"] = np.array(names, dtype="S")
+        feat["feature_type"] = np.array(kinds, dtype="S")
+        feat["genome"] = np.array(["GRCh38"] * len(names), dtype="S")
+        feat["_all_tag_keys"] = np.array([b"genome"])
+
+
+def write_10x_mtx(folder, counts, cells, genes, *, prefix: str = "") -> None:
+    """10x Cell Ranger v3 matrix folder: gzipped mtx (genes x cells) and tsv files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / f"{prefix}matrix.mtx.gz", "wb") as handle:
+        scipy.io.mmwrite(handle, sp.coo_matrix(counts.T), field="integer")
+    features = "".join(f"ENSG{j:05d}\t{g}\tGene Expression\n" for j, g in enumerate(genes))
+    with gzip.open(folder / f"{prefix}features.tsv.gz", "wt") as handle:
+        handle.write(features)
+    with gzip.open(folder / f"{prefix}barcodes.tsv.gz", "wt") as handle:
+        handle.write("".join(f"{c}\n" for c in cells))
+
+
+def write_table(path, counts, rows, cols, *, sep: str) -> None:
+    frame = pd.DataFrame(counts, index=rows, columns=cols)
+    frame.to_csv(path, sep=sep)
+
+
+def write_xy_h5(path, counts, labels, **extra) -> None:
+    with h5py.File(path, "w") as f:
+        f["X"] = counts
+        if labels is not None:
+            f["Y"] = labels
+        for key, value in extra.items():
+            f[key] = value
+
+
+# --------------------------------------------------------------------------- h5ad
+
+
+def test_h5ad_roundtrip_sparse(tmp_path, counts, cells, genes):
+    path = tmp_path / "in.h5ad"
+    adata = anndata.AnnData(
+        sp.csr_matrix(counts.astype(np.float32)),
+        obs=pd.DataFrame({"cell_type": pd.Categorical(["a", "b"] * 6)}, index=cells),
+        var=pd.DataFrame(index=genes),
+    )
+    adata.uns["note"] = "kept"
+    adata.write_h5ad(path)
+    out = read_counts(path, label_key="cell_type")
+    assert_counts(out, counts, cells, genes)
+    assert list(out.obs["cell_type"]) == ["a", "b"] * 6
+    assert out.uns["note"] == "kept"
+
+
+def test_h5ad_dense_x_becomes_csr(tmp_path, counts, cells, genes):
+    path = tmp_path / "dense.h5ad"
+    anndata.AnnData(
+        counts.astype(np.float64), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes)
+    ).write_h5ad(path)
+    assert_counts(read_counts(path), counts, cells, genes)
+
+
+def test_h5ad_layer_moved_into_x(tmp_path, counts, cells, genes):
+    path = tmp_path / "layered.h5ad"
+    normalised = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
+    adata = anndata.AnnData(normalised, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes))
+    adata.layers["counts"] = sp.csr_matrix(counts)
+    adata.layers["other"] = normalised
+    adata.write_h5ad(path)
+    out = read_counts(path, layer="counts")
+    assert_counts(out, counts, cells, genes)
+    assert "counts" not in out.layers
+    assert "other" in out.layers
+
+
+def test_h5ad_unknown_layer_lists_layers_and_x(tmp_path, counts):
+    path = tmp_path / "layered.h5ad"
+    adata = anndata.AnnData(counts.astype(np.float32))
+    adata.layers["counts"] = counts.astype(np.float32)
+    adata.write_h5ad(path)
+    with pytest.raises(InputError, match=r"layer 'spliced' not found.*'counts'.*X \(layer=None\)"):
+        read_counts(path, layer="spliced")
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_duplicate_names_made_unique(tmp_path, counts, cells):
+    path = tmp_path / "dup.h5ad"
+    genes = ["A", "A", "B", "C", "C", "C", "D"]
+    anndata.AnnData(
+        counts.astype(np.float32), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes)
+    ).write_h5ad(path)
+    out = read_counts(path)
+    assert out.var_names.is_unique
+    assert list(out.var_names) == ["A", "A-1", "B", "C", "C-1", "C-2", "D"]
+
+
+# --------------------------------------------------------------------------- 10x
+
+
+def test_10x_h5_roundtrip_keeps_gene_expression_only(tmp_path, counts, cells, genes):
+    path = tmp_path / "filtered_feature_bc_matrix.h5"
+    write_10x_h5(path, counts, cells, genes, extra_antibody=True)
+    out = read_counts(path)
+    assert_counts(out, counts, cells, genes)
+    assert "CD3_TotalSeqB" not in out.var_names
+
+
+def test_10x_mtx_folder_roundtrip(tmp_path, counts, cells, genes):
+    folder = tmp_path / "filtered_feature_bc_matrix"
+    write_10x_mtx(folder, counts, cells, genes)
+    assert_counts(read_counts(folder), counts, cells, genes)
+
+
+def test_10x_mtx_file_with_prefix(tmp_path, counts, cells, genes):
+    folder = tmp_path / "geo"
+    write_10x_mtx(folder, counts, cells, genes, prefix="GSM1_")
+    assert_counts(read_counts(folder / "GSM1_matrix.mtx.gz"), counts, cells, genes)
+
+
+def test_10x_mtx_folder_incomplete(tmp_path, counts, cells, genes):
+    folder = tmp_path / "broken"
+    write_10x_mtx(folder, counts, cells, genes)
+    (folder / "barcodes.tsv.gz").unlink()
+    with pytest.raises(InputError, match=r"10x matrix folder.*barcodes\.tsv\.gz"):
+        read_counts(folder)
+
+
+# --------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize(("name", "sep"), [("in.csv", ","), ("in.tsv.gz", "\t"), ("in.txt", "\t")])
+def test_text_cells_as_rows(tmp_path, counts, cells, genes, name, sep):
+    path = tmp_path / name
+    write_table(path, counts, cells, genes, sep=sep)
+    assert_counts(read_counts(path), counts, cells, genes)
+
+
+def test_csv_genes_as_rows_transposed(tmp_path, counts, cells, genes):
+    path = tmp_path / "genes_x_cells.csv"
+    write_table(path, counts.T, genes, cells, sep=",")
+    assert_counts(read_counts(path, genes_as_rows=True), counts, cells, genes)
+    # read the default way, the same file comes out with genes as rows
+    as_is = read_counts(path)
+    assert as_is.shape == (N_GENES, N_CELLS)
+
+
+def test_csv_not_numeric(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(",g1,g2\nc1,1,2\nc2,x,3\n")
+    with pytest.raises(InputError, match=r"cannot read '.*bad\.csv'.*Is it a valid text table"):
+        read_counts(path)
+
+
+def test_csv_without_data_rows(tmp_path):
+    path = tmp_path / "header_only.csv"
+    path.write_text("g1,g2,g3\n")
+    with pytest.raises(InputError, match=r"cannot read '.*header_only\.csv': it has no rows of numbers"):
+        read_counts(path)
+
+
+# --------------------------------------------------------------------------- benchmark X/Y
+
+
+def test_xy_h5_roundtrip_numeric_labels(tmp_path, counts):
+    path = tmp_path / "worm_neuron_cell.h5"
+    labels = np.array([1.0, 2.0, 10.0] * 4)
+    write_xy_h5(path, counts.astype(np.float64), labels)
+    out = read_counts(path, label_key="cell_type")
+    assert_counts(out, counts, [f"cell_{i}" for i in range(N_CELLS)], [f"gene_{j}" for j in range(N_GENES)])
+    assert isinstance(out.obs["cell_type"].dtype, pd.CategoricalDtype)
+    assert list(out.obs["cell_type"][:3]) == ["1", "2", "10"]
+    assert list(out.obs["cell_type"].cat.categories) == ["1", "2", "10"]
+
+
+def test_xy_h5_string_labels_and_names(tmp_path, counts, cells, genes):
+    path = tmp_path / "bench.h5"
+    labels = np.array([b"T cell", b"B cell"] * 6)
+    write_xy_h5(
+        path,
+        counts.astype(np.int32),
+        labels,
+        gene_names=np.array(genes, dtype="S"),
+        cell_names=np.array(cells, dtype="S"),
+    )
+    out = read_counts(path)
+    assert_counts(out, counts, cells, genes)
+    assert list(out.obs["cell_type"][:2]) == ["T cell", "B cell"]
+
+
+def test_xy_h5_genes_as_rows(tmp_path, counts):
+    path = tmp_path / "bench_t.h5"
+    write_xy_h5(path, counts.T.astype(np.float32), np.arange(N_CELLS))
+    out = read_counts(path, genes_as_rows=True)
+    np.testing.assert_array_equal(out.X.toarray(), counts)
+    assert out.obs["cell_type"].tolist() == [str(i) for i in range(N_CELLS)]
+
+
+def test_xy_h5_label_length_mismatch(tmp_path, counts):
+    path = tmp_path / "bench_bad.h5"
+    write_xy_h5(path, counts, np.arange(N_CELLS - 1))
+    with pytest.raises(InputError, match=r"labels 'Y' have shape \(11,\) but 'X' has 12 cells"):
+        read_counts(path)
+
+
+def test_h5_of_unknown_layout_lists_keys(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["expression"] = np.ones((3, 3))
+    with pytest.raises(InputError, match=r"neither a 10x Genomics .h5.*'expression'"):
+        read_counts(path)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_file_named(tmp_path):
+    path = tmp_path / "nope.h5ad"
+    with pytest.raises(InputError, match=r"'.*nope\.h5ad' does not exist"):
+        read_counts(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "what"), [("junk.h5ad", r"\.h5ad \(AnnData\) file"), ("junk.h5", "HDF5 file")]
+)
+def test_random_bytes_refused(tmp_path, name, what):
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(InputError, match=rf"cannot read '.*{name}': .*Is it a valid {what}\?"):
+        read_counts(path)
+
+
+def test_truncated_h5ad_refused(tmp_path, counts):
+    path = tmp_path / "truncated.h5ad"
+    anndata.AnnData(sp.csr_matrix(counts.astype(np.float32))).write_h5ad(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cannot read '.*truncated\.h5ad'.*Is it a valid"):
+        read_counts(path)
+
+
+def test_unsupported_extension_lists_formats(tmp_path):
+    path = tmp_path / "table.xlsx"
+    path.write_bytes(b"x")
+    with pytest.raises(InputError, match=r"unsupported input.*\.xlsx.*supported formats: \.h5ad.*\.csv"):
+        read_counts(path)
+
+
+def test_missing_label_key_lists_columns(tmp_path, counts):
+    path = tmp_path / "in.h5ad"
+    obs = pd.DataFrame({"louvain": ["0"] * N_CELLS, "batch": ["b"] * N_CELLS})
+    obs.index = obs.index.astype(str)
+    anndata.AnnData(counts.astype(np.float32), obs=obs).write_h5ad(path)
+    with pytest.raises(InputError, match=r"label key 'cell_type' is not a column of obs.*'louvain', 'batch'"):
+        read_counts(path, label_key="cell_type")
+
+
+def test_misplaced_options_refused(tmp_path, counts, cells, genes):
+    folder = tmp_path / "mtx"
+    write_10x_mtx(folder, counts, cells, genes)
+    with pytest.raises(InputError, match=r"layer='counts' applies only to \.h5ad"):
+        read_counts(folder, layer="counts")
+    with pytest.raises(InputError, match=r"genes_as_rows=True applies only to text tables"):
+        read_counts(folder, genes_as_rows=True)
+
+
+# --------------------------------------------------------------------------- atomic write
+
+
+def test_write_h5ad_atomic_roundtrip(tmp_path, counts):
+    path = tmp_path / "out.h5ad"
+    write_h5ad_atomic(anndata.AnnData(sp.csr_matrix(counts.astype(np.float32))), path)
+    np.testing.assert_array_equal(read_counts(path).X.toarray(), counts)
+    assert os.listdir(tmp_path) == ["out.h5ad"]
+
+
+def test_write_h5ad_atomic_failure_leaves_nothing(tmp_path, counts, monkeypatch):
+    def half_write(self, filename, **kwargs):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(anndata.AnnData, "write_h5ad", half_write)
+    path = tmp_path / "out.h5ad"
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_h5ad_atomic(anndata.AnnData(counts.astype(np.float32)), path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_h5ad_atomic_failure_keeps_existing_file(tmp_path, counts, monkeypatch):
+    path = tmp_path / "out.h5ad"
+    path.write_bytes(b"previous result")
+
+    def failing_write(self, filename, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(anndata.AnnData, "write_h5ad", failing_write)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_h5ad_atomic(anndata.AnnData(counts.astype(np.float32)), path)
+    assert path.read_bytes() == b"previous result"
+    assert os.listdir(tmp_path) == ["out.h5ad"]
+
+
+def test_write_h5ad_atomic_missing_directory(tmp_path, counts):
+    with pytest.raises(InputError, match=r"directory '.*missing' does not exist"):
+        write_h5ad_atomic(anndata.AnnData(counts.astype(np.float32)), tmp_path / "missing" / "out.h5ad")
