@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 
 @dataclass
@@ -25,8 +25,6 @@ class PreprocessConfig:
     min_genes: int = 2000
     #: Number of genes for ``gene_selection="seurat_v3"``.
     n_top_genes: int = 2000
-    #: Per-gene z-scores are clipped to this absolute value (None: no clip).
-    max_value: Optional[float] = None
 
 
 @dataclass

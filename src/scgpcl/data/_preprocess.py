@@ -1,6 +1,9 @@
 """Preprocessing of a raw count matrix (SPEC section 1), sparse throughout.
 
-Only the z-scored cell features at the selected genes are dense (N x G_sel).
+The z-scored cell features ``(lognorm - mean) / std`` are never stored
+dense: the model multiplies the sparse log-normalised matrix by its weights
+and subtracts the mean term (``module.CellFeatures``). :meth:`PreparedData.dense_features`
+densifies a block of rows when one is needed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ class PreparedData:
     """What the model trains on, aligned to the kept cells and selected genes."""
 
     counts: sp.csr_matrix  # raw counts, kept cells x selected genes, float32
-    features: np.ndarray  # z-scored log-normalised expression, float32, same shape
+    lognorm: sp.csr_matrix  # log1p of counts scaled to the median total, same shape
+    feature_mean: np.ndarray  # (n_genes,) mean of lognorm per gene
+    feature_std: np.ndarray  # (n_genes,) standard deviation (1 where it is 0)
     size_factors: np.ndarray  # (n_cells,) float32, n_i / median(n)
     cell_mask: np.ndarray  # bool over the input's cells: which were kept
     gene_index: np.ndarray  # int indices of the selected genes in the input
@@ -37,6 +42,11 @@ class PreparedData:
     @property
     def n_genes(self) -> int:
         return self.counts.shape[1]
+
+    def dense_features(self, rows=None) -> np.ndarray:
+        """z-scored features of ``rows`` (all cells if None) as a dense float32 array."""
+        block = self.lognorm if rows is None else self.lognorm[rows]
+        return ((block.toarray() - self.feature_mean) / self.feature_std).astype(np.float32)
 
 
 def _gene_variance(x: sp.csr_matrix) -> np.ndarray:
@@ -134,15 +144,13 @@ def prepare(
     sq = np.asarray(norm.multiply(norm).mean(axis=0)).ravel()
     std = np.sqrt(np.maximum(sq - mean**2, 0.0))
     std[std == 0] = 1.0
-    features = norm.toarray()
-    features -= mean
-    features /= std
-    if cfg.max_value is not None:
-        np.clip(features, -cfg.max_value, cfg.max_value, out=features)
+    norm.sort_indices()
 
     return PreparedData(
         counts=x,
-        features=features.astype(np.float32, copy=False),
+        lognorm=norm,
+        feature_mean=mean.astype(np.float32),
+        feature_std=std.astype(np.float32),
         size_factors=size_factors,
         cell_mask=cell_keep,
         gene_index=genes_sel,

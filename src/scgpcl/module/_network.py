@@ -8,11 +8,58 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data._graph import BipartiteAdjacency
+from ..data._graph import BipartiteAdjacency, _SpMM, _to_torch_csr
 
-__all__ = ["BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "ZINBDecoder", "SCGPCLModule"]
+__all__ = ["CellFeatures", "project", "BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "ZINBDecoder", "SCGPCLModule"]
 
 _LOG_MEAN_MIN, _LOG_MEAN_MAX = math.log(1e-5), math.log(1e6)
+
+
+class CellFeatures:
+    r"""z-scored cell features :math:`X = (S - \mathbf{1}m^T)\,\mathrm{diag}(1/\sigma)`, kept sparse.
+
+    ``S`` is the sparse log-normalised matrix (n x G). A projection
+    :math:`X\,\mathrm{diag}(c)\,W^T` (``c`` a 0/1 column mask) is computed as
+    :math:`S\,W_c - \mathbf{1}(m^T W_c)` with :math:`W_c = \mathrm{diag}(c/\sigma) W^T`,
+    which costs a sparse-dense product instead of a dense one (~10x fewer
+    operations on typical 90 %-zero data) and is exactly equal.
+    """
+
+    def __init__(self, s, mean: torch.Tensor, std: torch.Tensor, device="cpu", col_mask: torch.Tensor | None = None):
+        device = torch.device(device)
+        self.s = _to_torch_csr(s, device)
+        self.s_t = _to_torch_csr(s.T.tocsr(), device)
+        self.mean = mean.to(device)
+        self.inv_std = (1.0 / std).to(device)
+        self.col_mask = col_mask
+
+    def masked(self, col_mask: torch.Tensor | None) -> "CellFeatures":
+        out = CellFeatures.__new__(CellFeatures)
+        out.s, out.s_t, out.mean, out.inv_std = self.s, self.s_t, self.mean, self.inv_std
+        out.col_mask = col_mask
+        return out
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.s.shape)
+
+    def dense(self) -> torch.Tensor:
+        x = (self.s.to_dense() - self.mean) * self.inv_std
+        return x if self.col_mask is None else x * self.col_mask
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        """``X_masked @ weight.T`` for a Linear weight (out x G)."""
+        scale = self.inv_std if self.col_mask is None else self.inv_std * self.col_mask
+        w = weight.T * scale.unsqueeze(1)
+        return _SpMM.apply(self.s, self.s_t, w) - (self.mean @ w).unsqueeze(0)
+
+
+def project(x, lin: nn.Linear) -> torch.Tensor:
+    """Apply ``lin`` to dense features or to :class:`CellFeatures`."""
+    if isinstance(x, CellFeatures):
+        out = x.project(lin.weight)
+        return out if lin.bias is None else out + lin.bias
+    return lin(x)
 
 
 class BipartiteSAGELayer(nn.Module):
@@ -46,7 +93,7 @@ class BipartiteSAGELayer(nn.Module):
     def forward(
         self, x_cell: torch.Tensor, x_gene: torch.Tensor, adj: BipartiteAdjacency
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pc = self.cell_lin(x_cell)
+        pc = project(x_cell, self.cell_lin)
         pg = self.gene_lin(x_gene)
         o = self.out
         # cell <- mean of its genes' messages
@@ -82,15 +129,17 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, n_input: int, dims: tuple[int, ...]):
         super().__init__()
-        mods: list[nn.Module] = []
-        d_in = n_input
-        for d in dims:
+        self.first = nn.Linear(n_input, dims[0])
+        mods: list[nn.Module] = [nn.BatchNorm1d(dims[0])]
+        d_in = dims[0]
+        for d in dims[1:]:
             mods += [nn.Linear(d_in, d), nn.BatchNorm1d(d)]
             d_in = d
-        self.net = nn.Sequential(*mods)
+        self.rest = nn.Sequential(*mods)
 
     def forward(self, x_cell, x_gene, adj, n_target: int) -> torch.Tensor:
-        return self.net(x_cell[:n_target])
+        # the caller passes the target cells' features only
+        return self.rest(project(x_cell, self.first))[:n_target]
 
 
 class ZINBDecoder(nn.Module):
@@ -165,10 +214,13 @@ class SCGPCLModule(nn.Module):
     ) -> torch.Tensor:
         """Cell representations of the first ``n_target`` cells of a (sub)graph.
 
-        ``cell_mask`` / ``gene_mask`` are 0/1 column masks (feature masking).
+        ``x_cell`` is a dense tensor or :class:`CellFeatures`; ``cell_mask`` /
+        ``gene_mask`` are 0/1 column masks (feature masking).
         """
         x_gene = self.gene_embedding(gene_ids)
-        if cell_mask is not None:
+        if isinstance(x_cell, CellFeatures):
+            x_cell = x_cell.masked(cell_mask)
+        elif cell_mask is not None:
             x_cell = x_cell * cell_mask
         if gene_mask is not None:
             x_gene = x_gene * gene_mask

@@ -21,7 +21,7 @@ from .._config import SamplerConfig, TrainConfig, ModelConfig
 from ..data._graph import BipartiteGraph, Subgraph, SubgraphSampler
 from ..data._preprocess import PreparedData
 from ..module import _losses as L
-from ..module._network import SCGPCLModule
+from ..module._network import CellFeatures, SCGPCLModule
 from ._kmeans import kmeans
 
 __all__ = ["Trainer", "StageResult", "prototype_sizes"]
@@ -87,7 +87,9 @@ class Trainer:
 
         self.graph = BipartiteGraph(data.counts)
         self.sampler = SubgraphSampler(self.graph, sampler_cfg.num_samples)
-        self.features = torch.from_numpy(data.features).to(self.device)
+        self._mean = torch.from_numpy(data.feature_mean)
+        self._std = torch.from_numpy(data.feature_std)
+        self._mlp = model_cfg.encoder == "mlp"
         self.size_factors = torch.from_numpy(data.size_factors).to(self.device)
         # sum over genes of lgamma(x + 1) per cell: the ZINB likelihood's constant
         c = data.counts
@@ -123,11 +125,15 @@ class Trainer:
         rate = self.sampler_cfg.feature_drop[view]
         cell_mask = self._column_mask(self.data.n_genes, rate)
         gene_mask = self._column_mask(self.module.gene_embedding.embedding_dim, rate)
-        cells = torch.from_numpy(sub.cells).to(self.device)
         genes = torch.from_numpy(sub.genes).to(self.device)
+        rows = sub.cells[: sub.n_target] if self._mlp else sub.cells
         return self.module.encode(
-            self.features[cells], genes, sub.adjacency, sub.n_target, cell_mask=cell_mask, gene_mask=gene_mask
+            self._cell_features(rows), genes, sub.adjacency, sub.n_target, cell_mask=cell_mask, gene_mask=gene_mask
         )
+
+    def _cell_features(self, rows: np.ndarray | None) -> CellFeatures:
+        s = self.data.lognorm if rows is None else self.data.lognorm[rows]
+        return CellFeatures(s, self._mean, self._std, self.device)
 
     def _batch_counts(self, targets: np.ndarray):
         """Flat indices and values of the batch's non-zero counts, and the lgamma constant."""
@@ -142,7 +148,8 @@ class Trainer:
         mean, theta, pi_logits = self.module.decode(z)
         idx = torch.from_numpy(targets).to(self.device)
         if self.model_cfg.reconstruction == "mse":
-            return L.mse_loss(self.features[idx], mean)
+            target = torch.from_numpy(self.data.dense_features(targets)).to(self.device)
+            return L.mse_loss(target, mean)
         flat, values, const = counts if counts is not None else self._batch_counts(targets)
         return L.zinb_nll_sparse(flat, values, const, mean, theta, pi_logits, self.size_factors[idx])
 
@@ -152,10 +159,10 @@ class Trainer:
         was_training = self.module.training
         self.module.eval()
         if self._full is None:
-            self._full = self.graph.full(self.device)
-        full = self._full
+            self._full = (self.graph.full(self.device), self._cell_features(None))
+        full, feats = self._full
         genes = torch.from_numpy(full.genes).to(self.device)
-        z = self.module.encode(self.features, genes, full.adjacency, full.n_target)
+        z = self.module.encode(feats, genes, full.adjacency, full.n_target)
         self.module.train(was_training)
         return z
 
@@ -185,32 +192,9 @@ class Trainer:
         res.stop_reason = f"reached the maximum of {cfg.pretrain_epochs} epochs"
         bar = self._bar(cfg.pretrain_epochs, "pre-training")
         use_proto = cfg.lambda_proto > 0
+        protos = None
         for epoch in range(1, cfg.pretrain_epochs + 1):
             record: dict[str, float] = {"epoch": epoch}
-            protos = None
-            if epoch > cfg.warmup_epochs:
-                z_all = self.embed()
-                results = [
-                    self._kmeans(z_all, k, cfg.kmeans_n_init_epoch, init=prev_centres[i]) for i, k in enumerate(sizes)
-                ]
-                prev_centres = [r.centres for r in results]
-                labels = results[0].labels
-                if prev_labels is not None:
-                    ari = float(adjusted_rand_score(prev_labels, labels))
-                    record["ari_prev"] = ari
-                    if ari > cfg.convergence_ari:
-                        res.stop_reason = (
-                            f"converged: ARI between consecutive epochs' k-means labels {ari:.4f} > {cfg.convergence_ari}"
-                        )
-                        res.history.append(record)
-                        break
-                prev_labels = labels
-                if use_proto:
-                    protos = (
-                        [torch.from_numpy(r.centres).to(self.device) for r in results],
-                        [torch.from_numpy(r.labels).to(self.device) for r in results],
-                    )
-
             sums = {"zinb" if self.model_cfg.reconstruction == "zinb" else "mse": 0.0, "ins": 0.0, "proto": 0.0, "loss": 0.0}
             rec_key = next(iter(sums))
             batches = self._batches()
@@ -237,12 +221,39 @@ class Trainer:
             for key, v in sums.items():
                 record[key] = v / len(batches)
             _check_finite(record, "pre-training", epoch)
+            converged = False
+            if epoch >= cfg.warmup_epochs and epoch < cfg.pretrain_epochs:
+                # k-means on all cells after this epoch: prototypes for the next
+                # epoch, and the convergence check against the previous epoch
+                z_all = self.embed()
+                results = [
+                    self._kmeans(z_all, k, cfg.kmeans_n_init_epoch, init=prev_centres[i]) for i, k in enumerate(sizes)
+                ]
+                prev_centres = [r.centres for r in results]
+                labels = results[0].labels
+                if prev_labels is not None:
+                    ari = float(adjusted_rand_score(prev_labels, labels))
+                    record["ari_prev"] = ari
+                    if ari > cfg.convergence_ari:
+                        converged = True
+                        res.stop_reason = (
+                            f"converged after epoch {epoch}: ARI between consecutive epochs' k-means labels "
+                            f"{ari:.4f} > {cfg.convergence_ari}"
+                        )
+                prev_labels = labels
+                if use_proto:
+                    protos = (
+                        [torch.from_numpy(r.centres).to(self.device) for r in results],
+                        [torch.from_numpy(r.labels).to(self.device) for r in results],
+                    )
             res.history.append(record)
             res.epochs = epoch
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"}, refresh=False)
             if callback:
                 callback(epoch, record)
+            if converged:
+                break
         bar.close()
         res.seconds = time.perf_counter() - t0
         log.info("pre-training: %d epochs, %s (%.1f s)", res.epochs, res.stop_reason, res.seconds)
@@ -277,8 +288,9 @@ class Trainer:
             prev = labels
             record: dict[str, float] = {"epoch": epoch, "delta_label": delta}
             if delta < cfg.finetune_tol:
-                res.stop_reason = f"converged: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
-                res.history.append(record)
+                res.stop_reason = (
+                    f"converged before epoch {epoch}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
+                )
                 break
             rec_key = "zinb" if self.model_cfg.reconstruction == "zinb" else "mse"
             sums = {rec_key: 0.0, "cluster": 0.0, "loss": 0.0}

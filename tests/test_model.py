@@ -1,0 +1,183 @@
+"""End-to-end behaviour of the model class, tl.cluster and save/load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scgpcl
+from scgpcl import SCGPCL, InputError
+from scgpcl.metrics import clustering_metrics
+
+SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+# a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC)
+QUICK = dict(lr=1e-3, pretrain_epochs=12, warmup_epochs=4, finetune_epochs=10, kmeans_n_init=5, kmeans_n_init_epoch=2)
+
+
+def _toy_counts(n_per=60, n_groups=3, n_genes=150, seed=0) -> ad.AnnData:
+    """Negative-binomial counts with group-specific up-regulated genes."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(0.6, 2.0, size=n_genes)
+    rows, labels = [], []
+    for g in range(n_groups):
+        mean = base.copy()
+        de = rng.choice(n_genes, 25, replace=False)
+        mean[de] *= 6.0
+        lib = rng.lognormal(0.0, 0.3, size=(n_per, 1))
+        mu = mean * lib
+        r = 2.0
+        rows.append(rng.negative_binomial(r, r / (r + mu)))
+        labels += [f"type{g}"] * n_per
+    x = sp.csr_matrix(np.vstack(rows).astype(np.float32))
+    a = ad.AnnData(x)
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    a.obs["cell_type"] = labels
+    return a
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return _toy_counts()
+
+
+@pytest.fixture(scope="module")
+def trained(toy):
+    m = SCGPCL(toy, 3, random_state=0, **QUICK)
+    m.train(progress=False)
+    return m
+
+
+def test_training_recovers_groups(trained, toy):
+    labels = trained.predict()
+    assert labels.shape == (toy.n_obs,)
+    assert clustering_metrics(toy.obs["cell_type"], labels)["ARI"] > 0.9
+
+
+def test_history_and_stages_recorded(trained):
+    s = trained.summary()
+    assert set(s) == {"pretrain", "finetune"}
+    assert 1 <= s["pretrain"]["epochs"] <= QUICK["pretrain_epochs"]
+    assert s["pretrain"]["stop_reason"]
+    h = trained.history["pretrain"]
+    for key in ("zinb", "ins", "proto", "loss"):
+        assert np.all(np.isfinite(h[key])), key
+    # the prototypical loss is zero during warm-up and positive after it
+    assert np.all(h["proto"][: QUICK["warmup_epochs"]] == 0)
+    if len(h["proto"]) > QUICK["warmup_epochs"] + 1:
+        assert h["proto"][QUICK["warmup_epochs"] + 1] > 0
+
+
+def test_same_seed_same_labels(toy, trained):
+    again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
+    np.testing.assert_array_equal(again.predict(), trained.predict())
+    np.testing.assert_array_equal(again.get_latent_representation(), trained.get_latent_representation())
+
+
+def test_global_rng_untouched(toy):
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    SCGPCL(toy, 3, random_state=5, **QUICK)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_save_load_round_trip(trained, toy, tmp_path):
+    trained.save(tmp_path / "m")
+    loaded = SCGPCL.load(tmp_path / "m", toy)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), trained.get_latent_representation())
+    np.testing.assert_array_equal(loaded.predict(), trained.predict())
+    with pytest.raises(InputError, match="not empty"):
+        trained.save(tmp_path / "m")
+    trained.save(tmp_path / "m", overwrite=True)
+
+
+def test_load_checks_genes(trained, toy, tmp_path):
+    trained.save(tmp_path / "m")
+    other = toy[:, :100].copy()
+    with pytest.raises(InputError, match="lacks"):
+        SCGPCL.load(tmp_path / "m", other)
+
+
+def test_tl_cluster_writes_scanpy_fields(toy):
+    a = toy.copy()
+    keep = np.ones(a.n_obs, dtype=np.float32)
+    keep[0] = 0.0  # an empty cell is dropped and gets NaN
+    a.X = sp.csr_matrix(sp.diags(keep) @ a.X)
+    out = scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", random_state=1, progress=False, copy=True, **QUICK)
+    assert out is not None and "scgpcl" not in a.obs
+    assert str(out.obs["scgpcl"].dtype) == "category"
+    assert out.obs["scgpcl"].isna().sum() == 1 and out.obs["scgpcl"].isna().iloc[0]
+    assert out.obsm["X_scgpcl"].shape == (a.n_obs, 64)
+    assert np.isnan(out.obsm["X_scgpcl"][0]).all()
+    info = out.uns["scgpcl"]
+    assert info["params"]["n_clusters"] == 3
+    assert set(info["metrics"]) >= {"ARI", "NMI", "CA", "F1_macro", "F1_micro"}
+    assert info["metrics"]["ARI"] > 0.8
+    assert "zinb" in info["history"]["pretrain"]
+    # the result can be written to h5ad and read back
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"scgpcl_test_{os.getpid()}.h5ad"
+    try:
+        out.write_h5ad(path)
+        back = ad.read_h5ad(path)
+        assert back.uns["scgpcl"]["params"]["n_clusters"] == 3
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_mlp_and_mse_variants_run(toy):
+    m = SCGPCL(toy, 3, encoder="mlp", reconstruction="mse", finetune=False, **QUICK).train(progress=False)
+    assert "finetune" not in m.summary()
+    assert clustering_metrics(toy.obs["cell_type"], m.predict())["ARI"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_clusters=1), "at least 2"),
+        (dict(n_clusters=10_000), "exceeds|more than|greater"),
+        (dict(n_clusters=3, layer="missing"), "layer 'missing' not found"),
+        (dict(n_clusters=3, no_such_option=1), "unknown option"),
+        (dict(n_clusters=3, device="tpu"), "unknown device"),
+    ],
+)
+def test_bad_arguments(toy, kwargs, match):
+    k = kwargs.pop("n_clusters")
+    with pytest.raises(InputError, match=match):
+        SCGPCL(toy, k, **kwargs)
+
+
+def test_refuses_non_counts(toy):
+    a = toy.copy()
+    a.X = a.X * 0.5
+    with pytest.raises(InputError, match="integer"):
+        SCGPCL(a, 3)
+    b = toy.copy()
+    b.X = b.X.copy()
+    b.X.data[0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        SCGPCL(b, 3)
+
+
+def test_not_trained_errors(toy):
+    m = SCGPCL(toy, 3, **QUICK)
+    with pytest.raises(RuntimeError, match="not trained"):
+        m.predict()
+
+
+@pytest.mark.slow
+def test_cellbench_end_to_end():
+    path = SHARED / "data" / "real" / "cellbench_celseq2_3cl.h5ad"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set SCGPCL_SHARED to the shared/ folder)")
+    a = ad.read_h5ad(path)
+    scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", config=scgpcl.fast(), progress=False)
+    assert a.uns["scgpcl"]["metrics"]["ARI"] >= 0.95
