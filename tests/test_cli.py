@@ -1,0 +1,95 @@
+"""The command line: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from scgpcl.cli import main
+from test_model import QUICK, _toy_counts
+
+QUICK_ARGS = [
+    "--lr", str(QUICK["lr"]), "--pretrain-epochs", str(QUICK["pretrain_epochs"]),
+    "--warmup-epochs", str(QUICK["warmup_epochs"]), "--finetune-epochs", str(QUICK["finetune_epochs"]),
+]
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "toy.h5ad"
+    _toy_counts().write_h5ad(path)
+    return path
+
+
+def test_cluster_writes_output_and_summary(toy_file, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--label-key", "cell_type", "--quiet",
+                 "--save-model", str(tmp_path / "model"), *QUICK_ARGS])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ARI" in printed and "pretrain:" in printed and "cluster sizes" in printed
+    res = ad.read_h5ad(out)
+    assert res.obs["scgpcl"].nunique() <= 3
+    assert res.obsm["X_scgpcl"].shape[1] == 64
+    assert res.uns["scgpcl"]["metrics"]["ARI"] > 0.8
+    assert (tmp_path / "model" / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-k", "1"], "at least 2"),
+        (["-k", "3", "--label-key", "nope"], "nope"),
+        (["-k", "3", "--layer", "nope"], "nope"),
+    ],
+)
+def test_bad_input_exit_code_and_no_output(toy_file, tmp_path, capsys, args, message):
+    out = tmp_path / "out.h5ad"
+    code = main(["cluster", str(toy_file), str(out), *args, "--quiet", *QUICK_ARGS])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scgpcl: error:") and message in err[0]
+    assert not out.exists()
+
+
+def test_missing_and_corrupt_input(tmp_path, capsys):
+    assert main(["cluster", str(tmp_path / "none.h5ad"), str(tmp_path / "o.h5ad"), "-k", "3"]) == 2
+    assert "none.h5ad" in capsys.readouterr().err
+    bad = tmp_path / "bad.h5ad"
+    bad.write_bytes(b"not an hdf5 file at all")
+    assert main(["cluster", str(bad), str(tmp_path / "o.h5ad"), "-k", "3"]) == 2
+    assert "bad.h5ad" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_non_counts_refused(tmp_path, capsys):
+    a = _toy_counts()
+    a.X = a.X.toarray() - 1.0
+    path = tmp_path / "scaled.h5ad"
+    a.write_h5ad(path)
+    assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "3"]) == 2
+    assert "negative" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(toy_file, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "scgpcl", "cluster", str(toy_file), str(tmp_path / "o.h5ad"), "-k", "1", "--debug"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr
+
+
+def test_usage_error_exit_code(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["cluster"])
+    assert e.value.code == 2
+
+
+def test_output_must_be_h5ad(toy_file, tmp_path, capsys):
+    assert main(["cluster", str(toy_file), str(tmp_path / "o.csv"), "-k", "3"]) == 2
+    assert ".h5ad" in capsys.readouterr().err
