@@ -66,7 +66,8 @@ class BipartiteAdjacency:
     @classmethod
     def from_scipy(cls, m: sp.csr_matrix, device: torch.device | str = "cpu") -> "BipartiteAdjacency":
         device = torch.device(device)
-        m = sp.csr_matrix(m, dtype=np.float32)
+        m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+        m.eliminate_zeros()
         m.data[:] = 1.0
         deg_c = np.diff(m.indptr).astype(np.float32)
         deg_g = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float32)
