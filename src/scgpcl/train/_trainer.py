@@ -287,7 +287,9 @@ class Trainer:
             delta = float(np.mean(labels != prev))
             prev = labels
             record: dict[str, float] = {"epoch": epoch, "delta_label": delta}
-            if delta < cfg.finetune_tol:
+            # as in DEC/scDeepCluster, no stop before the first epoch: argmax Q
+            # with the k-means centres reproduces the k-means labels by construction
+            if epoch > 1 and delta < cfg.finetune_tol:
                 res.stop_reason = (
                     f"converged before epoch {epoch}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
                 )
