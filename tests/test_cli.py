@@ -93,3 +93,12 @@ def test_usage_error_exit_code(capsys):
 def test_output_must_be_h5ad(toy_file, tmp_path, capsys):
     assert main(["cluster", str(toy_file), str(tmp_path / "o.csv"), "-k", "3"]) == 2
     assert ".h5ad" in capsys.readouterr().err
+
+
+def test_simulate_subcommand(tmp_path, capsys):
+    out = tmp_path / "sim.h5ad"
+    assert main(["simulate", str(out), "--preset", "demo", "--seed", "3"]) == 0
+    a = ad.read_h5ad(out)
+    assert a.obs["cell_type"].nunique() == 5 and "dropout_rate" in a.uns
+    assert main(["simulate", str(tmp_path / "x.h5ad"), "--preset", "no_such_preset"]) == 2
+    assert "no_such_preset" in capsys.readouterr().err

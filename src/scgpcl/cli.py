@@ -167,8 +167,8 @@ def _run_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s: %(message)s")
+    quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     from ._errors import InputError
 
     handlers = {"cluster": _run_cluster, "demo": _run_demo}
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_cli.run(args)
     except InputError as e:
-        if args.debug:
+        if debug:
             raise
         print(f"scgpcl: error: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print("scgpcl: interrupted; no output written", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line unless --debug
-        if args.debug:
+        if debug:
             raise
         print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
