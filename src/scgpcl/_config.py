@@ -137,4 +137,6 @@ def fast() -> SCGPCLConfig:
     Chosen by measurement (``benchmarks/results/core.md``); the reference
     schedule stays available as :func:`faithful`.
     """
-    return SCGPCLConfig().override(lr=1e-3, pretrain_epochs=100, warmup_epochs=30, finetune_epochs=100)
+    return SCGPCLConfig().override(
+        lr=1e-3, pretrain_epochs=100, warmup_epochs=30, finetune_epochs=100, kmeans_n_init_epoch=5
+    )

@@ -26,7 +26,15 @@ import torch
 __all__ = ["BipartiteGraph", "BipartiteAdjacency", "Subgraph", "SubgraphSampler"]
 
 
+#: Above this fraction of non-zeros a dense matmul beats torch's CSR one on CPU
+#: (measured for 2048 x 2000 @ 2000 x 512: crossover at ~12 %, see benchmarks/results/core.md).
+DENSE_ABOVE = 0.12
+
+
 def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """A constant matrix for ``_SpMM``: torch CSR, or dense when that is faster."""
+    if m.nnz > DENSE_ABOVE * m.shape[0] * m.shape[1]:
+        return torch.from_numpy(m.toarray().astype(np.float32, copy=False)).to(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         return torch.sparse_csr_tensor(
@@ -39,7 +47,7 @@ def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
 
 
 class _SpMM(torch.autograd.Function):
-    """``A @ x`` for a constant CSR ``A``; the backward uses the precomputed ``A^T``.
+    """``A @ x`` for a constant (CSR or dense) ``A``; the backward uses the precomputed ``A^T``.
 
     torch's native CSR autograd is several times slower (PERF-NOTES.md).
     """
