@@ -3,8 +3,8 @@
 torch and scikit-learn each ship an OpenMP runtime; right after torch work,
 torch's spinning threads can starve scikit-learn's and make ``KMeans`` 20x
 slower on a small CPU (PERF-NOTES.md). Every call therefore runs under a
-one-thread OpenMP limit (``threadpoolctl``), which ``benchmarks/kmeans.py``
-measured as faster than the default on this 2-core machine.
+one-thread OpenMP limit (``threadpoolctl``), which was
+measured as faster than the default on this 2-core machine (``benchmarks/micro.py``).
 """
 
 from __future__ import annotations
