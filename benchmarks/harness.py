@@ -1,0 +1,724 @@
+"""Benchmark harness: datasets x methods x seeds -> JSONL -> markdown table + figures.
+
+Every run is its own process (``harness.py _run ...``, which prints one JSON
+line), so the wall time and peak RSS recorded (``os.wait4``) belong to that run
+alone and include start-up and reading the data. All methods get the true K.
+
+    python benchmarks/harness.py run --seeds 0 1 2 --out benchmarks/results/real.jsonl
+    python benchmarks/harness.py table --jsonl benchmarks/results/real.jsonl \\
+        --md benchmarks/results/real.md --fig-dir benchmarks/results/fig
+
+Datasets (``--datasets``): by default every raw-count ``.h5ad`` in
+``../shared/data/real/`` (``pbmc68k_reduced_NOT_COUNTS`` is not counts and is
+left out); otherwise names of files there, paths to ``.h5ad`` files (labels
+in ``obs['cell_type']``), or ``sim:PRESET`` for a :func:`scgpcl.simulate.simulate`
+preset generated with the run's seed.
+
+Resumable: a (dataset, method, seed, overrides) already in the JSONL with
+status ``ok`` is skipped; a crashed or timed-out run is written as a
+``status: error`` line, does not stop the batch, and is tried again next time.
+Predicted labels are saved to ``benchmarks/runs/labels/<dataset>__<method>__<seed>.npy``
+(gitignored; ``--labels-dir ''`` to skip) for ``markers.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
+REAL_DIR = SHARED / "data" / "real"
+DEFAULT_LABELS_DIR = REPO / "benchmarks" / "runs" / "labels"
+LABEL_KEY = "cell_type"
+
+#: Leiden resolutions searched for the cluster count closest to K (as in MANIFEST.md).
+RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+               1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0)
+
+# --------------------------------------------------------------------------- methods
+#: name -> (base preset or None for the scanpy baselines, config overrides, description)
+METHODS: dict[str, tuple[str | None, dict[str, Any], str]] = {
+    "scgpcl": ("faithful", {}, "scGPCL, reference defaults (SPEC): lr 1e-4, pre-train <= 200 epochs "
+               "(warm-up 100), fine-tune <= 200, 20 k-means restarts per epoch"),
+    "scgpcl_fast": ("fast", {}, "scGPCL, `fast` preset: lr 1e-3, pre-train <= 100 (warm-up 30), "
+                    "fine-tune <= 100, 5 k-means restarts per epoch (+ warm start)"),
+    "pca_kmeans": (None, {}, "scanpy pipeline (normalize_total 1e4, log1p, 2000 seurat HVG, scale max 10, "
+                   "PCA 50) + k-means (k = K, 10 restarts)"),
+    "leiden_tuned": (None, {}, "same pipeline, 15-NN graph, Leiden at the resolution in {0.05 ... 2} "
+                     "whose cluster count is closest to K"),
+    "zinbae_kmeans": ("fast", dict(encoder="mlp", lambda_ins=0.0, lambda_proto=0.0, finetune=False),
+                      "DCA-style: our ZINB autoencoder (MLP encoder, masked input, no contrastive terms) "
+                      "+ k-means; fast schedule"),
+    "zinbae_dec": ("fast", dict(encoder="mlp", lambda_ins=0.0, lambda_proto=0.0, finetune=True),
+                   "scDeepCluster-style: the same ZINB autoencoder + DEC fine-tuning; fast schedule"),
+    "fast_mlp": ("fast", dict(encoder="mlp"), "ablation of scgpcl_fast: MLP encoder instead of the bipartite graph"),
+    "fast_no_ins": ("fast", dict(lambda_ins=0.0), "ablation of scgpcl_fast: no instance-wise contrastive loss"),
+    "fast_no_proto": ("fast", dict(lambda_proto=0.0), "ablation of scgpcl_fast: no prototypical contrastive loss"),
+    "fast_mse": ("fast", dict(reconstruction="mse"), "ablation of scgpcl_fast: MSE on log-normalised values "
+                 "instead of ZINB"),
+    "fast_no_finetune": ("fast", dict(finetune=False), "ablation of scgpcl_fast: no DEC fine-tuning "
+                         "(labels = k-means on the pre-trained embedding)"),
+    # test-only: crashes inside the worker (checks that errors are recorded and retried)
+    "_fail": (None, {}, "always raises (test of the error path)"),
+}
+METHOD_ORDER = [m for m in METHODS if not m.startswith("_")]
+BASELINE_METHODS = ["pca_kmeans", "leiden_tuned"]
+
+FAST_VS_FAITHFUL = (
+    "`scgpcl_fast` differs from `scgpcl` only in the schedule: learning rate 1e-3 instead of 1e-4, at most "
+    "100 pre-training epochs with a 30-epoch warm-up instead of 200 / 100, at most 100 DEC epochs instead of "
+    "200, and 5 fresh k-means restarts per post-warm-up epoch (plus a warm start from the previous centres) "
+    "instead of 20. Why: on 2 CPU cores the reference schedule costs 3-5x more time; with the 10x larger "
+    "learning rate the losses reach the same level in far fewer epochs, pre-training typically meets the "
+    "convergence test (ARI > 0.99 between consecutive epochs' k-means labels) after 30-40 epochs, and the "
+    "warm-started k-means keeps the per-epoch clustering stable with fewer restarts "
+    "(`benchmarks/results/core_fast.jsonl`, `src/scgpcl/_config.py`)."
+)
+
+# MANIFEST.md baselines (one seed): (k-means ARI, NMI), (Leiden tuned ARI, NMI) or None
+MANIFEST_BASELINES: dict[str, tuple[tuple[float, float], tuple[float, float] | None]] = {
+    "worm_neuron": ((0.32, 0.63), (0.19, 0.54)),
+    "mouse_bladder_top2000": ((0.60, 0.77), (0.60, 0.78)),
+    "pbmc4k_10x_top2000": ((0.74, 0.76), (0.76, 0.77)),
+    "human_kidney_top2000": ((0.46, 0.65), (0.56, 0.74)),
+    "cite_cbmc_top2000": ((0.57, 0.78), (0.73, 0.84)),
+    "baron_mouse1": ((0.63, 0.79), (0.46, 0.75)),
+    "zeisel_subset_descend": ((0.94, 0.88), (0.95, 0.90)),
+    "klein_subset1000": ((0.73, 0.74), (0.87, 0.90)),
+    "pollen": ((0.81, 0.90), (0.81, 0.88)),
+    "camp_brain_organoid": ((0.17, 0.36), (0.15, 0.30)),
+    "cellbench_celseq2_3cl": ((1.00, 1.00), (1.00, 1.00)),
+    "baron_human_came2142": ((0.665, 0.775), None),
+    "zeisel_full3005_top4000_from_log1p": ((0.642, 0.687), None),
+}
+# published scGPCL (SPEC section 9; GPU, full gene sets, mean of 3): ARI, NMI, CA
+PUBLISHED = {
+    "worm_neuron": (0.5848, 0.7550, 0.7258),
+    "mouse_bladder_top2000": (0.4562, 0.7296, 0.6022),
+    "pbmc4k_10x_top2000": (0.6805, 0.7468, 0.7341),
+    "human_kidney_top2000": (0.6716, 0.7970, 0.7821),
+    "baron_human_came2142": (0.5817, 0.8057, 0.6243),
+    "zeisel_full3005_top4000_from_log1p": (0.8030, 0.7965, 0.8761),
+}
+
+# --------------------------------------------------------------------------- datasets
+
+
+def dataset_name(spec: str) -> str:
+    """Name recorded in the JSONL for a dataset spec."""
+    if spec.startswith("sim:"):
+        return spec
+    return Path(spec).name.removesuffix(".h5ad")
+
+
+def dataset_path(spec: str) -> Path | None:
+    if spec.startswith("sim:"):
+        return None
+    p = Path(spec)
+    if p.suffix == ".h5ad" and p.exists():
+        return p.resolve()
+    q = REAL_DIR / f"{spec.removesuffix('.h5ad')}.h5ad"
+    if q.exists():
+        return q
+    raise FileNotFoundError(f"dataset {spec!r}: neither a file nor {q}")
+
+
+def is_raw_counts(path: Path) -> bool:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    x = ad.read_h5ad(path).X
+    v = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    return bool(v.size == 0 or (v.min() >= 0 and np.allclose(v, np.round(v), rtol=1e-5, atol=1e-6)))
+
+
+def default_datasets() -> list[str]:
+    """Every raw-count file of the shared real data, smallest first."""
+    files = sorted(REAL_DIR.glob("*.h5ad"), key=lambda p: p.stat().st_size)
+    return [p.stem for p in files if "NOT_COUNTS" not in p.stem and is_raw_counts(p)]
+
+
+def load_dataset(spec: str, seed: int):
+    """AnnData with raw counts in X and labels in obs['cell_type']."""
+    import anndata as ad
+
+    if spec.startswith("sim:"):
+        from scgpcl.simulate import simulate
+
+        return simulate(spec[4:], seed=seed)
+    return ad.read_h5ad(dataset_path(spec))
+
+
+# --------------------------------------------------------------------------- method runners
+
+
+def scanpy_pcs(adata, n_pcs: int = 50, n_hvg: int = 2000):
+    """The standard scanpy pipeline of MANIFEST.md up to PCA; returns an AnnData with X_pca."""
+    import scanpy as sc
+
+    a = adata.copy()
+    a.X = a.X.astype(np.float32)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    if a.n_vars > n_hvg:
+        sc.pp.highly_variable_genes(a, n_top_genes=n_hvg, flavor="seurat")
+        a = a[:, a.var["highly_variable"].to_numpy()].copy()
+    sc.pp.scale(a, max_value=10)
+    n_comps = min(n_pcs, a.n_obs - 1, a.n_vars - 1)
+    sc.tl.pca(a, n_comps=n_comps, random_state=0)
+    return a
+
+
+def leiden_search(a, k: int, seed: int, resolutions: Iterable[float] = RESOLUTIONS, n_neighbors: int = 15):
+    """Leiden on a 15-NN graph of ``a.obsm['X_pca']`` at each resolution; the labels
+    whose cluster count is closest to ``k`` (ties: the lower resolution).
+
+    Returns (labels, chosen resolution, {resolution: number of clusters}).
+    """
+    import scanpy as sc
+
+    if "neighbors" not in a.uns:
+        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_pca", random_state=0)
+    best = None
+    counts: dict[float, int] = {}
+    for r in resolutions:
+        sc.tl.leiden(a, resolution=r, random_state=seed, key_added="_leiden", flavor="igraph",
+                     n_iterations=2, directed=False)
+        labels = a.obs["_leiden"].astype(int).to_numpy()
+        n = int(len(np.unique(labels)))
+        counts[float(r)] = n
+        if best is None or abs(n - k) < abs(best[2] - k):
+            best = (labels, float(r), n)
+        if n == k:
+            break
+    return best[0], best[1], counts
+
+
+def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Cluster ``adata`` into ``k`` groups with ``method``; returns (labels, extra record fields)."""
+    overrides = dict(overrides or {})
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHOD_ORDER)}")
+    preset, fixed, _ = METHODS[method]
+    if method == "_fail":
+        raise RuntimeError("deliberate failure (method _fail)")
+    if preset is None:
+        if overrides:
+            raise ValueError(f"{method} takes no overrides")
+        a = scanpy_pcs(adata)
+        extra: dict[str, Any] = {"n_pcs": int(a.obsm["X_pca"].shape[1]), "n_hvg": int(a.n_vars)}
+        if method == "pca_kmeans":
+            from sklearn.cluster import KMeans
+
+            labels = KMeans(k, n_init=10, random_state=seed).fit_predict(a.obsm["X_pca"])
+        else:
+            labels, res, counts = leiden_search(a, k, seed)
+            extra.update(resolution=res, leiden_counts={str(r): n for r, n in counts.items()})
+        return np.asarray(labels, dtype=np.int64), extra
+    import scgpcl
+
+    cfg = scgpcl.faithful() if preset == "faithful" else scgpcl.fast()
+    model = scgpcl.SCGPCL(adata, n_clusters=k, config=cfg, random_state=seed, device="cpu", **{**fixed, **overrides})
+    model.train(progress=False)
+    labels = model.predict()
+    extra = {"n_genes_used": int(model.data.n_genes), "n_cells_dropped": int(np.sum(labels < 0))}
+    for stage in ("pretrain", "finetune"):
+        info = model.stages.get(stage)
+        extra[f"{stage}_epochs"] = int(info["epochs"]) if info else 0
+        extra[f"{stage}_stop"] = str(info["stop_reason"]) if info else "skipped"
+        extra[f"{stage}_s"] = float(info["seconds"]) if info else 0.0
+    return labels, extra
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("scgpcl", "torch", "scanpy", "anndata", "scikit-learn", "numpy", "scipy", "leidenalg", "igraph"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "-"
+    return out
+
+
+def worker(args: argparse.Namespace) -> None:
+    """``_run``: one (dataset, method, seed) in this process; prints one JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from scgpcl.metrics import clustering_metrics
+
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    t0 = time.perf_counter()
+    adata = load_dataset(args.dataset, args.seed)
+    truth = adata.obs[LABEL_KEY].astype(str).to_numpy()
+    k = int(len(np.unique(truth)))
+    t_load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    labels, extra = run_method(args.method, adata, k, args.seed, overrides)
+    fit_s = time.perf_counter() - t1
+    rec = {
+        "dataset": dataset_name(args.dataset), "method": args.method, "seed": args.seed, "overrides": overrides,
+        "K": k, "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars),
+        "n_clusters_found": int(len(np.unique(labels[labels >= 0]))),
+        **clustering_metrics(truth, labels),
+        "load_s": t_load, "fit_s": fit_s, **extra,
+        "dropout_rate": float(adata.uns["dropout_rate"]) if "dropout_rate" in adata.uns else None,
+        "threads": args.threads, "versions": versions(),
+    }
+    if args.labels_dir:
+        d = Path(args.labels_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / labels_file(rec["dataset"], args.method, args.seed, overrides), labels)
+    print(json.dumps(rec, default=float), flush=True)
+
+
+def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = None) -> str:
+    tag = "" if not overrides else "__" + "_".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{dataset.replace(':', '-')}__{method}{tag}__{seed}.npy"
+
+
+# --------------------------------------------------------------------------- batch driver
+
+
+def run_key(dataset: str, method: str, seed: int, overrides: dict | None) -> tuple:
+    return (dataset, method, int(seed), json.dumps(overrides or {}, sort_keys=True))
+
+
+def record_key(r: dict) -> tuple:
+    return run_key(r["dataset"], r["method"], r["seed"], r.get("overrides"))
+
+
+def load_records(path: Path | str) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a line cut short by a killed writer
+    return out
+
+
+def latest_ok(records: list[dict]) -> dict[tuple, dict]:
+    """Last successful record per run key."""
+    out: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("status", "ok") == "ok":
+            out[record_key(r)] = r
+    return out
+
+
+def run_subprocess(dataset: str, method: str, seed: int, overrides: dict | None, *, threads: int,
+                   labels_dir: str, timeout: float | None) -> dict:
+    """Run the worker in a child process; returns its record plus wall time, peak RSS and status."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_run", "--dataset", dataset, "--method", method,
+           "--seed", str(seed), "--threads", str(threads), "--labels-dir", labels_dir]
+    if overrides:
+        cmd += ["--overrides", json.dumps(overrides, sort_keys=True)]
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    base = {"dataset": dataset_name(dataset), "method": method, "seed": int(seed), "overrides": overrides or {}}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        killed = threading.Event()
+
+        def _kill():
+            killed.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, _kill) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        lines = [ln for ln in out.read().splitlines() if ln.startswith("{")]
+        stderr = err.read()
+    rec: dict[str, Any] = dict(base)
+    if proc.returncode == 0 and lines:
+        rec.update(json.loads(lines[-1]))
+        rec["status"] = "ok"
+    else:
+        why = "timeout" if killed.is_set() else f"exit code {proc.returncode}"
+        rec.update(status="error", error=f"{why}: {stderr[-3000:]}")
+    rec.update(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, machine=machine(),
+               worker_command=shlex.join(["python", "benchmarks/harness.py", *cmd[2:]]),
+               finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    return rec
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def run_batch(datasets: list[str], methods: list[str], seeds: list[int], out: Path | str, *,
+              overrides_list: list[dict] | None = None, threads: int | None = None,
+              labels_dir: str | os.PathLike = DEFAULT_LABELS_DIR, timeout: float | None = None,
+              command: str | None = None, runner: Callable[..., dict] | None = None,
+              extra_fields: Callable[[str, int], dict] | None = None) -> list[dict]:
+    """Run every missing (dataset, method, seed, overrides) one after another, appending to ``out``.
+
+    Returns all records of ``out`` afterwards. ``runner`` replaces :func:`run_subprocess` (tests).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    threads = threads or os.cpu_count() or 1
+    runner = runner or run_subprocess
+    overrides_list = overrides_list or [{}]
+    done = latest_ok(load_records(out))
+    plan = []
+    for d in datasets:
+        for m in methods:
+            # the scanpy baselines take no config overrides: run them once
+            for o in (overrides_list if METHODS.get(m, (None,))[0] is not None else [{}]):
+                plan += [(d, m, s, o) for s in seeds if (d, m, s, o) not in plan]
+    todo = [p for p in plan if run_key(dataset_name(p[0]), p[1], p[2], p[3]) not in done]
+    print(f"{len(plan)} runs planned, {len(plan) - len(todo)} already in {out}, {len(todo)} to run "
+          f"({threads} threads per run)", flush=True)
+    for i, (d, m, s, o) in enumerate(todo, 1):
+        rec = runner(d, m, s, o, threads=threads, labels_dir=str(labels_dir or ""), timeout=timeout)
+        if command:
+            rec["command"] = command
+        if extra_fields:
+            rec.update(extra_fields(d, s))
+        with out.open("a") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+        tag = f" {json.dumps(o, sort_keys=True)}" if o else ""
+        head = f"[{i}/{len(todo)}] {dataset_name(d)} {m}{tag} seed={s}"
+        if rec["status"] == "ok":
+            ep = (f" epochs {rec['pretrain_epochs']}+{rec['finetune_epochs']}" if "pretrain_epochs" in rec else "")
+            print(f"{head}: ARI {rec['ARI']:.3f} NMI {rec['NMI']:.3f} CA {rec['CA']:.3f}{ep} "
+                  f"wall {rec['wall_s']:.1f} s peak {rec['peak_rss_mb']:.0f} MB", flush=True)
+        else:
+            last = rec["error"].strip().splitlines()[-1] if rec["error"].strip() else rec["error"]
+            print(f"{head}: ERROR after {rec['wall_s']:.1f} s ({last[:200]}); will be retried next time",
+                  flush=True)
+    return load_records(out)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def method_label(r: dict) -> str:
+    """Method name, plus its config overrides when a run had any (e.g. ``scgpcl_fast[lambda_proto=0.5]``)."""
+    o = r.get("overrides") or {}
+    return r["method"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(o.items())) + "]" if o else "")
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def aggregate(records: list[dict], metrics=("ARI", "NMI", "CA", "F1_macro", "wall_s", "peak_rss_mb")) -> dict:
+    """{(dataset, method): {metric: (mean, sd, n)}} over the latest ok record of each seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in latest_ok(records).values():
+        groups.setdefault((r["dataset"], method_label(r)), []).append(r)
+    return {key: {m: mean_sd([r.get(m) for r in rs]) for m in metrics} | {"_records": rs}
+            for key, rs in groups.items()}
+
+
+def fmt(ms: tuple[float, float, int] | None, digits: int = 3) -> str:
+    if ms is None or ms[2] == 0:
+        return "—"
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def _ordered(names: Iterable[str], order: list[str]) -> list[str]:
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def _metric_table(agg: dict, datasets: list[str], methods: list[str], metric: str, digits: int = 3,
+                  bold_best: bool = True) -> list[str]:
+    lines = ["| dataset | " + " | ".join(f"`{m}`" for m in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for d in datasets:
+        cells = [agg.get((d, m), {}).get(metric) for m in methods]
+        means = [c[0] if c and c[2] else -np.inf for c in cells]
+        best = int(np.argmax(means)) if bold_best and np.isfinite(max(means)) else -1
+        row = [("**" + fmt(c, digits) + "**") if j == best else fmt(c, digits) for j, c in enumerate(cells)]
+        lines.append(f"| {d} | " + " | ".join(row) + " |")
+    avg = []
+    for m in methods:
+        vals = [agg[(d, m)][metric][0] for d in datasets if (d, m) in agg and agg[(d, m)][metric][2]]
+        avg.append(f"{np.mean(vals):.{digits}f} ({len(vals)})" if vals else "—")
+    lines.append("| **average over datasets** (n) | " + " | ".join(avg) + " |")
+    return lines
+
+
+def _per_type_losses(d: str, recs_fast: list[dict], recs_best: list[dict], labels_dir: Path) -> str:
+    """Cell types where scgpcl_fast recovers clearly fewer cells than ``best`` (saved labels needed)."""
+    try:
+        import anndata as ad
+
+        from scgpcl.metrics import match_clusters
+
+        path = dataset_path(d)
+        truth = ad.read_h5ad(path, backed="r").obs[LABEL_KEY].astype(str).to_numpy()
+
+        def recall(recs):
+            per = []
+            for r in recs:
+                f = labels_dir / labels_file(d, r["method"], r["seed"], r.get("overrides"))
+                if not f.exists():
+                    continue
+                mapped = match_clusters(truth, np.load(f))
+                per.append({t: float(np.mean(mapped[truth == t] == t)) for t in np.unique(truth)})
+            return {t: float(np.mean([p[t] for p in per])) for t in per[0]} if per else None
+
+        a, b = recall(recs_fast), recall(recs_best)
+        if a is None or b is None:
+            return ""
+        drops = sorted(((b[t] - a[t], t) for t in a), reverse=True)
+        worst = [f"{t} ({int(np.sum(truth == t))} cells: {a[t]:.2f} vs {b[t]:.2f})" for gap, t in drops[:3] if gap > 0.1]
+        return "; ".join(worst) if worst else "no type > 0.10 worse"
+    except Exception as e:  # labels or data missing: the column stays empty
+        return f"(per-type check failed: {type(e).__name__})"
+
+
+def build_table(records: list[dict], *, command: str | None = None, labels_dir: Path | None = None,
+                figures: list[str] | None = None) -> str:
+    """The markdown report of a harness JSONL."""
+    ok = [r for r in records if r.get("status", "ok") == "ok"]
+    agg = aggregate(records)
+    datasets = _ordered({r["dataset"] for r in ok}, list(MANIFEST_BASELINES))
+    methods = _ordered({method_label(r) for r in ok}, METHOD_ORDER)
+    seeds = sorted({r["seed"] for r in ok})
+    vers = next((r["versions"] for r in reversed(ok) if "versions" in r), {})
+    machines = sorted({r.get("machine", "?") for r in ok})
+    threads = sorted({r.get("threads") for r in ok if r.get("threads")})
+    run_cmds = sorted({r["command"] for r in records if r.get("command")})
+    L = ["# Benchmark: real datasets", ""]
+    L += ["Commands:", "", "```"] + run_cmds + ([command] if command else []) + ["```", ""]
+    L += [f"Machine: {', '.join(machines)}; {', '.join(map(str, threads))} torch/BLAS threads per run; runs one "
+          "after another, each in its own process (wall time includes start-up and reading the file; peak RSS "
+          "is that process's own).",
+          "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
+          f"Seeds: {seeds}. Every method gets the true number of types K. Values: mean ± sd (ddof 1) over "
+          "seeds; **bold** = best mean in the row.", ""]
+    L += ["## Methods", ""] + [f"- `{m}`: {METHODS[m.split('[')[0]][2]}" + (
+        f" (overrides {METHODS[m.split('[')[0]][1]})" if METHODS[m.split('[')[0]][1] else "")
+        for m in methods if m.split("[")[0] in METHODS]
+    L += ["", FAST_VS_FAITHFUL, ""]
+    for metric, title in (("ARI", "ARI"), ("NMI", "NMI"), ("CA", "Clustering accuracy (Hungarian)"),
+                          ("F1_macro", "Macro F1 after matching")):
+        L += [f"## {title}", ""] + _metric_table(agg, datasets, methods, metric) + [""]
+    L += ["## Wall time per run (s)", ""] + _metric_table(agg, datasets, methods, "wall_s", 1, False) + [""]
+    L += ["## Peak RSS per run (MB)", ""] + _metric_table(agg, datasets, methods, "peak_rss_mb", 0, False) + [""]
+    deep = [m for m in methods if METHODS.get(m.split("[")[0], (None,))[0] is not None]
+    if deep:
+        L += ["## Epochs run (pre-training + fine-tuning, per seed)", "",
+              "| dataset | " + " | ".join(f"`{m}`" for m in deep) + " |", "|---|" + "---|" * len(deep)]
+        for d in datasets:
+            cells = []
+            for m in deep:
+                rs = sorted(agg.get((d, m), {}).get("_records", []), key=lambda r: r["seed"])
+                cells.append(", ".join(f"{r.get('pretrain_epochs', '?')}+{r.get('finetune_epochs', '?')}"
+                                       for r in rs) or "—")
+            L.append(f"| {d} | " + " | ".join(cells) + " |")
+        L.append("")
+    if "scgpcl_fast" in methods:
+        L += ["## Is `scgpcl_fast` within 0.05 ARI of the best method?", "",
+              "| dataset | best method (ARI) | `scgpcl_fast` ARI | gap | within 0.05 | methods ahead by > 0.05 | "
+              "types it recovers worse than the best method (recall after matching, fast vs best) |",
+              "|---|---|---|---|---|---|---|"]
+        n_within = 0
+        n_total = 0
+        for d in datasets:
+            cand = {m: agg[(d, m)]["ARI"][0] for m in methods if (d, m) in agg}
+            if "scgpcl_fast" not in cand:
+                continue
+            best = max(cand, key=cand.get)
+            gap = cand[best] - cand["scgpcl_fast"]
+            within = gap <= 0.05
+            n_within += within
+            n_total += 1
+            ahead = [f"`{m}` {v:.3f}" for m, v in sorted(cand.items(), key=lambda x: -x[1])
+                     if v - cand["scgpcl_fast"] > 0.05]
+            types = ""
+            if best != "scgpcl_fast" and labels_dir is not None:
+                types = _per_type_losses(d, agg[(d, "scgpcl_fast")]["_records"], agg[(d, best)]["_records"],
+                                         Path(labels_dir))
+            L.append(f"| {d} | `{best}` ({cand[best]:.3f}) | {cand['scgpcl_fast']:.3f} | {gap:.3f} | "
+                     f"{'yes' if within else '**no**'} | {', '.join(ahead) or '—'} | {types or '—'} |")
+        L += ["", f"`scgpcl_fast` is within 0.05 ARI of the best method on {n_within} of {n_total} datasets.", ""]
+    L += ["## Reference: MANIFEST baselines and published scGPCL", "",
+          "MANIFEST.md baselines were computed once (seed 0) with the same pipeline; published scGPCL numbers "
+          "are from the slides (GPU, full gene sets, partly other cells; see MANIFEST).", "",
+          "| dataset | MANIFEST k-means ARI / NMI | MANIFEST Leiden tuned ARI / NMI | ours `pca_kmeans` ARI | "
+          "ours `leiden_tuned` ARI | published scGPCL ARI / NMI / CA |", "|---|---|---|---|---|---|"]
+    for d in datasets:
+        km, ld = MANIFEST_BASELINES.get(d, (None, None))
+        pub = PUBLISHED.get(d)
+        L.append(f"| {d} | {f'{km[0]:.2f} / {km[1]:.2f}' if km else '—'} | {f'{ld[0]:.2f} / {ld[1]:.2f}' if ld else '—'} | "
+                 f"{fmt(agg.get((d, 'pca_kmeans'), {}).get('ARI'))} | {fmt(agg.get((d, 'leiden_tuned'), {}).get('ARI'))} | "
+                 f"{' / '.join(f'{x:.3f}' for x in pub) if pub else '—'} |")
+    L.append("")
+    failed = {record_key(r): r for r in records if r.get("status") == "error"}
+    failed = {k: r for k, r in failed.items() if k not in latest_ok(records)}
+    if failed:
+        L += ["## Runs that failed (no successful record yet; `run` retries them)", ""]
+        for r in failed.values():
+            last = r.get("error", "").strip().splitlines()
+            L.append(f"- {r['dataset']} `{r['method']}` seed {r['seed']}: {last[-1][:200] if last else '?'}")
+        L.append("")
+    if figures:
+        L += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    return "\n".join(L)
+
+
+def bar_figure(agg: dict, datasets: list[str], methods: list[str], metric: str, path: Path, title: str) -> None:
+    """Grouped bars: one group per dataset (+ average), one bar per method, sd error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = datasets + ["average"]
+    n_m = len(methods)
+    width = 0.8 / max(n_m, 1)
+    fig, ax = plt.subplots(figsize=(max(8, 1.0 + 0.13 * n_m * len(groups) + 0.4 * len(groups)), 4.8))
+    cmap = plt.get_cmap("tab20" if n_m > 10 else "tab10")
+    for j, m in enumerate(methods):
+        means, sds = [], []
+        for d in datasets:
+            c = agg.get((d, m), {}).get(metric)
+            means.append(c[0] if c and c[2] else np.nan)
+            sds.append(c[1] if c and c[2] else 0.0)
+        vals = [v for v in means if np.isfinite(v)]
+        means.append(np.mean(vals) if vals else np.nan)
+        sds.append(0.0)
+        x = np.arange(len(groups)) - 0.4 + width * (j + 0.5)
+        ax.bar(x, means, width, yerr=sds, label=m, color=cmap(j), capsize=1.5, error_kw={"lw": 0.7})
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"{metric} (mean ± sd over seeds)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=min(n_m, 6), loc="upper center", bbox_to_anchor=(0.5, -0.28))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+def table_main(args: argparse.Namespace) -> None:
+    records = load_records(args.jsonl)
+    if not records:
+        sys.exit(f"no records in {args.jsonl}")
+    md = Path(args.md)
+    figs = []
+    if args.fig_dir:
+        agg = aggregate(records)
+        ok = [r for r in records if r.get("status", "ok") == "ok"]
+        datasets = _ordered({r["dataset"] for r in ok}, list(MANIFEST_BASELINES))
+        methods = _ordered({method_label(r) for r in ok}, METHOD_ORDER)
+        stem = Path(args.jsonl).stem
+        for metric in ("ARI", "NMI"):
+            f = Path(args.fig_dir) / f"{stem}_{metric.lower()}.png"
+            bar_figure(agg, datasets, methods, metric, f, f"{metric} per dataset and method ({stem})")
+            figs.append(os.path.relpath(f, md.parent))
+    cmd = "python benchmarks/harness.py table " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    text = build_table(records, command=cmd, labels_dir=Path(args.labels_dir) if args.labels_dir else None,
+                       figures=figs)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text + "\n")
+    print(f"wrote {md}" + (f" and {len(figs)} figures in {args.fig_dir}" if figs else ""))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run missing (dataset, method, seed) combinations")
+    r.add_argument("--datasets", nargs="+", default=None, help="default: every raw-count file in shared/data/real")
+    r.add_argument("--methods", nargs="+", default=METHOD_ORDER, choices=list(METHODS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real.jsonl"))
+    r.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the scgpcl-based methods (JSON values), e.g. lambda_proto=0.5")
+    r.add_argument("--threads", type=int, default=os.cpu_count(), help="torch/BLAS threads per run (default: all CPUs)")
+    r.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds")
+    r.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR), help="'' to not save predicted labels")
+    t = sub.add_parser("table", help="markdown table and figures from a JSONL")
+    t.add_argument("--jsonl", default=str(REPO / "benchmarks" / "results" / "real.jsonl"))
+    t.add_argument("--md", default=str(REPO / "benchmarks" / "results" / "real.md"))
+    t.add_argument("--fig-dir", default=str(REPO / "benchmarks" / "results" / "fig"))
+    t.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR))
+    w = sub.add_parser("_run", help="(internal) one run in this process; prints one JSON line")
+    w.add_argument("--dataset", required=True)
+    w.add_argument("--method", required=True, choices=list(METHODS))
+    w.add_argument("--seed", type=int, required=True)
+    w.add_argument("--threads", type=int, default=os.cpu_count())
+    w.add_argument("--overrides", default="")
+    w.add_argument("--labels-dir", default="")
+    args = ap.parse_args(argv)
+    if args.cmd == "_run":
+        worker(args)
+    elif args.cmd == "table":
+        table_main(args)
+    else:
+        overrides = {}
+        for kv in args.override:
+            key, _, val = kv.partition("=")
+            try:
+                overrides[key] = json.loads(val)
+            except json.JSONDecodeError:
+                overrides[key] = val
+        datasets = args.datasets or default_datasets()
+        cmd = "python benchmarks/harness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        recs = run_batch(datasets, args.methods, args.seeds, args.out, overrides_list=[overrides],
+                         threads=args.threads, labels_dir=args.labels_dir, timeout=args.timeout, command=cmd)
+        bad = [r for r in recs if r.get("status") == "error" and record_key(r) not in latest_ok(recs)]
+        print(f"done: {len(latest_ok(recs))} successful runs in {args.out}; {len(bad)} failed "
+              "(rerun the same command to retry them)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Quick checks of benchmarks/harness.py (no training, no subprocesses)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "harness.py"
+
+
+@pytest.fixture(scope="module")
+def harness():
+    spec = importlib.util.spec_from_file_location("bench_harness", HARNESS)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_harness"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rec(ds, method, seed, ari, **kw):
+    r = {"dataset": ds, "method": method, "seed": seed, "overrides": {}, "status": "ok", "K": 3,
+         "ARI": ari, "NMI": ari / 2, "CA": 0.5, "F1_macro": 0.5, "wall_s": 10.0 + seed, "peak_rss_mb": 100.0}
+    r.update(kw)
+    return r
+
+
+def test_table_mean_sd(harness, tmp_path):
+    recs = [_rec("a", "scgpcl_fast", s, v) for s, v in enumerate([0.2, 0.4, 0.9])]
+    recs += [_rec("a", "pca_kmeans", s, v) for s, v in enumerate([0.5, 0.5, 0.8])]
+    recs += [_rec("b", "scgpcl_fast", 0, 0.7), _rec("b", "pca_kmeans", 0, 0.6)]
+    # a failed run and a superseded run must not count
+    recs.insert(0, _rec("a", "scgpcl_fast", 0, 0.0, status="error", error="boom"))
+    recs.insert(0, _rec("a", "pca_kmeans", 0, 0.99))
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"truncated line\n')
+    loaded = harness.load_records(path)
+    agg = harness.aggregate(loaded)
+    m, sd, n = agg[("a", "scgpcl_fast")]["ARI"]
+    assert n == 3 and m == pytest.approx(0.5) and sd == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))
+    m, sd, n = agg[("a", "pca_kmeans")]["ARI"]
+    assert n == 3 and m == pytest.approx(0.6)
+    assert agg[("b", "pca_kmeans")]["ARI"] == (pytest.approx(0.6), 0.0, 1)
+    md = harness.build_table(loaded)
+    assert f"| a | 0.500 ± {np.std([0.2, 0.4, 0.9], ddof=1):.3f} | **0.600 ± 0.173** |" in md
+    # average over datasets of the per-dataset means
+    assert "| **average over datasets** (n) | 0.600 (2) | 0.600 (2) |" in md
+    # within-0.05 verdicts: a: gap 0.1 -> no; b: scgpcl_fast best -> yes
+    assert "| a | `pca_kmeans` (0.600) | 0.500 | 0.100 | **no** |" in md
+    assert "| b | `scgpcl_fast` (0.700) | 0.700 | 0.000 | yes |" in md
+
+
+def test_resume_skips_existing_and_retries_errors(harness, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    out.write_text(json.dumps(_rec("x", "pca_kmeans", 0, 0.5)) + "\n"
+                   + json.dumps(_rec("x", "pca_kmeans", 1, 0.0, status="error", error="crash")) + "\n")
+    calls = []
+
+    def fake(d, m, s, o, **kw):
+        calls.append((d, m, s))
+        if m == "leiden_tuned" and s == 1:
+            return {"dataset": d, "method": m, "seed": s, "overrides": o, "status": "error", "error": "x\nboom",
+                    "wall_s": 0.1}
+        return _rec(d, m, s, 0.9)
+
+    harness.run_batch(["x"], ["pca_kmeans", "leiden_tuned"], [0, 1], out, runner=fake, threads=1)
+    # seed 0 of pca_kmeans was done; seed 1 had only an error line -> retried
+    assert calls == [("x", "pca_kmeans", 1), ("x", "leiden_tuned", 0), ("x", "leiden_tuned", 1)]
+    calls.clear()
+    harness.run_batch(["x"], ["pca_kmeans", "leiden_tuned"], [0, 1], out, runner=fake, threads=1)
+    assert calls == [("x", "leiden_tuned", 1)]  # only the one that crashed again
+    assert len(harness.latest_ok(harness.load_records(out))) == 3
+
+
+def test_leiden_search_closest_count(harness):
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, size=(4, 10))
+    x = np.vstack([c + rng.normal(size=(40, 10)) for c in centres]).astype(np.float32)
+    a = ad.AnnData(np.zeros((x.shape[0], 1), dtype=np.float32))
+    a.obsm["X_pca"] = x
+    grid = (0.05, 0.5, 1.0, 2.0)
+    labels, res, counts = harness.leiden_search(a, 4, seed=0, resolutions=grid)
+    n = len(np.unique(labels))
+    assert counts[res] == n
+    assert abs(n - 4) == min(abs(c - 4) for c in counts.values())
+    # asking for many clusters picks the finest resolution tried
+    labels2, res2, counts2 = harness.leiden_search(a, 40, seed=0, resolutions=grid)
+    assert abs(len(np.unique(labels2)) - 40) == min(abs(c - 40) for c in counts2.values())
