@@ -79,6 +79,12 @@ class TrainConfig:
     finetune_tol: float = 1e-3
     #: Skip the DEC stage (ablation); labels then come from k-means.
     finetune: bool = True
+    #: With ``n_clusters=None``: criterion that estimates K on the embedding
+    #: after the warm-up (``scgpcl.train._auto_k``): "silhouette", "eigengap",
+    #: "leiden_stability" or "leiden_modularity".
+    auto_k_method: str = "silhouette"
+    #: Largest K the estimate may return (also capped at n_cells // 10).
+    auto_k_max: int = 30
 
 
 @dataclass

@@ -269,11 +269,12 @@ def drop_empty(adata: AnnData) -> AnnData:
     return adata[keep_cells, keep_genes].copy()
 
 
-def check_n_clusters(n_clusters, n_cells: int) -> int:
+def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> int | None:
     """Check the requested number of clusters and return it as an ``int``.
 
     Accepts integers (Python or NumPy) and integer-valued floats such as
-    ``8.0``. ``None`` is not accepted: callers that allow it handle it first.
+    ``8.0``. ``None`` (estimate K from the data) is accepted, and returned,
+    only with ``allow_none=True``.
 
     Raises
     ------
@@ -281,9 +282,12 @@ def check_n_clusters(n_clusters, n_cells: int) -> int:
         If ``n_clusters`` is not a whole number, is below 2, or exceeds
         ``n_cells``.
     """
+    if n_clusters is None and allow_none:
+        return None
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Real):
+        hint = " or None to estimate it" if allow_none else ""
         raise InputError(
-            f"n_clusters must be a whole number of clusters (at least 2), got {n_clusters!r}"
+            f"n_clusters must be a whole number of clusters (at least 2){hint}, got {n_clusters!r}"
         )
     if not isinstance(n_clusters, numbers.Integral):
         value = float(n_clusters)

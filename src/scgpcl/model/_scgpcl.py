@@ -44,6 +44,16 @@ def _records_to_arrays(records: list[dict[str, float]]) -> dict[str, np.ndarray]
     return {k: np.array([r.get(k, np.nan) for r in records], dtype=float) for k in keys}
 
 
+def _check_auto_k_options(config: SCGPCLConfig) -> None:
+    from ..train._auto_k import METHODS
+
+    t = config.train
+    if t.auto_k_method not in METHODS:
+        raise InputError(f"unknown auto_k_method {t.auto_k_method!r}; choose one of {', '.join(sorted(METHODS))}")
+    if isinstance(t.auto_k_max, bool) or not isinstance(t.auto_k_max, int) or t.auto_k_max < 2:
+        raise InputError(f"auto_k_max must be a whole number >= 2, got {t.auto_k_max!r}")
+
+
 class SCGPCL:
     """scGPCL clustering of one AnnData object.
 
@@ -52,7 +62,11 @@ class SCGPCL:
     adata
         Cells x genes; raw counts in ``X`` or in ``layers[layer]``.
     n_clusters
-        Number of clusters K (2 <= K <= number of cells).
+        Number of clusters K (2 <= K <= number of cells), or ``None`` to
+        estimate K on the representation after the warm-up epochs (criterion
+        ``auto_k_method``, at most ``auto_k_max``). After :meth:`train`,
+        :attr:`n_clusters` holds the estimate and :attr:`auto_k` the
+        criterion and its curve.
     layer
         Layer holding the raw counts (``None``: ``X``).
     config
@@ -76,7 +90,7 @@ class SCGPCL:
     def __init__(
         self,
         adata: AnnData,
-        n_clusters: int,
+        n_clusters: int | None,
         *,
         layer: str | None = None,
         config: SCGPCLConfig | None = None,
@@ -102,15 +116,20 @@ class SCGPCL:
             where="X" if layer is None else f"layers[{layer!r}]",
             layers=list(adata.layers.keys()),
         )
-        self.n_clusters = check_n_clusters(n_clusters, adata.n_obs)
+        self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=True)
+        _check_auto_k_options(config)
+        #: With ``n_clusters=None``: ``{"k", "method", "curve", "seconds"}`` after training.
+        self.auto_k: dict[str, Any] | None = None
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess)
-        if self.n_clusters > self.data.n_cells:
+        if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
                 f"n_clusters={self.n_clusters} exceeds the {self.data.n_cells} cells left after dropping empty cells"
             )
         log.info(
-            "scGPCL: %d cells x %d genes (of %d), K=%d, device %s",
-            self.data.n_cells, self.data.n_genes, adata.n_vars, self.n_clusters, self.device,
+            "scGPCL: %d cells x %d genes (of %d), K=%s, device %s",
+            self.data.n_cells, self.data.n_genes, adata.n_vars,
+            self.n_clusters if self.n_clusters is not None else f"auto ({config.train.auto_k_method})",
+            self.device,
         )
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
             torch.manual_seed(self.random_state)
@@ -150,6 +169,9 @@ class SCGPCL:
         tr.progress = progress
         pre = tr.pretrain()
         self.stages = {"pretrain": pre.to_dict()}
+        if tr.auto_k is not None:
+            self.auto_k = tr.auto_k.to_dict()
+        self.n_clusters = tr.k
         if self.config.train.finetune:
             fine = tr.finetune()
             self.stages["finetune"] = fine.to_dict()
@@ -215,6 +237,7 @@ class SCGPCL:
             "genes": [str(g) for g in self.data.gene_names],
             "has_cluster_centres": self.module.cluster_centres is not None,
             "stages": self.stages,
+            "auto_k": self.auto_k,
         }
         tmp_w, tmp_c = d / (_WEIGHTS + ".tmp"), d / (_CONFIG + ".tmp")
         torch.save(self.module.state_dict(), tmp_w)
@@ -267,10 +290,12 @@ class SCGPCL:
         self.module.to(self.device)
         self._trainer = None
         self.stages = meta.get("stages", {})
+        self.auto_k = meta.get("auto_k")
         self.is_trained = True
         self._result = None
         return self
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
-        return f"SCGPCL({self.data.n_cells} cells x {self.data.n_genes} genes, K={self.n_clusters}, {state}, {self.device})"
+        k = "auto" if self.n_clusters is None else self.n_clusters
+        return f"SCGPCL({self.data.n_cells} cells x {self.data.n_genes} genes, K={k}, {state}, {self.device})"

@@ -22,7 +22,7 @@ log = logging.getLogger("scgpcl")
 def cluster(
     adata: AnnData,
     *,
-    n_clusters: int,
+    n_clusters: int | None,
     layer: str | None = None,
     label_key: str | None = None,
     key_added: str = "scgpcl",
@@ -41,6 +41,11 @@ def cluster(
     ``uns[key_added]`` with ``params``, per-epoch ``history``, ``stages``
     (epochs run, stop reason, seconds) and, when ``label_key`` names
     reference labels, ``metrics`` (ARI, NMI, CA, F1) on the clustered cells.
+
+    ``n_clusters=None`` estimates K on the representation after the warm-up
+    (criterion ``auto_k_method``, e.g. ``auto_k_method="silhouette"``) and
+    records it in ``uns[key_added]['auto_k']``: ``k``, ``method``, ``seconds``
+    and ``curve`` (the criterion over its candidates, arrays keyed by name).
 
     Returns the model's AnnData copy when ``copy=True``, else ``None``.
     """
@@ -77,6 +82,15 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         "history": model.history,
         "genes_used": np.asarray(model.data.gene_names, dtype=str),
     }
+    if model.auto_k is not None:
+        a = model.auto_k
+        info["params"]["n_clusters_requested"] = "auto"
+        info["auto_k"] = {
+            "k": int(a["k"]),
+            "method": str(a["method"]),
+            "seconds": float(a.get("seconds", 0.0)),
+            "curve": {name: np.asarray(v) for name, v in a["curve"].items()},
+        }
     if label_key is not None:
         keep = labels >= 0
         truth = adata.obs[label_key].to_numpy()[keep]

@@ -22,6 +22,7 @@ from ..data._graph import BipartiteGraph, Subgraph, SubgraphSampler
 from ..data._preprocess import PreparedData
 from ..module import _losses as L
 from ..module._network import CellFeatures, SCGPCLModule
+from ._auto_k import AutoKResult, estimate_k
 from ._kmeans import kmeans
 
 __all__ = ["Trainer", "StageResult", "prototype_sizes"]
@@ -58,6 +59,10 @@ class Trainer:
         The network (already on ``device``).
     data
         Output of :func:`scgpcl.data.prepare`.
+    n_clusters
+        K, or ``None`` to estimate it (``train_cfg.auto_k_method``) on the
+        embedding after the warm-up; :attr:`k` then holds the estimate and
+        :attr:`auto_k` how it was made.
     progress
         Show a progress bar per stage.
     """
@@ -70,7 +75,7 @@ class Trainer:
         model_cfg: ModelConfig,
         sampler_cfg: SamplerConfig,
         train_cfg: TrainConfig,
-        n_clusters: int,
+        n_clusters: int | None,
         seed: int = 0,
         device: torch.device | str = "cpu",
         progress: bool = True,
@@ -80,7 +85,8 @@ class Trainer:
         self.model_cfg = model_cfg
         self.sampler_cfg = sampler_cfg
         self.cfg = train_cfg
-        self.k = int(n_clusters)
+        self.k: int | None = None if n_clusters is None else int(n_clusters)
+        self.auto_k: AutoKResult | None = None
         self.seed = int(seed)
         self.device = torch.device(device)
         self.progress = progress
@@ -171,6 +177,16 @@ class Trainer:
         seed = (self.seed * 100003 + self._kmeans_calls) % (2**31)
         return kmeans(z, k, n_init=n_init, seed=seed, init=init)
 
+    def estimate_k(self, z: torch.Tensor | None = None) -> int:
+        """Set :attr:`k` from the embedding (current one if ``z`` is None) when it is not known yet."""
+        if self.k is None:
+            z = self.embed() if z is None else z
+            self.auto_k = estimate_k(
+                z.detach().cpu().numpy(), self.cfg.auto_k_method, k_max=self.cfg.auto_k_max, seed=self.seed
+            )
+            self.k = self.auto_k.k
+        return self.k
+
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
@@ -186,9 +202,9 @@ class Trainer:
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
         )
-        sizes = prototype_sizes(self.k)
+        sizes: list[int] = []  # prototype granularities; known once K is
         prev_labels: np.ndarray | None = None
-        prev_centres: list[torch.Tensor | None] = [None] * len(sizes)
+        prev_centres: list[torch.Tensor | None] = []
         res.stop_reason = f"reached the maximum of {cfg.pretrain_epochs} epochs"
         bar = self._bar(cfg.pretrain_epochs, "pre-training")
         use_proto = cfg.lambda_proto > 0
@@ -226,6 +242,11 @@ class Trainer:
                 # k-means on all cells after this epoch: prototypes for the next
                 # epoch, and the convergence check against the previous epoch
                 z_all = self.embed()
+                if not sizes:
+                    # K is first needed here: with n_clusters=None, estimate it
+                    # on the warm-up embedding
+                    sizes = prototype_sizes(self.estimate_k(z_all))
+                    prev_centres = [None] * len(sizes)
                 results = [
                     self._kmeans(z_all, k, cfg.kmeans_n_init_epoch, init=prev_centres[i]) for i, k in enumerate(sizes)
                 ]
@@ -255,6 +276,7 @@ class Trainer:
             if converged:
                 break
         bar.close()
+        self.estimate_k()  # no post-warm-up epoch ran (warmup_epochs >= pretrain_epochs)
         res.seconds = time.perf_counter() - t0
         log.info("pre-training: %d epochs, %s (%.1f s)", res.epochs, res.stop_reason, res.seconds)
         return res

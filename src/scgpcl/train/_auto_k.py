@@ -1,0 +1,270 @@
+"""Estimate the number of clusters K from a learned cell representation.
+
+Each estimator is a pure function ``embedding -> AutoKResult`` (the chosen K,
+the criterion's name and its curve over the candidates), deterministic for a
+given seed. They run on the representation after the warm-up epochs, when
+the prototypes first need K (:meth:`scgpcl.train.Trainer.pretrain`).
+
+Criteria
+--------
+``"silhouette"``
+    k-means for every K in ``2..k_max``; K maximises the mean silhouette
+    width (on a fixed subsample of at most 3000 cells).
+``"eigengap"``
+    Eigenvalues of the normalised Laplacian of a symmetric kNN graph; K is
+    the position of the largest gap among the first ``k_max + 1`` eigenvalues.
+``"leiden_stability"``
+    Leiden (modularity with a resolution parameter) on the kNN graph over a
+    grid of resolutions, several seeds per resolution, each run on a random
+    90 % of the cells; K is the median cluster count at the most stable
+    resolution (highest mean pairwise ARI between runs on the cells they
+    share), ties broken towards more clusters. Needs ``leidenalg``/``igraph``.
+``"leiden_modularity"``
+    Same runs; K comes from the resolution whose partitions have the highest
+    standard (resolution-1) modularity. Needs ``leidenalg``/``igraph``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
+
+from ._kmeans import kmeans
+
+__all__ = [
+    "AutoKResult",
+    "METHODS",
+    "candidate_ks",
+    "estimate_k",
+    "silhouette_k",
+    "eigengap_k",
+    "leiden_stability_k",
+    "leiden_modularity_k",
+]
+
+log = logging.getLogger("scgpcl")
+
+#: Resolutions tried by the Leiden criteria.
+RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+
+
+@dataclass
+class AutoKResult:
+    """An estimate of K and how it was obtained."""
+
+    k: int
+    method: str
+    #: The criterion over its candidates, as equal-length arrays keyed by name.
+    curve: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "k": int(self.k),
+            "method": self.method,
+            "curve": {name: np.asarray(v).tolist() for name, v in self.curve.items()},
+            "seconds": float(self.seconds),
+        }
+
+
+def candidate_ks(n_cells: int, k_max: int = 30) -> np.ndarray:
+    """K in ``2..min(k_max, n_cells // 10)`` (at least ``[2]``; never above ``n_cells - 1``)."""
+    hi = min(int(k_max), n_cells // 10, n_cells - 1)
+    hi = max(hi, 2)
+    return np.arange(2, hi + 1)
+
+
+def _as_array(z) -> np.ndarray:
+    if hasattr(z, "detach"):
+        z = z.detach().cpu().numpy()
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[0] < 3:
+        raise ValueError(f"need an (n_cells >= 3, d) embedding, got shape {z.shape}")
+    return z
+
+
+# ------------------------------------------------------------------ criteria
+def silhouette_k(
+    z, *, k_max: int = 30, seed: int = 0, n_init: int = 3, max_cells: int = 3000
+) -> AutoKResult:
+    """K with the highest mean silhouette width of k-means on ``z``."""
+    t0 = time.perf_counter()
+    z = _as_array(z)
+    ks = candidate_ks(z.shape[0], k_max)
+    rng = np.random.default_rng(seed)
+    sub = np.sort(rng.choice(z.shape[0], max_cells, replace=False)) if z.shape[0] > max_cells else None
+    scores = []
+    for k in ks:
+        labels = kmeans(z, int(k), n_init=n_init, seed=seed + int(k)).labels
+        if sub is not None:
+            zz, ll = z[sub], labels[sub]
+        else:
+            zz, ll = z, labels
+        scores.append(silhouette_score(zz, ll) if len(np.unique(ll)) > 1 else -1.0)
+    scores = np.asarray(scores, dtype=float)
+    k = int(ks[int(np.argmax(scores))])
+    return AutoKResult(k, "silhouette", {"k": ks, "silhouette": scores}, time.perf_counter() - t0)
+
+
+def knn_graph(z: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
+    """Symmetric (union) kNN graph with unit weights, no self-loops."""
+    n = z.shape[0]
+    nn = NearestNeighbors(n_neighbors=min(n_neighbors + 1, n)).fit(z)
+    _, idx = nn.kneighbors(z)
+    rows = np.repeat(np.arange(n), idx.shape[1] - 1)
+    cols = idx[:, 1:].ravel()
+    a = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    a = a.maximum(a.T).tocsr()
+    a.setdiag(0)
+    a.eliminate_zeros()
+    return a
+
+
+def eigengap_k(z, *, k_max: int = 30, seed: int = 0, n_neighbors: int = 15) -> AutoKResult:
+    """K at the largest gap between consecutive eigenvalues of the kNN graph's normalised Laplacian."""
+    from scipy.sparse.linalg import eigsh
+
+    t0 = time.perf_counter()
+    z = _as_array(z)
+    ks = candidate_ks(z.shape[0], k_max)
+    a = knn_graph(z, n_neighbors)
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    d = sp.diags(1.0 / np.sqrt(np.maximum(deg, 1e-12)))
+    s = (d @ a @ d).tocsr()  # normalised adjacency: eigenvalues 1 - lambda(L_sym)
+    n_eig = int(ks[-1]) + 1
+    n = z.shape[0]
+    if n_eig >= n - 1:
+        vals = np.linalg.eigvalsh(s.toarray())[::-1][:n_eig]
+    else:
+        v0 = np.random.default_rng(seed).standard_normal(n)
+        vals = np.sort(eigsh(s, k=n_eig, which="LA", v0=v0, return_eigenvectors=False))[::-1]
+    lam = np.clip(1.0 - vals, 0.0, 2.0)  # ascending Laplacian eigenvalues
+    gaps = lam[ks] - lam[ks - 1]  # gap after the K-th eigenvalue
+    k = int(ks[int(np.argmax(gaps))])
+    return AutoKResult(k, "eigengap", {"k": ks, "eigenvalue": lam[ks - 1], "gap": gaps}, time.perf_counter() - t0)
+
+
+def _leiden_runs(z, *, seed, n_neighbors, resolutions, n_runs, fraction):
+    try:
+        import igraph as ig
+        import leidenalg
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the Leiden criteria need the optional packages leidenalg and igraph: "
+            "pip install 'scgpcl[leiden]', or use auto_k_method='silhouette'"
+        ) from None
+    z = _as_array(z)
+    n = z.shape[0]
+    rng = np.random.default_rng(seed)
+    subsets = [np.sort(rng.choice(n, max(3, int(round(fraction * n))), replace=False)) for _ in range(n_runs)]
+    graphs = []
+    for s in subsets:
+        a = sp.triu(knn_graph(z[s], n_neighbors), k=1).tocoo()
+        g = ig.Graph(n=len(s), edges=list(zip(a.row.tolist(), a.col.tolist())))
+        graphs.append(g)
+    rows = []
+    for r in resolutions:
+        labels, counts, mods = [], [], []
+        for i, (s, g) in enumerate(zip(subsets, graphs)):
+            p = leidenalg.find_partition(
+                g, leidenalg.RBConfigurationVertexPartition, resolution_parameter=float(r), seed=seed + i, n_iterations=-1
+            )
+            full = np.full(n, -1)
+            full[s] = p.membership
+            labels.append(full)
+            counts.append(len(p))
+            mods.append(g.modularity(p.membership))
+        aris = []
+        for i in range(n_runs):
+            for j in range(i + 1, n_runs):
+                both = (labels[i] >= 0) & (labels[j] >= 0)
+                aris.append(adjusted_rand_score(labels[i][both], labels[j][both]))
+        rows.append((r, float(np.median(counts)), float(np.mean(aris)) if aris else 1.0, float(np.mean(mods))))
+    res, k, stab, mod = (np.asarray(c, dtype=float) for c in zip(*rows))
+    return res, k, stab, mod
+
+
+def _leiden_curve(res, k, stab, mod, k_max, n):
+    ks = candidate_ks(n, k_max)
+    ok = (k >= ks[0]) & (k <= ks[-1])
+    if not ok.any():  # every resolution outside the range: clip the nearest
+        ok = np.ones_like(ok)
+    return ok, {"resolution": res, "n_clusters": k, "stability": stab, "modularity": mod}
+
+
+def leiden_stability_k(
+    z,
+    *,
+    k_max: int = 30,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    resolutions=RESOLUTIONS,
+    n_runs: int = 4,
+    fraction: float = 0.9,
+) -> AutoKResult:
+    """Cluster count at the Leiden resolution whose runs agree best (see module docstring)."""
+    t0 = time.perf_counter()
+    z = _as_array(z)
+    res, k, stab, mod = _leiden_runs(
+        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
+    )
+    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
+    score = np.where(ok, stab, -np.inf)
+    best = np.flatnonzero(score >= score.max() - 1e-9)
+    i = int(best[np.argmax(k[best])])
+    kk = _clip_k(k[i], z.shape[0], k_max)
+    return AutoKResult(kk, "leiden_stability", curve, time.perf_counter() - t0)
+
+
+def leiden_modularity_k(
+    z,
+    *,
+    k_max: int = 30,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    resolutions=RESOLUTIONS,
+    n_runs: int = 4,
+    fraction: float = 0.9,
+) -> AutoKResult:
+    """Cluster count at the Leiden resolution with the highest (resolution-1) modularity."""
+    t0 = time.perf_counter()
+    z = _as_array(z)
+    res, k, stab, mod = _leiden_runs(
+        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
+    )
+    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
+    i = int(np.argmax(np.where(ok, mod, -np.inf)))
+    kk = _clip_k(k[i], z.shape[0], k_max)
+    return AutoKResult(kk, "leiden_modularity", curve, time.perf_counter() - t0)
+
+
+def _clip_k(k: float, n: int, k_max: int) -> int:
+    ks = candidate_ks(n, k_max)
+    return int(np.clip(int(round(k)), ks[0], ks[-1]))
+
+
+METHODS: dict[str, Callable[..., AutoKResult]] = {
+    "silhouette": silhouette_k,
+    "eigengap": eigengap_k,
+    "leiden_stability": leiden_stability_k,
+    "leiden_modularity": leiden_modularity_k,
+}
+
+
+def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0) -> AutoKResult:
+    """Estimate K on ``z`` with the named criterion (one of :data:`METHODS`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown auto_k_method {method!r}; choose one of {sorted(METHODS)}")
+    r = METHODS[method](z, k_max=k_max, seed=seed)
+    log.info(
+        "estimated K=%d with the %s criterion on %d cells (candidates 2..%d, %.1f s)",
+        r.k, method, _as_array(z).shape[0], candidate_ks(_as_array(z).shape[0], k_max)[-1], r.seconds,
+    )
+    return r

@@ -1,0 +1,116 @@
+"""Automatic number of clusters: estimators on synthetic blobs, and n_clusters=None end to end."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+import scgpcl
+from scgpcl import SCGPCL, InputError
+from scgpcl.train._auto_k import METHODS, candidate_ks, estimate_k
+from test_model import QUICK, _toy_counts
+
+
+def _blobs(k, n=500, seed=0):
+    z, _ = make_blobs(n, n_features=16, centers=k, cluster_std=1.0, center_box=(-12, 12), random_state=seed)
+    return z.astype(np.float32)
+
+
+def _has_leiden() -> bool:
+    try:
+        import igraph  # noqa: F401
+        import leidenalg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("k", [3, 5])
+def test_estimators_recover_k_on_blobs(method, k):
+    if method.startswith("leiden") and not _has_leiden():
+        pytest.skip("leidenalg/igraph not installed")
+    r = METHODS[method](_blobs(k), k_max=12, seed=0)
+    assert r.k == k
+    assert r.method == method
+    lengths = {len(v) for v in r.curve.values()}
+    assert len(lengths) == 1 and lengths.pop() >= 2  # one curve over the candidates
+    d = r.to_dict()
+    assert d["k"] == k and set(d["curve"]) == set(r.curve)
+
+
+def test_curve_content_and_range():
+    r = estimate_k(_blobs(4), "silhouette", k_max=8)
+    assert list(r.curve["k"]) == list(range(2, 9))
+    assert int(r.curve["k"][np.argmax(r.curve["silhouette"])]) == r.k == 4
+    assert list(candidate_ks(50, 30)) == [2, 3, 4, 5]  # capped at n // 10
+    assert list(candidate_ks(5, 30)) == [2]
+    with pytest.raises(ValueError, match="unknown auto_k_method"):
+        estimate_k(_blobs(3), "nope")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return _toy_counts()
+
+
+@pytest.fixture(scope="module")
+def auto_model(toy):
+    m = SCGPCL(toy, None, random_state=0, **QUICK)
+    assert m.n_clusters is None and "K=auto" in repr(m)
+    m.train(progress=False)
+    return m
+
+
+def test_auto_k_trains_and_sets_n_clusters(auto_model, toy):
+    m = auto_model
+    assert m.n_clusters == m.auto_k["k"] == 3
+    assert m.auto_k["method"] == m.config.train.auto_k_method
+    labels = m.predict()
+    assert labels.max() < m.n_clusters
+    assert m.predict_proba().shape == (toy.n_obs, m.n_clusters)
+    assert scgpcl.metrics.clustering_metrics(toy.obs["cell_type"], labels)["ARI"] > 0.9
+
+
+def test_auto_k_in_uns(auto_model, toy, tmp_path):
+    a = toy.copy()
+    scgpcl.tl.store_results(a, auto_model, label_key="cell_type")
+    info = a.uns["scgpcl"]
+    assert info["auto_k"]["k"] == info["params"]["n_clusters"] == 3
+    assert info["auto_k"]["method"] == auto_model.config.train.auto_k_method
+    assert len(info["auto_k"]["curve"]) >= 2
+    a.write_h5ad(tmp_path / "a.h5ad")  # the record is writable
+    back = ad.read_h5ad(tmp_path / "a.h5ad").uns["scgpcl"]["auto_k"]
+    assert int(back["k"]) == 3
+
+
+def test_save_load_keeps_estimated_k(auto_model, toy, tmp_path):
+    auto_model.save(tmp_path / "m")
+    m2 = SCGPCL.load(tmp_path / "m", toy, device="cpu")
+    assert m2.n_clusters == auto_model.n_clusters
+    assert m2.auto_k["k"] == auto_model.auto_k["k"]
+    np.testing.assert_array_equal(m2.predict(), auto_model.predict())
+
+
+def test_tl_cluster_auto_with_warmup_covering_pretraining(toy):
+    # no post-warm-up epoch: K is estimated at the end of pre-training
+    a = toy.copy()
+    quick = {**QUICK, "pretrain_epochs": 4, "warmup_epochs": 4, "finetune_epochs": 2}
+    scgpcl.tl.cluster(a, n_clusters=None, progress=False, auto_k_method="eigengap", **quick)
+    assert a.uns["scgpcl"]["auto_k"]["method"] == "eigengap"
+    assert a.obs["scgpcl"].cat.categories.size == a.uns["scgpcl"]["auto_k"]["k"]
+
+
+@pytest.mark.parametrize("bad", [1, 0, "abc", 2.5, True])
+def test_bad_n_clusters_still_raise(toy, bad):
+    with pytest.raises(InputError):
+        SCGPCL(toy, bad, **QUICK)
+
+
+def test_bad_auto_k_options_raise(toy):
+    with pytest.raises(InputError, match="auto_k_method"):
+        SCGPCL(toy, None, auto_k_method="gap", **QUICK)
+    with pytest.raises(InputError, match="auto_k_max"):
+        SCGPCL(toy, None, auto_k_max=1, **QUICK)
