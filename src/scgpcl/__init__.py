@@ -6,7 +6,12 @@ Two faces over one implementation:
   ``.predict()``, ``.get_latent_representation()``, ``.save(dir)``,
   ``SCGPCL.load(dir, adata)``;
 * :func:`scgpcl.tl.cluster` — scanpy-style, writes ``obs['scgpcl']``,
-  ``obsm['X_scgpcl']`` and ``uns['scgpcl']``.
+  ``obsm['X_scgpcl']`` and ``uns['scgpcl']``;
+
+plus figures (:mod:`scgpcl.pl`), marker genes (:func:`scgpcl.tl.markers`), an
+HTML report (:func:`scgpcl.report.write_report`) and a scikit-learn style
+estimator (:class:`scgpcl.sklearn.SCGPCLClustering`). ``pl``, ``report`` and
+``sklearn`` are imported on first use (matplotlib is not loaded before).
 """
 
 import logging as _logging
@@ -21,7 +26,24 @@ __version__ = "0.1.0"
 
 _logging.getLogger("scgpcl").addHandler(_logging.NullHandler())
 
+_LAZY = ("pl", "report", "sklearn")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "SCGPCL", "SCGPCLConfig", "PreprocessConfig", "ModelConfig", "SamplerConfig", "TrainConfig",
-    "InputError", "fast", "faithful", "metrics", "read_counts", "tl", "__version__",
+    "InputError", "fast", "faithful", "metrics", "pl", "read_counts", "report", "sklearn", "tl", "__version__",
 ]

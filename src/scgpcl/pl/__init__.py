@@ -1,0 +1,14 @@
+"""Figures of a clustering run, scanpy style: ``adata`` first, a Figure back.
+
+>>> scgpcl.pl.umap(adata, label_key="cell_type")
+>>> scgpcl.pl.training_curves(adata)
+>>> scgpcl.pl.contingency(adata, label_key="cell_type")
+>>> scgpcl.pl.marker_dotplot(adata, n_genes=5)
+>>> scgpcl.pl.cluster_sizes(adata)
+
+Nothing is shown unless ``show=True``; save with ``fig.savefig("umap.png")``.
+"""
+
+from ._plots import cluster_sizes, contingency, marker_dotplot, palette, training_curves, umap
+
+__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette"]

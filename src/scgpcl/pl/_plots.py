@@ -1,0 +1,551 @@
+"""Figures of a clustering run. Each takes ``adata`` first and returns a Figure.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, not through
+``pyplot``: nothing is registered with a GUI backend, nothing is shown and no
+figure accumulates in pyplot's memory unless ``show=True`` asks for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.figure import Figure
+from scipy.optimize import linear_sum_assignment
+
+from .._errors import InputError
+from ..metrics import clustering_metrics
+from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
+
+__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes"]
+
+_TERM_NAMES = {
+    "loss": "total loss",
+    "zinb": "ZINB reconstruction",
+    "mse": "MSE reconstruction",
+    "ins": "instance contrastive",
+    "proto": "prototypical contrastive",
+    "cluster": "DEC clustering (KL)",
+}
+_TERM_COLOURS = {"loss": "#222222", "zinb": "#1f77b4", "mse": "#1f77b4", "ins": "#ff7f0e", "proto": "#2ca02c",
+                 "cluster": "#d62728"}
+_NOT_LOSSES = {"epoch", "ari_prev", "delta_label"}
+_STAGE_NAMES = {"pretrain": "pre-training", "finetune": "fine-tuning"}
+
+
+# ------------------------------------------------------------------ helpers
+def _new_figure(figsize: tuple[float, float], show: bool) -> Figure:
+    if show:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=figsize, layout="constrained")
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _finish(fig: Figure, show: bool) -> Figure:
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    return fig
+
+
+def _check_obs(adata: AnnData, column: str, what: str) -> None:
+    if column not in adata.obs.columns:
+        cols = ", ".join(map(repr, adata.obs.columns)) or "none"
+        hint = " (run scgpcl.tl.cluster first, or pass key=)" if what == "clusters" else ""
+        raise InputError(f"no {what} in obs[{column!r}]{hint}; obs columns: {cols}")
+
+
+def _uns(adata: AnnData, key: str) -> dict:
+    info = adata.uns.get(key)
+    if not isinstance(info, dict):
+        raise InputError(f"no scgpcl record in uns[{key!r}]: run scgpcl.tl.cluster first (or pass key=)")
+    return info
+
+
+def _default_colours(n: int) -> list[str]:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    if n <= 10:
+        return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
+    if n <= 20:
+        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
+    from scanpy.plotting import palettes
+
+    pal = palettes.default_28 if n <= 28 else palettes.default_102
+    return [pal[i % len(pal)] for i in range(n)]
+
+
+def palette(adata: AnnData, column: str) -> dict[str, str]:
+    """Colour per category of ``obs[column]``: scanpy's ``uns[column + '_colors']`` when it fits, else a default."""
+    values = adata.obs[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in values.cat.categories]
+    else:
+        cats = cluster_order(values)
+    stored = adata.uns.get(f"{column}_colors")
+    if stored is not None and len(stored) == len(cats):
+        return dict(zip(cats, map(str, stored)))
+    return dict(zip(cats, _default_colours(len(cats))))
+
+
+def _point_size(n: int) -> float:
+    return float(np.clip(12000 / max(n, 1), 2.0, 40.0))
+
+
+# --------------------------------------------------------------------- UMAP
+def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, recompute: bool) -> np.ndarray:
+    import scanpy as sc
+
+    rep = "X_" + key
+    if rep not in adata.obsm:
+        raise InputError(f"no embedding in obsm[{rep!r}]: run scgpcl.tl.cluster first (or pass key=)")
+    store = f"X_{key}_umap"
+    info = adata.uns.get(key)
+    settings = {"n_neighbors": int(n_neighbors), "random_state": int(random_state), "obsm_key": store}
+    if not recompute and store in adata.obsm and isinstance(info, dict):
+        cached = info.get("umap")
+        if isinstance(cached, dict) and {k: cached.get(k) for k in settings} == settings:
+            return np.asarray(adata.obsm[store])
+    emb = np.asarray(adata.obsm[rep], dtype=np.float32)
+    ok = np.isfinite(emb).all(axis=1)
+    if ok.sum() < 3:
+        raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
+    tmp = AnnData(obs=pd.DataFrame(index=np.arange(ok.sum()).astype(str)), obsm={rep: emb[ok]})
+    sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=int(min(n_neighbors, ok.sum() - 1)), random_state=random_state)
+    sc.tl.umap(tmp, random_state=random_state)
+    coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
+    coords[ok] = tmp.obsm["X_umap"]
+    adata.obsm[store] = coords
+    if isinstance(info, dict):  # tl.cluster rewrites uns[key], which drops this and so invalidates the cache
+        info["umap"] = settings
+    return coords
+
+
+def _scatter_categories(ax, coords: np.ndarray, values: pd.Series, colours: dict[str, str], title: str) -> None:
+    ok = np.isfinite(coords).all(axis=1) & values.notna().to_numpy()
+    labels = values.astype(str).to_numpy()
+    order = np.random.default_rng(0).permutation(np.flatnonzero(ok))  # no group painted systematically on top
+    present = [c for c in colours if np.any(labels[ok] == c)]
+    ax.scatter(coords[order, 0], coords[order, 1], c=[colours[v] for v in labels[order]], s=_point_size(len(order)),
+               linewidths=0, rasterized=True)
+    missing = np.isfinite(coords).all(axis=1) & ~values.notna().to_numpy()
+    if missing.any():
+        ax.scatter(coords[missing, 0], coords[missing, 1], c="#cccccc", s=_point_size(len(order)), linewidths=0,
+                   label="NA")
+    for c in present:
+        ax.scatter([], [], c=colours[c], s=40, label=c)
+    ncol = 1 if len(present) <= 14 else 2 if len(present) <= 30 else 3
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, ncol=ncol, handletextpad=0.2,
+              fontsize="small", borderaxespad=0.3)
+    ax.set_title(title)
+    ax.set_xlabel("UMAP1")
+    ax.set_ylabel("UMAP2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def umap(
+    adata: AnnData,
+    *,
+    key: str = "scgpcl",
+    label_key: str | None = None,
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    recompute: bool = False,
+    show: bool = False,
+) -> Figure:
+    """UMAP of the learned embedding, coloured by cluster (and by reference labels).
+
+    The neighbour graph (:func:`scanpy.pp.neighbors` with ``use_rep='X_' + key``)
+    and :func:`scanpy.tl.umap` are computed on a separate object; only the
+    coordinates are kept, in ``obsm['X_' + key + '_umap']`` (never the user's
+    ``X_umap``), and reused by later calls with the same settings until
+    ``tl.cluster`` writes a new result under ``key``.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    key
+        Its ``key_added``.
+    label_key
+        ``obs`` column with reference labels: a second panel beside the clusters.
+    n_neighbors, random_state
+        Passed to scanpy's ``neighbors`` and ``umap``.
+    recompute
+        Ignore stored coordinates.
+    show
+        Show the figure with ``pyplot.show()``.
+    """
+    _check_obs(adata, key, "clusters")
+    if label_key is not None:
+        _check_obs(adata, label_key, "reference labels")
+    coords = _umap_coords(adata, key, n_neighbors, random_state, recompute)
+    panels = [(key, f"clusters: {key}")]
+    if label_key is not None:
+        panels.append((label_key, f"reference: {label_key}"))
+    fig = _new_figure((5.4 * len(panels), 4.4), show)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (column, title) in zip(axes, panels):
+        _scatter_categories(ax, coords, adata.obs[column], palette(adata, column), title)
+    return _finish(fig, show)
+
+
+# ----------------------------------------------------------- training curves
+def _short_reason(reason: str) -> str:
+    reason = str(reason)
+    if reason.startswith("converged"):
+        return "converged"
+    if "maximum" in reason:
+        return "max epochs"
+    return reason.split(":")[0][:24]
+
+
+def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, show: bool = False) -> Figure:
+    """Every loss term of each training stage on one epoch axis.
+
+    Pre-training and fine-tuning follow each other on the x axis (fine-tuning
+    shaded), with the stage boundary, the end of the warm-up (prototypes
+    switched on) and each stage's stopping point marked. The right axis shows
+    the ARI between consecutive epochs' k-means labels (pre-training's
+    convergence check, with its threshold) and the fraction of labels that
+    changed per fine-tuning epoch.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster` (``uns[key]['history']``).
+    key
+        Its ``key_added``.
+    log
+        Logarithmic loss axis (terms differ by orders of magnitude); falls
+        back to linear when a term is not positive.
+    show
+        Show the figure with ``pyplot.show()``.
+    """
+    info = _uns(adata, key)
+    history = info.get("history") or {}
+    stages = info.get("stages") or {}
+    config = (info.get("params") or {}).get("config") or {}
+    names = [s for s in ("pretrain", "finetune") if s in history and len(np.asarray(history[s].get("epoch", []))) > 0]
+    names += [s for s in history if s not in names and len(np.asarray(history[s].get("epoch", []))) > 0]
+    if not names:
+        raise InputError(f"uns[{key!r}]['history'] has no training epochs to plot")
+
+    fig = _new_figure((9.0, 5.0), show)
+    ax = fig.add_subplot()
+    ax2 = ax.twinx()
+    offset = 0
+    labelled: set[str] = set()
+    all_values: list[np.ndarray] = []
+    stop_points = []
+    for i, stage in enumerate(names):
+        h = {k: np.asarray(v, dtype=float) for k, v in history[stage].items()}
+        epochs = h["epoch"] + offset
+        for term, values in h.items():
+            if term in _NOT_LOSSES:
+                continue
+            values = values.copy()
+            if term == "proto":
+                values[values == 0] = np.nan  # zero until the prototypes switch on after the warm-up
+            all_values.append(values[np.isfinite(values)])
+            label = _TERM_NAMES.get(term, term)
+            ax.plot(epochs, values, color=_TERM_COLOURS.get(term), lw=2.2 if term == "loss" else 1.5,
+                    marker="o", ms=2.5, label=None if label in labelled else label)
+            labelled.add(label)
+        if "ari_prev" in h and np.isfinite(h["ari_prev"]).any():
+            label = "ARI vs previous epoch (right)"
+            ax2.plot(epochs, h["ari_prev"], color="#8e44ad", ls="--", marker="s", ms=3.5, lw=1.2,
+                     label=None if label in labelled else label)
+            labelled.add(label)
+            threshold = config.get("train.convergence_ari")
+            if threshold is not None:
+                first = epochs[np.isfinite(h["ari_prev"])][0]
+                ax2.plot([first - 0.5, epochs[-1] + 0.5], [float(threshold)] * 2, color="#8e44ad", ls=":", lw=0.9)
+                ax2.annotate(f"convergence {float(threshold):g}", (first - 0.5, float(threshold)), xytext=(-3, 0),
+                             textcoords="offset points", ha="right", va="center", color="#8e44ad", fontsize="x-small")
+        if "delta_label" in h and np.isfinite(h["delta_label"]).any():
+            label = "fraction of labels changed (right)"
+            ax2.plot(epochs, h["delta_label"], color="#16a085", ls="--", marker="^", ms=3.5, lw=1.2,
+                     label=None if label in labelled else label)
+            labelled.add(label)
+        last = len(h["epoch"]) + offset
+        if "loss" in h:
+            stop_points.append((stage, epochs[-1], h["loss"][-1]))
+        if stage == "pretrain":
+            warmup = config.get("train.warmup_epochs")
+            if warmup is not None and 0 < float(warmup) < len(h["epoch"]) and "proto" in h:
+                ax.axvline(float(warmup) + 0.5, color="#2ca02c", ls=":", lw=1)
+                ax.annotate("warm-up ends", (float(warmup) + 0.5, 0), xycoords=("data", "axes fraction"),
+                            xytext=(3, 4), textcoords="offset points", color="#2ca02c", fontsize="x-small")
+        if i > 0:
+            ax.axvline(offset + 0.5, color="#555555", ls="--", lw=1.2)
+            ax2.axvspan(offset + 0.5, last + 0.5, color="#f2f2f2", zorder=0)  # on the lower axis: hides nothing
+        ax.annotate(_STAGE_NAMES.get(stage, stage), ((offset + 0.5 + last + 0.5) / 2, 1.0),
+                    xycoords=("data", "axes fraction"), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize="small", fontweight="bold")
+        offset = last
+
+    values = np.concatenate(all_values) if all_values else np.array([1.0])
+    if log and values.size and np.all(values > 0):
+        ax.set_yscale("log")
+    for stage, x, y in stop_points:
+        reason = _short_reason((stages.get(stage) or {}).get("stop_reason", ""))
+        label = "stopping point"
+        ax.plot([x], [y], marker="*", ms=13, color="#c0392b", mec="white", mew=0.8, ls="none", zorder=5,
+                label=None if label in labelled else label)
+        labelled.add(label)
+        ax.annotate(f"stop: {reason}", (x, y), xytext=(-6, -13), textcoords="offset points", ha="right",
+                    fontsize="x-small", color="#c0392b")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, offset + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (pre-training, then fine-tuning)")
+    ax.set_ylabel("loss (mean over minibatches)")
+    ax2.set_ylim(-0.02, 1.05)
+    ax2.set_ylabel("ARI between epochs / fraction changed")
+    ax.set_zorder(ax2.get_zorder() + 1)  # losses above, but keep the twin axis visible through
+    ax.patch.set_visible(False)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=4, frameon=False, fontsize="small")
+    ax.set_title(f"Training curves ({key})", pad=18)
+    return _finish(fig, show)
+
+
+# -------------------------------------------------------------- contingency
+def _matched_order(table: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
+    """Row order putting each column's Hungarian match on the diagonal, then unmatched rows."""
+    n_rows, n_cols = table.shape
+    n = max(n_rows, n_cols)
+    padded = np.zeros((n, n), dtype=table.dtype)
+    padded[:n_rows, :n_cols] = table
+    rows, cols = linear_sum_assignment(-padded)
+    match = {c: r for r, c in zip(rows, cols) if r < n_rows and c < n_cols}
+    order = [match[c] for c in range(n_cols) if c in match]
+    rest = [r for r in range(n_rows) if r not in order]
+    rest.sort(key=lambda r: (int(np.argmax(table[r])), -int(table[r].sum())))
+    order += rest
+    pairs = [(order.index(r), c) for c, r in match.items()]
+    return order, pairs
+
+
+def contingency(
+    adata: AnnData,
+    *,
+    key: str = "scgpcl",
+    label_key: str,
+    show: bool = False,
+) -> Figure:
+    """Heatmap of clusters (rows) against reference labels (columns).
+
+    Rows are ordered so that each label's Hungarian-matched cluster lies on the
+    diagonal (outlined); unmatched clusters follow. Cells show counts, the
+    colour is the fraction of the cluster's cells. The title gives ARI, NMI
+    and CA on the cells with both a cluster and a label.
+    """
+    _check_obs(adata, key, "clusters")
+    _check_obs(adata, label_key, "reference labels")
+    clusters, labels = adata.obs[key], adata.obs[label_key]
+    ok = (clusters.notna() & labels.notna()).to_numpy()
+    if not ok.any():
+        raise InputError(f"no cell has both a cluster (obs[{key!r}]) and a label (obs[{label_key!r}])")
+    c = clusters[ok].astype(str).to_numpy()
+    t = labels[ok].astype(str).to_numpy()
+    row_names = cluster_order(clusters[ok])
+    col_names = cluster_order(labels[ok])
+    table = pd.crosstab(pd.Categorical(c, row_names), pd.Categorical(t, col_names), dropna=False).to_numpy()
+    order, pairs = _matched_order(table)
+    table = table[order]
+    row_names = [row_names[i] for i in order]
+    frac = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+    m = clustering_metrics(t, c)
+
+    n_rows, n_cols = table.shape
+    longest = max(len(s) for s in col_names)
+    fig = _new_figure((max(4.6, 2.4 + 0.62 * n_cols), max(3.4, 1.6 + 0.42 * n_rows + 0.07 * longest)), show)
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    if n_rows * n_cols <= 900:
+        fontsize = "small" if n_rows * n_cols <= 200 else "xx-small"
+        for i in range(n_rows):
+            for j in range(n_cols):
+                if table[i, j]:
+                    ax.text(j, i, str(table[i, j]), ha="center", va="center", fontsize=fontsize,
+                            color="white" if frac[i, j] > 0.55 else "#222222")
+    from matplotlib.patches import Rectangle
+
+    for i, j in pairs:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#e67e22", lw=1.8))
+    ax.set_xticks(range(n_cols), col_names, rotation=45 if longest > 3 else 0, ha="right" if longest > 3 else "center",
+                  rotation_mode="anchor")
+    ax.set_yticks(range(n_rows), row_names)
+    ax.set_xlabel(f"reference label ({label_key})")
+    ax.set_ylabel(f"cluster ({key})")
+    ax.set_title(f"ARI {m['ARI']:.3f} · NMI {m['NMI']:.3f} · CA {m['CA']:.3f}\n"
+                 f"{key} vs {label_key}, {int(ok.sum())} cells", fontsize="medium")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the cluster's cells")
+    return _finish(fig, show)
+
+
+# ------------------------------------------------------------ marker dot plot
+def marker_dotplot(
+    adata: AnnData,
+    *,
+    key: str = "scgpcl",
+    n_genes: int = 5,
+    layer: str | None = None,
+    markers: pd.DataFrame | None = None,
+    show: bool = False,
+) -> Figure:
+    """Dot plot of each cluster's top marker genes (see :func:`scgpcl.tl.markers`).
+
+    Columns are the top ``n_genes`` genes of each cluster in cluster order
+    (a gene already shown for an earlier cluster is not repeated), rows the
+    clusters. Dot size: fraction of the cluster's cells with a non-zero count;
+    colour: mean log-normalised expression, scaled to 0-1 per gene. Computed on
+    a log-normalised copy; ``adata`` is not modified.
+
+    Parameters
+    ----------
+    markers
+        A table from :func:`scgpcl.tl.markers` for the same ``key`` and
+        ``layer``, to skip ranking the genes again.
+    """
+    if int(n_genes) < 1:
+        raise InputError(f"n_genes must be >= 1, got {n_genes}")
+    data = lognorm_by_cluster(adata, key=key, layer=layer)
+    if markers is None:
+        table = rank_markers(data, key=key, n_genes=int(n_genes))
+    else:
+        missing = {"cluster", "rank", "gene"} - set(markers.columns)
+        if missing:
+            raise InputError(f"markers= must be a table from scgpcl.tl.markers; it lacks {sorted(missing)}")
+        table = markers[markers["rank"] <= int(n_genes)]
+        unknown = sorted(set(table["gene"]) - set(data.var_names))
+        if unknown:
+            raise InputError(f"markers= names genes not in adata.var_names (e.g. {unknown[:3]})")
+    groups: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
+    for cl, df in table.groupby("cluster", observed=True, sort=False):
+        genes = [g for g in df.sort_values("rank")["gene"] if g not in seen]
+        seen.update(genes)
+        if genes:
+            groups.append((str(cl), genes))
+    genes = [g for _, gs in groups for g in gs]
+    rows = [str(c) for c in data.obs[key].cat.categories]
+    idx = data.var_names.get_indexer(genes)
+    x = data.X[:, idx]
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    codes = data.obs[key].cat.codes.to_numpy()
+    mean = np.vstack([x[codes == r].mean(axis=0) if np.any(codes == r) else np.zeros(len(genes)) for r in range(len(rows))])
+    frac = np.vstack([(x[codes == r] > 0).mean(axis=0) if np.any(codes == r) else np.zeros(len(genes))
+                      for r in range(len(rows))])
+    lo, hi = mean.min(axis=0), mean.max(axis=0)
+    scaled = (mean - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+    n_cols, n_rows = len(genes), len(rows)
+    longest = max(len(g) for g in genes)
+    fig = _new_figure((max(5.0, 2.6 + 0.34 * n_cols), max(3.2, 1.9 + 0.36 * n_rows + 0.075 * longest)), show)
+    gs = fig.add_gridspec(3, 2, width_ratios=[max(n_cols, 4) * 0.34, 1.0], height_ratios=[2.0, 0.28, 1.0])
+    ax = fig.add_subplot(gs[:, 0])
+    ax_size = fig.add_subplot(gs[0, 1])
+    cax = fig.add_subplot(gs[1, 1])
+    yy, xx = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    max_size = 170.0
+    sc_ = ax.scatter(xx.ravel(), yy.ravel(), s=np.maximum(frac.ravel(), 0) * max_size, c=scaled.ravel(), cmap="Reds",
+                     vmin=0, vmax=1, edgecolors="#777777", linewidths=0.4)
+    ax.set_xticks(range(n_cols), genes, rotation=90)
+    ax.set_yticks(range(n_rows), rows)
+    ax.set_xlim(-0.6, n_cols - 0.4)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    ax.set_ylabel(f"cluster ({key})")
+    ax.grid(True, color="#eeeeee", lw=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    start = 0
+    for cl, gs_ in groups:  # a bracket over each cluster's genes
+        end = start + len(gs_) - 1
+        ax.plot([start - 0.3, end + 0.3], [1.02, 1.02], transform=ax.get_xaxis_transform(), color="#444444",
+                lw=1.2, clip_on=False)
+        ax.text((start + end) / 2, 1.035, cl, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize="small")
+        if start > 0:
+            ax.axvline(start - 0.5, color="#cccccc", lw=0.8)
+        start = end + 1
+    ax.set_title(f"Top {int(n_genes)} marker genes per cluster ({key}, Wilcoxon)", pad=22)
+
+    # size legend, drawn as dots
+    fractions = [1.0, 0.75, 0.5, 0.25]
+    ax_size.scatter(np.zeros(len(fractions)), np.arange(len(fractions)), s=np.array(fractions) * max_size,
+                    color="#999999", edgecolors="#555555", linewidths=0.4)
+    for i, f in enumerate(fractions):
+        ax_size.text(0.9, i, f"{int(f * 100)} %", va="center", fontsize="small")
+    ax_size.set_xlim(-1, 3)
+    ax_size.set_ylim(len(fractions) - 0.2, -0.8)
+    ax_size.set_title("cells expressing", fontsize="small")
+    ax_size.axis("off")
+    cbar = fig.colorbar(sc_, cax=cax, orientation="horizontal", ticks=[0, 0.5, 1])
+    cbar.set_label("mean expression\n(scaled per gene)", fontsize="small")
+    cbar.ax.tick_params(labelsize="small")
+    return _finish(fig, show)
+
+
+# ------------------------------------------------------------- cluster sizes
+def cluster_sizes(
+    adata: AnnData,
+    *,
+    key: str = "scgpcl",
+    label_key: str | None = None,
+    show: bool = False,
+) -> Figure:
+    """Bar chart of the number of cells per cluster.
+
+    With ``label_key``, each bar is split by reference label. Cells without a
+    cluster (dropped as empty) are counted in the title.
+    """
+    _check_obs(adata, key, "clusters")
+    if label_key is not None:
+        _check_obs(adata, label_key, "reference labels")
+    values = adata.obs[key]
+    names = cluster_order(values)
+    counts = values.astype(str)[values.notna()].value_counts()
+    sizes = np.array([int(counts.get(n, 0)) for n in names])
+    n_missing = int(values.isna().sum())
+    fig = _new_figure((max(4.8, 1.8 + 0.45 * len(names) + (2.0 if label_key else 0)), 3.8), show)
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    if label_key is None:
+        colours = palette(adata, key)
+        ax.bar(x, sizes, color=[colours.get(n, "#888888") for n in names], edgecolor="white")
+    else:
+        ok = values.notna().to_numpy()
+        labels = adata.obs[label_key]
+        lab_names = cluster_order(labels[ok])
+        tab = pd.crosstab(pd.Categorical(values[ok].astype(str), names),
+                          pd.Categorical(labels[ok].astype(str).where(labels[ok].notna(), "NA"),
+                                         lab_names + (["NA"] if labels[ok].isna().any() else [])), dropna=False)
+        colours = palette(adata, label_key)
+        bottom = np.zeros(len(names))
+        for lab in tab.columns:
+            ax.bar(x, tab[lab].to_numpy(), bottom=bottom, color=colours.get(str(lab), "#cccccc"), label=str(lab),
+                   edgecolor="white", linewidth=0.5)
+            bottom += tab[lab].to_numpy()
+        ax.legend(title=label_key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
+    for xi, s in zip(x, sizes):
+        ax.annotate(str(s), (xi, s), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize="small")
+    ax.set_xticks(x, names)
+    ax.set_xlabel(f"cluster ({key})")
+    ax.set_ylabel("cells")
+    ax.set_ylim(0, max(sizes.max(), 1) * 1.12)
+    ax.spines[["top", "right"]].set_visible(False)
+    title = f"Cluster sizes: {int(sizes.sum())} cells in {int((sizes > 0).sum())} clusters"
+    if n_missing:
+        title += f" ({n_missing} unclustered)"
+    ax.set_title(title)
+    return _finish(fig, show)

@@ -1,0 +1,225 @@
+"""scikit-learn style estimator: ``SCGPCLClustering(n_clusters=8).fit_predict(counts)``.
+
+For pipelines and code that deals in matrices rather than AnnData. The
+estimator wraps :class:`scgpcl.SCGPCL` (one implementation): ``fit`` builds an
+AnnData around the count matrix, trains the model and keeps its results.
+
+>>> from scgpcl.sklearn import SCGPCLClustering
+>>> est = SCGPCLClustering(n_clusters=5, random_state=0, preset="fast")
+>>> labels = est.fit_predict(counts)          # cells x genes raw counts
+>>> est.embedding_.shape, est.cluster_centers_.shape
+((n_cells, 64), (5, 64))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from ._config import SCGPCLConfig, fast, faithful
+from ._errors import InputError
+
+__all__ = ["SCGPCLClustering"]
+
+log = logging.getLogger("scgpcl")
+
+_PRESETS = {"faithful": faithful, "fast": fast}
+
+
+def _config_fields() -> set[str]:
+    cfg = SCGPCLConfig()
+    return {f.name for section in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, section.name))}
+
+
+class SCGPCLClustering(ClusterMixin, BaseEstimator):
+    """scGPCL clustering of a cells x genes count matrix, with the scikit-learn interface.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters K, or ``None`` to estimate it (where the installed
+        :class:`~scgpcl.SCGPCL` supports that); the number used ends up in
+        ``n_clusters_``.
+    random_state
+        Seed (an ``int``): the same seed gives the same labels on the same CPU.
+    preset
+        ``"faithful"`` (the reference schedule) or ``"fast"`` (the project's
+        quicker one); see :func:`scgpcl.faithful` and :func:`scgpcl.fast`.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    progress
+        Show a progress bar per training stage.
+    **overrides
+        Any config field by name, e.g. ``pretrain_epochs=50, lr=1e-3``. They
+        are estimator parameters like the others: ``get_params`` returns them
+        and ``set_params`` / :func:`sklearn.base.clone` keep them.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_cells,)
+        Cluster index per cell (``0..K-1``); ``-1`` for cells without any
+        count, which are not clustered.
+    embedding_ : ndarray of shape (n_cells, d)
+        The learned representation (``NaN`` rows for cells without counts).
+    cluster_centers_ : ndarray of shape (K, d)
+        Cluster centres in the embedding space: the fine-tuned DEC centres
+        (each cell's label is its most probable centre), or the mean embedding
+        of each cluster when fine-tuning is switched off (``finetune=False``).
+    n_clusters_ : int
+        The number of clusters used.
+    n_features_in_ : int
+        Number of genes in the matrix given to ``fit``.
+    feature_names_in_ : ndarray of str
+        Gene names, when ``fit`` was given a DataFrame with string columns.
+    model_ : scgpcl.SCGPCL
+        The trained model (``model_.history``, ``model_.summary()``, ``model_.save(dir)``).
+
+    Examples
+    --------
+    >>> est = SCGPCLClustering(n_clusters=3, preset="fast", pretrain_epochs=30)
+    >>> est.fit(counts).labels_
+    """
+
+    def __init__(
+        self,
+        n_clusters: int | None = 8,
+        *,
+        random_state: int = 0,
+        preset: str = "faithful",
+        device: str = "auto",
+        progress: bool = False,
+        **overrides: Any,
+    ):
+        self.n_clusters = n_clusters
+        self.random_state = random_state
+        self.preset = preset
+        self.device = device
+        self.progress = progress
+        self._override_names = tuple(sorted(overrides))
+        for name, value in overrides.items():
+            setattr(self, name, value)
+
+    # ----------------------------------------------------- sklearn plumbing
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        params = super().get_params(deep=deep)
+        for name in self._override_names:
+            params[name] = getattr(self, name)
+        return params
+
+    def set_params(self, **params: Any) -> "SCGPCLClustering":
+        own = set(self._get_param_names())
+        fields = _config_fields()
+        for name in params:
+            if name not in own and name not in fields:
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}: not an estimator parameter "
+                    f"({', '.join(sorted(own))}) nor a config option of scgpcl"
+                )
+        for name, value in params.items():
+            setattr(self, name, value)
+            if name not in own and name not in self._override_names:
+                self._override_names = tuple(sorted((*self._override_names, name)))
+        return self
+
+    def _overrides(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._override_names}
+
+    def _config(self) -> SCGPCLConfig:
+        if self.preset not in _PRESETS:
+            raise InputError(f"unknown preset {self.preset!r}; choose one of {', '.join(_PRESETS)}")
+        try:
+            return _PRESETS[self.preset]().override(**self._overrides())
+        except ValueError as e:
+            raise InputError(str(e)) from None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None) -> "SCGPCLClustering":
+        """Train scGPCL on ``X`` (cells x genes raw counts) and store the results.
+
+        Parameters
+        ----------
+        X
+            A NumPy array, a SciPy sparse matrix or a pandas DataFrame of
+            non-negative integer counts, one row per cell.
+        y
+            Ignored (present for API consistency).
+
+        Returns
+        -------
+        self
+        """
+        from anndata import AnnData
+
+        from .model import SCGPCL
+
+        config = self._config()
+        counts, genes = _as_counts(X)
+        adata = AnnData(counts)
+        adata.var_names = genes if genes is not None else [f"gene_{j}" for j in range(counts.shape[1])]
+        adata.obs_names = [f"cell_{i}" for i in range(counts.shape[0])]
+        model = SCGPCL(adata, self.n_clusters, config=config, random_state=self.random_state, device=self.device)
+        model.train(progress=self.progress)
+
+        self.model_ = model
+        self.labels_ = model.predict()
+        self.embedding_ = model.get_latent_representation()
+        self.n_clusters_ = int(model.n_clusters)
+        self.cluster_centers_ = _centres(model, self.embedding_, self.labels_, self.n_clusters_)
+        self.n_features_in_ = int(counts.shape[1])
+        if genes is not None:
+            self.feature_names_in_ = np.asarray(genes, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self
+
+    def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
+        """Train on ``X`` and return ``labels_`` (``-1`` for cells without counts)."""
+        return self.fit(X, y, **kwargs).labels_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = False
+        return tags
+
+
+def _as_counts(X) -> tuple[Any, list[str] | None]:
+    """Counts as a CSR or dense float32 matrix, plus gene names from a DataFrame's columns."""
+    genes = None
+    if isinstance(X, pd.DataFrame):
+        if all(isinstance(c, str) for c in X.columns):
+            genes = [str(c) for c in X.columns]
+            if len(set(genes)) != len(genes):
+                raise InputError("the DataFrame's column names (genes) are not unique")
+        X = X.to_numpy()
+    if sp.issparse(X):
+        if X.ndim != 2:
+            raise InputError(f"X must be a 2-d cells x genes matrix, got shape {X.shape}")
+        return sp.csr_matrix(X, dtype=np.float32), genes
+    try:
+        arr = np.asarray(X)
+    except Exception as e:  # noqa: BLE001 - e.g. ragged lists
+        raise InputError(f"X must be a cells x genes count matrix (array or sparse matrix): {e}") from None
+    if arr.ndim != 2:
+        raise InputError(f"X must be a 2-d cells x genes matrix, got {arr.ndim} dimension(s)")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"X must hold numbers, got values of type {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32), genes
+
+
+def _centres(model, embedding: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    centres = getattr(model.module, "cluster_centres", None)
+    if centres is not None:
+        return centres.detach().cpu().numpy().astype(np.float32, copy=True)
+    out = np.full((k, embedding.shape[1]), np.nan, dtype=np.float32)
+    for c in range(k):
+        rows = labels == c
+        if rows.any():
+            out[c] = embedding[rows].mean(axis=0)
+    return out

@@ -1,0 +1,163 @@
+"""Marker genes of the scGPCL clusters: ``scgpcl.tl.markers(adata)``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._errors import InputError
+from ..data._checks import check_counts
+
+__all__ = ["markers"]
+
+log = logging.getLogger("scgpcl")
+
+_COLUMNS = ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
+
+
+def _check_key(adata: AnnData, key: str) -> None:
+    if key not in adata.obs.columns:
+        raise InputError(
+            f"no clusters in obs[{key!r}]: run scgpcl.tl.cluster(adata, n_clusters=...) first "
+            f"(or pass the key= it was stored under)"
+        )
+
+
+def cluster_order(values: pd.Series) -> list[str]:
+    """Cluster names in display order: the categorical's order, else numbers before text, ascending."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        present = set(values.dropna().astype(str))
+        return [str(c) for c in values.cat.categories if str(c) in present]
+    names = {str(v) for v in values.dropna()}
+    return sorted(names, key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def counts_layer(adata: AnnData, key: str, layer: str | None) -> str | None:
+    """The layer to read counts from: ``layer``, else the one ``tl.cluster`` used, else ``X`` (None)."""
+    if layer is not None:
+        if layer not in adata.layers:
+            available = ", ".join(map(repr, adata.layers.keys())) or "none"
+            raise InputError(f"layer {layer!r} not found; available layers: {available} (or layer=None for X)")
+        return layer
+    used = adata.uns.get(key, {}).get("params", {}).get("layer") if isinstance(adata.uns.get(key), dict) else None
+    if used not in (None, "X") and used in adata.layers:
+        return str(used)
+    return None
+
+
+def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None = None) -> AnnData:
+    """A new AnnData of the clustered cells: ``normalize_total(1e4)`` + ``log1p`` of the counts.
+
+    ``obs[key]`` holds the clusters (categories without cells removed). The
+    input is not modified. Used by :func:`markers` and the marker dot plot.
+    """
+    import scanpy as sc
+
+    _check_key(adata, key)
+    layer = counts_layer(adata, key, layer)
+    counts = adata.X if layer is None else adata.layers[layer]
+    clusters = adata.obs[key]
+    keep = clusters.notna().to_numpy()
+    if not keep.any():
+        raise InputError(f"obs[{key!r}] has no clustered cells")
+    x = counts[keep] if sp.issparse(counts) else np.asarray(counts)[keep]
+    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.array(x, dtype=np.float32)
+    where = "X" if layer is None else f"layers[{layer!r}]"
+    with warnings.catch_warnings(record=True) as caught:
+        # negative or NaN values raise; non-integer values only warn ("mse" input)
+        warnings.simplefilter("always", UserWarning)
+        check_counts(x, reconstruction="mse", where=where, layers=list(adata.layers.keys()))
+    if caught:
+        log.warning(
+            "%s does not look like raw counts; marker genes normalise and log-transform it again "
+            "(pass layer= naming the raw counts)", where,
+        )
+    obs = pd.DataFrame(index=adata.obs_names[keep].astype(str))
+    obs[key] = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=cluster_order(clusters))
+    out = AnnData(x, obs=obs, var=pd.DataFrame(index=adata.var_names.astype(str)))
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
+
+
+def markers(
+    adata: AnnData,
+    *,
+    key: str = "scgpcl",
+    n_genes: int = 10,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Top differentially expressed genes of each cluster (one cluster vs the rest).
+
+    Runs :func:`scanpy.tl.rank_genes_groups` (Wilcoxon rank-sum, Benjamini-Hochberg
+    adjusted p-values) on ``normalize_total(target_sum=1e4)`` + ``log1p`` of a
+    copy of the raw counts; ``adata`` is not modified.
+
+    Parameters
+    ----------
+    adata
+        Clustered data: ``obs[key]`` from :func:`scgpcl.tl.cluster`, raw counts
+        in ``X`` or a layer.
+    key
+        The ``key_added`` of the clustering.
+    n_genes
+        Genes per cluster.
+    layer
+        Layer with the raw counts. ``None``: the layer the clustering used
+        (``uns[key]['params']['layer']``), else ``X``.
+
+    Returns
+    -------
+    A DataFrame with columns ``cluster``, ``rank`` (1 = best), ``gene``,
+    ``score`` (Wilcoxon z-score), ``logfoldchange`` (log2) and ``pval_adj``,
+    ``n_genes`` rows per cluster sorted by cluster then rank. Clusters with
+    fewer than two cells are left out (with a warning).
+    """
+    if int(n_genes) < 1:
+        raise InputError(f"n_genes must be >= 1, got {n_genes}")
+    data = lognorm_by_cluster(adata, key=key, layer=layer)
+    return rank_markers(data, key=key, n_genes=int(n_genes))
+
+
+def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
+    """:func:`markers` on the output of :func:`lognorm_by_cluster` (modifies ``data.uns``)."""
+    import scanpy as sc
+
+    sizes = data.obs[key].value_counts()
+    small = [str(c) for c in data.obs[key].cat.categories if sizes.get(c, 0) < 2]
+    groups = [str(c) for c in data.obs[key].cat.categories if str(c) not in small]
+    if small:
+        warnings.warn(f"clusters with fewer than 2 cells have no markers: {', '.join(small)}", UserWarning, stacklevel=3)
+    if len(groups) < 1 or len(groups) + len(small) < 2:
+        raise InputError(f"marker genes need at least two clusters in obs[{key!r}]")
+    sc.tl.rank_genes_groups(
+        data, key, groups=groups, reference="rest", method="wilcoxon",
+        n_genes=min(n_genes, data.n_vars), use_raw=False, key_added="_markers",
+    )
+    frames = []
+    for g in groups:
+        df = sc.get.rank_genes_groups_df(data, group=g, key="_markers").head(n_genes)
+        frames.append(pd.DataFrame({
+            "cluster": g,
+            "rank": np.arange(1, len(df) + 1),
+            "gene": df["names"].astype(str).to_numpy(),
+            "score": df["scores"].astype(float).to_numpy(),
+            "logfoldchange": df["logfoldchanges"].astype(float).to_numpy(),
+            "pval_adj": df["pvals_adj"].astype(float).to_numpy(),
+        }))
+    out = pd.concat(frames, ignore_index=True)[_COLUMNS]
+    out["cluster"] = pd.Categorical(out["cluster"], categories=groups)
+    return out

@@ -1,0 +1,125 @@
+"""Figures: right panels, titles and marks; nothing shown or left in pyplot; clear errors."""
+
+from __future__ import annotations
+
+import functools
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+import scgpcl  # noqa: E402
+from scgpcl import InputError  # noqa: E402
+from test_model import QUICK, _toy_counts  # noqa: E402
+
+
+@functools.lru_cache(maxsize=1)
+def _clustered() -> ad.AnnData:
+    """Toy data (3 groups) clustered once per test session; callers get copies."""
+    a = _toy_counts()
+    scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", progress=False, **QUICK)
+    return a
+
+
+def clustered() -> ad.AnnData:
+    return _clustered().copy()
+
+
+@pytest.fixture
+def adata():
+    return clustered()
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_umap_panels_and_cache(adata):
+    import matplotlib.pyplot as plt
+
+    fig = scgpcl.pl.umap(adata, label_key="cell_type")
+    assert _titles(fig) == ["clusters: scgpcl", "reference: cell_type"]
+    assert plt.get_fignums() == []  # not registered with pyplot, so never shown or leaked
+    coords = adata.obsm["X_scgpcl_umap"]
+    assert coords.shape == (adata.n_obs, 2) and np.isfinite(coords).all()
+    assert "X_umap" not in adata.obsm  # the user's UMAP slot is left alone
+    # legends list the categories of each panel
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend == ["type0", "type1", "type2"]
+    one = scgpcl.pl.umap(adata)
+    assert _titles(one) == ["clusters: scgpcl"]
+    np.testing.assert_array_equal(adata.obsm["X_scgpcl_umap"], coords)  # reused, not recomputed
+
+
+def test_training_curves_marks_stages_and_stops(adata):
+    fig = scgpcl.pl.training_curves(adata)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # losses and the convergence criteria on a twin axis
+    texts = [t.get_text() for t in ax.texts]
+    assert "pre-training" in texts and "fine-tuning" in texts
+    assert sum(t.startswith("stop:") for t in texts) == 2
+    labels = {line.get_label() for line in ax.get_lines()}
+    for term in ("ZINB reconstruction", "instance contrastive", "DEC clustering (KL)", "total loss", "stopping point"):
+        assert term in labels, term
+    n_pre = adata.uns["scgpcl"]["stages"]["pretrain"]["epochs"]
+    # the stage boundary sits between the last pre-training and the first fine-tuning epoch
+    xs = {round(float(line.get_xdata()[0]), 2) for line in ax.get_lines() if line.get_linestyle() == "--"}
+    assert n_pre + 0.5 in xs
+
+
+def test_contingency_title_has_metrics(adata):
+    fig = scgpcl.pl.contingency(adata, label_key="cell_type")
+    m = adata.uns["scgpcl"]["metrics"]
+    title = fig.axes[0].get_title()
+    assert f"ARI {m['ARI']:.3f}" in title and f"NMI {m['NMI']:.3f}" in title and f"CA {m['CA']:.3f}" in title
+    image = fig.axes[0].get_images()[0].get_array()
+    assert image.shape == (3, 3)
+    # rows are ordered so the matched cluster of each label lies on the diagonal
+    assert np.all(np.diag(image) == image.max(axis=1))
+
+
+def test_marker_dotplot_columns(adata):
+    fig = scgpcl.pl.marker_dotplot(adata, n_genes=4)
+    ax = fig.axes[0]
+    genes = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(genes) == len(set(genes)) and 3 <= len(genes) <= 12
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
+    table = scgpcl.tl.markers(adata, n_genes=4)
+    assert set(genes) <= set(table["gene"])
+    assert ax.get_title().startswith("Top 4 marker genes")
+    with pytest.raises(InputError, match="n_genes"):
+        scgpcl.pl.marker_dotplot(adata, n_genes=0)
+
+
+def test_cluster_sizes_bars(adata):
+    fig = scgpcl.pl.cluster_sizes(adata)
+    bars = fig.axes[0].patches
+    assert len(bars) == 3 and sum(b.get_height() for b in bars) == adata.n_obs
+    assert fig.axes[0].get_title() == f"Cluster sizes: {adata.n_obs} cells in 3 clusters"
+    split = scgpcl.pl.cluster_sizes(adata, label_key="cell_type")
+    assert len(split.axes[0].patches) == 9  # 3 clusters x 3 labels, stacked
+    assert [t.get_text() for t in split.axes[0].get_legend().get_texts()] == ["type0", "type1", "type2"]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a: scgpcl.pl.umap(a, label_key="nope"), "nope"),
+        (lambda a: scgpcl.pl.contingency(a, label_key="nope"), "nope"),
+        (lambda a: scgpcl.pl.cluster_sizes(a, key="other"), "other"),
+        (lambda a: scgpcl.pl.training_curves(a, key="other"), "other"),
+        (lambda a: scgpcl.pl.marker_dotplot(a, key="other"), "other"),
+    ],
+)
+def test_missing_keys_raise_input_error(adata, call, message):
+    with pytest.raises(InputError, match=message):
+        call(adata)
+
+
+def test_umap_without_embedding(adata):
+    del adata.obsm["X_scgpcl"]
+    with pytest.raises(InputError, match="embedding"):
+        scgpcl.pl.umap(adata)

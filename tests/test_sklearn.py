@@ -1,0 +1,82 @@
+"""The scikit-learn style estimator: shapes, determinism, sklearn parameter plumbing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from scgpcl import InputError
+from scgpcl.metrics import clustering_metrics
+from scgpcl.sklearn import SCGPCLClustering
+from test_model import QUICK, _toy_counts
+
+
+@pytest.fixture(scope="module")
+def toy():
+    a = _toy_counts()
+    return a.X.tocsr(), a.obs["cell_type"].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def fitted(toy):
+    x, _ = toy
+    return SCGPCLClustering(n_clusters=3, random_state=0, **QUICK).fit(x)
+
+
+def test_fit_attributes(fitted, toy):
+    x, truth = toy
+    n, d = x.shape[0], fitted.embedding_.shape[1]
+    assert fitted.labels_.shape == (n,) and fitted.labels_.dtype.kind == "i"
+    assert set(np.unique(fitted.labels_)) <= {0, 1, 2}
+    assert fitted.embedding_.shape == (n, d) and d == 64
+    assert fitted.cluster_centers_.shape == (3, d)
+    assert fitted.n_clusters_ == 3 and fitted.n_features_in_ == x.shape[1]
+    assert clustering_metrics(truth, fitted.labels_)["ARI"] > 0.9
+    # each centre sits in its cluster's part of the embedding: nearest centre of a cluster's mean is its own
+    for c in range(3):
+        mean = fitted.embedding_[fitted.labels_ == c].mean(axis=0)
+        assert np.argmin(((fitted.cluster_centers_ - mean) ** 2).sum(axis=1)) == c
+
+
+def test_same_seed_same_labels_dense_and_sparse(fitted, toy):
+    x, _ = toy
+    again = SCGPCLClustering(n_clusters=3, random_state=0, **QUICK).fit_predict(x.toarray())
+    np.testing.assert_array_equal(again, fitted.labels_)
+
+
+def test_params_roundtrip_and_clone():
+    est = SCGPCLClustering(n_clusters=4, preset="fast", pretrain_epochs=7)
+    params = est.get_params()
+    assert params["n_clusters"] == 4 and params["preset"] == "fast" and params["pretrain_epochs"] == 7
+    twin = clone(est)
+    assert twin.get_params() == params and twin is not est
+    est.set_params(n_clusters=5, lr=0.01)
+    assert est.get_params()["n_clusters"] == 5 and est.get_params()["lr"] == 0.01
+    assert "lr=0.01" in repr(est) and "pretrain_epochs=7" in repr(est)
+    with pytest.raises(ValueError, match="no_such_option"):
+        est.set_params(no_such_option=1)
+
+
+def test_dataframe_gives_gene_names(toy):
+    x, _ = toy
+    df = pd.DataFrame(x.toarray(), columns=[f"G{j}" for j in range(x.shape[1])])
+    est = SCGPCLClustering(n_clusters=3, random_state=0, **{**QUICK, "pretrain_epochs": 2, "warmup_epochs": 1,
+                                                             "finetune_epochs": 1}).fit(df)
+    assert list(est.feature_names_in_[:2]) == ["G0", "G1"]
+    assert list(est.model_.data.gene_names[:1])[0].startswith("G")
+
+
+@pytest.mark.parametrize(
+    "x, kwargs, message",
+    [
+        (np.ones(10), {}, "2-d"),
+        (-np.ones((30, 20)), {}, "negative"),
+        (np.ones((30, 20)), {"preset": "nope"}, "preset"),
+        (np.ones((30, 20)), {"no_such_option": 3}, "no_such_option"),
+    ],
+)
+def test_bad_input_raises_input_error(x, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        SCGPCLClustering(n_clusters=3, **kwargs).fit(x)
