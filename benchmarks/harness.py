@@ -387,7 +387,15 @@ def run_subprocess(dataset: str, method: str, seed: int, overrides: dict | None,
 
 
 def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
 
 
 def run_batch(datasets: list[str], methods: list[str], seeds: list[int], out: Path | str, *,
