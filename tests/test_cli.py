@@ -102,3 +102,60 @@ def test_simulate_subcommand(tmp_path, capsys):
     assert a.obs["cell_type"].nunique() == 5 and "dropout_rate" in a.uns
     assert main(["simulate", str(tmp_path / "x.h5ad"), "--preset", "no_such_preset"]) == 2
     assert "no_such_preset" in capsys.readouterr().err
+
+
+# ------------------------------------------------ --report, -k auto, markers
+def test_n_clusters_auto_is_parsed_to_none():
+    from scgpcl.cli import build_parser
+
+    args = build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "auto"])
+    assert args.n_clusters is None
+    assert build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "7"]).n_clusters == 7
+
+
+def test_n_clusters_garbage_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["cluster", "in.h5ad", "out.h5ad", "-k", "many"])
+    assert e.value.code == 2 and "'auto'" in capsys.readouterr().err
+
+
+def test_cluster_with_report(toy_file, tmp_path, capsys):
+    out, rep = tmp_path / "out.h5ad", tmp_path / "report"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--label-key", "cell_type", "--quiet",
+                 "--report", str(rep), *QUICK_ARGS])
+    assert code == 0
+    assert sorted(p.name for p in rep.iterdir()) == ["clusters.tsv", "index.html", "metrics.json"]
+    page = (rep / "index.html").read_text()
+    assert "toy.h5ad" in page and page.count("data:image/png;base64,") == 5
+    assert str(rep / "index.html") in capsys.readouterr().out
+    res = ad.read_h5ad(out)
+    assert res.obsm["X_scgpcl_umap"].shape == (res.n_obs, 2)  # the report's UMAP is kept in the output
+    # the clustered file feeds 'scgpcl markers'
+    assert main(["markers", str(out), "--n-genes", "2", "--quiet"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 3 * 2
+
+
+def test_bad_report_folder_fails_before_training(toy_file, tmp_path, capsys):
+    rep = tmp_path / "busy"
+    rep.mkdir()
+    (rep / "notes.txt").write_text("mine")
+    out = tmp_path / "out.h5ad"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(rep),
+                 "--pretrain-epochs", "500"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an scgpcl report" in err[0]
+    assert not out.exists() and sorted(p.name for p in rep.iterdir()) == ["notes.txt"]
+
+
+def test_report_failure_leaves_no_output(toy_file, tmp_path, capsys, monkeypatch):
+    import scgpcl
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure today")
+
+    monkeypatch.setattr(scgpcl.pl, "cluster_sizes", broken)
+    out, rep = tmp_path / "out.h5ad", tmp_path / "report"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(rep), *QUICK_ARGS])
+    assert code == 1 and "no figure today" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

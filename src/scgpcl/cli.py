@@ -1,4 +1,4 @@
-"""Command line: ``scgpcl cluster``, ``scgpcl demo``, ``scgpcl simulate``.
+"""Command line: ``scgpcl cluster``, ``scgpcl markers``, ``scgpcl demo``, ``scgpcl simulate``.
 
 Maps 1:1 onto the Python API. Bad input ends with a one-line error and a
 non-zero exit code; ``--debug`` shows the traceback.
@@ -47,6 +47,26 @@ _OVERRIDES = [
 ]
 
 
+def _n_clusters(value: str) -> int | None:
+    """``--n-clusters``: a whole number, or ``auto`` (``None``: estimate K)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return n
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -61,18 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cluster", help="cluster a count matrix and write an .h5ad with the results")
     c.add_argument("input", help=".h5ad, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
     c.add_argument("output", help="output .h5ad (written atomically)")
-    c.add_argument("--n-clusters", "-k", type=int, required=True, help="number of clusters K")
+    c.add_argument("--n-clusters", "-k", type=_n_clusters, required=True, metavar="K",
+                   help="number of clusters K, or 'auto' to estimate it")
     c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
     c.add_argument("--layer", help="layer with raw counts (default: X)")
     c.add_argument("--genes-as-rows", action="store_true", help="text input has genes as rows")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
     c.add_argument("--overwrite", action="store_true", help="allow --save-model into a non-empty DIR")
+    c.add_argument("--report", metavar="DIR",
+                   help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
     _common(c)
     _add_training_options(c)
 
+    m = sub.add_parser("markers", help="top marker genes per cluster of a clustered .h5ad (Wilcoxon, scanpy)")
+    m.add_argument("input", help=".h5ad written by 'scgpcl cluster' (or by scgpcl.tl.cluster)")
+    m.add_argument("--key", default="scgpcl", help="obs column with the clusters (scgpcl)")
+    m.add_argument("--n-genes", type=_positive_int, default=10, help="genes per cluster (10)")
+    m.add_argument("--layer", help="layer with raw counts (default: the one the clustering used, else X)")
+    m.add_argument("--output", "-o", help="write the table to this .tsv (default: print it)")
+    m.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    m.add_argument("--debug", action="store_true", help="show tracebacks")
+
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
     d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
+    d.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
     _common(d)
     _add_training_options(d, preset="fast")
 
@@ -96,7 +129,8 @@ def _config_from_args(args):
 def _print_summary(adata, key: str, seconds: float, out=None) -> None:
     info = adata.uns[key]
     p = info["params"]
-    print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, K={p['n_clusters']}, "
+    k = f"K={p['n_clusters']}" + (" (estimated)" if p.get("n_clusters_requested") == "auto" else "")
+    print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, {k}, "
           f"device {p['device']}, {seconds:.1f} s")
     for stage, s in info["stages"].items():
         print(f"  {stage}: {s['epochs']} epochs, {s['stop_reason']} ({s['seconds']:.1f} s)")
@@ -106,8 +140,37 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
         m = info["metrics"]
         print(f"  vs '{m['label_key']}': ARI {m['ARI']:.4f}  NMI {m['NMI']:.4f}  CA {m['CA']:.4f}  "
               f"F1 macro {m['F1_macro']:.4f}")
-    if out:
-        print(f"  wrote {out}")
+    for path in out or []:
+        print(f"  wrote {path}")
+
+
+def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, label_key: str | None,
+                   name: str) -> list[str]:
+    """The report (built in a temporary folder, renamed into place), then the .h5ad (atomic).
+
+    If writing the .h5ad fails, the new report is removed again: a failed
+    command leaves neither output behind.
+    """
+    import shutil
+
+    from .data._io import write_h5ad_atomic
+
+    written = []
+    if report is not None:
+        from .report import write_report
+
+        existed = report.exists()
+        write_report(adata, report, key=key, label_key=label_key, dataset_name=name)
+        written.append(str(report / "index.html"))
+    if h5ad is not None:
+        try:
+            write_h5ad_atomic(adata, h5ad)
+        except BaseException:
+            if report is not None and not existed:
+                shutil.rmtree(report, ignore_errors=True)
+            raise
+        written.insert(0, str(h5ad))
+    return written
 
 
 def _run_cluster(args) -> int:
@@ -129,15 +192,59 @@ def _run_cluster(args) -> int:
     if args.save_model and Path(args.save_model).exists() and any(Path(args.save_model).iterdir()) \
             and not args.overwrite:
         raise InputError(f"'{args.save_model}' exists and is not empty; pass --overwrite to replace it")
+    report = _report_dir(args)
     t0 = time.perf_counter()
     model = SCGPCL(adata, args.n_clusters, config=config, random_state=args.random_state, device=args.device)
     model.train(progress=not args.quiet)
     store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
     seconds = time.perf_counter() - t0
-    write_h5ad_atomic(adata, out)
+    written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
+                             name=Path(args.input).name)
     if args.save_model:
         model.save(args.save_model, overwrite=args.overwrite)
-    _print_summary(adata, args.key_added, seconds, out)
+        written.append(str(args.save_model))
+    _print_summary(adata, args.key_added, seconds, written)
+    return 0
+
+
+def _report_dir(args) -> Path | None:
+    """Check ``--report DIR`` before training, so a bad folder fails in seconds, not after the run."""
+    if not getattr(args, "report", None):
+        return None
+    from .report import check_report_dir
+
+    return check_report_dir(args.report)
+
+
+def _run_markers(args) -> int:
+    import os
+    import tempfile
+
+    from .data._io import read_counts
+    from .tl import markers
+    from ._errors import InputError
+
+    out = Path(args.output) if args.output else None
+    if out is not None and not out.parent.exists():
+        raise InputError(f"output folder '{out.parent}' does not exist")
+    adata = read_counts(args.input)
+    if args.layer is not None and args.layer not in adata.layers:
+        available = ", ".join(map(repr, adata.layers.keys())) or "none"
+        raise InputError(f"layer {args.layer!r} not found in '{args.input}'; available layers: {available}")
+    table = markers(adata, key=args.key, n_genes=args.n_genes, layer=args.layer)
+    if out is None:
+        sys.stdout.write(table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        return 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            table.to_csv(f, sep="\t", index=False, float_format="%.6g")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    n = table["cluster"].nunique()
+    print(f"scgpcl: top {args.n_genes} marker genes of {n} clusters (obs[{args.key!r}]); wrote {out}")
     return 0
 
 
@@ -150,17 +257,14 @@ def _run_demo(args) -> int:
     print(f"demo: Splat-simulated data, {adata.n_obs} cells x {adata.n_vars} genes, {k} groups "
           f"(dropout {adata.uns['dropout_rate']:.1f} %)")
     config = _config_from_args(args)
+    report = _report_dir(args)
     t0 = time.perf_counter()
     tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
                device=args.device, progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    out = None
-    if args.output:
-        from .data._io import write_h5ad_atomic
-
-        write_h5ad_atomic(adata, args.output)
-        out = args.output
-    _print_summary(adata, "scgpcl", seconds, out)
+    written = _write_outputs(adata, h5ad=Path(args.output) if args.output else None, report=report,
+                             key="scgpcl", label_key="cell_type", name="demo (Splat simulation)")
+    _print_summary(adata, "scgpcl", seconds, written)
     return 0
 
 
@@ -171,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     from ._errors import InputError
 
-    handlers = {"cluster": _run_cluster, "demo": _run_demo}
+    handlers = {"cluster": _run_cluster, "markers": _run_markers, "demo": _run_demo}
     try:
         if args.command in handlers:
             return handlers[args.command](args)

@@ -1,0 +1,542 @@
+"""A self-contained HTML report of a clustering run: ``write_report(adata, "report/")``.
+
+The report folder holds ``index.html`` (figures embedded as PNG, inline CSS:
+one file to e-mail or archive), ``metrics.json`` (numbers for scripts) and
+``clusters.tsv`` (cell, cluster). It is written into a temporary folder
+beside ``out_dir`` and renamed into place, so a failure leaves no
+half-written report and an existing report stays as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._errors import InputError
+from .metrics import clustering_metrics
+
+__all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
+
+log = logging.getLogger("scgpcl")
+
+#: The files a report folder consists of.
+REPORT_FILES = ("index.html", "metrics.json", "clusters.tsv")
+
+_PACKAGES = ("scgpcl", "torch", "numpy", "scipy", "pandas", "anndata", "scanpy", "scikit-learn", "matplotlib",
+             "umap-learn")
+
+_STAGE_NAMES = {"pretrain": "pre-training", "finetune": "fine-tuning"}
+_METRIC_NAMES = {
+    "ARI": "adjusted Rand index",
+    "NMI": "normalised mutual information",
+    "CA": "clustering accuracy (Hungarian matching)",
+    "F1_macro": "macro F1 after matching",
+    "F1_micro": "micro F1 after matching",
+}
+
+
+# ------------------------------------------------------------------ public
+def write_report(
+    adata: AnnData,
+    out_dir: str | os.PathLike,
+    *,
+    key: str = "scgpcl",
+    label_key: str | None = None,
+    dataset_name: str | None = None,
+    n_markers: int = 10,
+) -> Path:
+    """Write an HTML report, ``metrics.json`` and ``clusters.tsv`` to ``out_dir``.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster` (or the CLI). The UMAP
+        coordinates are stored in ``obsm['X_' + key + '_umap']`` as a side effect.
+    out_dir
+        Report folder. Created if absent; an existing folder is replaced only
+        when it is empty or holds an earlier report (only the files in
+        :data:`REPORT_FILES`), so a typo cannot wipe an unrelated folder.
+    key
+        The clustering's ``key_added``.
+    label_key
+        ``obs`` column with reference labels: adds ARI/NMI/CA, the contingency
+        heatmap and label-coloured panels. ``None``: the labels the clustering
+        was scored against, if any (``uns[key]['metrics']['label_key']``).
+    dataset_name
+        Shown in the title (default: ``"dataset"``).
+    n_markers
+        Marker genes per cluster in the table (the dot plot shows 5).
+
+    Returns
+    -------
+    The report folder.
+
+    Raises
+    ------
+    InputError
+        If ``adata`` holds no clustering under ``key``, ``label_key`` is not a
+        column of ``obs``, or ``out_dir`` cannot be used.
+    """
+    out = Path(out_dir).expanduser()
+    _check_inputs(adata, key, label_key)
+    if label_key is None:
+        scored = (adata.uns[key].get("metrics") or {}).get("label_key")
+        if scored is not None and scored in adata.obs.columns:
+            label_key = str(scored)
+    out = check_report_dir(out)
+    parent = out.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        _write_contents(tmp, adata, key=key, label_key=label_key, dataset_name=dataset_name, n_markers=n_markers)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote report %s", out / "index.html")
+    return out
+
+
+def check_report_dir(out_dir: str | os.PathLike) -> Path:
+    """Check that ``out_dir`` can take a report, without writing anything.
+
+    It may be absent (its parent must exist), empty, or hold an earlier report
+    (only the files in :data:`REPORT_FILES`). Raises :class:`InputError` otherwise.
+    """
+    out = Path(out_dir).expanduser()
+    if not out.parent.is_dir():
+        raise InputError(f"report folder's parent '{out.parent}' does not exist")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"'{out}' exists and is not a folder; give a folder name for the report")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        if foreign:
+            raise InputError(
+                f"'{out}' is not empty and is not an scgpcl report (it holds {', '.join(foreign[:3])}"
+                f"{'...' if len(foreign) > 3 else ''}); choose a new folder"
+            )
+    if not os.access(out.parent, os.W_OK):
+        raise InputError(f"cannot write into '{out.parent}' (permission denied)")
+    return out
+
+
+# ------------------------------------------------------------ file handling
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_inputs(adata: AnnData, key: str, label_key: str | None) -> None:
+    if key not in adata.obs.columns or not isinstance(adata.uns.get(key), dict) or "X_" + key not in adata.obsm:
+        raise InputError(
+            f"no scgpcl clustering under key {key!r} (obs[{key!r}], obsm['X_{key}'], uns[{key!r}]): "
+            "run scgpcl.tl.cluster first, or pass the key= it was stored under"
+        )
+    if label_key is not None and label_key not in adata.obs.columns:
+        cols = ", ".join(map(repr, adata.obs.columns))
+        raise InputError(f"label key {label_key!r} is not a column of obs (available columns: {cols})")
+
+
+# ---------------------------------------------------------------- contents
+def _json_default(o: Any):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "scgpcl":
+                from . import __version__
+
+                out[name] = f"{__version__} (not installed)"
+    return out
+
+
+def _figure_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[str, Any]:
+    params = adata.uns[key].get("params") or {}
+    layer = params.get("layer", "X")
+    counts = adata.layers[layer] if layer not in (None, "X") and layer in adata.layers else adata.X
+    per_cell = np.asarray(counts.sum(axis=1)).ravel()
+    nnz_cell = np.asarray((counts > 0).sum(axis=1)).ravel() if counts is not None else np.zeros(0)
+    n_entries = counts.shape[0] * counts.shape[1]
+    nnz = counts.nnz if sp.issparse(counts) else int(np.count_nonzero(counts))
+    summary: dict[str, Any] = {
+        "cells": int(adata.n_obs),
+        "genes": int(adata.n_vars),
+        "counts from": "X" if layer in (None, "X") else f"layers['{layer}']",
+        "storage": "sparse" if sp.issparse(counts) else "dense",
+        "median counts per cell": float(np.median(per_cell)) if per_cell.size else float("nan"),
+        "median genes detected per cell": float(np.median(nnz_cell)) if nnz_cell.size else float("nan"),
+        "zeros": f"{100 * (1 - nnz / max(n_entries, 1)):.1f} %",
+        "cells clustered": int(params.get("n_cells_used", adata.obs[key].notna().sum())),
+        "genes used by the model": int(params.get("n_genes_used", 0)) or None,
+        "clusters (K)": int(params.get("n_clusters", adata.obs[key].nunique())),
+    }
+    if label_key is not None:
+        summary["reference labels"] = f"obs['{label_key}'], {adata.obs[label_key].nunique()} groups"
+    return summary
+
+
+def _metrics(adata: AnnData, key: str, label_key: str | None) -> dict[str, float] | None:
+    if label_key is None:
+        return None
+    clusters, labels = adata.obs[key], adata.obs[label_key]
+    ok = (clusters.notna() & labels.notna()).to_numpy()
+    if not ok.any():
+        return None
+    m = clustering_metrics(labels[ok].astype(str).to_numpy(), clusters[ok].astype(str).to_numpy())
+    m["n_cells"] = int(ok.sum())
+    return m
+
+
+def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None, dataset_name: str | None,
+                    n_markers: int) -> None:
+    from . import pl
+    from .tl._markers import markers
+
+    info = adata.uns[key]
+    name = dataset_name or "dataset"
+    clusters = adata.obs[key]
+    from .tl._markers import cluster_order
+
+    order = cluster_order(clusters)
+    counts = clusters.astype(str)[clusters.notna()].value_counts()
+    sizes = {c: int(counts.get(c, 0)) for c in order}
+    metrics = _metrics(adata, key, label_key)
+    raw_stages = info.get("stages") or {}
+    stage_order = [s for s in _STAGE_NAMES if s in raw_stages] + [s for s in raw_stages if s not in _STAGE_NAMES]
+    stages = {s: {k: _json_default(v) if isinstance(v, np.generic) else v for k, v in raw_stages[s].items()}
+              for s in stage_order}
+    versions = _versions()
+    summary = _dataset_summary(adata, key, label_key)
+
+    # clusters.tsv first: cheapest, and a failure later still removes it with the folder
+    pd.DataFrame({"cell": adata.obs_names.astype(str),
+                  "cluster": clusters.astype(object).where(clusters.notna(), "NA").astype(str)}).to_csv(
+        d / "clusters.tsv", sep="\t", index=False)
+
+    record = {
+        "report": "scgpcl",
+        "dataset": name,
+        "key": key,
+        "label_key": label_key,
+        "metrics": metrics,
+        "n_cells": int(adata.n_obs),
+        "n_genes": int(adata.n_vars),
+        "n_cells_clustered": int(clusters.notna().sum()),
+        "n_clusters": len(order),
+        "cluster_sizes": sizes,
+        "stages": stages,
+        "params": {k: v for k, v in (info.get("params") or {}).items() if k != "config"},
+        "config": (info.get("params") or {}).get("config", {}),
+        "versions": versions,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    (d / "metrics.json").write_text(json.dumps(record, indent=1, default=_json_default) + "\n")
+
+    figures: list[tuple[str, str, str]] = []  # (id, caption, base64)
+
+    def add(fid: str, caption: str, make) -> None:
+        fig = make()
+        figures.append((fid, caption, _figure_png(fig)))
+
+    add("umap", "UMAP of the learned embedding (neighbours on obsm['X_%s'])" % key,
+        lambda: pl.umap(adata, key=key, label_key=label_key))
+    if label_key is not None:
+        add("contingency", "Clusters against reference labels; Hungarian-matched pairs outlined",
+            lambda: pl.contingency(adata, key=key, label_key=label_key))
+    add("sizes", "Cells per cluster" + (f", split by {label_key}" if label_key else ""),
+        lambda: pl.cluster_sizes(adata, key=key, label_key=label_key))
+    has_history = any(len(np.asarray(h.get("epoch", []))) for h in (info.get("history") or {}).values())
+    if has_history:
+        add("curves", "Loss terms per epoch, stage boundary and stopping points",
+            lambda: pl.training_curves(adata, key=key))
+    marker_table = markers(adata, key=key, n_genes=n_markers)
+    add("markers", "Top 5 marker genes per cluster (Wilcoxon, one cluster vs the rest)",
+        lambda: pl.marker_dotplot(adata, key=key, n_genes=min(5, n_markers), markers=marker_table))
+
+    page = _render_html(
+        name=name, key=key, label_key=label_key, info=info, metrics=metrics, stages=stages, sizes=sizes,
+        summary=summary, versions=versions, figures=dict((f[0], f) for f in figures), marker_table=marker_table,
+        created=record["created"],
+    )
+    (d / "index.html").write_text(page, encoding="utf-8")
+
+
+# --------------------------------------------------------------------- HTML
+_CSS = """
+:root { --fg:#1d2430; --muted:#5b6575; --line:#e3e7ee; --bg:#f5f7fa; --card:#fff; --accent:#2563eb; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font: 15px/1.55 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1120px; margin: 0 auto; padding: 28px 24px 48px; }
+header { margin-bottom: 18px; }
+h1 { font-size: 26px; margin: 0 0 4px; letter-spacing: -0.01em; }
+h2 { font-size: 19px; margin: 0 0 12px; }
+h3 { font-size: 15px; margin: 18px 0 8px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+.sub { color: var(--muted); margin: 0; }
+nav { margin: 14px 0 4px; display:flex; flex-wrap:wrap; gap:6px; }
+nav a { color: var(--accent); text-decoration: none; font-size: 13.5px; padding: 3px 10px; border: 1px solid var(--line);
+  border-radius: 999px; background: var(--card); }
+nav a:hover { border-color: var(--accent); }
+section { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 20px 22px;
+  margin: 16px 0; box-shadow: 0 1px 2px rgba(16,24,40,.04); }
+.cards { display:grid; grid-template-columns: repeat(auto-fit, minmax(120px, 1fr)); gap: 10px; margin-top: 14px; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+.card .v { font-size: 24px; font-weight: 650; letter-spacing: -0.01em; }
+.card .k { color: var(--muted); font-size: 12.5px; text-transform: uppercase; letter-spacing: .04em; }
+.card.metric .v { color: var(--accent); }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { color: var(--muted); font-weight: 600; font-size: 12.5px; text-transform: uppercase; letter-spacing: .03em; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num { text-align: right; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
+.kv { display:grid; grid-template-columns: minmax(180px, max-content) 1fr; gap: 0; }
+.kv div { padding: 5px 10px; border-bottom: 1px solid var(--line); }
+.kv div:nth-child(odd) { color: var(--muted); }
+figure { margin: 14px 0 4px; text-align: center; }
+figure img { max-width: 100%; height: auto; border-radius: 6px; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
+.grid2 { display:grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; align-items: start; }
+.gene { display:inline-block; padding: 1px 7px; margin: 1px 2px; border-radius: 5px; background: #eef2ff;
+  font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+details { margin-top: 10px; }
+summary { cursor: pointer; color: var(--accent); font-size: 14px; }
+.note { color: var(--muted); font-size: 13.5px; }
+footer { color: var(--muted); font-size: 12.5px; text-align: center; margin-top: 24px; }
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "–"
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return ", ".join(_fmt(x) for x in v)
+    if v is None:
+        return "–"
+    return str(v)
+
+
+def _kv(items: dict[str, Any]) -> str:
+    return '<div class="kv">' + "".join(f"<div>{_e(k)}</div><div>{_e(_fmt(v))}</div>" for k, v in items.items()) \
+        + "</div>"
+
+
+def _table(header: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
+    th = "".join(f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{_e(_fmt(c))}</td>' if i in numeric else f"<td>{_e(_fmt(c))}</td>"
+                         for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(fig: tuple[str, str, str] | None) -> str:
+    if fig is None:
+        return ""
+    fid, caption, b64 = fig
+    return (f'<figure id="fig-{_e(fid)}"><img alt="{_e(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
+                 created) -> str:
+    params = info.get("params") or {}
+    config = params.get("config") or {}
+    total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
+
+    cards = [("cells", f"{summary['cells']:,}"), ("genes", f"{summary['genes']:,}"),
+             ("clusters", str(len(sizes))), ("training", f"{total_seconds:.0f} s")]
+    metric_cards = [(k, f"{metrics[k]:.3f}") for k in ("ARI", "NMI", "CA")] if metrics else []
+    cards_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
+                         for k, v in cards)
+    cards_html += "".join(f'<div class="card metric"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
+                          for k, v in metric_cards)
+
+    nav = [("summary", "Summary"), ("clusters", "Clusters"), ("training", "Training"), ("markers", "Markers"),
+           ("preprocessing", "Preprocessing"), ("parameters", "Parameters"), ("environment", "Environment")]
+    nav_html = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav)
+
+    # summary
+    if metrics:
+        metric_rows = [[k, _METRIC_NAMES.get(k, k), f"{metrics[k]:.4f}"] for k in _METRIC_NAMES if k in metrics]
+        metrics_html = (f"<h3>Agreement with <code>{_e(label_key)}</code> ({metrics['n_cells']:,} labelled cells)</h3>"
+                        + _table(["metric", "meaning", "value"], metric_rows, numeric={2}))
+    else:
+        metrics_html = ('<p class="note">No reference labels given, so no ARI/NMI/CA: pass '
+                        "<code>label_key=</code> (CLI: <code>--label-key</code>) to score the clusters.</p>")
+    size_rows = [[c, n, 100.0 * n / max(sum(sizes.values()), 1)] for c, n in sizes.items()]
+    n_unclustered = summary["cells"] - sum(sizes.values())
+    summary_html = (
+        f'<section id="summary"><h2>Summary</h2>{metrics_html}'
+        f'<div class="grid2"><div><h3>Dataset</h3>{_kv(summary)}</div>'
+        f'<div><h3>Cluster sizes</h3>{_table(["cluster", "cells", "%"], size_rows, numeric={1, 2})}'
+        + (f'<p class="note">{n_unclustered} cells had no counts and were not clustered.</p>' if n_unclustered else "")
+        + "</div></div></section>"
+    )
+
+    clusters_html = (f'<section id="clusters"><h2>Clusters</h2>{_figure(figures.get("umap"))}'
+                     f'<div class="grid2"><div>{_figure(figures.get("contingency"))}</div>'
+                     f'<div>{_figure(figures.get("sizes"))}</div></div></section>')
+
+    stage_rows = [[_STAGE_NAMES.get(s, s), st.get("epochs"), st.get("stop_reason"), st.get("seconds")]
+                  for s, st in stages.items()]
+    history_html = ""
+    for stage, h in (info.get("history") or {}).items():
+        cols = {k: np.asarray(v) for k, v in h.items()}
+        n = len(cols.get("epoch", []))
+        if not n:
+            continue
+        names = ["epoch"] + [k for k in cols if k != "epoch"]
+        rows = [[int(cols["epoch"][i])] + [float(cols[k][i]) if i < len(cols[k]) else None for k in names[1:]]
+                for i in range(n)]
+        history_html += (f"<details><summary>{_e(_STAGE_NAMES.get(stage, stage))}: loss terms of all {n} epochs"
+                         f"</summary>{_table(names, rows, numeric=set(range(len(names))))}</details>")
+    auto_k = info.get("auto_k")
+    auto_html = ""
+    if isinstance(auto_k, dict) and "k" in auto_k:
+        auto_html = (f'<p class="note">K = {_e(auto_k["k"])} was estimated automatically '
+                     f'({_e(auto_k.get("method", "?"))}).</p>')
+    training_html = (
+        '<section id="training"><h2>Training</h2>' + auto_html
+        + _table(["stage", "epochs", "why it stopped", "seconds"], stage_rows, numeric={1, 3})
+        + _figure(figures.get("curves")) + history_html + "</section>"
+    )
+
+    groups = []
+    for cl, df in marker_table.groupby("cluster", observed=True, sort=False):
+        chips = "".join(f'<span class="gene" title="log2FC {r.logfoldchange:.2f}, adj. p {r.pval_adj:.2g}">'
+                        f"{_e(r.gene)}</span>" for r in df.itertuples())
+        groups.append(f"<tr><td>{_e(cl)}</td><td class=\"num\">{sizes.get(str(cl), 0)}</td><td>{chips}</td></tr>")
+    full = _table(["cluster", "rank", "gene", "score", "log2 fold change", "adj. p-value"],
+                  marker_table[["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]].values.tolist(),
+                  numeric={1, 3, 4, 5})
+    markers_html = (
+        '<section id="markers"><h2>Marker genes</h2>'
+        '<p class="note">Wilcoxon rank-sum test of each cluster against all other cells on '
+        "library-size-normalised (10,000 counts per cell), log1p-transformed counts of all genes "
+        "(<code>scanpy.tl.rank_genes_groups</code>); Benjamini–Hochberg adjusted p-values.</p>"
+        + _figure(figures.get("markers"))
+        + "<table><thead><tr><th>cluster</th><th class=\"num\">cells</th><th>top genes (best first)</th></tr></thead>"
+        f"<tbody>{''.join(groups)}</tbody></table>"
+        f"<details><summary>Full marker table ({len(marker_table)} rows)</summary>{full}</details></section>"
+    )
+
+    pre = {k.split(".", 1)[1]: v for k, v in config.items() if k.startswith("preprocess.")}
+    selection = pre.get("gene_selection", "variance")
+    if selection == "variance":
+        how = (f"top {100 * float(pre.get('hvg_fraction', 0.2)):.0f} % of genes by raw-count variance, "
+               f"at least {pre.get('min_genes', '?')} genes")
+    elif selection == "seurat_v3":
+        how = f"Seurat v3 highly variable genes on counts, {pre.get('n_top_genes', '?')} genes"
+    else:
+        how = "all genes"
+    pre_items = {
+        "counts from": summary["counts from"],
+        "cells": f"{summary['cells clustered']:,} of {summary['cells']:,} kept (cells with no counts are dropped)",
+        "gene selection": f"{selection}: {how}",
+        "genes used": f"{params.get('n_genes_used', '?')} of {summary['genes']:,}",
+        "model input": "counts scaled to the median library size, log1p, z-scored per gene",
+        "reconstruction target": ("raw counts (ZINB)" if config.get("model.reconstruction", "zinb") == "zinb"
+                                  else "log-normalised values (MSE)"),
+    }
+    pre_items.update({f"preprocess.{k}": v for k, v in pre.items()})
+    preprocessing_html = f'<section id="preprocessing"><h2>Preprocessing</h2>{_kv(pre_items)}</section>'
+
+    run_items = {k: v for k, v in params.items() if k != "config"}
+    sections: dict[str, list[list[Any]]] = {}
+    for k, v in config.items():
+        sec, _, field = k.partition(".")
+        if sec != "preprocess":
+            sections.setdefault(sec, []).append([field, v])
+    param_tables = "".join(f"<div><h3>{_e(sec)}</h3>{_table(['option', 'value'], rows)}</div>"
+                           for sec, rows in sections.items())
+    parameters_html = (f'<section id="parameters"><h2>Parameters</h2><h3>run</h3>{_kv(run_items)}'
+                       f'<div class="grid2">{param_tables}</div></section>')
+
+    env_html = (f'<section id="environment"><h2>Environment</h2>'
+                f"{_table(['package', 'version'], [[k, v] for k, v in versions.items()])}"
+                f'<p class="note">{_e(platform.platform())}; device {_e(params.get("device", "?"))}.</p></section>')
+
+    title = f"scGPCL clustering report: {name}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style></head>
+<body><main>
+<header><h1>{_e(title)}</h1>
+<p class="sub">{summary['cells']:,} cells × {summary['genes']:,} genes · key <code>{_e(key)}</code>
+{(" · labels <code>" + _e(label_key) + "</code>") if label_key else ""} · {_e(created)} · scgpcl {_e(versions.get('scgpcl', '?'))}</p>
+<div class="cards">{cards_html}</div>
+<nav>{nav_html}</nav></header>
+{summary_html}
+{clusters_html}
+{training_html}
+{markers_html}
+{preprocessing_html}
+{parameters_html}
+{env_html}
+<footer>Files beside this page: <code>metrics.json</code> (numbers), <code>clusters.tsv</code> (cell → cluster).</footer>
+</main></body></html>
+"""

@@ -1,0 +1,105 @@
+"""Marker genes: scgpcl.tl.markers and the 'scgpcl markers' command."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import scgpcl
+from scgpcl import InputError
+from scgpcl.cli import main
+from test_pl import clustered
+
+
+def _grouped(n_per=40, n_genes=60, seed=1) -> tuple[ad.AnnData, dict[str, list[str]]]:
+    """Three groups, each with 5 strongly up-regulated genes of its own: clusters given, no training."""
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(1.0, size=(3 * n_per, n_genes)).astype(np.float32)
+    up = {}
+    for g in range(3):
+        genes = list(range(5 * g, 5 * g + 5))
+        x[g * n_per:(g + 1) * n_per, genes] = rng.poisson(20.0, size=(n_per, 5))
+        up[str(g)] = [f"g{j}" for j in genes]
+    a = ad.AnnData(sp.csr_matrix(x))
+    a.var_names = [f"g{j}" for j in range(n_genes)]
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    a.obs["scgpcl"] = pd.Categorical(np.repeat(["0", "1", "2"], n_per))
+    return a, up
+
+
+def test_markers_table_finds_the_up_regulated_genes():
+    a, up = _grouped()
+    before = a.X.copy()
+    table = scgpcl.tl.markers(a, n_genes=5)
+    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
+    assert len(table) == 15 and list(table["cluster"].cat.categories) == ["0", "1", "2"]
+    for cl, df in table.groupby("cluster", observed=True):
+        assert list(df["rank"]) == [1, 2, 3, 4, 5]
+        assert set(df["gene"]) == set(up[cl])
+        assert (np.diff(df["score"].to_numpy()) <= 0).all() and (df["logfoldchange"] > 1).all()
+    # no labels needed, and adata is left as it was
+    assert "cell_type" not in a.obs and "rank_genes_groups" not in a.uns and "log1p" not in a.uns
+    assert (a.X != before).nnz == 0
+
+
+def test_markers_reads_the_counts_layer():
+    a, up = _grouped()
+    a.layers["counts"] = a.X.copy()
+    a.X = a.X.multiply(0.5).tocsr()  # something that is not the counts
+    table = scgpcl.tl.markers(a, n_genes=3, layer="counts")
+    assert set(table.loc[table["cluster"] == "0", "gene"]) <= set(up["0"])
+    with pytest.raises(InputError, match="nope"):
+        scgpcl.tl.markers(a, layer="nope")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"key": "missing"}, "missing"), ({"n_genes": 0}, "n_genes")],
+)
+def test_markers_bad_input(kwargs, message):
+    a, _ = _grouped()
+    with pytest.raises(InputError, match=message):
+        scgpcl.tl.markers(a, **kwargs)
+
+
+def test_markers_refuse_scaled_data():
+    a, _ = _grouped()
+    a.X = a.X.toarray() - 1.0
+    with pytest.raises(InputError, match="negative"):
+        scgpcl.tl.markers(a)
+
+
+def test_markers_on_a_trained_clustering():
+    a = clustered()
+    table = scgpcl.tl.markers(a, n_genes=2)
+    assert len(table) == 6 and table["gene"].isin(a.var_names).all()
+
+
+def test_markers_cli(tmp_path, capsys):
+    a, up = _grouped()
+    path = tmp_path / "clustered.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "markers.tsv"
+    assert main(["markers", str(path), "--n-genes", "4", "--output", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out, sep="\t", dtype={"cluster": str})
+    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
+    assert len(table) == 12 and set(table.loc[table["cluster"] == "2", "gene"]) <= set(up["2"])
+    assert "wrote" in capsys.readouterr().out
+    # without --output the table goes to stdout
+    assert main(["markers", str(path), "--n-genes", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split("\t")[:3] == ["cluster", "rank", "gene"] and len(printed) == 4
+
+
+def test_markers_cli_missing_key(tmp_path, capsys):
+    a, _ = _grouped()
+    path = tmp_path / "clustered.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "markers.tsv"
+    assert main(["markers", str(path), "--key", "leiden", "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "leiden" in err[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == [path]

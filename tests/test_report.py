@@ -1,0 +1,142 @@
+"""The HTML report: its files and contents, atomic writing, and how it renders in a browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scgpcl
+from scgpcl import InputError
+from scgpcl.report import REPORT_FILES, write_report
+from test_pl import clustered
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    a = clustered()
+    out = tmp_path_factory.mktemp("rep") / "report"
+    write_report(a, out, dataset_name="toy <data>")
+    return a, out
+
+
+def _leftovers(parent) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_report_files_and_html(report):
+    a, out = report
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    page = (out / "index.html").read_text()
+    m = a.uns["scgpcl"]["metrics"]
+    assert f"{m['ARI']:.4f}" in page and f"{m['NMI']:.4f}" in page and f"{m['CA']:.4f}" in page
+    # five embedded figures (UMAP, contingency, sizes, training curves, marker dot plot), no external files
+    assert page.count('src="data:image/png;base64,') == 5
+    for fid in ("umap", "contingency", "sizes", "curves", "markers"):
+        assert f'id="fig-{fid}"' in page
+    assert "<script" not in page and 'src="http' not in page and "href=\"http" not in page
+    assert "toy &lt;data&gt;" in page  # user text is escaped
+    for section in ("Summary", "Preprocessing", "Parameters", "Environment", "Marker genes", "Training"):
+        assert f"<h2>{section}" in page
+    assert "torch" in page and "scanpy" in page  # package versions
+    top = scgpcl.tl.markers(a, n_genes=1)["gene"]
+    assert all(f">{g}</span>" in page for g in top)  # top marker of each cluster listed
+
+
+def test_report_metrics_json_and_clusters_tsv(report):
+    a, out = report
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["label_key"] == "cell_type"  # taken from uns['scgpcl']['metrics']
+    assert record["metrics"]["ARI"] == pytest.approx(a.uns["scgpcl"]["metrics"]["ARI"])
+    assert record["n_clusters"] == 3 and sum(record["cluster_sizes"].values()) == a.n_obs
+    assert set(record["stages"]) == {"pretrain", "finetune"} and "torch" in record["versions"]
+    tsv = pd.read_csv(out / "clusters.tsv", sep="\t", dtype=str)
+    assert list(tsv.columns) == ["cell", "cluster"] and len(tsv) == a.n_obs
+    assert (tsv["cluster"].to_numpy() == a.obs["scgpcl"].astype(str).to_numpy()).all()
+
+
+def test_report_without_labels(tmp_path):
+    a = clustered()
+    del a.uns["scgpcl"]["metrics"]
+    a.obs = a.obs.drop(columns="cell_type")
+    write_report(a, tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and 'id="fig-contingency"' not in page
+    assert "No reference labels" in page
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"] is None
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        (lambda a: a.obs.drop(columns="scgpcl", inplace=True), {}, "tl.cluster"),
+        (lambda a: a.obsm.pop("X_scgpcl"), {}, "X_scgpcl"),
+        (lambda a: None, {"label_key": "nope"}, "nope"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path, change, kwargs, message):
+    a = clustered()
+    change(a)
+    with pytest.raises(InputError, match=message):
+        write_report(a, tmp_path / "r", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_midway_leaves_no_half_report(tmp_path, monkeypatch, report):
+    a = clustered()
+    out = tmp_path / "r"
+    shutil.copytree(report[1], out)  # an earlier report, which must survive
+    before = (out / "index.html").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(scgpcl.pl, "marker_dotplot", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        write_report(a, out)
+    assert (out / "index.html").read_bytes() == before
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(RuntimeError):
+        write_report(a, tmp_path / "new")
+    assert not (tmp_path / "new").exists() and _leftovers(tmp_path) == []
+
+
+def test_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "thesis.tex").write_text("precious")
+    with pytest.raises(InputError, match="not an scgpcl report"):
+        write_report(clustered(), tmp_path / "r")
+    assert (tmp_path / "r" / "thesis.tex").read_text() == "precious"
+    with pytest.raises(InputError, match="does not exist"):
+        write_report(clustered(), tmp_path / "no" / "such" / "r")
+
+
+def _chromium() -> str | None:
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    import matplotlib.image as mpimg
+
+    _, out = report
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
+         f"--screenshot={shot}", (out / "index.html").resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert shot.exists(), proc.stderr[-2000:]
+    img = mpimg.imread(shot)
+    assert img.shape[:2] == (2400, 1280)
+    rgb = img[..., :3]
+    # not a blank page: a light background with dark text and the coloured figures
+    assert np.median(rgb) > 0.9
+    assert (rgb.max(axis=2) < 0.3).mean() > 0.002
+    colourful = (rgb.max(axis=2) - rgb.min(axis=2)) > 0.3
+    assert colourful.mean() > 0.01
