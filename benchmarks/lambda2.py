@@ -1,0 +1,157 @@
+"""Sensitivity to lambda2 (``lambda_proto``, weight of the prototypical loss; SPEC section 8).
+
+For lambda2 in {0.001, 0.005, 0.05, 0.5, 1, 10} and 3 seeds: the epoch at which
+pre-training converged (ARI > 0.99 between consecutive epochs' k-means labels)
+and the final ARI / NMI. Runs ``scgpcl_fast`` (the ``fast`` preset: lr 1e-3,
+pre-train <= 100 epochs with a 30-epoch warm-up, fine-tune <= 100) through
+the harness with ``lambda_proto`` overridden; one process per run, resumable
+JSONL (``benchmarks/results/lambda2.jsonl``).
+
+    python benchmarks/lambda2.py run
+    python benchmarks/lambda2.py table    # -> benchmarks/results/lambda2.md + fig/lambda2.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+REPO = harness.REPO
+RESULTS = REPO / "benchmarks" / "results"
+LAMBDAS = [0.001, 0.005, 0.05, 0.5, 1.0, 10.0]
+DATASETS = ["baron_human_came2142", "mouse_bladder_top2000"]
+METHOD = "scgpcl_fast"
+
+
+def _rows(records: list[dict]) -> dict:
+    """{(dataset, lambda): [records]} of the latest successful runs."""
+    out: dict[tuple, list[dict]] = {}
+    for r in harness.latest_ok(records).values():
+        if r["method"] != METHOD or "lambda_proto" not in (r.get("overrides") or {}):
+            continue
+        out.setdefault((r["dataset"], float(r["overrides"]["lambda_proto"])), []).append(r)
+    return out
+
+
+def _converged(r: dict) -> bool:
+    return str(r.get("pretrain_stop", "")).startswith("converged")
+
+
+def build_table(records: list[dict], command: str, figure: str | None) -> str:
+    rows = _rows(records)
+    datasets = harness._ordered({d for d, _ in rows}, DATASETS)
+    lambdas = sorted({lam for _, lam in rows})
+    ok = list(harness.latest_ok(records).values())
+    cmds = sorted({r["command"] for r in records if r.get("command")})
+    max_ep = max((r.get("pretrain_epochs", 0) for r in ok), default=0)
+    L = ["# lambda2 (prototypical loss weight): convergence epoch and accuracy", "", "```"] + cmds + [command, "```", "",
+         f"Method: `scgpcl_fast` (the `fast` preset: lr 1e-3, pre-training at most 100 epochs with a 30-epoch "
+         "warm-up, DEC fine-tuning at most 100) with `lambda_proto` overridden; everything else at its default "
+         "(lambda_ins 1). The prototypical loss only acts after the warm-up, and the convergence test (ARI > 0.99 "
+         "between consecutive epochs' k-means labels) starts at the end of the warm-up, so with this preset the "
+         "earliest possible convergence epoch is 31 (the paper's schedule has a 100-epoch warm-up). "
+         "'converged' = pre-training stopped by that test before its epoch limit; mean ± sd over seeds "
+         f"{sorted({r['seed'] for rs in rows.values() for r in rs})}; machine: "
+         f"{ok[0].get('machine', '?') if ok else '?'}.", ""]
+    for d in datasets:
+        L += [f"## {d}", "",
+              "| lambda2 | pre-training epochs (per seed) | converged | ARI | NMI | CA | fine-tune epochs | wall s |",
+              "|---|---|---|---|---|---|---|---|"]
+        for lam in lambdas:
+            rs = sorted(rows.get((d, lam), []), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            ep = [r["pretrain_epochs"] for r in rs]
+            L.append(
+                f"| {lam:g} | {harness.fmt(harness.mean_sd(ep), 1)} ({', '.join(map(str, ep))}) | "
+                f"{sum(map(_converged, rs))}/{len(rs)} | {harness.fmt(harness.mean_sd([r['ARI'] for r in rs]))} | "
+                f"{harness.fmt(harness.mean_sd([r['NMI'] for r in rs]))} | "
+                f"{harness.fmt(harness.mean_sd([r['CA'] for r in rs]))} | "
+                f"{', '.join(str(r.get('finetune_epochs', '?')) for r in rs)} | "
+                f"{harness.fmt(harness.mean_sd([r['wall_s'] for r in rs]), 0)} |")
+        L.append("")
+    if max_ep:
+        L += [f"(largest number of pre-training epochs seen: {max_ep})", ""]
+    if figure:
+        L += [f"![lambda2 sensitivity]({figure})", ""]
+    return "\n".join(L)
+
+
+def figure(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _rows(records)
+    datasets = harness._ordered({d for d, _ in rows}, DATASETS)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for k, d in enumerate(datasets):
+        lams = sorted(lam for dd, lam in rows if dd == d)
+        color = plt.get_cmap("tab10")(k)
+        for ax, key, lab in zip(axes, ("pretrain_epochs", "ARI", "NMI"),
+                                ("pre-training epoch at stop", "ARI", "NMI")):
+            stats = [harness.mean_sd([r[key] for r in rows[(d, lam)]]) for lam in lams]
+            ax.errorbar(lams, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
+                        label=d, color=color)
+            ax.set_xscale("log")
+            ax.set_xlabel("lambda2 (lambda_proto)")
+            ax.set_ylabel(lab)
+            ax.grid(alpha=0.3)
+            if key != "pretrain_epochs":
+                ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("scgpcl_fast: sensitivity to lambda2 (mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--datasets", nargs="+", default=DATASETS)
+    r.add_argument("--lambdas", nargs="+", type=float, default=LAMBDAS)
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--out", default=str(RESULTS / "lambda2.jsonl"))
+    r.add_argument("--threads", type=int, default=os.cpu_count())
+    r.add_argument("--timeout", type=float, default=None)
+    r.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="further overrides (smoke tests: pretrain_epochs=5 ...)")
+    t = sub.add_parser("table")
+    t.add_argument("--jsonl", default=str(RESULTS / "lambda2.jsonl"))
+    t.add_argument("--md", default=str(RESULTS / "lambda2.md"))
+    t.add_argument("--fig", default=str(RESULTS / "fig" / "lambda2.png"))
+    args = ap.parse_args(argv)
+    argv_s = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.cmd == "run":
+        extra = {k: harness.json.loads(v) for k, _, v in (o.partition("=") for o in args.override)}
+        recs = harness.run_batch(args.datasets, [METHOD], args.seeds, args.out,
+                                 overrides_list=[{**extra, "lambda_proto": lam} for lam in args.lambdas],
+                                 threads=args.threads, labels_dir="", timeout=args.timeout,
+                                 command=f"python benchmarks/lambda2.py {argv_s}")
+        print(f"done: {len(harness.latest_ok(recs))} successful runs in {args.out}")
+    else:
+        records = harness.load_records(args.jsonl)
+        if not records:
+            sys.exit(f"no records in {args.jsonl}")
+        md = Path(args.md)
+        figure(records, Path(args.fig))
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(build_table(records, f"python benchmarks/lambda2.py {argv_s}",
+                                  os.path.relpath(args.fig, md.parent)) + "\n")
+        print(f"wrote {md} and {args.fig}")
+
+
+if __name__ == "__main__":
+    main()
