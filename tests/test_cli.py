@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -159,3 +160,18 @@ def test_report_failure_leaves_no_output(toy_file, tmp_path, capsys, monkeypatch
     code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(rep), *QUICK_ARGS])
     assert code == 1 and "no figure today" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_subcommand(tmp_path, capsys):
+    from test_pl import clustered
+
+    path = tmp_path / "clustered.h5ad"
+    clustered().write_h5ad(path)
+    rep = tmp_path / "rep"
+    assert main(["report", str(path), str(rep), "--quiet"]) == 0
+    assert str(rep / "index.html") in capsys.readouterr().out
+    assert "clustered.h5ad" in (rep / "index.html").read_text()
+    assert json.loads((rep / "metrics.json").read_text())["label_key"] == "cell_type"
+    assert main(["report", str(path), str(tmp_path / "r2"), "--key", "nope", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'nope'" in err[0] and not (tmp_path / "r2").exists()

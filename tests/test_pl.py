@@ -123,3 +123,10 @@ def test_umap_without_embedding(adata):
     del adata.obsm["X_scgpcl"]
     with pytest.raises(InputError, match="embedding"):
         scgpcl.pl.umap(adata)
+
+
+def test_cluster_sizes_shows_empty_clusters(adata):
+    adata.obs["scgpcl"] = adata.obs["scgpcl"].cat.add_categories(["3"])  # K=4, one cluster left empty
+    fig = scgpcl.pl.cluster_sizes(adata)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2", "3"]
+    assert fig.axes[0].patches[3].get_height() == 0 and "(1 empty)" in fig.axes[0].get_title()

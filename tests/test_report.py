@@ -140,3 +140,12 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert (rgb.max(axis=2) < 0.3).mean() > 0.002
     colourful = (rgb.max(axis=2) - rgb.min(axis=2)) > 0.3
     assert colourful.mean() > 0.01
+
+
+def test_report_counts_empty_clusters(tmp_path):
+    a = clustered()
+    a.obs["scgpcl"] = a.obs["scgpcl"].cat.add_categories(["3"])
+    write_report(a, tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert '<div class="v">3 of 4</div>' in page and "1 of the K = 4 clusters ended with no cells" in page
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["cluster_sizes"]["3"] == 0

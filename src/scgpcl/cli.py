@@ -1,4 +1,4 @@
-"""Command line: ``scgpcl cluster``, ``scgpcl markers``, ``scgpcl demo``, ``scgpcl simulate``.
+"""Command line: ``scgpcl cluster``, ``markers``, ``report``, ``demo``, ``simulate``.
 
 Maps 1:1 onto the Python API. Bad input ends with a one-line error and a
 non-zero exit code; ``--debug`` shows the traceback.
@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output", "-o", help="write the table to this .tsv (default: print it)")
     m.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
     m.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    r = sub.add_parser("report", help="write the HTML report of a clustered .h5ad (as 'cluster --report' does)")
+    r.add_argument("input", help=".h5ad written by 'scgpcl cluster' (or by scgpcl.tl.cluster)")
+    r.add_argument("report", metavar="DIR", help="report folder: index.html, metrics.json, clusters.tsv")
+    r.add_argument("--key", default="scgpcl", help="key_added of the clustering (scgpcl)")
+    r.add_argument("--label-key", help="obs column with reference labels (default: the one it was scored against)")
+    r.add_argument("--name", help="dataset name in the title (default: the file name)")
+    r.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
     d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
@@ -216,6 +225,17 @@ def _report_dir(args) -> Path | None:
     return check_report_dir(args.report)
 
 
+def _run_report(args) -> int:
+    from .data._io import read_counts
+    from .report import check_report_dir, write_report
+
+    out = check_report_dir(args.report)
+    adata = read_counts(args.input)
+    write_report(adata, out, key=args.key, label_key=args.label_key, dataset_name=args.name or Path(args.input).name)
+    print(f"scgpcl: wrote {out / 'index.html'}")
+    return 0
+
+
 def _run_markers(args) -> int:
     import os
     import tempfile
@@ -275,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     from ._errors import InputError
 
-    handlers = {"cluster": _run_cluster, "markers": _run_markers, "demo": _run_demo}
+    handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
     try:
         if args.command in handlers:
             return handlers[args.command](args)

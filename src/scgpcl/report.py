@@ -248,6 +248,8 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
 
     order = cluster_order(clusters)
     counts = clusters.astype(str)[clusters.notna()].value_counts()
+    if isinstance(clusters.dtype, pd.CategoricalDtype):  # keep clusters that ended up empty, with 0 cells
+        order = [str(c) for c in clusters.cat.categories]
     sizes = {c: int(counts.get(c, 0)) for c in order}
     metrics = _metrics(adata, key, label_key)
     raw_stages = info.get("stages") or {}
@@ -399,6 +401,11 @@ def _figure(fig: tuple[str, str, str] | None) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
+def _n_clusters_card(sizes: dict[str, int]) -> str:
+    used = sum(n > 0 for n in sizes.values())
+    return str(used) if used == len(sizes) else f"{used} of {len(sizes)}"
+
+
 def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
                  created) -> str:
     params = info.get("params") or {}
@@ -406,7 +413,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
 
     cards = [("cells", f"{summary['cells']:,}"), ("genes", f"{summary['genes']:,}"),
-             ("clusters", str(len(sizes))), ("training", f"{total_seconds:.0f} s")]
+             ("clusters", _n_clusters_card(sizes)), ("training", f"{total_seconds:.0f} s")]
     metric_cards = [(k, f"{metrics[k]:.3f}") for k in ("ARI", "NMI", "CA")] if metrics else []
     cards_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
                          for k, v in cards)
@@ -425,13 +432,16 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     else:
         metrics_html = ('<p class="note">No reference labels given, so no ARI/NMI/CA: pass '
                         "<code>label_key=</code> (CLI: <code>--label-key</code>) to score the clusters.</p>")
-    size_rows = [[c, n, 100.0 * n / max(sum(sizes.values()), 1)] for c, n in sizes.items()]
+    size_rows = [[c, n, f"{100.0 * n / max(sum(sizes.values()), 1):.1f}"] for c, n in sizes.items()]
     n_unclustered = summary["cells"] - sum(sizes.values())
+    empty = [c for c, n in sizes.items() if n == 0]
     summary_html = (
         f'<section id="summary"><h2>Summary</h2>{metrics_html}'
         f'<div class="grid2"><div><h3>Dataset</h3>{_kv(summary)}</div>'
         f'<div><h3>Cluster sizes</h3>{_table(["cluster", "cells", "%"], size_rows, numeric={1, 2})}'
         + (f'<p class="note">{n_unclustered} cells had no counts and were not clustered.</p>' if n_unclustered else "")
+        + (f'<p class="note">{len(empty)} of the K = {len(sizes)} clusters ended with no cells '
+           f'({", ".join(map(_e, empty))}): fine-tuning merged them into others.</p>' if empty else "")
         + "</div></div></section>"
     )
 
@@ -442,7 +452,9 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     stage_rows = [[_STAGE_NAMES.get(s, s), st.get("epochs"), st.get("stop_reason"), st.get("seconds")]
                   for s, st in stages.items()]
     history_html = ""
-    for stage, h in (info.get("history") or {}).items():
+    hist = info.get("history") or {}
+    for stage in [s for s in stages if s in hist] + [s for s in hist if s not in stages]:
+        h = hist[stage]
         cols = {k: np.asarray(v) for k, v in h.items()}
         n = len(cols.get("epoch", []))
         if not n:

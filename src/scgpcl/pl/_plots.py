@@ -246,7 +246,9 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     for i, stage in enumerate(names):
         h = {k: np.asarray(v, dtype=float) for k, v in history[stage].items()}
         epochs = h["epoch"] + offset
-        for term, values in h.items():
+        rank = {t: i for i, t in enumerate(_TERM_NAMES)}  # a fixed legend order, also after an .h5ad round trip
+        for term in sorted(h, key=lambda t: (rank.get(t, len(rank)), t)):
+            values = h[term]
             if term in _NOT_LOSSES:
                 continue
             values = values.copy()
@@ -280,8 +282,9 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
             warmup = config.get("train.warmup_epochs")
             if warmup is not None and 0 < float(warmup) < len(h["epoch"]) and "proto" in h:
                 ax.axvline(float(warmup) + 0.5, color="#2ca02c", ls=":", lw=1)
-                ax.annotate("warm-up ends", (float(warmup) + 0.5, 0), xycoords=("data", "axes fraction"),
-                            xytext=(3, 4), textcoords="offset points", color="#2ca02c", fontsize="x-small")
+                ax.annotate("warm-up ends", (float(warmup) + 0.5, 0.5), xycoords=("data", "axes fraction"),
+                            xytext=(-3, 0), textcoords="offset points", rotation=90, ha="right", va="center",
+                            color="#2ca02c", fontsize="x-small")
         if i > 0:
             ax.axvline(offset + 0.5, color="#555555", ls="--", lw=1.2)
             ax2.axvspan(offset + 0.5, last + 0.5, color="#f2f2f2", zorder=0)  # on the lower axis: hides nothing
@@ -513,6 +516,8 @@ def cluster_sizes(
         _check_obs(adata, label_key, "reference labels")
     values = adata.obs[key]
     names = cluster_order(values)
+    if isinstance(values.dtype, pd.CategoricalDtype):  # show clusters that ended up empty as 0-cell bars
+        names = [str(c) for c in values.cat.categories]
     counts = values.astype(str)[values.notna()].value_counts()
     sizes = np.array([int(counts.get(n, 0)) for n in names])
     n_missing = int(values.isna().sum())
@@ -545,6 +550,8 @@ def cluster_sizes(
     ax.set_ylim(0, max(sizes.max(), 1) * 1.12)
     ax.spines[["top", "right"]].set_visible(False)
     title = f"Cluster sizes: {int(sizes.sum())} cells in {int((sizes > 0).sum())} clusters"
+    if (sizes == 0).any():
+        title += f" ({int((sizes == 0).sum())} empty)"
     if n_missing:
         title += f" ({n_missing} unclustered)"
     ax.set_title(title)
