@@ -114,3 +114,16 @@ def test_bad_auto_k_options_raise(toy):
         SCGPCL(toy, None, auto_k_method="gap", **QUICK)
     with pytest.raises(InputError, match="auto_k_max"):
         SCGPCL(toy, None, auto_k_max=1, **QUICK)
+
+
+def test_leiden_criterion_without_leidenalg_fails_early(toy, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("leidenalg", "igraph") else real(name, *a)
+    )
+    with pytest.raises(InputError, match="leidenalg"):
+        SCGPCL(toy, None, auto_k_method="leiden_stability", **QUICK)
+    SCGPCL(toy, None, auto_k_method="eigengap", **QUICK)  # the other criteria do not need it
+    SCGPCL(toy, 3, **QUICK)  # nor does a given K

@@ -52,6 +52,14 @@ def _check_auto_k_options(config: SCGPCLConfig) -> None:
         raise InputError(f"unknown auto_k_method {t.auto_k_method!r}; choose one of {', '.join(sorted(METHODS))}")
     if isinstance(t.auto_k_max, bool) or not isinstance(t.auto_k_max, int) or t.auto_k_max < 2:
         raise InputError(f"auto_k_max must be a whole number >= 2, got {t.auto_k_max!r}")
+    if t.auto_k_method.startswith("leiden"):
+        import importlib.util
+
+        if any(importlib.util.find_spec(m) is None for m in ("leidenalg", "igraph")):
+            raise InputError(
+                f"auto_k_method={t.auto_k_method!r} needs the optional packages leidenalg and igraph: "
+                "pip install 'scgpcl[leiden]', or choose auto_k_method='eigengap' or 'silhouette'"
+            )
 
 
 class SCGPCL:
@@ -117,7 +125,8 @@ class SCGPCL:
             layers=list(adata.layers.keys()),
         )
         self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=True)
-        _check_auto_k_options(config)
+        if self.n_clusters is None:
+            _check_auto_k_options(config)
         #: With ``n_clusters=None``: ``{"k", "method", "curve", "seconds"}`` after training.
         self.auto_k: dict[str, Any] | None = None
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess)

@@ -1,0 +1,388 @@
+"""Unknown number of clusters: scGPCL with ``n_clusters=None`` vs the true K vs Leiden.
+
+For every raw-count dataset of ``../shared/data/real/`` and every seed:
+
+* ``auto``: scGPCL, ``fast`` preset, ``n_clusters=None`` (K estimated on the
+  warm-up embedding with ``--method``, the package default unless given).
+  The worker also saves that warm-up embedding and scores *every* criterion
+  of ``scgpcl.train._auto_k`` on it (the K each would pick, and the ARI of
+  k-means on the embedding at that K), which is the criteria comparison.
+* ``true``: scGPCL, ``fast`` preset, true K. Taken from the harness's
+  ``benchmarks/results/real*.jsonl`` (method ``scgpcl_fast``) when present,
+  else run here.
+* ``leiden_res1``: scanpy's standard pipeline (normalize_total 1e4, log1p,
+  2000 seurat HVG, scale max 10, PCA 50, 15-NN) + Leiden at resolution 1.
+
+Each run is its own process; one JSON line per run goes to
+``benchmarks/results/auto_k.jsonl`` (runs already there are skipped, so the
+script can be stopped and resumed). Then ``auto_k.md`` is written.
+
+    python benchmarks/auto_k.py run --seeds 0 1 2          # everything, then the table
+    python benchmarks/auto_k.py table                      # only rewrite auto_k.md
+    python benchmarks/auto_k.py criteria --emb-dir DIR     # criteria on saved embeddings
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
+REAL_DIR = SHARED / "data" / "real"
+RESULTS = REPO / "benchmarks" / "results"
+JSONL = RESULTS / "auto_k.jsonl"
+MD = RESULTS / "auto_k.md"
+EMB_DIR = REPO / "benchmarks" / "runs" / "auto_k_embeddings"
+LABEL_KEY = "cell_type"
+COMMAND = "python benchmarks/auto_k.py run --seeds 0 1 2"
+
+#: MANIFEST.md: Leiden at resolution 1 (ARI, NMI, number of clusters), first 12 files.
+MANIFEST_LEIDEN = {
+    "worm_neuron": (0.39, 0.70, 32), "mouse_bladder_top2000": (0.58, 0.77, 12),
+    "pbmc4k_10x_top2000": (0.57, 0.70, 12), "human_kidney_top2000": (0.47, 0.71, 31),
+    "cite_cbmc_top2000": (0.52, 0.77, 19), "baron_mouse1": (0.67, 0.81, 10),
+    "zeisel_subset_descend": (0.25, 0.53, 11), "klein_subset1000": (0.56, 0.74, 9),
+    "pollen": (0.73, 0.88, 7), "camp_brain_organoid": (0.15, 0.30, 8),
+    "cellbench_celseq2_3cl": (0.88, 0.92, 4),
+}
+
+
+# ------------------------------------------------------------------ datasets
+def default_datasets() -> list[str]:
+    """Raw-count files of the shared real data, smallest first (NOT_COUNTS excluded)."""
+    files = sorted(REAL_DIR.glob("*.h5ad"), key=lambda p: p.stat().st_size)
+    return [p.stem for p in files if "NOT_COUNTS" not in p.stem]
+
+
+def load(name: str):
+    import anndata as ad
+
+    a = ad.read_h5ad(REAL_DIR / f"{name}.h5ad")
+    return a, int(a.obs[LABEL_KEY].nunique())
+
+
+# ------------------------------------------------------------------- workers
+def _metrics(truth, labels) -> dict:
+    from scgpcl.metrics import clustering_metrics
+
+    keep = labels >= 0
+    m = clustering_metrics(np.asarray(truth)[keep], labels[keep])
+    return {k: float(v) for k, v in m.items() if isinstance(v, (int, float, np.floating))}
+
+
+def score_criteria(z: np.ndarray, truth: np.ndarray, k_true: int, seed: int, k_max: int = 30) -> dict:
+    """Every criterion's K on ``z`` and the ARI of k-means on ``z`` at that K (and at the true K)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from scgpcl.train._auto_k import METHODS
+    from scgpcl.train._kmeans import kmeans
+
+    def km_ari(k):
+        return float(adjusted_rand_score(truth, kmeans(z, int(k), n_init=5, seed=seed).labels))
+
+    out = {"true": {"k": k_true, "ari_kmeans": km_ari(k_true)}}
+    for name, fn in METHODS.items():
+        try:
+            r = fn(z, k_max=k_max, seed=seed)
+        except ImportError as e:  # Leiden criteria without leidenalg
+            out[name] = {"error": str(e)}
+            continue
+        out[name] = {"k": r.k, "ari_kmeans": km_ari(r.k), "seconds": r.seconds}
+    return out
+
+
+def worker(args) -> None:
+    """One run; prints one JSON line."""
+    import torch
+
+    import scgpcl
+    from scgpcl.train import _trainer
+
+    torch.set_num_threads(int(os.environ.get("SCGPCL_THREADS", "1")))
+    a, k_true = load(args.dataset)
+    truth = a.obs[LABEL_KEY].astype(str).to_numpy()
+    rec: dict = {"dataset": args.dataset, "mode": args.mode, "seed": args.seed, "K_true": k_true, "n_cells": a.n_obs}
+    t0 = time.perf_counter()
+    if args.mode == "leiden_res1":
+        import scanpy as sc
+
+        b = a.copy()
+        b.X = b.X.astype(np.float32)
+        sc.pp.normalize_total(b, target_sum=1e4)
+        sc.pp.log1p(b)
+        if b.n_vars > 2000:
+            sc.pp.highly_variable_genes(b, n_top_genes=2000, flavor="seurat")
+            b = b[:, b.var["highly_variable"].to_numpy()].copy()
+        sc.pp.scale(b, max_value=10)
+        sc.tl.pca(b, n_comps=min(50, b.n_obs - 1, b.n_vars - 1), random_state=0)
+        sc.pp.neighbors(b, n_neighbors=15, use_rep="X_pca", random_state=0)
+        sc.tl.leiden(b, resolution=1.0, random_state=args.seed, flavor="igraph", n_iterations=2, directed=False)
+        labels = b.obs["leiden"].astype(int).to_numpy()
+        rec["K"] = int(len(np.unique(labels)))
+    else:
+        criteria: dict = {}
+        if args.mode == "auto":
+            original = _trainer.estimate_k
+            cell_truth: dict = {}
+
+            def hooked(z, method, **kw):
+                # save the warm-up embedding and score every criterion on it
+                EMB_DIR.mkdir(parents=True, exist_ok=True)
+                y = cell_truth["y"]
+                np.savez_compressed(EMB_DIR / f"{args.dataset}__{args.seed}.npz", z=z, labels=y, k=k_true)
+                criteria.update(score_criteria(z, y, k_true, args.seed))
+                return original(z, method, **kw)
+
+            _trainer.estimate_k = hooked
+        overrides = {"auto_k_method": args.method} if (args.mode == "auto" and args.method) else {}
+        model = scgpcl.SCGPCL(
+            a, None if args.mode == "auto" else k_true, config=scgpcl.fast(), random_state=args.seed,
+            device="cpu", **overrides,
+        )
+        if args.mode == "auto":
+            cell_truth["y"] = truth[model.data.cell_mask]
+        model.train(progress=False)
+        labels = model.predict()
+        rec["K"] = int(model.n_clusters)
+        s = model.summary()
+        rec.update(
+            pretrain_epochs=int(s["pretrain"]["epochs"]),
+            finetune_epochs=int(s.get("finetune", {}).get("epochs", 0)),
+        )
+        if model.auto_k is not None:
+            rec.update(method=model.auto_k["method"], auto_k_seconds=model.auto_k["seconds"],
+                       curve=model.auto_k["curve"], criteria=criteria)
+    rec.update(_metrics(truth, labels))
+    rec["seconds"] = time.perf_counter() - t0
+    print(json.dumps(rec, default=float), flush=True)
+
+
+# ------------------------------------------------------------------- records
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def harness_true_k(datasets) -> list[dict]:
+    """True-K fast-preset runs from the harness's ``real*.jsonl`` files."""
+    out = []
+    for f in sorted(glob.glob(str(RESULTS / "real*.jsonl"))):
+        for r in read_jsonl(Path(f)):
+            if (r.get("method") == "scgpcl_fast" and r.get("status", "ok") == "ok" and not r.get("overrides")
+                    and r.get("dataset") in datasets and "ARI" in r):
+                out.append({"dataset": r["dataset"], "mode": "true", "seed": int(r["seed"]), "ARI": r["ARI"],
+                            "NMI": r["NMI"], "source": Path(f).name})
+    return out
+
+
+def all_records(datasets) -> list[dict]:
+    recs = [r for r in read_jsonl(JSONL) if r.get("dataset") in datasets]
+    have = {(r["dataset"], r["mode"], r["seed"]) for r in recs}
+    recs += [r for r in harness_true_k(datasets) if (r["dataset"], "true", r["seed"]) not in have]
+    return recs
+
+
+# --------------------------------------------------------------------- run
+def run(args) -> None:
+    datasets = args.datasets or default_datasets()
+    JSONL.parent.mkdir(parents=True, exist_ok=True)
+    for ds in datasets:
+        for seed in args.seeds:
+            for mode in args.modes:
+                done = {(r["dataset"], r["mode"], r["seed"]) for r in all_records(datasets)}
+                if (ds, mode, seed) in done:
+                    continue
+                cmd = [sys.executable, __file__, "_one", ds, mode, str(seed)]
+                if args.method:
+                    cmd += ["--method", args.method]
+                t0 = time.perf_counter()
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    print(f"{ds} {mode} seed {seed}: FAILED ({p.stderr.strip().splitlines()[-1:]})", flush=True)
+                    continue
+                rec = json.loads(p.stdout.strip().splitlines()[-1])
+                rec.update(wall_s=time.perf_counter() - t0, machine=f"{platform.machine()} {os.cpu_count()} cpus")
+                with JSONL.open("a") as f:
+                    f.write(json.dumps(rec, default=float) + "\n")
+                print(f"{ds} {mode} seed {seed}: K={rec['K']} (true {rec['K_true']}) ARI {rec['ARI']:.3f} "
+                      f"NMI {rec['NMI']:.3f} ({rec['wall_s']:.0f} s)", flush=True)
+    table(args)
+
+
+# ------------------------------------------------------------------- table
+def _ms(v) -> str:
+    v = np.asarray([x for x in v if x is not None], dtype=float)
+    if v.size == 0:
+        return "—"
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0:.3f}"
+
+
+def table(args) -> None:
+    datasets = args.datasets or default_datasets()
+    recs = all_records(datasets)
+    by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]  # noqa: E731
+    L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",
+         "scGPCL with the `fast` preset; with `n_clusters=None` K is estimated on the embedding after the "
+         "warm-up epochs, then the prototypes, DEC initialisation and fine-tuning use that K. "
+         "`true K`: the same runs given the number of labelled types. `Leiden res 1`: scanpy's standard pipeline "
+         "(normalize_total 1e4, log1p, 2000 seurat HVG, scale 10, PCA 50, 15-NN) + Leiden at resolution 1. "
+         "Mean ± sd over seeds.", "",
+         f"Command: `{COMMAND}` (resumable; `table` rewrites this file from `auto_k.jsonl`).", ""]
+    methods = sorted({r.get("method") for r in recs if r["mode"] == "auto" and r.get("method")})
+    L.append(f"Criterion used for the estimate: {', '.join(f'`{m}`' for m in methods) or '—'}.")
+    L += ["", "| dataset | cells | true K | estimated K (per seed) | ARI est. K | ARI true K | NMI est. K | NMI true K "
+          "| Leiden res 1 ARI / NMI (#cl) | seeds auto / true |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    means = {"auto": [], "true": [], "leiden": [], "auto_nmi": [], "true_nmi": [], "leiden_nmi": []}
+    complete = []
+    for ds in datasets:
+        au, tr, ld = by(ds, "auto"), by(ds, "true"), by(ds, "leiden_res1")
+        if not (au or tr or ld):
+            continue
+        k_true = next((r["K_true"] for r in au + ld if "K_true" in r), "?")
+        ldtxt = (f"{_ms([r['ARI'] for r in ld])} / {_ms([r['NMI'] for r in ld])} ({', '.join(str(r['K']) for r in ld)})"
+                 if ld else "—")
+        if not ld and ds in MANIFEST_LEIDEN:
+            a_, n_, c_ = MANIFEST_LEIDEN[ds]
+            ldtxt = f"{a_:.2f} / {n_:.2f} ({c_}) (MANIFEST)"
+        L.append(f"| {ds} | {next((r.get('n_cells', '') for r in au), '')} | {k_true} | "
+                 f"{', '.join(str(r['K']) for r in sorted(au, key=lambda r: r['seed'])) or '—'} | "
+                 f"{_ms([r['ARI'] for r in au])} | {_ms([r['ARI'] for r in tr])} | "
+                 f"{_ms([r['NMI'] for r in au])} | {_ms([r['NMI'] for r in tr])} | {ldtxt} | {len(au)} / {len(tr)} |")
+        if au and tr and ld:
+            complete.append(ds)
+            means["auto"].append(np.mean([r["ARI"] for r in au]))
+            means["true"].append(np.mean([r["ARI"] for r in tr]))
+            means["leiden"].append(np.mean([r["ARI"] for r in ld]))
+            means["auto_nmi"].append(np.mean([r["NMI"] for r in au]))
+            means["true_nmi"].append(np.mean([r["NMI"] for r in tr]))
+            means["leiden_nmi"].append(np.mean([r["NMI"] for r in ld]))
+    L.append("")
+    if complete:
+        ma, mt, ml = (float(np.mean(means[k])) for k in ("auto", "true", "leiden"))
+        L += [f"Over the {len(complete)} dataset(s) with all three (mean over datasets of the per-dataset mean):", "",
+              "| | ARI | NMI |", "|---|---|---|",
+              f"| scGPCL, estimated K | {ma:.3f} | {np.mean(means['auto_nmi']):.3f} |",
+              f"| scGPCL, true K | {mt:.3f} | {np.mean(means['true_nmi']):.3f} |",
+              f"| Leiden res 1 | {ml:.3f} | {np.mean(means['leiden_nmi']):.3f} |", "",
+              f"Bar: estimated-K ARI within 0.05 of true-K ARI: **{'met' if mt - ma <= 0.05 else 'NOT met'}** "
+              f"(difference {mt - ma:+.3f}); better than Leiden res 1: **{'met' if ma > ml else 'NOT met'}** "
+              f"({ma - ml:+.3f}).", ""]
+        missing = [d for d in datasets if d not in complete]
+        if missing:
+            L += [f"Incomplete (not in the means): {', '.join(missing)}.", ""]
+    L += criteria_section(recs), ""
+    MD.write_text("\n".join(L))
+    print(f"wrote {MD}")
+
+
+def _criteria_table(rows: list[dict], title: str) -> list[str]:
+    """rows: {'dataset', 'seed', 'criteria': score_criteria output}."""
+    names = [n for n in rows[0]["criteria"] if n != "true"] if rows else []
+    L = [title, "", "| dataset | seed | true K (k-means ARI) | " + " | ".join(f"`{n}` K (ARI)" for n in names) + " |",
+         "|---|---|---|" + "---|" * len(names)]
+    agg = {n: {"ari": [], "err": [], "exact": [], "s": []} for n in names + ["true"]}
+    for r in rows:
+        c = r["criteria"]
+        cells = [f"{c['true']['k']} ({c['true']['ari_kmeans']:.2f})"]
+        agg["true"]["ari"].append(c["true"]["ari_kmeans"])
+        for n in names:
+            if "error" in c.get(n, {"error": 1}):
+                cells.append("—")
+                continue
+            cells.append(f"{c[n]['k']} ({c[n]['ari_kmeans']:.2f})")
+            agg[n]["ari"].append(c[n]["ari_kmeans"])
+            agg[n]["err"].append(abs(np.log(c[n]["k"] / c["true"]["k"])))
+            agg[n]["exact"].append(c[n]["k"] == c["true"]["k"])
+            agg[n]["s"].append(c[n]["seconds"])
+        L.append(f"| {r['dataset']} | {r['seed']} | " + " | ".join(cells) + " |")
+    L += ["", "| criterion | mean k-means ARI at its K | mean abs log(K_est / K_true) | exact K | mean seconds |",
+          "|---|---|---|---|---|", f"| (true K) | {np.mean(agg['true']['ari']):.3f} | 0 | all | — |"]
+    for n in names:
+        a = agg[n]
+        if a["ari"]:
+            L.append(f"| `{n}` | {np.mean(a['ari']):.3f} | {np.mean(a['err']):.2f} | "
+                     f"{int(np.sum(a['exact']))}/{len(a['exact'])} | {np.mean(a['s']):.1f} |")
+    return L
+
+
+def criteria_section(recs: list[dict]) -> str:
+    rows = [r for r in recs if r["mode"] == "auto" and r.get("criteria")]
+    L = ["## Criteria compared on the warm-up embeddings of the runs above", "",
+         "Every `auto` run scores all criteria of `scgpcl.train._auto_k` on its own warm-up embedding "
+         "(the one the estimate is made on): the K each picks and the ARI of k-means (5 restarts) on that "
+         "embedding at that K. This measures the criterion alone, before prototypes and fine-tuning.", ""]
+    if rows:
+        L += _criteria_table(sorted(rows, key=lambda r: (r["dataset"], r["seed"])), "### From the benchmark runs")
+    else:
+        L.append("(no runs yet)")
+    extra = RESULTS / "auto_k_criteria.md"
+    if extra.exists():
+        L += ["", f"Selection of the default before the full run: see `{extra.name}`."]
+    return "\n".join(L)
+
+
+def criteria(args) -> None:
+    """Score every criterion on saved warm-up embeddings (``*.npz`` with z, labels, k)."""
+    rows = []
+    for f in sorted(Path(args.emb_dir).glob("*.npz")):
+        d = np.load(f, allow_pickle=True)
+        seed = int(f.stem.rsplit("_", 1)[-1].lstrip("s")) if f.stem.rsplit("_", 1)[-1].lstrip("s").isdigit() else 0
+        name = f.stem.rsplit("_", 1)[0].rstrip("_")
+        c = score_criteria(d["z"], d["labels"].astype(str), int(d["k"]), seed)
+        rows.append({"dataset": name, "seed": seed, "criteria": c})
+        print(name, {n: v.get("k") for n, v in c.items()}, flush=True)
+    L = ["# Choosing the auto-K criterion", "",
+         "Warm-up embeddings (`fast` preset: 30 warm-up epochs, seed 0) of the datasets below; every "
+         "criterion of `scgpcl.train._auto_k` with its defaults (K in 2..min(30, n/10)); in brackets the ARI "
+         "of k-means (5 restarts) on the same embedding at that K.", "",
+         f"Command: `python benchmarks/auto_k.py criteria --emb-dir {args.emb_dir}`", ""]
+    L += _criteria_table(rows, "## Per embedding")
+    out = Path(args.out)
+    out.write_text("\n".join(L) + "\n")
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--datasets", nargs="+", default=None)
+    r.add_argument("--modes", nargs="+", default=["auto", "true", "leiden_res1"])
+    r.add_argument("--method", default=None, help="auto_k_method (default: the package default)")
+    t = sub.add_parser("table")
+    t.add_argument("--datasets", nargs="+", default=None)
+    c = sub.add_parser("criteria")
+    c.add_argument("--emb-dir", default=str(EMB_DIR))
+    c.add_argument("--out", default=str(RESULTS / "auto_k_criteria.md"))
+    o = sub.add_parser("_one")
+    o.add_argument("dataset")
+    o.add_argument("mode", choices=["auto", "true", "leiden_res1"])
+    o.add_argument("seed", type=int)
+    o.add_argument("--method", default=None)
+    args = ap.parse_args()
+    {"run": run, "table": table, "criteria": criteria, "_one": worker}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
