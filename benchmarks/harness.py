@@ -388,7 +388,8 @@ def run_subprocess(dataset: str, method: str, seed: int, overrides: dict | None,
     else:
         why = "timeout" if killed.is_set() else f"exit code {proc.returncode}"
         rec.update(status="error", error=f"{why}: {stderr[-3000:]}")
-    rec.update(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, machine=machine(),
+    rec.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024,
+               machine=machine(),
                worker_command=shlex.join(["python", "benchmarks/harness.py", *cmd[2:]]),
                finished=time.strftime("%Y-%m-%d %H:%M:%S"))
     return rec
@@ -443,7 +444,7 @@ def run_batch(datasets: list[str], methods: list[str], seeds: list[int], out: Pa
         if rec["status"] == "ok":
             ep = (f" epochs {rec['pretrain_epochs']}+{rec['finetune_epochs']}" if "pretrain_epochs" in rec else "")
             print(f"{head}: ARI {rec['ARI']:.3f} NMI {rec['NMI']:.3f} CA {rec['CA']:.3f}{ep} "
-                  f"wall {rec['wall_s']:.1f} s peak {rec['peak_rss_mb']:.0f} MB", flush=True)
+                  f"wall {rec['wall_s']:.1f} s cpu {rec.get('cpu_s', float('nan')):.1f} s peak {rec['peak_rss_mb']:.0f} MB", flush=True)
         else:
             last = rec["error"].strip().splitlines()[-1] if rec["error"].strip() else rec["error"]
             print(f"{head}: ERROR after {rec['wall_s']:.1f} s ({last[:200]}); will be retried next time",
@@ -467,7 +468,8 @@ def mean_sd(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
-def aggregate(records: list[dict], metrics=("ARI", "NMI", "CA", "F1_macro", "wall_s", "peak_rss_mb")) -> dict:
+def aggregate(records: list[dict],
+              metrics=("ARI", "NMI", "CA", "F1_macro", "wall_s", "cpu_s", "peak_rss_mb")) -> dict:
     """{(dataset, method): {metric: (mean, sd, n)}} over the latest ok record of each seed."""
     groups: dict[tuple, list[dict]] = {}
     for r in latest_ok(records).values():
@@ -563,6 +565,8 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
                           ("F1_macro", "Macro F1 after matching")):
         L += [f"## {title}", ""] + _metric_table(agg, datasets, methods, metric) + [""]
     L += ["## Wall time per run (s)", ""] + _metric_table(agg, datasets, methods, "wall_s", 1, False) + [""]
+    L += ["## CPU time per run (s, user + system of the run's process)", ""] + _metric_table(
+        agg, datasets, methods, "cpu_s", 1, False) + [""]
     L += ["## Peak RSS per run (MB)", ""] + _metric_table(agg, datasets, methods, "peak_rss_mb", 0, False) + [""]
     deep = [m for m in methods if METHODS.get(m.split("[")[0], (None,))[0] is not None]
     if deep:
