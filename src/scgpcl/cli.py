@@ -38,12 +38,15 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--encoder", choices=["graph", "mlp"])
     g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
                    help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
+    g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
+                   "(leiden_stability, leiden_modularity, silhouette, eigengap)")
+    g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
 
 
 _OVERRIDES = [
     "lr", "pretrain_epochs", "warmup_epochs", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "reconstruction", "encoder", "finetune",
+    "reconstruction", "encoder", "finetune", "auto_k_method", "auto_k_max",
 ]
 
 
