@@ -90,3 +90,7 @@ def test_leiden_search_closest_count(harness):
     # asking for many clusters picks the finest resolution tried
     labels2, res2, counts2 = harness.leiden_search(a, 40, seed=0, resolutions=grid)
     assert abs(len(np.unique(labels2)) - 40) == min(abs(c - 40) for c in counts2.values())
+    # ties between cluster counts go to the resolution nearest 1.0
+    _, res3, counts3 = harness.leiden_search(a, 4, seed=0, resolutions=(0.5, 1.0, 1.5))
+    best = min(abs(c - 4) for c in counts3.values())
+    assert res3 == min((r for r, c in counts3.items() if abs(c - 4) == best), key=lambda r: abs(r - 1.0))
