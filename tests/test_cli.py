@@ -175,3 +175,16 @@ def test_report_subcommand(tmp_path, capsys):
     assert main(["report", str(path), str(tmp_path / "r2"), "--key", "nope", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'nope'" in err[0] and not (tmp_path / "r2").exists()
+
+
+def test_cluster_auto_k_with_report(toy_file, tmp_path, capsys):
+    pytest.importorskip("leidenalg")
+    out, rep = tmp_path / "out.h5ad", tmp_path / "report"
+    assert main(["cluster", str(toy_file), str(out), "-k", "auto", "--quiet", "--report", str(rep),
+                 *QUICK_ARGS]) == 0
+    assert "(estimated)" in capsys.readouterr().out
+    k = ad.read_h5ad(out).uns["scgpcl"]["auto_k"]["k"]
+    assert f"K = {k} was estimated automatically" in (rep / "index.html").read_text()
+    assert main(["cluster", str(toy_file), str(tmp_path / "o2.h5ad"), "-k", "auto", "--quiet",
+                 "--auto-k-method", "astrology", *QUICK_ARGS]) == 2
+    assert "astrology" in capsys.readouterr().err and not (tmp_path / "o2.h5ad").exists()
