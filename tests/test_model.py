@@ -181,3 +181,13 @@ def test_cellbench_end_to_end():
     a = ad.read_h5ad(path)
     scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", config=scgpcl.fast(), progress=False)
     assert a.uns["scgpcl"]["metrics"]["ARI"] >= 0.95
+
+
+@pytest.mark.slow
+def test_demo_end_to_end():
+    """What `scgpcl demo` runs: the built-in simulated data, the fast preset, seed 0."""
+    from scgpcl.simulate import simulate
+
+    a = simulate("demo", seed=0)
+    scgpcl.tl.cluster(a, n_clusters=5, label_key="cell_type", config=scgpcl.fast(), random_state=0, progress=False)
+    assert a.uns["scgpcl"]["metrics"]["ARI"] >= 0.95
