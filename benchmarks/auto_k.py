@@ -62,7 +62,7 @@ DECISION = """\
 **Decision (before the full run, on the 10 warm-up embeddings of `auto_k_criteria.md`, seed 0):**
 `eigengap` is the default. Mean k-means ARI at the estimated K: eigengap 0.593, leiden_stability 0.586,
 leiden_modularity 0.549, silhouette 0.394 (true K: 0.643); mean |log(K_est/K_true)|: 0.51, 0.65, 0.45, 1.13;
-seconds per estimate: 0.3, 19.6, 17.7, 8.9. eigengap and leiden_stability tie on accuracy; eigengap is
+seconds per estimate (shared 2-core machine, two runs): 0.2-0.3, 12-20, 12-18, 5-9. eigengap and leiden_stability tie on accuracy; eigengap is
 ~60x cheaper and needs no optional package. Both depend on the kNN graph's size (K for n_neighbors 10 / 15 / 30:
 eigengap baron_human 26 / 5 / 4; leiden_stability pollen 2 / 12 / 17), so neither is robust to that choice; 15
 (scanpy's default) is used throughout. leiden_stability gives the same K for seeds 0, 1, 2 on 4 of 6
@@ -239,6 +239,7 @@ def run(args) -> None:
                     f.write(json.dumps(rec, default=float) + "\n")
                 print(f"{ds} {mode} seed {seed}: K={rec['K']} (true {rec['K_true']}) ARI {rec['ARI']:.3f} "
                       f"NMI {rec['NMI']:.3f} ({rec['wall_s']:.0f} s)", flush=True)
+    args.datasets = None  # the table covers every dataset, run here or before
     table(args)
 
 
@@ -294,15 +295,15 @@ def table(args) -> None:
     if complete:
         ma, mt, ml = (float(np.mean(means[k])) for k in ("auto", "true", "leiden"))
         seeds = sorted({r["seed"] for r in recs if r["dataset"] in complete})
-        status = ("all raw-count datasets" if len(complete) == len(datasets)
-                  else f"PRELIMINARY: {len(complete)} of {len(datasets)} datasets")
+        status = ("all raw-count datasets" if set(default_datasets()) <= set(complete)
+                  else f"PRELIMINARY: {len(complete)} of the {len(default_datasets())} raw-count datasets")
         L += [f"Over the {len(complete)} dataset(s) with all three, seeds {seeds} ({status}; mean over datasets "
               "of the per-dataset mean):", "",
               "| | ARI | NMI |", "|---|---|---|",
               f"| scGPCL, estimated K | {ma:.3f} | {np.mean(means['auto_nmi']):.3f} |",
               f"| scGPCL, true K | {mt:.3f} | {np.mean(means['true_nmi']):.3f} |",
               f"| Leiden res 1 | {ml:.3f} | {np.mean(means['leiden_nmi']):.3f} |", "",
-              f"Bar: estimated-K ARI within 0.05 of true-K ARI: **{'met' if mt - ma <= 0.05 else 'NOT met'}** "
+              f"Bar{'' if status.startswith('all') else ' (so far, preliminary)'}: estimated-K ARI within 0.05 of true-K ARI: **{'met' if mt - ma <= 0.05 else 'NOT met'}** "
               f"(true K − estimated K: {mt - ma:+.3f}); better than Leiden res 1: **{'met' if ma > ml else 'NOT met'}** "
               f"({ma - ml:+.3f}).", ""]
         missing = [d for d in datasets if d not in complete]
