@@ -81,7 +81,9 @@ def run_one(path: Path, k: int, seed: int, preset: str, extra: list[str]) -> dic
 
 def fmt(values) -> str:
     v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
+    if len(v) == 1:
+        return f"{v[0]:.3f} (1 seed)"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def table(records: list[dict], preset: str) -> str:
@@ -104,7 +106,7 @@ def table(records: list[dict], preset: str) -> str:
             f"{', '.join(str(r['finetune_epochs']) for r in rs)} | {km[0]:.2f} / {ld[0]:.2f} | {pub[0]:.3f} |"
         )
     lines.append("")
-    lines.append(f"Seeds: {sorted({r['seed'] for r in records})}; one process per run, run one after another.")
+    lines.append(f"Seeds: {sorted({r['seed'] for r in records})}; one process per run.")
     return "\n".join(lines)
 
 
@@ -133,7 +135,8 @@ def main() -> None:
                 continue
             rec = {"dataset": ds, "seed": seed, "K": int(k), "preset": args.preset,
                    **run_one(path, k, seed, args.preset, args.extra),
-                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "python": platform.python_version()}
+                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "python": platform.python_version(),
+                   "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "default")}
             print(json.dumps({k: rec[k] for k in ("dataset", "seed", "ARI", "NMI", "CA", "wall_s", "pretrain_epochs",
                                                    "finetune_epochs")}), flush=True)
             with jsonl.open("a") as f:

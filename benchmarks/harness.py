@@ -481,6 +481,8 @@ def aggregate(records: list[dict],
 def fmt(ms: tuple[float, float, int] | None, digits: int = 3) -> str:
     if ms is None or ms[2] == 0:
         return "—"
+    if ms[2] == 1:  # one seed: no spread to show, say so rather than print "± 0"
+        return f"{ms[0]:.{digits}f} (1 seed)"
     return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
 
 
