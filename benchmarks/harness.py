@@ -199,7 +199,10 @@ def leiden_search(a, k: int, seed: int, resolutions: Iterable[float] = RESOLUTIO
     import scanpy as sc
 
     if "neighbors" not in a.uns:
-        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_pca", random_state=0)
+        # above 8192 cells scanpy 1.11's approximate neighbours fail with current scipy
+        # (csr_array.getnnz); exact scikit-learn neighbours there, scanpy's default below
+        extra = {"transformer": "sklearn"} if a.n_obs > 8192 else {}
+        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_pca", random_state=0, **extra)
     best = None
     counts: dict[float, int] = {}
     for r in resolutions:

@@ -7,6 +7,7 @@ import functools
 import anndata as ad
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 matplotlib.use("Agg")
@@ -130,3 +131,15 @@ def test_cluster_sizes_shows_empty_clusters(adata):
     fig = scgpcl.pl.cluster_sizes(adata)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2", "3"]
     assert fig.axes[0].patches[3].get_height() == 0 and "(1 empty)" in fig.axes[0].get_title()
+
+
+@pytest.mark.slow
+def test_umap_works_above_8k_cells():
+    """Above ~8k cells scanpy 1.11's default (approximate) neighbours fail with current scipy
+    (AttributeError: csr_array.getnnz); pl.umap must still work there."""
+    z = np.random.default_rng(0).normal(size=(9000, 8)).astype(np.float32)
+    a = ad.AnnData(X=np.zeros((9000, 1), dtype=np.float32), obsm={"X_scgpcl": z})
+    a.obs["scgpcl"] = pd.Categorical(np.arange(9000) % 3)
+    fig = scgpcl.pl.umap(a)
+    assert np.isfinite(a.obsm["X_scgpcl_umap"]).all()
+    assert fig.axes
