@@ -114,9 +114,9 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
     if ok.sum() < 3:
         raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
     tmp = AnnData(obs=pd.DataFrame(index=np.arange(ok.sum()).astype(str)), obsm={rep: emb[ok]})
-    # above ~8k cells scanpy 1.11 switches to approximate neighbours (pynndescent), whose
-    # result it then reads with csr_array.getnnz, which current scipy no longer has; the
-    # exact scikit-learn neighbours avoid that path (tests/test_pl.py, 9000 cells)
+    # scanpy 1.11's default approximate neighbours (pynndescent) crash above ~8k cells with
+    # current scipy (csr_array.getnnz); exact scikit-learn neighbours from 4096 cells on,
+    # well inside the range where they are still quick (tests/test_pl.py, 9000 cells)
     extra = {"transformer": "sklearn"} if ok.sum() > 4096 else {}
     sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=int(min(n_neighbors, ok.sum() - 1)), random_state=random_state,
                     **extra)

@@ -199,6 +199,25 @@ def _leiden_curve(res, k, stab, mod, k_max, n):
     return ok, {"resolution": res, "n_clusters": k, "stability": stab, "modularity": mod}
 
 
+def _leiden_k(z, method: str, *, k_max: int, seed: int, n_neighbors: int, resolutions, n_runs: int,
+              fraction: float) -> AutoKResult:
+    """Leiden runs over the resolutions, then the cluster count the ``method`` rule picks."""
+    t0 = time.perf_counter()
+    z = _as_array(z)
+    res, k, stab, mod = _leiden_runs(
+        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
+    )
+    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
+    if method == "leiden_stability":  # most stable; ties go to the larger count
+        score = np.where(ok, stab, -np.inf)
+        best = np.flatnonzero(score >= score.max() - 1e-9)
+        i = int(best[np.argmax(k[best])])
+    else:  # leiden_modularity
+        i = int(np.argmax(np.where(ok, mod, -np.inf)))
+    kk = _clip_k(k[i], z.shape[0], k_max)
+    return AutoKResult(kk, method, curve, time.perf_counter() - t0)
+
+
 def leiden_stability_k(
     z,
     *,
@@ -210,17 +229,8 @@ def leiden_stability_k(
     fraction: float = 0.9,
 ) -> AutoKResult:
     """Cluster count at the Leiden resolution whose runs agree best (see module docstring)."""
-    t0 = time.perf_counter()
-    z = _as_array(z)
-    res, k, stab, mod = _leiden_runs(
-        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
-    )
-    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
-    score = np.where(ok, stab, -np.inf)
-    best = np.flatnonzero(score >= score.max() - 1e-9)
-    i = int(best[np.argmax(k[best])])
-    kk = _clip_k(k[i], z.shape[0], k_max)
-    return AutoKResult(kk, "leiden_stability", curve, time.perf_counter() - t0)
+    return _leiden_k(z, "leiden_stability", k_max=k_max, seed=seed, n_neighbors=n_neighbors,
+                     resolutions=resolutions, n_runs=n_runs, fraction=fraction)
 
 
 def leiden_modularity_k(
@@ -234,15 +244,8 @@ def leiden_modularity_k(
     fraction: float = 0.9,
 ) -> AutoKResult:
     """Cluster count at the Leiden resolution with the highest (resolution-1) modularity."""
-    t0 = time.perf_counter()
-    z = _as_array(z)
-    res, k, stab, mod = _leiden_runs(
-        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
-    )
-    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
-    i = int(np.argmax(np.where(ok, mod, -np.inf)))
-    kk = _clip_k(k[i], z.shape[0], k_max)
-    return AutoKResult(kk, "leiden_modularity", curve, time.perf_counter() - t0)
+    return _leiden_k(z, "leiden_modularity", k_max=k_max, seed=seed, n_neighbors=n_neighbors,
+                     resolutions=resolutions, n_runs=n_runs, fraction=fraction)
 
 
 def _clip_k(k: float, n: int, k_max: int) -> int:
