@@ -17,13 +17,15 @@ class PreprocessConfig:
     """Gene selection and normalisation (SPEC section 1)."""
 
     #: ``"variance"``: top ``hvg_fraction`` of genes by raw-count variance
-    #: (reference); ``"seurat_v3"``: scanpy's Seurat v3 HVG on counts, ``n_top_genes``.
-    gene_selection: Literal["variance", "seurat_v3", "none"] = "variance"
+    #: (reference); ``"seurat"``: scanpy's dispersion-based HVG on log-normalised
+    #: counts, ``n_top_genes``; ``"seurat_v3"``: scanpy's Seurat v3 HVG on counts
+    #: (needs scikit-misc), ``n_top_genes``.
+    gene_selection: Literal["variance", "seurat", "seurat_v3", "none"] = "variance"
     hvg_fraction: float = 0.2
     #: Never keep fewer genes than this (when the data has that many): 20 % of
     #: an input already cut to ~2000 genes would leave only ~400.
     min_genes: int = 2000
-    #: Number of genes for ``gene_selection="seurat_v3"``.
+    #: Number of genes for ``gene_selection="seurat"`` or ``"seurat_v3"``.
     n_top_genes: int = 2000
 
 

@@ -62,7 +62,9 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
     ``variance``: the top ``hvg_fraction`` of genes by raw-count variance, but
     at least ``min(min_genes, n_genes)`` genes, so that an input already cut to
     ~2000 genes is not reduced to ~400. ``seurat_v3``: scanpy's Seurat v3
-    selection on the counts (needs the ``scikit-misc`` package).
+    selection on the counts (needs the ``scikit-misc`` package). ``seurat``:
+    scanpy's dispersion-based selection on log-normalised counts (median-free
+    ``normalize_total`` to 1e4, ``log1p``), ``n_top_genes`` genes; nothing extra to install.
     """
     n_genes = x.shape[1]
     if cfg.gene_selection == "none":
@@ -78,22 +80,36 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
         # stable ranking: ties broken by gene order
         order = np.argsort(-var, kind="stable")[:n_keep]
         return np.sort(order)
-    if cfg.gene_selection == "seurat_v3":
+    if cfg.gene_selection in ("seurat", "seurat_v3"):
         import anndata as ad
         import scanpy as sc
 
         n_keep = min(cfg.n_top_genes, n_genes)
         if n_keep == n_genes:
             return np.arange(n_genes)
-        tmp = ad.AnnData(x)
-        try:
-            sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
-        except ImportError as e:  # scikit-misc missing
-            raise InputError(
-                "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc"
-            ) from e
-        return np.flatnonzero(tmp.var["highly_variable"].to_numpy())
-    raise InputError(f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat_v3' or 'none'")
+        tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
+        if cfg.gene_selection == "seurat":
+            # dispersion of log-normalised expression, binned by mean (scanpy's default flavour)
+            sc.pp.normalize_total(tmp, target_sum=1e4)
+            sc.pp.log1p(tmp)
+            sc.pp.highly_variable_genes(tmp, flavor="seurat", n_top_genes=n_keep)
+        else:
+            try:
+                sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
+            except ImportError as e:  # scikit-misc missing
+                raise InputError(
+                    "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc "
+                    "(or use gene_selection='seurat', which needs nothing extra)"
+                ) from e
+            except ValueError as e:  # the loess fit of scikit-misc can be singular
+                raise InputError(
+                    f"gene_selection='seurat_v3' failed on this data (scikit-misc's loess fit: {e}); "
+                    "use gene_selection='seurat' or 'variance' instead"
+                ) from e
+        return np.sort(np.flatnonzero(tmp.var["highly_variable"].to_numpy()))
+    raise InputError(
+        f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat', 'seurat_v3' or 'none'"
+    )
 
 
 def prepare(

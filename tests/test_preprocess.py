@@ -1,0 +1,105 @@
+"""Preprocessing (SPEC section 1): gene selection, size factors, z-scored features."""
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+from scgpcl._config import PreprocessConfig
+from scgpcl._errors import InputError
+from scgpcl.data._preprocess import prepare, select_genes
+
+
+@pytest.fixture
+def counts():
+    rng = np.random.default_rng(0)
+    n, g = 120, 60
+    mu = rng.gamma(0.6, 4.0, size=g) * rng.uniform(0.5, 2.0, size=(n, 1))
+    x = rng.poisson(mu).astype(np.float32)
+    x[:, 7] = 0  # an all-zero gene
+    return x
+
+
+def test_variance_selection_is_top_raw_variance(counts):
+    x = sp.csr_matrix(counts)
+    cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.25, min_genes=5)
+    keep = select_genes(x, cfg)
+    expected = np.sort(np.argsort(-counts.var(axis=0, ddof=1), kind="stable")[:15])
+    np.testing.assert_array_equal(keep, expected)
+
+
+def test_variance_selection_keeps_at_least_min_genes(counts):
+    x = sp.csr_matrix(counts)
+    keep = select_genes(x, PreprocessConfig(hvg_fraction=0.1, min_genes=40))
+    assert len(keep) == 40
+    keep = select_genes(x, PreprocessConfig(hvg_fraction=0.1, min_genes=1000))
+    np.testing.assert_array_equal(keep, np.arange(counts.shape[1]))
+
+
+def test_seurat_selection_matches_scanpy_pipeline(counts):
+    x = sp.csr_matrix(counts[:, counts.sum(0) > 0])
+    keep = select_genes(x, PreprocessConfig(gene_selection="seurat", n_top_genes=20))
+    ref = ad.AnnData(x.copy())
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=20)
+    np.testing.assert_array_equal(keep, np.flatnonzero(ref.var["highly_variable"].to_numpy()))
+    assert 20 <= len(keep) <= 22  # scanpy keeps genes tied at the cut-off
+    # the input matrix is not modified in place
+    np.testing.assert_array_equal(x.toarray(), counts[:, counts.sum(0) > 0])
+
+
+def test_seurat_selection_with_fewer_genes_than_requested_keeps_all(counts):
+    keep = select_genes(sp.csr_matrix(counts), PreprocessConfig(gene_selection="seurat", n_top_genes=500))
+    np.testing.assert_array_equal(keep, np.arange(counts.shape[1]))
+
+
+def test_seurat_v3_without_scikit_misc_names_the_package(counts, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_skmisc(name, *args, **kwargs):
+        if name.startswith("skmisc"):
+            raise ImportError("No module named 'skmisc'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_skmisc)
+    with pytest.raises(InputError, match="scikit-misc"):
+        select_genes(sp.csr_matrix(counts[:, counts.sum(0) > 0]), PreprocessConfig(gene_selection="seurat_v3", n_top_genes=20))
+
+
+def test_unknown_selection_is_refused(counts):
+    with pytest.raises(InputError, match="unknown gene_selection"):
+        select_genes(sp.csr_matrix(counts), PreprocessConfig(gene_selection="magic"))
+
+
+def test_prepare_features_and_size_factors_by_hand(counts, caplog):
+    x = counts.copy()
+    x[3] = 0  # an all-zero cell
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    with caplog.at_level(logging.INFO, logger="scgpcl"):
+        p = prepare(sp.csr_matrix(x), names, PreprocessConfig(gene_selection="none"))
+    assert "dropped 1 genes" in caplog.text and "dropped 1 cells" in caplog.text
+    assert p.n_cells == x.shape[0] - 1 and not p.cell_mask[3]
+    assert 7 not in p.gene_index and "g7" not in set(p.gene_names)
+
+    kept = x[p.cell_mask][:, p.gene_index].astype(np.float64)
+    tot = kept.sum(1)
+    np.testing.assert_allclose(p.size_factors, tot / np.median(tot), rtol=1e-5)
+    ln = np.log1p(kept * (np.median(tot) / tot)[:, None])
+    z = (ln - ln.mean(0)) / ln.std(0)
+    np.testing.assert_allclose(p.dense_features(), z, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(p.dense_features(np.array([0, 5])), z[[0, 5]], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(p.counts.toarray(), kept)
+
+
+def test_prepare_with_given_genes_skips_selection(counts):
+    names = np.array([f"g{i}" for i in range(counts.shape[1])])
+    p = prepare(sp.csr_matrix(counts), names, PreprocessConfig(gene_selection="seurat", n_top_genes=5),
+                genes=np.array([1, 2, 3, 10]))
+    np.testing.assert_array_equal(p.gene_index, [1, 2, 3, 10])
+    np.testing.assert_array_equal(p.gene_names, names[[1, 2, 3, 10]])
