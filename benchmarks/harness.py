@@ -312,6 +312,23 @@ def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = N
 # --------------------------------------------------------------------------- batch driver
 
 
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "gene_selection=seurat"]`` -> ``{"lr": 0.001, "gene_selection": "seurat"}``.
+
+    Values are read as JSON when they parse (numbers, booleans, lists), else kept as strings.
+    """
+    out: dict[str, Any] = {}
+    for kv in items:
+        key, sep, val = kv.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--override {kv!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
+
+
 def run_key(dataset: str, method: str, seed: int, overrides: dict | None) -> tuple:
     return (dataset, method, int(seed), json.dumps(overrides or {}, sort_keys=True))
 
@@ -729,13 +746,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "table":
         table_main(args)
     else:
-        overrides = {}
-        for kv in args.override:
-            key, _, val = kv.partition("=")
-            try:
-                overrides[key] = json.loads(val)
-            except json.JSONDecodeError:
-                overrides[key] = val
+        overrides = parse_overrides(args.override)
         datasets = args.datasets or default_datasets()
         cmd = "python benchmarks/harness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         recs = run_batch(datasets, args.methods, args.seeds, args.out, overrides_list=[overrides],

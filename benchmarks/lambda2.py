@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     argv_s = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.cmd == "run":
-        extra = {k: harness.json.loads(v) for k, _, v in (o.partition("=") for o in args.override)}
+        extra = harness.parse_overrides(args.override)
         recs = harness.run_batch(args.datasets, [METHOD], args.seeds, args.out,
                                  overrides_list=[{**extra, "lambda_proto": lam} for lam in args.lambdas],
                                  threads=args.threads, labels_dir="", timeout=args.timeout,

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "run":
         presets = args.presets or [p for ps in SWEEPS.values() for p in ps]
         datasets = [f"sim:{p}" for p in presets] + ([] if args.no_reference else reference_files())
-        overrides = {k: harness.json.loads(v) for k, _, v in (o.partition("=") for o in args.override)}
+        overrides = harness.parse_overrides(args.override)
         recs = harness.run_batch(datasets, args.methods, args.seeds, args.out, overrides_list=[overrides],
                                  threads=args.threads, labels_dir="", timeout=args.timeout,
                                  command=f"python benchmarks/sweep.py {argv_s}")

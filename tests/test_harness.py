@@ -94,3 +94,10 @@ def test_leiden_search_closest_count(harness):
     _, res3, counts3 = harness.leiden_search(a, 4, seed=0, resolutions=(0.5, 1.0, 1.5))
     best = min(abs(c - 4) for c in counts3.values())
     assert res3 == min((r for r, c in counts3.items() if abs(c - 4) == best), key=lambda r: abs(r - 1.0))
+
+
+def test_parse_overrides(harness):
+    got = harness.parse_overrides(["lr=1e-3", "gene_selection=seurat", "feature_drop=[0.1, 0.3]", "finetune=false"])
+    assert got == {"lr": 1e-3, "gene_selection": "seurat", "feature_drop": [0.1, 0.3], "finetune": False}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        harness.parse_overrides(["lr"])

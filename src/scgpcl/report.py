@@ -501,6 +501,9 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
                f"at least {pre.get('min_genes', '?')} genes")
     elif selection == "seurat_v3":
         how = f"Seurat v3 highly variable genes on counts, {pre.get('n_top_genes', '?')} genes"
+    elif selection == "seurat":
+        how = (f"scanpy's dispersion-based highly variable genes on log-normalised counts, "
+               f"{pre.get('n_top_genes', '?')} genes")
     else:
         how = "all genes"
     pre_items = {
