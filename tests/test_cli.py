@@ -188,3 +188,15 @@ def test_cluster_auto_k_with_report(toy_file, tmp_path, capsys):
     assert main(["cluster", str(toy_file), str(tmp_path / "o2.h5ad"), "-k", "auto", "--quiet",
                  "--auto-k-method", "astrology", *QUICK_ARGS]) == 2
     assert "astrology" in capsys.readouterr().err and not (tmp_path / "o2.h5ad").exists()
+
+
+def test_gene_selection_seurat_from_cli(toy_file, tmp_path):
+    out = tmp_path / "out.h5ad"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--gene-selection", "seurat",
+                 "--n-top-genes", "60", *QUICK_ARGS])
+    assert code == 0
+    res = ad.read_h5ad(out)
+    params = res.uns["scgpcl"]["params"]
+    flat = json.dumps(params, default=str)
+    assert '"seurat"' in flat
+    assert int(params["n_genes_used"]) in (60, 61, 62)  # scanpy keeps genes tied at the cut-off
