@@ -560,8 +560,8 @@ def _per_type_losses(d: str, recs_fast: list[dict], recs_best: list[dict], label
 
 
 def build_table(records: list[dict], *, command: str | None = None, labels_dir: Path | None = None,
-                figures: list[str] | None = None) -> str:
-    """The markdown report of a harness JSONL."""
+                figures: list[str] | None = None, notes: str | None = None) -> str:
+    """The markdown report of a harness JSONL; ``notes`` (hand-written markdown) goes after the header."""
     ok = [r for r in records if r.get("status", "ok") == "ok"]
     agg = aggregate(records)
     datasets = _ordered({r["dataset"] for r in ok}, list(MANIFEST_BASELINES))
@@ -579,6 +579,8 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
           "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
           f"Seeds: {seeds}. Every method gets the true number of types K. Values: mean ± sd (ddof 1) over "
           "seeds; **bold** = best mean in the row.", ""]
+    if notes:
+        L += [notes.strip(), ""]
     L += ["## Methods", ""] + [f"- `{m}`: {METHODS[m.split('[')[0]][2]}" + (
         f" (overrides {METHODS[m.split('[')[0]][1]})" if METHODS[m.split('[')[0]][1] else "")
         for m in methods if m.split("[")[0] in METHODS]
@@ -705,8 +707,9 @@ def table_main(args: argparse.Namespace) -> None:
             bar_figure(agg, datasets, methods, metric, f, f"{metric} per dataset and method ({stem})")
             figs.append(os.path.relpath(f, md.parent))
     cmd = "python benchmarks/harness.py table " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    notes = Path(args.notes).read_text() if args.notes else None
     text = build_table(records, command=cmd, labels_dir=Path(args.labels_dir) if args.labels_dir else None,
-                       figures=figs)
+                       figures=figs, notes=notes)
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(text + "\n")
     print(f"wrote {md}" + (f" and {len(figs)} figures in {args.fig_dir}" if figs else ""))
@@ -733,6 +736,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--md", default=str(REPO / "benchmarks" / "results" / "real.md"))
     t.add_argument("--fig-dir", default=str(REPO / "benchmarks" / "results" / "fig"))
     t.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR))
+    t.add_argument("--notes", default=None, help="markdown file with hand-written notes to put after the header "
+                   "(e.g. benchmarks/results/real_notes.md)")
     w = sub.add_parser("_run", help="(internal) one run in this process; prints one JSON line")
     w.add_argument("--dataset", required=True)
     w.add_argument("--method", required=True, choices=list(METHODS))

@@ -101,3 +101,11 @@ def test_parse_overrides(harness):
     assert got == {"lr": 1e-3, "gene_selection": "seurat", "feature_drop": [0.1, 0.3], "finetune": False}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         harness.parse_overrides(["lr"])
+
+
+def test_table_notes_go_after_header(harness):
+    recs = [_rec("d1", "pca_kmeans", s, 0.5 + 0.1 * s) for s in range(3)]
+    text = harness.build_table(recs, notes="## Status (hand-written)\n\nnot done yet\n")
+    assert "not done yet" in text
+    assert text.index("## Status (hand-written)") < text.index("## Methods")
+    assert "hand-written" not in harness.build_table(recs)
