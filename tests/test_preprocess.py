@@ -103,3 +103,38 @@ def test_prepare_with_given_genes_skips_selection(counts):
                 genes=np.array([1, 2, 3, 10]))
     np.testing.assert_array_equal(p.gene_index, [1, 2, 3, 10])
     np.testing.assert_array_equal(p.gene_names, names[[1, 2, 3, 10]])
+
+
+def test_scanpy_gene_selection_keeps_torch_thread_count():
+    """numba's OpenMP pool, started by scanpy's first parallel kernel, would set torch's
+    thread count to NUMBA_NUM_THREADS (it shares torch's libgomp). Fresh process, so the
+    pool really starts inside select_genes."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, scipy.sparse as sp, torch\n"
+        "from scgpcl._config import PreprocessConfig\n"
+        "from scgpcl.data._preprocess import select_genes\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = sp.csr_matrix(rng.poisson(1.0, size=(300, 500)).astype(np.float32))\n"
+        "assert torch.get_num_threads() == 1\n"
+        "select_genes(x, PreprocessConfig(gene_selection='seurat', n_top_genes=100))\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_torch_threads_kept_restores_after_change():
+    import torch
+
+    from scgpcl._threads import torch_threads_kept
+
+    n = torch.get_num_threads()
+    with torch_threads_kept():
+        torch.set_num_threads(n + 1)
+    assert torch.get_num_threads() == n

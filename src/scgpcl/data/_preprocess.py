@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from .._config import PreprocessConfig
 from .._errors import InputError
+from .._threads import torch_threads_kept
 
 __all__ = ["PreparedData", "prepare", "select_genes"]
 
@@ -81,35 +82,41 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
         order = np.argsort(-var, kind="stable")[:n_keep]
         return np.sort(order)
     if cfg.gene_selection in ("seurat", "seurat_v3"):
-        import anndata as ad
-        import scanpy as sc
-
         n_keep = min(cfg.n_top_genes, n_genes)
         if n_keep == n_genes:
             return np.arange(n_genes)
-        tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
-        if cfg.gene_selection == "seurat":
-            # dispersion of log-normalised expression, binned by mean (scanpy's default flavour)
-            sc.pp.normalize_total(tmp, target_sum=1e4)
-            sc.pp.log1p(tmp)
-            sc.pp.highly_variable_genes(tmp, flavor="seurat", n_top_genes=n_keep)
-        else:
-            try:
-                sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
-            except ImportError as e:  # scikit-misc missing
-                raise InputError(
-                    "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc "
-                    "(or use gene_selection='seurat', which needs nothing extra)"
-                ) from e
-            except ValueError as e:  # the loess fit of scikit-misc can be singular
-                raise InputError(
-                    f"gene_selection='seurat_v3' failed on this data (scikit-misc's loess fit: {e}); "
-                    "use gene_selection='seurat' or 'variance' instead"
-                ) from e
-        return np.sort(np.flatnonzero(tmp.var["highly_variable"].to_numpy()))
+        with torch_threads_kept():
+            return _scanpy_hvg(x, cfg.gene_selection, n_keep)
     raise InputError(
         f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat', 'seurat_v3' or 'none'"
     )
+
+
+def _scanpy_hvg(x: sp.csr_matrix, flavor: str, n_keep: int) -> np.ndarray:
+    """scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``."""
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
+    if flavor == "seurat":
+        # dispersion of log-normalised expression, binned by mean (scanpy's default flavour)
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+        sc.pp.highly_variable_genes(tmp, flavor="seurat", n_top_genes=n_keep)
+    else:
+        try:
+            sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
+        except ImportError as e:  # scikit-misc missing
+            raise InputError(
+                "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc "
+                "(or use gene_selection='seurat', which needs nothing extra)"
+            ) from e
+        except ValueError as e:  # the loess fit of scikit-misc can be singular
+            raise InputError(
+                f"gene_selection='seurat_v3' failed on this data (scikit-misc's loess fit: {e}); "
+                "use gene_selection='seurat' or 'variance' instead"
+            ) from e
+    return np.sort(np.flatnonzero(tmp.var["highly_variable"].to_numpy()))
 
 
 def prepare(

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
 from .._errors import InputError
+from .._threads import torch_threads_kept
 from ..metrics import clustering_metrics
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
 
@@ -118,9 +119,10 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
     # current scipy (csr_array.getnnz); exact scikit-learn neighbours from 4096 cells on,
     # well inside the range where they are still quick (tests/test_pl.py, 9000 cells)
     extra = {"transformer": "sklearn"} if ok.sum() > 4096 else {}
-    sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=int(min(n_neighbors, ok.sum() - 1)), random_state=random_state,
-                    **extra)
-    sc.tl.umap(tmp, random_state=random_state)
+    with torch_threads_kept():  # numba would reset torch's thread count
+        sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=int(min(n_neighbors, ok.sum() - 1)),
+                        random_state=random_state, **extra)
+        sc.tl.umap(tmp, random_state=random_state)
     coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
     coords[ok] = tmp.obsm["X_umap"]
     adata.obsm[store] = coords

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError
+from .._threads import torch_threads_kept
 from ..data._checks import check_counts
 
 __all__ = ["markers"]
@@ -88,8 +89,9 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
     obs = pd.DataFrame(index=adata.obs_names[keep].astype(str))
     obs[key] = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=cluster_order(clusters))
     out = AnnData(x, obs=obs, var=pd.DataFrame(index=adata.var_names.astype(str)))
-    sc.pp.normalize_total(out, target_sum=1e4)
-    sc.pp.log1p(out)
+    with torch_threads_kept():  # numba would reset torch's thread count
+        sc.pp.normalize_total(out, target_sum=1e4)
+        sc.pp.log1p(out)
     return out
 
 
@@ -143,10 +145,11 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
         warnings.warn(f"clusters with fewer than 2 cells have no markers: {', '.join(small)}", UserWarning, stacklevel=3)
     if len(groups) < 1 or len(groups) + len(small) < 2:
         raise InputError(f"marker genes need at least two clusters in obs[{key!r}]")
-    sc.tl.rank_genes_groups(
-        data, key, groups=groups, reference="rest", method="wilcoxon",
-        n_genes=min(n_genes, data.n_vars), use_raw=False, key_added="_markers",
-    )
+    with torch_threads_kept():  # numba would reset torch's thread count
+        sc.tl.rank_genes_groups(
+            data, key, groups=groups, reference="rest", method="wilcoxon",
+            n_genes=min(n_genes, data.n_vars), use_raw=False, key_added="_markers",
+        )
     frames = []
     for g in groups:
         df = sc.get.rank_genes_groups_df(data, group=g, key="_markers").head(n_genes)
