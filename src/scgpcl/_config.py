@@ -149,7 +149,7 @@ def fast() -> SCGPCLConfig:
       expression) instead of the reference's top 20 % by raw-count variance,
       which favours a few very highly expressed genes (on pancreas data the
       hormone genes) and lost up to 0.3 ARI on the datasets with more than
-      2000 genes (``benchmarks/results/real.md``, "Gene selection").
+      2000 genes (``benchmarks/results/gene_selection.md`` and ``real.md``).
 
     The reference settings stay available as :func:`faithful`.
     """

@@ -5,8 +5,9 @@ scanpy's numba-parallel kernels (``normalize_total``, ``highly_variable_genes``,
 ``omp_set_num_threads`` resolves to the ``libgomp.so.1`` that torch loaded
 first: after one such call torch runs with ``NUMBA_NUM_THREADS`` (all cores)
 threads, whatever ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` asked for.
-Measured on pbmc-sized data with ``OMP_NUM_THREADS=1`` next to another job:
-twice the CPU time for the same training (``benchmarks/results/core.md``).
+Measured with ``OMP_NUM_THREADS=1`` next to two other jobs: a short
+``scgpcl cluster`` run on baron_mouse1 took 23 s instead of 10 s
+(``benchmarks/results/core.md``).
 """
 
 from __future__ import annotations

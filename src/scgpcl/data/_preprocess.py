@@ -64,8 +64,9 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
     at least ``min(min_genes, n_genes)`` genes, so that an input already cut to
     ~2000 genes is not reduced to ~400. ``seurat_v3``: scanpy's Seurat v3
     selection on the counts (needs the ``scikit-misc`` package). ``seurat``:
-    scanpy's dispersion-based selection on log-normalised counts (median-free
-    ``normalize_total`` to 1e4, ``log1p``), ``n_top_genes`` genes; nothing extra to install.
+    scanpy's dispersion-based selection on log-normalised counts
+    (``normalize_total`` to 10,000 counts per cell, ``log1p``), ``n_top_genes``
+    genes (a few more when genes tie at the cut-off); nothing extra to install.
     """
     n_genes = x.shape[1]
     if cfg.gene_selection == "none":
