@@ -54,8 +54,12 @@ def genes_for(rule: str, x: sp.csr_matrix) -> np.ndarray:
     return np.flatnonzero(b.var["highly_variable"].to_numpy())
 
 
-def evaluate(path: Path, rules: list[str], seeds: list[int]) -> dict[str, tuple]:
+def evaluate(path: Path, rules: list[str], seeds: list[int]) -> tuple[int, dict[str, tuple]] | None:
+    """(number of genes, {rule: (mean ARI, sd, genes kept) or ("error", message)}); None when
+    the file has at most N_TOP genes, where every rule keeps all of them."""
     a = ad.read_h5ad(path)
+    if a.n_vars <= N_TOP:
+        return None
     x = sp.csr_matrix(a.X, dtype=np.float32)
     keep_c = np.asarray(x.sum(1)).ravel() > 0
     keep_g = np.asarray(x.sum(0)).ravel() > 0
@@ -74,7 +78,7 @@ def evaluate(path: Path, rules: list[str], seeds: list[int]) -> dict[str, tuple]
         aris = [adjusted_rand_score(y[p.cell_mask], KMeans(k, n_init=10, random_state=s).fit_predict(pcs))
                 for s in seeds]
         out[rule] = (float(np.mean(aris)), float(np.std(aris, ddof=1)), len(genes))
-    return out
+    return a.n_vars, out
 
 
 def main(argv=None) -> None:
@@ -88,10 +92,10 @@ def main(argv=None) -> None:
     rows = []
     t0 = time.perf_counter()
     for path in paths:
-        n_genes = ad.read_h5ad(path, backed="r").n_vars
-        if n_genes <= N_TOP:
+        found = evaluate(Path(path), RULES, args.seeds)
+        if found is None:
             continue
-        res = evaluate(Path(path), RULES, args.seeds)
+        n_genes, res = found
         rows.append((harness.dataset_name(path), n_genes, res))
         print(harness.dataset_name(path), {r: v[0] for r, v in res.items()}, flush=True)
     lines = [
