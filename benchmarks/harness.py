@@ -250,6 +250,9 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
         extra[f"{stage}_epochs"] = int(info["epochs"]) if info else 0
         extra[f"{stage}_stop"] = str(info["stop_reason"]) if info else "skipped"
         extra[f"{stage}_s"] = float(info["seconds"]) if info else 0.0
+    if model.stages.get("finetune"):
+        # the k-means that initialised DEC: what finetune=False gives with this seed
+        extra["pretrain_labels"] = model.predict_pretrained()
     return labels, extra
 
 
@@ -288,6 +291,11 @@ def worker(args: argparse.Namespace) -> None:
     t1 = time.perf_counter()
     labels, extra = run_method(args.method, adata, k, args.seed, overrides)
     fit_s = time.perf_counter() - t1
+    pre = extra.pop("pretrain_labels", None)
+    if pre is not None:
+        # the same run scored before fine-tuning (= the no-fine-tuning ablation, same seed)
+        extra.update({f"{key}_pretrain": v for key, v in clustering_metrics(truth, pre).items()
+                      if key in ("ARI", "NMI", "CA")})
     rec = {
         "dataset": dataset_name(args.dataset), "method": args.method, "seed": args.seed, "overrides": overrides,
         "K": k, "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars),

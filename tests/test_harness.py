@@ -1,4 +1,4 @@
-"""Quick checks of benchmarks/harness.py (no training, no subprocesses)."""
+"""Quick checks of benchmarks/harness.py (one short training, no subprocesses)."""
 
 import importlib.util
 import json
@@ -109,3 +109,16 @@ def test_table_notes_go_after_header(harness):
     assert "not done yet" in text
     assert text.index("## Status (hand-written)") < text.index("## Methods")
     assert "hand-written" not in harness.build_table(recs)
+
+
+def test_run_method_scores_the_pretrained_clustering(harness):
+    # one short real training: the record gets the k-means labels that initialised
+    # DEC, which the worker scores as ARI_pretrain (the no-fine-tuning ablation)
+    from test_model import QUICK, _toy_counts
+
+    toy = _toy_counts()
+    labels, extra = harness.run_method("scgpcl_fast", toy, 3, 0, overrides=QUICK)
+    assert labels.shape == extra["pretrain_labels"].shape == (toy.n_obs,)
+    assert extra["finetune_epochs"] >= 1
+    _, extra = harness.run_method("fast_no_finetune", toy, 3, 0, overrides=QUICK)
+    assert "pretrain_labels" not in extra and extra["finetune_stop"] == "skipped"

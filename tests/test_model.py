@@ -80,6 +80,15 @@ def test_same_seed_same_labels(toy, trained):
     np.testing.assert_array_equal(again.get_latent_representation(), trained.get_latent_representation())
 
 
+def test_predict_pretrained_is_the_no_finetune_clustering(toy, trained):
+    # the k-means that initialised DEC is what finetune=False gives for the same seed,
+    # so every benchmark run also scores the no-fine-tuning ablation
+    no_ft = SCGPCL(toy, 3, random_state=0, finetune=False, **QUICK).train(progress=False)
+    np.testing.assert_array_equal(trained.predict_pretrained(), no_ft.predict())
+    with pytest.raises(RuntimeError, match="no fine-tuning stage"):
+        no_ft.predict_pretrained()
+
+
 def test_global_rng_untouched(toy):
     import torch
 

@@ -210,6 +210,19 @@ class SCGPCL:
         out[self.data.cell_mask] = labels
         return out
 
+    def predict_pretrained(self) -> np.ndarray:
+        """Labels of the k-means that initialised fine-tuning (the clustering before DEC).
+
+        The same labels ``finetune=False`` would give with the same seed; useful to
+        see what fine-tuning changed. -1 for cells dropped as empty.
+        """
+        labels = self.trainer.init_labels if self._trainer is not None else None
+        if labels is None:
+            raise RuntimeError("no fine-tuning stage ran in this session (finetune=False, or a loaded model)")
+        out = np.full(self.adata.n_obs, -1, dtype=np.int64)
+        out[self.data.cell_mask] = labels
+        return out
+
     def predict_proba(self) -> np.ndarray:
         """DEC soft assignment Q (n_obs x K); NaN rows for dropped cells."""
         _, _, q = self._outputs()

@@ -110,6 +110,8 @@ class Trainer:
         self.rng_views = (np.random.default_rng(s_v1), np.random.default_rng(s_v2))
         self.gen_mask = torch.Generator().manual_seed(int(s_mask.generate_state(1)[0]))
         self._kmeans_calls = 0
+        #: k-means labels on the pre-trained embedding that initialised DEC (None before fine-tuning)
+        self.init_labels: np.ndarray | None = None
 
     # ---------------------------------------------------------------- helpers
     def _batches(self) -> list[np.ndarray]:
@@ -287,6 +289,7 @@ class Trainer:
         z = self.embed()
         r = self._kmeans(z, self.k, self.cfg.kmeans_n_init)
         self.module.init_cluster_centres(torch.from_numpy(r.centres).to(self.device))
+        self.init_labels = r.labels
         return r.labels
 
     def finetune(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
