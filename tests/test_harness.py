@@ -119,6 +119,9 @@ def test_run_method_scores_the_pretrained_clustering(harness):
     toy = _toy_counts()
     labels, extra = harness.run_method("scgpcl_fast", toy, 3, 0, overrides=QUICK)
     assert labels.shape == extra["pretrain_labels"].shape == (toy.n_obs,)
+    assert extra["pretrain_embedding"].shape == (toy.n_obs, 64)
+    cos = harness.kmeans_cosine(extra["pretrain_embedding"], 3, 0)
+    assert sorted(np.unique(cos)) == [0, 1, 2]
     assert extra["finetune_epochs"] >= 1
     _, extra = harness.run_method("fast_no_finetune", toy, 3, 0, overrides=QUICK)
     assert "pretrain_labels" not in extra and extra["finetune_stop"] == "skipped"

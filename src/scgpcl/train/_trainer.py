@@ -112,6 +112,8 @@ class Trainer:
         self._kmeans_calls = 0
         #: k-means labels on the pre-trained embedding that initialised DEC (None before fine-tuning)
         self.init_labels: np.ndarray | None = None
+        #: the pre-trained embedding those labels were computed on
+        self.init_embedding: np.ndarray | None = None
 
     # ---------------------------------------------------------------- helpers
     def _batches(self) -> list[np.ndarray]:
@@ -290,6 +292,7 @@ class Trainer:
         r = self._kmeans(z, self.k, self.cfg.kmeans_n_init)
         self.module.init_cluster_centres(torch.from_numpy(r.centres).to(self.device))
         self.init_labels = r.labels
+        self.init_embedding = z.cpu().numpy()
         return r.labels
 
     def finetune(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
