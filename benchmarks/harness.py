@@ -513,7 +513,8 @@ def mean_sd(values) -> tuple[float, float, int]:
 
 
 def aggregate(records: list[dict],
-              metrics=("ARI", "NMI", "CA", "F1_macro", "wall_s", "cpu_s", "peak_rss_mb")) -> dict:
+              metrics=("ARI", "NMI", "CA", "F1_macro", "wall_s", "cpu_s", "peak_rss_mb",
+                       "ARI_pretrain", "ARI_pretrain_cos")) -> dict:
     """{(dataset, method): {metric: (mean, sd, n)}} over the latest ok record of each seed."""
     groups: dict[tuple, list[dict]] = {}
     for r in latest_ok(records).values():
@@ -612,6 +613,25 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
     for metric, title in (("ARI", "ARI"), ("NMI", "NMI"), ("CA", "Clustering accuracy (Hungarian)"),
                           ("F1_macro", "Macro F1 after matching")):
         L += [f"## {title}", ""] + _metric_table(agg, datasets, methods, metric) + [""]
+    pre = [m for m in methods if any(agg.get((d, m), {}).get("ARI_pretrain", (0, 0, 0))[2] for d in datasets)]
+    if pre:
+        L += ["## ARI before and after fine-tuning (same runs)", "",
+              "Runs made since 2026-11-30 also score the k-means labels that initialised DEC (`ARI_pretrain`: "
+              "what `finetune=False` gives for the same seed) and, as a diagnostic, k-means (20 restarts) on "
+              "the same pre-trained embedding scaled to unit length (`ARI_pretrain_cos`: the cosine geometry "
+              "the contrastive losses use). Only runs that have these fields are averaged here, so n may be "
+              "smaller than in the ARI table.", "",
+              "| dataset | " + " | ".join(f"`{m}` {w}" for m in pre for w in ("final", "pre-DEC", "pre-DEC cos"))
+              + " |", "|---|" + "---|" * (3 * len(pre))]
+        for d in datasets:
+            cells = []
+            for m in pre:
+                rs = [r for r in agg.get((d, m), {}).get("_records", []) if r.get("ARI_pretrain") is not None]
+                for key in ("ARI", "ARI_pretrain", "ARI_pretrain_cos"):
+                    cells.append(fmt(mean_sd([r.get(key) for r in rs])))
+            if any(c != "—" for c in cells):
+                L.append(f"| {d} | " + " | ".join(cells) + " |")
+        L.append("")
     L += ["## Wall time per run (s)", ""] + _metric_table(agg, datasets, methods, "wall_s", 1, False) + [""]
     L += ["## CPU time per run (s, user + system of the run's process)", ""] + _metric_table(
         agg, datasets, methods, "cpu_s", 1, False) + [""]
