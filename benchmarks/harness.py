@@ -759,6 +759,58 @@ def table_main(args: argparse.Namespace) -> None:
     print(f"wrote {md}" + (f" and {len(figs)} figures in {args.fig_dir}" if figs else ""))
 
 
+def paired_comparison(records: list[dict], methods: list[str], metric: str = "ARI",
+                      min_seeds: int = 3) -> list[str]:
+    """Markdown: ``methods`` (labels as in the tables) on the datasets where all of them have the same
+    ``min_seeds`` or more seeds, each averaged over exactly those shared seeds; then the mean over
+    those datasets and, per method, its mean paired difference to the first and wins / losses by
+    more than 0.02."""
+    runs: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in latest_ok(records).values():
+        runs.setdefault((r["dataset"], method_label(r)), {})[int(r["seed"])] = r
+    datasets = _ordered({d for d, _ in runs}, list(MANIFEST_BASELINES))
+    rows, used = [], []
+    for d in datasets:
+        seed_sets = [set(runs.get((d, m), {})) for m in methods]
+        shared = sorted(set.intersection(*seed_sets)) if seed_sets else []
+        shared = [s for s in shared if all(runs[(d, m)][s].get(metric) is not None for m in methods)]
+        if len(shared) < min_seeds:
+            continue
+        vals = [[float(runs[(d, m)][s][metric]) for s in shared] for m in methods]
+        rows.append((d, shared, vals))
+        used.append(d)
+    head = f"| dataset | seeds | " + " | ".join(f"`{m}`" for m in methods) + " |"
+    L = [head, "|---|---|" + "---|" * len(methods)]
+    for d, shared, vals in rows:
+        means = [np.mean(v) for v in vals]
+        best = int(np.argmax(means))
+        cells = [(f"**{fmt(mean_sd(v))}**" if j == best else fmt(mean_sd(v))) for j, v in enumerate(vals)]
+        L.append(f"| {d} | {','.join(map(str, shared))} | " + " | ".join(cells) + " |")
+    if not rows:
+        return L + ["", f"(no dataset has {min_seeds} shared seeds for all of these methods)"]
+    avg = [np.mean([np.mean(v[j]) for _, _, v in rows]) for j in range(len(methods))]
+    L.append(f"| **mean over these {len(rows)} datasets** | | " + " | ".join(f"{a:.3f}" for a in avg) + " |")
+    diffs = []
+    for j in range(1, len(methods)):
+        dd = np.asarray([np.mean(v[j]) - np.mean(v[0]) for _, _, v in rows])
+        diffs.append(f"`{methods[j]}` − `{methods[0]}`: mean {dd.mean():+.3f}, ahead by > 0.02 on "
+                     f"{int(np.sum(dd > 0.02))}, behind by > 0.02 on {int(np.sum(dd < -0.02))} of {len(dd)}")
+    return L + [""] + [f"- {x}" for x in diffs]
+
+
+def compare_main(args: argparse.Namespace) -> None:
+    records = []
+    for f in args.jsonl:
+        records += load_records(f)
+    lines = paired_comparison(records, args.methods, args.metric, args.min_seeds)
+    text = "\n".join(lines) + "\n"
+    if args.md:
+        Path(args.md).write_text(text)
+        print(f"wrote {args.md}")
+    else:
+        print(text)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -782,6 +834,13 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR))
     t.add_argument("--notes", default=None, help="markdown file with hand-written notes to put after the header "
                    "(e.g. benchmarks/results/real_notes.md)")
+    c = sub.add_parser("compare", help="paired comparison of methods on the datasets and seeds they share")
+    c.add_argument("--methods", nargs="+", required=True,
+                   help="method labels as in the tables, e.g. scgpcl_fast 'scgpcl_fast[lambda_ins=0.1]'")
+    c.add_argument("--jsonl", nargs="+", default=[str(REPO / "benchmarks" / "results" / "real.jsonl")])
+    c.add_argument("--metric", default="ARI")
+    c.add_argument("--min-seeds", type=int, default=3)
+    c.add_argument("--md", default=None, help="write the markdown here instead of printing it")
     w = sub.add_parser("_run", help="(internal) one run in this process; prints one JSON line")
     w.add_argument("--dataset", required=True)
     w.add_argument("--method", required=True, choices=list(METHODS))
@@ -794,6 +853,8 @@ def main(argv: list[str] | None = None) -> None:
         worker(args)
     elif args.cmd == "table":
         table_main(args)
+    elif args.cmd == "compare":
+        compare_main(args)
     else:
         overrides = parse_overrides(args.override)
         datasets = args.datasets or default_datasets()

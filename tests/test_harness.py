@@ -125,3 +125,17 @@ def test_run_method_scores_the_pretrained_clustering(harness):
     assert extra["finetune_epochs"] >= 1
     _, extra = harness.run_method("fast_no_finetune", toy, 3, 0, overrides=QUICK)
     assert "pretrain_labels" not in extra and extra["finetune_stop"] == "skipped"
+
+
+def test_paired_comparison_uses_shared_seeds_only(harness):
+    recs = [_rec("d1", "a", s, 0.5) for s in (0, 1, 2)] + [_rec("d1", "b", s, 0.7) for s in (0, 1, 2)]
+    recs += [_rec("d2", "a", s, 0.9) for s in (0, 1, 2)] + [_rec("d2", "b", 0, 0.1)]  # b has one seed on d2
+    recs += [_rec("d3", "a", s, 0.2) for s in (0, 1, 2, 3)] + [_rec("d3", "b", s, 0.3 + 0.1 * s) for s in (1, 2, 3)]
+    lines = harness.paired_comparison(recs, ["a", "b"], min_seeds=3)
+    text = "\n".join(lines)
+    assert "d2" not in text  # too few shared seeds: left out, not averaged over fewer
+    d3 = next(line for line in lines if line.startswith("| d3"))
+    assert "1,2,3" in d3 and "0.200" in d3 and "0.500" in d3  # seed 0 of method a is not used
+    mean_row = next(line for line in lines if "mean over these 2 datasets" in line)
+    assert mean_row.endswith("| 0.350 | 0.600 |")
+    assert "ahead by > 0.02 on 2" in text
