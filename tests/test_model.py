@@ -200,3 +200,24 @@ def test_demo_end_to_end():
     a = simulate("demo", seed=0)
     scgpcl.tl.cluster(a, n_clusters=5, label_key="cell_type", config=scgpcl.fast(), random_state=0, progress=False)
     assert a.uns["scgpcl"]["metrics"]["ARI"] >= 0.95
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_kmeans_warm_start_option(toy, monkeypatch, warm):
+    from scgpcl.train import _trainer
+
+    inits = []
+    original = _trainer.Trainer._kmeans
+
+    def spy(self, z, k, n_init, init=None):
+        inits.append(init is not None)
+        return original(self, z, k, n_init, init=init)
+
+    monkeypatch.setattr(_trainer.Trainer, "_kmeans", spy)
+    quick = dict(QUICK, convergence_ari=1.01)  # never converge: every post-warm-up epoch clusters
+    SCGPCL(toy, 3, random_state=0, kmeans_warm_start=warm, finetune=False, **quick).train(progress=False)
+    per_epoch = inits  # train() alone: only the per-epoch k-means calls
+    n_epochs = QUICK["pretrain_epochs"] - QUICK["warmup_epochs"]  # epochs warmup..pretrain_epochs-1
+    assert len(per_epoch) == 3 * n_epochs  # three granularities per epoch
+    assert per_epoch[:3] == [False] * 3  # nothing to warm-start from in the first one
+    assert all(per_epoch[3:]) if warm else not any(per_epoch)

@@ -252,7 +252,9 @@ class Trainer:
                     sizes = prototype_sizes(self.estimate_k(z_all))
                     prev_centres = [None] * len(sizes)
                 results = [
-                    self._kmeans(z_all, k, cfg.kmeans_n_init_epoch, init=prev_centres[i]) for i, k in enumerate(sizes)
+                    self._kmeans(z_all, k, cfg.kmeans_n_init_epoch,
+                                 init=prev_centres[i] if cfg.kmeans_warm_start else None)
+                    for i, k in enumerate(sizes)
                 ]
                 prev_centres = [r.centres for r in results]
                 labels = results[0].labels
