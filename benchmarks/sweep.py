@@ -65,7 +65,7 @@ def build_table(records: list[dict], command: str | None = None, figure: str | N
     seeds = sorted({r["seed"] for r in ok})
     vers = next((r["versions"] for r in reversed(ok) if "versions" in r), {})
     cmds = sorted({r["command"] for r in records if r.get("command")})
-    L = ["## Simulation sweeps (scgpcl_fast vs PCA + k-means vs tuned Leiden)", "",
+    L = ["## Simulation sweeps: " + ", ".join(f"`{m}`" for m in methods), "",
          "```"] + cmds + ([command] if command else []) + ["```", "",
          f"Machine: {ok[0].get('machine', '?') if ok else '?'}; versions: "
          + ", ".join(f"{k} {v}" for k, v in vers.items() if k in ("scgpcl", "torch", "scanpy")) + ".",
@@ -81,9 +81,11 @@ def build_table(records: list[dict], command: str | None = None, figure: str | N
         if not any(r["dataset"] == f"sim:{p}" for p in presets for r in ok):
             L += [f"### {sweep}", "", "Not run yet.", ""]
             continue
+        # only the methods run on this sweep (the others would be columns of dashes)
+        here = [m for m in methods if any((f"sim:{p}", m) in agg for p in presets)]
         L += [f"### {sweep}", "",
-              f"| preset | {xname} | " + " | ".join(f"`{m}` ARI | `{m}` NMI" for m in methods)
-              + " | scgpcl_fast time s |", "|---|---|" + "---|---|" * len(methods) + "---|"]
+              f"| preset | {xname} | " + " | ".join(f"`{m}` ARI | `{m}` NMI" for m in here)
+              + " | scgpcl_fast time s |", "|---|---|" + "---|---|" * len(here) + "---|"]
         for p in presets:
             d = f"sim:{p}"
             recs = [r for r in ok if r["dataset"] == d]
@@ -91,7 +93,7 @@ def build_table(records: list[dict], command: str | None = None, figure: str | N
                 continue
             x = x_value(sweep, p, recs)
             cells = []
-            for m in methods:
+            for m in here:
                 a = agg.get((d, m), {})
                 cells += [harness.fmt(a.get("ARI")), harness.fmt(a.get("NMI"))]
             t = agg.get((d, fast_label), {}).get("wall_s")
