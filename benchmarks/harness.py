@@ -803,7 +803,13 @@ def compare_main(args: argparse.Namespace) -> None:
     for f in args.jsonl:
         records += load_records(f)
     lines = paired_comparison(records, args.methods, args.metric, args.min_seeds)
-    text = "\n".join(lines) + "\n"
+    cmd = "python benchmarks/harness.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    head = [f"# {args.metric}: " + " vs ".join(f"`{m}`" for m in args.methods), "",
+            f"Command: `{cmd}`", "",
+            f"Only datasets where every method has the same {args.min_seeds} or more seeds; each cell is the "
+            "mean ± sd over exactly those shared seeds (**bold**: best in the row). Data: "
+            + ", ".join(f"`{os.path.relpath(f, REPO)}`" for f in args.jsonl) + ".", ""]
+    text = "\n".join(head + lines) + "\n"
     if args.md:
         Path(args.md).write_text(text)
         print(f"wrote {args.md}")
