@@ -257,12 +257,12 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
     return labels, extra
 
 
-def kmeans_cosine(z: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means (20 restarts) on the rows of ``z`` scaled to unit length."""
+def kmeans_cosine(z: np.ndarray, k: int, seed: int, n_init: int = 20) -> np.ndarray:
+    """k-means (``n_init`` restarts) on the rows of ``z`` scaled to unit length."""
     from sklearn.cluster import KMeans
 
     zn = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    return KMeans(k, n_init=20, random_state=seed).fit_predict(zn)
+    return KMeans(k, n_init=n_init, random_state=seed).fit_predict(zn)
 
 
 def versions() -> dict[str, str]:
@@ -769,7 +769,7 @@ def paired_comparison(records: list[dict], methods: list[str], metric: str = "AR
     for r in latest_ok(records).values():
         runs.setdefault((r["dataset"], method_label(r)), {})[int(r["seed"])] = r
     datasets = _ordered({d for d, _ in runs}, list(MANIFEST_BASELINES))
-    rows, used = [], []
+    rows = []
     for d in datasets:
         seed_sets = [set(runs.get((d, m), {})) for m in methods]
         shared = sorted(set.intersection(*seed_sets)) if seed_sets else []
@@ -778,8 +778,7 @@ def paired_comparison(records: list[dict], methods: list[str], metric: str = "AR
             continue
         vals = [[float(runs[(d, m)][s][metric]) for s in shared] for m in methods]
         rows.append((d, shared, vals))
-        used.append(d)
-    head = f"| dataset | seeds | " + " | ".join(f"`{m}`" for m in methods) + " |"
+    head = "| dataset | seeds | " + " | ".join(f"`{m}`" for m in methods) + " |"
     L = [head, "|---|---|" + "---|" * len(methods)]
     for d, shared, vals in rows:
         means = [np.mean(v) for v in vals]

@@ -216,8 +216,8 @@ def test_kmeans_warm_start_option(toy, monkeypatch, warm):
     monkeypatch.setattr(_trainer.Trainer, "_kmeans", spy)
     quick = dict(QUICK, convergence_ari=1.01)  # never converge: every post-warm-up epoch clusters
     SCGPCL(toy, 3, random_state=0, kmeans_warm_start=warm, finetune=False, **quick).train(progress=False)
-    per_epoch = inits  # train() alone: only the per-epoch k-means calls
-    n_epochs = QUICK["pretrain_epochs"] - QUICK["warmup_epochs"]  # epochs warmup..pretrain_epochs-1
-    assert len(per_epoch) == 3 * n_epochs  # three granularities per epoch
-    assert per_epoch[:3] == [False] * 3  # nothing to warm-start from in the first one
-    assert all(per_epoch[3:]) if warm else not any(per_epoch)
+    # train() alone makes only the per-epoch k-means calls, in epochs warmup..pretrain_epochs-1
+    n_epochs = QUICK["pretrain_epochs"] - QUICK["warmup_epochs"]
+    assert len(inits) == 3 * n_epochs  # three granularities per epoch
+    assert inits[:3] == [False] * 3  # nothing to warm-start from in the first one
+    assert all(inits[3:]) if warm else not any(inits)

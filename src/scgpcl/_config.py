@@ -71,7 +71,7 @@ class TrainConfig:
     #: k-means restarts for the DEC initialisation and the final labels.
     kmeans_n_init: int = 20
     #: k-means restarts in each post-warm-up epoch (prototypes and convergence
-    #: check), on top of a warm start from the previous epoch's centres.
+    #: check), plus the warm start of ``kmeans_warm_start``.
     kmeans_n_init_epoch: int = 20
     #: Also try the previous epoch's centres as a k-means start in each
     #: post-warm-up epoch (kept when it has the lowest inertia). It makes
