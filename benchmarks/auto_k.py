@@ -15,7 +15,13 @@ For every raw-count dataset of ``../shared/data/real/`` and every seed:
 
 Each run is its own process; one JSON line per run goes to
 ``benchmarks/results/auto_k.jsonl`` (runs already there are skipped, so the
-script can be stopped and resumed). Then ``auto_k.md`` is written.
+script can be stopped and resumed; ``--out`` writes to another file, for
+parallel lanes). Then ``auto_k.md`` is written.
+
+``--override KEY=VALUE`` changes the ``fast`` preset for the ``auto`` and
+``true`` runs (recorded in each record's ``overrides``); the table pairs
+``auto`` runs only with true-K runs of the same overrides, and ``table
+--override ...`` selects which configuration it shows.
 
     python benchmarks/auto_k.py run --seeds 0 1 2          # everything, then the table
     python benchmarks/auto_k.py table                      # only rewrite auto_k.md
@@ -36,6 +42,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
@@ -115,6 +124,14 @@ def score_criteria(z: np.ndarray, truth: np.ndarray, k_true: int, seed: int, k_m
     return out
 
 
+def _overrides(args) -> dict:
+    return harness.parse_overrides(getattr(args, "override", None) or [])
+
+
+def _same(r: dict, overrides: dict) -> bool:
+    return json.dumps(r.get("overrides") or {}, sort_keys=True) == json.dumps(overrides, sort_keys=True)
+
+
 def worker(args) -> None:
     """One run; prints one JSON line."""
     import torch
@@ -158,10 +175,12 @@ def worker(args) -> None:
                 return original(z, method, **kw)
 
             _trainer.estimate_k = hooked
+        config_overrides = _overrides(args)
+        rec["overrides"] = config_overrides
         overrides = {"auto_k_method": args.method} if (args.mode == "auto" and args.method) else {}
         model = scgpcl.SCGPCL(
             a, None if args.mode == "auto" else k_true, config=scgpcl.fast(), random_state=args.seed,
-            device="cpu", **overrides,
+            device="cpu", **config_overrides, **overrides,
         )
         if args.mode == "auto":
             cell_truth["y"] = truth[model.data.cell_mask]
@@ -196,38 +215,44 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def harness_true_k(datasets) -> list[dict]:
-    """True-K fast-preset runs from the harness's ``real*.jsonl`` files."""
+def harness_true_k(datasets, overrides: dict) -> list[dict]:
+    """True-K fast-preset runs (with exactly these config overrides) from the harness's ``real*.jsonl`` files."""
     out = []
     for f in sorted(glob.glob(str(RESULTS / "real*.jsonl"))):
         for r in read_jsonl(Path(f)):
-            if (r.get("method") == "scgpcl_fast" and r.get("status", "ok") == "ok" and not r.get("overrides")
+            if (r.get("method") == "scgpcl_fast" and r.get("status", "ok") == "ok" and _same(r, overrides)
                     and r.get("dataset") in datasets and "ARI" in r):
                 out.append({"dataset": r["dataset"], "mode": "true", "seed": int(r["seed"]), "ARI": r["ARI"],
-                            "NMI": r["NMI"], "source": Path(f).name})
+                            "NMI": r["NMI"], "overrides": overrides, "source": Path(f).name})
     return out
 
 
-def all_records(datasets) -> list[dict]:
-    recs = [r for r in read_jsonl(JSONL) if r.get("dataset") in datasets]
+def all_records(datasets, overrides: dict, extra: Path | None = None) -> list[dict]:
+    """Records of ``auto_k.jsonl`` (and ``extra``) for one configuration; Leiden runs whatever their overrides."""
+    recs = [r for f in (JSONL, extra) if f is not None for r in read_jsonl(f)
+            if r.get("dataset") in datasets and (r["mode"] == "leiden_res1" or _same(r, overrides))]
     have = {(r["dataset"], r["mode"], r["seed"]) for r in recs}
-    recs += [r for r in harness_true_k(datasets) if (r["dataset"], "true", r["seed"]) not in have]
+    recs += [r for r in harness_true_k(datasets, overrides) if (r["dataset"], "true", r["seed"]) not in have]
     return recs
 
 
 # --------------------------------------------------------------------- run
 def run(args) -> None:
     datasets = args.datasets or default_datasets()
-    JSONL.parent.mkdir(parents=True, exist_ok=True)
+    overrides = _overrides(args)
+    out = Path(args.out) if args.out else JSONL
+    out.parent.mkdir(parents=True, exist_ok=True)
     for ds in datasets:
         for seed in args.seeds:
             for mode in args.modes:
-                done = {(r["dataset"], r["mode"], r["seed"]) for r in all_records(datasets)}
+                done = {(r["dataset"], r["mode"], r["seed"]) for r in all_records(datasets, overrides, out)}
                 if (ds, mode, seed) in done:
                     continue
                 cmd = [sys.executable, __file__, "_one", ds, mode, str(seed)]
                 if args.method:
                     cmd += ["--method", args.method]
+                for kv in args.override or []:
+                    cmd += ["--override", kv]
                 t0 = time.perf_counter()
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 if p.returncode != 0:
@@ -235,15 +260,20 @@ def run(args) -> None:
                     continue
                 rec = json.loads(p.stdout.strip().splitlines()[-1])
                 rec.update(wall_s=time.perf_counter() - t0, machine=f"{platform.machine()} {os.cpu_count()} cpus")
-                with JSONL.open("a") as f:
+                with out.open("a") as f:
                     f.write(json.dumps(rec, default=float) + "\n")
                 print(f"{ds} {mode} seed {seed}: K={rec['K']} (true {rec['K_true']}) ARI {rec['ARI']:.3f} "
                       f"NMI {rec['NMI']:.3f} ({rec['wall_s']:.0f} s)", flush=True)
     args.datasets = None  # the table covers every dataset, run here or before
-    table(args)
+    if out == JSONL:
+        table(args)
 
 
 # ------------------------------------------------------------------- table
+def _override_args(overrides: dict) -> str:
+    return "".join(f" --override {k}={json.dumps(v)}" for k, v in sorted(overrides.items()))
+
+
 def _ms(v) -> str:
     v = np.asarray([x for x in v if x is not None], dtype=float)
     if v.size == 0:
@@ -253,7 +283,8 @@ def _ms(v) -> str:
 
 def table(args) -> None:
     datasets = args.datasets or default_datasets()
-    recs = all_records(datasets)
+    overrides = _overrides(args)
+    recs = all_records(datasets, overrides)
     by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]  # noqa: E731
     L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",
          "scGPCL with the `fast` preset; with `n_clusters=None` K is estimated on the embedding after the "
@@ -261,7 +292,11 @@ def table(args) -> None:
          "`true K`: the same runs given the number of labelled types. `Leiden res 1`: scanpy's standard pipeline "
          "(normalize_total 1e4, log1p, 2000 seurat HVG, scale 10, PCA 50, 15-NN) + Leiden at resolution 1. "
          "Mean ± sd over seeds.", "",
-         f"Command: `{COMMAND}` (resumable; `table` rewrites this file from `auto_k.jsonl`).", ""]
+         f"Command: `{COMMAND}{_override_args(overrides)}` (resumable; "
+         f"`python benchmarks/auto_k.py table{_override_args(overrides)}` rewrites this file from `auto_k.jsonl`).", ""]
+    if overrides:
+        L += [f"Configuration: the `fast` preset with {', '.join(f'`{k}={v}`' for k, v in sorted(overrides.items()))} "
+              "(for both the estimated-K and the true-K runs).", ""]
     methods = sorted({r.get("method") for r in recs if r["mode"] == "auto" and r.get("method")})
     L.append(f"Criterion used for the estimate: {', '.join(f'`{m}`' for m in methods) or '—'}.")
     L += ["", "| dataset | cells | true K | estimated K (per seed) | ARI est. K | ARI true K | NMI est. K | NMI true K "
@@ -419,8 +454,12 @@ def main() -> None:
     r.add_argument("--datasets", nargs="+", default=None)
     r.add_argument("--modes", nargs="+", default=["auto", "true", "leiden_res1"])
     r.add_argument("--method", default=None, help="auto_k_method (default: the package default)")
+    r.add_argument("--override", action="append", metavar="KEY=VALUE",
+                   help="config override for the scGPCL runs (JSON values), e.g. kmeans_warm_start=true")
+    r.add_argument("--out", default=None, help="append records here instead of auto_k.jsonl (parallel lanes)")
     t = sub.add_parser("table")
     t.add_argument("--datasets", nargs="+", default=None)
+    t.add_argument("--override", action="append", metavar="KEY=VALUE", help="configuration to tabulate")
     w = sub.add_parser("warmup")
     w.add_argument("--datasets", nargs="+", default=None)
     w.add_argument("--seed", type=int, default=0)
@@ -433,6 +472,7 @@ def main() -> None:
     o.add_argument("mode", choices=["auto", "true", "leiden_res1"])
     o.add_argument("seed", type=int)
     o.add_argument("--method", default=None)
+    o.add_argument("--override", action="append", metavar="KEY=VALUE")
     args = ap.parse_args()
     {"run": run, "table": table, "warmup": warmup, "criteria": criteria, "_one": worker}[args.cmd](args)
 

@@ -333,6 +333,56 @@ def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = N
     return f"{dataset.replace(':', '-')}__{method}{tag}__{seed}.npy"
 
 
+# --------------------------------------------------------------------------- relabel
+def relabel(records: list[dict], key: str, old_default: Any, new_default: Any) -> tuple[list[dict], int]:
+    """Keep records truthful when a preset's default for ``key`` changes from ``old_default`` to ``new_default``.
+
+    Records of scGPCL-based methods (not the scanpy baselines; in
+    ``auto_k.jsonl`` the ``auto`` and ``true`` runs) that ran with the old default, i.e. without ``key`` in their overrides, get ``key=old_default``
+    added; records that set ``key=new_default`` explicitly lose it (that is now
+    the default). Returns the new records and how many changed.
+    """
+    out, n = [], 0
+    for r in records:
+        r = dict(r)
+        if METHODS.get(r.get("method"), (None,))[0] is not None or r.get("mode") in ("auto", "true"):
+            o = dict(r.get("overrides") or {})
+            if key not in o:
+                o[key] = old_default
+            elif o[key] == new_default:
+                del o[key]
+            if o != (r.get("overrides") or {}):
+                r["overrides"], r["relabelled"] = o, f"{key}: default {old_default!r} -> {new_default!r}"
+                n += 1
+        out.append(r)
+    return out, n
+
+
+def relabel_main(args) -> None:
+    old, new = json.loads(args.old), json.loads(args.new)
+    for f in map(Path, args.jsonl):
+        recs = load_records(f)
+        new_recs, n = relabel(recs, args.key, old, new)
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in new_recs))
+        tmp.replace(f)
+        # saved labels follow their records; in two steps, since one run's new name can be another's old one
+        labels_dir = Path(args.labels_dir) if args.labels_dir else None
+        staged = []
+        for a, b in zip(recs, new_recs):
+            if labels_dir and "method" in a and a.get("overrides") != b.get("overrides"):
+                src = labels_dir / labels_file(a["dataset"], a["method"], a["seed"], a.get("overrides"))
+                if src.exists():
+                    tmp_name = src.with_name(src.name + ".relabel")
+                    src.replace(tmp_name)
+                    staged.append((tmp_name, labels_dir / labels_file(b["dataset"], b["method"], b["seed"],
+                                                                      b.get("overrides"))))
+        for tmp_name, dst in staged:
+            tmp_name.replace(dst)
+        moved = len(staged)
+        print(f"{f}: {n} of {len(recs)} records relabelled, {moved} label files renamed")
+
+
 # --------------------------------------------------------------------------- batch driver
 
 
@@ -846,6 +896,12 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--metric", default="ARI")
     c.add_argument("--min-seeds", type=int, default=3)
     c.add_argument("--md", default=None, help="write the markdown here instead of printing it")
+    rl = sub.add_parser("relabel", help="after a preset default changes: record the old value in the old runs")
+    rl.add_argument("--key", required=True, help="config field whose default changed, e.g. kmeans_warm_start")
+    rl.add_argument("--old", required=True, help="old default (JSON), e.g. true")
+    rl.add_argument("--new", required=True, help="new default (JSON), e.g. false")
+    rl.add_argument("--jsonl", nargs="+", required=True)
+    rl.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR), help="rename saved labels to match ('' to skip)")
     w = sub.add_parser("_run", help="(internal) one run in this process; prints one JSON line")
     w.add_argument("--dataset", required=True)
     w.add_argument("--method", required=True, choices=list(METHODS))
@@ -860,6 +916,8 @@ def main(argv: list[str] | None = None) -> None:
         table_main(args)
     elif args.cmd == "compare":
         compare_main(args)
+    elif args.cmd == "relabel":
+        relabel_main(args)
     else:
         overrides = parse_overrides(args.override)
         datasets = args.datasets or default_datasets()

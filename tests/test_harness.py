@@ -139,3 +139,58 @@ def test_paired_comparison_uses_shared_seeds_only(harness):
     mean_row = next(line for line in lines if "mean over these 2 datasets" in line)
     assert mean_row.endswith("| 0.350 | 0.600 |")
     assert "ahead by > 0.02 on 2" in text
+
+
+def test_relabel_records_the_old_default(harness, tmp_path):
+    recs = [
+        _rec("a", "scgpcl_fast", 0, 0.5),  # old default: gets it written down
+        _rec("a", "scgpcl_fast", 0, 0.6, overrides={"kmeans_warm_start": False}),  # new default: tag dropped
+        _rec("a", "fast_no_ins", 0, 0.4, overrides={"lambda_proto": 0.5}),  # other overrides kept
+        _rec("a", "pca_kmeans", 0, 0.3),  # baselines have no such setting
+        {"dataset": "a", "mode": "auto", "seed": 0, "ARI": 0.2},  # auto_k.jsonl scGPCL run
+        {"dataset": "a", "mode": "leiden_res1", "seed": 0, "ARI": 0.1},
+    ]
+    new, n = harness.relabel(recs, "kmeans_warm_start", True, False)
+    assert n == 4
+    assert new[0]["overrides"] == {"kmeans_warm_start": True} and "relabelled" in new[0]
+    assert new[1]["overrides"] == {}
+    assert new[2]["overrides"] == {"lambda_proto": 0.5, "kmeans_warm_start": True}
+    assert new[3]["overrides"] == {} and "relabelled" not in new[3]
+    assert new[4]["overrides"] == {"kmeans_warm_start": True}
+    assert "overrides" not in new[5]
+    assert recs[0]["overrides"] == {}  # inputs untouched
+
+    # the CLI rewrites the file and renames the saved labels to match
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs[1::-1]))  # the new name's owner first
+    lab = tmp_path / "labels"
+    lab.mkdir()
+    np.save(lab / harness.labels_file("a", "scgpcl_fast", 0), np.zeros(3))
+    np.save(lab / harness.labels_file("a", "scgpcl_fast", 0, {"kmeans_warm_start": False}), np.ones(3))
+    harness.main(["relabel", "--key", "kmeans_warm_start", "--old", "true", "--new", "false",
+                  "--jsonl", str(f), "--labels-dir", str(lab)])
+    assert [r["overrides"] for r in harness.load_records(f)] == [{}, {"kmeans_warm_start": True}]
+    assert np.load(lab / harness.labels_file("a", "scgpcl_fast", 0)).sum() == 3  # the new-default run's labels
+    assert np.load(lab / harness.labels_file("a", "scgpcl_fast", 0, {"kmeans_warm_start": True})).sum() == 0
+
+
+def test_auto_k_pairs_runs_of_the_same_configuration(harness, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_auto_k", HARNESS.parent / "auto_k.py")
+    auto_k = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(auto_k)
+    monkeypatch.setattr(auto_k, "RESULTS", tmp_path)
+    monkeypatch.setattr(auto_k, "JSONL", tmp_path / "auto_k.jsonl")
+    old = {"kmeans_warm_start": True}
+    (tmp_path / "real.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        _rec("a", "scgpcl_fast", 0, 0.9), _rec("a", "scgpcl_fast", 1, 0.8, overrides=old),
+        _rec("a", "pca_kmeans", 0, 0.7)]))
+    (tmp_path / "auto_k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"dataset": "a", "mode": "auto", "seed": 1, "ARI": 0.5, "overrides": old},
+        {"dataset": "a", "mode": "auto", "seed": 2, "ARI": 0.4},
+        {"dataset": "a", "mode": "leiden_res1", "seed": 0, "ARI": 0.3}]))
+    got = auto_k.all_records(["a"], old)
+    assert sorted((r["mode"], r["seed"], r["ARI"]) for r in got) == [
+        ("auto", 1, 0.5), ("leiden_res1", 0, 0.3), ("true", 1, 0.8)]
+    got = auto_k.all_records(["a"], {})
+    assert sorted((r["mode"], r["seed"], r["ARI"]) for r in got) == [
+        ("auto", 2, 0.4), ("leiden_res1", 0, 0.3), ("true", 0, 0.9)]
