@@ -345,8 +345,9 @@ def table(args) -> None:
         if missing:
             L += [f"Incomplete (not in the means): {', '.join(missing)}.", ""]
     L += criteria_section(recs), ""
-    MD.write_text("\n".join(L))
-    print(f"wrote {MD}")
+    md = Path(getattr(args, "md", None) or MD)
+    md.write_text("\n".join(L))
+    print(f"wrote {md}")
 
 
 def _criteria_table(rows: list[dict], title: str) -> list[str]:
@@ -460,6 +461,7 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("--datasets", nargs="+", default=None)
     t.add_argument("--override", action="append", metavar="KEY=VALUE", help="configuration to tabulate")
+    t.add_argument("--md", default=None, help="write here instead of benchmarks/results/auto_k.md")
     w = sub.add_parser("warmup")
     w.add_argument("--datasets", nargs="+", default=None)
     w.add_argument("--seed", type=int, default=0)

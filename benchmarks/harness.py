@@ -54,7 +54,7 @@ METHODS: dict[str, tuple[str | None, dict[str, Any], str]] = {
     "scgpcl": ("faithful", {}, "scGPCL, reference defaults (SPEC): lr 1e-4, pre-train <= 200 epochs "
                "(warm-up 100), fine-tune <= 200, 20 k-means restarts per epoch"),
     "scgpcl_fast": ("fast", {}, "scGPCL, `fast` preset: lr 1e-3, pre-train <= 100 (warm-up 30), "
-                    "fine-tune <= 100, 5 k-means restarts per epoch (+ warm start)"),
+                    "fine-tune <= 100, 5 k-means restarts per epoch"),
     "pca_kmeans": (None, {}, "scanpy pipeline (normalize_total 1e4, log1p, 2000 seurat HVG, scale max 10, "
                    "PCA 50) + k-means (k = K, 10 restarts)"),
     "leiden_tuned": (None, {}, "same pipeline, 15-NN graph, Leiden (igraph, 2 iterations) at the resolution in "
@@ -78,14 +78,15 @@ METHOD_ORDER = [m for m in METHODS if not m.startswith("_")]
 BASELINE_METHODS = ["pca_kmeans", "leiden_tuned"]
 
 FAST_VS_FAITHFUL = (
-    "`scgpcl_fast` differs from `scgpcl` only in the schedule: learning rate 1e-3 instead of 1e-4, at most "
-    "100 pre-training epochs with a 30-epoch warm-up instead of 200 / 100, at most 100 DEC epochs instead of "
-    "200, and 5 fresh k-means restarts per post-warm-up epoch (plus a warm start from the previous centres) "
-    "instead of 20. Why: on 2 CPU cores the reference schedule costs 3-5x more time; with the 10x larger "
-    "learning rate the losses reach the same level in far fewer epochs, pre-training typically meets the "
-    "convergence test (ARI > 0.99 between consecutive epochs' k-means labels) after 30-40 epochs, and the "
-    "warm-started k-means keeps the per-epoch clustering stable with fewer restarts "
-    "(`benchmarks/results/core_fast.jsonl`, `src/scgpcl/_config.py`)."
+    "`scgpcl_fast` differs from `scgpcl` in the schedule and the gene selection: learning rate 1e-3 instead "
+    "of 1e-4, at most 100 pre-training epochs with a 30-epoch warm-up instead of 200 / 100, at most 100 DEC "
+    "epochs instead of 200, 5 k-means restarts per post-warm-up epoch instead of 20, and 2000 genes by "
+    "scanpy's `seurat` dispersion instead of the top 20 % by raw-count variance. Why: on 2 CPU cores the "
+    "reference schedule costs 3-5x more time, and with the 10x larger learning rate the losses reach the "
+    "same level in far fewer epochs (`core.md`); raw-count variance favours a few very highly expressed "
+    "genes (`gene_selection.md`). Both presets run fresh k-means restarts in every post-warm-up epoch, as "
+    "the reference does. Until 2026-11-30 they also tried the previous epoch's centres as a start; runs "
+    "made that way are marked `[kmeans_warm_start=True]` (`warm_start.md`)."
 )
 
 # MANIFEST.md baselines (one seed): (k-means ARI, NMI), (Leiden tuned ARI, NMI) or None
@@ -901,7 +902,10 @@ def main(argv: list[str] | None = None) -> None:
     rl.add_argument("--old", required=True, help="old default (JSON), e.g. true")
     rl.add_argument("--new", required=True, help="new default (JSON), e.g. false")
     rl.add_argument("--jsonl", nargs="+", required=True)
-    rl.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR), help="rename saved labels to match ('' to skip)")
+    rl.add_argument("--labels-dir", default="",
+                    help="also rename the saved labels of these runs to match (e.g. benchmarks/runs/labels). Only "
+                         "for files whose runs wrote the labels there: not superseded.jsonl, whose keys' labels "
+                         "belong to the runs that replaced them")
     w = sub.add_parser("_run", help="(internal) one run in this process; prints one JSON line")
     w.add_argument("--dataset", required=True)
     w.add_argument("--method", required=True, choices=list(METHODS))

@@ -52,15 +52,24 @@ def build_table(records: list[dict], command: str, figure: str | None) -> str:
     ok = list(harness.latest_ok(records).values())
     cmds = sorted({r["command"] for r in records if r.get("command")})
     max_ep = max((r.get("pretrain_epochs", 0) for r in ok), default=0)
+    other = sorted({f"`{k}={v}`" for rs in rows.values() for r in rs
+                    for k, v in (r.get("overrides") or {}).items() if k != "lambda_proto"})
     L = ["# lambda2 (prototypical loss weight): convergence epoch and accuracy", "", "```"] + cmds + [command, "```", "",
          f"Method: `scgpcl_fast` (the `fast` preset: lr 1e-3, pre-training at most 100 epochs with a 30-epoch "
-         "warm-up, DEC fine-tuning at most 100) with `lambda_proto` overridden; everything else at its default "
+         "warm-up, DEC fine-tuning at most 100) with `lambda_proto` overridden"
+         + (f", and {', '.join(other)}" if other else "") + "; everything else at its default "
          "(lambda_ins 1). The prototypical loss only acts after the warm-up, and the convergence test (ARI > 0.99 "
          "between consecutive epochs' k-means labels) starts at the end of the warm-up, so with this preset the "
          "earliest possible convergence epoch is 31 (the paper's schedule has a 100-epoch warm-up). "
          "'converged' = pre-training stopped by that test before its epoch limit; mean ± sd over seeds "
          f"{sorted({r['seed'] for rs in rows.values() for r in rs})}; machine: "
          f"{ok[0].get('machine', '?') if ok else '?'}.", ""]
+    if "`kmeans_warm_start=True`" in other:
+        L += ["**Read the convergence epochs with care:** these runs started each epoch's k-means from the previous "
+              "epoch's centres (`kmeans_warm_start=True`, the default until 2026-11-30), which makes consecutive "
+              "labels agree by construction; so pre-training stops a few epochs after the warm-up whatever "
+              "lambda2 is, and the epoch column says more about that warm start than about lambda2 "
+              "(`warm_start.md`). With fresh restarts (the default now) pre-training mostly runs to its limit.", ""]
     for d in datasets:
         L += [f"## {d}", "",
               "| lambda2 | pre-training epochs (per seed) | converged | ARI | NMI | CA | fine-tune epochs | wall s |",
