@@ -80,6 +80,27 @@ benchmark scores all four criteria on its own warm-up embedding (table "From the
 on 13 datasets x 3 seeds."""
 
 
+#: Why the default changed after the full run (written into auto_k.md).
+REVISION = """\
+**Revised decision (2026-11-30, after the benchmark runs): `leiden_modularity` is the default.**
+
+1. **Which K it picks.** The table above has the warm-up embeddings of the benchmark runs. They are the same
+   whatever the k-means setting, since K is estimated before any k-means. On them `leiden_modularity` comes
+   closer to the true K than `eigengap`: mean |log(K_est/K_true)| 0.43 vs 0.55. k-means at its K
+   also scores higher, ARI 0.575 vs 0.521 (true K: 0.602).
+2. **End to end.** The estimated-K ARI is 0.665 (true K: 0.725) with `leiden_modularity` and fresh restarts (this file).
+   With `eigengap` and the previous k-means warm start (`auto_k_previous.md`, 10 datasets) it was 0.587.
+3. **How each fails.**
+   - `eigengap`: K = 2 on three-type data (cellbench, zeisel_subset) and K = 5-6 for baron_human's 14 types.
+   - `leiden_modularity`: it over-splits zeisel_subset (K = 8 for 3 types: ARI 0.42 against 0.94) and
+     worm_neuron (K = 22-23 for 10 types), and it under-splits mouse_bladder (9 for 16).
+4. **Caveat.** The choice was made on the same datasets it is scored on. On the first 10 seed-0 embeddings
+   (`auto_k_criteria.md`, made before the gene-selection change of 2026-11-29) `eigengap` had been ahead,
+   0.593 vs 0.549.
+5. **Cost.** Leiden takes ~6 s per estimate here, against 0.1 s for `eigengap`. leidenalg and igraph became
+   required dependencies."""
+
+
 # ------------------------------------------------------------------ datasets
 def default_datasets() -> list[str]:
     """Raw-count files of the shared real data, smallest first (NOT_COUNTS excluded)."""
@@ -390,7 +411,7 @@ def criteria_section(recs: list[dict]) -> str:
         L += _criteria_table(sorted(rows, key=lambda r: (r["dataset"], r["seed"])), "### From the benchmark runs")
     else:
         L.append("(no runs yet)")
-    L += ["", DECISION]
+    L += ["", REVISION, "", DECISION]
     extra = RESULTS / "auto_k_criteria.md"
     if extra.exists():
         L += ["", f"Selection of the default before the full run: see `{extra.name}`."]

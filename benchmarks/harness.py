@@ -341,11 +341,17 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any) -
     Records of scGPCL-based methods (not the scanpy baselines; in
     ``auto_k.jsonl`` the ``auto`` and ``true`` runs) that ran with the old default, i.e. without ``key`` in their overrides, get ``key=old_default``
     added; records that set ``key=new_default`` explicitly lose it (that is now
-    the default). Returns the new records and how many changed.
+    the default). Records relabelled for the same change before are left
+    alone, so running it again (e.g. after appending new runs) is safe.
+    Returns the new records and how many changed.
     """
     out, n = [], 0
+    note = f"{key}: default {old_default!r} -> {new_default!r}"
     for r in records:
         r = dict(r)
+        if r.get("relabelled") == note:  # done before: a run at the new default must not get the old one
+            out.append(r)
+            continue
         if METHODS.get(r.get("method"), (None,))[0] is not None or r.get("mode") in ("auto", "true"):
             o = dict(r.get("overrides") or {})
             if key not in o:
@@ -353,7 +359,7 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any) -
             elif o[key] == new_default:
                 del o[key]
             if o != (r.get("overrides") or {}):
-                r["overrides"], r["relabelled"] = o, f"{key}: default {old_default!r} -> {new_default!r}"
+                r["overrides"], r["relabelled"] = o, note
                 n += 1
         out.append(r)
     return out, n

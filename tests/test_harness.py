@@ -159,6 +159,10 @@ def test_relabel_records_the_old_default(harness, tmp_path):
     assert new[4]["overrides"] == {"kmeans_warm_start": True}
     assert "overrides" not in new[5]
     assert recs[0]["overrides"] == {}  # inputs untouched
+    again, n = harness.relabel(new + [_rec("a", "scgpcl_fast", 1, 0.7, overrides={"kmeans_warm_start": False})],
+                               "kmeans_warm_start", True, False)
+    assert n == 1 and again[:6] == new  # a second pass only touches the new run
+    assert again[6]["overrides"] == {}
 
     # the CLI rewrites the file and renames the saved labels to match
     f = tmp_path / "r.jsonl"

@@ -90,10 +90,11 @@ class TrainConfig:
     #: Skip the DEC stage (ablation); labels then come from k-means.
     finetune: bool = True
     #: With ``n_clusters=None``: criterion that estimates K on the embedding
-    #: after the warm-up (``scgpcl.train._auto_k``): "eigengap" (default),
-    #: "leiden_stability", "leiden_modularity" (both need leidenalg/igraph) or
-    #: "silhouette". Chosen by measurement: benchmarks/results/auto_k_criteria.md.
-    auto_k_method: str = "eigengap"
+    #: after the warm-up (``scgpcl.train._auto_k``): "leiden_modularity"
+    #: (default), "leiden_stability" (both use leidenalg/igraph), "eigengap" or
+    #: "silhouette". Chosen by measurement on 30 benchmark embeddings
+    #: (benchmarks/results/auto_k.md; auto_k_criteria.md has the first choice).
+    auto_k_method: str = "leiden_modularity"
     #: Largest K the estimate may return (also capped at n_cells // 10).
     auto_k_max: int = 30
 

@@ -39,7 +39,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
                    help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
     g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
-                   "(eigengap, the default; leiden_stability; leiden_modularity; silhouette)")
+                   "(leiden_modularity, the default; leiden_stability; eigengap; silhouette)")
     g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
 
 

@@ -57,8 +57,9 @@ def _check_auto_k_options(config: SCGPCLConfig) -> None:
 
         if any(importlib.util.find_spec(m) is None for m in ("leidenalg", "igraph")):
             raise InputError(
-                f"auto_k_method={t.auto_k_method!r} needs the optional packages leidenalg and igraph: "
-                "pip install 'scgpcl[leiden]', or choose auto_k_method='eigengap' or 'silhouette'"
+                f"auto_k_method={t.auto_k_method!r} needs leidenalg and igraph, which are not installed: "
+                "pip install leidenalg igraph (both are scgpcl dependencies), "
+                "or choose auto_k_method='eigengap' or 'silhouette'"
             )
 
 

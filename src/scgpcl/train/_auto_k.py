@@ -157,8 +157,8 @@ def _leiden_runs(z, *, seed, n_neighbors, resolutions, n_runs, fraction):
         import leidenalg
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the Leiden criteria need the optional packages leidenalg and igraph: "
-            "pip install 'scgpcl[leiden]', or use auto_k_method='silhouette'"
+            "the Leiden criteria need leidenalg and igraph, which are not installed: "
+            "pip install leidenalg igraph, or use auto_k_method='eigengap'"
         ) from None
     z = _as_array(z)
     n = z.shape[0]
