@@ -92,7 +92,7 @@ class TrainConfig:
     #: With ``n_clusters=None``: criterion that estimates K on the embedding
     #: after the warm-up (``scgpcl.train._auto_k``): "leiden_modularity"
     #: (default), "leiden_stability" (both use leidenalg/igraph), "eigengap" or
-    #: "silhouette". Chosen by measurement on 30 benchmark embeddings
+    #: "silhouette". Chosen by measurement on 33 benchmark embeddings
     #: (benchmarks/results/auto_k.md; auto_k_criteria.md has the first choice).
     auto_k_method: str = "leiden_modularity"
     #: Largest K the estimate may return (also capped at n_cells // 10).
