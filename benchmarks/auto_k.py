@@ -222,25 +222,11 @@ def worker(args) -> None:
 
 
 # ------------------------------------------------------------------- records
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
-
-
 def harness_true_k(datasets, overrides: dict) -> list[dict]:
     """True-K fast-preset runs (with exactly these config overrides) from the harness's ``real*.jsonl`` files."""
     out = []
     for f in sorted(glob.glob(str(RESULTS / "real*.jsonl"))):
-        for r in read_jsonl(Path(f)):
+        for r in harness.load_records(f):
             if (r.get("method") == "scgpcl_fast" and r.get("status", "ok") == "ok" and _same(r, overrides)
                     and r.get("dataset") in datasets and "ARI" in r):
                 out.append({"dataset": r["dataset"], "mode": "true", "seed": int(r["seed"]), "ARI": r["ARI"],
@@ -249,8 +235,10 @@ def harness_true_k(datasets, overrides: dict) -> list[dict]:
 
 
 def all_records(datasets, overrides: dict, extra: Path | None = None) -> list[dict]:
-    """Records of ``auto_k.jsonl`` (and ``extra``) for one configuration; Leiden runs whatever their overrides."""
-    recs = [r for f in (JSONL, extra) if f is not None for r in read_jsonl(f)
+    """Records of ``auto_k.jsonl`` (and ``extra``, read once even when it is that file) for one configuration;
+    Leiden runs whatever their overrides."""
+    files = [JSONL] + ([extra] if extra is not None and Path(extra) != JSONL else [])
+    recs = [r for f in files for r in harness.load_records(f)
             if r.get("dataset") in datasets and (r["mode"] == "leiden_res1" or _same(r, overrides))]
     have = {(r["dataset"], r["mode"], r["seed"]) for r in recs}
     recs += [r for r in harness_true_k(datasets, overrides) if (r["dataset"], "true", r["seed"]) not in have]

@@ -339,9 +339,10 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any) -
     """Keep records truthful when a preset's default for ``key`` changes from ``old_default`` to ``new_default``.
 
     Records of scGPCL-based methods (not the scanpy baselines; in
-    ``auto_k.jsonl`` the ``auto`` and ``true`` runs) that ran with the old default, i.e. without ``key`` in their overrides, get ``key=old_default``
-    added; records that set ``key=new_default`` explicitly lose it (that is now
-    the default). Records relabelled for the same change before are left
+    ``auto_k.jsonl`` the ``auto`` and ``true`` runs) that ran with the old
+    default, i.e. without ``key`` in their overrides, get ``key=old_default``
+    added; records that set ``key=new_default`` explicitly lose it (that is
+    now the default). Records relabelled for the same change before are left
     alone, so running it again (e.g. after appending new runs) is safe.
     Returns the new records and how many changed.
     """
