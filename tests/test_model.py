@@ -221,3 +221,19 @@ def test_kmeans_warm_start_option(toy, monkeypatch, warm):
     assert len(inits) == 3 * n_epochs  # three granularities per epoch
     assert inits[:3] == [False] * 3  # nothing to warm-start from in the first one
     assert all(inits[3:]) if warm else not any(inits)
+
+
+def test_epoch_labels_are_the_last_prototype_clustering(toy):
+    # with convergence disabled, the last post-warm-up epoch is pretrain_epochs - 1;
+    # its K-cluster k-means labels are kept on the trainer (benchmarks/stopping.py reads them)
+    quick = dict(QUICK, convergence_ari=1.01)
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, **quick)
+    seen = []
+    m.trainer.progress = False
+    m.trainer.pretrain(callback=lambda epoch, rec: seen.append((epoch, m.trainer.epoch_labels)))
+    before = [lab for epoch, lab in seen if epoch < QUICK["warmup_epochs"]]
+    assert all(lab is None for lab in before)
+    last = seen[-2][1]  # epoch pretrain_epochs - 1
+    assert last.shape == (toy.n_obs,)
+    assert set(np.unique(last)) == {0, 1, 2}
+    assert clustering_metrics(toy.obs["cell_type"], last)["ARI"] > 0.9

@@ -114,6 +114,9 @@ class Trainer:
         self.init_labels: np.ndarray | None = None
         #: the pre-trained embedding those labels were computed on
         self.init_embedding: np.ndarray | None = None
+        #: k-means labels (K clusters) of the latest post-warm-up pre-training
+        #: epoch, as used for its prototypes and convergence check
+        self.epoch_labels: np.ndarray | None = None
 
     # ---------------------------------------------------------------- helpers
     def _batches(self) -> list[np.ndarray]:
@@ -258,6 +261,7 @@ class Trainer:
                 ]
                 prev_centres = [r.centres for r in results]
                 labels = results[0].labels
+                self.epoch_labels = labels
                 if prev_labels is not None:
                     ari = float(adjusted_rand_score(prev_labels, labels))
                     record["ari_prev"] = ari
