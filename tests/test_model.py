@@ -237,3 +237,21 @@ def test_epoch_labels_are_the_last_prototype_clustering(toy):
     assert last.shape == (toy.n_obs,)
     assert set(np.unique(last)) == {0, 1, 2}
     assert clustering_metrics(toy.obs["cell_type"], last)["ARI"] > 0.9
+
+
+def test_convergence_patience_stops_when_stability_stops_improving(toy):
+    # the 0.99 rule is disabled; patience 2 must stop two epochs after the best
+    # consecutive-epoch ARI, and the history must show exactly that
+    quick = dict(QUICK, convergence_ari=1.01, pretrain_epochs=40)
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=2, **quick).train(progress=False)
+    h = m.history["pretrain"]
+    ari = h["ari_prev"]
+    seen = ~np.isnan(ari)
+    epochs = h["epoch"][seen].astype(int)
+    vals = ari[seen]
+    best_epoch = epochs[int(np.argmax(vals))]  # first epoch reaching the maximum
+    assert m.stages["pretrain"]["epochs"] == best_epoch + 2 < 40
+    assert "has not exceeded its best" in m.stages["pretrain"]["stop_reason"]
+    # without patience the same run goes to the epoch limit
+    off = SCGPCL(toy, 3, random_state=0, finetune=False, **quick).train(progress=False)
+    assert off.stages["pretrain"]["epochs"] == 40

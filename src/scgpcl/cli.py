@@ -25,6 +25,9 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--lr", type=float, help="pre-training learning rate (faithful: 1e-4)")
     g.add_argument("--pretrain-epochs", type=int, help="maximum pre-training epochs (200)")
     g.add_argument("--warmup-epochs", type=int, help="epochs before the prototypical loss starts (100)")
+    g.add_argument("--convergence-patience", type=int,
+                   help="also stop pre-training when the ARI between consecutive epochs' k-means labels "
+                        "has not improved for this many epochs (0: off)")
     g.add_argument("--finetune-epochs", type=int, help="maximum fine-tuning epochs (200)")
     g.add_argument("--lambda-ins", type=float, help="weight of the instance-wise loss (1.0)")
     g.add_argument("--lambda-proto", type=float, help="weight of the prototypical loss (0.05)")
@@ -44,7 +47,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
 
 
 _OVERRIDES = [
-    "lr", "pretrain_epochs", "warmup_epochs", "finetune_epochs", "lambda_ins", "lambda_proto",
+    "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
     "reconstruction", "encoder", "finetune", "auto_k_method", "auto_k_max",
 ]

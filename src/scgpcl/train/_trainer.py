@@ -211,6 +211,7 @@ class Trainer:
         )
         sizes: list[int] = []  # prototype granularities; known once K is
         prev_labels: np.ndarray | None = None
+        best_ari, best_epoch = -1.0, 0  # best consecutive-epoch ARI so far (convergence_patience)
         prev_centres: list[torch.Tensor | None] = []
         res.stop_reason = f"reached the maximum of {cfg.pretrain_epochs} epochs"
         bar = self._bar(cfg.pretrain_epochs, "pre-training")
@@ -265,11 +266,20 @@ class Trainer:
                 if prev_labels is not None:
                     ari = float(adjusted_rand_score(prev_labels, labels))
                     record["ari_prev"] = ari
+                    if ari > best_ari:
+                        best_ari, best_epoch = ari, epoch
                     if ari > cfg.convergence_ari:
                         converged = True
                         res.stop_reason = (
                             f"converged after epoch {epoch}: ARI between consecutive epochs' k-means labels "
                             f"{ari:.4f} > {cfg.convergence_ari}"
+                        )
+                    elif cfg.convergence_patience > 0 and epoch - best_epoch >= cfg.convergence_patience:
+                        converged = True
+                        res.stop_reason = (
+                            f"stopped after epoch {epoch}: the ARI between consecutive epochs' k-means labels "
+                            f"has not exceeded its best ({best_ari:.4f}, epoch {best_epoch}) for "
+                            f"{cfg.convergence_patience} epochs"
                         )
                 prev_labels = labels
                 if use_proto:
