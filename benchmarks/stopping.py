@@ -154,9 +154,9 @@ def analyse(paths: list[str]) -> None:
     print(f"{len(runs)} traces from {path}\n")
     print("ARI: k-means (5 restarts) on the embedding at the stopping epoch, against the labels; "
           "'smoothed': mean over the 3 epochs ending there.\n")
-    print("| rule | mean ARI | smoothed | smoothed delta vs current: mean | worst | mean epochs | "
-          "pre-training time vs current |")
-    print("|---|---|---|---|---|---|---|")
+    print("| rule | mean ARI | smoothed (3) | smoothed (3) delta vs current: mean | worst | smoothed (5) | "
+          "mean epochs | pre-training time vs current |")
+    print("|---|---|---|---|---|---|---|---|")
     base = [rule_reference(r["trace"]) for r in runs]
     base_s = np.array([smoothed(r["trace"], b) for r, b in zip(runs, base)])
     per_ds: dict[str, list[float]] = {}
@@ -164,16 +164,22 @@ def analyse(paths: list[str]) -> None:
         stops = [rule(r["trace"]) for r in runs]
         aris = np.array([s["ari_true"] for s in stops])
         sm = np.array([smoothed(r["trace"], s) for r, s in zip(runs, stops)])
+        sm5 = np.array([smoothed(r["trace"], s, 5) for r, s in zip(runs, stops)])
         d = sm - base_s
         t = sum(s["seconds"] for s in stops) / sum(b["seconds"] for b in base)
         ep = np.mean([s["epoch"] for s in stops])
-        print(f"| {name} | {aris.mean():.3f} | {sm.mean():.3f} | {d.mean():+.3f} | {d.min():+.3f} | {ep:.0f} | {t:.2f} |")
-        per_ds[name] = sm
-    print("\nSmoothed ARI per dataset (mean over its traces), one column per rule above, in order:\n")
+        print(f"| {name} | {aris.mean():.3f} | {sm.mean():.3f} | {d.mean():+.3f} | {d.min():+.3f} | "
+              f"{sm5.mean():.3f} | {ep:.0f} | {t:.2f} |")
+        per_ds[name] = (sm, np.array([s["epoch"] for s in stops]))
+    print("\nPer dataset (mean over its traces): stopping epoch / smoothed (3) ARI\n")
+    shown = [n for n in rules if n.startswith(("reference", "patience", "at most"))]
+    print("| dataset | traces | " + " | ".join(shown) + " |")
+    print("|---" * (len(shown) + 2) + "|")
     names = sorted({r["dataset"] for r in runs})
     for d in names:
         idx = [i for i, r in enumerate(runs) if r["dataset"] == d]
-        print(f"{d[:24]:24s} n={len(idx)} " + " ".join(f"{per_ds[n][idx].mean():.3f}" for n in rules))
+        cells = [f"{per_ds[n][1][idx].mean():.0f} / {per_ds[n][0][idx].mean():.3f}" for n in shown]
+        print(f"| {d} | {len(idx)} | " + " | ".join(cells) + " |")
     print("\nMean smoothed ARI by epoch after the warm-up, relative to the first post-warm-up epoch:\n")
     offsets = (0, 5, 10, 20, 30, 40, 50, 60, 69)
     rel = {o: [] for o in offsets}
