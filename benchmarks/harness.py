@@ -335,7 +335,8 @@ def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = N
 
 
 # --------------------------------------------------------------------------- relabel
-def relabel(records: list[dict], key: str, old_default: Any, new_default: Any) -> tuple[list[dict], int]:
+def relabel(records: list[dict], key: str, old_default: Any, new_default: Any,
+            preset: str | None = None) -> tuple[list[dict], int]:
     """Keep records truthful when a preset's default for ``key`` changes from ``old_default`` to ``new_default``.
 
     Records of scGPCL-based methods (not the scanpy baselines; in
@@ -344,23 +345,28 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any) -
     added; records that set ``key=new_default`` explicitly lose it (that is
     now the default). Records relabelled for the same change before are left
     alone, so running it again (e.g. after appending new runs) is safe.
-    Returns the new records and how many changed.
+    With ``preset`` ("fast" or "faithful") only methods built on that preset
+    change (``auto_k.jsonl`` runs use ``fast``). Returns the new records and
+    how many changed.
     """
     out, n = [], 0
     note = f"{key}: default {old_default!r} -> {new_default!r}"
     for r in records:
         r = dict(r)
-        if r.get("relabelled") == note:  # done before: a run at the new default must not get the old one
+        done = r.get("relabelled") or []
+        done = [done] if isinstance(done, str) else list(done)
+        if note in done:  # done before: a run at the new default must not get the old one
             out.append(r)
             continue
-        if METHODS.get(r.get("method"), (None,))[0] is not None or r.get("mode") in ("auto", "true"):
+        base = METHODS.get(r.get("method"), (None,))[0] or ("fast" if r.get("mode") in ("auto", "true") else None)
+        if base is not None and (preset is None or base == preset):
             o = dict(r.get("overrides") or {})
             if key not in o:
                 o[key] = old_default
             elif o[key] == new_default:
                 del o[key]
             if o != (r.get("overrides") or {}):
-                r["overrides"], r["relabelled"] = o, note
+                r["overrides"], r["relabelled"] = o, done + [note]
                 n += 1
         out.append(r)
     return out, n
@@ -370,7 +376,7 @@ def relabel_main(args) -> None:
     old, new = json.loads(args.old), json.loads(args.new)
     for f in map(Path, args.jsonl):
         recs = load_records(f)
-        new_recs, n = relabel(recs, args.key, old, new)
+        new_recs, n = relabel(recs, args.key, old, new, preset=args.preset)
         tmp = f.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in new_recs))
         tmp.replace(f)
@@ -909,6 +915,8 @@ def main(argv: list[str] | None = None) -> None:
     rl.add_argument("--old", required=True, help="old default (JSON), e.g. true")
     rl.add_argument("--new", required=True, help="new default (JSON), e.g. false")
     rl.add_argument("--jsonl", nargs="+", required=True)
+    rl.add_argument("--preset", choices=["fast", "faithful"], default=None,
+                    help="only records of methods built on this preset (the default changed in it alone)")
     rl.add_argument("--labels-dir", default="",
                     help="also rename the saved labels of these runs to match (e.g. benchmarks/runs/labels). Only "
                          "for files whose runs wrote the labels there: not superseded.jsonl, whose keys' labels "

@@ -178,6 +178,18 @@ def test_relabel_records_the_old_default(harness, tmp_path):
     assert np.load(lab / harness.labels_file("a", "scgpcl_fast", 0, {"kmeans_warm_start": True})).sum() == 0
 
 
+def test_relabel_preset_filter_leaves_the_other_preset_alone(harness):
+    # a default that changed in the fast preset only must not be written into faithful runs
+    recs = [_rec("a", "scgpcl", 0, 0.5), _rec("a", "scgpcl_fast", 0, 0.6), _rec("a", "fast_mlp", 0, 0.4),
+            {"dataset": "a", "mode": "auto", "seed": 0, "ARI": 0.2}]
+    new, n = harness.relabel(recs, "convergence_patience", 0, 15, preset="fast")
+    assert n == 3
+    assert new[0].get("overrides") == {} and "relabelled" not in new[0]
+    assert [r["overrides"] for r in new[1:]] == [{"convergence_patience": 0}] * 3
+    _, n_all = harness.relabel(recs, "convergence_patience", 0, 15)
+    assert n_all == 4
+
+
 def test_auto_k_pairs_runs_of_the_same_configuration(harness, tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_auto_k", HARNESS.parent / "auto_k.py")
     auto_k = importlib.util.module_from_spec(spec)
