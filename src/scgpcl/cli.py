@@ -27,7 +27,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--warmup-epochs", type=int, help="epochs before the prototypical loss starts (100)")
     g.add_argument("--convergence-patience", type=int,
                    help="also stop pre-training when the ARI between consecutive epochs' k-means labels "
-                        "has not improved for this many epochs (0: off)")
+                        "has not improved for this many epochs (faithful: 0, off; fast: 15)")
     g.add_argument("--finetune-epochs", type=int, help="maximum fine-tuning epochs (200)")
     g.add_argument("--lambda-ins", type=float, help="weight of the instance-wise loss (1.0)")
     g.add_argument("--lambda-proto", type=float, help="weight of the prototypical loss (0.05)")
