@@ -143,3 +143,14 @@ def test_umap_works_above_8k_cells():
     fig = scgpcl.pl.umap(a)
     assert np.isfinite(a.obsm["X_scgpcl_umap"]).all()
     assert fig.axes
+
+
+def test_stop_reasons_are_shortened_for_the_stopping_point_label():
+    from scgpcl.pl._plots import _short_reason
+
+    assert _short_reason("converged after epoch 40: ARI between consecutive epochs' k-means labels 0.9912 > 0.99") \
+        == "converged"
+    assert _short_reason("reached the maximum of 100 epochs") == "max epochs"
+    patience = ("stopped after epoch 48: the ARI between consecutive epochs' k-means labels has not exceeded "
+                "its best (0.9800, epoch 33) for 15 epochs")
+    assert _short_reason(patience) == "no ARI gain for 15 epochs"

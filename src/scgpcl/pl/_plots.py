@@ -209,6 +209,8 @@ def _short_reason(reason: str) -> str:
         return "converged"
     if "maximum" in reason:
         return "max epochs"
+    if "has not exceeded its best" in reason:  # convergence_patience
+        return "no ARI gain" + (f" for {reason.rsplit(' for ', 1)[1]}" if " for " in reason else "")
     return reason.split(":")[0][:24]
 
 
