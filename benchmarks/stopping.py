@@ -57,7 +57,8 @@ def trace(dataset: str, seed: int, threads: int, epochs: int) -> dict:
     overhead = [0.0]
 
     def cb(epoch: int, record: dict) -> None:
-        if tr.epoch_labels is None or "ari_prev" not in record and epoch != tr.cfg.warmup_epochs:
+        # rows only for epochs that ran k-means: the warm-up's last epoch and those with a consecutive-epoch ARI
+        if tr.epoch_labels is None or ("ari_prev" not in record and epoch != tr.cfg.warmup_epochs):
             return
         t = time.perf_counter()
         fixed = kmeans(tr.embed(), k, n_init=tr.cfg.kmeans_n_init_epoch, seed=seed + 7919).labels
