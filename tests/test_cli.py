@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
+import scgpcl
 from scgpcl.cli import main
 from test_model import QUICK, _toy_counts
 
@@ -200,3 +201,14 @@ def test_gene_selection_seurat_from_cli(toy_file, tmp_path):
     flat = json.dumps(params, default=str)
     assert '"seurat"' in flat
     assert int(params["n_genes_used"]) in (60, 61, 62)  # scanpy keeps genes tied at the cut-off
+
+
+def test_finetune_masking_flag_reaches_the_config():
+    from scgpcl.cli import _config_from_args, build_parser
+
+    parse = lambda *extra: _config_from_args(build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "3", *extra]))
+    assert parse("--no-finetune-masking").train.finetune_masking is False
+    assert parse("--preset", "faithful", "--finetune-masking").train.finetune_masking is True
+    # not given: the preset's own value
+    assert parse("--preset", "faithful").train.finetune_masking == scgpcl.faithful().train.finetune_masking
+    assert parse("--preset", "fast").train.finetune_masking == scgpcl.fast().train.finetune_masking

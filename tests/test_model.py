@@ -264,3 +264,16 @@ def test_convergence_patience_stops_when_stability_stops_improving(toy):
     # without patience the same run goes to the epoch limit
     off = SCGPCL(toy, 3, random_state=0, finetune=False, **quick).train(progress=False)
     assert off.stages["pretrain"]["epochs"] == 40
+
+
+@pytest.mark.parametrize("masking", [True, False])
+def test_finetune_masking_controls_the_fine_tuning_masks(toy, masking):
+    # the mask generator is drawn from only when fine-tuning masks features
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, finetune_masking=masking, **QUICK)
+    m.train(progress=False)
+    tr = m.trainer
+    before = tr.gen_mask.get_state().clone()
+    fine = tr.finetune()
+    assert fine.epochs >= 1
+    changed = not bool((tr.gen_mask.get_state() == before).all())
+    assert changed is masking

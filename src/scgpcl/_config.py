@@ -91,6 +91,12 @@ class TrainConfig:
     finetune_lr: float = 1.0
     finetune_rho: float = 0.95
     lambda_cluster: float = 1.0
+    #: Mask feature columns (``feature_drop[0]``) in the fine-tuning minibatches
+    #: as in pre-training's first view. The target distribution is always
+    #: computed on the unmasked embedding; without masking the minibatch
+    #: assignments Q are trained on the same kind of input that P and the
+    #: final labels come from (``benchmarks/results/dec.md``).
+    finetune_masking: bool = True
     #: Fine-tuning stops when fewer than this fraction of labels change.
     finetune_tol: float = 1e-3
     #: Skip the DEC stage (ablation); labels then come from k-means.

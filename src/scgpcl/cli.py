@@ -41,6 +41,9 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--encoder", choices=["graph", "mlp"])
     g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
                    help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
+    g.add_argument("--finetune-masking", action=argparse.BooleanOptionalAction, default=None,
+                   help="mask feature columns in the fine-tuning minibatches as in pre-training "
+                        "(faithful: on; fast: see the README)")
     g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
                    "(leiden_modularity, the default; leiden_stability; eigengap; silhouette)")
     g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
@@ -49,7 +52,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
 _OVERRIDES = [
     "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "reconstruction", "encoder", "finetune", "auto_k_method", "auto_k_max",
+    "reconstruction", "encoder", "finetune", "finetune_masking", "auto_k_method", "auto_k_max",
 ]
 
 

@@ -133,9 +133,9 @@ class Trainer:
         mask[torch.randperm(width, generator=self.gen_mask)[:n_drop]] = 0.0
         return mask.to(self.device)
 
-    def _encode_view(self, targets: np.ndarray, view: int) -> torch.Tensor:
+    def _encode_view(self, targets: np.ndarray, view: int, *, mask: bool = True) -> torch.Tensor:
         sub = self.sampler.sample(targets, self.rng_views[view], device=self.device)
-        rate = self.sampler_cfg.feature_drop[view]
+        rate = self.sampler_cfg.feature_drop[view] if mask else 0.0
         cell_mask = self._column_mask(self.data.n_genes, rate)
         gene_mask = self._column_mask(self.module.gene_embedding.embedding_dim, rate)
         genes = torch.from_numpy(sub.genes).to(self.device)
@@ -343,7 +343,7 @@ class Trainer:
             batches = self._batches()
             self.module.train()
             for targets in batches:
-                z = self._encode_view(targets, 0)
+                z = self._encode_view(targets, 0, mask=cfg.finetune_masking)
                 rec = self._reconstruction(z, targets)
                 idx = torch.from_numpy(targets).to(self.device)
                 kl = L.dec_kl(p[idx], L.soft_assign(z, mu, alpha))
