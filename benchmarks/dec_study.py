@@ -154,23 +154,25 @@ def cmd_run(args) -> None:
 
 def cmd_analyse(args) -> None:
     recs = [json.loads(l) for p in args.files for l in Path(p).read_text().splitlines()]
-    names = [n for n in VARIANTS if all(n in r["variants"] for r in recs)]
+    names = [n for n in VARIANTS if any(n in r["variants"] for r in recs) and "@" not in n]
     print("| dataset | seed | pre-DEC (lowest inertia) | restarts: mean / min / max | medoid restart | "
           + " | ".join(names) + " |")
     print("|---|---|---|---|---|" + "---|" * len(names))
     for r in recs:
         a = r["restarts"]["ari"]
         v = r["variants"]
-        cells = " | ".join(f"{v[n]['ARI']:.3f} ({v[n]['epochs']})" for n in names)
+        cells = " | ".join(f"{v[n]['ARI']:.3f} ({v[n]['epochs']})" if n in v else "—" for n in names)
         print(f"| {r['dataset']} | {r['seed']} | {v['base']['ARI_init']:.3f} | {np.mean(a):.3f} / {min(a):.3f} / "
               f"{max(a):.3f} | {a[r['restarts']['medoid']]:.3f} | {cells} |")
     base = np.array([r["variants"]["base"]["ARI"] for r in recs])
-    print(f"\nmean over {len(recs)} runs: base {base.mean():.3f}")
+    print(f"\nmean over {len(recs)} runs: base {base.mean():.3f}; in brackets: fine-tuning epochs")
     for n in names[1:]:
-        x = np.array([r["variants"][n]["ARI"] for r in recs])
-        d = x - base
-        print(f"{n}: mean {x.mean():.3f}, paired diff {d.mean():+.3f} +- {d.std(ddof=1) / np.sqrt(len(d)):.3f} (se), "
-              f"better on {(d > 0.01).sum()}, worse on {(d < -0.01).sum()}")
+        have = [r for r in recs if n in r["variants"]]
+        x = np.array([r["variants"][n]["ARI"] for r in have])
+        d = x - np.array([r["variants"]["base"]["ARI"] for r in have])
+        print(f"- {n} ({len(have)} runs): mean {x.mean():.3f}, paired diff with base {d.mean():+.3f} +- "
+              f"{d.std(ddof=1) / np.sqrt(len(d)):.3f} (se), better by > 0.01 on {(d > 0.01).sum()}, "
+              f"worse on {(d < -0.01).sum()}")
     reseeded = [r for r in recs if all(n in r["variants"] for n in ("base@1", "base@2", "nomask@1", "nomask@2"))]
     if reseeded:
         print(f"\nDEC-stage noise: {len(reseeded)} runs, each fine-tuned from one snapshot with 3 DEC random streams")
