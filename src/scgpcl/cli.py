@@ -43,7 +43,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
                    help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
     g.add_argument("--finetune-masking", action=argparse.BooleanOptionalAction, default=None,
                    help="mask feature columns in the fine-tuning minibatches as in pre-training "
-                        "(faithful: on; fast: see the README)")
+                        "(on in both presets; benchmarks/results/dec.md)")
     g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
                    "(leiden_modularity, the default; leiden_stability; eigengap; silhouette)")
     g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
