@@ -192,6 +192,16 @@ def scanpy_pcs(adata, n_pcs: int = 50, n_hvg: int = 2000):
     return a
 
 
+def pca_neighbors(a, n_neighbors: int = 15) -> None:
+    """scanpy's k-NN graph of ``a.obsm['X_pca']``, as the MANIFEST baselines build it."""
+    import scanpy as sc
+
+    # above 8192 cells scanpy 1.11's approximate neighbours fail with current scipy
+    # (csr_array.getnnz); exact scikit-learn neighbours there, scanpy's default below
+    extra = {"transformer": "sklearn"} if a.n_obs > 8192 else {}
+    sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_pca", random_state=0, **extra)
+
+
 def leiden_search(a, k: int, seed: int, resolutions: Iterable[float] = RESOLUTIONS, n_neighbors: int = 15):
     """Leiden on a 15-NN graph of ``a.obsm['X_pca']`` at each resolution; the labels
     whose cluster count is closest to ``k`` (ties: the resolution nearest 1.0, scanpy's
@@ -202,10 +212,7 @@ def leiden_search(a, k: int, seed: int, resolutions: Iterable[float] = RESOLUTIO
     import scanpy as sc
 
     if "neighbors" not in a.uns:
-        # above 8192 cells scanpy 1.11's approximate neighbours fail with current scipy
-        # (csr_array.getnnz); exact scikit-learn neighbours there, scanpy's default below
-        extra = {"transformer": "sklearn"} if a.n_obs > 8192 else {}
-        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_pca", random_state=0, **extra)
+        pca_neighbors(a, n_neighbors)
     best = None
     counts: dict[float, int] = {}
     for r in resolutions:
