@@ -65,6 +65,11 @@ def test_history_and_stages_recorded(trained):
     assert set(s) == {"pretrain", "finetune"}
     assert 1 <= s["pretrain"]["epochs"] <= QUICK["pretrain_epochs"]
     assert s["pretrain"]["stop_reason"]
+    for stage in ("pretrain", "finetune"):
+        kind = s[stage]["stop_kind"]
+        assert kind in {"converged", "max_epochs", "patience"}
+        # the keyword and the sentence agree
+        assert (kind == "max_epochs") == ("maximum" in s[stage]["stop_reason"])
     h = trained.history["pretrain"]
     for key in ("zinb", "ins", "proto", "loss"):
         assert np.all(np.isfinite(h[key])), key
@@ -261,9 +266,11 @@ def test_convergence_patience_stops_when_stability_stops_improving(toy):
     best_epoch = epochs[int(np.argmax(vals))]  # first epoch reaching the maximum
     assert m.stages["pretrain"]["epochs"] == best_epoch + 2 < 40
     assert "has not exceeded its best" in m.stages["pretrain"]["stop_reason"]
+    assert m.stages["pretrain"]["stop_kind"] == "patience"
     # without patience the same run goes to the epoch limit
     off = SCGPCL(toy, 3, random_state=0, finetune=False, **quick).train(progress=False)
     assert off.stages["pretrain"]["epochs"] == 40
+    assert off.stages["pretrain"]["stop_kind"] == "max_epochs"
 
 
 @pytest.mark.parametrize("masking", [True, False])

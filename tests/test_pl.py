@@ -148,9 +148,16 @@ def test_umap_works_above_8k_cells():
 def test_stop_reasons_are_shortened_for_the_stopping_point_label():
     from scgpcl.pl._plots import _short_reason
 
-    assert _short_reason("converged after epoch 40: ARI between consecutive epochs' k-means labels 0.9912 > 0.99") \
-        == "converged"
-    assert _short_reason("reached the maximum of 100 epochs") == "max epochs"
+    converged = "converged after epoch 40: ARI between consecutive epochs' k-means labels 0.9912 > 0.99"
     patience = ("stopped after epoch 48: the ARI between consecutive epochs' k-means labels has not exceeded "
                 "its best (0.9800, epoch 33) for 15 epochs")
-    assert _short_reason(patience) == "no ARI gain for 15 epochs"
+    maximum = "reached the maximum of 100 epochs"
+    assert _short_reason({"stop_kind": "converged", "stop_reason": converged}) == "converged"
+    assert _short_reason({"stop_kind": "max_epochs", "stop_reason": maximum}) == "max epochs"
+    assert _short_reason({"stop_kind": "patience", "stop_reason": patience}) == "no ARI gain for 15 epochs"
+    # the kind wins over the wording
+    assert _short_reason({"stop_kind": "max_epochs", "stop_reason": converged}) == "max epochs"
+    # results saved before stop_kind existed: read from the sentence
+    assert _short_reason({"stop_reason": converged}) == "converged"
+    assert _short_reason({"stop_reason": maximum}) == "max epochs"
+    assert _short_reason({"stop_reason": patience}) == "no ARI gain for 15 epochs"

@@ -203,14 +203,28 @@ def umap(
 
 
 # ----------------------------------------------------------- training curves
-def _short_reason(reason: str) -> str:
-    reason = str(reason)
-    if reason.startswith("converged"):
-        return "converged"
-    if "maximum" in reason:
-        return "max epochs"
-    if "has not exceeded its best" in reason:  # convergence_patience
-        return "no ARI gain" + (f" for {reason.rsplit(' for ', 1)[1]}" if " for " in reason else "")
+_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "patience": "no ARI gain"}
+
+
+def _short_reason(stage: dict) -> str:
+    """A few words for a stage's stopping point, from its ``stop_kind``.
+
+    Results saved before ``stop_kind`` existed only carry the sentence in
+    ``stop_reason``; for those the kind is read from its opening words.
+    """
+    kind = stage.get("stop_kind")
+    reason = str(stage.get("stop_reason", ""))
+    if kind is None:
+        if reason.startswith("converged"):
+            kind = "converged"
+        elif "maximum" in reason:
+            kind = "max_epochs"
+        elif "has not exceeded its best" in reason:
+            kind = "patience"
+    if kind == "patience" and " for " in reason:
+        return f"{_STOP_KIND_LABELS[kind]} for {reason.rsplit(' for ', 1)[1]}"
+    if kind in _STOP_KIND_LABELS:
+        return _STOP_KIND_LABELS[kind]
     return reason.split(":")[0][:24]
 
 
@@ -306,7 +320,7 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     if log and values.size and np.all(values > 0):
         ax.set_yscale("log")
     for stage, x, y in stop_points:
-        reason = _short_reason((stages.get(stage) or {}).get("stop_reason", ""))
+        reason = _short_reason(stages.get(stage) or {})
         label = "stopping point"
         ax.plot([x], [y], marker="*", ms=13, color="#c0392b", mec="white", mew=0.8, ls="none", zorder=5,
                 label=None if label in labelled else label)

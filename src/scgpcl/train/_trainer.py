@@ -42,12 +42,17 @@ class StageResult:
     """What one training stage did."""
 
     epochs: int = 0
+    #: why the stage stopped, in words (logged, printed, shown in reports)
     stop_reason: str = ""
+    #: the same as a fixed keyword, for code: ``"max_epochs"``, ``"converged"``
+    #: (the ARI or label-change criterion) or ``"patience"`` (``convergence_patience``)
+    stop_kind: str = "max_epochs"
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "stop_reason": self.stop_reason, "seconds": self.seconds, "history": self.history}
+        return {"epochs": self.epochs, "stop_reason": self.stop_reason, "stop_kind": self.stop_kind,
+                "seconds": self.seconds, "history": self.history}
 
 
 class Trainer:
@@ -270,12 +275,14 @@ class Trainer:
                         best_ari, best_epoch = ari, epoch
                     if ari > cfg.convergence_ari:
                         converged = True
+                        res.stop_kind = "converged"
                         res.stop_reason = (
                             f"converged after epoch {epoch}: ARI between consecutive epochs' k-means labels "
                             f"{ari:.4f} > {cfg.convergence_ari}"
                         )
                     elif cfg.convergence_patience > 0 and epoch - best_epoch >= cfg.convergence_patience:
                         converged = True
+                        res.stop_kind = "patience"
                         res.stop_reason = (
                             f"stopped after epoch {epoch}: the ARI between consecutive epochs' k-means labels "
                             f"has not exceeded its best ({best_ari:.4f}, epoch {best_epoch}) for "
@@ -334,6 +341,7 @@ class Trainer:
             # as in DEC/scDeepCluster, no stop before the first epoch: argmax Q
             # with the k-means centres reproduces the k-means labels by construction
             if epoch > 1 and delta < cfg.finetune_tol:
+                res.stop_kind = "converged"
                 res.stop_reason = (
                     f"converged before epoch {epoch}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
                 )
