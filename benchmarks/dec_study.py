@@ -50,10 +50,7 @@ VARIANTS: dict[str, tuple[dict, dict, int | None]] = {
 def _snapshot(tr):
     return {
         "module": copy.deepcopy(tr.module),
-        "order": copy.deepcopy(tr.rng_order.bit_generator.state),
-        "views": [copy.deepcopy(r.bit_generator.state) for r in tr.rng_views],
-        "mask": tr.gen_mask.get_state().clone(),
-        "kmeans_calls": tr._kmeans_calls,
+        "random": tr.random_state(),
         "cfg": tr.cfg,
         "sampler_cfg": tr.sampler_cfg,
     }
@@ -61,11 +58,7 @@ def _snapshot(tr):
 
 def _restore(tr, snap):
     tr.module = copy.deepcopy(snap["module"])
-    tr.rng_order.bit_generator.state = copy.deepcopy(snap["order"])
-    for r, s in zip(tr.rng_views, snap["views"]):
-        r.bit_generator.state = copy.deepcopy(s)
-    tr.gen_mask.set_state(snap["mask"].clone())
-    tr._kmeans_calls = snap["kmeans_calls"]
+    tr.set_random_state(snap["random"])
     tr.cfg = snap["cfg"]
     tr.sampler_cfg = snap["sampler_cfg"]
 
@@ -112,10 +105,7 @@ def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
         train_o, sampler_o, reseed = VARIANTS[name]
         _restore(tr, snap)
         if reseed is not None:
-            s_order, s_v1, s_v2, s_mask = np.random.SeedSequence([seed, 7777, reseed]).spawn(4)
-            tr.rng_order = np.random.default_rng(s_order)
-            tr.rng_views = (np.random.default_rng(s_v1), np.random.default_rng(s_v2))
-            tr.gen_mask = torch.Generator().manual_seed(int(s_mask.generate_state(1)[0]))
+            tr.reseed([seed, 7777, reseed])
         tr.cfg = dataclasses.replace(tr.cfg, **train_o)
         tr.sampler_cfg = dataclasses.replace(tr.sampler_cfg, **sampler_o)
         trace = []

@@ -19,7 +19,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
@@ -55,7 +54,7 @@ def build_table(records: list[dict], command: str, figure: str | None) -> str:
     other = sorted({f"`{k}={v}`" for rs in rows.values() for r in rs
                     for k, v in (r.get("overrides") or {}).items() if k != "lambda_proto"})
     L = ["# lambda2 (prototypical loss weight): convergence epoch and accuracy", "", "```"] + cmds + [command, "```", "",
-         f"Method: `scgpcl_fast` (the `fast` preset: lr 1e-3, pre-training at most 100 epochs with a 30-epoch "
+         "Method: `scgpcl_fast` (the `fast` preset: lr 1e-3, pre-training at most 100 epochs with a 30-epoch "
          "warm-up, DEC fine-tuning at most 100) with `lambda_proto` overridden"
          + (f", and {', '.join(other)}" if other else "") + "; everything else at its default "
          "(lambda_ins 1). The prototypical loss only acts after the warm-up, and the convergence test (ARI > 0.99 "

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import anndata as ad
-import numpy as np
 import pytest
 
 import scgpcl

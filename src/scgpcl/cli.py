@@ -193,7 +193,7 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
 
 def _run_cluster(args) -> int:
     from .data._checks import check_label_key
-    from .data._io import read_counts, write_h5ad_atomic
+    from .data._io import read_counts
     from .model import SCGPCL
     from .tl import store_results
     from ._errors import InputError

@@ -7,11 +7,12 @@ torch and the user-facing class never does maths.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -108,12 +109,7 @@ class Trainer:
         lg.data = np.asarray(torch.lgamma(torch.from_numpy(c.data.astype(np.float64)) + 1.0).numpy())
         self.lgamma_cell = np.asarray(lg.sum(axis=1)).ravel()
         self._full: Subgraph | None = None
-        # independent random streams: batch order, each view's sampler, masks, k-means
-        ss = np.random.SeedSequence(self.seed)
-        s_order, s_v1, s_v2, s_mask = ss.spawn(4)
-        self.rng_order = np.random.default_rng(s_order)
-        self.rng_views = (np.random.default_rng(s_v1), np.random.default_rng(s_v2))
-        self.gen_mask = torch.Generator().manual_seed(int(s_mask.generate_state(1)[0]))
+        self.reseed(self.seed)
         self._kmeans_calls = 0
         #: k-means labels on the pre-trained embedding that initialised DEC (None before fine-tuning)
         self.init_labels: np.ndarray | None = None
@@ -124,6 +120,37 @@ class Trainer:
         self.epoch_labels: np.ndarray | None = None
 
     # ---------------------------------------------------------------- helpers
+    def reseed(self, entropy: int | Sequence[int]) -> None:
+        """Start the minibatch random streams afresh from ``entropy``.
+
+        Independent streams (``numpy.random.SeedSequence(entropy).spawn``) for
+        the batch order, each view's subgraph sampler and the feature masks.
+        The constructor calls it with ``seed``; call it between the stages to
+        give fine-tuning its own draws from the same pre-trained model. k-means
+        seeds are not affected (they follow ``seed`` and a call counter).
+        """
+        s_order, s_v1, s_v2, s_mask = np.random.SeedSequence(entropy).spawn(4)
+        self.rng_order = np.random.default_rng(s_order)
+        self.rng_views = (np.random.default_rng(s_v1), np.random.default_rng(s_v2))
+        self.gen_mask = torch.Generator().manual_seed(int(s_mask.generate_state(1)[0]))
+
+    def random_state(self) -> dict:
+        """A copy of every random stream's position (for :meth:`set_random_state`)."""
+        return {
+            "order": copy.deepcopy(self.rng_order.bit_generator.state),
+            "views": [copy.deepcopy(r.bit_generator.state) for r in self.rng_views],
+            "mask": self.gen_mask.get_state().clone(),
+            "kmeans_calls": self._kmeans_calls,
+        }
+
+    def set_random_state(self, state: dict) -> None:
+        """Put every random stream back where :meth:`random_state` found it."""
+        self.rng_order.bit_generator.state = copy.deepcopy(state["order"])
+        for r, st in zip(self.rng_views, state["views"]):
+            r.bit_generator.state = copy.deepcopy(st)
+        self.gen_mask.set_state(state["mask"].clone())
+        self._kmeans_calls = state["kmeans_calls"]
+
     def _batches(self) -> list[np.ndarray]:
         n = self.data.n_cells
         n_batches = max(1, math.ceil(n / self.sampler_cfg.batch_size))
