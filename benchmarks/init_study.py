@@ -1,0 +1,212 @@
+"""Where DEC fine-tuning starts: k-means against consensus and graph starts.
+
+``dec_study.py`` showed that the run-to-run spread of the `fast` preset comes
+from the k-means start of DEC fine-tuning (single k-means restarts on one
+pre-trained baron_human embedding span ARI 0.29-0.85; the lowest-inertia pick
+and the medoid restart are both average). This script pre-trains once per
+(dataset, seed) with the `fast` preset and runs DEC fine-tuning from several
+starts on that same model, the centres being each start's cluster means:
+
+``kmeans``
+    the preset's own start: best of ``kmeans_n_init`` k-means restarts.
+``epochs``
+    consensus of the k-means labels (K clusters) of the last ``--epochs``
+    pre-training epochs (computed anyway for the prototypes) and the start
+    above: k-means on the cells' concatenated one-hot labels, i.e. on how
+    often two cells share a cluster.
+``restarts``
+    the same consensus over 20 single k-means restarts on the final embedding.
+``leiden``
+    Leiden on a 15-nearest-neighbour graph of the embedding, resolution
+    bisected until it gives K clusters (the closest count if none does).
+
+    python benchmarks/init_study.py run --datasets baron_human_came2142 --seeds 0 1 2 --out init.jsonl
+    python benchmarks/init_study.py analyse init.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STARTS = ("kmeans", "epochs", "restarts", "leiden")
+
+
+def consensus(labelings: list[np.ndarray], k: int, seed: int) -> np.ndarray:
+    """k-means (K clusters) on the cells' concatenated one-hot memberships."""
+    from sklearn.cluster import KMeans
+
+    blocks = []
+    for lab in labelings:
+        _, inv = np.unique(lab, return_inverse=True)
+        blocks.append(np.eye(inv.max() + 1, dtype=np.float32)[inv])
+    h = np.hstack(blocks)
+    return KMeans(k, n_init=10, random_state=seed).fit(h).labels_
+
+
+def leiden_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Leiden on a kNN graph of ``z`` with the resolution bisected to give ``k`` clusters."""
+    import igraph as ig
+    import leidenalg
+
+    from scgpcl.train._auto_k import knn_graph
+
+    g = knn_graph(z, 15).tocoo()
+    keep = g.row < g.col
+    graph = ig.Graph(n=z.shape[0], edges=list(zip(g.row[keep].tolist(), g.col[keep].tolist())))
+    graph.es["weight"] = g.data[keep].tolist()
+
+    def run(res):
+        p = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                     resolution_parameter=res, seed=seed, n_iterations=-1)
+        return np.asarray(p.membership)
+
+    lo, hi = 0.01, 5.0
+    best = run(1.0)
+    for _ in range(25):
+        mid = float(np.sqrt(lo * hi))
+        lab = run(mid)
+        n = len(np.unique(lab))
+        if abs(n - k) < abs(len(np.unique(best)) - k):
+            best = lab
+        if n == k:
+            return lab
+        lo, hi = (mid, hi) if n < k else (lo, mid)
+    return best
+
+
+def study(dataset: str, seed: int, threads: int, n_epochs: int) -> dict:
+    import torch
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
+    from threadpoolctl import threadpool_limits
+
+    import harness
+    import scgpcl
+
+    torch.set_num_threads(threads)
+    adata = harness.load_dataset(dataset, seed)
+    truth_all = np.asarray(adata.obs["cell_type"].astype(str))
+    k = len(np.unique(truth_all))
+    model = scgpcl.SCGPCL(adata, n_clusters=k, config=scgpcl.fast(), random_state=seed, device="cpu")
+    truth = truth_all[model.data.cell_mask]
+    tr = model.trainer
+    tr.progress = False
+    epoch_labels: list[np.ndarray] = []
+
+    def keep(epoch, record):
+        if "ari_prev" in record or (tr.epoch_labels is not None and not epoch_labels):
+            epoch_labels.append(tr.epoch_labels.copy())
+
+    t0 = time.perf_counter()
+    pre = tr.pretrain(callback=keep)
+    out = {"dataset": dataset, "seed": seed, "K": k, "threads": threads, "pretrain_epochs": pre.epochs,
+           "pretrain_s": time.perf_counter() - t0, "consensus_epochs": min(n_epochs, len(epoch_labels))}
+    module, rstate = copy.deepcopy(tr.module), tr.random_state()
+
+    z = tr.embed().cpu().numpy().astype(np.float32)
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        tr.init_clusters()
+        starts = {"kmeans": tr.init_labels.copy()}
+        t = time.perf_counter()
+        starts["epochs"] = consensus(epoch_labels[-n_epochs:] + [starts["kmeans"]], k, seed)
+        out["epochs_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        restarts = [KMeans(k, n_init=1, random_state=1000 * seed + i).fit(z).labels_ for i in range(20)]
+        starts["restarts"] = consensus(restarts, k, seed)
+        out["restarts_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    starts["leiden"] = leiden_k(z, k, seed)
+    out["leiden_s"] = time.perf_counter() - t
+    out["epoch_label_ari"] = [float(ari(truth, lab)) for lab in epoch_labels[-n_epochs:]]
+
+    out["starts"] = {}
+    for name, lab in starts.items():
+        tr.module = copy.deepcopy(module)
+        tr.set_random_state(rstate)
+        _, inv = np.unique(lab, return_inverse=True)
+        centres = np.stack([z[inv == c].mean(0) for c in range(inv.max() + 1)])
+
+        def init(centres=centres, inv=inv):
+            tr.module.init_cluster_centres(torch.from_numpy(centres).to(tr.device))
+            tr.init_labels = inv
+            tr.init_embedding = z
+            return inv
+
+        tr.init_clusters = init
+        t = time.perf_counter()
+        fine = tr.finetune()
+        secs = time.perf_counter() - t
+        _, labels, _ = tr.predict()
+        out["starts"][name] = {
+            "ARI_start": float(ari(truth, lab)), "NMI_start": float(nmi(truth, lab)),
+            "n_start": int(inv.max() + 1), "ARI": float(ari(truth, labels)), "NMI": float(nmi(truth, labels)),
+            "epochs": fine.epochs, "seconds": secs,
+        }
+        del tr.init_clusters
+        s = out["starts"][name]
+        print(f"{dataset} seed {seed} {name}: start {s['ARI_start']:.3f} ({s['n_start']} clusters) "
+              f"final {s['ARI']:.3f} ({fine.epochs} ep, {secs:.0f} s)", flush=True)
+    return out
+
+
+def cmd_run(args) -> None:
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        done = {(r["dataset"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
+    for d in args.datasets:
+        for s in args.seeds:
+            if (d, s) in done:
+                continue
+            rec = study(d, s, args.threads, args.epochs)
+            rec["command"] = "python benchmarks/init_study.py " + " ".join(sys.argv[1:])
+            with out.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+
+def cmd_analyse(args) -> None:
+    recs = [json.loads(l) for p in args.files for l in Path(p).read_text().splitlines()]
+    print("| dataset | seed | " + " | ".join(f"{n}: start / final" for n in STARTS) + " |")
+    print("|---|---|" + "---|" * len(STARTS))
+    for r in recs:
+        s = r["starts"]
+        print(f"| {r['dataset']} | {r['seed']} | "
+              + " | ".join(f"{s[n]['ARI_start']:.3f} / {s[n]['ARI']:.3f}" for n in STARTS) + " |")
+    print()
+    base = np.array([r["starts"]["kmeans"]["ARI"] for r in recs])
+    print(f"{len(recs)} runs; mean final ARI from the k-means start {base.mean():.3f}")
+    for n in STARTS[1:]:
+        v = np.array([r["starts"][n]["ARI"] for r in recs])
+        d = v - base
+        print(f"  {n}: {v.mean():.3f}, paired difference {d.mean():+.3f} +- {d.std(ddof=1) if len(d) > 1 else 0:.3f}"
+              f" (better in {(d > 0.005).sum()}, worse in {(d < -0.005).sum()})")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--datasets", nargs="+", required=True)
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--epochs", type=int, default=10, help="pre-training epochs in the consensus (default 10)")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_run)
+    a = sub.add_parser("analyse")
+    a.add_argument("files", nargs="+")
+    a.set_defaults(func=cmd_analyse)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
