@@ -115,6 +115,17 @@ def test_unknown_reconstruction(counts):
         check_counts(counts, reconstruction="nb")
 
 
+def test_backed_matrix_refused_with_advice(tmp_path, counts):
+    path = tmp_path / "backed.h5ad"
+    anndata.AnnData(sp.csr_matrix(counts)).write_h5ad(path)
+    backed = anndata.read_h5ad(path, backed="r")
+    try:
+        with pytest.raises(InputError, match=r"stored on disk.*to_memory\(\)"):
+            check_counts(backed.X)
+    finally:
+        backed.file.close()
+
+
 def test_sparse_checked_without_densifying():
     # 1e6 x 1e6 would need 4 TB dense; only the 3 stored values may be looked at
     X = sp.csr_matrix((np.array([1.0, -2.0, 3.0]), ([0, 5, 999_999], [7, 8, 9])), shape=(1_000_000, 1_000_000))

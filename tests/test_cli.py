@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import anndata as ad
+import numpy as np
 import pytest
 
 import scgpcl
@@ -157,9 +158,51 @@ def test_report_failure_leaves_no_output(toy_file, tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(scgpcl.pl, "cluster_sizes", broken)
     out, rep = tmp_path / "out.h5ad", tmp_path / "report"
-    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(rep), *QUICK_ARGS])
-    assert code == 1 and "no figure today" in capsys.readouterr().err
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(rep),
+                 "--save-model", str(tmp_path / "model"), *QUICK_ARGS])
+    err = capsys.readouterr().err
+    assert code == 1 and "report could not be written" in err and "no figure today" in err
+    # the training run is not lost: the results were written before the report,
+    # completely, and the report folder was never half-made
+    assert str(out) in err and str(tmp_path / "model") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.h5ad"]
+    assert "scgpcl" in ad.read_h5ad(out).obs
+
+
+def test_layer_input_keeps_x_in_the_output(tmp_path, capsys):
+    a = _toy_counts()
+    counts = a.X.copy()
+    a.layers["counts"] = counts
+    a.X = np.log1p(counts)  # what users often keep in X
+    path, out = tmp_path / "layered.h5ad", tmp_path / "out.h5ad"
+    a.write_h5ad(path)
+    assert main(["cluster", str(path), str(out), "-k", "3", "--layer", "counts", "--quiet", *QUICK_ARGS]) == 0
+    res = ad.read_h5ad(out)
+    np.testing.assert_allclose(_dense(res.X), _dense(np.log1p(counts)), rtol=1e-6)
+    np.testing.assert_array_equal(_dense(res.layers["counts"]), _dense(counts))
+    assert res.uns["scgpcl"]["params"]["layer"] == "counts"
+    assert res.obs["scgpcl"].notna().all()
+
+
+def _dense(x):
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+def test_bad_option_value_is_an_input_error(toy_file, tmp_path, capsys):
+    code = main(["cluster", str(toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", "--batch-size", "0"])
+    assert code == 2 and "batch_size=0 (a whole number >= 2)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_paths_checked_before_training(toy_file, tmp_path, capsys):
+    a_file = tmp_path / "model_file"
+    a_file.write_text("x")
+    code = main(["cluster", str(toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet",
+                 "--save-model", str(a_file), *QUICK_ARGS])
+    assert code == 2 and "is a file" in capsys.readouterr().err
+    assert main(["demo", "--output", str(tmp_path / "no" / "o.h5ad"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_file"]
 
 
 def test_report_subcommand(tmp_path, capsys):

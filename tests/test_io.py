@@ -125,17 +125,29 @@ def test_h5ad_dense_x_becomes_csr(tmp_path, counts, cells, genes):
     assert_counts(read_counts(path), counts, cells, genes)
 
 
-def test_h5ad_layer_moved_into_x(tmp_path, counts, cells, genes):
+def test_h5ad_layer_stays_a_layer_and_x_is_kept(tmp_path, counts, cells, genes):
     path = tmp_path / "layered.h5ad"
     normalised = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4).astype(np.float32)
     adata = anndata.AnnData(normalised, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes))
-    adata.layers["counts"] = sp.csr_matrix(counts)
+    adata.layers["counts"] = counts.astype(np.int64)  # dense integers: converted to float32 CSR
     adata.layers["other"] = normalised
     adata.write_h5ad(path)
     out = read_counts(path, layer="counts")
-    assert_counts(out, counts, cells, genes)
-    assert "counts" not in out.layers
-    assert "other" in out.layers
+    np.testing.assert_array_equal(np.asarray(out.X), normalised)  # the file's X, untouched
+    assert set(out.layers) == {"counts", "other"}
+    c = out.layers["counts"]
+    assert sp.isspmatrix_csr(c) and c.dtype == np.float32 and c.has_canonical_format
+    np.testing.assert_array_equal(c.toarray(), counts)
+
+
+def test_h5ad_counts_only_in_a_layer(tmp_path, counts):
+    path = tmp_path / "no_x.h5ad"
+    adata = anndata.AnnData(shape=counts.shape)
+    adata.layers["counts"] = sp.csr_matrix(counts.astype(np.float32))
+    adata.write_h5ad(path)
+    out = read_counts(path, layer="counts")
+    assert out.X is None
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), counts)
 
 
 def test_h5ad_unknown_layer_lists_layers_and_x(tmp_path, counts):

@@ -333,3 +333,9 @@ def test_prototype_sizes(k, expected):
     assert sizes == expected
     assert all(isinstance(s, int) for s in sizes)
     assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_prototype_sizes_capped_at_the_number_of_cells():
+    assert prototype_sizes(8, 100) == [8, 12, 16]
+    assert prototype_sizes(8, 13) == [8, 12, 13]
+    assert prototype_sizes(8, 10) == [8, 10, 10]

@@ -82,6 +82,17 @@ def test_clustering_metrics_rejects_length_mismatch():
         clustering_metrics(["a", "b"], [0, 1, 1])
 
 
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_clustering_metrics_refuses_missing_labels(missing):
+    # 'nan' must not become a class that matches itself (ARI = CA = 1 here)
+    truth = ["A", "A", "B", "B", missing, missing]
+    pred = [0, 0, 1, 1, missing, missing]
+    with pytest.raises(ValueError, match="2 of 6 reference labels are missing"):
+        clustering_metrics(truth, pred)
+    with pytest.raises(ValueError, match="1 of 4 cluster labels are missing"):
+        clustering_metrics(["A", "A", "B", "B"], [0, 0, 1, missing])
+
+
 def test_nmi_uses_arithmetic_averaging():
     truth = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
     pred = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 1])  # unequal entropies

@@ -122,12 +122,17 @@ def test_load_checks_genes(trained, toy, tmp_path):
         SCGPCL.load(tmp_path / "m", other)
 
 
-def test_tl_cluster_writes_scanpy_fields(toy):
+def test_tl_cluster_writes_scanpy_fields(toy, caplog):
     a = toy.copy()
     keep = np.ones(a.n_obs, dtype=np.float32)
     keep[0] = 0.0  # an empty cell is dropped and gets NaN
     a.X = sp.csr_matrix(sp.diags(keep) @ a.X)
-    out = scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", random_state=1, progress=False, copy=True, **QUICK)
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        out = scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", random_state=1, progress=False, copy=True,
+                                **QUICK)
+    assert "1 of 180 cells have no counts in the" in caplog.text and "notna()" in caplog.text
+    assert out.uns["scgpcl"]["params"]["n_cells_dropped"] == 1
+    assert out.uns["scgpcl"]["metrics"]["n_cells"] == 179
     assert out is not None and "scgpcl" not in a.obs
     assert str(out.obs["scgpcl"].dtype) == "category"
     assert out.obs["scgpcl"].isna().sum() == 1 and out.obs["scgpcl"].isna().iloc[0]
@@ -168,6 +173,40 @@ def test_bad_arguments(toy, kwargs, match):
     k = kwargs.pop("n_clusters")
     with pytest.raises(InputError, match=match):
         SCGPCL(toy, k, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("batch_size", 0), ("batch_size", 1), ("lr", -1.0), ("n_top_genes", 0), ("hvg_fraction", 0.0),
+     ("feature_drop", (0.2, 1.0)), ("tau", 0.0), ("kmeans_n_init", 0), ("finetune_rho", 1.5),
+     ("encoder", "transformer"), ("pretrain_epochs", 2.5), ("lambda_ins", float("nan"))],
+)
+def test_out_of_range_options_refused_before_training(toy, option, value):
+    with pytest.raises(InputError, match=rf"invalid option value\(s\): {option}="):
+        SCGPCL(toy, 3, **{option: value})
+
+
+def test_presets_and_numpy_values_are_valid(toy):
+    scgpcl.faithful().validate()
+    scgpcl.fast().validate()
+    SCGPCL(toy, 3, batch_size=np.int64(64), lr=np.float32(1e-3))
+
+
+def test_duplicated_gene_names_refused(toy):
+    a = toy.copy()
+    names = a.var_names.to_numpy().copy()
+    names[1] = names[0]
+    a.var_names = names
+    with pytest.raises(InputError, match=r"1 gene name\(s\) occur more than once.*var_names_make_unique"):
+        SCGPCL(a, 3)
+
+
+def test_more_clusters_than_half_the_cells_trains(toy):
+    # the finer prototype granularities (1.5K, 2K) would exceed the cells
+    a = toy[:20].copy()
+    m = SCGPCL(a, 12, random_state=0, **dict(QUICK, pretrain_epochs=6, warmup_epochs=3, finetune_epochs=2))
+    m.train(progress=False)
+    assert len(m.predict()) == 20
 
 
 def test_refuses_non_counts(toy):

@@ -8,6 +8,7 @@ Explicit keyword arguments always win over a config object.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -142,6 +143,65 @@ class SCGPCLConfig:
             sampler=build(SamplerConfig, d.get("sampler", {})),
             train=build(TrainConfig, d.get("train", {})),
         )
+
+    def validate(self) -> "SCGPCLConfig":
+        """Check every value's range; raise ``ValueError`` naming the option. Returns ``self``."""
+        p, m, sa, t = self.preprocess, self.model, self.sampler, self.train
+        problems: list[str] = []
+
+        def need(ok: bool, name: str, value: Any, rule: str) -> None:
+            if not ok:
+                problems.append(f"{name}={value!r} ({rule})")
+
+        def choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+            need(value in allowed, name, value, "one of " + ", ".join(map(repr, allowed)))
+
+        def whole(name: str, value: Any, low: int) -> None:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+            need(ok, name, value, f"a whole number >= {low}")
+
+        def number(name: str, value: Any, low: float, *, strict: bool, high: float | None = None) -> None:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+            ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
+            rule = f"a number {'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            need(ok, name, value, rule)
+
+        choice("gene_selection", p.gene_selection, ("variance", "seurat", "seurat_v3", "none"))
+        number("hvg_fraction", p.hvg_fraction, 0, strict=True, high=1)
+        whole("min_genes", p.min_genes, 0)
+        whole("n_top_genes", p.n_top_genes, 2)
+        need(len(m.encoder_dims) >= 1 and all(isinstance(d, numbers.Integral) and d >= 1 for d in m.encoder_dims),
+             "encoder_dims", m.encoder_dims, "one or more layer widths >= 1")
+        whole("gene_embedding_dim", m.gene_embedding_dim, 1)
+        whole("decoder_dim", m.decoder_dim, 1)
+        choice("encoder", m.encoder, ("graph", "mlp"))
+        choice("reconstruction", m.reconstruction, ("zinb", "mse"))
+        number("tau", m.tau, 0, strict=True)
+        number("alpha", m.alpha, 0, strict=True)
+        whole("batch_size", sa.batch_size, 2)  # BatchNorm needs two cells per minibatch
+        need(len(sa.num_samples) >= 1 and all(isinstance(n, numbers.Integral) and n >= 1 for n in sa.num_samples),
+             "num_samples", sa.num_samples, "one or more node budgets >= 1")
+        need(len(sa.feature_drop) == 2 and all(isinstance(f, numbers.Real) and 0 <= f < 1 for f in sa.feature_drop),
+             "feature_drop", sa.feature_drop, "two fractions in [0, 1)")
+        whole("pretrain_epochs", t.pretrain_epochs, 1)
+        whole("warmup_epochs", t.warmup_epochs, 0)
+        number("lr", t.lr, 0, strict=True)
+        number("weight_decay", t.weight_decay, 0, strict=False)
+        number("lambda_ins", t.lambda_ins, 0, strict=False)
+        number("lambda_proto", t.lambda_proto, 0, strict=False)
+        number("convergence_ari", t.convergence_ari, 0, strict=True)
+        whole("convergence_patience", t.convergence_patience, 0)
+        whole("kmeans_n_init", t.kmeans_n_init, 1)
+        whole("kmeans_n_init_epoch", t.kmeans_n_init_epoch, 1)
+        whole("finetune_epochs", t.finetune_epochs, 0)
+        number("finetune_lr", t.finetune_lr, 0, strict=True)
+        number("finetune_rho", t.finetune_rho, 0, strict=False, high=1)
+        number("lambda_cluster", t.lambda_cluster, 0, strict=False)
+        number("finetune_tol", t.finetune_tol, 0, strict=False)
+        whole("auto_k_max", t.auto_k_max, 2)
+        if problems:
+            raise ValueError("invalid option value(s): " + "; ".join(problems))
+        return self
 
     def override(self, **kwargs: Any) -> "SCGPCLConfig":
         """Return a copy with flat keyword overrides (``lr=1e-3``) applied.

@@ -162,33 +162,76 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
         print(f"  wrote {path}")
 
 
+class ReportFailed(RuntimeError):
+    """The results were written but the report was not."""
+
+
 def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, label_key: str | None,
-                   name: str) -> list[str]:
-    """The report (built in a temporary folder, renamed into place), then the .h5ad (atomic).
+                   name: str, model=None, save_model: str | None = None, overwrite: bool = False) -> list[str]:
+    """The results first (the .h5ad, atomically; the model), the report last.
 
-    If writing the .h5ad fails, the new report is removed again: a failed
-    command leaves neither output behind.
+    The report is built in a temporary folder and renamed into place, so it is
+    either complete or absent. If it fails, the results already written are
+    kept (a report problem should not cost the training run) and
+    :class:`ReportFailed` names them.
     """
-    import shutil
-
     from .data._io import write_h5ad_atomic
 
     written = []
+    if report is not None and h5ad is not None:
+        # the report's UMAP (pl.umap's defaults) goes into the .h5ad too; if it
+        # fails here it fails again in the report, which says so
+        from .pl._plots import _umap_coords
+
+        try:
+            _umap_coords(adata, key, 15, 0, False)
+        except Exception:  # noqa: BLE001 - reported by write_report below
+            pass
+    if h5ad is not None:
+        write_h5ad_atomic(adata, h5ad)
+        written.append(str(h5ad))
+    if save_model:
+        model.save(save_model, overwrite=overwrite)
+        written.append(str(save_model))
     if report is not None:
         from .report import write_report
 
-        existed = report.exists()
-        write_report(adata, report, key=key, label_key=label_key, dataset_name=name)
-        written.append(str(report / "index.html"))
-    if h5ad is not None:
         try:
-            write_h5ad_atomic(adata, h5ad)
-        except BaseException:
-            if report is not None and not existed:
-                shutil.rmtree(report, ignore_errors=True)
-            raise
-        written.insert(0, str(h5ad))
+            write_report(adata, report, key=key, label_key=label_key, dataset_name=name)
+        except Exception as err:
+            kept = f"; written and kept: {', '.join(written)}" if written else ""
+            raise ReportFailed(f"the report could not be written ({type(err).__name__}: {err}){kept}") from err
+        written.append(str(report / "index.html"))
     return written
+
+
+def _check_h5ad_out(path: str) -> Path:
+    """An output .h5ad path, checked before training."""
+    from ._errors import InputError
+
+    out = Path(path)
+    if out.suffix != ".h5ad":
+        raise InputError(f"output '{out}' must end in .h5ad")
+    if not out.parent.exists():
+        raise InputError(f"output folder '{out.parent}' does not exist")
+    if out.is_dir():
+        raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
+    return out
+
+
+def _check_model_dir(path: str | None, overwrite: bool) -> None:
+    """``--save-model DIR``: a folder, empty unless --overwrite; checked before training."""
+    from ._errors import InputError
+
+    if not path:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--save-model '{p}' is a file; give a folder to save the model in")
+    if p.exists() and any(p.iterdir()) and not overwrite:
+        raise InputError(f"'{p}' exists and is not empty; pass --overwrite to replace it")
+    if not p.exists() and not p.parent.exists():
+        raise InputError(f"the folder '{p.parent}' for --save-model does not exist")
 
 
 def _run_cluster(args) -> int:
@@ -196,31 +239,23 @@ def _run_cluster(args) -> int:
     from .data._io import read_counts
     from .model import SCGPCL
     from .tl import store_results
-    from ._errors import InputError
 
-    out = Path(args.output)
-    if out.suffix != ".h5ad":
-        raise InputError(f"output '{out}' must end in .h5ad")
-    if not out.parent.exists():
-        raise InputError(f"output folder '{out.parent}' does not exist")
+    out = _check_h5ad_out(args.output)
     config = _config_from_args(args)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
                         label_key=args.label_key)
     check_label_key(adata, args.label_key)
-    if args.save_model and Path(args.save_model).exists() and any(Path(args.save_model).iterdir()) \
-            and not args.overwrite:
-        raise InputError(f"'{args.save_model}' exists and is not empty; pass --overwrite to replace it")
+    _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
     t0 = time.perf_counter()
-    model = SCGPCL(adata, args.n_clusters, config=config, random_state=args.random_state, device=args.device)
+    model = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=args.random_state,
+                   device=args.device)
     model.train(progress=not args.quiet)
     store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
-                             name=Path(args.input).name)
-    if args.save_model:
-        model.save(args.save_model, overwrite=args.overwrite)
-        written.append(str(args.save_model))
+                             name=Path(args.input).name, model=model, save_model=args.save_model,
+                             overwrite=args.overwrite)
     _print_summary(adata, args.key_added, seconds, written)
     return 0
 
@@ -281,6 +316,7 @@ def _run_demo(args) -> int:
     from . import tl
     from .simulate import simulate
 
+    out = _check_h5ad_out(args.output) if args.output else None
     adata = simulate("demo", seed=args.random_state)
     k = adata.obs["cell_type"].nunique()
     print(f"demo: Splat-simulated data, {adata.n_obs} cells x {adata.n_vars} genes, {k} groups "
@@ -291,7 +327,7 @@ def _run_demo(args) -> int:
     tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
                device=args.device, progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    written = _write_outputs(adata, h5ad=Path(args.output) if args.output else None, report=report,
+    written = _write_outputs(adata, h5ad=out, report=report,
                              key="scgpcl", label_key="cell_type", name="demo (Splat simulation)")
     _print_summary(adata, "scgpcl", seconds, written)
     return 0

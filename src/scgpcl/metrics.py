@@ -49,11 +49,24 @@ def cluster_accuracy(labels_true, labels_pred) -> float:
 
 
 def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
-    """ARI, NMI (arithmetic mean normalisation), CA and macro/micro F1 after matching."""
-    truth = np.asarray(labels_true, dtype=object).astype(str)
-    pred = np.asarray(labels_pred, dtype=object).astype(str)
-    if truth.shape != pred.shape:
-        raise ValueError(f"label arrays differ in length: {truth.shape[0]} vs {pred.shape[0]}")
+    """ARI, NMI (arithmetic mean normalisation), CA and macro/micro F1 after matching.
+
+    Missing values (NaN/None) in either array are refused rather than counted
+    as a class of their own: select the labelled, clustered cells first.
+    """
+    truth_raw = np.asarray(labels_true, dtype=object)
+    pred_raw = np.asarray(labels_pred, dtype=object)
+    if truth_raw.shape != pred_raw.shape:
+        raise ValueError(f"label arrays differ in length: {truth_raw.shape[0]} vs {pred_raw.shape[0]}")
+    for name, arr in (("reference labels", truth_raw), ("cluster labels", pred_raw)):
+        n_missing = int(pd.isna(pd.Series(arr)).sum())
+        if n_missing:
+            raise ValueError(
+                f"{n_missing} of {arr.shape[0]} {name} are missing (NaN/None); "
+                "compute the metrics on the cells that have both, e.g. with a mask of notna()"
+            )
+    truth = truth_raw.astype(str)
+    pred = pred_raw.astype(str)
     mapped = match_clusters(truth, pred)
     mapped_str = np.where(mapped == None, "<unmatched>", mapped).astype(str)  # noqa: E711
     return {

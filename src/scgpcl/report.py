@@ -439,7 +439,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         f'<section id="summary"><h2>Summary</h2>{metrics_html}'
         f'<div class="grid2"><div><h3>Dataset</h3>{_kv(summary)}</div>'
         f'<div><h3>Cluster sizes</h3>{_table(["cluster", "cells", "%"], size_rows, numeric={1, 2})}'
-        + (f'<p class="note">{n_unclustered} cells had no counts and were not clustered.</p>' if n_unclustered else "")
+        + (f'<p class="note">{n_unclustered} cells had no counts in the genes used and were not clustered.</p>' if n_unclustered else "")
         + (f'<p class="note">{len(empty)} of the K = {len(sizes)} clusters ended with no cells '
            f'({", ".join(map(_e, empty))}): fine-tuning merged them into others.</p>' if empty else "")
         + "</div></div></section>"
@@ -508,7 +508,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         how = "all genes"
     pre_items = {
         "counts from": summary["counts from"],
-        "cells": f"{summary['cells clustered']:,} of {summary['cells']:,} kept (cells with no counts are dropped)",
+        "cells": f"{summary['cells clustered']:,} of {summary['cells']:,} kept (cells with no counts in the genes used are dropped)",
         "gene selection": f"{selection}: {how}",
         "genes used": f"{params.get('n_genes_used', '?')} of {summary['genes']:,}",
         "model input": "counts scaled to the median library size, log1p, z-scored per gene",

@@ -64,9 +64,9 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
     ----------
     labels_ : ndarray of shape (n_cells,)
         Cluster index per cell (``0..K-1``); ``-1`` for cells without any
-        count, which are not clustered.
+        count in the genes used, which are not clustered.
     embedding_ : ndarray of shape (n_cells, d)
-        The learned representation (``NaN`` rows for cells without counts).
+        The learned representation (``NaN`` rows for the cells labelled ``-1``).
     cluster_centers_ : ndarray of shape (K, d)
         Cluster centres in the embedding space: the fine-tuned DEC centres
         (each cell's label is its most probable centre), or the mean embedding

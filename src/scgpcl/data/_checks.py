@@ -150,6 +150,11 @@ def check_counts(
     if reconstruction not in _COUNT_LOSSES | _OTHER_LOSSES:
         known = ", ".join(repr(name) for name in sorted(_COUNT_LOSSES | _OTHER_LOSSES))
         raise InputError(f"unknown reconstruction {reconstruction!r}; choose one of {known}")
+    if not sp.issparse(X) and not isinstance(X, np.ndarray) and type(X).__module__.startswith(("anndata", "h5py")):
+        raise InputError(
+            f"{where} is stored on disk (a backed AnnData, {type(X).__name__}); load it into memory first "
+            "with adata = adata.to_memory(), or read the file without backed="
+        )
     if not sp.issparse(X):
         X = np.asarray(X)
         if X.ndim != 2:

@@ -82,9 +82,10 @@ def read_counts(
         and ``Y``: labels), or a text table ``.csv``/``.tsv``/``.txt``/``.tab``
         (optionally ``.gz``/``.bz2``).
     layer
-        ``.h5ad`` only: take the counts from ``adata.layers[layer]`` instead
-        of ``X``. The layer is moved into ``X`` (and removed from ``layers``);
-        the file's original ``X`` is not kept.
+        ``.h5ad`` only: the counts are in ``adata.layers[layer]``, not in
+        ``X``. They stay there (converted like ``X`` is otherwise, see
+        Returns) and ``X`` is kept as the file had it, so pass the same
+        ``layer`` to :class:`~scgpcl.SCGPCL` or :func:`scgpcl.tl.cluster`.
     genes_as_rows
         Text tables and benchmark ``.h5`` files only, whose orientation the
         format does not fix. By default (``None`` or ``False``) rows are cells
@@ -97,7 +98,7 @@ def read_counts(
 
     Returns
     -------
-    AnnData with ``X`` a :class:`scipy.sparse.csr_matrix` of float32 in
+    AnnData with ``X`` (or ``layers[layer]``) a :class:`scipy.sparse.csr_matrix` of float32 in
     canonical form (sorted indices, no duplicates, no stored zeros) and unique
     ``obs_names``/``var_names`` (duplicates get ``-1``, ``-2``, ... appended).
     Sparse input is never densified; dense input is converted to CSR. ``uns``
@@ -140,7 +141,7 @@ def read_counts(
             adata = _read_xy_h5(path, genes_as_rows=bool(genes_as_rows))
         else:
             adata = _read_text(path, genes_as_rows=bool(genes_as_rows))
-        adata = _finalize(adata)
+        adata = _finalize(adata, layer)
 
     check_label_key(adata, label_key)
     logger.info("read %d cells x %d genes from '%s' (%s)", adata.n_obs, adata.n_vars, path, fmt)
@@ -281,7 +282,6 @@ def _read_h5ad(path: Path, layer: str | None) -> AnnData:
             available = ", ".join(repr(k) for k in adata.layers.keys())
             available = f"layers {available} and X (layer=None)" if available else "only X (layer=None)"
             raise InputError(f"layer {layer!r} not found in '{path}'; available: {available}")
-        adata.X = adata.layers.pop(layer)
     elif adata.X is None:
         available = ", ".join(repr(k) for k in adata.layers.keys()) or "none"
         raise InputError(
@@ -457,9 +457,9 @@ def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
 # common post-processing
 
 
-def _finalize(adata: AnnData) -> AnnData:
-    """X as canonical float32 CSR; unique string names."""
-    X = adata.X
+def _finalize(adata: AnnData, layer: str | None = None) -> AnnData:
+    """The counts (X, or ``layers[layer]``) as canonical float32 CSR; unique string names."""
+    X = adata.X if layer is None else adata.layers[layer]
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float32)
     else:
@@ -467,7 +467,10 @@ def _finalize(adata: AnnData) -> AnnData:
     if not X.has_canonical_format:
         X.sum_duplicates()
     X.eliminate_zeros()
-    adata.X = X
+    if layer is None:
+        adata.X = X
+    else:
+        adata.layers[layer] = X
     for axis, names in (("obs", adata.obs_names), ("var", adata.var_names)):
         n_duplicated = int(names.duplicated().sum())
         if n_duplicated:

@@ -28,6 +28,17 @@ _WEIGHTS = "model.pt"
 _CONFIG = "config.json"
 
 
+def _check_unique_genes(adata: AnnData) -> None:
+    # genes are matched by name (SCGPCL.load, marker genes): duplicates would mix them up
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        shown = ", ".join(map(repr, dup[:5])) + (", ..." if len(dup) > 5 else "")
+        raise InputError(
+            f"{len(dup)} gene name(s) occur more than once in var_names ({shown}); "
+            "make them unique first with adata.var_names_make_unique()"
+        )
+
+
 def _get_counts(adata: AnnData, layer: str | None):
     if layer is None:
         return adata.X
@@ -108,16 +119,18 @@ class SCGPCL:
         **overrides: Any,
     ):
         config = config or faithful()
-        if overrides:
-            try:
+        try:
+            if overrides:
                 config = config.override(**overrides)
-            except ValueError as e:
-                raise InputError(str(e)) from None
+            config.validate()
+        except ValueError as e:
+            raise InputError(str(e)) from None
         self.config = config
         self.adata = adata
         self.layer = layer
         self.random_state = int(random_state)
         self.device = resolve_device(device)
+        _check_unique_genes(adata)
         counts = _get_counts(adata, layer)
         check_counts(
             counts,
@@ -277,6 +290,7 @@ class SCGPCL:
         except FileNotFoundError:
             raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
         genes = np.asarray(meta["genes"])
+        _check_unique_genes(adata)
         pos = {g: i for i, g in enumerate(adata.var_names)}
         missing = [g for g in genes if g not in pos]
         if missing:

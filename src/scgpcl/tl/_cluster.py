@@ -36,7 +36,7 @@ def cluster(
     """Cluster cells with scGPCL and store the results in ``adata``.
 
     Writes ``obs[key_added]`` (categorical of strings; cells dropped for having
-    no counts are NaN), ``obsm['X_' + key_added]`` (the learned representation,
+    no counts in the genes used are NaN, with a warning), ``obsm['X_' + key_added]`` (the learned representation,
     ready for ``sc.pp.neighbors(adata, use_rep='X_scgpcl')``) and
     ``uns[key_added]`` with ``params``, per-epoch ``history``, ``stages``
     (epochs run, stop reason, seconds) and, when ``label_key`` names
@@ -68,6 +68,14 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         np.where(labels >= 0, labels.astype(str), None), categories=cats
     )
     adata.obsm["X_" + key_added] = model.get_latent_representation()
+    n_dropped = int((labels < 0).sum())
+    if n_dropped:
+        log.warning(
+            "%d of %d cells have no counts in the %d genes used and were not clustered: obs[%r] is NaN and "
+            "obsm[%r] has NaN rows for them; subset with adata[adata.obs[%r].notna()] before "
+            "sc.pp.neighbors(use_rep=%r)",
+            n_dropped, adata.n_obs, model.data.n_genes, key_added, "X_" + key_added, key_added, "X_" + key_added,
+        )
     info: dict[str, Any] = {
         "params": {
             "n_clusters": model.n_clusters,
@@ -75,6 +83,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "layer": model.layer if model.layer is not None else "X",
             "device": str(model.device),
             "n_cells_used": model.data.n_cells,
+            "n_cells_dropped": n_dropped,
             "n_genes_used": model.data.n_genes,
             "config": _flatten(model.config.to_dict()),
         },
@@ -97,6 +106,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         ok = pd.notna(truth)
         info["metrics"] = clustering_metrics(truth[ok], labels[keep][ok])
         info["metrics"]["label_key"] = label_key
+        info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
     adata.uns[key_added] = info
 
 

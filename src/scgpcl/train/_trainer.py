@@ -31,10 +31,16 @@ __all__ = ["Trainer", "StageResult", "prototype_sizes"]
 log = logging.getLogger("scgpcl")
 
 
-def prototype_sizes(k: int) -> list[int]:
-    """Granularities K_1 = K, K_2 = max(K+1, 1.5K), K_3 = max(K_2+1, ceil(2K))."""
+def prototype_sizes(k: int, n_cells: int | None = None) -> list[int]:
+    """Granularities K_1 = K, K_2 = max(K+1, 1.5K), K_3 = max(K_2+1, ceil(2K)).
+
+    With ``n_cells``, the finer two are capped at the number of cells (k-means
+    cannot find more clusters than points; this matters only for K > n/2).
+    """
     k2 = max(k + 1, int(1.5 * k))
     k3 = max(k2 + 1, math.ceil(2 * k))
+    if n_cells is not None:
+        k2, k3 = min(k2, n_cells), min(k3, n_cells)
     return [k, k2, k3]
 
 
@@ -285,7 +291,7 @@ class Trainer:
                 if not sizes:
                     # K is first needed here: with n_clusters=None, estimate it
                     # on the warm-up embedding
-                    sizes = prototype_sizes(self.estimate_k(z_all))
+                    sizes = prototype_sizes(self.estimate_k(z_all), z_all.shape[0])
                     prev_centres = [None] * len(sizes)
                 results = [
                     self._kmeans(z_all, k, cfg.kmeans_n_init_epoch,
