@@ -226,3 +226,17 @@ def test_sampler_probability_proportional_to_normalised_degree():
     n = 1000  # binomial sd 0.014; a uniform draw (0.5) or degree-proportional one (2/3) fails
     hits = sum(int(sampler.sample(np.array([0, 1]), rng).genes[0] == 1) for _ in range(n))
     assert abs(hits / n - 0.75) < 0.05
+
+
+def test_dense_storage_only_for_dense_enough_and_small_enough_matrices(monkeypatch):
+    from scgpcl.data import _graph
+
+    rng = np.random.default_rng(0)
+    dense_ish = sp.random(60, 50, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    sparse_ish = sp.random(60, 50, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    assert _graph._to_torch_csr(dense_ish, torch.device("cpu")).layout == torch.strided
+    assert _graph._to_torch_csr(sparse_ish, torch.device("cpu")).layout == torch.sparse_csr
+    monkeypatch.setattr(_graph, "DENSE_MAX_ENTRIES", 60 * 50 - 1)  # one entry too many
+    t = _graph._to_torch_csr(dense_ish, torch.device("cpu"))
+    assert t.layout == torch.sparse_csr
+    np.testing.assert_array_equal(t.to_dense().numpy(), dense_ish.toarray())

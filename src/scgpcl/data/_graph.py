@@ -29,11 +29,17 @@ __all__ = ["BipartiteGraph", "BipartiteAdjacency", "Subgraph", "SubgraphSampler"
 #: Above this fraction of non-zeros a dense matmul beats torch's CSR one on CPU
 #: (measured for 2048 x 2000 @ 2000 x 512: crossover at ~12 %, see benchmarks/results/core.md).
 DENSE_ABOVE = 0.12
+#: ... but never for matrices with more entries than this (128 MB as float32):
+#: the full-graph matrices of a large dataset (say 100k cells x 2000 genes, 4
+#: of them) would otherwise take gigabytes. Every benchmark dataset and every
+#: minibatch subgraph is below it.
+DENSE_MAX_ENTRIES = 2**25
 
 
 def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    """A constant matrix for ``_SpMM``: torch CSR, or dense when that is faster."""
-    if m.nnz > DENSE_ABOVE * m.shape[0] * m.shape[1]:
+    """A constant matrix for ``_SpMM``: torch CSR, or dense when that is faster and not too large."""
+    n_entries = m.shape[0] * m.shape[1]
+    if m.nnz > DENSE_ABOVE * n_entries and n_entries <= DENSE_MAX_ENTRIES:
         return torch.from_numpy(m.toarray().astype(np.float32, copy=False)).to(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
