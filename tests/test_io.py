@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 
 import anndata
 import h5py
@@ -219,6 +220,20 @@ def test_csv_genes_as_rows_transposed(tmp_path, counts, cells, genes):
     # read the default way, the same file comes out with genes as rows
     as_is = read_counts(path)
     assert as_is.shape == (N_GENES, N_CELLS)
+
+
+def test_barcodes_read_as_genes_warn(tmp_path, counts):
+    rng = np.random.default_rng(0)
+    barcodes = ["".join(rng.choice(list("ACGT"), 16)) + "-1" for _ in range(counts.shape[0])]
+    genes = [f"Gene{j}" for j in range(counts.shape[1])]
+    path = tmp_path / "genes_x_cells.csv"
+    write_table(path, counts.T, genes, barcodes, sep=",")
+    with pytest.warns(UserWarning, match=r"column names .* look like cell barcodes.*genes_as_rows=True"):
+        read_counts(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right orientation: no warning
+        out = read_counts(path, genes_as_rows=True)
+    assert list(out.obs_names) == barcodes
 
 
 def test_csv_not_numeric(tmp_path):

@@ -28,6 +28,7 @@ import bz2
 import gzip
 import logging
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -443,6 +444,17 @@ def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
             obs=pd.DataFrame(index=adata.var_names.copy()),
             var=pd.DataFrame(index=adata.obs_names.copy()),
         )
+    # the orientation is the user's to say; warn when the gene side looks like barcodes
+    gene_names = adata.var_names
+    if _mostly_barcodes(gene_names):
+        side = "row" if genes_as_rows else "column"
+        warnings.warn(
+            f"the {side} names of '{path}', read as genes, look like cell barcodes (e.g. {gene_names[0]!r}); "
+            f"if the {side}s are cells, pass genes_as_rows={not genes_as_rows} "
+            f"(CLI: {'drop --genes-as-rows' if genes_as_rows else '--genes-as-rows'})",
+            UserWarning,
+            stacklevel=2,
+        )
     logger.info(
         "text table '%s': rows are %s (pass genes_as_rows=%s if they are %s)",
         path,
@@ -451,6 +463,15 @@ def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
         "cells" if genes_as_rows else "genes",
     )
     return adata
+
+
+_BARCODE = re.compile(r"^(?:[A-Za-z0-9]+[_:.-])?[ACGTN]{10,}(?:[-_.][A-Za-z0-9]+)?$")
+
+
+def _mostly_barcodes(names: pd.Index, sample: int = 200) -> bool:
+    """Whether most names look like 10x/Drop-seq cell barcodes (ACGT strings of 10+ bases)."""
+    head = [str(n) for n in names[:sample]]
+    return bool(head) and sum(bool(_BARCODE.match(n)) for n in head) > 0.8 * len(head)
 
 
 # ---------------------------------------------------------------------------
