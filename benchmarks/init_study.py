@@ -83,7 +83,7 @@ def leiden_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
     return best
 
 
-def study(dataset: str, seed: int, threads: int, n_epochs: int) -> dict:
+def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str, ...] = STARTS) -> dict:
     import torch
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
@@ -119,13 +119,15 @@ def study(dataset: str, seed: int, threads: int, n_epochs: int) -> dict:
         t = time.perf_counter()
         starts["epochs"] = consensus(epoch_labels[-n_epochs:] + [starts["kmeans"]], k, seed)
         out["epochs_s"] = time.perf_counter() - t
+        if "restarts" in which:
+            t = time.perf_counter()
+            restarts = [KMeans(k, n_init=1, random_state=1000 * seed + i).fit(z).labels_ for i in range(20)]
+            starts["restarts"] = consensus(restarts, k, seed)
+            out["restarts_s"] = time.perf_counter() - t
+    if "leiden" in which:
         t = time.perf_counter()
-        restarts = [KMeans(k, n_init=1, random_state=1000 * seed + i).fit(z).labels_ for i in range(20)]
-        starts["restarts"] = consensus(restarts, k, seed)
-        out["restarts_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    starts["leiden"] = leiden_k(z, k, seed)
-    out["leiden_s"] = time.perf_counter() - t
+        starts["leiden"] = leiden_k(z, k, seed)
+        out["leiden_s"] = time.perf_counter() - t
     out["epoch_label_ari"] = [float(ari(truth, lab)) for lab in epoch_labels[-n_epochs:]]
 
     out["starts"] = {}
@@ -167,7 +169,7 @@ def cmd_run(args) -> None:
         for s in args.seeds:
             if (d, s) in done:
                 continue
-            rec = study(d, s, args.threads, args.epochs)
+            rec = study(d, s, args.threads, args.epochs, tuple(args.starts))
             rec["command"] = "python benchmarks/init_study.py " + " ".join(sys.argv[1:])
             with out.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -180,15 +182,23 @@ def cmd_analyse(args) -> None:
     for r in recs:
         s = r["starts"]
         print(f"| {r['dataset']} | {r['seed']} | "
-              + " | ".join(f"{s[n]['ARI_start']:.3f} / {s[n]['ARI']:.3f}" for n in STARTS) + " |")
+              + " | ".join(f"{s[n]['ARI_start']:.3f} / {s[n]['ARI']:.3f}" if n in s else "—" for n in STARTS) + " |")
     print()
-    base = np.array([r["starts"]["kmeans"]["ARI"] for r in recs])
-    print(f"{len(recs)} runs; mean final ARI from the k-means start {base.mean():.3f}")
     for n in STARTS[1:]:
-        v = np.array([r["starts"][n]["ARI"] for r in recs])
+        have = [r for r in recs if n in r["starts"]]
+        if not have:
+            continue
+        base = np.array([r["starts"]["kmeans"]["ARI"] for r in have])
+        v = np.array([r["starts"][n]["ARI"] for r in have])
         d = v - base
-        print(f"  {n}: {v.mean():.3f}, paired difference {d.mean():+.3f} +- {d.std(ddof=1) if len(d) > 1 else 0:.3f}"
-              f" (better in {(d > 0.005).sum()}, worse in {(d < -0.005).sum()})")
+        print(f"{n}: {len(have)} runs; k-means start {base.mean():.3f}, {n} {v.mean():.3f}, paired difference "
+              f"{d.mean():+.3f} +- {d.std(ddof=1) if len(d) > 1 else 0:.3f} "
+              f"(better in {(d > 0.005).sum()}, worse in {(d < -0.005).sum()})")
+        per = {}
+        for r in have:
+            per.setdefault(r["dataset"], []).append(r["starts"][n]["ARI"] - r["starts"]["kmeans"]["ARI"])
+        print("  per dataset (mean difference): "
+              + ", ".join(f"{ds} {np.mean(x):+.3f} ({len(x)})" for ds, x in per.items()))
 
 
 def main(argv=None) -> None:
@@ -199,6 +209,8 @@ def main(argv=None) -> None:
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--epochs", type=int, default=10, help="pre-training epochs in the consensus (default 10)")
+    r.add_argument("--starts", nargs="+", default=list(STARTS), choices=STARTS,
+                   help="starts to compare (kmeans and epochs are always computed)")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_run)
     a = sub.add_parser("analyse")
