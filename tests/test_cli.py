@@ -254,3 +254,14 @@ def test_finetune_masking_flag_reaches_the_config():
     # not given: the preset's own value
     assert parse("--preset", "faithful").train.finetune_masking == scgpcl.faithful().train.finetune_masking
     assert parse("--preset", "fast").train.finetune_masking == scgpcl.fast().train.finetune_masking
+
+
+def test_dec_init_flag_reaches_the_config(capsys):
+    from scgpcl.cli import _config_from_args, build_parser
+
+    parse = lambda *extra: _config_from_args(build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "3", *extra]))
+    assert parse("--dec-init", "consensus").train.dec_init == "consensus"
+    assert parse("--preset", "faithful").train.dec_init == scgpcl.faithful().train.dec_init
+    with pytest.raises(SystemExit):
+        parse("--dec-init", "random")
+    assert "invalid choice" in capsys.readouterr().err

@@ -355,3 +355,35 @@ def test_reseed_and_random_state_replay_the_same_draws(toy):
     assert same(again, draws())
     tr.reseed([0, 8])
     assert not same(again, draws())
+
+
+@pytest.mark.parametrize("dec_init", ["kmeans", "consensus"])
+def test_dec_init_consensus_uses_the_last_epochs_labels(toy, monkeypatch, dec_init):
+    from scgpcl.train import _trainer
+
+    calls = []
+    original = _trainer.consensus_labels
+
+    def spy(labelings, k, **kw):
+        out = original(labelings, k, **kw)
+        calls.append((len(labelings), out))
+        return out
+
+    monkeypatch.setattr(_trainer, "consensus_labels", spy)
+    m = SCGPCL(toy, 3, random_state=0, dec_init=dec_init, dec_init_epochs=3, **QUICK)
+    m.train(progress=False)
+    tr = m.trainer
+    # k-means ran in epochs warmup..min(epochs run, pretrain_epochs - 1)
+    ran = m.summary()["pretrain"]["epochs"]
+    n_kmeans_epochs = min(ran, QUICK["pretrain_epochs"] - 1) - QUICK["warmup_epochs"] + 1
+    assert len(tr.recent_epoch_labels) == min(3, n_kmeans_epochs)
+    if dec_init == "kmeans":
+        assert calls == []
+    else:
+        # the last epochs' labels plus the k-means start; its result starts DEC
+        assert len(calls) == 1 and calls[0][0] == len(tr.recent_epoch_labels) + 1
+        assert np.array_equal(tr.init_labels, calls[0][1])
+        centres = m.trainer.module.cluster_centres.detach().numpy()
+        # DEC moved the centres; the start was the consensus clusters' means
+        assert centres.shape == (3, 64)
+    assert clustering_metrics(toy.obs["cell_type"], m.predict())["ARI"] > 0.9

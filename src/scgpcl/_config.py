@@ -99,6 +99,15 @@ class TrainConfig:
     #: 13-dataset benchmark (cite_cbmc and human_kidney lost 0.05-0.07), so
     #: both presets keep it on (``benchmarks/results/dec.md``).
     finetune_masking: bool = True
+    #: Where DEC fine-tuning starts: ``"kmeans"`` (reference): the best of
+    #: ``kmeans_n_init`` k-means restarts on the pre-trained embedding;
+    #: ``"consensus"``: the partition that agrees best with that one and with
+    #: the k-means labels of the last ``dec_init_epochs`` pre-training epochs
+    #: (computed anyway for the prototypes), its cluster means as the centres.
+    #: Single k-means optima on one embedding differ by up to 0.5 ARI
+    #: (``benchmarks/results/dec.md``); the consensus averages over epochs.
+    dec_init: str = "kmeans"
+    dec_init_epochs: int = 10
     #: Fine-tuning stops when fewer than this fraction of labels change.
     finetune_tol: float = 1e-3
     #: Skip the DEC stage (ablation); labels then come from k-means.
@@ -199,6 +208,8 @@ class SCGPCLConfig:
         number("lambda_cluster", t.lambda_cluster, 0, strict=False)
         number("finetune_tol", t.finetune_tol, 0, strict=False)
         whole("auto_k_max", t.auto_k_max, 2)
+        choice("dec_init", t.dec_init, ("kmeans", "consensus"))
+        whole("dec_init_epochs", t.dec_init_epochs, 1)
         if problems:
             raise ValueError("invalid option value(s): " + "; ".join(problems))
         return self

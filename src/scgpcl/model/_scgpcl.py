@@ -225,10 +225,11 @@ class SCGPCL:
         return out
 
     def predict_pretrained(self) -> np.ndarray:
-        """Labels of the k-means that initialised fine-tuning (the clustering before DEC).
+        """Labels of the partition that initialised fine-tuning (the clustering before DEC).
 
-        The same labels ``finetune=False`` would give with the same seed; useful to
-        see what fine-tuning changed. -1 for cells dropped as empty.
+        With ``dec_init="kmeans"`` these are the labels ``finetune=False`` would
+        give with the same seed; with ``"consensus"``, the consensus partition.
+        Useful to see what fine-tuning changed. -1 for cells dropped as empty.
         """
         labels = self.trainer.init_labels if self._trainer is not None else None
         if labels is None:

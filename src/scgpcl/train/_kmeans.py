@@ -16,7 +16,7 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-__all__ = ["KMeansResult", "kmeans"]
+__all__ = ["KMeansResult", "consensus_labels", "kmeans"]
 
 
 @dataclass
@@ -57,3 +57,25 @@ def kmeans(
         raise ValueError("kmeans needs n_init > 0 or init centres")
     labels = best.labels_.astype(np.int64)
     return KMeansResult(labels=labels, centres=best.cluster_centers_.astype(np.float32), inertia=float(best.inertia_))
+
+
+def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_init: int = 10,
+                     threads: int = 1) -> np.ndarray:
+    """One partition into ``k`` clusters that agrees best with several partitions of the same cells.
+
+    k-means on each cell's concatenated one-hot memberships: the squared
+    distance between two cells is twice the number of partitions that put
+    them apart, so this clusters the co-association of the cells without
+    forming the n x n matrix. Deterministic for a given ``seed``.
+    """
+    if not labelings:
+        raise ValueError("consensus_labels needs at least one labelling")
+    blocks = []
+    for lab in labelings:
+        _, inv = np.unique(np.asarray(lab), return_inverse=True)
+        blocks.append(np.eye(inv.max() + 1, dtype=np.float32)[inv])
+    h = np.hstack(blocks)
+    if not 1 <= k <= h.shape[0]:
+        raise ValueError(f"consensus_labels needs 1 <= k <= n_points, got k={k}, n={h.shape[0]}")
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return KMeans(k, n_init=n_init, random_state=seed).fit(h).labels_.astype(np.int64)

@@ -7,6 +7,7 @@ torch and the user-facing class never does maths.
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import math
@@ -24,7 +25,7 @@ from ..data._preprocess import PreparedData
 from ..module import _losses as L
 from ..module._network import CellFeatures, SCGPCLModule
 from ._auto_k import AutoKResult, estimate_k
-from ._kmeans import kmeans
+from ._kmeans import consensus_labels, kmeans
 
 __all__ = ["Trainer", "StageResult", "prototype_sizes"]
 
@@ -124,6 +125,8 @@ class Trainer:
         #: k-means labels (K clusters) of the latest post-warm-up pre-training
         #: epoch, as used for its prototypes and convergence check
         self.epoch_labels: np.ndarray | None = None
+        #: those of the last ``dec_init_epochs`` epochs (``dec_init="consensus"``)
+        self.recent_epoch_labels: collections.deque[np.ndarray] = collections.deque(maxlen=train_cfg.dec_init_epochs)
 
     # ---------------------------------------------------------------- helpers
     def reseed(self, entropy: int | Sequence[int]) -> None:
@@ -301,6 +304,7 @@ class Trainer:
                 prev_centres = [r.centres for r in results]
                 labels = results[0].labels
                 self.epoch_labels = labels
+                self.recent_epoch_labels.append(labels)
                 if prev_labels is not None:
                     ari = float(adjusted_rand_score(prev_labels, labels))
                     record["ari_prev"] = ari
@@ -343,13 +347,19 @@ class Trainer:
 
     # ------------------------------------------------------------ fine-tuning
     def init_clusters(self) -> np.ndarray:
-        """k-means on the full embedding; sets the DEC centres; returns labels."""
+        """The DEC start (``dec_init``) on the full embedding; sets the DEC centres; returns labels."""
         z = self.embed()
         r = self._kmeans(z, self.k, self.cfg.kmeans_n_init)
-        self.module.init_cluster_centres(torch.from_numpy(r.centres).to(self.device))
-        self.init_labels = r.labels
+        labels, centres = r.labels, r.centres
+        recent = [lab for lab in self.recent_epoch_labels if lab.max() + 1 == self.k]
+        if self.cfg.dec_init == "consensus" and recent:
+            labels = consensus_labels(recent + [r.labels], self.k, seed=self.seed)
+            zn = z.cpu().numpy()
+            centres = np.stack([zn[labels == c].mean(0) for c in range(self.k)]).astype(np.float32)
+        self.module.init_cluster_centres(torch.from_numpy(centres).to(self.device))
+        self.init_labels = labels
         self.init_embedding = z.cpu().numpy()
-        return r.labels
+        return labels
 
     def finetune(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         cfg = self.cfg
