@@ -284,7 +284,15 @@ class SCGPCL:
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> "SCGPCL":
-        """Rebuild a trained model for ``adata``; its genes must include the saved ones."""
+        """Rebuild a trained model for ``adata``; its genes must include the saved ones.
+
+        Meant for the data the model was trained on (to predict or embed again
+        without retraining). The cell features are normalised with statistics
+        of ``adata`` itself (median library size, each gene's mean and standard
+        deviation), as in training; on other data they are therefore not the
+        training statistics, and the embedding is only comparable if the two
+        datasets are alike.
+        """
         d = Path(dir_path)
         try:
             meta = json.loads((d / _CONFIG).read_text())
