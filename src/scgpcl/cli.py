@@ -238,7 +238,6 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
 
 
 def _run_cluster(args) -> int:
-    from .data._checks import check_label_key
     from .data._io import read_counts
     from .model import SCGPCL
     from .tl import store_results
@@ -246,8 +245,7 @@ def _run_cluster(args) -> int:
     out = _check_h5ad_out(args.output)
     config = _config_from_args(args)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
-                        label_key=args.label_key)
-    check_label_key(adata, args.label_key)
+                        label_key=args.label_key)  # also checks the label key
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
     t0 = time.perf_counter()
