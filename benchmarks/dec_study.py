@@ -64,22 +64,13 @@ def _restore(tr, snap):
 
 
 def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
-    import torch
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
     import harness
-    import scgpcl
 
-    torch.set_num_threads(threads)
-    adata = harness.load_dataset(dataset, seed)
-    truth_all = np.asarray(adata.obs["cell_type"].astype(str))
-    k = len(np.unique(truth_all))
-    model = scgpcl.SCGPCL(adata, n_clusters=k, config=scgpcl.fast(), random_state=seed, device="cpu")
-    truth = truth_all[model.data.cell_mask]
-    tr = model.trainer
-    tr.progress = False
+    tr, truth, k = harness.fast_trainer(dataset, seed, threads)
     t0 = time.perf_counter()
     pre = tr.pretrain()
     out = {"dataset": dataset, "seed": seed, "K": k, "threads": threads, "pretrain_epochs": pre.epochs,

@@ -40,18 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 STARTS = ("kmeans", "epochs", "restarts", "leiden")
 
 
-def consensus(labelings: list[np.ndarray], k: int, seed: int) -> np.ndarray:
-    """k-means (K clusters) on the cells' concatenated one-hot memberships."""
-    from sklearn.cluster import KMeans
-
-    blocks = []
-    for lab in labelings:
-        _, inv = np.unique(lab, return_inverse=True)
-        blocks.append(np.eye(inv.max() + 1, dtype=np.float32)[inv])
-    h = np.hstack(blocks)
-    return KMeans(k, n_init=10, random_state=seed).fit(h).labels_
-
-
 def leiden_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Leiden on a kNN graph of ``z`` with the resolution bisected to give ``k`` clusters."""
     import igraph as ig
@@ -90,26 +78,16 @@ def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str
     from threadpoolctl import threadpool_limits
 
     import harness
-    import scgpcl
+    from scgpcl.train._kmeans import consensus_labels
 
-    torch.set_num_threads(threads)
-    adata = harness.load_dataset(dataset, seed)
-    truth_all = np.asarray(adata.obs["cell_type"].astype(str))
-    k = len(np.unique(truth_all))
-    model = scgpcl.SCGPCL(adata, n_clusters=k, config=scgpcl.fast(), random_state=seed, device="cpu")
-    truth = truth_all[model.data.cell_mask]
-    tr = model.trainer
-    tr.progress = False
-    epoch_labels: list[np.ndarray] = []
-
-    def keep(epoch, record):
-        if "ari_prev" in record or (tr.epoch_labels is not None and not epoch_labels):
-            epoch_labels.append(tr.epoch_labels.copy())
-
+    # the trainer keeps the last n_epochs epochs' labels (dec_init_epochs); dec_init
+    # stays "kmeans", so its own start is the `kmeans` one below
+    tr, truth, k = harness.fast_trainer(dataset, seed, threads, dec_init_epochs=n_epochs)
     t0 = time.perf_counter()
-    pre = tr.pretrain(callback=keep)
+    pre = tr.pretrain()
+    epoch_labels = list(tr.recent_epoch_labels)
     out = {"dataset": dataset, "seed": seed, "K": k, "threads": threads, "pretrain_epochs": pre.epochs,
-           "pretrain_s": time.perf_counter() - t0, "consensus_epochs": min(n_epochs, len(epoch_labels))}
+           "pretrain_s": time.perf_counter() - t0, "consensus_epochs": len(epoch_labels)}
     module, rstate = copy.deepcopy(tr.module), tr.random_state()
 
     z = tr.embed().cpu().numpy().astype(np.float32)
@@ -117,18 +95,18 @@ def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str
         tr.init_clusters()
         starts = {"kmeans": tr.init_labels.copy()}
         t = time.perf_counter()
-        starts["epochs"] = consensus(epoch_labels[-n_epochs:] + [starts["kmeans"]], k, seed)
+        starts["epochs"] = consensus_labels(epoch_labels + [starts["kmeans"]], k, seed=seed)
         out["epochs_s"] = time.perf_counter() - t
         if "restarts" in which:
             t = time.perf_counter()
             restarts = [KMeans(k, n_init=1, random_state=1000 * seed + i).fit(z).labels_ for i in range(20)]
-            starts["restarts"] = consensus(restarts, k, seed)
+            starts["restarts"] = consensus_labels(restarts, k, seed=seed)
             out["restarts_s"] = time.perf_counter() - t
     if "leiden" in which:
         t = time.perf_counter()
         starts["leiden"] = leiden_k(z, k, seed)
         out["leiden_s"] = time.perf_counter() - t
-    out["epoch_label_ari"] = [float(ari(truth, lab)) for lab in epoch_labels[-n_epochs:]]
+    out["epoch_label_ari"] = [float(ari(truth, lab)) for lab in epoch_labels]
 
     out["starts"] = {}
     for name, lab in starts.items():
