@@ -118,7 +118,7 @@ class Trainer:
         self._full: Subgraph | None = None
         self.reseed(self.seed)
         self._kmeans_calls = 0
-        #: k-means labels on the pre-trained embedding that initialised DEC (None before fine-tuning)
+        #: labels on the pre-trained embedding that initialised DEC (``dec_init``; None before fine-tuning)
         self.init_labels: np.ndarray | None = None
         #: the pre-trained embedding those labels were computed on
         self.init_embedding: np.ndarray | None = None
