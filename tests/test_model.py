@@ -105,6 +105,19 @@ def test_global_rng_untouched(toy):
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "0"])
+def test_bad_seed_refused(toy, seed):
+    with pytest.raises(InputError, match="is not a seed"):
+        SCGPCL(toy, 3, random_state=seed, **QUICK)
+
+
+def test_seed_none_draws_and_records_a_seed(toy):
+    a = SCGPCL(toy, 3, random_state=None, **QUICK)
+    b = SCGPCL(toy, 3, random_state=None, **QUICK)
+    assert 0 <= a.random_state < 2**32 and a.random_state != b.random_state
+    assert SCGPCL(toy, 3, random_state=np.int64(7), **QUICK).random_state == 7
+
+
 def test_save_load_round_trip(trained, toy, tmp_path):
     trained.save(tmp_path / "m")
     loaded = SCGPCL.load(tmp_path / "m", toy)
@@ -179,7 +192,8 @@ def test_bad_arguments(toy, kwargs, match):
     "option, value",
     [("batch_size", 0), ("batch_size", 1), ("lr", -1.0), ("n_top_genes", 0), ("hvg_fraction", 0.0),
      ("feature_drop", (0.2, 1.0)), ("tau", 0.0), ("kmeans_n_init", 0), ("finetune_rho", 1.5),
-     ("encoder", "transformer"), ("pretrain_epochs", 2.5), ("lambda_ins", float("nan"))],
+     ("encoder", "transformer"), ("pretrain_epochs", 2.5), ("lambda_ins", float("nan")),
+     ("encoder_dims", (64, True)), ("encoder_dims", 64), ("num_samples", (False,)), ("feature_drop", 0.2)],
 )
 def test_out_of_range_options_refused_before_training(toy, option, value):
     with pytest.raises(InputError, match=rf"invalid option value\(s\): {option}="):

@@ -32,7 +32,7 @@ def test_fit_attributes(fitted, toy):
     assert set(np.unique(fitted.labels_)) <= {0, 1, 2}
     assert fitted.embedding_.shape == (n, d) and d == 64
     assert fitted.cluster_centers_.shape == (3, d)
-    assert fitted.n_clusters_ == 3 and fitted.n_features_in_ == x.shape[1]
+    assert fitted.n_clusters_ == 3 and fitted.n_features_in_ == x.shape[1] and fitted.random_state_ == fitted.random_state
     assert clustering_metrics(truth, fitted.labels_)["ARI"] > 0.9
     # each centre sits in its cluster's part of the embedding: nearest centre of a cluster's mean is its own
     for c in range(3):
@@ -75,6 +75,7 @@ def test_dataframe_gives_gene_names(toy):
         (-np.ones((30, 20)), {}, "negative"),
         (np.ones((30, 20)), {"preset": "nope"}, "preset"),
         (np.ones((30, 20)), {"no_such_option": 3}, "no_such_option"),
+        (np.ones((30, 20)), {"random_state": -3}, "not a seed"),
     ],
 )
 def test_bad_input_raises_input_error(x, kwargs, message):

@@ -179,7 +179,11 @@ class SCGPCLConfig:
         number("hvg_fraction", p.hvg_fraction, 0, strict=True, high=1)
         whole("min_genes", p.min_genes, 0)
         whole("n_top_genes", p.n_top_genes, 2)
-        need(len(m.encoder_dims) >= 1 and all(isinstance(d, numbers.Integral) and d >= 1 for d in m.encoder_dims),
+        def counts(values: Any) -> bool:
+            return isinstance(values, (tuple, list)) and len(values) >= 1 and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values)
+
+        need(counts(m.encoder_dims),
              "encoder_dims", m.encoder_dims, "one or more layer widths >= 1")
         whole("gene_embedding_dim", m.gene_embedding_dim, 1)
         whole("decoder_dim", m.decoder_dim, 1)
@@ -188,9 +192,10 @@ class SCGPCLConfig:
         number("tau", m.tau, 0, strict=True)
         number("alpha", m.alpha, 0, strict=True)
         whole("batch_size", sa.batch_size, 2)  # BatchNorm needs two cells per minibatch
-        need(len(sa.num_samples) >= 1 and all(isinstance(n, numbers.Integral) and n >= 1 for n in sa.num_samples),
+        need(counts(sa.num_samples),
              "num_samples", sa.num_samples, "one or more node budgets >= 1")
-        need(len(sa.feature_drop) == 2 and all(isinstance(f, numbers.Real) and 0 <= f < 1 for f in sa.feature_drop),
+        need(isinstance(sa.feature_drop, (tuple, list)) and len(sa.feature_drop) == 2
+             and all(isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 <= f < 1 for f in sa.feature_drop),
              "feature_drop", sa.feature_drop, "two fractions in [0, 1)")
         whole("pretrain_epochs", t.pretrain_epochs, 1)
         whole("warmup_epochs", t.warmup_epochs, 0)

@@ -184,10 +184,10 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
     if report is not None and h5ad is not None:
         # the report's UMAP (pl.umap's defaults) goes into the .h5ad too; if it
         # fails here it fails again in the report, which says so
-        from .pl._plots import _umap_coords
+        from .pl._plots import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, _umap_coords
 
         try:
-            _umap_coords(adata, key, 15, 0, False)
+            _umap_coords(adata, key, UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, False)
         except Exception:  # noqa: BLE001 - reported by write_report below
             pass
     if h5ad is not None:

@@ -48,6 +48,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         ``n_clusters_``.
     random_state
         Seed (an ``int``): the same seed gives the same labels on the same CPU.
+        ``None`` draws a fresh seed at each fit (kept in ``random_state_``).
     preset
         ``"faithful"`` (the reference schedule) or ``"fast"`` (the project's
         quicker one); see :func:`scgpcl.faithful` and :func:`scgpcl.fast`.
@@ -73,6 +74,8 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         of each cluster when fine-tuning is switched off (``finetune=False``).
     n_clusters_ : int
         The number of clusters used.
+    random_state_ : int
+        The seed used (the one drawn when ``random_state=None``).
     n_features_in_ : int
         Number of genes in the matrix given to ``fit``.
     feature_names_in_ : ndarray of str
@@ -90,7 +93,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         self,
         n_clusters: int | None = 8,
         *,
-        random_state: int = 0,
+        random_state: int | None = 0,
         preset: str = "faithful",
         device: str = "auto",
         progress: bool = False,
@@ -170,6 +173,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         self.labels_ = model.predict()
         self.embedding_ = model.get_latent_representation()
         self.n_clusters_ = int(model.n_clusters)
+        self.random_state_ = model.random_state
         self.cluster_centers_ = _centres(model, self.embedding_, self.labels_, self.n_clusters_)
         self.n_features_in_ = int(counts.shape[1])
         if genes is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,22 @@ log = logging.getLogger("scgpcl")
 
 _WEIGHTS = "model.pt"
 _CONFIG = "config.json"
+
+
+def _resolve_seed(random_state: Any) -> int:
+    """A whole number in [0, 2**32) (what every RNG here accepts); ``None`` draws one and logs it."""
+    if random_state is None:
+        seed = int(np.random.SeedSequence().entropy % 2**32)
+        log.info("random_state=None: drew the seed %d; pass random_state=%d to repeat this run", seed, seed)
+        return seed
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or not (
+        0 <= random_state < 2**32
+    ):
+        raise InputError(
+            f"random_state={random_state!r} is not a seed: give a whole number from 0 to 2**32 - 1, "
+            "or None to draw one"
+        )
+    return int(random_state)
 
 
 def _check_unique_genes(adata: AnnData) -> None:
@@ -93,7 +110,8 @@ class SCGPCL:
         A :class:`~scgpcl.SCGPCLConfig`; defaults to the reference settings.
     random_state
         Seed for weights, sampling, masking and k-means. The same seed gives
-        the same labels on the same CPU.
+        the same labels on the same CPU. ``None`` draws a seed, logs it and
+        keeps it in :attr:`random_state` (``tl.cluster`` records it in ``uns``).
     device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     **overrides
@@ -114,7 +132,7 @@ class SCGPCL:
         *,
         layer: str | None = None,
         config: SCGPCLConfig | None = None,
-        random_state: int = 0,
+        random_state: int | None = 0,
         device: str | torch.device = "auto",
         **overrides: Any,
     ):
@@ -128,7 +146,7 @@ class SCGPCL:
         self.config = config
         self.adata = adata
         self.layer = layer
-        self.random_state = int(random_state)
+        self.random_state = _resolve_seed(random_state)
         self.device = resolve_device(device)
         _check_unique_genes(adata)
         counts = _get_counts(adata, layer)

@@ -97,6 +97,11 @@ def _point_size(n: int) -> float:
 
 
 # --------------------------------------------------------------------- UMAP
+#: :func:`umap`'s defaults; the CLI precomputes the report's UMAP with them
+UMAP_N_NEIGHBORS = 15
+UMAP_RANDOM_STATE = 0
+
+
 def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, recompute: bool) -> np.ndarray:
     import scanpy as sc
 
@@ -160,8 +165,8 @@ def umap(
     *,
     key: str = "scgpcl",
     label_key: str | None = None,
-    n_neighbors: int = 15,
-    random_state: int = 0,
+    n_neighbors: int = UMAP_N_NEIGHBORS,
+    random_state: int = UMAP_RANDOM_STATE,
     recompute: bool = False,
     show: bool = False,
 ) -> Figure:

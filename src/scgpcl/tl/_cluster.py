@@ -26,7 +26,7 @@ def cluster(
     layer: str | None = None,
     label_key: str | None = None,
     key_added: str = "scgpcl",
-    random_state: int = 0,
+    random_state: int | None = 0,
     config: SCGPCLConfig | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -46,6 +46,9 @@ def cluster(
     (criterion ``auto_k_method``, e.g. ``auto_k_method="silhouette"``) and
     records it in ``uns[key_added]['auto_k']``: ``k``, ``method``, ``seconds``
     and ``curve`` (the criterion over its candidates, arrays keyed by name).
+
+    ``random_state=None`` draws a seed; ``uns[key_added]['params']['random_state']``
+    records the one used.
 
     Returns the model's AnnData copy when ``copy=True``, else ``None``.
     """
