@@ -263,8 +263,7 @@ def run(args) -> None:
                     continue
                 rec = json.loads(p.stdout.strip().splitlines()[-1])
                 rec.update(wall_s=time.perf_counter() - t0, machine=f"{platform.machine()} {os.cpu_count()} cpus")
-                with out.open("a") as f:
-                    f.write(json.dumps(rec, default=float) + "\n")
+                harness.append_record(out, rec)
                 print(f"{ds} {mode} seed {seed}: K={rec['K']} (true {rec['K_true']}) ARI {rec['ARI']:.3f} "
                       f"NMI {rec['NMI']:.3f} ({rec['wall_s']:.0f} s)", flush=True)
     args.datasets = None  # the table covers every dataset, run here or before

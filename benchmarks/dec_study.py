@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
 #: name -> (train-config overrides, sampler-config overrides, DEC-stage reseed or None)
 #: A reseed gives the fine-tuning's batch order, subgraph sampling and masks
@@ -68,7 +68,6 @@ def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
     from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
-    import harness
 
     tr, truth, k = harness.fast_trainer(dataset, seed, threads)
     t0 = time.perf_counter()
@@ -119,22 +118,18 @@ def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
 
 
 def cmd_run(args) -> None:
-    done = set()
-    out = Path(args.out)
-    if out.exists():
-        done = {(r["dataset"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
+    done = {(r["dataset"], r["seed"]) for r in harness.load_records(args.out)}
     for d in args.datasets:
         for s in args.seeds:
             if (d, s) in done:
                 continue
             rec = study(d, s, args.threads, args.variants)
             rec["command"] = "python benchmarks/dec_study.py " + " ".join(sys.argv[1:])
-            with out.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+            harness.append_record(args.out, rec)
 
 
 def cmd_analyse(args) -> None:
-    recs = [json.loads(l) for p in args.files for l in Path(p).read_text().splitlines()]
+    recs = [r for p in args.files for r in harness.load_records(p)]
     names = [n for n in VARIANTS if any(n in r["variants"] for r in recs) and "@" not in n]
     print("| dataset | seed | pre-DEC (lowest inertia) | restarts: mean / min / max | medoid restart | "
           + " | ".join(names) + " |")

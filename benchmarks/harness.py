@@ -470,6 +470,12 @@ def load_records(path: Path | str) -> list[dict]:
     return out
 
 
+def append_record(path: Path | str, rec: dict) -> None:
+    """Append one JSON line (numpy scalars as floats); whole lines only, so a resumed run can read it."""
+    with Path(path).open("a") as f:
+        f.write(json.dumps(rec, default=float) + "\n")
+
+
 def latest_ok(records: list[dict]) -> dict[tuple, dict]:
     """Last successful record per run key."""
     out: dict[tuple, dict] = {}
@@ -575,8 +581,7 @@ def run_batch(datasets: list[str], methods: list[str], seeds: list[int], out: Pa
             rec["command"] = command
         if extra_fields:
             rec.update(extra_fields(d, s))
-        with out.open("a") as f:
-            f.write(json.dumps(rec, default=float) + "\n")
+        append_record(out, rec)
         tag = f" {json.dumps(o, sort_keys=True)}" if o else ""
         head = f"[{i}/{len(todo)}] {dataset_name(d)} {m}{tag} seed={s}"
         if rec["status"] == "ok":

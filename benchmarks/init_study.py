@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 
 STARTS = ("kmeans", "epochs", "restarts", "leiden")
 
@@ -77,7 +77,6 @@ def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str
     from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
-    import harness
     from scgpcl.train._kmeans import consensus_labels
 
     # the trainer keeps the last n_epochs epochs' labels (dec_init_epochs); dec_init
@@ -139,22 +138,18 @@ def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str
 
 
 def cmd_run(args) -> None:
-    out = Path(args.out)
-    done = set()
-    if out.exists():
-        done = {(r["dataset"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
+    done = {(r["dataset"], r["seed"]) for r in harness.load_records(args.out)}
     for d in args.datasets:
         for s in args.seeds:
             if (d, s) in done:
                 continue
             rec = study(d, s, args.threads, args.epochs, tuple(args.starts))
             rec["command"] = "python benchmarks/init_study.py " + " ".join(sys.argv[1:])
-            with out.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+            harness.append_record(args.out, rec)
 
 
 def cmd_analyse(args) -> None:
-    recs = [json.loads(l) for p in args.files for l in Path(p).read_text().splitlines()]
+    recs = [r for p in args.files for r in harness.load_records(p)]
     print("| dataset | seed | " + " | ".join(f"{n}: start / final" for n in STARTS) + " |")
     print("|---|---|" + "---|" * len(STARTS))
     for r in recs:
