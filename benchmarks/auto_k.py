@@ -90,7 +90,8 @@ REVISION = """\
    also scores higher, ARI 0.575 vs 0.521 (true K: 0.602).
 2. **End to end.** The estimated-K ARI is 0.665 (true K: 0.725) with `leiden_modularity` and fresh restarts on the
    first 11 datasets; with human_kidney (K = 19-20 for 11 types: 0.57 against 0.63) and cite_cbmc (K = 12-14 for
-   15 types: 0.58 against 0.55) added it is 0.651 against 0.705 over all 13 (this file).
+   15 types: 0.58 against 0.55) added it is 0.651 against 0.705 over all 13 (`auto_k_patience0.md`: the
+   preset before the patience stop).
    With `eigengap` and the previous k-means warm start (`auto_k_previous.md`, 10 datasets) it was 0.587.
 3. **How each fails.**
    - `eigengap`: K = 2 on three-type data (cellbench, zeisel_subset) and K = 5-6 for baron_human's 14 types.
@@ -99,8 +100,15 @@ REVISION = """\
 4. **Caveat.** The choice was made on the same datasets it is scored on. On the first 10 seed-0 embeddings
    (`auto_k_criteria.md`, made before the gene-selection change of 2026-11-29) `eigengap` had been ahead,
    0.593 vs 0.549.
-5. **Cost.** Leiden takes ~6 s per estimate here, against 0.1 s for `eigengap`. leidenalg and igraph became
-   required dependencies."""
+5. **Cost.** Leiden takes ~6 s per estimate on the smaller datasets here, against 0.1 s for `eigengap`, and
+   33-93 s on human_kidney and cite_cbmc (one thread, shared machine). leidenalg and igraph became required
+   dependencies.
+6. **With the current `fast` preset (patience stop, 2026-12-02; `auto_k.md`).** The estimates are the same
+   (they are made on the warm-up embedding, before the patience stop can act), but the gap is wider:
+   0.626 against 0.689 (+0.064; with `convergence_patience=0` it was +0.054). Pre-training now stops
+   earlier, and the runs with an over-split K lost most: human_kidney 0.49 (0.57 without the patience stop),
+   pbmc4k 0.62 (0.66), zeisel_full 0.77 (0.84). cite_cbmc has two `auto` seeds here (0 and 1): the third
+   did not fit in the session."""
 
 
 # ------------------------------------------------------------------ datasets
