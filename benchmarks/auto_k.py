@@ -105,10 +105,9 @@ REVISION = """\
    dependencies.
 6. **With the current `fast` preset (patience stop, 2026-12-02; `auto_k.md`).** The estimates are the same
    (they are made on the warm-up embedding, before the patience stop can act), but the gap is wider:
-   0.626 against 0.689 (+0.064; with `convergence_patience=0` it was +0.054). Pre-training now stops
+   0.623 against 0.689 (+0.067; with `convergence_patience=0` it was +0.054). Pre-training now stops
    earlier, and the runs with an over-split K lost most: human_kidney 0.49 (0.57 without the patience stop),
-   pbmc4k 0.62 (0.66), zeisel_full 0.77 (0.84). cite_cbmc has two `auto` seeds here (0 and 1): the third
-   did not fit in the session."""
+   pbmc4k 0.62 (0.66), zeisel_full 0.77 (0.84)."""
 
 
 # ------------------------------------------------------------------ datasets
