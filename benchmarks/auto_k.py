@@ -100,8 +100,9 @@ REVISION = """\
 4. **Caveat.** The choice was made on the same datasets it is scored on. On the first 10 seed-0 embeddings
    (`auto_k_criteria.md`, made before the gene-selection change of 2026-11-29) `eigengap` had been ahead,
    0.593 vs 0.549.
-5. **Cost.** Leiden takes ~6 s per estimate on the smaller datasets here, against 0.1 s for `eigengap`, and
-   33-93 s on human_kidney and cite_cbmc (one thread, shared machine). leidenalg and igraph became required
+5. **Cost.** Leiden takes about 1 s per estimate on the smallest datasets here, 25-28 s on pbmc4k and 33-93 s
+   on human_kidney and cite_cbmc (one thread, two runs at a time on a 2-core machine), against 0.1 s for
+   `eigengap`. leidenalg and igraph became required
    dependencies.
 6. **With the current `fast` preset (patience stop, 2026-12-02; `auto_k.md`).** The estimates are the same
    (they are made on the warm-up embedding, before the patience stop can act), but the gap is wider:

@@ -68,7 +68,6 @@ def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
     from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
-
     tr, truth, k = harness.fast_trainer(dataset, seed, threads)
     t0 = time.perf_counter()
     pre = tr.pretrain()

@@ -106,8 +106,8 @@ class TrainConfig:
     #: (computed anyway for the prototypes), its cluster means as the centres.
     #: Single k-means optima on one embedding differ by up to 0.5 ARI
     #: (``benchmarks/results/dec.md``); the consensus averages over epochs.
-    #: It helped on seven smaller datasets (+0.02 ARI) but lost on the six
-    #: larger ones (-0.03, up to -0.14), so it is not a preset default
+    #: It helped on the seven datasets it was studied on (+0.02 ARI) but lost
+    #: on the six others (-0.03, up to -0.14), so it is not a preset default
     #: (``benchmarks/results/init.md``).
     dec_init: str = "kmeans"
     dec_init_epochs: int = 10
