@@ -210,3 +210,26 @@ def test_auto_k_pairs_runs_of_the_same_configuration(harness, tmp_path, monkeypa
     got = auto_k.all_records(["a"], {})
     assert sorted((r["mode"], r["seed"], r["ARI"]) for r in got) == [
         ("auto", 2, 0.4), ("leiden_res1", 0, 0.3), ("true", 0, 0.9)]
+
+
+def test_derived_no_finetune_rows_and_variants_kept_apart(harness):
+    # scgpcl_fast runs carry the pre-DEC scores; fast_no_finetune is read from them
+    recs = [_rec("a", "scgpcl_fast", s, 0.8, ARI_pretrain=v, NMI_pretrain=0.3, CA_pretrain=0.4, finetune_s=4.0)
+            for s, v in enumerate([0.1, 0.2, 0.3])]
+    # a real no-finetune run for seed 2 wins over the derived one
+    recs.append(_rec("a", "fast_no_finetune", 2, 0.9))
+    # an old run under an earlier default: its own section, not the main table or the best-method check
+    recs.append(_rec("a", "scgpcl_fast", 0, 0.99, overrides={"convergence_patience": 0}))
+    derived = harness.derive_records(recs)
+    assert sorted(r["seed"] for r in derived) == [0, 1]
+    assert all(r["method"] == "fast_no_finetune" and r["derived_from"] == "scgpcl_fast" for r in derived)
+    assert [r["ARI"] for r in sorted(derived, key=lambda r: r["seed"])] == [0.1, 0.2]
+    assert derived[0]["wall_s"] == pytest.approx(derived[0]["seed"] + 10.0 - 4.0)
+    assert "peak_rss_mb" not in derived[0] and "ARI_pretrain" not in derived[0]
+    md = harness.build_table(recs)
+    ari = md.split("## ARI\n")[1].split("## NMI")[0]
+    assert "| `scgpcl_fast` | `fast_no_finetune` |" in ari and "convergence_patience" not in ari
+    assert f"| a | **0.800 ± 0.000** | {np.mean([0.1, 0.2, 0.9]):.3f} ± {np.std([0.1, 0.2, 0.9], ddof=1):.3f} |" in ari
+    assert "## Variants: runs with config overrides (ARI)" in md
+    assert "| a | **0.990 (1 seed)** |" in md.split("## Variants")[1]
+    assert "| a | `scgpcl_fast` (0.800) | 0.800 | 0.000 | yes |" in md
