@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of clusters K, or 'auto' to estimate it")
     c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
     c.add_argument("--layer", help="layer with raw counts (default: X)")
+    c.add_argument("--use-raw", action="store_true",
+                   help="the raw counts are in .raw (h5ad); the output then holds them in X, with raw's genes")
     c.add_argument("--genes-as-rows", action="store_true", help="text input has genes as rows")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
@@ -241,11 +243,13 @@ def _run_cluster(args) -> int:
     from .data._io import read_counts
     from .model import SCGPCL
     from .tl import store_results
+    from .tl._cluster import check_keys
 
+    check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output)
     config = _config_from_args(args)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
-                        label_key=args.label_key)  # also checks the label key
+                        label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
     t0 = time.perf_counter()
@@ -271,11 +275,11 @@ def _report_dir(args) -> Path | None:
 
 
 def _run_report(args) -> int:
-    from .data._io import read_counts
+    from .data._io import read_clustered
     from .report import check_report_dir, write_report
 
     out = check_report_dir(args.report)
-    adata = read_counts(args.input)
+    adata = read_clustered(args.input)
     write_report(adata, out, key=args.key, label_key=args.label_key, dataset_name=args.name or Path(args.input).name)
     print(f"scgpcl: wrote {out / 'index.html'}")
     return 0
@@ -285,14 +289,14 @@ def _run_markers(args) -> int:
     import os
     import tempfile
 
-    from .data._io import read_counts
+    from .data._io import read_clustered
     from .tl import markers
     from ._errors import InputError
 
     out = Path(args.output) if args.output else None
     if out is not None and not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist")
-    adata = read_counts(args.input)
+    adata = read_clustered(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
         raise InputError(f"layer {args.layer!r} not found in '{args.input}'; available layers: {available}")

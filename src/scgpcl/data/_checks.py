@@ -98,13 +98,18 @@ def _value_blocks(X) -> Iterator[np.ndarray]:
         yield np.asarray(X[start : start + rows_per_block])
 
 
-def _layers_hint(layers: Sequence[str] | None) -> str:
+def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False) -> str:
+    raw = (
+        "; adata.raw is set: if it holds the counts, use adata.raw.to_adata() (CLI: --use-raw)"
+        if has_raw
+        else ""
+    )
     if layers is None:
-        return ""
+        return f" ({raw[2:]})" if raw else ""
     if len(layers) == 0:
-        return " (this data has no layers: go back to the raw count matrix)"
+        return f" (this data has no layers: go back to the raw count matrix{raw})"
     names = ", ".join(repr(name) for name in layers)
-    return f" (available layers: {names})"
+    return f" (available layers: {names}{raw})"
 
 
 def check_counts(
@@ -113,6 +118,7 @@ def check_counts(
     reconstruction: str = "zinb",
     where: str = "X",
     layers: Sequence[str] | None = None,
+    has_raw: bool = False,
 ) -> None:
     """Check that ``X`` holds raw counts: finite, non-negative integers, not all zero.
 
@@ -129,6 +135,9 @@ def check_counts(
     layers
         Names of the layers the user could pick instead, listed in the
         messages when given.
+    has_raw
+        Whether the AnnData has ``.raw``; the messages then point to it, since
+        raw counts next to a log-normalised ``X`` often live there.
 
     Raises
     ------
@@ -177,13 +186,13 @@ def check_counts(
         raise InputError(
             f"{where} contains {stats.n_nan} NaN and {stats.n_inf} infinite value(s); "
             "scgpcl needs raw counts (finite, non-negative integers). "
-            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers)}"
+            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers, has_raw)}"
         )
     if stats.n_negative:
         raise InputError(
             f"{where} contains {stats.n_negative} negative value(s) (minimum {stats.minimum:g}): "
             "the data looks scaled or log-transformed, but scgpcl needs raw counts. "
-            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers)}"
+            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers, has_raw)}"
         )
     if stats.n_nonzero == 0:
         raise InputError(
@@ -198,7 +207,7 @@ def check_counts(
             raise InputError(
                 f"{where} is not integer counts: {detail}. The ZINB reconstruction needs "
                 f"integer counts: use --layer / layer= to pick a layer holding raw counts"
-                f"{_layers_hint(layers)}, or reconstruction='mse' (--reconstruction mse) "
+                f"{_layers_hint(layers, has_raw)}, or reconstruction='mse' (--reconstruction mse) "
                 "for data that are not counts"
             )
         warnings.warn(

@@ -71,6 +71,7 @@ def read_counts(
     layer: str | None = None,
     genes_as_rows: bool | None = None,
     label_key: str | None = None,
+    use_raw: bool = False,
 ) -> AnnData:
     """Read a cells x genes count matrix into an AnnData.
 
@@ -87,6 +88,11 @@ def read_counts(
         ``X``. They stay there (converted like ``X`` is otherwise, see
         Returns) and ``X`` is kept as the file had it, so pass the same
         ``layer`` to :class:`~scgpcl.SCGPCL` or :func:`scgpcl.tl.cluster`.
+    use_raw
+        ``.h5ad`` only: the counts are in ``adata.raw`` (next to, say, a
+        log-normalised ``X``). The result is ``adata.raw.to_adata()``: the raw
+        counts in ``X``, ``var`` from ``raw`` (which may have more genes), and
+        ``obs``/``obsm``/``uns`` from the file.
     genes_as_rows
         Text tables and benchmark ``.h5`` files only, whose orientation the
         format does not fix. By default (``None`` or ``False``) rows are cells
@@ -117,6 +123,10 @@ def read_counts(
         raise InputError(f"input file '{path}' does not exist")
 
     fmt, mtx_prefix = _detect_format(path)
+    if use_raw and layer is not None:
+        raise InputError("use_raw (--use-raw) and layer (--layer) name two different count matrices; pass one")
+    if use_raw and fmt != "h5ad":
+        raise InputError(f"use_raw (--use-raw) applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}")
     if layer is not None and fmt != "h5ad":
         raise InputError(
             f"layer={layer!r} applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}"
@@ -131,7 +141,7 @@ def read_counts(
         # names are made unique below, with a log message of our own
         warnings.filterwarnings("ignore", message=r".*names are not unique")
         if fmt == "h5ad":
-            adata = _read_h5ad(path, layer)
+            adata = _read_h5ad(path, layer, use_raw)
         elif fmt == "10x-h5":
             import scanpy as sc
 
@@ -147,6 +157,27 @@ def read_counts(
     check_label_key(adata, label_key)
     logger.info("read %d cells x %d genes from '%s' (%s)", adata.n_obs, adata.n_vars, path, fmt)
     return adata
+
+
+def read_clustered(path: str | os.PathLike) -> AnnData:
+    """Read an ``.h5ad`` written by ``scgpcl cluster`` (or saved after :func:`scgpcl.tl.cluster`) as stored.
+
+    For ``scgpcl markers`` / ``scgpcl report``, which take the counts from
+    where the clustering did (``uns[key]['params']['layer']``), so ``X`` may
+    be absent. Unlike :func:`read_counts`, nothing is converted.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"input file '{path}' does not exist")
+    fmt, _ = _detect_format(path)
+    if fmt != "h5ad":
+        raise InputError(
+            f"'{path}' is read as {_FORMAT_NAMES[fmt]}; this command needs the .h5ad written by 'scgpcl cluster'"
+        )
+    from anndata.io import read_h5ad
+
+    with _reading(path, _FORMAT_NAMES[fmt]):
+        return read_h5ad(path)
 
 
 def write_h5ad_atomic(
@@ -274,10 +305,14 @@ def _reading(path: Path, what: str) -> Iterator[None]:
 # readers
 
 
-def _read_h5ad(path: Path, layer: str | None) -> AnnData:
+def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
     from anndata.io import read_h5ad
 
     adata = read_h5ad(path)
+    if use_raw:
+        if adata.raw is None:
+            raise InputError(f"'{path}' has no .raw; drop --use-raw / use_raw (counts in X) or pick a --layer")
+        return adata.raw.to_adata()
     if layer is not None:
         if layer not in adata.layers:
             available = ", ".join(repr(k) for k in adata.layers.keys())
@@ -285,9 +320,10 @@ def _read_h5ad(path: Path, layer: str | None) -> AnnData:
             raise InputError(f"layer {layer!r} not found in '{path}'; available: {available}")
     elif adata.X is None:
         available = ", ".join(repr(k) for k in adata.layers.keys()) or "none"
+        raw = "; or --use-raw / use_raw=True for the counts in .raw" if adata.raw is not None else ""
         raise InputError(
             f"'{path}' has no X matrix; pick the layer holding raw counts with "
-            f"--layer / layer= (available layers: {available})"
+            f"--layer / layer= (available layers: {available}){raw}"
         )
     return adata
 

@@ -147,6 +147,11 @@ def prepare(
         x_nz = x[:, gene_nonzero][cell_keep]
         genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
 
+    if len(genes_sel) < 2:
+        raise InputError(
+            f"only {len(genes_sel)} gene(s) left after gene selection ({gene_nonzero.size} with non-zero counts): "
+            "scgpcl needs at least 2 genes; pass more genes, or keep more of them (hvg_fraction / n_top_genes)"
+        )
     x = x[:, genes_sel]
     tot = np.asarray(x.sum(axis=1)).ravel()
     cell_keep &= tot > 0

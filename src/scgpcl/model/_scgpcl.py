@@ -155,6 +155,7 @@ class SCGPCL:
             reconstruction=config.model.reconstruction,
             where="X" if layer is None else f"layers[{layer!r}]",
             layers=list(adata.layers.keys()),
+            has_raw=adata.raw is not None,
         )
         self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=True)
         if self.n_clusters is None:
@@ -165,6 +166,11 @@ class SCGPCL:
         if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
                 f"n_clusters={self.n_clusters} exceeds the {self.data.n_cells} cells left after dropping empty cells"
+            )
+        if self.n_clusters is None and self.data.n_cells < 3:
+            raise InputError(
+                f"estimating K needs at least 3 cells, but only {self.data.n_cells} are left after dropping "
+                "empty cells; pass n_clusters"
             )
         log.info(
             "scGPCL: %d cells x %d genes (of %d), K=%s, device %s",
@@ -184,6 +190,9 @@ class SCGPCL:
                 reconstruction=m.reconstruction,
             ).to(self.device)
         self._trainer: Trainer | None = None
+        # k-means calls made by training: predict()'s final k-means (finetune=False) is seeded by
+        # the count, so a reloaded model must start from it to give the same labels
+        self._kmeans_calls: int = 0
         self.is_trained = False
         self.stages: dict[str, dict] = {}
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
@@ -202,6 +211,7 @@ class SCGPCL:
                 seed=self.random_state,
                 device=self.device,
             )
+            self._trainer._kmeans_calls = self._kmeans_calls
         return self._trainer
 
     def train(self, *, progress: bool = True) -> "SCGPCL":
@@ -216,6 +226,7 @@ class SCGPCL:
         if self.config.train.finetune:
             fine = tr.finetune()
             self.stages["finetune"] = fine.to_dict()
+        self._kmeans_calls = tr._kmeans_calls
         self.is_trained = True
         self._result = None
         return self
@@ -280,6 +291,8 @@ class SCGPCL:
         if not self.is_trained:
             raise RuntimeError("nothing to save: the model is not trained")
         d = Path(dir_path)
+        if d.exists() and not d.is_dir():
+            raise InputError(f"'{d}' is a file; save() needs a folder (a new or empty one)")
         if d.exists() and any(d.iterdir()) and not overwrite:
             raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
         d.mkdir(parents=True, exist_ok=True)
@@ -291,6 +304,7 @@ class SCGPCL:
             "config": self.config.to_dict(),
             "genes": [str(g) for g in self.data.gene_names],
             "has_cluster_centres": self.module.cluster_centres is not None,
+            "kmeans_calls": self._kmeans_calls,
             "stages": self.stages,
             "auto_k": self.auto_k,
         }
@@ -333,7 +347,13 @@ class SCGPCL:
         self.random_state = int(meta["random_state"])
         self.device = resolve_device(device)
         counts = _get_counts(adata, self.layer)
-        check_counts(counts, reconstruction=config.model.reconstruction, layers=list(adata.layers.keys()))
+        check_counts(
+            counts,
+            reconstruction=config.model.reconstruction,
+            where="X" if self.layer is None else f"layers[{self.layer!r}]",
+            layers=list(adata.layers.keys()),
+            has_raw=adata.raw is not None,
+        )
         self.n_clusters = check_n_clusters(meta["n_clusters"], adata.n_obs)
         self.data = prepare(
             counts, adata.var_names.to_numpy(), config.preprocess, genes=np.array([pos[g] for g in genes])
@@ -347,12 +367,16 @@ class SCGPCL:
             encoder=m.encoder,
             reconstruction=m.reconstruction,
         )
-        state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
         if meta["has_cluster_centres"]:
             self.module.init_cluster_centres(state["cluster_centres"])
         self.module.load_state_dict(state)
         self.module.to(self.device)
         self._trainer = None
+        self._kmeans_calls = int(meta.get("kmeans_calls", 0))
         self.stages = meta.get("stages", {})
         self.auto_k = meta.get("auto_k")
         self.is_trained = True

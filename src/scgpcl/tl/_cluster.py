@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._config import SCGPCLConfig
+from .._errors import InputError
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._scgpcl import SCGPCL
@@ -52,6 +53,7 @@ def cluster(
 
     Returns the model's AnnData copy when ``copy=True``, else ``None``.
     """
+    check_keys(key_added, label_key)
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
@@ -63,8 +65,20 @@ def cluster(
     return adata if copy else None
 
 
+def check_keys(key_added: str, label_key: str | None) -> None:
+    """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
+    if not isinstance(key_added, str) or not key_added:
+        raise InputError(f"key_added must be a non-empty string, got {key_added!r}")
+    if label_key is not None and key_added == label_key:
+        raise InputError(
+            f"key_added={key_added!r} is also the label key: the clusters would overwrite the reference labels "
+            "they are scored against; choose another key_added (CLI: --key-added)"
+        )
+
+
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None) -> None:
     """Write a trained model's labels, embedding and record into ``adata``."""
+    check_keys(key_added, label_key)
     labels = model.predict()
     cats = [str(i) for i in range(model.n_clusters)]
     adata.obs[key_added] = pd.Categorical(
@@ -107,9 +121,12 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         keep = labels >= 0
         truth = adata.obs[label_key].to_numpy()[keep]
         ok = pd.notna(truth)
-        info["metrics"] = clustering_metrics(truth[ok], labels[keep][ok])
-        info["metrics"]["label_key"] = label_key
-        info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
+        if ok.any():
+            info["metrics"] = clustering_metrics(truth[ok], labels[keep][ok])
+            info["metrics"]["label_key"] = label_key
+            info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
+        else:
+            log.warning("no clustered cell has a reference label in obs[%r]: no metrics", label_key)
     adata.uns[key_added] = info
 
 

@@ -162,8 +162,9 @@ class Trainer:
 
     def _batches(self) -> list[np.ndarray]:
         n = self.data.n_cells
-        n_batches = max(1, math.ceil(n / self.sampler_cfg.batch_size))
-        # near-equal batches: never a last batch of one cell (BatchNorm needs >= 2)
+        # near-equal batches of at least two cells each (BatchNorm needs >= 2): with n = 5 and
+        # batch_size = 2, three batches would leave one cell alone, so take two of 3 and 2
+        n_batches = max(1, min(math.ceil(n / self.sampler_cfg.batch_size), n // 2))
         return np.array_split(self.rng_order.permutation(n), n_batches)
 
     def _column_mask(self, width: int, rate: float) -> torch.Tensor | None:
