@@ -217,7 +217,8 @@ def worker(args) -> None:
         )
         if model.auto_k is not None:
             rec.update(method=model.auto_k["method"], auto_k_seconds=model.auto_k["seconds"],
-                       curve=model.auto_k["curve"], criteria=criteria)
+                       curve=model.auto_k["curve"], criteria=criteria,
+                       leiden="igraph")  # runs before 2026-12-02 used leidenalg (leiden_impl.md)
     rec.update(_metrics(truth, labels))
     rec["seconds"] = time.perf_counter() - t0
     print(json.dumps(rec, default=float), flush=True)

@@ -21,7 +21,6 @@ def _blobs(k, n=500, seed=0):
 def _has_leiden() -> bool:
     try:
         import igraph  # noqa: F401
-        import leidenalg  # noqa: F401
     except ImportError:
         return False
     return True
@@ -31,7 +30,7 @@ def _has_leiden() -> bool:
 @pytest.mark.parametrize("k", [3, 5])
 def test_estimators_recover_k_on_blobs(method, k):
     if method.startswith("leiden") and not _has_leiden():
-        pytest.skip("leidenalg/igraph not installed")
+        pytest.skip("igraph not installed")
     r = METHODS[method](_blobs(k), k_max=12, seed=0)
     assert r.k == k
     assert r.method == method
@@ -116,14 +115,31 @@ def test_bad_auto_k_options_raise(toy):
         SCGPCL(toy, None, auto_k_max=1, **QUICK)
 
 
-def test_leiden_criterion_without_leidenalg_fails_early(toy, monkeypatch):
+def test_leiden_criterion_without_igraph_fails_early(toy, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name in ("leidenalg", "igraph") else real(name, *a)
     )
-    with pytest.raises(InputError, match="leidenalg"):
+    with pytest.raises(InputError, match="needs igraph"):
         SCGPCL(toy, None, auto_k_method="leiden_stability", **QUICK)
     SCGPCL(toy, None, auto_k_method="eigengap", **QUICK)  # the other criteria do not need it
     SCGPCL(toy, 3, **QUICK)  # nor does a given K
+
+
+def test_leiden_runs_are_seeded_and_leave_the_global_rng_alone():
+    import random
+
+    if not _has_leiden():
+        pytest.skip("igraph not installed")
+    z = _blobs(4, n=300, seed=3)
+    random.seed(123)
+    expected = random.random()
+    random.seed(123)
+    a = METHODS["leiden_modularity"](z, k_max=12, seed=5)
+    assert random.random() == expected  # igraph drew from its own seeded generator
+    b = METHODS["leiden_modularity"](z, k_max=12, seed=5)
+    assert a.k == b.k
+    np.testing.assert_array_equal(a.curve["modularity"], b.curve["modularity"])
+    np.testing.assert_array_equal(a.curve["n_clusters"], b.curve["n_clusters"])

@@ -221,7 +221,7 @@ def test_report_subcommand(tmp_path, capsys):
 
 
 def test_cluster_auto_k_with_report(toy_file, tmp_path, capsys):
-    pytest.importorskip("leidenalg")
+    pytest.importorskip("igraph")
     out, rep = tmp_path / "out.h5ad", tmp_path / "report"
     assert main(["cluster", str(toy_file), str(out), "-k", "auto", "--quiet", "--report", str(rep),
                  *QUICK_ARGS]) == 0

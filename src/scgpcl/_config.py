@@ -117,7 +117,7 @@ class TrainConfig:
     finetune: bool = True
     #: With ``n_clusters=None``: criterion that estimates K on the embedding
     #: after the warm-up (``scgpcl.train._auto_k``): "leiden_modularity"
-    #: (default), "leiden_stability" (both use leidenalg/igraph), "eigengap" or
+    #: (default), "leiden_stability" (both use igraph), "eigengap" or
     #: "silhouette". Chosen by measurement on 33 benchmark embeddings
     #: (benchmarks/results/auto_k.md; auto_k_criteria.md has the first choice).
     auto_k_method: str = "leiden_modularity"

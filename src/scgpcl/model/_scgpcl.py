@@ -83,10 +83,10 @@ def _check_auto_k_options(config: SCGPCLConfig) -> None:
     if t.auto_k_method.startswith("leiden"):
         import importlib.util
 
-        if any(importlib.util.find_spec(m) is None for m in ("leidenalg", "igraph")):
+        if importlib.util.find_spec("igraph") is None:
             raise InputError(
-                f"auto_k_method={t.auto_k_method!r} needs leidenalg and igraph, which are not installed: "
-                "pip install leidenalg igraph (both are scgpcl dependencies), "
+                f"auto_k_method={t.auto_k_method!r} needs igraph, which is not installed: "
+                "pip install igraph (an scgpcl dependency), "
                 "or choose auto_k_method='eigengap' or 'silhouette'"
             )
 
