@@ -194,7 +194,8 @@ def worker(args) -> None:
                 EMB_DIR.mkdir(parents=True, exist_ok=True)
                 y = cell_truth["y"]
                 np.savez_compressed(EMB_DIR / f"{args.dataset}__{args.seed}.npz", z=z, labels=y, k=k_true)
-                criteria.update(score_criteria(z, y, k_true, args.seed))
+                if not args.no_criteria:
+                    criteria.update(score_criteria(z, y, k_true, args.seed))
                 return original(z, method, **kw)
 
             _trainer.estimate_k = hooked
@@ -263,6 +264,8 @@ def run(args) -> None:
                 cmd = [sys.executable, __file__, "_one", ds, mode, str(seed)]
                 if args.method:
                     cmd += ["--method", args.method]
+                if args.no_criteria:
+                    cmd += ["--no-criteria"]
                 for kv in args.override or []:
                     cmd += ["--override", kv]
                 t0 = time.perf_counter()
@@ -393,10 +396,12 @@ def _criteria_table(rows: list[dict], title: str) -> list[str]:
 
 def criteria_section(recs: list[dict]) -> str:
     rows = [r for r in recs if r["mode"] == "auto" and r.get("criteria")]
+    n_auto = sum(r["mode"] == "auto" for r in recs)
     L = ["## Criteria compared on the warm-up embeddings of the runs above", "",
-         "Every `auto` run scores all criteria of `scgpcl.train._auto_k` on its own warm-up embedding "
-         "(the one the estimate is made on): the K each picks and the ARI of k-means (5 restarts) on that "
-         "embedding at that K. This measures the criterion alone, before prototypes and fine-tuning.", ""]
+         "Every `auto` run (unless made with `--no-criteria`) scores all criteria of `scgpcl.train._auto_k` on "
+         "its own warm-up embedding (the one the estimate is made on): the K each picks and the ARI of k-means "
+         "(5 restarts) on that embedding at that K. This measures the criterion alone, before prototypes and "
+         f"fine-tuning. {len(rows)} of the {n_auto} `auto` runs above scored them.", ""]
     if rows:
         L += _criteria_table(sorted(rows, key=lambda r: (r["dataset"], r["seed"])), "### From the benchmark runs")
     else:
@@ -469,6 +474,8 @@ def main() -> None:
     r.add_argument("--override", action="append", metavar="KEY=VALUE",
                    help="config override for the scGPCL runs (JSON values), e.g. kmeans_warm_start=true")
     r.add_argument("--out", default=None, help="append records here instead of auto_k.jsonl (parallel lanes)")
+    r.add_argument("--no-criteria", action="store_true",
+                   help="do not score every criterion on the warm-up embedding (roughly halves a large run)")
     t = sub.add_parser("table")
     t.add_argument("--datasets", nargs="+", default=None)
     t.add_argument("--override", action="append", metavar="KEY=VALUE", help="configuration to tabulate")
@@ -486,6 +493,7 @@ def main() -> None:
     o.add_argument("seed", type=int)
     o.add_argument("--method", default=None)
     o.add_argument("--override", action="append", metavar="KEY=VALUE")
+    o.add_argument("--no-criteria", action="store_true")
     args = ap.parse_args()
     {"run": run, "table": table, "warmup": warmup, "criteria": criteria, "_one": worker}[args.cmd](args)
 
