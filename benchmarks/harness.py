@@ -756,6 +756,10 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
             text += (f". Scored from the `{DERIVED[base]}` runs: the k-means labels that initialised DEC in "
                      f"each run, which are exactly what `finetune=False` gives for that seed (a test checks "
                      f"this); wall time = that run's minus its fine-tuning stage")
+        sources = sorted({r["source"] for r in ok if method_label(r) == m and r.get("source")})
+        n_src = sum(1 for r in ok if method_label(r) == m and r.get("source"))
+        if sources:
+            text += f". {n_src} of its runs were not made by the harness: " + "; ".join(sources)
         return text
 
     L += ["## Methods", ""] + [describe(m) for m in methods if m.split("[")[0] in METHODS]
