@@ -84,10 +84,11 @@ on 13 datasets x 3 seeds."""
 REVISION = """\
 **Revised decision (2026-11-30, after the benchmark runs): `leiden_modularity` is the default.**
 
-1. **Which K it picks.** The table above has the warm-up embeddings of the benchmark runs. They are the same
-   whatever the k-means setting, since K is estimated before any k-means. On them `leiden_modularity` comes
-   closer to the true K than `eigengap`: mean |log(K_est/K_true)| 0.43 vs 0.55. k-means at its K
-   also scores higher, ARI 0.575 vs 0.521 (true K: 0.602).
+1. **Which K it picks.** The criteria were scored on the warm-up embeddings of the benchmark runs. They are
+   the same whatever the k-means setting, since K is estimated before any k-means. On all 39 (as scored before
+   2026-12-02, with leidenalg) `leiden_modularity` comes closer to the true K than `eigengap`: mean
+   |log(K_est/K_true)| 0.42 vs 0.55. k-means at its K also scores higher, ARI 0.567 vs 0.511 (true K: 0.588).
+   The table above now has only the runs that kept their record (see 7).
 2. **End to end.** The estimated-K ARI is 0.665 (true K: 0.725) with `leiden_modularity` and fresh restarts on the
    first 11 datasets; with human_kidney (K = 19-20 for 11 types: 0.57 against 0.63) and cite_cbmc (K = 12-14 for
    15 types: 0.58 against 0.55) added it is 0.651 against 0.705 over all 13 (`auto_k_patience0.md`: the
@@ -100,10 +101,10 @@ REVISION = """\
 4. **Caveat.** The choice was made on the same datasets it is scored on. On the first 10 seed-0 embeddings
    (`auto_k_criteria.md`, made before the gene-selection change of 2026-11-29) `eigengap` had been ahead,
    0.593 vs 0.549.
-5. **Cost.** Leiden takes about 1 s per estimate on the smallest datasets here, 25-28 s on pbmc4k and 33-93 s
-   on human_kidney and cite_cbmc (one thread, two runs at a time on a 2-core machine), against 0.1 s for
-   `eigengap`. leidenalg and igraph became required
-   dependencies.
+5. **Cost.** With igraph's Leiden (since 2026-12-02) an estimate takes under 1 s on the smallest datasets
+   here, 4-5 s on pbmc4k and human_kidney and 12-15 s on cite_cbmc (one thread, other jobs running;
+   `leiden_impl.md`), against 0.1-0.2 s for `eigengap`. With leidenalg, used before, it was about 10x
+   slower (25-28 s on pbmc4k, 33-93 s on human_kidney and cite_cbmc). igraph is a required dependency.
 6. **With the current `fast` preset (patience stop, 2026-12-02; `auto_k.md`).** The estimates are the same
    (they are made on the warm-up embedding, before the patience stop can act), but the gap is wider:
    0.623 against 0.689 (+0.067; with `convergence_patience=0` it was +0.054). Pre-training now stops

@@ -1,7 +1,7 @@
 """Typed configuration for every stage of scGPCL.
 
 Defaults follow the reference implementation (``SPEC.md``); where the project
-recommends something else, :func:`recommended` says what and why.
+recommends something else, :func:`fast` says what and why.
 Explicit keyword arguments always win over a config object.
 """
 
@@ -118,7 +118,7 @@ class TrainConfig:
     #: With ``n_clusters=None``: criterion that estimates K on the embedding
     #: after the warm-up (``scgpcl.train._auto_k``): "leiden_modularity"
     #: (default), "leiden_stability" (both use igraph), "eigengap" or
-    #: "silhouette". Chosen by measurement on 33 benchmark embeddings
+    #: "silhouette". Chosen by measurement on 39 benchmark embeddings
     #: (benchmarks/results/auto_k.md; auto_k_criteria.md has the first choice).
     auto_k_method: str = "leiden_modularity"
     #: Largest K the estimate may return (also capped at n_cells // 10).
@@ -250,14 +250,16 @@ def fast() -> SCGPCLConfig:
       consecutive-epoch ARI has not improved for 15 epochs. With fresh k-means
       restarts the reference's 0.99 rule rarely fires, and on 25 traces the
       embedding did not improve after ~5 post-warm-up epochs; over 13
-      datasets x 3 seeds this cut pre-training CPU time by 60 % (k-means ARI
-      of the pre-trained embedding +0.009 +- 0.010, final ARI -0.015 +- 0.012,
+      datasets x 3 seeds it cut pre-training from 81 to 53 epochs on average and
+      the whole benchmark's CPU time from 184 to 106 minutes (k-means ARI of
+      the pre-trained embedding +0.009 +- 0.010, final ARI -0.015 +- 0.012,
       paired; ``benchmarks/results/stopping.md``).
     - ``gene_selection="seurat"`` (2000 genes by dispersion of log-normalised
       expression) instead of the reference's top 20 % by raw-count variance,
       which favours a few very highly expressed genes (on pancreas data the
-      hormone genes) and lost up to 0.3 ARI on the datasets with more than
-      2000 genes (``benchmarks/results/gene_selection.md`` and ``real.md``).
+      hormone genes): with PCA + k-means on the eight datasets with more than
+      2000 genes, mean ARI 0.55 against 0.69, up to 0.57 lower (cellbench),
+      though ahead on camp and worm_neuron (``benchmarks/results/gene_selection.md``).
 
     The reference settings stay available as :func:`faithful`.
     """
