@@ -964,6 +964,7 @@ def compare_main(args: argparse.Namespace) -> None:
     records = []
     for f in args.jsonl:
         records += load_records(f)
+    records += derive_records(records)
     lines = paired_comparison(records, args.methods, args.metric, args.min_seeds)
     cmd = "python benchmarks/harness.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     head = [f"# {args.metric}: " + " vs ".join(f"`{m}`" for m in args.methods), "",
