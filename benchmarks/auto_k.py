@@ -109,7 +109,13 @@ REVISION = """\
    (they are made on the warm-up embedding, before the patience stop can act), but the gap is wider:
    0.623 against 0.689 (+0.067; with `convergence_patience=0` it was +0.054). Pre-training now stops
    earlier, and the runs with an over-split K lost most: human_kidney 0.49 (0.57 without the patience stop),
-   pbmc4k 0.62 (0.66), zeisel_full 0.77 (0.84)."""
+   pbmc4k 0.62 (0.66), zeisel_full 0.77 (0.84).
+7. **igraph's Leiden (2026-12-02).** The estimate now runs igraph's own Leiden instead of leidenalg
+   (`leiden_impl.md`: ~10x faster, same K on 28 of the 39 warm-up embeddings, K +- 1 on 11). The 28 runs
+   whose K did not change are kept: the training after the estimate depends only on K and the seed (checked:
+   pollen seed 0 rerun gives the identical ARI). The 11 others were rerun with `--no-criteria` (their old
+   records are in `auto_k_leidenalg.jsonl`). The gap is now +0.079 (0.610 against 0.689): baron_human gained
+   (0.76 with K = 11-12), cite_cbmc lost."""
 
 
 # ------------------------------------------------------------------ datasets
