@@ -56,6 +56,11 @@ def main() -> None:
     ap.add_argument("--emb-dir", default=str(EMB_DIR))
     ap.add_argument("--md", default=str(REPO / "benchmarks" / "results" / "leiden_impl.md"))
     args = ap.parse_args()
+    try:
+        import leidenalg  # noqa: F401
+    except ImportError:
+        sys.exit("the old side of this comparison needs leidenalg, which scgpcl no longer installs: "
+                 "pip install leidenalg")
     files = sorted(glob.glob(os.path.join(args.emb_dir, "*.npz")), key=os.path.getsize)
     if not files:
         sys.exit(f"no embeddings in {args.emb_dir}: run `python benchmarks/auto_k.py run` first")
