@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -221,7 +222,18 @@ def _check_h5ad_out(path: str) -> Path:
         raise InputError(f"output folder '{out.parent}' does not exist")
     if out.is_dir():
         raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
+    _check_writable(out.parent, "the output")
     return out
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse a folder we cannot create files in now, not after training (the write would fail then)."""
+    from ._errors import InputError
+
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(
+            f"cannot write {what} into '{folder}' (no write permission); choose a folder you can write to"
+        )
 
 
 def _check_model_dir(path: str | None, overwrite: bool) -> None:
@@ -237,6 +249,7 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
         raise InputError(f"'{p}' exists and is not empty; pass --overwrite to replace it")
     if not p.exists() and not p.parent.exists():
         raise InputError(f"the folder '{p.parent}' for --save-model does not exist")
+    _check_writable(p if p.exists() else p.parent, "--save-model")
 
 
 def _run_cluster(args) -> int:
@@ -286,7 +299,6 @@ def _run_report(args) -> int:
 
 
 def _run_markers(args) -> int:
-    import os
     import tempfile
 
     from .data._io import read_clustered
@@ -296,6 +308,8 @@ def _run_markers(args) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist")
+    if out is not None:
+        _check_writable(out.parent, "--output")
     adata = read_clustered(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"

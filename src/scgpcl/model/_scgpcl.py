@@ -58,6 +58,13 @@ def _check_unique_genes(adata: AnnData) -> None:
 
 def _get_counts(adata: AnnData, layer: str | None):
     if layer is None:
+        if adata.X is None:
+            available = ", ".join(map(repr, adata.layers.keys())) or "none"
+            raw = "; or adata.raw.to_adata() for the counts in .raw" if adata.raw is not None else ""
+            raise InputError(
+                f"adata.X is None: pass layer= naming the layer with the raw counts (available layers: {available})"
+                f"{raw}"
+            )
         return adata.X
     if layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
@@ -330,9 +337,11 @@ class SCGPCL:
             meta = json.loads((d / _CONFIG).read_text())
         except FileNotFoundError:
             raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
-        genes = np.asarray(meta["genes"])
+        genes = [str(g) for g in meta["genes"]]
         _check_unique_genes(adata)
-        pos = {g: i for i, g in enumerate(adata.var_names)}
+        # save() stores the names as strings; compare them as strings so that non-string
+        # var_names (e.g. integers) match the model trained on them
+        pos = {str(g): i for i, g in enumerate(adata.var_names)}
         missing = [g for g in genes if g not in pos]
         if missing:
             raise InputError(

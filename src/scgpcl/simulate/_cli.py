@@ -124,11 +124,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"{out} is a directory; give a file name such as {out / 'sim.h5ad'}")
+    if out.suffix != ".h5ad":
+        # the file is always h5ad; under another name 'scgpcl cluster' would read it as that format
+        raise InputError(f"output '{out}' must end in .h5ad (the simulated data are written as .h5ad)")
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into output directory {parent} (no write permission)")
 
     overrides = params_from_args(args)
     adata = simulate(

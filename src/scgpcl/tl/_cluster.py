@@ -69,6 +69,13 @@ def check_keys(key_added: str, label_key: str | None) -> None:
     """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
     if not isinstance(key_added, str) or not key_added:
         raise InputError(f"key_added must be a non-empty string, got {key_added!r}")
+    if "/" in key_added:
+        # h5ad/zarr keys are paths: obs['a/b'] and uns['a/b'] are written as nested groups that
+        # anndata cannot read back
+        raise InputError(
+            f"key_added={key_added!r} contains '/', which .h5ad files cannot store as a key "
+            "(the file would not read back); choose a key without '/' (CLI: --key-added)"
+        )
     if label_key is not None and key_added == label_key:
         raise InputError(
             f"key_added={key_added!r} is also the label key: the clusters would overwrite the reference labels "
@@ -85,6 +92,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         np.where(labels >= 0, labels.astype(str), None), categories=cats
     )
     adata.obsm["X_" + key_added] = model.get_latent_representation()
+    # a UMAP of an earlier clustering under this key (pl.umap, the report) no longer matches the embedding
+    adata.obsm.pop(f"X_{key_added}_umap", None)
     n_dropped = int((labels < 0).sum())
     if n_dropped:
         log.warning(
