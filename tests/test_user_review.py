@@ -133,3 +133,19 @@ def test_reclustering_drops_the_umap_of_the_previous_clustering(toy):
     tl.cluster(a, n_clusters=3, progress=False, **TINY)
     assert "X_scgpcl_umap" not in a.obsm
     assert "X_other_umap" in a.obsm
+
+
+def test_markers_table_gets_the_usual_file_permissions(toy, tmp_path):
+    # the table was written through mkstemp and kept its 0600 mode: unreadable by the group on a
+    # shared server, unlike the .h5ad, the report and the simulated data
+    clustered = toy.copy()
+    clustered.obs["scgpcl"] = pd.Categorical(clustered.obs["cell_type"].astype(str))
+    path = tmp_path / "clustered.h5ad"
+    clustered.write_h5ad(path)
+    out = tmp_path / "markers.tsv"
+    old = os.umask(0o022)
+    try:
+        assert main(["markers", str(path), "--n-genes", "2", "--output", str(out), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644

@@ -322,6 +322,9 @@ def _run_markers(args) -> int:
     try:
         with os.fdopen(fd, "w") as f:
             table.to_csv(f, sep="\t", index=False, float_format="%.6g")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give the table the usual permissions
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
