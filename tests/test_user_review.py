@@ -149,3 +149,11 @@ def test_markers_table_gets_the_usual_file_permissions(toy, tmp_path):
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_markers_say_why_when_every_cluster_is_a_single_cell(toy):
+    # K = number of cells: the error said "need at least two clusters" although there were 60
+    a = toy.copy()
+    a.obs["scgpcl"] = pd.Categorical([str(i) for i in range(a.n_obs)])
+    with pytest.warns(UserWarning, match="fewer than 2 cells"), pytest.raises(InputError, match="2 or more cells"):
+        tl.markers(a, n_genes=2)

@@ -143,8 +143,13 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
     groups = [str(c) for c in data.obs[key].cat.categories if str(c) not in small]
     if small:
         warnings.warn(f"clusters with fewer than 2 cells have no markers: {', '.join(small)}", UserWarning, stacklevel=3)
-    if len(groups) < 1 or len(groups) + len(small) < 2:
+    if len(groups) + len(small) < 2:
         raise InputError(f"marker genes need at least two clusters in obs[{key!r}]")
+    if len(groups) < 1:
+        raise InputError(
+            f"none of the {len(small)} clusters in obs[{key!r}] has 2 or more cells, so no cluster can be "
+            "tested for marker genes; cluster with fewer clusters"
+        )
     with torch_threads_kept():  # numba would reset torch's thread count
         sc.tl.rank_genes_groups(
             data, key, groups=groups, reference="rest", method="wilcoxon",
