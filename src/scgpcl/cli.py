@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._fs import check_writable, current_umask
+
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
 
@@ -222,18 +224,8 @@ def _check_h5ad_out(path: str) -> Path:
         raise InputError(f"output folder '{out.parent}' does not exist")
     if out.is_dir():
         raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
-    _check_writable(out.parent, "the output")
+    check_writable(out.parent, "the output")
     return out
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    """Refuse a folder we cannot create files in now, not after training (the write would fail then)."""
-    from ._errors import InputError
-
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(
-            f"cannot write {what} into '{folder}' (no write permission); choose a folder you can write to"
-        )
 
 
 def _check_model_dir(path: str | None, overwrite: bool) -> None:
@@ -249,7 +241,7 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
         raise InputError(f"'{p}' exists and is not empty; pass --overwrite to replace it")
     if not p.exists() and not p.parent.exists():
         raise InputError(f"the folder '{p.parent}' for --save-model does not exist")
-    _check_writable(p if p.exists() else p.parent, "--save-model")
+    check_writable(p if p.exists() else p.parent, "--save-model")
 
 
 def _run_cluster(args) -> int:
@@ -309,7 +301,7 @@ def _run_markers(args) -> int:
     if out is not None and not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist")
     if out is not None:
-        _check_writable(out.parent, "--output")
+        check_writable(out.parent, "--output")
     adata = read_clustered(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
@@ -322,9 +314,7 @@ def _run_markers(args) -> int:
     try:
         with os.fdopen(fd, "w") as f:
             table.to_csv(f, sep="\t", index=False, float_format="%.6g")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give the table the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; give the table the usual permissions
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._errors import InputError
+from ._fs import check_writable, current_umask
 from .metrics import clustering_metrics
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
@@ -103,7 +104,7 @@ def write_report(
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         _write_contents(tmp, adata, key=key, label_key=label_key, dataset_name=dataset_name, n_markers=n_markers)
         _replace_dir(tmp, out)
     except BaseException:
@@ -131,18 +132,11 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
                 f"'{out}' is not empty and is not an scgpcl report (it holds {', '.join(foreign[:3])}"
                 f"{'...' if len(foreign) > 3 else ''}); choose a new folder"
             )
-    if not os.access(out.parent, os.W_OK):
-        raise InputError(f"cannot write into '{out.parent}' (permission denied)")
+    check_writable(out.parent, "the report")
     return out
 
 
 # ------------------------------------------------------------ file handling
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _replace_dir(new: Path, out: Path) -> None:
     """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded."""
     if not out.exists():

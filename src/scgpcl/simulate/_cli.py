@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scgpcl._errors import InputError
+from scgpcl._fs import check_writable, current_umask
 
 from ._presets import PRESETS, simulate
 
@@ -113,12 +114,6 @@ def params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def run(args: argparse.Namespace) -> int:
     """Simulate and write ``args.output`` atomically; returns 0 on success."""
     out = Path(args.output)
@@ -132,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into output directory {parent} (no write permission)")
+    check_writable(parent, "the simulated data")
 
     overrides = params_from_args(args)
     adata = simulate(
@@ -148,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     tmp = Path(tmp_name)
     try:
         adata.write_h5ad(tmp, compression=compression)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates it 0600
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates it 0600
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
