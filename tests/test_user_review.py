@@ -157,3 +157,58 @@ def test_markers_say_why_when_every_cluster_is_a_single_cell(toy):
     a.obs["scgpcl"] = pd.Categorical([str(i) for i in range(a.n_obs)])
     with pytest.warns(UserWarning, match="fewer than 2 cells"), pytest.raises(InputError, match="2 or more cells"):
         tl.markers(a, n_genes=2)
+
+
+def test_auto_k_options_with_a_fixed_k_are_reported_and_scored_cells_counted(toy, tmp_path, capsys, caplog):
+    # '--auto-k-method' with '-k 3' was silently ignored; the metrics line did not say how many cells had a label
+    a = toy.copy()
+    cell_type = a.obs["cell_type"].astype(object)
+    cell_type.iloc[:7] = None  # 7 cells without a reference label
+    a.obs["cell_type"] = pd.Categorical(cell_type)
+    path = tmp_path / "partial.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "out.h5ad"
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        code = main(["cluster", str(path), str(out), "-k", "3", "--auto-k-method", "eigengap", "--label-key",
+                     "cell_type", "--quiet", *TINY_ARGS])
+    assert code == 0
+    assert any("--auto-k-method ignored" in r.getMessage() and "--n-clusters auto" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert f"({a.n_obs - 7} of {a.n_obs} cells labelled)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["h5ad", "report"])
+def test_ctrl_c_while_writing_says_what_was_written(toy_file, tmp_path, monkeypatch, capsys, where):
+    # a Ctrl-C during the report said "no output written" although the .h5ad was complete on disk
+    import scgpcl.data._io as io
+    import scgpcl.report as report
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io if where == "h5ad" else report, "write_h5ad_atomic" if where == "h5ad" else "write_report",
+                        interrupt)
+    out, rep = tmp_path / "out.h5ad", tmp_path / "rep"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--report", str(rep), "--quiet", *TINY_ARGS])
+    assert code == 130
+    err = capsys.readouterr().err.strip()
+    if where == "h5ad":
+        assert err == "scgpcl: interrupted; no output written" and not out.exists()
+    else:
+        assert "already written and complete" in err and str(out) in err and out.exists()
+        assert not (rep / "index.html").exists()
+
+
+def test_report_without_markers_when_every_cluster_is_a_single_cell(toy, tmp_path):
+    # K = number of cells: the report failed as a whole because no cluster can be tested for markers
+    from scgpcl.report import write_report
+
+    a = toy.copy()
+    tl.cluster(a, n_clusters=a.n_obs, label_key="cell_type", progress=False, **TINY)
+    a.obs["scgpcl"] = pd.Categorical([str(i) for i in range(a.n_obs)])  # one cell each, whatever DEC kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_report(a, tmp_path / "rep", key="scgpcl", label_key="cell_type")
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "No marker genes:" in page and "2 or more cells" in page
+    assert (tmp_path / "rep" / "metrics.json").exists()

@@ -164,7 +164,9 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
     if "metrics" in info:
         m = info["metrics"]
-        print(f"  vs '{m['label_key']}': ARI {m['ARI']:.4f}  NMI {m['NMI']:.4f}  CA {m['CA']:.4f}  "
+        scored = m.get("n_cells")
+        of = f" ({scored} of {p['n_cells_used']} cells labelled)" if scored is not None else ""
+        print(f"  vs '{m['label_key']}'{of}: ARI {m['ARI']:.4f}  NMI {m['NMI']:.4f}  CA {m['CA']:.4f}  "
               f"F1 macro {m['F1_macro']:.4f}")
     for path in out or []:
         print(f"  wrote {path}")
@@ -174,6 +176,24 @@ class ReportFailed(RuntimeError):
     """The results were written but the report was not."""
 
 
+class InterruptedAfterWriting(KeyboardInterrupt):
+    """Ctrl-C while writing the outputs, after some of them were complete."""
+
+    def __init__(self, written: list[str]):
+        super().__init__()
+        self.written = list(written)
+
+
+def _warn_unused_auto_k(args, n_clusters) -> None:
+    """The auto-K options only matter with ``--n-clusters auto``; say so rather than ignore them silently."""
+    if n_clusters is None:
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("auto_k_method", "auto_k_max") if getattr(args, k, None) is not None]
+    if given:
+        log.warning("%s ignored: K is fixed at %d; use --n-clusters auto to estimate K", " and ".join(given),
+                    n_clusters)
+
+
 def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, label_key: str | None,
                    name: str, model=None, save_model: str | None = None, overwrite: bool = False) -> list[str]:
     """The results first (the .h5ad, atomically; the model), the report last.
@@ -181,11 +201,23 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
     The report is built in a temporary folder and renamed into place, so it is
     either complete or absent. If it fails, the results already written are
     kept (a report problem should not cost the training run) and
-    :class:`ReportFailed` names them.
+    :class:`ReportFailed` names them. A Ctrl-C after the first output is
+    complete raises :class:`InterruptedAfterWriting`, which names them too.
     """
+    written: list[str] = []
+    try:
+        return _write_outputs_in_order(adata, written, h5ad=h5ad, report=report, key=key, label_key=label_key,
+                                       name=name, model=model, save_model=save_model, overwrite=overwrite)
+    except KeyboardInterrupt as err:
+        if written:
+            raise InterruptedAfterWriting(written) from err
+        raise
+
+
+def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, label_key, name, model, save_model,
+                            overwrite) -> list[str]:
     from .data._io import write_h5ad_atomic
 
-    written = []
     if report is not None and h5ad is not None:
         # the report's UMAP (pl.umap's defaults) goes into the .h5ad too; if it
         # fails here it fails again in the report, which says so
@@ -257,6 +289,7 @@ def _run_cluster(args) -> int:
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
+    _warn_unused_auto_k(args, args.n_clusters)
     t0 = time.perf_counter()
     model = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=args.random_state,
                    device=args.device)
@@ -335,6 +368,7 @@ def _run_demo(args) -> int:
           f"(dropout {adata.uns['dropout_rate']:.1f} %)")
     config = _config_from_args(args)
     report = _report_dir(args)
+    _warn_unused_auto_k(args, k)
     t0 = time.perf_counter()
     tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
                device=args.device, progress=not args.quiet)
@@ -364,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"scgpcl: error: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("scgpcl: interrupted; no output written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        kept = getattr(e, "written", None)
+        what = f"already written and complete: {', '.join(kept)}; nothing else written" if kept else "no output written"
+        print(f"scgpcl: interrupted; {what}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line unless --debug
         if debug:

@@ -294,9 +294,13 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     if has_history:
         add("curves", "Loss terms per epoch, stage boundary and stopping points",
             lambda: pl.training_curves(adata, key=key))
-    marker_table = markers(adata, key=key, n_genes=n_markers)
-    add("markers", "Top 5 marker genes per cluster (Wilcoxon, one cluster vs the rest)",
-        lambda: pl.marker_dotplot(adata, key=key, n_genes=min(5, n_markers), markers=marker_table))
+    try:
+        marker_table = markers(adata, key=key, n_genes=n_markers)
+    except InputError as err:  # e.g. every cluster has one cell: the rest of the report still stands
+        marker_table = str(err)
+    else:
+        add("markers", "Top 5 marker genes per cluster (Wilcoxon, one cluster vs the rest)",
+            lambda: pl.marker_dotplot(adata, key=key, n_genes=min(5, n_markers), markers=marker_table))
 
     page = _render_html(
         name=name, key=key, label_key=label_key, info=info, metrics=metrics, stages=stages, sizes=sizes,
@@ -400,6 +404,28 @@ def _n_clusters_card(sizes: dict[str, int]) -> str:
     return str(used) if used == len(sizes) else f"{used} of {len(sizes)}"
 
 
+def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> str:
+    """The marker-gene section: the dot plot, the top genes per cluster, the full table folded away."""
+    groups = []
+    for cl, df in marker_table.groupby("cluster", observed=True, sort=False):
+        chips = "".join(f'<span class="gene" title="log2FC {r.logfoldchange:.2f}, adj. p {r.pval_adj:.2g}">'
+                        f"{_e(r.gene)}</span>" for r in df.itertuples())
+        groups.append(f"<tr><td>{_e(cl)}</td><td class=\"num\">{sizes.get(str(cl), 0)}</td><td>{chips}</td></tr>")
+    full = _table(["cluster", "rank", "gene", "score", "log2 fold change", "adj. p-value"],
+                  marker_table[["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]].values.tolist(),
+                  numeric={1, 3, 4, 5})
+    return (
+        '<section id="markers"><h2>Marker genes</h2>'
+        '<p class="note">Wilcoxon rank-sum test of each cluster against all other cells on '
+        "library-size-normalised (10,000 counts per cell), log1p-transformed counts of all genes "
+        "(<code>scanpy.tl.rank_genes_groups</code>); Benjamini–Hochberg adjusted p-values.</p>"
+        + _figure(figures.get("markers"))
+        + "<table><thead><tr><th>cluster</th><th class=\"num\">cells</th><th>top genes (best first)</th></tr></thead>"
+        f"<tbody>{''.join(groups)}</tbody></table>"
+        f"<details><summary>Full marker table ({len(marker_table)} rows)</summary>{full}</details></section>"
+    )
+
+
 def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
                  created) -> str:
     params = info.get("params") or {}
@@ -469,24 +495,11 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         + _figure(figures.get("curves")) + history_html + "</section>"
     )
 
-    groups = []
-    for cl, df in marker_table.groupby("cluster", observed=True, sort=False):
-        chips = "".join(f'<span class="gene" title="log2FC {r.logfoldchange:.2f}, adj. p {r.pval_adj:.2g}">'
-                        f"{_e(r.gene)}</span>" for r in df.itertuples())
-        groups.append(f"<tr><td>{_e(cl)}</td><td class=\"num\">{sizes.get(str(cl), 0)}</td><td>{chips}</td></tr>")
-    full = _table(["cluster", "rank", "gene", "score", "log2 fold change", "adj. p-value"],
-                  marker_table[["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]].values.tolist(),
-                  numeric={1, 3, 4, 5})
-    markers_html = (
-        '<section id="markers"><h2>Marker genes</h2>'
-        '<p class="note">Wilcoxon rank-sum test of each cluster against all other cells on '
-        "library-size-normalised (10,000 counts per cell), log1p-transformed counts of all genes "
-        "(<code>scanpy.tl.rank_genes_groups</code>); Benjamini–Hochberg adjusted p-values.</p>"
-        + _figure(figures.get("markers"))
-        + "<table><thead><tr><th>cluster</th><th class=\"num\">cells</th><th>top genes (best first)</th></tr></thead>"
-        f"<tbody>{''.join(groups)}</tbody></table>"
-        f"<details><summary>Full marker table ({len(marker_table)} rows)</summary>{full}</details></section>"
-    )
+    if isinstance(marker_table, str):  # no markers could be computed: say why instead
+        markers_html = ('<section id="markers"><h2>Marker genes</h2>'
+                        f'<p class="note">No marker genes: {_e(marker_table)}.</p></section>')
+    else:
+        markers_html = _markers_section(marker_table, sizes, figures)
 
     pre = {k.split(".", 1)[1]: v for k, v in config.items() if k.startswith("preprocess.")}
     selection = pre.get("gene_selection", "variance")
