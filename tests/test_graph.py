@@ -240,3 +240,70 @@ def test_dense_storage_only_for_dense_enough_and_small_enough_matrices(monkeypat
     t = _graph._to_torch_csr(dense_ish, torch.device("cpu"))
     assert t.layout == torch.sparse_csr
     np.testing.assert_array_equal(t.to_dense().numpy(), dense_ish.toarray())
+
+
+# ----------------------------------------------------------------------------- neighbour cap
+
+
+def _dense(t):
+    return t.to_dense().numpy() > 0
+
+
+def test_neighbour_cap_keeps_a_subset_of_the_induced_edges_per_direction():
+    g = _random_graph(n_cells=400, n_genes=120, density=0.5, seed=3)  # cells ~60 genes, genes ~200 cells
+    full = g.a.toarray() > 0
+    targets = np.arange(0, 400, 3)
+    sampler = SubgraphSampler(g, (10**6, 10**6), max_neighbors=20)
+    sub = sampler.sample(targets, np.random.default_rng(0))
+    induced = full[np.ix_(sub.cells, sub.genes)]
+    adj = sub.adjacency
+    into_cells, into_genes = _dense(adj.a), _dense(adj.b)
+    assert not np.any(into_cells & ~induced) and not np.any(into_genes.T & ~induced)  # only real edges
+    np.testing.assert_array_equal(_dense(adj.a_t), into_cells.T)  # each transpose matches its matrix
+    np.testing.assert_array_equal(_dense(adj.b_t), into_genes.T)
+    assert not np.array_equal(into_cells, into_genes.T)  # the two directions are drawn separately
+    # each edge into a node of full degree d is kept with probability min(1, 20 / d): about 20 per node
+    kept_c, kept_g = into_cells.sum(1), into_genes.sum(1)
+    expect_c = (induced * np.minimum(1, 20 / g.deg_cell[sub.cells])[:, None]).sum(1)
+    expect_g = (induced * np.minimum(1, 20 / g.deg_gene[sub.genes])[None, :]).sum(0)
+    assert abs(kept_c.mean() - expect_c.mean()) < 0.05 * expect_c.mean()
+    assert abs(kept_g.mean() - expect_g.mean()) < 0.05 * expect_g.mean()
+    assert kept_c.max() < induced.sum(1).max() and kept_g.max() < induced.sum(0).max()
+    # the degrees of the mean are the kept ones
+    np.testing.assert_allclose(adj.inv_deg_cell.numpy().ravel(), 1 / np.maximum(kept_c, 1))
+    np.testing.assert_allclose(adj.inv_deg_gene.numpy().ravel(), 1 / np.maximum(kept_g, 1))
+    # same generator, same draw
+    again = sampler.sample(targets, np.random.default_rng(0)).adjacency
+    np.testing.assert_array_equal(_dense(again.a), into_cells)
+    np.testing.assert_array_equal(_dense(again.b), into_genes)
+
+
+def test_neighbour_cap_mean_aggregation_uses_each_direction_s_edges():
+    rng = np.random.default_rng(1)
+    into_cells = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=np.float32))
+    into_genes = sp.csr_matrix(np.array([[1, 0, 0], [1, 1, 1], [0, 0, 1]], dtype=np.float32))  # genes x cells
+    adj = BipartiteAdjacency.from_scipy(into_cells, to_genes=into_genes)
+    x_gene = rng.normal(size=(3, 4)).astype(np.float32)
+    x_cell = rng.normal(size=(3, 4)).astype(np.float32)
+    cell_nbrs = {i: list(np.flatnonzero(into_cells.toarray()[i])) for i in range(3)}
+    gene_nbrs = {j: list(np.flatnonzero(into_genes.toarray()[j])) for j in range(3)}
+    np.testing.assert_allclose(adj.mean_genes_to_cells(torch.from_numpy(x_gene)).numpy(),
+                               _loop_mean(x_gene, cell_nbrs, 3, 4), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(adj.mean_cells_to_genes(torch.from_numpy(x_cell)).numpy(),
+                               _loop_mean(x_cell, gene_nbrs, 3, 4), rtol=1e-6, atol=1e-6)
+    y = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    adj64 = BipartiteAdjacency(*(t.double() for t in (adj.a, adj.a_t, adj.inv_deg_cell, adj.inv_deg_gene,
+                                                      adj.b, adj.b_t)))
+    assert torch.autograd.gradcheck(adj64.mean_cells_to_genes, (y,))
+
+
+def test_no_cap_keeps_the_induced_subgraph_and_draws_nothing():
+    targets = np.arange(10, 42)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    a = SubgraphSampler(GRAPH, (20, 40)).sample(targets, rng_a)
+    b = SubgraphSampler(GRAPH, (20, 40), max_neighbors=0).sample(targets, rng_b)
+    assert a.adjacency.b is None and b.adjacency.b is None
+    np.testing.assert_array_equal(_dense(a.adjacency.a), _dense(b.adjacency.a))
+    assert rng_a.random() == rng_b.random()
+    with pytest.raises(ValueError, match="max_neighbors"):
+        SubgraphSampler(GRAPH, (20, 40), max_neighbors=-1)

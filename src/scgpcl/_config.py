@@ -55,6 +55,12 @@ class SamplerConfig:
     num_samples: tuple[int, ...] = (2048, 1024)
     #: Fraction of feature columns zeroed per node type in view 1 and view 2.
     feature_drop: tuple[float, float] = (0.2, 0.2)
+    #: Neighbour cap of the minibatch views: a node aggregates about this many
+    #: of its neighbours, drawn anew per view and direction, as the reference's
+    #: sampler does (torch_sparse ``hgt_sample``: 50). 0 keeps every edge of the
+    #: sampled subgraph. The embeddings used for k-means, DEC targets and the
+    #: labels always use the full graph.
+    max_neighbors: int = 0
 
 
 @dataclass
@@ -194,6 +200,7 @@ class SCGPCLConfig:
         choice("reconstruction", m.reconstruction, ("zinb", "mse"))
         number("tau", m.tau, 0, strict=True)
         number("alpha", m.alpha, 0, strict=True)
+        whole("max_neighbors", sa.max_neighbors, 0)
         whole("batch_size", sa.batch_size, 2)  # BatchNorm needs two cells per minibatch
         need(counts(sa.num_samples),
              "num_samples", sa.num_samples, "one or more node budgets >= 1")

@@ -11,7 +11,20 @@ genes, hop 2 up to ``num_samples[1]`` further cells through those genes, and
 so on alternating node types. Candidates are drawn without replacement with
 probability proportional to their normalised degree towards the nodes already
 sampled (sum over sampled neighbours ``u`` of ``1 / deg(u)``). The subgraph is
-induced: it holds every edge between its cells and its genes.
+induced: it holds every edge between its cells and its genes, unless
+``max_neighbors`` is set.
+
+``max_neighbors`` mirrors the neighbour cap of the reference's sampler
+(torch_sparse's ``hgt_sample``, ``MAX_NEIGHBORS = 50``): there a node with more
+than 50 neighbours in the full graph receives messages only from a uniform
+draw of 50 of them (those of the draw that are in the subgraph), separately
+for each edge direction. So in a view a cell aggregates about 50 of its
+expressed genes and a gene about 50 of its cells, drawn anew per view: the
+"fraction of a cell's expressed genes" of SPEC section 3. Here each edge
+into a node of full degree ``d`` is kept with probability ``min(1, cap / d)``,
+independently per direction: the same chance per edge as the reference's draw
+(its number of kept neighbours is exactly ``cap`` before the intersection,
+here ``cap`` on average), vectorised over the subgraph's edges.
 """
 
 from __future__ import annotations
@@ -72,25 +85,43 @@ class _SpMM(torch.autograd.Function):
 class BipartiteAdjacency:
     """Binary cell x gene adjacency of a (sub)graph, ready for mean aggregation."""
 
-    a: torch.Tensor  # CSR, n_cells x n_genes
-    a_t: torch.Tensor  # CSR, n_genes x n_cells
+    a: torch.Tensor  # CSR, n_cells x n_genes: the edges into cells (genes -> cells)
+    a_t: torch.Tensor  # CSR, n_genes x n_cells: a's transpose
     inv_deg_cell: torch.Tensor  # (n_cells, 1)
     inv_deg_gene: torch.Tensor  # (n_genes, 1)
+    #: The edges into genes (cells -> genes), n_genes x n_cells, and its transpose, when they are not
+    #: ``a_t`` and ``a`` (a view with a neighbour cap drawn separately per direction).
+    b: torch.Tensor | None = None
+    b_t: torch.Tensor | None = None
 
     @classmethod
-    def from_scipy(cls, m: sp.csr_matrix, device: torch.device | str = "cpu") -> "BipartiteAdjacency":
+    def from_scipy(cls, m: sp.csr_matrix, device: torch.device | str = "cpu",
+                   to_genes: sp.csr_matrix | None = None) -> "BipartiteAdjacency":
+        """From a cells x genes matrix of the edges into cells; ``to_genes`` (genes x cells), if
+        given, holds the edges into genes, else they are the same edges reversed."""
         device = torch.device(device)
-        m = sp.csr_matrix(m, dtype=np.float32, copy=True)
-        m.eliminate_zeros()
-        m.data[:] = 1.0
+        m = _binary(m)
         deg_c = np.diff(m.indptr).astype(np.float32)
-        deg_g = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float32)
-        inv = lambda d: torch.from_numpy(1.0 / np.maximum(d, 1.0)).reshape(-1, 1).to(device)
+        if to_genes is None:
+            deg_g = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float32)
+            b = b_t = None
+        else:
+            to_genes = _binary(to_genes)
+            if to_genes.shape != (m.shape[1], m.shape[0]):
+                raise ValueError(f"to_genes must be {m.shape[1]} x {m.shape[0]}, got {to_genes.shape}")
+            deg_g = np.diff(to_genes.indptr).astype(np.float32)
+            b, b_t = _to_torch_csr(to_genes, device), _to_torch_csr(to_genes.T.tocsr(), device)
+
+        def inv(d):
+            return torch.from_numpy(1.0 / np.maximum(d, 1.0)).reshape(-1, 1).to(device)
+
         return cls(
             a=_to_torch_csr(m, device),
             a_t=_to_torch_csr(m.T.tocsr(), device),
             inv_deg_cell=inv(deg_c),
             inv_deg_gene=inv(deg_g),
+            b=b,
+            b_t=b_t,
         )
 
     @property
@@ -107,7 +138,16 @@ class BipartiteAdjacency:
 
     def mean_cells_to_genes(self, x_cell: torch.Tensor) -> torch.Tensor:
         """For every gene, the mean of its neighbouring cells' rows of ``x_cell``."""
+        if self.b is not None:
+            return _SpMM.apply(self.b, self.b_t, x_cell) * self.inv_deg_gene
         return _SpMM.apply(self.a_t, self.a, x_cell) * self.inv_deg_gene
+
+
+def _binary(m: sp.spmatrix) -> sp.csr_matrix:
+    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    m.eliminate_zeros()
+    m.data[:] = 1.0
+    return m
 
 
 @dataclass
@@ -154,9 +194,31 @@ class BipartiteGraph:
             adjacency=BipartiteAdjacency.from_scipy(self.a, device),
         )
 
-    def induced(self, cells: np.ndarray, genes: np.ndarray, n_target: int, device="cpu") -> Subgraph:
-        sub = self.a[cells][:, genes]
-        return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(sub.tocsr(), device))
+    def induced(self, cells: np.ndarray, genes: np.ndarray, n_target: int, device="cpu", *,
+                max_neighbors: int = 0, rng: np.random.Generator | None = None) -> Subgraph:
+        """The subgraph on ``cells`` x ``genes``: every edge between them, or, with ``max_neighbors``,
+        each edge into a node of full degree ``d`` kept with probability ``min(1, max_neighbors / d)``,
+        drawn separately for the two directions (module docstring)."""
+        sub = self.a[cells][:, genes].tocsr()
+        if max_neighbors <= 0:
+            return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(sub, device))
+        if rng is None:
+            raise ValueError("a neighbour cap needs a random generator")
+        row = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+        p_cell = np.minimum(1.0, max_neighbors / np.maximum(self.deg_cell[cells], 1.0))[row]
+        p_gene = np.minimum(1.0, max_neighbors / np.maximum(self.deg_gene[genes], 1.0))[sub.indices]
+        u = rng.random((2, sub.nnz))
+        into_cells = _keep(sub, u[0] < p_cell)
+        into_genes = _keep(sub, u[1] < p_gene).T.tocsr()
+        return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(into_cells, device, into_genes))
+
+
+def _keep(m: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """The CSR matrix ``m`` with only the stored entries where ``keep`` is true."""
+    out = m.copy()
+    out.data = np.where(keep, out.data, 0).astype(out.data.dtype)
+    out.eliminate_zeros()
+    return out
 
 
 def _weighted_sample(candidates: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -180,13 +242,19 @@ class SubgraphSampler:
         The full bipartite graph.
     num_samples
         Node budget per hop: genes at hop 1, cells at hop 2, genes at hop 3, ...
+    max_neighbors
+        Neighbour cap per node and direction, as in the reference's sampler
+        (module docstring); 0 keeps every edge of the induced subgraph.
     """
 
-    def __init__(self, graph: BipartiteGraph, num_samples: tuple[int, ...] = (2048, 1024)):
+    def __init__(self, graph: BipartiteGraph, num_samples: tuple[int, ...] = (2048, 1024), max_neighbors: int = 0):
         if any(int(n) < 0 for n in num_samples):
             raise ValueError("num_samples must be non-negative")
+        if int(max_neighbors) < 0:
+            raise ValueError("max_neighbors must be non-negative")
         self.graph = graph
         self.num_samples = tuple(int(n) for n in num_samples)
+        self.max_neighbors = int(max_neighbors)
 
     def sample(self, targets: np.ndarray, rng: np.random.Generator, device="cpu") -> Subgraph:
         g = self.graph
@@ -214,4 +282,4 @@ class SubgraphSampler:
                 break
         cell_ids = np.concatenate(cells)
         gene_ids = np.sort(np.concatenate(genes)) if genes else np.zeros(0, dtype=np.int64)
-        return g.induced(cell_ids, gene_ids, len(targets), device)
+        return g.induced(cell_ids, gene_ids, len(targets), device, max_neighbors=self.max_neighbors, rng=rng)

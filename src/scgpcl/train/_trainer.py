@@ -105,7 +105,7 @@ class Trainer:
         self.progress = progress
 
         self.graph = BipartiteGraph(data.counts)
-        self.sampler = SubgraphSampler(self.graph, sampler_cfg.num_samples)
+        self.sampler = SubgraphSampler(self.graph, sampler_cfg.num_samples, sampler_cfg.max_neighbors)
         self._mean = torch.from_numpy(data.feature_mean)
         self._std = torch.from_numpy(data.feature_std)
         self._mlp = model_cfg.encoder == "mlp"
