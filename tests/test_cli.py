@@ -265,3 +265,15 @@ def test_dec_init_flag_reaches_the_config(capsys):
     with pytest.raises(SystemExit):
         parse("--dec-init", "random")
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_max_neighbors_flag_reaches_the_config_and_is_checked():
+    from scgpcl.cli import _config_from_args, build_parser
+
+    def parse(*extra):
+        return _config_from_args(build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "3", *extra]))
+
+    assert parse("--max-neighbors", "50").sampler.max_neighbors == 50
+    assert parse().sampler.max_neighbors == scgpcl.fast().sampler.max_neighbors
+    with pytest.raises(ValueError, match="max_neighbors"):
+        parse("--max-neighbors", "-1").validate()

@@ -40,6 +40,9 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--hvg-fraction", type=float, help="fraction of genes kept by raw variance (0.2)")
     g.add_argument("--min-genes", type=int, help="keep at least this many genes (2000)")
     g.add_argument("--n-top-genes", type=int, help="genes for --gene-selection seurat or seurat_v3 (2000)")
+    g.add_argument("--max-neighbors", type=int, metavar="N",
+                   help="neighbour cap per node in the minibatch views, as the reference's sampler (50); "
+                        "0 keeps all (default)")
     g.add_argument("--reconstruction", choices=["zinb", "mse"])
     g.add_argument("--encoder", choices=["graph", "mlp"])
     g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
@@ -58,7 +61,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
 _OVERRIDES = [
     "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "reconstruction", "encoder", "finetune", "finetune_masking", "dec_init", "auto_k_method", "auto_k_max",
+    "max_neighbors", "reconstruction", "encoder", "finetune", "finetune_masking", "dec_init", "auto_k_method", "auto_k_max",
 ]
 
 
