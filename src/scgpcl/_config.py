@@ -60,8 +60,8 @@ class SamplerConfig:
     #: sampler does (torch_sparse ``hgt_sample``: 50). 0 keeps every edge of the
     #: sampled subgraph. The embeddings used for k-means, DEC targets and the
     #: labels always use the full graph. Off in both presets: with the `fast`
-    #: preset, 50 lowered the mean ARI over the 13 benchmark datasets by 0.008
-    #: (3 seeds; -0.03 to -0.05 on 7 of them, +0.11 on baron_human), so the
+    #: preset, 50 lowered the mean ARI over the 13 benchmark datasets by 0.005
+    #: (3 seeds; -0.03 to -0.05 on 5 of them, +0.11 on baron_human), so the
     #: `faithful` preset leaves it out too, a documented difference from the
     #: reference (``benchmarks/results/neighbour_cap.md``).
     max_neighbors: int = 0
