@@ -212,3 +212,8 @@ def test_report_without_markers_when_every_cluster_is_a_single_cell(toy, tmp_pat
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "No marker genes:" in page and "2 or more cells" in page
     assert (tmp_path / "rep" / "metrics.json").exists()
+    # only a clustering without testable clusters is reported this way; a bad argument is still an error
+    a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
+    with pytest.raises(InputError, match="n_genes must be >= 1"):
+        write_report(a, tmp_path / "rep2", key="scgpcl", label_key="cell_type", n_markers=0)
+    assert not (tmp_path / "rep2").exists()

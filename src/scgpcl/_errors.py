@@ -6,3 +6,10 @@ class InputError(ValueError):
 
     The CLI turns it into a one-line error and a non-zero exit code.
     """
+
+
+class NoTestableClusters(InputError):
+    """The clustering has fewer than two clusters, or none with two or more cells: no marker test is possible.
+
+    A property of the clustering, not of an argument: the report says so and goes on without markers.
+    """

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._errors import InputError
+from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
 from .metrics import clustering_metrics
 
@@ -294,10 +294,11 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     if has_history:
         add("curves", "Loss terms per epoch, stage boundary and stopping points",
             lambda: pl.training_curves(adata, key=key))
+    marker_table, no_markers = None, None
     try:
         marker_table = markers(adata, key=key, n_genes=n_markers)
-    except InputError as err:  # e.g. every cluster has one cell: the rest of the report still stands
-        marker_table = str(err)
+    except NoTestableClusters as err:  # e.g. every cluster has one cell: the rest of the report still stands
+        no_markers = str(err)
     else:
         add("markers", "Top 5 marker genes per cluster (Wilcoxon, one cluster vs the rest)",
             lambda: pl.marker_dotplot(adata, key=key, n_genes=min(5, n_markers), markers=marker_table))
@@ -305,6 +306,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     page = _render_html(
         name=name, key=key, label_key=label_key, info=info, metrics=metrics, stages=stages, sizes=sizes,
         summary=summary, versions=versions, figures=dict((f[0], f) for f in figures), marker_table=marker_table,
+        no_markers=no_markers,
         created=record["created"],
     )
     (d / "index.html").write_text(page, encoding="utf-8")
@@ -427,7 +429,7 @@ def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> 
 
 
 def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
-                 created) -> str:
+                 no_markers, created) -> str:
     params = info.get("params") or {}
     config = params.get("config") or {}
     total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
@@ -495,9 +497,9 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         + _figure(figures.get("curves")) + history_html + "</section>"
     )
 
-    if isinstance(marker_table, str):  # no markers could be computed: say why instead
+    if marker_table is None:  # no cluster could be tested: say why instead
         markers_html = ('<section id="markers"><h2>Marker genes</h2>'
-                        f'<p class="note">No marker genes: {_e(marker_table)}.</p></section>')
+                        f'<p class="note">No marker genes: {_e(no_markers)}.</p></section>')
     else:
         markers_html = _markers_section(marker_table, sizes, figures)
 

@@ -216,7 +216,7 @@ class BipartiteGraph:
 def _keep(m: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
     """The CSR matrix ``m`` with only the stored entries where ``keep`` is true."""
     out = m.copy()
-    out.data = np.where(keep, out.data, 0).astype(out.data.dtype)
+    out.data = np.where(keep, out.data, 0)
     out.eliminate_zeros()
     return out
 

@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._errors import InputError
+from .._errors import InputError, NoTestableClusters
 from .._threads import torch_threads_kept
 from ..data._checks import check_counts
 
@@ -144,9 +144,9 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
     if small:
         warnings.warn(f"clusters with fewer than 2 cells have no markers: {', '.join(small)}", UserWarning, stacklevel=3)
     if len(groups) + len(small) < 2:
-        raise InputError(f"marker genes need at least two clusters in obs[{key!r}]")
+        raise NoTestableClusters(f"marker genes need at least two clusters in obs[{key!r}]")
     if len(groups) < 1:
-        raise InputError(
+        raise NoTestableClusters(
             f"none of the {len(small)} clusters in obs[{key!r}] has 2 or more cells, so no cluster can be "
             "tested for marker genes; cluster with fewer clusters"
         )
