@@ -401,3 +401,55 @@ def test_dec_init_consensus_uses_the_last_epochs_labels(toy, monkeypatch, dec_in
         # DEC moved the centres; the start was the consensus clusters' means
         assert centres.shape == (3, 64)
     assert clustering_metrics(toy.obs["cell_type"], m.predict())["ARI"] > 0.9
+
+
+def test_batch_prototypes_cluster_each_minibatch(toy, monkeypatch):
+    # prototypes="batch": after the warm-up every minibatch runs k-means on its
+    # own cells at the three granularities; the per-epoch k-means runs at K only
+    from scgpcl.train import _trainer
+
+    calls = []
+    original = _trainer.Trainer._kmeans
+
+    def spy(self, z, k, n_init, init=None):
+        calls.append((int(z.shape[0]), k, bool(z.requires_grad)))
+        return original(self, z, k, n_init, init=init)
+
+    monkeypatch.setattr(_trainer.Trainer, "_kmeans", spy)
+    quick = dict(QUICK, convergence_ari=1.01, batch_size=64)
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, prototypes="batch", **quick)
+    m.trainer.progress = False
+    batch_sizes = []
+    original_batches = m.trainer._batches
+
+    def batches():
+        out = original_batches()
+        batch_sizes.append([len(b) for b in out])
+        return out
+
+    m.trainer._batches = batches
+    m.trainer.pretrain()
+    n = toy.n_obs
+    sizes = _trainer.prototype_sizes(3, n)
+    epoch_calls = [c for c in calls if c[0] == n]
+    batch_calls = [c for c in calls if c[0] != n]
+    # per-epoch k-means: K alone, in epochs warmup..pretrain_epochs - 1
+    assert [c[1] for c in epoch_calls] == [3] * (QUICK["pretrain_epochs"] - QUICK["warmup_epochs"])
+    # per-minibatch k-means: the epochs after the warm-up, each batch, three granularities, detached input
+    expected = []
+    for sizes_of_epoch in batch_sizes[QUICK["warmup_epochs"]:]:
+        for b in sizes_of_epoch:
+            expected += [(b, k, False) for k in sizes]
+    assert batch_calls == expected and len(expected) > 0
+
+
+def test_batch_prototypes_train_and_are_deterministic(toy):
+    a = SCGPCL(toy, 3, random_state=0, prototypes="batch", **QUICK).train(progress=False)
+    b = SCGPCL(toy, 3, random_state=0, prototypes="batch", **QUICK).train(progress=False)
+    assert np.array_equal(a.predict(), b.predict())
+    h = a.history["pretrain"]
+    after = h["epoch"] > QUICK["warmup_epochs"]
+    assert (h["proto"][after] > 0).all() and (h["proto"][~after] == 0).all()
+    assert clustering_metrics(toy.obs["cell_type"], a.predict())["ARI"] > 0.9
+    with pytest.raises(ValueError, match="prototypes"):
+        SCGPCL(toy, 3, prototypes="minibatch")

@@ -98,6 +98,15 @@ class TrainConfig:
     #: acts; with it the `fast` preset's mean ARI over 13 datasets was lower
     #: (``benchmarks/results/warm_start.md``), though runs are shorter.
     kmeans_warm_start: bool = False
+    #: Where the prototypes come from. ``"epoch"`` (both presets): k-means on
+    #: every cell's full-graph embedding once per post-warm-up epoch, its
+    #: centres and labels used by all minibatches of the next epoch.
+    #: ``"batch"``: as the reference code does, k-means on each minibatch's
+    #: second-view representations (detached; ``kmeans_n_init_epoch``
+    #: restarts per granularity), its centres and labels used for that
+    #: minibatch only; the per-epoch k-means then runs at K alone, for the
+    #: convergence check. ``benchmarks/results/prototypes.md``.
+    prototypes: str = "epoch"
     finetune_epochs: int = 200
     finetune_lr: float = 1.0
     finetune_rho: float = 0.95
@@ -228,6 +237,7 @@ class SCGPCLConfig:
         number("finetune_tol", t.finetune_tol, 0, strict=False)
         whole("auto_k_max", t.auto_k_max, 2)
         choice("dec_init", t.dec_init, ("kmeans", "consensus"))
+        choice("prototypes", t.prototypes, ("epoch", "batch"))
         whole("dec_init_epochs", t.dec_init_epochs, 1)
         if problems:
             raise ValueError("invalid option value(s): " + "; ".join(problems))

@@ -53,6 +53,9 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--dec-init", choices=["kmeans", "consensus"],
                    help="where fine-tuning starts: k-means on the pre-trained embedding (kmeans), or the "
                         "consensus of it and the last pre-training epochs' k-means labels")
+    g.add_argument("--prototypes", choices=["epoch", "batch"],
+                   help="k-means for the prototypes once per epoch on all cells (epoch, both presets) or "
+                        "on each minibatch's second view, as the reference code (batch)")
     g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
                    "(leiden_modularity, the default; leiden_stability; eigengap; silhouette)")
     g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
@@ -61,7 +64,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
 _OVERRIDES = [
     "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "max_neighbors", "reconstruction", "encoder", "finetune", "finetune_masking", "dec_init", "auto_k_method", "auto_k_max",
+    "max_neighbors", "reconstruction", "encoder", "finetune", "finetune_masking", "dec_init", "prototypes", "auto_k_method", "auto_k_max",
 ]
 
 

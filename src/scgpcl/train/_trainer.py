@@ -258,6 +258,7 @@ class Trainer:
         res.stop_reason = f"reached the maximum of {cfg.pretrain_epochs} epochs"
         bar = self._bar(cfg.pretrain_epochs, "pre-training")
         use_proto = cfg.lambda_proto > 0
+        batch_protos = use_proto and cfg.prototypes == "batch"
         protos = None
         for epoch in range(1, cfg.pretrain_epochs + 1):
             record: dict[str, float] = {"epoch": epoch}
@@ -273,9 +274,14 @@ class Trainer:
                 loss = rec
                 ins = L.info_nce(z1, z2, self.model_cfg.tau) if cfg.lambda_ins > 0 else rec.new_zeros(())
                 loss = loss + cfg.lambda_ins * ins
-                if protos is not None:
+                proto = None
+                if batch_protos and sizes:  # the epochs after the warm-up
+                    centres, assigned = self._batch_prototypes(z2.detach(), sizes)
+                    proto = L.proto_nce(z1, centres, assigned, self.model_cfg.tau)
+                elif protos is not None:
                     idx = torch.from_numpy(targets).to(self.device)
                     proto = L.proto_nce(z1, protos[0], [a[idx] for a in protos[1]], self.model_cfg.tau)
+                if proto is not None:
                     loss = loss + cfg.lambda_proto * proto
                     sums["proto"] += proto.item()
                 opt.zero_grad(set_to_none=True)
@@ -297,10 +303,12 @@ class Trainer:
                     # on the warm-up embedding
                     sizes = prototype_sizes(self.estimate_k(z_all), z_all.shape[0])
                     prev_centres = [None] * len(sizes)
+                # with per-minibatch prototypes, this k-means only serves the
+                # convergence check (and the consensus DEC start): K alone
                 results = [
                     self._kmeans(z_all, k, cfg.kmeans_n_init_epoch,
                                  init=prev_centres[i] if cfg.kmeans_warm_start else None)
-                    for i, k in enumerate(sizes)
+                    for i, k in enumerate(sizes[:1] if batch_protos else sizes)
                 ]
                 prev_centres = [r.centres for r in results]
                 labels = results[0].labels
@@ -327,7 +335,7 @@ class Trainer:
                             f"{cfg.convergence_patience} epochs"
                         )
                 prev_labels = labels
-                if use_proto:
+                if use_proto and not batch_protos:
                     protos = (
                         [torch.from_numpy(r.centres).to(self.device) for r in results],
                         [torch.from_numpy(r.labels).to(self.device) for r in results],
@@ -345,6 +353,20 @@ class Trainer:
         res.seconds = time.perf_counter() - t0
         log.info("pre-training: %d epochs, %s (%.1f s)", res.epochs, res.stop_reason, res.seconds)
         return res
+
+    def _batch_prototypes(self, z: torch.Tensor, sizes: list[int]):
+        """Prototypes of one minibatch (``prototypes="batch"``): k-means on its cells at each granularity.
+
+        Returns the centres and each cell's assignment per granularity. A
+        granularity above the number of cells in the minibatch (only possible
+        with very small data) is capped at it.
+        """
+        centres, assigned = [], []
+        for k in sizes:
+            r = self._kmeans(z, min(k, z.shape[0]), self.cfg.kmeans_n_init_epoch)
+            centres.append(torch.from_numpy(r.centres).to(self.device))
+            assigned.append(torch.from_numpy(r.labels).to(self.device))
+        return centres, assigned
 
     # ------------------------------------------------------------ fine-tuning
     def init_clusters(self) -> np.ndarray:
