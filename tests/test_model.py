@@ -192,7 +192,7 @@ def test_bad_arguments(toy, kwargs, match):
     "option, value",
     [("batch_size", 0), ("batch_size", 1), ("lr", -1.0), ("n_top_genes", 0), ("hvg_fraction", 0.0),
      ("feature_drop", (0.2, 1.0)), ("tau", 0.0), ("kmeans_n_init", 0), ("finetune_rho", 1.5),
-     ("encoder", "transformer"), ("pretrain_epochs", 2.5), ("lambda_ins", float("nan")),
+     ("encoder", "transformer"), ("encoder_activation", "tanh"), ("pretrain_epochs", 2.5), ("lambda_ins", float("nan")),
      ("encoder_dims", (64, True)), ("encoder_dims", 64), ("num_samples", (False,)), ("feature_drop", 0.2)],
 )
 def test_out_of_range_options_refused_before_training(toy, option, value):

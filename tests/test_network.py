@@ -272,3 +272,45 @@ def test_sage_layer_matches_pyg_heteroconv():
         torch.testing.assert_close(h_cell, ref["cell"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(h_gene, ref["gene"], rtol=1e-5, atol=1e-5)
     assert pyg.__version__
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu"])
+def test_encoder_activation_between_layers_only(activation):
+    """Graph encoder with an activation = the linear layers with that function applied
+    to the first layer's cell and gene outputs, and nothing after the last layer."""
+    fn = {"relu": torch.relu, "elu": torch.nn.functional.elu}[activation]
+    torch.manual_seed(0)
+    enc = GraphEncoder(n_input=4, gene_dim=3, dims=(6, 2), activation=activation).eval()
+    torch.manual_seed(0)
+    lin = GraphEncoder(n_input=4, gene_dim=3, dims=(6, 2)).eval()  # same weights, no activation
+    gen = torch.Generator().manual_seed(1)
+    for layer in (*enc.layers, *lin.layers):
+        _randomise_bn(layer.cell_norm, torch.Generator().manual_seed(2))
+        if layer.update_genes:
+            _randomise_bn(layer.gene_norm, torch.Generator().manual_seed(3))
+    x_cell, x_gene, adj = torch.randn(5, 4, generator=gen), torch.randn(4, 3, generator=gen), _adj()
+    with torch.no_grad():
+        z = enc(x_cell, x_gene, adj, n_target=5)
+        h_cell, h_gene = lin.layers[0](x_cell, x_gene, adj)
+        assert (h_cell < 0).any()  # so the activation changes something
+        ref, _ = lin.layers[1](fn(h_cell), fn(h_gene), adj)
+        assert (ref < 0).any()  # the representation itself is not rectified
+    torch.testing.assert_close(z, ref)
+
+
+def test_mlp_encoder_activation_and_state_dict_keys():
+    torch.manual_seed(0)
+    plain = SCGPCLModule(4, encoder_dims=(6, 3), gene_embedding_dim=5, decoder_dim=8, encoder="mlp").eval()
+    torch.manual_seed(0)
+    relu = SCGPCLModule(4, encoder_dims=(6, 3), gene_embedding_dim=5, decoder_dim=8, encoder="mlp",
+                        encoder_activation="relu").eval()
+    # "none" inserts no module, so models saved before the option existed still load
+    assert "encoder.rest.1.weight" in plain.state_dict()
+    x, gene_ids = _module_inputs()
+    with torch.no_grad():
+        h = plain.encoder.rest[0](plain.encoder.first(x))
+        ref = plain.encoder.rest[2](plain.encoder.rest[1](torch.relu(h)))
+        z = relu.encode(x, gene_ids, None, n_target=5)
+    torch.testing.assert_close(z, ref)
+    with pytest.raises(ValueError, match="encoder_activation"):
+        SCGPCLModule(4, encoder_activation="tanh")

@@ -41,6 +41,9 @@ class ModelConfig:
     encoder: Literal["graph", "mlp"] = "graph"
     #: ``"zinb"`` (reference) or ``"mse"`` on log-normalised values.
     reconstruction: Literal["zinb", "mse"] = "zinb"
+    #: Non-linearity after every encoder layer but the last: ``"none"`` (the
+    #: reference: Linear/SAGE + BatchNorm only), ``"relu"`` or ``"elu"``.
+    encoder_activation: Literal["none", "relu", "elu"] = "none"
     tau: float = 0.25
     #: Student-t degrees of freedom for DEC.
     alpha: float = 1.0
@@ -212,6 +215,7 @@ class SCGPCLConfig:
         whole("decoder_dim", m.decoder_dim, 1)
         choice("encoder", m.encoder, ("graph", "mlp"))
         choice("reconstruction", m.reconstruction, ("zinb", "mse"))
+        choice("encoder_activation", m.encoder_activation, ("none", "relu", "elu"))
         number("tau", m.tau, 0, strict=True)
         number("alpha", m.alpha, 0, strict=True)
         whole("max_neighbors", sa.max_neighbors, 0)

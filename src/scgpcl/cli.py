@@ -45,6 +45,8 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
                         "0 keeps all (default)")
     g.add_argument("--reconstruction", choices=["zinb", "mse"])
     g.add_argument("--encoder", choices=["graph", "mlp"])
+    g.add_argument("--encoder-activation", choices=["none", "relu", "elu"],
+                   help="non-linearity between encoder layers (none: the reference's linear layers, default)")
     g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
                    help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
     g.add_argument("--finetune-masking", action=argparse.BooleanOptionalAction, default=None,
@@ -64,7 +66,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
 _OVERRIDES = [
     "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "max_neighbors", "reconstruction", "encoder", "finetune", "finetune_masking", "dec_init", "prototypes", "auto_k_method", "auto_k_max",
+    "max_neighbors", "reconstruction", "encoder", "encoder_activation", "finetune", "finetune_masking", "dec_init", "prototypes", "auto_k_method", "auto_k_max",
 ]
 
 

@@ -195,6 +195,7 @@ class SCGPCL:
                 decoder_dim=m.decoder_dim,
                 encoder=m.encoder,
                 reconstruction=m.reconstruction,
+            encoder_activation=m.encoder_activation,
             ).to(self.device)
         self._trainer: Trainer | None = None
         # k-means calls made by training: predict()'s final k-means (finetune=False) is seeded by
@@ -375,6 +376,7 @@ class SCGPCL:
             decoder_dim=m.decoder_dim,
             encoder=m.encoder,
             reconstruction=m.reconstruction,
+            encoder_activation=m.encoder_activation,
         )
         try:
             state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)

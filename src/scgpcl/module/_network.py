@@ -10,7 +10,10 @@ import torch.nn.functional as F
 
 from ..data._graph import BipartiteAdjacency, _SpMM, _to_torch_csr
 
-__all__ = ["CellFeatures", "project", "BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "ZINBDecoder", "SCGPCLModule"]
+#: ``encoder_activation`` name -> module applied after BatchNorm in every encoder layer but the last
+ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "elu": nn.ELU}
+
+__all__ = ["ACTIVATIONS", "CellFeatures", "project", "BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "ZINBDecoder", "SCGPCLModule"]
 
 _LOG_MEAN_MIN, _LOG_MEAN_MAX = math.log(1e-5), math.log(1e6)
 
@@ -74,13 +77,16 @@ class BipartiteSAGELayer(nn.Module):
     cheaper when the input is wider than the output.
 
     With ``update_genes=False`` (the last layer, whose gene output nothing
-    reads) only cells are updated.
+    reads) only cells are updated. ``activation`` (default ``nn.Identity``, the
+    reference's linear layer) follows the BatchNorm of both node types.
     """
 
-    def __init__(self, cell_in: int, gene_in: int, out: int, update_genes: bool = True):
+    def __init__(self, cell_in: int, gene_in: int, out: int, update_genes: bool = True,
+                 activation: nn.Module | None = None):
         super().__init__()
         self.out = out
         self.update_genes = update_genes
+        self.act = activation if activation is not None else nn.Identity()
         # cell input -> [self term for cells | message for genes]
         self.cell_lin = nn.Linear(cell_in, 2 * out if update_genes else out, bias=False)
         self.gene_lin = nn.Linear(gene_in, 2 * out if update_genes else out, bias=False)
@@ -98,23 +104,28 @@ class BipartiteSAGELayer(nn.Module):
         o = self.out
         # cell <- mean of its genes' messages
         h_cell = pc[:, :o] + adj.mean_genes_to_cells(pg[:, o:] if self.update_genes else pg) + self.cell_bias
-        h_cell = self.cell_norm(h_cell)
+        h_cell = self.act(self.cell_norm(h_cell))
         if not self.update_genes:
             return h_cell, None
         h_gene = pg[:, :o] + adj.mean_cells_to_genes(pc[:, o:]) + self.gene_bias
-        return h_cell, self.gene_norm(h_gene)
+        return h_cell, self.act(self.gene_norm(h_gene))
 
 
 class GraphEncoder(nn.Module):
-    """Stack of :class:`BipartiteSAGELayer`; returns the cell representation."""
+    """Stack of :class:`BipartiteSAGELayer`; returns the cell representation.
 
-    def __init__(self, n_input: int, gene_dim: int, dims: tuple[int, ...]):
+    ``activation`` (a key of :data:`ACTIVATIONS`) follows every layer but the
+    last, whose output is the representation.
+    """
+
+    def __init__(self, n_input: int, gene_dim: int, dims: tuple[int, ...], activation: str = "none"):
         super().__init__()
         layers = []
         cell_in, gene_in = n_input, gene_dim
         for i, d in enumerate(dims):
             last = i == len(dims) - 1
-            layers.append(BipartiteSAGELayer(cell_in, gene_in, d, update_genes=not last))
+            act = None if last else ACTIVATIONS[activation]()
+            layers.append(BipartiteSAGELayer(cell_in, gene_in, d, update_genes=not last, activation=act))
             cell_in = gene_in = d
         self.layers = nn.ModuleList(layers)
 
@@ -125,14 +136,17 @@ class GraphEncoder(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Ablation: the same widths without the graph (Linear + BatchNorm per layer)."""
+    """Ablation: the same widths without the graph (Linear + BatchNorm per layer,
+    ``activation`` after every layer but the last)."""
 
-    def __init__(self, n_input: int, dims: tuple[int, ...]):
+    def __init__(self, n_input: int, dims: tuple[int, ...], activation: str = "none"):
         super().__init__()
         self.first = nn.Linear(n_input, dims[0])
         mods: list[nn.Module] = [nn.BatchNorm1d(dims[0])]
         d_in = dims[0]
         for d in dims[1:]:
+            if activation != "none":  # no Identity module, so saved "none" models keep their state-dict keys
+                mods.append(ACTIVATIONS[activation]())
             mods += [nn.Linear(d_in, d), nn.BatchNorm1d(d)]
             d_in = d
         self.rest = nn.Sequential(*mods)
@@ -185,15 +199,18 @@ class SCGPCLModule(nn.Module):
         decoder_dim: int = 256,
         encoder: str = "graph",
         reconstruction: str = "zinb",
+        encoder_activation: str = "none",
     ):
         super().__init__()
+        if encoder_activation not in ACTIVATIONS:
+            raise ValueError(f"encoder_activation must be one of {sorted(ACTIVATIONS)}, not {encoder_activation!r}")
         self.n_genes = n_genes
         self.n_latent = encoder_dims[-1]
         self.gene_embedding = nn.Embedding(n_genes, gene_embedding_dim)
         if encoder == "graph":
-            self.encoder: nn.Module = GraphEncoder(n_genes, gene_embedding_dim, tuple(encoder_dims))
+            self.encoder: nn.Module = GraphEncoder(n_genes, gene_embedding_dim, tuple(encoder_dims), encoder_activation)
         elif encoder == "mlp":
-            self.encoder = MLPEncoder(n_genes, tuple(encoder_dims))
+            self.encoder = MLPEncoder(n_genes, tuple(encoder_dims), encoder_activation)
         else:
             raise ValueError(f"encoder must be 'graph' or 'mlp', not {encoder!r}")
         heads = 3 if reconstruction == "zinb" else 1
