@@ -926,8 +926,9 @@ def paired_comparison(records: list[dict], methods: list[str], metric: str = "AR
                       min_seeds: int = 3) -> list[str]:
     """Markdown: ``methods`` (labels as in the tables) on the datasets where all of them have the same
     ``min_seeds`` or more seeds, each averaged over exactly those shared seeds; then the mean over
-    those datasets and, per method, its mean paired difference to the first and wins / losses by
-    more than 0.02."""
+    those datasets and, per method, its mean paired difference to the first (with the standard error
+    of that mean over the datasets, which is what varies most here) and wins / losses by more than
+    0.02."""
     runs: dict[tuple[str, str], dict[int, dict]] = {}
     for r in latest_ok(records).values():
         runs.setdefault((r["dataset"], method_label(r)), {})[int(r["seed"])] = r
@@ -955,7 +956,8 @@ def paired_comparison(records: list[dict], methods: list[str], metric: str = "AR
     diffs = []
     for j in range(1, len(methods)):
         dd = np.asarray([np.mean(v[j]) - np.mean(v[0]) for _, _, v in rows])
-        diffs.append(f"`{methods[j]}` − `{methods[0]}`: mean {dd.mean():+.3f}, ahead by > 0.02 on "
+        se = f" (standard error over the datasets {dd.std(ddof=1) / np.sqrt(len(dd)):.3f})" if len(dd) > 1 else ""
+        diffs.append(f"`{methods[j]}` − `{methods[0]}`: mean {dd.mean():+.3f}{se}, ahead by > 0.02 on "
                      f"{int(np.sum(dd > 0.02))}, behind by > 0.02 on {int(np.sum(dd < -0.02))} of {len(dd)}")
     return L + [""] + [f"- {x}" for x in diffs]
 

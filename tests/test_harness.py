@@ -139,6 +139,8 @@ def test_paired_comparison_uses_shared_seeds_only(harness):
     mean_row = next(line for line in lines if "mean over these 2 datasets" in line)
     assert mean_row.endswith("| 0.350 | 0.600 |")
     assert "ahead by > 0.02 on 2" in text
+    # paired differences +0.2 (d1) and +0.3 (d3): mean 0.25, sd 0.0707, standard error 0.05
+    assert "mean +0.250 (standard error over the datasets 0.050)" in text
 
 
 def test_relabel_records_the_old_default(harness, tmp_path):
