@@ -235,3 +235,21 @@ def test_derived_no_finetune_rows_and_variants_kept_apart(harness):
     assert "## Variants: runs with config overrides (ARI)" in md
     assert "| a | **0.990 (1 seed)** |" in md.split("## Variants")[1]
     assert "| a | `scgpcl_fast` (0.800) | 0.800 | 0.000 | yes |" in md
+
+
+def test_machine_spread_pairs_seeds_and_ignores_variants(harness, tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_spread", HARNESS.parent / "machine_spread.py")
+    spread = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spread)
+    a = [_rec("d1", "m", s, v, machine="X") for s, v in zip((0, 1, 2), (0.5, 0.6, 0.7))]
+    a += [_rec("d1", "m", 0, 0.0, machine="X", overrides={"lr": 1.0})]  # a variant: not the method's default
+    b = [_rec("d1", "m", s, v, machine="Y") for s, v in zip((0, 1, 3), (0.5, 0.9, 0.1))]
+    pa, pb = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    pa.write_text("".join(json.dumps(r) + "\n" for r in a))
+    pb.write_text("".join(json.dumps(r) + "\n" for r in b))
+    text = "\n".join(spread.spread_table(str(pa), str(pb), "m"))
+    row = next(line for line in text.splitlines() if line.startswith("| d1"))
+    # shared seeds 0 and 1 only: |0.5 - 0.5| and |0.6 - 0.9| -> 0.150; seed 0 identical
+    assert "| 0,1 |" in row and "0.550" in row and "0.700" in row
+    assert row.endswith("| 0.150 | 1 of 2 |")
+    assert "(X)" in text and "(Y)" in text and "1 pairs identical" in text
