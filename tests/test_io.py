@@ -236,6 +236,26 @@ def test_barcodes_read_as_genes_warn(tmp_path, counts):
     assert list(out.obs_names) == barcodes
 
 
+def test_csv_numeric_row_index_is_not_a_gene(tmp_path, counts, cells, genes):
+    # pandas' DataFrame(counts, columns=genes).to_csv() writes the RangeIndex as an unnamed first
+    # column of numbers; it must become the cell names, not a gene '' whose counts are 0, 1, 2, ...
+    path = tmp_path / "range_index.csv"
+    pd.DataFrame(counts, columns=genes).to_csv(path)
+    out = read_counts(path)
+    assert out.shape == counts.shape
+    assert list(out.var_names) == genes
+    assert list(out.obs_names) == [str(i) for i in range(N_CELLS)]
+    np.testing.assert_array_equal(out.X.toarray(), counts)
+    # genes as rows with numeric gene ids (e.g. Entrez) in an unnamed first column
+    path = tmp_path / "entrez_rows.csv"
+    pd.DataFrame(counts.T, index=[1000 + j for j in range(N_GENES)], columns=cells).to_csv(path)
+    out = read_counts(path, genes_as_rows=True)
+    assert out.shape == counts.shape
+    assert list(out.var_names) == [str(1000 + j) for j in range(N_GENES)]
+    assert list(out.obs_names) == cells
+    np.testing.assert_array_equal(out.X.toarray(), counts)
+
+
 def test_csv_not_numeric(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text(",g1,g2\nc1,1,2\nc2,x,3\n")

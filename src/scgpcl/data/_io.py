@@ -460,6 +460,21 @@ def _sniff_delimiter(path: Path) -> str | None:
     return None
 
 
+def _header_starts_empty(path: Path, delimiter: str | None) -> bool:
+    """Whether the header's first field is empty (``,g1,g2``): the first column then holds row names.
+
+    anndata's reader takes a first column of numbers (pandas' default integer
+    index, numeric gene ids) for data otherwise, and adds a gene (or cell) named ''.
+    """
+    if delimiter is None:
+        return False
+    with _open_text(path) as handle:
+        for line in handle:
+            if line.strip() and not line.startswith("#"):
+                return line.split(delimiter, 1)[0].strip().strip('"') == ""
+    return False
+
+
 def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
     from anndata.io import read_text
 
@@ -468,8 +483,9 @@ def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
     delimiter = _TEXT_SUFFIXES[table_suffix]
     if delimiter is None:
         delimiter = _sniff_delimiter(path)
+    first_column_names = True if _header_starts_empty(path, delimiter) else None
     try:
-        adata = read_text(path, delimiter=delimiter, dtype="float32")
+        adata = read_text(path, delimiter=delimiter, first_column_names=first_column_names, dtype="float32")
     except IndexError as err:  # anndata's parser found no row of numbers
         raise InputError(
             f"cannot read '{path}': it has no rows of numbers. Is it a valid {_FORMAT_NAMES['text']}?"
