@@ -277,3 +277,18 @@ def test_max_neighbors_flag_reaches_the_config_and_is_checked():
     assert parse().sampler.max_neighbors == scgpcl.fast().sampler.max_neighbors
     with pytest.raises(ValueError, match="max_neighbors"):
         parse("--max-neighbors", "-1").validate()
+
+
+def test_markers_output_that_is_a_folder_is_an_input_error(tmp_path, capsys):
+    # '-o DIR' used to compute the markers and then fail on the rename with an IsADirectoryError (exit 1)
+    from test_pl import clustered
+
+    path = tmp_path / "clustered.h5ad"
+    clustered().write_h5ad(path)
+    folder = tmp_path / "markers_dir"
+    folder.mkdir()
+    assert main(["markers", str(path), "-o", str(folder), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder" in err[0]
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["clustered.h5ad",
+                                                                                            "markers_dir"]

@@ -341,6 +341,8 @@ def _run_markers(args) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist")
+    if out is not None and out.is_dir():
+        raise InputError(f"--output '{out}' is a folder; give a file name for the table, e.g. {out / 'markers.tsv'}")
     if out is not None:
         check_writable(out.parent, "--output")
     adata = read_clustered(args.input)
