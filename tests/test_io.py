@@ -314,6 +314,18 @@ def test_xy_h5_label_length_mismatch(tmp_path, counts):
         read_counts(path)
 
 
+def test_xy_h5_label_mismatch_from_orientation_names_the_fix(tmp_path, counts):
+    # X stored genes x cells: Y has one label per column, and the error says to pass genes_as_rows
+    path = tmp_path / "bench_t.h5"
+    write_xy_h5(path, counts.T.astype(np.float32), np.arange(N_CELLS))
+    with pytest.raises(InputError, match=r"but 'X' has 7 cells.*genes_as_rows=True \(CLI: --genes-as-rows\)"):
+        read_counts(path)
+    path = tmp_path / "bench.h5"
+    write_xy_h5(path, counts, np.arange(N_CELLS))
+    with pytest.raises(InputError, match=r"X was transposed.*drop genes_as_rows \(CLI: --genes-as-rows\)"):
+        read_counts(path, genes_as_rows=True)
+
+
 def test_h5_of_unknown_layout_lists_keys(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as f:

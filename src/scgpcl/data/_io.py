@@ -430,9 +430,16 @@ def _read_xy_h5(path: Path, *, genes_as_rows: bool) -> AnnData:
             if y.ndim == 2 and 1 in y.shape:
                 y = y.ravel()
             if y.ndim != 1 or y.shape[0] != n_cells:
+                fix = ""
+                if y.ndim == 1 and y.shape[0] == n_genes:  # one label per column: X is the other way round
+                    fix = (
+                        "; drop genes_as_rows (CLI: --genes-as-rows), X's rows are cells"
+                        if genes_as_rows
+                        else "; if X is stored genes x cells, pass genes_as_rows=True (CLI: --genes-as-rows)"
+                    )
                 raise InputError(
                     f"cannot read '{path}': labels 'Y' have shape {y.shape} but 'X' has "
-                    f"{n_cells} cells{' (X was transposed: genes_as_rows=True)' if genes_as_rows else ''}"
+                    f"{n_cells} cells{' (X was transposed: genes_as_rows=True)' if genes_as_rows else ''}{fix}"
                 )
             obs["cell_type"] = _labels_to_categorical(y)
     return AnnData(X, obs=obs, var=var)
