@@ -256,6 +256,18 @@ def test_csv_numeric_row_index_is_not_a_gene(tmp_path, counts, cells, genes):
     np.testing.assert_array_equal(out.X.toarray(), counts)
 
 
+def test_csv_numeric_column_names_are_not_a_data_row(tmp_path, counts, genes):
+    # DataFrame(counts.T, index=genes).to_csv() writes the cells' integer names as the header ',0,1,2,...';
+    # it must name the cells, not become a gene '' whose counts are 0, 1, 2, ...
+    path = tmp_path / "numbered_cells.csv"
+    pd.DataFrame(counts.T, index=genes).to_csv(path)
+    out = read_counts(path, genes_as_rows=True)
+    assert out.shape == counts.shape
+    assert list(out.var_names) == genes
+    assert list(out.obs_names) == [str(i) for i in range(N_CELLS)]
+    np.testing.assert_array_equal(out.X.toarray(), counts)
+
+
 def test_csv_not_numeric(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text(",g1,g2\nc1,1,2\nc2,x,3\n")

@@ -467,19 +467,28 @@ def _sniff_delimiter(path: Path) -> str | None:
     return None
 
 
-def _header_starts_empty(path: Path, delimiter: str | None) -> bool:
-    """Whether the header's first field is empty (``,g1,g2``): the first column then holds row names.
+def _header_starts_empty(path: Path, delimiter: str | None) -> list[str] | None:
+    """The header's fields if its first one is empty (``,g1,g2``): the first column then holds row names.
 
     anndata's reader takes a first column of numbers (pandas' default integer
     index, numeric gene ids) for data otherwise, and adds a gene (or cell) named ''.
     """
     if delimiter is None:
-        return False
+        return None
     with _open_text(path) as handle:
         for line in handle:
             if line.strip() and not line.startswith("#"):
-                return line.split(delimiter, 1)[0].strip().strip('"') == ""
-    return False
+                fields = [f.strip().strip('"') for f in line.rstrip("\r\n").split(delimiter)]
+                return fields if fields[0] == "" else None
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
@@ -490,9 +499,13 @@ def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
     delimiter = _TEXT_SUFFIXES[table_suffix]
     if delimiter is None:
         delimiter = _sniff_delimiter(path)
-    first_column_names = True if _header_starts_empty(path, delimiter) else None
+    header = _header_starts_empty(path, delimiter)
     try:
-        adata = read_text(path, delimiter=delimiter, first_column_names=first_column_names, dtype="float32")
+        adata = read_text(path, delimiter=delimiter, first_column_names=True if header else None, dtype="float32")
+        if header and len(header) > 1 and _is_number(header[-1]) and adata.n_obs > 1 and adata.obs_names[0] == "":
+            # column names that are all numbers (',0,1,2'): anndata read the header as a row named ''
+            adata = AnnData(adata.X[1:], obs=pd.DataFrame(index=adata.obs_names[1:]),
+                            var=pd.DataFrame(index=pd.Index(header[1:])))
     except IndexError as err:  # anndata's parser found no row of numbers
         raise InputError(
             f"cannot read '{path}': it has no rows of numbers. Is it a valid {_FORMAT_NAMES['text']}?"
