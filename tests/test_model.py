@@ -453,3 +453,20 @@ def test_batch_prototypes_train_and_are_deterministic(toy):
     assert clustering_metrics(toy.obs["cell_type"], a.predict())["ARI"] > 0.9
     with pytest.raises(ValueError, match="prototypes"):
         SCGPCL(toy, 3, prototypes="minibatch")
+
+
+def test_empty_clusters_are_reported(toy, monkeypatch, caplog):
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, **QUICK).train(progress=False)
+    z = np.zeros((toy.n_obs, 2), dtype=np.float32)
+    labels = np.where(np.arange(toy.n_obs) % 2 == 0, 0, 2)  # cluster 1 got no cell
+    monkeypatch.setattr(m.trainer, "predict", lambda: (z, labels, None))
+    m._result = None
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        m.predict()
+    assert "1 of the 3 clusters have no cells" in caplog.text and "use 2 cluster numbers" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(m.trainer, "predict", lambda: (z, np.arange(toy.n_obs) % 3, None))
+    m._result = None
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        m.predict()
+    assert "no cells" not in caplog.text

@@ -244,6 +244,7 @@ class SCGPCL:
             raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
         if self._result is None:
             self._result = self.trainer.predict()
+            _warn_empty_clusters(self._result[1], self.n_clusters)
         return self._result
 
     # ---------------------------------------------------------------- results
@@ -398,3 +399,13 @@ class SCGPCL:
         state = "trained" if self.is_trained else "untrained"
         k = "auto" if self.n_clusters is None else self.n_clusters
         return f"SCGPCL({self.data.n_cells} cells x {self.data.n_genes} genes, K={k}, {state}, {self.device})"
+
+
+def _warn_empty_clusters(labels: np.ndarray, k: int) -> None:
+    """Say so when some of the K clusters got no cell (DEC can leave clusters empty)."""
+    n_used = len(np.unique(labels[labels >= 0]))
+    if n_used < k:
+        log.warning(
+            "%d of the %d clusters have no cells (fine-tuning left them empty), so the labels use %d "
+            "cluster numbers; the data may hold fewer groups than n_clusters", k - n_used, k, n_used,
+        )
