@@ -470,3 +470,33 @@ def test_empty_clusters_are_reported(toy, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="scgpcl"):
         m.predict()
     assert "no cells" not in caplog.text
+
+
+def test_load_refuses_corrupt_files_by_name(trained, toy, tmp_path):
+    import json as _json
+
+    d = tmp_path / "m"
+    trained.save(d)
+    good_config = (d / "config.json").read_text()
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"config\.json' is not a readable scgpcl model file"):
+        SCGPCL.load(d, toy)
+    meta = _json.loads(good_config)
+    del meta["genes"]
+    (d / "config.json").write_text(_json.dumps(meta))
+    with pytest.raises(InputError, match="KeyError"):
+        SCGPCL.load(d, toy)
+    (d / "config.json").write_text(good_config)
+    (d / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"model\.pt' cannot be loaded"):
+        SCGPCL.load(d, toy)
+
+
+def test_failed_save_leaves_no_temporary_files(trained, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="No space"):
+        trained.save(tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []

@@ -318,10 +318,14 @@ class SCGPCL:
             "auto_k": self.auto_k,
         }
         tmp_w, tmp_c = d / (_WEIGHTS + ".tmp"), d / (_CONFIG + ".tmp")
-        torch.save(self.module.state_dict(), tmp_w)
-        tmp_c.write_text(json.dumps(meta, indent=1, default=float))
-        os.replace(tmp_w, d / _WEIGHTS)
-        os.replace(tmp_c, d / _CONFIG)
+        try:
+            torch.save(self.module.state_dict(), tmp_w)
+            tmp_c.write_text(json.dumps(meta, indent=1, default=float))
+            os.replace(tmp_w, d / _WEIGHTS)
+            os.replace(tmp_c, d / _CONFIG)
+        finally:  # a failed save (disk full, interrupted) leaves no half-written files
+            tmp_w.unlink(missing_ok=True)
+            tmp_c.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> "SCGPCL":
@@ -337,9 +341,17 @@ class SCGPCL:
         d = Path(dir_path)
         try:
             meta = json.loads((d / _CONFIG).read_text())
+            genes = [str(g) for g in meta["genes"]]
+            config = SCGPCLConfig.from_dict(meta["config"])
+            layer, random_state = meta["layer"], int(meta["random_state"])
+            saved_k, has_centres = meta["n_clusters"], bool(meta["has_cluster_centres"])
         except FileNotFoundError:
             raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
-        genes = [str(g) for g in meta["genes"]]
+        except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise InputError(
+                f"'{d / _CONFIG}' is not a readable scgpcl model file ({type(err).__name__}: {err}); "
+                "save the model again"
+            ) from None
         _check_unique_genes(adata)
         # save() stores the names as strings; compare them as strings so that non-string
         # var_names (e.g. integers) match the model trained on them
@@ -350,12 +362,11 @@ class SCGPCL:
                 f"the AnnData lacks {len(missing)} of the model's {len(genes)} genes (e.g. {missing[:3]}); "
                 "load the model with the data it was trained on"
             )
-        config = SCGPCLConfig.from_dict(meta["config"])
         self = cls.__new__(cls)
         self.config = config
         self.adata = adata
-        self.layer = meta["layer"]
-        self.random_state = int(meta["random_state"])
+        self.layer = layer
+        self.random_state = random_state
         self.device = resolve_device(device)
         counts = _get_counts(adata, self.layer)
         check_counts(
@@ -365,7 +376,7 @@ class SCGPCL:
             layers=list(adata.layers.keys()),
             has_raw=adata.raw is not None,
         )
-        self.n_clusters = check_n_clusters(meta["n_clusters"], adata.n_obs)
+        self.n_clusters = check_n_clusters(saved_k, adata.n_obs)
         self.data = prepare(
             counts, adata.var_names.to_numpy(), config.preprocess, genes=np.array([pos[g] for g in genes])
         )
@@ -381,11 +392,16 @@ class SCGPCL:
         )
         try:
             state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)
+            if has_centres:
+                self.module.init_cluster_centres(state["cluster_centres"])
+            self.module.load_state_dict(state)
         except FileNotFoundError:
             raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
-        if meta["has_cluster_centres"]:
-            self.module.init_cluster_centres(state["cluster_centres"])
-        self.module.load_state_dict(state)
+        except Exception as err:  # torch raises pickle, EOF, zip and size-mismatch errors of many types
+            raise InputError(
+                f"'{d / _WEIGHTS}' cannot be loaded as this model's weights ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"
+            ) from None
         self.module.to(self.device)
         self._trainer = None
         self._kmeans_calls = int(meta.get("kmeans_calls", 0))
