@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 
 def runs_by_dataset(path: str, method: str) -> tuple[dict[str, dict[int, dict]], set[str]]:
@@ -42,10 +42,9 @@ def runs_by_dataset(path: str, method: str) -> tuple[dict[str, dict[int, dict]],
 def spread_table(a_path: str, b_path: str, method: str, metric: str = "ARI") -> list[str]:
     a, ma = runs_by_dataset(a_path, method)
     b, mb = runs_by_dataset(b_path, method)
+    header = f"| dataset | seeds | A {metric} | B {metric} | mean abs per-seed difference | identical seeds |"
     lines = [f"A: `{a_path}` ({', '.join(sorted(ma)) or 'no runs'})",
-             f"B: `{b_path}` ({', '.join(sorted(mb)) or 'no runs'})", "",
-             f"| dataset | seeds | A {metric} | B {metric} | mean abs per-seed difference | identical seeds |",
-             "|---|---|---|---|---|---|"]
+             f"B: `{b_path}` ({', '.join(sorted(mb)) or 'no runs'})", "", header, "|---|---|---|---|---|---|"]
     diffs_all, means_a, means_b, n_same = [], [], [], 0
     datasets = harness._ordered(set(a) & set(b), list(harness.MANIFEST_BASELINES))
     for d in datasets:
@@ -63,10 +62,11 @@ def spread_table(a_path: str, b_path: str, method: str, metric: str = "ARI") -> 
                      f"{harness.fmt(harness.mean_sd(vb))} | {np.mean(np.abs(va - vb)):.3f} | {same} of {len(seeds)} |")
     if not diffs_all:
         return lines + ["", "(no dataset and seed in both files)"]
-    lines += ["", f"Over {len(means_a)} datasets and {len(diffs_all)} (dataset, seed) pairs: mean {metric} "
-              f"A {np.mean(means_a):.3f}, B {np.mean(means_b):.3f}; mean absolute per-seed difference "
-              f"{np.mean(diffs_all):.3f} (median {np.median(diffs_all):.3f}, max {np.max(diffs_all):.3f}); "
-              f"{n_same} pairs identical."]
+    total = (f"Over {len(means_a)} datasets and {len(diffs_all)} (dataset, seed) pairs: mean {metric} "
+             f"A {np.mean(means_a):.3f}, B {np.mean(means_b):.3f}; mean absolute per-seed difference "
+             f"{np.mean(diffs_all):.3f} (median {np.median(diffs_all):.3f}, max {np.max(diffs_all):.3f}); "
+             f"{n_same} pairs identical.")
+    lines += ["", total]
     return lines
 
 

@@ -397,7 +397,7 @@ class SCGPCL:
             self.module.load_state_dict(state)
         except FileNotFoundError:
             raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
-        except Exception as err:  # torch raises pickle, EOF, zip and size-mismatch errors of many types
+        except Exception as err:  # noqa: BLE001 (torch raises pickle, EOF, zip and size-mismatch errors of many types)
             raise InputError(
                 f"'{d / _WEIGHTS}' cannot be loaded as this model's weights ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"
