@@ -292,3 +292,15 @@ def test_markers_output_that_is_a_folder_is_an_input_error(tmp_path, capsys):
     assert len(err) == 1 and "is a folder" in err[0]
     assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["clustered.h5ad",
                                                                                             "markers_dir"]
+
+
+def test_edge_weight_flag_reaches_the_config_and_is_checked():
+    from scgpcl.cli import _config_from_args, build_parser
+
+    def parse(*extra):
+        return _config_from_args(build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "3", *extra]))
+
+    assert parse("--edge-weight", "lognorm").sampler.edge_weight == "lognorm"
+    assert parse().sampler.edge_weight == scgpcl.fast().sampler.edge_weight == "none"
+    with pytest.raises(ValueError, match="edge_weight"):
+        scgpcl.fast().override(edge_weight="counts").validate()

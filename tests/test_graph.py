@@ -307,3 +307,56 @@ def test_no_cap_keeps_the_induced_subgraph_and_draws_nothing():
     assert rng_a.random() == rng_b.random()
     with pytest.raises(ValueError, match="max_neighbors"):
         SubgraphSampler(GRAPH, (20, 40), max_neighbors=-1)
+
+
+def _loop_weighted_mean(rows, w, n_out, width, into_rows: bool):
+    """Explicit per-node weighted mean: ``w`` is cells x genes; ``into_rows`` aggregates into cells."""
+    out = np.zeros((n_out, width), dtype=np.float64)
+    for t in range(n_out):
+        ws = w[t] if into_rows else w[:, t]
+        nbrs = np.flatnonzero(ws)
+        if len(nbrs):
+            out[t] = sum(ws[u] * rows[u] for u in nbrs) / ws[nbrs].sum()
+    return out
+
+
+def test_weighted_mean_aggregation_matches_per_node_loop():
+    w = COUNTS * np.array([0.5, 2.0, 1.0], dtype=np.float32)  # distinct weights, same edges; cell 2, gene 2 isolated
+    adj = BipartiteAdjacency.from_scipy(sp.csr_matrix(w), weighted=True)
+    rng = np.random.default_rng(3)
+    x_gene = rng.normal(size=(3, 5)).astype(np.float32)
+    x_cell = rng.normal(size=(4, 5)).astype(np.float32)
+    g2c = adj.mean_genes_to_cells(torch.from_numpy(x_gene)).numpy()
+    c2g = adj.mean_cells_to_genes(torch.from_numpy(x_cell)).numpy()
+    np.testing.assert_allclose(g2c, _loop_weighted_mean(x_gene, w, 4, 5, True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c2g, _loop_weighted_mean(x_cell, w, 3, 5, False), rtol=1e-5, atol=1e-6)
+    assert np.all(g2c[2] == 0.0) and np.all(c2g[2] == 0.0)
+    # cell 3: weights 1 * 0.5 and 5 * 2 -> (0.5 x_g0 + 10 x_g1) / 10.5, unlike the binary mean
+    np.testing.assert_allclose(g2c[3], (0.5 * x_gene[0] + 10 * x_gene[1]) / 10.5, rtol=1e-5)
+    binary = BipartiteAdjacency.from_scipy(sp.csr_matrix(w)).mean_genes_to_cells(torch.from_numpy(x_gene)).numpy()
+    assert not np.allclose(binary[3], g2c[3])
+    # weights below 1 on a node of degree 1 still give that neighbour's row (a mean, not a damped sum)
+    small = BipartiteAdjacency.from_scipy(sp.csr_matrix(np.array([[0.2, 0.0]], dtype=np.float32)), weighted=True)
+    np.testing.assert_allclose(small.mean_genes_to_cells(torch.ones(2, 1)).numpy(), [[1.0]])
+
+
+def test_weighted_graph_views_carry_the_weights_of_their_edges():
+    counts = GRAPH.a.multiply(sp.csr_matrix(np.arange(1, FULL.size + 1, dtype=np.float32).reshape(FULL.shape))).tocsr()
+    g = BipartiteGraph(GRAPH.a, edge_weights=counts)
+    assert g.weighted and not GRAPH.weighted
+    np.testing.assert_array_equal(g.full().adjacency.a.to_dense().numpy(), counts.toarray())
+    rng_w, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    targets = np.arange(10)
+    sub = SubgraphSampler(g, (20, 40)).sample(targets, rng_w)
+    same = SubgraphSampler(GRAPH, (20, 40)).sample(targets, rng_b)
+    np.testing.assert_array_equal(sub.cells, same.cells)  # the draw ignores the weights
+    np.testing.assert_array_equal(sub.genes, same.genes)
+    np.testing.assert_array_equal(sub.adjacency.a.to_dense().numpy(), counts.toarray()[np.ix_(sub.cells, sub.genes)])
+    capped = SubgraphSampler(g, (20, 40), max_neighbors=3).sample(targets, np.random.default_rng(6))
+    a = capped.adjacency.a.to_dense().numpy()
+    full_w = counts.toarray()[np.ix_(capped.cells, capped.genes)]
+    assert np.all((a == 0) | (a == full_w))  # kept edges keep their weight
+    with pytest.raises(ValueError, match="exactly where the counts are"):
+        BipartiteGraph(GRAPH.a, edge_weights=sp.csr_matrix(FULL.shape, dtype=np.float32) + sp.eye(*FULL.shape))
+    with pytest.raises(ValueError, match="finite and positive"):
+        BipartiteGraph(GRAPH.a, edge_weights=-counts)

@@ -500,3 +500,13 @@ def test_failed_save_leaves_no_temporary_files(trained, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         trained.save(tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_lognorm_edge_weights_train_on_a_weighted_graph(toy):
+    a = SCGPCL(toy, 3, random_state=0, edge_weight="lognorm", **QUICK).train(progress=False)
+    g = a._trainer.graph
+    assert g.weighted and np.array_equal(g.w.indices, g.a.indices)
+    assert not np.allclose(g.w.data, 1.0)  # the log-normalised values, not the binary edges
+    b = SCGPCL(toy, 3, random_state=0, edge_weight="lognorm", **QUICK).train(progress=False)
+    assert np.array_equal(a.predict(), b.predict())
+    assert clustering_metrics(toy.obs["cell_type"], a.predict())["ARI"] > 0.9

@@ -68,6 +68,12 @@ class SamplerConfig:
     #: `faithful` preset leaves it out too, a documented difference from the
     #: reference (``benchmarks/results/neighbour_cap.md``).
     max_neighbors: int = 0
+    #: Edge weights of the views' mean aggregation. ``"none"``: every edge
+    #: weighs 1, as the reference's SAGE mean. ``"lognorm"``: the cell's
+    #: log-normalised expression of the gene, so a cell's message is the
+    #: expression-weighted mean of its genes' (and a gene's, of its cells')
+    #: representations. The sampler draws by the binary graph either way.
+    edge_weight: Literal["none", "lognorm"] = "none"
 
 
 @dataclass
@@ -219,6 +225,7 @@ class SCGPCLConfig:
         number("tau", m.tau, 0, strict=True)
         number("alpha", m.alpha, 0, strict=True)
         whole("max_neighbors", sa.max_neighbors, 0)
+        choice("edge_weight", sa.edge_weight, ("none", "lognorm"))
         whole("batch_size", sa.batch_size, 2)  # BatchNorm needs two cells per minibatch
         need(counts(sa.num_samples),
              "num_samples", sa.num_samples, "one or more node budgets >= 1")

@@ -43,6 +43,9 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
     g.add_argument("--max-neighbors", type=int, metavar="N",
                    help="neighbour cap per node in the minibatch views, as the reference's sampler (50); "
                         "0 keeps all (default)")
+    g.add_argument("--edge-weight", choices=["none", "lognorm"],
+                   help="weights of the graph's mean aggregation: none (every edge 1, the reference; default) "
+                        "or lognorm (the cell's log-normalised expression of the gene)")
     g.add_argument("--reconstruction", choices=["zinb", "mse"])
     g.add_argument("--encoder", choices=["graph", "mlp"])
     g.add_argument("--encoder-activation", choices=["none", "relu", "elu"],
@@ -66,7 +69,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
 _OVERRIDES = [
     "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
     "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "max_neighbors", "reconstruction", "encoder", "encoder_activation", "finetune", "finetune_masking", "dec_init", "prototypes", "auto_k_method", "auto_k_max",
+    "max_neighbors", "edge_weight", "reconstruction", "encoder", "encoder_activation", "finetune", "finetune_masking", "dec_init", "prototypes", "auto_k_method", "auto_k_max",
 ]
 
 

@@ -25,6 +25,12 @@ into a node of full degree ``d`` is kept with probability ``min(1, cap / d)``,
 independently per direction: the same chance per edge as the reference's draw
 (its number of kept neighbours is exactly ``cap`` before the intersection,
 here ``cap`` on average), vectorised over the subgraph's edges.
+
+``edge_weights`` (an option; the reference's SAGE mean is unweighted) gives
+each edge a weight, the cell's log-normalised expression of the gene, and
+the aggregation becomes the weighted mean ``sum_u w_u h_u / sum_u w_u``. The
+sampler still draws by the binary degrees: the weights change only how the
+messages of a view's edges are averaged.
 """
 
 from __future__ import annotations
@@ -83,7 +89,10 @@ class _SpMM(torch.autograd.Function):
 
 @dataclass
 class BipartiteAdjacency:
-    """Binary cell x gene adjacency of a (sub)graph, ready for mean aggregation."""
+    """Cell x gene adjacency of a (sub)graph, ready for (weighted) mean aggregation.
+
+    Binary unless built with ``weighted=True``; the inverse degrees are the inverse row sums, so
+    the aggregation is the mean over the neighbours, weighted by the entries."""
 
     a: torch.Tensor  # CSR, n_cells x n_genes: the edges into cells (genes -> cells)
     a_t: torch.Tensor  # CSR, n_genes x n_cells: a's transpose
@@ -96,24 +105,26 @@ class BipartiteAdjacency:
 
     @classmethod
     def from_scipy(cls, m: sp.csr_matrix, device: torch.device | str = "cpu",
-                   to_genes: sp.csr_matrix | None = None) -> "BipartiteAdjacency":
+                   to_genes: sp.csr_matrix | None = None, *, weighted: bool = False) -> "BipartiteAdjacency":
         """From a cells x genes matrix of the edges into cells; ``to_genes`` (genes x cells), if
-        given, holds the edges into genes, else they are the same edges reversed."""
+        given, holds the edges into genes, else they are the same edges reversed. ``weighted``
+        keeps the matrices' (positive) entries as edge weights; otherwise every edge weighs 1."""
         device = torch.device(device)
-        m = _binary(m)
-        deg_c = np.diff(m.indptr).astype(np.float32)
+        prep = _weights if weighted else _binary
+        m = prep(m)
+        deg_c = np.asarray(m.sum(axis=1), dtype=np.float32).ravel()
         if to_genes is None:
-            deg_g = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float32)
+            deg_g = np.asarray(m.sum(axis=0), dtype=np.float32).ravel()
             b = b_t = None
         else:
-            to_genes = _binary(to_genes)
+            to_genes = prep(to_genes)
             if to_genes.shape != (m.shape[1], m.shape[0]):
                 raise ValueError(f"to_genes must be {m.shape[1]} x {m.shape[0]}, got {to_genes.shape}")
-            deg_g = np.diff(to_genes.indptr).astype(np.float32)
+            deg_g = np.asarray(to_genes.sum(axis=1), dtype=np.float32).ravel()
             b, b_t = _to_torch_csr(to_genes, device), _to_torch_csr(to_genes.T.tocsr(), device)
 
-        def inv(d):
-            return torch.from_numpy(1.0 / np.maximum(d, 1.0)).reshape(-1, 1).to(device)
+        def inv(d):  # a node without edges gets 1: its aggregate is 0 either way
+            return torch.from_numpy(np.float32(1.0) / np.where(d > 0, d, np.float32(1.0))).reshape(-1, 1).to(device)
 
         return cls(
             a=_to_torch_csr(m, device),
@@ -150,6 +161,14 @@ def _binary(m: sp.spmatrix) -> sp.csr_matrix:
     return m
 
 
+def _weights(m: sp.spmatrix) -> sp.csr_matrix:
+    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    m.eliminate_zeros()
+    if m.nnz and not (np.isfinite(m.data).all() and (m.data > 0).all()):
+        raise ValueError("edge weights must be finite and positive")
+    return m
+
+
 @dataclass
 class Subgraph:
     """A sampled view: global node ids (targets first) and the induced adjacency."""
@@ -161,9 +180,13 @@ class Subgraph:
 
 
 class BipartiteGraph:
-    """Cell-gene graph of a count matrix: edge iff count > 0."""
+    """Cell-gene graph of a count matrix: edge iff count > 0.
 
-    def __init__(self, counts: sp.spmatrix):
+    ``edge_weights`` (same shape, positive exactly where the counts are; for example the
+    log-normalised counts) makes the views' aggregation a weighted mean (module docstring).
+    """
+
+    def __init__(self, counts: sp.spmatrix, edge_weights: sp.spmatrix | None = None):
         a = sp.csr_matrix(counts, dtype=np.float32, copy=True)
         a.eliminate_zeros()
         a.data[:] = 1.0
@@ -172,6 +195,22 @@ class BipartiteGraph:
         self.a_t = a.T.tocsr()
         self.deg_cell = np.diff(a.indptr).astype(np.float64)
         self.deg_gene = np.diff(self.a_t.indptr).astype(np.float64)
+        self.w: sp.csr_matrix | None = None
+        if edge_weights is not None:
+            w = _weights(edge_weights)
+            w.sort_indices()
+            if w.shape != a.shape or not (np.array_equal(w.indptr, a.indptr) and np.array_equal(w.indices, a.indices)):
+                raise ValueError("edge_weights must be positive exactly where the counts are")
+            self.w = w
+
+    @property
+    def weighted(self) -> bool:
+        return self.w is not None
+
+    @property
+    def _edges(self) -> sp.csr_matrix:
+        """The matrix the adjacencies are cut from: the weights, or the binary graph."""
+        return self.w if self.w is not None else self.a
 
     @property
     def n_cells(self) -> int:
@@ -191,7 +230,7 @@ class BipartiteGraph:
             cells=np.arange(self.n_cells),
             genes=np.arange(self.n_genes),
             n_target=self.n_cells,
-            adjacency=BipartiteAdjacency.from_scipy(self.a, device),
+            adjacency=BipartiteAdjacency.from_scipy(self._edges, device, weighted=self.weighted),
         )
 
     def induced(self, cells: np.ndarray, genes: np.ndarray, n_target: int, device="cpu", *,
@@ -199,9 +238,9 @@ class BipartiteGraph:
         """The subgraph on ``cells`` x ``genes``: every edge between them, or, with ``max_neighbors``,
         each edge into a node of full degree ``d`` kept with probability ``min(1, max_neighbors / d)``,
         drawn separately for the two directions (module docstring)."""
-        sub = self.a[cells][:, genes].tocsr()
+        sub = self._edges[cells][:, genes].tocsr()
         if max_neighbors <= 0:
-            return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(sub, device))
+            return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(sub, device, weighted=self.weighted))
         if rng is None:
             raise ValueError("a neighbour cap needs a random generator")
         row = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
@@ -210,7 +249,8 @@ class BipartiteGraph:
         u = rng.random((2, sub.nnz))
         into_cells = _keep(sub, u[0] < p_cell)
         into_genes = _keep(sub, u[1] < p_gene).T.tocsr()
-        return Subgraph(cells, genes, n_target, BipartiteAdjacency.from_scipy(into_cells, device, into_genes))
+        return Subgraph(cells, genes, n_target,
+                        BipartiteAdjacency.from_scipy(into_cells, device, into_genes, weighted=self.weighted))
 
 
 def _keep(m: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:

@@ -104,7 +104,7 @@ class Trainer:
         self.device = torch.device(device)
         self.progress = progress
 
-        self.graph = BipartiteGraph(data.counts)
+        self.graph = BipartiteGraph(data.counts, data.lognorm if sampler_cfg.edge_weight == "lognorm" else None)
         self.sampler = SubgraphSampler(self.graph, sampler_cfg.num_samples, sampler_cfg.max_neighbors)
         self._mean = torch.from_numpy(data.feature_mean)
         self._std = torch.from_numpy(data.feature_std)
