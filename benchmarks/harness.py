@@ -966,11 +966,14 @@ def compare_main(args: argparse.Namespace) -> None:
     records = []
     for f in args.jsonl:
         records += load_records(f)
+    if args.machine:
+        records = [r for r in records if args.machine in str(r.get("machine", ""))]
     records += derive_records(records)
     lines = paired_comparison(records, args.methods, args.metric, args.min_seeds)
     cmd = "python benchmarks/harness.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     head = [f"# {args.metric}: " + " vs ".join(f"`{m}`" for m in args.methods), "",
             f"Command: `{cmd}`", "",
+            *([f"Only runs made on a machine matching `{args.machine}`.", ""] if args.machine else []),
             f"Only datasets where every method has the same {args.min_seeds} or more seeds; each cell is the "
             "mean ± sd over exactly those shared seeds (**bold**: best in the row). Data: "
             + ", ".join(f"`{os.path.relpath(f, REPO)}`" for f in args.jsonl) + ".", ""]
@@ -1012,6 +1015,9 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--metric", default="ARI")
     c.add_argument("--min-seeds", type=int, default=3)
     c.add_argument("--md", default=None, help="write the markdown here instead of printing it")
+    c.add_argument("--machine", default=None,
+                   help="only runs whose machine field contains this (e.g. 'AMD EPYC'): the same seed on "
+                        "another CPU model is not the same run (benchmarks/results/machine.md)")
     rl = sub.add_parser("relabel", help="after a preset default changes: record the old value in the old runs")
     rl.add_argument("--key", required=True, help="config field whose default changed, e.g. kmeans_warm_start")
     rl.add_argument("--old", required=True, help="old default (JSON), e.g. true")

@@ -253,3 +253,15 @@ def test_machine_spread_pairs_seeds_and_ignores_variants(harness, tmp_path):
     assert "| 0,1 |" in row and "0.550" in row and "0.700" in row
     assert row.endswith("| 0.150 | 1 of 2 |")
     assert "(X)" in text and "(Y)" in text and "1 pairs identical" in text
+
+
+def test_compare_machine_filter_keeps_one_machine(harness, tmp_path, capsys):
+    recs = [_rec("d", "a", s, 0.5, machine="Intel X") for s in (0, 1, 2)]
+    recs += [_rec("d", "a", s, 0.9, machine="AMD Y") for s in (0, 1, 2)]
+    recs += [_rec("d", "b", s, 0.8, machine="AMD Y") for s in (0, 1, 2)]
+    p1, p2 = tmp_path / "intel.jsonl", tmp_path / "amd.jsonl"
+    p1.write_text("".join(json.dumps(r) + "\n" for r in recs[:3]))
+    p2.write_text("".join(json.dumps(r) + "\n" for r in recs[3:]))
+    harness.main(["compare", "--jsonl", str(p1), str(p2), "--machine", "AMD", "--methods", "a", "b"])
+    out = capsys.readouterr().out
+    assert "matching `AMD`" in out and "mean -0.100" in out  # a's AMD runs (0.9), not its Intel ones
