@@ -355,3 +355,12 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
         UserWarning,
         stacklevel=2,
     )
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (``float`` accepts it)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

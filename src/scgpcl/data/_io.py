@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl.data._checks import check_label_key
+from scgpcl.data._checks import check_label_key, is_number
 
 logger = logging.getLogger("scgpcl")
 
@@ -483,14 +483,6 @@ def _header_starts_empty(path: Path, delimiter: str | None) -> list[str] | None:
     return None
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
     from anndata.io import read_text
 
@@ -502,7 +494,7 @@ def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
     header = _header_starts_empty(path, delimiter)
     try:
         adata = read_text(path, delimiter=delimiter, first_column_names=True if header else None, dtype="float32")
-        if header and len(header) > 1 and _is_number(header[-1]) and adata.n_obs > 1 and adata.obs_names[0] == "":
+        if header and len(header) > 1 and is_number(header[-1]) and adata.n_obs > 1 and adata.obs_names[0] == "":
             # column names that are all numbers (',0,1,2'): anndata read the header as a row named ''
             adata = AnnData(adata.X[1:], obs=pd.DataFrame(index=adata.obs_names[1:]),
                             var=pd.DataFrame(index=pd.Index(header[1:])))

@@ -418,10 +418,10 @@ class SCGPCL:
 
 
 def _warn_empty_clusters(labels: np.ndarray, k: int) -> None:
-    """Say so when some of the K clusters got no cell (DEC can leave clusters empty)."""
+    """Say so when some of the K clusters got no cell (DEC in particular can leave clusters empty)."""
     n_used = len(np.unique(labels[labels >= 0]))
     if n_used < k:
         log.warning(
-            "%d of the %d clusters have no cells (fine-tuning left them empty), so the labels use %d "
+            "%d of the %d clusters have no cells (k-means or fine-tuning left them empty), so the labels use %d "
             "cluster numbers; the data may hold fewer groups than n_clusters", k - n_used, k, n_used,
         )

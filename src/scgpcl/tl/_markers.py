@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._errors import InputError, NoTestableClusters
 from .._threads import torch_threads_kept
-from ..data._checks import check_counts
+from ..data._checks import check_counts, is_number
 
 __all__ = ["markers"]
 
@@ -35,15 +35,7 @@ def cluster_order(values: pd.Series) -> list[str]:
         present = set(values.dropna().astype(str))
         return [str(c) for c in values.cat.categories if str(c) in present]
     names = {str(v) for v in values.dropna()}
-    return sorted(names, key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
+    return sorted(names, key=lambda s: (0, float(s), s) if is_number(s) else (1, 0.0, s))
 
 
 def counts_layer(adata: AnnData, key: str, layer: str | None) -> str | None:
