@@ -304,3 +304,16 @@ def test_edge_weight_flag_reaches_the_config_and_is_checked():
     assert parse().sampler.edge_weight == scgpcl.fast().sampler.edge_weight == "none"
     with pytest.raises(ValueError, match="edge_weight"):
         scgpcl.fast().override(edge_weight="counts").validate()
+
+
+def test_existing_output_needs_overwrite(toy_file, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"an earlier result")
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", *QUICK_ARGS])
+    err = capsys.readouterr().err
+    assert code == 2 and "exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"an earlier result"  # refused before training, file untouched
+    assert main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--overwrite", *QUICK_ARGS]) == 0
+    assert ad.read_h5ad(out).obs["scgpcl"].nunique() <= 3
+    assert main(["demo", "--output", str(out), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err

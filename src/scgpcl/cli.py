@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--genes-as-rows", action="store_true", help="text input has genes as rows")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
-    c.add_argument("--overwrite", action="store_true", help="allow --save-model into a non-empty DIR")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output .h5ad; allow --save-model into a non-empty DIR")
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
     _common(c)
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
     d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
     d.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing --output .h5ad")
     _common(d)
     _add_training_options(d, preset="fast")
 
@@ -256,8 +258,8 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     return written
 
 
-def _check_h5ad_out(path: str) -> Path:
-    """An output .h5ad path, checked before training."""
+def _check_h5ad_out(path: str, overwrite: bool) -> Path:
+    """An output .h5ad path, checked before training; an existing file only with ``--overwrite``."""
     from ._errors import InputError
 
     out = Path(path)
@@ -267,6 +269,8 @@ def _check_h5ad_out(path: str) -> Path:
         raise InputError(f"output folder '{out.parent}' does not exist")
     if out.is_dir():
         raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
+    if out.exists() and not overwrite:
+        raise InputError(f"output '{out}' exists; pass --overwrite to replace it, or choose another name")
     check_writable(out.parent, "the output")
     return out
 
@@ -294,7 +298,7 @@ def _run_cluster(args) -> int:
     from .tl._cluster import check_keys
 
     check_keys(args.key_added, args.label_key)
-    out = _check_h5ad_out(args.output)
+    out = _check_h5ad_out(args.output, args.overwrite)
     config = _config_from_args(args)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
@@ -374,7 +378,7 @@ def _run_demo(args) -> int:
     from . import tl
     from .simulate import simulate
 
-    out = _check_h5ad_out(args.output) if args.output else None
+    out = _check_h5ad_out(args.output, args.overwrite) if args.output else None
     adata = simulate("demo", seed=args.random_state)
     k = adata.obs["cell_type"].nunique()
     print(f"demo: Splat-simulated data, {adata.n_obs} cells x {adata.n_vars} genes, {k} groups "
