@@ -10,6 +10,9 @@ For every raw-count dataset of ``../shared/data/real/`` and every seed:
 * ``true``: scGPCL, ``fast`` preset, true K. Taken from the harness's
   ``benchmarks/results/real*.jsonl`` (method ``scgpcl_fast``) when present,
   else run here.
+* ``k=N`` (e.g. ``k=12``): scGPCL, ``fast`` preset, given K = N. The training
+  after the estimate depends only on K and the seed, so these runs give the
+  end-to-end ARI that any criterion picking N would reach, on this machine.
 * ``leiden_res1``: scanpy's standard pipeline (normalize_total 1e4, log1p,
   2000 seurat HVG, scale max 10, PCA 50, 15-NN) + Leiden at resolution 1.
 
@@ -35,7 +38,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -170,6 +172,17 @@ def _same(r: dict, overrides: dict) -> bool:
     return json.dumps(r.get("overrides") or {}, sort_keys=True) == json.dumps(overrides, sort_keys=True)
 
 
+def _fixed_k(mode: str, k_true: int) -> int:
+    """K of a ``true`` or ``k=N`` run."""
+    return int(mode[2:]) if mode.startswith("k=") else k_true
+
+
+def _mode(text: str) -> str:
+    if text in ("auto", "true", "leiden_res1") or (text.startswith("k=") and text[2:].isdigit() and int(text[2:]) >= 2):
+        return text
+    raise argparse.ArgumentTypeError(f"mode must be auto, true, leiden_res1 or k=N (N >= 2), not {text!r}")
+
+
 def worker(args) -> None:
     """One run; prints one JSON line."""
     import torch
@@ -210,7 +223,8 @@ def worker(args) -> None:
         rec["overrides"] = config_overrides
         overrides = {"auto_k_method": args.method} if (args.mode == "auto" and args.method) else {}
         model = scgpcl.SCGPCL(
-            a, None if args.mode == "auto" else k_true, config=scgpcl.fast(), random_state=args.seed,
+            a, None if args.mode == "auto" else _fixed_k(args.mode, k_true), config=scgpcl.fast(),
+            random_state=args.seed,
             device="cpu", **config_overrides, **overrides,
         )
         if args.mode == "auto":
@@ -281,7 +295,7 @@ def run(args) -> None:
                     print(f"{ds} {mode} seed {seed}: FAILED ({p.stderr.strip().splitlines()[-1:]})", flush=True)
                     continue
                 rec = json.loads(p.stdout.strip().splitlines()[-1])
-                rec.update(wall_s=time.perf_counter() - t0, machine=f"{platform.machine()} {os.cpu_count()} cpus")
+                rec.update(wall_s=time.perf_counter() - t0, machine=harness.machine())
                 harness.append_record(out, rec)
                 print(f"{ds} {mode} seed {seed}: K={rec['K']} (true {rec['K_true']}) ARI {rec['ARI']:.3f} "
                       f"NMI {rec['NMI']:.3f} ({rec['wall_s']:.0f} s)", flush=True)
@@ -476,7 +490,8 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--datasets", nargs="+", default=None)
-    r.add_argument("--modes", nargs="+", default=["auto", "true", "leiden_res1"])
+    r.add_argument("--modes", nargs="+", type=_mode, default=["auto", "true", "leiden_res1"],
+                   help="auto, true, leiden_res1, or k=N (scGPCL given K = N)")
     r.add_argument("--method", default=None, help="auto_k_method (default: the package default)")
     r.add_argument("--override", action="append", metavar="KEY=VALUE",
                    help="config override for the scGPCL runs (JSON values), e.g. kmeans_warm_start=true")
@@ -496,7 +511,7 @@ def main() -> None:
     c.add_argument("--out", default=str(RESULTS / "auto_k_criteria.md"))
     o = sub.add_parser("_one")
     o.add_argument("dataset")
-    o.add_argument("mode", choices=["auto", "true", "leiden_res1"])
+    o.add_argument("mode", type=_mode)
     o.add_argument("seed", type=int)
     o.add_argument("--method", default=None)
     o.add_argument("--override", action="append", metavar="KEY=VALUE")

@@ -29,7 +29,7 @@ def _has_leiden() -> bool:
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("k", [3, 5])
 def test_estimators_recover_k_on_blobs(method, k):
-    if method.startswith("leiden") and not _has_leiden():
+    if (method.startswith("leiden") or method == "consensus") and not _has_leiden():
         pytest.skip("igraph not installed")
     r = METHODS[method](_blobs(k), k_max=12, seed=0)
     assert r.k == k
@@ -143,3 +143,18 @@ def test_leiden_runs_are_seeded_and_leave_the_global_rng_alone():
     assert a.k == b.k
     np.testing.assert_array_equal(a.curve["modularity"], b.curve["modularity"])
     np.testing.assert_array_equal(a.curve["n_clusters"], b.curve["n_clusters"])
+
+
+def test_consensus_is_the_geometric_mean_of_the_three_criteria():
+    if not _has_leiden():
+        pytest.skip("igraph not installed")
+    # nested structure: 3 well-separated groups of 3 sub-blobs each, where the criteria disagree
+    rng = np.random.default_rng(0)
+    tops = rng.normal(0, 40, size=(3, 16))
+    z = np.concatenate([rng.normal(t + rng.normal(0, 6, 16), 1.0, size=(60, 16)) for t in tops for _ in range(3)])
+    z = z.astype(np.float32)
+    r = METHODS["consensus"](z, k_max=20, seed=1)
+    parts = [METHODS[m](z, k_max=20, seed=1).k for m in ("eigengap", "leiden_stability", "leiden_modularity")]
+    assert [int(r.curve[f"{m}_k"][0]) for m in ("eigengap", "leiden_stability", "leiden_modularity")] == parts
+    assert r.k == int(round(np.exp(np.mean(np.log(parts)))))
+    assert r.method == "consensus" and min(parts) <= r.k <= max(parts)

@@ -87,7 +87,7 @@ def _check_auto_k_options(config: SCGPCLConfig) -> None:
         raise InputError(f"unknown auto_k_method {t.auto_k_method!r}; choose one of {', '.join(sorted(METHODS))}")
     if isinstance(t.auto_k_max, bool) or not isinstance(t.auto_k_max, int) or t.auto_k_max < 2:
         raise InputError(f"auto_k_max must be a whole number >= 2, got {t.auto_k_max!r}")
-    if t.auto_k_method.startswith("leiden"):
+    if t.auto_k_method.startswith("leiden") or t.auto_k_method == "consensus":
         import importlib.util
 
         if importlib.util.find_spec("igraph") is None:
