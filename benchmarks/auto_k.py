@@ -35,7 +35,6 @@ parallel lanes). Then ``auto_k.md`` is written.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -248,9 +247,13 @@ def worker(args) -> None:
 
 # ------------------------------------------------------------------- records
 def harness_true_k(datasets, overrides: dict) -> list[dict]:
-    """True-K fast-preset runs (with exactly these config overrides) from the harness's ``real*.jsonl`` files."""
+    """True-K fast-preset runs (with exactly these config overrides) from the harness's ``real.jsonl``.
+
+    Not ``real_amd.jsonl``: those reruns are on another CPU model than the ``auto`` runs here, and the same
+    seed there is not the same run (``machine.md``); ``auto_k_lookup.py`` pairs runs by CPU model.
+    """
     out = []
-    for f in sorted(glob.glob(str(RESULTS / "real*.jsonl"))):
+    for f in [RESULTS / "real.jsonl"]:
         for r in harness.load_records(f):
             if (r.get("method") == "scgpcl_fast" and r.get("status", "ok") == "ok" and _same(r, overrides)
                     and r.get("dataset") in datasets and "ARI" in r):
@@ -259,12 +262,13 @@ def harness_true_k(datasets, overrides: dict) -> list[dict]:
     return out
 
 
-def all_records(datasets, overrides: dict, extra: Path | None = None) -> list[dict]:
+def all_records(datasets, overrides: dict, extra: Path | None = None, method: str | None = None) -> list[dict]:
     """Records of ``auto_k.jsonl`` (and ``extra``, read once even when it is that file) for one configuration;
-    Leiden runs whatever their overrides."""
+    Leiden runs whatever their overrides. ``method``: only ``auto`` runs of that criterion (default: any)."""
     files = [JSONL] + ([extra] if extra is not None and Path(extra) != JSONL else [])
     recs = [r for f in files for r in harness.load_records(f)
-            if r.get("dataset") in datasets and (r["mode"] == "leiden_res1" or _same(r, overrides))]
+            if r.get("dataset") in datasets and (r["mode"] == "leiden_res1" or _same(r, overrides))
+            and (method is None or r["mode"] != "auto" or r.get("method") == method)]
     have = {(r["dataset"], r["mode"], r["seed"]) for r in recs}
     recs += [r for r in harness_true_k(datasets, overrides) if (r["dataset"], "true", r["seed"]) not in have]
     return recs
@@ -279,7 +283,7 @@ def run(args) -> None:
     for ds in datasets:
         for seed in args.seeds:
             for mode in args.modes:
-                done = {(r["dataset"], r["mode"], r["seed"]) for r in all_records(datasets, overrides, out)}
+                done = {(r["dataset"], r["mode"], r["seed"]) for r in all_records(datasets, overrides, out, args.method)}
                 if (ds, mode, seed) in done:
                     continue
                 cmd = [sys.executable, __file__, "_one", ds, mode, str(seed)]
@@ -319,7 +323,7 @@ def _ms(v) -> str:
 def table(args) -> None:
     datasets = args.datasets or default_datasets()
     overrides = _overrides(args)
-    recs = all_records(datasets, overrides)
+    recs = all_records(datasets, overrides, method=getattr(args, "method", None))
     by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]  # noqa: E731
     L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",
          "scGPCL with the `fast` preset; with `n_clusters=None` K is estimated on the embedding after the "
@@ -500,6 +504,7 @@ def main() -> None:
                    help="do not score every criterion on the warm-up embedding (roughly halves a large run)")
     t = sub.add_parser("table")
     t.add_argument("--datasets", nargs="+", default=None)
+    t.add_argument("--method", default=None, help="only auto runs of this criterion (default: any)")
     t.add_argument("--override", action="append", metavar="KEY=VALUE", help="configuration to tabulate")
     t.add_argument("--md", default=None, help="write here instead of benchmarks/results/auto_k.md")
     w = sub.add_parser("warmup")
