@@ -81,6 +81,15 @@ benchmark scores all four criteria on its own warm-up embedding (table "From the
 on 13 datasets x 3 seeds."""
 
 
+#: The current default (written at the top of auto_k.md).
+CONSENSUS = """\
+**Since 2026-12-03 the default criterion is `consensus`** (the geometric mean of the `eigengap`,
+`leiden_stability` and `leiden_modularity` estimates). Its end-to-end results, and the bar check for it,
+are in `auto_k_consensus.md` (made by `benchmarks/auto_k_lookup.py` from runs at fixed K on one CPU model,
+AMD EPYC). The table below is for the previous default, `leiden_modularity`, with true-K pairs from
+`real.jsonl` (Intel Xeon); rewrite it with `python benchmarks/auto_k.py table --method leiden_modularity`."""
+
+
 #: Why the default changed after the full run (written into auto_k.md).
 REVISION = """\
 **Revised decision (2026-11-30, after the benchmark runs): `leiden_modularity` is the default.**
@@ -330,7 +339,7 @@ def table(args) -> None:
          "warm-up epochs, then the prototypes, DEC initialisation and fine-tuning use that K. "
          "`true K`: the same runs given the number of labelled types. `Leiden res 1`: scanpy's standard pipeline "
          "(normalize_total 1e4, log1p, 2000 seurat HVG, scale 10, PCA 50, 15-NN) + Leiden at resolution 1. "
-         "Mean ± sd over seeds.", "",
+         "Mean ± sd over seeds.", "", CONSENSUS, "",
          f"Command: `{COMMAND}{_override_args(overrides)}` (resumable; "
          f"`python benchmarks/auto_k.py table{_override_args(overrides)}` rewrites this file from `auto_k.jsonl`).", ""]
     if overrides:

@@ -86,7 +86,7 @@ def main() -> None:
     leiden = {}
     for r in harness.load_records(auto_k.JSONL):
         if r.get("mode") == "leiden_res1":
-            leiden.setdefault(r["dataset"], []).append(r["ARI"])
+            leiden.setdefault(r["dataset"], []).append((r["ARI"], r["NMI"]))
     if args.missing:
         todo = sorted({(d, s, e[m]) for (d, s), e in ks.items() for m in ["k_true", *args.methods]
                        if (d, s, e[m]) not in runs})
@@ -102,7 +102,8 @@ def main() -> None:
     intro = ("For each warm-up embedding (`fast` preset, 30 epochs; `auto_k.py warmup`), the K each criterion "
              "picks, and the ARI of scGPCL (`fast`) trained on from there with that K (`auto_k.py run --modes "
              "k=N`, or the harness's true-K run). Only runs made on a CPU model matching "
-             f"`{args.machine}`. Per dataset: K per seed, then mean ± sd of ARI over the seeds that have every run.")
+             f"`{args.machine}`. Per dataset: K per seed, then ARI (mean ± sd) / NMI (mean) over the seeds that have every "
+             "run. Leiden res 1: scanpy's standard pipeline at resolution 1 (`auto_k.jsonl`), ARI / NMI.")
     command = (f"Command: `python benchmarks/auto_k_lookup.py --methods {' '.join(args.methods)} "
                f"--machine '{args.machine}' --md ...`")
     L = ["# Auto-K criteria end to end, by lookup, on one CPU model", "", intro, "", command, "",
@@ -110,7 +111,8 @@ def main() -> None:
          + " | Leiden res 1 |",
          "|---|" + "---|" * (len(cols) + 1)]
     means = {c: [] for c in cols}
-    lmeans = []
+    nmis = {c: [] for c in cols}
+    lmeans, lnmis = [], []
     errs = {c: [] for c in args.methods}
     complete = 0
     for d in datasets:
@@ -120,28 +122,42 @@ def main() -> None:
         for c in cols:
             kk = ", ".join(str(ks[(d, s)][c]) for s in seeds)
             a = [runs[(d, s, ks[(d, s)][c])]["ARI"] for s in ok]
-            cells.append(f"{kk}: {np.mean(a):.3f} ± {np.std(a, ddof=1) if len(a) > 1 else 0:.3f}" if a
-                         else f"{kk}: —")
+            nmi = [runs[(d, s, ks[(d, s)][c])]["NMI"] for s in ok]
+            cells.append(f"{kk}: {np.mean(a):.3f} ± {np.std(a, ddof=1) if len(a) > 1 else 0:.3f} / {np.mean(nmi):.3f}"
+                         if a else f"{kk}: —")
             if len(ok) == len(seeds):
                 means[c].append(float(np.mean(a)))
+                nmis[c].append(float(np.mean(nmi)))
                 if c != "k_true":
                     errs[c] += [abs(np.log(ks[(d, s)][c] / ks[(d, s)]["k_true"])) for s in seeds]
         lei = leiden.get(d, [])
-        cells.append(f"{np.mean(lei):.3f}" if lei else "—")
+        cells.append(f"{np.mean([x[0] for x in lei]):.3f} / {np.mean([x[1] for x in lei]):.3f}" if lei else "—")
         if len(ok) == len(seeds):
             complete += 1
             if lei:
-                lmeans.append(float(np.mean(lei)))
+                lmeans.append(float(np.mean([x[0] for x in lei])))
+                lnmis.append(float(np.mean([x[1] for x in lei])))
         L.append(f"| {d} (seeds {','.join(map(str, ok))}) | " + " | ".join(cells) + " |")
     L += ["", f"Over the {complete} dataset(s) with every run (mean over datasets of the per-dataset mean ARI):", "",
-          "| | mean ARI | gap to true K | mean abs log(K / K_true) |", "|---|---|---|---|"]
+          "| | mean ARI | gap to true K | mean NMI | mean abs log(K / K_true) |", "|---|---|---|---|---|"]
     for c in cols:
         m = float(np.mean(means[c])) if means[c] else float("nan")
         gap = float(np.mean(means["k_true"])) - m if means[c] else float("nan")
         e = f"{np.mean(errs[c]):.2f}" if errs.get(c) else "0"
-        L.append(f"| {'true K' if c == 'k_true' else c} | {m:.3f} | {gap:+.3f} | {e} |")
+        nm = float(np.mean(nmis[c])) if nmis[c] else float("nan")
+        L.append(f"| {'true K' if c == 'k_true' else c} | {m:.3f} | {gap:+.3f} | {nm:.3f} | {e} |")
     if len(lmeans) == complete and lmeans:
-        L.append(f"| Leiden res 1 (scanpy pipeline, not scGPCL) | {np.mean(lmeans):.3f} | | |")
+        L.append(f"| Leiden res 1 (scanpy pipeline, not scGPCL) | {np.mean(lmeans):.3f} | | {np.mean(lnmis):.3f} | |")
+    all13 = complete == len(auto_k.default_datasets())
+    for c in args.methods:
+        if not means[c]:
+            continue
+        gap = float(np.mean(means["k_true"]) - np.mean(means[c]))
+        lead = float(np.mean(means[c]) - np.mean(lmeans)) if len(lmeans) == complete and lmeans else float("nan")
+        bar = (f"Bar for `{c}`{'' if all13 else ' (PRELIMINARY: not all datasets)'}: estimated-K ARI within "
+               f"0.05 of true-K ARI: **{'met' if gap <= 0.05 else 'NOT met'}** ({gap:+.3f}); better than Leiden "
+               f"res 1: **{'met' if lead > 0 else 'NOT met'}** ({lead:+.3f}).")
+        L += ["", bar]
     text = "\n".join(L) + "\n"
     if args.md:
         Path(args.md).write_text(text)

@@ -145,11 +145,13 @@ class TrainConfig:
     #: Skip the DEC stage (ablation); labels then come from k-means.
     finetune: bool = True
     #: With ``n_clusters=None``: criterion that estimates K on the embedding
-    #: after the warm-up (``scgpcl.train._auto_k``): "leiden_modularity"
-    #: (default), "leiden_stability" (both use igraph), "eigengap" or
-    #: "silhouette". Chosen by measurement on 39 benchmark embeddings
-    #: (benchmarks/results/auto_k.md; auto_k_criteria.md has the first choice).
-    auto_k_method: str = "leiden_modularity"
+    #: after the warm-up (``scgpcl.train._auto_k``): "consensus" (default:
+    #: the geometric mean of the next three), "leiden_modularity",
+    #: "leiden_stability" (these three use igraph), "eigengap" or
+    #: "silhouette". Chosen by measurement on the benchmark's 39 warm-up
+    #: embeddings and end to end (benchmarks/results/auto_k_consensus.md;
+    #: auto_k.md has the earlier choices).
+    auto_k_method: str = "consensus"
     #: Largest K the estimate may return (also capped at n_cells // 10).
     auto_k_max: int = 30
 

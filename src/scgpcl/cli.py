@@ -62,7 +62,7 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") 
                    help="k-means for the prototypes once per epoch on all cells (epoch, both presets) or "
                         "on each minibatch's second view, as the reference code (batch)")
     g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
-                   "(leiden_modularity, the default; leiden_stability; eigengap; silhouette)")
+                   "(consensus, the default; leiden_modularity; leiden_stability; eigengap; silhouette)")
     g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
 
 
