@@ -241,15 +241,23 @@ def _leiden_pick(method: str, k, stab, mod, ok) -> int:
     return int(np.argmax(np.where(ok, mod, -np.inf)))  # leiden_modularity
 
 
+def _leiden_scan(z: np.ndarray, *, k_max: int, seed: int, n_neighbors: int, resolutions, n_runs: int,
+                 fraction: float):
+    """Leiden runs over the resolutions: ``(k, stab, mod, ok, curve)`` for :func:`_leiden_pick`."""
+    res, k, stab, mod = _leiden_runs(
+        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
+    )
+    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
+    return k, stab, mod, ok, curve
+
+
 def _leiden_k(z, method: str, *, k_max: int, seed: int, n_neighbors: int, resolutions, n_runs: int,
               fraction: float) -> AutoKResult:
     """Leiden runs over the resolutions, then the cluster count the ``method`` rule picks."""
     t0 = time.perf_counter()
     z = _as_array(z)
-    res, k, stab, mod = _leiden_runs(
-        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
-    )
-    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
+    k, stab, mod, ok, curve = _leiden_scan(z, k_max=k_max, seed=seed, n_neighbors=n_neighbors,
+                                           resolutions=resolutions, n_runs=n_runs, fraction=fraction)
     kk = _clip_k(k[_leiden_pick(method, k, stab, mod, ok)], z.shape[0], k_max)
     return AutoKResult(kk, method, curve, time.perf_counter() - t0)
 
@@ -303,15 +311,13 @@ def consensus_k(
     t0 = time.perf_counter()
     z = _as_array(z)
     k_eig = eigengap_k(z, k_max=k_max, seed=seed, n_neighbors=n_neighbors).k
-    res, k, stab, mod = _leiden_runs(
-        z, seed=seed, n_neighbors=n_neighbors, resolutions=resolutions, n_runs=n_runs, fraction=fraction
-    )
-    ok, curve = _leiden_curve(res, k, stab, mod, k_max, z.shape[0])
+    k, stab, mod, ok, curve = _leiden_scan(z, k_max=k_max, seed=seed, n_neighbors=n_neighbors,
+                                           resolutions=resolutions, n_runs=n_runs, fraction=fraction)
     n = z.shape[0]
     k_stab = _clip_k(k[_leiden_pick("leiden_stability", k, stab, mod, ok)], n, k_max)
     k_mod = _clip_k(k[_leiden_pick("leiden_modularity", k, stab, mod, ok)], n, k_max)
     kk = _clip_k(float(np.exp(np.mean(np.log([k_eig, k_stab, k_mod])))), n, k_max)
-    rows = len(res)
+    rows = len(k)
     curve.update(eigengap_k=np.full(rows, k_eig), leiden_stability_k=np.full(rows, k_stab),
                  leiden_modularity_k=np.full(rows, k_mod))
     return AutoKResult(kk, "consensus", curve, time.perf_counter() - t0)
