@@ -284,9 +284,17 @@ def all_records(datasets, overrides: dict, extra: Path | None = None, method: st
 
 
 # --------------------------------------------------------------------- run
+def _criterion(args) -> str:
+    """The auto-K criterion of this run or table: ``--method``, else the package default."""
+    from scgpcl import TrainConfig
+
+    return getattr(args, "method", None) or TrainConfig().auto_k_method
+
+
 def run(args) -> None:
     datasets = args.datasets or default_datasets()
     overrides = _overrides(args)
+    args.method = _criterion(args)  # auto runs of another criterion are not these runs
     out = Path(args.out) if args.out else JSONL
     out.parent.mkdir(parents=True, exist_ok=True)
     for ds in datasets:
@@ -332,7 +340,8 @@ def _ms(v) -> str:
 def table(args) -> None:
     datasets = args.datasets or default_datasets()
     overrides = _overrides(args)
-    recs = all_records(datasets, overrides, method=getattr(args, "method", None))
+    method = _criterion(args)
+    recs = all_records(datasets, overrides, method=method)
     by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]  # noqa: E731
     L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",
          "scGPCL with the `fast` preset; with `n_clusters=None` K is estimated on the embedding after the "
@@ -340,8 +349,9 @@ def table(args) -> None:
          "`true K`: the same runs given the number of labelled types. `Leiden res 1`: scanpy's standard pipeline "
          "(normalize_total 1e4, log1p, 2000 seurat HVG, scale 10, PCA 50, 15-NN) + Leiden at resolution 1. "
          "Mean ± sd over seeds.", "", CONSENSUS, "",
-         f"Command: `{COMMAND}{_override_args(overrides)}` (resumable; "
-         f"`python benchmarks/auto_k.py table{_override_args(overrides)}` rewrites this file from `auto_k.jsonl`).", ""]
+         f"Command: `{COMMAND} --method {method}{_override_args(overrides)}` (resumable; "
+         f"`python benchmarks/auto_k.py table --method {method}{_override_args(overrides)}` rewrites this file "
+         "from `auto_k.jsonl`).", ""]
     if overrides:
         L += [f"Configuration: the `fast` preset with {', '.join(f'`{k}={v}`' for k, v in sorted(overrides.items()))} "
               "(for both the estimated-K and the true-K runs).", ""]
@@ -513,7 +523,7 @@ def main() -> None:
                    help="do not score every criterion on the warm-up embedding (roughly halves a large run)")
     t = sub.add_parser("table")
     t.add_argument("--datasets", nargs="+", default=None)
-    t.add_argument("--method", default=None, help="only auto runs of this criterion (default: any)")
+    t.add_argument("--method", default=None, help="only auto runs of this criterion (default: the package default)")
     t.add_argument("--override", action="append", metavar="KEY=VALUE", help="configuration to tabulate")
     t.add_argument("--md", default=None, help="write here instead of benchmarks/results/auto_k.md")
     w = sub.add_parser("warmup")
