@@ -135,10 +135,32 @@ def default_datasets() -> list[str]:
     return [p.stem for p in files if "NOT_COUNTS" not in p.stem]
 
 
+def _splat(seed: int, n_groups: int, n_cells: int, unequal: bool):
+    """A harder simulation than the shared ones: many groups, weak DE (de.facScale 0.5), dropout."""
+    from scgpcl.simulate import simulate
+
+    w = np.linspace(1, 3, n_groups) if unequal else np.ones(n_groups)
+    return simulate(None, seed=seed, n_cells=n_cells, n_genes=3000, group_prob=tuple(w / w.sum()),
+                    de_fac_scale=0.5, dropout_type="experiment", dropout_mid=1.0, dropout_shape=-1.0)
+
+
+#: Simulated sets for ``warmup --sim``: the four Splatter references in ``../shared/data/sim`` and two
+#: of our own with more groups (10 of unequal size, 15 equal), which the references lack.
+SIM_SETS = {
+    "Imb1": None, "Sig1": None, "SimT3_3": None, "SimT6_5": None,
+    "splat10": lambda: _splat(7, 10, 2500, unequal=True),
+    "splat15": lambda: _splat(8, 15, 3000, unequal=False),
+}
+
+
 def load(name: str):
     import anndata as ad
 
-    a = ad.read_h5ad(REAL_DIR / f"{name}.h5ad")
+    if name in SIM_SETS:
+        make = SIM_SETS[name]
+        a = make() if make is not None else ad.read_h5ad(SHARED / "data" / "sim" / f"{name}.h5ad")
+    else:
+        a = ad.read_h5ad(REAL_DIR / f"{name}.h5ad")
     return a, int(a.obs[LABEL_KEY].nunique())
 
 
@@ -466,7 +488,7 @@ def warmup(args) -> None:
     torch.set_num_threads(int(os.environ.get("SCGPCL_THREADS", "1")))
     out = Path(args.emb_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for ds in args.datasets or default_datasets():
+    for ds in args.datasets or (list(SIM_SETS) if args.sim else default_datasets()):
         f = out / f"{ds}_s{args.seed}.npz"
         if f.exists():
             continue
@@ -493,15 +515,34 @@ def criteria(args) -> None:
         c = score_criteria(d["z"], d["labels"].astype(str), int(d["k"]), seed)
         rows.append({"dataset": name, "seed": seed, "criteria": c})
         print(name, {n: v.get("k") for n, v in c.items()}, flush=True)
-    L = ["# Choosing the auto-K criterion", "",
-         "Warm-up embeddings (`fast` preset: 30 warm-up epochs, seed 0) of the datasets below; every "
-         "criterion of `scgpcl.train._auto_k` with its defaults (K in 2..min(30, n/10)); in brackets the ARI "
-         "of k-means (5 restarts) on the same embedding at that K.", "",
-         "Commands: `python benchmarks/auto_k.py warmup --datasets <names> --emb-dir DIR` (the same as "
-         "the first 30 epochs of `SCGPCL(..., config=fast(), random_state=0)`), then "
-         "`python benchmarks/auto_k.py criteria --emb-dir DIR`.", ""]
-    L += _criteria_table(rows, "## Per embedding")
-    L += ["", DECISION]
+    if args.sim:
+        seeds = sorted({r["seed"] for r in rows})
+        L = ["# Auto-K criteria on simulated data", "",
+             "Warm-up embeddings (`fast` preset: the 30 warm-up epochs, seeds " + ", ".join(map(str, seeds))
+             + ") of the simulated sets in `auto_k.py`'s `SIM_SETS`: the four Splatter references of "
+             "`../shared/data/sim` (Imb1: 6 groups of 39-454 cells; Sig1: 3 groups, de.facScale 0.1; SimT3_3: 3 "
+             "groups, dropout.mid 1; SimT6_5: 6 groups, dropout.mid 2) and two of our own simulations with more groups (`splat10`: 10 "
+             "groups of unequal size, `splat15`: 15 equal groups; both de.facScale 0.5, dropout.mid 1; the data "
+             "are the same for every seed, the seed is the method's). Every criterion of "
+             "`scgpcl.train._auto_k` with its defaults (K in 2..min(30, n/10)); in brackets the ARI of k-means "
+             "(5 restarts) on the same embedding at that K. This scores the criterion alone, before prototypes "
+             "and fine-tuning; the end-to-end comparison on real data is `auto_k_consensus.md`.", "",
+             f"Machine: {harness.machine()}.", "",
+             "Commands: `python benchmarks/auto_k.py warmup --sim --seed S --emb-dir "
+             "benchmarks/runs/auto_k_sim_embeddings` for S in " + ", ".join(map(str, seeds))
+             + ", then `python benchmarks/auto_k.py criteria --sim --emb-dir "
+             "benchmarks/runs/auto_k_sim_embeddings --out benchmarks/results/auto_k_sim.md`.", ""]
+        L += _criteria_table(rows, "## Per embedding")
+    else:
+        L = ["# Choosing the auto-K criterion", "",
+             "Warm-up embeddings (`fast` preset: 30 warm-up epochs, seed 0) of the datasets below; every "
+             "criterion of `scgpcl.train._auto_k` with its defaults (K in 2..min(30, n/10)); in brackets the ARI "
+             "of k-means (5 restarts) on the same embedding at that K.", "",
+             "Commands: `python benchmarks/auto_k.py warmup --datasets <names> --emb-dir DIR` (the same as "
+             "the first 30 epochs of `SCGPCL(..., config=fast(), random_state=0)`), then "
+             "`python benchmarks/auto_k.py criteria --emb-dir DIR`.", ""]
+        L += _criteria_table(rows, "## Per embedding")
+        L += ["", DECISION]
     out = Path(args.out)
     out.write_text("\n".join(L) + "\n")
     print(f"wrote {out}")
@@ -530,9 +571,12 @@ def main() -> None:
     w.add_argument("--datasets", nargs="+", default=None)
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--emb-dir", default=str(EMB_DIR))
+    w.add_argument("--sim", action="store_true", help="the simulated sets (SIM_SETS) instead of the real files")
     c = sub.add_parser("criteria")
     c.add_argument("--emb-dir", default=str(EMB_DIR))
     c.add_argument("--out", default=str(RESULTS / "auto_k_criteria.md"))
+    c.add_argument("--sim", action="store_true",
+                   help="title and text for the simulated sets; no decision paragraph (that was made on real data)")
     o = sub.add_parser("_one")
     o.add_argument("dataset")
     o.add_argument("mode", type=_mode)
