@@ -520,9 +520,9 @@ def criteria(args) -> None:
         L = ["# Auto-K criteria on simulated data", "",
              "Warm-up embeddings (`fast` preset: the 30 warm-up epochs, seeds " + ", ".join(map(str, seeds))
              + ") of the simulated sets in `auto_k.py`'s `SIM_SETS`: the four Splatter references of "
-             "`../shared/data/sim` (Imb1: 6 groups of 39-454 cells; Sig1: 3 groups, de.facScale 0.1; SimT3_3: 3 "
-             "groups, dropout.mid 1; SimT6_5: 6 groups, dropout.mid 2) and two of our own simulations with more groups (`splat10`: 10 "
-             "groups of unequal size, `splat15`: 15 equal groups; both de.facScale 0.5, dropout.mid 1; the data "
+             "`../shared/data/sim` (Imb1: 6 groups of 39-454 cells; Sig1: 3 groups, de.facScale 0.1; "
+             "SimT3_3: 3 groups, dropout.mid 1; SimT6_5: 6 groups, dropout.mid 2) and two of our own simulations "
+             "with more groups (`splat10`: 10 groups of unequal size, `splat15`: 15 equal groups; both de.facScale 0.5, dropout.mid 1; the data "
              "are the same for every seed, the seed is the method's). Every criterion of "
              "`scgpcl.train._auto_k` with its defaults (K in 2..min(30, n/10)); in brackets the ARI of k-means "
              "(5 restarts) on the same embedding at that K. This scores the criterion alone, before prototypes "
@@ -532,7 +532,6 @@ def criteria(args) -> None:
              "benchmarks/runs/auto_k_sim_embeddings` for S in " + ", ".join(map(str, seeds))
              + ", then `python benchmarks/auto_k.py criteria --sim --emb-dir "
              "benchmarks/runs/auto_k_sim_embeddings --out benchmarks/results/auto_k_sim.md`.", ""]
-        L += _criteria_table(rows, "## Per embedding")
     else:
         L = ["# Choosing the auto-K criterion", "",
              "Warm-up embeddings (`fast` preset: 30 warm-up epochs, seed 0) of the datasets below; every "
@@ -541,7 +540,8 @@ def criteria(args) -> None:
              "Commands: `python benchmarks/auto_k.py warmup --datasets <names> --emb-dir DIR` (the same as "
              "the first 30 epochs of `SCGPCL(..., config=fast(), random_state=0)`), then "
              "`python benchmarks/auto_k.py criteria --emb-dir DIR`.", ""]
-        L += _criteria_table(rows, "## Per embedding")
+    L += _criteria_table(rows, "## Per embedding")
+    if not args.sim:
         L += ["", DECISION]
     out = Path(args.out)
     out.write_text("\n".join(L) + "\n")
