@@ -17,7 +17,8 @@ ARI of *any* criterion is known once scGPCL has been run at the K it picks:
    result (``machine.md``).
 
     python benchmarks/auto_k_lookup.py --methods consensus leiden_modularity --machine "AMD EPYC" --missing
-    python benchmarks/auto_k_lookup.py --methods consensus leiden_modularity --machine "AMD EPYC" --md benchmarks/results/auto_k_consensus.md
+    python benchmarks/auto_k_lookup.py --methods consensus --machine "AMD EPYC" --md benchmarks/results/auto_k_consensus.md --notes benchmarks/results/auto_k_consensus_notes.md
+    python benchmarks/auto_k_lookup.py --methods consensus leiden_modularity --machine "AMD EPYC" --md benchmarks/results/auto_k_consensus_vs_modularity.md
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--emb-dir", default=str(auto_k.EMB_DIR))
     ap.add_argument("--missing", action="store_true", help="print the auto_k.py commands for the missing runs")
     ap.add_argument("--md", default=None, help="write the markdown here instead of printing it")
+    ap.add_argument("--notes", default=None, help="hand-written markdown to put after the generated tables "
+                    "(so that regenerating the file keeps it), e.g. benchmarks/results/auto_k_consensus_notes.md")
     args = ap.parse_args()
 
     ks = criterion_ks(Path(args.emb_dir), args.methods)
@@ -159,6 +162,8 @@ def main() -> None:
                f"res 1: **{'met' if lead > 0 else 'NOT met'}** ({lead:+.3f}).")
         L += ["", bar]
     text = "\n".join(L) + "\n"
+    if args.notes:
+        text += "\n" + Path(args.notes).read_text()
     if args.md:
         Path(args.md).write_text(text)
         print(f"wrote {args.md}")
