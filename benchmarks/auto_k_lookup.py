@@ -108,7 +108,7 @@ def main() -> None:
              f"`{args.machine}`. Per dataset: K per seed, then ARI (mean ± sd) / NMI (mean) over the seeds that have every "
              "run. Leiden res 1: scanpy's standard pipeline at resolution 1 (`auto_k.jsonl`), ARI / NMI.")
     command = (f"Command: `python benchmarks/auto_k_lookup.py --methods {' '.join(args.methods)} "
-               f"--machine '{args.machine}' --md ...`")
+               f"--machine '{args.machine}' --md ...{' --notes ' + args.notes if args.notes else ''}`")
     L = ["# Auto-K criteria end to end, by lookup, on one CPU model", "", intro, "", command, "",
          "| dataset | " + " | ".join(("true K" if c == "k_true" else f"`{c}`") for c in cols)
          + " | Leiden res 1 |",
