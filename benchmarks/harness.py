@@ -284,13 +284,15 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
     extra = {"n_genes_used": int(model.data.n_genes), "n_cells_dropped": int(np.sum(labels < 0))}
     for stage in ("pretrain", "finetune"):
         info = model.stages.get(stage)
-        extra[f"{stage}_epochs"] = int(info["epochs"]) if info else 0
+        # "epochs" kept as the record's name: a round is an epoch on these datasets (<= round_steps batches)
+        extra[f"{stage}_epochs"] = int(info["rounds"]) if info else 0
+        extra[f"{stage}_steps"] = int(info["steps"]) if info else 0
         extra[f"{stage}_stop"] = str(info["stop_reason"]) if info else "skipped"
         extra[f"{stage}_s"] = float(info["seconds"]) if info else 0.0
     if model.stages.get("finetune"):
         # the k-means that initialised DEC: what finetune=False gives with this seed
         extra["pretrain_labels"] = model.predict_pretrained()
-        extra["pretrain_embedding"] = model.trainer.init_embedding
+        extra["pretrain_embedding"] = model.training_result.init_embedding
     return labels, extra
 
 

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 import scgpcl
 from scgpcl import SCGPCL, InputError
 from scgpcl.train._auto_k import METHODS, candidate_ks, estimate_k
-from test_model import QUICK, _toy_counts
+from helpers import QUICK, toy_counts
 
 
 def _blobs(k, n=500, seed=0):
@@ -48,11 +48,6 @@ def test_curve_content_and_range():
     assert list(candidate_ks(5, 30)) == [2]
     with pytest.raises(ValueError, match="unknown auto_k_method"):
         estimate_k(_blobs(3), "nope")
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return _toy_counts()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +91,7 @@ def test_save_load_keeps_estimated_k(auto_model, toy, tmp_path):
 def test_tl_cluster_auto_with_warmup_covering_pretraining(toy):
     # no post-warm-up epoch: K is estimated at the end of pre-training
     a = toy.copy()
-    quick = {**QUICK, "pretrain_epochs": 4, "warmup_epochs": 4, "finetune_epochs": 2}
+    quick = {**QUICK, "pretrain_rounds": 4, "warmup_rounds": 4, "finetune_rounds": 2, "lambda_proto": 0.0}
     scgpcl.tl.cluster(a, n_clusters=None, progress=False, auto_k_method="eigengap", **quick)
     assert a.uns["scgpcl"]["auto_k"]["method"] == "eigengap"
     assert a.obs["scgpcl"].cat.categories.size == a.uns["scgpcl"]["auto_k"]["k"]

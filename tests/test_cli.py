@@ -12,18 +12,18 @@ import pytest
 
 import scgpcl
 from scgpcl.cli import main
-from test_model import QUICK, _toy_counts
+from helpers import QUICK, toy_counts
 
 QUICK_ARGS = [
-    "--lr", str(QUICK["lr"]), "--pretrain-epochs", str(QUICK["pretrain_epochs"]),
-    "--warmup-epochs", str(QUICK["warmup_epochs"]), "--finetune-epochs", str(QUICK["finetune_epochs"]),
+    "--lr", str(QUICK["lr"]), "--pretrain-rounds", str(QUICK["pretrain_rounds"]),
+    "--warmup-rounds", str(QUICK["warmup_rounds"]), "--finetune-rounds", str(QUICK["finetune_rounds"]),
 ]
 
 
 @pytest.fixture(scope="module")
 def toy_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "toy.h5ad"
-    _toy_counts().write_h5ad(path)
+    toy_counts().write_h5ad(path)
     return path
 
 
@@ -69,7 +69,7 @@ def test_missing_and_corrupt_input(tmp_path, capsys):
 
 
 def test_non_counts_refused(tmp_path, capsys):
-    a = _toy_counts()
+    a = toy_counts()
     a.X = a.X.toarray() - 1.0
     path = tmp_path / "scaled.h5ad"
     a.write_h5ad(path)
@@ -143,7 +143,7 @@ def test_bad_report_folder_fails_before_training(toy_file, tmp_path, capsys):
     (rep / "notes.txt").write_text("mine")
     out = tmp_path / "out.h5ad"
     code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(rep),
-                 "--pretrain-epochs", "500"])
+                 "--pretrain-rounds", "500"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an scgpcl report" in err[0]
@@ -170,7 +170,7 @@ def test_report_failure_leaves_no_output(toy_file, tmp_path, capsys, monkeypatch
 
 
 def test_layer_input_keeps_x_in_the_output(tmp_path, capsys):
-    a = _toy_counts()
+    a = toy_counts()
     counts = a.X.copy()
     a.layers["counts"] = counts
     a.X = np.log1p(counts)  # what users often keep in X
@@ -228,8 +228,10 @@ def test_cluster_auto_k_with_report(toy_file, tmp_path, capsys):
     assert "(estimated)" in capsys.readouterr().out
     k = ad.read_h5ad(out).uns["scgpcl"]["auto_k"]["k"]
     assert f"K = {k} was estimated automatically" in (rep / "index.html").read_text()
-    assert main(["cluster", str(toy_file), str(tmp_path / "o2.h5ad"), "-k", "auto", "--quiet",
-                 "--auto-k-method", "astrology", *QUICK_ARGS]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # an unknown criterion is an argument error
+        main(["cluster", str(toy_file), str(tmp_path / "o2.h5ad"), "-k", "auto", "--quiet",
+              "--auto-k-method", "astrology", *QUICK_ARGS])
+    assert exit_info.value.code == 2
     assert "astrology" in capsys.readouterr().err and not (tmp_path / "o2.h5ad").exists()
 
 

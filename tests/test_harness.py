@@ -114,15 +114,15 @@ def test_table_notes_go_after_header(harness):
 def test_run_method_scores_the_pretrained_clustering(harness):
     # one short real training: the record gets the k-means labels that initialised
     # DEC, which the worker scores as ARI_pretrain (the no-fine-tuning ablation)
-    from test_model import QUICK, _toy_counts
+    from helpers import QUICK, toy_counts
 
-    toy = _toy_counts()
+    toy = toy_counts()
     labels, extra = harness.run_method("scgpcl_fast", toy, 3, 0, overrides=QUICK)
     assert labels.shape == extra["pretrain_labels"].shape == (toy.n_obs,)
     assert extra["pretrain_embedding"].shape == (toy.n_obs, 64)
     cos = harness.kmeans_cosine(extra["pretrain_embedding"], 3, 0)
     assert sorted(np.unique(cos)) == [0, 1, 2]
-    assert extra["finetune_epochs"] >= 1
+    assert extra["finetune_epochs"] >= 1 and extra["finetune_steps"] >= 1
     _, extra = harness.run_method("fast_no_finetune", toy, 3, 0, overrides=QUICK)
     assert "pretrain_labels" not in extra and extra["finetune_stop"] == "skipped"
 

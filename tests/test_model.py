@@ -15,38 +15,7 @@ import scgpcl
 from scgpcl import SCGPCL, InputError
 from scgpcl.metrics import clustering_metrics
 
-SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-# a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC)
-QUICK = dict(lr=1e-3, pretrain_epochs=12, warmup_epochs=4, finetune_epochs=10, kmeans_n_init=5, kmeans_n_init_epoch=2)
-
-
-def _toy_counts(n_per=60, n_groups=3, n_genes=150, seed=0) -> ad.AnnData:
-    """Negative-binomial counts with group-specific up-regulated genes."""
-    rng = np.random.default_rng(seed)
-    base = rng.gamma(0.6, 2.0, size=n_genes)
-    rows, labels = [], []
-    for g in range(n_groups):
-        mean = base.copy()
-        de = rng.choice(n_genes, 25, replace=False)
-        mean[de] *= 6.0
-        lib = rng.lognormal(0.0, 0.3, size=(n_per, 1))
-        mu = mean * lib
-        r = 2.0
-        rows.append(rng.negative_binomial(r, r / (r + mu)))
-        labels += [f"type{g}"] * n_per
-    x = sp.csr_matrix(np.vstack(rows).astype(np.float32))
-    a = ad.AnnData(x)
-    a.var_names = [f"g{i}" for i in range(n_genes)]
-    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
-    a.obs["cell_type"] = labels
-    return a
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return _toy_counts()
-
+from helpers import QUICK, SHARED, toy_counts
 
 @pytest.fixture(scope="module")
 def trained(toy):
@@ -64,20 +33,22 @@ def test_training_recovers_groups(trained, toy):
 def test_history_and_stages_recorded(trained):
     s = trained.summary()
     assert set(s) == {"pretrain", "finetune"}
-    assert 1 <= s["pretrain"]["epochs"] <= QUICK["pretrain_epochs"]
+    assert 1 <= s["pretrain"]["rounds"] <= QUICK["pretrain_rounds"]
+    # 180 cells in one minibatch: a round is one step (an epoch)
+    assert s["pretrain"]["steps"] == s["pretrain"]["rounds"]
     assert s["pretrain"]["stop_reason"]
     for stage in ("pretrain", "finetune"):
         kind = s[stage]["stop_kind"]
-        assert kind in {"converged", "max_epochs", "patience"}
+        assert kind in {"converged", "max_rounds", "patience"}
         # the keyword and the sentence agree
-        assert (kind == "max_epochs") == ("maximum" in s[stage]["stop_reason"])
+        assert (kind == "max_rounds") == ("maximum" in s[stage]["stop_reason"])
     h = trained.history["pretrain"]
-    for key in ("zinb", "ins", "proto", "loss"):
+    for key in ("zinb", "ins", "loss"):
         assert np.all(np.isfinite(h[key])), key
-    # the prototypical loss is zero during warm-up and positive after it
-    assert np.all(h["proto"][: QUICK["warmup_epochs"]] == 0)
-    if len(h["proto"]) > QUICK["warmup_epochs"] + 1:
-        assert h["proto"][QUICK["warmup_epochs"] + 1] > 0
+    # the prototypical loss is absent during the warm-up and positive after it
+    assert np.all(np.isnan(h["proto"][: QUICK["warmup_rounds"]]))
+    if len(h["proto"]) > QUICK["warmup_rounds"] + 1:
+        assert h["proto"][QUICK["warmup_rounds"] + 1] > 0
 
 
 def test_same_seed_same_labels(toy, trained):
@@ -192,7 +163,7 @@ def test_bad_arguments(toy, kwargs, match):
     "option, value",
     [("batch_size", 0), ("batch_size", 1), ("lr", -1.0), ("n_top_genes", 0), ("hvg_fraction", 0.0),
      ("feature_drop", (0.2, 1.0)), ("tau", 0.0), ("kmeans_n_init", 0), ("finetune_rho", 1.5),
-     ("encoder", "transformer"), ("encoder_activation", "tanh"), ("pretrain_epochs", 2.5), ("lambda_ins", float("nan")),
+     ("encoder", "transformer"), ("encoder_activation", "tanh"), ("pretrain_rounds", 2.5), ("lambda_ins", float("nan")),
      ("encoder_dims", (64, True)), ("encoder_dims", 64), ("num_samples", (False,)), ("feature_drop", 0.2)],
 )
 def test_out_of_range_options_refused_before_training(toy, option, value):
@@ -218,7 +189,7 @@ def test_duplicated_gene_names_refused(toy):
 def test_more_clusters_than_half_the_cells_trains(toy):
     # the finer prototype granularities (1.5K, 2K) would exceed the cells
     a = toy[:20].copy()
-    m = SCGPCL(a, 12, random_state=0, **dict(QUICK, pretrain_epochs=6, warmup_epochs=3, finetune_epochs=2))
+    m = SCGPCL(a, 12, random_state=0, **dict(QUICK, pretrain_rounds=6, warmup_rounds=3, finetune_rounds=2))
     m.train(progress=False)
     assert len(m.predict()) == 20
 
@@ -272,36 +243,36 @@ def test_demo_end_to_end():
 
 @pytest.mark.parametrize("warm", [True, False])
 def test_kmeans_warm_start_option(toy, monkeypatch, warm):
-    from scgpcl.train import _trainer
+    from scgpcl.train import _global
 
     inits = []
-    original = _trainer.Trainer._kmeans
+    original = _global.SeededKMeans.__call__
 
     def spy(self, z, k, n_init, init=None):
         inits.append(init is not None)
         return original(self, z, k, n_init, init=init)
 
-    monkeypatch.setattr(_trainer.Trainer, "_kmeans", spy)
-    quick = dict(QUICK, convergence_ari=1.01)  # never converge: every post-warm-up epoch clusters
+    monkeypatch.setattr(_global.SeededKMeans, "__call__", spy)
+    quick = dict(QUICK, convergence_ari=1.01)  # never converge: every post-warm-up round clusters
     SCGPCL(toy, 3, random_state=0, kmeans_warm_start=warm, finetune=False, **quick).train(progress=False)
-    # train() alone makes only the per-epoch k-means calls, in epochs warmup..pretrain_epochs-1
-    n_epochs = QUICK["pretrain_epochs"] - QUICK["warmup_epochs"]
+    # train() alone makes only the per-epoch k-means calls, in epochs warmup..pretrain_rounds-1
+    n_epochs = QUICK["pretrain_rounds"] - QUICK["warmup_rounds"]
     assert len(inits) == 3 * n_epochs  # three granularities per epoch
     assert inits[:3] == [False] * 3  # nothing to warm-start from in the first one
     assert all(inits[3:]) if warm else not any(inits)
 
 
-def test_epoch_labels_are_the_last_prototype_clustering(toy):
-    # with convergence disabled, the last post-warm-up epoch is pretrain_epochs - 1;
-    # its K-cluster k-means labels are kept on the trainer (benchmarks/stopping.py reads them)
+def test_round_labels_are_the_last_prototype_clustering(toy):
+    # with convergence disabled, the last post-warm-up round is pretrain_rounds - 1;
+    # its K-cluster k-means labels are in the training result (benchmarks/stopping.py reads them)
     quick = dict(QUICK, convergence_ari=1.01)
     m = SCGPCL(toy, 3, random_state=0, finetune=False, **quick)
     seen = []
     m.trainer.progress = False
-    m.trainer.pretrain(callback=lambda epoch, rec: seen.append((epoch, m.trainer.epoch_labels)))
-    before = [lab for epoch, lab in seen if epoch < QUICK["warmup_epochs"]]
+    m.trainer.pretrain(callback=lambda rnd, rec: seen.append((rnd, m.training_result.round_labels)))
+    before = [lab for epoch, lab in seen if epoch < QUICK["warmup_rounds"]]
     assert all(lab is None for lab in before)
-    last = seen[-2][1]  # epoch pretrain_epochs - 1
+    last = seen[-2][1]  # epoch pretrain_rounds - 1
     assert last.shape == (toy.n_obs,)
     assert set(np.unique(last)) == {0, 1, 2}
     assert clustering_metrics(toy.obs["cell_type"], last)["ARI"] > 0.9
@@ -310,21 +281,21 @@ def test_epoch_labels_are_the_last_prototype_clustering(toy):
 def test_convergence_patience_stops_when_stability_stops_improving(toy):
     # the 0.99 rule is disabled; patience 2 must stop two epochs after the best
     # consecutive-epoch ARI, and the history must show exactly that
-    quick = dict(QUICK, convergence_ari=1.01, pretrain_epochs=40)
+    quick = dict(QUICK, convergence_ari=1.01, pretrain_rounds=40)
     m = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=2, **quick).train(progress=False)
     h = m.history["pretrain"]
     ari = h["ari_prev"]
     seen = ~np.isnan(ari)
-    epochs = h["epoch"][seen].astype(int)
+    rounds = h["round"][seen].astype(int)
     vals = ari[seen]
-    best_epoch = epochs[int(np.argmax(vals))]  # first epoch reaching the maximum
-    assert m.stages["pretrain"]["epochs"] == best_epoch + 2 < 40
+    best_round = rounds[int(np.argmax(vals))]  # first round reaching the maximum
+    assert m.stages["pretrain"]["rounds"] == best_round + 2 < 40
     assert "has not exceeded its best" in m.stages["pretrain"]["stop_reason"]
     assert m.stages["pretrain"]["stop_kind"] == "patience"
     # without patience the same run goes to the epoch limit
-    off = SCGPCL(toy, 3, random_state=0, finetune=False, **quick).train(progress=False)
-    assert off.stages["pretrain"]["epochs"] == 40
-    assert off.stages["pretrain"]["stop_kind"] == "max_epochs"
+    off = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=0, **quick).train(progress=False)
+    assert off.stages["pretrain"]["rounds"] == 40
+    assert off.stages["pretrain"]["stop_kind"] == "max_rounds"
 
 
 @pytest.mark.parametrize("masking", [True, False])
@@ -333,10 +304,10 @@ def test_finetune_masking_controls_the_fine_tuning_masks(toy, masking):
     m = SCGPCL(toy, 3, random_state=0, finetune=False, finetune_masking=masking, **QUICK)
     m.train(progress=False)
     tr = m.trainer
-    before = tr.gen_mask.get_state().clone()
+    before = m.loader.random_state()["mask"].clone()
     fine = tr.finetune()
-    assert fine.epochs >= 1
-    changed = not bool((tr.gen_mask.get_state() == before).all())
+    assert fine.rounds >= 1
+    changed = not bool((m.loader.random_state()["mask"] == before).all())
     assert changed is masking
 
 
@@ -344,59 +315,57 @@ def test_reseed_and_random_state_replay_the_same_draws(toy):
     # set_random_state puts every stream back: the same minibatches, subgraphs
     # and masks follow; reseed with the same entropy gives the same streams,
     # with other entropy different ones
-    m = SCGPCL(toy, 3, random_state=0, finetune=False, **QUICK)
-    tr = m.trainer
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, batch_size=50, **QUICK)
+    loader = m.loader
 
     def draws():
-        batches = tr._batches()
-        sub = tr.sampler.sample(batches[0], tr.rng_views[1])
-        mask = tr._column_mask(50, 0.2)
-        return [b.copy() for b in batches], sub, mask
+        plan = loader.plan(3)
+        view = loader.view(plan[0], 1)
+        return [b.clone() for b in plan], view.adjacency.a.to_dense(), view.features.col_mask
 
     def same(a, b):
-        (ba, sa, ma), (bb, sb, mb) = a, b
-        return (len(ba) == len(bb) and all(np.array_equal(x, y) for x, y in zip(ba, bb))
-                and np.array_equal(sa.cells, sb.cells) and np.array_equal(sa.genes, sb.genes)
-                and torch.equal(ma, mb))
+        (pa, va, ma), (pb, vb, mb) = a, b
+        return (len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb))
+                and va.shape == vb.shape and torch.equal(va, vb) and torch.equal(ma, mb))
 
-    state = tr.random_state()
+    state = loader.random_state()
     first = draws()
-    tr.set_random_state(state)
+    loader.set_random_state(state)
     assert same(first, draws())
-    tr.reseed([0, 7])
+    loader.reseed([0, 7])
     again = draws()
-    tr.reseed([0, 7])
+    loader.reseed([0, 7])
     assert same(again, draws())
-    tr.reseed([0, 8])
+    loader.reseed([0, 8])
     assert not same(again, draws())
 
 
 @pytest.mark.parametrize("dec_init", ["kmeans", "consensus"])
 def test_dec_init_consensus_uses_the_last_epochs_labels(toy, monkeypatch, dec_init):
-    from scgpcl.train import _trainer
+    from scgpcl.train import _finetune
 
     calls = []
-    original = _trainer.consensus_labels
+    original = _finetune.consensus_labels
 
     def spy(labelings, k, **kw):
         out = original(labelings, k, **kw)
         calls.append((len(labelings), out))
         return out
 
-    monkeypatch.setattr(_trainer, "consensus_labels", spy)
-    m = SCGPCL(toy, 3, random_state=0, dec_init=dec_init, dec_init_epochs=3, **QUICK)
+    monkeypatch.setattr(_finetune, "consensus_labels", spy)
+    m = SCGPCL(toy, 3, random_state=0, dec_init=dec_init, dec_init_rounds=3, **QUICK)
     m.train(progress=False)
-    tr = m.trainer
-    # k-means ran in epochs warmup..min(epochs run, pretrain_epochs - 1)
-    ran = m.summary()["pretrain"]["epochs"]
-    n_kmeans_epochs = min(ran, QUICK["pretrain_epochs"] - 1) - QUICK["warmup_epochs"] + 1
-    assert len(tr.recent_epoch_labels) == min(3, n_kmeans_epochs)
+    res = m.training_result
+    # k-means ran in rounds warmup..min(rounds run, pretrain_rounds - 1)
+    ran = m.summary()["pretrain"]["rounds"]
+    n_kmeans_rounds = min(ran, QUICK["pretrain_rounds"] - 1) - QUICK["warmup_rounds"] + 1
+    assert len(res.recent_round_labels) == min(3, n_kmeans_rounds)
     if dec_init == "kmeans":
         assert calls == []
     else:
-        # the last epochs' labels plus the k-means start; its result starts DEC
-        assert len(calls) == 1 and calls[0][0] == len(tr.recent_epoch_labels) + 1
-        assert np.array_equal(tr.init_labels, calls[0][1])
+        # the last rounds' labels plus the k-means start; its result starts DEC
+        assert len(calls) == 1 and calls[0][0] == len(res.recent_round_labels) + 1
+        assert np.array_equal(res.init_labels, calls[0][1])
         centres = m.trainer.module.cluster_centres.detach().numpy()
         # DEC moved the centres; the start was the consensus clusters' means
         assert centres.shape == (3, 64)
@@ -405,40 +374,40 @@ def test_dec_init_consensus_uses_the_last_epochs_labels(toy, monkeypatch, dec_in
 
 def test_batch_prototypes_cluster_each_minibatch(toy, monkeypatch):
     # prototypes="batch": after the warm-up every minibatch runs k-means on its
-    # own cells at the three granularities; the per-epoch k-means runs at K only
-    from scgpcl.train import _trainer
+    # own cells at the three granularities; the per-round k-means runs at K only
+    from scgpcl.train import _global, prototype_sizes
 
     calls = []
-    original = _trainer.Trainer._kmeans
+    original = _global.SeededKMeans.__call__
 
     def spy(self, z, k, n_init, init=None):
         calls.append((int(z.shape[0]), k, bool(z.requires_grad)))
         return original(self, z, k, n_init, init=init)
 
-    monkeypatch.setattr(_trainer.Trainer, "_kmeans", spy)
+    monkeypatch.setattr(_global.SeededKMeans, "__call__", spy)
     quick = dict(QUICK, convergence_ari=1.01, batch_size=64)
     m = SCGPCL(toy, 3, random_state=0, finetune=False, prototypes="batch", **quick)
     m.trainer.progress = False
-    batch_sizes = []
-    original_batches = m.trainer._batches
+    plans = []
+    original_plan = m.loader.plan
 
-    def batches():
-        out = original_batches()
-        batch_sizes.append([len(b) for b in out])
+    def plan(n_steps):
+        out = original_plan(n_steps)
+        plans.append([len(b) for b in out])
         return out
 
-    m.trainer._batches = batches
+    m.loader.plan = plan
     m.trainer.pretrain()
     n = toy.n_obs
-    sizes = _trainer.prototype_sizes(3, n)
-    epoch_calls = [c for c in calls if c[0] == n]
+    sizes = prototype_sizes(3, n)
+    round_calls = [c for c in calls if c[0] == n]
     batch_calls = [c for c in calls if c[0] != n]
-    # per-epoch k-means: K alone, in epochs warmup..pretrain_epochs - 1
-    assert [c[1] for c in epoch_calls] == [3] * (QUICK["pretrain_epochs"] - QUICK["warmup_epochs"])
-    # per-minibatch k-means: the epochs after the warm-up, each batch, three granularities, detached input
+    # per-round k-means: K alone, in rounds warmup..pretrain_rounds - 1
+    assert [c[1] for c in round_calls] == [3] * (QUICK["pretrain_rounds"] - QUICK["warmup_rounds"])
+    # per-minibatch k-means: the rounds after the warm-up, each batch, three granularities, detached input
     expected = []
-    for sizes_of_epoch in batch_sizes[QUICK["warmup_epochs"]:]:
-        for b in sizes_of_epoch:
+    for sizes_of_round in plans[QUICK["warmup_rounds"]:]:
+        for b in sizes_of_round:
             expected += [(b, k, False) for k in sizes]
     assert batch_calls == expected and len(expected) > 0
 
@@ -448,8 +417,8 @@ def test_batch_prototypes_train_and_are_deterministic(toy):
     b = SCGPCL(toy, 3, random_state=0, prototypes="batch", **QUICK).train(progress=False)
     assert np.array_equal(a.predict(), b.predict())
     h = a.history["pretrain"]
-    after = h["epoch"] > QUICK["warmup_epochs"]
-    assert (h["proto"][after] > 0).all() and (h["proto"][~after] == 0).all()
+    after = h["round"] > QUICK["warmup_rounds"]
+    assert (h["proto"][after] > 0).all() and np.isnan(h["proto"][~after]).all()
     assert clustering_metrics(toy.obs["cell_type"], a.predict())["ARI"] > 0.9
     with pytest.raises(ValueError, match="prototypes"):
         SCGPCL(toy, 3, prototypes="minibatch")
@@ -504,9 +473,11 @@ def test_failed_save_leaves_no_temporary_files(trained, tmp_path, monkeypatch):
 
 def test_lognorm_edge_weights_train_on_a_weighted_graph(toy):
     a = SCGPCL(toy, 3, random_state=0, edge_weight="lognorm", **QUICK).train(progress=False)
-    g = a._trainer.graph
-    assert g.weighted and np.array_equal(g.w.indices, g.a.indices)
-    assert not np.allclose(g.w.data, 1.0)  # the log-normalised values, not the binary edges
+    g = a.loader.graph
+    assert g.weighted
+    view = a.loader.view(torch.arange(20), 0)
+    assert not torch.allclose(view.adjacency.a.to_dense()[view.adjacency.a.to_dense() > 0],
+                              torch.tensor(1.0))  # the log-normalised values, not the binary edges
     b = SCGPCL(toy, 3, random_state=0, edge_weight="lognorm", **QUICK).train(progress=False)
     assert np.array_equal(a.predict(), b.predict())
     assert clustering_metrics(toy.obs["cell_type"], a.predict())["ARI"] > 0.9

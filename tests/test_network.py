@@ -1,4 +1,4 @@
-"""The scGPCL network (SPEC section 4) against explicit computations."""
+"""The scGPCL network (docs/method.md section 4) against explicit computations."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scgpcl.data._graph import BipartiteAdjacency
-from scgpcl.module._network import BipartiteSAGELayer, GraphEncoder, SCGPCLModule, ZINBDecoder
+from scgpcl.data import BipartiteAdjacency, View
+from scgpcl.module import BipartiteSAGELayer, GraphEncoder, SCGPCLModule, ZINBDecoder
 
 # 5 cells x 4 genes; cell 4 and gene 3 are isolated.
 COUNTS = np.array(
@@ -183,6 +183,10 @@ def _module_inputs(counts=COUNTS, seed=0):
     return torch.randn(n_cells, n_genes, generator=gen), torch.arange(n_genes)
 
 
+def _view(x, gene_ids, adj, n_target):
+    return View(x, gene_ids, adj, n_target)
+
+
 def test_mlp_module_ignores_graph():
     torch.manual_seed(0)
     mod = SCGPCLModule(4, encoder_dims=(6, 3), gene_embedding_dim=5, decoder_dim=8, encoder="mlp").eval()
@@ -191,9 +195,9 @@ def test_mlp_module_ignores_graph():
     other[:, :] = 0
     other[4, :] = 1  # a completely different graph
     with torch.no_grad():
-        z1 = mod.encode(x, gene_ids, _adj(), n_target=3)
-        z2 = mod.encode(x, gene_ids, _adj(other), n_target=3)
-        z3 = mod.encode(x, gene_ids, None, n_target=3)
+        z1 = mod.encode(_view(x, gene_ids, _adj(), 3))
+        z2 = mod.encode(_view(x, gene_ids, _adj(other), 3))
+        z3 = mod.encode(_view(x, gene_ids, None, 3))
     assert z1.shape == (3, 3)
     torch.testing.assert_close(z1, z2, rtol=0, atol=0)
     torch.testing.assert_close(z1, z3, rtol=0, atol=0)
@@ -201,8 +205,8 @@ def test_mlp_module_ignores_graph():
     torch.manual_seed(0)
     gmod = SCGPCLModule(4, encoder_dims=(6, 3), gene_embedding_dim=5, decoder_dim=8).eval()
     with torch.no_grad():
-        g1 = gmod.encode(x, gene_ids, _adj(), n_target=3)
-        g2 = gmod.encode(x, gene_ids, _adj(other), n_target=3)
+        g1 = gmod.encode(_view(x, gene_ids, _adj(), 3))
+        g2 = gmod.encode(_view(x, gene_ids, _adj(other), 3))
     assert not torch.allclose(g1, g2)
 
 
@@ -310,7 +314,40 @@ def test_mlp_encoder_activation_and_state_dict_keys():
     with torch.no_grad():
         h = plain.encoder.rest[0](plain.encoder.first(x))
         ref = plain.encoder.rest[2](plain.encoder.rest[1](torch.relu(h)))
-        z = relu.encode(x, gene_ids, None, n_target=5)
+        z = relu.encode(_view(x, gene_ids, None, 5))
     torch.testing.assert_close(z, ref)
     with pytest.raises(ValueError, match="encoder_activation"):
         SCGPCLModule(4, encoder_activation="tanh")
+
+
+# ----------------------------------------------------------------------------- chunked inference
+@pytest.mark.parametrize("encoder", ["graph", "mlp"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_chunked_embedding_equals_the_full_graph_forward(encoder, weighted):
+    """Every cell's representation computed chunk by chunk (gene states accumulated over chunks) equals the
+    one-pass forward on the whole graph, whatever the chunk size."""
+    from scgpcl.data import CellFeatures, SubgraphLoader, prepare
+
+    rng = np.random.default_rng(0)
+    counts = sp.random(53, 30, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 9)
+    data = prepare(counts, np.array([f"g{i}" for i in range(30)]))
+    torch.manual_seed(0)
+    mod = SCGPCLModule(data.n_genes, encoder_dims=(8, 4), gene_embedding_dim=5, decoder_dim=6, encoder=encoder)
+    for m in mod.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            _randomise_bn(m, torch.Generator().manual_seed(4))
+    mod.eval()
+    loader = SubgraphLoader(data, uses_graph=mod.uses_graph, gene_dim=5, edge_weight="lognorm" if weighted else "none")
+    g = loader.graph
+    full = g.full()
+    feats = CellFeatures(next(loader.chunks(None, 10**6)).features.s, loader.mean, loader.std)
+    with torch.no_grad():
+        ref = mod.encode(View(feats, full.genes, full.adjacency, data.n_cells))
+    for chunk in (1000, 7, 1):
+        z = mod.embed(lambda c=chunk: loader.chunks(None, c))
+        torch.testing.assert_close(z, ref, rtol=1e-4, atol=1e-5)
+    # a context of fewer cells changes the genes' states (graph), so the check above can fail
+    if encoder == "graph":
+        part = mod.embed(lambda: loader.chunks(None, 10), context=lambda: loader.chunks(torch.arange(20), 10))
+        assert not torch.allclose(part, ref, atol=1e-3)

@@ -14,13 +14,13 @@ matplotlib.use("Agg")
 
 import scgpcl  # noqa: E402
 from scgpcl import InputError  # noqa: E402
-from test_model import QUICK, _toy_counts  # noqa: E402
+from helpers import QUICK, toy_counts  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)
 def _clustered() -> ad.AnnData:
     """Toy data (3 groups) clustered once per test session; callers get copies."""
-    a = _toy_counts()
+    a = toy_counts()
     scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", progress=False, **QUICK)
     return a
 
@@ -65,8 +65,8 @@ def test_training_curves_marks_stages_and_stops(adata):
     labels = {line.get_label() for line in ax.get_lines()}
     for term in ("ZINB reconstruction", "instance contrastive", "DEC clustering (KL)", "total loss", "stopping point"):
         assert term in labels, term
-    n_pre = adata.uns["scgpcl"]["stages"]["pretrain"]["epochs"]
-    # the stage boundary sits between the last pre-training and the first fine-tuning epoch
+    n_pre = adata.uns["scgpcl"]["stages"]["pretrain"]["rounds"]
+    # the stage boundary sits between the last pre-training and the first fine-tuning round
     xs = {round(float(line.get_xdata()[0]), 2) for line in ax.get_lines() if line.get_linestyle() == "--"}
     assert n_pre + 0.5 in xs
 

@@ -33,9 +33,9 @@ def test_variance_selection_is_top_raw_variance(counts):
 
 def test_variance_selection_keeps_at_least_min_genes(counts):
     x = sp.csr_matrix(counts)
-    keep = select_genes(x, PreprocessConfig(hvg_fraction=0.1, min_genes=40))
+    keep = select_genes(x, PreprocessConfig(gene_selection="variance", hvg_fraction=0.1, min_genes=40))
     assert len(keep) == 40
-    keep = select_genes(x, PreprocessConfig(hvg_fraction=0.1, min_genes=1000))
+    keep = select_genes(x, PreprocessConfig(gene_selection="variance", hvg_fraction=0.1, min_genes=1000))
     np.testing.assert_array_equal(keep, np.arange(counts.shape[1]))
 
 

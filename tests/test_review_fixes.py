@@ -13,14 +13,13 @@ from scgpcl._device import resolve_device
 from scgpcl.cli import main as cli_main
 from scgpcl.data._checks import check_counts
 from scgpcl.data._io import read_counts
-from test_model import QUICK, _toy_counts
+from helpers import QUICK, TINY, toy_counts
 
-TINY = dict(QUICK, pretrain_epochs=3, warmup_epochs=1, finetune_epochs=2)
 
 
 @pytest.fixture(scope="module")
 def toy():
-    return _toy_counts(n_per=20, n_genes=60)
+    return toy_counts(n_per=20, n_genes=60)
 
 
 def test_torch_device_objects_are_checked_like_strings(monkeypatch):
@@ -38,16 +37,16 @@ def test_torch_device_objects_are_checked_like_strings(monkeypatch):
 
 def test_no_minibatch_of_one_cell():
     # 5 cells in batches of 2 used to leave a batch of one, which BatchNorm refuses mid-training
-    a = _toy_counts(n_per=5, n_groups=1, n_genes=40)[:5].copy()
+    a = toy_counts(n_per=5, n_groups=1, n_genes=40)[:5].copy()
     m = SCGPCL(a, 2, random_state=0, batch_size=2, **TINY)
-    sizes = [len(b) for b in m.trainer._batches()]
+    sizes = [len(b) for b in m.loader.plan(m.loader.steps_per_epoch)]
     assert sorted(sizes) == [2, 3]
     m.train(progress=False)
     assert set(np.unique(m.predict())) <= {0, 1}
 
 
 def test_one_gene_is_refused_by_name():
-    a = _toy_counts(n_per=10, n_genes=30)
+    a = toy_counts(n_per=10, n_genes=30)
     one = a[:, :1].copy()
     one.X = sp.csr_matrix(np.ones((one.n_obs, 1), dtype=np.float32))
     with pytest.raises(InputError, match="at least 2 genes"):
@@ -55,7 +54,7 @@ def test_one_gene_is_refused_by_name():
 
 
 def test_auto_k_needs_three_cells():
-    a = _toy_counts(n_per=2, n_groups=1, n_genes=30)
+    a = toy_counts(n_per=2, n_groups=1, n_genes=30)
     with pytest.raises(InputError, match="at least 3 cells"):
         SCGPCL(a, None)
 
@@ -101,7 +100,7 @@ def test_counts_in_raw_are_pointed_to_and_readable(toy, tmp_path):
     # the CLI option: clusters the counts in .raw
     out = tmp_path / "out.h5ad"
     assert cli_main(["cluster", str(path), str(out), "-k", "3", "--use-raw", "--quiet",
-                     "--pretrain-epochs", "3", "--warmup-epochs", "1", "--finetune-epochs", "2"]) == 0
+                     "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"]) == 0
     assert ad.read_h5ad(out).obs["scgpcl"].notna().all()
 
 

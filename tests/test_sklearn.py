@@ -10,12 +10,12 @@ from sklearn.base import clone
 from scgpcl import InputError
 from scgpcl.metrics import clustering_metrics
 from scgpcl.sklearn import SCGPCLClustering
-from test_model import QUICK, _toy_counts
+from helpers import QUICK, toy_counts
 
 
 @pytest.fixture(scope="module")
 def toy():
-    a = _toy_counts()
+    a = toy_counts()
     return a.X.tocsr(), a.obs["cell_type"].to_numpy()
 
 
@@ -47,14 +47,14 @@ def test_same_seed_same_labels_dense_and_sparse(fitted, toy):
 
 
 def test_params_roundtrip_and_clone():
-    est = SCGPCLClustering(n_clusters=4, preset="fast", pretrain_epochs=7)
+    est = SCGPCLClustering(n_clusters=4, preset="fast", pretrain_rounds=7)
     params = est.get_params()
-    assert params["n_clusters"] == 4 and params["preset"] == "fast" and params["pretrain_epochs"] == 7
+    assert params["n_clusters"] == 4 and params["preset"] == "fast" and params["pretrain_rounds"] == 7
     twin = clone(est)
     assert twin.get_params() == params and twin is not est
     est.set_params(n_clusters=5, lr=0.01)
     assert est.get_params()["n_clusters"] == 5 and est.get_params()["lr"] == 0.01
-    assert "lr=0.01" in repr(est) and "pretrain_epochs=7" in repr(est)
+    assert "lr=0.01" in repr(est) and "pretrain_rounds=7" in repr(est)
     with pytest.raises(ValueError, match="no_such_option"):
         est.set_params(no_such_option=1)
 
@@ -62,8 +62,8 @@ def test_params_roundtrip_and_clone():
 def test_dataframe_gives_gene_names(toy):
     x, _ = toy
     df = pd.DataFrame(x.toarray(), columns=[f"G{j}" for j in range(x.shape[1])])
-    est = SCGPCLClustering(n_clusters=3, random_state=0, **{**QUICK, "pretrain_epochs": 2, "warmup_epochs": 1,
-                                                             "finetune_epochs": 1}).fit(df)
+    est = SCGPCLClustering(n_clusters=3, random_state=0, **{**QUICK, "pretrain_rounds": 2, "warmup_rounds": 1,
+                                                             "finetune_rounds": 1}).fit(df)
     assert list(est.feature_names_in_[:2]) == ["G0", "G1"]
     assert list(est.model_.data.gene_names[:1])[0].startswith("G")
 

@@ -12,15 +12,14 @@ import pytest
 
 from scgpcl import SCGPCL, InputError, tl
 from scgpcl.cli import main
-from test_model import QUICK, _toy_counts
+from helpers import QUICK, TINY, toy_counts
 
-TINY = dict(QUICK, pretrain_epochs=3, warmup_epochs=1, finetune_epochs=2)
-TINY_ARGS = ["--lr", str(TINY["lr"]), "--pretrain-epochs", "3", "--warmup-epochs", "1", "--finetune-epochs", "2"]
+TINY_ARGS = ["--lr", str(TINY["lr"]), "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"]
 
 
 @pytest.fixture(scope="module")
 def toy():
-    return _toy_counts(n_per=20, n_genes=60)
+    return toy_counts(n_per=20, n_genes=60)
 
 
 @pytest.fixture(scope="module")

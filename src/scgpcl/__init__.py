@@ -17,7 +17,7 @@ estimator (:class:`scgpcl.sklearn.SCGPCLClustering`). ``pl``, ``report`` and
 import logging as _logging
 
 from . import metrics, tl
-from ._config import ModelConfig, PreprocessConfig, SamplerConfig, SCGPCLConfig, TrainConfig, fast, faithful
+from ._config import ModelConfig, PreprocessConfig, SamplerConfig, SCGPCLConfig, TrainConfig, fast, faithful, recommended
 from ._errors import InputError
 from .data._io import read_counts
 from .model import SCGPCL
@@ -45,5 +45,5 @@ def __dir__():
 
 __all__ = [
     "SCGPCL", "SCGPCLConfig", "PreprocessConfig", "ModelConfig", "SamplerConfig", "TrainConfig",
-    "InputError", "fast", "faithful", "metrics", "pl", "read_counts", "report", "sklearn", "tl", "__version__",
+    "InputError", "fast", "faithful", "recommended", "metrics", "pl", "read_counts", "report", "sklearn", "tl", "__version__",
 ]

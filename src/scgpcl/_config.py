@@ -1,164 +1,204 @@
-"""Typed configuration for every stage of scGPCL.
+"""Typed configuration for every stage of scGPCL: the one source of truth for options.
 
-Defaults follow the reference implementation (``SPEC.md``); where the project
-recommends something else, :func:`fast` says what and why.
-Explicit keyword arguments always win over a config object.
+Each option is a dataclass field whose metadata holds its help text and its
+valid range; :meth:`SCGPCLConfig.validate`, the command line's options and
+their help (``scgpcl cluster --help``) and the documentation are all generated
+from these fields, so a default or a choice is written in exactly one place.
+
+The defaults are the project's recommended settings (:func:`recommended`);
+:func:`faithful` reproduces the reference implementation (method sections 1-6).
+Explicit keyword arguments always win over a config object. This module
+imports nothing but the standard library, so the command line can build its
+parser without loading torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+__all__ = [
+    "ModelConfig", "PreprocessConfig", "SamplerConfig", "SCGPCLConfig", "TrainConfig", "faithful", "fast",
+    "option_fields", "recommended",
+]
+
+
+def _opt(default: Any = dataclasses.MISSING, help: str = "", *, low: float | None = None,
+         high: float | None = None, strict: bool = False, cli: bool = True, factory: Any = dataclasses.MISSING):
+    """A config field with its help text and range (``low``/``high``; ``strict``: ``> low``)."""
+    meta = {"help": help, "low": low, "high": high, "strict": strict, "cli": cli}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class PreprocessConfig:
-    """Gene selection and normalisation (SPEC section 1)."""
+    """Gene selection and normalisation (method section 1)."""
 
-    #: ``"variance"``: top ``hvg_fraction`` of genes by raw-count variance
-    #: (reference); ``"seurat"``: scanpy's dispersion-based HVG on log-normalised
-    #: counts, ``n_top_genes``; ``"seurat_v3"``: scanpy's Seurat v3 HVG on counts
-    #: (needs scikit-misc), ``n_top_genes``.
-    gene_selection: Literal["variance", "seurat", "seurat_v3", "none"] = "variance"
-    hvg_fraction: float = 0.2
-    #: Never keep fewer genes than this (when the data has that many): 20 % of
-    #: an input already cut to ~2000 genes would leave only ~400.
-    min_genes: int = 2000
-    #: Number of genes for ``gene_selection="seurat"`` or ``"seurat_v3"``.
-    n_top_genes: int = 2000
+    gene_selection: Literal["variance", "seurat", "seurat_v3", "none"] = _opt(
+        "seurat", "genes the model uses: 'seurat' (scanpy's dispersion-based HVG on log-normalised counts, "
+        "n_top_genes), 'seurat_v3' (scanpy's count-based HVG, needs scikit-misc), 'variance' (the top "
+        "hvg_fraction by raw-count variance, the reference) or 'none'")
+    hvg_fraction: float = _opt(0.2, "fraction of genes kept by gene_selection='variance'", low=0, high=1, strict=True)
+    min_genes: int = _opt(2000, "gene_selection='variance' never keeps fewer genes than this (when the data has "
+                          "that many): 20 % of an input already cut to ~2000 genes would leave only ~400", low=0)
+    n_top_genes: int = _opt(2000, "genes kept by gene_selection='seurat' or 'seurat_v3'", low=2)
 
 
 @dataclass
 class ModelConfig:
-    """Network sizes (SPEC section 4)."""
+    """Network sizes (method section 4)."""
 
-    encoder_dims: tuple[int, ...] = (256, 64)
-    gene_embedding_dim: int = 64
-    decoder_dim: int = 256
-    #: ``"graph"``: bipartite GraphSAGE (scGPCL); ``"mlp"``: ablation without the graph.
-    encoder: Literal["graph", "mlp"] = "graph"
-    #: ``"zinb"`` (reference) or ``"mse"`` on log-normalised values.
-    reconstruction: Literal["zinb", "mse"] = "zinb"
-    #: Non-linearity after every encoder layer but the last: ``"none"`` (the
-    #: reference: Linear/SAGE + BatchNorm only), ``"relu"`` or ``"elu"``.
-    encoder_activation: Literal["none", "relu", "elu"] = "none"
-    tau: float = 0.25
-    #: Student-t degrees of freedom for DEC.
-    alpha: float = 1.0
+    encoder_dims: tuple[int, ...] = _opt((256, 64), "widths of the encoder layers; the last is the "
+                                         "representation's dimension", low=1)
+    gene_embedding_dim: int = _opt(64, "width of the learnable gene embedding", low=1)
+    decoder_dim: int = _opt(256, "width of the decoder's hidden layer", low=1)
+    encoder: Literal["graph", "mlp"] = _opt(
+        "graph", "'graph': GraphSAGE over the cell-gene bipartite graph (scGPCL); 'mlp': the same widths without "
+                 "the graph (an ablation)")
+    reconstruction: Literal["zinb", "mse"] = _opt(
+        "zinb", "reconstruction loss: 'zinb' (zero-inflated negative binomial on the raw counts, the reference) "
+                "or 'mse' (on the z-scored log-normalised values)")
+    encoder_activation: Literal["none", "relu", "elu"] = _opt(
+        "none", "non-linearity after every encoder layer but the last ('none': Linear/SAGE + BatchNorm only, "
+                "the reference)")
+    tau: float = _opt(0.25, "temperature of the contrastive losses", low=0, strict=True)
+    alpha: float = _opt(1.0, "degrees of freedom of DEC's Student-t kernel", low=0, strict=True)
 
 
 @dataclass
 class SamplerConfig:
-    """Subgraph sampling and feature masking (SPEC section 3)."""
+    """Minibatches, subgraph sampling and feature masking (method section 3)."""
 
-    batch_size: int = 1024
-    #: Node budget per hop, alternating genes (hop 1) and cells (hop 2).
-    num_samples: tuple[int, ...] = (2048, 1024)
-    #: Fraction of feature columns zeroed per node type in view 1 and view 2.
-    feature_drop: tuple[float, float] = (0.2, 0.2)
-    #: Neighbour cap of the minibatch views: a node aggregates about this many
-    #: of its neighbours, drawn anew per view and direction, as the reference's
-    #: sampler does (torch_sparse ``hgt_sample``: 50). 0 keeps every edge of the
-    #: sampled subgraph. The embeddings used for k-means, DEC targets and the
-    #: labels always use the full graph. Off in both presets: with the `fast`
-    #: preset, 50 lowered the mean ARI over the 13 benchmark datasets by 0.005
-    #: (3 seeds; -0.03 to -0.05 on 5 of them, +0.11 on baron_human), so the
-    #: `faithful` preset leaves it out too, a documented difference from the
-    #: reference (``benchmarks/results/neighbour_cap.md``).
-    max_neighbors: int = 0
-    #: Edge weights of the views' mean aggregation. ``"none"``: every edge
-    #: weighs 1, as the reference's SAGE mean. ``"lognorm"``: the cell's
-    #: log-normalised expression of the gene, so a cell's message is the
-    #: expression-weighted mean of its genes' (and a gene's, of its cells')
-    #: representations. The sampler draws by the binary graph either way.
-    edge_weight: Literal["none", "lognorm"] = "none"
+    batch_size: int = _opt(1024, "target cells per minibatch", low=2)
+    num_samples: tuple[int, ...] = _opt((2048, 1024), "node budget per sampling hop: genes at hop 1, cells at "
+                                        "hop 2, ...", low=1)
+    feature_drop: tuple[float, float] = _opt((0.2, 0.2), "fraction of feature columns zeroed per node type in "
+                                             "view 1 and view 2", low=0, high=0.999999)
+    max_neighbors: int = _opt(
+        0, "neighbour cap of the minibatch views, as the reference's sampler (it uses 50): a node aggregates "
+           "about this many of its neighbours, drawn anew per view; 0 keeps every edge of the sampled subgraph. "
+           "Off in both presets: over 13 datasets a cap of 50 changed the mean ARI by -0.000 +- 0.007 "
+           "(benchmarks/results/neighbour_cap.md)", low=0)
+    edge_weight: Literal["none", "lognorm"] = _opt(
+        "none", "weights of the views' mean aggregation: 'none' (every edge 1, the reference's SAGE mean) or "
+                "'lognorm' (the cell's log-normalised expression of the gene)")
+    chunk_cells: int = _opt(8192, "cells per chunk when embedding many cells (memory, not results)", low=1)
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation schedule (SPEC section 6)."""
+    """Optimisation schedule (method section 6).
 
-    pretrain_epochs: int = 200
-    warmup_epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    lambda_ins: float = 1.0
-    lambda_proto: float = 0.05
-    #: Pre-training stops when ARI(labels_t, labels_{t-1}) exceeds this.
-    convergence_ari: float = 0.99
-    #: Also stop when that ARI has not beaten its best value of this run for
-    #: this many post-warm-up epochs (0: off, the reference's rule only). With
-    #: fresh k-means restarts the ARI between epochs stays at 0.6-0.97 from
-    #: restart noise alone, so the 0.99 rule rarely fires; this is early
-    #: stopping on the same stability measure (benchmarks/results/stopping.md).
-    convergence_patience: int = 0
-    #: k-means restarts for the DEC initialisation and the final labels.
-    kmeans_n_init: int = 20
-    #: k-means restarts in each post-warm-up epoch (prototypes and convergence
-    #: check), plus the warm start of ``kmeans_warm_start``.
-    kmeans_n_init_epoch: int = 20
-    #: Also try the previous epoch's centres as a k-means start in each
-    #: post-warm-up epoch (kept when it has the lowest inertia). Off by
-    #: default, as in the reference (fresh restarts only): the warm start makes
-    #: consecutive epochs' labels agree by construction, so the convergence
-    #: test passes right after the warm-up and the prototypical loss barely
-    #: acts; with it the `fast` preset's mean ARI over 13 datasets was lower
-    #: (``benchmarks/results/warm_start.md``), though runs are shorter.
-    kmeans_warm_start: bool = False
-    #: Where the prototypes come from. ``"epoch"`` (both presets): k-means on
-    #: every cell's full-graph embedding once per post-warm-up epoch, its
-    #: centres and labels used by all minibatches of the next epoch.
-    #: ``"batch"``: as the reference code does, k-means on each minibatch's
-    #: second-view representations (detached; ``kmeans_n_init_epoch``
-    #: restarts per granularity), its centres and labels used for that
-    #: minibatch only; the per-epoch k-means then runs at K alone, for the
-    #: convergence check. Level with "epoch" over the 13 benchmark datasets
-    #: (``fast``, 3 seeds: 0.690 vs 0.689 mean ARI; ``benchmarks/results/prototypes.md``).
-    prototypes: str = "epoch"
-    finetune_epochs: int = 200
-    finetune_lr: float = 1.0
-    finetune_rho: float = 0.95
-    lambda_cluster: float = 1.0
-    #: Mask feature columns (``feature_drop[0]``) in the fine-tuning minibatches
-    #: as in pre-training's first view. The target distribution and the final
-    #: labels always come from the unmasked embedding. Turning it off helped
-    #: on the datasets it was studied on (baron_human +0.09) but not on the
-    #: 13-dataset benchmark (cite_cbmc and human_kidney lost 0.05-0.07), so
-    #: both presets keep it on (``benchmarks/results/dec.md``).
-    finetune_masking: bool = True
-    #: Where DEC fine-tuning starts: ``"kmeans"`` (reference): the best of
-    #: ``kmeans_n_init`` k-means restarts on the pre-trained embedding;
-    #: ``"consensus"``: the partition that agrees best with that one and with
-    #: the k-means labels of the last ``dec_init_epochs`` pre-training epochs
-    #: (computed anyway for the prototypes), its cluster means as the centres.
-    #: Single k-means optima on one embedding differ by up to 0.5 ARI
-    #: (``benchmarks/results/dec.md``); the consensus averages over epochs.
-    #: It helped on the seven datasets it was studied on (+0.02 ARI) but lost
-    #: on the six others (-0.03, up to -0.14), so it is not a preset default
-    #: (``benchmarks/results/init.md``).
-    dec_init: str = "kmeans"
-    dec_init_epochs: int = 10
-    #: Fine-tuning stops when fewer than this fraction of labels change.
-    finetune_tol: float = 1e-3
-    #: Skip the DEC stage (ablation); labels then come from k-means.
-    finetune: bool = True
-    #: With ``n_clusters=None``: criterion that estimates K on the embedding
-    #: after the warm-up (``scgpcl.train._auto_k``): "consensus" (default:
-    #: the geometric mean of the next three), "leiden_modularity",
-    #: "leiden_stability" (these three use igraph), "eigengap" or
-    #: "silhouette". Chosen by measurement on the benchmark's 39 warm-up
-    #: embeddings and end to end (benchmarks/results/auto_k_consensus.md;
-    #: auto_k.md has the earlier choices).
-    auto_k_method: str = "consensus"
-    #: Largest K the estimate may return (also capped at n_cells // 10).
-    auto_k_max: int = 30
+    Training runs in *rounds*: ``round_steps`` optimizer steps (at most one
+    epoch: on small data a round is an epoch), then the global step: after
+    the warm-up, k-means on the representation of up to ``sample_cells``
+    cells gives the prototypes and the convergence check; in fine-tuning the
+    global step refreshes DEC's target. Budgets count rounds, so the number
+    of optimizer steps is bounded however many cells there are.
+    """
+
+    round_steps: int = _opt(20, "optimizer steps per round (at most one epoch); 0: a round is one epoch, as "
+                            "the reference (whose step count then grows with the cells)", low=0)
+    sample_cells: int = _opt(20000, "cells used by the global steps (k-means prototypes, convergence check, "
+                             "DEC target frequencies, auto-K): all cells up to this number, else a fixed random "
+                             "sample of them; 0: always all cells. Final labels always cover every cell", low=0)
+    pretrain_rounds: int = _opt(100, "maximum pre-training rounds", low=1)
+    warmup_rounds: int = _opt(30, "pre-training rounds before the prototypical loss starts", low=0)
+    lr: float = _opt(1e-3, "pre-training learning rate (AdamW)", low=0, strict=True)
+    weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
+    lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
+    lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
+    convergence_ari: float = _opt(0.99, "pre-training stops when the ARI between consecutive rounds' k-means "
+                                  "labels exceeds this (above 1: never)", low=0, strict=True)
+    convergence_patience: int = _opt(
+        15, "also stop pre-training when that ARI has not beaten its best for this many post-warm-up rounds "
+            "(0: off, the reference's rule only; benchmarks/results/stopping.md)", low=0)
+    kmeans_n_init: int = _opt(20, "k-means restarts for the DEC initialisation and the final labels", low=1)
+    kmeans_n_init_round: int = _opt(5, "k-means restarts in each post-warm-up round (prototypes and "
+                                    "convergence check)", low=1)
+    kmeans_warm_start: bool = _opt(False, "also try the previous round's centres as a k-means start after each "
+                                   "round (benchmarks/results/warm_start.md)")
+    prototypes: Literal["round", "batch"] = _opt(
+        "round", "where the prototypes come from: 'round' (k-means on the sampled cells' full-graph "
+                 "representation after each round) or 'batch' (k-means on each minibatch's second view, as the "
+                 "reference code; benchmarks/results/prototypes.md)")
+    finetune: bool = _opt(True, "run DEC fine-tuning; otherwise labels come from k-means")
+    finetune_rounds: int = _opt(100, "maximum fine-tuning rounds", low=0)
+    finetune_lr: float = _opt(1.0, "fine-tuning learning rate (Adadelta)", low=0, strict=True)
+    finetune_rho: float = _opt(0.95, "Adadelta's rho", low=0, high=1)
+    lambda_cluster: float = _opt(1.0, "weight of DEC's clustering loss", low=0)
+    finetune_masking: bool = _opt(True, "mask feature columns in the fine-tuning minibatches as in "
+                                  "pre-training's first view (benchmarks/results/dec.md)")
+    dec_init: Literal["kmeans", "consensus"] = _opt(
+        "kmeans", "where fine-tuning starts: 'kmeans' on the pre-trained representation (reference), or "
+                  "'consensus' of it and the last dec_init_rounds rounds' k-means labels "
+                  "(benchmarks/results/init.md)")
+    dec_init_rounds: int = _opt(10, "rounds whose labels dec_init='consensus' combines", low=1)
+    finetune_tol: float = _opt(1e-3, "fine-tuning stops when fewer than this fraction of labels change "
+                               "between rounds", low=0)
+    auto_k_method: Literal["consensus", "leiden_modularity", "leiden_stability", "eigengap", "silhouette"] = _opt(
+        "consensus", "with n_clusters auto: the criterion that estimates K on the representation after the "
+                     "warm-up (benchmarks/results/auto_k_consensus.md)")
+    auto_k_max: int = _opt(30, "with n_clusters auto: the largest K considered (also at most cells / 10)", low=2)
+    loss_weights: dict[str, float] = _opt(
+        help="weights of added loss terms by name (scgpcl.module.register_loss_term)", cli=False, factory=dict)
+
+
+#: Option names of earlier versions -> today's (saved models and old scripts keep working).
+_RENAMED = {
+    "pretrain_epochs": "pretrain_rounds", "warmup_epochs": "warmup_rounds", "finetune_epochs": "finetune_rounds",
+    "kmeans_n_init_epoch": "kmeans_n_init_round", "dec_init_epochs": "dec_init_rounds",
+}
+_SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "sampler": SamplerConfig, "train": TrainConfig}
+
+
+def option_fields() -> list[tuple[str, dataclasses.Field, Any]]:
+    """Every option as ``(section, field, resolved type)``, in declaration order."""
+    out = []
+    for section, kind in _SECTIONS.items():
+        hints = typing.get_type_hints(kind)
+        out += [(section, f, hints[f.name]) for f in dataclasses.fields(kind)]
+    return out
+
+
+def _check(name: str, value: Any, typ: Any, meta: dict) -> str | None:
+    """Why ``value`` is not a valid ``name`` (None if it is)."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    low, high, strict = meta.get("low"), meta.get("high"), meta.get("strict")
+
+    def number_ok(v, whole: bool) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral if whole else numbers.Real) or v != v:
+            return False
+        return (low is None or (v > low if strict else v >= low)) and (high is None or v <= high)
+
+    rng = ("" if low is None else f" {'>' if strict else '>='} {low:g}") + ("" if high is None else f" and <= {high:g}")
+    if origin is Literal:
+        return None if value in args else "one of " + ", ".join(map(repr, args))
+    if typ is bool:
+        return None if isinstance(value, bool) else "True or False"
+    if typ in (int, float):
+        return None if number_ok(value, typ is int) else f"a {'whole ' if typ is int else ''}number{rng}"
+    if origin is tuple:
+        whole = args[0] is int
+        ok = isinstance(value, (tuple, list)) and (
+            len(value) == len(args) if Ellipsis not in args else len(value) >= 1) and all(
+            number_ok(v, whole) for v in value)
+        count = f"{len(args)}" if Ellipsis not in args else "one or more"
+        return None if ok else f"{count} {'whole numbers' if whole else 'numbers'}{rng}"
+    if origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) and number_ok(v, False) for k, v in value.items())
+        return None if ok else "a mapping of names to numbers >= 0"
+    return None
 
 
 @dataclass
 class SCGPCLConfig:
-    """Everything needed to reproduce a run."""
+    """Everything needed to reproduce a run: four sections of options."""
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -166,93 +206,49 @@ class SCGPCLConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Nested plain dictionaries (JSON-ready)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SCGPCLConfig":
-        def build(kind, values):
-            names = {f.name: f for f in dataclasses.fields(kind)}
-            unknown = set(values) - set(names)
+        """From :meth:`to_dict`'s output, also of earlier versions (renamed options are mapped).
+
+        A configuration saved before training ran in rounds (no ``round_steps``)
+        is read with ``round_steps=0`` and ``sample_cells=0``: rounds of one
+        epoch on all cells, which is what it ran with.
+        """
+        sections = {}
+        for name, kind in _SECTIONS.items():
+            values = {_RENAMED.get(k, k): (tuple(v) if isinstance(v, list) else v)
+                      for k, v in (d.get(name) or {}).items()}
+            if name == "train" and values.get("prototypes") == "epoch":
+                values["prototypes"] = "round"
+            if name == "train" and d.get("train") is not None and "round_steps" not in d["train"]:
+                values.setdefault("round_steps", 0)
+                values.setdefault("sample_cells", 0)
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - known
             if unknown:
                 raise ValueError(f"unknown {kind.__name__} option(s): {sorted(unknown)}")
-            kwargs = {}
-            for k, v in values.items():
-                kwargs[k] = tuple(v) if isinstance(v, list) else v
-            return kind(**kwargs)
-
-        return cls(
-            preprocess=build(PreprocessConfig, d.get("preprocess", {})),
-            model=build(ModelConfig, d.get("model", {})),
-            sampler=build(SamplerConfig, d.get("sampler", {})),
-            train=build(TrainConfig, d.get("train", {})),
-        )
+            sections[name] = kind(**values)
+        return cls(**sections)
 
     def validate(self) -> "SCGPCLConfig":
-        """Check every value's range; raise ``ValueError`` naming the option. Returns ``self``."""
-        p, m, sa, t = self.preprocess, self.model, self.sampler, self.train
-        problems: list[str] = []
+        """Check every value against its field's type and range; raise ``ValueError`` naming each bad option.
 
-        def need(ok: bool, name: str, value: Any, rule: str) -> None:
-            if not ok:
-                problems.append(f"{name}={value!r} ({rule})")
-
-        def choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-            need(value in allowed, name, value, "one of " + ", ".join(map(repr, allowed)))
-
-        def whole(name: str, value: Any, low: int) -> None:
-            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-            need(ok, name, value, f"a whole number >= {low}")
-
-        def number(name: str, value: Any, low: float, *, strict: bool, high: float | None = None) -> None:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
-            ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
-            rule = f"a number {'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-            need(ok, name, value, rule)
-
-        choice("gene_selection", p.gene_selection, ("variance", "seurat", "seurat_v3", "none"))
-        number("hvg_fraction", p.hvg_fraction, 0, strict=True, high=1)
-        whole("min_genes", p.min_genes, 0)
-        whole("n_top_genes", p.n_top_genes, 2)
-        def counts(values: Any) -> bool:
-            return isinstance(values, (tuple, list)) and len(values) >= 1 and all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values)
-
-        need(counts(m.encoder_dims),
-             "encoder_dims", m.encoder_dims, "one or more layer widths >= 1")
-        whole("gene_embedding_dim", m.gene_embedding_dim, 1)
-        whole("decoder_dim", m.decoder_dim, 1)
-        choice("encoder", m.encoder, ("graph", "mlp"))
-        choice("reconstruction", m.reconstruction, ("zinb", "mse"))
-        choice("encoder_activation", m.encoder_activation, ("none", "relu", "elu"))
-        number("tau", m.tau, 0, strict=True)
-        number("alpha", m.alpha, 0, strict=True)
-        whole("max_neighbors", sa.max_neighbors, 0)
-        choice("edge_weight", sa.edge_weight, ("none", "lognorm"))
-        whole("batch_size", sa.batch_size, 2)  # BatchNorm needs two cells per minibatch
-        need(counts(sa.num_samples),
-             "num_samples", sa.num_samples, "one or more node budgets >= 1")
-        need(isinstance(sa.feature_drop, (tuple, list)) and len(sa.feature_drop) == 2
-             and all(isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 <= f < 1 for f in sa.feature_drop),
-             "feature_drop", sa.feature_drop, "two fractions in [0, 1)")
-        whole("pretrain_epochs", t.pretrain_epochs, 1)
-        whole("warmup_epochs", t.warmup_epochs, 0)
-        number("lr", t.lr, 0, strict=True)
-        number("weight_decay", t.weight_decay, 0, strict=False)
-        number("lambda_ins", t.lambda_ins, 0, strict=False)
-        number("lambda_proto", t.lambda_proto, 0, strict=False)
-        number("convergence_ari", t.convergence_ari, 0, strict=True)
-        whole("convergence_patience", t.convergence_patience, 0)
-        whole("kmeans_n_init", t.kmeans_n_init, 1)
-        whole("kmeans_n_init_epoch", t.kmeans_n_init_epoch, 1)
-        whole("finetune_epochs", t.finetune_epochs, 0)
-        number("finetune_lr", t.finetune_lr, 0, strict=True)
-        number("finetune_rho", t.finetune_rho, 0, strict=False, high=1)
-        number("lambda_cluster", t.lambda_cluster, 0, strict=False)
-        number("finetune_tol", t.finetune_tol, 0, strict=False)
-        whole("auto_k_max", t.auto_k_max, 2)
-        choice("dec_init", t.dec_init, ("kmeans", "consensus"))
-        choice("prototypes", t.prototypes, ("epoch", "batch"))
-        whole("dec_init_epochs", t.dec_init_epochs, 1)
+        Returns ``self``.
+        """
+        problems = []
+        for section, f, typ in option_fields():
+            value = getattr(getattr(self, section), f.name)
+            why = _check(f.name, value, typ, f.metadata)
+            if why:
+                problems.append(f"{f.name}={value!r} ({why})")
+        t = self.train
+        if not problems and t.lambda_proto > 0 and t.prototypes == "round" and t.warmup_rounds >= t.pretrain_rounds:
+            problems.append(
+                f"warmup_rounds={t.warmup_rounds} >= pretrain_rounds={t.pretrain_rounds} (the prototypical loss "
+                "would never run; make the warm-up shorter, or set lambda_proto=0 to train without it)")
         if problems:
             raise ValueError("invalid option value(s): " + "; ".join(problems))
         return self
@@ -260,10 +256,12 @@ class SCGPCLConfig:
     def override(self, **kwargs: Any) -> "SCGPCLConfig":
         """Return a copy with flat keyword overrides (``lr=1e-3``) applied.
 
-        Each name must belong to exactly one section; an unknown name is an error.
+        Each name must belong to exactly one section; an unknown name is an
+        error. Names of earlier versions (``pretrain_epochs``) are accepted.
         """
         d = self.to_dict()
         for key, value in kwargs.items():
+            key = _RENAMED.get(key, key)
             sections = [s for s in d if key in d[s]]
             if not sections:
                 raise ValueError(f"unknown option {key!r}")
@@ -271,34 +269,46 @@ class SCGPCLConfig:
         return SCGPCLConfig.from_dict(d)
 
 
-def faithful() -> SCGPCLConfig:
-    """The reference implementation's defaults (SPEC sections 1-6)."""
+def recommended() -> SCGPCLConfig:
+    """The project's recommended settings: the package default.
+
+    - A round is at most ``round_steps`` optimizer steps and the global steps
+      use at most ``sample_cells`` cells, so training cost is bounded however
+      many cells there are (``benchmarks/results/scale.md``).
+    - Learning rate 1e-3, a 30-round warm-up, at most 100 pre-training and 100
+      fine-tuning rounds, 5 k-means restarts per round
+      (``benchmarks/results/core.md``).
+    - ``convergence_patience=15``: pre-training also stops once the
+      consecutive-round ARI has not improved for 15 rounds; with fresh k-means
+      restarts the reference's 0.99 rule rarely fires
+      (``benchmarks/results/stopping.md``).
+    - ``gene_selection="seurat"`` (2000 genes by dispersion) instead of the
+      reference's top 20 % by raw-count variance, which favours a few very
+      highly expressed genes (``benchmarks/results/gene_selection.md``).
+    """
     return SCGPCLConfig()
 
 
 def fast() -> SCGPCLConfig:
-    """The project's recommended settings: a quicker schedule and scanpy's gene selection.
+    """The recommended settings (:func:`recommended`) under the name they had before they became the default."""
+    return recommended()
 
-    - Larger learning rate, shorter warm-up, fewer k-means restarts per epoch
-      (``benchmarks/results/core.md``).
-    - ``convergence_patience=15``: pre-training also stops once the
-      consecutive-epoch ARI has not improved for 15 epochs. With fresh k-means
-      restarts the reference's 0.99 rule rarely fires, and on 25 traces the
-      embedding did not improve after ~5 post-warm-up epochs; over 13
-      datasets x 3 seeds it cut pre-training from 81 to 53 epochs on average and
-      the whole benchmark's CPU time from 184 to 106 minutes (k-means ARI of
-      the pre-trained embedding +0.009 +- 0.010, final ARI -0.015 +- 0.012,
-      paired; ``benchmarks/results/stopping.md``).
-    - ``gene_selection="seurat"`` (2000 genes by dispersion of log-normalised
-      expression) instead of the reference's top 20 % by raw-count variance,
-      which favours a few very highly expressed genes (on pancreas data the
-      hormone genes): with PCA + k-means on the eight datasets with more than
-      2000 genes, mean ARI 0.55 against 0.69, up to 0.57 lower (cellbench),
-      though ahead on camp and worm_neuron (``benchmarks/results/gene_selection.md``).
 
-    The reference settings stay available as :func:`faithful`.
+def faithful() -> SCGPCLConfig:
+    """The reference implementation's settings (method sections 1-6).
+
+    Rounds of one epoch on all cells (so its cost grows with the cells),
+    learning rate 1e-4, at most 200 pre-training epochs after a 100-epoch
+    warm-up, at most 200 fine-tuning epochs, 20 k-means restarts per epoch,
+    the 0.99 convergence rule alone, and the top 20 % of genes by raw-count
+    variance. Slower and less accurate than the default on every measurement
+    so far (``benchmarks/results/real.md``).
     """
     return SCGPCLConfig().override(
-        lr=1e-3, pretrain_epochs=100, warmup_epochs=30, finetune_epochs=100, kmeans_n_init_epoch=5,
-        convergence_patience=15, gene_selection="seurat",
+        round_steps=0, sample_cells=0, lr=1e-4, pretrain_rounds=200, warmup_rounds=100, finetune_rounds=200,
+        kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance",
     )
+
+
+#: Named presets (CLI ``--preset``); ``fast`` is the recommended settings' former name.
+PRESETS = {"default": recommended, "faithful": faithful, "fast": fast}

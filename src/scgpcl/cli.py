@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 from ._fs import check_writable, current_umask
@@ -21,56 +22,51 @@ EXIT_FAILURE = 1
 log = logging.getLogger("scgpcl")
 
 
-def _add_training_options(p: argparse.ArgumentParser, preset: str = "faithful") -> None:
-    g = p.add_argument_group("method options")
-    g.add_argument("--preset", choices=["faithful", "fast"], default=preset,
-                   help=f"faithful: the reference schedule (SPEC); fast: the project's quicker schedule ({preset})")
-    g.add_argument("--lr", type=float, help="pre-training learning rate (faithful: 1e-4)")
-    g.add_argument("--pretrain-epochs", type=int, help="maximum pre-training epochs (200)")
-    g.add_argument("--warmup-epochs", type=int, help="epochs before the prototypical loss starts (100)")
-    g.add_argument("--convergence-patience", type=int,
-                   help="also stop pre-training when the ARI between consecutive epochs' k-means labels "
-                        "has not improved for this many epochs (faithful: 0, off; fast: 15)")
-    g.add_argument("--finetune-epochs", type=int, help="maximum fine-tuning epochs (200)")
-    g.add_argument("--lambda-ins", type=float, help="weight of the instance-wise loss (1.0)")
-    g.add_argument("--lambda-proto", type=float, help="weight of the prototypical loss (0.05)")
-    g.add_argument("--lambda-cluster", type=float, help="weight of the DEC loss (1.0)")
-    g.add_argument("--batch-size", type=int, help="target cells per minibatch (1024)")
-    g.add_argument("--gene-selection", choices=["variance", "seurat", "seurat_v3", "none"])
-    g.add_argument("--hvg-fraction", type=float, help="fraction of genes kept by raw variance (0.2)")
-    g.add_argument("--min-genes", type=int, help="keep at least this many genes (2000)")
-    g.add_argument("--n-top-genes", type=int, help="genes for --gene-selection seurat or seurat_v3 (2000)")
-    g.add_argument("--max-neighbors", type=int, metavar="N",
-                   help="neighbour cap per node in the minibatch views, as the reference's sampler (50); "
-                        "0 keeps all (default)")
-    g.add_argument("--edge-weight", choices=["none", "lognorm"],
-                   help="weights of the graph's mean aggregation: none (every edge 1, the reference; default) "
-                        "or lognorm (the cell's log-normalised expression of the gene)")
-    g.add_argument("--reconstruction", choices=["zinb", "mse"])
-    g.add_argument("--encoder", choices=["graph", "mlp"])
-    g.add_argument("--encoder-activation", choices=["none", "relu", "elu"],
-                   help="non-linearity between encoder layers (none: the reference's linear layers, default)")
-    g.add_argument("--no-finetune", dest="finetune", action="store_const", const=False,
-                   help="skip DEC fine-tuning; labels from k-means on the pre-trained embedding")
-    g.add_argument("--finetune-masking", action=argparse.BooleanOptionalAction, default=None,
-                   help="mask feature columns in the fine-tuning minibatches as in pre-training "
-                        "(on in both presets; benchmarks/results/dec.md)")
-    g.add_argument("--dec-init", choices=["kmeans", "consensus"],
-                   help="where fine-tuning starts: k-means on the pre-trained embedding (kmeans), or the "
-                        "consensus of it and the last pre-training epochs' k-means labels")
-    g.add_argument("--prototypes", choices=["epoch", "batch"],
-                   help="k-means for the prototypes once per epoch on all cells (epoch, both presets) or "
-                        "on each minibatch's second view, as the reference code (batch)")
-    g.add_argument("--auto-k-method", help="with --n-clusters auto: criterion that estimates K "
-                   "(consensus, the default; leiden_modularity; leiden_stability; eigengap; silhouette)")
-    g.add_argument("--auto-k-max", type=int, help="with --n-clusters auto: largest K considered (30)")
+def _add_training_options(p: argparse.ArgumentParser, preset: str = "default") -> None:
+    """The method's options, generated from the config dataclasses (``scgpcl._config``): names, choices, help
+    and the defaults shown all come from there."""
+    from ._config import PRESETS, faithful, option_fields, recommended
+
+    g = p.add_argument_group("method options (defaults: the recommended settings; "
+                             "'faithful' shown where the reference differs)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=preset,
+                   help="default: the recommended settings; faithful: the reference implementation's "
+                        "(slower, less accurate on every benchmark so far); fast: former name of default "
+                        f"(default: {preset})")
+    rec, ref = recommended(), faithful()
+    for section, f, typ in option_fields():
+        if not f.metadata.get("cli", True):
+            continue
+        default = getattr(getattr(rec, section), f.name)
+        reference = getattr(getattr(ref, section), f.name)
+        shown = f"default: {_show(default)}" + ("" if reference == default else f"; faithful: {_show(reference)}")
+        help_text = f"{f.metadata.get('help', '')} ({shown})".replace("%", "%%")
+        flag = "--" + f.name.replace("_", "-")
+        origin, args = typing.get_origin(typ), typing.get_args(typ)
+        if typ is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif origin is typing.Literal:
+            g.add_argument(flag, choices=list(args), default=None, help=help_text)
+        elif origin is tuple:
+            n = "+" if Ellipsis in args else len(args)
+            g.add_argument(flag, type=args[0], nargs=n, default=None, metavar=args[0].__name__.upper(),
+                           help=help_text)
+        else:
+            g.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=help_text)
 
 
-_OVERRIDES = [
-    "lr", "pretrain_epochs", "warmup_epochs", "convergence_patience", "finetune_epochs", "lambda_ins", "lambda_proto",
-    "lambda_cluster", "batch_size", "gene_selection", "hvg_fraction", "min_genes", "n_top_genes",
-    "max_neighbors", "edge_weight", "reconstruction", "encoder", "encoder_activation", "finetune", "finetune_masking", "dec_init", "prototypes", "auto_k_method", "auto_k_max",
-]
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _overrides(args) -> dict:
+    """The method options given on the command line, by config field name."""
+    from ._config import option_fields
+
+    return {f.name: (tuple(v) if isinstance(v, list) else v) for _, f, _ in option_fields()
+            if f.metadata.get("cli", True) and (v := getattr(args, f.name, None)) is not None}
 
 
 def _n_clusters(value: str) -> int | None:
@@ -146,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
     d.add_argument("--overwrite", action="store_true", help="replace an existing --output .h5ad")
     _common(d)
-    _add_training_options(d, preset="fast")
+    _add_training_options(d)
 
     try:
         from .simulate import _cli as sim_cli
@@ -158,11 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
-    from ._config import faithful, fast
+    from ._config import PRESETS
 
-    base = fast() if args.preset == "fast" else faithful()
-    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
-    return base.override(**overrides)
+    return PRESETS[args.preset]().override(**_overrides(args))
 
 
 def _print_summary(adata, key: str, seconds: float, out=None) -> None:
@@ -172,7 +166,8 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
     print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, {k}, "
           f"device {p['device']}, {seconds:.1f} s")
     for stage, s in info["stages"].items():
-        print(f"  {stage}: {s['epochs']} epochs, {s['stop_reason']} ({s['seconds']:.1f} s)")
+        print(f"  {stage}: {s['rounds']} rounds ({s.get('steps', '?')} steps), {s['stop_reason']} "
+              f"({s['seconds']:.1f} s)")
     sizes = adata.obs[key].value_counts().sort_index()
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
     if "metrics" in info:

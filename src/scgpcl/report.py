@@ -290,9 +290,9 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
             lambda: pl.contingency(adata, key=key, label_key=label_key))
     add("sizes", "Cells per cluster" + (f", split by {label_key}" if label_key else ""),
         lambda: pl.cluster_sizes(adata, key=key, label_key=label_key))
-    has_history = any(len(np.asarray(h.get("epoch", []))) for h in (info.get("history") or {}).values())
+    has_history = any(len(np.asarray(h.get("round", h.get("epoch", [])))) for h in (info.get("history") or {}).values())
     if has_history:
-        add("curves", "Loss terms per epoch, stage boundary and stopping points",
+        add("curves", "Loss terms per round, stage boundary and stopping points",
             lambda: pl.training_curves(adata, key=key))
     marker_table, no_markers = None, None
     try:
@@ -471,20 +471,21 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
                      f'<div class="grid2"><div>{_figure(figures.get("contingency"))}</div>'
                      f'<div>{_figure(figures.get("sizes"))}</div></div></section>')
 
-    stage_rows = [[_STAGE_NAMES.get(s, s), st.get("epochs"), st.get("stop_reason"), st.get("seconds")]
+    stage_rows = [[_STAGE_NAMES.get(s, s), st.get("rounds", st.get("epochs")), st.get("stop_reason"), st.get("seconds")]
                   for s, st in stages.items()]
     history_html = ""
     hist = info.get("history") or {}
     for stage in [s for s in stages if s in hist] + [s for s in hist if s not in stages]:
         h = hist[stage]
         cols = {k: np.asarray(v) for k, v in h.items()}
-        n = len(cols.get("epoch", []))
+        xk = "round" if "round" in cols else "epoch"
+        n = len(cols.get(xk, []))
         if not n:
             continue
-        names = ["epoch"] + [k for k in cols if k != "epoch"]
-        rows = [[int(cols["epoch"][i])] + [float(cols[k][i]) if i < len(cols[k]) else None for k in names[1:]]
+        names = [xk] + [k for k in cols if k != xk]
+        rows = [[int(cols[xk][i])] + [float(cols[k][i]) if i < len(cols[k]) else None for k in names[1:]]
                 for i in range(n)]
-        history_html += (f"<details><summary>{_e(_STAGE_NAMES.get(stage, stage))}: loss terms of all {n} epochs"
+        history_html += (f"<details><summary>{_e(_STAGE_NAMES.get(stage, stage))}: loss terms of all {n} rounds"
                          f"</summary>{_table(names, rows, numeric=set(range(len(names))))}</details>")
     auto_k = info.get("auto_k")
     auto_html = ""
@@ -493,7 +494,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
                      f'({_e(auto_k.get("method", "?"))}).</p>')
     training_html = (
         '<section id="training"><h2>Training</h2>' + auto_html
-        + _table(["stage", "epochs", "why it stopped", "seconds"], stage_rows, numeric={1, 3})
+        + _table(["stage", "rounds", "why it stopped", "seconds"], stage_rows, numeric={1, 3})
         + _figure(figures.get("curves")) + history_html + "</section>"
     )
 

@@ -5,7 +5,7 @@ estimator wraps :class:`scgpcl.SCGPCL` (one implementation): ``fit`` builds an
 AnnData around the count matrix, trains the model and keeps its results.
 
 >>> from scgpcl.sklearn import SCGPCLClustering
->>> est = SCGPCLClustering(n_clusters=5, random_state=0, preset="fast")
+>>> est = SCGPCLClustering(n_clusters=5, random_state=0)
 >>> labels = est.fit_predict(counts)          # cells x genes raw counts
 >>> est.embedding_.shape, est.cluster_centers_.shape
 ((n_cells, 64), (5, 64))
@@ -22,14 +22,14 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ._config import SCGPCLConfig, fast, faithful
+from ._config import PRESETS, SCGPCLConfig
 from ._errors import InputError
 
 __all__ = ["SCGPCLClustering"]
 
 log = logging.getLogger("scgpcl")
 
-_PRESETS = {"faithful": faithful, "fast": fast}
+_PRESETS = PRESETS
 
 
 def _config_fields() -> set[str]:
@@ -50,14 +50,15 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         Seed (an ``int``): the same seed gives the same labels on the same CPU.
         ``None`` draws a fresh seed at each fit (kept in ``random_state_``).
     preset
-        ``"faithful"`` (the reference schedule) or ``"fast"`` (the project's
-        quicker one); see :func:`scgpcl.faithful` and :func:`scgpcl.fast`.
+        ``"default"`` (the recommended settings, :func:`scgpcl.recommended`) or
+        ``"faithful"`` (the reference implementation's, :func:`scgpcl.faithful`);
+        ``"fast"`` is the default's former name.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     progress
         Show a progress bar per training stage.
     **overrides
-        Any config field by name, e.g. ``pretrain_epochs=50, lr=1e-3``. They
+        Any config field by name, e.g. ``pretrain_rounds=50, lr=1e-3``. They
         are estimator parameters like the others: ``get_params`` returns them
         and ``set_params`` / :func:`sklearn.base.clone` keep them.
 
@@ -85,7 +86,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 
     Examples
     --------
-    >>> est = SCGPCLClustering(n_clusters=3, preset="fast", pretrain_epochs=30)
+    >>> est = SCGPCLClustering(n_clusters=3, pretrain_rounds=30)
     >>> est.fit(counts).labels_
     """
 
@@ -94,7 +95,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         n_clusters: int | None = 8,
         *,
         random_state: int | None = 0,
-        preset: str = "faithful",
+        preset: str = "default",
         device: str = "auto",
         progress: bool = False,
         **overrides: Any,

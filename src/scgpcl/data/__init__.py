@@ -1,6 +1,13 @@
-"""Data handling: reading, checking, preprocessing, the bipartite graph."""
+"""Data handling: reading, checking, preprocessing, the bipartite graph, sampling and batching."""
 
-from ._graph import BipartiteAdjacency, BipartiteGraph, Subgraph, SubgraphSampler
+from ._features import CellFeatures
+from ._graph import BipartiteAdjacency, CellGeneGraph, NeighborSampler, Subgraph
+from ._loader import Batch, CellChunk, CountRows, SubgraphLoader, View
 from ._preprocess import PreparedData, prepare, select_genes
+from ._sparse import SparseBlock, gather_rows, spmm
 
-__all__ = ["BipartiteAdjacency", "BipartiteGraph", "PreparedData", "Subgraph", "SubgraphSampler", "prepare", "select_genes"]
+__all__ = [
+    "Batch", "BipartiteAdjacency", "CellChunk", "CellFeatures", "CellGeneGraph", "CountRows", "NeighborSampler",
+    "PreparedData", "SparseBlock", "Subgraph", "SubgraphLoader", "View", "gather_rows", "prepare", "select_genes",
+    "spmm",
+]

@@ -32,6 +32,7 @@ class PreparedData:
     feature_mean: np.ndarray  # (n_genes,) mean of lognorm per gene
     feature_std: np.ndarray  # (n_genes,) standard deviation (1 where it is 0)
     size_factors: np.ndarray  # (n_cells,) float32, n_i / median(n)
+    lgamma_cell: np.ndarray  # (n_cells,) float64, sum over genes of lgamma(count + 1): the ZINB constant
     cell_mask: np.ndarray  # bool over the input's cells: which were kept
     gene_index: np.ndarray  # int indices of the selected genes in the input
     gene_names: np.ndarray  # names of the selected genes
@@ -43,6 +44,13 @@ class PreparedData:
     @property
     def n_genes(self) -> int:
         return self.counts.shape[1]
+
+    def graph(self, device="cpu", edge_weight: str = "none"):
+        """The data as a :class:`~scgpcl.data.CellGeneGraph` on ``device`` (arrays shared on the CPU)."""
+        from ._graph import CellGeneGraph
+
+        return CellGeneGraph(self.counts.indptr, self.counts.indices, self.counts.data, self.lognorm.data,
+                             self.n_genes, device, edge_weight)
 
     def dense_features(self, rows=None) -> np.ndarray:
         """z-scored features of ``rows`` (all cells if None) as a dense float32 array."""
@@ -125,55 +133,54 @@ def prepare(
 ) -> PreparedData:
     """Select genes, compute size factors and z-scored log-normalised features.
 
-    ``counts`` must already be checked (finite, non-negative). Cells and genes
-    with zero total are dropped (before and after gene selection) with a notice.
-    ``genes`` (indices into the columns) skips the selection and keeps exactly
-    those genes, as when a saved model is applied to data again.
+    ``counts`` must already be checked (finite, non-negative); it is never
+    modified, and shared rather than copied where possible. Cells and genes
+    with zero total are dropped (before and after gene selection) with a
+    notice. ``genes`` (indices into the columns) skips the selection and keeps
+    exactly those genes, as when a saved model is applied to data again.
+
+    Memory: the result holds the selected counts (values and int32 column
+    indices: 8 bytes per non-zero, shared with the input when it already is a
+    sorted float32 CSR matrix of the kept cells and genes) and the
+    log-normalised values (4 bytes per non-zero, sharing the indices).
     """
     cfg = cfg or PreprocessConfig()
-    x = sp.csr_matrix(counts, dtype=np.float32)
+    x = counts if sp.isspmatrix_csr(counts) and counts.dtype == np.float32 else sp.csr_matrix(counts, dtype=np.float32)
     gene_names = np.asarray(gene_names)
     n_cells_in, n_genes_in = x.shape
 
-    cell_tot = np.asarray(x.sum(axis=1)).ravel()
-    gene_tot = np.asarray(x.sum(axis=0)).ravel()
-    cell_keep = cell_tot > 0
-    gene_nonzero = np.flatnonzero(gene_tot > 0)
+    cell_keep = np.asarray(x.sum(axis=1)).ravel() > 0
+    gene_nonzero = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
     if gene_nonzero.size < n_genes_in and genes is None:
         log.info("dropped %d genes with zero counts in every cell", n_genes_in - gene_nonzero.size)
     if genes is not None:
         genes_sel = np.asarray(genes, dtype=np.int64)
     else:
-        x_nz = x[:, gene_nonzero][cell_keep]
+        x_nz = _subset(x, cell_keep, gene_nonzero)
         genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
+        del x_nz
 
     if len(genes_sel) < 2:
         raise InputError(
             f"only {len(genes_sel)} gene(s) left after gene selection ({gene_nonzero.size} with non-zero counts): "
             "scgpcl needs at least 2 genes; pass more genes, or keep more of them (hvg_fraction / n_top_genes)"
         )
-    x = x[:, genes_sel]
-    tot = np.asarray(x.sum(axis=1)).ravel()
+    x = _subset(x, None, genes_sel)
+    tot = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
     cell_keep &= tot > 0
     n_drop = n_cells_in - int(cell_keep.sum())
     if n_drop:
         log.info("dropped %d cells with zero counts in the %d selected genes", n_drop, len(genes_sel))
     if cell_keep.sum() < 2:
         raise InputError("fewer than 2 cells have non-zero counts in the selected genes; nothing to cluster")
-    x = x[cell_keep].tocsr()
-    x.sort_indices()
+    x = _subset(x, cell_keep, None)
+    x = _clean(x, owned=not _shares_memory(x, counts))
     tot = tot[cell_keep]
     median = float(np.median(tot))
     size_factors = (tot / median).astype(np.float32)
-
-    # scale to the median total count, log1p, z-score each gene
-    norm = sp.csr_matrix(x.multiply((median / tot).reshape(-1, 1)), dtype=np.float32)
-    norm.data = np.log1p(norm.data)
-    mean = np.asarray(norm.mean(axis=0)).ravel()
-    sq = np.asarray(norm.multiply(norm).mean(axis=0)).ravel()
-    std = np.sqrt(np.maximum(sq - mean**2, 0.0))
-    std[std == 0] = 1.0
-    norm.sort_indices()
+    lognorm_data, lgamma_cell = _row_values(x, median / tot)
+    norm = sp.csr_matrix((lognorm_data, x.indices, x.indptr), shape=x.shape)
+    mean, std = _column_moments(norm)
 
     return PreparedData(
         counts=x,
@@ -181,7 +188,80 @@ def prepare(
         feature_mean=mean.astype(np.float32),
         feature_std=std.astype(np.float32),
         size_factors=size_factors,
+        lgamma_cell=lgamma_cell,
         cell_mask=cell_keep,
         gene_index=genes_sel,
         gene_names=gene_names[genes_sel],
     )
+
+
+#: rows per block when a pass over the matrix needs temporary arrays
+_BLOCK_ROWS = 65536
+
+
+def _subset(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray | None) -> sp.csr_matrix:
+    """``x[rows][:, cols]`` (a boolean row mask, column indices), without a copy when nothing is dropped."""
+    if cols is not None and not (len(cols) == x.shape[1] and np.array_equal(cols, np.arange(x.shape[1]))):
+        x = x[:, cols]
+    if rows is not None and not rows.all():
+        x = x[rows]
+    return x
+
+
+def _shares_memory(x: sp.csr_matrix, counts) -> bool:
+    """Whether ``x`` shares an array with the caller's ``counts`` (then it must not be changed in place)."""
+    if x is counts:
+        return True
+    theirs = [getattr(counts, a, None) for a in ("data", "indices", "indptr")] if sp.issparse(counts) else [counts]
+    return any(t is not None and isinstance(t, np.ndarray) and np.shares_memory(mine, t)
+               for mine in (x.data, x.indices, x.indptr) for t in theirs)
+
+
+def _clean(x: sp.csr_matrix, owned: bool) -> sp.csr_matrix:
+    """Sorted indices, int32 column indices, no stored zeros; copies only when ``x`` must change
+    and is not ours to change (the caller's matrix is never modified)."""
+    needs = (not x.has_sorted_indices) or x.indices.dtype != np.int32 or (x.data == 0).any()
+    if not needs:
+        return x
+    if not owned:
+        x = x.copy()
+    x.eliminate_zeros()
+    x.sort_indices()
+    if x.indices.dtype != np.int32:
+        x.indices = x.indices.astype(np.int32)
+    return x
+
+
+def _row_values(x: sp.csr_matrix, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log1p(count * scale[row]) per stored entry, and per cell the sum of lgamma(count + 1)
+    (the ZINB likelihood's constant), in blocks of rows."""
+    from scipy.special import gammaln
+
+    out = np.empty(x.nnz, dtype=np.float32)
+    lgamma_cell = np.zeros(x.shape[0], dtype=np.float64)
+    for r0 in range(0, x.shape[0], _BLOCK_ROWS):
+        r1 = min(r0 + _BLOCK_ROWS, x.shape[0])
+        a, b = x.indptr[r0], x.indptr[r1]
+        lengths = np.diff(x.indptr[r0 : r1 + 1])
+        vals = x.data[a:b]
+        out[a:b] = np.log1p((vals * np.repeat(scale[r0:r1], lengths)).astype(np.float32))
+        lg = gammaln(vals.astype(np.float64) + 1.0)
+        nonempty = lengths > 0
+        starts = (x.indptr[r0:r1] - a)[nonempty]
+        lgamma_cell[r0:r1][nonempty] = np.add.reduceat(lg, starts) if len(starts) else 0.0
+    return out, lgamma_cell
+
+
+def _column_moments(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (1 where it is 0) of every column, in blocks of rows."""
+    n, g = m.shape
+    s1, s2 = np.zeros(g), np.zeros(g)
+    for r0 in range(0, n, _BLOCK_ROWS):
+        a, b = m.indptr[r0], m.indptr[min(r0 + _BLOCK_ROWS, n)]
+        v = m.data[a:b].astype(np.float64)
+        s1 += np.bincount(m.indices[a:b], weights=v, minlength=g)
+        s2 += np.bincount(m.indices[a:b], weights=v * v, minlength=g)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+    std[std == 0] = 1.0
+    return mean, std

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from .._config import SCGPCLConfig, faithful
+from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
 from ..data._checks import check_counts, check_n_clusters
-from ..data._preprocess import PreparedData, prepare
-from ..module._network import SCGPCLModule
-from ..train._trainer import Trainer
+from ..data import PreparedData, SubgraphLoader, prepare
+from ..module import SCGPCLModule
+from ..train import Trainer, TrainingResult, loss_weights
 
 __all__ = ["SCGPCL"]
 
@@ -80,13 +80,7 @@ def _records_to_arrays(records: list[dict[str, float]]) -> dict[str, np.ndarray]
 
 
 def _check_auto_k_options(config: SCGPCLConfig) -> None:
-    from ..train._auto_k import METHODS
-
     t = config.train
-    if t.auto_k_method not in METHODS:
-        raise InputError(f"unknown auto_k_method {t.auto_k_method!r}; choose one of {', '.join(sorted(METHODS))}")
-    if isinstance(t.auto_k_max, bool) or not isinstance(t.auto_k_max, int) or t.auto_k_max < 2:
-        raise InputError(f"auto_k_max must be a whole number >= 2, got {t.auto_k_max!r}")
     if t.auto_k_method.startswith("leiden") or t.auto_k_method == "consensus":
         import importlib.util
 
@@ -107,14 +101,15 @@ class SCGPCL:
         Cells x genes; raw counts in ``X`` or in ``layers[layer]``.
     n_clusters
         Number of clusters K (2 <= K <= number of cells), or ``None`` to
-        estimate K on the representation after the warm-up epochs (criterion
+        estimate K on the representation after the warm-up (criterion
         ``auto_k_method``, at most ``auto_k_max``). After :meth:`train`,
         :attr:`n_clusters` holds the estimate and :attr:`auto_k` the
         criterion and its curve.
     layer
         Layer holding the raw counts (``None``: ``X``).
     config
-        A :class:`~scgpcl.SCGPCLConfig`; defaults to the reference settings.
+        A :class:`~scgpcl.SCGPCLConfig`; defaults to the recommended settings
+        (:func:`scgpcl.recommended`; :func:`scgpcl.faithful` for the reference's).
     random_state
         Seed for weights, sampling, masking and k-means. The same seed gives
         the same labels on the same CPU. ``None`` draws a seed, logs it and
@@ -122,7 +117,7 @@ class SCGPCL:
     device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     **overrides
-        Any config field by name, e.g. ``lr=1e-3, pretrain_epochs=50``.
+        Any config field by name, e.g. ``lr=1e-3, pretrain_rounds=50``.
 
     Examples
     --------
@@ -143,33 +138,38 @@ class SCGPCL:
         device: str | torch.device = "auto",
         **overrides: Any,
     ):
-        config = config or faithful()
+        config = config or recommended()
         try:
             if overrides:
                 config = config.override(**overrides)
             config.validate()
+            loss_weights(config.train)
         except ValueError as e:
             raise InputError(str(e)) from None
-        self.config = config
-        self.adata = adata
-        self.layer = layer
-        self.random_state = _resolve_seed(random_state)
+        self._build(adata, config, layer=layer, random_state=_resolve_seed(random_state), device=device,
+                    n_clusters=n_clusters)
+        log.info(
+            "scGPCL: %d cells x %d genes (of %d), K=%s, device %s",
+            self.data.n_cells, self.data.n_genes, adata.n_vars,
+            self.n_clusters if self.n_clusters is not None else f"auto ({config.train.auto_k_method})",
+            self.device,
+        )
+
+    def _build(self, adata: AnnData, config: SCGPCLConfig, *, layer: str | None, random_state: int,
+               device: str | torch.device, n_clusters: int | None, genes: np.ndarray | None = None,
+               kmeans_calls: int = 0) -> None:
+        """The one construction path of :meth:`__init__` and :meth:`load`: checks, data, network, loader."""
+        self.config, self.adata, self.layer, self.random_state = config, adata, layer, random_state
         self.device = resolve_device(device)
         _check_unique_genes(adata)
         counts = _get_counts(adata, layer)
-        check_counts(
-            counts,
-            reconstruction=config.model.reconstruction,
-            where="X" if layer is None else f"layers[{layer!r}]",
-            layers=list(adata.layers.keys()),
-            has_raw=adata.raw is not None,
-        )
-        self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=True)
+        check_counts(counts, reconstruction=config.model.reconstruction,
+                     where="X" if layer is None else f"layers[{layer!r}]", layers=list(adata.layers.keys()),
+                     has_raw=adata.raw is not None)
+        self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=genes is None)
         if self.n_clusters is None:
             _check_auto_k_options(config)
-        #: With ``n_clusters=None``: ``{"k", "method", "curve", "seconds"}`` after training.
-        self.auto_k: dict[str, Any] | None = None
-        self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess)
+        self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess, genes=genes)
         if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
                 f"n_clusters={self.n_clusters} exceeds the {self.data.n_cells} cells left after dropping empty cells"
@@ -179,28 +179,28 @@ class SCGPCL:
                 f"estimating K needs at least 3 cells, but only {self.data.n_cells} are left after dropping "
                 "empty cells; pass n_clusters"
             )
-        log.info(
-            "scGPCL: %d cells x %d genes (of %d), K=%s, device %s",
-            self.data.n_cells, self.data.n_genes, adata.n_vars,
-            self.n_clusters if self.n_clusters is not None else f"auto ({config.train.auto_k_method})",
-            self.device,
-        )
+        m = config.model
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
-            torch.manual_seed(self.random_state)
-            m = config.model
+            torch.manual_seed(random_state)
             self.module = SCGPCLModule(
-                self.data.n_genes,
-                encoder_dims=tuple(m.encoder_dims),
-                gene_embedding_dim=m.gene_embedding_dim,
-                decoder_dim=m.decoder_dim,
-                encoder=m.encoder,
-                reconstruction=m.reconstruction,
-            encoder_activation=m.encoder_activation,
-            ).to(self.device)
+                self.data.n_genes, encoder_dims=tuple(m.encoder_dims), gene_embedding_dim=m.gene_embedding_dim,
+                decoder_dim=m.decoder_dim, encoder=m.encoder, reconstruction=m.reconstruction,
+                encoder_activation=m.encoder_activation,
+            )
+        self.module.to(self.device)
+        s = config.sampler
+        self.loader = SubgraphLoader(
+            self.data, batch_size=s.batch_size, num_samples=s.num_samples, max_neighbors=s.max_neighbors,
+            feature_drop=s.feature_drop, edge_weight=s.edge_weight, uses_graph=self.module.uses_graph,
+            gene_dim=m.gene_embedding_dim, dense_features=m.reconstruction == "mse", seed=random_state,
+            device=self.device,
+        )
+        #: With ``n_clusters=None``: ``{"k", "method", "curve", "seconds"}`` after training.
+        self.auto_k: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
         # k-means calls made by training: predict()'s final k-means (finetune=False) is seeded by
         # the count, so a reloaded model must start from it to give the same labels
-        self._kmeans_calls: int = 0
+        self._kmeans_calls = kmeans_calls
         self.is_trained = False
         self.stages: dict[str, dict] = {}
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
@@ -208,19 +208,18 @@ class SCGPCL:
     # ------------------------------------------------------------------ train
     @property
     def trainer(self) -> Trainer:
+        """The :class:`~scgpcl.train.Trainer` of this model (made on first use)."""
         if self._trainer is None:
-            self._trainer = Trainer(
-                self.module,
-                self.data,
-                model_cfg=self.config.model,
-                sampler_cfg=self.config.sampler,
-                train_cfg=self.config.train,
-                n_clusters=self.n_clusters,
-                seed=self.random_state,
-                device=self.device,
-            )
-            self._trainer._kmeans_calls = self._kmeans_calls
+            c = self.config
+            self._trainer = Trainer(self.module, self.loader, model_cfg=c.model, sampler_cfg=c.sampler,
+                                    train_cfg=c.train, n_clusters=self.n_clusters, seed=self.random_state,
+                                    kmeans_calls=self._kmeans_calls)
         return self._trainer
+
+    @property
+    def training_result(self) -> TrainingResult | None:
+        """What training produced besides the weights (None before :meth:`train` in this session)."""
+        return None if self._trainer is None else self._trainer.result
 
     def train(self, *, progress: bool = True) -> "SCGPCL":
         """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``."""
@@ -228,13 +227,13 @@ class SCGPCL:
         tr.progress = progress
         pre = tr.pretrain()
         self.stages = {"pretrain": pre.to_dict()}
-        if tr.auto_k is not None:
-            self.auto_k = tr.auto_k.to_dict()
+        if tr.result.auto_k is not None:
+            self.auto_k = tr.result.auto_k.to_dict()
         self.n_clusters = tr.k
         if self.config.train.finetune:
             fine = tr.finetune()
             self.stages["finetune"] = fine.to_dict()
-        self._kmeans_calls = tr._kmeans_calls
+        self._kmeans_calls = tr.kmeans.calls
         self.is_trained = True
         self._result = None
         return self
@@ -269,11 +268,11 @@ class SCGPCL:
         give with the same seed; with ``"consensus"``, the consensus partition.
         Useful to see what fine-tuning changed. -1 for cells dropped as empty.
         """
-        labels = self.trainer.init_labels if self._trainer is not None else None
-        if labels is None:
+        result = self.training_result
+        if result is None or result.init_labels is None:
             raise RuntimeError("no fine-tuning stage ran in this session (finetune=False, or a loaded model)")
         out = np.full(self.adata.n_obs, -1, dtype=np.int64)
-        out[self.data.cell_mask] = labels
+        out[self.data.cell_mask] = result.init_labels
         return out
 
     def predict_proba(self) -> np.ndarray:
@@ -287,11 +286,11 @@ class SCGPCL:
 
     @property
     def history(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per-epoch loss terms of each stage, as arrays keyed by name."""
+        """Per-round loss terms and checks of each stage, as arrays keyed by name."""
         return {stage: _records_to_arrays(info["history"]) for stage, info in self.stages.items()}
 
     def summary(self) -> dict[str, Any]:
-        """Epochs run, stop reason and seconds per stage."""
+        """Rounds and steps run, stop reason and seconds per stage."""
         return {s: {k: v for k, v in d.items() if k != "history"} for s, d in self.stages.items()}
 
     # -------------------------------------------------------------- save/load
@@ -306,7 +305,7 @@ class SCGPCL:
             raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
         d.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format": 1,
+            "format": 2,
             "n_clusters": self.n_clusters,
             "random_state": self.random_state,
             "layer": self.layer,
@@ -336,22 +335,11 @@ class SCGPCL:
         of ``adata`` itself (median library size, each gene's mean and standard
         deviation), as in training; on other data they are therefore not the
         training statistics, and the embedding is only comparable if the two
-        datasets are alike.
+        datasets are alike. Models saved by earlier versions load too.
         """
         d = Path(dir_path)
-        try:
-            meta = json.loads((d / _CONFIG).read_text())
-            genes = [str(g) for g in meta["genes"]]
-            config = SCGPCLConfig.from_dict(meta["config"])
-            layer, random_state = meta["layer"], int(meta["random_state"])
-            saved_k, has_centres = meta["n_clusters"], bool(meta["has_cluster_centres"])
-        except FileNotFoundError:
-            raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
-        except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise InputError(
-                f"'{d / _CONFIG}' is not a readable scgpcl model file ({type(err).__name__}: {err}); "
-                "save the model again"
-            ) from None
+        meta, config = _read_meta(d)
+        genes = [str(g) for g in meta["genes"]]
         _check_unique_genes(adata)
         # save() stores the names as strings; compare them as strings so that non-string
         # var_names (e.g. integers) match the model trained on them
@@ -363,58 +351,54 @@ class SCGPCL:
                 "load the model with the data it was trained on"
             )
         self = cls.__new__(cls)
-        self.config = config
-        self.adata = adata
-        self.layer = layer
-        self.random_state = random_state
-        self.device = resolve_device(device)
-        counts = _get_counts(adata, self.layer)
-        check_counts(
-            counts,
-            reconstruction=config.model.reconstruction,
-            where="X" if self.layer is None else f"layers[{self.layer!r}]",
-            layers=list(adata.layers.keys()),
-            has_raw=adata.raw is not None,
-        )
-        self.n_clusters = check_n_clusters(saved_k, adata.n_obs)
-        self.data = prepare(
-            counts, adata.var_names.to_numpy(), config.preprocess, genes=np.array([pos[g] for g in genes])
-        )
-        m = config.model
-        self.module = SCGPCLModule(
-            len(genes),
-            encoder_dims=tuple(m.encoder_dims),
-            gene_embedding_dim=m.gene_embedding_dim,
-            decoder_dim=m.decoder_dim,
-            encoder=m.encoder,
-            reconstruction=m.reconstruction,
-            encoder_activation=m.encoder_activation,
-        )
-        try:
-            state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)
-            if has_centres:
-                self.module.init_cluster_centres(state["cluster_centres"])
-            self.module.load_state_dict(state)
-        except FileNotFoundError:
-            raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
-        except Exception as err:  # noqa: BLE001 (torch raises pickle, EOF, zip and size-mismatch errors of many types)
-            raise InputError(
-                f"'{d / _WEIGHTS}' cannot be loaded as this model's weights ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"
-            ) from None
+        self._build(adata, config, layer=meta["layer"], random_state=int(meta["random_state"]), device=device,
+                    n_clusters=meta["n_clusters"], genes=np.array([pos[g] for g in genes]),
+                    kmeans_calls=int(meta.get("kmeans_calls", 0)))
+        _load_weights(self.module, d, bool(meta["has_cluster_centres"]))
         self.module.to(self.device)
-        self._trainer = None
-        self._kmeans_calls = int(meta.get("kmeans_calls", 0))
         self.stages = meta.get("stages", {})
         self.auto_k = meta.get("auto_k")
         self.is_trained = True
-        self._result = None
         return self
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         k = "auto" if self.n_clusters is None else self.n_clusters
         return f"SCGPCL({self.data.n_cells} cells x {self.data.n_genes} genes, K={k}, {state}, {self.device})"
+
+
+def _read_meta(d: Path) -> tuple[dict, SCGPCLConfig]:
+    """A saved model's metadata and configuration, or a clear error."""
+    try:
+        meta = json.loads((d / _CONFIG).read_text())
+        config = SCGPCLConfig.from_dict(meta["config"])
+        for key in ("genes", "layer", "random_state", "n_clusters", "has_cluster_centres"):
+            meta[key]  # noqa: B018 - a missing key is a broken file
+    except FileNotFoundError:
+        raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
+    except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(
+            f"'{d / _CONFIG}' is not a readable scgpcl model file ({type(err).__name__}: {err}); save the model again"
+        ) from None
+    for stage in (meta.get("stages") or {}).values():  # format 1 counted epochs (rounds of one epoch)
+        if "epochs" in stage and "rounds" not in stage:
+            stage["rounds"] = stage.pop("epochs")
+    return meta, config
+
+
+def _load_weights(module: SCGPCLModule, d: Path, has_centres: bool) -> None:
+    try:
+        state = torch.load(d / _WEIGHTS, map_location="cpu", weights_only=True)
+        if has_centres:
+            module.init_cluster_centres(state["cluster_centres"])
+        module.load_state_dict(state)
+    except FileNotFoundError:
+        raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
+    except Exception as err:  # noqa: BLE001 (torch raises pickle, EOF, zip and size-mismatch errors of many types)
+        raise InputError(
+            f"'{d / _WEIGHTS}' cannot be loaded as this model's weights ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"
+        ) from None
 
 
 def _warn_empty_clusters(labels: np.ndarray, k: int) -> None:

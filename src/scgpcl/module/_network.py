@@ -1,64 +1,35 @@
-"""The scGPCL network (SPEC section 4), pure torch: no AnnData in here."""
+"""The scGPCL network (method section 4), pure torch: no AnnData in here.
+
+Encoders and reconstructions sit behind two small registries,
+:data:`ENCODERS` and :data:`RECONSTRUCTIONS`; the objective (the named loss
+terms of a batch) is in :mod:`scgpcl.module._objective`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data._graph import BipartiteAdjacency, _SpMM, _to_torch_csr
+from ..data import BipartiteAdjacency, CellChunk, CellFeatures, View
 
 #: ``encoder_activation`` name -> module applied after BatchNorm in every encoder layer but the last
 ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "elu": nn.ELU}
 
-__all__ = ["ACTIVATIONS", "CellFeatures", "project", "BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "ZINBDecoder", "SCGPCLModule"]
+__all__ = [
+    "ACTIVATIONS", "ENCODERS", "BipartiteSAGELayer", "GraphEncoder", "MLPEncoder", "SCGPCLModule", "ZINBDecoder",
+    "project",
+]
 
 _LOG_MEAN_MIN, _LOG_MEAN_MAX = math.log(1e-5), math.log(1e6)
 
 
-class CellFeatures:
-    r"""z-scored cell features :math:`X = (S - \mathbf{1}m^T)\,\mathrm{diag}(1/\sigma)`, kept sparse.
-
-    ``S`` is the sparse log-normalised matrix (n x G). A projection
-    :math:`X\,\mathrm{diag}(c)\,W^T` (``c`` a 0/1 column mask) is computed as
-    :math:`S\,W_c - \mathbf{1}(m^T W_c)` with :math:`W_c = \mathrm{diag}(c/\sigma) W^T`,
-    which costs a sparse-dense product instead of a dense one (~10x fewer
-    operations on typical 90 %-zero data) and is exactly equal.
-    """
-
-    def __init__(self, s, mean: torch.Tensor, std: torch.Tensor, device="cpu", col_mask: torch.Tensor | None = None):
-        device = torch.device(device)
-        self.s = _to_torch_csr(s, device)
-        self.s_t = _to_torch_csr(s.T.tocsr(), device)
-        self.mean = mean.to(device)
-        self.inv_std = (1.0 / std).to(device)
-        self.col_mask = col_mask
-
-    def masked(self, col_mask: torch.Tensor | None) -> "CellFeatures":
-        out = CellFeatures.__new__(CellFeatures)
-        out.s, out.s_t, out.mean, out.inv_std = self.s, self.s_t, self.mean, self.inv_std
-        out.col_mask = col_mask
-        return out
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.s.shape)
-
-    def dense(self) -> torch.Tensor:
-        x = (self.s.to_dense() - self.mean) * self.inv_std
-        return x if self.col_mask is None else x * self.col_mask
-
-    def project(self, weight: torch.Tensor) -> torch.Tensor:
-        """``X_masked @ weight.T`` for a Linear weight (out x G)."""
-        scale = self.inv_std if self.col_mask is None else self.inv_std * self.col_mask
-        w = weight.T * scale.unsqueeze(1)
-        return _SpMM.apply(self.s, self.s_t, w) - (self.mean @ w).unsqueeze(0)
-
-
 def project(x, lin: nn.Linear) -> torch.Tensor:
-    """Apply ``lin`` to dense features or to :class:`CellFeatures`."""
+    """Apply ``lin`` to dense features or to :class:`~scgpcl.data.CellFeatures` (kept sparse)."""
     if isinstance(x, CellFeatures):
         out = x.project(lin.weight)
         return out if lin.bias is None else out + lin.bias
@@ -96,19 +67,34 @@ class BipartiteSAGELayer(nn.Module):
             self.gene_bias = nn.Parameter(torch.zeros(out))
             self.gene_norm = nn.BatchNorm1d(out)
 
-    def forward(
-        self, x_cell: torch.Tensor, x_gene: torch.Tensor, adj: BipartiteAdjacency
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def cell_parts(self, x_cell) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cells' (self term, message to their genes)."""
         pc = project(x_cell, self.cell_lin)
+        return (pc[:, : self.out], pc[:, self.out :]) if self.update_genes else (pc, None)
+
+    def gene_parts(self, x_gene: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Genes' (self term, message to their cells)."""
         pg = self.gene_lin(x_gene)
-        o = self.out
-        # cell <- mean of its genes' messages
-        h_cell = pc[:, :o] + adj.mean_genes_to_cells(pg[:, o:] if self.update_genes else pg) + self.cell_bias
-        h_cell = self.act(self.cell_norm(h_cell))
+        return (pg[:, : self.out], pg[:, self.out :]) if self.update_genes else (None, pg)
+
+    def finish_cells(self, self_term: torch.Tensor, aggregate: torch.Tensor) -> torch.Tensor:
+        """New cell states from the self term and the mean of their genes' messages."""
+        return self.act(self.cell_norm(self_term + aggregate + self.cell_bias))
+
+    def finish_genes(self, self_term: torch.Tensor, aggregate: torch.Tensor) -> torch.Tensor:
+        """New gene states from the self term and the mean of their cells' messages."""
+        return self.act(self.gene_norm(self_term + aggregate + self.gene_bias))
+
+    def forward(
+        self, x_cell, x_gene: torch.Tensor, adj: BipartiteAdjacency
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """New (cell, gene) states of a (sub)graph; the gene states are None when ``update_genes=False``."""
+        self_c, to_genes = self.cell_parts(x_cell)
+        self_g, to_cells = self.gene_parts(x_gene)
+        h_cell = self.finish_cells(self_c, adj.mean_genes_to_cells(to_cells))
         if not self.update_genes:
             return h_cell, None
-        h_gene = pg[:, :o] + adj.mean_cells_to_genes(pc[:, o:]) + self.gene_bias
-        return h_cell, self.act(self.gene_norm(h_gene))
+        return h_cell, self.finish_genes(self_g, adj.mean_cells_to_genes(to_genes))
 
 
 class GraphEncoder(nn.Module):
@@ -117,6 +103,8 @@ class GraphEncoder(nn.Module):
     ``activation`` (a key of :data:`ACTIVATIONS`) follows every layer but the
     last, whose output is the representation.
     """
+
+    uses_graph = True
 
     def __init__(self, n_input: int, gene_dim: int, dims: tuple[int, ...], activation: str = "none"):
         super().__init__()
@@ -129,17 +117,56 @@ class GraphEncoder(nn.Module):
             cell_in = gene_in = d
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, x_cell, x_gene, adj: BipartiteAdjacency, n_target: int) -> torch.Tensor:
+    def forward(self, x_cell, x_gene: torch.Tensor, adj: BipartiteAdjacency, n_target: int) -> torch.Tensor:
+        """The first ``n_target`` cells' representations on a sampled subgraph."""
         for layer in self.layers:
             x_cell, x_gene = layer(x_cell, x_gene, adj)
         return x_cell[:n_target]
+
+    def gene_context(self, chunks: Callable[[], Iterable[CellChunk]], x_gene: torch.Tensor) -> list[torch.Tensor]:
+        """The genes' messages to cells at every layer, from the cells ``chunks()`` yields.
+
+        A gene's state at layer l+1 averages the messages of its cells at layer
+        l; with every cell as context this is the full-graph forward pass, done
+        one chunk of cells at a time (one pass over the chunks per layer but
+        the last). Returns, per layer, what :meth:`encode_chunk` needs.
+        """
+        messages = []
+        for depth, layer in enumerate(self.layers):
+            self_g, to_cells = layer.gene_parts(x_gene)
+            messages.append(to_cells)
+            if not layer.update_genes:
+                break
+            sums = deg = None
+            for chunk in chunks():
+                h = self._cells(chunk, messages[:depth])
+                _, to_genes = layer.cell_parts(h)
+                s = chunk.adjacency.sum_cells_to_genes(to_genes)
+                d = chunk.adjacency.sum_cells_to_genes(torch.ones(len(chunk.cells), 1, device=s.device))
+                sums, deg = (s, d) if sums is None else (sums + s, deg + d)
+            mean = sums / torch.where(deg > 0, deg, torch.ones_like(deg))
+            x_gene = layer.finish_genes(self_g, mean)
+        return messages
+
+    def _cells(self, chunk: CellChunk, messages: list[torch.Tensor]) -> torch.Tensor:
+        h = chunk.features
+        for layer, to_cells in zip(self.layers, messages):
+            self_c, _ = layer.cell_parts(h)
+            h = layer.finish_cells(self_c, chunk.adjacency.mean_genes_to_cells(to_cells))
+        return h
+
+    def encode_chunk(self, chunk: CellChunk, context: list[torch.Tensor]) -> torch.Tensor:
+        """Representations of a chunk's cells, given :meth:`gene_context`."""
+        return self._cells(chunk, context)
 
 
 class MLPEncoder(nn.Module):
     """Ablation: the same widths without the graph (Linear + BatchNorm per layer,
     ``activation`` after every layer but the last)."""
 
-    def __init__(self, n_input: int, dims: tuple[int, ...], activation: str = "none"):
+    uses_graph = False
+
+    def __init__(self, n_input: int, gene_dim: int, dims: tuple[int, ...], activation: str = "none"):
         super().__init__()
         self.first = nn.Linear(n_input, dims[0])
         mods: list[nn.Module] = [nn.BatchNorm1d(dims[0])]
@@ -152,8 +179,20 @@ class MLPEncoder(nn.Module):
         self.rest = nn.Sequential(*mods)
 
     def forward(self, x_cell, x_gene, adj, n_target: int) -> torch.Tensor:
-        # the caller passes the target cells' features only
+        """Representations of the target cells (the view holds only their features)."""
         return self.rest(project(x_cell, self.first))[:n_target]
+
+    def gene_context(self, chunks, x_gene) -> list[torch.Tensor]:
+        """Nothing: the MLP reads no genes."""
+        return []
+
+    def encode_chunk(self, chunk: CellChunk, context) -> torch.Tensor:
+        """Representations of a chunk's cells."""
+        return self.rest(project(chunk.features, self.first))
+
+
+#: ``encoder`` option -> class; each takes ``(n_input, gene_dim, dims, activation)``.
+ENCODERS: dict[str, type[nn.Module]] = {"graph": GraphEncoder, "mlp": MLPEncoder}
 
 
 class ZINBDecoder(nn.Module):
@@ -172,13 +211,15 @@ class ZINBDecoder(nn.Module):
         self.out = nn.Linear(n_hidden, heads * n_genes)
 
     def forward(self, z: torch.Tensor):
+        """``(mean, theta, pi_logits)``; theta and pi_logits are None with one head."""
         o = self.out(self.hidden(z))
         if self.heads == 1:
             return o, None, None
-        g = self.n_genes
-        mean = torch.exp(o[:, :g].clamp(_LOG_MEAN_MIN, _LOG_MEAN_MAX))
-        theta = F.softplus(o[:, g : 2 * g]).clamp(1e-4, 1e4)
-        return mean, theta, o[:, 2 * g :]
+        # split, not slices: the backward of three slices zero-fills three full-size gradients
+        log_mean, theta_raw, pi_logits = o.split(self.n_genes, dim=1)
+        mean = torch.exp(log_mean.clamp(_LOG_MEAN_MIN, _LOG_MEAN_MAX))
+        theta = F.softplus(theta_raw).clamp(1e-4, 1e4)
+        return mean, theta, pi_logits
 
 
 class SCGPCLModule(nn.Module):
@@ -188,6 +229,14 @@ class SCGPCLModule(nn.Module):
     ----------
     n_genes
         Width of the cell features (selected genes) and of the decoder output.
+    encoder_dims, gene_embedding_dim, decoder_dim
+        Layer widths.
+    encoder
+        A key of :data:`ENCODERS`.
+    reconstruction
+        A key of :data:`~scgpcl.module.RECONSTRUCTIONS` (sets the decoder's heads).
+    encoder_activation
+        A key of :data:`ACTIVATIONS`.
     """
 
     def __init__(
@@ -202,46 +251,75 @@ class SCGPCLModule(nn.Module):
         encoder_activation: str = "none",
     ):
         super().__init__()
-        if encoder_activation not in ACTIVATIONS:
-            raise ValueError(f"encoder_activation must be one of {sorted(ACTIVATIONS)}, not {encoder_activation!r}")
+        from ._objective import RECONSTRUCTIONS
+
+        for name, value, known in (("encoder", encoder, ENCODERS), ("reconstruction", reconstruction, RECONSTRUCTIONS),
+                                   ("encoder_activation", encoder_activation, ACTIVATIONS)):
+            if value not in known:
+                raise ValueError(f"{name} must be one of {sorted(known)}, not {value!r}")
         self.n_genes = n_genes
         self.n_latent = encoder_dims[-1]
+        self.reconstruction = reconstruction
         self.gene_embedding = nn.Embedding(n_genes, gene_embedding_dim)
-        if encoder == "graph":
-            self.encoder: nn.Module = GraphEncoder(n_genes, gene_embedding_dim, tuple(encoder_dims), encoder_activation)
-        elif encoder == "mlp":
-            self.encoder = MLPEncoder(n_genes, tuple(encoder_dims), encoder_activation)
-        else:
-            raise ValueError(f"encoder must be 'graph' or 'mlp', not {encoder!r}")
-        heads = 3 if reconstruction == "zinb" else 1
-        self.decoder = ZINBDecoder(self.n_latent, decoder_dim, n_genes, heads=heads)
+        self.encoder = ENCODERS[encoder](n_genes, gene_embedding_dim, tuple(encoder_dims), encoder_activation)
+        self.decoder = ZINBDecoder(self.n_latent, decoder_dim, n_genes, heads=RECONSTRUCTIONS[reconstruction].heads)
         self.cluster_centres: nn.Parameter | None = None
 
+    @property
+    def uses_graph(self) -> bool:
+        """Whether the encoder reads the subgraph (the loader samples one only then)."""
+        return self.encoder.uses_graph
+
     def init_cluster_centres(self, centres: torch.Tensor) -> None:
+        """Create (or replace) the DEC cluster centres."""
         self.cluster_centres = nn.Parameter(centres.detach().clone().float())
 
-    def encode(
-        self,
-        x_cell: torch.Tensor,
-        gene_ids: torch.Tensor,
-        adj: BipartiteAdjacency,
-        n_target: int,
-        cell_mask: torch.Tensor | None = None,
-        gene_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Cell representations of the first ``n_target`` cells of a (sub)graph.
+    def encode(self, view: View) -> torch.Tensor:
+        """Representations of a view's target cells (feature masks applied)."""
+        x_gene = self.gene_embedding(view.genes)
+        if view.gene_mask is not None:
+            x_gene = x_gene * view.gene_mask
+        return self.encoder(view.features, x_gene, view.adjacency, view.n_target)
 
-        ``x_cell`` is a dense tensor or :class:`CellFeatures`; ``cell_mask`` /
-        ``gene_mask`` are 0/1 column masks (feature masking).
+    @contextlib.contextmanager
+    def _evaluating(self):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def gene_context(self, context: Callable[[], Iterable[CellChunk]]) -> list[torch.Tensor]:
+        """The genes' states given the cells ``context()`` yields (eval mode; empty for the MLP).
+
+        With every cell as context, :meth:`embed_cells` then gives the
+        full-graph representation, computed one chunk at a time.
         """
-        x_gene = self.gene_embedding(gene_ids)
-        if isinstance(x_cell, CellFeatures):
-            x_cell = x_cell.masked(cell_mask)
-        elif cell_mask is not None:
-            x_cell = x_cell * cell_mask
-        if gene_mask is not None:
-            x_gene = x_gene * gene_mask
-        return self.encoder(x_cell, x_gene, adj, n_target)
+        with self._evaluating():
+            return self.encoder.gene_context(context, self.gene_embedding.weight)
+
+    def embed_cells(self, chunks: Iterable[CellChunk], gene_context: list[torch.Tensor]) -> torch.Tensor:
+        """Representations of the cells of ``chunks`` (eval mode, no sampling or masking)."""
+        with self._evaluating():
+            parts = [self.encoder.encode_chunk(c, gene_context) for c in chunks]
+        if not parts:
+            return torch.zeros(0, self.n_latent, device=self.gene_embedding.weight.device)
+        return torch.cat(parts)
+
+    def embed(self, chunks: Callable[[], Iterable[CellChunk]],
+              context: Callable[[], Iterable[CellChunk]] | None = None) -> torch.Tensor:
+        """Representations of the cells ``chunks()`` yields, with ``context()`` (default: the same
+        cells) as the cells the genes' states are averaged over."""
+        return self.embed_cells(chunks(), self.gene_context(context or chunks))
 
     def decode(self, z: torch.Tensor):
+        """The decoder's outputs for representations ``z``."""
         return self.decoder(z)
+
+    def loss(self, batch, context, weights: dict[str, float]):
+        """The named loss terms of a minibatch (:func:`scgpcl.module.batch_loss`)."""
+        from ._objective import batch_loss
+
+        return batch_loss(self, batch, context, weights)

@@ -30,7 +30,7 @@ _TERM_NAMES = {
 }
 _TERM_COLOURS = {"loss": "#222222", "zinb": "#1f77b4", "mse": "#1f77b4", "ins": "#ff7f0e", "proto": "#2ca02c",
                  "cluster": "#d62728"}
-_NOT_LOSSES = {"epoch", "ari_prev", "delta_label"}
+_NOT_LOSSES = {"epoch", "round", "steps", "ari_prev", "delta_label"}
 _STAGE_NAMES = {"pretrain": "pre-training", "finetune": "fine-tuning"}
 
 
@@ -208,7 +208,7 @@ def umap(
 
 
 # ----------------------------------------------------------- training curves
-_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "patience": "no ARI gain"}
+_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds", "patience": "no ARI gain"}
 
 
 def _short_reason(stage: dict) -> str:
@@ -233,15 +233,20 @@ def _short_reason(stage: dict) -> str:
     return reason.split(":")[0][:24]
 
 
+def _x(history_stage) -> np.ndarray:
+    """A stage's round numbers (``epoch`` in results saved before training ran in rounds)."""
+    return np.asarray(history_stage.get("round", history_stage.get("epoch", [])))
+
+
 def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, show: bool = False) -> Figure:
-    """Every loss term of each training stage on one epoch axis.
+    """Every loss term of each training stage on one axis of rounds.
 
     Pre-training and fine-tuning follow each other on the x axis (fine-tuning
     shaded), with the stage boundary, the end of the warm-up (prototypes
     switched on) and each stage's stopping point marked. The right axis shows
-    the ARI between consecutive epochs' k-means labels (pre-training's
+    the ARI between consecutive rounds' k-means labels (pre-training's
     convergence check, with its threshold) and the fraction of labels that
-    changed per fine-tuning epoch.
+    changed per fine-tuning round.
 
     Parameters
     ----------
@@ -259,10 +264,10 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     history = info.get("history") or {}
     stages = info.get("stages") or {}
     config = (info.get("params") or {}).get("config") or {}
-    names = [s for s in ("pretrain", "finetune") if s in history and len(np.asarray(history[s].get("epoch", []))) > 0]
-    names += [s for s in history if s not in names and len(np.asarray(history[s].get("epoch", []))) > 0]
+    names = [s for s in ("pretrain", "finetune") if s in history and len(_x(history[s])) > 0]
+    names += [s for s in history if s not in names and len(_x(history[s])) > 0]
     if not names:
-        raise InputError(f"uns[{key!r}]['history'] has no training epochs to plot")
+        raise InputError(f"uns[{key!r}]['history'] has no training rounds to plot")
 
     fig = _new_figure((9.0, 5.0), show)
     ax = fig.add_subplot()
@@ -273,7 +278,7 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     stop_points = []
     for i, stage in enumerate(names):
         h = {k: np.asarray(v, dtype=float) for k, v in history[stage].items()}
-        epochs = h["epoch"] + offset
+        epochs = _x(h) + offset
         rank = {t: i for i, t in enumerate(_TERM_NAMES)}  # a fixed legend order, also after an .h5ad round trip
         for term in sorted(h, key=lambda t: (rank.get(t, len(rank)), t)):
             values = h[term]
@@ -288,7 +293,7 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
                     marker="o", ms=2.5, label=None if label in labelled else label)
             labelled.add(label)
         if "ari_prev" in h and np.isfinite(h["ari_prev"]).any():
-            label = "ARI vs previous epoch (right)"
+            label = "ARI vs previous round (right)"
             ax2.plot(epochs, h["ari_prev"], color="#8e44ad", ls="--", marker="s", ms=3.5, lw=1.2,
                      label=None if label in labelled else label)
             labelled.add(label)
@@ -303,12 +308,12 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
             ax2.plot(epochs, h["delta_label"], color="#16a085", ls="--", marker="^", ms=3.5, lw=1.2,
                      label=None if label in labelled else label)
             labelled.add(label)
-        last = len(h["epoch"]) + offset
+        last = len(_x(h)) + offset
         if "loss" in h:
             stop_points.append((stage, epochs[-1], h["loss"][-1]))
         if stage == "pretrain":
-            warmup = config.get("train.warmup_epochs")
-            if warmup is not None and 0 < float(warmup) < len(h["epoch"]) and "proto" in h:
+            warmup = config.get("train.warmup_rounds", config.get("train.warmup_epochs"))
+            if warmup is not None and 0 < float(warmup) < len(_x(h)) and "proto" in h:
                 ax.axvline(float(warmup) + 0.5, color="#2ca02c", ls=":", lw=1)
                 ax.annotate("warm-up ends", (float(warmup) + 0.5, 0.5), xycoords=("data", "axes fraction"),
                             xytext=(-3, 0), textcoords="offset points", rotation=90, ha="right", va="center",
@@ -336,10 +341,10 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
 
     ax.set_xlim(0.5, offset + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (pre-training, then fine-tuning)")
+    ax.set_xlabel("round (pre-training, then fine-tuning)")
     ax.set_ylabel("loss (mean over minibatches)")
     ax2.set_ylim(-0.02, 1.05)
-    ax2.set_ylabel("ARI between epochs / fraction changed")
+    ax2.set_ylabel("ARI between rounds / fraction changed")
     ax.set_zorder(ax2.get_zorder() + 1)  # losses above, but keep the twin axis visible through
     ax.patch.set_visible(False)
     h1, l1 = ax.get_legend_handles_labels()

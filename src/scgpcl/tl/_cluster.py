@@ -39,8 +39,8 @@ def cluster(
     Writes ``obs[key_added]`` (categorical of strings; cells dropped for having
     no counts in the genes used are NaN, with a warning), ``obsm['X_' + key_added]`` (the learned representation,
     ready for ``sc.pp.neighbors(adata, use_rep='X_scgpcl')``) and
-    ``uns[key_added]`` with ``params``, per-epoch ``history``, ``stages``
-    (epochs run, stop reason, seconds) and, when ``label_key`` names
+    ``uns[key_added]`` with ``params``, per-round ``history``, ``stages``
+    (rounds and steps run, stop reason, seconds) and, when ``label_key`` names
     reference labels, ``metrics`` (ARI, NMI, CA, F1) on the clustered cells.
 
     ``n_clusters=None`` estimates K on the representation after the warm-up

@@ -1,6 +1,11 @@
-"""Training loops, k-means and stopping rules."""
+"""Training: the stages, their schedule, k-means and the estimate of K."""
 
-from ._kmeans import KMeansResult, kmeans
-from ._trainer import StageResult, Trainer, prototype_sizes
+from ._kmeans import KMeansResult, assign, consensus_labels, kmeans
+from ._loop import StageResult, loss_weights
+from ._schedule import Schedule
+from ._trainer import Trainer, TrainingResult, prototype_sizes
 
-__all__ = ["KMeansResult", "StageResult", "Trainer", "kmeans", "prototype_sizes"]
+__all__ = [
+    "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "consensus_labels", "kmeans",
+    "loss_weights", "prototype_sizes",
+]

@@ -16,7 +16,7 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-__all__ = ["KMeansResult", "consensus_labels", "kmeans"]
+__all__ = ["KMeansResult", "assign", "consensus_labels", "kmeans"]
 
 
 @dataclass
@@ -79,3 +79,11 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
         raise ValueError(f"consensus_labels needs 1 <= k <= n_points, got k={k}, n={h.shape[0]}")
     with threadpool_limits(limits=threads, user_api="openmp"):
         return KMeans(k, n_init=n_init, random_state=seed).fit(h).labels_.astype(np.int64)
+
+
+def assign(x: torch.Tensor | np.ndarray, centres: torch.Tensor | np.ndarray, *, chunk: int = 65536) -> np.ndarray:
+    """The nearest of ``centres`` for every row of ``x`` (squared Euclidean distance), in chunks of rows."""
+    x = torch.as_tensor(x)
+    c = torch.as_tensor(centres, device=x.device, dtype=x.dtype)
+    out = [torch.cdist(x[i : i + chunk], c).argmin(1) for i in range(0, len(x), chunk)]
+    return torch.cat(out).cpu().numpy().astype(np.int64) if out else np.zeros(0, dtype=np.int64)

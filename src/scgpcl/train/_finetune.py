@@ -1,0 +1,105 @@
+"""DEC fine-tuning (method sections 5-6): start from k-means, then rounds with a fixed target distribution."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..module import LossContext, soft_assign
+from ._global import dec_target, nearest
+from ._kmeans import consensus_labels
+from ._loop import StageResult, check_finite, run_round
+from ._schedule import Progress
+
+__all__ = ["FinetuneStage", "init_clusters"]
+
+log = logging.getLogger("scgpcl")
+
+
+def init_clusters(tr) -> np.ndarray:
+    """The DEC start (``dec_init``) on every cell's pre-trained representation; sets the DEC centres.
+
+    k-means (``kmeans_n_init`` restarts) on the sample's rows; every cell then
+    gets its nearest centre (with every cell in the sample these are the
+    k-means labels). Records ``init_labels`` and ``init_embedding`` in the
+    trainer's result and returns the labels.
+    """
+    z = tr.embedder.of_all()
+    ids = tr.embedder.sample_ids()
+    z_s = z if tr.embedder.sample is None else z[tr.embedder.sample]
+    r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init)
+    labels_s, centres = r.labels, r.centres
+    recent = [lab for lab in tr.result.recent_round_labels if lab.max() + 1 == tr.k]
+    if tr.cfg.dec_init == "consensus" and recent:
+        labels_s = consensus_labels(recent + [r.labels], tr.k, seed=tr.seed)
+        zn = z_s.cpu().numpy()
+        centres = np.stack([zn[labels_s == c].mean(0) for c in range(tr.k)]).astype(np.float32)
+    tr.module.init_cluster_centres(torch.from_numpy(centres).to(tr.loader.device))
+    if tr.embedder.sample is None:
+        labels = labels_s
+    else:
+        labels = nearest(z, centres).cpu().numpy()
+        labels[ids] = labels_s
+    tr.result.init_labels = labels
+    tr.result.init_embedding = z.cpu().numpy()
+    return labels
+
+
+class FinetuneStage:
+    """Runs DEC fine-tuning for a :class:`~scgpcl.train.Trainer`."""
+
+    def __init__(self, trainer):
+        self.tr = trainer
+
+    def run(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
+        """Fine-tune until fewer than ``finetune_tol`` of the labels change between rounds."""
+        tr, cfg, sched = self.tr, self.tr.cfg, self.tr.schedule
+        res = StageResult(stop_reason=f"reached the maximum of {sched.finetune_rounds} rounds")
+        init = init_clusters(tr)
+        prev = init if tr.embedder.sample is None else init[tr.embedder.sample_ids()]
+        opt = torch.optim.Adadelta(tr.module.parameters(), lr=cfg.finetune_lr, rho=cfg.finetune_rho,
+                                   weight_decay=cfg.weight_decay)
+        bar = Progress(sched.max_finetune_steps, "fine-tuning", tr.progress)
+        for rnd in range(1, sched.finetune_rounds + 1):
+            plan = tr.loader.plan(sched.steps_per_round)
+            ctx, labels = self._context(plan)
+            delta = float(np.mean(labels != prev))
+            prev = labels
+            record = {"round": rnd, "delta_label": delta}
+            # as in DEC/scDeepCluster, no stop before the first round: argmax Q with
+            # the k-means centres reproduces the k-means labels by construction
+            if rnd > 1 and delta < cfg.finetune_tol:
+                res.stop_kind = "converged"
+                res.stop_reason = f"converged before round {rnd}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
+                break
+            record.update(run_round(tr.module, tr.loader, plan, opt, ctx, tr.weights, bar, n_views=1,
+                                    mask=cfg.finetune_masking))
+            res.steps += len(plan)
+            record["steps"] = res.steps
+            check_finite(record, "fine-tuning")
+            res.history.append(record)
+            res.rounds = rnd
+            bar.round_done(record)
+            if callback:
+                callback(rnd, record)
+        res.seconds = bar.close()
+        log.info("fine-tuning: %d rounds (%d steps), %s (%.1f s)", res.rounds, res.steps, res.stop_reason,
+                 res.seconds)
+        return res
+
+    def _context(self, plan: list[torch.Tensor]) -> tuple[LossContext, np.ndarray]:
+        """The round's DEC target for its cells (frequencies from the sample) and the sample's labels."""
+        tr = self.tr
+        mu, alpha = tr.module.cluster_centres, tr.model_cfg.alpha
+        with torch.no_grad():
+            q_s = soft_assign(tr.embedder.of_sample(), mu, alpha)
+            freq = q_s.sum(dim=0, keepdim=True)
+            target = tr.embedder.spread(dec_target(q_s, freq), 0.0)
+            missing = tr.embedder.missing(torch.cat(plan))
+            if len(missing):
+                target[missing] = dec_target(soft_assign(tr.embedder.of_cells(missing), mu, alpha), freq)
+        ctx = LossContext("finetune", tau=tr.model_cfg.tau, alpha=alpha, target=target)
+        return ctx, q_s.argmax(1).cpu().numpy()

@@ -1,0 +1,81 @@
+"""The inner loop: one round of optimizer steps on whatever loss terms the module returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .._config import TrainConfig
+from ..data import SubgraphLoader
+from ..module import LOSS_TERMS, LossContext, SCGPCLModule
+from ._schedule import Progress
+
+__all__ = ["StageResult", "check_finite", "loss_weights", "run_round"]
+
+
+@dataclass
+class StageResult:
+    """What one training stage did."""
+
+    #: rounds run (a round is ``round_steps`` optimizer steps, at most one epoch)
+    rounds: int = 0
+    #: optimizer steps run
+    steps: int = 0
+    #: why the stage stopped, in words (logged, printed, shown in reports)
+    stop_reason: str = ""
+    #: the same as a fixed keyword, for code: ``"max_rounds"``, ``"converged"``
+    #: (the ARI or label-change criterion) or ``"patience"`` (``convergence_patience``)
+    stop_kind: str = "max_rounds"
+    seconds: float = 0.0
+    #: one record per round: ``round``, ``steps`` (cumulative), each loss term's mean, ``loss``, checks
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain types, for ``uns`` and saved models."""
+        return {"rounds": self.rounds, "steps": self.steps, "stop_reason": self.stop_reason,
+                "stop_kind": self.stop_kind, "seconds": self.seconds, "history": self.history}
+
+
+def loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The weight of every registered loss term under ``cfg``."""
+    unknown = sorted(set(cfg.loss_weights) - set(LOSS_TERMS))
+    if unknown:
+        raise ValueError(f"loss_weights names unknown loss term(s) {unknown}; registered: {sorted(LOSS_TERMS)}")
+    out = {}
+    for name, term in LOSS_TERMS.items():
+        if term.weight_option is not None:
+            out[name] = float(getattr(cfg, term.weight_option))
+        else:
+            out[name] = float(cfg.loss_weights.get(name, term.default_weight))
+    return out
+
+
+def run_round(module: SCGPCLModule, loader: SubgraphLoader, plan: list[torch.Tensor], optimizer,
+              context: LossContext, weights: dict[str, float], progress: Progress, *, n_views: int = 2,
+              mask: bool = True) -> dict[str, float]:
+    """One optimizer step per minibatch of ``plan``; returns each term's mean and the total's (``loss``)."""
+    sums: dict[str, torch.Tensor] = {}
+    module.train()
+    for batch in loader.batches(plan, n_views=n_views, mask=mask):
+        out = module.loss(batch, context, weights)
+        total = out.total
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        for key, value in [*out.terms.items(), ("loss", total)]:
+            v = value.detach()
+            sums[key] = sums[key] + v if key in sums else v
+        progress.step()
+    return {k: float(v) / len(plan) for k, v in sums.items()}
+
+
+def check_finite(record: dict, stage: str) -> None:
+    """Stop with a clear error when a loss became NaN or infinite."""
+    bad = [k for k, v in record.items() if not np.isfinite(v)]
+    if bad:
+        raise FloatingPointError(
+            f"{stage} produced a non-finite loss ({', '.join(bad)}) in round {record.get('round')}; "
+            "try a smaller learning rate, or check the input counts"
+        )

@@ -1,0 +1,81 @@
+"""Step budgets and the progress display.
+
+Training runs in rounds of ``round_steps`` optimizer steps (at most one
+epoch), each followed by a global step; stage budgets count rounds, so the
+number of optimizer steps is bounded however many cells there are. On data
+with at most ``round_steps`` minibatches per epoch a round is an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+__all__ = ["Progress", "Schedule"]
+
+log = logging.getLogger("scgpcl")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Steps per round and rounds per stage for one dataset."""
+
+    steps_per_epoch: int
+    steps_per_round: int
+    pretrain_rounds: int
+    warmup_rounds: int
+    finetune_rounds: int
+
+    @classmethod
+    def build(cls, steps_per_epoch: int, cfg) -> "Schedule":
+        """From the loader's epoch length and a :class:`~scgpcl.TrainConfig`."""
+        per_round = steps_per_epoch if cfg.round_steps == 0 else min(cfg.round_steps, steps_per_epoch)
+        return cls(steps_per_epoch, per_round, cfg.pretrain_rounds, cfg.warmup_rounds, cfg.finetune_rounds)
+
+    @property
+    def max_pretrain_steps(self) -> int:
+        """Optimizer steps of pre-training if it never stops early."""
+        return self.pretrain_rounds * self.steps_per_round
+
+    @property
+    def max_finetune_steps(self) -> int:
+        """Optimizer steps of fine-tuning if it never stops early."""
+        return self.finetune_rounds * self.steps_per_round
+
+    def describe(self) -> str:
+        """One line for the log."""
+        unit = "one epoch" if self.steps_per_round == self.steps_per_epoch else (
+            f"{self.steps_per_round / self.steps_per_epoch:.2g} of an epoch")
+        return (f"rounds of {self.steps_per_round} steps ({unit}); at most {self.max_pretrain_steps} pre-training "
+                f"steps (warm-up {self.warmup_rounds * self.steps_per_round}) and {self.max_finetune_steps} "
+                "fine-tuning steps")
+
+
+class Progress:
+    """One progress bar per stage, counted in optimizer steps, with the time left.
+
+    The bar's total is the stage's step budget; a stage that stops early
+    (convergence) closes it there. With ``enabled=False`` nothing is shown.
+    """
+
+    def __init__(self, total_steps: int, desc: str, enabled: bool = True):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled, leave=True,
+                        dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+
+    def step(self, n: int = 1) -> None:
+        """``n`` more steps done."""
+        self.bar.update(n)
+
+    def round_done(self, record: dict) -> None:
+        """Show a round's numbers next to the bar."""
+        shown = {k: f"{v:.3g}" for k, v in record.items() if k not in ("round", "steps")}
+        self.bar.set_postfix({"round": record.get("round"), **shown}, refresh=False)
+
+    def close(self) -> float:
+        """Close the bar; the stage's seconds."""
+        self.bar.close()
+        return time.perf_counter() - self.t0

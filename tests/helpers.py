@@ -1,0 +1,39 @@
+"""Shared test data and settings (imported by the tests; fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+# a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC)
+QUICK = dict(lr=1e-3, pretrain_rounds=12, warmup_rounds=4, finetune_rounds=10, kmeans_n_init=5, kmeans_n_init_round=2)
+#: the shortest schedule that still runs every stage once
+TINY = dict(QUICK, pretrain_rounds=3, warmup_rounds=1, finetune_rounds=2)
+
+
+def toy_counts(n_per=60, n_groups=3, n_genes=150, seed=0) -> ad.AnnData:
+    """Negative-binomial counts with group-specific up-regulated genes."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(0.6, 2.0, size=n_genes)
+    rows, labels = [], []
+    for g in range(n_groups):
+        mean = base.copy()
+        de = rng.choice(n_genes, 25, replace=False)
+        mean[de] *= 6.0
+        lib = rng.lognormal(0.0, 0.3, size=(n_per, 1))
+        mu = mean * lib
+        r = 2.0
+        rows.append(rng.negative_binomial(r, r / (r + mu)))
+        labels += [f"type{g}"] * n_per
+    x = sp.csr_matrix(np.vstack(rows).astype(np.float32))
+    a = ad.AnnData(x)
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    a.obs["cell_type"] = labels
+    return a
