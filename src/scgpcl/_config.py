@@ -1,6 +1,6 @@
 """Typed configuration for every stage of scGPCL.
 
-Defaults follow the reference implementation (``SPEC.md``); where the project
+Defaults follow the reference implementation (``docs/method.md``); where the project
 recommends something else, :func:`fast` says what and why.
 Explicit keyword arguments always win over a config object.
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 @dataclass
 class PreprocessConfig:
-    """Gene selection and normalisation (SPEC section 1)."""
+    """Gene selection and normalisation (docs/method.md section 1)."""
 
     #: ``"variance"``: top ``hvg_fraction`` of genes by raw-count variance
     #: (reference); ``"seurat"``: scanpy's dispersion-based HVG on log-normalised
@@ -32,7 +32,7 @@ class PreprocessConfig:
 
 @dataclass
 class ModelConfig:
-    """Network sizes (SPEC section 4)."""
+    """Network sizes (docs/method.md section 4)."""
 
     encoder_dims: tuple[int, ...] = (256, 64)
     gene_embedding_dim: int = 64
@@ -51,7 +51,7 @@ class ModelConfig:
 
 @dataclass
 class SamplerConfig:
-    """Subgraph sampling and feature masking (SPEC section 3)."""
+    """Subgraph sampling and feature masking (docs/method.md section 3)."""
 
     batch_size: int = 1024
     #: Node budget per hop, alternating genes (hop 1) and cells (hop 2).
@@ -78,7 +78,7 @@ class SamplerConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation schedule (SPEC section 6)."""
+    """Optimisation schedule (docs/method.md section 6)."""
 
     pretrain_epochs: int = 200
     warmup_epochs: int = 100
@@ -272,7 +272,7 @@ class SCGPCLConfig:
 
 
 def faithful() -> SCGPCLConfig:
-    """The reference implementation's defaults (SPEC sections 1-6)."""
+    """The reference implementation's defaults (docs/method.md sections 1-6)."""
     return SCGPCLConfig()
 
 

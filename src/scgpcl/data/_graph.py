@@ -1,4 +1,4 @@
-"""The cell-gene bipartite graph and its minibatch subgraph sampler (SPEC 2-3).
+"""The cell-gene bipartite graph and its minibatch subgraph sampler (docs/method.md sections 2-3).
 
 An edge (cell i, gene j) exists iff the raw count ``X[i, j] > 0``. The graph
 is kept as a binary scipy CSR matrix (cells x genes) and its transpose; a
@@ -20,7 +20,7 @@ than 50 neighbours in the full graph receives messages only from a uniform
 draw of 50 of them (those of the draw that are in the subgraph), separately
 for each edge direction. So in a view a cell aggregates about 50 of its
 expressed genes and a gene about 50 of its cells, drawn anew per view: the
-"fraction of a cell's expressed genes" of SPEC section 3. Here each edge
+"only part of the genes a cell expresses" of docs/method.md section 3. Here each edge
 into a node of full degree ``d`` is kept with probability ``min(1, cap / d)``,
 independently per direction: the same chance per edge as the reference's draw
 (its number of kept neighbours is exactly ``cap`` before the intersection,

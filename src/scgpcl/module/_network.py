@@ -1,4 +1,4 @@
-"""The scGPCL network (SPEC section 4), pure torch: no AnnData in here."""
+"""The scGPCL network (docs/method.md section 4), pure torch: no AnnData in here."""
 
 from __future__ import annotations
 

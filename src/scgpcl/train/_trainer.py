@@ -1,4 +1,4 @@
-"""Training loops: contrastive pre-training and DEC fine-tuning (SPEC section 6).
+"""Training loops: contrastive pre-training and DEC fine-tuning (docs/method.md section 6).
 
 The trainer owns the tensors the loops need (features, counts, size factors,
 the graph and its sampler) and the random streams; the module stays pure
