@@ -57,7 +57,6 @@ autosummary_imported_members = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"  # parameter types listed under "Parameters", also where the docstring has none
 autodoc_typehints_format = "short"
-autodoc_preserve_defaults = True
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
