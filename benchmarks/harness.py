@@ -113,7 +113,7 @@ MANIFEST_BASELINES: dict[str, tuple[tuple[float, float], tuple[float, float] | N
     "baron_human_came2142": ((0.665, 0.775), None),
     "zeisel_full3005_top4000_from_log1p": ((0.642, 0.687), None),
 }
-# published scGPCL (SPEC section 9; GPU, full gene sets, mean of 3): ARI, NMI, CA
+# published scGPCL (docs/method.md section 9; GPU, full gene sets, mean of 3): ARI, NMI, CA
 PUBLISHED = {
     "worm_neuron": (0.5848, 0.7550, 0.7258),
     "mouse_bladder_top2000": (0.4562, 0.7296, 0.6022),

@@ -1,4 +1,4 @@
-"""Sensitivity to lambda2 (``lambda_proto``, weight of the prototypical loss; SPEC section 8).
+"""Sensitivity to lambda2 (``lambda_proto``, weight of the prototypical loss; docs/method.md section 8).
 
 For lambda2 in {0.001, 0.005, 0.05, 0.5, 1, 10} and 3 seeds: the epoch at which
 pre-training converged (ARI > 0.99 between consecutive epochs' k-means labels)

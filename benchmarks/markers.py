@@ -1,4 +1,4 @@
-"""Marker-gene recovery (SPEC section 8): do the clusters' top DE genes match the cell types'?
+"""Marker-gene recovery (docs/method.md section 8): do the clusters' top DE genes match the cell types'?
 
 For each ground-truth type and each predicted cluster, the top 10 differentially
 expressed genes (``scanpy.tl.rank_genes_groups``, Wilcoxon, one group vs the

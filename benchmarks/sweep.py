@@ -1,4 +1,4 @@
-"""The paper's three simulation sweeps (SPEC section 8), with the harness's runners.
+"""The paper's three simulation sweeps (docs/method.md section 8), with the harness's runners.
 
 scGPCL (``fast`` preset) and the cheap baselines (PCA + k-means, tuned Leiden)
 on the Splat ``groups`` presets of :mod:`scgpcl.simulate`: dropout

@@ -6,7 +6,7 @@ their help (``scgpcl cluster --help``) and the documentation are all generated
 from these fields, so a default or a choice is written in exactly one place.
 
 The defaults are the project's recommended settings (:func:`recommended`);
-:func:`faithful` reproduces the reference implementation (method sections 1-6).
+:func:`faithful` reproduces the reference implementation (docs/method.md sections 1-6).
 Explicit keyword arguments always win over a config object. This module
 imports nothing but the standard library, so the command line can build its
 parser without loading torch.
@@ -37,7 +37,7 @@ def _opt(default: Any = dataclasses.MISSING, help: str = "", *, low: float | Non
 
 @dataclass
 class PreprocessConfig:
-    """Gene selection and normalisation (method section 1)."""
+    """Gene selection and normalisation (docs/method.md section 1)."""
 
     gene_selection: Literal["variance", "seurat", "seurat_v3", "none"] = _opt(
         "seurat", "genes the model uses: 'seurat' (scanpy's dispersion-based HVG on log-normalised counts, "
@@ -51,7 +51,7 @@ class PreprocessConfig:
 
 @dataclass
 class ModelConfig:
-    """Network sizes (method section 4)."""
+    """Network sizes (docs/method.md section 4)."""
 
     encoder_dims: tuple[int, ...] = _opt((256, 64), "widths of the encoder layers; the last is the "
                                          "representation's dimension", low=1)
@@ -72,7 +72,7 @@ class ModelConfig:
 
 @dataclass
 class SamplerConfig:
-    """Minibatches, subgraph sampling and feature masking (method section 3)."""
+    """Minibatches, subgraph sampling and feature masking (docs/method.md section 3)."""
 
     batch_size: int = _opt(1024, "target cells per minibatch", low=2)
     num_samples: tuple[int, ...] = _opt((2048, 1024), "node budget per sampling hop: genes at hop 1, cells at "
@@ -92,7 +92,7 @@ class SamplerConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation schedule (method section 6).
+    """Optimisation schedule (docs/method.md section 6).
 
     Training runs in *rounds*: ``round_steps`` optimizer steps (at most one
     epoch: on small data a round is an epoch), then the global step: after
@@ -295,7 +295,7 @@ def fast() -> SCGPCLConfig:
 
 
 def faithful() -> SCGPCLConfig:
-    """The reference implementation's settings (method sections 1-6).
+    """The reference implementation's settings (docs/method.md sections 1-6).
 
     Rounds of one epoch on all cells (so its cost grows with the cells),
     learning rate 1e-4, at most 200 pre-training epochs after a 100-epoch

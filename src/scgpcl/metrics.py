@@ -1,4 +1,4 @@
-"""Clustering metrics against reference labels (SPEC section 7)."""
+"""Clustering metrics against reference labels (docs/method.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The cell node features, kept sparse (method section 1, step 5)."""
+"""The cell node features, kept sparse (docs/method.md section 1, step 5)."""
 
 from __future__ import annotations
 

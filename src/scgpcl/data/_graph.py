@@ -1,4 +1,4 @@
-"""The cell-gene bipartite graph, its sampled subgraphs and the neighbour sampler (method sections 2-3).
+"""The cell-gene bipartite graph, its sampled subgraphs and the neighbour sampler (docs/method.md sections 2-3).
 
 An edge (cell i, gene j) exists iff the raw count ``X[i, j] > 0``.
 :class:`CellGeneGraph` holds the whole prepared dataset on the training

@@ -1,4 +1,4 @@
-"""Minibatches for training and chunks for inference (the PyG ``NeighborLoader`` idea, method section 3).
+"""Minibatches for training and chunks for inference (the PyG ``NeighborLoader`` idea, docs/method.md section 3).
 
 :class:`SubgraphLoader` owns everything a training step consumes apart from
 the model: the order of the cells, the two augmented views of each minibatch

@@ -1,4 +1,4 @@
-"""Preprocessing of a raw count matrix (SPEC section 1), sparse throughout.
+"""Preprocessing of a raw count matrix (docs/method.md section 1), sparse throughout.
 
 The z-scored cell features ``(lognorm - mean) / std`` are never stored
 dense: the model multiplies the sparse log-normalised matrix by its weights

@@ -1,4 +1,4 @@
-"""Loss functions of scGPCL (SPEC section 5), pure torch.
+"""Loss functions of scGPCL (docs/method.md section 5), pure torch.
 
 Every function takes tensors and returns a scalar (or per-element) tensor;
 none of them knows about AnnData or the training loop.

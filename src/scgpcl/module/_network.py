@@ -1,4 +1,4 @@
-"""The scGPCL network (method section 4), pure torch: no AnnData in here.
+"""The scGPCL network (docs/method.md section 4), pure torch: no AnnData in here.
 
 Encoders and reconstructions sit behind two small registries,
 :data:`ENCODERS` and :data:`RECONSTRUCTIONS`; the objective (the named loss

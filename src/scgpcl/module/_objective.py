@@ -1,4 +1,4 @@
-"""The objective: named loss terms of a minibatch (method section 5).
+"""The objective: named loss terms of a minibatch (docs/method.md section 5).
 
 A loss term is a function of a :class:`Forward` (the encoded and decoded
 views of one minibatch, computed once and shared by the terms) and of the

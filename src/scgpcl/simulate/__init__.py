@@ -1,7 +1,7 @@
 """Simulated single-cell counts: a NumPy port of Splatter's Splat ``groups`` model.
 
 >>> from scgpcl.simulate import simulate
->>> adata = simulate("SimT3_1", seed=0)          # a paper dataset (SPEC section 8)
+>>> adata = simulate("SimT3_1", seed=0)          # a paper dataset (docs/method.md section 8)
 >>> adata = simulate("demo")                      # small, quick, for ``scgpcl demo``
 >>> adata = simulate(n_cells=500, n_genes=2000, group_prob=(0.5, 0.5), dropout_mid=1.0)
 

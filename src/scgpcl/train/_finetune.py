@@ -1,4 +1,4 @@
-"""DEC fine-tuning (method sections 5-6): start from k-means, then rounds with a fixed target distribution."""
+"""DEC fine-tuning (docs/method.md sections 5-6): start from k-means, then rounds with a fixed target distribution."""
 
 from __future__ import annotations
 

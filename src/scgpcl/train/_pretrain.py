@@ -1,4 +1,4 @@
-"""Contrastive pre-training (method sections 5-6): rounds of steps, then k-means prototypes and the stop rules."""
+"""Contrastive pre-training (docs/method.md sections 5-6): rounds of steps, then k-means prototypes and the stop rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The trainer: runs pre-training and fine-tuning (method section 6) on a module and a loader.
+"""The trainer: runs pre-training and fine-tuning (docs/method.md section 6) on a module and a loader.
 
 The trainer holds no data preparation: the loader (``scgpcl.data``) owns the
 graph, sampling, batching and the counts; the module (``scgpcl.module``) owns
