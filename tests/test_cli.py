@@ -317,3 +317,51 @@ def test_existing_output_needs_overwrite(toy_file, tmp_path, capsys):
     assert ad.read_h5ad(out).obs["scgpcl"].nunique() <= 3
     assert main(["demo", "--output", str(out), "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+# ------------------------------------------------------ start-up (issue 26, item 6)
+_HEAVY = ("torch", "scanpy", "anndata", "matplotlib", "sklearn", "pandas", "h5py")
+
+
+def _modules_loaded_by(code: str) -> list[str]:
+    script = f"import sys\n{code}\nprint(sorted(m for m in {_HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_help_version_and_usage_errors_import_nothing_heavy():
+    # 'scgpcl --help' or '-k three' took 7-25 s: the whole package (torch, scanpy) was imported first
+    assert _modules_loaded_by("import scgpcl.cli") == []
+    assert _modules_loaded_by("import scgpcl; scgpcl.fast(); scgpcl.__version__") == []
+    calls = [["--help"], ["cluster", "--help"], ["markers", "--help"], ["simulate", "--help"], ["--version"],
+             ["cluster", "in.h5ad", "out.h5ad", "-k", "three"], []]
+    code = ("from scgpcl.cli import main\n"
+            f"for argv in {calls!r}:\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass")
+    assert _modules_loaded_by(code) == []
+
+
+def test_version_and_bare_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"scgpcl {scgpcl.__version__}"
+    assert main([]) == 0  # bare 'scgpcl' shows the commands instead of an error
+    out = capsys.readouterr().out
+    assert out.startswith("usage: scgpcl") and "cluster" in out and "markers" in out and "simulate" in out
+    proc = subprocess.run([sys.executable, "-m", "scgpcl", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"scgpcl {scgpcl.__version__}"
+
+
+def test_lazy_package_attributes_still_work():
+    proc = subprocess.run([sys.executable, "-c", (
+        "import scgpcl\n"
+        "from scgpcl import SCGPCL, tl, read_counts\n"
+        "from scgpcl.simulate import PRESETS, simulate\n"
+        "assert SCGPCL is scgpcl.SCGPCL and tl.cluster is scgpcl.tl.cluster and callable(read_counts)\n"
+        "assert callable(scgpcl.metrics.clustering_metrics) and callable(scgpcl.pl.umap)\n"
+        "assert 'demo' in PRESETS and callable(simulate) and 'SCGPCL' in dir(scgpcl)\n"
+        "assert scgpcl.fast().train.pretrain_epochs > 0\n"
+        "try:\n    scgpcl.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
+    )], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr

@@ -101,8 +101,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # nothing heavy is imported until the arguments are parsed: --help, --version and usage
+    # errors answer at once (tests/test_cli.py checks that torch, scanpy and anndata stay unloaded)
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="scgpcl", description="scGPCL single-cell clustering")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"scgpcl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("cluster", help="cluster a count matrix and write an .h5ad with the results")
     c.add_argument("input", help=".h5ad, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
@@ -399,6 +404,9 @@ def _run_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare 'scgpcl': the overview of the commands, not an error
+        parser.print_help()
+        return 0
     quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     from ._errors import InputError

@@ -23,7 +23,7 @@ from typing import Any
 from scgpcl._errors import InputError
 from scgpcl._fs import check_writable, current_umask
 
-from ._presets import PRESETS, simulate
+from ._names import PRESET_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("output", metavar="OUT.h5ad", help="output file (written atomically)")
     p.add_argument("--preset", metavar="NAME", default=None,
-                   help="start from a named preset: " + ", ".join(PRESETS))
+                   help="start from a named preset: " + ", ".join(PRESET_NAMES))
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("Splat parameters (Splatter names; override the preset)")
     for opt, field, typ, nargs, helptext in _PARAM_OPTIONS:
@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
     check_writable(parent, "the simulated data")
+
+    from ._presets import simulate
 
     overrides = params_from_args(args)
     adata = simulate(
