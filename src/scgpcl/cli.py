@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-genes", type=_positive_int, default=10, help="genes per cluster (10)")
     m.add_argument("--layer", help="layer with raw counts (default: the one the clustering used, else X)")
     m.add_argument("--output", "-o", help="write the table to this .tsv (default: print it)")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file (never the input .h5ad itself)")
     m.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
     m.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -343,6 +345,39 @@ def _run_report(args) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
+    """``markers --output``: checked before any work, like every other output.
+
+    It never replaces its own input (not even with ``--overwrite``: the clustered
+    .h5ad would become a small table), and replaces another existing file only
+    with ``--overwrite``.
+    """
+    from ._errors import InputError
+
+    out = Path(path)
+    if _same_file(out, Path(input_path)):
+        raise InputError(f"--output '{out}' is the input file; the marker table would replace the clustered data. "
+                         f"Give the table its own name, e.g. {out.with_name(out.stem + '_markers.tsv')}")
+    if out.suffix.lower() == ".h5ad":
+        raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is tab-separated text; "
+                         f"give a name ending in .tsv, e.g. {out.with_suffix('.tsv')}")
+    if not out.parent.exists():
+        raise InputError(f"output folder '{out.parent}' does not exist")
+    if out.is_dir():
+        raise InputError(f"--output '{out}' is a folder; give a file name for the table, e.g. {out / 'markers.tsv'}")
+    if out.exists() and not overwrite:
+        raise InputError(f"--output '{out}' exists; pass --overwrite to replace it, or choose another name")
+    check_writable(out.parent, "--output")
+    return out
+
+
 def _run_markers(args) -> int:
     import tempfile
 
@@ -350,13 +385,7 @@ def _run_markers(args) -> int:
     from .tl import markers
     from ._errors import InputError
 
-    out = Path(args.output) if args.output else None
-    if out is not None and not out.parent.exists():
-        raise InputError(f"output folder '{out.parent}' does not exist")
-    if out is not None and out.is_dir():
-        raise InputError(f"--output '{out}' is a folder; give a file name for the table, e.g. {out / 'markers.tsv'}")
-    if out is not None:
-        check_writable(out.parent, "--output")
+    out = _check_table_out(args.output, args.input, args.overwrite) if args.output else None
     adata = read_clustered(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
