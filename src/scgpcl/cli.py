@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+from . import _signals
 from ._fs import check_writable, current_umask
 
 EXIT_INPUT = 2
@@ -399,9 +401,11 @@ def _run_markers(args) -> int:
         with os.fdopen(fd, "w") as f:
             table.to_csv(f, sep="\t", index=False, float_format="%.6g")
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; give the table the usual permissions
+        _signals.raise_if_interrupted()
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with _signals.deferred():
+            Path(tmp).unlink(missing_ok=True)
         raise
     n = table["cluster"].nunique()
     print(f"scgpcl: top {args.n_genes} marker genes of {n} clusters (obs[{args.key!r}]); wrote {out}")
@@ -441,27 +445,53 @@ def main(argv: list[str] | None = None) -> int:
     from ._errors import InputError
 
     handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
-    try:
-        if args.command in handlers:
-            return handlers[args.command](args)
-        from .simulate import _cli as sim_cli
+    # SIGTERM (a batch scheduler's time limit) is handled like Ctrl-C: the writers remove their
+    # temporary files, and the command ends with 143 (130 for Ctrl-C) and a message
+    with _signals.handled():
+        try:
+            if args.command in handlers:
+                code = handlers[args.command](args)
+            else:
+                from .simulate import _cli as sim_cli
 
-        return sim_cli.run(args)
-    except InputError as e:
-        if debug:
-            raise
-        print(f"scgpcl: error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt as e:
-        kept = getattr(e, "written", None)
-        what = f"already written and complete: {', '.join(kept)}; nothing else written" if kept else "no output written"
-        print(f"scgpcl: interrupted; {what}", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - one line unless --debug
-        if debug:
-            raise
-        print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
-        return EXIT_FAILURE
+                code = sim_cli.run(args)
+        except InputError as e:
+            if debug:
+                raise
+            print(f"scgpcl: error: {e}", file=sys.stderr)
+            return EXIT_INPUT
+        except KeyboardInterrupt as e:
+            kept = getattr(e, "written", None)
+            what = (f"already written and complete: {', '.join(kept)}; nothing else written" if kept
+                    else "no output written")
+            print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
+            return _interrupt_exit_code(e)
+        except Exception as e:  # noqa: BLE001 - one line unless --debug
+            if debug:
+                raise
+            print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+            return EXIT_FAILURE
+        if _signals.received() is not None:  # a signal whose exception was dropped on the way; all outputs done
+            print(f"scgpcl: {_interrupted_by(None)} after the outputs were complete", file=sys.stderr)
+            return _interrupt_exit_code(None)
+        return code
+
+
+def _terminated(e: BaseException | None) -> bool:
+    while e is not None:
+        if isinstance(e, _signals.Terminated):
+            return True
+        e = e.__cause__ or e.__context__
+    return _signals.received() == signal.SIGTERM
+
+
+def _interrupted_by(e: BaseException | None) -> str:
+    return "terminated (SIGTERM)" if _terminated(e) else "interrupted"
+
+
+def _interrupt_exit_code(e: BaseException | None) -> int:
+    """128 + the signal number, as a shell reports a process ended by it: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if _terminated(e) else signal.SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,6 +30,7 @@ from anndata import AnnData
 
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
+from ._signals import deferred, raise_if_interrupted
 from .metrics import clustering_metrics
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
@@ -108,7 +109,8 @@ def write_report(
         _write_contents(tmp, adata, key=key, label_key=label_key, dataset_name=dataset_name, n_markers=n_markers)
         _replace_dir(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("wrote report %s", out / "index.html")
     return out
@@ -139,6 +141,7 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
 # ------------------------------------------------------------ file handling
 def _replace_dir(new: Path, out: Path) -> None:
     """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded."""
+    raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser while the report was written
     if not out.exists():
         os.rename(new, out)
         return

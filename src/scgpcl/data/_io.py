@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
+from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import check_label_key, is_number
 
 logger = logging.getLogger("scgpcl")
@@ -217,12 +218,14 @@ def write_h5ad_atomic(
     tmp = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         adata.write_h5ad(tmp, compression=compression)
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # pragma: no cover - nothing more we can do
-            logger.warning("could not remove temporary file '%s'", tmp)
+    except BaseException:  # also KeyboardInterrupt and the CLI's SIGTERM (scgpcl._signals)
+        with deferred():  # a second signal must not cut the clean-up short
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # pragma: no cover - nothing more we can do
+                logger.warning("could not remove temporary file '%s'", tmp)
         raise
 
 

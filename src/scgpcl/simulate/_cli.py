@@ -22,6 +22,7 @@ from typing import Any
 
 from scgpcl._errors import InputError
 from scgpcl._fs import check_writable, current_umask
+from scgpcl._signals import deferred, raise_if_interrupted
 
 from ._names import PRESET_NAMES
 
@@ -145,9 +146,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         adata.write_h5ad(tmp, compression=compression)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates it 0600
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
         os.replace(tmp, out)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with deferred():
+            tmp.unlink(missing_ok=True)
         raise
     counts = adata.obs["cell_type"].value_counts(sort=False)
     logger.info(
