@@ -450,3 +450,26 @@ def test_sigterm_while_simulating_leaves_nothing(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated (SIGTERM); no output written" in err, err
     assert list(work.iterdir()) == []
+
+
+# ------------------------------------------------ --quiet hides progress and INFO, never warnings (item 4)
+def test_quiet_keeps_warnings_that_change_the_data(tmp_path, caplog):
+    a = _toy_counts(n_per=10, n_genes=40)
+    a.var_names = ["g0"] * 2 + [f"g{j}" for j in range(2, a.n_vars)]  # a duplicated gene name
+    path = tmp_path / "dup.h5ad"
+    a.write_h5ad(path)
+    with caplog.at_level("INFO", logger="scgpcl"):
+        assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "1", "--quiet"]) == 2
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("renamed 1 duplicated gene names" in m and "'g0' -> 'g0-1'" in m for m in warned), warned
+    for command in ("cluster", "demo", "markers", "report"):
+        text = " ".join(build_parser_help(command).split())
+        assert "warnings and errors are still shown" in text, command
+
+
+def build_parser_help(command: str) -> str:
+    from scgpcl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return sub.choices[command].format_help()

@@ -12,9 +12,12 @@ import os
 import signal
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import _signals
+from ._messages import cli_context
 from ._fs import check_writable, current_umask
 
 EXIT_INPUT = 2
@@ -98,7 +101,8 @@ def _positive_int(value: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="hide progress bars and INFO messages; warnings and errors are still shown")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -120,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layer", help="layer with raw counts (default: X)")
     c.add_argument("--use-raw", action="store_true",
                    help="the raw counts are in .raw (h5ad); the output then holds them in X, with raw's genes")
-    c.add_argument("--genes-as-rows", action="store_true", help="text input has genes as rows")
+    orientation = c.add_mutually_exclusive_group()
+    orientation.add_argument("--genes-as-rows", dest="genes_as_rows", action="store_const", const=True,
+                             help="text or X/Y .h5 input has genes as rows (R/Seurat exports)")
+    orientation.add_argument("--cells-as-rows", dest="genes_as_rows", action="store_const", const=False,
+                             help="text input has cells as rows. Default for text tables: guessed from the names "
+                                  "and counts, with a warning when read as genes x cells, an error when unclear")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
     c.add_argument("--overwrite", action="store_true",
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output", "-o", help="write the table to this .tsv (default: print it)")
     m.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output file (never the input .h5ad itself)")
-    m.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    m.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
     m.add_argument("--debug", action="store_true", help="show tracebacks")
 
     r = sub.add_parser("report", help="write the HTML report of a clustered .h5ad (as 'cluster --report' does)")
@@ -147,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--key", default="scgpcl", help="key_added of the clustering (scgpcl)")
     r.add_argument("--label-key", help="obs column with reference labels (default: the one it was scored against)")
     r.add_argument("--name", help="dataset name in the title (default: the file name)")
-    r.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    r.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
@@ -309,7 +318,7 @@ def _run_cluster(args) -> int:
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite)
     config = _config_from_args(args)
-    adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
+    adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
@@ -447,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
     # SIGTERM (a batch scheduler's time limit) is handled like Ctrl-C: the writers remove their
     # temporary files, and the command ends with 143 (130 for Ctrl-C) and a message
-    with _signals.handled():
+    with _signals.handled(), cli_context(), _warnings_logged():
         try:
             if args.command in handlers:
                 code = handlers[args.command](args)
@@ -475,6 +484,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scgpcl: {_interrupted_by(None)} after the outputs were complete", file=sys.stderr)
             return _interrupt_exit_code(None)
         return code
+
+
+@contextmanager
+def _warnings_logged():
+    """Show Python warnings as 'WARNING: <message>' lines through the scgpcl logger, like its own warnings.
+
+    They then look alike, name no source line, and are shown with --quiet too
+    (which hides only progress and INFO messages).
+    """
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        log.warning("%s", message)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _terminated(e: BaseException | None) -> bool:
