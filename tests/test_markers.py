@@ -137,3 +137,18 @@ def test_markers_output_never_replaces_the_input_or_an_existing_file(tmp_path, c
     monkeypatch.undo()
     assert main(["markers", str(path), "-o", str(table), "--overwrite", "--quiet", "--n-genes", "2"]) == 0
     assert table.read_text().startswith("cluster\trank\tgene") and path.read_bytes() == before
+
+
+def test_missing_key_lists_the_columns_and_names_the_flag(tmp_path, capsys):
+    # 'markers --key nope' said "run scgpcl.tl.cluster(adata, ...) first (or pass key=)" and listed nothing
+    a, _ = _grouped()
+    a.obs["leiden"] = a.obs["scgpcl"]
+    path = tmp_path / "clustered.h5ad"
+    a.write_h5ad(path)
+    assert main(["markers", str(path), "--key", "nope", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "obs columns: 'scgpcl', 'leiden'" in err[0] and "--key" in err[0]
+    assert "key=" not in err[0] and "tl.cluster" not in err[0] and "scgpcl cluster" in err[0]
+    # from Python the same problem names the Python argument
+    with pytest.raises(InputError, match=r"obs columns: 'scgpcl', 'leiden'.*key=.*scgpcl\.tl\.cluster"):
+        scgpcl.tl.markers(a, key="nope")

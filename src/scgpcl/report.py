@@ -30,6 +30,7 @@ from anndata import AnnData
 
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
+from ._messages import arg, listing
 from ._signals import deferred, raise_if_interrupted
 from .metrics import clustering_metrics
 
@@ -157,13 +158,16 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 def _check_inputs(adata: AnnData, key: str, label_key: str | None) -> None:
     if key not in adata.obs.columns or not isinstance(adata.uns.get(key), dict) or "X_" + key not in adata.obsm:
+        found = [str(k) for k, v in adata.uns.items() if isinstance(v, dict) and "params" in v and k in adata.obs]
+        found_text = f"; clusterings found under: {listing(found)}" if found else ""
         raise InputError(
-            f"no scgpcl clustering under key {key!r} (obs[{key!r}], obsm['X_{key}'], uns[{key!r}]): "
-            "run scgpcl.tl.cluster first, or pass the key= it was stored under"
+            f"no scgpcl clustering under key {key!r} (obs[{key!r}], obsm['X_{key}'], uns[{key!r}]){found_text}: "
+            + arg("run scgpcl.tl.cluster first, or pass the key= it was stored under",
+                  "cluster with 'scgpcl cluster' first, or pass the --key it was stored under")
         )
     if label_key is not None and label_key not in adata.obs.columns:
-        cols = ", ".join(map(repr, adata.obs.columns))
-        raise InputError(f"label key {label_key!r} is not a column of obs (available columns: {cols})")
+        raise InputError(f"label key {label_key!r} is not a column of obs (available columns: "
+                         f"{listing(list(adata.obs.columns))}); pass one to {arg('label_key=', '--label-key')}")
 
 
 # ---------------------------------------------------------------- contents

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
 from .._errors import InputError
+from .._messages import arg, listing
 from .._threads import torch_threads_kept
 from ..metrics import clustering_metrics
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
@@ -51,17 +52,22 @@ def _finish(fig: Figure, show: bool) -> Figure:
     return fig
 
 
+def _run_first() -> str:
+    return arg("run scgpcl.tl.cluster first, or pass the key= it was stored under",
+               "cluster with 'scgpcl cluster' first, or pass the --key it was stored under")
+
+
 def _check_obs(adata: AnnData, column: str, what: str) -> None:
     if column not in adata.obs.columns:
-        cols = ", ".join(map(repr, adata.obs.columns)) or "none"
-        hint = " (run scgpcl.tl.cluster first, or pass key=)" if what == "clusters" else ""
+        cols = listing(list(adata.obs.columns))
+        hint = f" ({_run_first()})" if what == "clusters" else ""
         raise InputError(f"no {what} in obs[{column!r}]{hint}; obs columns: {cols}")
 
 
 def _uns(adata: AnnData, key: str) -> dict:
     info = adata.uns.get(key)
     if not isinstance(info, dict):
-        raise InputError(f"no scgpcl record in uns[{key!r}]: run scgpcl.tl.cluster first (or pass key=)")
+        raise InputError(f"no scgpcl record in uns[{key!r}]: {_run_first()}")
     return info
 
 
@@ -107,7 +113,7 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
 
     rep = "X_" + key
     if rep not in adata.obsm:
-        raise InputError(f"no embedding in obsm[{rep!r}]: run scgpcl.tl.cluster first (or pass key=)")
+        raise InputError(f"no embedding in obsm[{rep!r}]: {_run_first()}")
     store = f"X_{key}_umap"
     info = adata.uns.get(key)
     settings = {"n_neighbors": int(n_neighbors), "random_state": int(random_state), "obsm_key": store}

@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._config import SCGPCLConfig
 from .._errors import InputError
+from .._messages import arg
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._scgpcl import SCGPCL
@@ -67,19 +68,20 @@ def cluster(
 
 def check_keys(key_added: str, label_key: str | None) -> None:
     """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
+    name = arg("key_added", "--key-added")
     if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string, got {key_added!r}")
+        raise InputError(f"{name} must be a non-empty string, got {key_added!r}")
     if "/" in key_added:
         # h5ad/zarr keys are paths: obs['a/b'] and uns['a/b'] are written as nested groups that
         # anndata cannot read back
         raise InputError(
-            f"key_added={key_added!r} contains '/', which .h5ad files cannot store as a key "
-            "(the file would not read back); choose a key without '/' (CLI: --key-added)"
+            f"{name}={key_added!r} contains '/', which .h5ad files cannot store as a key "
+            f"(the file would not read back); choose a key without '/' ({arg('key_added=', '--key-added')})"
         )
     if label_key is not None and key_added == label_key:
         raise InputError(
-            f"key_added={key_added!r} is also the label key: the clusters would overwrite the reference labels "
-            "they are scored against; choose another key_added (CLI: --key-added)"
+            f"{name}={key_added!r} is also the label key: the clusters would overwrite the reference labels "
+            f"they are scored against; choose another {name}"
         )
 
 
