@@ -473,3 +473,26 @@ def build_parser_help(command: str) -> str:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
     return sub.choices[command].format_help()
+
+
+def test_report_shows_the_command_input_checksum_and_cpu(toy_file, tmp_path, monkeypatch):
+    import hashlib
+    import html
+
+    from scgpcl._machine import cpu_model
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["cluster", str(toy_file), "out.h5ad", "-k", "3", "--quiet", "--report", "rep", *QUICK_ARGS]
+    assert main(argv) == 0
+    params = ad.read_h5ad(tmp_path / "out.h5ad").uns["scgpcl"]["params"]
+    digest = hashlib.sha256(toy_file.read_bytes()).hexdigest()
+    assert params["command"] == "scgpcl " + " ".join(argv) and params["cwd"] == str(tmp_path)
+    assert params["input"] == str(toy_file.resolve()) and params["input_sha256"] == digest
+    assert params["cpu"] == cpu_model()
+    page = html.unescape((tmp_path / "rep" / "index.html").read_text())
+    assert f"cd {tmp_path}\nscgpcl {' '.join(argv)}" in page
+    assert digest in page and cpu_model() in page
+    # 'scgpcl report' of the clustered file shows the same record
+    assert main(["report", "out.h5ad", "rep2", "--quiet"]) == 0
+    again = html.unescape((tmp_path / "rep2" / "index.html").read_text())
+    assert f"scgpcl {' '.join(argv)}" in again and digest in again

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from . import _signals
 from ._messages import cli_context
 from ._fs import check_writable, current_umask
+from ._machine import sha256_of
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -320,6 +322,7 @@ def _run_cluster(args) -> int:
     config = _config_from_args(args)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
+    checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
     _warn_unused_auto_k(args, args.n_clusters)
@@ -328,12 +331,26 @@ def _run_cluster(args) -> int:
                    device=args.device)
     model.train(progress=not args.quiet)
     store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
+    _record_run(adata, args.key_added, args, input=str(Path(args.input).expanduser().resolve()), checksum=checksum)
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
                              name=Path(args.input).name, model=model, save_model=args.save_model,
                              overwrite=args.overwrite)
     _print_summary(adata, args.key_added, seconds, written)
     return 0
+
+
+def _record_run(adata, key: str, args, *, input: str, checksum: str | dict | None = None) -> None:
+    """Keep what reproduces the run in ``uns[key]['params']``: the command line, its folder, the input and its SHA-256.
+
+    The report shows them; ``tl.cluster`` records the CPU/GPU model itself.
+    """
+    params = adata.uns[key]["params"]
+    params["command"] = shlex.join(["scgpcl", *getattr(args, "argv", [])])
+    params["cwd"] = os.getcwd()
+    params["input"] = input
+    if checksum is not None:
+        params["input_sha256"] = checksum
 
 
 def _report_dir(args) -> Path | None:
@@ -436,6 +453,7 @@ def _run_demo(args) -> int:
     t0 = time.perf_counter()
     tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
                device=args.device, progress=not args.quiet)
+    _record_run(adata, "scgpcl", args, input=f"simulated: scgpcl.simulate.simulate('demo', seed={args.random_state})")
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report,
                              key="scgpcl", label_key="cell_type", name="demo (Splat simulation)")
@@ -445,7 +463,9 @@ def _run_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded with the results: the command line that reproduces the run
     if args.command is None:  # bare 'scgpcl': the overview of the commands, not an error
         parser.print_help()
         return 0

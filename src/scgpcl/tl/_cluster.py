@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._config import SCGPCLConfig
 from .._errors import InputError
+from .._machine import cpu_model, gpu_model
 from .._messages import arg
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
@@ -114,11 +115,16 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "n_cells_dropped": n_dropped,
             "n_genes_used": model.data.n_genes,
             "config": _flatten(model.config.to_dict()),
+            # the same seed gives other labels on another CPU model: say which one this ran on
+            "cpu": cpu_model(),
         },
         "stages": model.summary(),
         "history": model.history,
         "genes_used": np.asarray(model.data.gene_names, dtype=str),
     }
+    gpu = gpu_model(model.device)
+    if gpu is not None:
+        info["params"]["gpu"] = gpu
     if model.auto_k is not None:
         a = model.auto_k
         info["params"]["n_clusters_requested"] = "auto"
