@@ -222,7 +222,8 @@ def check_counts(
         )
     if stats.n_nonzero == 0:
         raise InputError(
-            f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster"
+            f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster; "
+            f"is this the count matrix? (pick another with --layer / layer=)"
         )
     if stats.n_noninteger:
         detail = (
@@ -324,23 +325,24 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
     """
     if n_clusters is None and allow_none:
         return None
+    name = arg("n_clusters", "--n-clusters")
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Real):
-        hint = " or None to estimate it" if allow_none else ""
+        hint = f" or {arg('None', 'auto')} to estimate it" if allow_none else ""
         raise InputError(
-            f"n_clusters must be a whole number of clusters (at least 2){hint}, got {n_clusters!r}"
+            f"{name} must be a whole number of clusters (at least 2){hint}, got {n_clusters!r}"
         )
     if not isinstance(n_clusters, numbers.Integral):
         value = float(n_clusters)
         if not (np.isfinite(value) and value.is_integer()):
             raise InputError(
-                f"n_clusters must be a whole number of clusters (at least 2), got {n_clusters!r}"
+                f"{name} must be a whole number of clusters (at least 2), got {n_clusters!r}"
             )
     k = int(n_clusters)
     if k < 2:
-        raise InputError(f"n_clusters must be at least 2, got {k}")
+        raise InputError(f"{name} must be at least 2, got {k}: scgpcl splits the cells into 2 or more clusters")
     if k > n_cells:
         raise InputError(
-            f"n_clusters={k} is more than the number of cells ({n_cells}); "
+            f"{arg(f'n_clusters={k}', f'--n-clusters {k}')} is more than the number of cells ({n_cells}); "
             "ask for at most as many clusters as there are cells"
         )
     return k
@@ -386,7 +388,8 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     if n_missing == 0:
         return
     if n_missing == adata.n_obs:
-        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN)")
+        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN); pass a column "
+                         f"that holds labels to {arg('label_key=', '--label-key')}, or leave it out")
     warnings.warn(
         f"obs[{label_key!r}] is missing for {n_missing} of {adata.n_obs} cells; "
         "compare the clustering with the labelled cells only",

@@ -150,11 +150,12 @@ def read_counts(
         raise InputError(f"use_raw (--use-raw) applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}")
     if layer is not None and fmt != "h5ad":
         raise InputError(
-            f"layer={layer!r} applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}"
+            f"{arg(f'layer={layer!r}', f'--layer {layer}')} applies only to .h5ad input; '{path}' is read as "
+            f"{_FORMAT_NAMES[fmt]}; leave it out"
         )
     if genes_as_rows and fmt in {"h5ad", "10x-h5", "10x-mtx"}:
         raise InputError(
-            f"genes_as_rows=True applies only to text tables and X/Y benchmark .h5 files; "
+            f"{arg('genes_as_rows=True', '--genes-as-rows')} applies only to text tables and X/Y benchmark .h5 files; "
             f"'{path}' is read as {_FORMAT_NAMES[fmt]}, whose rows are always cells"
         )
 
@@ -339,7 +340,8 @@ def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
     if layer is not None:
         if layer not in adata.layers:
             available = ", ".join(repr(k) for k in adata.layers.keys())
-            available = f"layers {available} and X (layer=None)" if available else "only X (layer=None)"
+            x = arg("X (layer=None)", "X (leave out --layer)")
+            available = f"layers {available} and {x}" if available else f"only {x}"
             raise InputError(f"layer {layer!r} not found in '{path}'; available: {available}")
     elif adata.X is None:
         available = ", ".join(repr(k) for k in adata.layers.keys()) or "none"
@@ -462,7 +464,8 @@ def _read_xy_h5(path: Path, *, genes_as_rows: bool) -> AnnData:
                     )
                 raise InputError(
                     f"cannot read '{path}': labels 'Y' have shape {y.shape} but 'X' has "
-                    f"{n_cells} cells{' (X was transposed: genes_as_rows=True)' if genes_as_rows else ''}{fix}"
+                    f"{n_cells} cells{' (X was transposed: genes_as_rows=True)' if genes_as_rows else ''}"
+                    f"{fix or '; the file is inconsistent: write it again with one label in Y per row of X'}"
                 )
             obs["cell_type"] = _labels_to_categorical(y)
     return AnnData(X, obs=obs, var=var)

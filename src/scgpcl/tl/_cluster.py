@@ -69,20 +69,20 @@ def cluster(
 
 def check_keys(key_added: str, label_key: str | None) -> None:
     """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
-    name = arg("key_added", "--key-added")
+    given = arg(f"key_added={key_added!r}", f"--key-added {key_added!r}")
     if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"{name} must be a non-empty string, got {key_added!r}")
+        raise InputError(f"{given} is not a key: give a non-empty string")
     if "/" in key_added:
         # h5ad/zarr keys are paths: obs['a/b'] and uns['a/b'] are written as nested groups that
         # anndata cannot read back
         raise InputError(
-            f"{name}={key_added!r} contains '/', which .h5ad files cannot store as a key "
-            f"(the file would not read back); choose a key without '/' ({arg('key_added=', '--key-added')})"
+            f"{given} contains '/', which .h5ad files cannot store as a key "
+            "(the file would not read back); choose a key without '/'"
         )
     if label_key is not None and key_added == label_key:
         raise InputError(
-            f"{name}={key_added!r} is also the label key: the clusters would overwrite the reference labels "
-            f"they are scored against; choose another {name}"
+            f"{given} is also the label key: the clusters would overwrite the reference labels "
+            f"they are scored against; choose another {arg('key_added', '--key-added')}"
         )
 
 
