@@ -173,5 +173,5 @@ def test_report_from_python_says_no_command_was_recorded_and_names_the_cpu(tmp_p
     assert a.uns["scgpcl"]["params"]["cpu"] == cpu_model()  # tl.cluster records the CPU model
     write_report(a, tmp_path / "r")
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "Reproduce this run" in page and "Run from Python, so no command line was recorded" in page
+    assert "Reproduce this run" in page and "No command line was recorded (a run from Python" in page
     assert f"Trained on {cpu_model()}" in page

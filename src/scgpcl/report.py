@@ -350,9 +350,10 @@ def _reproduce_html(params: dict) -> str:
         shown = f"cd {shlex.quote(str(cwd))}\n{command}" if cwd else str(command)
         items.append(f"<h3>Reproduce this run</h3><pre class=\"cmd\"><code>{_e(shown)}</code></pre>")
     else:
-        items.append('<h3>Reproduce this run</h3><p class="note">Run from Python, so no command line was recorded: '
-                     "<code>scgpcl.tl.cluster(adata, n_clusters=K, random_state=seed, ...)</code> with the "
-                     "parameters and configuration listed under Parameters.</p>")
+        items.append('<h3>Reproduce this run</h3><p class="note">No command line was recorded (a run from Python, '
+                     "or by an scgpcl older than this report): <code>scgpcl.tl.cluster(adata, n_clusters=K, "
+                     "random_state=seed, ...)</code> with the parameters and configuration listed under "
+                     "Parameters repeats it.</p>")
     facts: dict[str, Any] = {}
     if params.get("input"):
         facts["input"] = params["input"]
