@@ -236,3 +236,44 @@ def test_label_key_partly_missing_warns():
 def test_label_key_all_missing_refused():
     with pytest.raises(InputError, match=r"all 2 values are missing"):
         check_label_key(_with_labels([np.nan, np.nan]), "cell_type")
+
+
+def test_label_key_with_one_value_per_cell_is_refused(capsys, tmp_path):
+    # a column of cell ids given as --label-key was scored (ARI 0) without a word
+    ids = [f"cell_{i}" for i in range(8)]
+    with pytest.raises(InputError, match=r"obs\['cell_type'\] has a different value for every labelled cell "
+                                         r"\(8 values, e.g. 'cell_0'\): it looks like cell ids, not reference labels.*"
+                                         r"label_key=.*'batch'"):
+        check_label_key(_with_labels(ids), "cell_type")
+    check_label_key(_with_labels(["a", "b", "a"]), "cell_type")  # repeated labels are labels
+    check_label_key(_with_labels(["a", "b"]), "cell_type")  # too few cells to tell
+    # from the command line the message names --label-key
+    from scgpcl.cli import main
+    from helpers import toy_counts
+
+    a = toy_counts(n_per=10, n_genes=40)
+    a.obs["barcode"] = list(a.obs_names)
+    a.write_h5ad(tmp_path / "toy.h5ad")
+    assert main(["cluster", str(tmp_path / "toy.h5ad"), str(tmp_path / "o.h5ad"), "-k", "3", "--label-key", "barcode",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "looks like cell ids" in err[0] and "--label-key" in err[0] and "label_key=" not in err[0]
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+@pytest.mark.parametrize("fmt", [np.asarray, sp.csr_matrix])
+def test_boolean_matrix_refused(counts, fmt):
+    # a detected / not-detected matrix was taken as counts of 0 and 1
+    with pytest.raises(InputError, match=r"X holds True/False values.*raw integer counts.*--layer / layer="):
+        check_counts(fmt(counts > 0))
+
+
+@pytest.mark.parametrize("fmt", [np.asarray, sp.csr_matrix])
+def test_values_of_absurd_size_are_called_corrupt(counts, fmt):
+    x = counts.copy()
+    x[0, 0], x[1, 1] = -3.3e38, 2e-38  # random bytes read as float32
+    with pytest.raises(InputError, match=r"holds 2 value\(s\) of a size no count matrix.*look corrupt"):
+        check_counts(fmt(x))
+    x = counts - 1.0  # plainly scaled data keep their own message
+    with pytest.raises(InputError, match="scaled or log-transformed"):
+        check_counts(fmt(x))

@@ -319,3 +319,206 @@ def test_existing_output_needs_overwrite(toy_file, tmp_path, capsys):
     assert ad.read_h5ad(out).obs["scgpcl"].nunique() <= 3
     assert main(["demo", "--output", str(out), "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+# ------------------------------------------------------ start-up (issue 26, item 6)
+_HEAVY = ("torch", "scanpy", "anndata", "matplotlib", "sklearn", "pandas", "h5py")
+
+
+def _modules_loaded_by(code: str) -> list[str]:
+    script = f"import sys\n{code}\nprint(sorted(m for m in {_HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_help_version_and_usage_errors_import_nothing_heavy():
+    # 'scgpcl --help' or '-k three' took 7-25 s: the whole package (torch, scanpy) was imported first
+    assert _modules_loaded_by("import scgpcl.cli") == []
+    assert _modules_loaded_by("import scgpcl; scgpcl.fast(); scgpcl.__version__") == []
+    calls = [["--help"], ["cluster", "--help"], ["markers", "--help"], ["simulate", "--help"], ["--version"],
+             ["cluster", "in.h5ad", "out.h5ad", "-k", "three"], []]
+    code = ("from scgpcl.cli import main\n"
+            f"for argv in {calls!r}:\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass")
+    assert _modules_loaded_by(code) == []
+
+
+def test_version_and_bare_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"scgpcl {scgpcl.__version__}"
+    assert main([]) == 0  # bare 'scgpcl' shows the commands instead of an error
+    out = capsys.readouterr().out
+    assert out.startswith("usage: scgpcl") and "cluster" in out and "markers" in out and "simulate" in out
+    proc = subprocess.run([sys.executable, "-m", "scgpcl", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"scgpcl {scgpcl.__version__}"
+
+
+def test_lazy_package_attributes_still_work():
+    proc = subprocess.run([sys.executable, "-c", (
+        "import scgpcl\n"
+        "from scgpcl import SCGPCL, tl, read_counts\n"
+        "from scgpcl.simulate import PRESETS, simulate\n"
+        "assert SCGPCL is scgpcl.SCGPCL and tl.cluster is scgpcl.tl.cluster and callable(read_counts)\n"
+        "assert callable(scgpcl.metrics.clustering_metrics) and callable(scgpcl.pl.umap)\n"
+        "assert 'demo' in PRESETS and callable(simulate) and 'SCGPCL' in dir(scgpcl)\n"
+        "assert scgpcl.fast().train.pretrain_rounds > 0\n"
+        "try:\n    scgpcl.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
+    )], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------ signals during the final write (issue 26, item 3)
+_SLOW_WRITE = '''
+import pathlib, sys, time
+import anndata
+from scgpcl.cli import main
+
+started, how = pathlib.Path(sys.argv[1]), sys.argv[2]
+
+
+def slow_write(self, filename, **kwargs):
+    with open(filename, "wb") as handle:
+        handle.write(b"half an h5ad")
+    started.write_text(str(filename))
+    if how == "finaliser":  # the signal lands in a __del__, where Python drops the exception ...
+        class Finaliser:
+            def __del__(self):
+                time.sleep(60)
+
+        finaliser = Finaliser()
+        del finaliser
+        return  # ... and the write would go on and succeed
+    time.sleep(60)
+
+
+anndata.AnnData.write_h5ad = slow_write
+sys.exit(main(sys.argv[3:]))
+'''
+
+
+@pytest.mark.parametrize("signame, how", [("SIGTERM", "plain"), ("SIGINT", "plain"), ("SIGINT", "finaliser"),
+                                          ("SIGTERM", "finaliser")])
+def test_signal_during_the_final_write_leaves_nothing(tmp_path, signame, how):
+    # SIGTERM (a scheduler's time limit) left a hidden .out.h5ad.<hex>.tmp; Ctrl-C in a finaliser printed
+    # "Exception ignored ... KeyboardInterrupt" and exited 0
+    import signal
+    import time
+
+    data = tmp_path / "in"
+    data.mkdir()
+    toy_counts(n_per=20, n_genes=60).write_h5ad(data / "toy.h5ad")
+    work = tmp_path / "work"
+    work.mkdir()
+    started = tmp_path / "started"
+    script = tmp_path / "run.py"
+    script.write_text(_SLOW_WRITE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(started), how, "cluster", str(data / "toy.h5ad"), str(work / "out.h5ad"),
+         "-k", "3", "--quiet", "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), proc.communicate()[1]
+    assert len(list(work.iterdir())) == 1  # the temporary file, mid-write
+    proc.send_signal(getattr(signal, signame))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
+    assert err.strip().splitlines()[-1] == (
+        f"scgpcl: {'terminated (SIGTERM)' if signame == 'SIGTERM' else 'interrupted'}; no output written")
+    assert "Exception ignored" not in err and "Traceback" not in err
+    assert list(work.iterdir()) == []  # no output, no hidden temporary file
+
+
+def test_sigterm_while_simulating_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    started, script = tmp_path / "started", tmp_path / "run.py"
+    script.write_text(_SLOW_WRITE)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(started), "plain", "simulate", str(work / "sim.h5ad"),
+                             "--n-cells", "30", "--n-genes", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM); no output written" in err, err
+    assert list(work.iterdir()) == []
+
+
+# ------------------------------------------------ --quiet hides progress and INFO, never warnings (item 4)
+def test_quiet_keeps_warnings_that_change_the_data(tmp_path, caplog):
+    a = toy_counts(n_per=10, n_genes=40)
+    a.var_names = ["g0"] * 2 + [f"g{j}" for j in range(2, a.n_vars)]  # a duplicated gene name
+    path = tmp_path / "dup.h5ad"
+    a.write_h5ad(path)
+    with caplog.at_level("INFO", logger="scgpcl"):
+        assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "1", "--quiet"]) == 2
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("renamed 1 duplicated gene names" in m and "'g0' -> 'g0-1'" in m for m in warned), warned
+    for command in ("cluster", "demo", "markers", "report"):
+        text = " ".join(build_parser_help(command).split())
+        assert "warnings and errors are still shown" in text, command
+
+
+def build_parser_help(command: str) -> str:
+    from scgpcl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return sub.choices[command].format_help()
+
+
+def test_report_shows_the_command_input_checksum_and_cpu(toy_file, tmp_path, monkeypatch):
+    import hashlib
+    import html
+
+    from scgpcl._machine import cpu_model
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["cluster", str(toy_file), "out.h5ad", "-k", "3", "--quiet", "--report", "rep", *QUICK_ARGS]
+    assert main(argv) == 0
+    params = ad.read_h5ad(tmp_path / "out.h5ad").uns["scgpcl"]["params"]
+    digest = hashlib.sha256(toy_file.read_bytes()).hexdigest()
+    assert params["command"] == "scgpcl " + " ".join(argv) and params["cwd"] == str(tmp_path)
+    assert params["input"] == str(toy_file.resolve()) and params["input_sha256"] == digest
+    assert params["cpu"] == cpu_model()
+    page = html.unescape((tmp_path / "rep" / "index.html").read_text())
+    assert f"cd {tmp_path}\nscgpcl {' '.join(argv)}" in page
+    assert digest in page and cpu_model() in page
+    # 'scgpcl report' of the clustered file shows the same record
+    assert main(["report", "out.h5ad", "rep2", "--quiet"]) == 0
+    again = html.unescape((tmp_path / "rep2" / "index.html").read_text())
+    assert f"scgpcl {' '.join(argv)}" in again and digest in again
+
+
+def test_every_training_option_has_help_and_its_real_default():
+    """Generated from the config fields: every method option has a help text ending with the recommended
+    default, and the faithful preset's value where it differs."""
+    import argparse
+
+    from scgpcl.cli import build_parser
+
+    from scgpcl._config import option_fields, recommended
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {s: a for a in sub.choices["cluster"]._actions for s in a.option_strings}
+    rec = recommended()
+    for section, f, _ in option_fields():
+        if not f.metadata.get("cli", True):
+            continue
+        action = actions["--" + f.name.replace("_", "-")]
+        assert action.help and len(action.help) > 30, f.name
+        value = getattr(getattr(rec, section), f.name)
+        shown = " ".join(map(str, value)) if isinstance(value, tuple) else (
+            f"{value:g}" if isinstance(value, float) else str(value))
+        assert f"(default: {shown}" in action.help, (f.name, action.help)
+    assert "faithful: 0.0001" in actions["--lr"].help  # the reference's value where it differs

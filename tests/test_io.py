@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 import warnings
 
 import anndata
@@ -167,7 +169,9 @@ def test_duplicate_names_made_unique(tmp_path, counts, cells):
     anndata.AnnData(
         counts.astype(np.float32), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes)
     ).write_h5ad(path)
-    out = read_counts(path)
+    # a warning, not an INFO line that --quiet hides: the renamed genes no longer join with other tables
+    with pytest.warns(UserWarning, match=r"renamed 3 duplicated gene names .*'A' -> 'A-1'.*will not match"):
+        out = read_counts(path)
     assert out.var_names.is_unique
     assert list(out.var_names) == ["A", "A-1", "B", "C", "C-1", "C-2", "D"]
 
@@ -217,8 +221,12 @@ def test_csv_genes_as_rows_transposed(tmp_path, counts, cells, genes):
     path = tmp_path / "genes_x_cells.csv"
     write_table(path, counts.T, genes, cells, sep=",")
     assert_counts(read_counts(path, genes_as_rows=True), counts, cells, genes)
-    # read the default way, the same file comes out with genes as rows
-    as_is = read_counts(path)
+    # by default the orientation is read from the names ('Gene0' rows), with a warning
+    with pytest.warns(UserWarning, match=r"read as genes x cells .*row names look like gene names.*genes_as_rows=False"):
+        assert_counts(read_counts(path), counts, cells, genes)
+    # an explicit orientation wins, with a warning that the names say otherwise
+    with pytest.warns(UserWarning, match=r"genes_as_rows=False as asked.*pass genes_as_rows=True"):
+        as_is = read_counts(path, genes_as_rows=False)
     assert as_is.shape == (N_GENES, N_CELLS)
 
 
@@ -228,8 +236,9 @@ def test_barcodes_read_as_genes_warn(tmp_path, counts):
     genes = [f"Gene{j}" for j in range(counts.shape[1])]
     path = tmp_path / "genes_x_cells.csv"
     write_table(path, counts.T, genes, barcodes, sep=",")
-    with pytest.warns(UserWarning, match=r"column names .* look like cell barcodes.*genes_as_rows=True"):
-        read_counts(path)
+    with pytest.warns(UserWarning, match=r"genes_as_rows=False as asked.*column names look like cell names.*"
+                                         r"pass genes_as_rows=True"):
+        read_counts(path, genes_as_rows=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the right orientation: no warning
         out = read_counts(path, genes_as_rows=True)
@@ -439,3 +448,151 @@ def test_write_h5ad_atomic_failure_keeps_existing_file(tmp_path, counts, monkeyp
 def test_write_h5ad_atomic_missing_directory(tmp_path, counts):
     with pytest.raises(InputError, match=r"directory '.*missing' does not exist"):
         write_h5ad_atomic(anndata.AnnData(counts.astype(np.float32)), tmp_path / "missing" / "out.h5ad")
+
+
+# --------------------------------------------------------------------------- orientation of text tables
+
+
+def _nb_counts(n_cells, n_genes, seed=0):
+    """Cells x genes counts as real data have them: genes' means span orders of magnitude, library sizes do not."""
+    rng = np.random.default_rng(seed)
+    means = rng.lognormal(-1.0, 1.6, size=n_genes)
+    lib = rng.lognormal(0.0, 0.25, size=(n_cells, 1))
+    mu = means * lib
+    return rng.negative_binomial(2.0, 2.0 / (2.0 + mu))
+
+
+def _barcodes(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list("ACGT"), 16)) + "-1" for _ in range(n)]
+
+
+def test_seurat_style_genes_x_cells_csv_is_read_as_cells_x_genes(tmp_path):
+    # a genes x cells CSV (R/Seurat export, Ensembl ids as row names) was clustered with the genes as cells
+    counts = _nb_counts(60, 500)
+    genes = [f"ENSG{100000 + j:011d}" for j in range(500)]
+    cells = _barcodes(60)
+    path = tmp_path / "seurat_export.csv"
+    write_table(path, counts.T, genes, cells, sep=",")
+    with pytest.warns(UserWarning, match=r"read as genes x cells \(500 rows x 60 columns: 60 cells\).*gene names "
+                                         r"\(e.g. 'ENSG.*if the rows are cells, pass genes_as_rows=False"):
+        out = read_counts(path)
+    assert out.shape == (60, 500) and list(out.obs_names) == cells and list(out.var_names) == genes
+    np.testing.assert_array_equal(out.X.toarray(), counts)
+    # the explicit orientation stays authoritative
+    with pytest.warns(UserWarning, match="as asked"):
+        assert read_counts(path, genes_as_rows=False).shape == (500, 60)
+
+
+def test_orientation_from_symbols_and_from_the_counts_alone(tmp_path):
+    symbols = ["ACTB", "GAPDH", "MALAT1", "MT-CO1", "RPL13A", "RPS6"] + [f"Sym{j}" for j in range(194)]
+    counts = _nb_counts(40, len(symbols), seed=1)
+    path = tmp_path / "cells_x_symbols.tsv"
+    write_table(path, counts, [f"sample{i}" for i in range(40)], symbols, sep="\t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the usual orientation: read as it is, no warning
+        assert read_counts(path).shape == (40, 200)
+    # names that say nothing (r1.., x1..): genes' totals spread over orders of magnitude, cells' do not
+    path = tmp_path / "anonymous.csv"
+    write_table(path, counts.T, [f"r{j}" for j in range(200)], [f"x{i}" for i in range(40)], sep=",")
+    with pytest.warns(UserWarning, match=r"read as genes x cells.*the counts"):
+        out = read_counts(path)
+    assert out.shape == (40, 200) and out.obs_names[0] == "x0"
+
+
+def test_unclear_orientation_is_refused_naming_both_choices(tmp_path, counts, capsys):
+    from scgpcl.cli import main
+
+    path = tmp_path / "unclear.csv"
+    write_table(path, counts, [f"r{i}" for i in range(N_CELLS)], [f"x{j}" for j in range(N_GENES)], sep=",")
+    with pytest.raises(InputError, match=r"cannot tell whether the rows of .*unclear\.csv' \(12 rows x 7 columns.*"
+                                         r"genes_as_rows=False if each row is a cell, genes_as_rows=True if each"):
+        read_counts(path)
+    assert read_counts(path, genes_as_rows=False).shape == (N_CELLS, N_GENES)
+    assert read_counts(path, genes_as_rows=True).shape == (N_GENES, N_CELLS)
+    # from the command line the message names the flags, and the flags decide
+    out = tmp_path / "out.h5ad"
+    assert main(["cluster", str(path), str(out), "-k", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cells-as-rows if each row is a cell, --genes-as-rows if each row is a gene" in err[0]
+    assert "genes_as_rows" not in err[0] and not out.exists()
+    assert main(["cluster", str(path), str(out), "-k", "1", "--quiet", "--cells-as-rows"]) == 2
+    assert "at least 2" in capsys.readouterr().err  # read, then refused for K = 1: the flag was enough
+
+
+def test_orientation_warning_survives_quiet(tmp_path):
+    # the only hint used to be an INFO line, which --quiet hid
+    counts = _nb_counts(30, 300, seed=2)
+    path = tmp_path / "genes_x_cells.csv"
+    write_table(path, counts.T, [f"ENSMUSG{j:011d}" for j in range(300)], _barcodes(30), sep=",")
+    proc = subprocess.run([sys.executable, "-m", "scgpcl", "cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "1",
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines[-1].startswith("scgpcl: error:")
+    assert any(line.startswith("WARNING: 'genes_x_cells.csv' read as genes x cells") and "--cells-as-rows" in line
+               for line in lines), proc.stderr
+
+
+# --------------------------------------------------------------------------- separators, decimals, missing values
+
+
+def test_semicolon_csv_and_decimal_commas(tmp_path, counts, cells, genes):
+    path = tmp_path / "semicolon.csv"
+    write_table(path, counts, cells, genes, sep=";")
+    assert_counts(read_counts(path), counts, cells, genes)
+    path = tmp_path / "decimal_comma.csv"
+    path.write_text("cell;gene_1;gene_2\ncell_1;1,5;2\ncell_2;3;0,25\ncell_3;4;5\n")
+    out = read_counts(path)
+    np.testing.assert_allclose(out.X.toarray(), [[1.5, 2], [3, 0.25], [4, 5]])
+    assert list(out.var_names) == ["gene_1", "gene_2"]
+
+
+@pytest.mark.parametrize("cell", ["NA", "", "nan"])
+def test_missing_value_names_its_row_and_column(tmp_path, cell):
+    path = tmp_path / "missing.csv"
+    path.write_text(f",gene_1,gene_2,gene_3\ncell_1,1,2,3\ncell_2,4,{cell},6\ncell_3,7,8,9\n")
+    with pytest.raises(InputError, match=r"cannot read '.*missing\.csv': row 'cell_2', column 'gene_2' is missing "
+                                         r"\(NA or empty\).*write 0 there"):
+        read_counts(path)
+
+
+def test_ragged_or_non_numeric_table_names_the_line(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text(",gene_1,gene_2\ncell_1,1,2\ncell_2,3,4,5\ncell_3,6,7\n")
+    with pytest.raises(InputError, match=r"line 3 has 4 fields, but the table's rows have 3"):
+        read_counts(path)
+    path = tmp_path / "words.csv"
+    path.write_text(",gene_1,gene_2\ncell_1,1,2\ncell_2,3,lots\ncell_3,6,7\n")
+    with pytest.raises(InputError, match=r"row 'cell_2' \(line 3\), column 'gene_2' holds 'lots', which is not a number"):
+        read_counts(path)
+
+
+# --------------------------------------------------------------------------- damaged and boolean data
+
+
+def test_corrupt_h5ad_is_called_corrupt_not_scaled(tmp_path, counts, capsys):
+    # random bytes in X's values read as huge negative floats: the error said "scaled or log-transformed"
+    from scgpcl.cli import main
+
+    path = tmp_path / "damaged.h5ad"
+    anndata.AnnData(sp.csr_matrix(counts.astype(np.float32))).write_h5ad(path)
+    with h5py.File(path, "r+") as f:
+        data = f["X/data"]
+        data[:20] = np.frombuffer(np.random.default_rng(3).bytes(80), dtype=np.float32)
+    assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "look corrupt" in err and "looks scaled or log-transformed" not in err
+    # damaged indices crashed scipy (segmentation fault); now an error naming the file
+    path = tmp_path / "bad_indices.h5ad"
+    anndata.AnnData(sp.csr_matrix(counts.astype(np.float32))).write_h5ad(path)
+    with h5py.File(path, "r+") as f:
+        f["X/indices"][3] = 10**6
+    with pytest.raises(InputError, match=r"cannot read '.*bad_indices\.h5ad': its sparse count matrix is damaged"):
+        read_counts(path)
+
+
+def test_boolean_matrix_is_not_counts(tmp_path, counts):
+    path = tmp_path / "detected.h5ad"
+    anndata.AnnData(counts > 0).write_h5ad(path)
+    with pytest.raises(InputError, match=r"X holds True/False values \(a boolean matrix.*not counts"):
+        read_counts(path)

@@ -103,3 +103,52 @@ def test_markers_cli_missing_key(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "leiden" in err[0]
     assert not out.exists() and list(tmp_path.iterdir()) == [path]
+
+
+def test_markers_output_never_replaces_the_input_or_an_existing_file(tmp_path, capsys, monkeypatch):
+    # 'scgpcl markers c.h5ad -o c.h5ad' replaced the clustered .h5ad with a 1.5 KB table, exit 0
+    a, _ = _grouped()
+    path = tmp_path / "c.h5ad"
+    a.write_h5ad(path)
+    before = path.read_bytes()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("markers computed although the output is refused")
+
+    monkeypatch.setattr(scgpcl.tl, "markers", no_work)
+    for extra in ([], ["--overwrite"]):
+        assert main(["markers", str(path), "-o", str(path), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is the input file" in err[0] and "c_markers.tsv" in err[0]
+        assert path.read_bytes() == before
+    # the same file under another name (a relative path) is still the input
+    monkeypatch.chdir(tmp_path)
+    assert main(["markers", str(path), "-o", "c.h5ad", "--overwrite", "--quiet"]) == 2
+    assert path.read_bytes() == before and "is the input file" in capsys.readouterr().err
+    # another existing file: only with --overwrite, as every other command
+    table = tmp_path / "markers.tsv"
+    table.write_text("an earlier table\n")
+    assert main(["markers", str(path), "-o", str(table), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--overwrite" in err and table.read_text() == "an earlier table\n"
+    # a table named .h5ad would be read as AnnData by the next command
+    assert main(["markers", str(path), "-o", str(tmp_path / "other.h5ad"), "--quiet"]) == 2
+    assert "tab-separated" in capsys.readouterr().err and not (tmp_path / "other.h5ad").exists()
+    monkeypatch.undo()
+    assert main(["markers", str(path), "-o", str(table), "--overwrite", "--quiet", "--n-genes", "2"]) == 0
+    assert table.read_text().startswith("cluster\trank\tgene") and path.read_bytes() == before
+
+
+def test_missing_key_lists_the_columns_and_names_the_flag(tmp_path, capsys):
+    # 'markers --key nope' said "run scgpcl.tl.cluster(adata, ...) first (or pass key=)" and listed nothing
+    a, _ = _grouped()
+    a.obs["leiden"] = a.obs["scgpcl"]
+    path = tmp_path / "clustered.h5ad"
+    a.write_h5ad(path)
+    assert main(["markers", str(path), "--key", "nope", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "obs columns: 'scgpcl', 'leiden'" in err[0] and "--key" in err[0]
+    assert "key=" not in err[0] and "tl.cluster" not in err[0] and "scgpcl cluster" in err[0]
+    # from Python the same problem names the Python argument
+    with pytest.raises(InputError, match=r"obs columns: 'scgpcl', 'leiden'.*key=.*scgpcl\.tl\.cluster"):
+        scgpcl.tl.markers(a, key="nope")

@@ -432,7 +432,8 @@ def test_empty_clusters_are_reported(toy, monkeypatch, caplog):
     m._result = None
     with caplog.at_level("WARNING", logger="scgpcl"):
         m.predict()
-    assert "1 of the 3 clusters have no cells" in caplog.text and "use 2 cluster numbers" in caplog.text
+    # (the wording changes with issue 26 item 8: "have no cells" -> "ended empty after ...")
+    assert "1 of the 3 clusters" in caplog.text and "use 2 cluster numbers" in caplog.text
     caplog.clear()
     monkeypatch.setattr(m.trainer, "predict", lambda: (z, np.arange(toy.n_obs) % 3, None))
     m._result = None
@@ -481,3 +482,15 @@ def test_lognorm_edge_weights_train_on_a_weighted_graph(toy):
     b = SCGPCL(toy, 3, random_state=0, edge_weight="lognorm", **QUICK).train(progress=False)
     assert np.array_equal(a.predict(), b.predict())
     assert clustering_metrics(toy.obs["cell_type"], a.predict())["ARI"] > 0.9
+
+
+def test_empty_cluster_warning_says_what_happened_and_what_to_try(caplog):
+    # it said "the data may hold fewer groups than n_clusters" on data that held K labelled groups
+    from scgpcl._messages import empty_clusters_message
+    from scgpcl.model._scgpcl import _warn_empty_clusters
+
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        _warn_empty_clusters(np.array([0, 0, 1, 1, 2]), 5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages and messages[0].startswith(empty_clusters_message(3, 5)[:40])
+    assert "fewer groups than n_clusters" not in messages[0]

@@ -90,7 +90,7 @@ def test_marker_dotplot_columns(adata):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
     table = scgpcl.tl.markers(adata, n_genes=4)
     assert set(genes) <= set(table["gene"])
-    assert ax.get_title().startswith("Top 4 marker genes")
+    assert fig.get_suptitle().startswith("Top 4 marker genes")  # above the cluster brackets, not on them
     with pytest.raises(InputError, match="n_genes"):
         scgpcl.pl.marker_dotplot(adata, n_genes=0)
 
@@ -161,3 +161,81 @@ def test_stop_reasons_are_shortened_for_the_stopping_point_label():
     assert _short_reason({"stop_reason": converged}) == "converged"
     assert _short_reason({"stop_reason": maximum}) == "max epochs"
     assert _short_reason({"stop_reason": patience}) == "no ARI gain for 15 epochs"
+
+
+# --------------------------------------------------------------- issue 26, item 7: readable, matched colours
+#: the report's figure resolution and the width of its page's content column, in pixels
+REPORT_DPI, PAGE_WIDTH_PX = 110, 1026
+
+
+def _eleven_clusters() -> ad.AnnData:
+    """11 clusters, each with 5 genes of its own (pollen has 11 cell types): no training needed."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n_per, k, n_genes = 12, 11, 80
+    x = rng.poisson(1.0, size=(n_per * k, n_genes)).astype(np.float32)
+    for g in range(k):
+        x[g * n_per:(g + 1) * n_per, 5 * g:5 * g + 5] = rng.poisson(20.0, size=(n_per, 5))
+    a = ad.AnnData(sp.csr_matrix(x))
+    a.var_names = [f"MARKERGENE{j}" for j in range(n_genes)]
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    a.obs["scgpcl"] = pd.Categorical(np.repeat([str(g) for g in range(k)], n_per), categories=[str(g) for g in range(k)])
+    return a
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_marker_dotplot_of_eleven_clusters_fits_the_page_and_its_title_is_clear():
+    # 11 clusters x 5 genes side by side: a 21-inch figure, shrunk to half size in the report, its title on
+    # top of the cluster brackets
+    import io
+
+    import matplotlib.image as mpimg
+
+    fig = scgpcl.pl.marker_dotplot(_eleven_clusters(), n_genes=5)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=REPORT_DPI, bbox_inches="tight")  # as the report does
+    width = mpimg.imread(io.BytesIO(buf.getvalue())).shape[1]
+    assert width <= PAGE_WIDTH_PX  # shown at full size: no text shrunk below its point size
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title = fig._suptitle
+    assert title is not None and title.get_text().startswith("Top 5 marker genes")
+    box = title.get_window_extent(renderer)
+    texts = [t for ax in fig.axes for t in ax.texts + ax.get_xticklabels() + ax.get_yticklabels()
+             if t.get_text() and t.get_visible()]
+    assert texts and not any(_overlaps(box, t.get_window_extent(renderer)) for t in texts)
+    genes = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(genes) == 55 and set(genes[:5]) == {f"MARKERGENE{j}" for j in range(5)}  # genes down, clusters across
+    assert min(t.get_fontsize() for t in fig.axes[0].get_yticklabels()) >= 8
+
+
+def test_matched_reference_labels_take_their_clusters_colours(adata):
+    # the cluster and reference UMAPs used unrelated colours: cluster 0 blue, the cell type it matches green
+    permuted = {"0": "c", "1": "a", "2": "b"}
+    adata.obs["ref"] = pd.Categorical(adata.obs["scgpcl"].astype(str).map(permuted))
+    clusters, labels = scgpcl.pl.matched_palettes(adata, "scgpcl", "ref")
+    assert clusters == scgpcl.pl.palette(adata, "scgpcl")  # the clusters keep theirs
+    assert {lab: labels[lab] for lab in permuted.values()} == {permuted[c]: clusters[c] for c in permuted}
+    fig = scgpcl.pl.umap(adata, label_key="ref")
+
+    def legend_colours(ax):
+        from matplotlib.colors import to_hex
+
+        legend = ax.get_legend()
+        return {t.get_text(): to_hex(h.get_facecolor()[0]) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+
+    shown_clusters, shown_labels = legend_colours(fig.axes[0]), legend_colours(fig.axes[1])
+    for cluster, label in permuted.items():
+        assert shown_labels[label] == shown_clusters[cluster]
+    # a label no cluster is matched to gets a colour no cluster has
+    adata.obs["ref"] = pd.Categorical(np.where(np.arange(adata.n_obs) < 5, "rare", adata.obs["ref"].astype(str)))
+    clusters, labels = scgpcl.pl.matched_palettes(adata, "scgpcl", "ref")
+    unmatched = [lab for lab in labels if lab not in permuted.values()]
+    assert len(unmatched) == 1 and labels[unmatched[0]] not in clusters.values()

@@ -147,5 +147,31 @@ def test_report_counts_empty_clusters(tmp_path):
     a.obs["scgpcl"] = a.obs["scgpcl"].cat.add_categories(["3"])
     write_report(a, tmp_path / "r")
     page = (tmp_path / "r" / "index.html").read_text()
-    assert '<div class="v">3 of 4</div>' in page and "1 of the K = 4 clusters ended with no cells" in page
+    assert '<div class="v">3 of 4</div>' in page and "1 of the 4 clusters ended empty after fine-tuning" in page
+    assert "--no-finetune" in page and "finetune=False" in page  # what to try, for both kinds of user
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["cluster_sizes"]["3"] == 0
+
+
+def test_cluster_table_names_each_clusters_matched_label(tmp_path):
+    a = clustered()
+    permuted = {"0": "c", "1": "a", "2": "b"}
+    a.obs["ref"] = pd.Categorical(a.obs["scgpcl"].astype(str).map(permuted))
+    write_report(a, tmp_path / "r", label_key="ref")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<th>matched ref</th>" in page
+    for cluster, label in permuted.items():  # cluster, cells, %, matched label, share of the cluster
+        assert f'<tr><td>{cluster}</td><td class="num">' in page
+        row = page.split(f'<tr><td>{cluster}</td><td class="num">', 1)[1].split("</tr>", 1)[0]
+        assert f"<td>{label}</td>" in row and row.endswith('<td class="num">100</td>')
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["matched_labels"] == permuted
+
+
+def test_report_from_python_says_no_command_was_recorded_and_names_the_cpu(tmp_path):
+    from scgpcl._machine import cpu_model
+
+    a = clustered()
+    assert a.uns["scgpcl"]["params"]["cpu"] == cpu_model()  # tl.cluster records the CPU model
+    write_report(a, tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "Reproduce this run" in page and "No command line was recorded (a run from Python" in page
+    assert f"Trained on {cpu_model()}" in page

@@ -115,7 +115,7 @@ def test_markers_and_report_read_files_without_x(toy, tmp_path):
     tsv = tmp_path / "m.tsv"
     assert cli_main(["markers", str(path), "--layer", "counts", "-o", str(tsv), "--quiet"]) == 0
     assert tsv.read_text().count("\n") > 3
-    assert cli_main(["markers", str(path), "-o", str(tsv), "--quiet"]) == 0  # the layer the clustering used
+    assert cli_main(["markers", str(path), "-o", str(tsv), "--overwrite", "--quiet"]) == 0  # the layer the clustering used
 
 
 def test_key_added_equal_to_label_key_is_refused(toy):

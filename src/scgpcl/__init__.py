@@ -10,37 +10,44 @@ Two faces over one implementation:
 
 plus figures (:mod:`scgpcl.pl`), marker genes (:func:`scgpcl.tl.markers`), an
 HTML report (:func:`scgpcl.report.write_report`) and a scikit-learn style
-estimator (:class:`scgpcl.sklearn.SCGPCLClustering`). ``pl``, ``report`` and
-``sklearn`` are imported on first use (matplotlib is not loaded before).
+estimator (:class:`scgpcl.sklearn.SCGPCLClustering`). Submodules and
+``SCGPCL``/``read_counts`` are imported on first use, so ``import scgpcl`` is
+cheap and loads neither torch nor scanpy.
 """
 
 import logging as _logging
 
-from . import metrics, tl
+# Only the standard library is imported here (the config dataclasses, the error class), so that
+# ``import scgpcl`` -- and with it the ``scgpcl`` command's start-up, ``--help`` and argument
+# errors -- does not load torch, scanpy or anndata. Everything else is imported on first use.
 from ._config import ModelConfig, PreprocessConfig, SamplerConfig, SCGPCLConfig, TrainConfig, fast, faithful, recommended
 from ._errors import InputError
-from .data._io import read_counts
-from .model import SCGPCL
 
 __version__ = "0.1.0"
 
 _logging.getLogger("scgpcl").addHandler(_logging.NullHandler())
 
-_LAZY = ("pl", "report", "sklearn")
+#: submodules imported on first attribute access: ``scgpcl.tl``, ``scgpcl.pl``, ...
+_LAZY_MODULES = ("data", "metrics", "model", "pl", "report", "simulate", "sklearn", "tl")
+#: names imported on first access from the submodule that defines them
+_LAZY_NAMES = {"SCGPCL": "model", "read_counts": "data._io"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _LAZY_MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
 
 
 __all__ = [

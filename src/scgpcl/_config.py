@@ -130,7 +130,7 @@ class TrainConfig:
     finetune: bool = _opt(True, "run DEC fine-tuning; otherwise labels come from k-means")
     finetune_rounds: int = _opt(100, "maximum fine-tuning rounds", low=0)
     finetune_lr: float = _opt(1.0, "fine-tuning learning rate (Adadelta)", low=0, strict=True)
-    finetune_rho: float = _opt(0.95, "Adadelta's rho", low=0, high=1)
+    finetune_rho: float = _opt(0.95, "Adadelta's rho (the decay of its running averages)", low=0, high=1)
     lambda_cluster: float = _opt(1.0, "weight of DEC's clustering loss", low=0)
     finetune_masking: bool = _opt(True, "mask feature columns in the fine-tuning minibatches as in "
                                   "pre-training's first view (benchmarks/results/dec.md)")

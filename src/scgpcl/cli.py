@@ -9,12 +9,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import signal
 import sys
 import time
 import typing
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
+from . import _signals
+from ._messages import cli_context
 from ._fs import check_writable, current_umask
+from ._machine import sha256_of
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -92,13 +99,19 @@ def _positive_int(value: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="hide progress bars and INFO messages; warnings and errors are still shown")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # nothing heavy is imported until the arguments are parsed: --help, --version and usage
+    # errors answer at once (tests/test_cli.py checks that torch, scanpy and anndata stay unloaded)
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="scgpcl", description="scGPCL single-cell clustering")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"scgpcl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("cluster", help="cluster a count matrix and write an .h5ad with the results")
     c.add_argument("input", help=".h5ad, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
@@ -109,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layer", help="layer with raw counts (default: X)")
     c.add_argument("--use-raw", action="store_true",
                    help="the raw counts are in .raw (h5ad); the output then holds them in X, with raw's genes")
-    c.add_argument("--genes-as-rows", action="store_true", help="text input has genes as rows")
+    orientation = c.add_mutually_exclusive_group()
+    orientation.add_argument("--genes-as-rows", dest="genes_as_rows", action="store_const", const=True,
+                             help="text or X/Y .h5 input has genes as rows (R/Seurat exports)")
+    orientation.add_argument("--cells-as-rows", dest="genes_as_rows", action="store_const", const=False,
+                             help="text input has cells as rows. Default for text tables: guessed from the names "
+                                  "and counts, with a warning when read as genes x cells, an error when unclear")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
     c.add_argument("--overwrite", action="store_true",
@@ -125,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-genes", type=_positive_int, default=10, help="genes per cluster (10)")
     m.add_argument("--layer", help="layer with raw counts (default: the one the clustering used, else X)")
     m.add_argument("--output", "-o", help="write the table to this .tsv (default: print it)")
-    m.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file (never the input .h5ad itself)")
+    m.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
     m.add_argument("--debug", action="store_true", help="show tracebacks")
 
     r = sub.add_parser("report", help="write the HTML report of a clustered .h5ad (as 'cluster --report' does)")
@@ -134,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--key", default="scgpcl", help="key_added of the clustering (scgpcl)")
     r.add_argument("--label-key", help="obs column with reference labels (default: the one it was scored against)")
     r.add_argument("--name", help="dataset name in the title (default: the file name)")
-    r.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    r.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
@@ -295,8 +315,9 @@ def _run_cluster(args) -> int:
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite)
     config = _config_from_args(args)
-    adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows or None,
+    adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
+    checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
     _warn_unused_auto_k(args, args.n_clusters)
@@ -305,12 +326,26 @@ def _run_cluster(args) -> int:
                    device=args.device)
     model.train(progress=not args.quiet)
     store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
+    _record_run(adata, args.key_added, args, input=str(Path(args.input).expanduser().resolve()), checksum=checksum)
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
                              name=Path(args.input).name, model=model, save_model=args.save_model,
                              overwrite=args.overwrite)
     _print_summary(adata, args.key_added, seconds, written)
     return 0
+
+
+def _record_run(adata, key: str, args, *, input: str, checksum: str | dict | None = None) -> None:
+    """Keep what reproduces the run in ``uns[key]['params']``: the command line, its folder, the input and its SHA-256.
+
+    The report shows them; ``tl.cluster`` records the CPU/GPU model itself.
+    """
+    params = adata.uns[key]["params"]
+    params["command"] = shlex.join(["scgpcl", *getattr(args, "argv", [])])
+    params["cwd"] = os.getcwd()
+    params["input"] = input
+    if checksum is not None:
+        params["input_sha256"] = checksum
 
 
 def _report_dir(args) -> Path | None:
@@ -333,6 +368,39 @@ def _run_report(args) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
+    """``markers --output``: checked before any work, like every other output.
+
+    It never replaces its own input (not even with ``--overwrite``: the clustered
+    .h5ad would become a small table), and replaces another existing file only
+    with ``--overwrite``.
+    """
+    from ._errors import InputError
+
+    out = Path(path)
+    if _same_file(out, Path(input_path)):
+        raise InputError(f"--output '{out}' is the input file; the marker table would replace the clustered data. "
+                         f"Give the table its own name, e.g. {out.with_name(out.stem + '_markers.tsv')}")
+    if out.suffix.lower() == ".h5ad":
+        raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is tab-separated text; "
+                         f"give a name ending in .tsv, e.g. {out.with_suffix('.tsv')}")
+    if not out.parent.exists():
+        raise InputError(f"output folder '{out.parent}' does not exist")
+    if out.is_dir():
+        raise InputError(f"--output '{out}' is a folder; give a file name for the table, e.g. {out / 'markers.tsv'}")
+    if out.exists() and not overwrite:
+        raise InputError(f"--output '{out}' exists; pass --overwrite to replace it, or choose another name")
+    check_writable(out.parent, "--output")
+    return out
+
+
 def _run_markers(args) -> int:
     import tempfile
 
@@ -340,13 +408,7 @@ def _run_markers(args) -> int:
     from .tl import markers
     from ._errors import InputError
 
-    out = Path(args.output) if args.output else None
-    if out is not None and not out.parent.exists():
-        raise InputError(f"output folder '{out.parent}' does not exist")
-    if out is not None and out.is_dir():
-        raise InputError(f"--output '{out}' is a folder; give a file name for the table, e.g. {out / 'markers.tsv'}")
-    if out is not None:
-        check_writable(out.parent, "--output")
+    out = _check_table_out(args.output, args.input, args.overwrite) if args.output else None
     adata = read_clustered(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
@@ -360,9 +422,11 @@ def _run_markers(args) -> int:
         with os.fdopen(fd, "w") as f:
             table.to_csv(f, sep="\t", index=False, float_format="%.6g")
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; give the table the usual permissions
+        _signals.raise_if_interrupted()
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with _signals.deferred():
+            Path(tmp).unlink(missing_ok=True)
         raise
     n = table["cluster"].nunique()
     print(f"scgpcl: top {args.n_genes} marker genes of {n} clusters (obs[{args.key!r}]); wrote {out}")
@@ -384,6 +448,7 @@ def _run_demo(args) -> int:
     t0 = time.perf_counter()
     tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
                device=args.device, progress=not args.quiet)
+    _record_run(adata, "scgpcl", args, input=f"simulated: scgpcl.simulate.simulate('demo', seed={args.random_state})")
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report,
                              key="scgpcl", label_key="cell_type", name="demo (Splat simulation)")
@@ -393,33 +458,83 @@ def _run_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded with the results: the command line that reproduces the run
+    if args.command is None:  # bare 'scgpcl': the overview of the commands, not an error
+        parser.print_help()
+        return 0
     quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     from ._errors import InputError
 
     handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
-    try:
-        if args.command in handlers:
-            return handlers[args.command](args)
-        from .simulate import _cli as sim_cli
+    # SIGTERM (a batch scheduler's time limit) is handled like Ctrl-C: the writers remove their
+    # temporary files, and the command ends with 143 (130 for Ctrl-C) and a message
+    with _signals.handled(), cli_context(), _warnings_logged():
+        try:
+            if args.command in handlers:
+                code = handlers[args.command](args)
+            else:
+                from .simulate import _cli as sim_cli
 
-        return sim_cli.run(args)
-    except InputError as e:
-        if debug:
-            raise
-        print(f"scgpcl: error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt as e:
-        kept = getattr(e, "written", None)
-        what = f"already written and complete: {', '.join(kept)}; nothing else written" if kept else "no output written"
-        print(f"scgpcl: interrupted; {what}", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - one line unless --debug
-        if debug:
-            raise
-        print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
-        return EXIT_FAILURE
+                code = sim_cli.run(args)
+        except InputError as e:
+            if debug:
+                raise
+            print(f"scgpcl: error: {e}", file=sys.stderr)
+            return EXIT_INPUT
+        except KeyboardInterrupt as e:
+            kept = getattr(e, "written", None)
+            what = (f"already written and complete: {', '.join(kept)}; nothing else written" if kept
+                    else "no output written")
+            print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
+            return _interrupt_exit_code(e)
+        except Exception as e:  # noqa: BLE001 - one line unless --debug
+            if debug:
+                raise
+            print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+            return EXIT_FAILURE
+        if _signals.received() is not None:  # a signal whose exception was dropped on the way; all outputs done
+            print(f"scgpcl: {_interrupted_by(None)} after the outputs were complete", file=sys.stderr)
+            return _interrupt_exit_code(None)
+        return code
+
+
+@contextmanager
+def _warnings_logged():
+    """Show Python warnings as 'WARNING: <message>' lines through the scgpcl logger, like its own warnings.
+
+    They then look alike, name no source line, and are shown with --quiet too
+    (which hides only progress and INFO messages).
+    """
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        log.warning("%s", message)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _terminated(e: BaseException | None) -> bool:
+    while e is not None:
+        if isinstance(e, _signals.Terminated):
+            return True
+        e = e.__cause__ or e.__context__
+    return _signals.received() == signal.SIGTERM
+
+
+def _interrupted_by(e: BaseException | None) -> str:
+    return "terminated (SIGTERM)" if _terminated(e) else "interrupted"
+
+
+def _interrupt_exit_code(e: BaseException | None) -> int:
+    """128 + the signal number, as a shell reports a process ended by it: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if _terminated(e) else signal.SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-__all__ = ["cluster_accuracy", "match_clusters", "clustering_metrics"]
+__all__ = ["cluster_accuracy", "match_clusters", "matched_labels", "clustering_metrics"]
 
 
 def _codes(values) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +38,19 @@ def match_clusters(labels_true, labels_pred) -> np.ndarray:
     valid = (matched >= 0) & (matched < n_t)
     out[valid] = t_names[matched[valid]]
     out[~valid] = None
+    return out
+
+
+def matched_labels(labels_true, labels_pred) -> dict[str, str | None]:
+    """The true label each predicted cluster is matched to (:func:`match_clusters`), or None if unmatched.
+
+    Keys and values are strings; the same one-to-one matching as the CA metric.
+    """
+    pred = np.asarray(labels_pred, dtype=object).astype(str)
+    mapped = match_clusters(labels_true, pred)
+    out: dict[str, str | None] = {}
+    for cluster, label in zip(pred, mapped):
+        out.setdefault(cluster, None if label is None else str(label))
     return out
 
 

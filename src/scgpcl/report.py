@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -30,7 +31,11 @@ from anndata import AnnData
 
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
-from .metrics import clustering_metrics
+from ._messages import arg, listing
+from ._signals import deferred, raise_if_interrupted
+from ._machine import cpu_model
+from ._messages import cli_context, empty_clusters_message
+from .metrics import clustering_metrics, matched_labels
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
 
@@ -108,7 +113,8 @@ def write_report(
         _write_contents(tmp, adata, key=key, label_key=label_key, dataset_name=dataset_name, n_markers=n_markers)
         _replace_dir(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("wrote report %s", out / "index.html")
     return out
@@ -139,6 +145,7 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
 # ------------------------------------------------------------ file handling
 def _replace_dir(new: Path, out: Path) -> None:
     """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded."""
+    raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser while the report was written
     if not out.exists():
         os.rename(new, out)
         return
@@ -154,13 +161,16 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 def _check_inputs(adata: AnnData, key: str, label_key: str | None) -> None:
     if key not in adata.obs.columns or not isinstance(adata.uns.get(key), dict) or "X_" + key not in adata.obsm:
+        found = [str(k) for k, v in adata.uns.items() if isinstance(v, dict) and "params" in v and k in adata.obs]
+        found_text = f"; clusterings found under: {listing(found)}" if found else ""
         raise InputError(
-            f"no scgpcl clustering under key {key!r} (obs[{key!r}], obsm['X_{key}'], uns[{key!r}]): "
-            "run scgpcl.tl.cluster first, or pass the key= it was stored under"
+            f"no scgpcl clustering under key {key!r} (obs[{key!r}], obsm['X_{key}'], uns[{key!r}]){found_text}: "
+            + arg("run scgpcl.tl.cluster first, or pass the key= it was stored under",
+                  "cluster with 'scgpcl cluster' first, or pass the --key it was stored under")
         )
     if label_key is not None and label_key not in adata.obs.columns:
-        cols = ", ".join(map(repr, adata.obs.columns))
-        raise InputError(f"label key {label_key!r} is not a column of obs (available columns: {cols})")
+        raise InputError(f"label key {label_key!r} is not a column of obs (available columns: "
+                         f"{listing(list(adata.obs.columns))}); pass one to {arg('label_key=', '--label-key')}")
 
 
 # ---------------------------------------------------------------- contents
@@ -230,6 +240,22 @@ def _metrics(adata: AnnData, key: str, label_key: str | None) -> dict[str, float
     return m
 
 
+def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple[str | None, float]]:
+    """Per cluster: its Hungarian-matched reference label (the CA metric's matching) and the share of its cells with it."""
+    if label_key is None:
+        return {}
+    clusters, labels = adata.obs[key], adata.obs[label_key]
+    ok = (clusters.notna() & labels.notna()).to_numpy()
+    if not ok.any():
+        return {}
+    c, t = clusters[ok].astype(str).to_numpy(), labels[ok].astype(str).to_numpy()
+    out = {}
+    for cluster, label in matched_labels(t, c).items():
+        mine = c == cluster
+        out[cluster] = (label, float(np.mean(t[mine] == label)) if label is not None else float("nan"))
+    return out
+
+
 def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None, dataset_name: str | None,
                     n_markers: int) -> None:
     from . import pl
@@ -246,6 +272,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         order = [str(c) for c in clusters.cat.categories]
     sizes = {c: int(counts.get(c, 0)) for c in order}
     metrics = _metrics(adata, key, label_key)
+    matches = _matched(adata, key, label_key)
     raw_stages = info.get("stages") or {}
     stage_order = [s for s in _STAGE_NAMES if s in raw_stages] + [s for s in raw_stages if s not in _STAGE_NAMES]
     stages = {s: {k: _json_default(v) if isinstance(v, np.generic) else v for k, v in raw_stages[s].items()}
@@ -269,6 +296,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         "n_cells_clustered": int(clusters.notna().sum()),
         "n_clusters": len(order),
         "cluster_sizes": sizes,
+        "matched_labels": {c: m[0] for c, m in matches.items()} if label_key is not None else None,
         "stages": stages,
         "params": {k: v for k, v in (info.get("params") or {}).items() if k != "config"},
         "config": (info.get("params") or {}).get("config", {}),
@@ -306,10 +334,42 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     page = _render_html(
         name=name, key=key, label_key=label_key, info=info, metrics=metrics, stages=stages, sizes=sizes,
         summary=summary, versions=versions, figures=dict((f[0], f) for f in figures), marker_table=marker_table,
+        matches=matches,
         no_markers=no_markers,
         created=record["created"],
     )
     (d / "index.html").write_text(page, encoding="utf-8")
+
+
+def _reproduce_html(params: dict) -> str:
+    """The command line that reproduces the run, with its folder, the input's checksum and the CPU model."""
+    items: list[str] = []
+    command = params.get("command")
+    if command:
+        cwd = params.get("cwd")
+        shown = f"cd {shlex.quote(str(cwd))}\n{command}" if cwd else str(command)
+        items.append(f"<h3>Reproduce this run</h3><pre class=\"cmd\"><code>{_e(shown)}</code></pre>")
+    else:
+        items.append('<h3>Reproduce this run</h3><p class="note">No command line was recorded (a run from Python, '
+                     "or by an scgpcl older than this report): <code>scgpcl.tl.cluster(adata, n_clusters=K, "
+                     "random_state=seed, ...)</code> with the parameters and configuration listed under "
+                     "Parameters repeats it.</p>")
+    facts: dict[str, Any] = {}
+    if params.get("input"):
+        facts["input"] = params["input"]
+    checksum = params.get("input_sha256")
+    if isinstance(checksum, dict):
+        for fname, digest in checksum.items():
+            facts[f"SHA-256 of {fname}"] = digest
+    elif checksum:
+        facts["input SHA-256"] = checksum
+    if params.get("random_state") is not None:
+        facts["seed"] = params["random_state"]
+    if params.get("cpu"):
+        facts["CPU"] = params["cpu"]
+    if params.get("gpu"):
+        facts["GPU"] = params["gpu"]
+    return "".join(items) + (f'<div class="mono-kv">{_kv(facts)}</div>' if facts else "")
 
 
 # --------------------------------------------------------------------- HTML
@@ -355,6 +415,11 @@ details { margin-top: 10px; }
 summary { cursor: pointer; color: var(--accent); font-size: 14px; }
 .note { color: var(--muted); font-size: 13.5px; }
 footer { color: var(--muted); font-size: 12.5px; text-align: center; margin-top: 24px; }
+pre.cmd { background: #0f172a; color: #e2e8f0; padding: 10px 14px; border-radius: 8px; white-space: pre-wrap;
+  word-break: break-all; margin: 6px 0 10px; }
+pre.cmd code { font-size: 12.5px; }
+.mono-kv .kv div:nth-child(even) { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size: 12.5px; word-break: break-all; }
 """
 
 
@@ -429,7 +494,7 @@ def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> 
 
 
 def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
-                 no_markers, created) -> str:
+                 no_markers, created, matches=None) -> str:
     params = info.get("params") or {}
     config = params.get("config") or {}
     total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
@@ -455,16 +520,29 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         metrics_html = ('<p class="note">No reference labels given, so no ARI/NMI/CA: pass '
                         "<code>label_key=</code> (CLI: <code>--label-key</code>) to score the clusters.</p>")
     size_rows = [[c, n, f"{100.0 * n / max(sum(sizes.values()), 1):.1f}"] for c, n in sizes.items()]
+    size_header = ["cluster", "cells", "%"]
+    if label_key is not None:  # the reference label each cluster stands for (the CA metric's matching)
+        size_header += [f"matched {label_key}", "% of the cluster"]
+        for row in size_rows:
+            label, share = (matches or {}).get(row[0], (None, float("nan")))
+            row += [label if label is not None else "– (unmatched)",
+                    f"{100 * share:.0f}" if label is not None and np.isfinite(share) else "–"]
     n_unclustered = summary["cells"] - sum(sizes.values())
     empty = [c for c, n in sizes.items() if n == 0]
+    empty_note = ""
+    if empty:
+        with cli_context():  # the report names the command-line flags next to the Python ones below
+            cli_text = empty_clusters_message(len(sizes) - len(empty), len(sizes), finetuned="finetune" in stages)
+        py_text = empty_clusters_message(len(sizes) - len(empty), len(sizes), finetuned="finetune" in stages)
+        empty_note = (f'<p class="note">Empty clusters: {", ".join(map(_e, empty))}. {_e(cli_text)} '
+                      f"(from Python: {_e(py_text.rsplit('Try ', 1)[1])}).</p>")
     summary_html = (
         f'<section id="summary"><h2>Summary</h2>{metrics_html}'
         f'<div class="grid2"><div><h3>Dataset</h3>{_kv(summary)}</div>'
-        f'<div><h3>Cluster sizes</h3>{_table(["cluster", "cells", "%"], size_rows, numeric={1, 2})}'
+        f'<div><h3>Cluster sizes</h3>{_table(size_header, size_rows, numeric={1, 2, 4})}'
         + (f'<p class="note">{n_unclustered} cells had no counts in the genes used and were not clustered.</p>' if n_unclustered else "")
-        + (f'<p class="note">{len(empty)} of the K = {len(sizes)} clusters ended with no cells '
-           f'({", ".join(map(_e, empty))}): fine-tuning merged them into others.</p>' if empty else "")
-        + "</div></div></section>"
+        + empty_note
+        + "</div></div>" + _reproduce_html(params) + "</section>"
     )
 
     clusters_html = (f'<section id="clusters"><h2>Clusters</h2>{_figure(figures.get("umap"))}'
@@ -539,9 +617,18 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     parameters_html = (f'<section id="parameters"><h2>Parameters</h2><h3>run</h3>{_kv(run_items)}'
                        f'<div class="grid2">{param_tables}</div></section>')
 
+    trained_on = params.get("cpu")
+    here = cpu_model()
+    machine = (f"Trained on {_e(trained_on)}" + (f" with GPU {_e(params['gpu'])}" if params.get("gpu") else "")
+               + f", device {_e(params.get('device', '?'))}" if trained_on else
+               f"Device {_e(params.get('device', '?'))}; the CPU model was not recorded")
+    if here != trained_on:
+        machine += f". This report was written on {_e(here)} ({_e(platform.platform())})"
+    else:
+        machine += f" ({_e(platform.platform())})"
     env_html = (f'<section id="environment"><h2>Environment</h2>'
                 f"{_table(['package', 'version'], [[k, v] for k, v in versions.items()])}"
-                f'<p class="note">{_e(platform.platform())}; device {_e(params.get("device", "?"))}.</p></section>')
+                f'<p class="note">{machine}. The same seed can give other labels on another CPU model.</p></section>')
 
     title = f"scGPCL clustering report: {name}"
     return f"""<!DOCTYPE html>

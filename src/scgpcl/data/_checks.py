@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
+from scgpcl._messages import arg, listing
 
 logger = logging.getLogger("scgpcl")
 
@@ -29,6 +30,11 @@ _OTHER_LOSSES = frozenset({"mse"})
 #: Values within this relative distance of an integer count as integers
 #: (float round-off, e.g. counts recovered as ``expm1(log1p(x))``).
 _INTEGER_RTOL = 1e-5
+
+#: Magnitudes that no count matrix, and no normalised, log-transformed or scaled
+#: one, holds; random bytes read as float32 (a damaged file) mostly do.
+_ABSURD_ABOVE = 1e15
+_ABSURD_BELOW = 1e-30
 
 #: Number of values examined at once (bounds temporary memory to a few dozen MiB).
 _CHUNK = 1 << 22
@@ -46,6 +52,8 @@ class _ValueStats:
     n_nonzero: int = 0
     n_noninteger: int = 0
     example_noninteger: float | None = None
+    n_absurd: int = 0
+    example_absurd: float | None = None
 
     def update(self, values: np.ndarray) -> None:
         values = values.ravel()
@@ -71,6 +79,13 @@ class _ValueStats:
             if values.size == 0:
                 return
         self.n_nonzero += int(np.count_nonzero(values))
+        size = np.abs(values)
+        absurd = (size > _ABSURD_ABOVE) | ((size < _ABSURD_BELOW) & (size > 0))
+        n_absurd = int(np.count_nonzero(absurd))
+        if n_absurd:
+            self.n_absurd += n_absurd
+            if self.example_absurd is None:
+                self.example_absurd = float(values[np.argmax(absurd)])
         negative = np.count_nonzero(values < 0)
         if negative:
             self.n_negative += int(negative)
@@ -142,9 +157,10 @@ def check_counts(
     Raises
     ------
     InputError
-        If the matrix is empty (no cells or no genes), has NaN or infinite
-        values, negative values (scaled or log-transformed data), only zeros,
-        or non-integer values while ``reconstruction="zinb"``.
+        If the matrix is empty (no cells or no genes), boolean, has values of
+        absurd size (above 1e15 or below 1e-30: a damaged file), NaN or
+        infinite values, negative values (scaled or log-transformed data),
+        only zeros, or non-integer values while ``reconstruction="zinb"``.
 
     Warns
     -----
@@ -172,6 +188,8 @@ def check_counts(
             raise InputError(f"{where} must hold numbers, got values of type {X.dtype}")
     elif np.dtype(X.dtype).kind not in "biuf":
         raise InputError(f"{where} must hold numbers, got values of type {X.dtype}")
+    if np.dtype(X.dtype).kind == "b":
+        raise InputError(boolean_matrix_message(where))
     n_cells, n_genes = X.shape
     if n_cells == 0 or n_genes == 0:
         raise InputError(
@@ -182,6 +200,14 @@ def check_counts(
     for block in _value_blocks(X):
         stats.update(block)
 
+    if stats.n_absurd:
+        # before the NaN and negative checks: a damaged file is not "scaled or log-transformed"
+        raise InputError(
+            f"{where} holds {stats.n_absurd} value(s) of a size no count matrix (nor a normalised or scaled one) "
+            f"has, e.g. {stats.example_absurd:.3g} (sizes above {_ABSURD_ABOVE:g} or below {_ABSURD_BELOW:g}): the "
+            "data look corrupt, as from a file damaged in a copy or download. Check the file (compare its "
+            "checksum with the original's) and copy or export it again"
+        )
     if stats.n_nan or stats.n_inf:
         raise InputError(
             f"{where} contains {stats.n_nan} NaN and {stats.n_inf} infinite value(s); "
@@ -196,7 +222,8 @@ def check_counts(
         )
     if stats.n_nonzero == 0:
         raise InputError(
-            f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster"
+            f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster; "
+            f"is this the count matrix? (pick another with --layer / layer=)"
         )
     if stats.n_noninteger:
         detail = (
@@ -298,23 +325,24 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
     """
     if n_clusters is None and allow_none:
         return None
+    name = arg("n_clusters", "--n-clusters")
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Real):
-        hint = " or None to estimate it" if allow_none else ""
+        hint = f" or {arg('None', 'auto')} to estimate it" if allow_none else ""
         raise InputError(
-            f"n_clusters must be a whole number of clusters (at least 2){hint}, got {n_clusters!r}"
+            f"{name} must be a whole number of clusters (at least 2){hint}, got {n_clusters!r}"
         )
     if not isinstance(n_clusters, numbers.Integral):
         value = float(n_clusters)
         if not (np.isfinite(value) and value.is_integer()):
             raise InputError(
-                f"n_clusters must be a whole number of clusters (at least 2), got {n_clusters!r}"
+                f"{name} must be a whole number of clusters (at least 2), got {n_clusters!r}"
             )
     k = int(n_clusters)
     if k < 2:
-        raise InputError(f"n_clusters must be at least 2, got {k}")
+        raise InputError(f"{name} must be at least 2, got {k}: scgpcl splits the cells into 2 or more clusters")
     if k > n_cells:
         raise InputError(
-            f"n_clusters={k} is more than the number of cells ({n_cells}); "
+            f"{arg(f'n_clusters={k}', f'--n-clusters {k}')} is more than the number of cells ({n_cells}); "
             "ask for at most as many clusters as there are cells"
         )
     return k
@@ -329,7 +357,8 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     ------
     InputError
         If ``label_key`` is not a column of ``adata.obs`` (the message lists
-        the columns), or if every label is missing.
+        the columns), if every label is missing, or if every labelled cell
+        (3 or more) has a label of its own: cell ids, not labels.
 
     Warns
     -----
@@ -342,19 +371,37 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     if label_key not in adata.obs.columns:
         columns = ", ".join(repr(str(column)) for column in adata.obs.columns)
         available = f"available columns: {columns}" if columns else "obs has no columns"
-        raise InputError(f"label key {label_key!r} is not a column of obs ({available})")
+        raise InputError(f"label key {label_key!r} is not a column of obs ({available}); "
+                         f"pass one of them to {arg('label_key=', '--label-key')}, or leave it out")
     missing = adata.obs[label_key].isna().to_numpy()
     n_missing = int(missing.sum())
+    labelled = adata.obs[label_key][~missing]
+    n_values = int(labelled.astype(str).nunique())
+    if len(labelled) >= 3 and n_values == len(labelled):
+        # scoring against it gives ARI 0 and an "accuracy" of K / n: refuse rather than report that
+        others = [str(c) for c in adata.obs.columns if str(c) != label_key]
+        raise InputError(
+            f"obs[{label_key!r}] has a different value for every labelled cell ({n_values} values, e.g. "
+            f"{str(labelled.iloc[0])!r}): it looks like cell ids, not reference labels. Pass the column holding "
+            f"cell types or groups to {arg('label_key=', '--label-key')} (other columns: {listing(others)})"
+        )
     if n_missing == 0:
         return
     if n_missing == adata.n_obs:
-        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN)")
+        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN); pass a column "
+                         f"that holds labels to {arg('label_key=', '--label-key')}, or leave it out")
     warnings.warn(
         f"obs[{label_key!r}] is missing for {n_missing} of {adata.n_obs} cells; "
         "compare the clustering with the labelled cells only",
         UserWarning,
         stacklevel=2,
     )
+
+
+def boolean_matrix_message(where: str) -> str:
+    return (f"{where} holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: "
+            "scgpcl needs the raw integer counts. Use --layer / layer= to pick the layer that holds them, "
+            "or go back to the count matrix this was made from")
 
 
 def is_number(text: str) -> bool:

@@ -25,6 +25,7 @@ AnnData file saved as ``.h5`` is read as h5ad.
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import logging
 import os
@@ -33,6 +34,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -42,7 +44,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl.data._checks import check_label_key, is_number
+from scgpcl._signals import deferred, raise_if_interrupted
+from scgpcl._messages import arg
+from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
+from scgpcl.data._orientation import guess_orientation
 
 logger = logging.getLogger("scgpcl")
 
@@ -53,7 +58,8 @@ SUPPORTED_FORMATS = (
     ".csv / .tsv / .txt / .tab text tables, optionally compressed as .gz or .bz2"
 )
 
-_TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None, ".tab": None}
+#: text table suffixes; the separator is found from the first lines (``_sniff_separator``)
+_TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
 _COMPRESSED_SUFFIXES = {".gz", ".bz2"}
 _H5_SUFFIXES = {".h5", ".hdf5", ".he5"}
 _MTX_NAMES = ("matrix.mtx", "matrix.mtx.gz")
@@ -95,9 +101,17 @@ def read_counts(
         ``obs``/``obsm``/``uns`` from the file.
     genes_as_rows
         Text tables and benchmark ``.h5`` files only, whose orientation the
-        format does not fix. By default (``None`` or ``False``) rows are cells
-        and columns are genes; ``True`` means rows are genes, and the table is
-        transposed. Passing ``True`` for ``.h5ad`` or 10x input is an error.
+        format does not fix. ``True``: rows are genes (the table is
+        transposed); ``False``: rows are cells. ``None`` (default): benchmark
+        ``.h5`` files are read with cells as rows; for text tables the
+        orientation is guessed from the row and column names (gene ids and
+        symbols, cell barcodes) and the counts
+        (:func:`~scgpcl.data._orientation.guess_orientation`), with a
+        warning when the table is read as genes x cells, and an
+        :class:`InputError` asking for ``True`` or ``False`` when the guess
+        is not clear. An explicit value always wins (with a warning when the
+        names suggest the opposite). Passing ``True`` for ``.h5ad`` or 10x
+        input is an error.
     label_key
         If given, ``obs[label_key]`` must exist (see
         :func:`~scgpcl.data._checks.check_label_key`). Benchmark ``.h5`` files
@@ -107,7 +121,12 @@ def read_counts(
     -------
     AnnData with ``X`` (or ``layers[layer]``) a :class:`scipy.sparse.csr_matrix` of float32 in
     canonical form (sorted indices, no duplicates, no stored zeros) and unique
-    ``obs_names``/``var_names`` (duplicates get ``-1``, ``-2``, ... appended).
+    ``obs_names``/``var_names`` (duplicates get ``-1``, ``-2``, ... appended,
+    with a warning: the renamed ones no longer match other tables).
+    Text tables: the separator (tab, ``;``, ``,`` or spaces) is found from the
+    first lines, and decimal commas are read in ``;``-separated tables; a
+    missing value (``NA``, empty) is an error naming its row and column, as
+    counts cannot be missing (write 0 where missing means "not detected").
     Sparse input is never densified; dense input is converted to CSR. ``uns``
     is left as the file had it. The counts are not checked here: call
     :func:`~scgpcl.data._checks.check_counts`.
@@ -116,7 +135,9 @@ def read_counts(
     ------
     InputError
         Missing file, unsupported format, unreadable or corrupt file, unknown
-        layer, misplaced ``layer``/``genes_as_rows``, or missing ``label_key``.
+        layer, misplaced ``layer``/``genes_as_rows``, a text table with
+        missing or non-numeric values or of unclear orientation, a boolean
+        matrix, or missing ``label_key``.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -129,11 +150,12 @@ def read_counts(
         raise InputError(f"use_raw (--use-raw) applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}")
     if layer is not None and fmt != "h5ad":
         raise InputError(
-            f"layer={layer!r} applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}"
+            f"{arg(f'layer={layer!r}', f'--layer {layer}')} applies only to .h5ad input; '{path}' is read as "
+            f"{_FORMAT_NAMES[fmt]}; leave it out"
         )
     if genes_as_rows and fmt in {"h5ad", "10x-h5", "10x-mtx"}:
         raise InputError(
-            f"genes_as_rows=True applies only to text tables and X/Y benchmark .h5 files; "
+            f"{arg('genes_as_rows=True', '--genes-as-rows')} applies only to text tables and X/Y benchmark .h5 files; "
             f"'{path}' is read as {_FORMAT_NAMES[fmt]}, whose rows are always cells"
         )
 
@@ -151,8 +173,8 @@ def read_counts(
         elif fmt == "xy-h5":
             adata = _read_xy_h5(path, genes_as_rows=bool(genes_as_rows))
         else:
-            adata = _read_text(path, genes_as_rows=bool(genes_as_rows))
-        adata = _finalize(adata, layer)
+            adata = _read_text(path, genes_as_rows=genes_as_rows)
+        adata = _finalize(adata, layer, path)
 
     check_label_key(adata, label_key)
     logger.info("read %d cells x %d genes from '%s' (%s)", adata.n_obs, adata.n_vars, path, fmt)
@@ -217,12 +239,14 @@ def write_h5ad_atomic(
     tmp = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         adata.write_h5ad(tmp, compression=compression)
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # pragma: no cover - nothing more we can do
-            logger.warning("could not remove temporary file '%s'", tmp)
+    except BaseException:  # also KeyboardInterrupt and the CLI's SIGTERM (scgpcl._signals)
+        with deferred():  # a second signal must not cut the clean-up short
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # pragma: no cover - nothing more we can do
+                logger.warning("could not remove temporary file '%s'", tmp)
         raise
 
 
@@ -316,7 +340,8 @@ def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
     if layer is not None:
         if layer not in adata.layers:
             available = ", ".join(repr(k) for k in adata.layers.keys())
-            available = f"layers {available} and X (layer=None)" if available else "only X (layer=None)"
+            x = arg("X (layer=None)", "X (leave out --layer)")
+            available = f"layers {available} and {x}" if available else f"only {x}"
             raise InputError(f"layer {layer!r} not found in '{path}'; available: {available}")
     elif adata.X is None:
         available = ", ".join(repr(k) for k in adata.layers.keys()) or "none"
@@ -439,7 +464,8 @@ def _read_xy_h5(path: Path, *, genes_as_rows: bool) -> AnnData:
                     )
                 raise InputError(
                     f"cannot read '{path}': labels 'Y' have shape {y.shape} but 'X' has "
-                    f"{n_cells} cells{' (X was transposed: genes_as_rows=True)' if genes_as_rows else ''}{fix}"
+                    f"{n_cells} cells{' (X was transposed: genes_as_rows=True)' if genes_as_rows else ''}"
+                    f"{fix or '; the file is inconsistent: write it again with one label in Y per row of X'}"
                 )
             obs["cell_type"] = _labels_to_categorical(y)
     return AnnData(X, obs=obs, var=var)
@@ -448,105 +474,231 @@ def _read_xy_h5(path: Path, *, genes_as_rows: bool) -> AnnData:
 def _open_text(path: Path):
     suffix = path.suffix.lower()
     if suffix == ".gz":
-        return gzip.open(path, "rt")
+        return gzip.open(path, "rt", newline="")
     if suffix == ".bz2":
-        return bz2.open(path, "rt")
-    return open(path)
+        return bz2.open(path, "rt", newline="")
+    return open(path, newline="")
 
 
-def _sniff_delimiter(path: Path) -> str | None:
-    """Delimiter of a .txt/.tab table: tab or comma if the first data line has one."""
+#: values read as missing: pandas' usual NA spellings (NA, NaN, N/A, null, empty ...)
+_NA_TOKENS = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "#N/A", "<NA>",
+                        "#NA", "1.#IND", "1.#QNAN", "-1.#IND", "-1.#QNAN"})
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
+
+
+@dataclass
+class _TextLayout:
+    """How a text table is laid out, from its first lines."""
+
+    sep: str | None  # None: runs of whitespace
+    decimal: str
+    skip: int  # lines before the first data row (comments, blank lines, the header)
+    header: list[str] | None
+    names_column: bool  # the first column holds row names
+    n_fields: int  # fields per data row
+
+
+def _split(line: str, sep: str | None) -> list[str]:
+    if sep is None:
+        return [f[1:-1] if len(f) >= 2 and f[0] == f[-1] == '"' else f for f in line.split()]
+    return next(csv.reader([line], delimiter=sep))
+
+
+def _first_lines(path: Path, n: int = 12) -> tuple[list[str], int]:
+    """Up to ``n`` non-blank lines that do not start with '#', and how many lines came before the first."""
+    lines: list[str] = []
+    before = 0
     with _open_text(path) as handle:
         for line in handle:
-            if line.strip() and not line.startswith("#"):
-                if "\t" in line:
-                    return "\t"
-                if "," in line:
-                    return ","
-                return None
-    return None
+            text = line.rstrip("\r\n")
+            if not text.strip() or text.startswith("#"):
+                if not lines:
+                    before += 1
+                continue
+            lines.append(text)
+            if len(lines) >= n:
+                break
+    return lines, before
 
 
-def _header_starts_empty(path: Path, delimiter: str | None) -> list[str] | None:
-    """The header's fields if its first one is empty (``,g1,g2``): the first column then holds row names.
+def _field_count(lines: list[str], sep: str | None) -> int:
+    """The number of fields most of ``lines`` have when split on ``sep`` (0 if fewer than half agree)."""
+    counts = [len(_split(line, sep)) for line in lines]
+    best = max(set(counts), key=counts.count)
+    return best if counts.count(best) * 2 > len(counts) else 0
 
-    anndata's reader takes a first column of numbers (pandas' default integer
-    index, numeric gene ids) for data otherwise, and adds a gene (or cell) named ''.
+
+def _sniff_separator(lines: list[str]) -> str | None:
+    """The separator that splits most sampled data lines into the same number (2+) of fields.
+
+    Tab, then ';', then ',', else runs of whitespace. ';' is tried before ','
+    so that a European CSV (``1,5;2;0``) is split on the semicolons, its commas
+    being decimal commas. The file's suffix does not decide: a ``.csv`` written
+    with ';' or tabs is common.
     """
-    if delimiter is None:
-        return None
-    with _open_text(path) as handle:
-        for line in handle:
-            if line.strip() and not line.startswith("#"):
-                fields = [f.strip().strip('"') for f in line.rstrip("\r\n").split(delimiter)]
-                return fields if fields[0] == "" else None
+    data = lines[1:] or lines
+    for sep in ("\t", ";", ","):
+        if _field_count(data, sep) >= 2:
+            return sep
     return None
 
 
-def _read_text(path: Path, *, genes_as_rows: bool) -> AnnData:
-    from anndata.io import read_text
-
-    suffixes = [s.lower() for s in path.suffixes]
-    table_suffix = suffixes[-2] if suffixes[-1] in _COMPRESSED_SUFFIXES else suffixes[-1]
-    delimiter = _TEXT_SUFFIXES[table_suffix]
-    if delimiter is None:
-        delimiter = _sniff_delimiter(path)
-    header = _header_starts_empty(path, delimiter)
-    try:
-        adata = read_text(path, delimiter=delimiter, first_column_names=True if header else None, dtype="float32")
-        if header and len(header) > 1 and is_number(header[-1]) and adata.n_obs > 1 and adata.obs_names[0] == "":
-            # column names that are all numbers (',0,1,2'): anndata read the header as a row named ''
-            adata = AnnData(adata.X[1:], obs=pd.DataFrame(index=adata.obs_names[1:]),
-                            var=pd.DataFrame(index=pd.Index(header[1:])))
-    except IndexError as err:  # anndata's parser found no row of numbers
-        raise InputError(
-            f"cannot read '{path}': it has no rows of numbers. Is it a valid {_FORMAT_NAMES['text']}?"
-        ) from err
-    if genes_as_rows:
-        adata = AnnData(
-            sp.csr_matrix(adata.X.T),
-            obs=pd.DataFrame(index=adata.var_names.copy()),
-            var=pd.DataFrame(index=adata.obs_names.copy()),
-        )
-    # the orientation is the user's to say; warn when the gene side looks like barcodes
-    gene_names = adata.var_names
-    if _mostly_barcodes(gene_names):
-        side = "row" if genes_as_rows else "column"
-        warnings.warn(
-            f"the {side} names of '{path}', read as genes, look like cell barcodes (e.g. {gene_names[0]!r}); "
-            f"if the {side}s are cells, pass genes_as_rows={not genes_as_rows} "
-            f"(CLI: {'drop --genes-as-rows' if genes_as_rows else '--genes-as-rows'})",
-            UserWarning,
-            stacklevel=2,
-        )
-    logger.info(
-        "text table '%s': rows are %s (pass genes_as_rows=%s if they are %s)",
-        path,
-        "genes" if genes_as_rows else "cells",
-        not genes_as_rows,
-        "cells" if genes_as_rows else "genes",
+def _text_layout(path: Path) -> _TextLayout:
+    lines, before = _first_lines(path)
+    if not lines:
+        raise InputError(f"cannot read '{path}': it holds no table (empty, or only '#' comment lines)")
+    sep = _sniff_separator(lines)
+    rows = [[f.strip() for f in _split(line, sep)] for line in lines]
+    first, rest = rows[0], rows[1:]
+    n_fields = _field_count([line for line in lines[1:]], sep) if rest else len(first)
+    if n_fields < 2:
+        raise InputError(f"cannot read '{path}': found no separator (tab, ';', ',' or spaces) that splits its lines "
+                         f"into the same number of fields. Is it a valid {_FORMAT_NAMES['text']}?")
+    rest = [r for r in rest if len(r) == n_fields] or rest  # a ragged line is named by the full read
+    header = None
+    if (len(first) == n_fields - 1 and rest) or not is_number(first[-1]) or first[0] == "":
+        # a header: names in its last field, a blank corner (pandas' index), or one field short (R's write.table)
+        header, rest = first, rest
+    else:
+        rest = rows
+    if not rest:
+        raise InputError(f"cannot read '{path}': it has no rows of numbers, only the header line. "
+                         f"Is it a valid {_FORMAT_NAMES['text']}?")
+    names_column = (
+        not is_number(rest[0][0]) and rest[0][0] not in _NA_TOKENS
+        or (header is not None and (header[0] == "" or len(header) == n_fields - 1))
     )
-    return adata
+    values = [v for r in rest for v in (r[1:] if names_column else r)]
+    decimal = "," if sep != "," and any(_DECIMAL_COMMA.match(v) for v in values) else "."
+    return _TextLayout(sep=sep, decimal=decimal, skip=before + (1 if header is not None else 0), header=header,
+                       names_column=names_column, n_fields=n_fields)
 
 
-_BARCODE = re.compile(r"^(?:[A-Za-z0-9]+[_:.-])?[ACGTN]{10,}(?:[-_.][A-Za-z0-9]+)?$")
+def _diagnose_text(path: Path, layout: _TextLayout, col_names: list[str]) -> str:
+    """The first line that does not fit the table, in words: wrong number of fields, or a value that is no number."""
+    with _open_text(path) as handle:
+        line_no = 0
+        data_seen = 0
+        for raw in handle:
+            line_no += 1
+            text = raw.rstrip("\r\n")
+            if not text.strip() or text.startswith("#"):
+                continue
+            data_seen += 1
+            if data_seen == 1 and layout.header is not None:
+                continue
+            fields = [f.strip() for f in _split(text, layout.sep)]
+            if len(fields) != layout.n_fields:
+                return (f"line {line_no} has {len(fields)} fields, but the table's rows have {layout.n_fields}"
+                        f"{' (is the separator ' + repr(layout.sep) + ' right?)' if layout.sep else ''}")
+            start = 1 if layout.names_column else 0
+            for j, value in enumerate(fields[start:]):
+                number = value.replace(",", ".") if layout.decimal == "," else value
+                if value in _NA_TOKENS or not is_number(number):
+                    where = (f"row {fields[0]!r} (line {line_no})" if layout.names_column else f"line {line_no}") + (
+                        f", column {col_names[j]!r}" if j < len(col_names) else f", field {j + 1 + start}")
+                    if value in _NA_TOKENS:
+                        return _missing_value(where)
+                    return (f"{where} holds {value[:40]!r}, which is not a number. "
+                            f"Is it a valid {_FORMAT_NAMES['text']}?")
+    return "a value that is not a number"
 
 
-def _mostly_barcodes(names: pd.Index, sample: int = 200) -> bool:
-    """Whether most names look like 10x/Drop-seq cell barcodes (ACGT strings of 10+ bases)."""
-    head = [str(n) for n in names[:sample]]
-    return bool(head) and sum(bool(_BARCODE.match(n)) for n in head) > 0.8 * len(head)
+def _missing_value(where: str) -> str:
+    return (f"{where} is missing (NA or empty); scgpcl needs a count in every cell of the table: "
+            "if missing means 'not detected', write 0 there")
+
+
+def _read_text(path: Path, *, genes_as_rows: bool | None) -> AnnData:
+    layout = _text_layout(path)
+    n_values = layout.n_fields - (1 if layout.names_column else 0)
+    if layout.header is None:
+        col_names = [str(j) for j in range(n_values)]
+    else:
+        col_names = layout.header[len(layout.header) - n_values:] if len(layout.header) >= n_values else []
+        if len(col_names) != n_values:
+            raise InputError(
+                f"cannot read '{path}': its header has {len(layout.header)} names but its rows have {n_values} "
+                f"values{' and a name' if layout.names_column else ''}. Is it a valid {_FORMAT_NAMES['text']}?"
+            )
+    dtype = {j: np.float32 for j in range(1 if layout.names_column else 0, layout.n_fields)}
+    if layout.names_column:
+        dtype[0] = str
+    try:
+        frame = pd.read_csv(
+            path, sep=layout.sep if layout.sep is not None else r"\s+", header=None, skiprows=layout.skip,
+            index_col=0 if layout.names_column else None, dtype=dtype, decimal=layout.decimal,
+            na_values=sorted(_NA_TOKENS), keep_default_na=False, skip_blank_lines=True, comment=None,
+            engine="c", quotechar='"',
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"cannot read '{path}': {_diagnose_text(path, layout, col_names)}") from err
+    values = frame.to_numpy(dtype=np.float32, copy=False)
+    if values.shape[1] != n_values:  # pragma: no cover - the parser refuses ragged rows first
+        raise InputError(f"cannot read '{path}': {_diagnose_text(path, layout, col_names)}")
+    missing = np.isnan(values)
+    if missing.any():
+        i, j = (int(v[0]) for v in np.nonzero(missing))
+        row = f"row {str(frame.index[i])!r}" if layout.names_column else f"data row {i + 1}"
+        raise InputError(f"cannot read '{path}': {_missing_value(f'{row}, column {col_names[j]!r}')}")
+    row_names = [str(n) for n in frame.index] if layout.names_column else [str(i) for i in range(values.shape[0])]
+    X = sp.csr_matrix(values)
+    del frame, values
+    if layout.decimal == ",":
+        logger.info("'%s': separator ';', decimal comma", path)
+
+    guess = guess_orientation(row_names, col_names, X)
+    shape = f"{X.shape[0]} rows x {X.shape[1]} columns"
+    if genes_as_rows is None:
+        if guess.genes_as_rows is None:
+            raise InputError(
+                f"cannot tell whether the rows of '{path}' ({shape}; rows e.g. {row_names[0]!r}, columns e.g. "
+                f"{col_names[0]!r}) are cells or genes: {'; '.join(guess.doubts)}. Say which: "
+                f"{arg('genes_as_rows=False', '--cells-as-rows')} if each row is a cell, "
+                f"{arg('genes_as_rows=True', '--genes-as-rows')} if each row is a gene"
+            )
+        genes_as_rows = guess.genes_as_rows
+        if genes_as_rows:
+            warnings.warn(
+                f"'{path.name}' read as genes x cells ({shape}: {X.shape[1]} cells), since {' and '.join(guess.reasons)}; "
+                f"if the rows are cells, pass {arg('genes_as_rows=False', '--cells-as-rows')}",
+                UserWarning, stacklevel=3,
+            )
+        else:
+            logger.info("'%s': rows are cells (%s)", path, " and ".join(guess.reasons))
+    elif guess.genes_as_rows is not None and guess.genes_as_rows != genes_as_rows:
+        # the orientation given is authoritative; say when the table looks the other way round
+        given = arg(f"genes_as_rows={genes_as_rows}", "--genes-as-rows" if genes_as_rows else "--cells-as-rows")
+        other = arg(f"genes_as_rows={not genes_as_rows}", "--cells-as-rows" if genes_as_rows else "--genes-as-rows")
+        warnings.warn(
+            f"'{path.name}' is read with {given} as asked, but {' and '.join(guess.reasons)}, which suggests "
+            f"the {'rows' if genes_as_rows else 'columns'} are cells; if so, pass {other}",
+            UserWarning, stacklevel=3,
+        )
+    obs, var = pd.DataFrame(index=pd.Index(row_names)), pd.DataFrame(index=pd.Index(col_names))
+    if genes_as_rows:
+        return AnnData(X.T.tocsr(), obs=var, var=obs)
+    return AnnData(X, obs=obs, var=var)
 
 
 # ---------------------------------------------------------------------------
 # common post-processing
 
 
-def _finalize(adata: AnnData, layer: str | None = None) -> AnnData:
+def _finalize(adata: AnnData, layer: str | None = None, path: Path | None = None) -> AnnData:
     """The counts (X, or ``layers[layer]``) as canonical float32 CSR; unique string names."""
     X = adata.X if layer is None else adata.layers[layer]
+    if X is not None and np.dtype(X.dtype).kind == "b":  # before it becomes 0.0/1.0 floats below
+        raise InputError(boolean_matrix_message("X" if layer is None else f"layers[{layer!r}]"))
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float32)
+        try:  # damaged indices would crash scipy's C code below (a segmentation fault), not raise
+            X.check_format(full_check=True)
+        except ValueError as err:
+            raise InputError(
+                f"cannot read '{path}': its sparse count matrix is damaged ({err}), so the file looks corrupt, as "
+                "from a copy or download that went wrong; copy or export it again"
+            ) from None
     else:
         X = sp.csr_matrix(np.asarray(X, dtype=np.float32))
     if not X.has_canonical_format:
@@ -557,12 +709,16 @@ def _finalize(adata: AnnData, layer: str | None = None) -> AnnData:
     else:
         adata.layers[layer] = X
     for axis, names in (("obs", adata.obs_names), ("var", adata.var_names)):
-        n_duplicated = int(names.duplicated().sum())
-        if n_duplicated:
+        duplicated = names[names.duplicated()].unique()
+        if len(duplicated):
+            n_duplicated = int(names.duplicated().sum())
             getattr(adata, f"{axis}_names_make_unique")()
-            logger.info(
-                "made %d duplicated %s names unique by appending -1, -2, ...",
-                n_duplicated,
-                "cell" if axis == "obs" else "gene",
+            what = "cell" if axis == "obs" else "gene"
+            # a warning, not a note: the renamed cells (genes) no longer match their names in other tables
+            warnings.warn(
+                f"renamed {n_duplicated} duplicated {what} names by appending -1, -2, ... "
+                f"(e.g. {str(duplicated[0])!r} -> {str(duplicated[0]) + '-1'!r}); joins on the {what} names with "
+                f"other tables (metadata, annotations) will not match them",
+                UserWarning, stacklevel=3,
             )
     return adata

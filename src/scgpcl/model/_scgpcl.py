@@ -16,6 +16,7 @@ from anndata import AnnData
 from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
+from .._messages import empty_clusters_message
 from ..data._checks import check_counts, check_n_clusters
 from ..data import PreparedData, SubgraphLoader, prepare
 from ..module import SCGPCLModule
@@ -243,7 +244,8 @@ class SCGPCL:
             raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
         if self._result is None:
             self._result = self.trainer.predict()
-            _warn_empty_clusters(self._result[1], self.n_clusters)
+            _warn_empty_clusters(self._result[1], self.n_clusters,
+                                 finetuned=self.module.cluster_centres is not None)
         return self._result
 
     # ---------------------------------------------------------------- results
@@ -401,11 +403,8 @@ def _load_weights(module: SCGPCLModule, d: Path, has_centres: bool) -> None:
         ) from None
 
 
-def _warn_empty_clusters(labels: np.ndarray, k: int) -> None:
+def _warn_empty_clusters(labels: np.ndarray, k: int, *, finetuned: bool | None = None) -> None:
     """Say so when some of the K clusters got no cell (DEC in particular can leave clusters empty)."""
     n_used = len(np.unique(labels[labels >= 0]))
     if n_used < k:
-        log.warning(
-            "%d of the %d clusters have no cells (k-means or fine-tuning left them empty), so the labels use %d "
-            "cluster numbers; the data may hold fewer groups than n_clusters", k - n_used, k, n_used,
-        )
+        log.warning("%s", empty_clusters_message(n_used, k, finetuned=finetuned))

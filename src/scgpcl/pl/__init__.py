@@ -9,6 +9,6 @@
 Nothing is shown unless ``show=True``; save with ``fig.savefig("umap.png")``.
 """
 
-from ._plots import cluster_sizes, contingency, marker_dotplot, palette, training_curves, umap
+from ._plots import cluster_sizes, contingency, marker_dotplot, matched_palettes, palette, training_curves, umap
 
-__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette"]
+__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette", "matched_palettes"]

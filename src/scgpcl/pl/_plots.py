@@ -14,11 +14,12 @@ from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
 from .._errors import InputError
+from .._messages import arg, listing
 from .._threads import torch_threads_kept
 from ..metrics import clustering_metrics
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
 
-__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes"]
+__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette", "matched_palettes"]
 
 _TERM_NAMES = {
     "loss": "total loss",
@@ -51,17 +52,22 @@ def _finish(fig: Figure, show: bool) -> Figure:
     return fig
 
 
+def _run_first() -> str:
+    return arg("run scgpcl.tl.cluster first, or pass the key= it was stored under",
+               "cluster with 'scgpcl cluster' first, or pass the --key it was stored under")
+
+
 def _check_obs(adata: AnnData, column: str, what: str) -> None:
     if column not in adata.obs.columns:
-        cols = ", ".join(map(repr, adata.obs.columns)) or "none"
-        hint = " (run scgpcl.tl.cluster first, or pass key=)" if what == "clusters" else ""
+        cols = listing(list(adata.obs.columns))
+        hint = f" ({_run_first()})" if what == "clusters" else ""
         raise InputError(f"no {what} in obs[{column!r}]{hint}; obs columns: {cols}")
 
 
 def _uns(adata: AnnData, key: str) -> dict:
     info = adata.uns.get(key)
     if not isinstance(info, dict):
-        raise InputError(f"no scgpcl record in uns[{key!r}]: run scgpcl.tl.cluster first (or pass key=)")
+        raise InputError(f"no scgpcl record in uns[{key!r}]: {_run_first()}")
     return info
 
 
@@ -92,6 +98,44 @@ def palette(adata: AnnData, column: str) -> dict[str, str]:
     return dict(zip(cats, _default_colours(len(cats))))
 
 
+def _cluster_label_matching(adata: AnnData, key: str, label_key: str) -> dict[str, str | None]:
+    """Each cluster's Hungarian-matched reference label (:func:`scgpcl.metrics.matched_labels`), on cells with both."""
+    from ..metrics import matched_labels
+
+    clusters, labels = adata.obs[key], adata.obs[label_key]
+    ok = (clusters.notna() & labels.notna()).to_numpy()
+    if not ok.any():
+        return {}
+    return matched_labels(labels[ok].astype(str).to_numpy(), clusters[ok].astype(str).to_numpy())
+
+
+def matched_palettes(adata: AnnData, key: str, label_key: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Colours of the clusters and of the reference labels, matched pairs alike.
+
+    The clusters keep their colours (:func:`palette`); each reference label
+    that the Hungarian matching pairs with a cluster (the matching of the CA
+    metric and of :func:`contingency`'s outlines) takes that cluster's colour,
+    and unmatched labels get colours no cluster uses. So a cluster and the
+    cell type it stands for look alike in both UMAP panels and in the bars of
+    :func:`cluster_sizes`.
+    """
+    cluster_colours = palette(adata, key)
+    label_names = palette(adata, label_key)  # the labels, in their order
+    label_colours: dict[str, str] = {}
+    for cluster, label in _cluster_label_matching(adata, key, label_key).items():
+        if label is not None and label in label_names and cluster in cluster_colours:
+            label_colours[label] = cluster_colours[cluster]
+    unmatched = [lab for lab in label_names if lab not in label_colours]
+    if unmatched:
+        used = {c.lower() for c in cluster_colours.values()}
+        n = len(cluster_colours) + len(unmatched)
+        spare = [c for c in _default_colours(max(n, 28)) + _default_colours(max(n, 103)) if c.lower() not in used]
+        spare = list(dict.fromkeys(spare))
+        for i, lab in enumerate(unmatched):
+            label_colours[lab] = spare[i % len(spare)] if spare else "#888888"
+    return cluster_colours, {lab: label_colours[lab] for lab in label_names}
+
+
 def _point_size(n: int) -> float:
     return float(np.clip(12000 / max(n, 1), 2.0, 40.0))
 
@@ -107,7 +151,7 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
 
     rep = "X_" + key
     if rep not in adata.obsm:
-        raise InputError(f"no embedding in obsm[{rep!r}]: run scgpcl.tl.cluster first (or pass key=)")
+        raise InputError(f"no embedding in obsm[{rep!r}]: {_run_first()}")
     store = f"X_{key}_umap"
     info = adata.uns.get(key)
     settings = {"n_neighbors": int(n_neighbors), "random_state": int(random_state), "obsm_key": store}
@@ -168,6 +212,7 @@ def umap(
     n_neighbors: int = UMAP_N_NEIGHBORS,
     random_state: int = UMAP_RANDOM_STATE,
     recompute: bool = False,
+    match_colours: bool = True,
     show: bool = False,
 ) -> Figure:
     """UMAP of the learned embedding, coloured by cluster (and by reference labels).
@@ -186,6 +231,10 @@ def umap(
         Its ``key_added``.
     label_key
         ``obs`` column with reference labels: a second panel beside the clusters.
+    match_colours
+        With ``label_key``: each reference label takes the colour of the
+        cluster it is matched to (:func:`matched_palettes`), so matched pairs
+        look alike. ``False``: each column's own :func:`palette`.
     n_neighbors, random_state
         Passed to scanpy's ``neighbors`` and ``umap``.
     recompute
@@ -200,10 +249,14 @@ def umap(
     panels = [(key, f"clusters: {key}")]
     if label_key is not None:
         panels.append((label_key, f"reference: {label_key}"))
+    colours = {key: palette(adata, key)}
+    if label_key is not None:
+        colours[key], colours[label_key] = (matched_palettes(adata, key, label_key) if match_colours
+                                            else (palette(adata, key), palette(adata, label_key)))
     fig = _new_figure((5.4 * len(panels), 4.4), show)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (column, title) in zip(axes, panels):
-        _scatter_categories(ax, coords, adata.obs[column], palette(adata, column), title)
+        _scatter_categories(ax, coords, adata.obs[column], colours[column], title)
     return _finish(fig, show)
 
 
@@ -437,13 +490,16 @@ def marker_dotplot(
     n_genes: int = 5,
     layer: str | None = None,
     markers: pd.DataFrame | None = None,
+    vertical: bool | None = None,
     show: bool = False,
 ) -> Figure:
     """Dot plot of each cluster's top marker genes (see :func:`scgpcl.tl.markers`).
 
-    Columns are the top ``n_genes`` genes of each cluster in cluster order
-    (a gene already shown for an earlier cluster is not repeated), rows the
-    clusters. Dot size: fraction of the cluster's cells with a non-zero count;
+    The top ``n_genes`` genes of each cluster in cluster order (a gene already
+    shown for an earlier cluster is not repeated) against the clusters: genes
+    across and clusters down, or, with more than 24 genes (``vertical=None``),
+    genes down and clusters across, so that the figure fits a page's width
+    (11 clusters x 5 genes: 9 inches wide instead of 21). Dot size: fraction of the cluster's cells with a non-zero count;
     colour: mean log-normalised expression, scaled to 0-1 per gene. Computed on
     a log-normalised copy; ``adata`` is not modified.
 
@@ -452,6 +508,8 @@ def marker_dotplot(
     markers
         A table from :func:`scgpcl.tl.markers` for the same ``key`` and
         ``layer``, to skip ranking the genes again.
+    vertical
+        Genes down the figure (True), across (False), or by their number (None).
     """
     if int(n_genes) < 1:
         raise InputError(f"n_genes must be >= 1, got {n_genes}")
@@ -485,17 +543,53 @@ def marker_dotplot(
     lo, hi = mean.min(axis=0), mean.max(axis=0)
     scaled = (mean - lo) / np.where(hi > lo, hi - lo, 1.0)
 
-    n_cols, n_rows = len(genes), len(rows)
-    longest = max(len(g) for g in genes)
-    fig = _new_figure((max(5.0, 2.6 + 0.34 * n_cols), max(3.2, 1.9 + 0.36 * n_rows + 0.075 * longest)), show)
-    gs = fig.add_gridspec(3, 2, width_ratios=[max(n_cols, 4) * 0.34, 1.0], height_ratios=[2.0, 0.28, 1.0])
-    ax = fig.add_subplot(gs[:, 0])
+    if vertical is None:
+        vertical = len(genes) > _DOTPLOT_MAX_GENE_COLUMNS
+    title = f"Top {int(n_genes)} marker genes per cluster ({key}, Wilcoxon)"
+    if vertical:
+        fig = _dotplot_vertical(genes, rows, groups, frac, scaled, key, show)
+    else:
+        fig = _dotplot_horizontal(genes, rows, groups, frac, scaled, key, show)
+    # a figure title, not the axes': constrained layout puts it above the cluster brackets
+    fig.suptitle(title)
+    return _finish(fig, show)
+
+
+#: More gene columns than this turn the dot plot (genes down, clusters across), so that it fits a
+#: page's width at a readable size: 11 clusters x 5 genes side by side made a 21-inch-wide figure,
+#: shrunk to half size in the report.
+_DOTPLOT_MAX_GENE_COLUMNS = 18
+_DOT_MAX_SIZE = 170.0
+
+
+def _dotplot_legends(fig: Figure, gs, sc_) -> None:
+    """Dot-size legend and colour bar in the right-hand column of ``gs`` (rows 0 and 1)."""
     ax_size = fig.add_subplot(gs[0, 1])
     cax = fig.add_subplot(gs[1, 1])
+    fractions = [1.0, 0.75, 0.5, 0.25]
+    ax_size.scatter(np.zeros(len(fractions)), np.arange(len(fractions)), s=np.array(fractions) * _DOT_MAX_SIZE,
+                    color="#999999", edgecolors="#555555", linewidths=0.4)
+    for i, f in enumerate(fractions):
+        ax_size.text(0.9, i, f"{int(f * 100)} %", va="center", fontsize="small")
+    ax_size.set_xlim(-1, 3)
+    ax_size.set_ylim(len(fractions) - 0.2, -0.8)
+    ax_size.set_title("cells expressing", fontsize="small")
+    ax_size.axis("off")
+    cbar = fig.colorbar(sc_, cax=cax, orientation="horizontal", ticks=[0, 0.5, 1])
+    cbar.set_label("mean expression\n(scaled per gene)", fontsize="small")
+    cbar.ax.tick_params(labelsize="small")
+
+
+def _dotplot_horizontal(genes, rows, groups, frac, scaled, key, show) -> Figure:
+    """Genes across (grouped under a bracket per cluster), clusters down."""
+    n_cols, n_rows = len(genes), len(rows)
+    longest = max(len(g) for g in genes)
+    fig = _new_figure((max(5.0, 2.6 + 0.34 * n_cols), max(3.2, 2.2 + 0.36 * n_rows + 0.075 * longest)), show)
+    gs = fig.add_gridspec(3, 2, width_ratios=[max(n_cols, 4) * 0.34, 1.0], height_ratios=[2.0, 0.28, 1.0])
+    ax = fig.add_subplot(gs[:, 0])
     yy, xx = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
-    max_size = 170.0
-    sc_ = ax.scatter(xx.ravel(), yy.ravel(), s=np.maximum(frac.ravel(), 0) * max_size, c=scaled.ravel(), cmap="Reds",
-                     vmin=0, vmax=1, edgecolors="#777777", linewidths=0.4)
+    sc_ = ax.scatter(xx.ravel(), yy.ravel(), s=np.maximum(frac.ravel(), 0) * _DOT_MAX_SIZE, c=scaled.ravel(),
+                     cmap="Reds", vmin=0, vmax=1, edgecolors="#777777", linewidths=0.4)
     ax.set_xticks(range(n_cols), genes, rotation=90)
     ax.set_yticks(range(n_rows), rows)
     ax.set_xlim(-0.6, n_cols - 0.4)
@@ -513,22 +607,43 @@ def marker_dotplot(
         if start > 0:
             ax.axvline(start - 0.5, color="#cccccc", lw=0.8)
         start = end + 1
-    ax.set_title(f"Top {int(n_genes)} marker genes per cluster ({key}, Wilcoxon)", pad=22)
+    _dotplot_legends(fig, gs, sc_)
+    return fig
 
-    # size legend, drawn as dots
-    fractions = [1.0, 0.75, 0.5, 0.25]
-    ax_size.scatter(np.zeros(len(fractions)), np.arange(len(fractions)), s=np.array(fractions) * max_size,
-                    color="#999999", edgecolors="#555555", linewidths=0.4)
-    for i, f in enumerate(fractions):
-        ax_size.text(0.9, i, f"{int(f * 100)} %", va="center", fontsize="small")
-    ax_size.set_xlim(-1, 3)
-    ax_size.set_ylim(len(fractions) - 0.2, -0.8)
-    ax_size.set_title("cells expressing", fontsize="small")
-    ax_size.axis("off")
-    cbar = fig.colorbar(sc_, cax=cax, orientation="horizontal", ticks=[0, 0.5, 1])
-    cbar.set_label("mean expression\n(scaled per gene)", fontsize="small")
-    cbar.ax.tick_params(labelsize="small")
-    return _finish(fig, show)
+
+def _dotplot_vertical(genes, rows, groups, frac, scaled, key, show) -> Figure:
+    """Genes down (a bracket per cluster on the right), clusters across: fits a page for many clusters."""
+    n_genes, n_clusters = len(genes), len(rows)
+    longest = max(len(g) for g in genes)
+    width = max(5.0, 3.4 + 0.075 * longest + 0.36 * n_clusters)
+    fig = _new_figure((width, max(4.0, 1.6 + 0.25 * n_genes)), show)
+    legend_height = 2.6 / max(0.25 * n_genes, 2.6)
+    gs = fig.add_gridspec(3, 2, width_ratios=[max(n_clusters, 4) * 0.36 + 0.6, 1.1],
+                          height_ratios=[legend_height, 0.12 * legend_height, 1.0 - 1.12 * legend_height])
+    ax = fig.add_subplot(gs[:, 0])
+    gene_idx, cluster_idx = np.meshgrid(np.arange(n_genes), np.arange(n_clusters), indexing="ij")
+    sc_ = ax.scatter(cluster_idx.ravel(), gene_idx.ravel(), s=np.maximum(frac.T.ravel(), 0) * _DOT_MAX_SIZE,
+                     c=scaled.T.ravel(), cmap="Reds", vmin=0, vmax=1, edgecolors="#777777", linewidths=0.4)
+    ax.set_yticks(range(n_genes), genes)
+    ax.set_xticks(range(n_clusters), rows)
+    ax.xaxis.set_tick_params(labeltop=True, top=True)
+    ax.set_ylim(n_genes - 0.5, -0.5)
+    ax.set_xlim(-0.6, n_clusters - 0.4)
+    ax.set_xlabel(f"cluster ({key})")
+    ax.grid(True, color="#eeeeee", lw=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    start = 0
+    for cl, gs_ in groups:  # a bracket beside each cluster's genes
+        end = start + len(gs_) - 1
+        ax.plot([1.02, 1.02], [start - 0.3, end + 0.3], transform=ax.get_yaxis_transform(), color="#444444",
+                lw=1.2, clip_on=False)
+        ax.text(1.035, (start + end) / 2, cl, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                fontsize="small")
+        if start > 0:
+            ax.axhline(start - 0.5, color="#cccccc", lw=0.8)
+        start = end + 1
+    _dotplot_legends(fig, gs, sc_)
+    return fig
 
 
 # ------------------------------------------------------------- cluster sizes
@@ -537,12 +652,14 @@ def cluster_sizes(
     *,
     key: str = "scgpcl",
     label_key: str | None = None,
+    match_colours: bool = True,
     show: bool = False,
 ) -> Figure:
     """Bar chart of the number of cells per cluster.
 
-    With ``label_key``, each bar is split by reference label. Cells without a
-    cluster (dropped as empty) are counted in the title.
+    With ``label_key``, each bar is split by reference label, coloured as in
+    :func:`umap` (``match_colours``: a label takes its matched cluster's
+    colour). Cells without a cluster (dropped as empty) are counted in the title.
     """
     _check_obs(adata, key, "clusters")
     if label_key is not None:
@@ -567,7 +684,7 @@ def cluster_sizes(
         tab = pd.crosstab(pd.Categorical(values[ok].astype(str), names),
                           pd.Categorical(labels[ok].astype(str).where(labels[ok].notna(), "NA"),
                                          lab_names + (["NA"] if labels[ok].isna().any() else [])), dropna=False)
-        colours = palette(adata, label_key)
+        colours = matched_palettes(adata, key, label_key)[1] if match_colours else palette(adata, label_key)
         bottom = np.zeros(len(names))
         for lab in tab.columns:
             ax.bar(x, tab[lab].to_numpy(), bottom=bottom, color=colours.get(str(lab), "#cccccc"), label=str(lab),

@@ -8,8 +8,27 @@
 See :func:`simulate_splat` for the model and the output layout.
 """
 
-from ._presets import PRESET_DESCRIPTIONS, PRESETS, imbalance_group_prob, simulate
-from ._splat import RNG_BLOCK, SplatParams, dropout_rate, simulate_splat
+# imported on first use, so that the ``scgpcl`` command can register ``simulate`` (scgpcl.simulate._cli)
+# without loading anndata and the simulator
+_LAZY = {
+    "PRESETS": "_presets", "PRESET_DESCRIPTIONS": "_presets", "imbalance_group_prob": "_presets", "simulate": "_presets",
+    "RNG_BLOCK": "_splat", "SplatParams": "_splat", "dropout_rate": "_splat", "simulate_splat": "_splat",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "PRESETS",

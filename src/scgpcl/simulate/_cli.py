@@ -22,8 +22,9 @@ from typing import Any
 
 from scgpcl._errors import InputError
 from scgpcl._fs import check_writable, current_umask
+from scgpcl._signals import deferred, raise_if_interrupted
 
-from ._presets import PRESETS, simulate
+from ._names import PRESET_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("output", metavar="OUT.h5ad", help="output file (written atomically)")
     p.add_argument("--preset", metavar="NAME", default=None,
-                   help="start from a named preset: " + ", ".join(PRESETS))
+                   help="start from a named preset: " + ", ".join(PRESET_NAMES))
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("Splat parameters (Splatter names; override the preset)")
     for opt, field, typ, nargs, helptext in _PARAM_OPTIONS:
@@ -129,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"output directory {parent} does not exist")
     check_writable(parent, "the simulated data")
 
+    from ._presets import simulate
+
     overrides = params_from_args(args)
     adata = simulate(
         args.preset, seed=args.seed,
@@ -143,9 +146,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         adata.write_h5ad(tmp, compression=compression)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates it 0600
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
         os.replace(tmp, out)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with deferred():
+            tmp.unlink(missing_ok=True)
         raise
     counts = adata.obs["cell_type"].value_counts(sort=False)
     logger.info(

@@ -24,6 +24,7 @@ import anndata
 
 from scgpcl._errors import InputError
 
+from ._names import PRESET_NAMES
 from ._splat import SplatParams, simulate_splat
 
 __all__ = ["PRESETS", "PRESET_DESCRIPTIONS", "imbalance_group_prob", "simulate"]
@@ -92,6 +93,8 @@ PRESETS["demo"] = SplatParams(
 )
 PRESET_DESCRIPTIONS["demo"] = "small demo: " + DEMO_NOTE
 del _i, _mid, _k, _name, _sigma, _r
+if tuple(PRESETS) != PRESET_NAMES:  # pragma: no cover - the CLI's help lists PRESET_NAMES
+    raise ImportError(f"simulate._names.PRESET_NAMES is out of date: the presets are {tuple(PRESETS)}")
 
 
 def simulate(

@@ -11,6 +11,8 @@ from anndata import AnnData
 
 from .._config import SCGPCLConfig
 from .._errors import InputError
+from .._machine import cpu_model, gpu_model
+from .._messages import arg
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._scgpcl import SCGPCL
@@ -67,19 +69,20 @@ def cluster(
 
 def check_keys(key_added: str, label_key: str | None) -> None:
     """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
+    given = arg(f"key_added={key_added!r}", f"--key-added {key_added!r}")
     if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string, got {key_added!r}")
+        raise InputError(f"{given} is not a key: give a non-empty string")
     if "/" in key_added:
         # h5ad/zarr keys are paths: obs['a/b'] and uns['a/b'] are written as nested groups that
         # anndata cannot read back
         raise InputError(
-            f"key_added={key_added!r} contains '/', which .h5ad files cannot store as a key "
-            "(the file would not read back); choose a key without '/' (CLI: --key-added)"
+            f"{given} contains '/', which .h5ad files cannot store as a key "
+            "(the file would not read back); choose a key without '/'"
         )
     if label_key is not None and key_added == label_key:
         raise InputError(
-            f"key_added={key_added!r} is also the label key: the clusters would overwrite the reference labels "
-            "they are scored against; choose another key_added (CLI: --key-added)"
+            f"{given} is also the label key: the clusters would overwrite the reference labels "
+            f"they are scored against; choose another {arg('key_added', '--key-added')}"
         )
 
 
@@ -112,11 +115,16 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "n_cells_dropped": n_dropped,
             "n_genes_used": model.data.n_genes,
             "config": _flatten(model.config.to_dict()),
+            # the same seed gives other labels on another CPU model: say which one this ran on
+            "cpu": cpu_model(),
         },
         "stages": model.summary(),
         "history": model.history,
         "genes_used": np.asarray(model.data.gene_names, dtype=str),
     }
+    gpu = gpu_model(model.device)
+    if gpu is not None:
+        info["params"]["gpu"] = gpu
     if model.auto_k is not None:
         a = model.auto_k
         info["params"]["n_clusters_requested"] = "auto"

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError, NoTestableClusters
+from .._messages import arg, listing
 from .._threads import torch_threads_kept
 from ..data._checks import check_counts, is_number
 
@@ -24,8 +25,9 @@ _COLUMNS = ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
 def _check_key(adata: AnnData, key: str) -> None:
     if key not in adata.obs.columns:
         raise InputError(
-            f"no clusters in obs[{key!r}]: run scgpcl.tl.cluster(adata, n_clusters=...) first "
-            f"(or pass the key= it was stored under)"
+            f"no clusters in obs[{key!r}] (obs columns: {listing(list(adata.obs.columns))}): pass the column that "
+            f"holds the clusters to {arg('key=', '--key')}, or cluster the data first "
+            f"({arg('scgpcl.tl.cluster(adata, n_clusters=...)', 'scgpcl cluster')})"
         )
 
 
@@ -43,7 +45,8 @@ def counts_layer(adata: AnnData, key: str, layer: str | None) -> str | None:
     if layer is not None:
         if layer not in adata.layers:
             available = ", ".join(map(repr, adata.layers.keys())) or "none"
-            raise InputError(f"layer {layer!r} not found; available layers: {available} (or layer=None for X)")
+            raise InputError(f"layer {layer!r} not found; available layers: {available} "
+                             f"({arg('or layer=None for X', 'leave out --layer for X')})")
         return layer
     used = adata.uns.get(key, {}).get("params", {}).get("layer") if isinstance(adata.uns.get(key), dict) else None
     if used not in (None, "X") and used in adata.layers:
@@ -76,7 +79,7 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
     if caught:
         log.warning(
             "%s does not look like raw counts; marker genes normalise and log-transform it again "
-            "(pass layer= naming the raw counts)", where,
+            "(pass %s naming the raw counts)", where, arg("layer=", "--layer"),
         )
     obs = pd.DataFrame(index=adata.obs_names[keep].astype(str))
     obs[key] = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=cluster_order(clusters))
@@ -121,7 +124,7 @@ def markers(
     fewer than two cells are left out (with a warning).
     """
     if int(n_genes) < 1:
-        raise InputError(f"n_genes must be >= 1, got {n_genes}")
+        raise InputError(f"{arg('n_genes', '--n-genes')} must be >= 1, got {n_genes}")
     data = lognorm_by_cluster(adata, key=key, layer=layer)
     return rank_markers(data, key=key, n_genes=int(n_genes))
 
@@ -140,7 +143,7 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
     if len(groups) < 1:
         raise NoTestableClusters(
             f"none of the {len(small)} clusters in obs[{key!r}] has 2 or more cells, so no cluster can be "
-            "tested for marker genes; cluster with fewer clusters"
+            f"tested for marker genes; cluster with fewer clusters (a smaller {arg('n_clusters=', '--n-clusters')})"
         )
     with torch_threads_kept():  # numba would reset torch's thread count
         sc.tl.rank_genes_groups(

@@ -1,0 +1,57 @@
+"""What a run ran on and what it read: CPU and GPU model, file checksums. Standard library only.
+
+The same seed gives different labels on different CPU models (floating-point
+order in BLAS/OpenMP kernels; ``benchmarks/results/machine.md``), so a run's
+record names the CPU, and the input file's SHA-256 says which data it saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+__all__ = ["cpu_model", "gpu_model", "sha256_of"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                 timeout=5)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def gpu_model(device) -> str | None:
+    """The CUDA device's name for a CUDA ``device``, else None (torch is imported only then)."""
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        return None
+    import torch
+
+    return str(torch.cuda.get_device_name(device))
+
+
+def sha256_of(path: str | os.PathLike, *, block: int = 1 << 20) -> str | dict[str, str]:
+    """SHA-256 of a file, or of each file in a folder (a 10x matrix folder) by name."""
+    path = Path(path)
+    if path.is_dir():
+        return {p.name: sha256_of(p) for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,62 @@
+"""Wording shared by messages that name an argument or suggest a fix.
+
+Messages name arguments the way the reader gives them: ``key=`` from Python,
+``--key`` from the command line. The ``scgpcl`` command runs inside
+:func:`cli_context`; :func:`arg` picks the name. Only the standard library is
+imported here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+__all__ = ["arg", "cli_context", "in_cli", "empty_clusters_message", "listing"]
+
+_IN_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("scgpcl_in_cli", default=False)
+
+
+@contextmanager
+def cli_context() -> Iterator[None]:
+    """Messages raised while the body runs name the command-line flags."""
+    token = _IN_CLI.set(True)
+    try:
+        yield
+    finally:
+        _IN_CLI.reset(token)
+
+
+def in_cli() -> bool:
+    return _IN_CLI.get()
+
+
+def arg(python: str, cli: str) -> str:
+    """``python`` (e.g. ``"key="``) from Python, ``cli`` (e.g. ``"--key"``) inside the ``scgpcl`` command."""
+    return cli if in_cli() else python
+
+
+def listing(names: Sequence[object], limit: int = 20) -> str:
+    """``'a', 'b', 'c'`` (at most ``limit`` names, then how many more), or ``none``."""
+    shown = ", ".join(repr(str(n)) for n in list(names)[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return (shown + more) or "none"
+
+
+def empty_clusters_message(n_used: int, k: int, *, finetuned: bool | None = None) -> str:
+    """What happened when only ``n_used`` of the ``k`` clusters kept cells, and what to try.
+
+    It does not blame the data: a run can leave clusters empty on data that do
+    hold ``k`` groups (DEC fine-tuning merges small clusters; k-means can
+    start badly).
+    """
+    n_empty = k - n_used
+    stage = {True: "fine-tuning", False: "k-means on the pre-trained embedding", None: "k-means or fine-tuning"}[
+        finetuned]
+    tries = [f"another seed ({arg('random_state=', '--random-state')})"]
+    if finetuned is not False:
+        tries.append(f"k-means labels without fine-tuning ({arg('finetune=False', '--no-finetune')})")
+    tries.append(f"a smaller K ({arg(f'n_clusters={n_used}', f'--n-clusters {n_used}')})")
+    return (f"{n_empty} of the {k} clusters ended empty after {stage}, so the labels use {n_used} cluster numbers; "
+            f"this is how the run went, not evidence that the data hold fewer than {k} groups. "
+            f"Try {', '.join(tries[:-1])} or {tries[-1]}")

@@ -1,0 +1,98 @@
+"""SIGINT (Ctrl-C) and SIGTERM (e.g. a batch scheduler's time limit) in the ``scgpcl`` command.
+
+:func:`handled`, installed by the command's ``main``, turns both signals into
+exceptions (``KeyboardInterrupt``; :class:`Terminated` for SIGTERM), so that
+the writers' ``except BaseException`` clean-up removes their temporary files
+and the command ends with 130 or 143 and a message, never with a partial file.
+
+A signal can arrive while Python runs a finaliser (``__del__``, a weakref
+callback, as h5py's objects have); the exception raised there is reported as
+"Exception ignored ..." and dropped, and the write would go on and succeed.
+The handler therefore also records the signal, and the writers call
+:func:`raise_if_interrupted` right before they move a finished file into
+place.
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["Terminated", "handled", "raise_if_interrupted", "received", "deferred"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: int | None = None
+_installed = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; handled like Ctrl-C (the command exits with 143 instead of 130)."""
+
+
+def _exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _handler(signum, frame) -> None:
+    global _received
+    if _received is None or signum == signal.SIGTERM:
+        _received = signum
+    raise _exception(signum)
+
+
+def received() -> int | None:
+    """The signal received since :func:`handled` was entered (SIGTERM wins over SIGINT), or None."""
+    return _received
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interrupt now if a signal arrived and its exception was dropped on the way."""
+    if _installed and _received is not None:
+        raise _exception(_received)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into exceptions while the body runs (main thread only; else a no-op)."""
+    global _received, _installed
+    if threading.current_thread() is not threading.main_thread() or _installed:
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        # our own interrupt, dropped inside a finaliser: raise_if_interrupted raises it again
+        if isinstance(info.exc_value, KeyboardInterrupt) and _received is not None:
+            return
+        previous_hook(info)
+
+    _received, _installed = None, True
+    sys.unraisablehook = unraisable
+    for s in _SIGNALS:
+        signal.signal(s, _handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        sys.unraisablehook = previous_hook
+        _received, _installed = None, False
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the body runs (a clean-up that must finish), then deliver them."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

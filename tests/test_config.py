@@ -1,0 +1,21 @@
+"""Config validation (issue 26, item 9: settings that would silently do nothing are refused)."""
+
+from __future__ import annotations
+
+import pytest
+
+import scgpcl
+
+
+@pytest.mark.parametrize("warmup, pretrain", [(200, 200), (250, 200)])
+def test_warmup_at_or_beyond_pretraining_is_refused(warmup, pretrain):
+    # the prototypical loss starts after the warm-up: with warmup_rounds >= pretrain_rounds it never runs
+    config = scgpcl.faithful().override(warmup_rounds=warmup, pretrain_rounds=pretrain)
+    with pytest.raises(ValueError, match=r"warmup_rounds.*pretrain_rounds"):
+        config.validate()
+    config.override(lambda_proto=0.0).validate()  # fine without the prototypical loss
+
+
+def test_warmup_below_pretraining_is_accepted():
+    scgpcl.faithful().override(warmup_rounds=199, pretrain_rounds=200).validate()
+    scgpcl.fast().validate()

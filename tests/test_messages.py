@@ -1,0 +1,32 @@
+"""Shared message wording: argument names for Python or the command line, the empty-cluster warning."""
+
+from __future__ import annotations
+
+from scgpcl._messages import arg, cli_context, empty_clusters_message, in_cli, listing
+
+
+def test_arg_names_the_flag_only_inside_the_command():
+    assert not in_cli() and arg("key=", "--key") == "key="
+    with cli_context():
+        assert in_cli() and arg("key=", "--key") == "--key"
+    assert arg("key=", "--key") == "key="
+
+
+def test_listing():
+    assert listing([]) == "none"
+    assert listing(["a", 1]) == "'a', '1'"
+    assert listing([str(i) for i in range(25)], limit=3) == "'0', '1', '2' and 22 more"
+
+
+def test_empty_cluster_message_says_what_happened_and_what_to_try():
+    # it said "the data may hold fewer groups than n_clusters" on data that held K labelled groups
+    text = empty_clusters_message(3, 5, finetuned=True)
+    assert text.startswith("2 of the 5 clusters ended empty after fine-tuning, so the labels use 3 cluster numbers")
+    assert "fewer groups than n_clusters" not in text and "not evidence that the data hold fewer than 5 groups" in text
+    assert "random_state=" in text and "finetune=False" in text and "n_clusters=3" in text
+    with cli_context():
+        text = empty_clusters_message(3, 5, finetuned=True)
+    assert "--random-state" in text and "--no-finetune" in text and "--n-clusters 3" in text and "=" not in text
+    # without fine-tuning there is nothing to switch off
+    text = empty_clusters_message(4, 5, finetuned=False)
+    assert "after k-means on the pre-trained embedding" in text and "finetune" not in text
