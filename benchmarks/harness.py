@@ -51,10 +51,16 @@ RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
 # --------------------------------------------------------------------------- methods
 #: name -> (base preset or None for the scanpy baselines, config overrides, description)
 METHODS: dict[str, tuple[str | None, dict[str, Any], str]] = {
-    "scgpcl": ("faithful", {}, "scGPCL, reference defaults (SPEC): lr 1e-4, pre-train <= 200 epochs "
-               "(warm-up 100), fine-tune <= 200, 20 k-means restarts per epoch"),
-    "scgpcl_fast": ("fast", {}, "scGPCL, `fast` preset: lr 1e-3, pre-train <= 100 (warm-up 30), "
-                    "fine-tune <= 100, 5 k-means restarts per epoch"),
+    "scgpcl": ("default", {}, "scGPCL, the package defaults (scgpcl.recommended(): rounds of at most 20 steps, "
+               "global steps on at most 20,000 cells, seurat gene selection; docs/method.md)"),
+    "scgpcl_faithful": ("faithful", {}, "scGPCL, the reference implementation's settings (scgpcl.faithful(): "
+                        "lr 1e-4, pre-train <= 200 epochs (warm-up 100), fine-tune <= 200, 20 k-means restarts "
+                        "per epoch)"),
+    "scgpcl_fast": ("fast", {}, "scGPCL, the former `fast` preset; since the 2026-12-03 rewrite an alias of the "
+                    "package defaults (records before that date: lr 1e-3, pre-train <= 100 epochs (warm-up 30), "
+                    "fine-tune <= 100, 5 k-means restarts per epoch)"),
+    "scgpcl_no_finetune": ("default", dict(finetune=False), "scGPCL package defaults without DEC fine-tuning "
+                           "(labels = k-means on the pre-trained embedding; taken from the scgpcl runs)"),
     "pca_kmeans": (None, {}, "scanpy pipeline (normalize_total 1e4, log1p, 2000 seurat HVG, scale max 10, "
                    "PCA 50) + k-means (k = K, 10 restarts)"),
     "leiden_tuned": (None, {}, "same pipeline, 15-NN graph, Leiden (igraph, 2 iterations) at the resolution in "
@@ -81,7 +87,7 @@ BASELINE_METHODS = ["pca_kmeans", "leiden_tuned"]
 #: the same seed (tests/test_model.py::test_predict_pretrained_is_the_no_finetune_clustering), and the
 #: worker scores them in every run that fine-tunes (``ARI_pretrain`` ...), so the tables take these
 #: methods from those scores instead of training the same model twice.
-DERIVED = {"fast_no_finetune": "scgpcl_fast", "zinbae_kmeans": "zinbae_dec"}
+DERIVED = {"fast_no_finetune": "scgpcl_fast", "zinbae_kmeans": "zinbae_dec", "scgpcl_no_finetune": "scgpcl"}
 
 FAST_VS_FAITHFUL = (
     "`scgpcl_fast` differs from `scgpcl` in the schedule and the gene selection: learning rate 1e-3 instead "
@@ -277,7 +283,9 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
         return np.asarray(labels, dtype=np.int64), extra
     import scgpcl
 
-    cfg = scgpcl.faithful() if preset == "faithful" else scgpcl.fast()
+    from scgpcl._config import PRESETS
+
+    cfg = PRESETS[preset]()
     model = scgpcl.SCGPCL(adata, n_clusters=k, config=cfg, random_state=seed, device="cpu", **{**fixed, **overrides})
     model.train(progress=False)
     labels = model.predict()

@@ -1,0 +1,349 @@
+"""Atlas scale on one machine: scgpcl's package defaults side by side with the scanpy pipeline.
+
+    python benchmarks/scale.py run --sizes 10000 30000 100000 300000 --pbmc 100000 --threads 2
+    python benchmarks/scale.py cap --size 1000000 --threads 2        # 1M cells: a run capped in steps
+    python benchmarks/scale.py table                                   # -> benchmarks/results/scale.md
+
+Data (cached in ``benchmarks/runs/scale/``, gitignored):
+
+- ``sim_N``: ``scgpcl simulate OUT --preset demo --n-genes 2000 --n-cells N --group-prob 0.16 0.14 0.12
+  0.11 0.10 0.09 0.08 0.07 0.07 0.06 --lib-loc 6.8 --de-fac-scale 0.8 --dropout-type none --seed 0``
+  (10 unequal groups, ~14 % non-zeros, ~900 UMI per cell, like pbmc4k's top 2000 genes);
+- ``pbmc_N``: pbmc4k (``shared/data/real/pbmc4k_10x_top2000.h5ad``) resampled to N cells (cells drawn
+  with replacement, every count thinned by binomial(0.9), labels kept; seed 0).
+
+Every measurement is its own process (``_worker``), so its wall time, CPU time (user + system of the
+child) and peak RSS belong to that run alone and include reading the file. Both methods get the true
+number of groups. The scanpy pipeline is normalize_total, log1p, (highly variable genes above 2000
+genes), scale, PCA 50, a 15-NN graph (pynndescent, scanpy's default) and Leiden (igraph, resolution
+1); its k-means on the PCs (the ``pca_kmeans`` baseline) is scored too but not timed separately.
+numba's cache is warmed once before the timed runs, as it is on any machine that has run scanpy before.
+
+The ``cap`` mode runs scgpcl with ``pretrain_rounds`` / ``finetune_rounds`` capped and reports the
+peak memory, the cost per optimizer step, per global step and of the final full-data pass; the full
+run's time is projected from them with the step counts of the largest complete run (which are bounded:
+they do not grow with the cells).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
+CACHE = REPO / "benchmarks" / "runs" / "scale"
+RESULTS = REPO / "benchmarks" / "results"
+JSONL = RESULTS / "scale.jsonl"
+SIM_ARGS = ["--preset", "demo", "--n-genes", "2000", "--group-prob", "0.16", "0.14", "0.12", "0.11", "0.10",
+            "0.09", "0.08", "0.07", "0.07", "0.06", "--lib-loc", "6.8", "--de-fac-scale", "0.8",
+            "--dropout-type", "none", "--seed", "0"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ----------------------------------------------------------------------------- data
+def dataset(name: str) -> Path:
+    """The cached file for ``sim_N`` or ``pbmc_N``, made on first use."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{name}.h5ad"
+    if path.exists():
+        return path
+    kind, n = name.split("_")
+    if kind == "sim":
+        subprocess.run([sys.executable, "-m", "scgpcl", "simulate", str(path), "--n-cells", n, *SIM_ARGS, "--quiet"],
+                       check=True)
+    elif kind == "pbmc":
+        _resample_pbmc(int(n), path)
+    else:
+        raise SystemExit(f"unknown dataset {name!r}")
+    return path
+
+
+def _resample_pbmc(n: int, path: Path, seed: int = 0) -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    src = ad.read_h5ad(SHARED / "data" / "real" / "pbmc4k_10x_top2000.h5ad")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, src.n_obs, size=n)
+    x = sp.csr_matrix(src.X)[rows]
+    x.data = rng.binomial(x.data.astype(np.int64), 0.9).astype(np.float32)
+    x.eliminate_zeros()
+    out = ad.AnnData(x, var=src.var[[]].copy())
+    out.obs_names = [f"c{i}" for i in range(n)]
+    out.obs["cell_type"] = src.obs["cell_type"].to_numpy()[rows]
+    out.write_h5ad(path)
+
+
+# ----------------------------------------------------------------------------- workers
+def _worker_scgpcl(args) -> dict:
+    import anndata as ad
+    import torch
+
+    import scgpcl
+    from scgpcl.metrics import clustering_metrics
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    a = ad.read_h5ad(args.data)
+    truth = a.obs["cell_type"].astype(str).to_numpy()
+    k = len(np.unique(truth))
+    load_s = time.perf_counter() - t0
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    t1 = time.perf_counter()
+    model = scgpcl.SCGPCL(a, k, random_state=args.seed, device="cpu", **overrides)
+    prepare_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    model.train(progress=False)
+    train_s = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    labels = model.predict()
+    predict_s = time.perf_counter() - t3
+    stages = model.summary()
+    tr = model.trainer
+    rec = {"n_cells": int(a.n_obs), "nnz": int(model.data.counts.nnz), "k": k, "load_s": load_s,
+           "prepare_s": prepare_s, "train_s": train_s, "predict_s": predict_s,
+           "steps_per_round": tr.schedule.steps_per_round, "sample_cells": tr.embedder.n_sample,
+           "stages": stages, **clustering_metrics(truth, labels)}
+    return {k2: v for k2, v in rec.items() if k2 not in ("F1_macro", "F1_micro")}
+
+
+class _CsrKNN:
+    """pynndescent's k-NN transformer, returning a ``csr_matrix``: scanpy 1.11.5 calls ``getnnz`` on the
+    result, which scipy 1.17's ``csr_array`` no longer has (a third-party incompatibility)."""
+
+    def __init__(self, n_neighbors: int = 15, random_state: int = 0):
+        from pynndescent import PyNNDescentTransformer
+
+        self.t = PyNNDescentTransformer(n_neighbors=n_neighbors, random_state=random_state)
+
+    def fit_transform(self, x):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(self.t.fit_transform(x))
+
+    def get_params(self, deep=False):
+        return {"n_neighbors": self.t.n_neighbors}
+
+
+def _worker_scanpy(args) -> dict:
+    import anndata as ad
+    import scanpy as sc
+    from sklearn.cluster import KMeans
+
+    from scgpcl.metrics import clustering_metrics
+
+    t0 = time.perf_counter()
+    a = ad.read_h5ad(args.data)
+    truth = a.obs["cell_type"].astype(str).to_numpy()
+    k = len(np.unique(truth))
+    t1 = time.perf_counter()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    if a.n_vars > 2000:
+        sc.pp.highly_variable_genes(a, n_top_genes=2000, flavor="seurat")
+        a = a[:, a.var["highly_variable"].to_numpy()].copy()
+    sc.pp.scale(a, max_value=10)
+    sc.tl.pca(a, n_comps=50, random_state=0)
+    sc.pp.neighbors(a, n_neighbors=15, use_rep="X_pca", transformer=_CsrKNN(15, 0))
+    sc.tl.leiden(a, resolution=1.0, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    pipeline_s = time.perf_counter() - t1
+    leiden = a.obs["leiden"].astype(int).to_numpy()
+    km = KMeans(k, n_init=10, random_state=0).fit_predict(a.obsm["X_pca"])
+    m = clustering_metrics(truth, leiden)
+    return {"n_cells": int(a.n_obs), "k": k, "load_s": t1 - t0, "pipeline_s": pipeline_s, "ARI": m["ARI"],
+            "NMI": m["NMI"], "n_leiden": int(len(np.unique(leiden))),
+            "ARI_pca_kmeans": clustering_metrics(truth, km)["ARI"]}
+
+
+def worker(args) -> None:
+    rec = _worker_scgpcl(args) if args.method == "scgpcl" else _worker_scanpy(args)
+    print(json.dumps(rec, default=float), flush=True)
+
+
+# ----------------------------------------------------------------------------- driver
+def measure(method: str, data: Path, *, threads: int, seed: int = 0, overrides: dict | None = None) -> dict:
+    """One worker process; wall time, CPU time and peak RSS from the operating system."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", method, "--data", str(data),
+           "--threads", str(threads), "--seed", str(seed)]
+    if overrides:
+        cmd += ["--overrides", json.dumps(overrides)]
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        raise RuntimeError(f"{method} on {data.name} failed:\n{err[-3000:]}")
+    rec = json.loads(out.strip().splitlines()[-1])
+    rec.update(method=method, dataset=data.stem, seed=seed, threads=threads, overrides=overrides or {},
+               wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024,
+               cpu=cpu_model(), date=time.strftime("%Y-%m-%d"))
+    return rec
+
+
+def append(rec: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with JSONL.open("a") as f:
+        f.write(json.dumps(rec, default=float) + "\n")
+
+
+def warm_numba() -> None:
+    """Run the scanpy pipeline once, untimed, so that numba's compiled kernels are cached."""
+    small = dataset("sim_10000")
+    measure("scanpy", small, threads=1)
+
+
+def run(args) -> None:
+    names = [f"sim_{n}" for n in args.sizes] + [f"pbmc_{n}" for n in args.pbmc]
+    paths = [dataset(n) for n in names]
+    if not args.no_warm:
+        warm_numba()
+    for path in paths:
+        for method in args.methods:
+            for seed in (args.seeds if method == "scgpcl" else [0]):
+                rec = measure(method, path, threads=args.threads, seed=seed)
+                append(rec)
+                print(f"{path.stem:>12} {method:>7} seed {seed}: wall {rec['wall_s']:.0f} s, CPU {rec['cpu_s']:.0f} s, "
+                      f"RSS {rec['peak_rss_mb']:.0f} MB, ARI {rec['ARI']:.3f}", flush=True)
+
+
+def cap(args) -> None:
+    path = dataset(f"sim_{args.size}")
+    over = {"pretrain_rounds": args.rounds, "warmup_rounds": args.rounds - 1, "finetune_rounds": args.rounds,
+            "convergence_ari": 1.01, "convergence_patience": 0}
+    rec = measure("scgpcl", path, threads=args.threads, overrides=over)
+    rec["capped"] = True
+    append(rec)
+    print(json.dumps({k: rec[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "prepare_s", "train_s", "predict_s")}))
+
+
+# ----------------------------------------------------------------------------- table
+def _cost(rec: dict) -> dict:
+    """Seconds per optimizer step of each stage (wall, this run's threads)."""
+    out = {}
+    for stage in ("pretrain", "finetune"):
+        s = rec["stages"].get(stage) or {}
+        out[stage] = s["seconds"] / s["steps"] if s.get("steps") else float("nan")
+    return out
+
+
+def table(args) -> None:
+    recs = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()]
+    full = [r for r in recs if not r.get("capped")]
+    lines = ["# Atlas scale on one machine", "",
+             "Package defaults against the scanpy pipeline (normalize_total, log1p, scale, PCA 50, 15-NN with "
+             "pynndescent, Leiden at resolution 1), each in its own process on the same machine in one session. "
+             "Wall and CPU seconds and peak RSS are the operating system's, for the whole process (reading the "
+             "file included). ARI against the simulated groups (or pbmc4k's labels). Generated by "
+             "`python benchmarks/scale.py table` from `scale.jsonl`; the data and the commands are in the "
+             "script's docstring.", ""]
+    cpus = sorted({r["cpu"] for r in recs})
+    lines += [f"CPU: {', '.join(cpus)}; threads per run: {sorted({r['threads'] for r in recs})}.", ""]
+    lines += ["| data | cells | scgpcl wall s | CPU s | peak RSS MB | ARI | steps (pre+fine) | s/step | "
+              "scanpy wall s | CPU s | RSS MB | ARI (Leiden) | ARI (PCA k-means) | wall ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in full:
+        by.setdefault((r["dataset"], r["method"]), []).append(r)
+    for (ds, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0].split("_")[0], int(kv[0][0].split("_")[1]))):
+        if method != "scgpcl":
+            continue
+        sp_ = by.get((ds, "scanpy"), [{}])[-1]
+        med = lambda key, rr=rs: float(np.median([x[key] for x in rr]))  # noqa: E731
+        steps = [x["stages"]["pretrain"]["steps"] + x["stages"].get("finetune", {}).get("steps", 0) for x in rs]
+        cost = np.median([_cost(x)["pretrain"] for x in rs])
+        aris = [x["ARI"] for x in rs]
+        ari = f"{np.mean(aris):.3f}" + (f" ± {np.std(aris, ddof=1):.3f}" if len(aris) > 1 else "")
+        ratio = med("wall_s") / sp_["wall_s"] if sp_ else float("nan")
+        lines.append(f"| {ds} | {rs[0]['n_cells']} | {med('wall_s'):.0f} | {med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} "
+                     f"| {ari} | {int(np.median(steps))} | {cost:.2f} | {sp_.get('wall_s', float('nan')):.0f} | "
+                     f"{sp_.get('cpu_s', float('nan')):.0f} | {sp_.get('peak_rss_mb', float('nan')):.0f} | "
+                     f"{sp_.get('ARI', float('nan')):.3f} | {sp_.get('ARI_pca_kmeans', float('nan')):.3f} | {ratio:.1f} |")
+    sims = sorted([(r["n_cells"], r["wall_s"]) for r in full if r["method"] == "scgpcl" and r["dataset"].startswith("sim")
+                   and 30000 <= r["n_cells"] <= 300000])
+    if len({n for n, _ in sims}) >= 2:
+        n, t = np.array(sims, dtype=float).T
+        slope = np.polyfit(np.log(n), np.log(t), 1)[0]
+        lines += ["", f"Time against cells, 30k to 300k simulated cells (wall, least squares on logs): "
+                      f"**n^{slope:.2f}**."]
+    lines += _cap_section(recs, full)
+    Path(args.md).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.md}")
+
+
+def _cap_section(recs, full) -> list[str]:
+    capped = [r for r in recs if r.get("capped")]
+    if not capped:
+        return []
+    r = capped[-1]
+    ref = max((x for x in full if x["method"] == "scgpcl" and x["dataset"].startswith("sim")), key=lambda x: x["n_cells"])
+    cost = _cost(r)
+    pre, fine = ref["stages"]["pretrain"], ref["stages"].get("finetune", {})
+    rounds_pre, rounds_fine = r["stages"]["pretrain"]["rounds"], r["stages"].get("finetune", {}).get("rounds", 0)
+    # per round: the steps, plus a global step; the capped run's stage seconds hold both
+    per_round_pre = r["stages"]["pretrain"]["seconds"] / max(rounds_pre, 1)
+    per_round_fine = r["stages"]["finetune"]["seconds"] / max(rounds_fine, 1) if rounds_fine else 0.0
+    projected = r["load_s"] + r["prepare_s"] + pre["rounds"] * per_round_pre + fine.get("rounds", 0) * per_round_fine \
+        + r["predict_s"]
+    return ["", f"## {r['n_cells']:,} cells x 2000 genes, a run capped in rounds", "",
+            f"`python benchmarks/scale.py cap --size {r['n_cells']} --threads {r['threads']}` "
+            f"({rounds_pre} pre-training and {rounds_fine} fine-tuning rounds, {r['nnz']:,} non-zeros):", "",
+            f"- peak RSS **{r['peak_rss_mb'] / 1024:.1f} GB**; read {r['load_s']:.0f} s, prepare {r['prepare_s']:.0f} s, "
+            f"final full-data embedding and labels {r['predict_s']:.0f} s;",
+            f"- {cost['pretrain']:.2f} s per pre-training step, {cost['finetune']:.2f} s per fine-tuning step; "
+            f"{per_round_pre:.0f} s per pre-training round and {per_round_fine:.0f} s per fine-tuning round "
+            "(steps and global step);",
+            f"- projected full run with the rounds of the {ref['n_cells']:,}-cell run ({pre['rounds']} + "
+            f"{fine.get('rounds', 0)}): **{projected / 3600:.1f} h** wall."]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--sizes", nargs="*", type=int, default=[10000, 30000, 100000, 300000])
+    r.add_argument("--pbmc", nargs="*", type=int, default=[100000])
+    r.add_argument("--methods", nargs="+", default=["scanpy", "scgpcl"])
+    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--no-warm", action="store_true")
+    c = sub.add_parser("cap")
+    c.add_argument("--size", type=int, default=1000000)
+    c.add_argument("--rounds", type=int, default=2)
+    c.add_argument("--threads", type=int, default=2)
+    t = sub.add_parser("table")
+    t.add_argument("--md", default=str(RESULTS / "scale.md"))
+    w = sub.add_parser("_worker")
+    w.add_argument("method", choices=["scgpcl", "scanpy"])
+    w.add_argument("--data", required=True)
+    w.add_argument("--threads", type=int, default=2)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--overrides", default="")
+    args = p.parse_args(argv)
+    {"run": run, "cap": cap, "table": table, "_worker": worker}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
