@@ -249,10 +249,10 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     if report is not None and h5ad is not None:
         # the report's UMAP (pl.umap's defaults) goes into the .h5ad too; if it
         # fails here it fails again in the report, which says so
-        from .pl._plots import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, _umap_coords
+        from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
 
         try:
-            _umap_coords(adata, key, UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, False)
+            umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
         except Exception:  # noqa: BLE001 - reported by write_report below
             pass
     if h5ad is not None:

@@ -146,6 +146,49 @@ UMAP_N_NEIGHBORS = 15
 UMAP_RANDOM_STATE = 0
 
 
+class _CsrNNDescent:
+    """pynndescent's approximate k-NN (scanpy's default) returning a ``csr_matrix``: scanpy 1.11.5 calls
+    ``getnnz`` on the result, which scipy 1.17's ``csr_array`` no longer has."""
+
+    def __init__(self, n_neighbors: int, random_state: int):
+        from pynndescent import PyNNDescentTransformer
+
+        self._t = PyNNDescentTransformer(n_neighbors=n_neighbors, random_state=random_state)
+
+    def fit_transform(self, x):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(self._t.fit_transform(x))
+
+    def get_params(self, deep: bool = False) -> dict:
+        return {"n_neighbors": self._t.n_neighbors}
+
+
+def umap_coordinates(adata: AnnData, *, key: str = "scgpcl", n_neighbors: int = 15, random_state: int = 0,
+                     recompute: bool = False) -> np.ndarray:
+    """UMAP coordinates of the learned representation ``obsm['X_' + key]``, stored in ``obsm['X_' + key + '_umap']``.
+
+    Computed once per setting and reused (:func:`umap` and the report call it); cells without a
+    finite representation get NaN.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    key
+        Its ``key_added``.
+    n_neighbors, random_state
+        Settings of the k-NN graph and of UMAP.
+    recompute
+        Compute again even if coordinates with these settings are stored.
+
+    Returns
+    -------
+    The coordinates, cells x 2.
+    """
+    return _umap_coords(adata, key, n_neighbors, random_state, recompute)
+
+
 def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, recompute: bool) -> np.ndarray:
     import scanpy as sc
 
@@ -165,12 +208,12 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
         raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
     tmp = AnnData(obs=pd.DataFrame(index=np.arange(ok.sum()).astype(str)), obsm={rep: emb[ok]})
     # scanpy 1.11's default approximate neighbours (pynndescent) crash above ~8k cells with
-    # current scipy (csr_array.getnnz); exact scikit-learn neighbours from 4096 cells on,
-    # well inside the range where they are still quick (tests/test_pl.py, 9000 cells)
-    extra = {"transformer": "sklearn"} if ok.sum() > 4096 else {}
+    # current scipy (csr_array.getnnz): the same neighbours through a wrapper that returns a
+    # csr_matrix (exact scikit-learn neighbours would take hours on an atlas)
+    n_nb = int(min(n_neighbors, ok.sum() - 1))
+    extra = {"transformer": _CsrNNDescent(n_nb, random_state)} if ok.sum() > 4096 else {}
     with torch_threads_kept():  # numba would reset torch's thread count
-        sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=int(min(n_neighbors, ok.sum() - 1)),
-                        random_state=random_state, **extra)
+        sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=n_nb, random_state=random_state, **extra)
         sc.tl.umap(tmp, random_state=random_state)
     coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
     coords[ok] = tmp.obsm["X_umap"]
