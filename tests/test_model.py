@@ -494,3 +494,23 @@ def test_empty_cluster_warning_says_what_happened_and_what_to_try(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert messages and messages[0].startswith(empty_clusters_message(3, 5)[:40])
     assert "fewer groups than n_clusters" not in messages[0]
+
+
+def test_the_device_path_of_the_sparse_transposes_gives_the_same_training(toy, monkeypatch):
+    """On a GPU the transposes of the sampled subgraphs are built by a stable torch sort on the device instead
+    of scipy's counting sort on the host; both give the same order, so a whole training run is identical."""
+    from scgpcl.data import _sparse
+
+    monkeypatch.setattr(_sparse, "DENSE_ABOVE", 1.01)  # the toy data is dense enough for dense blocks otherwise
+    reference = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
+    original = _sparse.transpose_order
+    calls = []
+
+    def device_path(crow, col, n_cols, *, use_scipy=None):
+        calls.append(1)
+        return original(crow, col, n_cols, use_scipy=False)
+
+    monkeypatch.setattr(_sparse, "transpose_order", device_path)
+    again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
+    assert calls  # the device path ran
+    np.testing.assert_array_equal(again.predict(), reference.predict())
