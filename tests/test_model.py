@@ -39,7 +39,7 @@ def test_history_and_stages_recorded(trained):
     assert s["pretrain"]["stop_reason"]
     for stage in ("pretrain", "finetune"):
         kind = s[stage]["stop_kind"]
-        assert kind in {"converged", "max_rounds", "patience"}
+        assert kind in {"converged", "max_rounds", "patience", "emptied"}
         # the keyword and the sentence agree
         assert (kind == "max_rounds") == ("maximum" in s[stage]["stop_reason"])
     h = trained.history["pretrain"]
@@ -514,3 +514,35 @@ def test_the_device_path_of_the_sparse_transposes_gives_the_same_training(toy, m
     again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
     assert calls  # the device path ran
     np.testing.assert_array_equal(again.predict(), reference.predict())
+
+
+def test_fine_tuning_stops_before_a_round_that_empties_a_cluster(toy, monkeypatch):
+    """With finetune_keep_clusters, a round that leaves a cluster without cells is undone and fine-tuning stops."""
+    from scgpcl.train import _finetune
+
+    original = _finetune.FinetuneStage._context
+    seen = []
+
+    def context(self, plan):
+        ctx, labels = original(self, plan)
+        seen.append(labels.copy())
+        if len(seen) == 3:  # pretend the second round emptied cluster 2
+            labels = np.where(labels == 2, 0, labels)
+        return ctx, labels
+
+    monkeypatch.setattr(_finetune.FinetuneStage, "_context", context)
+    quick = dict(QUICK, finetune_tol=0.0)  # no convergence stop
+    m = SCGPCL(toy, 3, random_state=0, **quick)
+    m.trainer.progress = False
+    m.trainer.pretrain()
+    states = []
+    fine = m.trainer.finetune(callback=lambda rnd, rec: states.append(
+        {k: v.clone() for k, v in m.module.state_dict().items()}))
+    assert fine.stop_kind == "emptied" and fine.rounds == 2 and "1 of the 3 clusters" in fine.stop_reason
+    # the network is back where it was after round 1 (before the round that emptied the cluster)
+    for key, value in m.module.state_dict().items():
+        torch.testing.assert_close(value, states[0][key])
+    # off (the reference): the same run goes on
+    monkeypatch.setattr(_finetune.FinetuneStage, "_context", original)
+    off = SCGPCL(toy, 3, random_state=0, finetune_keep_clusters=False, **quick).train(progress=False)
+    assert off.stages["finetune"]["stop_kind"] != "emptied"

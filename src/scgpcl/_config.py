@@ -132,6 +132,9 @@ class TrainConfig:
     finetune_lr: float = _opt(1.0, "fine-tuning learning rate (Adadelta)", low=0, strict=True)
     finetune_rho: float = _opt(0.95, "Adadelta's rho (the decay of its running averages)", low=0, high=1)
     lambda_cluster: float = _opt(1.0, "weight of DEC's clustering loss", low=0)
+    finetune_keep_clusters: bool = _opt(
+        True, "stop fine-tuning when a round leaves a cluster without cells, and keep the network as it was "
+              "before that round (DEC can empty clusters on data that hold K groups)")
     finetune_masking: bool = _opt(True, "mask feature columns in the fine-tuning minibatches as in "
                                   "pre-training's first view (benchmarks/results/dec.md)")
     dec_init: Literal["kmeans", "consensus"] = _opt(
@@ -306,7 +309,7 @@ def faithful() -> SCGPCLConfig:
     """
     return SCGPCLConfig().override(
         round_steps=0, sample_cells=0, lr=1e-4, pretrain_rounds=200, warmup_rounds=100, finetune_rounds=200,
-        kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance",
+        kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance", finetune_keep_clusters=False,
     )
 
 

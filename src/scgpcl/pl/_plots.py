@@ -304,7 +304,8 @@ def umap(
 
 
 # ----------------------------------------------------------- training curves
-_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds", "patience": "no ARI gain"}
+_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds", "patience": "no ARI gain",
+                     "emptied": "before a cluster emptied"}
 
 
 def _short_reason(stage: dict) -> str:
