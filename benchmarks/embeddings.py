@@ -52,7 +52,7 @@ def _dump_one(dataset: str, seed: int, overrides: dict) -> None:
     m = scgpcl.SCGPCL(a, k, random_state=seed, device="cpu", finetune=False, **overrides)
     m.train(progress=False)
     z = m.trainer.embed().numpy()
-    np.savez_compressed(OUT / f"{dataset}__{seed}.npz", z=z, truth=truth[m.data.cell_mask], k=k,
+    np.savez_compressed(OUT / f"{dataset}__{seed}.npz", z=z, truth=np.asarray(truth[m.data.cell_mask], dtype=str), k=k,
                         cpu_s=time.process_time() - t0, overrides=json.dumps(overrides))
 
 
@@ -165,7 +165,7 @@ def clusterers(args) -> None:
 
     rows = []
     for path in sorted(OUT.glob("*.npz")):
-        d = np.load(path, allow_pickle=False)
+        d = np.load(path, allow_pickle=True)  # our own files (earlier ones stored the labels as objects)
         dataset, seed = path.stem.rsplit("__", 1)
         z, truth, k = d["z"], d["truth"], int(d["k"])
         for name in args.methods:
