@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -14,19 +12,7 @@ matplotlib.use("Agg")
 
 import scgpcl  # noqa: E402
 from scgpcl import InputError  # noqa: E402
-from helpers import QUICK, toy_counts  # noqa: E402
-
-
-@functools.lru_cache(maxsize=1)
-def _clustered() -> ad.AnnData:
-    """Toy data (3 groups) clustered once per test session; callers get copies."""
-    a = toy_counts()
-    scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", progress=False, **QUICK)
-    return a
-
-
-def clustered() -> ad.AnnData:
-    return _clustered().copy()
+from helpers import clustered  # noqa: E402
 
 
 @pytest.fixture

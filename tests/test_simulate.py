@@ -39,6 +39,7 @@ import pytest
 import scipy.sparse as sp
 
 from scgpcl._errors import InputError
+from scgpcl.cli import main
 from scgpcl.simulate import (
     PRESETS,
     RNG_BLOCK,
@@ -49,6 +50,7 @@ from scgpcl.simulate import (
 )
 from scgpcl.simulate import _cli
 from scgpcl.simulate._splat import _sample_counts
+from helpers import _one_line_error
 
 DROPOUT_TOL = 2.1  # percentage points: 3 sd of (ours - Splatter), one run each
 ZEROS_TOL = 3.0  # percentage points: 3 sd of (ours - Splatter), one run each
@@ -588,3 +590,12 @@ def test_cli_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         _cli.run(_parse(["simulate", str(out), "--n-cells", "50", "--n-genes", "50"]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_refuses_an_output_that_is_not_h5ad(tmp_path, capsys):
+    # 'scgpcl simulate counts.csv' wrote an HDF5 file named .csv, which 'scgpcl cluster' then read as text
+    out = tmp_path / "counts.csv"
+    code = main(["simulate", str(out), "--n-cells", "20", "--n-genes", "30"])
+    assert code == 2
+    _one_line_error(capsys, ".h5ad")
+    assert not out.exists()
