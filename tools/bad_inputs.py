@@ -381,6 +381,9 @@ def _python_cases() -> list[Case]:
         Path("m2/config.json").write_text("{not json")
         SCGPCL.load("m2", toy())
 
+    def unknown_loss_term():
+        SCGPCL(toy(), 3, loss_weights={"sprad": 1.0})
+
     def sklearn_preset():
         SCGPCLClustering(n_clusters=3, preset="nope").fit(np.ones((30, 20)))
 
@@ -403,6 +406,8 @@ def _python_cases() -> list[Case]:
              call=duplicated_genes),
         Case("an option scgpcl does not have", [T + "test_model.py::test_bad_arguments", T + "test_sklearn.py::test_bad_input_raises_input_error"],
              call=unknown_option),
+        Case("loss_weights naming a loss term that is not registered", [T + "test_objective.py::test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused"],
+             call=unknown_loss_term),
         Case("n_clusters=None (estimate K) with 2 cells", [T + "test_auto_k.py::test_auto_k_needs_three_cells"],
              call=auto_k_three_cells),
         Case("SCGPCL.load on data lacking the model's genes", [T + "test_model.py::test_load_checks_genes"],
