@@ -1,4 +1,4 @@
-"""Loss functions of scGPCL (SPEC section 5) against independent references."""
+"""Loss functions of scGPCL (docs/method.md section 5) against independent references."""
 
 from __future__ import annotations
 

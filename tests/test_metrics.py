@@ -1,4 +1,4 @@
-"""Clustering metrics (SPEC section 7) and the k-means helper."""
+"""Clustering metrics (docs/method.md section 7) and the k-means helper."""
 
 from __future__ import annotations
 
