@@ -33,8 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -282,7 +283,6 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
             extra.update(resolution=res, leiden_counts={str(r): n for r, n in counts.items()})
         return np.asarray(labels, dtype=np.int64), extra
     import scgpcl
-
     from scgpcl._config import PRESETS
 
     cfg = PRESETS[preset]()

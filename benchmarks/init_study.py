@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 STARTS = ("kmeans", "epochs", "restarts", "leiden")
 
@@ -74,7 +74,8 @@ def leiden_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
 def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str, ...] = STARTS) -> dict:
     import torch
     from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
+    from sklearn.metrics import adjusted_rand_score as ari
+    from sklearn.metrics import normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
     from scgpcl.train._kmeans import consensus_labels

@@ -19,9 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 REPO = harness.REPO
 RESULTS = REPO / "benchmarks" / "results"

@@ -38,9 +38,10 @@ def trace(dataset: str, seed: int, threads: int, epochs: int) -> dict:
     import torch
     from sklearn.metrics import adjusted_rand_score
 
-    import harness
     import scgpcl
     from scgpcl.train._kmeans import kmeans
+
+    import harness
 
     torch.set_num_threads(threads)
     adata = harness.load_dataset(dataset, seed)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import toy_counts
 from scgpcl import SCGPCL
+
+from helpers import toy_counts
 
 
 @pytest.fixture(scope="module")

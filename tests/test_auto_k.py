@@ -10,6 +10,7 @@ from sklearn.datasets import make_blobs
 import scgpcl
 from scgpcl import SCGPCL, InputError
 from scgpcl.train._auto_k import METHODS, candidate_ks, estimate_k
+
 from helpers import QUICK, toy_counts
 
 

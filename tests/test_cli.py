@@ -14,6 +14,7 @@ import pytest
 import scgpcl
 from scgpcl import InputError, tl
 from scgpcl.cli import main
+
 from helpers import QUICK, TINY, TINY_ARGS, _one_line_error, toy_counts
 
 QUICK_ARGS = [
@@ -514,9 +515,8 @@ def test_every_training_option_has_help_and_its_real_default():
     default, and the faithful preset's value where it differs."""
     import argparse
 
-    from scgpcl.cli import build_parser
-
     from scgpcl._config import option_fields, recommended
+    from scgpcl.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     actions = {s: a for a in sub.choices["cluster"]._actions for s in a.option_strings}

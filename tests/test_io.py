@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import anndata
+import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
@@ -16,7 +17,6 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-import anndata as ad
 from scgpcl import SCGPCL
 from scgpcl._errors import InputError
 from scgpcl.cli import main as cli_main

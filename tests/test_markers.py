@@ -14,6 +14,7 @@ import scgpcl
 from scgpcl import InputError, tl
 from scgpcl.cli import main
 from scgpcl.cli import main as cli_main
+
 from helpers import TINY, _one_line_error, clustered
 
 

@@ -20,6 +20,7 @@ from scgpcl.metrics import clustering_metrics
 
 from helpers import QUICK, SHARED, TINY, toy_counts
 
+
 @pytest.fixture(scope="module")
 def trained(toy):
     m = SCGPCL(toy, 3, random_state=0, **QUICK)

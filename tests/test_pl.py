@@ -10,9 +10,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-import scgpcl  # noqa: E402
-from scgpcl import InputError  # noqa: E402
-from helpers import clustered  # noqa: E402
+import scgpcl
+from scgpcl import InputError
+
+from helpers import clustered
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 import scgpcl
 from scgpcl import InputError, tl
 from scgpcl.report import REPORT_FILES, write_report
+
 from helpers import TINY, clustered
 
 

@@ -10,6 +10,7 @@ from sklearn.base import clone
 from scgpcl import InputError
 from scgpcl.metrics import clustering_metrics
 from scgpcl.sklearn import SCGPCLClustering
+
 from helpers import QUICK, toy_counts
 
 

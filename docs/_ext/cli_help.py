@@ -47,7 +47,7 @@ class CliHelp(Directive):
         command = self.arguments[0] if self.arguments else None
         try:
             text = help_text(command)
-        except Exception as err:  # noqa: BLE001 - reported as a build warning (an error under -W)
+        except Exception as err:  # reported as a build warning (an error under -W)
             return [self.state.document.reporter.warning(f"cli-help: {err}", line=self.lineno)]
         block = nodes.literal_block(text, text)
         block["language"] = "text"

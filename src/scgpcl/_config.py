@@ -210,7 +210,7 @@ class SCGPCLConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SCGPCLConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SCGPCLConfig:
         """From :meth:`to_dict`'s output, also of earlier versions (renamed options are mapped).
 
         A configuration saved before training ran in rounds (no ``round_steps``)
@@ -233,7 +233,7 @@ class SCGPCLConfig:
             sections[name] = kind(**values)
         return cls(**sections)
 
-    def validate(self) -> "SCGPCLConfig":
+    def validate(self) -> SCGPCLConfig:
         """Check every value against its field's type and range; raise ``ValueError`` naming each bad option.
 
         Returns ``self``.
@@ -253,7 +253,7 @@ class SCGPCLConfig:
             raise ValueError("invalid option value(s): " + "; ".join(problems))
         return self
 
-    def override(self, **kwargs: Any) -> "SCGPCLConfig":
+    def override(self, **kwargs: Any) -> SCGPCLConfig:
         """Return a copy with flat keyword overrides (``lr=1e-3``) applied.
 
         Each name must belong to exactly one section; an unknown name is an

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import _signals
-from ._messages import cli_context
 from ._fs import check_writable, current_umask
 from ._machine import sha256_of
+from ._messages import cli_context
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -31,7 +31,8 @@ log = logging.getLogger("scgpcl")
 
 def _add_training_options(p: argparse.ArgumentParser, preset: str = "default") -> None:
     """The method's options, generated from the config dataclasses (``scgpcl._config``): names, choices, help
-    and the defaults shown all come from there."""
+    and the defaults shown all come from there.
+    """
     from ._config import PRESETS, faithful, option_fields, recommended
 
     g = p.add_argument_group("method options (defaults: the recommended settings; "
@@ -253,7 +254,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
 
         try:
             umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
-        except Exception:  # noqa: BLE001 - reported by write_report below
+        except Exception:  # reported by write_report below
             pass
     if h5ad is not None:
         write_h5ad_atomic(adata, h5ad)
@@ -404,9 +405,9 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
 def _run_markers(args) -> int:
     import tempfile
 
+    from ._errors import InputError
     from .data._io import read_clustered
     from .tl import markers
-    from ._errors import InputError
 
     out = _check_table_out(args.output, args.input, args.overwrite) if args.output else None
     adata = read_clustered(args.input)
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                     else "no output written")
             print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)
-        except Exception as e:  # noqa: BLE001 - one line unless --debug
+        except Exception as e:  # one line unless --debug
             if debug:
                 raise
             print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)

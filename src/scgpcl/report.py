@@ -31,10 +31,9 @@ from anndata import AnnData
 
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
-from ._messages import arg, listing
-from ._signals import deferred, raise_if_interrupted
 from ._machine import cpu_model
-from ._messages import cli_context, empty_clusters_message
+from ._messages import arg, cli_context, empty_clusters_message, listing
+from ._signals import deferred, raise_if_interrupted
 from .metrics import clustering_metrics, matched_labels
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]

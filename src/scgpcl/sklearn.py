@@ -116,7 +116,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             params[name] = getattr(self, name)
         return params
 
-    def set_params(self, **params: Any) -> "SCGPCLClustering":
+    def set_params(self, **params: Any) -> SCGPCLClustering:
         own = set(self._get_param_names())
         fields = _config_fields()
         for name in params:
@@ -143,7 +143,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             raise InputError(str(e)) from None
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None) -> "SCGPCLClustering":
+    def fit(self, X, y=None) -> SCGPCLClustering:
         """Train scGPCL on ``X`` (cells x genes raw counts) and store the results.
 
         Parameters
@@ -209,7 +209,7 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
         return sp.csr_matrix(X, dtype=np.float32), genes
     try:
         arr = np.asarray(X)
-    except Exception as e:  # noqa: BLE001 - e.g. ragged lists
+    except Exception as e:  # e.g. ragged lists
         raise InputError(f"X must be a cells x genes count matrix (array or sparse matrix): {e}") from None
     if arr.ndim != 2:
         raise InputError(f"X must be a 2-d cells x genes matrix, got {arr.ndim} dimension(s)")

@@ -77,7 +77,7 @@ class BipartiteAdjacency:
 
     @classmethod
     def from_scipy(cls, m: sp.spmatrix, device: torch.device | str = "cpu",
-                   to_genes: sp.spmatrix | None = None, *, weighted: bool = False) -> "BipartiteAdjacency":
+                   to_genes: sp.spmatrix | None = None, *, weighted: bool = False) -> BipartiteAdjacency:
         """From a cells x genes scipy matrix: an edge where an entry is non-zero.
 
         ``to_genes`` (genes x cells), if given, holds the edges into genes.
@@ -185,9 +185,10 @@ class CellGeneGraph:
 
     @classmethod
     def from_scipy(cls, counts: sp.spmatrix, weights: sp.spmatrix | None = None,
-                   device: torch.device | str = "cpu") -> "CellGeneGraph":
+                   device: torch.device | str = "cpu") -> CellGeneGraph:
         """The graph of a count matrix (edge iff count > 0); ``weights`` (positive exactly where the
-        counts are) become the log-normalised values and the edge weights (``edge_weight="lognorm"``)."""
+        counts are) become the log-normalised values and the edge weights (``edge_weight="lognorm"``).
+        """
         c = sp.csr_matrix(counts, dtype=np.float32, copy=True)
         c.eliminate_zeros()
         c.sort_indices()
@@ -401,7 +402,8 @@ def _first_occurrences(x: torch.Tensor) -> torch.Tensor:
 
 def _weighted_sample(weights: torch.Tensor, taken: torch.Tensor, k: int, generator) -> torch.Tensor:
     """Up to ``k`` node ids drawn without replacement, probability proportional to ``weights``,
-    among those with positive weight that are not ``taken`` (exponential keys). Ascending ids."""
+    among those with positive weight that are not ``taken`` (exponential keys). Ascending ids.
+    """
     weights = torch.where(taken, torch.zeros_like(weights), weights)
     candidates = torch.nonzero(weights > 0).squeeze(1)
     if len(candidates) <= k:

@@ -44,8 +44,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl._messages import arg
+from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
 from scgpcl.data._orientation import guess_orientation
 
@@ -565,7 +565,7 @@ def _text_layout(path: Path) -> _TextLayout:
         raise InputError(f"cannot read '{path}': it has no rows of numbers, only the header line. "
                          f"Is it a valid {_FORMAT_NAMES['text']}?")
     names_column = (
-        not is_number(rest[0][0]) and rest[0][0] not in _NA_TOKENS
+        (not is_number(rest[0][0]) and rest[0][0] not in _NA_TOKENS)
         or (header is not None and (header[0] == "" or len(header) == n_fields - 1))
     )
     values = [v for r in rest for v in (r[1:] if names_column else r)]

@@ -102,7 +102,7 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
 
 
 def _scanpy_hvg(x: sp.csr_matrix, flavor: str, n_keep: int) -> np.ndarray:
-    """scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``."""
+    """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``."""
     import anndata as ad
     import scanpy as sc
 
@@ -219,7 +219,8 @@ def _shares_memory(x: sp.csr_matrix, counts) -> bool:
 
 def _clean(x: sp.csr_matrix, owned: bool) -> sp.csr_matrix:
     """Sorted indices, int32 column indices, no stored zeros; copies only when ``x`` must change
-    and is not ours to change (the caller's matrix is never modified)."""
+    and is not ours to change (the caller's matrix is never modified).
+    """
     needs = (not x.has_sorted_indices) or x.indices.dtype != np.int32 or (x.data == 0).any()
     if not needs:
         return x
@@ -234,7 +235,8 @@ def _clean(x: sp.csr_matrix, owned: bool) -> sp.csr_matrix:
 
 def _row_values(x: sp.csr_matrix, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log1p(count * scale[row]) per stored entry, and per cell the sum of lgamma(count + 1)
-    (the ZINB likelihood's constant), in blocks of rows."""
+    (the ZINB likelihood's constant), in blocks of rows.
+    """
     from scipy.special import gammaln
 
     out = np.empty(x.nnz, dtype=np.float32)

@@ -149,7 +149,7 @@ class SparseBlock:
     @classmethod
     def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int],
                  order: tuple[torch.Tensor, torch.Tensor] | None = None, *,
-                 transpose: bool = True) -> "SparseBlock":
+                 transpose: bool = True) -> SparseBlock:
         """From a CSR pattern (int64 ``crow``, ``col``) and float32 values.
 
         ``order`` is :func:`transpose_order` of the pattern, when the caller
@@ -169,7 +169,7 @@ class SparseBlock:
         return cls(_csr(crow, col, val, shape), _csr(t_crow, t_col, val[perm], (n_cols, n_rows)))
 
     @classmethod
-    def from_pattern(cls, p: Pattern, val: torch.Tensor | None = None, *, transpose: bool = True) -> "SparseBlock":
+    def from_pattern(cls, p: Pattern, val: torch.Tensor | None = None, *, transpose: bool = True) -> SparseBlock:
         """A block with pattern ``p`` and values ``val`` (None: every entry 1, no gather needed)."""
         n_rows, n_cols = p.shape
         entries = n_rows * n_cols
@@ -186,7 +186,7 @@ class SparseBlock:
         return cls(m, _csr(t_crow, t_col, val if ones else val[order], (n_cols, n_rows)))
 
     @classmethod
-    def from_scipy(cls, m: sp.spmatrix, device: torch.device | str = "cpu") -> "SparseBlock":
+    def from_scipy(cls, m: sp.spmatrix, device: torch.device | str = "cpu") -> SparseBlock:
         """From a scipy matrix (tests, small inputs)."""
         m = sp.csr_matrix(m, dtype=np.float32)
         m.sort_indices()

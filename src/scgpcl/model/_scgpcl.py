@@ -17,8 +17,8 @@ from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
 from .._messages import empty_clusters_message
-from ..data._checks import check_counts, check_n_clusters
 from ..data import PreparedData, SubgraphLoader, prepare
+from ..data._checks import check_counts, check_n_clusters
 from ..module import SCGPCLModule
 from ..train import Trainer, TrainingResult, loss_weights
 
@@ -222,7 +222,7 @@ class SCGPCL:
         """What training produced besides the weights (None before :meth:`train` in this session)."""
         return None if self._trainer is None else self._trainer.result
 
-    def train(self, *, progress: bool = True) -> "SCGPCL":
+    def train(self, *, progress: bool = True) -> SCGPCL:
         """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``."""
         tr = self.trainer
         tr.progress = progress
@@ -329,7 +329,7 @@ class SCGPCL:
             tmp_c.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> "SCGPCL":
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> SCGPCL:
         """Rebuild a trained model for ``adata``; its genes must include the saved ones.
 
         Meant for the data the model was trained on (to predict or embed again
@@ -375,7 +375,7 @@ def _read_meta(d: Path) -> tuple[dict, SCGPCLConfig]:
         meta = json.loads((d / _CONFIG).read_text())
         config = SCGPCLConfig.from_dict(meta["config"])
         for key in ("genes", "layer", "random_state", "n_clusters", "has_cluster_centres"):
-            meta[key]  # noqa: B018 - a missing key is a broken file
+            meta[key]  # a missing key is a broken file
     except FileNotFoundError:
         raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
     except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -396,7 +396,7 @@ def _load_weights(module: SCGPCLModule, d: Path, has_centres: bool) -> None:
         module.load_state_dict(state)
     except FileNotFoundError:
         raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
-    except Exception as err:  # noqa: BLE001 (torch raises pickle, EOF, zip and size-mismatch errors of many types)
+    except Exception as err:  # torch raises pickle, EOF, zip and size-mismatch errors of many types
         raise InputError(
             f"'{d / _WEIGHTS}' cannot be loaded as this model's weights ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"

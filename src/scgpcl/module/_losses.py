@@ -155,7 +155,8 @@ def proto_nce(
 
 def soft_assign(z: torch.Tensor, mu: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     r"""DEC soft assignment with a Student-t kernel:
-    :math:`q_{ik} \propto (1 + \lVert z_i - \mu_k\rVert^2/\alpha)^{-(\alpha+1)/2}`."""
+    :math:`q_{ik} \propto (1 + \lVert z_i - \mu_k\rVert^2/\alpha)^{-(\alpha+1)/2}`.
+    """
     d2 = torch.cdist(z, mu).pow(2)
     q = (1.0 + d2 / alpha).pow(-(alpha + 1.0) / 2.0)
     return q / q.sum(dim=1, keepdim=True)

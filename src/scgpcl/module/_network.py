@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -162,7 +162,8 @@ class GraphEncoder(nn.Module):
 
 class MLPEncoder(nn.Module):
     """Ablation: the same widths without the graph (Linear + BatchNorm per layer,
-    ``activation`` after every layer but the last)."""
+    ``activation`` after every layer but the last).
+    """
 
     uses_graph = False
 
@@ -311,7 +312,8 @@ class SCGPCLModule(nn.Module):
     def embed(self, chunks: Callable[[], Iterable[CellChunk]],
               context: Callable[[], Iterable[CellChunk]] | None = None) -> torch.Tensor:
         """Representations of the cells ``chunks()`` yields, with ``context()`` (default: the same
-        cells) as the cells the genes' states are averaged over."""
+        cells) as the cells the genes' states are averaged over.
+        """
         return self.embed_cells(chunks(), self.gene_context(context or chunks))
 
     def decode(self, z: torch.Tensor):

@@ -148,7 +148,8 @@ UMAP_RANDOM_STATE = 0
 
 class _CsrNNDescent:
     """pynndescent's approximate k-NN (scanpy's default) returning a ``csr_matrix``: scanpy 1.11.5 calls
-    ``getnnz`` on the result, which scipy 1.17's ``csr_array`` no longer has."""
+    ``getnnz`` on the result, which scipy 1.17's ``csr_array`` no longer has.
+    """
 
     def __init__(self, n_neighbors: int, random_state: int):
         from pynndescent import PyNNDescentTransformer

@@ -101,7 +101,7 @@ def simulate(
     preset: str | None = None,
     *,
     seed: int = 0,
-    chunk_size: int | None | str = "auto",
+    chunk_size: int | str | None = "auto",
     drop_zeros: bool = True,
     true_counts: bool = True,
     **overrides: Any,

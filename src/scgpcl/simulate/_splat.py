@@ -53,8 +53,9 @@ import math
 import numbers
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal, Union
 
 import anndata
 import numpy as np
@@ -220,7 +221,7 @@ class SplatParams:
     dropout_shape: float = -1.0
 
     def __post_init__(self) -> None:
-        put = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731 (frozen)
+        put = lambda name, v: object.__setattr__(self, name, v)  # frozen
         put("n_genes", _as_int("n_genes", self.n_genes, 1))
         put("n_cells", _as_int("n_cells", self.n_cells, 1))
 
@@ -295,7 +296,7 @@ class SplatParams:
         v = getattr(self, name)
         return np.broadcast_to(np.asarray(v, dtype=float), (self.n_groups,)).copy()
 
-    def replace(self, **changes: Any) -> "SplatParams":
+    def replace(self, **changes: Any) -> SplatParams:
         """Copy with some fields changed; unknown names raise :class:`InputError`."""
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - valid)
@@ -316,7 +317,7 @@ class SplatParams:
         return out
 
     @classmethod
-    def from_splatter(cls, record: Mapping[str, Any]) -> "SplatParams":
+    def from_splatter(cls, record: Mapping[str, Any]) -> SplatParams:
         """Build from a Splatter-named record such as a reference file's ``uns['splatter']``.
 
         Provenance and derived keys (seed, call, nGroups, versions, ...) are
@@ -535,7 +536,7 @@ class _Counts:
 
 def _sample_counts(params: SplatParams, seed: int, groups: np.ndarray, lib: np.ndarray,
                    gene_mean: np.ndarray, de_fac: np.ndarray,
-                   chunk_size: int | None | str = "auto", *, drop_zeros: bool = True,
+                   chunk_size: int | str | None = "auto", *, drop_zeros: bool = True,
                    true_counts: bool = True) -> _Counts:
     """Steps 5-8 given the cell labels and library sizes and the gene parameters.
 
@@ -620,7 +621,7 @@ def _sample_counts(params: SplatParams, seed: int, groups: np.ndarray, lib: np.n
 def simulate_splat(
     params: SplatParams,
     seed: int = 0,
-    chunk_size: int | None | Literal["auto"] = "auto",
+    chunk_size: int | Literal["auto"] | None = "auto",
     *,
     drop_zeros: bool = True,
     true_counts: bool = True,

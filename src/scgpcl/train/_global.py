@@ -72,7 +72,7 @@ class Embedder:
 
     def of_sample(self) -> torch.Tensor:
         """The sample's representation (remembers the genes' states for :meth:`of_cells`)."""
-        chunks = lambda: self.loader.chunks(self.sample, self.chunk)  # noqa: E731
+        chunks = lambda: self.loader.chunks(self.sample, self.chunk)
         self._context = self.module.gene_context(chunks)
         return self.module.embed_cells(chunks(), self._context)
 
@@ -84,7 +84,7 @@ class Embedder:
 
     def of_all(self) -> torch.Tensor:
         """Every cell's full-graph representation (the genes' states from every cell)."""
-        chunks = lambda: self.loader.chunks(None, self.chunk)  # noqa: E731
+        chunks = lambda: self.loader.chunks(None, self.chunk)
         return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
 
     def spread(self, values: torch.Tensor, fill) -> torch.Tensor:
