@@ -435,7 +435,7 @@ def _criteria_table(rows: list[dict], title: str) -> list[str]:
     names = [n for n in rows[0]["criteria"] if n != "true"] if rows else []
     L = [title, "", "| dataset | seed | true K (k-means ARI) | " + " | ".join(f"`{n}` K (ARI)" for n in names) + " |",
          "|---|---|---|" + "---|" * len(names)]
-    agg = {n: {"ari": [], "err": [], "exact": [], "s": []} for n in names + ["true"]}
+    agg = {n: {"ari": [], "err": [], "exact": [], "s": []} for n in [*names, "true"]}
     for r in rows:
         c = r["criteria"]
         cells = [f"{c['true']['k']} ({c['true']['ari_kmeans']:.2f})"]

@@ -100,7 +100,7 @@ def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
         tr.sampler_cfg = dataclasses.replace(tr.sampler_cfg, **sampler_o)
         trace = []
 
-        def cb(epoch, record):
+        def cb(epoch, record, trace=trace):  # this variant's trace, bound now
             trace.append({"epoch": epoch, "delta": record["delta_label"], "cluster": record["cluster"]})
 
         t = time.perf_counter()

@@ -67,7 +67,7 @@ def bench_spmm() -> list[str]:
         a_csr = torch.sparse_csr_tensor(torch.from_numpy(a.indptr).long(), torch.from_numpy(a.indices).long(),
                                         torch.from_numpy(a.data), size=a.shape)
         a_dense = torch.from_numpy(a.toarray())
-        ts, td = median_time(lambda: a_csr @ x), median_time(lambda: a_dense @ x)
+        ts, td = median_time(lambda a_csr=a_csr: a_csr @ x), median_time(lambda a_dense=a_dense: a_dense @ x)
         rows.append(f"| A @ x, 2048x2000 @ 2000x512, density {dens:.2f} | CSR {ts * 1e3:.1f} ms | dense {td * 1e3:.1f} ms | "
                     f"{'CSR' if ts < td else 'dense'} faster |")
     return rows

@@ -435,7 +435,7 @@ def test_signal_during_the_final_write_leaves_nothing(tmp_path, signame, how):
     assert started.exists(), proc.communicate()[1]
     assert len(list(work.iterdir())) == 1  # the temporary file, mid-write
     proc.send_signal(getattr(signal, signame))
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
     assert err.strip().splitlines()[-1] == (
         f"scgpcl: {'terminated (SIGTERM)' if signame == 'SIGTERM' else 'interrupted'}; no output written")

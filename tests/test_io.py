@@ -616,7 +616,7 @@ def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):
     np.testing.assert_array_equal(back.X.toarray(), small_toy.X.toarray())
     assert list(back.obs["cell_type"]) == list(small_toy.obs["cell_type"])
     small_toy.write_h5ad(tmp_path / "plain.h5ad")
-    with pytest.raises(InputError, match="has no .raw"):
+    with pytest.raises(InputError, match=r"has no \.raw"):
         read_counts(tmp_path / "plain.h5ad", use_raw=True)
     with pytest.raises(InputError, match="pass one"):
         read_counts(path, use_raw=True, layer="counts")

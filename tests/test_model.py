@@ -329,7 +329,7 @@ def test_reseed_and_random_state_replay_the_same_draws(toy):
 
     def same(a, b):
         (pa, va, ma), (pb, vb, mb) = a, b
-        return (len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb))
+        return (len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
                 and va.shape == vb.shape and torch.equal(va, vb) and torch.equal(ma, mb))
 
     state = loader.random_state()
@@ -547,7 +547,7 @@ def test_save_and_load_errors_name_the_problem(small_toy, tmp_path):
         m.save(f)
     m.save(tmp_path / "m")
     (tmp_path / "m" / "model.pt").unlink()
-    with pytest.raises(InputError, match="model.pt"):
+    with pytest.raises(InputError, match=r"model\.pt"):
         SCGPCL.load(tmp_path / "m", small_toy)
 
 

@@ -216,7 +216,8 @@ def test_matched_reference_labels_take_their_clusters_colours(adata):
         from matplotlib.colors import to_hex
 
         legend = ax.get_legend()
-        return {t.get_text(): to_hex(h.get_facecolor()[0]) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+        return {t.get_text(): to_hex(h.get_facecolor()[0])
+                for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
 
     shown_clusters, shown_labels = legend_colours(fig.axes[0]), legend_colours(fig.axes[1])
     for cluster, label in permuted.items():

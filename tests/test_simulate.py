@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -244,7 +245,7 @@ def test_mean_variance_relation_matches_reference_file():
     edges = [(0, 0.1), (0.1, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (100, 300)]
     r = _binned_meanvar(ref.X, (ref.obs["cell_type"] == "Group1").to_numpy(), edges)
     o = _binned_meanvar(ours.X, (ours.obs["cell_type"] == "Group1").to_numpy(), edges)
-    for (lo, hi), rb, ob in zip(edges, r, o):
+    for (lo, hi), rb, ob in zip(edges, r, o, strict=True):
         assert rb[0] >= 100 and ob[0] >= 100, (lo, rb[0], ob[0])
         if hi <= 30:  # above, var/mean grows ~linearly with the mean: compare phi only
             assert abs(ob[2] / rb[2] - 1) < 0.10, ("var/mean", lo, ob[2], rb[2])
@@ -259,7 +260,7 @@ def test_true_count_mean_variance_relation():
     edges = [(lo, hi) for lo, hi, *_ in SPLATTER_TRUE_MEANVAR]
     got = _binned_meanvar(ours.layers["true_counts"],
                           (ours.obs["cell_type"] == "Group1").to_numpy(), edges)
-    for (lo, _, vm, phi, zf), (n, m, ovm, ophi, ozf) in zip(SPLATTER_TRUE_MEANVAR, got):
+    for (lo, _, vm, phi, zf), (n, m, ovm, ophi, ozf) in zip(SPLATTER_TRUE_MEANVAR, got, strict=True):
         assert n >= 100
         if lo < 30:  # above, var/mean grows ~linearly with the mean: compare phi only
             assert abs(ovm / vm - 1) < 0.10, ("var/mean", lo, ovm, vm)
@@ -276,9 +277,9 @@ def test_dropout_grows_with_mid_and_true_counts_are_shared():
     mids = [0.0, 0.5, 1.0, 1.5, 2.0]
     runs = [simulate_splat(_small(dropout_mid=m), seed=3, drop_zeros=False) for m in mids]
     rates = [a.uns["dropout_rate"] for a in runs]
-    assert all(b > a + 3 for a, b in zip(rates, rates[1:])), rates
+    assert all(b > a + 3 for a, b in itertools.pairwise(rates)), rates
     zeros = [1 - a.X.nnz / np.prod(a.shape) for a in runs]
-    assert all(b > a for a, b in zip(zeros, zeros[1:])), zeros
+    assert all(b > a for a, b in itertools.pairwise(zeros)), zeros
     # common random numbers: only the dropout differs between these runs
     t0 = runs[0].layers["true_counts"]
     for a in runs[1:]:

@@ -28,9 +28,8 @@ def help_text(command: str | None) -> str:
         if command is None:
             return parser.format_help()
         for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                if command in action.choices:
-                    return action.choices[command].format_help()
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command].format_help()
         raise ValueError(f"scgpcl has no subcommand {command!r}")
     finally:
         if old is None:

@@ -15,7 +15,7 @@ import sys
 import time
 import typing
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import _signals
@@ -252,10 +252,8 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         # fails here it fails again in the report, which says so
         from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
 
-        try:
+        with suppress(Exception):  # reported by write_report below
             umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
-        except Exception:  # reported by write_report below
-            pass
     if h5ad is not None:
         write_h5ad_atomic(adata, h5ad)
         written.append(str(h5ad))

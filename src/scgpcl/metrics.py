@@ -49,7 +49,7 @@ def matched_labels(labels_true, labels_pred) -> dict[str, str | None]:
     pred = np.asarray(labels_pred, dtype=object).astype(str)
     mapped = match_clusters(labels_true, pred)
     out: dict[str, str | None] = {}
-    for cluster, label in zip(pred, mapped):
+    for cluster, label in zip(pred, mapped, strict=True):
         out.setdefault(cluster, None if label is None else str(label))
     return out
 

@@ -310,7 +310,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         fig = make()
         figures.append((fid, caption, _figure_png(fig)))
 
-    add("umap", "UMAP of the learned embedding (neighbours on obsm['X_%s'])" % key,
+    add("umap", f"UMAP of the learned embedding (neighbours on obsm['X_{key}'])",
         lambda: pl.umap(adata, key=key, label_key=label_key))
     if label_key is not None:
         add("contingency", "Clusters against reference labels; Hungarian-matched pairs outlined",

@@ -339,12 +339,12 @@ def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
         return adata.raw.to_adata()
     if layer is not None:
         if layer not in adata.layers:
-            available = ", ".join(repr(k) for k in adata.layers.keys())
+            available = ", ".join(repr(k) for k in adata.layers)
             x = arg("X (layer=None)", "X (leave out --layer)")
             available = f"layers {available} and {x}" if available else f"only {x}"
             raise InputError(f"layer {layer!r} not found in '{path}'; available: {available}")
     elif adata.X is None:
-        available = ", ".join(repr(k) for k in adata.layers.keys()) or "none"
+        available = ", ".join(repr(k) for k in adata.layers) or "none"
         raw = "; or --use-raw / use_raw=True for the counts in .raw" if adata.raw is not None else ""
         raise InputError(
             f"'{path}' has no X matrix; pick the layer holding raw counts with "

@@ -176,7 +176,7 @@ class SubgraphLoader:
         """Put every stream back where :meth:`random_state` found it."""
         rs = self._rs
         rs.order.set_state(state["order"])
-        for g, st in zip(rs.views, state["views"]):
+        for g, st in zip(rs.views, state["views"], strict=True):
             g.set_state(st)
         rs.mask.set_state(state["mask"])
         rs.permutation = None if state["permutation"] is None else state["permutation"].clone()

@@ -147,7 +147,7 @@ def proto_nce(
     """
     h = F.normalize(z, dim=1)
     total = z.new_zeros(())
-    for centres, labels in zip(prototypes, assignments):
+    for centres, labels in zip(prototypes, assignments, strict=False):
         logits = h @ F.normalize(centres, dim=1).T / tau
         total = total + F.cross_entropy(logits, labels)
     return total / len(prototypes)

@@ -150,7 +150,7 @@ class GraphEncoder(nn.Module):
 
     def _cells(self, chunk: CellChunk, messages: list[torch.Tensor]) -> torch.Tensor:
         h = chunk.features
-        for layer, to_cells in zip(self.layers, messages):
+        for layer, to_cells in zip(self.layers, messages, strict=False):
             self_c, _ = layer.cell_parts(h)
             h = layer.finish_cells(self_c, chunk.adjacency.mean_genes_to_cells(to_cells))
         return h

@@ -94,8 +94,8 @@ def palette(adata: AnnData, column: str) -> dict[str, str]:
         cats = cluster_order(values)
     stored = adata.uns.get(f"{column}_colors")
     if stored is not None and len(stored) == len(cats):
-        return dict(zip(cats, map(str, stored)))
-    return dict(zip(cats, _default_colours(len(cats))))
+        return dict(zip(cats, map(str, stored), strict=True))
+    return dict(zip(cats, _default_colours(len(cats)), strict=True))
 
 
 def _cluster_label_matching(adata: AnnData, key: str, label_key: str) -> dict[str, str | None]:
@@ -299,7 +299,7 @@ def umap(
                                             else (palette(adata, key), palette(adata, label_key)))
     fig = _new_figure((5.4 * len(panels), 4.4), show)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (column, title) in zip(axes, panels):
+    for ax, (column, title) in zip(axes, panels, strict=True):
         _scatter_categories(ax, coords, adata.obs[column], colours[column], title)
     return _finish(fig, show)
 
@@ -459,7 +459,7 @@ def _matched_order(table: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]
     padded = np.zeros((n, n), dtype=table.dtype)
     padded[:n_rows, :n_cols] = table
     rows, cols = linear_sum_assignment(-padded)
-    match = {c: r for r, c in zip(rows, cols) if r < n_rows and c < n_cols}
+    match = {c: r for r, c in zip(rows, cols, strict=True) if r < n_rows and c < n_cols}
     order = [match[c] for c in range(n_cols) if c in match]
     rest = [r for r in range(n_rows) if r not in order]
     rest.sort(key=lambda r: (int(np.argmax(table[r])), -int(table[r].sum())))
@@ -735,7 +735,7 @@ def cluster_sizes(
                    edgecolor="white", linewidth=0.5)
             bottom += tab[lab].to_numpy()
         ax.legend(title=label_key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
-    for xi, s in zip(x, sizes):
+    for xi, s in zip(x, sizes, strict=True):
         ax.annotate(str(s), (xi, s), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                     fontsize="small")
     ax.set_xticks(x, names)

@@ -55,7 +55,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import anndata
 import numpy as np
@@ -85,7 +85,7 @@ _STREAM_DE = 3
 _STREAM_BCV = 4
 _STREAM_CELLS = 5
 
-PerGroup = Union[float, tuple[float, ...]]
+PerGroup = float | tuple[float, ...]
 
 # snake_case field -> Splatter parameter name
 _SPLATTER_NAMES: dict[str, str] = {
