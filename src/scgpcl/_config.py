@@ -198,7 +198,19 @@ def _check(name: str, value: Any, typ: Any, meta: dict) -> str | None:
 
 @dataclass
 class SCGPCLConfig:
-    """Everything needed to reproduce a run: four sections of options."""
+    """Everything needed to reproduce a run: four sections of options.
+
+    Parameters
+    ----------
+    preprocess
+        Gene selection and normalisation (:class:`PreprocessConfig`).
+    model
+        The network, the reconstruction loss and the losses' temperature (:class:`ModelConfig`).
+    sampler
+        Minibatches, subgraph sampling and feature masking (:class:`SamplerConfig`).
+    train
+        The optimisation schedule (:class:`TrainConfig`).
+    """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
