@@ -30,8 +30,9 @@ log = logging.getLogger("scgpcl")
 
 
 def _add_training_options(p: argparse.ArgumentParser, preset: str = "default") -> None:
-    """The method's options, generated from the config dataclasses (``scgpcl._config``): names, choices, help
-    and the defaults shown all come from there.
+    """The method's options, generated from the config dataclasses (``scgpcl._config``).
+
+    Names, choices, help and the defaults shown all come from there.
     """
     from ._config import PRESETS, faithful, option_fields, recommended
 
@@ -106,6 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``scgpcl`` argument parser with its subcommands (``cluster``, ``markers``, ``report``, ``demo``, ``simulate``)."""
     # nothing heavy is imported until the arguments are parsed: --help, --version and usage
     # errors answer at once (tests/test_cli.py checks that torch, scanpy and anndata stay unloaded)
     from . import __version__
@@ -456,6 +458,17 @@ def _run_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``scgpcl`` command line and return its exit code.
+
+    0: done; 2: bad input or usage, with a one-line message; 1: any other
+    error (``--debug`` shows its traceback); 130 after Ctrl-C and 143 after
+    SIGTERM, with what was written.
+
+    Parameters
+    ----------
+    argv
+        The arguments after ``scgpcl``; ``None``: ``sys.argv[1:]``.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

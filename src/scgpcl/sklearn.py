@@ -111,12 +111,24 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 
     # ----------------------------------------------------- sklearn plumbing
     def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The estimator's parameters, including the config options given as keyword arguments.
+
+        Parameters
+        ----------
+        deep
+            Passed to scikit-learn's ``BaseEstimator.get_params``.
+        """
         params = super().get_params(deep=deep)
         for name in self._override_names:
             params[name] = getattr(self, name)
         return params
 
     def set_params(self, **params: Any) -> SCGPCLClustering:
+        """Set estimator parameters or config options by name; returns ``self``.
+
+        A name that is neither an estimator parameter nor a config option of
+        scgpcl raises ``ValueError``.
+        """
         own = set(self._get_param_names())
         fields = _config_fields()
         for name in params:
@@ -184,7 +196,17 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         return self
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
-        """Train on ``X`` and return ``labels_`` (``-1`` for cells without counts)."""
+        """Train on ``X`` and return ``labels_`` (``-1`` for cells without counts).
+
+        Parameters
+        ----------
+        X
+            Raw counts, one row per cell, as for :meth:`fit`.
+        y
+            Ignored (present for API consistency).
+        **kwargs
+            Passed to :meth:`fit`.
+        """
         return self.fit(X, y, **kwargs).labels_
 
     def __sklearn_tags__(self):

@@ -223,7 +223,21 @@ class SCGPCL:
         return None if self._trainer is None else self._trainer.result
 
     def train(self, *, progress: bool = True) -> SCGPCL:
-        """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``."""
+        """Pre-train, then fine-tune (unless ``finetune=False``).
+
+        With ``n_clusters=None``, K is estimated after the warm-up and stored in
+        :attr:`n_clusters`, with the criterion and its curve in :attr:`auto_k`.
+
+        Parameters
+        ----------
+        progress
+            Show progress bars.
+
+        Returns
+        -------
+        SCGPCL
+            ``self``, trained.
+        """
         tr = self.trainer
         tr.progress = progress
         pre = tr.pretrain()
@@ -297,7 +311,28 @@ class SCGPCL:
 
     # -------------------------------------------------------------- save/load
     def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Weights (``state_dict``) and a JSON config in ``dir_path``."""
+        """Write the weights (``model.pt``, a ``state_dict``) and a JSON config (``config.json``) into a folder.
+
+        The config holds the options, K, the seed, the layer, the genes used and
+        the training record, so :meth:`load` rebuilds the same model. The files are
+        written under temporary names and renamed at the end: a failed save leaves
+        no half-written file.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write into; created if missing. It must not be a file.
+        overwrite
+            Replace the files of a folder that is not empty; without it such a
+            folder is refused.
+
+        Raises
+        ------
+        RuntimeError
+            The model is not trained.
+        InputError
+            ``dir_path`` is a file, or a non-empty folder without ``overwrite``.
+        """
         if not self.is_trained:
             raise RuntimeError("nothing to save: the model is not trained")
         d = Path(dir_path)
@@ -338,6 +373,26 @@ class SCGPCL:
         deviation), as in training; on other data they are therefore not the
         training statistics, and the embedding is only comparable if the two
         datasets are alike. Models saved by earlier versions load too.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            Cells x genes with the raw counts where the model read them (the
+            saved ``layer``); genes are matched by name.
+        device
+            ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+
+        Returns
+        -------
+        SCGPCL
+            A trained model: :meth:`predict` and :meth:`get_latent_representation` work at once.
+
+        Raises
+        ------
+        InputError
+            The folder holds no readable model, or ``adata`` lacks some of the model's genes.
         """
         d = Path(dir_path)
         meta, config = _read_meta(d)

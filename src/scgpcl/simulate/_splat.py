@@ -398,7 +398,14 @@ def dropout_rate(n_nonzero_true: int, n_nonzero_counts: int) -> float:
 
     ``(#zeros(counts) - #zeros(true)) / #nonzeros(true) * 100`` on the unfiltered
     matrices, which equals the percentage of non-zero true entries that dropout
-    removed.
+    removed (0 when the true counts have no non-zero entry).
+
+    Parameters
+    ----------
+    n_nonzero_true
+        Non-zero entries of the true counts (before dropout).
+    n_nonzero_counts
+        Non-zero entries of the observed counts (after dropout).
     """
     if n_nonzero_true == 0:
         return 0.0
