@@ -42,6 +42,7 @@ class CellFeatures:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(cells, genes)`` of the feature matrix."""
         return self.s.shape
 
     def dense(self) -> torch.Tensor:

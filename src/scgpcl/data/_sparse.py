@@ -32,9 +32,20 @@ DENSE_MAX_ENTRIES = 2**25
 def gather_rows(crow: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the stored entries of ``rows`` sit in a CSR matrix with row pointer ``crow``.
 
-    Returns ``(local_crow, positions)``: the row pointer of the sub-matrix made of
-    those rows (in that order) and, for each of its entries, the position in the
-    full matrix's column-index and value arrays. Cost: O(entries of those rows).
+    Parameters
+    ----------
+    crow
+        Row pointer (int64) of the full CSR matrix.
+    rows
+        Row ids to gather, in the order wanted (repeats allowed).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(local_crow, positions)``: the row pointer of the sub-matrix made of
+        those rows (in that order) and, for each of its entries, the position in
+        the full matrix's column-index and value arrays. Cost: O(entries of those
+        rows).
     """
     rows = rows.to(torch.int64)
     start = crow[rows]
@@ -196,9 +207,11 @@ class SparseBlock:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of ``m``."""
         return tuple(self.m.shape)
 
     def to_dense(self) -> torch.Tensor:
+        """``m`` as a dense tensor (``m`` itself when it is stored dense)."""
         return self.m.to_dense() if self.m.layout != torch.strided else self.m
 
 
@@ -216,7 +229,18 @@ class _SpMM(torch.autograd.Function):
 
 
 def spmm(block: SparseBlock, x: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
-    """``block.m @ x`` (or ``block.m.T @ x``), differentiable in ``x`` only."""
+    """``block.m @ x`` (or ``block.m.T @ x``), differentiable in ``x`` only.
+
+    Parameters
+    ----------
+    block
+        The constant matrix, with its transpose (needed for the gradient).
+    x
+        Dense right-hand side, ``(block.shape[1], d)`` (``(block.shape[0], d)``
+        with ``transpose=True``).
+    transpose
+        Multiply by ``block.m.T`` instead of ``block.m``.
+    """
     if transpose:
         return _SpMM.apply(block.m_t, block.m, x)
     return _SpMM.apply(block.m, block.m_t, x)

@@ -26,6 +26,18 @@ def prototype_sizes(k: int, n_cells: int | None = None) -> list[int]:
 
     With ``n_cells``, the finer two are capped at the number of cells (k-means
     cannot find more clusters than points; this matters only for K > n/2).
+
+    Parameters
+    ----------
+    k
+        The number of clusters K.
+    n_cells
+        Number of cells, or ``None`` for no cap.
+
+    Returns
+    -------
+    list of int
+        ``[K_1, K_2, K_3]``.
     """
     k2 = max(k + 1, int(1.5 * k))
     k3 = max(k2 + 1, math.ceil(2 * k))
