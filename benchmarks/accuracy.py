@@ -19,7 +19,6 @@ looked at); the table reports both halves.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +27,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import harness  # noqa: E402
 from embeddings import CHOOSE, CONFIRM, DATASETS  # noqa: E402
+
+import harness  # noqa: E402
 
 JSONL = HERE / "results" / "accuracy.jsonl"
 MD = HERE / "results" / "accuracy.md"
@@ -95,7 +95,7 @@ def table(args) -> None:
                  f"{rows[d][1]:.3f} | {np.mean(pre) if pre else float('nan'):.3f} | {b['pca_kmeans']:.3f} | "
                  f"{b['leiden_tuned']:.3f} | {gap:+.3f} | {empty} of {len(ari)} | "
                  f"{np.mean([r.get('cpu_s', np.nan) for r in runs.values()]):.0f} |")
-    L += [""] + _summary(rows) + [""] + _variants(recs, main)
+    L += ["", *_summary(rows), "", *_variants(recs, main)]
     Path(args.md).write_text("\n".join(L) + "\n")
     print(f"wrote {args.md}")
 
@@ -110,7 +110,7 @@ def _summary(rows) -> list[str]:
         s = np.array([x[0] for x in r])
         km = np.array([x[2]["pca_kmeans"] for x in r])
         ld = np.array([x[2]["leiden_tuned"] for x in r])
-        se = lambda v: v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")  # noqa: E731
+        se = lambda v: v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
         out.append(f"| {name} | {len(r)} | {s.mean():.3f} | {np.nanmean(km):.3f} | {np.nanmean(ld):.3f} | "
                    f"{np.nanmean(s - km):+.3f} ({se(s - km):.3f}) | {np.nanmean(s - ld):+.3f} ({se(s - ld):.3f}) | "
                    f"{np.mean([x[1] for x in r]):.3f} |")
@@ -137,9 +137,9 @@ def _variants(recs, main) -> list[str]:
             shared = sorted(set(runs) & set(main.get(d, {})))
             if shared:
                 diffs[d] = np.mean([runs[s]["ARI"] - main[d][s]["ARI"] for s in shared])
-        cell = lambda names: _mse([diffs[d] for d in names if d in diffs])  # noqa: E731
         v = np.array(list(diffs.values()))
-        out.append(f"| `{label}` | {len(v)} | {cell(DATASETS)} | {cell(CHOOSE)} | {cell(CONFIRM)} | "
+        cells = [_mse([diffs[d] for d in names if d in diffs]) for names in (DATASETS, CHOOSE, CONFIRM)]
+        out.append(f"| `{label}` | {len(v)} | {cells[0]} | {cells[1]} | {cells[2]} | "
                    f"{int((v > 0.02).sum())} | {int((v < -0.02).sum())} |")
     return out
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 #: name -> (train-config overrides, sampler-config overrides, DEC-stage reseed or None)
 #: A reseed gives the fine-tuning's batch order, subgraph sampling and masks
@@ -65,7 +65,8 @@ def _restore(tr, snap):
 
 def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
     from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
+    from sklearn.metrics import adjusted_rand_score as ari
+    from sklearn.metrics import normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
     tr, truth, k = harness.fast_trainer(dataset, seed, threads)
@@ -99,7 +100,7 @@ def study(dataset: str, seed: int, threads: int, variants: list[str]) -> dict:
         tr.sampler_cfg = dataclasses.replace(tr.sampler_cfg, **sampler_o)
         trace = []
 
-        def cb(epoch, record):
+        def cb(epoch, record, trace=trace):  # this variant's trace, bound now
             trace.append({"epoch": epoch, "delta": record["delta_label"], "cluster": record["cluster"]})
 
         t = time.perf_counter()

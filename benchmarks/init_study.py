@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 STARTS = ("kmeans", "epochs", "restarts", "leiden")
 
@@ -49,7 +49,7 @@ def leiden_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
 
     g = knn_graph(z, 15).tocoo()
     keep = g.row < g.col
-    graph = ig.Graph(n=z.shape[0], edges=list(zip(g.row[keep].tolist(), g.col[keep].tolist())))
+    graph = ig.Graph(n=z.shape[0], edges=list(zip(g.row[keep].tolist(), g.col[keep].tolist(), strict=True)))
     graph.es["weight"] = g.data[keep].tolist()
 
     def run(res):
@@ -74,7 +74,8 @@ def leiden_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
 def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str, ...] = STARTS) -> dict:
     import torch
     from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
+    from sklearn.metrics import adjusted_rand_score as ari
+    from sklearn.metrics import normalized_mutual_info_score as nmi
     from threadpoolctl import threadpool_limits
 
     from scgpcl.train._kmeans import consensus_labels
@@ -94,7 +95,7 @@ def study(dataset: str, seed: int, threads: int, n_epochs: int, which: tuple[str
         tr.init_clusters()
         starts = {"kmeans": tr.init_labels.copy()}
         t = time.perf_counter()
-        starts["epochs"] = consensus_labels(epoch_labels + [starts["kmeans"]], k, seed=seed)
+        starts["epochs"] = consensus_labels([*epoch_labels, starts["kmeans"]], k, seed=seed)
         out["epochs_s"] = time.perf_counter() - t
         if "restarts" in which:
             t = time.perf_counter()

@@ -35,8 +35,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from scgpcl.data import SparseBlock, spmm
-    from scgpcl.data import _sparse
+    from scgpcl.data import SparseBlock, _sparse, spmm
 
     rows, cols = 2048, 2000
     print("# Sparse against dense products of a subgraph block\n")
@@ -55,7 +54,7 @@ def main() -> None:
         dense_b = SparseBlock.from_scipy(m)
         crow, col = torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64))
         val = torch.from_numpy(m.data)
-        build = _median_time(lambda: _sparse._dense(crow, col, val, (rows, cols)))
+        build = _median_time(lambda c=crow, i=col, v=val: _sparse._dense(c, i, v, (rows, cols)))
         _sparse.DENSE_ABOVE = old
         for width in (512, 256, 64):
             x, y = torch.randn(cols, width), torch.randn(rows, width)

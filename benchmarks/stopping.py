@@ -38,9 +38,10 @@ def trace(dataset: str, seed: int, threads: int, epochs: int) -> dict:
     import torch
     from sklearn.metrics import adjusted_rand_score
 
-    import harness
     import scgpcl
     from scgpcl.train._kmeans import kmeans
+
+    import harness
 
     torch.set_num_threads(threads)
     adata = harness.load_dataset(dataset, seed)
@@ -140,7 +141,10 @@ def smoothed(rows, stop, width: int = 3) -> float:
 
 
 def analyse(paths: list[str]) -> None:
-    runs = [json.loads(l) for path in paths for l in open(path) if l.strip()]
+    runs = []
+    for jsonl in paths:
+        with open(jsonl) as handle:
+            runs += [json.loads(line) for line in handle if line.strip()]
     path = ", ".join(paths)
     rules = {"reference 0.99 (current)": lambda rs: rule_reference(rs),
              "fixed-seed check > 0.99": lambda rs: rule_reference(rs, key="ari_prev_fixed"),
@@ -159,13 +163,13 @@ def analyse(paths: list[str]) -> None:
           "mean epochs | pre-training time vs current |")
     print("|---|---|---|---|---|---|---|---|")
     base = [rule_reference(r["trace"]) for r in runs]
-    base_s = np.array([smoothed(r["trace"], b) for r, b in zip(runs, base)])
+    base_s = np.array([smoothed(r["trace"], b) for r, b in zip(runs, base, strict=True)])
     per_ds: dict[str, list[float]] = {}
     for name, rule in rules.items():
         stops = [rule(r["trace"]) for r in runs]
         aris = np.array([s["ari_true"] for s in stops])
-        sm = np.array([smoothed(r["trace"], s) for r, s in zip(runs, stops)])
-        sm5 = np.array([smoothed(r["trace"], s, 5) for r, s in zip(runs, stops)])
+        sm = np.array([smoothed(r["trace"], s) for r, s in zip(runs, stops, strict=True)])
+        sm5 = np.array([smoothed(r["trace"], s, 5) for r, s in zip(runs, stops, strict=True)])
         d = sm - base_s
         t = sum(s["seconds"] for s in stops) / sum(b["seconds"] for b in base)
         ep = np.mean([s["epoch"] for s in stops])
@@ -211,7 +215,8 @@ def main(argv=None) -> None:
         return analyse(args.paths)
     done = set()
     if os.path.exists(args.out):
-        done = {(j["dataset"], j["seed"]) for j in map(json.loads, open(args.out)) if j}
+        with open(args.out) as handle:
+            done = {(j["dataset"], j["seed"]) for j in map(json.loads, handle) if j}
     for d in args.datasets:
         for s in args.seeds:
             if (d, s) in done:

@@ -201,7 +201,19 @@ def _check(name: str, value: Any, typ: Any, meta: dict) -> str | None:
 
 @dataclass
 class SCGPCLConfig:
-    """Everything needed to reproduce a run: four sections of options."""
+    """Everything needed to reproduce a run: four sections of options.
+
+    Parameters
+    ----------
+    preprocess
+        Gene selection and normalisation (:class:`PreprocessConfig`).
+    model
+        The network, the reconstruction loss and the losses' temperature (:class:`ModelConfig`).
+    sampler
+        Minibatches, subgraph sampling and feature masking (:class:`SamplerConfig`).
+    train
+        The optimisation schedule (:class:`TrainConfig`).
+    """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -213,7 +225,7 @@ class SCGPCLConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SCGPCLConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SCGPCLConfig:
         """From :meth:`to_dict`'s output, also of earlier versions (renamed options are mapped).
 
         A configuration saved before training ran in rounds (no ``round_steps``)
@@ -236,7 +248,7 @@ class SCGPCLConfig:
             sections[name] = kind(**values)
         return cls(**sections)
 
-    def validate(self) -> "SCGPCLConfig":
+    def validate(self) -> SCGPCLConfig:
         """Check every value against its field's type and range; raise ``ValueError`` naming each bad option.
 
         Returns ``self``.
@@ -256,7 +268,7 @@ class SCGPCLConfig:
             raise ValueError("invalid option value(s): " + "; ".join(problems))
         return self
 
-    def override(self, **kwargs: Any) -> "SCGPCLConfig":
+    def override(self, **kwargs: Any) -> SCGPCLConfig:
         """Return a copy with flat keyword overrides (``lr=1e-3``) applied.
 
         Each name must belong to exactly one section; an unknown name is an

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def init_clusters(tr) -> np.ndarray:
     labels_s, centres = r.labels, r.centres
     recent = [lab for lab in tr.result.recent_round_labels if lab.max() + 1 == tr.k]
     if tr.cfg.dec_init == "consensus" and recent:
-        labels_s = consensus_labels(recent + [r.labels], tr.k, seed=tr.seed)
+        labels_s = consensus_labels([*recent, r.labels], tr.k, seed=tr.seed)
         zn = z_s.cpu().numpy()
         centres = np.stack([zn[labels_s == c].mean(0) for c in range(tr.k)]).astype(np.float32)
     tr.module.init_cluster_centres(torch.from_numpy(centres).to(tr.loader.device))

@@ -26,6 +26,18 @@ def prototype_sizes(k: int, n_cells: int | None = None) -> list[int]:
 
     With ``n_cells``, the finer two are capped at the number of cells (k-means
     cannot find more clusters than points; this matters only for K > n/2).
+
+    Parameters
+    ----------
+    k
+        The number of clusters K.
+    n_cells
+        Number of cells, or ``None`` for no cap.
+
+    Returns
+    -------
+    list of int
+        ``[K_1, K_2, K_3]``.
     """
     k2 = max(k + 1, int(1.5 * k))
     k3 = max(k2 + 1, math.ceil(2 * k))
@@ -72,7 +84,7 @@ class Embedder:
 
     def of_sample(self) -> torch.Tensor:
         """The sample's representation (remembers the genes' states for :meth:`of_cells`)."""
-        chunks = lambda: self.loader.chunks(self.sample, self.chunk)  # noqa: E731
+        chunks = lambda: self.loader.chunks(self.sample, self.chunk)
         self._context = self.module.gene_context(chunks)
         return self.module.embed_cells(chunks(), self._context)
 
@@ -84,7 +96,7 @@ class Embedder:
 
     def of_all(self) -> torch.Tensor:
         """Every cell's full-graph representation (the genes' states from every cell)."""
-        chunks = lambda: self.loader.chunks(None, self.chunk)  # noqa: E731
+        chunks = lambda: self.loader.chunks(None, self.chunk)
         return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
 
     def spread(self, values: torch.Tensor, fill) -> torch.Tensor:

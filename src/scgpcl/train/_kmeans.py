@@ -37,7 +37,28 @@ def kmeans(
 ) -> KMeansResult:
     """Best of ``n_init`` k-means++ restarts, plus one warm start from ``init`` if given.
 
-    Deterministic for a given ``seed``.
+    Deterministic for a given ``seed``. Runs scikit-learn's ``KMeans``; the
+    best run is the one with the lowest inertia.
+
+    Parameters
+    ----------
+    x
+        Points (n x d); a tensor is copied to the CPU.
+    k
+        Number of clusters, 1 <= k <= n.
+    n_init
+        k-means++ restarts (0: only the warm start).
+    seed
+        Seed of every run.
+    init
+        Centres (k x d) for one more run started from them, or ``None``.
+    threads
+        OpenMP threads for scikit-learn during the fit.
+
+    Returns
+    -------
+    KMeansResult
+        Labels, centres and inertia of the best run.
     """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -67,6 +88,24 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
     distance between two cells is twice the number of partitions that put
     them apart, so this clusters the co-association of the cells without
     forming the n x n matrix. Deterministic for a given ``seed``.
+
+    Parameters
+    ----------
+    labelings
+        Partitions of the same n cells (one label array each; labels of any kind).
+    k
+        Number of clusters of the result, 1 <= k <= n.
+    seed
+        Seed of the k-means.
+    n_init
+        k-means restarts.
+    threads
+        OpenMP threads for scikit-learn during the fit.
+
+    Returns
+    -------
+    numpy.ndarray
+        Cluster index (int64) per cell.
     """
     if not labelings:
         raise ValueError("consensus_labels needs at least one labelling")
@@ -82,7 +121,22 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
 
 
 def assign(x: torch.Tensor | np.ndarray, centres: torch.Tensor | np.ndarray, *, chunk: int = 65536) -> np.ndarray:
-    """The nearest of ``centres`` for every row of ``x`` (squared Euclidean distance), in chunks of rows."""
+    """The nearest of ``centres`` for every row of ``x`` (squared Euclidean distance), in chunks of rows.
+
+    Parameters
+    ----------
+    x
+        Points (n x d), a tensor or an array.
+    centres
+        Centres (k x d), converted to ``x``'s device and dtype.
+    chunk
+        Rows per distance computation (bounds the memory of the n x k distances).
+
+    Returns
+    -------
+    numpy.ndarray
+        Index (int64) of the nearest centre per row.
+    """
     x = torch.as_tensor(x)
     c = torch.as_tensor(centres, device=x.device, dtype=x.dtype)
     out = [torch.cdist(x[i : i + chunk], c).argmin(1) for i in range(0, len(x), chunk)]
