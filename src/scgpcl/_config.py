@@ -119,6 +119,10 @@ class TrainConfig:
         15, "also stop pre-training when that ARI has not beaten its best for this many post-warm-up rounds "
             "(0: off, the reference's rule only; benchmarks/results/stopping.md)", low=0)
     kmeans_n_init: int = _opt(20, "k-means restarts for the DEC initialisation and the final labels", low=1)
+    kmeans_select: Literal["inertia", "central"] = _opt(
+        "inertia", "which of the kmeans_n_init k-means runs starts fine-tuning (and gives the labels without it): "
+                   "'inertia' (the lowest, the reference) or 'central' (the one whose labels agree best with the "
+                   "other runs'; benchmarks/results/clustering_step.md)")
     kmeans_n_init_round: int = _opt(5, "k-means restarts in each post-warm-up round (prototypes and "
                                     "convergence check)", low=1)
     kmeans_warm_start: bool = _opt(False, "also try the previous round's centres as a k-means start after each "

@@ -1,11 +1,11 @@
 """Training: the stages, their schedule, k-means and the estimate of K."""
 
-from ._kmeans import KMeansResult, assign, consensus_labels, kmeans
+from ._kmeans import KMeansResult, assign, central_run, consensus_labels, kmeans
 from ._loop import StageResult, loss_weights
 from ._schedule import Schedule
 from ._trainer import Trainer, TrainingResult, prototype_sizes
 
 __all__ = [
-    "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "consensus_labels", "kmeans",
+    "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "central_run", "consensus_labels", "kmeans",
     "loss_weights", "prototype_sizes",
 ]

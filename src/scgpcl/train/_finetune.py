@@ -31,7 +31,7 @@ def init_clusters(tr) -> np.ndarray:
     z = tr.embedder.of_all()
     ids = tr.embedder.sample_ids()
     z_s = z if tr.embedder.sample is None else z[tr.embedder.sample]
-    r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init)
+    r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init, select=tr.cfg.kmeans_select)
     labels_s, centres = r.labels, r.centres
     recent = [lab for lab in tr.result.recent_round_labels if lab.max() + 1 == tr.k]
     if tr.cfg.dec_init == "consensus" and recent:

@@ -122,10 +122,10 @@ class SeededKMeans:
     def __init__(self, seed: int, calls: int = 0):
         self.seed, self.calls = int(seed), int(calls)
 
-    def __call__(self, z, k: int, n_init: int, init=None) -> KMeansResult:
-        """Best of ``n_init`` restarts (plus a warm start from ``init``)."""
+    def __call__(self, z, k: int, n_init: int, init=None, select: str = "inertia") -> KMeansResult:
+        """Best of ``n_init`` restarts (plus a warm start from ``init``), by ``select`` (:func:`~scgpcl.train.kmeans`)."""
         self.calls += 1
-        return kmeans(z, k, n_init=n_init, seed=(self.seed * 100003 + self.calls) % (2**31), init=init)
+        return kmeans(z, k, n_init=n_init, seed=(self.seed * 100003 + self.calls) % (2**31), init=init, select=select)
 
     def batch(self, n_init: int):
         """``(z, k) -> (centres, labels)`` tensors on ``z``'s device, for per-minibatch prototypes."""

@@ -16,7 +16,7 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-__all__ = ["KMeansResult", "assign", "consensus_labels", "kmeans"]
+__all__ = ["KMeansResult", "assign", "central_run", "consensus_labels", "kmeans"]
 
 
 @dataclass
@@ -34,11 +34,17 @@ def kmeans(
     seed: int = 0,
     init: np.ndarray | None = None,
     threads: int = 1,
+    select: str = "inertia",
 ) -> KMeansResult:
     """Best of ``n_init`` k-means++ restarts, plus one warm start from ``init`` if given.
 
-    Deterministic for a given ``seed``. Runs scikit-learn's ``KMeans``; the
-    best run is the one with the lowest inertia.
+    Deterministic for a given ``seed``. Runs scikit-learn's ``KMeans``. With
+    ``select="inertia"`` the best run is the one with the lowest inertia; with
+    ``select="central"`` it is the run whose labels agree best (mean adjusted
+    Rand index) with the other runs' (:func:`central_run`): on learned
+    representations the lowest inertia is a poor guide to the partition
+    (``benchmarks/results/clustering_step.md``), and the most central one varies
+    less from seed to seed.
 
     Parameters
     ----------
@@ -54,6 +60,8 @@ def kmeans(
         Centres (k x d) for one more run started from them, or ``None``.
     threads
         OpenMP threads for scikit-learn during the fit.
+    select
+        ``"inertia"`` or ``"central"`` (then ``n_init`` single-start runs are made).
 
     Returns
     -------
@@ -66,9 +74,14 @@ def kmeans(
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= n_points, got k={k}, n={n}")
+    if select not in ("inertia", "central"):
+        raise ValueError(f"select must be 'inertia' or 'central', not {select!r}")
     with threadpool_limits(limits=threads, user_api="openmp"):
         best = None
-        if n_init > 0:
+        if n_init > 0 and select == "central" and n_init > 2:
+            runs = [KMeans(k, n_init=1, random_state=(seed + 7919 * i) % 2**31).fit(x) for i in range(n_init)]
+            best = runs[central_run([r.labels_ for r in runs])]
+        elif n_init > 0:
             best = KMeans(k, n_init=n_init, random_state=seed).fit(x)
         if init is not None:
             warm = KMeans(k, init=np.asarray(init, dtype=np.float32), n_init=1, random_state=seed).fit(x)
@@ -101,6 +114,8 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
         k-means restarts.
     threads
         OpenMP threads for scikit-learn during the fit.
+    select
+        ``"inertia"`` or ``"central"`` (then ``n_init`` single-start runs are made).
 
     Returns
     -------
@@ -118,6 +133,29 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
         raise ValueError(f"consensus_labels needs 1 <= k <= n_points, got k={k}, n={h.shape[0]}")
     with threadpool_limits(limits=threads, user_api="openmp"):
         return KMeans(k, n_init=n_init, random_state=seed).fit(h).labels_.astype(np.int64)
+
+
+def central_run(labelings: list[np.ndarray]) -> int:
+    """Index of the partition with the highest mean adjusted Rand index to the others (a medoid of partitions).
+
+    Parameters
+    ----------
+    labelings
+        Two or more partitions of the same points.
+
+    Returns
+    -------
+    int
+        The position of the most central one in ``labelings`` (the first on ties).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    n = len(labelings)
+    agree = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            agree[i, j] = agree[j, i] = adjusted_rand_score(labelings[i], labelings[j])
+    return int(agree.sum(axis=1).argmax())
 
 
 def assign(x: torch.Tensor | np.ndarray, centres: torch.Tensor | np.ndarray, *, chunk: int = 65536) -> np.ndarray:

@@ -129,7 +129,7 @@ class Trainer:
         mu = self.module.cluster_centres
         if mu is None:
             z_s = z if self.embedder.sample is None else z[self.embedder.sample]
-            r = self.kmeans(z_s, self.k, self.cfg.kmeans_n_init)
+            r = self.kmeans(z_s, self.k, self.cfg.kmeans_n_init, select=self.cfg.kmeans_select)
             labels = r.labels if self.embedder.sample is None else assign(z, r.centres)
             return z.cpu().numpy(), labels, None
         with torch.no_grad():
