@@ -15,7 +15,8 @@ import scgpcl
 SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 # a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC)
-QUICK = dict(lr=1e-3, pretrain_rounds=12, warmup_rounds=4, finetune_rounds=10, kmeans_n_init=5, kmeans_n_init_round=2)
+QUICK = dict(lr=1e-3, pretrain_rounds=12, warmup_rounds=4, finetune_rounds=10, kmeans_n_init=5, kmeans_n_init_round=2,
+             convergence_patience=0)
 #: the shortest schedule that still runs every stage once
 TINY = dict(QUICK, pretrain_rounds=3, warmup_rounds=1, finetune_rounds=2)
 #: TINY as command-line options

@@ -286,7 +286,7 @@ def test_convergence_patience_stops_when_stability_stops_improving(toy):
     # the 0.99 rule is disabled; patience 2 must stop two epochs after the best
     # consecutive-epoch ARI, and the history must show exactly that
     quick = dict(QUICK, convergence_ari=1.01, pretrain_rounds=40)
-    m = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=2, **quick).train(progress=False)
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, **{**quick, "convergence_patience": 2}).train(progress=False)
     h = m.history["pretrain"]
     ari = h["ari_prev"]
     seen = ~np.isnan(ari)
@@ -297,7 +297,7 @@ def test_convergence_patience_stops_when_stability_stops_improving(toy):
     assert "has not exceeded its best" in m.stages["pretrain"]["stop_reason"]
     assert m.stages["pretrain"]["stop_kind"] == "patience"
     # without patience the same run goes to the epoch limit
-    off = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=0, **quick).train(progress=False)
+    off = SCGPCL(toy, 3, random_state=0, finetune=False, **{**quick, "convergence_patience": 0}).train(progress=False)
     assert off.stages["pretrain"]["rounds"] == 40
     assert off.stages["pretrain"]["stop_kind"] == "max_rounds"
 
