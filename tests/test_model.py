@@ -654,3 +654,25 @@ def test_reclustering_drops_the_umap_of_the_previous_clustering(small_toy):
     tl.cluster(a, n_clusters=3, progress=False, **TINY)
     assert "X_scgpcl_umap" not in a.obsm
     assert "X_other_umap" in a.obsm
+
+
+def test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample(toy):
+    """The path taken above ~20,000 cells, on the toy data: rounds of fewer steps than an epoch, and global
+    steps (prototypes, stop rules, DEC targets) on a sample of the cells; the labels still cover every cell."""
+    m = SCGPCL(toy, 3, random_state=0, batch_size=40, round_steps=2, sample_cells=60, **QUICK)
+    tr = m.trainer
+    assert tr.schedule.steps_per_epoch == 5 and tr.schedule.steps_per_round == 2
+    assert tr.embedder.n_sample == 60
+    m.train(progress=False)
+    result = m.training_result
+    assert len(result.sample) == 60 and len(np.unique(result.sample)) == 60
+    assert result.round_labels.shape == (60,)  # the stop rules look at the sample
+    assert result.init_labels.shape == (toy.n_obs,)  # the DEC start covers every cell
+    s = m.summary()
+    assert s["pretrain"]["steps"] == 2 * s["pretrain"]["rounds"]
+    labels = m.predict()
+    assert labels.shape == (toy.n_obs,) and set(np.unique(labels)) == {0, 1, 2}
+    assert clustering_metrics(toy.obs["cell_type"], labels)["ARI"] > 0.9
+    # the same seed repeats exactly on this path too
+    again = SCGPCL(toy, 3, random_state=0, batch_size=40, round_steps=2, sample_cells=60, **QUICK).train(progress=False)
+    np.testing.assert_array_equal(again.predict(), labels)

@@ -28,7 +28,7 @@ def init_clusters(tr) -> np.ndarray:
     k-means labels). Records ``init_labels`` and ``init_embedding`` in the
     trainer's result and returns the labels.
     """
-    z = tr.embedder.of_all()
+    z = tr.embedder.of_all(progress=tr.progress)
     ids = tr.embedder.sample_ids()
     z_s = z if tr.embedder.sample is None else z[tr.embedder.sample]
     r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init, select=tr.cfg.kmeans_select)

@@ -94,10 +94,28 @@ class Embedder:
             raise RuntimeError("of_sample() must run first")
         return self.module.embed_cells(self.loader.chunks(cells, self.chunk), self._context)
 
-    def of_all(self) -> torch.Tensor:
-        """Every cell's full-graph representation (the genes' states from every cell)."""
+    def of_all(self, progress: bool = False) -> torch.Tensor:
+        """Every cell's full-graph representation (the genes' states from every cell).
+
+        With ``progress``, and more cells than the sample, a progress bar counts the chunks of both passes.
+        """
         chunks = lambda: self.loader.chunks(None, self.chunk)
-        return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
+        if not (progress and self.sample is not None):
+            return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
+        from tqdm.auto import tqdm
+
+        n_chunks = -(-self.loader.n_cells // self.chunk)
+        bar = tqdm(total=2 * n_chunks, desc=f"embedding {self.loader.n_cells} cells", unit="chunk", leave=False)
+
+        def counted():
+            for c in chunks():
+                bar.update(1)
+                yield c
+
+        try:
+            return self.module.embed_cells(counted(), self.module.gene_context(counted))
+        finally:
+            bar.close()
 
     def spread(self, values: torch.Tensor, fill) -> torch.Tensor:
         """A tensor over every cell holding ``values`` for the sample's cells and ``fill`` elsewhere."""

@@ -119,7 +119,7 @@ class Trainer:
 
     def embed(self) -> torch.Tensor:
         """Every cell's full-graph representation (chunked; eval mode, no sampling or masking)."""
-        return self.embedder.of_all()
+        return self.embedder.of_all(progress=self.progress)
 
     def predict(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(representation, labels, soft assignment or None if there are no DEC centres) of every cell."""
