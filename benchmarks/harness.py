@@ -365,13 +365,25 @@ def worker(args: argparse.Namespace) -> None:
         **clustering_metrics(truth, labels),
         "load_s": t_load, "fit_s": fit_s, **extra,
         "dropout_rate": float(adata.uns["dropout_rate"]) if "dropout_rate" in adata.uns else None,
-        "threads": args.threads, "versions": versions(),
+        "threads": args.threads, "versions": versions(), "commit": _commit(),
     }
     if args.labels_dir:
         d = Path(args.labels_dir)
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / labels_file(rec["dataset"], args.method, args.seed, overrides), labels)
     print(json.dumps(rec, default=float), flush=True)
+
+
+def _commit() -> str:
+    """The repository's commit (with ``+dirty`` when it has uncommitted changes), for the record."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = None) -> str:
