@@ -120,7 +120,7 @@ class TrainConfig:
             "(0: off, the reference's rule only; benchmarks/results/stopping.md)", low=0)
     kmeans_n_init: int = _opt(20, "k-means restarts for the DEC initialisation and the final labels", low=1)
     kmeans_select: Literal["inertia", "central"] = _opt(
-        "central", "which of the kmeans_n_init k-means runs starts fine-tuning (and gives the labels without it): "
+        "inertia", "which of the kmeans_n_init k-means runs starts fine-tuning (and gives the labels without it): "
                    "'inertia' (the lowest, the reference) or 'central' (the one whose labels agree best with the "
                    "other runs'; benchmarks/results/clustering_step.md)")
     kmeans_n_init_round: int = _opt(5, "k-means restarts in each post-warm-up round (prototypes and "
@@ -304,11 +304,6 @@ def recommended() -> SCGPCLConfig:
       consecutive-round ARI has not improved for 5 rounds; with fresh k-means
       restarts the reference's 0.99 rule rarely fires
       (``benchmarks/results/stopping.md``).
-    - ``kmeans_select="central"``: fine-tuning starts from the k-means run
-      (of 20) whose labels agree best with the others', not the one with the
-      lowest inertia: on the pre-trained representations of the six datasets
-      used to choose, +0.07 ARI (paired SE 0.04), level on the seven others
-      (``benchmarks/results/clustering_step.md``).
     - ``finetune_keep_clusters``: fine-tuning stops before a round that would
       leave a cluster without cells.
     - ``gene_selection="seurat"`` (2000 genes by dispersion) instead of the
@@ -336,7 +331,6 @@ def faithful() -> SCGPCLConfig:
     return SCGPCLConfig().override(
         round_steps=0, sample_cells=0, lr=1e-4, pretrain_rounds=200, warmup_rounds=100, finetune_rounds=200,
         kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance", finetune_keep_clusters=False,
-        kmeans_select="inertia",
     )
 
 
