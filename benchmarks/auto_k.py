@@ -264,7 +264,7 @@ def worker(args) -> None:
         rec["K"] = int(model.n_clusters)
         s = model.summary()
         rec.update(
-            pretrain_epochs=int(s["pretrain"]["epochs"]),
+            pretrain_epochs=int(s["pretrain"]["rounds"]),
             finetune_epochs=int(s.get("finetune", {}).get("epochs", 0)),
         )
         if model.auto_k is not None:

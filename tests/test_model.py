@@ -268,7 +268,7 @@ def test_kmeans_warm_start_option(toy, monkeypatch, warm):
 
 def test_round_labels_are_the_last_prototype_clustering(toy):
     # with convergence disabled, the last post-warm-up round is pretrain_rounds - 1;
-    # its K-cluster k-means labels are in the training result (benchmarks/stopping.py reads them)
+    # its K-cluster k-means labels are in the training result
     quick = dict(QUICK, convergence_ari=1.01)
     m = SCGPCL(toy, 3, random_state=0, finetune=False, **quick)
     seen = []
