@@ -186,27 +186,6 @@ def load_dataset(spec: str, seed: int):
     return ad.read_h5ad(dataset_path(spec))
 
 
-def fast_trainer(dataset: str, seed: int, threads: int, **overrides):
-    """The `fast` preset's trainer for one dataset, untrained, for the studies that
-    drive the stages themselves (``dec_study.py``, ``init_study.py``).
-
-    Returns ``(trainer, truth, k)``: ``truth`` holds the labels of the cells the
-    model kept, ``k`` the number of labelled types.
-    """
-    import torch
-
-    import scgpcl
-
-    torch.set_num_threads(threads)
-    adata = load_dataset(dataset, seed)
-    truth_all = np.asarray(adata.obs["cell_type"].astype(str))
-    k = len(np.unique(truth_all))
-    model = scgpcl.SCGPCL(adata, n_clusters=k, config=scgpcl.fast(), random_state=seed, device="cpu", **overrides)
-    tr = model.trainer
-    tr.progress = False
-    return tr, truth_all[model.data.cell_mask], k
-
-
 # --------------------------------------------------------------------------- method runners
 
 
