@@ -38,13 +38,10 @@ def kmeans(
 ) -> KMeansResult:
     """Best of ``n_init`` k-means++ restarts, plus one warm start from ``init`` if given.
 
-    Deterministic for a given ``seed``. Runs scikit-learn's ``KMeans``. With
-    ``select="inertia"`` the best run is the one with the lowest inertia; with
-    ``select="central"`` it is the run whose labels agree best (mean adjusted
-    Rand index) with the other runs' (:func:`central_run`): on learned
-    representations the lowest inertia is a poor guide to the partition
-    (``benchmarks/results/clustering_step.md``), and the most central one varies
-    less from seed to seed.
+    Deterministic for a given ``seed``. Runs scikit-learn's ``KMeans``. The
+    best run has the lowest inertia (``select="inertia"``) or labels that agree
+    best with the other runs' (``select="central"``, :func:`central_run`; not
+    the default: ``benchmarks/results/clustering_step.md``).
 
     Parameters
     ----------
@@ -77,12 +74,7 @@ def kmeans(
     if select not in ("inertia", "central"):
         raise ValueError(f"select must be 'inertia' or 'central', not {select!r}")
     with threadpool_limits(limits=threads, user_api="openmp"):
-        best = None
-        if n_init > 0 and select == "central" and n_init > 2:
-            runs = [KMeans(k, n_init=1, random_state=(seed + 7919 * i) % 2**31).fit(x) for i in range(n_init)]
-            best = runs[central_run([r.labels_ for r in runs])]
-        elif n_init > 0:
-            best = KMeans(k, n_init=n_init, random_state=seed).fit(x)
+        best = _restarts(x, k, n_init, seed, select)
         if init is not None:
             warm = KMeans(k, init=np.asarray(init, dtype=np.float32), n_init=1, random_state=seed).fit(x)
             if best is None or warm.inertia_ < best.inertia_:
@@ -91,6 +83,16 @@ def kmeans(
         raise ValueError("kmeans needs n_init > 0 or init centres")
     labels = best.labels_.astype(np.int64)
     return KMeansResult(labels=labels, centres=best.cluster_centers_.astype(np.float32), inertia=float(best.inertia_))
+
+
+def _restarts(x: np.ndarray, k: int, n_init: int, seed: int, select: str):
+    """The selected one of ``n_init`` k-means++ runs (``None`` when ``n_init`` is 0)."""
+    if n_init > 0 and select == "central" and n_init > 2:
+        runs = [KMeans(k, n_init=1, random_state=(seed + 7919 * i) % 2**31).fit(x) for i in range(n_init)]
+        return runs[central_run([r.labels_ for r in runs])]
+    if n_init > 0:
+        return KMeans(k, n_init=n_init, random_state=seed).fit(x)
+    return None
 
 
 def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_init: int = 10,
