@@ -95,9 +95,23 @@ def table(args) -> None:
                  f"{rows[d][1]:.3f} | {np.mean(pre) if pre else float('nan'):.3f} | {b['pca_kmeans']:.3f} | "
                  f"{b['leiden_tuned']:.3f} | {gap:+.3f} | {empty} of {len(ari)} | "
                  f"{np.mean([r.get('cpu_s', np.nan) for r in runs.values()]):.0f} |")
-    L += ["", *_summary(rows), "", *_variants(recs, main)]
+    L += ["", *_summary(rows), "", *_costs(main, base), "", *_variants(recs, main)]
     Path(args.md).write_text("\n".join(L) + "\n")
     print(f"wrote {args.md}")
+
+
+def _costs(main, base) -> list[str]:
+    """Mean over datasets of the per-dataset mean ARI before DEC and CPU seconds per run."""
+    def mean_of(runs_by_dataset, key):
+        per = [np.mean([r[key] for r in runs.values() if r.get(key) is not None])
+               for runs in runs_by_dataset.values() if any(r.get(key) is not None for r in runs.values())]
+        return float(np.mean(per)) if per else float("nan")
+
+    out = [f"scGPCL's ARI before DEC fine-tuning (k-means on the pre-trained representation, the same runs): "
+           f"{mean_of(main, 'ARI_pretrain'):.3f} over the datasets. Mean CPU seconds per run (whole process, "
+           f"reading included): scGPCL {mean_of(main, 'cpu_s'):.0f}"]
+    out[0] += "".join(f", {m} {mean_of(base[m], 'cpu_s'):.0f}" for m in BASELINES) + "."
+    return out
 
 
 def _summary(rows) -> list[str]:

@@ -67,7 +67,7 @@ def dataset(name: str) -> Path:
         return path
     kind, n = name.split("_")
     if kind == "sim":
-        subprocess.run([sys.executable, "-m", "scgpcl", "simulate", str(path), "--n-cells", n, *SIM_ARGS, "--quiet"],
+        subprocess.run([sys.executable, "-m", "scgpcl", "simulate", str(path), "--n-cells", n, *SIM_ARGS],
                        check=True)
     elif kind == "pbmc":
         _resample_pbmc(int(n), path)
