@@ -123,13 +123,19 @@ class GraphEncoder(nn.Module):
             x_cell, x_gene = layer(x_cell, x_gene, adj)
         return x_cell[:n_target]
 
-    def gene_context(self, chunks: Callable[[], Iterable[CellChunk]], x_gene: torch.Tensor) -> list[torch.Tensor]:
+    def gene_context(self, chunks: Callable[[], Iterable[CellChunk]], x_gene: torch.Tensor,
+                     reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+                     ) -> list[torch.Tensor]:
         """The genes' messages to cells at every layer, from the cells ``chunks()`` yields.
 
         A gene's state at layer l+1 averages the messages of its cells at layer
         l; with every cell as context this is the full-graph forward pass, done
         one chunk of cells at a time (one pass over the chunks per layer but
         the last). Returns, per layer, what :meth:`encode_chunk` needs.
+
+        ``reduce(sums, degrees)``, if given, combines the per-gene message sums
+        and degrees of these chunks with those of other processes' chunks
+        (data-parallel training: an all-reduce) before they are divided.
         """
         messages = []
         for depth, layer in enumerate(self.layers):
@@ -144,6 +150,10 @@ class GraphEncoder(nn.Module):
                 s = chunk.adjacency.sum_cells_to_genes(to_genes)
                 d = chunk.adjacency.sum_cells_to_genes(torch.ones(len(chunk.cells), 1, device=s.device))
                 sums, deg = (s, d) if sums is None else (sums + s, deg + d)
+            if sums is None:  # no cells here (a process whose share is empty)
+                sums, deg = self_g.new_zeros(self_g.shape), self_g.new_zeros(len(self_g), 1)
+            if reduce is not None:
+                sums, deg = reduce(sums, deg)
             mean = sums / torch.where(deg > 0, deg, torch.ones_like(deg))
             x_gene = layer.finish_genes(self_g, mean)
         return messages
@@ -182,7 +192,7 @@ class MLPEncoder(nn.Module):
         """Representations of the target cells (the view holds only their features)."""
         return self.rest(project(x_cell, self.first))[:n_target]
 
-    def gene_context(self, chunks, x_gene) -> list[torch.Tensor]:
+    def gene_context(self, chunks, x_gene, reduce=None) -> list[torch.Tensor]:
         """Nothing: the MLP reads no genes."""
         return []
 
@@ -291,14 +301,16 @@ class SCGPCLModule(nn.Module):
         finally:
             self.train(was_training)
 
-    def gene_context(self, context: Callable[[], Iterable[CellChunk]]) -> list[torch.Tensor]:
+    def gene_context(self, context: Callable[[], Iterable[CellChunk]], reduce=None) -> list[torch.Tensor]:
         """The genes' states given the cells ``context()`` yields (eval mode; empty for the MLP).
 
         With every cell as context, :meth:`embed_cells` then gives the
-        full-graph representation, computed one chunk at a time.
+        full-graph representation, computed one chunk at a time. ``reduce``:
+        see :meth:`GraphEncoder.gene_context` (the context cells spread over
+        processes).
         """
         with self._evaluating():
-            return self.encoder.gene_context(context, self.gene_embedding.weight)
+            return self.encoder.gene_context(context, self.gene_embedding.weight, reduce)
 
     def embed_cells(self, chunks: Iterable[CellChunk], gene_context: list[torch.Tensor]) -> torch.Tensor:
         """Representations of the cells of ``chunks`` (eval mode, no sampling or masking)."""

@@ -11,7 +11,7 @@ import torch
 from ..module import LossContext, soft_assign
 from ._global import dec_target, nearest
 from ._kmeans import consensus_labels
-from ._loop import StageResult, check_finite, run_round
+from ._loop import StageResult, check_finite
 from ._schedule import Progress
 
 __all__ = ["FinetuneStage", "init_clusters"]
@@ -71,11 +71,11 @@ class FinetuneStage:
             record = {"round": rnd, "delta_label": delta}
             # as in DEC/scDeepCluster, no stop before the first round: argmax Q with
             # the k-means centres reproduces the k-means labels by construction
-            if rnd > 1 and delta < cfg.finetune_tol:
+            if tr.agree(rnd > 1 and delta < cfg.finetune_tol):
                 res.stop_kind = "converged"
                 res.stop_reason = f"converged before round {rnd}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
                 break
-            record.update(run_round(tr.module, tr.loader, plan, opt, ctx, tr.weights, bar, n_views=1,
+            record.update(tr.run_round(tr.module, tr.loader, plan, opt, ctx, tr.weights, bar, n_views=1,
                                     mask=cfg.finetune_masking))
             res.steps += len(plan)
             record["steps"] = res.steps
