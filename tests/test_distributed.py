@@ -420,3 +420,20 @@ def test_a_signal_ends_every_process_and_leaves_no_output(tmp_path, signum, code
     assert not any(_alive(pid) for pid in children)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.h5ad"]
     assert "no output written" in err
+
+
+def test_distributed_options_are_checked(tmp_path, monkeypatch, capsys):
+    """--processes and --dist-timeout take positive numbers, and --processes is refused under torchrun (which
+    already started the processes); each is one line naming the option, before any process starts."""
+    from scgpcl.cli import main
+
+    toy = str(_toy_file(tmp_path))
+    for flag, value in (("--processes", "0"), ("--dist-timeout", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["cluster", toy, str(tmp_path / "o.h5ad"), "-k", "3", flag, value])
+        assert exc.value.code == 2 and flag in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["cluster", toy, str(tmp_path / "o.h5ad"), "-k", "3", "--processes", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scgpcl: error: --processes 2 starts its own processes, but this one already is one of 2 "
+                   "(torchrun): leave --processes out under torchrun"]

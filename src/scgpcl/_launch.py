@@ -15,7 +15,9 @@ child disappeared without one. It
   within :data:`GRACE_SECONDS` (they normally end at once: their next
   collective fails);
 - asks the kernel to send SIGTERM to the children if the launcher itself is
-  killed (Linux), so that no child trains on, orphaned.
+  killed (Linux), so that no child trains on, orphaned;
+- gives each child ``cores // P`` threads (``OMP_NUM_THREADS``) unless the
+  environment sets it (torchrun gives each 1).
 
 Only the standard library is imported here.
 """
@@ -70,6 +72,8 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
     port = _free_port()
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(processes),
                 LOCAL_WORLD_SIZE=str(processes), **{CHILD_ENV: str(os.getpid())})
+    # P processes each with all the cores' threads would fight over them: share the cores unless told otherwise
+    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     children: list[subprocess.Popen] = []
     received: list[int] = []
 
