@@ -226,7 +226,12 @@ class SCGPCL:
         return None if self._trainer is None else self._trainer.result
 
     def train(self, *, progress: bool = True) -> "SCGPCL":
-        """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``."""
+        """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``.
+
+        Run by every process of a ``torchrun`` job (or of a process group the
+        caller initialised), it trains data-parallel: every process must call
+        it, and every process ends with the same model (docs/distributed.md).
+        """
         tr = self.trainer
         tr.progress = progress
         pre = tr.pretrain()

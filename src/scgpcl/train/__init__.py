@@ -1,5 +1,6 @@
 """Training: the stages, their schedule, k-means and the estimate of K."""
 
+from ._distributed_kmeans import lloyd_kmeans
 from ._kmeans import KMeansResult, assign, consensus_labels, kmeans
 from ._loop import StageResult, loss_weights
 from ._schedule import Schedule
@@ -7,5 +8,5 @@ from ._trainer import Trainer, TrainingResult, prototype_sizes
 
 __all__ = [
     "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "consensus_labels", "kmeans",
-    "loss_weights", "prototype_sizes",
+    "lloyd_kmeans", "loss_weights", "prototype_sizes",
 ]
