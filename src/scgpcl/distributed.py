@@ -210,6 +210,13 @@ class Communicator:
             raise error
         raise DistributedError(f"{what} failed in process 0 ({value})")
 
+    def gather_counts(self, n: int, what: str = "a gather of counts") -> list[int]:
+        """Every rank's ``n``, in rank order."""
+        if self.world_size == 1:
+            return [n]
+        with self.guard(what):
+            return self._exchange_sizes(n, self.group)
+
     def _exchange_sizes(self, n: int, group) -> list[int]:
         t = torch.tensor([n], dtype=torch.int64, device=self.device)
         out = [torch.zeros_like(t) for _ in range(self.world_size)]

@@ -125,7 +125,7 @@ class DataParallelStep:
         module.train()
         with comm.guard("a data-parallel training step"):
             for batch in loader.batches(plan, n_views=n_views, mask=mask):
-                sizes = comm._exchange_sizes(len(batch.targets), comm.group)
+                sizes = comm.gather_counts(len(batch.targets), "the minibatch sizes")
                 share = len(batch.targets) / sum(sizes)
                 # each rank's mean loss weighted by its share of the global minibatch: DDP's average of the
                 # gradients is then the gradient of the global minibatch's mean loss
