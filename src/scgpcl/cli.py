@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: seconds another process waits before it reports a bad input itself (rank 0 normally reports it first)
-_OWN_ERROR_DELAY = 3.0
+_OWN_ERROR_DELAY = 10.0
 
 
 def _own_input_error(e: Exception, rank: int) -> None:
