@@ -230,17 +230,24 @@ class Communicator:
             return x
         return _AllReduceSum.apply(x, self)
 
-    def gather_with_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def gather_with_grad(self, x: torch.Tensor, cells: list[int] | None = None) -> tuple[torch.Tensor, int]:
         """Every rank's rows of ``x`` in rank order, differentiable, and where this rank's rows start.
 
         The gradient of a rank's rows is the sum of what every rank's loss
         sends back to them, so a loss that contrasts its own rows with every
         rank's rows gets the same gradient as one process holding all of them.
+        ``cells``: every rank's number of minibatch cells, if known; when ``x``
+        has a whole number of rows per cell (two views: two) the row counts
+        follow from it and need not be exchanged.
         """
         if self.world_size == 1:
             return x, 0
-        with self.guard("the gather of the minibatch's representations"):
-            sizes = self._exchange_sizes(len(x), self.aux_group)
+        mine = cells[self.rank] if cells else 0
+        if mine and len(x) % mine == 0:
+            sizes = [c * (len(x) // mine) for c in cells]
+        else:
+            with self.guard("the gather of the minibatch's representations"):
+                sizes = self._exchange_sizes(len(x), self.aux_group)
         return _GatherRows.apply(x, self, sizes), sum(sizes[: self.rank])
 
 

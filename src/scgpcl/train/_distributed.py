@@ -30,6 +30,7 @@ differs is behind the trainer's parts:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -120,13 +121,13 @@ class DataParallelStep:
         """:func:`~scgpcl.train._loop.run_round` of one rank; returns the global minibatches' mean terms."""
         comm = self.comm
         ddp = self.wrapped()
-        context.gather = comm.gather_with_grad
         sums: dict[str, torch.Tensor] = {}
         module.train()
         with comm.guard("a data-parallel training step"):
             for batch in loader.batches(plan, n_views=n_views, mask=mask):
                 sizes = comm.gather_counts(len(batch.targets), "the minibatch sizes")
                 share = len(batch.targets) / sum(sizes)
+                context.gather = functools.partial(comm.gather_with_grad, cells=sizes)
                 # each rank's mean loss weighted by its share of the global minibatch: DDP's average of the
                 # gradients is then the gradient of the global minibatch's mean loss
                 total, terms = ddp(batch, context, weights, share * comm.world_size)
