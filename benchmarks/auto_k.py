@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
@@ -264,7 +264,7 @@ def worker(args) -> None:
         rec["K"] = int(model.n_clusters)
         s = model.summary()
         rec.update(
-            pretrain_epochs=int(s["pretrain"]["epochs"]),
+            pretrain_epochs=int(s["pretrain"]["rounds"]),
             finetune_epochs=int(s.get("finetune", {}).get("epochs", 0)),
         )
         if model.auto_k is not None:
@@ -364,7 +364,7 @@ def table(args) -> None:
     overrides = _overrides(args)
     method = _criterion(args)
     recs = all_records(datasets, overrides, method=method)
-    by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]  # noqa: E731
+    by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]
     L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",
          "scGPCL with the `fast` preset; with `n_clusters=None` K is estimated on the embedding after the "
          "warm-up epochs, then the prototypes, DEC initialisation and fine-tuning use that K. "
@@ -435,7 +435,7 @@ def _criteria_table(rows: list[dict], title: str) -> list[str]:
     names = [n for n in rows[0]["criteria"] if n != "true"] if rows else []
     L = [title, "", "| dataset | seed | true K (k-means ARI) | " + " | ".join(f"`{n}` K (ARI)" for n in names) + " |",
          "|---|---|---|" + "---|" * len(names)]
-    agg = {n: {"ari": [], "err": [], "exact": [], "s": []} for n in names + ["true"]}
+    agg = {n: {"ari": [], "err": [], "exact": [], "s": []} for n in [*names, "true"]}
     for r in rows:
         c = r["criteria"]
         cells = [f"{c['true']['k']} ({c['true']['ari_kmeans']:.2f})"]

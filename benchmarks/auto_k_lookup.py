@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import auto_k
+
 import harness
 
 FIXED = auto_k.RESULTS / "auto_k_fixed.jsonl"

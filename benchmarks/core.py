@@ -68,10 +68,10 @@ def run_one(path: Path, k: int, seed: int, preset: str, extra: list[str]) -> dic
     rec.update(
         wall_s=wall,
         peak_rss_mb=peak_kb / 1024,
-        pretrain_epochs=int(info["stages"]["pretrain"]["epochs"]),
+        pretrain_epochs=int(info["stages"]["pretrain"]["rounds"]),
         pretrain_stop=str(info["stages"]["pretrain"]["stop_reason"]),
         pretrain_s=float(info["stages"]["pretrain"]["seconds"]),
-        finetune_epochs=int(info["stages"].get("finetune", {}).get("epochs", 0)),
+        finetune_epochs=int(info["stages"].get("finetune", {}).get("rounds", 0)),
         finetune_s=float(info["stages"].get("finetune", {}).get("seconds", 0.0)),
         n_genes=int(info["params"]["n_genes_used"]),
         command=" ".join(["scgpcl", *cmd[3:]]),

@@ -278,7 +278,7 @@ def _latest(records: list[dict], kind: str) -> list[dict]:
     """The successful records of ``kind``, keeping for each configuration only those of its latest session
     (a rerun replaces the earlier measurements; repeats within a session are kept)."""
     rows = [r for r in records if r.get("kind") == kind and r.get("returncode") == 0]
-    key = lambda r: json.dumps([r.get(k) for k in _CONFIG_KEYS[kind]])  # noqa: E731
+    key = lambda r: json.dumps([r.get(k) for k in _CONFIG_KEYS[kind]])
     last = {}
     for r in rows:
         last[key(r)] = max(last.get(key(r), ""), r.get("session", ""))

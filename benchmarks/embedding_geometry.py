@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 EMB_DIR = harness.REPO / "benchmarks" / "runs" / "auto_k_embeddings"
 OUT = harness.REPO / "benchmarks" / "results" / "embedding_geometry.md"

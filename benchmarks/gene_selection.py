@@ -32,10 +32,10 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+from scgpcl._config import PreprocessConfig
+from scgpcl.data._preprocess import prepare, select_genes
 
-from scgpcl._config import PreprocessConfig  # noqa: E402
-from scgpcl.data._preprocess import prepare, select_genes  # noqa: E402
+import harness
 
 RULES = ["variance", "seurat", "seurat_v3", "cell_ranger", "pearson_residuals"]
 N_TOP = 2000
@@ -70,7 +70,7 @@ def evaluate(path: Path, rules: list[str], seeds: list[int]) -> tuple[int, dict[
     for rule in rules:
         try:
             genes = genes_for(rule, x)
-        except Exception as e:  # noqa: BLE001 - reported in the table
+        except Exception as e:  # reported in the table
             out[rule] = ("error", str(e).splitlines()[0][:80])
             continue
         p = prepare(x, np.arange(x.shape[1]).astype(str), genes=genes)

@@ -24,6 +24,7 @@ Predicted labels are saved to ``benchmarks/runs/labels/<dataset>__<method>__<see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,8 +34,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -184,27 +186,6 @@ def load_dataset(spec: str, seed: int):
     return ad.read_h5ad(dataset_path(spec))
 
 
-def fast_trainer(dataset: str, seed: int, threads: int, **overrides):
-    """The `fast` preset's trainer for one dataset, untrained, for the studies that
-    drive the stages themselves (``dec_study.py``, ``init_study.py``).
-
-    Returns ``(trainer, truth, k)``: ``truth`` holds the labels of the cells the
-    model kept, ``k`` the number of labelled types.
-    """
-    import torch
-
-    import scgpcl
-
-    torch.set_num_threads(threads)
-    adata = load_dataset(dataset, seed)
-    truth_all = np.asarray(adata.obs["cell_type"].astype(str))
-    k = len(np.unique(truth_all))
-    model = scgpcl.SCGPCL(adata, n_clusters=k, config=scgpcl.fast(), random_state=seed, device="cpu", **overrides)
-    tr = model.trainer
-    tr.progress = False
-    return tr, truth_all[model.data.cell_mask], k
-
-
 # --------------------------------------------------------------------------- method runners
 
 
@@ -282,7 +263,6 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
             extra.update(resolution=res, leiden_counts={str(r): n for r, n in counts.items()})
         return np.asarray(labels, dtype=np.int64), extra
     import scgpcl
-
     from scgpcl._config import PRESETS
 
     cfg = PRESETS[preset]()
@@ -329,10 +309,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    try:
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -366,13 +344,25 @@ def worker(args: argparse.Namespace) -> None:
         **clustering_metrics(truth, labels),
         "load_s": t_load, "fit_s": fit_s, **extra,
         "dropout_rate": float(adata.uns["dropout_rate"]) if "dropout_rate" in adata.uns else None,
-        "threads": args.threads, "versions": versions(),
+        "threads": args.threads, "versions": versions(), "commit": _commit(),
     }
     if args.labels_dir:
         d = Path(args.labels_dir)
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / labels_file(rec["dataset"], args.method, args.seed, overrides), labels)
     print(json.dumps(rec, default=float), flush=True)
+
+
+def _commit() -> str:
+    """The repository's commit (with ``+dirty`` when it has uncommitted changes), for the record."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = None) -> str:
@@ -412,7 +402,7 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any,
             elif o[key] == new_default:
                 del o[key]
             if o != (r.get("overrides") or {}):
-                r["overrides"], r["relabelled"] = o, done + [note]
+                r["overrides"], r["relabelled"] = o, [*done, note]
                 n += 1
         out.append(r)
     return out, n
@@ -429,7 +419,7 @@ def relabel_main(args) -> None:
         # saved labels follow their records; in two steps, since one run's new name can be another's old one
         labels_dir = Path(args.labels_dir) if args.labels_dir else None
         staged = []
-        for a, b in zip(recs, new_recs):
+        for a, b in zip(recs, new_recs, strict=True):
             if labels_dir and "method" in a and a.get("overrides") != b.get("overrides"):
                 src = labels_dir / labels_file(a["dataset"], a["method"], a["seed"], a.get("overrides"))
                 if src.exists():
@@ -479,10 +469,8 @@ def load_records(path: Path | str) -> list[dict]:
     for line in p.read_text().splitlines():
         line = line.strip()
         if line:
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a killed writer
                 out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line cut short by a killed writer
     return out
 
 
@@ -776,7 +764,7 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
     L += ["", FAST_VS_FAITHFUL, ""]
     for metric, title in (("ARI", "ARI"), ("NMI", "NMI"), ("CA", "Clustering accuracy (Hungarian)"),
                           ("F1_macro", "Macro F1 after matching")):
-        L += [f"## {title}", ""] + _metric_table(agg, datasets, methods, metric) + [""]
+        L += [f"## {title}", "", *_metric_table(agg, datasets, methods, metric), ""]
     if variants:
         L += ["## Variants: runs with config overrides (ARI)", "",
               "Studies of one option, and runs made before a default changed (the old value is recorded as "
@@ -784,7 +772,7 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
               "notes and the study write-ups, and left out of the tables above and of the best-method "
               "check below.", ""]
         L += [f"- `{m}`" for m in variants] + [""]
-        L += _metric_table(agg, datasets, variants, "ARI") + [""]
+        L += [*_metric_table(agg, datasets, variants, "ARI"), ""]
     pre = [m for m in methods if any(agg.get((d, m), {}).get("ARI_pretrain", (0, 0, 0))[2] for d in datasets)]
     if pre:
         L += ["## ARI before and after fine-tuning (same runs)", "",
@@ -804,10 +792,10 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
             if any(c != "—" for c in cells):
                 L.append(f"| {d} | " + " | ".join(cells) + " |")
         L.append("")
-    L += ["## Wall time per run (s)", ""] + _metric_table(agg, datasets, methods, "wall_s", 1, False) + [""]
-    L += ["## CPU time per run (s, user + system of the run's process)", ""] + _metric_table(
-        agg, datasets, methods, "cpu_s", 1, False) + [""]
-    L += ["## Peak RSS per run (MB)", ""] + _metric_table(agg, datasets, methods, "peak_rss_mb", 0, False) + [""]
+    L += ["## Wall time per run (s)", "", *_metric_table(agg, datasets, methods, "wall_s", 1, False), ""]
+    L += ["## CPU time per run (s, user + system of the run's process)", "",
+          *_metric_table(agg, datasets, methods, "cpu_s", 1, False), ""]
+    L += ["## Peak RSS per run (MB)", "", *_metric_table(agg, datasets, methods, "peak_rss_mb", 0, False), ""]
     deep = [m for m in methods if METHODS.get(m.split("[")[0], (None,))[0] is not None]
     if deep:
         L += ["## Epochs run (pre-training + fine-tuning, per seed)", "",
@@ -877,7 +865,7 @@ def bar_figure(agg: dict, datasets: list[str], methods: list[str], metric: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = datasets + ["average"]
+    groups = [*datasets, "average"]
     n_m = len(methods)
     width = 0.8 / max(n_m, 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.0 + 0.13 * n_m * len(groups) + 0.4 * len(groups)), 4.8))
@@ -960,7 +948,7 @@ def paired_comparison(records: list[dict], methods: list[str], metric: str = "AR
         cells = [(f"**{fmt(mean_sd(v))}**" if j == best else fmt(mean_sd(v))) for j, v in enumerate(vals)]
         L.append(f"| {d} | {','.join(map(str, shared))} | " + " | ".join(cells) + " |")
     if not rows:
-        return L + ["", f"(no dataset has {min_seeds} shared seeds for all of these methods)"]
+        return [*L, "", f"(no dataset has {min_seeds} shared seeds for all of these methods)"]
     avg = [np.mean([np.mean(v[j]) for _, _, v in rows]) for j in range(len(methods))]
     L.append(f"| **mean over these {len(rows)} datasets** | | " + " | ".join(f"{a:.3f}" for a in avg) + " |")
     diffs = []

@@ -19,9 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 REPO = harness.REPO
 RESULTS = REPO / "benchmarks" / "results"
@@ -53,7 +52,7 @@ def build_table(records: list[dict], command: str, figure: str | None) -> str:
     max_ep = max((r.get("pretrain_epochs", 0) for r in ok), default=0)
     other = sorted({f"`{k}={v}`" for rs in rows.values() for r in rs
                     for k, v in (r.get("overrides") or {}).items() if k != "lambda_proto"})
-    L = ["# lambda2 (prototypical loss weight): convergence epoch and accuracy", "", "```"] + cmds + [command, "```", "",
+    L = ["# lambda2 (prototypical loss weight): convergence epoch and accuracy", "", "```", *cmds, command, "```", "",
          "Method: `scgpcl_fast` (the `fast` preset: lr 1e-3, pre-training at most 100 epochs with a 30-epoch "
          "warm-up, DEC fine-tuning at most 100) with `lambda_proto` overridden"
          + (f", and {', '.join(other)}" if other else "") + "; everything else at its default "
@@ -106,7 +105,7 @@ def figure(records: list[dict], path: Path) -> None:
         lams = sorted(lam for dd, lam in rows if dd == d)
         color = plt.get_cmap("tab10")(k)
         for ax, key, lab in zip(axes, ("pretrain_epochs", "ARI", "NMI"),
-                                ("pre-training epoch at stop", "ARI", "NMI")):
+                                ("pre-training epoch at stop", "ARI", "NMI"), strict=True):
             stats = [harness.mean_sd([r[key] for r in rows[(d, lam)]]) for lam in lams]
             ax.errorbar(lams, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
                         label=d, color=color)

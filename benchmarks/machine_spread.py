@@ -61,7 +61,7 @@ def spread_table(a_path: str, b_path: str, method: str, metric: str = "ARI") -> 
         lines.append(f"| {d} | {','.join(map(str, seeds))} | {harness.fmt(harness.mean_sd(va))} | "
                      f"{harness.fmt(harness.mean_sd(vb))} | {np.mean(np.abs(va - vb)):.3f} | {same} of {len(seeds)} |")
     if not diffs_all:
-        return lines + ["", "(no dataset and seed in both files)"]
+        return [*lines, "", "(no dataset and seed in both files)"]
     total = (f"Over {len(means_a)} datasets and {len(diffs_all)} (dataset, seed) pairs: mean {metric} "
              f"A {np.mean(means_a):.3f}, B {np.mean(means_b):.3f}; mean absolute per-seed difference "
              f"{np.mean(diffs_all):.3f} (median {np.median(diffs_all):.3f}, max {np.max(diffs_all):.3f}); "
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metric", default="ARI")
     args = ap.parse_args(argv)
     cmd = "python benchmarks/machine_spread.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    print("\n".join([f"Command: `{cmd}`", ""] + spread_table(args.a, args.b, args.method, args.metric)))
+    print("\n".join([f"Command: `{cmd}`", "", *spread_table(args.a, args.b, args.method, args.metric)]))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 REPO = harness.REPO
 RESULTS = REPO / "benchmarks" / "results"
@@ -159,7 +159,7 @@ def heatmap(results: dict, methods: list[str], path: Path) -> None:
     n = len(results)
     heights = [max(3.0, 0.32 * len(r["types"]) + 1.2) for r in results.values()]
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1, max(heights)), squeeze=False, layout="constrained")
-    for ax, (d, r) in zip(axes[0], results.items()):
+    for ax, (d, r) in zip(axes[0], results.items(), strict=True):
         mat = np.array([[np.mean(r["overlap"][m][t]) for m in methods] for t in r["types"]])
         im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for i in range(mat.shape[0]):
@@ -170,7 +170,7 @@ def heatmap(results: dict, methods: list[str], path: Path) -> None:
         ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(r["types"])))
         ax.set_yticklabels([f"{t} ({100 * r['frac'][t]:.1f}%)" for t in r["types"]], fontsize=7)
-        for lab, t in zip(ax.get_yticklabels(), r["types"]):
+        for lab, t in zip(ax.get_yticklabels(), r["types"], strict=False):
             if r["frac"][t] < SMALL:
                 lab.set_color("red")
                 lab.set_fontweight("bold")

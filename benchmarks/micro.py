@@ -1,107 +1,66 @@
-"""Micro-benchmarks behind three implementation choices, variants side by side.
+"""Sparse (torch CSR) against dense products for the subgraph blocks of one training step.
 
-1. k-means: scikit-learn with and without a one-thread OpenMP limit, right
-   after torch work (the torch/sklearn OpenMP contention of PERF-NOTES.md).
-2. Sparse vs dense ``A @ x`` in torch by density (``data._graph.DENSE_ABOVE``).
-3. First layer: dense z-scored features ``X @ W`` vs the sparse form
-   ``S @ W' - 1 (m^T W')`` (``module.CellFeatures``), forward + backward.
+    OMP_NUM_THREADS=1 python benchmarks/micro.py [--threads 1] > benchmarks/results/micro.md
 
-    python benchmarks/micro.py            # prints a markdown table; medians of 5 repeats
+A view of a minibatch holds blocks of about 2048 cells x 2000 genes; the step multiplies them by dense
+matrices of width 512 (the projected cell features, forwards and, transposed, for the weight gradient)
+and 256 / 64 (the messages). For densities from 5 % to 40 % this times ``A @ X`` and ``A.T @ Y`` with
+``A`` as torch CSR and as a dense matrix (median of 15 repeats, after a warm-up), and the cost of building
+the dense matrix. ``scgpcl.data._sparse.DENSE_ABOVE`` is chosen from this table.
 """
 
 from __future__ import annotations
 
-import statistics
+import argparse
+import platform
 import time
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-warnings.simplefilter("ignore")
 
-
-def median_time(f, repeats: int = 5) -> float:
-    f()
-    ts = []
+def _median_time(fn, repeats: int = 15) -> float:
+    fn()
+    times = []
     for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
-def bench_kmeans() -> list[str]:
-    from sklearn.cluster import KMeans
-    from sklearn.datasets import make_blobs
-    from threadpoolctl import threadpool_limits
-
-    x, _ = make_blobs(4271, 64, centers=12, cluster_std=4.0, random_state=0)
-    x = x.astype(np.float32)
-    w = torch.randn(2000, 512)
-
-    def torch_then(fn):
-        def run():
-            (w @ w.T).sum()  # torch work first: its threads are now spinning
-            fn()
-        return run
-
-    plain = torch_then(lambda: KMeans(12, n_init=20, random_state=0).fit(x))
-
-    def limited_fit():
-        with threadpool_limits(limits=1, user_api="openmp"):
-            KMeans(12, n_init=20, random_state=0).fit(x)
-
-    limited = torch_then(limited_fit)
-    t_plain, t_lim = median_time(plain), median_time(limited)
-    return [f"| k-means 4271x64, k=12, n_init=20, after a torch matmul | default threads {t_plain:.3f} s | "
-            f"OpenMP limited to 1 {t_lim:.3f} s | {t_plain / t_lim:.1f}x |"]
-
-
-def bench_spmm() -> list[str]:
-    rows = []
-    x = torch.randn(2000, 512)
-    for dens in (0.02, 0.05, 0.10, 0.15, 0.20, 0.40):
-        a = sp.random(2048, 2000, density=dens, format="csr", dtype=np.float32, random_state=0)
-        a_csr = torch.sparse_csr_tensor(torch.from_numpy(a.indptr).long(), torch.from_numpy(a.indices).long(),
-                                        torch.from_numpy(a.data), size=a.shape)
-        a_dense = torch.from_numpy(a.toarray())
-        ts, td = median_time(lambda: a_csr @ x), median_time(lambda: a_dense @ x)
-        rows.append(f"| A @ x, 2048x2000 @ 2000x512, density {dens:.2f} | CSR {ts * 1e3:.1f} ms | dense {td * 1e3:.1f} ms | "
-                    f"{'CSR' if ts < td else 'dense'} faster |")
-    return rows
-
-
-def bench_first_layer() -> list[str]:
-    from scgpcl.module._network import CellFeatures
-
-    rng = np.random.default_rng(0)
-    s = sp.random(2048, 2000, density=0.10, format="csr", dtype=np.float32, random_state=1)
-    s.data = np.log1p(rng.poisson(3, s.nnz).astype(np.float32) + 1)
-    mean = torch.from_numpy(np.asarray(s.mean(0)).ravel().astype(np.float32))
-    std = torch.ones(2000)
-    feats = CellFeatures(s, mean, std)
-    dense = feats.dense()
-    w = torch.randn(512, 2000, requires_grad=True)
-
-    def sparse_step():
-        feats.project(w).sum().backward()
-
-    def dense_step():
-        (dense @ w.T).sum().backward()
-
-    t_s, t_d = median_time(sparse_step), median_time(dense_step)
-    return [f"| first layer 2048 cells x 2000 genes (10 % non-zero) -> 512, fwd+bwd | dense {t_d * 1e3:.1f} ms | "
-            f"sparse form {t_s * 1e3:.1f} ms | {t_d / t_s:.1f}x |"]
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def main() -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| what | variant A | variant B | ratio / verdict |")
-    print("|---|---|---|---|")
-    for row in bench_kmeans() + bench_spmm() + bench_first_layer():
-        print(row)
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from scgpcl.data import SparseBlock, _sparse, spmm
+
+    rows, cols = 2048, 2000
+    print("# Sparse against dense products of a subgraph block\n")
+    print(f"`OMP_NUM_THREADS={args.threads} python benchmarks/micro.py --threads {args.threads}`; "
+          f"CPU {platform.processor() or 'see /proc/cpuinfo'}, torch {torch.__version__}, {args.threads} thread(s). "
+          f"Block {rows} x {cols}; milliseconds, median of 15.\n")
+    print("| density | width | A@X sparse | A@X dense | A.T@Y sparse | A.T@Y dense | build dense |")
+    print("|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for density in (0.05, 0.10, 0.14, 0.20, 0.30, 0.40):
+        m = sp.random(rows, cols, density=density, format="csr", random_state=rng, dtype=np.float32)
+        old = _sparse.DENSE_ABOVE
+        _sparse.DENSE_ABOVE = 2.0
+        sparse_b = SparseBlock.from_scipy(m)
+        _sparse.DENSE_ABOVE = -1.0
+        dense_b = SparseBlock.from_scipy(m)
+        crow, col = torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64))
+        val = torch.from_numpy(m.data)
+        build = _median_time(lambda c=crow, i=col, v=val: _sparse._dense(c, i, v, (rows, cols)))
+        _sparse.DENSE_ABOVE = old
+        for width in (512, 256, 64):
+            x, y = torch.randn(cols, width), torch.randn(rows, width)
+            t = [_median_time(lambda b=b, tr=tr, v=v: spmm(b, v, transpose=tr))
+                 for b, tr, v in ((sparse_b, False, x), (dense_b, False, x), (sparse_b, True, y), (dense_b, True, y))]
+            print(f"| {density:.2f} | {width} | " + " | ".join(f"{1000 * v:.1f}" for v in t) + f" | {1000 * build:.1f} |")
 
 
 if __name__ == "__main__":

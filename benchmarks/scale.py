@@ -271,7 +271,7 @@ def table(args) -> None:
         if method != "scgpcl":
             continue
         sp_ = by.get((ds, "scanpy"), [{}])[-1]
-        med = lambda key, rr=rs: float(np.median([x[key] for x in rr]))  # noqa: E731
+        med = lambda key, rr=rs: float(np.median([x[key] for x in rr]))
         steps = [x["stages"]["pretrain"]["steps"] + x["stages"].get("finetune", {}).get("steps", 0) for x in rs]
         cost = np.median([_cost(x)["pretrain"] for x in rs])
         aris = [x["ARI"] for x in rs]

@@ -80,7 +80,7 @@ def _ms(values, fmt="{:.2f}") -> str:
 def run_unconditional(seeds: list[int]) -> tuple[list[str], dict]:
     rows = []
     diffs = {}
-    for name, (s_drop, s_zt, s_zc, s_lt, s_lc) in SPLATTER.items():
+    for name, (s_drop, s_zt, s_zc, _s_lt, s_lc) in SPLATTER.items():
         p = PRESETS[name]
         stats = []
         for seed in seeds:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 REPO = harness.REPO
 SIM_DIR = harness.SHARED / "data" / "sim"
@@ -161,7 +161,7 @@ def figure(records: list[dict], path: Path) -> None:
                 ax.set_ylabel(f"{metric} (mean ± sd, 3 seeds)")
     handles = {}
     for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))

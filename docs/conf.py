@@ -31,6 +31,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "cli_help",  # docs/_ext/cli_help.py: the `scgpcl ... --help` texts, taken from the parser itself
+    "config_fields",  # docs/_ext/config_fields.py: each config option's help (field metadata) in the API pages
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

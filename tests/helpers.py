@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -9,12 +10,17 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+import scgpcl
+
 SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 # a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC)
-QUICK = dict(lr=1e-3, pretrain_rounds=12, warmup_rounds=4, finetune_rounds=10, kmeans_n_init=5, kmeans_n_init_round=2)
+QUICK = dict(lr=1e-3, pretrain_rounds=12, warmup_rounds=4, finetune_rounds=10, kmeans_n_init=5, kmeans_n_init_round=2,
+             convergence_patience=0)
 #: the shortest schedule that still runs every stage once
 TINY = dict(QUICK, pretrain_rounds=3, warmup_rounds=1, finetune_rounds=2)
+#: TINY as command-line options
+TINY_ARGS = ["--lr", str(TINY["lr"]), "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"]
 
 
 def toy_counts(n_per=60, n_groups=3, n_genes=150, seed=0) -> ad.AnnData:
@@ -37,3 +43,22 @@ def toy_counts(n_per=60, n_groups=3, n_genes=150, seed=0) -> ad.AnnData:
     a.obs_names = [f"c{i}" for i in range(a.n_obs)]
     a.obs["cell_type"] = labels
     return a
+
+
+@functools.lru_cache(maxsize=1)
+def _clustered() -> ad.AnnData:
+    """Toy data (3 groups) clustered once per test session; callers get copies."""
+    a = toy_counts()
+    scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", progress=False, **QUICK)
+    return a
+
+
+def clustered() -> ad.AnnData:
+    return _clustered().copy()
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scgpcl: error:"), err
+    for w in words:
+        assert w in err[0], err[0]

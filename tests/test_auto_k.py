@@ -10,6 +10,7 @@ from sklearn.datasets import make_blobs
 import scgpcl
 from scgpcl import SCGPCL, InputError
 from scgpcl.train._auto_k import METHODS, candidate_ks, estimate_k
+
 from helpers import QUICK, toy_counts
 
 
@@ -153,3 +154,9 @@ def test_consensus_is_the_geometric_mean_of_the_three_criteria():
     assert [int(r.curve[f"{m}_k"][0]) for m in ("eigengap", "leiden_stability", "leiden_modularity")] == parts
     assert r.k == round(np.exp(np.mean(np.log(parts))))
     assert r.method == "consensus" and min(parts) <= r.k <= max(parts)
+
+
+def test_auto_k_needs_three_cells():
+    a = toy_counts(n_per=2, n_groups=1, n_genes=30)
+    with pytest.raises(InputError, match="at least 3 cells"):
+        SCGPCL(a, None)

@@ -249,6 +249,7 @@ def test_label_key_with_one_value_per_cell_is_refused(capsys, tmp_path):
     check_label_key(_with_labels(["a", "b"]), "cell_type")  # too few cells to tell
     # from the command line the message names --label-key
     from scgpcl.cli import main
+
     from helpers import toy_counts
 
     a = toy_counts(n_per=10, n_genes=40)

@@ -8,11 +8,14 @@ import sys
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import scgpcl
+from scgpcl import InputError, tl
 from scgpcl.cli import main
-from helpers import QUICK, toy_counts
+
+from helpers import QUICK, TINY, TINY_ARGS, _one_line_error, toy_counts
 
 QUICK_ARGS = [
     "--lr", str(QUICK["lr"]), "--pretrain-rounds", str(QUICK["pretrain_rounds"]),
@@ -24,6 +27,13 @@ QUICK_ARGS = [
 def toy_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "toy.h5ad"
     toy_counts().write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_toy_file(tmp_path_factory, small_toy):
+    path = tmp_path_factory.mktemp("review") / "toy.h5ad"
+    small_toy.write_h5ad(path)
     return path
 
 
@@ -206,7 +216,7 @@ def test_output_paths_checked_before_training(toy_file, tmp_path, capsys):
 
 
 def test_report_subcommand(tmp_path, capsys):
-    from test_pl import clustered
+    from helpers import clustered
 
     path = tmp_path / "clustered.h5ad"
     clustered().write_h5ad(path)
@@ -283,7 +293,7 @@ def test_max_neighbors_flag_reaches_the_config_and_is_checked():
 
 def test_markers_output_that_is_a_folder_is_an_input_error(tmp_path, capsys):
     # '-o DIR' used to compute the markers and then fail on the rename with an IsADirectoryError (exit 1)
-    from test_pl import clustered
+    from helpers import clustered
 
     path = tmp_path / "clustered.h5ad"
     clustered().write_h5ad(path)
@@ -425,7 +435,7 @@ def test_signal_during_the_final_write_leaves_nothing(tmp_path, signame, how):
     assert started.exists(), proc.communicate()[1]
     assert len(list(work.iterdir())) == 1  # the temporary file, mid-write
     proc.send_signal(getattr(signal, signame))
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
     assert err.strip().splitlines()[-1] == (
         f"scgpcl: {'terminated (SIGTERM)' if signame == 'SIGTERM' else 'interrupted'}; no output written")
@@ -505,9 +515,8 @@ def test_every_training_option_has_help_and_its_real_default():
     default, and the faithful preset's value where it differs."""
     import argparse
 
-    from scgpcl.cli import build_parser
-
     from scgpcl._config import option_fields, recommended
+    from scgpcl.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     actions = {s: a for a in sub.choices["cluster"]._actions for s in a.option_strings}
@@ -522,3 +531,67 @@ def test_every_training_option_has_help_and_its_real_default():
             f"{value:g}" if isinstance(value, float) else str(value))
         assert f"(default: {shown}" in action.help, (f.name, action.help)
     assert "faithful: 0.0001" in actions["--lr"].help  # the reference's value where it differs
+
+
+def test_key_added_with_a_slash_is_refused_before_training(small_toy_file, small_toy, tmp_path, capsys):
+    # '--key-added a/b' used to train, exit 0 and write an .h5ad that anndata could not read back
+    out = tmp_path / "out.h5ad"
+    code = main(["cluster", str(small_toy_file), str(out), "-k", "3", "--key-added", "a/b", "--quiet", *TINY_ARGS])
+    assert code == 2
+    _one_line_error(capsys, "'/'", "--key-added")
+    assert not out.exists()
+    with pytest.raises(InputError, match="'/'"):
+        tl.cluster(small_toy.copy(), n_clusters=3, key_added="a/b", progress=False, **TINY)
+
+
+def test_unwritable_output_folders_are_refused_before_training(small_toy_file, tmp_path, locked, capsys):
+    # the PermissionError used to come only after training, naming a hidden temporary file
+    code = main(["cluster", str(small_toy_file), str(locked / "out.h5ad"), "-k", "3", "--quiet", *TINY_ARGS])
+    assert code == 2
+    _one_line_error(capsys, str(locked), "permission")
+
+    code = main(["cluster", str(small_toy_file), str(tmp_path / "out.h5ad"), "-k", "3", "--quiet",
+                 "--save-model", str(locked / "model"), *TINY_ARGS])
+    assert code == 2
+    _one_line_error(capsys, str(locked), "permission")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_auto_k_options_with_a_fixed_k_are_reported_and_scored_cells_counted(small_toy, tmp_path, capsys, caplog):
+    # '--auto-k-method' with '-k 3' was silently ignored; the metrics line did not say how many cells had a label
+    a = small_toy.copy()
+    cell_type = a.obs["cell_type"].astype(object)
+    cell_type.iloc[:7] = None  # 7 cells without a reference label
+    a.obs["cell_type"] = pd.Categorical(cell_type)
+    path = tmp_path / "partial.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "out.h5ad"
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        code = main(["cluster", str(path), str(out), "-k", "3", "--auto-k-method", "eigengap", "--label-key",
+                     "cell_type", "--quiet", *TINY_ARGS])
+    assert code == 0
+    assert any("--auto-k-method ignored" in r.getMessage() and "--n-clusters auto" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert f"({a.n_obs - 7} of {a.n_obs} cells labelled)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["h5ad", "report"])
+def test_ctrl_c_while_writing_says_what_was_written(small_toy_file, tmp_path, monkeypatch, capsys, where):
+    # a Ctrl-C during the report said "no output written" although the .h5ad was complete on disk
+    import scgpcl.data._io as io
+    import scgpcl.report as report
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io if where == "h5ad" else report, "write_h5ad_atomic" if where == "h5ad" else "write_report",
+                        interrupt)
+    out, rep = tmp_path / "out.h5ad", tmp_path / "rep"
+    code = main(["cluster", str(small_toy_file), str(out), "-k", "3", "--report", str(rep), "--quiet", *TINY_ARGS])
+    assert code == 130
+    err = capsys.readouterr().err.strip()
+    if where == "h5ad":
+        assert err == "scgpcl: interrupted; no output written" and not out.exists()
+    else:
+        assert "already written and complete" in err and str(out) in err and out.exists()
+        assert not (rep / "index.html").exists()

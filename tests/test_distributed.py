@@ -25,8 +25,6 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from helpers import TINY, toy_counts
-
 from scgpcl import SCGPCL
 from scgpcl.data import SubgraphLoader, prepare
 from scgpcl.data._sharded import ShardedLoader
@@ -35,9 +33,10 @@ from scgpcl.module import LossContext, SCGPCLModule
 from scgpcl.module._sync_batchnorm import convert_sync_batchnorm
 from scgpcl.train._distributed import DataParallelStep
 from scgpcl.train._distributed_kmeans import lloyd_kmeans
-from scgpcl.train._finetune import FinetuneStage
 from scgpcl.train._loop import run_round
 from scgpcl.train._schedule import Progress
+
+from helpers import TINY, toy_counts
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -59,7 +58,7 @@ def _rank_main(fn, rank, world, port, args, results, comm_timeout):
         comm = distributed.init(timeout=comm_timeout / 60, sync_batchnorm=True)
         # plain pickle: torch's own reduction would share the tensors' memory with a process about to end
         results.put((rank, True, pickle.dumps(fn(comm, *args))))
-    except BaseException:  # noqa: BLE001 - reported by run_ranks
+    except BaseException:
         results.put((rank, False, traceback.format_exc()))
     finally:
         distributed.shutdown()
@@ -165,7 +164,7 @@ def test_one_data_parallel_step_equals_one_step_on_the_whole_batch():
                 assert torch.allclose(got.float(), ref.float(), rtol=1e-4, atol=1e-6), (rank, kind, name)
         for key, value in single["record"].items():
             assert dp["record"][key] == pytest.approx(value, rel=1e-5), key
-    for name, ref in single["params"].items():  # the two ranks hold the same parameters
+    for name in single["params"]:  # the two ranks hold the same parameters
         assert torch.equal(ranks[0][True]["params"][name], ranks[1][True]["params"][name]), name
     per_rank_bn = ranks[0][False]["grads"]
     worst = max(float((per_rank_bn[n] - g).abs().max() / (g.abs().max() + 1e-12)) for n, g in single["grads"].items())

@@ -7,8 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scgpcl.data import BipartiteAdjacency, CellGeneGraph, NeighborSampler, SparseBlock, gather_rows, spmm
-from scgpcl.data import _sparse
+from scgpcl.data import BipartiteAdjacency, CellGeneGraph, NeighborSampler, SparseBlock, _sparse, gather_rows, spmm
 
 # Hand-made 4 cells x 3 genes; cell 2 and gene 2 have no edges.
 #        g0 g1 g2

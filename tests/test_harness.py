@@ -88,7 +88,7 @@ def test_leiden_search_closest_count(harness):
     assert counts[res] == n
     assert abs(n - 4) == min(abs(c - 4) for c in counts.values())
     # asking for many clusters picks the finest resolution tried
-    labels2, res2, counts2 = harness.leiden_search(a, 40, seed=0, resolutions=grid)
+    labels2, _, counts2 = harness.leiden_search(a, 40, seed=0, resolutions=grid)
     assert abs(len(np.unique(labels2)) - 40) == min(abs(c - 40) for c in counts2.values())
     # ties between cluster counts go to the resolution nearest 1.0
     _, res3, counts3 = harness.leiden_search(a, 4, seed=0, resolutions=(0.5, 1.0, 1.5))
@@ -161,7 +161,7 @@ def test_relabel_records_the_old_default(harness, tmp_path):
     assert new[4]["overrides"] == {"kmeans_warm_start": True}
     assert "overrides" not in new[5]
     assert recs[0]["overrides"] == {}  # inputs untouched
-    again, n = harness.relabel(new + [_rec("a", "scgpcl_fast", 1, 0.7, overrides={"kmeans_warm_start": False})],
+    again, n = harness.relabel([*new, _rec("a", "scgpcl_fast", 1, 0.7, overrides={"kmeans_warm_start": False})],
                                "kmeans_warm_start", True, False)
     assert n == 1 and again[:6] == new  # a second pass only touches the new run
     assert again[6]["overrides"] == {}
@@ -241,9 +241,9 @@ def test_machine_spread_pairs_seeds_and_ignores_variants(harness, tmp_path):
     spec = importlib.util.spec_from_file_location("bench_spread", HARNESS.parent / "machine_spread.py")
     spread = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(spread)
-    a = [_rec("d1", "m", s, v, machine="X") for s, v in zip((0, 1, 2), (0.5, 0.6, 0.7))]
+    a = [_rec("d1", "m", s, v, machine="X") for s, v in zip((0, 1, 2), (0.5, 0.6, 0.7), strict=True)]
     a += [_rec("d1", "m", 0, 0.0, machine="X", overrides={"lr": 1.0})]  # a variant: not the method's default
-    b = [_rec("d1", "m", s, v, machine="Y") for s, v in zip((0, 1, 3), (0.5, 0.9, 0.1))]
+    b = [_rec("d1", "m", s, v, machine="Y") for s, v in zip((0, 1, 3), (0.5, 0.9, 0.1), strict=True)]
     pa, pb = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     pa.write_text("".join(json.dumps(r) + "\n" for r in a))
     pb.write_text("".join(json.dumps(r) + "\n" for r in b))

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import anndata
+import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
@@ -16,7 +17,10 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
+from scgpcl import SCGPCL
 from scgpcl._errors import InputError
+from scgpcl.cli import main as cli_main
+from scgpcl.data._checks import check_counts
 from scgpcl.data._io import read_counts, write_h5ad_atomic
 
 N_CELLS, N_GENES = 12, 7
@@ -596,3 +600,28 @@ def test_boolean_matrix_is_not_counts(tmp_path, counts):
     anndata.AnnData(counts > 0).write_h5ad(path)
     with pytest.raises(InputError, match=r"X holds True/False values \(a boolean matrix.*not counts"):
         read_counts(path)
+
+
+def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):
+    logged = small_toy.copy()
+    logged.raw = small_toy.copy()
+    logged.X = sp.csr_matrix(np.log1p(small_toy.X.toarray()) - 0.5)
+    with pytest.raises(InputError, match=r"adata\.raw\.to_adata\(\)"):
+        SCGPCL(logged, 3)
+    with pytest.raises(InputError, match="--use-raw"):
+        check_counts(logged.X, layers=[], has_raw=True)
+    path = tmp_path / "logged.h5ad"
+    logged.write_h5ad(path)
+    back = read_counts(path, use_raw=True)
+    np.testing.assert_array_equal(back.X.toarray(), small_toy.X.toarray())
+    assert list(back.obs["cell_type"]) == list(small_toy.obs["cell_type"])
+    small_toy.write_h5ad(tmp_path / "plain.h5ad")
+    with pytest.raises(InputError, match=r"has no \.raw"):
+        read_counts(tmp_path / "plain.h5ad", use_raw=True)
+    with pytest.raises(InputError, match="pass one"):
+        read_counts(path, use_raw=True, layer="counts")
+    # the CLI option: clusters the counts in .raw
+    out = tmp_path / "out.h5ad"
+    assert cli_main(["cluster", str(path), str(out), "-k", "3", "--use-raw", "--quiet",
+                     "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"]) == 0
+    assert ad.read_h5ad(out).obs["scgpcl"].notna().all()

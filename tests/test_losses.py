@@ -1,4 +1,4 @@
-"""Loss functions of scGPCL (SPEC section 5) against independent references."""
+"""Loss functions of scGPCL (docs/method.md section 5) against independent references."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ THETAS = [1e-4, 1e-2, 1.0, 10.0, 1e3, 1e4]
 
 
 def _grid():
-    x, mu, th = (np.array(a, dtype=np.float64) for a in zip(*itertools.product(XS, MUS, THETAS)))
+    x, mu, th = (np.array(a, dtype=np.float64) for a in zip(*itertools.product(XS, MUS, THETAS), strict=True))
     return x, mu, th
 
 
@@ -96,7 +96,7 @@ def _zinb_brute(x, mu, th, logit):
 def test_zinb_log_prob_matches_brute_force_mixture():
     logits = [-30.0, -5.0, 0.0, 2.0, 30.0]
     x, mu, th, lg = (
-        np.array(a, dtype=np.float64) for a in zip(*itertools.product(XS, MUS, THETAS, logits))
+        np.array(a, dtype=np.float64) for a in zip(*itertools.product(XS, MUS, THETAS, logits), strict=True)
     )
     ref = _zinb_brute(x, mu, th, lg)
     got = zinb_log_prob(_t(x), _t(mu), _t(th), _t(lg)).numpy()
@@ -237,7 +237,7 @@ def _naive_proto_nce(h, prototypes, assignments, tau):
     total = 0.0
     for i in range(n):
         l_pro = 0.0
-        for Z, s in zip(prototypes, assignments):
+        for Z, s in zip(prototypes, assignments, strict=True):
             den = sum(math.exp(_cos(h[i], Z[j]) / tau) for j in range(Z.shape[0]))
             for k in range(Z.shape[0]):
                 if s[i] == k:  # indicator 1(h_i in z_k^t)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -9,9 +11,11 @@ import pytest
 import scipy.sparse as sp
 
 import scgpcl
-from scgpcl import InputError
+from scgpcl import InputError, tl
 from scgpcl.cli import main
-from test_pl import clustered
+from scgpcl.cli import main as cli_main
+
+from helpers import TINY, _one_line_error, clustered
 
 
 def _grouped(n_per=40, n_genes=60, seed=1) -> tuple[ad.AnnData, dict[str, list[str]]]:
@@ -152,3 +156,52 @@ def test_missing_key_lists_the_columns_and_names_the_flag(tmp_path, capsys):
     # from Python the same problem names the Python argument
     with pytest.raises(InputError, match=r"obs columns: 'scgpcl', 'leiden'.*key=.*scgpcl\.tl\.cluster"):
         scgpcl.tl.markers(a, key="nope")
+
+
+def test_markers_and_report_read_files_without_x(small_toy, tmp_path):
+    a = small_toy.copy()
+    tl.cluster(a, n_clusters=3, random_state=0, progress=False, **TINY)
+    a.layers["counts"] = a.X.copy()
+    a.uns["scgpcl"]["params"]["layer"] = "counts"
+    a.X = None
+    path = tmp_path / "clustered.h5ad"
+    a.write_h5ad(path)
+    tsv = tmp_path / "m.tsv"
+    assert cli_main(["markers", str(path), "--layer", "counts", "-o", str(tsv), "--quiet"]) == 0
+    assert tsv.read_text().count("\n") > 3
+    assert cli_main(["markers", str(path), "-o", str(tsv), "--overwrite", "--quiet"]) == 0  # the layer the clustering used
+
+
+def test_unwritable_markers_output_is_refused(small_toy, tmp_path, locked, capsys):
+    clustered = small_toy.copy()
+    clustered.obs["scgpcl"] = pd.Categorical(clustered.obs["cell_type"].astype(str))
+    path = tmp_path / "clustered.h5ad"
+    clustered.write_h5ad(path)
+    code = main(["markers", str(path), "--n-genes", "2", "--output", str(locked / "m.tsv"), "--quiet"])
+    assert code == 2
+    _one_line_error(capsys, str(locked), "permission")
+    assert list(locked.iterdir()) == []
+
+
+def test_markers_table_gets_the_usual_file_permissions(small_toy, tmp_path):
+    # the table was written through mkstemp and kept its 0600 mode: unreadable by the group on a
+    # shared server, unlike the .h5ad, the report and the simulated data
+    clustered = small_toy.copy()
+    clustered.obs["scgpcl"] = pd.Categorical(clustered.obs["cell_type"].astype(str))
+    path = tmp_path / "clustered.h5ad"
+    clustered.write_h5ad(path)
+    out = tmp_path / "markers.tsv"
+    old = os.umask(0o022)
+    try:
+        assert main(["markers", str(path), "--n-genes", "2", "--output", str(out), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_markers_say_why_when_every_cluster_is_a_single_cell(small_toy):
+    # K = number of cells: the error said "need at least two clusters" although there were 60
+    a = small_toy.copy()
+    a.obs["scgpcl"] = pd.Categorical([str(i) for i in range(a.n_obs)])
+    with pytest.warns(UserWarning, match="fewer than 2 cells"), pytest.raises(InputError, match="2 or more cells"):
+        tl.markers(a, n_genes=2)

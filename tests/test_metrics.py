@@ -1,4 +1,4 @@
-"""Clustering metrics (SPEC section 7) and the k-means helper."""
+"""Clustering metrics (docs/method.md section 7) and the k-means helper."""
 
 from __future__ import annotations
 
@@ -203,8 +203,8 @@ def test_consensus_labels_recovers_the_majority_partition():
     permuted = [rng.permutation(4)[truth] for _ in range(3)]  # the same partition, other names
     noisy = truth.copy()
     noisy[rng.choice(100, 30, replace=False)] = rng.integers(0, 4, 30)
-    out = consensus_labels(permuted + [noisy], 4, seed=0)
+    out = consensus_labels([*permuted, noisy], 4, seed=0)
     assert adjusted_rand_score(truth, out) == 1.0
-    assert np.array_equal(out, consensus_labels(permuted + [noisy], 4, seed=0))
+    assert np.array_equal(out, consensus_labels([*permuted, noisy], 4, seed=0))
     with pytest.raises(ValueError):
         consensus_labels([], 3)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
 import scgpcl
-from scgpcl import SCGPCL, InputError
+from scgpcl import SCGPCL, InputError, tl
+from scgpcl._device import resolve_device
 from scgpcl.metrics import clustering_metrics
 
-from helpers import QUICK, SHARED, toy_counts
+from helpers import QUICK, SHARED, TINY, toy_counts
+
 
 @pytest.fixture(scope="module")
 def trained(toy):
@@ -39,7 +43,7 @@ def test_history_and_stages_recorded(trained):
     assert s["pretrain"]["stop_reason"]
     for stage in ("pretrain", "finetune"):
         kind = s[stage]["stop_kind"]
-        assert kind in {"converged", "max_rounds", "patience"}
+        assert kind in {"converged", "max_rounds", "patience", "emptied"}
         # the keyword and the sentence agree
         assert (kind == "max_rounds") == ("maximum" in s[stage]["stop_reason"])
     h = trained.history["pretrain"]
@@ -264,7 +268,7 @@ def test_kmeans_warm_start_option(toy, monkeypatch, warm):
 
 def test_round_labels_are_the_last_prototype_clustering(toy):
     # with convergence disabled, the last post-warm-up round is pretrain_rounds - 1;
-    # its K-cluster k-means labels are in the training result (benchmarks/stopping.py reads them)
+    # its K-cluster k-means labels are in the training result
     quick = dict(QUICK, convergence_ari=1.01)
     m = SCGPCL(toy, 3, random_state=0, finetune=False, **quick)
     seen = []
@@ -282,7 +286,7 @@ def test_convergence_patience_stops_when_stability_stops_improving(toy):
     # the 0.99 rule is disabled; patience 2 must stop two epochs after the best
     # consecutive-epoch ARI, and the history must show exactly that
     quick = dict(QUICK, convergence_ari=1.01, pretrain_rounds=40)
-    m = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=2, **quick).train(progress=False)
+    m = SCGPCL(toy, 3, random_state=0, finetune=False, **{**quick, "convergence_patience": 2}).train(progress=False)
     h = m.history["pretrain"]
     ari = h["ari_prev"]
     seen = ~np.isnan(ari)
@@ -293,7 +297,7 @@ def test_convergence_patience_stops_when_stability_stops_improving(toy):
     assert "has not exceeded its best" in m.stages["pretrain"]["stop_reason"]
     assert m.stages["pretrain"]["stop_kind"] == "patience"
     # without patience the same run goes to the epoch limit
-    off = SCGPCL(toy, 3, random_state=0, finetune=False, convergence_patience=0, **quick).train(progress=False)
+    off = SCGPCL(toy, 3, random_state=0, finetune=False, **{**quick, "convergence_patience": 0}).train(progress=False)
     assert off.stages["pretrain"]["rounds"] == 40
     assert off.stages["pretrain"]["stop_kind"] == "max_rounds"
 
@@ -325,7 +329,7 @@ def test_reseed_and_random_state_replay_the_same_draws(toy):
 
     def same(a, b):
         (pa, va, ma), (pb, vb, mb) = a, b
-        return (len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb))
+        return (len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
                 and va.shape == vb.shape and torch.equal(va, vb) and torch.equal(ma, mb))
 
     state = loader.random_state()
@@ -494,3 +498,181 @@ def test_empty_cluster_warning_says_what_happened_and_what_to_try(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert messages and messages[0].startswith(empty_clusters_message(3, 5)[:40])
     assert "fewer groups than n_clusters" not in messages[0]
+
+
+def test_the_device_path_of_the_sparse_transposes_gives_the_same_training(toy, monkeypatch):
+    """On a GPU the transposes of the sampled subgraphs are built by a stable torch sort on the device instead
+    of scipy's counting sort on the host; both give the same order, so a whole training run is identical."""
+    from scgpcl.data import _sparse
+
+    monkeypatch.setattr(_sparse, "DENSE_ABOVE", 1.01)  # the toy data is dense enough for dense blocks otherwise
+    reference = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
+    original = _sparse.transpose_order
+    calls = []
+
+    def device_path(crow, col, n_cols, *, use_scipy=None):
+        calls.append(1)
+        return original(crow, col, n_cols, use_scipy=False)
+
+    monkeypatch.setattr(_sparse, "transpose_order", device_path)
+    again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
+    assert calls  # the device path ran
+    np.testing.assert_array_equal(again.predict(), reference.predict())
+
+
+def test_fine_tuning_stops_before_a_round_that_empties_a_cluster(toy, monkeypatch):
+    """With finetune_keep_clusters, a round that leaves a cluster without cells is undone and fine-tuning stops."""
+    from scgpcl.train import _finetune
+
+    original = _finetune.FinetuneStage._context
+    seen = []
+
+    def context(self, plan):
+        ctx, labels = original(self, plan)
+        seen.append(labels.copy())
+        if len(seen) == 3:  # pretend the second round emptied cluster 2
+            labels = np.where(labels == 2, 0, labels)
+        return ctx, labels
+
+    monkeypatch.setattr(_finetune.FinetuneStage, "_context", context)
+    quick = dict(QUICK, finetune_tol=0.0)  # no convergence stop
+    m = SCGPCL(toy, 3, random_state=0, **quick)
+    m.trainer.progress = False
+    m.trainer.pretrain()
+    states = []
+    fine = m.trainer.finetune(callback=lambda rnd, rec: states.append(
+        {k: v.clone() for k, v in m.module.state_dict().items()}))
+    assert fine.stop_kind == "emptied" and fine.rounds == 2 and "1 of the 3 clusters" in fine.stop_reason
+    # the network is back where it was after round 1 (before the round that emptied the cluster)
+    for key, value in m.module.state_dict().items():
+        torch.testing.assert_close(value, states[0][key])
+    # off (the reference): the same run goes on
+    monkeypatch.setattr(_finetune.FinetuneStage, "_context", original)
+    off = SCGPCL(toy, 3, random_state=0, finetune_keep_clusters=False, **quick).train(progress=False)
+    assert off.stages["finetune"]["stop_kind"] != "emptied"
+
+
+def test_torch_device_objects_are_checked_like_strings(monkeypatch):
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device(torch.device("cuda"))
+    with pytest.raises(InputError, match="not supported"):
+        resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InputError, match="1 CUDA device"):
+        resolve_device("cuda:1")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_no_minibatch_of_one_cell():
+    # 5 cells in batches of 2 used to leave a batch of one, which BatchNorm refuses mid-training
+    a = toy_counts(n_per=5, n_groups=1, n_genes=40)[:5].copy()
+    m = SCGPCL(a, 2, random_state=0, batch_size=2, **TINY)
+    sizes = [len(b) for b in m.loader.plan(m.loader.steps_per_epoch)]
+    assert sorted(sizes) == [2, 3]
+    m.train(progress=False)
+    assert set(np.unique(m.predict())) <= {0, 1}
+
+
+def test_one_gene_is_refused_by_name():
+    a = toy_counts(n_per=10, n_genes=30)
+    one = a[:, :1].copy()
+    one.X = sp.csr_matrix(np.ones((one.n_obs, 1), dtype=np.float32))
+    with pytest.raises(InputError, match="at least 2 genes"):
+        SCGPCL(one, 2)
+
+
+def test_reloaded_no_finetune_model_gives_the_same_labels(small_toy, tmp_path):
+    m = SCGPCL(small_toy, 3, random_state=1, finetune=False, **TINY).train(progress=False)
+    m.save(tmp_path / "m")
+    labels = m.predict()
+    again = SCGPCL.load(tmp_path / "m", small_toy)
+    np.testing.assert_array_equal(again.predict(), labels)
+
+
+def test_save_and_load_errors_name_the_problem(small_toy, tmp_path):
+    m = SCGPCL(small_toy, 3, random_state=0, **TINY).train(progress=False)
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        m.save(f)
+    m.save(tmp_path / "m")
+    (tmp_path / "m" / "model.pt").unlink()
+    with pytest.raises(InputError, match=r"model\.pt"):
+        SCGPCL.load(tmp_path / "m", small_toy)
+
+
+def test_key_added_equal_to_label_key_is_refused(small_toy):
+    with pytest.raises(InputError, match="overwrite the reference labels"):
+        tl.cluster(small_toy.copy(), n_clusters=3, label_key="cell_type", key_added="cell_type", **TINY)
+
+
+def test_no_labelled_clustered_cell_gives_no_metrics(small_toy):
+    # the only labelled cell has no counts, so it is dropped: no clustered cell has a label
+    a = small_toy.copy()
+    x = a.X.toarray()
+    x[0] = 0
+    a.X = sp.csr_matrix(x)
+    partial = np.full(a.n_obs, None, dtype=object)
+    partial[0] = "type0"
+    a.obs["partial"] = partial
+    with pytest.warns(UserWarning, match="missing"):
+        tl.cluster(a, n_clusters=3, label_key="partial", random_state=0, progress=False, **TINY)
+    assert "metrics" not in a.uns["scgpcl"]
+    assert a.obs["scgpcl"].isna().sum() == 1
+
+
+def test_model_trained_on_non_string_gene_names_loads_again(small_toy, tmp_path):
+    # save() stored the names as strings and load() compared them with the integers: "lacks all genes"
+    a = small_toy.copy()
+    with warnings.catch_warnings():  # anndata warns that it expects strings, and keeps the integers
+        warnings.simplefilter("ignore")
+        a.var_names = pd.Index(np.arange(a.n_vars))
+    assert not isinstance(a.var_names[0], str)
+    model = SCGPCL(a, 3, random_state=0, **TINY).train(progress=False)
+    model.save(tmp_path / "model")
+    again = SCGPCL.load(tmp_path / "model", a)
+    np.testing.assert_array_equal(again.predict(), model.predict())
+
+
+def test_x_none_points_to_the_layers(small_toy):
+    a = small_toy.copy()
+    a.layers["counts"] = a.X.copy()
+    a.X = None
+    # used to say "X must be a 2-d cells x genes matrix, got 0 dimension(s)"
+    with pytest.raises(InputError, match=r"adata\.X is None.*layer=.*'counts'"):
+        tl.cluster(a, n_clusters=3, progress=False, **TINY)
+
+
+def test_reclustering_drops_the_umap_of_the_previous_clustering(small_toy):
+    # obsm['X_scgpcl_umap'] (from pl.umap or --report) survived a new clustering under the same key,
+    # so the stored UMAP no longer matched obsm['X_scgpcl'] or obs['scgpcl']
+    a = small_toy.copy()
+    a.obsm["X_scgpcl_umap"] = np.zeros((a.n_obs, 2), dtype=np.float32)
+    a.obsm["X_other_umap"] = np.zeros((a.n_obs, 2), dtype=np.float32)
+    tl.cluster(a, n_clusters=3, progress=False, **TINY)
+    assert "X_scgpcl_umap" not in a.obsm
+    assert "X_other_umap" in a.obsm
+
+
+def test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample(toy):
+    """The path taken above ~20,000 cells, on the toy data: rounds of fewer steps than an epoch, and global
+    steps (prototypes, stop rules, DEC targets) on a sample of the cells; the labels still cover every cell."""
+    m = SCGPCL(toy, 3, random_state=0, batch_size=40, round_steps=2, sample_cells=60, **QUICK)
+    tr = m.trainer
+    assert tr.schedule.steps_per_epoch == 5 and tr.schedule.steps_per_round == 2
+    assert tr.embedder.n_sample == 60
+    m.train(progress=False)
+    result = m.training_result
+    assert len(result.sample) == 60 and len(np.unique(result.sample)) == 60
+    assert result.round_labels.shape == (60,)  # the stop rules look at the sample
+    assert result.init_labels.shape == (toy.n_obs,)  # the DEC start covers every cell
+    s = m.summary()
+    assert s["pretrain"]["steps"] == 2 * s["pretrain"]["rounds"]
+    labels = m.predict()
+    assert labels.shape == (toy.n_obs,) and set(np.unique(labels)) == {0, 1, 2}
+    assert clustering_metrics(toy.obs["cell_type"], labels)["ARI"] > 0.9
+    # the same seed repeats exactly on this path too
+    again = SCGPCL(toy, 3, random_state=0, batch_size=40, round_steps=2, sample_cells=60, **QUICK).train(progress=False)
+    np.testing.assert_array_equal(again.predict(), labels)

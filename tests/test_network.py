@@ -75,7 +75,7 @@ def test_sage_layer_eval_matches_explicit_formula(update_genes):
         assert wc.shape == (out, cell_in) and wg.shape == (out, gene_in)
         w_self_c, w_nbr_c = wc, wg
     a = COUNTS > 0
-    # W_nbr applied AFTER the mean (SPEC form), the layer projects first
+    # W_nbr applied AFTER the mean (the form of docs/method.md section 4), the layer projects first
     ref_c = x_cell @ w_self_c.T + _explicit_mean(x_gene, a, 0) @ w_nbr_c.T + layer.cell_bias.detach()
     ref_c = _bn_eval(ref_c, layer.cell_norm).detach()
     torch.testing.assert_close(h_cell, ref_c, rtol=1e-5, atol=1e-5)

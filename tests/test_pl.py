@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -12,21 +10,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-import scgpcl  # noqa: E402
-from scgpcl import InputError  # noqa: E402
-from helpers import QUICK, toy_counts  # noqa: E402
+import scgpcl
+from scgpcl import InputError
 
-
-@functools.lru_cache(maxsize=1)
-def _clustered() -> ad.AnnData:
-    """Toy data (3 groups) clustered once per test session; callers get copies."""
-    a = toy_counts()
-    scgpcl.tl.cluster(a, n_clusters=3, label_key="cell_type", progress=False, **QUICK)
-    return a
-
-
-def clustered() -> ad.AnnData:
-    return _clustered().copy()
+from helpers import clustered
 
 
 @pytest.fixture
@@ -229,7 +216,8 @@ def test_matched_reference_labels_take_their_clusters_colours(adata):
         from matplotlib.colors import to_hex
 
         legend = ax.get_legend()
-        return {t.get_text(): to_hex(h.get_facecolor()[0]) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+        return {t.get_text(): to_hex(h.get_facecolor()[0])
+                for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
 
     shown_clusters, shown_labels = legend_colours(fig.axes[0]), legend_colours(fig.axes[1])
     for cluster, label in permuted.items():

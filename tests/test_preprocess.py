@@ -1,4 +1,4 @@
-"""Preprocessing (SPEC section 1): gene selection, size factors, z-scored features."""
+"""Preprocessing (docs/method.md section 1): gene selection, size factors, z-scored features."""
 
 import logging
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import scgpcl
-from scgpcl import InputError
+from scgpcl import InputError, tl
 from scgpcl.report import REPORT_FILES, write_report
-from test_pl import clustered
+
+from helpers import TINY, clustered
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +177,23 @@ def test_report_from_python_says_no_command_was_recorded_and_names_the_cpu(tmp_p
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Reproduce this run" in page and "No command line was recorded (a run from Python" in page
     assert f"Trained on {cpu_model()}" in page
+
+
+def test_report_without_markers_when_every_cluster_is_a_single_cell(small_toy, tmp_path):
+    # K = number of cells: the report failed as a whole because no cluster can be tested for markers
+    from scgpcl.report import write_report
+
+    a = small_toy.copy()
+    tl.cluster(a, n_clusters=a.n_obs, label_key="cell_type", progress=False, **TINY)
+    a.obs["scgpcl"] = pd.Categorical([str(i) for i in range(a.n_obs)])  # one cell each, whatever DEC kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_report(a, tmp_path / "rep", key="scgpcl", label_key="cell_type")
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "No marker genes:" in page and "2 or more cells" in page
+    assert (tmp_path / "rep" / "metrics.json").exists()
+    # only a clustering without testable clusters is reported this way; a bad argument is still an error
+    a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
+    with pytest.raises(InputError, match="n_genes must be >= 1"):
+        write_report(a, tmp_path / "rep2", key="scgpcl", label_key="cell_type", n_markers=0)
+    assert not (tmp_path / "rep2").exists()

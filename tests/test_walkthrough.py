@@ -57,7 +57,7 @@ def test_walkthrough_runs(tmp_path, monkeypatch):
         if kind == "bash":
             _run_bash(code, i, tmp_path, env)
         else:
-            exec(compile(code, f"{DOC.name}[block {i}]", "exec"), namespace)  # noqa: S102 - our own docs
+            exec(compile(code, f"{DOC.name}[block {i}]", "exec"), namespace)  # our own docs
     # pasted a second time, the shell blocks work again: they replace their own outputs (--overwrite)
     for i, (kind, code) in enumerate(blocks()):
         if kind == "bash":

@@ -24,9 +24,9 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "bad_inputs.md"
@@ -196,9 +196,9 @@ CASES: list[Case] = [
          lambda: ["cluster", mtx_folder("mtx"), "out.h5ad", "--layer", "counts", *CLUSTER]),
     Case("--genes-as-rows for a 10x folder", [T + "test_io.py::test_misplaced_options_refused"],
          lambda: ["cluster", mtx_folder("mtx"), "out.h5ad", "--genes-as-rows", *CLUSTER]),
-    Case("--use-raw for a file without .raw", [T + "test_review_fixes.py::test_counts_in_raw_are_pointed_to_and_readable"],
+    Case("--use-raw for a file without .raw", [T + "test_io.py::test_counts_in_raw_are_pointed_to_and_readable"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--use-raw", *CLUSTER]),
-    Case("--use-raw with --layer", [T + "test_review_fixes.py::test_counts_in_raw_are_pointed_to_and_readable"],
+    Case("--use-raw with --layer", [T + "test_io.py::test_counts_in_raw_are_pointed_to_and_readable"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--use-raw", "--layer", "counts", *CLUSTER]),
     Case("--label-key that is not a column", [T + "test_cli.py::test_bad_input_exit_code_and_no_output", T + "test_io.py::test_missing_label_key_lists_columns", T + "test_checks.py::test_label_key_missing_lists_columns"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--label-key", "celltype", *CLUSTER]),
@@ -219,7 +219,7 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("zeros.h5ad", lambda a: _set_x(a, np.zeros(a.shape, dtype=np.float32))), "out.h5ad", *CLUSTER]),
     Case("boolean matrix (detected / not detected)", [T + "test_io.py::test_boolean_matrix_is_not_counts", T + "test_checks.py::test_boolean_matrix_refused"],
          lambda: ["cluster", h5ad("bool.h5ad", lambda a: _set_x(a, a.X.toarray() > 0)), "out.h5ad", *CLUSTER]),
-    Case("a single gene", [T + "test_review_fixes.py::test_one_gene_is_refused_by_name"],
+    Case("a single gene", [T + "test_model.py::test_one_gene_is_refused_by_name"],
          lambda: ["cluster", h5ad("one_gene.h5ad", lambda a: a[:, :1].copy()), "out.h5ad", *CLUSTER]),
     # --- options
     Case("-k 1", [T + "test_cli.py::test_bad_input_exit_code_and_no_output", T + "test_checks.py::test_bad_n_clusters", T + "test_model.py::test_bad_arguments", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],
@@ -236,13 +236,13 @@ CASES: list[Case] = [
          lambda: ["cluster", "in.h5ad", "out.h5ad", "-k", "3", "--dec-init", "random"]),
     Case("--auto-k-method unknown", [T + "test_cli.py::test_cluster_auto_k_with_report", T + "test_auto_k.py::test_bad_auto_k_options_raise"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "-k", "auto", "--auto-k-method", "astrology", "--quiet"]),
-    Case("--device cuda:7 (no such GPU)", [T + "test_review_fixes.py::test_torch_device_objects_are_checked_like_strings", T + "test_model.py::test_bad_arguments"],
+    Case("--device cuda:7 (no such GPU)", [T + "test_model.py::test_torch_device_objects_are_checked_like_strings", T + "test_model.py::test_bad_arguments"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--device", "cuda:7", *CLUSTER]),
     Case("--seed out of range", [T + "test_model.py::test_bad_seed_refused"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--seed", "-1", *CLUSTER]),
-    Case("--key-added with a '/'", [T + "test_user_review.py::test_key_added_with_a_slash_is_refused_before_training"],
+    Case("--key-added with a '/'", [T + "test_cli.py::test_key_added_with_a_slash_is_refused_before_training"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--key-added", "a/b", *CLUSTER]),
-    Case("--key-added equal to --label-key", [T + "test_review_fixes.py::test_key_added_equal_to_label_key_is_refused"],
+    Case("--key-added equal to --label-key", [T + "test_model.py::test_key_added_equal_to_label_key_is_refused"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--key-added", "cell_type", "--label-key", "cell_type", *CLUSTER]),
     # --- outputs
     Case("output not ending in .h5ad", [T + "test_cli.py::test_output_must_be_h5ad"],
@@ -251,9 +251,9 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("in.h5ad"), text("out.h5ad", "an earlier result"), *CLUSTER]),
     Case("output folder does not exist", [T + "test_cli.py::test_output_paths_checked_before_training"],
          lambda: ["demo", "--output", "no/such/out.h5ad", "--quiet"]),
-    Case("output folder not writable", [T + "test_user_review.py::test_unwritable_output_folders_are_refused_before_training"],
+    Case("output folder not writable", [T + "test_cli.py::test_unwritable_output_folders_are_refused_before_training"],
          lambda: ["cluster", h5ad("in.h5ad"), "locked/out.h5ad", *CLUSTER], context=lambda: unwritable("locked")),
-    Case("--save-model names a file", [T + "test_cli.py::test_output_paths_checked_before_training", T + "test_review_fixes.py::test_save_and_load_errors_name_the_problem"],
+    Case("--save-model names a file", [T + "test_cli.py::test_output_paths_checked_before_training", T + "test_model.py::test_save_and_load_errors_name_the_problem"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--save-model", text("model_file", "x"), *CLUSTER]),
     Case("--report folder holding other files", [T + "test_cli.py::test_bad_report_folder_fails_before_training", T + "test_report.py::test_refuses_a_foreign_folder"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", folder("busy", "notes.txt"), *CLUSTER]),
@@ -268,7 +268,7 @@ CASES: list[Case] = [
          lambda: ["markers", clustered(), "-o", "other.h5ad", "--quiet"]),
     Case("markers --output is a folder", [T + "test_cli.py::test_markers_output_that_is_a_folder_is_an_input_error"],
          lambda: ["markers", clustered(), "-o", folder("markers_dir"), "--quiet"]),
-    Case("markers --output folder not writable", [T + "test_user_review.py::test_unwritable_markers_output_is_refused"],
+    Case("markers --output folder not writable", [T + "test_markers.py::test_unwritable_markers_output_is_refused"],
          lambda: ["markers", clustered(), "-o", "locked/m.tsv", "--quiet"], context=lambda: unwritable("locked")),
     Case("markers --key that is not a column", [T + "test_markers.py::test_markers_cli_missing_key", T + "test_markers.py::test_missing_key_lists_the_columns_and_names_the_flag", T + "test_markers.py::test_markers_bad_input"],
          lambda: ["markers", clustered(), "--key", "leiden", "--quiet"]),
@@ -276,7 +276,7 @@ CASES: list[Case] = [
          lambda: ["markers", clustered(), "--layer", "nope", "--quiet"]),
     Case("markers of scaled data", [T + "test_markers.py::test_markers_refuse_scaled_data"],
          lambda: ["markers", _scaled_clustered("scaled_c.h5ad"), "--quiet"]),
-    Case("markers when every cluster has one cell", [T + "test_user_review.py::test_markers_say_why_when_every_cluster_is_a_single_cell"],
+    Case("markers when every cluster has one cell", [T + "test_markers.py::test_markers_say_why_when_every_cluster_is_a_single_cell"],
          lambda: ["markers", clustered(one_cell_each=True), "--quiet"]),
     Case("markers --n-genes 0", [T + "test_markers.py::test_markers_bad_input"],
          lambda: ["markers", "clustered.h5ad", "--n-genes", "0"]),
@@ -288,7 +288,7 @@ CASES: list[Case] = [
     # --- simulate
     Case("simulate: unknown preset", [T + "test_cli.py::test_simulate_subcommand", T + "test_simulate.py::test_cli_bad_input", T + "test_simulate.py::test_bad_calls_raise_input_error"],
          lambda: ["simulate", "sim.h5ad", "--preset", "no_such_preset"]),
-    Case("simulate: output not ending in .h5ad", [T + "test_user_review.py::test_simulate_refuses_an_output_that_is_not_h5ad"],
+    Case("simulate: output not ending in .h5ad", [T + "test_simulate.py::test_simulate_refuses_an_output_that_is_not_h5ad"],
          lambda: ["simulate", "counts.csv", "--n-cells", "20", "--n-genes", "30"]),
     Case("simulate: group probabilities not summing to 1", [T + "test_simulate.py::test_cli_bad_input", T + "test_simulate.py::test_bad_params_raise_input_error"],
          lambda: ["simulate", "sim.h5ad", "--group-prob", "0.5", "0.4"]),
@@ -384,6 +384,9 @@ def _python_cases() -> list[Case]:
         Path("m2/config.json").write_text("{not json")
         SCGPCL.load("m2", toy())
 
+    def unknown_loss_term():
+        SCGPCL(toy(), 3, loss_weights={"sprad": 1.0})
+
     def sklearn_preset():
         SCGPCLClustering(n_clusters=3, preset="nope").fit(np.ones((30, 20)))
 
@@ -401,16 +404,18 @@ def _python_cases() -> list[Case]:
         Case("n_clusters=2.5", [T + "test_checks.py::test_bad_n_clusters", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],
              call=lambda: check_n_clusters(2.5, 100)),
         Case("a backed AnnData (X on disk)", [T + "test_checks.py::test_backed_matrix_refused_with_advice"], call=backed),
-        Case("adata.X is None, counts in a layer", [T + "test_user_review.py::test_x_none_points_to_the_layers"], call=x_none),
+        Case("adata.X is None, counts in a layer", [T + "test_model.py::test_x_none_points_to_the_layers"], call=x_none),
         Case("duplicated gene names in var_names", [T + "test_model.py::test_duplicated_gene_names_refused"],
              call=duplicated_genes),
         Case("an option scgpcl does not have", [T + "test_model.py::test_bad_arguments", T + "test_sklearn.py::test_bad_input_raises_input_error"],
              call=unknown_option),
-        Case("n_clusters=None (estimate K) with 2 cells", [T + "test_review_fixes.py::test_auto_k_needs_three_cells"],
+        Case("loss_weights naming a loss term that is not registered", [T + "test_objective.py::test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused"],
+             call=unknown_loss_term),
+        Case("n_clusters=None (estimate K) with 2 cells", [T + "test_auto_k.py::test_auto_k_needs_three_cells"],
              call=auto_k_three_cells),
         Case("SCGPCL.load on data lacking the model's genes", [T + "test_model.py::test_load_checks_genes"],
              call=load_other_genes),
-        Case("SCGPCL.load of a damaged config.json", [T + "test_model.py::test_load_refuses_corrupt_files_by_name", T + "test_review_fixes.py::test_save_and_load_errors_name_the_problem"],
+        Case("SCGPCL.load of a damaged config.json", [T + "test_model.py::test_load_refuses_corrupt_files_by_name", T + "test_model.py::test_save_and_load_errors_name_the_problem"],
              call=load_corrupt),
         Case("SCGPCLClustering(preset='nope')", [T + "test_sklearn.py::test_bad_input_raises_input_error"], call=sklearn_preset),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
@@ -480,6 +485,8 @@ NOT_A_ROW = {
     "tests/test_checks.py::test_values_of_absurd_size_are_called_corrupt": "the check behind '.h5ad whose values are damaged'",
     "tests/test_cli.py::test_quiet_keeps_warnings_that_change_the_data": "uses -k 1 to stop early; checks the warning",
     "tests/test_io.py::test_orientation_warning_survives_quiet": "uses -k 1 to stop early; checks the warning",
+    "tests/test_model.py::test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample": "not an input: '== 2' matched a comparison (steps per round)",
+    "tests/test_model.py::test_fine_tuning_stops_before_a_round_that_empties_a_cluster": "a training behaviour (DEC stops before a cluster empties), not a bad input",
     "tests/test_docs.py::test_readme_keeps_the_two_commands": "checks the README text for the exit code of pytest, not a bad input",
     "tests/test_io.py::test_write_h5ad_atomic_missing_directory": "write_h5ad_atomic() called directly; the CLI checks the folder first",
     "tests/test_graph.py::test_graph_ignores_stored_zeros": "only the graph; the InputError is from an unrelated check",
@@ -492,7 +499,7 @@ NOT_A_ROW = {
     "tests/test_pl.py::test_marker_dotplot_columns": "n_genes=0 of the dot plot, as 'markers --n-genes 0'",
     "tests/test_simulate.py::test_bad_params_raise_input_error": "17 Splat parameter values; 'group probabilities not summing to 1' stands for them",
     "tests/test_simulate.py::test_cli_writes_file": "one assertion on an existing output",
-    "tests/test_user_review.py::test_report_without_markers_when_every_cluster_is_a_single_cell": "asserts the report is written; n_markers=0 as '--n-genes 0'",
+    "tests/test_report.py::test_report_without_markers_when_every_cluster_is_a_single_cell": "asserts the report is written; n_markers=0 as '--n-genes 0'",
     "tests/test_packaging.py::test_no_exact_pins": "not an input: '== 2' matched a comparison",
     "tests/test_distributed.py::test_bad_input_under_two_processes_is_one_error_and_no_hang":
         "'-k larger than the number of cells' under --processes 2: one error line from two processes, no hang",

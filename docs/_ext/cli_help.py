@@ -28,9 +28,8 @@ def help_text(command: str | None) -> str:
         if command is None:
             return parser.format_help()
         for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                if command in action.choices:
-                    return action.choices[command].format_help()
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command].format_help()
         raise ValueError(f"scgpcl has no subcommand {command!r}")
     finally:
         if old is None:
@@ -47,7 +46,7 @@ class CliHelp(Directive):
         command = self.arguments[0] if self.arguments else None
         try:
             text = help_text(command)
-        except Exception as err:  # noqa: BLE001 - reported as a build warning (an error under -W)
+        except Exception as err:  # reported as a build warning (an error under -W)
             return [self.state.document.reporter.warning(f"cli-help: {err}", line=self.lineno)]
         block = nodes.literal_block(text, text)
         block["language"] = "text"

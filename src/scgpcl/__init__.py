@@ -20,7 +20,16 @@ import logging as _logging
 # Only the standard library is imported here (the config dataclasses, the error class), so that
 # ``import scgpcl`` -- and with it the ``scgpcl`` command's start-up, ``--help`` and argument
 # errors -- does not load torch, scanpy or anndata. Everything else is imported on first use.
-from ._config import ModelConfig, PreprocessConfig, SamplerConfig, SCGPCLConfig, TrainConfig, fast, faithful, recommended
+from ._config import (
+    ModelConfig,
+    PreprocessConfig,
+    SamplerConfig,
+    SCGPCLConfig,
+    TrainConfig,
+    faithful,
+    fast,
+    recommended,
+)
 from ._errors import InputError
 
 __version__ = "0.1.0"

@@ -107,8 +107,8 @@ class TrainConfig:
     sample_cells: int = _opt(20000, "cells used by the global steps (k-means prototypes, convergence check, "
                              "DEC target frequencies, auto-K): all cells up to this number, else a fixed random "
                              "sample of them; 0: always all cells. Final labels always cover every cell", low=0)
-    pretrain_rounds: int = _opt(100, "maximum pre-training rounds", low=1)
-    warmup_rounds: int = _opt(30, "pre-training rounds before the prototypical loss starts", low=0)
+    pretrain_rounds: int = _opt(25, "maximum pre-training rounds", low=1)
+    warmup_rounds: int = _opt(10, "pre-training rounds before the prototypical loss starts", low=0)
     lr: float = _opt(1e-3, "pre-training learning rate (AdamW)", low=0, strict=True)
     weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
     lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
@@ -116,9 +116,13 @@ class TrainConfig:
     convergence_ari: float = _opt(0.99, "pre-training stops when the ARI between consecutive rounds' k-means "
                                   "labels exceeds this (above 1: never)", low=0, strict=True)
     convergence_patience: int = _opt(
-        15, "also stop pre-training when that ARI has not beaten its best for this many post-warm-up rounds "
+        5, "also stop pre-training when that ARI has not beaten its best for this many post-warm-up rounds "
             "(0: off, the reference's rule only; benchmarks/results/stopping.md)", low=0)
     kmeans_n_init: int = _opt(20, "k-means restarts for the DEC initialisation and the final labels", low=1)
+    kmeans_select: Literal["inertia", "central"] = _opt(
+        "inertia", "which of the kmeans_n_init k-means runs starts fine-tuning (and gives the labels without it): "
+                   "'inertia' (the lowest, the reference) or 'central' (the one whose labels agree best with the "
+                   "other runs'; benchmarks/results/clustering_step.md)")
     kmeans_n_init_round: int = _opt(5, "k-means restarts in each post-warm-up round (prototypes and "
                                     "convergence check)", low=1)
     kmeans_warm_start: bool = _opt(False, "also try the previous round's centres as a k-means start after each "
@@ -128,10 +132,13 @@ class TrainConfig:
                  "representation after each round) or 'batch' (k-means on each minibatch's second view, as the "
                  "reference code; benchmarks/results/prototypes.md)")
     finetune: bool = _opt(True, "run DEC fine-tuning; otherwise labels come from k-means")
-    finetune_rounds: int = _opt(100, "maximum fine-tuning rounds", low=0)
+    finetune_rounds: int = _opt(20, "maximum fine-tuning rounds", low=0)
     finetune_lr: float = _opt(1.0, "fine-tuning learning rate (Adadelta)", low=0, strict=True)
     finetune_rho: float = _opt(0.95, "Adadelta's rho (the decay of its running averages)", low=0, high=1)
     lambda_cluster: float = _opt(1.0, "weight of DEC's clustering loss", low=0)
+    finetune_keep_clusters: bool = _opt(
+        True, "stop fine-tuning when a round leaves a cluster without cells, and keep the network as it was "
+              "before that round (DEC can empty clusters on data that hold K groups)")
     finetune_masking: bool = _opt(True, "mask feature columns in the fine-tuning minibatches as in "
                                   "pre-training's first view (benchmarks/results/dec.md)")
     dec_init: Literal["kmeans", "consensus"] = _opt(
@@ -198,7 +205,19 @@ def _check(name: str, value: Any, typ: Any, meta: dict) -> str | None:
 
 @dataclass
 class SCGPCLConfig:
-    """Everything needed to reproduce a run: four sections of options."""
+    """Everything needed to reproduce a run: four sections of options.
+
+    Parameters
+    ----------
+    preprocess
+        Gene selection and normalisation (:class:`PreprocessConfig`).
+    model
+        The network, the reconstruction loss and the losses' temperature (:class:`ModelConfig`).
+    sampler
+        Minibatches, subgraph sampling and feature masking (:class:`SamplerConfig`).
+    train
+        The optimisation schedule (:class:`TrainConfig`).
+    """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -210,7 +229,7 @@ class SCGPCLConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SCGPCLConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SCGPCLConfig:
         """From :meth:`to_dict`'s output, also of earlier versions (renamed options are mapped).
 
         A configuration saved before training ran in rounds (no ``round_steps``)
@@ -233,7 +252,7 @@ class SCGPCLConfig:
             sections[name] = kind(**values)
         return cls(**sections)
 
-    def validate(self) -> "SCGPCLConfig":
+    def validate(self) -> SCGPCLConfig:
         """Check every value against its field's type and range; raise ``ValueError`` naming each bad option.
 
         Returns ``self``.
@@ -253,7 +272,7 @@ class SCGPCLConfig:
             raise ValueError("invalid option value(s): " + "; ".join(problems))
         return self
 
-    def override(self, **kwargs: Any) -> "SCGPCLConfig":
+    def override(self, **kwargs: Any) -> SCGPCLConfig:
         """Return a copy with flat keyword overrides (``lr=1e-3``) applied.
 
         Each name must belong to exactly one section; an unknown name is an
@@ -275,13 +294,18 @@ def recommended() -> SCGPCLConfig:
     - A round is at most ``round_steps`` optimizer steps and the global steps
       use at most ``sample_cells`` cells, so training cost is bounded however
       many cells there are (``benchmarks/results/scale.md``).
-    - Learning rate 1e-3, a 30-round warm-up, at most 100 pre-training and 100
-      fine-tuning rounds, 5 k-means restarts per round
-      (``benchmarks/results/core.md``).
-    - ``convergence_patience=15``: pre-training also stops once the
-      consecutive-round ARI has not improved for 15 rounds; with fresh k-means
+    - Learning rate 1e-3, a 10-round warm-up, at most 25 pre-training and 20
+      fine-tuning rounds, 5 k-means restarts per round. After one to five
+      rounds the representation clusters as well as after 40 (k-means ARI per
+      round on six datasets, ``benchmarks/results/schedule.md``), so the
+      schedule of the earlier `fast` preset (30-round warm-up, up to 100 + 100
+      rounds) cost three times the steps for no measured gain.
+    - ``convergence_patience=5``: pre-training also stops once the
+      consecutive-round ARI has not improved for 5 rounds; with fresh k-means
       restarts the reference's 0.99 rule rarely fires
       (``benchmarks/results/stopping.md``).
+    - ``finetune_keep_clusters``: fine-tuning stops before a round that would
+      leave a cluster without cells.
     - ``gene_selection="seurat"`` (2000 genes by dispersion) instead of the
       reference's top 20 % by raw-count variance, which favours a few very
       highly expressed genes (``benchmarks/results/gene_selection.md``).
@@ -306,7 +330,7 @@ def faithful() -> SCGPCLConfig:
     """
     return SCGPCLConfig().override(
         round_steps=0, sample_cells=0, lr=1e-4, pretrain_rounds=200, warmup_rounds=100, finetune_rounds=200,
-        kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance",
+        kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance", finetune_keep_clusters=False,
     )
 
 

@@ -25,6 +25,7 @@ Only the standard library is imported here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -52,7 +53,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the children just do not get the signal
+    except Exception:
         pass
 
 
@@ -81,10 +82,8 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
         received.append(signum)
         for p in children:
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signum)
-                except ProcessLookupError:
-                    pass
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     late: set[int] = set()
@@ -124,10 +123,8 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
 
 def _stop(children: list[subprocess.Popen], ranks: list[int]) -> bool:
     for r in ranks:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             children[r].send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     return True
 
 
@@ -165,7 +162,7 @@ def _report(children: list[subprocess.Popen], received: list[int], late: set[int
 
 # ------------------------------------------------------------------ the command's side
 def env_rank() -> int:
-    """This process's rank from the launcher's environment (0 outside a multi-process run), without torch."""
+    """The rank of this process from the launcher's environment (0 outside a multi-process run), without torch."""
     try:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
@@ -217,8 +214,10 @@ def _minutes(value: str) -> float:
 
 
 def launch_if_asked(args) -> int | None:
-    """With ``--processes P > 1`` in the launching process: run the command in P processes and return its exit
-    code; otherwise None (this process does the work itself)."""
+    """Run the command in P processes when ``--processes P > 1`` asks for it in the launching process.
+
+    Returns its exit code; otherwise None (this process does the work itself).
+    """
     from ._errors import InputError
 
     p = getattr(args, "processes", 1)

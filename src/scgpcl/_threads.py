@@ -12,8 +12,8 @@ Measured with ``OMP_NUM_THREADS=1`` next to two other jobs: a short
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

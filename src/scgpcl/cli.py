@@ -15,13 +15,13 @@ import sys
 import time
 import typing
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import _launch, _signals
-from ._messages import cli_context
 from ._fs import check_writable, current_umask
 from ._machine import sha256_of
+from ._messages import cli_context
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -30,8 +30,10 @@ log = logging.getLogger("scgpcl")
 
 
 def _add_training_options(p: argparse.ArgumentParser, preset: str = "default") -> None:
-    """The method's options, generated from the config dataclasses (``scgpcl._config``): names, choices, help
-    and the defaults shown all come from there."""
+    """The method's options, generated from the config dataclasses (``scgpcl._config``).
+
+    Names, choices, help and the defaults shown all come from there.
+    """
     from ._config import PRESETS, faithful, option_fields, recommended
 
     g = p.add_argument_group("method options (defaults: the recommended settings; "
@@ -105,6 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``scgpcl`` argument parser with its subcommands (``cluster``, ``markers``, ``report``, ``demo``, ``simulate``)."""
     # nothing heavy is imported until the arguments are parsed: --help, --version and usage
     # errors answer at once (tests/test_cli.py checks that torch, scanpy and anndata stay unloaded)
     from . import __version__
@@ -250,12 +253,10 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     if report is not None and h5ad is not None:
         # the report's UMAP (pl.umap's defaults) goes into the .h5ad too; if it
         # fails here it fails again in the report, which says so
-        from .pl._plots import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, _umap_coords
+        from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
 
-        try:
-            _umap_coords(adata, key, UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, False)
-        except Exception:  # noqa: BLE001 - reported by write_report below
-            pass
+        with suppress(Exception):  # reported by write_report below
+            umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
     if h5ad is not None:
         write_h5ad_atomic(adata, h5ad)
         written.append(str(h5ad))
@@ -415,9 +416,9 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
 def _run_markers(args) -> int:
     import tempfile
 
+    from ._errors import InputError
     from .data._io import read_clustered
     from .tl import markers
-    from ._errors import InputError
 
     out = _check_table_out(args.output, args.input, args.overwrite) if args.output else None
     adata = read_clustered(args.input)
@@ -468,6 +469,17 @@ def _run_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``scgpcl`` command line and return its exit code.
+
+    0: done; 2: bad input or usage, with a one-line message; 1: any other
+    error (``--debug`` shows its traceback); 130 after Ctrl-C and 143 after
+    SIGTERM, with what was written.
+
+    Parameters
+    ----------
+    argv
+        The arguments after ``scgpcl``; ``None``: ``sys.argv[1:]``.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -508,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             if rank == 0:
                 print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)
-        except Exception as e:  # noqa: BLE001 - one line unless --debug
+        except Exception as e:  # one line unless --debug
             if debug:
                 raise
             _print_failure(e, rank)

@@ -21,8 +21,9 @@ import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -59,14 +60,14 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank: from the initialised group, else ``RANK`` (torchrun), else 0."""
+    """The rank of this process: from the initialised group, else ``RANK`` (torchrun), else 0."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return _env_int("RANK", 0)
 
 
 def local_rank() -> int:
-    """This process's rank on its machine (``LOCAL_RANK``; picks its GPU)."""
+    """The rank of this process on its machine (``LOCAL_RANK``; picks its GPU)."""
     return _env_int("LOCAL_RANK", rank())
 
 
@@ -125,7 +126,7 @@ class Communicator:
         return [size + (r < extra) for r in range(self.world_size)]
 
     def shard(self, n: int) -> slice:
-        """This rank's contiguous part of ``n`` items (see :meth:`sizes`)."""
+        """The contiguous part of ``n`` items that is this rank's (see :meth:`sizes`)."""
         sizes = self.sizes(n)
         start = sum(sizes[: self.rank])
         return slice(start, start + sizes[self.rank])
@@ -165,7 +166,7 @@ class Communicator:
         with self.guard(what):
             sizes = self._exchange_sizes(len(x), self.group)
             parts = _padded_all_gather(self._to_comm(x.contiguous()), sizes, self.group)
-        return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(x.device)
+        return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).to(x.device)
 
     def broadcast_object(self, obj: Any, what: str = "a broadcast") -> Any:
         """Rank 0's ``obj`` (any picklable object) on every rank."""
@@ -201,7 +202,7 @@ class Communicator:
         if self.is_main:
             try:
                 outcome = (True, fn())
-            except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks heard of it
+            except Exception as err:
                 outcome, error = (False, f"{type(err).__name__}: {err}"), err
         ok, value = self.broadcast_object(outcome, what)
         if ok:
@@ -284,7 +285,7 @@ class _GatherRows(torch.autograd.Function):
         ctx.comm, ctx.sizes = comm, sizes
         with comm.guard("the gather of the minibatch's representations"):
             parts = _padded_all_gather(comm._to_comm(x.contiguous()), sizes, comm.aux_group)
-        return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(x.device)
+        return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).to(x.device)
 
     @staticmethod
     def backward(ctx, grad):
@@ -390,7 +391,7 @@ def init(*, backend: str = "auto", timeout: float | datetime.timedelta | None = 
 
 
 def current() -> Communicator:
-    """This process's communicator: :func:`init`'s, joining the group with the defaults if there is one to join."""
+    """The communicator of this process: :func:`init`'s, joining the group with the defaults if there is one to join."""
     if _current is not None:
         return _current
     if (dist.is_available() and dist.is_initialized()) or world_size() > 1:

@@ -18,11 +18,22 @@ def _codes(values) -> tuple[np.ndarray, np.ndarray]:
 def match_clusters(labels_true, labels_pred) -> np.ndarray:
     """Map every predicted cluster to a true label by the Hungarian algorithm.
 
-    Returns an array ``mapped`` with, for each cell, the true label its
-    predicted cluster was matched to, or ``None`` when the cluster was left
-    unmatched (more predicted clusters than true labels). Correct when the
-    numbers of clusters and labels differ: the contingency table is padded
-    to square.
+    Correct when the numbers of clusters and labels differ: the contingency
+    table is padded to square.
+
+    Parameters
+    ----------
+    labels_true
+        Reference label per cell (compared as strings).
+    labels_pred
+        Cluster per cell (compared as strings), same length.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``mapped`` (object array): for each cell, the true label its predicted
+        cluster was matched to, or ``None`` when the cluster was left unmatched
+        (more predicted clusters than true labels).
     """
     t_codes, t_names = _codes(labels_true)
     p_codes, _ = _codes(labels_pred)
@@ -45,17 +56,37 @@ def matched_labels(labels_true, labels_pred) -> dict[str, str | None]:
     """The true label each predicted cluster is matched to (:func:`match_clusters`), or None if unmatched.
 
     Keys and values are strings; the same one-to-one matching as the CA metric.
+
+    Parameters
+    ----------
+    labels_true
+        Reference label per cell (compared as strings).
+    labels_pred
+        Cluster per cell (compared as strings), same length.
+
+    Returns
+    -------
+    dict
+        Predicted cluster -> matched true label (``None``: unmatched).
     """
     pred = np.asarray(labels_pred, dtype=object).astype(str)
     mapped = match_clusters(labels_true, pred)
     out: dict[str, str | None] = {}
-    for cluster, label in zip(pred, mapped):
+    for cluster, label in zip(pred, mapped, strict=True):
         out.setdefault(cluster, None if label is None else str(label))
     return out
 
 
 def cluster_accuracy(labels_true, labels_pred) -> float:
-    """Fraction of cells whose cluster is matched to their true label (best one-to-one matching)."""
+    """Fraction of cells whose cluster is matched to their true label (best one-to-one matching).
+
+    Parameters
+    ----------
+    labels_true
+        Reference label per cell (compared as strings).
+    labels_pred
+        Cluster per cell (compared as strings), same length.
+    """
     truth = np.asarray(labels_true, dtype=object).astype(str)
     mapped = match_clusters(truth, labels_pred)
     return float(np.mean(mapped == truth))
@@ -66,6 +97,24 @@ def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
 
     Missing values (NaN/None) in either array are refused rather than counted
     as a class of their own: select the labelled, clustered cells first.
+
+    Parameters
+    ----------
+    labels_true
+        Reference label per cell (compared as strings).
+    labels_pred
+        Cluster per cell (compared as strings), same length.
+
+    Returns
+    -------
+    dict
+        ``ARI``, ``NMI``, ``CA``, ``F1_macro``, ``F1_micro`` (floats). F1 compares
+        each cell's true label with the label its cluster is matched to.
+
+    Raises
+    ------
+    ValueError
+        The arrays differ in length, or either has missing values.
     """
     truth_raw = np.asarray(labels_true, dtype=object)
     pred_raw = np.asarray(labels_pred, dtype=object)

@@ -31,10 +31,9 @@ from anndata import AnnData
 
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
-from ._messages import arg, listing
-from ._signals import deferred, raise_if_interrupted
 from ._machine import cpu_model
-from ._messages import cli_context, empty_clusters_message
+from ._messages import arg, cli_context, empty_clusters_message, listing
+from ._signals import deferred, raise_if_interrupted
 from .metrics import clustering_metrics, matched_labels
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
@@ -311,7 +310,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         fig = make()
         figures.append((fid, caption, _figure_png(fig)))
 
-    add("umap", "UMAP of the learned embedding (neighbours on obsm['X_%s'])" % key,
+    add("umap", f"UMAP of the learned embedding (neighbours on obsm['X_{key}'])",
         lambda: pl.umap(adata, key=key, label_key=label_key))
     if label_key is not None:
         add("contingency", "Clusters against reference labels; Hungarian-matched pairs outlined",

@@ -111,12 +111,24 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 
     # ----------------------------------------------------- sklearn plumbing
     def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The estimator's parameters, including the config options given as keyword arguments.
+
+        Parameters
+        ----------
+        deep
+            Passed to scikit-learn's ``BaseEstimator.get_params``.
+        """
         params = super().get_params(deep=deep)
         for name in self._override_names:
             params[name] = getattr(self, name)
         return params
 
-    def set_params(self, **params: Any) -> "SCGPCLClustering":
+    def set_params(self, **params: Any) -> SCGPCLClustering:
+        """Set estimator parameters or config options by name; returns ``self``.
+
+        A name that is neither an estimator parameter nor a config option of
+        scgpcl raises ``ValueError``.
+        """
         own = set(self._get_param_names())
         fields = _config_fields()
         for name in params:
@@ -143,7 +155,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             raise InputError(str(e)) from None
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None) -> "SCGPCLClustering":
+    def fit(self, X, y=None) -> SCGPCLClustering:
         """Train scGPCL on ``X`` (cells x genes raw counts) and store the results.
 
         Parameters
@@ -184,7 +196,17 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         return self
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
-        """Train on ``X`` and return ``labels_`` (``-1`` for cells without counts)."""
+        """Train on ``X`` and return ``labels_`` (``-1`` for cells without counts).
+
+        Parameters
+        ----------
+        X
+            Raw counts, one row per cell, as for :meth:`fit`.
+        y
+            Ignored (present for API consistency).
+        **kwargs
+            Passed to :meth:`fit`.
+        """
         return self.fit(X, y, **kwargs).labels_
 
     def __sklearn_tags__(self):
@@ -209,7 +231,7 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
         return sp.csr_matrix(X, dtype=np.float32), genes
     try:
         arr = np.asarray(X)
-    except Exception as e:  # noqa: BLE001 - e.g. ragged lists
+    except Exception as e:  # e.g. ragged lists
         raise InputError(f"X must be a cells x genes count matrix (array or sparse matrix): {e}") from None
     if arr.ndim != 2:
         raise InputError(f"X must be a 2-d cells x genes matrix, got {arr.ndim} dimension(s)")

@@ -34,7 +34,7 @@ class CellFeatures:
         self.inv_std = 1.0 / std
         self.col_mask = col_mask
 
-    def masked(self, col_mask: torch.Tensor | None) -> "CellFeatures":
+    def masked(self, col_mask: torch.Tensor | None) -> CellFeatures:
         """The same features with the column mask ``col_mask``."""
         out = CellFeatures.__new__(CellFeatures)
         out.s, out.mean, out.inv_std, out.col_mask = self.s, self.mean, self.inv_std, col_mask
@@ -42,6 +42,7 @@ class CellFeatures:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(cells, genes)`` of the feature matrix."""
         return self.s.shape
 
     def dense(self) -> torch.Tensor:

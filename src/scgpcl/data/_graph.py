@@ -77,7 +77,7 @@ class BipartiteAdjacency:
 
     @classmethod
     def from_scipy(cls, m: sp.spmatrix, device: torch.device | str = "cpu",
-                   to_genes: sp.spmatrix | None = None, *, weighted: bool = False) -> "BipartiteAdjacency":
+                   to_genes: sp.spmatrix | None = None, *, weighted: bool = False) -> BipartiteAdjacency:
         """From a cells x genes scipy matrix: an edge where an entry is non-zero.
 
         ``to_genes`` (genes x cells), if given, holds the edges into genes.
@@ -98,10 +98,12 @@ class BipartiteAdjacency:
 
     @property
     def n_cells(self) -> int:
+        """Number of cells (rows of ``a``)."""
         return self.a.shape[0]
 
     @property
     def n_genes(self) -> int:
+        """Number of genes (columns of ``a``)."""
         return self.a.shape[1]
 
     def mean_genes_to_cells(self, x_gene: torch.Tensor) -> torch.Tensor:
@@ -185,9 +187,12 @@ class CellGeneGraph:
 
     @classmethod
     def from_scipy(cls, counts: sp.spmatrix, weights: sp.spmatrix | None = None,
-                   device: torch.device | str = "cpu") -> "CellGeneGraph":
-        """The graph of a count matrix (edge iff count > 0); ``weights`` (positive exactly where the
-        counts are) become the log-normalised values and the edge weights (``edge_weight="lognorm"``)."""
+                   device: torch.device | str = "cpu") -> CellGeneGraph:
+        """The graph of a count matrix (edge iff count > 0).
+
+        ``weights`` (positive exactly where the counts are) become the log-normalised values and the edge
+        weights (``edge_weight="lognorm"``).
+        """
         c = sp.csr_matrix(counts, dtype=np.float32, copy=True)
         c.eliminate_zeros()
         c.sort_indices()
@@ -202,6 +207,7 @@ class CellGeneGraph:
 
     @property
     def n_edges(self) -> int:
+        """Number of edges (non-zero counts)."""
         return int(self.col.numel())
 
     def full(self) -> Subgraph:
@@ -218,7 +224,15 @@ class CellGeneGraph:
         return Pattern(crow, self.col[pos], (len(cells), self.n_genes)), pos
 
     def adjacency(self, rows: Pattern, positions: torch.Tensor) -> BipartiteAdjacency:
-        """The edges of some cells (``rows``, all genes) as an adjacency."""
+        """The edges of some cells as an adjacency.
+
+        Parameters
+        ----------
+        rows
+            The pattern of those cells' rows, over all genes or a subset (as :meth:`rows` returns it).
+        positions
+            Where each entry of ``rows`` sits in the stored arrays (its edge weight, if weighted).
+        """
         val = self.edge_values(positions)
         block = SparseBlock.from_pattern(rows, val)
         return BipartiteAdjacency(block, _inv(rows.row_sums(val)), _inv(rows.col_sums(val)))
@@ -226,10 +240,24 @@ class CellGeneGraph:
     def subgraph(self, cells: torch.Tensor, genes: torch.Tensor | None, n_target: int, *,
                  max_neighbors: int = 0, generator: torch.Generator | None = None,
                  with_adjacency: bool = True) -> Subgraph:
-        """The subgraph induced by ``cells`` x ``genes`` (``None``: every gene).
+        """The subgraph induced by ``cells`` x ``genes``.
 
-        With ``max_neighbors``, each edge into a node of full degree ``d`` is kept
-        with probability ``min(1, max_neighbors / d)``, separately per direction.
+        Parameters
+        ----------
+        cells
+            Global cell ids (int64), the targets first.
+        genes
+            Global gene ids (int64, ascending), or ``None`` for every gene.
+        n_target
+            How many of ``cells`` are targets.
+        max_neighbors
+            Neighbour cap: each edge into a node of full degree ``d`` is kept with
+            probability ``min(1, max_neighbors / d)``, separately per direction.
+            0 keeps every edge.
+        generator
+            Random generator for the cap (required when ``max_neighbors > 0``).
+        with_adjacency
+            Build the adjacency; ``False``: the subgraph without it (the cells' rows and positions only).
         """
         rows, pos = self.rows(cells)
         gene_ids = torch.arange(self.n_genes, device=self.device) if genes is None else genes
@@ -315,7 +343,15 @@ class NeighborSampler:
         self.exact_below = float(exact_below)
 
     def sample(self, targets: torch.Tensor, generator: torch.Generator) -> Subgraph:
-        """The subgraph of one view around ``targets`` (int64 cell ids on the graph's device)."""
+        """The subgraph of one view around ``targets``.
+
+        Parameters
+        ----------
+        targets
+            Target cell ids (int64, on the graph's device); they come first in the subgraph's cells.
+        generator
+            Random generator of this view: the same state draws the same subgraph.
+        """
         g = self.graph
         dev = g.device
         cells, genes = [targets], []
@@ -400,8 +436,10 @@ def _first_occurrences(x: torch.Tensor) -> torch.Tensor:
 
 
 def _weighted_sample(weights: torch.Tensor, taken: torch.Tensor, k: int, generator) -> torch.Tensor:
-    """Up to ``k`` node ids drawn without replacement, probability proportional to ``weights``,
-    among those with positive weight that are not ``taken`` (exponential keys). Ascending ids."""
+    """Up to ``k`` node ids drawn without replacement, probability proportional to ``weights``.
+
+    Only nodes with positive weight that are not ``taken`` are drawn (exponential keys). Ascending ids.
+    """
     weights = torch.where(taken, torch.zeros_like(weights), weights)
     candidates = torch.nonzero(weights > 0).squeeze(1)
     if len(candidates) <= k:

@@ -44,8 +44,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl._messages import arg
+from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
 from scgpcl.data._orientation import guess_orientation
 
@@ -339,12 +339,12 @@ def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
         return adata.raw.to_adata()
     if layer is not None:
         if layer not in adata.layers:
-            available = ", ".join(repr(k) for k in adata.layers.keys())
+            available = ", ".join(repr(k) for k in adata.layers)
             x = arg("X (layer=None)", "X (leave out --layer)")
             available = f"layers {available} and {x}" if available else f"only {x}"
             raise InputError(f"layer {layer!r} not found in '{path}'; available: {available}")
     elif adata.X is None:
-        available = ", ".join(repr(k) for k in adata.layers.keys()) or "none"
+        available = ", ".join(repr(k) for k in adata.layers) or "none"
         raw = "; or --use-raw / use_raw=True for the counts in .raw" if adata.raw is not None else ""
         raise InputError(
             f"'{path}' has no X matrix; pick the layer holding raw counts with "
@@ -565,7 +565,7 @@ def _text_layout(path: Path) -> _TextLayout:
         raise InputError(f"cannot read '{path}': it has no rows of numbers, only the header line. "
                          f"Is it a valid {_FORMAT_NAMES['text']}?")
     names_column = (
-        not is_number(rest[0][0]) and rest[0][0] not in _NA_TOKENS
+        (not is_number(rest[0][0]) and rest[0][0] not in _NA_TOKENS)
         or (header is not None and (header[0] == "" or len(header) == n_fields - 1))
     )
     values = [v for r in rest for v in (r[1:] if names_column else r)]

@@ -15,8 +15,8 @@ seed with ``numpy.random.SeedSequence``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -145,10 +145,12 @@ class SubgraphLoader:
     # ---------------------------------------------------------------- sizes
     @property
     def n_cells(self) -> int:
+        """Number of cells of the graph."""
         return self.graph.n_cells
 
     @property
     def n_genes(self) -> int:
+        """Number of genes of the graph."""
         return self.graph.n_genes
 
     @property
@@ -176,7 +178,7 @@ class SubgraphLoader:
         """Put every stream back where :meth:`random_state` found it."""
         rs = self._rs
         rs.order.set_state(state["order"])
-        for g, st in zip(rs.views, state["views"]):
+        for g, st in zip(rs.views, state["views"], strict=True):
             g.set_state(st)
         rs.mask.set_state(state["mask"])
         rs.permutation = None if state["permutation"] is None else state["permutation"].clone()
@@ -205,14 +207,34 @@ class SubgraphLoader:
         return out
 
     def batches(self, plan: list[torch.Tensor], *, n_views: int = 2, mask: bool = True) -> Iterator[Batch]:
-        """The minibatches of ``plan`` with ``n_views`` augmented views each (masked unless ``mask=False``)."""
+        """The minibatches of ``plan``, each with its augmented views and its counts.
+
+        Parameters
+        ----------
+        plan
+            Target cells per minibatch (:meth:`plan`).
+        n_views
+            Augmented views per minibatch, drawn from the view streams 0, 1, ...
+        mask
+            Mask feature columns (``feature_drop``); ``False`` keeps every column.
+        """
         for targets in plan:
             views = [self.view(targets, v, mask=mask) for v in range(n_views)]
             yield Batch(targets, views, self.count_rows(targets),
                         self._dense_features(targets) if self.want_dense else None)
 
     def view(self, targets: torch.Tensor, index: int, *, mask: bool = True) -> View:
-        """One augmented view of ``targets`` from the view stream ``index``."""
+        """One augmented view of ``targets``: a sampled subgraph and its masked features.
+
+        Parameters
+        ----------
+        targets
+            Target cell ids (int64, on the loader's device).
+        index
+            The view: its random stream and its ``feature_drop`` rate.
+        mask
+            Mask feature columns; ``False`` keeps every column.
+        """
         rate = self.feature_drop[index] if mask else 0.0
         cell_mask = self._column_mask(self.n_genes, rate)
         gene_mask = self._column_mask(self.gene_dim, rate) if self.uses_graph else None
@@ -248,7 +270,15 @@ class SubgraphLoader:
 
     # ------------------------------------------------------------- inference
     def chunks(self, cells: torch.Tensor | None = None, chunk_size: int = 8192) -> Iterator[CellChunk]:
-        """``cells`` (default: all, in order) in chunks of at most ``chunk_size``, with all genes."""
+        """Cells in chunks, each with all genes: for inference.
+
+        Parameters
+        ----------
+        cells
+            Cell ids (int64); ``None``: every cell, in order.
+        chunk_size
+            At most this many cells per chunk.
+        """
         if cells is None:
             cells = torch.arange(self.n_cells, device=self.device)
         for start in range(0, len(cells), chunk_size):

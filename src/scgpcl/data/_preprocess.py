@@ -39,14 +39,24 @@ class PreparedData:
 
     @property
     def n_cells(self) -> int:
+        """Number of kept cells."""
         return self.counts.shape[0]
 
     @property
     def n_genes(self) -> int:
+        """Number of selected genes."""
         return self.counts.shape[1]
 
     def graph(self, device="cpu", edge_weight: str = "none"):
-        """The data as a :class:`~scgpcl.data.CellGeneGraph` on ``device`` (arrays shared on the CPU)."""
+        """The data as a :class:`~scgpcl.data.CellGeneGraph`.
+
+        Parameters
+        ----------
+        device
+            Where the graph's tensors live; on the CPU they share the arrays of ``counts`` and ``lognorm``.
+        edge_weight
+            ``"none"`` (every edge 1) or ``"lognorm"`` (the log-normalised values as edge weights).
+        """
         from ._graph import CellGeneGraph
 
         return CellGeneGraph(self.counts.indptr, self.counts.indices, self.counts.data, self.lognorm.data,
@@ -75,6 +85,21 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
     scanpy's dispersion-based selection on log-normalised counts
     (``normalize_total`` to 10,000 counts per cell, ``log1p``), ``n_top_genes``
     genes (a few more when genes tie at the cut-off); nothing extra to install.
+    ``none``: every gene.
+
+    Parameters
+    ----------
+    x
+        Raw counts, cells x genes.
+    cfg
+        ``gene_selection`` and its settings (``hvg_fraction``, ``min_genes``, ``n_top_genes``).
+    gene_names
+        Names of the columns of ``x``; the selection does not use them.
+
+    Returns
+    -------
+    numpy.ndarray
+        Column indices of the kept genes, ascending.
     """
     n_genes = x.shape[1]
     if cfg.gene_selection == "none":
@@ -102,7 +127,7 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
 
 
 def _scanpy_hvg(x: sp.csr_matrix, flavor: str, n_keep: int) -> np.ndarray:
-    """scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``."""
+    """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``."""
     import anndata as ad
     import scanpy as sc
 
@@ -143,6 +168,27 @@ def prepare(
     indices: 8 bytes per non-zero, shared with the input when it already is a
     sorted float32 CSR matrix of the kept cells and genes) and the
     log-normalised values (4 bytes per non-zero, sharing the indices).
+
+    Parameters
+    ----------
+    counts
+        Raw counts, cells x genes (sparse).
+    gene_names
+        Name of each column of ``counts``.
+    cfg
+        Gene selection settings; ``None``: the defaults of :class:`~scgpcl.PreprocessConfig`.
+    genes
+        Column indices of the genes to keep, instead of selecting them.
+
+    Returns
+    -------
+    PreparedData
+        The kept cells and genes, their counts, features and size factors.
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 genes or fewer than 2 cells with counts are left.
     """
     cfg = cfg or PreprocessConfig()
     x = counts if sp.isspmatrix_csr(counts) and counts.dtype == np.float32 else sp.csr_matrix(counts, dtype=np.float32)
@@ -218,8 +264,10 @@ def _shares_memory(x: sp.csr_matrix, counts) -> bool:
 
 
 def _clean(x: sp.csr_matrix, owned: bool) -> sp.csr_matrix:
-    """Sorted indices, int32 column indices, no stored zeros; copies only when ``x`` must change
-    and is not ours to change (the caller's matrix is never modified)."""
+    """Sorted indices, int32 column indices, no stored zeros.
+
+    Copies only when ``x`` must change and is not ours to change (the caller's matrix is never modified).
+    """
     needs = (not x.has_sorted_indices) or x.indices.dtype != np.int32 or (x.data == 0).any()
     if not needs:
         return x
@@ -233,8 +281,10 @@ def _clean(x: sp.csr_matrix, owned: bool) -> sp.csr_matrix:
 
 
 def _row_values(x: sp.csr_matrix, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log1p(count * scale[row]) per stored entry, and per cell the sum of lgamma(count + 1)
-    (the ZINB likelihood's constant), in blocks of rows."""
+    """log1p(count * scale[row]) per stored entry, and per cell the sum of lgamma(count + 1).
+
+    The sum is the ZINB likelihood's constant. Computed in blocks of rows.
+    """
     from scipy.special import gammaln
 
     out = np.empty(x.nnz, dtype=np.float32)

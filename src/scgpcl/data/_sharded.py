@@ -19,7 +19,7 @@ cells).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -66,8 +66,10 @@ class ShardedLoader(SubgraphLoader):
             )
 
     def reseed(self, entropy: int | Sequence[int]) -> None:
-        """The cell order from ``entropy`` (the same on every rank); the views' and masks' streams from
-        ``[*entropy, rank]`` (this rank's own)."""
+        """Reseed: the cell order from ``entropy`` (the same on every rank).
+
+        The views' and masks' streams come from ``[*entropy, rank]`` (this rank's own).
+        """
         super().reseed(entropy)
         if getattr(self, "world_size", 1) > 1:
             order = self._rs.order
@@ -75,7 +77,7 @@ class ShardedLoader(SubgraphLoader):
             self._rs.order = order
 
     def plan(self, n_steps: int) -> list[torch.Tensor]:
-        """This rank's part of each of the next ``n_steps`` global minibatches."""
+        """The part of this rank in each of the next ``n_steps`` global minibatches."""
         plan = super().plan(n_steps)
         if self.world_size == 1:
             return plan
@@ -88,8 +90,10 @@ class ShardedLoader(SubgraphLoader):
 
 
 def make_loader(data: PreparedData, **kwargs) -> SubgraphLoader:
-    """A :class:`SubgraphLoader`, or this process's :class:`ShardedLoader` when it is one of several
-    (read from the launcher's environment, before any process group exists)."""
+    """A :class:`SubgraphLoader`, or this process's :class:`ShardedLoader` when it is one of several.
+
+    Whether it is one of several is read from the launcher's environment, before any process group exists.
+    """
     from .. import distributed
 
     if not distributed.is_distributed():

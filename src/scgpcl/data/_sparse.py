@@ -32,9 +32,20 @@ DENSE_MAX_ENTRIES = 2**25
 def gather_rows(crow: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the stored entries of ``rows`` sit in a CSR matrix with row pointer ``crow``.
 
-    Returns ``(local_crow, positions)``: the row pointer of the sub-matrix made of
-    those rows (in that order) and, for each of its entries, the position in the
-    full matrix's column-index and value arrays. Cost: O(entries of those rows).
+    Parameters
+    ----------
+    crow
+        Row pointer (int64) of the full CSR matrix.
+    rows
+        Row ids to gather, in the order wanted (repeats allowed).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(local_crow, positions)``: the row pointer of the sub-matrix made of
+        those rows (in that order) and, for each of its entries, the position in
+        the full matrix's column-index and value arrays. Cost: O(entries of those
+        rows).
     """
     rows = rows.to(torch.int64)
     start = crow[rows]
@@ -149,7 +160,7 @@ class SparseBlock:
     @classmethod
     def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int],
                  order: tuple[torch.Tensor, torch.Tensor] | None = None, *,
-                 transpose: bool = True) -> "SparseBlock":
+                 transpose: bool = True) -> SparseBlock:
         """From a CSR pattern (int64 ``crow``, ``col``) and float32 values.
 
         ``order`` is :func:`transpose_order` of the pattern, when the caller
@@ -169,7 +180,7 @@ class SparseBlock:
         return cls(_csr(crow, col, val, shape), _csr(t_crow, t_col, val[perm], (n_cols, n_rows)))
 
     @classmethod
-    def from_pattern(cls, p: Pattern, val: torch.Tensor | None = None, *, transpose: bool = True) -> "SparseBlock":
+    def from_pattern(cls, p: Pattern, val: torch.Tensor | None = None, *, transpose: bool = True) -> SparseBlock:
         """A block with pattern ``p`` and values ``val`` (None: every entry 1, no gather needed)."""
         n_rows, n_cols = p.shape
         entries = n_rows * n_cols
@@ -186,7 +197,7 @@ class SparseBlock:
         return cls(m, _csr(t_crow, t_col, val if ones else val[order], (n_cols, n_rows)))
 
     @classmethod
-    def from_scipy(cls, m: sp.spmatrix, device: torch.device | str = "cpu") -> "SparseBlock":
+    def from_scipy(cls, m: sp.spmatrix, device: torch.device | str = "cpu") -> SparseBlock:
         """From a scipy matrix (tests, small inputs)."""
         m = sp.csr_matrix(m, dtype=np.float32)
         m.sort_indices()
@@ -196,9 +207,11 @@ class SparseBlock:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of ``m``."""
         return tuple(self.m.shape)
 
     def to_dense(self) -> torch.Tensor:
+        """``m`` as a dense tensor (``m`` itself when it is stored dense)."""
         return self.m.to_dense() if self.m.layout != torch.strided else self.m
 
 
@@ -216,7 +229,18 @@ class _SpMM(torch.autograd.Function):
 
 
 def spmm(block: SparseBlock, x: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
-    """``block.m @ x`` (or ``block.m.T @ x``), differentiable in ``x`` only."""
+    """``block.m @ x`` (or ``block.m.T @ x``), differentiable in ``x`` only.
+
+    Parameters
+    ----------
+    block
+        The constant matrix, with its transpose (needed for the gradient).
+    x
+        Dense right-hand side, ``(block.shape[1], d)`` (``(block.shape[0], d)``
+        with ``transpose=True``).
+    transpose
+        Multiply by ``block.m.T`` instead of ``block.m``.
+    """
     if transpose:
         return _SpMM.apply(block.m_t, block.m, x)
     return _SpMM.apply(block.m, block.m_t, x)

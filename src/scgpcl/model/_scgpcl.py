@@ -17,8 +17,8 @@ from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
 from .._messages import empty_clusters_message
-from ..data._checks import check_counts, check_n_clusters
 from ..data import PreparedData, prepare
+from ..data._checks import check_counts, check_n_clusters
 from ..data._sharded import make_loader
 from ..distributed import rank_device
 from ..module import SCGPCLModule
@@ -225,12 +225,24 @@ class SCGPCL:
         """What training produced besides the weights (None before :meth:`train` in this session)."""
         return None if self._trainer is None else self._trainer.result
 
-    def train(self, *, progress: bool = True) -> "SCGPCL":
-        """Pre-train, then fine-tune (unless ``finetune=False``). Returns ``self``.
+    def train(self, *, progress: bool = True) -> SCGPCL:
+        """Pre-train, then fine-tune (unless ``finetune=False``).
 
+        With ``n_clusters=None``, K is estimated after the warm-up and stored in
+        :attr:`n_clusters`, with the criterion and its curve in :attr:`auto_k`.
         Run by every process of a ``torchrun`` job (or of a process group the
         caller initialised), it trains data-parallel: every process must call
         it, and every process ends with the same model (docs/distributed.md).
+
+        Parameters
+        ----------
+        progress
+            Show progress bars.
+
+        Returns
+        -------
+        SCGPCL
+            ``self``, trained.
         """
         tr = self.trainer
         tr.progress = progress
@@ -305,7 +317,28 @@ class SCGPCL:
 
     # -------------------------------------------------------------- save/load
     def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Weights (``state_dict``) and a JSON config in ``dir_path``."""
+        """Write the weights (``model.pt``, a ``state_dict``) and a JSON config (``config.json``) into a folder.
+
+        The config holds the options, K, the seed, the layer, the genes used and
+        the training record, so :meth:`load` rebuilds the same model. The files are
+        written under temporary names and renamed at the end: a failed save leaves
+        no half-written file.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write into; created if missing. It must not be a file.
+        overwrite
+            Replace the files of a folder that is not empty; without it such a
+            folder is refused.
+
+        Raises
+        ------
+        RuntimeError
+            The model is not trained.
+        InputError
+            ``dir_path`` is a file, or a non-empty folder without ``overwrite``.
+        """
         if not self.is_trained:
             raise RuntimeError("nothing to save: the model is not trained")
         d = Path(dir_path)
@@ -337,7 +370,7 @@ class SCGPCL:
             tmp_c.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> "SCGPCL":
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> SCGPCL:
         """Rebuild a trained model for ``adata``; its genes must include the saved ones.
 
         Meant for the data the model was trained on (to predict or embed again
@@ -346,6 +379,26 @@ class SCGPCL:
         deviation), as in training; on other data they are therefore not the
         training statistics, and the embedding is only comparable if the two
         datasets are alike. Models saved by earlier versions load too.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            Cells x genes with the raw counts where the model read them (the
+            saved ``layer``); genes are matched by name.
+        device
+            ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+
+        Returns
+        -------
+        SCGPCL
+            A trained model: :meth:`predict` and :meth:`get_latent_representation` work at once.
+
+        Raises
+        ------
+        InputError
+            The folder holds no readable model, or ``adata`` lacks some of the model's genes.
         """
         d = Path(dir_path)
         meta, config = _read_meta(d)
@@ -383,7 +436,7 @@ def _read_meta(d: Path) -> tuple[dict, SCGPCLConfig]:
         meta = json.loads((d / _CONFIG).read_text())
         config = SCGPCLConfig.from_dict(meta["config"])
         for key in ("genes", "layer", "random_state", "n_clusters", "has_cluster_centres"):
-            meta[key]  # noqa: B018 - a missing key is a broken file
+            meta[key]  # a missing key is a broken file
     except FileNotFoundError:
         raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
     except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -404,7 +457,7 @@ def _load_weights(module: SCGPCLModule, d: Path, has_centres: bool) -> None:
         module.load_state_dict(state)
     except FileNotFoundError:
         raise InputError(f"'{d}' has {_CONFIG} but not the weights {_WEIGHTS}: the save is incomplete") from None
-    except Exception as err:  # noqa: BLE001 (torch raises pickle, EOF, zip and size-mismatch errors of many types)
+    except Exception as err:  # torch raises pickle, EOF, zip and size-mismatch errors of many types
         raise InputError(
             f"'{d / _WEIGHTS}' cannot be loaded as this model's weights ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"

@@ -32,6 +32,15 @@ def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch
 
     ``theta * log(theta / (theta + mu))`` is written as ``-theta * log1p(mu / theta)``
     so it stays exact when ``mu << theta``.
+
+    Parameters
+    ----------
+    x
+        Counts.
+    mu
+        NB means (> 0), broadcastable with ``x``.
+    theta
+        NB dispersions (inverse overdispersion, > 0), broadcastable with ``x``.
     """
     log_theta_mu = torch.log(theta + mu)
     return (
@@ -52,6 +61,15 @@ def zinb_log_prob(
 
     * x = 0: :math:`\log(\pi + (1-\pi)e^{a}) = \mathrm{softplus}(a - l) - \mathrm{softplus}(-l)`
     * x > 0: :math:`\log(1-\pi) + \log NB(x) = -\mathrm{softplus}(l) + \log NB(x)`
+
+    Parameters
+    ----------
+    x
+        Counts (an entry below 0.5 counts as zero).
+    mu, theta
+        NB mean and dispersion, as in :func:`nb_log_prob`.
+    pi_logits
+        Logits :math:`l` of the dropout probability :math:`\pi`.
     """
     log_nb0 = -theta * torch.log1p(mu / theta)
     zero_case = F.softplus(log_nb0 - pi_logits) - F.softplus(-pi_logits)
@@ -68,7 +86,18 @@ def zinb_nll(
 ) -> torch.Tensor:
     """Mean ZINB negative log-likelihood over all entries of a batch.
 
-    ``mean`` is the decoder's normalised mean M; the NB mean is ``s_i * M_ij``.
+    Parameters
+    ----------
+    x
+        Counts, cells x genes.
+    mean
+        The decoder's normalised mean M; the NB mean is ``s_i * M_ij``.
+    theta
+        The decoder's dispersions.
+    pi_logits
+        The decoder's dropout logits.
+    size_factors
+        Size factor :math:`s_i` of each cell.
     """
     mu = mean * size_factors.reshape(-1, 1)
     return -zinb_log_prob(x, mu, theta, pi_logits).mean()
@@ -127,6 +156,15 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None) -> tor
     maps this process's rows to every process's rows and the offset of its own:
     the anchors are then this process's cells and the denominator runs over the
     cells of the whole global minibatch, as with one process.
+
+    Parameters
+    ----------
+    z1, z2
+        Representations of the same N_b cells in the two views (same row order).
+    tau
+        Temperature.
+    gather
+        ``None`` with one process; else as above.
     """
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
@@ -151,18 +189,40 @@ def proto_nce(
     with assigned prototype :math:`s`:
     :math:`-\log \frac{e^{\cos(h, z_s)/\tau}}{\sum_j e^{\cos(h, z_j)/\tau}}`,
     averaged over cells and granularities.
+
+    Parameters
+    ----------
+    z
+        Representations of the cells (N x d).
+    prototypes
+        Per granularity, the prototypes :math:`Z^t` (K_t x d).
+    assignments
+        Per granularity, the prototype index of each cell (N, int64), in the order of ``prototypes``.
+    tau
+        Temperature.
     """
     h = F.normalize(z, dim=1)
     total = z.new_zeros(())
-    for centres, labels in zip(prototypes, assignments):
+    for centres, labels in zip(prototypes, assignments, strict=False):
         logits = h @ F.normalize(centres, dim=1).T / tau
         total = total + F.cross_entropy(logits, labels)
     return total / len(prototypes)
 
 
 def soft_assign(z: torch.Tensor, mu: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    r"""DEC soft assignment with a Student-t kernel:
-    :math:`q_{ik} \propto (1 + \lVert z_i - \mu_k\rVert^2/\alpha)^{-(\alpha+1)/2}`."""
+    r"""DEC soft assignment with a Student-t kernel.
+
+    :math:`q_{ik} \propto (1 + \lVert z_i - \mu_k\rVert^2/\alpha)^{-(\alpha+1)/2}`, each row summing to 1.
+
+    Parameters
+    ----------
+    z
+        Representations of the cells (N x d).
+    mu
+        Cluster centres (K x d).
+    alpha
+        Degrees of freedom of the Student-t kernel.
+    """
     d2 = torch.cdist(z, mu).pow(2)
     q = (1.0 + d2 / alpha).pow(-(alpha + 1.0) / 2.0)
     return q / q.sum(dim=1, keepdim=True)
@@ -175,5 +235,15 @@ def target_distribution(q: torch.Tensor) -> torch.Tensor:
 
 
 def dec_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """KL(P || Q), summed over clusters and averaged over cells."""
+    """KL(P || Q), summed over clusters and averaged over cells.
+
+    Parameters
+    ----------
+    p
+        Target distribution (N x K), e.g. :func:`target_distribution`.
+    q
+        Soft assignment (N x K), e.g. :func:`soft_assign`.
+    eps
+        Added inside both logarithms, so zero probabilities stay finite.
+    """
     return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(dim=1).mean()

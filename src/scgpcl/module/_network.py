@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -78,17 +78,43 @@ class BipartiteSAGELayer(nn.Module):
         return (pg[:, : self.out], pg[:, self.out :]) if self.update_genes else (None, pg)
 
     def finish_cells(self, self_term: torch.Tensor, aggregate: torch.Tensor) -> torch.Tensor:
-        """New cell states from the self term and the mean of their genes' messages."""
+        """New cell states from the self term and the mean of their genes' messages.
+
+        Parameters
+        ----------
+        self_term
+            The cells' own projection (first part of :meth:`cell_parts`).
+        aggregate
+            Per cell, the mean of its genes' messages (from :meth:`gene_parts`).
+        """
         return self.act(self.cell_norm(self_term + aggregate + self.cell_bias))
 
     def finish_genes(self, self_term: torch.Tensor, aggregate: torch.Tensor) -> torch.Tensor:
-        """New gene states from the self term and the mean of their cells' messages."""
+        """New gene states from the self term and the mean of their cells' messages.
+
+        Parameters
+        ----------
+        self_term
+            The genes' own projection (first part of :meth:`gene_parts`).
+        aggregate
+            Per gene, the mean of its cells' messages (from :meth:`cell_parts`).
+        """
         return self.act(self.gene_norm(self_term + aggregate + self.gene_bias))
 
     def forward(
         self, x_cell, x_gene: torch.Tensor, adj: BipartiteAdjacency
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """New (cell, gene) states of a (sub)graph; the gene states are None when ``update_genes=False``."""
+        """New (cell, gene) states of a (sub)graph; the gene states are None when ``update_genes=False``.
+
+        Parameters
+        ----------
+        x_cell
+            Cell states: a dense tensor, or :class:`~scgpcl.data.CellFeatures` for the first layer.
+        x_gene
+            Gene states (the gene embedding for the first layer).
+        adj
+            The edges between those cells and genes.
+        """
         self_c, to_genes = self.cell_parts(x_cell)
         self_g, to_cells = self.gene_parts(x_gene)
         h_cell = self.finish_cells(self_c, adj.mean_genes_to_cells(to_cells))
@@ -118,7 +144,19 @@ class GraphEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x_cell, x_gene: torch.Tensor, adj: BipartiteAdjacency, n_target: int) -> torch.Tensor:
-        """The first ``n_target`` cells' representations on a sampled subgraph."""
+        """The first ``n_target`` cells' representations on a sampled subgraph.
+
+        Parameters
+        ----------
+        x_cell
+            Features of the subgraph's cells (:class:`~scgpcl.data.CellFeatures` or dense).
+        x_gene
+            The gene embedding rows of the subgraph's genes.
+        adj
+            The subgraph's edges.
+        n_target
+            The targets are the first ``n_target`` cells.
+        """
         for layer in self.layers:
             x_cell, x_gene = layer(x_cell, x_gene, adj)
         return x_cell[:n_target]
@@ -131,11 +169,23 @@ class GraphEncoder(nn.Module):
         A gene's state at layer l+1 averages the messages of its cells at layer
         l; with every cell as context this is the full-graph forward pass, done
         one chunk of cells at a time (one pass over the chunks per layer but
-        the last). Returns, per layer, what :meth:`encode_chunk` needs.
+        the last).
 
-        ``reduce(sums, degrees)``, if given, combines the per-gene message sums
-        and degrees of these chunks with those of other processes' chunks
-        (data-parallel training: an all-reduce) before they are divided.
+        Parameters
+        ----------
+        chunks
+            Returns a fresh iterable of the context cells' chunks (called once per layer but the last).
+        x_gene
+            The gene embedding (every gene).
+        reduce
+            ``None``, or ``reduce(sums, degrees)`` combining the per-gene message sums and degrees of
+            these chunks with those of other processes' chunks (data-parallel training: an
+            all-reduce) before they are divided.
+
+        Returns
+        -------
+        list of torch.Tensor
+            Per layer, the genes' messages to cells: what :meth:`encode_chunk` needs.
         """
         messages = []
         for depth, layer in enumerate(self.layers):
@@ -160,19 +210,29 @@ class GraphEncoder(nn.Module):
 
     def _cells(self, chunk: CellChunk, messages: list[torch.Tensor]) -> torch.Tensor:
         h = chunk.features
-        for layer, to_cells in zip(self.layers, messages):
+        for layer, to_cells in zip(self.layers, messages, strict=False):
             self_c, _ = layer.cell_parts(h)
             h = layer.finish_cells(self_c, chunk.adjacency.mean_genes_to_cells(to_cells))
         return h
 
     def encode_chunk(self, chunk: CellChunk, context: list[torch.Tensor]) -> torch.Tensor:
-        """Representations of a chunk's cells, given :meth:`gene_context`."""
+        """Representations of a chunk's cells, given :meth:`gene_context`.
+
+        Parameters
+        ----------
+        chunk
+            Cells with their features and their edges to every gene.
+        context
+            :meth:`gene_context`'s output.
+        """
         return self._cells(chunk, context)
 
 
 class MLPEncoder(nn.Module):
-    """Ablation: the same widths without the graph (Linear + BatchNorm per layer,
-    ``activation`` after every layer but the last)."""
+    """Ablation: the same widths without the graph.
+
+    Linear + BatchNorm per layer, ``activation`` after every layer but the last.
+    """
 
     uses_graph = False
 
@@ -189,15 +249,39 @@ class MLPEncoder(nn.Module):
         self.rest = nn.Sequential(*mods)
 
     def forward(self, x_cell, x_gene, adj, n_target: int) -> torch.Tensor:
-        """Representations of the target cells (the view holds only their features)."""
+        """Representations of the target cells (the view holds only their features).
+
+        Parameters
+        ----------
+        x_cell
+            The target cells' features.
+        x_gene, adj
+            Not used: the MLP reads no graph (the arguments of :meth:`GraphEncoder.forward`).
+        n_target
+            Number of target cells.
+        """
         return self.rest(project(x_cell, self.first))[:n_target]
 
     def gene_context(self, chunks, x_gene, reduce=None) -> list[torch.Tensor]:
-        """Nothing: the MLP reads no genes."""
+        """Nothing: the MLP reads no genes.
+
+        Parameters
+        ----------
+        chunks, x_gene, reduce
+            Not used (the arguments of :meth:`GraphEncoder.gene_context`).
+        """
         return []
 
     def encode_chunk(self, chunk: CellChunk, context) -> torch.Tensor:
-        """Representations of a chunk's cells."""
+        """Representations of a chunk's cells.
+
+        Parameters
+        ----------
+        chunk
+            Cells with their features.
+        context
+            Not used (:meth:`gene_context` returns nothing).
+        """
         return self.rest(project(chunk.features, self.first))
 
 
@@ -305,15 +389,38 @@ class SCGPCLModule(nn.Module):
         """The genes' states given the cells ``context()`` yields (eval mode; empty for the MLP).
 
         With every cell as context, :meth:`embed_cells` then gives the
-        full-graph representation, computed one chunk at a time. ``reduce``:
-        see :meth:`GraphEncoder.gene_context` (the context cells spread over
-        processes).
+        full-graph representation, computed one chunk at a time.
+
+        Parameters
+        ----------
+        context
+            Returns a fresh iterable of the context cells' chunks.
+        reduce
+            ``None``, or as in :meth:`GraphEncoder.gene_context` (the context cells spread over processes).
+
+        Returns
+        -------
+        list of torch.Tensor
+            :meth:`GraphEncoder.gene_context`'s output.
         """
         with self._evaluating():
             return self.encoder.gene_context(context, self.gene_embedding.weight, reduce)
 
     def embed_cells(self, chunks: Iterable[CellChunk], gene_context: list[torch.Tensor]) -> torch.Tensor:
-        """Representations of the cells of ``chunks`` (eval mode, no sampling or masking)."""
+        """Representations of the cells of ``chunks`` (eval mode, no sampling or masking).
+
+        Parameters
+        ----------
+        chunks
+            The cells to embed, chunk by chunk.
+        gene_context
+            :meth:`gene_context`'s output for the cells the genes' states average over.
+
+        Returns
+        -------
+        torch.Tensor
+            One row per cell, in the order of ``chunks``.
+        """
         with self._evaluating():
             parts = [self.encoder.encode_chunk(c, gene_context) for c in chunks]
         if not parts:
@@ -322,8 +429,16 @@ class SCGPCLModule(nn.Module):
 
     def embed(self, chunks: Callable[[], Iterable[CellChunk]],
               context: Callable[[], Iterable[CellChunk]] | None = None) -> torch.Tensor:
-        """Representations of the cells ``chunks()`` yields, with ``context()`` (default: the same
-        cells) as the cells the genes' states are averaged over."""
+        """Representations of the cells ``chunks()`` yields (eval mode).
+
+        Parameters
+        ----------
+        chunks
+            Returns an iterable of the chunks of cells to embed.
+        context
+            Returns an iterable of the chunks of the cells the genes' states are averaged
+            over (:meth:`gene_context`); default: ``chunks``.
+        """
         return self.embed_cells(chunks(), self.gene_context(context or chunks))
 
     def decode(self, z: torch.Tensor):
@@ -331,7 +446,17 @@ class SCGPCLModule(nn.Module):
         return self.decoder(z)
 
     def loss(self, batch, context, weights: dict[str, float]):
-        """The named loss terms of a minibatch (:func:`scgpcl.module.batch_loss`)."""
+        """The named loss terms of a minibatch (:func:`scgpcl.module.batch_loss`).
+
+        Parameters
+        ----------
+        batch
+            A training minibatch with its augmented views (:class:`~scgpcl.data.Batch`).
+        context
+            The stage and what it adds (prototypes, cluster centres): a :class:`~scgpcl.module.LossContext`.
+        weights
+            Weight of each loss term by name; a term of weight 0 is skipped.
+        """
         from ._objective import batch_loss
 
         return batch_loss(self, batch, context, weights)

@@ -25,8 +25,8 @@ in fine-tuning).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -154,7 +154,8 @@ def register_loss_term(name: str, fn: Callable[[Forward, LossContext], torch.Ten
 
     Returns
     -------
-    The registered :class:`LossTerm` (registering a name again replaces it).
+    LossTerm
+        The registered term (registering a name again replaces it).
     """
     bad = set(stages) - {"pretrain", "finetune"}
     if bad:
@@ -178,7 +179,25 @@ class LossOutput:
 
 
 def batch_loss(module, batch, context: LossContext, weights: dict[str, float]) -> LossOutput:
-    """Every registered term of ``context.stage`` with a non-zero weight in ``weights``."""
+    """Every registered term of ``context.stage`` with a non-zero weight in ``weights``.
+
+    Parameters
+    ----------
+    module
+        The :class:`~scgpcl.module.SCGPCLModule` that encodes and decodes the views.
+    batch
+        A training minibatch with its augmented views (:class:`~scgpcl.data.Batch`).
+    context
+        The stage and what it adds (prototypes, DEC target).
+    weights
+        Weight of each term by name; terms missing or weighted 0 are not evaluated.
+
+    Returns
+    -------
+    LossOutput
+        The unweighted value of each evaluated term (a term may return None and
+        is then left out) and its weight.
+    """
     fwd = Forward(module, batch, context)
     terms: dict[str, torch.Tensor] = {}
     for name, term in LOSS_TERMS.items():

@@ -9,6 +9,17 @@
 Nothing is shown unless ``show=True``; save with ``fig.savefig("umap.png")``.
 """
 
-from ._plots import cluster_sizes, contingency, marker_dotplot, matched_palettes, palette, training_curves, umap
+from ._plots import (
+    UMAP_N_NEIGHBORS,
+    UMAP_RANDOM_STATE,
+    cluster_sizes,
+    contingency,
+    marker_dotplot,
+    matched_palettes,
+    palette,
+    training_curves,
+    umap,
+    umap_coordinates,
+)
 
-__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette", "matched_palettes"]
+__all__ = ["UMAP_N_NEIGHBORS", "UMAP_RANDOM_STATE", "umap", "umap_coordinates", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette", "matched_palettes"]

@@ -86,7 +86,23 @@ def _default_colours(n: int) -> list[str]:
 
 
 def palette(adata: AnnData, column: str) -> dict[str, str]:
-    """Colour per category of ``obs[column]``: scanpy's ``uns[column + '_colors']`` when it fits, else a default."""
+    """Colour per category of ``obs[column]``: scanpy's ``uns[column + '_colors']`` when it fits, else a default.
+
+    The default is matplotlib's ``tab10`` or ``tab20``, or scanpy's 28- or
+    102-colour palette for more categories.
+
+    Parameters
+    ----------
+    adata
+        The data; ``uns[column + '_colors']`` is used when it has one colour per category.
+    column
+        An ``obs`` column: its categories in order (when categorical), else its values in cluster order.
+
+    Returns
+    -------
+    dict
+        Category (as a string) -> colour (a hex string, or as stored in ``uns``).
+    """
     values = adata.obs[column]
     if isinstance(values.dtype, pd.CategoricalDtype):
         cats = [str(c) for c in values.cat.categories]
@@ -94,8 +110,8 @@ def palette(adata: AnnData, column: str) -> dict[str, str]:
         cats = cluster_order(values)
     stored = adata.uns.get(f"{column}_colors")
     if stored is not None and len(stored) == len(cats):
-        return dict(zip(cats, map(str, stored)))
-    return dict(zip(cats, _default_colours(len(cats))))
+        return dict(zip(cats, map(str, stored), strict=True))
+    return dict(zip(cats, _default_colours(len(cats)), strict=True))
 
 
 def _cluster_label_matching(adata: AnnData, key: str, label_key: str) -> dict[str, str | None]:
@@ -118,6 +134,20 @@ def matched_palettes(adata: AnnData, key: str, label_key: str) -> tuple[dict[str
     and unmatched labels get colours no cluster uses. So a cluster and the
     cell type it stands for look alike in both UMAP panels and in the bars of
     :func:`cluster_sizes`.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    key
+        The clusters' ``obs`` column.
+    label_key
+        The reference labels' ``obs`` column.
+
+    Returns
+    -------
+    tuple of dict
+        ``(cluster colours, label colours)``, each category -> colour.
     """
     cluster_colours = palette(adata, key)
     label_names = palette(adata, label_key)  # the labels, in their order
@@ -146,6 +176,52 @@ UMAP_N_NEIGHBORS = 15
 UMAP_RANDOM_STATE = 0
 
 
+class _CsrNNDescent:
+    """pynndescent's approximate k-NN (scanpy's default) returning a ``csr_matrix``.
+
+    scanpy 1.11.5 calls ``getnnz`` on the result, which scipy 1.17's ``csr_array`` no longer has.
+    """
+
+    def __init__(self, n_neighbors: int, random_state: int):
+        from pynndescent import PyNNDescentTransformer
+
+        self._t = PyNNDescentTransformer(n_neighbors=n_neighbors, random_state=random_state)
+
+    def fit_transform(self, x):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(self._t.fit_transform(x))
+
+    def get_params(self, deep: bool = False) -> dict:
+        return {"n_neighbors": self._t.n_neighbors}
+
+
+def umap_coordinates(adata: AnnData, *, key: str = "scgpcl", n_neighbors: int = 15, random_state: int = 0,
+                     recompute: bool = False) -> np.ndarray:
+    """UMAP coordinates of the learned representation ``obsm['X_' + key]``, stored in ``obsm['X_' + key + '_umap']``.
+
+    Computed once per setting and reused (:func:`umap` and the report call it); cells without a
+    finite representation get NaN.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    key
+        Its ``key_added``.
+    n_neighbors, random_state
+        Settings of the k-NN graph and of UMAP.
+    recompute
+        Compute again even if coordinates with these settings are stored.
+
+    Returns
+    -------
+    numpy.ndarray
+        The coordinates, cells x 2.
+    """
+    return _umap_coords(adata, key, n_neighbors, random_state, recompute)
+
+
 def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, recompute: bool) -> np.ndarray:
     import scanpy as sc
 
@@ -165,12 +241,12 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
         raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
     tmp = AnnData(obs=pd.DataFrame(index=np.arange(ok.sum()).astype(str)), obsm={rep: emb[ok]})
     # scanpy 1.11's default approximate neighbours (pynndescent) crash above ~8k cells with
-    # current scipy (csr_array.getnnz); exact scikit-learn neighbours from 4096 cells on,
-    # well inside the range where they are still quick (tests/test_pl.py, 9000 cells)
-    extra = {"transformer": "sklearn"} if ok.sum() > 4096 else {}
+    # current scipy (csr_array.getnnz): the same neighbours through a wrapper that returns a
+    # csr_matrix (exact scikit-learn neighbours would take hours on an atlas)
+    n_nb = int(min(n_neighbors, ok.sum() - 1))
+    extra = {"transformer": _CsrNNDescent(n_nb, random_state)} if ok.sum() > 4096 else {}
     with torch_threads_kept():  # numba would reset torch's thread count
-        sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=int(min(n_neighbors, ok.sum() - 1)),
-                        random_state=random_state, **extra)
+        sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=n_nb, random_state=random_state, **extra)
         sc.tl.umap(tmp, random_state=random_state)
     coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
     coords[ok] = tmp.obsm["X_umap"]
@@ -255,13 +331,14 @@ def umap(
                                             else (palette(adata, key), palette(adata, label_key)))
     fig = _new_figure((5.4 * len(panels), 4.4), show)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (column, title) in zip(axes, panels):
+    for ax, (column, title) in zip(axes, panels, strict=True):
         _scatter_categories(ax, coords, adata.obs[column], colours[column], title)
     return _finish(fig, show)
 
 
 # ----------------------------------------------------------- training curves
-_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds", "patience": "no ARI gain"}
+_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds", "patience": "no ARI gain",
+                     "emptied": "before a cluster emptied"}
 
 
 def _short_reason(stage: dict) -> str:
@@ -415,7 +492,7 @@ def _matched_order(table: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]
     padded = np.zeros((n, n), dtype=table.dtype)
     padded[:n_rows, :n_cols] = table
     rows, cols = linear_sum_assignment(-padded)
-    match = {c: r for r, c in zip(rows, cols) if r < n_rows and c < n_cols}
+    match = {c: r for r, c in zip(rows, cols, strict=True) if r < n_rows and c < n_cols}
     order = [match[c] for c in range(n_cols) if c in match]
     rest = [r for r in range(n_rows) if r not in order]
     rest.sort(key=lambda r: (int(np.argmax(table[r])), -int(table[r].sum())))
@@ -437,6 +514,17 @@ def contingency(
     diagonal (outlined); unmatched clusters follow. Cells show counts, the
     colour is the fraction of the cluster's cells. The title gives ARI, NMI
     and CA on the cells with both a cluster and a label.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    key
+        Its ``key_added``.
+    label_key
+        ``obs`` column with reference labels (cells without one are left out).
+    show
+        Show the figure with ``pyplot.show()``.
     """
     _check_obs(adata, key, "clusters")
     _check_obs(adata, label_key, "reference labels")
@@ -505,11 +593,21 @@ def marker_dotplot(
 
     Parameters
     ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`, with its counts.
+    key
+        Its ``key_added``.
+    n_genes
+        Top genes per cluster.
+    layer
+        Layer with the raw counts; ``None``: the layer the clustering used, else ``X``.
     markers
         A table from :func:`scgpcl.tl.markers` for the same ``key`` and
         ``layer``, to skip ranking the genes again.
     vertical
         Genes down the figure (True), across (False), or by their number (None).
+    show
+        Show the figure with ``pyplot.show()``.
     """
     if int(n_genes) < 1:
         raise InputError(f"n_genes must be >= 1, got {n_genes}")
@@ -660,6 +758,22 @@ def cluster_sizes(
     With ``label_key``, each bar is split by reference label, coloured as in
     :func:`umap` (``match_colours``: a label takes its matched cluster's
     colour). Cells without a cluster (dropped as empty) are counted in the title.
+    Clusters of a categorical column that ended up empty are shown as 0-cell bars.
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    key
+        Its ``key_added``.
+    label_key
+        ``obs`` column with reference labels: each bar split by label.
+    match_colours
+        With ``label_key``: each reference label takes the colour of the
+        cluster it is matched to (:func:`matched_palettes`). ``False``: the
+        labels' own :func:`palette`.
+    show
+        Show the figure with ``pyplot.show()``.
     """
     _check_obs(adata, key, "clusters")
     if label_key is not None:
@@ -691,7 +805,7 @@ def cluster_sizes(
                    edgecolor="white", linewidth=0.5)
             bottom += tab[lab].to_numpy()
         ax.legend(title=label_key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
-    for xi, s in zip(x, sizes):
+    for xi, s in zip(x, sizes, strict=True):
         ax.annotate(str(s), (xi, s), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                     fontsize="small")
     ax.set_xticks(x, names)

@@ -35,6 +35,18 @@ def imbalance_group_prob(retention: float, n_groups: int = 6) -> tuple[float, ..
 
     ``b = (1 - r) / (K - 1)``, ``w_i = r + i b`` for ``i = 0..K-1``,
     ``P = w / sum(w)``: the largest group is 1 / r times the smallest.
+
+    Parameters
+    ----------
+    retention
+        ``r`` in (0, 1]: the smallest group's weight relative to the largest's.
+    n_groups
+        ``K``, at least 2.
+
+    Returns
+    -------
+    tuple of float
+        The group probabilities, smallest first, summing to 1.
     """
     if not 0.0 < retention <= 1.0:
         raise InputError(f"retention must be in (0, 1], got {retention}")
@@ -101,18 +113,31 @@ def simulate(
     preset: str | None = None,
     *,
     seed: int = 0,
-    chunk_size: int | None | str = "auto",
+    chunk_size: int | str | None = "auto",
     drop_zeros: bool = True,
     true_counts: bool = True,
     **overrides: Any,
 ) -> anndata.AnnData:
     """Simulate a dataset from a named preset, Splatter's defaults, or both plus overrides.
 
-    ``preset`` is one of :data:`PRESETS` (``None``: Splatter's defaults, i.e.
-    :class:`SplatParams()`); ``overrides`` are :class:`SplatParams` fields,
-    e.g. ``simulate("SimT3_1", seed=2, n_cells=500)``. ``chunk_size``,
-    ``drop_zeros`` and ``true_counts`` are passed to :func:`simulate_splat`.
-    Unknown presets or parameter names raise :class:`InputError`.
+    For example ``simulate("SimT3_1", seed=2, n_cells=500)``: a paper dataset
+    with 500 cells. Unknown presets or parameter names raise :class:`InputError`.
+
+    Parameters
+    ----------
+    preset
+        One of :data:`PRESETS`; ``None``: Splatter's defaults, i.e. ``SplatParams()``.
+    seed
+        Non-negative integer; the same seed gives the same data.
+    chunk_size, drop_zeros, true_counts
+        Passed to :func:`simulate_splat`.
+    **overrides
+        :class:`SplatParams` fields replacing the preset's values.
+
+    Returns
+    -------
+    anndata.AnnData
+        Cells x genes, laid out as :func:`simulate_splat` describes (``uns['name']`` is the preset).
     """
     if preset is None:
         params = SplatParams()

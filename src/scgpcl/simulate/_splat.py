@@ -53,8 +53,9 @@ import math
 import numbers
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 import anndata
 import numpy as np
@@ -84,7 +85,7 @@ _STREAM_DE = 3
 _STREAM_BCV = 4
 _STREAM_CELLS = 5
 
-PerGroup = Union[float, tuple[float, ...]]
+PerGroup = float | tuple[float, ...]
 
 # snake_case field -> Splatter parameter name
 _SPLATTER_NAMES: dict[str, str] = {
@@ -220,7 +221,7 @@ class SplatParams:
     dropout_shape: float = -1.0
 
     def __post_init__(self) -> None:
-        put = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731 (frozen)
+        put = lambda name, v: object.__setattr__(self, name, v)  # frozen
         put("n_genes", _as_int("n_genes", self.n_genes, 1))
         put("n_cells", _as_int("n_cells", self.n_cells, 1))
 
@@ -295,7 +296,7 @@ class SplatParams:
         v = getattr(self, name)
         return np.broadcast_to(np.asarray(v, dtype=float), (self.n_groups,)).copy()
 
-    def replace(self, **changes: Any) -> "SplatParams":
+    def replace(self, **changes: Any) -> SplatParams:
         """Copy with some fields changed; unknown names raise :class:`InputError`."""
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - valid)
@@ -316,7 +317,7 @@ class SplatParams:
         return out
 
     @classmethod
-    def from_splatter(cls, record: Mapping[str, Any]) -> "SplatParams":
+    def from_splatter(cls, record: Mapping[str, Any]) -> SplatParams:
         """Build from a Splatter-named record such as a reference file's ``uns['splatter']``.
 
         Provenance and derived keys (seed, call, nGroups, versions, ...) are
@@ -397,7 +398,14 @@ def dropout_rate(n_nonzero_true: int, n_nonzero_counts: int) -> float:
 
     ``(#zeros(counts) - #zeros(true)) / #nonzeros(true) * 100`` on the unfiltered
     matrices, which equals the percentage of non-zero true entries that dropout
-    removed.
+    removed (0 when the true counts have no non-zero entry).
+
+    Parameters
+    ----------
+    n_nonzero_true
+        Non-zero entries of the true counts (before dropout).
+    n_nonzero_counts
+        Non-zero entries of the observed counts (after dropout).
     """
     if n_nonzero_true == 0:
         return 0.0
@@ -535,7 +543,7 @@ class _Counts:
 
 def _sample_counts(params: SplatParams, seed: int, groups: np.ndarray, lib: np.ndarray,
                    gene_mean: np.ndarray, de_fac: np.ndarray,
-                   chunk_size: int | None | str = "auto", *, drop_zeros: bool = True,
+                   chunk_size: int | str | None = "auto", *, drop_zeros: bool = True,
                    true_counts: bool = True) -> _Counts:
     """Steps 5-8 given the cell labels and library sizes and the gene parameters.
 
@@ -620,7 +628,7 @@ def _sample_counts(params: SplatParams, seed: int, groups: np.ndarray, lib: np.n
 def simulate_splat(
     params: SplatParams,
     seed: int = 0,
-    chunk_size: int | None | Literal["auto"] = "auto",
+    chunk_size: int | Literal["auto"] | None = "auto",
     *,
     drop_zeros: bool = True,
     true_counts: bool = True,

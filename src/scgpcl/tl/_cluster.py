@@ -38,22 +38,76 @@ def cluster(
 ) -> AnnData | None:
     """Cluster cells with scGPCL and store the results in ``adata``.
 
-    Writes ``obs[key_added]`` (categorical of strings; cells dropped for having
-    no counts in the genes used are NaN, with a warning), ``obsm['X_' + key_added]`` (the learned representation,
-    ready for ``sc.pp.neighbors(adata, use_rep='X_scgpcl')``) and
-    ``uns[key_added]`` with ``params``, per-round ``history``, ``stages``
-    (rounds and steps run, stop reason, seconds) and, when ``label_key`` names
-    reference labels, ``metrics`` (ARI, NMI, CA, F1) on the clustered cells.
+    Trains an :class:`~scgpcl.SCGPCL` model on the raw counts and writes:
 
-    ``n_clusters=None`` estimates K on the representation after the warm-up
-    (criterion ``auto_k_method``, e.g. ``auto_k_method="silhouette"``) and
-    records it in ``uns[key_added]['auto_k']``: ``k``, ``method``, ``seconds``
-    and ``curve`` (the criterion over its candidates, arrays keyed by name).
+    - ``obs[key_added]``: the cluster of each cell, a categorical of strings
+      ``"0"`` ... ``"K-1"``; cells dropped for having no counts in the genes
+      used are NaN, with a warning.
+    - ``obsm['X_' + key_added]``: the learned representation, ready for
+      ``sc.pp.neighbors(adata, use_rep='X_scgpcl')`` (NaN rows for dropped cells).
+    - ``uns[key_added]``: ``params`` (K, seed, layer, device, cells and genes
+      used, the flattened configuration, the CPU), per-round ``history``,
+      ``stages`` (rounds and steps run, stop reason, seconds), ``genes_used``
+      and, when ``label_key`` names reference labels, ``metrics`` (ARI, NMI,
+      CA, F1) on the clustered cells that have a label.
 
-    ``random_state=None`` draws a seed; ``uns[key_added]['params']['random_state']``
-    records the one used.
+    A UMAP stored by an earlier clustering under the same key
+    (``obsm['X_' + key_added + '_umap']``) is removed, since it no longer
+    matches the new representation.
 
-    Returns the model's AnnData copy when ``copy=True``, else ``None``.
+    Parameters
+    ----------
+    adata
+        Cells x genes with raw counts in ``X`` or in ``layers[layer]``.
+    n_clusters
+        Number of clusters K (2 <= K <= number of cells), or ``None`` to
+        estimate K on the representation after the warm-up (criterion
+        ``auto_k_method``, e.g. ``auto_k_method="silhouette"``); the estimate is
+        recorded in ``uns[key_added]['auto_k']``: ``k``, ``method``, ``seconds``
+        and ``curve`` (the criterion over its candidates, arrays keyed by name).
+    layer
+        Layer holding the raw counts (``None``: ``X``).
+    label_key
+        Column of ``obs`` with reference labels to score the clusters against
+        (cells without a label are left out of the metrics). Not used for
+        training.
+    key_added
+        Where the results go: ``obs[key_added]``, ``obsm['X_' + key_added]``,
+        ``uns[key_added]``. Must not contain ``/`` nor equal ``label_key``.
+    random_state
+        Seed for weights, sampling, masking and k-means: the same seed gives
+        the same labels on the same CPU. ``None`` draws a seed;
+        ``uns[key_added]['params']['random_state']`` records the one used.
+    config
+        A :class:`~scgpcl.SCGPCLConfig`; defaults to the recommended settings
+        (:func:`scgpcl.recommended`; :func:`scgpcl.faithful` for the reference's).
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    progress
+        Show progress bars.
+    copy
+        Work on a copy of ``adata`` and return it, leaving ``adata`` unchanged.
+    **overrides
+        Any config field by name, e.g. ``lr=1e-3, pretrain_rounds=50``
+        (:class:`~scgpcl.TrainConfig` and the other sections list them).
+
+    Returns
+    -------
+    AnnData or None
+        The clustered copy when ``copy=True``, else ``None`` (``adata`` is
+        updated in place).
+
+    Raises
+    ------
+    InputError
+        The input cannot be clustered as given (not raw counts, an unknown
+        layer or label key, a bad option value, ...); nothing is written.
+
+    Examples
+    --------
+    >>> scgpcl.tl.cluster(adata, n_clusters=8, label_key="cell_type")
+    >>> adata.uns["scgpcl"]["metrics"]["ARI"]
+    >>> sc.pp.neighbors(adata, use_rep="X_scgpcl")
     """
     check_keys(key_added, label_key)
     if copy:
@@ -87,7 +141,23 @@ def check_keys(key_added: str, label_key: str | None) -> None:
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None) -> None:
-    """Write a trained model's labels, embedding and record into ``adata``."""
+    """Write a trained model's labels, embedding and record into ``adata``.
+
+    What :func:`cluster` does after training: ``obs[key_added]``,
+    ``obsm['X_' + key_added]`` and ``uns[key_added]`` as described there.
+
+    Parameters
+    ----------
+    adata
+        The AnnData the model was built on (its cells, in the same order).
+    model
+        A trained :class:`~scgpcl.SCGPCL`.
+    key_added
+        Where the results go. Must not contain ``/`` nor equal ``label_key``.
+    label_key
+        Column of ``obs`` with reference labels: adds ``metrics`` to
+        ``uns[key_added]`` when some clustered cell has a label.
+    """
     check_keys(key_added, label_key)
     labels = model.predict()
     cats = [str(i) for i in range(model.n_clusters)]

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -202,12 +202,12 @@ def _leiden_runs(z, *, seed, n_neighbors, resolutions, n_runs, fraction):
     graphs = []
     for s in subsets:
         a = sp.triu(knn_graph(z[s], n_neighbors), k=1).tocoo()
-        g = ig.Graph(n=len(s), edges=list(zip(a.row.tolist(), a.col.tolist())))
+        g = ig.Graph(n=len(s), edges=list(zip(a.row.tolist(), a.col.tolist(), strict=True)))
         graphs.append(g)
     rows = []
     for r in resolutions:
         labels, counts, mods = [], [], []
-        for i, (s, g) in enumerate(zip(subsets, graphs)):
+        for i, (s, g) in enumerate(zip(subsets, graphs, strict=True)):
             membership = _leiden_membership(g, r, seed + i)
             full = np.full(n, -1)
             full[s] = membership
@@ -220,7 +220,7 @@ def _leiden_runs(z, *, seed, n_neighbors, resolutions, n_runs, fraction):
                 both = (labels[i] >= 0) & (labels[j] >= 0)
                 aris.append(adjusted_rand_score(labels[i][both], labels[j][both]))
         rows.append((r, float(np.median(counts)), float(np.mean(aris)) if aris else 1.0, float(np.mean(mods))))
-    res, k, stab, mod = (np.asarray(c, dtype=float) for c in zip(*rows))
+    res, k, stab, mod = (np.asarray(c, dtype=float) for c in zip(*rows, strict=True))
     return res, k, stab, mod
 
 

@@ -40,13 +40,14 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
+from .._errors import InputError
 from ..data import SubgraphLoader
 from ..module import LossContext, SCGPCLModule, soft_assign
 from ..module._sync_batchnorm import convert_sync_batchnorm
+from ._distributed_kmeans import lloyd_kmeans
 from ._finetune import FinetuneStage
 from ._global import Embedder, SeededKMeans, dec_target
 from ._kmeans import KMeansResult
-from ._distributed_kmeans import lloyd_kmeans
 from ._schedule import Progress
 from ._trainer import Trainer
 
@@ -57,8 +58,10 @@ log = logging.getLogger("scgpcl")
 
 
 def make_trainer(module: SCGPCLModule, loader: SubgraphLoader, **kwargs) -> Trainer:
-    """A :class:`~scgpcl.train.Trainer`, or a :class:`DistributedTrainer` when this process is one of several
-    (which joins the process group: every process must get here)."""
+    """A :class:`~scgpcl.train.Trainer`, or a :class:`DistributedTrainer` when this process is one of several.
+
+    The latter joins the process group: every process must get here.
+    """
     if not distributed.is_distributed():
         return Trainer(module, loader, **kwargs)
     return DistributedTrainer(module, loader, comm=distributed.init(device=loader.device), **kwargs)
@@ -142,7 +145,7 @@ class DataParallelStep:
         means = comm.all_reduce(torch.stack([sums[k].float() for k in keys]), "the round's losses") / len(plan)
         if not comm.sync_batchnorm:
             self.average_buffers()
-        return {k: float(v) for k, v in zip(keys, means)}
+        return {k: float(v) for k, v in zip(keys, means, strict=True)}
 
     def average_buffers(self) -> None:
         """Per-rank BatchNorm: the running statistics averaged over the ranks, so that every rank embeds alike."""
@@ -175,12 +178,12 @@ class ShardedEmbedder(Embedder):
     def _embed_share(self, cells: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         ids = torch.arange(self.loader.n_cells, device=self.loader.device) if cells is None else cells
         mine = ids[self.comm.shard(len(ids))]
-        chunks = lambda: self.loader.chunks(mine, self.chunk)  # noqa: E731
+        chunks = lambda: self.loader.chunks(mine, self.chunk)
         context = self.module.gene_context(chunks, reduce=self._reduce)
         return self.module.embed_cells(chunks(), context), context
 
     def of_sample_share(self) -> torch.Tensor:
-        """This rank's rows of the sample's representation (``Communicator.shard`` of the sample)."""
+        """The rows of the sample's representation that are this rank's (``Communicator.shard`` of the sample)."""
         z, self._context = self._embed_share(self.sample)
         return z
 
@@ -188,8 +191,11 @@ class ShardedEmbedder(Embedder):
         """The sample's representation, every row on every rank."""
         return self.comm.all_gather_rows(self.of_sample_share(), "the gather of the sample's representation")
 
-    def of_all(self) -> torch.Tensor:
-        """Every cell's full-graph representation, every row on every rank, in the cells' order."""
+    def of_all(self, progress: bool = False) -> torch.Tensor:
+        """Every cell's full-graph representation, every row on every rank, in the cells' order.
+
+        ``progress`` is not used: each rank embeds only its share, so there is no bar.
+        """
         z, _ = self._embed_share(None)
         return self.comm.all_gather_rows(z, "the gather of every cell's representation")
 
@@ -207,8 +213,13 @@ class DistributedKMeans(SeededKMeans):
         super().__init__(base.seed, base.calls)
         self.comm = comm
 
-    def __call__(self, z, k: int, n_init: int, init=None) -> KMeansResult:
-        """Best of ``n_init`` k-means++ starts (plus a warm start from ``init``), labels of every row."""
+    def __call__(self, z, k: int, n_init: int, init=None, select: str = "inertia") -> KMeansResult:
+        """Best of ``n_init`` k-means++ starts (plus a warm start from ``init``), labels of every row.
+
+        Only ``select="inertia"`` (:class:`DistributedTrainer` refuses the other choice before training).
+        """
+        if select != "inertia":
+            raise ValueError(f"k-means over several processes selects by inertia only, not {select!r}")
         self.calls += 1
         z = torch.as_tensor(z)
         r = lloyd_kmeans(z[self.comm.shard(len(z))], k, n_init=n_init, seed=(self.seed * 100003 + self.calls) % 2**31,
@@ -226,8 +237,11 @@ class DistributedKMeans(SeededKMeans):
 
 
 class DistributedFinetuneStage(FinetuneStage):
-    """Fine-tuning whose global step is sharded: Q of each rank's share of the sample, the cluster
-    frequencies all-reduced, the DEC target and the labels gathered."""
+    """Fine-tuning whose global step is sharded.
+
+    Q of each rank's share of the sample, the cluster frequencies all-reduced, the DEC target and the labels
+    gathered.
+    """
 
     def _context(self, plan: list[torch.Tensor]) -> tuple[LossContext, np.ndarray]:
         tr = self.tr
@@ -265,6 +279,11 @@ class DistributedTrainer(Trainer):
         if comm.sync_batchnorm:
             convert_sync_batchnorm(module, comm)
         super().__init__(module, loader, **kwargs)
+        if self.cfg.kmeans_select != "inertia":
+            raise InputError(
+                f"kmeans_select={self.cfg.kmeans_select!r} is not available with several processes (k-means there "
+                "runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
+                "kmeans_select='inertia' (the default) or one process")
         self.embedder = ShardedEmbedder(self.embedder, comm)
         self.kmeans = DistributedKMeans(self.kmeans, comm)
         self.step = DataParallelStep(module, comm)

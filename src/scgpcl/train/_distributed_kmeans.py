@@ -65,18 +65,11 @@ def lloyd_kmeans(x: torch.Tensor | np.ndarray, k: int, *, n_init: int = 1, seed:
         x = x.float()
     d = x.shape[1]
     # totals (count, sum, sum of squares) in float64: the mean, the tolerance, the number of rows
-    x64 = x.double()
-    stats = comm.all_reduce(torch.cat([x64.new_tensor([len(x)]), x64.sum(0), x64.pow(2).sum(0)]),
-                            "the k-means data summary")
-    n = int(stats[0].item())
+    n, mean, tol_abs = _summary(x, d, tol, comm)
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= n_points, got k={k}, n={n}")
     if n_init <= 0 and init is None:
         raise ValueError("lloyd_kmeans needs n_init > 0 or init centres")
-    mean64 = stats[1 : 1 + d] / n
-    variance = (stats[1 + d :] / n - mean64.pow(2)).clamp_min(0)
-    tol_abs = float(variance.mean().item()) * tol
-    mean = mean64.to(torch.float32)
     xc = x - mean  # centred, as scikit-learn does for precision
 
     starts = []
@@ -92,6 +85,20 @@ def lloyd_kmeans(x: torch.Tensor | np.ndarray, k: int, *, n_init: int = 1, seed:
     labels, centres, inertia = best
     return KMeansResult(labels=labels.cpu().numpy().astype(np.int64),
                         centres=(centres + mean).cpu().numpy().astype(np.float32), inertia=float(inertia))
+
+
+def _summary(x: torch.Tensor, d: int, tol: float, comm) -> tuple[int, torch.Tensor, float]:
+    """Rows over every process, their mean (float32), and ``tol`` times the mean per-feature variance.
+
+    The totals (count, sum, sum of squares) are summed in float64.
+    """
+    x64 = x.double()
+    stats = comm.all_reduce(torch.cat([x64.new_tensor([len(x)]), x64.sum(0), x64.pow(2).sum(0)]),
+                            "the k-means data summary")
+    n = int(stats[0].item())
+    mean64 = stats[1 : 1 + d] / max(n, 1)
+    variance = (stats[1 + d :] / max(n, 1) - mean64.pow(2)).clamp_min(0)
+    return n, mean64.to(torch.float32), float(variance.mean().item()) * tol
 
 
 def _plusplus_starts(xc: torch.Tensor, k: int, n_init: int, seed: int, init_sample: int, comm):
@@ -170,7 +177,7 @@ def _relocate_empty(x, labels, dist2, sums, counts, comm):
     cand = comm.all_gather_rows(local, "the k-means empty-cluster candidates")
     far = cand[torch.argsort(cand[:, 0], descending=True, stable=True)[:m]]
     sums, counts = sums.clone(), counts.clone()
-    for e, row in zip(empty.tolist(), far):
+    for e, row in zip(empty.tolist(), far, strict=False):
         old = int(row[1].item())
         sums[old] -= row[2:]
         counts[old] -= 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,14 +28,14 @@ def init_clusters(tr) -> np.ndarray:
     k-means labels). Records ``init_labels`` and ``init_embedding`` in the
     trainer's result and returns the labels.
     """
-    z = tr.embedder.of_all()
+    z = tr.embedder.of_all(progress=tr.progress)
     ids = tr.embedder.sample_ids()
     z_s = z if tr.embedder.sample is None else z[tr.embedder.sample]
-    r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init)
+    r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init, select=tr.cfg.kmeans_select)
     labels_s, centres = r.labels, r.centres
     recent = [lab for lab in tr.result.recent_round_labels if lab.max() + 1 == tr.k]
     if tr.cfg.dec_init == "consensus" and recent:
-        labels_s = consensus_labels(recent + [r.labels], tr.k, seed=tr.seed)
+        labels_s = consensus_labels([*recent, r.labels], tr.k, seed=tr.seed)
         zn = z_s.cpu().numpy()
         centres = np.stack([zn[labels_s == c].mean(0) for c in range(tr.k)]).astype(np.float32)
     tr.module.init_cluster_centres(torch.from_numpy(centres).to(tr.loader.device))
@@ -55,7 +56,11 @@ class FinetuneStage:
         self.tr = trainer
 
     def run(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
-        """Fine-tune until fewer than ``finetune_tol`` of the labels change between rounds."""
+        """Fine-tune until fewer than ``finetune_tol`` of the labels change between rounds.
+
+        With ``finetune_keep_clusters``, fine-tuning also stops when a round left a cluster without
+        cells, and the network goes back to its state before that round.
+        """
         tr, cfg, sched = self.tr, self.tr.cfg, self.tr.schedule
         res = StageResult(stop_reason=f"reached the maximum of {sched.finetune_rounds} rounds")
         init = init_clusters(tr)
@@ -66,15 +71,11 @@ class FinetuneStage:
         for rnd in range(1, sched.finetune_rounds + 1):
             plan = tr.loader.plan(sched.steps_per_round)
             ctx, labels = self._context(plan)
-            delta = float(np.mean(labels != prev))
-            prev = labels
-            record = {"round": rnd, "delta_label": delta}
-            # as in DEC/scDeepCluster, no stop before the first round: argmax Q with
-            # the k-means centres reproduces the k-means labels by construction
-            if tr.agree(rnd > 1 and delta < cfg.finetune_tol):
-                res.stop_kind = "converged"
-                res.stop_reason = f"converged before round {rnd}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
+            record = {"round": rnd, "delta_label": float(np.mean(labels != prev))}
+            if self._stop_before(rnd, labels, record["delta_label"], res):
                 break
+            prev = labels
+            self.snapshot = copy.deepcopy(tr.module.state_dict()) if cfg.finetune_keep_clusters else None
             record.update(tr.run_round(tr.module, tr.loader, plan, opt, ctx, tr.weights, bar, n_views=1,
                                     mask=cfg.finetune_masking))
             res.steps += len(plan)
@@ -89,6 +90,26 @@ class FinetuneStage:
         log.info("fine-tuning: %d rounds (%d steps), %s (%.1f s)", res.rounds, res.steps, res.stop_reason,
                  res.seconds)
         return res
+
+    def _stop_before(self, rnd: int, labels: np.ndarray, delta: float, res: StageResult) -> bool:
+        """The stop rules, checked before round ``rnd`` on the sample's labels."""
+        tr, cfg = self.tr, self.tr.cfg
+        # as in DEC/scDeepCluster, no stop before the first round: argmax Q with
+        # the k-means centres reproduces the k-means labels by construction
+        if tr.agree(rnd > 1 and delta < cfg.finetune_tol):
+            res.stop_kind = "converged"
+            res.stop_reason = f"converged before round {rnd}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
+            return True
+        n_used = len(np.unique(labels))
+        if tr.agree(rnd > 1 and cfg.finetune_keep_clusters and n_used < min(tr.k, self.n_used_at_start)):
+            tr.module.load_state_dict(self.snapshot)
+            res.stop_kind = "emptied"
+            res.stop_reason = (f"stopped after round {rnd - 1}, which left {self.n_used_at_start - n_used} of the "
+                               f"{tr.k} clusters without cells; kept the network as it was before that round")
+            return True
+        if rnd == 1:
+            self.n_used_at_start = n_used
+        return False
 
     def _context(self, plan: list[torch.Tensor]) -> tuple[LossContext, np.ndarray]:
         """The round's DEC target for its cells (frequencies from the sample) and the sample's labels."""

@@ -26,6 +26,18 @@ def prototype_sizes(k: int, n_cells: int | None = None) -> list[int]:
 
     With ``n_cells``, the finer two are capped at the number of cells (k-means
     cannot find more clusters than points; this matters only for K > n/2).
+
+    Parameters
+    ----------
+    k
+        The number of clusters K.
+    n_cells
+        Number of cells, or ``None`` for no cap.
+
+    Returns
+    -------
+    list of int
+        ``[K_1, K_2, K_3]``.
     """
     k2 = max(k + 1, int(1.5 * k))
     k3 = max(k2 + 1, math.ceil(2 * k))
@@ -72,7 +84,7 @@ class Embedder:
 
     def of_sample(self) -> torch.Tensor:
         """The sample's representation (remembers the genes' states for :meth:`of_cells`)."""
-        chunks = lambda: self.loader.chunks(self.sample, self.chunk)  # noqa: E731
+        chunks = lambda: self.loader.chunks(self.sample, self.chunk)
         self._context = self.module.gene_context(chunks)
         return self.module.embed_cells(chunks(), self._context)
 
@@ -82,10 +94,28 @@ class Embedder:
             raise RuntimeError("of_sample() must run first")
         return self.module.embed_cells(self.loader.chunks(cells, self.chunk), self._context)
 
-    def of_all(self) -> torch.Tensor:
-        """Every cell's full-graph representation (the genes' states from every cell)."""
-        chunks = lambda: self.loader.chunks(None, self.chunk)  # noqa: E731
-        return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
+    def of_all(self, progress: bool = False) -> torch.Tensor:
+        """Every cell's full-graph representation (the genes' states from every cell).
+
+        With ``progress``, and more cells than the sample, a progress bar counts the chunks of both passes.
+        """
+        chunks = lambda: self.loader.chunks(None, self.chunk)
+        if not (progress and self.sample is not None):
+            return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
+        from tqdm.auto import tqdm
+
+        n_chunks = -(-self.loader.n_cells // self.chunk)
+        bar = tqdm(total=2 * n_chunks, desc=f"embedding {self.loader.n_cells} cells", unit="chunk", leave=False)
+
+        def counted():
+            for c in chunks():
+                bar.update(1)
+                yield c
+
+        try:
+            return self.module.embed_cells(counted(), self.module.gene_context(counted))
+        finally:
+            bar.close()
 
     def spread(self, values: torch.Tensor, fill) -> torch.Tensor:
         """A tensor over every cell holding ``values`` for the sample's cells and ``fill`` elsewhere."""
@@ -110,10 +140,10 @@ class SeededKMeans:
     def __init__(self, seed: int, calls: int = 0):
         self.seed, self.calls = int(seed), int(calls)
 
-    def __call__(self, z, k: int, n_init: int, init=None) -> KMeansResult:
-        """Best of ``n_init`` restarts (plus a warm start from ``init``)."""
+    def __call__(self, z, k: int, n_init: int, init=None, select: str = "inertia") -> KMeansResult:
+        """Best of ``n_init`` restarts (plus a warm start from ``init``), by ``select`` (:func:`~scgpcl.train.kmeans`)."""
         self.calls += 1
-        return kmeans(z, k, n_init=n_init, seed=(self.seed * 100003 + self.calls) % (2**31), init=init)
+        return kmeans(z, k, n_init=n_init, seed=(self.seed * 100003 + self.calls) % (2**31), init=init, select=select)
 
     def batch(self, n_init: int):
         """``(z, k) -> (centres, labels)`` tensors on ``z``'s device, for per-minibatch prototypes."""

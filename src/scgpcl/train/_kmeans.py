@@ -16,7 +16,7 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-__all__ = ["KMeansResult", "assign", "consensus_labels", "kmeans"]
+__all__ = ["KMeansResult", "assign", "central_run", "consensus_labels", "kmeans"]
 
 
 @dataclass
@@ -34,10 +34,36 @@ def kmeans(
     seed: int = 0,
     init: np.ndarray | None = None,
     threads: int = 1,
+    select: str = "inertia",
 ) -> KMeansResult:
     """Best of ``n_init`` k-means++ restarts, plus one warm start from ``init`` if given.
 
-    Deterministic for a given ``seed``.
+    Deterministic for a given ``seed``. Runs scikit-learn's ``KMeans``. The
+    best run has the lowest inertia (``select="inertia"``) or labels that agree
+    best with the other runs' (``select="central"``, :func:`central_run`; not
+    the default: ``benchmarks/results/clustering_step.md``).
+
+    Parameters
+    ----------
+    x
+        Points (n x d); a tensor is copied to the CPU.
+    k
+        Number of clusters, 1 <= k <= n.
+    n_init
+        k-means++ restarts (0: only the warm start).
+    seed
+        Seed of every run.
+    init
+        Centres (k x d) for one more run started from them, or ``None``.
+    threads
+        OpenMP threads for scikit-learn during the fit.
+    select
+        ``"inertia"`` or ``"central"`` (then ``n_init`` single-start runs are made).
+
+    Returns
+    -------
+    KMeansResult
+        Labels, centres and inertia of the best run.
     """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -45,10 +71,10 @@ def kmeans(
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= n_points, got k={k}, n={n}")
+    if select not in ("inertia", "central"):
+        raise ValueError(f"select must be 'inertia' or 'central', not {select!r}")
     with threadpool_limits(limits=threads, user_api="openmp"):
-        best = None
-        if n_init > 0:
-            best = KMeans(k, n_init=n_init, random_state=seed).fit(x)
+        best = _restarts(x, k, n_init, seed, select)
         if init is not None:
             warm = KMeans(k, init=np.asarray(init, dtype=np.float32), n_init=1, random_state=seed).fit(x)
             if best is None or warm.inertia_ < best.inertia_:
@@ -59,6 +85,16 @@ def kmeans(
     return KMeansResult(labels=labels, centres=best.cluster_centers_.astype(np.float32), inertia=float(best.inertia_))
 
 
+def _restarts(x: np.ndarray, k: int, n_init: int, seed: int, select: str):
+    """The selected one of ``n_init`` k-means++ runs (``None`` when ``n_init`` is 0)."""
+    if n_init > 0 and select == "central" and n_init > 2:
+        runs = [KMeans(k, n_init=1, random_state=(seed + 7919 * i) % 2**31).fit(x) for i in range(n_init)]
+        return runs[central_run([r.labels_ for r in runs])]
+    if n_init > 0:
+        return KMeans(k, n_init=n_init, random_state=seed).fit(x)
+    return None
+
+
 def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_init: int = 10,
                      threads: int = 1) -> np.ndarray:
     """One partition into ``k`` clusters that agrees best with several partitions of the same cells.
@@ -67,6 +103,26 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
     distance between two cells is twice the number of partitions that put
     them apart, so this clusters the co-association of the cells without
     forming the n x n matrix. Deterministic for a given ``seed``.
+
+    Parameters
+    ----------
+    labelings
+        Partitions of the same n cells (one label array each; labels of any kind).
+    k
+        Number of clusters of the result, 1 <= k <= n.
+    seed
+        Seed of the k-means.
+    n_init
+        k-means restarts.
+    threads
+        OpenMP threads for scikit-learn during the fit.
+    select
+        ``"inertia"`` or ``"central"`` (then ``n_init`` single-start runs are made).
+
+    Returns
+    -------
+    numpy.ndarray
+        Cluster index (int64) per cell.
     """
     if not labelings:
         raise ValueError("consensus_labels needs at least one labelling")
@@ -81,8 +137,46 @@ def consensus_labels(labelings: list[np.ndarray], k: int, *, seed: int = 0, n_in
         return KMeans(k, n_init=n_init, random_state=seed).fit(h).labels_.astype(np.int64)
 
 
+def central_run(labelings: list[np.ndarray]) -> int:
+    """Index of the partition with the highest mean adjusted Rand index to the others (a medoid of partitions).
+
+    Parameters
+    ----------
+    labelings
+        Two or more partitions of the same points.
+
+    Returns
+    -------
+    int
+        The position of the most central one in ``labelings`` (the first on ties).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    n = len(labelings)
+    agree = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            agree[i, j] = agree[j, i] = adjusted_rand_score(labelings[i], labelings[j])
+    return int(agree.sum(axis=1).argmax())
+
+
 def assign(x: torch.Tensor | np.ndarray, centres: torch.Tensor | np.ndarray, *, chunk: int = 65536) -> np.ndarray:
-    """The nearest of ``centres`` for every row of ``x`` (squared Euclidean distance), in chunks of rows."""
+    """The nearest of ``centres`` for every row of ``x`` (squared Euclidean distance), in chunks of rows.
+
+    Parameters
+    ----------
+    x
+        Points (n x d), a tensor or an array.
+    centres
+        Centres (k x d), converted to ``x``'s device and dtype.
+    chunk
+        Rows per distance computation (bounds the memory of the n x k distances).
+
+    Returns
+    -------
+    numpy.ndarray
+        Index (int64) of the nearest centre per row.
+    """
     x = torch.as_tensor(x)
     c = torch.as_tensor(centres, device=x.device, dtype=x.dtype)
     out = [torch.cdist(x[i : i + chunk], c).argmin(1) for i in range(0, len(x), chunk)]

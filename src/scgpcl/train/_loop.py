@@ -26,7 +26,8 @@ class StageResult:
     #: why the stage stopped, in words (logged, printed, shown in reports)
     stop_reason: str = ""
     #: the same as a fixed keyword, for code: ``"max_rounds"``, ``"converged"``
-    #: (the ARI or label-change criterion) or ``"patience"`` (``convergence_patience``)
+    #: (the ARI or label-change criterion), ``"patience"`` (``convergence_patience``) or ``"emptied"``
+    #: (fine-tuning stopped before a round that emptied a cluster, ``finetune_keep_clusters``)
     stop_kind: str = "max_rounds"
     seconds: float = 0.0
     #: one record per round: ``round``, ``steps`` (cumulative), each loss term's mean, ``loss``, checks

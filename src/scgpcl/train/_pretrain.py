@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -118,7 +118,7 @@ class PretrainStage:
         missing = tr.embedder.missing(torch.cat(plan))
         if len(missing):  # planned cells outside the sample: nearest centre in the same representation
             z = tr.embedder.of_cells(missing)
-            for lab, centres in zip(c.labels, c.centres):
+            for lab, centres in zip(c.labels, c.centres, strict=False):
                 lab[missing] = nearest(z, centres)
         ctx.prototypes = Prototypes([torch.from_numpy(x).to(tr.loader.device) for x in c.centres], c.labels)
         return ctx

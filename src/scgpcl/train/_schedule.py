@@ -28,7 +28,7 @@ class Schedule:
     finetune_rounds: int
 
     @classmethod
-    def build(cls, steps_per_epoch: int, cfg) -> "Schedule":
+    def build(cls, steps_per_epoch: int, cfg) -> Schedule:
         """From the loader's epoch length and a :class:`~scgpcl.TrainConfig`."""
         per_round = steps_per_epoch if cfg.round_steps == 0 else min(cfg.round_steps, steps_per_epoch)
         return cls(steps_per_epoch, per_round, cfg.pretrain_rounds, cfg.warmup_rounds, cfg.finetune_rounds)

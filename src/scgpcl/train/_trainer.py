@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -121,8 +121,10 @@ class Trainer:
     finetune_stage = FinetuneStage
 
     def run_round(self, *args, **kwargs) -> dict[str, float]:
-        """One round of optimizer steps (:func:`~scgpcl.train._loop.run_round`; data-parallel training
-        runs it through ``DistributedDataParallel``)."""
+        """One round of optimizer steps (:func:`~scgpcl.train._loop.run_round`).
+
+        Data-parallel training runs it through ``DistributedDataParallel``.
+        """
         return run_round(*args, **kwargs)
 
     def agree(self, decision: bool) -> bool:
@@ -131,7 +133,7 @@ class Trainer:
 
     def embed(self) -> torch.Tensor:
         """Every cell's full-graph representation (chunked; eval mode, no sampling or masking)."""
-        return self.embedder.of_all()
+        return self.embedder.of_all(progress=self.progress)
 
     def predict(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(representation, labels, soft assignment or None if there are no DEC centres) of every cell."""
@@ -141,7 +143,7 @@ class Trainer:
         mu = self.module.cluster_centres
         if mu is None:
             z_s = z if self.embedder.sample is None else z[self.embedder.sample]
-            r = self.kmeans(z_s, self.k, self.cfg.kmeans_n_init)
+            r = self.kmeans(z_s, self.k, self.cfg.kmeans_n_init, select=self.cfg.kmeans_select)
             labels = r.labels if self.embedder.sample is None else assign(z, r.centres)
             return z.cpu().numpy(), labels, None
         with torch.no_grad():

@@ -1,0 +1,60 @@
+"""The objective: named loss terms, the public extension point, and what the training loop logs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import scgpcl
+from scgpcl.module import LOSS_TERMS, LossContext, register_loss_term
+
+from helpers import QUICK
+
+
+@pytest.fixture
+def spread_term():
+    """A toy term added through the public extension point only; removed afterwards."""
+    calls = []
+
+    def spread(fwd, ctx):
+        calls.append(ctx.stage)
+        z = fwd.z(0)
+        return -z.var(dim=0).mean()
+
+    register_loss_term("spread", spread, stages=("pretrain",))
+    try:
+        yield calls
+    finally:
+        LOSS_TERMS.pop("spread", None)
+
+
+def test_a_new_loss_term_is_trained_and_logged_without_touching_the_trainer(toy, spread_term):
+    scgpcl.tl.cluster(toy, n_clusters=3, random_state=0, progress=False, loss_weights={"spread": 0.1}, **QUICK)
+    history = toy.uns["scgpcl"]["history"]
+    assert "spread" in history["pretrain"] and "spread" not in history["finetune"]
+    values = np.asarray(history["pretrain"]["spread"])
+    assert len(values) == toy.uns["scgpcl"]["stages"]["pretrain"]["rounds"] and np.all(values < 0)
+    assert set(spread_term) == {"pretrain"}
+    # the total the optimiser saw includes it with its weight
+    h = history["pretrain"]
+    parts = h["zinb"] + h["ins"] + 0.1 * h["spread"] + 0.05 * np.nan_to_num(h["proto"])
+    np.testing.assert_allclose(h["loss"], parts, rtol=1e-4)
+
+
+def test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused(toy, spread_term):
+    scgpcl.tl.cluster(toy, n_clusters=3, random_state=0, progress=False, loss_weights={"spread": 0.0}, **QUICK)
+    assert "spread" not in toy.uns["scgpcl"]["history"]["pretrain"] and spread_term == []
+    with pytest.raises(scgpcl.InputError, match="unknown loss term"):
+        scgpcl.SCGPCL(toy, 3, loss_weights={"sprad": 1.0})
+    with pytest.raises(ValueError, match="unknown stage"):
+        register_loss_term("x", lambda f, c: None, stages=("warmup",))
+
+
+def test_built_in_terms_follow_their_config_weights(toy):
+    m = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.0, **QUICK)
+    assert m.trainer.weights["ins"] == 0.0 and m.trainer.weights["zinb"] == 1.0
+    batch = next(m.loader.batches(m.loader.plan(1)))
+    out = m.module.loss(batch, LossContext("pretrain"), m.trainer.weights)
+    assert set(out.terms) == {"zinb"}  # ins weighs 0, proto has no prototypes yet, mse is not this model's
+    torch.testing.assert_close(out.total, out.terms["zinb"])

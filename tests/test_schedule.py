@@ -1,0 +1,49 @@
+"""Step budgets: the number of optimizer steps is bounded however many cells there are (issue 24)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import scgpcl
+from scgpcl.data import SubgraphLoader
+from scgpcl.train import Schedule
+
+
+def _steps_per_epoch(n_cells: int, batch_size: int = 1024) -> int:
+    return max(1, min(math.ceil(n_cells / batch_size), n_cells // 2))
+
+
+@pytest.mark.parametrize("n_cells", [300, 4_000, 20_480, 100_000, 1_000_000, 10_000_000])
+def test_budget_in_steps_is_bounded_and_small_data_keep_epochs(n_cells):
+    cfg = scgpcl.recommended().train
+    s = Schedule.build(_steps_per_epoch(n_cells), cfg)
+    assert s.steps_per_round == min(cfg.round_steps, _steps_per_epoch(n_cells))
+    # bounded: never more than the rounds times round_steps, whatever n is
+    assert s.max_pretrain_steps <= cfg.pretrain_rounds * cfg.round_steps
+    assert s.max_finetune_steps <= cfg.finetune_rounds * cfg.round_steps
+    if _steps_per_epoch(n_cells) <= cfg.round_steps:  # small data: a round is an epoch, as before
+        assert s.steps_per_round == s.steps_per_epoch
+
+
+def test_faithful_rounds_are_epochs_at_any_size():
+    cfg = scgpcl.faithful().train
+    for n in (1_000, 1_000_000):
+        s = Schedule.build(_steps_per_epoch(n), cfg)
+        assert s.steps_per_round == s.steps_per_epoch  # the reference: cost grows with the cells
+
+
+def test_loader_epochs_and_plans_cover_every_cell_once(toy):
+    from scgpcl.data import prepare
+
+    data = prepare(toy.X, toy.var_names.to_numpy())
+    loader = SubgraphLoader(data, batch_size=50, seed=0)
+    assert loader.steps_per_epoch == 4  # 180 cells in near-equal batches of at most 50
+    plan = loader.plan(4)
+    cells = sorted(int(c) for b in plan for c in b)
+    assert cells == list(range(180)) and [len(b) for b in plan] == [45, 45, 45, 45]
+    # a plan may end inside an epoch; the next one continues it with a new order after the epoch
+    first, second = loader.plan(3), loader.plan(3)
+    assert len(first) == len(second) == 3
+    assert sorted(int(c) for b in first + second[:1] for c in b) == list(range(180))
