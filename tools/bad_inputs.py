@@ -296,6 +296,9 @@ CASES: list[Case] = [
          lambda: ["simulate", "missing/sim.h5ad"]),
     Case("simulate: --n-cells not a number", [T + "test_simulate.py::test_cli_bad_input"],
          lambda: ["simulate", "sim.h5ad", "--n-cells", "many"]),
+    # --- data-parallel training
+    Case("--processes 0", [T + "test_distributed.py::test_distributed_options_are_checked"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--processes", "0", *CLUSTER]),
 ]
 
 
@@ -498,6 +501,14 @@ NOT_A_ROW = {
     "tests/test_simulate.py::test_cli_writes_file": "one assertion on an existing output",
     "tests/test_report.py::test_report_without_markers_when_every_cluster_is_a_single_cell": "asserts the report is written; n_markers=0 as '--n-genes 0'",
     "tests/test_packaging.py::test_no_exact_pins": "not an input: '== 2' matched a comparison",
+    "tests/test_distributed.py::test_bad_input_under_two_processes_is_one_error_and_no_hang":
+        "'-k larger than the number of cells' under --processes 2: one error line from two processes, no hang",
+    "tests/test_distributed.py::test_sharded_loader_splits_every_global_minibatch":
+        "a minibatch too small to give 8 processes 2 cells each: needs 8 processes to reach from the CLI",
+    "tests/test_distributed.py::test_processes_two_clusters_and_rank_0_writes_in_input_order":
+        "not an input: '== 2' matched the number of processes",
+    "tests/test_distributed.py::test_a_signal_ends_every_process_and_leaves_no_output":
+        "not an input: '== 2' matched the number of processes",
 }
 
 

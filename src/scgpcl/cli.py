@@ -18,7 +18,7 @@ import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from . import _signals
+from . import _launch, _signals
 from ._fs import check_writable, current_umask
 from ._machine import sha256_of
 from ._messages import cli_context
@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
     _common(c)
+    _launch.add_options(c)
     _add_training_options(c)
 
     m = sub.add_parser("markers", help="top marker genes per cluster of a clustered .h5ad (Wilcoxon, scanpy)")
@@ -187,7 +188,7 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
     p = info["params"]
     k = f"K={p['n_clusters']}" + (" (estimated)" if p.get("n_clusters_requested") == "auto" else "")
     print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, {k}, "
-          f"device {p['device']}, {seconds:.1f} s")
+          f"device {p['device']}{f' x {n} processes' if (n := p.get('processes', 1)) > 1 else ''}, {seconds:.1f} s")
     for stage, s in info["stages"].items():
         print(f"  {stage}: {s['rounds']} rounds ({s.get('steps', '?')} steps), {s['stop_reason']} "
               f"({s['seconds']:.1f} s)")
@@ -308,11 +309,15 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
 
 
 def _run_cluster(args) -> int:
+    from . import distributed
     from .data._io import read_counts
     from .model import SCGPCL
     from .tl import store_results
     from .tl._cluster import check_keys
 
+    launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
+    if launched is not None:
+        return launched
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite)
     config = _config_from_args(args)
@@ -325,7 +330,13 @@ def _run_cluster(args) -> int:
     t0 = time.perf_counter()
     model = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=args.random_state,
                    device=args.device)
+    # the input is checked (identically in every process): only now do the processes wait for each other
+    comm = distributed.init(backend=args.dist_backend, timeout=args.dist_timeout, sync_batchnorm=args.sync_batchnorm,
+                            device=model.device)
     model.train(progress=not args.quiet)
+    if not comm.is_main:  # every process takes part in the final embedding; rank 0 scores and writes
+        model.predict()
+        return 0
     store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
     _record_run(adata, args.key_added, args, input=str(Path(args.input).expanduser().resolve()), checksum=checksum)
     seconds = time.perf_counter() - t0
@@ -477,13 +488,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
+    # in a multi-process run (torchrun, --processes) rank 0 speaks for all: the others show only errors of their own
+    rank = _launch.env_rank()
+    logging.basicConfig(level=logging.ERROR if rank > 0 else logging.WARNING if quiet else logging.INFO,
+                        format="%(levelname)s: %(message)s")
     from ._errors import InputError
 
     handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
     # SIGTERM (a batch scheduler's time limit) is handled like Ctrl-C: the writers remove their
     # temporary files, and the command ends with 143 (130 for Ctrl-C) and a message
-    with _signals.handled(), cli_context(), _warnings_logged():
+    with _signals.handled(), cli_context(), _warnings_logged(), _process_group_left():
         try:
             if args.command in handlers:
                 code = handlers[args.command](args)
@@ -494,23 +508,69 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as e:
             if debug:
                 raise
-            print(f"scgpcl: error: {e}", file=sys.stderr)
+            if rank == 0:  # every process checked the same input: one message
+                print(f"scgpcl: error: {e}", file=sys.stderr)
+            else:
+                _own_input_error(e, rank)
             return EXIT_INPUT
         except KeyboardInterrupt as e:
             kept = getattr(e, "written", None)
             what = (f"already written and complete: {', '.join(kept)}; nothing else written" if kept
                     else "no output written")
-            print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
+            if rank == 0:
+                print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)
         except Exception as e:  # one line unless --debug
             if debug:
                 raise
-            print(f"scgpcl: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+            _print_failure(e, rank)
             return EXIT_FAILURE
         if _signals.received() is not None:  # a signal whose exception was dropped on the way; all outputs done
             print(f"scgpcl: {_interrupted_by(None)} after the outputs were complete", file=sys.stderr)
             return _interrupt_exit_code(None)
         return code
+
+
+#: seconds another process waits before it reports a bad input itself (rank 0 normally reports it first)
+_OWN_ERROR_DELAY = 10.0
+
+
+def _own_input_error(e: Exception, rank: int) -> None:
+    """A bad input in process ``rank`` > 0 of a multi-process run.
+
+    Every process checks the same input, and rank 0 reports it; its launcher
+    (torchrun, ``--processes``) then stops the others, this one included,
+    within the delay. If it does not, the input was bad here only (a file
+    missing on this machine) and this process says so itself.
+    """
+    try:
+        time.sleep(_OWN_ERROR_DELAY)
+    except KeyboardInterrupt:  # stopped by the launcher: rank 0 has said it
+        return
+    print(f"scgpcl (process {rank}): error: {e}", file=sys.stderr)
+
+
+def _print_failure(e: Exception, rank: int) -> None:
+    """One line for an unexpected error; in a multi-process run, rank 0's, plus another process's own failure."""
+    lost = type(e).__name__ == "DistributedError"  # another process failed or was stopped: it says why
+    shared = lost or isinstance(e, FloatingPointError)  # every process raises these together
+    if rank == 0:
+        more = "" if lost else " (rerun with --debug for the traceback)"
+        print(f"scgpcl: error: {type(e).__name__}: {e}{more}", file=sys.stderr)
+    elif not shared:
+        print(f"scgpcl (process {rank}): error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+
+
+@contextmanager
+def _process_group_left():
+    """Leave the torch.distributed process group at the end (a process that does not can abort at exit)."""
+    try:
+        yield
+    finally:
+        dist_module = sys.modules.get("scgpcl.distributed")
+        if dist_module is not None:
+            dist_module.shutdown()
 
 
 @contextmanager

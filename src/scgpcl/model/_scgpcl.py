@@ -17,10 +17,13 @@ from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
 from .._messages import empty_clusters_message
-from ..data import PreparedData, SubgraphLoader, prepare
+from ..data import PreparedData, prepare
 from ..data._checks import check_counts, check_n_clusters
+from ..data._sharded import make_loader
+from ..distributed import rank_device
 from ..module import SCGPCLModule
 from ..train import Trainer, TrainingResult, loss_weights
+from ..train._distributed import make_trainer
 
 __all__ = ["SCGPCL"]
 
@@ -161,7 +164,7 @@ class SCGPCL:
                kmeans_calls: int = 0) -> None:
         """The one construction path of :meth:`__init__` and :meth:`load`: checks, data, network, loader."""
         self.config, self.adata, self.layer, self.random_state = config, adata, layer, random_state
-        self.device = resolve_device(device)
+        self.device = rank_device(resolve_device(device))  # cuda:LOCAL_RANK under torchrun
         _check_unique_genes(adata)
         counts = _get_counts(adata, layer)
         check_counts(counts, reconstruction=config.model.reconstruction,
@@ -190,7 +193,7 @@ class SCGPCL:
             )
         self.module.to(self.device)
         s = config.sampler
-        self.loader = SubgraphLoader(
+        self.loader = make_loader(  # this process's part of each minibatch when it is one of several
             self.data, batch_size=s.batch_size, num_samples=s.num_samples, max_neighbors=s.max_neighbors,
             feature_drop=s.feature_drop, edge_weight=s.edge_weight, uses_graph=self.module.uses_graph,
             gene_dim=m.gene_embedding_dim, dense_features=m.reconstruction == "mse", seed=random_state,
@@ -212,7 +215,7 @@ class SCGPCL:
         """The :class:`~scgpcl.train.Trainer` of this model (made on first use)."""
         if self._trainer is None:
             c = self.config
-            self._trainer = Trainer(self.module, self.loader, model_cfg=c.model, sampler_cfg=c.sampler,
+            self._trainer = make_trainer(self.module, self.loader, model_cfg=c.model, sampler_cfg=c.sampler,
                                     train_cfg=c.train, n_clusters=self.n_clusters, seed=self.random_state,
                                     kmeans_calls=self._kmeans_calls)
         return self._trainer
@@ -227,6 +230,9 @@ class SCGPCL:
 
         With ``n_clusters=None``, K is estimated after the warm-up and stored in
         :attr:`n_clusters`, with the criterion and its curve in :attr:`auto_k`.
+        Run by every process of a ``torchrun`` job (or of a process group the
+        caller initialised), it trains data-parallel: every process must call
+        it, and every process ends with the same model (docs/distributed.md).
 
         Parameters
         ----------

@@ -144,7 +144,7 @@ def mse_loss(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction, target)
 
 
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None) -> torch.Tensor:
     r"""Instance-wise contrastive loss over two views (slides, :math:`L_{Ins}`).
 
     Anchors are the 2 N_b L2-normalised representations. For anchor ``i`` the
@@ -152,19 +152,28 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     other representation of both views (the anchor itself excluded). Returns the
     mean over the 2 N_b anchors of ``-log softmax(positive)``.
 
+    ``gather`` (data-parallel training, :meth:`~scgpcl.distributed.Communicator.gather_with_grad`)
+    maps this process's rows to every process's rows and the offset of its own:
+    the anchors are then this process's cells and the denominator runs over the
+    cells of the whole global minibatch, as with one process.
+
     Parameters
     ----------
     z1, z2
         Representations of the same N_b cells in the two views (same row order).
     tau
         Temperature.
+    gather
+        ``None`` with one process; else as above.
     """
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    logits = z @ z.T / tau
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    keys, offset = (z, 0) if gather is None else gather(z)
+    logits = z @ keys.T / tau
+    self_mask = torch.zeros(2 * n, len(keys), dtype=torch.bool, device=z.device)
+    self_mask[:, offset : offset + 2 * n] = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device) + offset
     return F.cross_entropy(logits, positive)
 
 

@@ -161,7 +161,9 @@ class GraphEncoder(nn.Module):
             x_cell, x_gene = layer(x_cell, x_gene, adj)
         return x_cell[:n_target]
 
-    def gene_context(self, chunks: Callable[[], Iterable[CellChunk]], x_gene: torch.Tensor) -> list[torch.Tensor]:
+    def gene_context(self, chunks: Callable[[], Iterable[CellChunk]], x_gene: torch.Tensor,
+                     reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+                     ) -> list[torch.Tensor]:
         """The genes' messages to cells at every layer, from the cells ``chunks()`` yields.
 
         A gene's state at layer l+1 averages the messages of its cells at layer
@@ -175,6 +177,10 @@ class GraphEncoder(nn.Module):
             Returns a fresh iterable of the context cells' chunks (called once per layer but the last).
         x_gene
             The gene embedding (every gene).
+        reduce
+            ``None``, or ``reduce(sums, degrees)`` combining the per-gene message sums and degrees of
+            these chunks with those of other processes' chunks (data-parallel training: an
+            all-reduce) before they are divided.
 
         Returns
         -------
@@ -194,6 +200,10 @@ class GraphEncoder(nn.Module):
                 s = chunk.adjacency.sum_cells_to_genes(to_genes)
                 d = chunk.adjacency.sum_cells_to_genes(torch.ones(len(chunk.cells), 1, device=s.device))
                 sums, deg = (s, d) if sums is None else (sums + s, deg + d)
+            if sums is None:  # no cells here (a process whose share is empty)
+                sums, deg = self_g.new_zeros(self_g.shape), self_g.new_zeros(len(self_g), 1)
+            if reduce is not None:
+                sums, deg = reduce(sums, deg)
             mean = sums / torch.where(deg > 0, deg, torch.ones_like(deg))
             x_gene = layer.finish_genes(self_g, mean)
         return messages
@@ -252,12 +262,12 @@ class MLPEncoder(nn.Module):
         """
         return self.rest(project(x_cell, self.first))[:n_target]
 
-    def gene_context(self, chunks, x_gene) -> list[torch.Tensor]:
+    def gene_context(self, chunks, x_gene, reduce=None) -> list[torch.Tensor]:
         """Nothing: the MLP reads no genes.
 
         Parameters
         ----------
-        chunks, x_gene
+        chunks, x_gene, reduce
             Not used (the arguments of :meth:`GraphEncoder.gene_context`).
         """
         return []
@@ -375,14 +385,26 @@ class SCGPCLModule(nn.Module):
         finally:
             self.train(was_training)
 
-    def gene_context(self, context: Callable[[], Iterable[CellChunk]]) -> list[torch.Tensor]:
+    def gene_context(self, context: Callable[[], Iterable[CellChunk]], reduce=None) -> list[torch.Tensor]:
         """The genes' states given the cells ``context()`` yields (eval mode; empty for the MLP).
 
         With every cell as context, :meth:`embed_cells` then gives the
         full-graph representation, computed one chunk at a time.
+
+        Parameters
+        ----------
+        context
+            Returns a fresh iterable of the context cells' chunks.
+        reduce
+            ``None``, or as in :meth:`GraphEncoder.gene_context` (the context cells spread over processes).
+
+        Returns
+        -------
+        list of torch.Tensor
+            :meth:`GraphEncoder.gene_context`'s output.
         """
         with self._evaluating():
-            return self.encoder.gene_context(context, self.gene_embedding.weight)
+            return self.encoder.gene_context(context, self.gene_embedding.weight, reduce)
 
     def embed_cells(self, chunks: Iterable[CellChunk], gene_context: list[torch.Tensor]) -> torch.Tensor:
         """Representations of the cells of ``chunks`` (eval mode, no sampling or masking).

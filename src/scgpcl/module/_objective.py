@@ -85,6 +85,10 @@ class LossContext:
     #: DEC target distribution P, rows indexed by global cell id (fine-tuning)
     target: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+    #: data-parallel training: ``rows -> (every process's rows, offset of this one's)``, differentiable
+    #: (:meth:`scgpcl.distributed.Communicator.gather_with_grad`), for terms that compare a cell with the
+    #: whole global minibatch; None with one process
+    gather: Callable | None = None
 
 
 class Forward:
@@ -220,7 +224,7 @@ def _reconstruction(name: str) -> Callable[[Forward, LossContext], torch.Tensor 
 def _instance(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:
     if fwd.n_views < 2:
         return None
-    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau)
+    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather)
 
 
 def _prototypical(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:

@@ -195,6 +195,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     gpu = gpu_model(model.device)
     if gpu is not None:
         info["params"]["gpu"] = gpu
+    info["params"].update(_data_parallel_params())
     if model.auto_k is not None:
         a = model.auto_k
         info["params"]["n_clusters_requested"] = "auto"
@@ -215,6 +216,16 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         else:
             log.warning("no clustered cell has a reference label in obs[%r]: no metrics", label_key)
     adata.uns[key_added] = info
+
+
+def _data_parallel_params() -> dict:
+    """The number of processes of a data-parallel run (results depend on it), nothing with one process."""
+    from .. import distributed
+
+    if not distributed.is_distributed():
+        return {}
+    comm = distributed.current()
+    return {"processes": comm.world_size, "dist_backend": comm.backend, "sync_batchnorm": comm.sync_batchnorm}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

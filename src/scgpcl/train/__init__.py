@@ -1,11 +1,12 @@
 """Training: the stages, their schedule, k-means and the estimate of K."""
 
+from ._distributed_kmeans import lloyd_kmeans
 from ._kmeans import KMeansResult, assign, central_run, consensus_labels, kmeans
 from ._loop import StageResult, loss_weights
 from ._schedule import Schedule
 from ._trainer import Trainer, TrainingResult, prototype_sizes
 
 __all__ = [
-    "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "central_run", "consensus_labels", "kmeans",
-    "loss_weights", "prototype_sizes",
+    "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "central_run", "consensus_labels",
+    "kmeans", "lloyd_kmeans", "loss_weights", "prototype_sizes",
 ]

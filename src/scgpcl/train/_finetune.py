@@ -12,7 +12,7 @@ import torch
 from ..module import LossContext, soft_assign
 from ._global import dec_target, nearest
 from ._kmeans import consensus_labels
-from ._loop import StageResult, check_finite, run_round
+from ._loop import StageResult, check_finite
 from ._schedule import Progress
 
 __all__ = ["FinetuneStage", "init_clusters"]
@@ -76,7 +76,7 @@ class FinetuneStage:
                 break
             prev = labels
             self.snapshot = copy.deepcopy(tr.module.state_dict()) if cfg.finetune_keep_clusters else None
-            record.update(run_round(tr.module, tr.loader, plan, opt, ctx, tr.weights, bar, n_views=1,
+            record.update(tr.run_round(tr.module, tr.loader, plan, opt, ctx, tr.weights, bar, n_views=1,
                                     mask=cfg.finetune_masking))
             res.steps += len(plan)
             record["steps"] = res.steps
@@ -96,12 +96,12 @@ class FinetuneStage:
         tr, cfg = self.tr, self.tr.cfg
         # as in DEC/scDeepCluster, no stop before the first round: argmax Q with
         # the k-means centres reproduces the k-means labels by construction
-        if rnd > 1 and delta < cfg.finetune_tol:
+        if tr.agree(rnd > 1 and delta < cfg.finetune_tol):
             res.stop_kind = "converged"
             res.stop_reason = f"converged before round {rnd}: {delta:.5f} of labels changed < tol {cfg.finetune_tol}"
             return True
         n_used = len(np.unique(labels))
-        if rnd > 1 and cfg.finetune_keep_clusters and n_used < min(tr.k, self.n_used_at_start):
+        if tr.agree(rnd > 1 and cfg.finetune_keep_clusters and n_used < min(tr.k, self.n_used_at_start)):
             tr.module.load_state_dict(self.snapshot)
             res.stop_kind = "emptied"
             res.stop_reason = (f"stopped after round {rnd - 1}, which left {self.n_used_at_start - n_used} of the "

@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from ..module import LossContext, Prototypes
 from ._global import nearest, prototype_sizes
-from ._loop import StageResult, check_finite, run_round
+from ._loop import StageResult, check_finite
 from ._schedule import Progress
 
 __all__ = ["PretrainStage"]
@@ -83,14 +83,14 @@ class PretrainStage:
         bar = Progress(sched.max_pretrain_steps, "pre-training", tr.progress)
         for rnd in range(1, sched.pretrain_rounds + 1):
             plan = tr.loader.plan(sched.steps_per_round)
-            record = {"round": rnd, **run_round(tr.module, tr.loader, plan, opt, self._context(plan), tr.weights,
+            record = {"round": rnd, **tr.run_round(tr.module, tr.loader, plan, opt, self._context(plan), tr.weights,
                                                 bar)}
             res.steps += len(plan)
             record["steps"] = res.steps
             check_finite(record, "pre-training")
             stop = False
             if sched.warmup_rounds <= rnd < sched.pretrain_rounds:
-                stop = self._global_step(rnd, record, res)
+                stop = tr.agree(self._global_step(rnd, record, res))
             res.history.append(record)
             res.rounds = rnd
             bar.round_done(record)

@@ -24,7 +24,7 @@ from ._auto_k import AutoKResult, estimate_k
 from ._finetune import FinetuneStage
 from ._global import Embedder, SeededKMeans, prototype_sizes
 from ._kmeans import assign
-from ._loop import StageResult, loss_weights
+from ._loop import StageResult, loss_weights, run_round
 from ._pretrain import PretrainStage
 from ._schedule import Schedule
 
@@ -113,9 +113,23 @@ class Trainer:
 
     def finetune(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         """DEC fine-tuning from k-means on the pre-trained representation."""
-        res = FinetuneStage(self).run(callback)
+        res = self.finetune_stage(self).run(callback)
         self.result.stages["finetune"] = res
         return res
+
+    #: the fine-tuning stage's class (data-parallel training shards its global step)
+    finetune_stage = FinetuneStage
+
+    def run_round(self, *args, **kwargs) -> dict[str, float]:
+        """One round of optimizer steps (:func:`~scgpcl.train._loop.run_round`).
+
+        Data-parallel training runs it through ``DistributedDataParallel``.
+        """
+        return run_round(*args, **kwargs)
+
+    def agree(self, decision: bool) -> bool:
+        """A decision all processes follow (one process: the decision itself; several: rank 0's)."""
+        return bool(decision)
 
     def embed(self) -> torch.Tensor:
         """Every cell's full-graph representation (chunked; eval mode, no sampling or masking)."""

@@ -1,0 +1,438 @@
+"""Data-parallel training (docs/distributed.md) on two gloo processes on this CPU.
+
+Each multi-process test runs its ranks in spawned processes on tiny data with
+a deadline (``run_ranks``), or the ``scgpcl`` command in subprocesses with a
+timeout, so a bug cannot hang the test run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from scgpcl import SCGPCL
+from scgpcl.data import SubgraphLoader, prepare
+from scgpcl.data._sharded import ShardedLoader
+from scgpcl.distributed import Communicator, DistributedError
+from scgpcl.module import LossContext, SCGPCLModule
+from scgpcl.module._sync_batchnorm import convert_sync_batchnorm
+from scgpcl.train._distributed import DataParallelStep
+from scgpcl.train._distributed_kmeans import lloyd_kmeans
+from scgpcl.train._loop import run_round
+from scgpcl.train._schedule import Progress
+
+from helpers import TINY, toy_counts
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+# ----------------------------------------------------------------------------- running ranks
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(fn, rank, world, port, args, results, comm_timeout):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from scgpcl import distributed
+
+    try:
+        comm = distributed.init(timeout=comm_timeout / 60, sync_batchnorm=True)
+        # plain pickle: torch's own reduction would share the tensors' memory with a process about to end
+        results.put((rank, True, pickle.dumps(fn(comm, *args))))
+    except BaseException:
+        results.put((rank, False, traceback.format_exc()))
+    finally:
+        distributed.shutdown()
+
+
+def run_ranks(fn, *args, world: int = 2, timeout: float = 120.0, comm_timeout: float = 60.0,
+              expect: tuple[int, ...] | None = None) -> dict[int, object]:
+    """``fn(comm, *args)`` in ``world`` spawned processes of one gloo group; each rank's return value.
+
+    ``expect``: the ranks whose results to wait for (default all; a rank that
+    exits on purpose returns nothing). The test fails if a rank raises or the
+    ranks do not finish within ``timeout`` seconds; leftover processes are killed.
+    """
+    ctx = torch.multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_rank_main, args=(fn, r, world, port, args, results, comm_timeout), daemon=True)
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    wanted = set(range(world) if expect is None else expect)
+    out, deadline = {}, time.monotonic() + timeout
+    try:
+        while wanted - set(out):
+            try:
+                rank, ok, value = results.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"ranks {sorted(wanted - set(out))} did not finish within {timeout} s")
+            if not ok:
+                pytest.fail(f"rank {rank} failed:\n{value}")
+            out[rank] = pickle.loads(value)
+    finally:
+        for p in procs:
+            p.join(timeout=max(1.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+    return out
+
+
+# ----------------------------------------------------------------------------- one step
+_STEP_CELLS = torch.tensor([0, 2, 3, 5, 8, 9, 11, 14, 15, 17, 20, 22, 23])  # 13 cells: 7 + 6 on two ranks
+
+
+def _mlp_model_and_loader():
+    a = toy_counts(n_per=8, n_genes=40)
+    data = prepare(a.X, a.var_names.to_numpy())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = SCGPCLModule(data.n_genes, encoder="mlp", encoder_dims=(16, 8), gene_embedding_dim=8,
+                              decoder_dim=16)
+    loader = SubgraphLoader(data, uses_graph=False, feature_drop=(0.0, 0.0), gene_dim=8)
+    return module, loader
+
+
+def _one_step(module, loader, targets, step) -> dict:
+    opt = torch.optim.SGD(module.parameters(), lr=0.5)
+    record = step(module, loader, [targets], opt, LossContext("pretrain", tau=0.25), {"zinb": 1.0, "ins": 1.0},
+                  Progress(1, "", enabled=False), n_views=2, mask=False)
+    return {"record": record,
+            "params": {n: p.detach().clone() for n, p in module.named_parameters()},
+            "grads": {n: (p.grad if p.grad is not None else torch.zeros_like(p)).clone()
+                      for n, p in module.named_parameters()},
+            "buffers": {n: b.clone() for n, b in module.named_buffers()}}
+
+
+def _data_parallel_steps(comm):
+    part = _STEP_CELLS[comm.shard(len(_STEP_CELLS))]
+    out = {}
+    for sync in (True, False):
+        comm.sync_batchnorm = sync
+        module, loader = _mlp_model_and_loader()
+        if sync:
+            convert_sync_batchnorm(module, comm)
+        out[sync] = _one_step(module, loader, part, DataParallelStep(module, comm).run_round)
+    return out
+
+
+def test_one_data_parallel_step_equals_one_step_on_the_whole_batch():
+    """Two gloo ranks, each with its part (7 and 6 cells) of a 13-cell batch, take the same SGD step as one
+    process on the whole batch: the same gradients, parameters, BatchNorm running statistics and losses.
+
+    What makes this exact, and what the test therefore checks: each rank's loss is scaled by its share of
+    the batch, so DDP's averaged gradient is the gradient of the whole batch's mean loss (also with unequal
+    parts); the instance-wise InfoNCE of a rank contrasts its cells with the cells of both ranks, through the
+    differentiable gather; BatchNorm normalises with the statistics of the whole batch (SyncBatchNorm1d).
+    The objective is the ZINB reconstruction plus the instance-wise loss, so both kinds of term are covered.
+
+    Why this is the right piece to compare: the MLP encoder reads only the target cells' features, and the
+    views are unmasked, so a rank's view of its cells is exactly what one process computes for them; with
+    the graph encoder each rank samples its own subgraph around its own cells, which no single-process step
+    reproduces. SGD (not Adam, whose first step is the gradient's sign) makes the parameters show the
+    gradient's size. The same step with per-rank BatchNorm is *not* equal: the test checks that too, so it
+    shows what synchronised BatchNorm buys.
+    """
+    module, loader = _mlp_model_and_loader()
+    single = _one_step(module, loader, _STEP_CELLS, run_round)
+    ranks = run_ranks(_data_parallel_steps)
+    for rank in (0, 1):
+        dp = ranks[rank][True]
+        for kind in ("grads", "params", "buffers"):
+            for name, ref in single[kind].items():
+                got = dp[kind][name]
+                assert torch.allclose(got.float(), ref.float(), rtol=1e-4, atol=1e-6), (rank, kind, name)
+        for key, value in single["record"].items():
+            assert dp["record"][key] == pytest.approx(value, rel=1e-5), key
+    for name in single["params"]:  # the two ranks hold the same parameters
+        assert torch.equal(ranks[0][True]["params"][name], ranks[1][True]["params"][name]), name
+    per_rank_bn = ranks[0][False]["grads"]
+    worst = max(float((per_rank_bn[n] - g).abs().max() / (g.abs().max() + 1e-12)) for n, g in single["grads"].items())
+    assert worst > 1e-3  # per-rank statistics change the gradient: what the exact case needs SyncBatchNorm1d for
+
+
+# ----------------------------------------------------------------------------- k-means
+def _blobs(n=301, d=6, k=5, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, (k, d))
+    return (centres[rng.integers(0, k, n)] + rng.normal(0, 1.5, (n, d))).astype(np.float32)
+
+
+def _kmeans_starts(x: np.ndarray) -> dict:
+    far = x[:5].copy()
+    far[4] += 1000.0  # an empty cluster at the first iteration: moved to the farthest point
+    return {"init": dict(n_init=0, init=x[:5]), "plusplus": dict(n_init=3, seed=7), "empty": dict(n_init=0, init=far)}
+
+
+def _distributed_kmeans(comm, x):
+    mine = x[comm.shard(len(x))]
+    out = {}
+    for name, kw in _kmeans_starts(x).items():
+        r = lloyd_kmeans(mine, 5, comm=comm, **kw)
+        out[name] = (r.labels, r.centres, r.inertia)
+    return out
+
+
+def test_distributed_kmeans_equals_one_process_from_the_same_start():
+    """Lloyd's k-means over two ranks' rows (151 and 150) finds the centres, labels and inertia of one
+    process from the same start: given centres, k-means++ starts (their sample is every row, gathered), and
+    a start whose empty cluster must be moved. From given centres it also matches scikit-learn's Lloyd."""
+    x = _blobs()
+    ranks = run_ranks(_distributed_kmeans, x)
+    for name, kw in _kmeans_starts(x).items():
+        single = lloyd_kmeans(x, 5, **kw)
+        labels = np.concatenate([ranks[0][name][0], ranks[1][name][0]])
+        assert np.array_equal(labels, single.labels), name
+        for r in (0, 1):
+            np.testing.assert_allclose(ranks[r][name][1], single.centres, rtol=1e-5, atol=1e-5, err_msg=name)
+            assert ranks[r][name][2] == pytest.approx(single.inertia, rel=1e-6), name
+    sk = KMeans(5, init=x[:5], n_init=1, algorithm="lloyd").fit(x)
+    single = lloyd_kmeans(x, 5, n_init=0, init=x[:5])
+    np.testing.assert_allclose(single.centres, sk.cluster_centers_, atol=1e-4)
+    assert np.array_equal(single.labels, sk.labels_)
+
+
+# ----------------------------------------------------------------------------- the global steps
+def _fixed_centres(d: int) -> torch.Tensor:
+    return torch.randn(3, d, generator=torch.Generator().manual_seed(3))
+
+
+def _global_steps(comm=None) -> dict:
+    """Every cell's representation, the sample's, and fine-tuning's DEC target and labels of an untrained model."""
+    model = SCGPCL(toy_counts(), 3, random_state=0, sample_cells=100, **TINY)
+    tr = model.trainer
+    out = {"all": tr.embed().numpy(), "sample": tr.embedder.of_sample().numpy(),
+           "sample_ids": tr.embedder.sample_ids()}
+    tr.module.init_cluster_centres(_fixed_centres(tr.module.n_latent))
+    plan = tr.loader.plan(1)
+    ctx, labels = tr.finetune_stage(tr)._context(plan)
+    out["target"] = ctx.target[torch.from_numpy(out["sample_ids"])].numpy()
+    out["labels"] = labels
+    out["stage"] = type(tr.finetune_stage(tr)).__name__
+    return out
+
+
+def test_distributed_embedding_and_dec_target_equal_one_process():
+    """Sharded over two ranks (the genes' states from all-reduced sums and degrees, the rows gathered), the
+    representation of every cell and of the global steps' sample, and fine-tuning's DEC target (Q per rank,
+    cluster frequencies all-reduced) and labels, equal those of one process with the same weights."""
+    single = _global_steps()
+    ranks = run_ranks(_global_steps)
+    assert single["stage"] == "FinetuneStage"
+    for r in (0, 1):
+        assert ranks[r]["stage"] == "DistributedFinetuneStage"
+        np.testing.assert_array_equal(ranks[r]["sample_ids"], single["sample_ids"])
+        for key in ("all", "sample", "target"):
+            np.testing.assert_allclose(ranks[r][key], single[key], rtol=1e-4, atol=1e-5, err_msg=key)
+        np.testing.assert_array_equal(ranks[r]["labels"], single["labels"])
+
+
+def test_sharded_loader_splits_every_global_minibatch():
+    """The ranks plan the global minibatches of one process and take disjoint parts; their views' streams
+    differ (seeded with the rank), the cell budget of the views is shared, and a minibatch too small to give
+    each rank two cells is refused before any rank waits for the others."""
+    data = prepare(toy_counts().X, toy_counts().var_names.to_numpy())
+    kw = dict(batch_size=50, num_samples=(64, 40), seed=5)
+    one = SubgraphLoader(data, **kw).plan(7)
+    parts = [ShardedLoader(data, rank=r, world_size=2, **kw) for r in (0, 1)]
+    plans = [p.plan(7) for p in parts]
+    for step, targets in enumerate(one):
+        assert torch.equal(torch.cat([plans[0][step], plans[1][step]]), targets)
+    assert parts[0].sampler.num_samples == (64, 20)
+    genes = [p.view(plans[0][0], 0).genes for p in parts]  # the same cells, each rank's own sampling stream
+    assert len(genes[0]) == len(genes[1]) == 64 and not torch.equal(genes[0], genes[1])
+    from scgpcl import InputError
+
+    with pytest.raises(InputError, match="cannot be split over 8 processes"):
+        ShardedLoader(data, rank=0, world_size=8, batch_size=10)
+
+
+# ----------------------------------------------------------------------------- failures
+def _one_dies(comm):
+    if comm.rank == 1:
+        os._exit(3)
+    t0 = time.monotonic()
+    try:
+        comm.all_reduce(torch.ones(3), "a test all-reduce")
+    except DistributedError as err:
+        return str(err), time.monotonic() - t0
+    return None, time.monotonic() - t0
+
+
+def _one_hangs(comm):
+    if comm.rank == 1:
+        time.sleep(8)
+        os._exit(0)
+    t0 = time.monotonic()
+    try:
+        comm.all_reduce(torch.ones(3), "a test all-reduce")
+    except DistributedError as err:
+        return str(err), time.monotonic() - t0
+    return None, time.monotonic() - t0
+
+
+def test_a_rank_that_dies_or_hangs_ends_the_others_with_a_clear_error():
+    """A collective whose peer died fails at once, and one whose peer hangs fails at the timeout, both with
+    a DistributedError that says what happened; neither waits forever."""
+    message, seconds = run_ranks(_one_dies, expect=(0,), comm_timeout=60.0)[0]
+    assert message is not None and seconds < 30
+    assert message.startswith("a test all-reduce failed in process 0 of 2: another process ended")
+    message, seconds = run_ranks(_one_hangs, expect=(0,), comm_timeout=3.0)[0]
+    assert message is not None and 2.0 < seconds < 8.0
+    assert "did not answer within 3 s" in message
+
+
+def test_collectives_of_one_process_are_the_identity():
+    comm = Communicator()
+    x = torch.arange(6.0).reshape(3, 2)
+    assert comm.all_reduce(x) is x and comm.all_gather_rows(x) is x and comm.gather_with_grad(x) == (x, 0)
+    assert comm.agree(True) is True and comm.run_on_main(lambda: 7, "a test") == 7
+    assert comm.sizes(5) == [5] and comm.shard(5) == slice(0, 5)
+    assert Communicator(rank=1, world_size=3).sizes(10) == [4, 3, 3]
+    assert Communicator(rank=1, world_size=3).shard(10) == slice(4, 7)
+
+
+# ----------------------------------------------------------------------------- the command
+def _toy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "toy.h5ad"
+    toy_counts().write_h5ad(path)
+    return path
+
+
+def _scgpcl(*args: str, timeout: float = 180.0, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scgpcl", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout, **kw)
+
+
+TINY_FLAGS = ["--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2", "--kmeans-n-init", "5",
+              "--kmeans-n-init-round", "2"]
+
+
+def test_bad_input_under_two_processes_is_one_error_and_no_hang(tmp_path):
+    """Every process checks the same input before any process group exists; rank 0 alone says what is wrong,
+    the launcher stops the others, and nothing waits for a process that is gone."""
+    toy = _toy_file(tmp_path)
+    t0 = time.monotonic()
+    res = _scgpcl("cluster", str(toy), str(tmp_path / "out.h5ad"), "-k", "1000", "--processes", "2")
+    assert res.returncode == 2, res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("scgpcl: error: --n-clusters 1000 is more than the number"), \
+        res.stderr
+    assert time.monotonic() - t0 < 90
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_bad_input_under_torchrun_is_one_error(tmp_path):
+    """Under torchrun the same: one line from scgpcl (torchrun then prints its own report of the failure)."""
+    toy = _toy_file(tmp_path)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "scgpcl", "cluster", str(toy), str(tmp_path / "out.h5ad"), "-k", "1000", "--quiet"],
+                         capture_output=True, text=True, env=ENV, timeout=180)
+    assert res.returncode != 0
+    ours = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith(("scgpcl:", "scgpcl ("))]
+    assert len(ours) == 1 and ours[0].startswith("scgpcl: error: --n-clusters 1000"), res.stderr
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_processes_two_clusters_and_rank_0_writes_in_input_order(tmp_path):
+    toy = _toy_file(tmp_path)
+    out, saved = tmp_path / "out.h5ad", tmp_path / "model"
+    res = _scgpcl("cluster", str(toy), str(out), "-k", "3", "--processes", "2", "--label-key", "cell_type",
+                  "--save-model", str(saved), "--quiet", *TINY_FLAGS)
+    assert res.returncode == 0, res.stderr
+    assert "x 2 processes" in res.stdout and res.stdout.count("wrote") == 2, res.stdout
+    result, source = ad.read_h5ad(out), ad.read_h5ad(toy)
+    assert list(result.obs_names) == list(source.obs_names)
+    params = result.uns["scgpcl"]["params"]
+    assert params["processes"] == 2 and params["dist_backend"] == "gloo" and bool(params["sync_batchnorm"])
+    assert "--processes 2" in params["command"]
+    assert adjusted_rand_score(source.obs["cell_type"], result.obs["scgpcl"]) > 0.9
+    assert result.uns["scgpcl"]["metrics"]["ARI"] > 0.9
+    model = SCGPCL.load(saved, source)  # one process, the saved weights: the same labels
+    assert adjusted_rand_score(model.predict(), result.obs["scgpcl"].astype(int)) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.h5ad", "toy.h5ad"]
+
+
+def _children_of(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the child processes through /proc")
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_every_process_and_leaves_no_output(tmp_path, signum, code):
+    toy = _toy_file(tmp_path)
+    out = tmp_path / "out.h5ad"
+    proc = subprocess.Popen([sys.executable, "-m", "scgpcl", "cluster", str(toy), str(out), "-k", "3",
+                             "--processes", "2", "--pretrain-rounds", "1000", "--warmup-rounds", "1",
+                             "--convergence-ari", "2", "--convergence-patience", "0"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "pre-training:" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.read(1) or ""
+        assert "pre-training:" in seen, seen
+        children = _children_of(proc.pid)
+        assert len(children) == 2
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert not any(_alive(pid) for pid in children)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.h5ad"]
+    assert "no output written" in err
+
+
+def test_distributed_options_are_checked(tmp_path, monkeypatch, capsys):
+    """--processes and --dist-timeout take positive numbers, and --processes is refused under torchrun (which
+    already started the processes); each is one line naming the option, before any process starts."""
+    from scgpcl.cli import main
+
+    toy = str(_toy_file(tmp_path))
+    for flag, value in (("--processes", "0"), ("--dist-timeout", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["cluster", toy, str(tmp_path / "o.h5ad"), "-k", "3", flag, value])
+        assert exc.value.code == 2 and flag in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["cluster", toy, str(tmp_path / "o.h5ad"), "-k", "3", "--processes", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scgpcl: error: --processes 2 starts its own processes, but this one already is one of 2 "
+                   "(torchrun): leave --processes out under torchrun"]
