@@ -24,7 +24,7 @@ import torch
 __all__ = ["DENSE_ABOVE", "DENSE_MAX_ENTRIES", "Pattern", "SparseBlock", "gather_rows", "spmm", "transpose_order"]
 
 #: A block denser than this is multiplied as a dense matrix (``benchmarks/results/micro.md``).
-DENSE_ABOVE = 0.30
+DENSE_ABOVE = 0.15
 #: ... unless it has more entries than this (128 MB as float32).
 DENSE_MAX_ENTRIES = 2**25
 
