@@ -353,7 +353,7 @@ def _cap_section(recs, full) -> list[str]:
             f"{per_round_pre:.0f} s per pre-training round and {per_round_fine:.0f} s per fine-tuning round "
             "(steps and global step);",
             f"- projected full run with the rounds of the {ref['n_cells']:,}-cell run ({pre['rounds']} + "
-            f"{fine.get('rounds', 0)}): **{projected / 3600:.1f} h** wall."]
+            f"{fine.get('rounds', 0)}): **{projected / 60:.0f} min** wall."]
 
 
 def main(argv=None) -> None:
