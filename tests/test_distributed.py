@@ -342,6 +342,18 @@ def test_bad_input_under_two_processes_is_one_error_and_no_hang(tmp_path):
     assert not (tmp_path / "out.h5ad").exists()
 
 
+def test_central_kmeans_selection_is_refused_with_two_processes(tmp_path):
+    """k-means over several processes keeps the lowest inertia; asking for the central run says so, once."""
+    toy = _toy_file(tmp_path)
+    res = _scgpcl("cluster", str(toy), str(tmp_path / "out.h5ad"), "-k", "3", "--processes", "2",
+                  "--kmeans-select", "central", "--quiet", *TINY_FLAGS)
+    assert res.returncode == 2, res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "kmeans_select='central' is not available with several processes" in errors[0], \
+        res.stderr
+    assert not (tmp_path / "out.h5ad").exists()
+
+
 def test_bad_input_under_torchrun_is_one_error(tmp_path):
     """Under torchrun the same: one line from scgpcl (torchrun then prints its own report of the failure)."""
     toy = _toy_file(tmp_path)
