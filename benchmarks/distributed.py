@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from scgpcl._machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
@@ -45,16 +46,6 @@ SIM_ARGS = ["--preset", "demo", "--n-genes", "2000", "--n-cells", "30000", "--gr
 BN_DATASETS = ["baron_mouse1", "pbmc4k_10x_top2000", "worm_neuron"]
 #: one invocation of this script: the table keeps each configuration's latest session
 SESSION = time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _env() -> dict:

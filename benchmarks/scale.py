@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from scgpcl._machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
@@ -47,16 +48,6 @@ JSONL = RESULTS / "scale.jsonl"
 SIM_ARGS = ["--preset", "demo", "--n-genes", "2000", "--group-prob", "0.16", "0.14", "0.12", "0.11", "0.10",
             "0.09", "0.08", "0.07", "0.07", "0.06", "--lib-loc", "6.8", "--de-fac-scale", "0.8",
             "--dropout-type", "none", "--seed", "0"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- data
