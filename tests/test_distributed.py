@@ -268,27 +268,27 @@ def test_sharded_loader_splits_every_global_minibatch():
 
 
 # ----------------------------------------------------------------------------- failures
-def _one_dies(comm):
-    if comm.rank == 1:
-        os._exit(3)
+def _timed_all_reduce(comm):
+    """(the error message or None, seconds) of one all-reduce."""
     t0 = time.monotonic()
     try:
         comm.all_reduce(torch.ones(3), "a test all-reduce")
     except DistributedError as err:
         return str(err), time.monotonic() - t0
     return None, time.monotonic() - t0
+
+
+def _one_dies(comm):
+    if comm.rank == 1:
+        os._exit(3)
+    return _timed_all_reduce(comm)
 
 
 def _one_hangs(comm):
     if comm.rank == 1:
         time.sleep(8)
         os._exit(0)
-    t0 = time.monotonic()
-    try:
-        comm.all_reduce(torch.ones(3), "a test all-reduce")
-    except DistributedError as err:
-        return str(err), time.monotonic() - t0
-    return None, time.monotonic() - t0
+    return _timed_all_reduce(comm)
 
 
 def test_a_rank_that_dies_or_hangs_ends_the_others_with_a_clear_error():
