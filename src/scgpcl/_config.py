@@ -47,6 +47,10 @@ class PreprocessConfig:
     min_genes: int = _opt(2000, "gene_selection='variance' never keeps fewer genes than this (when the data has "
                           "that many): 20 % of an input already cut to ~2000 genes would leave only ~400", low=0)
     n_top_genes: int = _opt(2000, "genes kept by gene_selection='seurat' or 'seurat_v3'", low=2)
+    target_sum: float = _opt(
+        0.0, "cell features: each cell's counts are scaled to this total over all its genes before log1p "
+             "(10000: scanpy's normalize_total default); 0: to the median total over the selected genes, as "
+             "the reference", low=0)
 
 
 @dataclass

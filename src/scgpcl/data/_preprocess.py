@@ -28,7 +28,7 @@ class PreparedData:
     """What the model trains on, aligned to the kept cells and selected genes."""
 
     counts: sp.csr_matrix  # raw counts, kept cells x selected genes, float32
-    lognorm: sp.csr_matrix  # log1p of counts scaled to the median total, same shape
+    lognorm: sp.csr_matrix  # log1p of counts scaled per cell (PreprocessConfig.target_sum), same shape
     feature_mean: np.ndarray  # (n_genes,) mean of lognorm per gene
     feature_std: np.ndarray  # (n_genes,) standard deviation (1 where it is 0)
     size_factors: np.ndarray  # (n_cells,) float32, n_i / median(n)
@@ -195,7 +195,8 @@ def prepare(
     gene_names = np.asarray(gene_names)
     n_cells_in, n_genes_in = x.shape
 
-    cell_keep = np.asarray(x.sum(axis=1)).ravel() > 0
+    tot_all = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+    cell_keep = tot_all > 0
     gene_nonzero = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
     if gene_nonzero.size < n_genes_in and genes is None:
         log.info("dropped %d genes with zero counts in every cell", n_genes_in - gene_nonzero.size)
@@ -224,7 +225,8 @@ def prepare(
     tot = tot[cell_keep]
     median = float(np.median(tot))
     size_factors = (tot / median).astype(np.float32)
-    lognorm_data, lgamma_cell = _row_values(x, median / tot)
+    scale = median / tot if not cfg.target_sum else cfg.target_sum / tot_all[cell_keep]
+    lognorm_data, lgamma_cell = _row_values(x, scale)
     norm = sp.csr_matrix((lognorm_data, x.indices, x.indptr), shape=x.shape)
     mean, std = _column_moments(norm)
 
