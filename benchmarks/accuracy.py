@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy.py run --lanes 2                    # 13 datasets x seeds 0 1 2, all methods
     python benchmarks/accuracy.py run --lanes 2 --variant finetune_keep_clusters=false
+    python benchmarks/accuracy.py run --lanes 2 --auto-k                     # n_clusters=None, same seeds
     python benchmarks/accuracy.py table                              # -> benchmarks/results/accuracy.md
 
 Each run is one process of ``benchmarks/harness.py`` (its worker), so the records in
@@ -42,7 +43,8 @@ def _parse(kv: list[str]) -> dict:
 
 def run(args) -> None:
     overrides = _parse(args.variant)
-    methods = ["scgpcl"] + ([] if overrides or args.no_baselines else BASELINES)
+    methods = ["scgpcl_auto"] if args.auto_k else (
+        ["scgpcl"] + ([] if overrides or args.no_baselines else BASELINES))
     datasets = args.datasets or DATASETS
     lanes = [datasets[i::args.lanes] for i in range(args.lanes)]
     procs = []
@@ -63,6 +65,10 @@ def _means(records, method_label):
         if harness.method_label(r) == method_label:
             out.setdefault(r["dataset"], {})[int(r["seed"])] = r
     return out
+
+
+#: Decisions on the variants above, written by hand (appended to the generated page).
+NOTES = Path(__file__).resolve().parent / "results" / "accuracy_notes.md"
 
 
 def table(args) -> None:
@@ -95,9 +101,43 @@ def table(args) -> None:
                  f"{rows[d][1]:.3f} | {np.mean(pre) if pre else float('nan'):.3f} | {b['pca_kmeans']:.3f} | "
                  f"{b['leiden_tuned']:.3f} | {gap:+.3f} | {empty} of {len(ari)} | "
                  f"{np.mean([r.get('cpu_s', np.nan) for r in runs.values()]):.0f} |")
-    L += ["", *_summary(rows), "", *_costs(main, base), "", *_variants(recs, main)]
+    L += ["", *_summary(rows), "", *_costs(main, base), "", *_auto_k(recs, main), "", *_variants(recs, main)]
     Path(args.md).write_text("\n".join(L) + "\n")
     print(f"wrote {args.md}")
+
+
+def _auto_k(recs, main) -> list[str]:
+    """Unknown K: the estimated K per seed and the end-to-end ARI against the same seeds' true-K runs."""
+    auto = _means(recs, "scgpcl_auto")
+    if not auto:
+        return []
+    out = ["## Unknown K (`n_clusters=None`, CLI `--n-clusters auto`)", "",
+           "The package defaults with the number of clusters estimated (criterion `auto_k_method`, default "
+           "`consensus`), seeds 0-2; runs made with `python benchmarks/accuracy.py run --lanes 2 --auto-k`. "
+           "`true K` is the defaults' run above with the same seed. K within 1.5x: max(K_est/K, K/K_est) <= 1.5.",
+           "", "| dataset | half | true K | estimated K | ARI, estimated K | ARI, true K | difference | "
+           "K within 1.5x |", "|---|---|---|---|---|---|---|---|"]
+    diffs, within = {}, {}
+    for d in DATASETS:
+        runs = auto.get(d, {})
+        shared = sorted(set(runs) & set(main.get(d, {})))
+        if not shared:
+            continue
+        k = runs[shared[0]]["K"]
+        ks = [runs[s]["k_estimated"] for s in shared]
+        a = [runs[s]["ARI"] for s in shared]
+        t = [main[d][s]["ARI"] for s in shared]
+        diffs[d] = float(np.mean(a) - np.mean(t))
+        within[d] = sum(max(x / k, k / x) <= 1.5 for x in ks)
+        out.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {k} | {', '.join(map(str, ks))} | "
+                   f"{np.mean(a):.3f} | {np.mean(t):.3f} | {diffs[d]:+.3f} | {within[d]} of {len(ks)} |")
+    cells = [_mse([diffs[d] for d in names if d in diffs]) for names in (DATASETS, CHOOSE, CONFIRM)]
+    n_all = sum(v == 3 for v in within.values())
+    out += ["", f"ARI with the estimated K minus ARI with the true K, mean ± standard error over datasets: all "
+                f"{cells[0]}, choose {cells[1]}, confirm {cells[2]}. Datasets whose estimate is within 1.5x of "
+                f"the true K on every seed: {n_all} of {len(within)} (on at least one seed: "
+                f"{sum(v > 0 for v in within.values())})."]
+    return out
 
 
 def _costs(main, base) -> list[str]:
@@ -142,8 +182,9 @@ def _variants(recs, main) -> list[str]:
         return []
     out = ["## One change at a time", "", "Paired difference of ARI (variant - defaults) over the datasets where "
            "both have the same seeds; mean ± standard error over datasets, and how many datasets move by more "
-           "than 0.02 either way.", "", "| variant | datasets | all | choose | confirm | ahead > 0.02 | "
-           "behind > 0.02 |", "|---|---|---|---|---|---|---|"]
+           "than 0.02 either way; the variant's mean seed SD (the defaults': the summary's).", "",
+           "| variant | datasets | all | choose | confirm | ahead > 0.02 | behind > 0.02 | mean seed SD |",
+           "|---|---|---|---|---|---|---|---|"]
     for label in labels:
         var = _means(recs, label)
         diffs = {}
@@ -153,8 +194,12 @@ def _variants(recs, main) -> list[str]:
                 diffs[d] = np.mean([runs[s]["ARI"] - main[d][s]["ARI"] for s in shared])
         v = np.array(list(diffs.values()))
         cells = [_mse([diffs[d] for d in names if d in diffs]) for names in (DATASETS, CHOOSE, CONFIRM)]
+        sd = [np.std([r["ARI"] for r in runs.values()], ddof=1) for runs in var.values() if len(runs) > 1]
         out.append(f"| `{label}` | {len(v)} | {cells[0]} | {cells[1]} | {cells[2]} | "
-                   f"{int((v > 0.02).sum())} | {int((v < -0.02).sum())} |")
+                   f"{int((v > 0.02).sum())} | {int((v < -0.02).sum())} | "
+                   f"{np.mean(sd) if sd else float('nan'):.3f} |")
+    if NOTES.exists():
+        out += ["", NOTES.read_text().strip()]
     return out
 
 
@@ -175,6 +220,8 @@ def main(argv=None) -> None:
     r.add_argument("--lanes", type=int, default=2)
     r.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-baselines", action="store_true")
+    r.add_argument("--auto-k", action="store_true", help="scGPCL with the number of clusters estimated "
+                   "(n_clusters=None) instead of the true K; no baselines")
     t = sub.add_parser("table")
     t.add_argument("--md", default=str(MD))
     args = p.parse_args(argv)

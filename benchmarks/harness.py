@@ -61,6 +61,8 @@ METHODS: dict[str, tuple[str | None, dict[str, Any], str]] = {
     "scgpcl_fast": ("fast", {}, "scGPCL, the former `fast` preset; since the 2026-12-03 rewrite an alias of the "
                     "package defaults (records before that date: lr 1e-3, pre-train <= 100 epochs (warm-up 30), "
                     "fine-tune <= 100, 5 k-means restarts per epoch)"),
+    "scgpcl_auto": ("default", {}, "scGPCL, the package defaults, with the number of clusters estimated "
+                    "(n_clusters=None, CLI --n-clusters auto; auto_k_method picks the criterion)"),
     "scgpcl_no_finetune": ("default", dict(finetune=False), "scGPCL package defaults without DEC fine-tuning "
                            "(labels = k-means on the pre-trained embedding; taken from the scgpcl runs)"),
     "pca_kmeans": (None, {}, "scanpy pipeline (normalize_total 1e4, log1p, 2000 seurat HVG, scale max 10, "
@@ -266,10 +268,13 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
     from scgpcl._config import PRESETS
 
     cfg = PRESETS[preset]()
-    model = scgpcl.SCGPCL(adata, n_clusters=k, config=cfg, random_state=seed, device="cpu", **{**fixed, **overrides})
+    model = scgpcl.SCGPCL(adata, n_clusters=None if method == "scgpcl_auto" else k, config=cfg, random_state=seed,
+                          device="cpu", **{**fixed, **overrides})
     model.train(progress=False)
     labels = model.predict()
     extra = {"n_genes_used": int(model.data.n_genes), "n_cells_dropped": int(np.sum(labels < 0))}
+    if method == "scgpcl_auto":
+        extra["k_estimated"] = int(model.n_clusters)
     for stage in ("pretrain", "finetune"):
         info = model.stages.get(stage)
         # "epochs" kept as the record's name: a round is an epoch on these datasets (<= round_steps batches)

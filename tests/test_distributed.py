@@ -343,7 +343,8 @@ def test_bad_input_under_two_processes_is_one_error_and_no_hang(tmp_path):
 
 
 def test_central_kmeans_selection_is_refused_with_two_processes(tmp_path):
-    """k-means over several processes keeps the lowest inertia; asking for the central run says so, once."""
+    """k-means over several processes keeps the lowest inertia; asking for the central run says so, once,
+    before any process group exists (so no process waits for another)."""
     toy = _toy_file(tmp_path)
     res = _scgpcl("cluster", str(toy), str(tmp_path / "out.h5ad"), "-k", "3", "--processes", "2",
                   "--kmeans-select", "central", "--quiet", *TINY_FLAGS)

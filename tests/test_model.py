@@ -55,6 +55,18 @@ def test_history_and_stages_recorded(trained):
         assert h["proto"][QUICK["warmup_rounds"] + 1] > 0
 
 
+def test_constant_and_cosine_learning_rate_per_round(toy, trained):
+    """The pre-training history records each round's learning rate: constant by default; with
+    lr_decay='cosine' it falls from lr in round 1 along half a cosine over pretrain_rounds."""
+    np.testing.assert_allclose(trained.history["pretrain"]["lr"], trained.config.train.lr)
+    m = SCGPCL(toy, 3, random_state=0, **{**QUICK, "lr_decay": "cosine", "convergence_patience": 0,
+                                          "convergence_ari": 1.01}).train(progress=False)
+    lr, n = np.asarray(m.history["pretrain"]["lr"]), QUICK["pretrain_rounds"]
+    assert len(lr) == n
+    np.testing.assert_allclose(lr, m.config.train.lr * 0.5 * (1 + np.cos(np.pi * np.arange(n) / n)), rtol=1e-6)
+    assert np.all(np.diff(lr) < 0)
+
+
 def test_same_seed_same_labels(toy, trained):
     again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
     np.testing.assert_array_equal(again.predict(), trained.predict())

@@ -82,7 +82,7 @@ def test_prepare_features_and_size_factors_by_hand(counts, caplog):
     x[3] = 0  # an all-zero cell
     names = np.array([f"g{i}" for i in range(x.shape[1])])
     with caplog.at_level(logging.INFO, logger="scgpcl"):
-        p = prepare(sp.csr_matrix(x), names, PreprocessConfig(gene_selection="none"))
+        p = prepare(sp.csr_matrix(x), names, PreprocessConfig(gene_selection="none", target_sum=0))
     assert "dropped 1 genes" in caplog.text and "dropped 1 cells" in caplog.text
     assert p.n_cells == x.shape[0] - 1 and not p.cell_mask[3]
     assert 7 not in p.gene_index and "g7" not in set(p.gene_names)
@@ -95,6 +95,28 @@ def test_prepare_features_and_size_factors_by_hand(counts, caplog):
     np.testing.assert_allclose(p.dense_features(), z, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(p.dense_features(np.array([0, 5])), z[[0, 5]], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(p.counts.toarray(), kept)
+
+
+def test_target_sum_features_are_scanpys_normalize_total_and_log1p(counts):
+    """target_sum scales each cell's total over all its genes (before selection), as scanpy's normalize_total."""
+    x = counts.copy()
+    x[5] = 0  # an all-zero cell is dropped, the others keep their rows
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.3, min_genes=10, target_sum=1e4)
+    p = prepare(sp.csr_matrix(x), names, cfg)
+    assert p.n_genes < x.shape[1] - 1  # the totals below must not be those of the selected genes alone
+    ref = ad.AnnData(x[p.cell_mask].copy())
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    np.testing.assert_allclose(p.lognorm.toarray(), ref.X[:, p.gene_index], rtol=1e-5, atol=1e-6)
+    # the ZINB's size factors stay relative to the median total of the selected genes
+    tot = x[p.cell_mask][:, p.gene_index].sum(1)
+    np.testing.assert_allclose(p.size_factors, tot / np.median(tot), rtol=1e-5)
+    # 0: the reference's scaling to the median total of the selected genes
+    p0 = prepare(sp.csr_matrix(x), names, PreprocessConfig(gene_selection="variance", hvg_fraction=0.3,
+                                                             min_genes=10, target_sum=0))
+    kept = x[p0.cell_mask][:, p0.gene_index].astype(np.float64)
+    np.testing.assert_allclose(p0.lognorm.toarray(), np.log1p(kept * (np.median(tot) / tot)[:, None]), rtol=1e-5)
 
 
 def test_prepare_with_given_genes_skips_selection(counts):

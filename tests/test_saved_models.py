@@ -21,6 +21,8 @@ def test_model_saved_by_0_1_0_loads_and_predicts_the_same():
     # format 1 counted epochs: read as rounds of one epoch on all cells
     assert model.config.train.round_steps == 0 and model.config.train.sample_cells == 0
     assert model.config.train.pretrain_rounds == 3 and "rounds" in model.stages["pretrain"]
+    # saved before target_sum existed: the features keep their median scaling
+    assert model.config.preprocess.target_sum == 0
     # to float32 round-off: 0.1.0 computed the genes' means and deviations with float32 sums, today float64
     # (largest difference seen: 3e-4 relative)
     np.testing.assert_allclose(model.get_latent_representation(), saved["latent"], rtol=2e-3, atol=2e-4)

@@ -114,6 +114,9 @@ class TrainConfig:
     pretrain_rounds: int = _opt(25, "maximum pre-training rounds", low=1)
     warmup_rounds: int = _opt(10, "pre-training rounds before the prototypical loss starts", low=0)
     lr: float = _opt(1e-3, "pre-training learning rate (AdamW)", low=0, strict=True)
+    lr_decay: Literal["none", "cosine"] = _opt(
+        "none", "pre-training learning rate over the rounds: 'none' (constant) or 'cosine' (from lr in round 1 "
+                "towards 0 at pretrain_rounds)")
     weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
     lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
@@ -238,7 +241,8 @@ class SCGPCLConfig:
 
         A configuration saved before training ran in rounds (no ``round_steps``)
         is read with ``round_steps=0`` and ``sample_cells=0``: rounds of one
-        epoch on all cells, which is what it ran with.
+        epoch on all cells, which is what it ran with. One saved before
+        ``target_sum`` existed is read with ``target_sum=0`` (median scaling).
         """
         sections = {}
         for name, kind in _SECTIONS.items():
@@ -246,6 +250,8 @@ class SCGPCLConfig:
                       for k, v in (d.get(name) or {}).items()}
             if name == "train" and values.get("prototypes") == "epoch":
                 values["prototypes"] = "round"
+            if name == "preprocess" and d.get("preprocess") is not None and "target_sum" not in d["preprocess"]:
+                values.setdefault("target_sum", 0.0)  # saved before the option existed: median scaling
             if name == "train" and d.get("train") is not None and "round_steps" not in d["train"]:
                 values.setdefault("round_steps", 0)
                 values.setdefault("sample_cells", 0)
@@ -335,6 +341,7 @@ def faithful() -> SCGPCLConfig:
     return SCGPCLConfig().override(
         round_steps=0, sample_cells=0, lr=1e-4, pretrain_rounds=200, warmup_rounds=100, finetune_rounds=200,
         kmeans_n_init_round=20, convergence_patience=0, gene_selection="variance", finetune_keep_clusters=False,
+        target_sum=0.0,
     )
 
 

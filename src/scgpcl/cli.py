@@ -308,6 +308,17 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
     check_writable(p if p.exists() else p.parent, "--save-model")
 
 
+def _check_multi_process_options(config) -> None:
+    """Options a run over several processes cannot honour, refused before any process group exists."""
+    from ._errors import InputError
+
+    if _launch.env_world_size() > 1 and config.train.kmeans_select != "inertia":
+        raise InputError(
+            f"kmeans_select={config.train.kmeans_select!r} is not available with several processes (k-means "
+            "there runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
+            "kmeans_select='inertia' (the default) or one process")
+
+
 def _run_cluster(args) -> int:
     from . import distributed
     from .data._io import read_counts
@@ -321,6 +332,7 @@ def _run_cluster(args) -> int:
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite)
     config = _config_from_args(args)
+    _check_multi_process_options(config)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training

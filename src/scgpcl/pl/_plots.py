@@ -31,7 +31,7 @@ _TERM_NAMES = {
 }
 _TERM_COLOURS = {"loss": "#222222", "zinb": "#1f77b4", "mse": "#1f77b4", "ins": "#ff7f0e", "proto": "#2ca02c",
                  "cluster": "#d62728"}
-_NOT_LOSSES = {"epoch", "round", "steps", "ari_prev", "delta_label"}
+_NOT_LOSSES = {"epoch", "round", "steps", "ari_prev", "delta_label", "lr"}
 _STAGE_NAMES = {"pretrain": "pre-training", "finetune": "fine-tuning"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,6 +64,17 @@ class _Clusters:
     labels: list[torch.Tensor] = field(default_factory=list)  # per granularity, over every cell (-1: unknown)
 
 
+def round_lr(lr: float, decay: str, rnd: int, rounds: int) -> float:
+    """The learning rate of pre-training round ``rnd`` (1-based) of at most ``rounds``.
+
+    ``"none"``: ``lr`` throughout. ``"cosine"``: ``lr * (1 + cos(pi * (rnd - 1) / rounds)) / 2``, from
+    ``lr`` in the first round down towards 0 at the budget's end.
+    """
+    if decay == "none":
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (rnd - 1) / rounds))
+
+
 class PretrainStage:
     """Runs pre-training for a :class:`~scgpcl.train.Trainer` (which owns the module, loader and results)."""
 
@@ -82,8 +94,11 @@ class PretrainStage:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         bar = Progress(sched.max_pretrain_steps, "pre-training", tr.progress)
         for rnd in range(1, sched.pretrain_rounds + 1):
+            lr = round_lr(cfg.lr, cfg.lr_decay, rnd, sched.pretrain_rounds)
+            for group in opt.param_groups:
+                group["lr"] = lr
             plan = tr.loader.plan(sched.steps_per_round)
-            record = {"round": rnd, **tr.run_round(tr.module, tr.loader, plan, opt, self._context(plan), tr.weights,
+            record = {"round": rnd, "lr": lr, **tr.run_round(tr.module, tr.loader, plan, opt, self._context(plan), tr.weights,
                                                 bar)}
             res.steps += len(plan)
             record["steps"] = res.steps
