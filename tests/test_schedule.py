@@ -27,6 +27,16 @@ def test_budget_in_steps_is_bounded_and_small_data_keep_epochs(n_cells):
         assert s.steps_per_round == s.steps_per_epoch
 
 
+@pytest.mark.parametrize("n_cells", [300, 2_500, 8_000, 100_000])
+def test_min_round_steps_lengthens_rounds_on_small_data_only(n_cells):
+    cfg = scgpcl.recommended().override(min_round_steps=5).train
+    s = Schedule.build(_steps_per_epoch(n_cells), cfg)
+    assert s.steps_per_round == max(5, min(cfg.round_steps, _steps_per_epoch(n_cells)))
+    assert s.max_pretrain_steps <= cfg.pretrain_rounds * cfg.round_steps  # still bounded
+    if _steps_per_epoch(n_cells) < 5:
+        assert "epochs" in s.describe()
+
+
 def test_faithful_rounds_are_epochs_at_any_size():
     cfg = scgpcl.faithful().train
     for n in (1_000, 1_000_000):

@@ -108,6 +108,8 @@ class TrainConfig:
 
     round_steps: int = _opt(20, "optimizer steps per round (at most one epoch); 0: a round is one epoch, as "
                             "the reference (whose step count then grows with the cells)", low=0)
+    min_round_steps: int = _opt(1, "on data with fewer minibatches per epoch than this, a round still has this "
+                                "many steps (several epochs; at most round_steps): small data train longer", low=1)
     sample_cells: int = _opt(20000, "cells used by the global steps (k-means prototypes, convergence check, "
                              "DEC target frequencies, auto-K): all cells up to this number, else a fixed random "
                              "sample of them; 0: always all cells. Final labels always cover every cell", low=0)

@@ -31,6 +31,8 @@ class Schedule:
     def build(cls, steps_per_epoch: int, cfg) -> Schedule:
         """From the loader's epoch length and a :class:`~scgpcl.TrainConfig`."""
         per_round = steps_per_epoch if cfg.round_steps == 0 else min(cfg.round_steps, steps_per_epoch)
+        if cfg.round_steps and cfg.min_round_steps > per_round:  # small data: a round of several epochs
+            per_round = min(cfg.min_round_steps, cfg.round_steps)
         return cls(steps_per_epoch, per_round, cfg.pretrain_rounds, cfg.warmup_rounds, cfg.finetune_rounds)
 
     @property
@@ -45,8 +47,8 @@ class Schedule:
 
     def describe(self) -> str:
         """One line for the log."""
-        unit = "one epoch" if self.steps_per_round == self.steps_per_epoch else (
-            f"{self.steps_per_round / self.steps_per_epoch:.2g} of an epoch")
+        ratio = self.steps_per_round / self.steps_per_epoch
+        unit = "one epoch" if ratio == 1 else (f"{ratio:.2g} of an epoch" if ratio < 1 else f"{ratio:.2g} epochs")
         return (f"rounds of {self.steps_per_round} steps ({unit}); at most {self.max_pretrain_steps} pre-training "
                 f"steps (warm-up {self.warmup_rounds * self.steps_per_round}) and {self.max_finetune_steps} "
                 "fine-tuning steps")
