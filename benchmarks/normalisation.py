@@ -98,8 +98,8 @@ def table(args) -> None:
         L += ["## PCA + k-means on the package's own features, at three scales", "",
               "Mean ARI over k-means seeds 0-2. `median`: each cell scaled to the median total of the selected "
               "genes (the reference, and the default); `1e4`: to 10,000 counts over all its genes (scanpy's "
-              "`normalize_total`, what the `pca_kmeans` baseline uses); `min(median, 1e4)`: the smaller of the "
-              "two targets.", "",
+              "`normalize_total`, what the `pca_kmeans` baseline uses); `min(median, 1e4)`: to the smaller of "
+              "10,000 and the median total over all genes (totals over all genes).", "",
               "| dataset | kind | median total count | `median` | `1e4` | `min(median, 1e4)` |",
               "|---|---|---|---|---|---|"]
         for r in rows:
