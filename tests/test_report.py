@@ -49,6 +49,18 @@ def test_report_files_and_html(report):
     assert all(f">{g}</span>" in page for g in top)  # top marker of each cluster listed
 
 
+def test_report_names_the_feature_scaling(report, tmp_path):
+    """The preprocessing section says how cells were scaled: the median (default) or target_sum."""
+    a, out = report
+    assert "counts scaled to the median library size, log1p" in (out / "index.html").read_text()
+    b = a.copy()
+    config = b.uns["scgpcl"]["params"]["config"]
+    key = next(k for k in config if k.endswith("target_sum"))
+    config[key] = 10000.0
+    write_report(b, tmp_path / "r2")
+    assert "counts scaled to 10000 per cell (over all genes), log1p" in (tmp_path / "r2" / "index.html").read_text()
+
+
 def test_report_metrics_json_and_clusters_tsv(report):
     a, out = report
     record = json.loads((out / "metrics.json").read_text())

@@ -598,7 +598,9 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         "cells": f"{summary['cells clustered']:,} of {summary['cells']:,} kept (cells with no counts in the genes used are dropped)",
         "gene selection": f"{selection}: {how}",
         "genes used": f"{params.get('n_genes_used', '?')} of {summary['genes']:,}",
-        "model input": "counts scaled to the median library size, log1p, z-scored per gene",
+        "model input": (f"counts scaled to {float(pre['target_sum']):g} per cell (over all genes)"
+                        if pre.get("target_sum") else "counts scaled to the median library size")
+                       + ", log1p, z-scored per gene",
         "reconstruction target": ("raw counts (ZINB)" if config.get("model.reconstruction", "zinb") == "zinb"
                                   else "log-normalised values (MSE)"),
     }
