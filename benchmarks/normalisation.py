@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 RESULTS = harness.REPO / "benchmarks" / "results"
 PCA_JSONL = RESULTS / "normalisation_pca.jsonl"
