@@ -128,15 +128,15 @@ def _auto_k(recs, main) -> list[str]:
         a = [runs[s]["ARI"] for s in shared]
         t = [main[d][s]["ARI"] for s in shared]
         diffs[d] = float(np.mean(a) - np.mean(t))
-        within[d] = sum(max(x / k, k / x) <= 1.5 for x in ks)
+        within[d] = (sum(max(x / k, k / x) <= 1.5 for x in ks), len(ks))
         out.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {k} | {', '.join(map(str, ks))} | "
-                   f"{np.mean(a):.3f} | {np.mean(t):.3f} | {diffs[d]:+.3f} | {within[d]} of {len(ks)} |")
+                   f"{np.mean(a):.3f} | {np.mean(t):.3f} | {diffs[d]:+.3f} | {within[d][0]} of {len(ks)} |")
     cells = [_mse([diffs[d] for d in names if d in diffs]) for names in (DATASETS, CHOOSE, CONFIRM)]
-    n_all = sum(v == 3 for v in within.values())
+    n_all = sum(hit == n for hit, n in within.values())
     out += ["", f"ARI with the estimated K minus ARI with the true K, mean ± standard error over datasets: all "
                 f"{cells[0]}, choose {cells[1]}, confirm {cells[2]}. Datasets whose estimate is within 1.5x of "
                 f"the true K on every seed: {n_all} of {len(within)} (on at least one seed: "
-                f"{sum(v > 0 for v in within.values())})."]
+                f"{sum(hit > 0 for hit, _ in within.values())})."]
     return out
 
 

@@ -71,10 +71,10 @@ def pca(args) -> None:
 def sim(args) -> None:
     files = [str(harness.SHARED / "data" / "sim" / f"{n}.h5ad") for n in SIM_FILES]
     base = [sys.executable, str(Path(__file__).parent / "harness.py"), "run", "--datasets", *files,
-            "--seeds", "0", "1", "2", "--threads", "1", "--labels-dir", "", "--out", str(SIM_JSONL)]
+            "--seeds", "0", "1", "2", "--threads", "1", "--labels-dir", ""]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    lanes = [subprocess.Popen([*base[:-1], str(SIM_JSONL) + ".a", "--methods", "scgpcl", "pca_kmeans"], env=env),
-             subprocess.Popen([*base[:-1], str(SIM_JSONL) + ".b", "--methods", "scgpcl", "--override",
+    lanes = [subprocess.Popen([*base, "--out", f"{SIM_JSONL}.a", "--methods", "scgpcl", "pca_kmeans"], env=env),
+             subprocess.Popen([*base, "--out", f"{SIM_JSONL}.b", "--methods", "scgpcl", "--override",
                                "target_sum=10000"], env=env)]
     for p in lanes:
         p.wait()

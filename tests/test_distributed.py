@@ -25,7 +25,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from scgpcl import SCGPCL
+from scgpcl import SCGPCL, InputError
 from scgpcl.data import SubgraphLoader, prepare
 from scgpcl.data._sharded import ShardedLoader
 from scgpcl.distributed import Communicator, DistributedError
@@ -353,6 +353,24 @@ def test_central_kmeans_selection_is_refused_with_two_processes(tmp_path):
     assert len(errors) == 1 and "kmeans_select='central' is not available with several processes" in errors[0], \
         res.stderr
     assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_command_refuses_central_kmeans_for_several_processes_without_a_process_group(monkeypatch):
+    """The command's check runs from the launcher's environment alone (no torch.distributed state);
+    one process, or kmeans_select='inertia', passes it."""
+    import torch.distributed as dist
+
+    from scgpcl import cli
+    from scgpcl._config import SCGPCLConfig
+
+    central = SCGPCLConfig().override(kmeans_select="central")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="kmeans_select='central' is not available with several processes"):
+        cli._check_multi_process_options(central)
+    assert not dist.is_initialized()
+    cli._check_multi_process_options(SCGPCLConfig())  # inertia: accepted
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    cli._check_multi_process_options(central)  # one process: accepted
 
 
 def test_bad_input_under_torchrun_is_one_error(tmp_path):

@@ -504,6 +504,8 @@ NOT_A_ROW = {
     "tests/test_distributed.py::test_central_kmeans_selection_is_refused_with_two_processes":
         "'--kmeans-select central' under --processes 2 (k-means over processes keeps the lowest inertia): "
         "one error line from two processes; the page does not start process groups",
+    "tests/test_distributed.py::test_command_refuses_central_kmeans_for_several_processes_without_a_process_group":
+        "the same '--kmeans-select central' refusal, called directly with WORLD_SIZE=2",
     "tests/test_distributed.py::test_bad_input_under_two_processes_is_one_error_and_no_hang":
         "'-k larger than the number of cells' under --processes 2: one error line from two processes, no hang",
     "tests/test_distributed.py::test_sharded_loader_splits_every_global_minibatch":

@@ -300,6 +300,15 @@ class SCGPCLConfig:
         return SCGPCLConfig.from_dict(d)
 
 
+def multi_process_problem(train: TrainConfig) -> str | None:
+    """Why ``train`` cannot run over several processes (None if it can)."""
+    if train.kmeans_select != "inertia":
+        return (f"kmeans_select={train.kmeans_select!r} is not available with several processes (k-means there "
+                "runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
+                "kmeans_select='inertia' (the default) or one process")
+    return None
+
+
 def recommended() -> SCGPCLConfig:
     """The project's recommended settings: the package default.
 

@@ -310,13 +310,12 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
 
 def _check_multi_process_options(config) -> None:
     """Options a run over several processes cannot honour, refused before any process group exists."""
+    from ._config import multi_process_problem
     from ._errors import InputError
 
-    if _launch.env_world_size() > 1 and config.train.kmeans_select != "inertia":
-        raise InputError(
-            f"kmeans_select={config.train.kmeans_select!r} is not available with several processes (k-means "
-            "there runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
-            "kmeans_select='inertia' (the default) or one process")
+    problem = multi_process_problem(config.train) if _launch.env_world_size() > 1 else None
+    if problem:
+        raise InputError(problem)
 
 
 def _run_cluster(args) -> int:

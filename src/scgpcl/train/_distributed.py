@@ -40,6 +40,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
+from .._config import multi_process_problem
 from .._errors import InputError
 from ..data import SubgraphLoader
 from ..module import LossContext, SCGPCLModule, soft_assign
@@ -279,11 +280,9 @@ class DistributedTrainer(Trainer):
         if comm.sync_batchnorm:
             convert_sync_batchnorm(module, comm)
         super().__init__(module, loader, **kwargs)
-        if self.cfg.kmeans_select != "inertia":
-            raise InputError(
-                f"kmeans_select={self.cfg.kmeans_select!r} is not available with several processes (k-means there "
-                "runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
-                "kmeans_select='inertia' (the default) or one process")
+        problem = multi_process_problem(self.cfg)  # the command refuses it earlier; this is the Python API's check
+        if problem:
+            raise InputError(problem)
         self.embedder = ShardedEmbedder(self.embedder, comm)
         self.kmeans = DistributedKMeans(self.kmeans, comm)
         self.step = DataParallelStep(module, comm)

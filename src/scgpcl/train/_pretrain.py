@@ -98,8 +98,8 @@ class PretrainStage:
             for group in opt.param_groups:
                 group["lr"] = lr
             plan = tr.loader.plan(sched.steps_per_round)
-            record = {"round": rnd, "lr": lr, **tr.run_round(tr.module, tr.loader, plan, opt, self._context(plan), tr.weights,
-                                                bar)}
+            record = {"round": rnd, "lr": lr,
+                      **tr.run_round(tr.module, tr.loader, plan, opt, self._context(plan), tr.weights, bar)}
             res.steps += len(plan)
             record["steps"] = res.steps
             check_finite(record, "pre-training")

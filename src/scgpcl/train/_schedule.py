@@ -30,9 +30,9 @@ class Schedule:
     @classmethod
     def build(cls, steps_per_epoch: int, cfg) -> Schedule:
         """From the loader's epoch length and a :class:`~scgpcl.TrainConfig`."""
-        per_round = steps_per_epoch if cfg.round_steps == 0 else min(cfg.round_steps, steps_per_epoch)
-        if cfg.round_steps and cfg.min_round_steps > per_round:  # small data: a round of several epochs
-            per_round = min(cfg.min_round_steps, cfg.round_steps)
+        # small data: at least min_round_steps per round, which may be several epochs
+        per_round = steps_per_epoch if cfg.round_steps == 0 else min(
+            cfg.round_steps, max(steps_per_epoch, cfg.min_round_steps))
         return cls(steps_per_epoch, per_round, cfg.pretrain_rounds, cfg.warmup_rounds, cfg.finetune_rounds)
 
     @property
