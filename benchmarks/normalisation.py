@@ -7,8 +7,9 @@
 ``pca``: the package's own features (``scgpcl.data.prepare``: 2000 seurat genes, log1p, z-score) with
 each cell scaled (a) to the median total of the selected genes (``target_sum=0``, the reference and the
 default), (b) to 10,000 counts over all its genes (``target_sum=1e4``, scanpy's ``normalize_total``), and
-(c) to min(median total over all genes, 10,000); then PCA (50) and k-means (true K, 10 restarts, seeds
-0-2). Every raw-count dataset of ``../shared/data/real`` and the four Splatter files of
+(c) to min(median total over all genes, 10,000); and, instead of log1p, (d) scanpy's analytic Pearson
+residuals of the same genes' counts (``normalize_pearson_residuals``, theta 100, its default, and theta 10);
+then PCA (50) and k-means (true K, 10 restarts, seeds 0-2). Every raw-count dataset of ``../shared/data/real`` and the four Splatter files of
 ``../shared/data/sim``. ``sim``: scGPCL end to end (``harness.py run``) on the Splatter files where
 scGPCL trailed PCA + k-means (Sig1, SimT6_5, Imb1), seeds 0-2, package defaults and ``target_sum=1e4``,
 one thread per run, the two configurations side by side.
@@ -32,6 +33,7 @@ RESULTS = harness.REPO / "benchmarks" / "results"
 PCA_JSONL = RESULTS / "normalisation_pca.jsonl"
 SIM_JSONL = RESULTS / "normalisation_sim.jsonl"
 SIM_FILES = ["Sig1", "SimT6_5", "Imb1"]
+COLUMNS = ["median", "1e4", "min(median, 1e4)", "pearson100", "pearson10"]
 
 
 def _files() -> list[Path]:
@@ -41,6 +43,7 @@ def _files() -> list[Path]:
 
 def pca(args) -> None:
     import anndata as ad
+    import scanpy as sc
     import scipy.sparse as sp
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
@@ -48,6 +51,10 @@ def pca(args) -> None:
 
     from scgpcl import PreprocessConfig
     from scgpcl.data import prepare
+
+    def kmeans_ari(feats, truth, k):
+        pcs = PCA(50, random_state=0).fit_transform(feats)
+        return [adjusted_rand_score(truth, KMeans(k, n_init=10, random_state=s).fit(pcs).labels_) for s in range(3)]
 
     rows = []
     for f in _files():
@@ -59,12 +66,13 @@ def pca(args) -> None:
         row = {"dataset": f.stem, "kind": f.parent.name, "median_total": median_all, "K": k}
         for name, target in (("median", 0.0), ("1e4", 1e4), ("min(median, 1e4)", min(median_all, 1e4))):
             d = prepare(x, a.var_names.to_numpy(), PreprocessConfig(target_sum=target))
-            pcs = PCA(50, random_state=0).fit_transform(d.dense_features())
-            row[name] = [adjusted_rand_score(truth[d.cell_mask], KMeans(k, n_init=10, random_state=s).fit(pcs).labels_)
-                         for s in range(3)]
+            row[name] = kmeans_ari(d.dense_features(), truth[d.cell_mask], k)
+        for theta in (100.0, 10.0):  # d: the last prepare's genes and cells (gene selection ignores target_sum)
+            res = ad.AnnData(d.counts.copy())
+            sc.experimental.pp.normalize_pearson_residuals(res, theta=theta)
+            row[f"pearson{theta:g}"] = kmeans_ari(np.asarray(res.X), truth[d.cell_mask], k)
         rows.append(row)
-        print(f"{f.stem}: " + ", ".join(f"{n} {np.mean(row[n]):.3f}" for n in ("median", "1e4", "min(median, 1e4)")),
-              flush=True)
+        print(f"{f.stem}: " + ", ".join(f"{n} {np.mean(row[n]):.3f}" for n in COLUMNS), flush=True)
     PCA_JSONL.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -95,16 +103,23 @@ def table(args) -> None:
          "`python benchmarks/normalisation.py table` (see the script's docstring for the method).", ""]
     if PCA_JSONL.exists():
         rows = [json.loads(x) for x in PCA_JSONL.read_text().splitlines() if x.strip()]
-        L += ["## PCA + k-means on the package's own features, at three scales", "",
+        L += ["## PCA + k-means on the package's own features, at three scales, and on Pearson residuals", "",
               "Mean ARI over k-means seeds 0-2. `median`: each cell scaled to the median total of the selected "
               "genes (the reference, and the default); `1e4`: to 10,000 counts over all its genes (scanpy's "
               "`normalize_total`, what the `pca_kmeans` baseline uses); `min(median, 1e4)`: to the smaller of "
-              "10,000 and the median total over all genes (totals over all genes).", "",
-              "| dataset | kind | median total count | `median` | `1e4` | `min(median, 1e4)` |",
-              "|---|---|---|---|---|---|"]
+              "10,000 and the median total over all genes (totals over all genes). `pearson100` / `pearson10`: "
+              "instead of scaling and log1p, scanpy's analytic Pearson residuals of the selected genes' counts "
+              "(`sc.experimental.pp.normalize_pearson_residuals`, overdispersion theta 100, its default, or 10; "
+              "clipped at sqrt(cells)). Last rows: the mean over the real datasets and over the simulations.", "",
+              "| dataset | kind | median total count | " + " | ".join(f"`{c}`" for c in COLUMNS) + " |",
+              "|---|---|---|" + "---|" * len(COLUMNS)]
         for r in rows:
-            L.append(f"| {r['dataset']} | {r['kind']} | {r['median_total']:,.0f} | {np.mean(r['median']):.3f} | "
-                     f"{np.mean(r['1e4']):.3f} | {np.mean(r['min(median, 1e4)']):.3f} |")
+            L.append(f"| {r['dataset']} | {r['kind']} | {r['median_total']:,.0f} | "
+                     + " | ".join(f"{np.mean(r[c]):.3f}" for c in COLUMNS) + " |")
+        for kind in ("real", "sim"):
+            sel = [r for r in rows if r["kind"] == kind]
+            L.append(f"| mean, {len(sel)} {kind} | | | "
+                     + " | ".join(f"{np.mean([np.mean(r[c]) for r in sel]):.3f}" for c in COLUMNS) + " |")
         L.append("")
     if SIM_JSONL.exists():
         recs = harness.load_records(SIM_JSONL)
