@@ -67,6 +67,25 @@ def test_constant_and_cosine_learning_rate_per_round(toy, trained):
     assert np.all(np.diff(lr) < 0)
 
 
+@pytest.mark.parametrize("average_rounds", [0, 3])
+def test_average_rounds_leaves_pretraining_with_the_mean_of_the_last_rounds_weights(toy, average_rounds):
+    """With average_rounds=N the network after pre-training holds the mean of the weights (and batch-norm
+    statistics) at the end of its last N rounds, integer buffers the last round's; with 0 the last round's."""
+    m = SCGPCL(toy, 3, random_state=0, **{**QUICK, "average_rounds": average_rounds, "finetune": False,
+                                          "convergence_ari": 1.01, "convergence_patience": 0})
+    seen = []
+    m.trainer.pretrain(callback=lambda rnd, record: seen.append(
+        {k: v.detach().clone() for k, v in m.module.state_dict().items()}))
+    assert len(seen) == QUICK["pretrain_rounds"]
+    last = seen[-max(average_rounds, 1):]
+    now = m.module.state_dict()
+    for key, value in now.items():
+        want = torch.stack([s[key] for s in last]).mean(0) if value.is_floating_point() else seen[-1][key]
+        torch.testing.assert_close(value, want.to(value.dtype), msg=key)
+    if average_rounds:  # the mean is not simply the last round's weights
+        assert any(not torch.equal(now[k], seen[-1][k]) for k in now if now[k].is_floating_point())
+
+
 def test_same_seed_same_labels(toy, trained):
     again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
     np.testing.assert_array_equal(again.predict(), trained.predict())

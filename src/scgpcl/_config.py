@@ -122,6 +122,10 @@ class TrainConfig:
     weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
     lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
+    average_rounds: int = _opt(
+        0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "
+           "of the last this-many pre-training rounds, batch-norm statistics included (weight averaging, as "
+           "torch.optim.swa_utils); 0 or 1: the last round's weights", low=0)
     convergence_ari: float = _opt(0.99, "pre-training stops when the ARI between consecutive rounds' k-means "
                                   "labels exceeds this (above 1: never)", low=0, strict=True)
     convergence_patience: int = _opt(

@@ -64,6 +64,35 @@ class _Clusters:
     labels: list[torch.Tensor] = field(default_factory=list)  # per granularity, over every cell (-1: unknown)
 
 
+class _Snapshots:
+    """The module's weights at the end of the last ``n`` rounds, and their mean (``TrainConfig.average_rounds``).
+
+    Floating-point parameters and buffers (batch-norm statistics) are averaged; integer buffers (batch
+    counts) keep their latest value; DEC's cluster centres are left alone (they do not exist yet).
+    """
+
+    def __init__(self, n: int):
+        self.kept: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=max(n, 1))
+        self.n = n
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def add(self, module: torch.nn.Module) -> None:
+        """Keep a copy of ``module``'s current weights (when averaging is on)."""
+        if self.n > 1:
+            self.kept.append({k: v.detach().clone() for k, v in module.state_dict().items()
+                              if v.is_floating_point() and not k.startswith("cluster_centres")})
+
+    def load_mean(self, module: torch.nn.Module) -> bool:
+        """Load the mean of the kept weights into ``module``; False (nothing done) with fewer than two."""
+        if len(self.kept) < 2:
+            return False
+        mean = {k: torch.stack([s[k] for s in self.kept]).mean(0) for k in self.kept[0]}
+        module.load_state_dict(mean, strict=False)
+        return True
+
+
 def round_lr(lr: float, decay: str, rnd: int, rounds: int) -> float:
     """The learning rate of pre-training round ``rnd`` (1-based) of at most ``rounds``.
 
@@ -85,6 +114,7 @@ class PretrainStage:
         self.clusters = _Clusters()
         self.recent: collections.deque[np.ndarray] = collections.deque(maxlen=cfg.dec_init_rounds)
         trainer.result.recent_round_labels = self.recent
+        self.snapshots = _Snapshots(cfg.average_rounds)
 
     def run(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         """Pre-train until a stop rule fires or the round budget is spent."""
@@ -108,12 +138,15 @@ class PretrainStage:
                 stop = tr.agree(self._global_step(rnd, record, res))
             res.history.append(record)
             res.rounds = rnd
+            self.snapshots.add(tr.module)
             bar.round_done(record)
             if callback:
                 callback(rnd, record)
             if stop:
                 break
         res.seconds = bar.close()
+        if self.snapshots.load_mean(tr.module):
+            log.info("pre-training: the network is the mean of its last %d rounds' weights", len(self.snapshots))
         if tr.k is None:  # no post-warm-up round ran (warm-up as long as the budget)
             tr.estimate_k(tr.embedder.of_sample())
         log.info("pre-training: %d rounds (%d steps), %s (%.1f s)", res.rounds, res.steps, res.stop_reason,
