@@ -29,7 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
-OUT = REPO / "benchmarks" / "runs" / "emb"
+#: where ``dump`` saves (``SCGPCL_EMB_DIR`` overrides it, e.g. for ``ensemble.py``'s members)
+OUT = Path(os.environ.get("SCGPCL_EMB_DIR", REPO / "benchmarks" / "runs" / "emb"))
 DATASETS = sorted([
     "baron_human_came2142", "baron_mouse1", "camp_brain_organoid", "cellbench_celseq2_3cl", "cite_cbmc_top2000",
     "human_kidney_top2000", "klein_subset1000", "mouse_bladder_top2000", "pbmc4k_10x_top2000", "pollen",
