@@ -82,7 +82,7 @@ class _Snapshots:
         """Keep a copy of ``module``'s current weights (when averaging is on)."""
         if self.n > 1:
             self.kept.append({k: v.detach().clone() for k, v in module.state_dict().items()
-                              if v.is_floating_point() and not k.startswith("cluster_centres")})
+                              if v.is_floating_point() and "cluster_centres" not in k})
 
     def load_mean(self, module: torch.nn.Module) -> bool:
         """Load the mean of the kept weights into ``module``; False (nothing done) with fewer than two."""
