@@ -480,10 +480,18 @@ def criteria_section(recs: list[dict]) -> str:
 
 
 def warmup(args) -> None:
-    """Save the warm-up embedding (``fast`` preset, warm-up epochs only) of each dataset as DIR/<name>_s<seed>.npz."""
+    """Save the representation that ``n_clusters=None`` estimates K on, as DIR/<name>_s<seed>.npz.
+
+    The package defaults with K unknown, stopped at the estimate: ``Trainer.estimate_k``'s input
+    (the sample's representation after the warm-up rounds) is saved, and the run ends there.
+    """
     import torch
 
     import scgpcl
+    from scgpcl.train import _trainer
+
+    class _Stop(Exception):
+        pass
 
     torch.set_num_threads(int(os.environ.get("SCGPCL_THREADS", "1")))
     out = Path(args.emb_dir)
@@ -493,15 +501,28 @@ def warmup(args) -> None:
         if f.exists():
             continue
         a, k = load(ds)
-        cfg = scgpcl.fast()
-        w = cfg.train.warmup_epochs
         t0 = time.perf_counter()
-        m = scgpcl.SCGPCL(a, k, config=cfg.override(pretrain_epochs=w), random_state=args.seed, device="cpu")
-        tr = m.trainer
-        tr.progress = False
-        tr.pretrain()
-        z = tr.embed().cpu().numpy()
-        np.savez_compressed(f, z=z, labels=a.obs[LABEL_KEY].astype(str).to_numpy()[m.data.cell_mask], k=k)
+        m = scgpcl.SCGPCL(a, None, config=scgpcl.fast(), random_state=args.seed, device="cpu")
+        labels = a.obs[LABEL_KEY].astype(str).to_numpy()[m.data.cell_mask]
+        saved = {}
+
+        def hooked(z, method, _saved=saved, **kw):
+            _saved["z"] = np.asarray(z)
+            raise _Stop
+
+        original, _trainer.estimate_k = _trainer.estimate_k, hooked
+        try:
+            m.trainer.progress = False
+            m.trainer.pretrain()
+        except _Stop:
+            pass
+        finally:
+            _trainer.estimate_k = original
+        z = saved["z"]
+        if len(z) != len(labels):
+            raise SystemExit(f"{ds}: K is estimated on a sample of {len(z)} of {len(labels)} cells; "
+                             "this script saves only whole-data representations")
+        np.savez_compressed(f, z=z, labels=labels, k=k)
         print(f"{ds}: {z.shape} K={k} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
