@@ -28,6 +28,8 @@ import harness
 REPO = harness.REPO
 SIM_DIR = harness.SHARED / "data" / "sim"
 RESULTS = REPO / "benchmarks" / "results"
+#: What the sweeps show, written by hand (appended to the generated page).
+NOTES = RESULTS / "sweep_notes.md"
 METHODS = ["scgpcl_fast", "pca_kmeans", "leiden_tuned"]
 
 SWEEPS = {
@@ -70,7 +72,8 @@ def build_table(records: list[dict], command: str | None = None, figure: str | N
          f"Machine: {ok[0].get('machine', '?') if ok else '?'}; versions: "
          + ", ".join(f"{k} {v}" for k, v in vers.items() if k in ("scgpcl", "torch", "scanpy")) + ".",
          f"Seeds {seeds}: each seed simulates its own dataset (`scgpcl.simulate.simulate(preset, seed=s)`) and "
-         "seeds the method. ARI / NMI: mean ± sd over seeds; K = true number of groups. `scgpcl_fast` is the "
+         "seeds the method. ARI / NMI: mean ± sd over seeds; K = true number of groups. `scgpcl` is the "
+         "package defaults at the commit in its records; `scgpcl_fast` is the earlier "
          "`fast` preset (lr 1e-3, pre-train <= 100 epochs with a 30-epoch warm-up, fine-tune <= 100); "
          "baselines: the MANIFEST scanpy pipeline (normalize_total, log1p, 2000 HVG, scale, PCA 50) + "
          "k-means / Leiden with the resolution in {0.05 ... 2} whose cluster count is closest to K.", ""]
@@ -119,6 +122,8 @@ def build_table(records: list[dict], command: str | None = None, figure: str | N
         L += [f"{len(failed)} failed run record(s) without a later success; rerun `sweep.py run` to retry.", ""]
     if figure:
         L += [f"![simulation sweeps]({figure})", ""]
+    if NOTES.exists():
+        L += [NOTES.read_text().rstrip(), ""]
     return "\n".join(L)
 
 
