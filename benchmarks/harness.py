@@ -289,6 +289,28 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
     return labels, extra
 
 
+def dec_diagnostics(z: np.ndarray, pre: np.ndarray, post: np.ndarray, seed: int, max_cells: int = 4000) -> dict:
+    """Label-free comparisons of the clusterings before and after DEC, for a rule that keeps one of them.
+
+    ``z``: the pre-trained representation (DEC's starting point); ``pre``: its k-means labels, ``post``: the
+    labels after fine-tuning. Silhouettes are computed in ``z`` on one random sample of at most
+    ``max_cells`` cells, the same for both; the size entropy is normalised by log(number of clusters).
+    """
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    idx = np.random.default_rng(seed).choice(len(z), min(len(z), max_cells), replace=False)
+
+    def sil(lab):
+        return float(silhouette_score(z[idx], lab[idx])) if len(np.unique(lab[idx])) > 1 else float("nan")
+
+    def entropy(lab):
+        p = np.unique(lab, return_counts=True)[1] / len(lab)
+        return float(-(p * np.log(p)).sum() / np.log(max(len(p), 2)))
+
+    return {"dec_agreement": float(adjusted_rand_score(pre, post)), "silhouette_pre": sil(pre),
+            "silhouette_post": sil(post), "size_entropy_pre": entropy(pre), "size_entropy_post": entropy(post)}
+
+
 def kmeans_cosine(z: np.ndarray, k: int, seed: int, n_init: int = 20) -> np.ndarray:
     """k-means (``n_init`` restarts) on the rows of ``z`` scaled to unit length."""
     from sklearn.cluster import KMeans
@@ -336,6 +358,9 @@ def worker(args: argparse.Namespace) -> None:
         # the same run scored before fine-tuning (= the no-fine-tuning ablation, same seed)
         extra.update({f"{key}_pretrain": v for key, v in clustering_metrics(truth, pre).items()
                       if key in ("ARI", "NMI", "CA", "F1_macro", "F1_micro")})
+    if pre is not None and z_pre is not None:
+        kept = labels >= 0
+        extra.update(dec_diagnostics(z_pre, pre[kept], labels[kept], args.seed))
     if z_pre is not None:
         # diagnostic: k-means on the L2-normalised pre-trained embedding (the geometry the
         # contrastive losses use) instead of the raw one the method clusters

@@ -265,3 +265,22 @@ def test_compare_machine_filter_keeps_one_machine(harness, tmp_path, capsys):
     harness.main(["compare", "--jsonl", str(p1), str(p2), "--machine", "AMD", "--methods", "a", "b"])
     out = capsys.readouterr().out
     assert "matching `AMD`" in out and "mean -0.100" in out  # a's AMD runs (0.9), not its Intel ones
+
+
+def test_dec_diagnostics_compare_two_clusterings(harness):
+    rng = np.random.default_rng(0)
+    z = np.vstack([rng.normal(0, 1, (100, 5)), rng.normal(8, 1, (100, 5))])
+    true = np.repeat([0, 1], 100)
+    same = harness.dec_diagnostics(z, true, true.copy(), seed=0)
+    assert same["dec_agreement"] == pytest.approx(1.0)
+    assert same["silhouette_pre"] == same["silhouette_post"] > 0.5
+    assert same["size_entropy_pre"] == pytest.approx(1.0)  # two equal clusters
+    # a clustering that cuts across the blobs, with uneven sizes
+    worse = np.where(np.arange(200) < 150, 0, 1)
+    d = harness.dec_diagnostics(z, true, worse, seed=0)
+    assert d["silhouette_post"] < d["silhouette_pre"]
+    assert d["dec_agreement"] < 0.6
+    assert d["size_entropy_post"] < d["size_entropy_pre"]
+    # at most max_cells cells are scored, the same ones for both clusterings
+    small = harness.dec_diagnostics(z, true, true.copy(), seed=0, max_cells=50)
+    assert small["silhouette_pre"] == small["silhouette_post"]
