@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     if NOTES.exists():
         L += ["", NOTES.read_text().rstrip()]
     Path(args.md).write_text("\n".join(L) + "\n")
-    print("\n".join(L[:16]))
+    print(f"wrote {args.md}")
 
 
 if __name__ == "__main__":
