@@ -56,6 +56,7 @@ def _dump_one(dataset: str, seed: int, overrides: dict) -> None:
     m.train(progress=False)
     z = m.trainer.embed().numpy()
     np.savez_compressed(OUT / f"{dataset}__{seed}.npz", z=z, truth=np.asarray(truth[m.data.cell_mask], dtype=str), k=k,
+                        cells=np.flatnonzero(np.asarray(m.data.cell_mask)),
                         cpu_s=time.process_time() - t0, overrides=json.dumps(overrides))
 
 
