@@ -136,6 +136,15 @@ class TrainConfig:
         "inertia", "which of the kmeans_n_init k-means runs starts fine-tuning (and gives the labels without it): "
                    "'inertia' (the lowest, the reference) or 'central' (the one whose labels agree best with the "
                    "other runs'; benchmarks/results/clustering_step.md)")
+    kmeans_pca_weight: float = _opt(
+        0.0, "the k-means that starts fine-tuning (and gives the labels without it) runs on the representation "
+             "joined with the input features' 50 principal components, each block scaled to unit total variance "
+             "and the PCA block weighted by this (0: the representation alone; benchmarks/results/hybrid.md)",
+        low=0)
+    dec_pca_target: bool = _opt(
+        False, "with kmeans_pca_weight > 0, DEC's target distribution also comes from the joined space (the "
+               "PCA block fixed at the start of fine-tuning), so that fine-tuning keeps pulling towards it; the "
+               "labels still come from the representation")
     kmeans_n_init_round: int = _opt(5, "k-means restarts in each post-warm-up round (prototypes and "
                                     "convergence check)", low=1)
     kmeans_warm_start: bool = _opt(False, "also try the previous round's centres as a k-means start after each "
@@ -310,6 +319,10 @@ def multi_process_problem(train: TrainConfig) -> str | None:
         return (f"kmeans_select={train.kmeans_select!r} is not available with several processes (k-means there "
                 "runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
                 "kmeans_select='inertia' (the default) or one process")
+    if train.kmeans_pca_weight > 0:
+        return (f"kmeans_pca_weight={train.kmeans_pca_weight:g} is not available with several processes (the "
+                "features' principal components are computed in one process); use kmeans_pca_weight=0 (the "
+                "default) or one process")
     return None
 
 

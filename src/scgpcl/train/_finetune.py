@@ -11,6 +11,7 @@ import torch
 
 from ..module import LossContext, soft_assign
 from ._global import dec_target, nearest
+from ._joined import cluster_means, start_kmeans
 from ._kmeans import consensus_labels
 from ._loop import StageResult, check_finite
 from ._schedule import Progress
@@ -25,19 +26,18 @@ def init_clusters(tr) -> np.ndarray:
 
     k-means (``kmeans_n_init`` restarts) on the sample's rows; every cell then
     gets its nearest centre (with every cell in the sample these are the
-    k-means labels). Records ``init_labels`` and ``init_embedding`` in the
-    trainer's result and returns the labels.
+    k-means labels). With ``kmeans_pca_weight`` the k-means runs on the representation joined with the
+    features' principal components (``_joined.start_kmeans``). Records ``init_labels`` and
+    ``init_embedding`` in the trainer's result and returns the labels.
     """
     z = tr.embedder.of_all(progress=tr.progress)
     ids = tr.embedder.sample_ids()
     z_s = z if tr.embedder.sample is None else z[tr.embedder.sample]
-    r = tr.kmeans(z_s, tr.k, tr.cfg.kmeans_n_init, select=tr.cfg.kmeans_select)
-    labels_s, centres = r.labels, r.centres
+    labels_s, centres = start_kmeans(tr, z_s)
     recent = [lab for lab in tr.result.recent_round_labels if lab.max() + 1 == tr.k]
     if tr.cfg.dec_init == "consensus" and recent:
-        labels_s = consensus_labels([*recent, r.labels], tr.k, seed=tr.seed)
-        zn = z_s.cpu().numpy()
-        centres = np.stack([zn[labels_s == c].mean(0) for c in range(tr.k)]).astype(np.float32)
+        labels_s = consensus_labels([*recent, labels_s], tr.k, seed=tr.seed)
+        centres = cluster_means(z_s, labels_s, tr.k)
     tr.module.init_cluster_centres(torch.from_numpy(centres).to(tr.loader.device))
     if tr.embedder.sample is None:
         labels = labels_s
@@ -115,12 +115,18 @@ class FinetuneStage:
         """The round's DEC target for its cells (frequencies from the sample) and the sample's labels."""
         tr = self.tr
         mu, alpha = tr.module.cluster_centres, tr.model_cfg.alpha
+        joined = tr.joined_target  # dec_pca_target: the target from the joined space, labels from z
         with torch.no_grad():
-            q_s = soft_assign(tr.embedder.of_sample(), mu, alpha)
+            z_s = tr.embedder.of_sample()
+            q_z = soft_assign(z_s, mu, alpha)
+            q_s = q_z if joined is None else joined.soft_assign(z_s, joined.sample, mu, alpha)
             freq = q_s.sum(dim=0, keepdim=True)
             target = tr.embedder.spread(dec_target(q_s, freq), 0.0)
             missing = tr.embedder.missing(torch.cat(plan))
             if len(missing):
-                target[missing] = dec_target(soft_assign(tr.embedder.of_cells(missing), mu, alpha), freq)
+                z_m = tr.embedder.of_cells(missing)
+                q_m = soft_assign(z_m, mu, alpha) if joined is None else joined.soft_assign(
+                    z_m, joined.rows(missing), mu, alpha)
+                target[missing] = dec_target(q_m, freq)
         ctx = LossContext("finetune", tau=tr.model_cfg.tau, alpha=alpha, target=target)
-        return ctx, q_s.argmax(1).cpu().numpy()
+        return ctx, q_z.argmax(1).cpu().numpy()

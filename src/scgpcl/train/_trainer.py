@@ -23,6 +23,7 @@ from ..module import SCGPCLModule, soft_assign
 from ._auto_k import AutoKResult, estimate_k
 from ._finetune import FinetuneStage
 from ._global import Embedder, SeededKMeans, prototype_sizes
+from ._joined import start_kmeans
 from ._kmeans import assign
 from ._loop import StageResult, loss_weights, run_round
 from ._pretrain import PretrainStage
@@ -88,6 +89,7 @@ class Trainer:
         self.schedule = Schedule.build(loader.steps_per_epoch, train_cfg)
         self.embedder = Embedder(module, loader, sample_cells=train_cfg.sample_cells,
                                  chunk_cells=sampler_cfg.chunk_cells, seed=self.seed)
+        self.joined_target = None  # set by the DEC start with dec_pca_target (train/_joined.py)
         self.result = TrainingResult(sample=self.embedder.sample_ids() if self.embedder.sample is not None else None)
 
     @property
@@ -143,8 +145,8 @@ class Trainer:
         mu = self.module.cluster_centres
         if mu is None:
             z_s = z if self.embedder.sample is None else z[self.embedder.sample]
-            r = self.kmeans(z_s, self.k, self.cfg.kmeans_n_init, select=self.cfg.kmeans_select)
-            labels = r.labels if self.embedder.sample is None else assign(z, r.centres)
+            labels_s, centres = start_kmeans(self, z_s)
+            labels = labels_s if self.embedder.sample is None else assign(z, centres)
             return z.cpu().numpy(), labels, None
         with torch.no_grad():
             chunk = self.sampler_cfg.chunk_cells
