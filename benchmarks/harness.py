@@ -1051,7 +1051,7 @@ def main(argv: list[str] | None = None) -> None:
     rl.add_argument("--old", required=True, help="old default (JSON), e.g. true")
     rl.add_argument("--new", required=True, help="new default (JSON), e.g. false")
     rl.add_argument("--jsonl", nargs="+", required=True)
-    rl.add_argument("--preset", choices=["fast", "faithful"], default=None,
+    rl.add_argument("--preset", choices=["default", "fast", "faithful"], default=None,
                     help="only records of methods built on this preset (the default changed in it alone)")
     rl.add_argument("--labels-dir", default="",
                     help="also rename the saved labels of these runs to match (e.g. benchmarks/runs/labels). Only "

@@ -232,6 +232,18 @@ def _global_steps(comm=None) -> dict:
     return out
 
 
+def _joined_options(comm=None) -> tuple:
+    m = SCGPCL(toy_counts(), 3, random_state=0, **TINY)
+    return type(m.trainer).__name__, m.trainer.cfg.kmeans_pca_weight, m.trainer.cfg.dec_pca_target
+
+
+def test_several_processes_start_fine_tuning_from_the_representation_alone():
+    """The default joined k-means start (one process only) falls back to the representation under two ranks."""
+    assert _joined_options()[1:] == (0.5, True)
+    ranks = run_ranks(_joined_options)
+    assert [ranks[0], ranks[1]] == [("DistributedTrainer", 0.0, False)] * 2
+
+
 def test_distributed_embedding_and_dec_target_equal_one_process():
     """Sharded over two ranks (the genes' states from all-reduced sums and degrees, the rows gathered), the
     representation of every cell and of the global steps' sample, and fine-tuning's DEC target (Q per rank,

@@ -127,12 +127,7 @@ def test_negative_weight_is_refused_before_training(toy):
         SCGPCL(toy, 3, kmeans_pca_weight=-1.0)
 
 
-def test_joined_start_is_refused_for_several_processes(monkeypatch):
-    from scgpcl import cli
-    from scgpcl._config import SCGPCLConfig
+def test_several_processes_accept_the_default():
+    from scgpcl._config import SCGPCLConfig, multi_process_problem
 
-    joined = SCGPCLConfig().override(kmeans_pca_weight=0.5)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(InputError, match=r"kmeans_pca_weight=0\.5 is not available with several processes"):
-        cli._check_multi_process_options(joined)
-    cli._check_multi_process_options(SCGPCLConfig())
+    assert SCGPCLConfig().train.kmeans_pca_weight > 0 and multi_process_problem(SCGPCLConfig().train) is None

@@ -508,8 +508,6 @@ NOT_A_ROW = {
         "the same '--kmeans-select central' refusal, called directly with WORLD_SIZE=2",
     "tests/test_joined.py::test_negative_weight_is_refused_before_training":
         "one more option out of range (kmeans_pca_weight < 0): '--batch-size 0' stands for them",
-    "tests/test_joined.py::test_joined_start_is_refused_for_several_processes":
-        "the '--kmeans-select central' refusal under WORLD_SIZE=2, for kmeans_pca_weight > 0",
     "tests/test_distributed.py::test_bad_input_under_two_processes_is_one_error_and_no_hang":
         "'-k larger than the number of cells' under --processes 2: one error line from two processes, no hang",
     "tests/test_distributed.py::test_sharded_loader_splits_every_global_minibatch":

@@ -30,6 +30,7 @@ differs is behind the trainer's parts:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -56,7 +57,6 @@ __all__ = ["DataParallelStep", "DistributedFinetuneStage", "DistributedKMeans", 
            "ShardedEmbedder", "make_trainer"]
 
 log = logging.getLogger("scgpcl")
-
 
 def make_trainer(module: SCGPCLModule, loader: SubgraphLoader, **kwargs) -> Trainer:
     """A :class:`~scgpcl.train.Trainer`, or a :class:`DistributedTrainer` when this process is one of several.
@@ -283,6 +283,11 @@ class DistributedTrainer(Trainer):
         problem = multi_process_problem(self.cfg)  # the command refuses it earlier; this is the Python API's check
         if problem:
             raise InputError(problem)
+        if self.cfg.kmeans_pca_weight > 0:  # computed in one process only (train/_joined.py)
+            if comm.is_main:
+                log.info("kmeans_pca_weight=%g is not available with several processes: fine-tuning starts "
+                         "from k-means on the representation alone", self.cfg.kmeans_pca_weight)
+            self.cfg = dataclasses.replace(self.cfg, kmeans_pca_weight=0.0, dec_pca_target=False)
         self.embedder = ShardedEmbedder(self.embedder, comm)
         self.kmeans = DistributedKMeans(self.kmeans, comm)
         self.step = DataParallelStep(module, comm)
