@@ -131,3 +131,14 @@ def test_several_processes_accept_the_default():
     from scgpcl._config import SCGPCLConfig, multi_process_problem
 
     assert SCGPCLConfig().train.kmeans_pca_weight > 0 and multi_process_problem(SCGPCLConfig().train) is None
+
+
+def test_a_configuration_saved_before_the_option_keeps_the_reference_start():
+    from scgpcl._config import SCGPCLConfig
+
+    old = SCGPCLConfig().to_dict()
+    for key in ("kmeans_pca_weight", "dec_pca_target"):
+        del old["train"][key]
+    loaded = SCGPCLConfig.from_dict(old)
+    assert loaded.train.kmeans_pca_weight == 0.0 and loaded.train.dec_pca_target is False
+    assert SCGPCLConfig.from_dict(SCGPCLConfig().to_dict()).train.kmeans_pca_weight == 0.5
