@@ -2,6 +2,7 @@
 
     python benchmarks/ensemble.py dump --encoder graph --seeds 0 1 2     # the members (package defaults, no DEC)
     python benchmarks/hybrid.py                                           # -> results/hybrid.{jsonl,md}
+    OMP_NUM_THREADS=1 python benchmarks/hybrid.py --cost                  # the PCA's CPU time at 100k cells
 
 **Question.** scGPCL's pre-trained representation and PCA of the scanpy pipeline win on different datasets
 (`where_it_loses.md`: PCA + k-means on the small, deep-library ones; scGPCL on zeisel_full, human_kidney,
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +131,44 @@ def table(rows: list[dict]) -> None:
     print(f"wrote {MD}")
 
 
+def cost(n_cells: int = 100_000) -> None:
+    """CPU seconds of the joined start's PCA at scale, one thread: pbmc4k resampled to ``n_cells``
+    (``scale.py``'s ``pbmc_N``), the package defaults' 20,000-cell sample, 2,000 genes."""
+    import tempfile
+
+    import anndata as ad
+    import scale
+    import torch
+
+    import scgpcl
+    from scgpcl.train._joined import FeaturePCA
+
+    torch.set_num_threads(1)
+    path = Path(tempfile.gettempdir()) / f"pbmc_{n_cells}.h5ad"
+    if not path.exists():
+        scale._resample_pbmc(n_cells, path)
+    tr = scgpcl.SCGPCL(ad.read_h5ad(path), 10, random_state=0, device="cpu").trainer
+    t0 = time.process_time()
+    pca = FeaturePCA(tr.loader, tr.embedder.sample, chunk=tr.sampler_cfg.chunk_cells)
+    t1 = time.process_time()
+    pca.transform(tr.embedder.sample)
+    t2 = time.process_time()
+    pca.transform(torch.arange(n_cells - 20_000, n_cells))
+    t3 = time.process_time()
+    print(f"{n_cells} cells, sample {tr.embedder.n_sample}, {tr.loader.n_genes} genes: fit {t1 - t0:.1f} CPU s, "
+          f"scores of the sample {t2 - t1:.1f} s, of 20,000 other cells {t3 - t2:.1f} s")
+
+
 def main(argv=None) -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--table-only", action="store_true", help="rebuild the page from results/hybrid.jsonl")
+    p.add_argument("--cost", action="store_true", help="only measure the PCA's CPU time at 100,000 cells")
     args = p.parse_args(argv)
+    if args.cost:
+        cost()
+        return
     if args.table_only:
         rows = [json.loads(x) for x in JSONL.read_text().splitlines() if x.strip()]
     else:
