@@ -14,7 +14,7 @@ from scgpcl import SCGPCL, InputError
 from scgpcl.metrics import clustering_metrics
 from scgpcl.module import soft_assign
 from scgpcl.train._global import SeededKMeans
-from scgpcl.train._joined import FeaturePCA, JoinedTarget, cluster_means, feature_pcs, joined_space, start_kmeans
+from scgpcl.train._joined import FeaturePCA, JoinedTarget, cluster_means, joined_space, start_kmeans
 
 from helpers import QUICK, TINY
 
@@ -35,11 +35,11 @@ def test_feature_pcs_are_the_pca_of_the_features_in_any_chunking(built):
     _, loader, dense = built
     ref = PCA(10, svd_solver="full").fit_transform(dense.astype(np.float64))
     for chunk in (7, 64, 10_000):
-        got = feature_pcs(loader, None, chunk=chunk, n_pcs=10)
+        got = FeaturePCA(loader, None, chunk=chunk, n_pcs=10).transform(None)
         assert got.shape == (loader.n_cells, 10)
         np.testing.assert_allclose(_gram(got), _gram(ref), atol=1e-3 * np.abs(_gram(ref)).max())
     cells = torch.tensor([3, 10, 50, 51, 90, 120, 121, 150, 170, 179])
-    sub = feature_pcs(loader, cells, chunk=4, n_pcs=5)
+    sub = FeaturePCA(loader, cells, chunk=4, n_pcs=5).transform(cells)
     ref_sub = PCA(5, svd_solver="full").fit_transform(dense[cells.numpy()].astype(np.float64))
     np.testing.assert_allclose(_gram(sub), _gram(ref_sub), atol=1e-3 * np.abs(_gram(ref_sub)).max())
 

@@ -58,6 +58,7 @@ __all__ = ["DataParallelStep", "DistributedFinetuneStage", "DistributedKMeans", 
 
 log = logging.getLogger("scgpcl")
 
+
 def make_trainer(module: SCGPCLModule, loader: SubgraphLoader, **kwargs) -> Trainer:
     """A :class:`~scgpcl.train.Trainer`, or a :class:`DistributedTrainer` when this process is one of several.
 

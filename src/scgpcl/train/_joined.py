@@ -3,8 +3,9 @@
 The learned representation and the principal components of the input features cluster well on different
 datasets (``benchmarks/results/hybrid.md``). With ``kmeans_pca_weight`` w > 0 the k-means that starts
 fine-tuning (and gives the labels without it) runs on both: each block centred and divided by the square
-root of its total variance, the PCA block multiplied by w. The DEC centres are then the clusters' means in
-the representation, so fine-tuning itself is unchanged.
+root of its total variance, the PCA block multiplied by w. The DEC centres are the clusters' means in the
+representation. With ``dec_pca_target`` DEC's target distribution also comes from the joined space
+(:class:`JoinedTarget`); the network's own assignment stays in the representation.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["JOINED_PCS", "FeaturePCA", "JoinedTarget", "cluster_means", "feature_pcs", "joined_space",
-           "start_kmeans"]
+from ..module import soft_assign
+
+__all__ = ["JOINED_PCS", "FeaturePCA", "JoinedTarget", "cluster_means", "joined_space", "start_kmeans"]
 
 #: principal components of the features joined to the representation
 JOINED_PCS = 50
@@ -47,11 +49,6 @@ class FeaturePCA:
         return torch.cat(out).numpy()
 
 
-def feature_pcs(loader, cells: torch.Tensor | None, *, chunk: int, n_pcs: int = JOINED_PCS) -> np.ndarray:
-    """The first ``n_pcs`` principal components of the z-scored input features of ``cells`` (None: every cell)."""
-    return FeaturePCA(loader, cells, chunk=chunk, n_pcs=n_pcs).transform(cells)
-
-
 class JoinedTarget:
     """DEC's soft assignment in the joined space, for the target distribution (``dec_pca_target``).
 
@@ -66,10 +63,8 @@ class JoinedTarget:
                  weight: float):
         self.pca = pca
         self.p_mean = sample_pcs.mean(0)
-        zn = z_s.detach().cpu().numpy().astype(np.float64)
-        z_scale = np.sqrt(((zn - zn.mean(0)) ** 2).sum(1).mean())
-        p_scale = np.sqrt(((sample_pcs - self.p_mean) ** 2).sum(1).mean())
-        self.factor = weight * z_scale / p_scale if p_scale > 0 else 0.0
+        p_scale = _total_sd(sample_pcs)
+        self.factor = weight * _total_sd(z_s.detach().cpu().numpy()) / p_scale if p_scale > 0 else 0.0
         device = z_s.device
         self.sample = torch.from_numpy(self._scaled(sample_pcs)).to(device)
         self.centres = torch.from_numpy(cluster_means(self.sample, labels, k)).to(device)
@@ -83,15 +78,19 @@ class JoinedTarget:
 
     def soft_assign(self, z: torch.Tensor, p: torch.Tensor, mu: torch.Tensor, alpha: float) -> torch.Tensor:
         """Student-t soft assignment of ``[z, p]`` to ``[mu, the clusters' PCA centres]``."""
-        from ..module import soft_assign
-
         return soft_assign(torch.cat([z, p], 1), torch.cat([mu, self.centres], 1), alpha)
+
+
+def _total_sd(x: np.ndarray) -> float:
+    """Square root of the total variance of the rows of ``x`` (the mean squared distance to their mean)."""
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean()))
 
 
 def _block(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
+    scale = _total_sd(x)
     x = x - x.mean(0)
-    scale = np.sqrt((x**2).sum(1).mean())
     return x / scale if scale > 0 else x
 
 
