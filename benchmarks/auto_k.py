@@ -506,8 +506,13 @@ def warmup(args) -> None:
         labels = a.obs[LABEL_KEY].astype(str).to_numpy()[m.data.cell_mask]
         saved = {}
 
-        def hooked(z, method, _saved=saved, **kw):
+        def hooked(z, method, _saved=saved, _tr=m.trainer, **kw):
+            from scgpcl.train._joined import FeaturePCA
+
             _saved["z"] = np.asarray(z)
+            # the features' principal components of the same cells, for K on the joined space (auto_k_rules.py)
+            sample = _tr.embedder.sample
+            _saved["pcs"] = FeaturePCA(_tr.loader, sample, chunk=_tr.sampler_cfg.chunk_cells).transform(sample)
             raise _Stop
 
         original, _trainer.estimate_k = _trainer.estimate_k, hooked
@@ -522,7 +527,7 @@ def warmup(args) -> None:
         if len(z) != len(labels):
             raise SystemExit(f"{ds}: K is estimated on a sample of {len(z)} of {len(labels)} cells; "
                              "this script saves only whole-data representations")
-        np.savez_compressed(f, z=z, labels=labels, k=k)
+        np.savez_compressed(f, z=z, pcs=saved["pcs"], labels=labels, k=k)
         print(f"{ds}: {z.shape} K={k} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

@@ -13,7 +13,12 @@ at every K. ``analyse`` applies each rule and scores it per half
 The rules were written down before the scores were looked at; see RULES.
 
     python benchmarks/auto_k_rules.py score --emb-dir DIR          # -> runs/auto_k_rules.jsonl
+    python benchmarks/auto_k_rules.py score --emb-dir DIR --pca-weight 0.5 \
+        --out benchmarks/results/auto_k_rules_joined.jsonl
     python benchmarks/auto_k_rules.py analyse                      # -> results/auto_k_rules.md
+
+``--pca-weight`` scores the representation joined with the features' principal components
+(``train/_joined.py``, the default k-means start's space); ``warmup`` saves them beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from embeddings import CHOOSE, CONFIRM
 REPO = Path(__file__).resolve().parents[1]
 SCORES = REPO / "benchmarks" / "results" / "auto_k_rules.jsonl"
 MD = REPO / "benchmarks" / "results" / "auto_k_rules.md"
+#: the same rules on the representation joined with the features' PCs (``score --pca-weight``)
+JOINED_SCORES = REPO / "benchmarks" / "results" / "auto_k_rules_joined.jsonl"
 #: What the table shows and the decision, written by hand (appended to the generated page).
 NOTES = REPO / "benchmarks" / "results" / "auto_k_rules_notes.md"
 #: The package's grid (``_auto_k.RESOLUTIONS``) and two finer resolutions.
@@ -53,13 +60,20 @@ def score(args) -> None:
             continue
         d = np.load(f, allow_pickle=True)
         z, y, k_true = d["z"], d["labels"].astype(str), int(d["k"])
+        if args.pca_weight > 0:  # the space the default start k-means uses (train/_joined.py)
+            import torch
+
+            from scgpcl.train._joined import joined_space
+
+            z = joined_space(torch.from_numpy(z), d["pcs"], args.pca_weight)
         seed = int(seed)
         eig = _auto_k.eigengap_k(z, seed=seed)
         k, stab, mod, _ok, _ = _auto_k._leiden_scan(z, k_max=30, seed=seed, n_neighbors=15, resolutions=GRID,
                                                    n_runs=4, fraction=0.9)
         ks = _auto_k.candidate_ks(len(z))
         ari = {int(kk): float(adjusted_rand_score(y, kmeans(z, int(kk), n_init=5, seed=seed).labels)) for kk in ks}
-        rec = {"dataset": name, "seed": seed, "k_true": k_true, "n": len(z), "ks": ks.tolist(),
+        rec = {"dataset": name, "seed": seed, "k_true": k_true, "n": len(z), "pca_weight": args.pca_weight,
+               "ks": ks.tolist(),
                "eigenvalue": eig.curve["eigenvalue"].tolist(), "k_eigengap": eig.k,
                "resolution": list(GRID), "leiden_k": k.tolist(), "stability": stab.tolist(),
                "modularity": mod.tolist(), "kmeans_ari": ari}
@@ -149,22 +163,18 @@ def _per_dataset(rule, rs: list[dict]) -> dict:
             "ari_true": float(np.mean([r["kmeans_ari"].get(str(kt), np.nan) for r in rs]))}
 
 
-def analyse(args) -> None:
-    recs = [json.loads(x) for x in Path(args.scores).read_text().splitlines()]
+def _by_dataset(path) -> dict:
     by_ds: dict = {}
-    for r in recs:
+    for r in map(json.loads, Path(path).read_text().splitlines()):
         by_ds.setdefault(r["dataset"], []).append(r)
+    return by_ds
+
+
+def _summary(by_ds: dict) -> tuple[list, list[str]]:
+    """Every rule's K per dataset, and the table of how the rules score per half."""
     rows = [(name, {d: _per_dataset(rule, rs) for d, rs in by_ds.items()}) for name, rule in RULES.items()]
-    L = ["# Unknown K: rules chosen on one half, confirmed on the other", "",
-         "Representations: the package defaults with `n_clusters=None`, stopped where K is estimated (after the "
-         "warm-up rounds), 13 datasets x seeds 0-2 (`python benchmarks/auto_k.py warmup --seed S --emb-dir DIR`); "
-         "then `python benchmarks/auto_k_rules.py score --emb-dir DIR` and `python benchmarks/auto_k_rules.py "
-         "analyse`. Rules: `RULES` in the script (written down before the scores were read). `within 1.5x`: "
-         "datasets whose K is within a factor 1.5 of the labelled number of types on every seed (runs in "
-         "brackets); `log error`: mean |log(K / K_true)|; `k-means ARI`: k-means (5 restarts) on the same "
-         "representation at the rule's K, a proxy for the end-to-end result (true K in the first row).", ""]
-    L += ["| rule | within 1.5x, choose (6) | confirm (7) | log error, choose | confirm | k-means ARI, choose | confirm |",
-          "|---|---|---|---|---|---|---|"]
+    L = ["| rule | within 1.5x, choose (6) | confirm (7) | log error, choose | confirm | k-means ARI, choose | confirm |",
+         "|---|---|---|---|---|---|---|"]
     first = rows[0][1]
     L.append("| (true K) | | | 0 | 0 | " + " | ".join(
         f"{np.mean([first[d]['ari_true'] for d in half if d in first]):.3f}" for half in (CHOOSE, CONFIRM)) + " |")
@@ -179,11 +189,41 @@ def analyse(args) -> None:
                 ds = [d for d in half if d in per]
                 cells.append(f"{np.mean([per[d][key] for d in ds]):.3f}")
         L.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    L += ["", "K per seed:", "", "| dataset | half | true K | " + " | ".join(f"`{n}`" for n, _ in rows) + " |",
-          "|---|---|---|" + "---|" * len(rows)]
+    return rows, L
+
+
+def _per_seed(by_ds: dict, rows: list) -> list[str]:
+    L = ["| dataset | half | true K | " + " | ".join(f"`{n}`" for n, _ in rows) + " |",
+         "|---|---|---|" + "---|" * len(rows)]
     for d in sorted(by_ds):
         L.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {by_ds[d][0]['k_true']} | "
                  + " | ".join(",".join(map(str, per[d]["ks"])) for _, per in rows) + " |")
+    return L
+
+
+def analyse(args) -> None:
+    by_ds = _by_dataset(args.scores)
+    rows, table = _summary(by_ds)
+    L = ["# Unknown K: rules chosen on one half, confirmed on the other", "",
+         "Representations: the package defaults with `n_clusters=None`, stopped where K is estimated (after the "
+         "warm-up rounds), 13 datasets x seeds 0-2 (`python benchmarks/auto_k.py warmup --seed S --emb-dir DIR`); "
+         "then `python benchmarks/auto_k_rules.py score --emb-dir DIR` and `python benchmarks/auto_k_rules.py "
+         "analyse`. Rules: `RULES` in the script (written down before the scores were read). `within 1.5x`: "
+         "datasets whose K is within a factor 1.5 of the labelled number of types on every seed (runs in "
+         "brackets); `log error`: mean |log(K / K_true)|; `k-means ARI`: k-means (5 restarts) on the same "
+         "representation at the rule's K, a proxy for the end-to-end result (true K in the first row).", ""]
+    L += [*table, "", "K per seed:", "", *_per_seed(by_ds, rows)]
+    if Path(args.joined_scores).exists():
+        jd = _by_dataset(args.joined_scores)
+        w = next(iter(jd.values()))[0]["pca_weight"]
+        jrows, jtable = _summary(jd)
+        L += ["", "## The same rules on the representation joined with the features' principal components", "",
+              f"The same representations joined with the 50 principal components of the package's features at "
+              f"weight {w:g} (`train/_joined.py`, the space the default k-means start uses since 2026-12-04): "
+              f"`python benchmarks/auto_k_rules.py score --emb-dir DIR --pca-weight {w:g} --out "
+              f"{Path(args.joined_scores).resolve().relative_to(REPO)}` (the `warmup` files also hold the components). The "
+              "`k-means ARI` column is k-means on the joined space.", ""]
+        L += [*jtable, "", "K per seed:", "", *_per_seed(jd, jrows)]
     if NOTES.exists():
         L += ["", NOTES.read_text().rstrip()]
     Path(args.out).write_text("\n".join(L) + "\n")
@@ -196,8 +236,11 @@ def main() -> None:
     s = sub.add_parser("score")
     s.add_argument("--emb-dir", required=True)
     s.add_argument("--out", default=str(SCORES))
+    s.add_argument("--pca-weight", type=float, default=0.0,
+                   help="score the representation joined with the features' PCs at this weight (0: alone)")
     a = sub.add_parser("analyse")
     a.add_argument("--scores", default=str(SCORES))
+    a.add_argument("--joined-scores", default=str(JOINED_SCORES))
     a.add_argument("--out", default=str(MD))
     args = ap.parse_args()
     {"score": score, "analyse": analyse}[args.cmd](args)

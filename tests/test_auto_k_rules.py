@@ -39,15 +39,34 @@ def test_rules_recompute_the_package_criteria(tmp_path):
     emb.mkdir()
     np.savez_compressed(emb / "blobs_s2.npz", z=z, labels=y.astype(str), k=5)
     out = tmp_path / "scores.jsonl"
-    rules.score(argparse.Namespace(emb_dir=str(emb), out=str(out)))
+    rules.score(argparse.Namespace(emb_dir=str(emb), out=str(out), pca_weight=0.0))
     (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (rec["dataset"], rec["seed"], rec["k_true"]) == ("blobs", 2, 5)
     for name, fn in [("consensus", consensus_k), ("eigengap", eigengap_k), ("leiden_modularity", leiden_modularity_k),
                      ("leiden_stability", leiden_stability_k)]:
         assert rules.RULES[name](rec) == fn(z, seed=2).k, name
     # scoring again skips what is already there
-    rules.score(argparse.Namespace(emb_dir=str(emb), out=str(out)))
+    rules.score(argparse.Namespace(emb_dir=str(emb), out=str(out), pca_weight=0.0))
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_scores_on_the_joined_space_use_the_saved_components(tmp_path):
+    """``--pca-weight`` scores ``joined_space(z, pcs, w)``, the space the default k-means start uses."""
+    from scgpcl.train._joined import joined_space
+
+    rules = _load("auto_k_rules")
+    z, y = make_blobs(300, n_features=8, centers=2, cluster_std=1.0, random_state=0)  # z sees 2 groups
+    pcs, _ = make_blobs(300, n_features=5, centers=6, cluster_std=0.3, random_state=1)  # the PCs see 6
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    np.savez_compressed(emb / "two_s0.npz", z=z.astype(np.float32), pcs=pcs, labels=y.astype(str), k=2)
+    out = tmp_path / "joined.jsonl"
+    rules.score(argparse.Namespace(emb_dir=str(emb), out=str(out), pca_weight=2.0))
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    joined = joined_space(torch.from_numpy(z.astype(np.float32)), pcs, 2.0)
+    assert rec["pca_weight"] == 2.0
+    assert rules.RULES["eigengap"](rec) == eigengap_k(joined, seed=0).k
+    assert rules.RULES["eigengap"](rec) != eigengap_k(z.astype(np.float32), seed=0).k
 
 
 def test_within_factor_counts_every_seed():
@@ -73,6 +92,7 @@ def test_warmup_saves_what_the_package_estimates_k_on(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     d = np.load(tmp_path / "toy_s1.npz", allow_pickle=True)
     assert d["z"].shape[0] == a.n_obs and int(d["k"]) == 3
+    assert d["pcs"].shape[0] == a.n_obs and 1 <= d["pcs"].shape[1] <= 50  # the features' PCs of the same cells
     assert list(d["labels"]) == list(a.obs["cell_type"])
     m = SCGPCL(a.copy(), None, random_state=1, device="cpu")
     m.train(progress=False)
