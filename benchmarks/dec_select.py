@@ -30,6 +30,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 JSONL = RESULTS / "dec_select.jsonl"
 MD = RESULTS / "dec_select.md"
 NOTES = RESULTS / "dec_select_notes.md"
+#: the settings the runs in JSONL were made with: the package defaults until 2026-12-04
+MEASURED_WITH = {"dec_pca_target": False, "kmeans_pca_weight": 0.0}
+#: runs of the current defaults that record the same diagnostics
+CURRENT = RESULTS / "accuracy.jsonl"
 
 #: rule -> True to keep DEC's labels, False for the pre-trained k-means labels
 RULES = {
@@ -47,34 +51,48 @@ def _mse(v) -> str:
     return f"{v.mean():+.3f} ± {v.std(ddof=1) / np.sqrt(v.size):.3f}" if v.size > 1 else "-"
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--jsonl", default=str(JSONL))
-    p.add_argument("--md", default=str(MD))
-    args = p.parse_args(argv)
-    recs = [r for r in harness.latest_ok(harness.load_records(args.jsonl)).values()
-            if r["method"] == "scgpcl" and not r.get("overrides") and "silhouette_pre" in r]
+def _runs(path, settings: dict) -> dict:
+    """dataset -> the latest successful scgpcl runs made with exactly ``settings`` (overrides) and diagnostics."""
     runs: dict = {}
-    for r in recs:
-        runs.setdefault(r["dataset"], []).append(r)
+    for r in harness.latest_ok(harness.load_records(path)).values():
+        if r["method"] == "scgpcl" and (r.get("overrides") or {}) == settings and "silhouette_pre" in r:
+            runs.setdefault(r["dataset"], []).append(r)
+    return runs
+
+
+def _rules_table(runs: dict) -> list[str]:
     names = [d for d in DATASETS if len(runs.get(d, [])) >= 3]
     ari = {rule: {d: float(np.mean([x["ARI"] if keep(x) else x["ARI_pretrain"] for x in runs[d]]))
                   for d in names} for rule, keep in RULES.items()}
     kept = {rule: sum(keep(x) for d in names for x in runs[d]) for rule, keep in RULES.items()}
     base = ari["always DEC (defaults)"]
-    L = ["# Keep DEC's labels or the pre-trained ones: label-free rules", "",
-         "The package defaults, 13 datasets x seeds 0-2 (`dec_select.jsonl`; commands in the script's docstring). "
-         "Per run, a rule keeps DEC's labels or the k-means labels DEC started from, looking only at the two "
-         "clusterings (silhouettes in the pre-trained representation, on one sample of at most 4,000 cells; "
-         "their agreement as ARI; the evenness of the cluster sizes). Paired difference of the mean ARI "
-         "against always keeping DEC's labels, mean ± standard error over datasets.", "",
-         "| rule | runs keeping DEC | mean ARI | - defaults, all | choose | confirm |", "|---|---|---|---|---|---|"]
+    L = ["| rule | runs keeping DEC | mean ARI | - defaults, all | choose | confirm |", "|---|---|---|---|---|---|"]
     n_runs = sum(len(runs[d]) for d in names)
     for rule in RULES:
         diff = {d: ari[rule][d] - base[d] for d in names}
         L.append(f"| {rule} | {kept[rule]} of {n_runs} | {np.mean(list(ari[rule].values())):.3f} | "
                  f"{_mse(list(diff.values()))} | {_mse([diff[d] for d in names if d in CHOOSE])} | "
                  f"{_mse([diff[d] for d in names if d in CONFIRM])} |")
+    return L
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--jsonl", default=str(JSONL))
+    p.add_argument("--current", default=str(CURRENT), help="runs of the current defaults (with diagnostics)")
+    p.add_argument("--md", default=str(MD))
+    args = p.parse_args(argv)
+    runs = _runs(args.jsonl, MEASURED_WITH)
+    names = [d for d in DATASETS if len(runs.get(d, [])) >= 3]
+    L = ["# Keep DEC's labels or the pre-trained ones: label-free rules", "",
+         "The package defaults of the time (`dec_select.jsonl`, which records them as "
+         + ", ".join(f"`{k}={v}`" for k, v in MEASURED_WITH.items())
+         + "), 13 datasets x seeds 0-2 (commands in the script's docstring). "
+         "Per run, a rule keeps DEC's labels or the k-means labels DEC started from, looking only at the two "
+         "clusterings (silhouettes in the pre-trained representation, on one sample of at most 4,000 cells; "
+         "their agreement as ARI; the evenness of the cluster sizes). Paired difference of the mean ARI "
+         "against always keeping DEC's labels, mean ± standard error over datasets.", ""]
+    L += _rules_table(runs)
     L += ["", "Per run: ARI before / after DEC, and the diagnostics.", "",
           "| dataset | half | seed | ARI before | after | silhouette before | after | agreement | size entropy before "
           "| after |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -83,6 +101,13 @@ def main(argv=None) -> None:
             L.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {x['seed']} | {x['ARI_pretrain']:.3f} | "
                      f"{x['ARI']:.3f} | {x['silhouette_pre']:.3f} | {x['silhouette_post']:.3f} | "
                      f"{x['dec_agreement']:.3f} | {x['size_entropy_pre']:.3f} | {x['size_entropy_post']:.3f} |")
+    current = _runs(args.current, {}) if Path(args.current).exists() else {}
+    if current:
+        L += ["", "## The same rules at the current defaults", "",
+              f"The package defaults' runs in `{Path(args.current).name}` (the accuracy page's runs, which record "
+              "the same diagnostics); DEC there starts from the joined k-means (`kmeans_pca_weight`), so `never "
+              "DEC` is that start's labels.", ""]
+        L += _rules_table(current)
     if NOTES.exists():
         L += ["", NOTES.read_text().rstrip()]
     Path(args.md).write_text("\n".join(L) + "\n")
