@@ -45,6 +45,8 @@ SHARED = Path(os.environ.get("SCGPCL_SHARED", REPO.parent / "shared"))
 CACHE = REPO / "benchmarks" / "runs" / "scale"
 RESULTS = REPO / "benchmarks" / "results"
 JSONL = RESULTS / "scale.jsonl"
+#: What the tables show, written by hand (appended to the generated page).
+NOTES = RESULTS / "scale_notes.md"
 SIM_ARGS = ["--preset", "demo", "--n-genes", "2000", "--group-prob", "0.16", "0.14", "0.12", "0.11", "0.10",
             "0.09", "0.08", "0.07", "0.07", "0.06", "--lib-loc", "6.8", "--de-fac-scale", "0.8",
             "--dropout-type", "none", "--seed", "0"]
@@ -243,15 +245,16 @@ def _real_section(recs) -> list[str]:
     out = ["", "## Real data end to end", "",
            "`python benchmarks/scale.py real --datasets ... --seeds 0 1 2 --threads T`: the shared file as it is, "
            "the whole process timed (reading, preparing, training, labels). Medians over seeds for scgpcl.", "",
-           "| data | cells | method | seeds | wall s | CPU s | peak RSS MB | ARI |", "|---|---|---|---|---|---|---|---|"]
+           "| data | cells | method | settings | seeds | wall s | CPU s | peak RSS MB | ARI |",
+           "|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in real_recs:
-        by.setdefault((r["dataset"], r["method"]), []).append(r)
-    for (ds, method), rs in sorted(by.items()):
+        by.setdefault((r["dataset"], r["method"], _settings(r)), []).append(r)
+    for (ds, method, label), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "defaults")):
         med = lambda key, rr=rs: float(np.median([x[key] for x in rr]))
         aris = [x["ARI"] for x in rs]
         ari = f"{np.mean(aris):.3f}" + (f" ± {np.std(aris, ddof=1):.3f}" if len(aris) > 1 else "")
-        out.append(f"| {ds} | {rs[0]['n_cells']} | {method} | {len(rs)} | {med('wall_s'):.0f} | {med('cpu_s'):.0f} | "
+        out.append(f"| {ds} | {rs[0]['n_cells']} | {method} | {label} | {len(rs)} | {med('wall_s'):.0f} | {med('cpu_s'):.0f} | "
                    f"{med('peak_rss_mb'):.0f} | {ari} |")
     return out
 
@@ -276,6 +279,12 @@ def _cost(rec: dict) -> dict:
     return out
 
 
+def _settings(rec: dict) -> str:
+    """``defaults``, or the overrides a run was made (or relabelled) with."""
+    over = rec.get("overrides") or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(over.items())) if over else "defaults"
+
+
 def table(args) -> None:
     recs = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()]
     full = [r for r in recs if not r.get("capped") and not r.get("real")]
@@ -288,28 +297,34 @@ def table(args) -> None:
              "script's docstring.", ""]
     cpus = sorted({r["cpu"] for r in recs})
     lines += [f"CPU: {', '.join(cpus)}; threads per run: {sorted({r['threads'] for r in recs})}.", ""]
-    lines += ["| data | cells | scgpcl wall s | CPU s | peak RSS MB | ARI | steps (pre+fine) | s/step | "
+    lines += ["`settings`: `defaults` are the package defaults at the time of the run; rows measured before the default "
+              "changed carry the settings that were the defaults then (`harness.py relabel`). The scanpy columns are "
+              "the scanpy run on the same data on the same day (the same session), if any.", ""]
+    lines += ["| data | cells | settings | scgpcl wall s | CPU s | peak RSS MB | ARI | steps (pre+fine) | s/step | "
               "scanpy wall s | CPU s | RSS MB | ARI (Leiden) | ARI (PCA k-means) | wall ratio |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in full:
-        by.setdefault((r["dataset"], r["method"]), []).append(r)
-    for (ds, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0].split("_")[0], int(kv[0][0].split("_")[1]))):
+        by.setdefault((r["dataset"], r["method"], _settings(r)), []).append(r)
+    for (ds, method, label), rs in sorted(by.items(), key=lambda kv: (kv[0][0].split("_")[0],
+                                                                      int(kv[0][0].split("_")[1]),
+                                                                      kv[0][2] != "defaults", kv[0][2])):
         if method != "scgpcl":
             continue
-        sp_ = by.get((ds, "scanpy"), [{}])[-1]
+        same_day = [x for x in by.get((ds, "scanpy", "defaults"), []) if x.get("date") == rs[-1].get("date")]
+        sp_ = (same_day or [{}])[-1]  # the scanpy run of the same session
         med = lambda key, rr=rs: float(np.median([x[key] for x in rr]))
         steps = [x["stages"]["pretrain"]["steps"] + x["stages"].get("finetune", {}).get("steps", 0) for x in rs]
         cost = np.median([_cost(x)["pretrain"] for x in rs])
         aris = [x["ARI"] for x in rs]
         ari = f"{np.mean(aris):.3f}" + (f" ± {np.std(aris, ddof=1):.3f}" if len(aris) > 1 else "")
         ratio = med("wall_s") / sp_["wall_s"] if sp_ else float("nan")
-        lines.append(f"| {ds} | {rs[0]['n_cells']} | {med('wall_s'):.0f} | {med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} "
+        lines.append(f"| {ds} | {rs[0]['n_cells']} | {label} | {med('wall_s'):.0f} | {med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} "
                      f"| {ari} | {int(np.median(steps))} | {cost:.2f} | {sp_.get('wall_s', float('nan')):.0f} | "
                      f"{sp_.get('cpu_s', float('nan')):.0f} | {sp_.get('peak_rss_mb', float('nan')):.0f} | "
                      f"{sp_.get('ARI', float('nan')):.3f} | {sp_.get('ARI_pca_kmeans', float('nan')):.3f} | {ratio:.1f} |")
     sims = sorted([(r["n_cells"], r["wall_s"]) for r in full if r["method"] == "scgpcl" and r["dataset"].startswith("sim")
-                   and 30000 <= r["n_cells"] <= 300000])
+                   and 30000 <= r["n_cells"] <= 300000 and _settings(r) == "defaults"])
     if len({n for n, _ in sims}) >= 2:
         n, t = np.array(sims, dtype=float).T
         slope = np.polyfit(np.log(n), np.log(t), 1)[0]
@@ -317,6 +332,8 @@ def table(args) -> None:
                       f"**n^{slope:.2f}**."]
     lines += _cap_section(recs, full)
     lines += _real_section(recs)
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().rstrip()]
     Path(args.md).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.md}")
 
