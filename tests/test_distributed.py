@@ -232,16 +232,45 @@ def _global_steps(comm=None) -> dict:
     return out
 
 
-def _joined_options(comm=None) -> tuple:
-    m = SCGPCL(toy_counts(), 3, random_state=0, **TINY)
-    return type(m.trainer).__name__, m.trainer.cfg.kmeans_pca_weight, m.trainer.cfg.dec_pca_target
+def _joined_parts(comm=None) -> dict:
+    """The sample's feature PCs and fine-tuning's DEC target with the joined target (``dec_pca_target``), from
+    fixed labels and centres, on an untrained model."""
+    from scgpcl.train._joined import JoinedTarget
+
+    model = SCGPCL(toy_counts(), 3, random_state=0, sample_cells=100, **TINY)
+    tr = model.trainer
+    pca, pcs = tr.sample_feature_pcs()
+    z_s = tr.embedder.of_sample()
+    labels = np.arange(len(z_s)) % 3
+    tr.joined_target = JoinedTarget(pca, pcs, z_s, labels, 3, 0.5)
+    tr.module.init_cluster_centres(_fixed_centres(tr.module.n_latent))
+    plan = tr.loader.plan(1)
+    ctx, out_labels = tr.finetune_stage(tr)._context(plan)
+    return {"options": (type(tr).__name__, tr.cfg.kmeans_pca_weight, tr.cfg.dec_pca_target), "pcs": pcs,
+            "target": ctx.target.numpy(), "labels": out_labels, "sample_ids": tr.embedder.sample_ids(),
+            "missing": tr.embedder.missing(torch.cat(plan)).numpy()}  # a rank's plan: its part of each minibatch
 
 
-def test_several_processes_start_fine_tuning_from_the_representation_alone():
-    """The default joined k-means start (one process only) falls back to the representation under two ranks."""
-    assert _joined_options()[1:] == (0.5, True)
-    ranks = run_ranks(_joined_options)
-    assert [ranks[0], ranks[1]] == [("DistributedTrainer", 0.0, False)] * 2
+def test_several_processes_keep_the_joined_start_and_its_dec_target():
+    """The default joined k-means start and joined DEC target run over two ranks as in one process: the same
+    principal components of the sample (up to each axis's sign), the same DEC target for the sample (from each
+    rank's share) and for the cells outside it that a rank trains on (from their PCs), and the labels from the
+    representation."""
+    single = _joined_parts()
+    ranks = run_ranks(_joined_parts)
+    assert single["options"] == ("Trainer", 0.5, True)
+    assert len(single["missing"]) > 0  # the round trains on cells outside the sample too
+    np.testing.assert_array_equal(np.sort(np.concatenate([ranks[0]["missing"], ranks[1]["missing"]])),
+                                  np.sort(single["missing"]))
+    for r in (0, 1):
+        assert ranks[r]["options"] == ("DistributedTrainer", 0.5, True)
+        signs = np.sign((ranks[r]["pcs"] * single["pcs"]).sum(0))
+        np.testing.assert_allclose(ranks[r]["pcs"] * signs, single["pcs"], rtol=1e-6, atol=1e-8)
+        rows = np.concatenate([single["sample_ids"], ranks[r]["missing"]])
+        assert np.abs(single["target"][rows]).sum() > 0
+        np.testing.assert_allclose(ranks[r]["target"][rows], single["target"][rows], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(ranks[r]["labels"], single["labels"])
+    np.testing.assert_array_equal(ranks[0]["pcs"], ranks[1]["pcs"])  # one set of axes, signs included
 
 
 def test_distributed_embedding_and_dec_target_equal_one_process():

@@ -57,8 +57,12 @@ def test_joined_space_gives_each_block_its_weight():
 
 def _fake_trainer(loader, weight):
     cfg = SimpleNamespace(kmeans_pca_weight=weight, kmeans_n_init=5, kmeans_select="inertia", dec_pca_target=False)
-    return SimpleNamespace(cfg=cfg, k=3, kmeans=SeededKMeans(0), loader=loader,
-                           embedder=SimpleNamespace(sample=None), sampler_cfg=SimpleNamespace(chunk_cells=64))
+
+    def sample_feature_pcs():  # as Trainer.sample_feature_pcs, with every cell as the sample
+        pca = FeaturePCA(loader, None, chunk=64)
+        return pca, pca.transform(None)
+
+    return SimpleNamespace(cfg=cfg, k=3, kmeans=SeededKMeans(0), loader=loader, sample_feature_pcs=sample_feature_pcs)
 
 
 def test_start_kmeans_follows_the_features_when_the_representation_is_noise(built, toy):

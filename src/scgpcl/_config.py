@@ -139,8 +139,7 @@ class TrainConfig:
     kmeans_pca_weight: float = _opt(
         0.5, "the k-means that starts fine-tuning (and gives the labels without it) runs on the representation "
              "joined with the input features' 50 principal components, each block scaled to unit total variance "
-             "and the PCA block weighted by this (0: the representation alone; one process only, several use 0; "
-             "benchmarks/results/hybrid.md)",
+             "and the PCA block weighted by this (0: the representation alone; benchmarks/results/hybrid.md)",
         low=0)
     dec_pca_target: bool = _opt(
         True, "with kmeans_pca_weight > 0, DEC's target distribution also comes from the joined space (the "

@@ -21,8 +21,13 @@ differs is behind the trainer's parts:
   where the stage needs all of them.
 - k-means (:class:`DistributedKMeans`): Lloyd's iterations over the ranks'
   rows (:func:`~scgpcl.train._distributed_kmeans.lloyd_kmeans`).
+- the joined DEC start (``kmeans_pca_weight``,
+  :meth:`DistributedTrainer.sample_feature_pcs`): the features' covariance
+  summed over each rank's share of the sample and all-reduced, rank 0's
+  principal axes broadcast, the scores gathered.
 - fine-tuning's global step (:class:`DistributedFinetuneStage`): Q of each
-  rank's share, the cluster frequencies all-reduced, the target P gathered.
+  rank's share (in the joined space with ``dec_pca_target``), the cluster
+  frequencies all-reduced, the target P gathered.
 - one-off work on rank 0 (the estimate of K), its result broadcast; stopping
   decisions taken on rank 0 and broadcast (:meth:`DistributedTrainer.agree`),
   so every rank stops at the same step.
@@ -30,7 +35,6 @@ differs is behind the trainer's parts:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -49,6 +53,7 @@ from ..module._sync_batchnorm import convert_sync_batchnorm
 from ._distributed_kmeans import lloyd_kmeans
 from ._finetune import FinetuneStage
 from ._global import Embedder, SeededKMeans, dec_target
+from ._joined import FeaturePCA
 from ._kmeans import KMeansResult
 from ._schedule import Progress
 from ._trainer import Trainer
@@ -241,22 +246,29 @@ class DistributedKMeans(SeededKMeans):
 class DistributedFinetuneStage(FinetuneStage):
     """Fine-tuning whose global step is sharded.
 
-    Q of each rank's share of the sample, the cluster frequencies all-reduced, the DEC target and the labels
-    gathered.
+    Q of each rank's share of the sample (in the joined space with ``dec_pca_target``), the cluster
+    frequencies all-reduced, the DEC target and the labels gathered.
     """
 
     def _context(self, plan: list[torch.Tensor]) -> tuple[LossContext, np.ndarray]:
         tr = self.tr
         comm = tr.comm
         mu, alpha = tr.module.cluster_centres, tr.model_cfg.alpha
+        joined = tr.joined_target  # dec_pca_target: the target from the joined space, labels from z
         with torch.no_grad():
-            q = soft_assign(tr.embedder.of_sample_share(), mu, alpha)
+            z = tr.embedder.of_sample_share()
+            q_z = soft_assign(z, mu, alpha)
+            q = q_z if joined is None else joined.soft_assign(z, joined.sample[comm.shard(len(joined.sample))], mu,
+                                                              alpha)
             freq = comm.all_reduce(q.sum(dim=0, keepdim=True), "the DEC cluster frequencies")
             target = tr.embedder.spread(comm.all_gather_rows(dec_target(q, freq), "the gather of the DEC target"), 0.0)
-            labels = comm.all_gather_rows(q.argmax(1), "the gather of the labels")
+            labels = comm.all_gather_rows(q_z.argmax(1), "the gather of the labels")
             missing = tr.embedder.missing(torch.cat(plan))
             if len(missing):
-                target[missing] = dec_target(soft_assign(tr.embedder.of_cells(missing), mu, alpha), freq)
+                z_m = tr.embedder.of_cells(missing)
+                q_m = soft_assign(z_m, mu, alpha) if joined is None else joined.soft_assign(
+                    z_m, joined.rows(missing), mu, alpha)
+                target[missing] = dec_target(q_m, freq)
         ctx = LossContext("finetune", tau=tr.model_cfg.tau, alpha=alpha, target=target)
         return ctx, labels.cpu().numpy()
 
@@ -284,11 +296,6 @@ class DistributedTrainer(Trainer):
         problem = multi_process_problem(self.cfg)  # the command refuses it earlier; this is the Python API's check
         if problem:
             raise InputError(problem)
-        if self.cfg.kmeans_pca_weight > 0:  # computed in one process only (train/_joined.py)
-            if comm.is_main:
-                log.info("kmeans_pca_weight=%g is not available with several processes: fine-tuning starts "
-                         "from k-means on the representation alone", self.cfg.kmeans_pca_weight)
-            self.cfg = dataclasses.replace(self.cfg, kmeans_pca_weight=0.0, dec_pca_target=False)
         self.embedder = ShardedEmbedder(self.embedder, comm)
         self.kmeans = DistributedKMeans(self.kmeans, comm)
         self.step = DataParallelStep(module, comm)
@@ -311,6 +318,28 @@ class DistributedTrainer(Trainer):
         with torch.no_grad():
             for t in state:
                 t.copy_(self.comm.broadcast(t.detach(), "the broadcast of the initial weights"))
+
+    def sample_feature_pcs(self) -> tuple[FeaturePCA, np.ndarray]:
+        """The sample's feature PCs (``kmeans_pca_weight``), each rank summing and scoring its share of the sample.
+
+        The covariance's sums are all-reduced; rank 0's principal axes are broadcast (so every rank projects
+        on the same axes, signs included) and the scores gathered: every rank holds every row.
+        """
+        comm = self.comm
+        sample = self.embedder.sample
+        ids = torch.arange(self.loader.n_cells, device=self.loader.device) if sample is None else sample
+        mine = ids[comm.shard(len(ids))]
+
+        def reduce(total, gram, n):
+            flat = torch.cat([gram.reshape(-1), total, torch.tensor([float(n)], dtype=torch.float64)])
+            flat = comm.all_reduce(flat, "the all-reduce of the features' covariance")
+            g = len(total)
+            return flat[g * g : g * g + g], flat[: g * g].reshape(g, g), float(flat[-1])
+
+        pca = FeaturePCA(self.loader, mine, chunk=self.sampler_cfg.chunk_cells, reduce=reduce)
+        pca.basis = comm.broadcast(pca.basis, "the broadcast of the features' principal axes")
+        scores = comm.all_gather_rows(torch.from_numpy(pca.transform(mine)), "the gather of the features' PCs")
+        return pca, scores.numpy()
 
     def estimate_k(self, z: torch.Tensor) -> int:
         """K estimated once, on rank 0, and broadcast."""

@@ -26,10 +26,11 @@ class FeaturePCA:
 
     Exact PCA from the genes x genes covariance, accumulated chunk by chunk: memory grows with the genes
     squared, not with cells x genes. Float64 accumulation; signs of the components are arbitrary (k-means
-    and distances do not see them).
+    and distances do not see them). ``reduce(total, gram, n)``, if given, turns this process's sums over its
+    share of ``cells`` into the sums over all of them (several processes).
     """
 
-    def __init__(self, loader, cells: torch.Tensor | None, *, chunk: int, n_pcs: int = JOINED_PCS):
+    def __init__(self, loader, cells: torch.Tensor | None, *, chunk: int, n_pcs: int = JOINED_PCS, reduce=None):
         self.loader, self.chunk = loader, chunk
         g = loader.n_genes
         total, gram, n = torch.zeros(g, dtype=torch.float64), torch.zeros(g, g, dtype=torch.float64), 0
@@ -38,6 +39,8 @@ class FeaturePCA:
             total += x.sum(0)
             gram += x.T @ x
             n += len(x)
+        if reduce is not None:  # several processes: each summed its share of the cells
+            total, gram, n = reduce(total, gram, n)
         self.mean = total / n
         _, vecs = torch.linalg.eigh(gram / n - torch.outer(self.mean, self.mean))  # ascending eigenvalues
         self.basis = vecs[:, -min(n_pcs, g, max(n - 1, 1)) :].flip(1)
@@ -109,14 +112,14 @@ def start_kmeans(tr, z_s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The k-means that starts fine-tuning (or gives the labels without it) on the sample's representation.
 
     Returns the labels and the centres in the representation. With ``kmeans_pca_weight`` 0 this is k-means
-    on ``z_s`` alone; otherwise on :func:`joined_space` of ``z_s`` and the sample's feature PCs.
+    on ``z_s`` alone; otherwise on :func:`joined_space` of ``z_s`` and the sample's feature PCs
+    (``tr.sample_feature_pcs()``: one process computes them, several share the work).
     """
     cfg = tr.cfg
     if cfg.kmeans_pca_weight <= 0:
         r = tr.kmeans(z_s, tr.k, cfg.kmeans_n_init, select=cfg.kmeans_select)
         return r.labels, r.centres
-    pca = FeaturePCA(tr.loader, tr.embedder.sample, chunk=tr.sampler_cfg.chunk_cells)
-    pcs = pca.transform(tr.embedder.sample)
+    pca, pcs = tr.sample_feature_pcs()
     r = tr.kmeans(joined_space(z_s, pcs, cfg.kmeans_pca_weight), tr.k, cfg.kmeans_n_init, select=cfg.kmeans_select)
     if cfg.dec_pca_target:
         tr.joined_target = JoinedTarget(pca, pcs, z_s, r.labels, tr.k, cfg.kmeans_pca_weight)

@@ -23,7 +23,7 @@ from ..module import SCGPCLModule, soft_assign
 from ._auto_k import AutoKResult, estimate_k
 from ._finetune import FinetuneStage
 from ._global import Embedder, SeededKMeans, prototype_sizes
-from ._joined import start_kmeans
+from ._joined import FeaturePCA, start_kmeans
 from ._kmeans import assign
 from ._loop import StageResult, loss_weights, run_round
 from ._pretrain import PretrainStage
@@ -104,6 +104,11 @@ class Trainer:
                                             k_max=self.cfg.auto_k_max, seed=self.seed)
             self.k = self.result.auto_k.k
         return self.k
+
+    def sample_feature_pcs(self) -> tuple[FeaturePCA, np.ndarray]:
+        """The input features' principal components, fitted on the global steps' sample, and its scores."""
+        pca = FeaturePCA(self.loader, self.embedder.sample, chunk=self.sampler_cfg.chunk_cells)
+        return pca, pca.transform(self.embedder.sample)
 
     def pretrain(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         """Contrastive pre-training; ``callback(round, record)`` after every round."""
