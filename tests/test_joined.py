@@ -39,7 +39,9 @@ def test_feature_pcs_are_the_pca_of_the_features_in_any_chunking(built):
         assert got.shape == (loader.n_cells, 10)
         np.testing.assert_allclose(_gram(got), _gram(ref), atol=1e-3 * np.abs(_gram(ref)).max())
     cells = torch.tensor([3, 10, 50, 51, 90, 120, 121, 150, 170, 179])
-    sub = FeaturePCA(loader, cells, chunk=4, n_pcs=5).transform(cells)
+    sub_pca = FeaturePCA(loader, cells, chunk=4, n_pcs=5)
+    sub = sub_pca.transform(cells)
+    assert sub_pca.transform(torch.arange(0)).shape == (0, 5)  # a process whose share of the sample is empty
     ref_sub = PCA(5, svd_solver="full").fit_transform(dense[cells.numpy()].astype(np.float64))
     np.testing.assert_allclose(_gram(sub), _gram(ref_sub), atol=1e-3 * np.abs(_gram(ref_sub)).max())
 

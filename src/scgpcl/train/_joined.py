@@ -49,7 +49,7 @@ class FeaturePCA:
         """The component scores of ``cells`` (None: every cell), float64."""
         out = [(c.features.dense().to(torch.float64).cpu() - self.mean) @ self.basis
                for c in self.loader.chunks(cells, self.chunk)]
-        return torch.cat(out).numpy()
+        return torch.cat(out).numpy() if out else np.zeros((0, self.basis.shape[1]))  # no cells: a rank's empty share
 
 
 class JoinedTarget:
