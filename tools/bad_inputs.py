@@ -486,6 +486,7 @@ NOT_A_ROW = {
     "tests/test_cli.py::test_quiet_keeps_warnings_that_change_the_data": "uses -k 1 to stop early; checks the warning",
     "tests/test_io.py::test_orientation_warning_survives_quiet": "uses -k 1 to stop early; checks the warning",
     "tests/test_model.py::test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample": "not an input: '== 2' matched a comparison (steps per round)",
+    "tests/test_auto_k_rules.py::test_scores_on_the_joined_space_use_the_saved_components": "not an input: '== 2' matched a comparison (the PCA weight recorded)",
     "tests/test_model.py::test_fine_tuning_stops_before_a_round_that_empties_a_cluster": "a training behaviour (DEC stops before a cluster empties), not a bad input",
     "tests/test_docs.py::test_readme_keeps_the_two_commands": "checks the README text for the exit code of pytest, not a bad input",
     "tests/test_io.py::test_write_h5ad_atomic_missing_directory": "write_h5ad_atomic() called directly; the CLI checks the folder first",
