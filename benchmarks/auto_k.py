@@ -507,12 +507,9 @@ def warmup(args) -> None:
         saved = {}
 
         def hooked(z, method, _saved=saved, _tr=m.trainer, **kw):
-            from scgpcl.train._joined import FeaturePCA
-
             _saved["z"] = np.asarray(z)
             # the features' principal components of the same cells, for K on the joined space (auto_k_rules.py)
-            sample = _tr.embedder.sample
-            _saved["pcs"] = FeaturePCA(_tr.loader, sample, chunk=_tr.sampler_cfg.chunk_cells).transform(sample)
+            _saved["pcs"] = _tr.sample_feature_pcs()[1]
             raise _Stop
 
         original, _trainer.estimate_k = _trainer.estimate_k, hooked

@@ -51,7 +51,7 @@ from ..data import SubgraphLoader
 from ..module import LossContext, SCGPCLModule, soft_assign
 from ..module._sync_batchnorm import convert_sync_batchnorm
 from ._distributed_kmeans import lloyd_kmeans
-from ._finetune import FinetuneStage
+from ._finetune import FinetuneStage, missing_target
 from ._global import Embedder, SeededKMeans, dec_target
 from ._joined import FeaturePCA
 from ._kmeans import KMeansResult
@@ -265,10 +265,7 @@ class DistributedFinetuneStage(FinetuneStage):
             labels = comm.all_gather_rows(q_z.argmax(1), "the gather of the labels")
             missing = tr.embedder.missing(torch.cat(plan))
             if len(missing):
-                z_m = tr.embedder.of_cells(missing)
-                q_m = soft_assign(z_m, mu, alpha) if joined is None else joined.soft_assign(
-                    z_m, joined.rows(missing), mu, alpha)
-                target[missing] = dec_target(q_m, freq)
+                target[missing] = missing_target(tr, missing, freq)
         ctx = LossContext("finetune", tau=tr.model_cfg.tau, alpha=alpha, target=target)
         return ctx, labels.cpu().numpy()
 

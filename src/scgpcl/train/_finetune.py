@@ -16,7 +16,7 @@ from ._kmeans import consensus_labels
 from ._loop import StageResult, check_finite
 from ._schedule import Progress
 
-__all__ = ["FinetuneStage", "init_clusters"]
+__all__ = ["FinetuneStage", "init_clusters", "missing_target"]
 
 log = logging.getLogger("scgpcl")
 
@@ -124,9 +124,18 @@ class FinetuneStage:
             target = tr.embedder.spread(dec_target(q_s, freq), 0.0)
             missing = tr.embedder.missing(torch.cat(plan))
             if len(missing):
-                z_m = tr.embedder.of_cells(missing)
-                q_m = soft_assign(z_m, mu, alpha) if joined is None else joined.soft_assign(
-                    z_m, joined.rows(missing), mu, alpha)
-                target[missing] = dec_target(q_m, freq)
+                target[missing] = missing_target(tr, missing, freq)
         ctx = LossContext("finetune", tau=tr.model_cfg.tau, alpha=alpha, target=target)
         return ctx, q_z.argmax(1).cpu().numpy()
+
+
+def missing_target(tr, missing: torch.Tensor, freq: torch.Tensor) -> torch.Tensor:
+    """DEC's target for a round's cells outside the sample.
+
+    From their own representation (joined with their feature PCs with ``dec_pca_target``) and the sample's
+    cluster frequencies ``freq``.
+    """
+    mu, alpha, joined = tr.module.cluster_centres, tr.model_cfg.alpha, tr.joined_target
+    z_m = tr.embedder.of_cells(missing)
+    q_m = soft_assign(z_m, mu, alpha) if joined is None else joined.soft_assign(z_m, joined.rows(missing), mu, alpha)
+    return dec_target(q_m, freq)
