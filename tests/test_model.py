@@ -707,3 +707,31 @@ def test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample(toy
     # the same seed repeats exactly on this path too
     again = SCGPCL(toy, 3, random_state=0, batch_size=40, round_steps=2, sample_cells=60, **QUICK).train(progress=False)
     np.testing.assert_array_equal(again.predict(), labels)
+
+
+def test_choose_target_sum_records_its_choice_and_a_saved_model_keeps_it(toy, tmp_path, caplog):
+    """The chosen scaling replaces target_sum in the config (the option is then off), the features are
+    prepare's for it, and a reloaded model has the same features without choosing again."""
+    from scgpcl.data import prepare
+
+    with caplog.at_level("INFO", logger="scgpcl"):
+        m = SCGPCL(toy, 3, random_state=0, choose_target_sum=True, **QUICK)
+    assert set(m.target_sum_scores) == {0.0, 1e4}
+    chosen = max(m.target_sum_scores, key=m.target_sum_scores.get)
+    assert m.config.preprocess.target_sum == chosen and not m.config.preprocess.choose_target_sum
+    assert "choose_target_sum: silhouette" in caplog.text
+    ref = prepare(sp.csr_matrix(toy.X), toy.var_names.to_numpy(), m.config.preprocess)
+    np.testing.assert_array_equal(m.data.lognorm.toarray(), ref.lognorm.toarray())
+    m.train(progress=False)
+    m.save(tmp_path / "m")
+    loaded = SCGPCL.load(tmp_path / "m", toy)
+    assert loaded.target_sum_scores is None and loaded.config.preprocess.target_sum == chosen
+    np.testing.assert_array_equal(loaded.data.lognorm.toarray(), m.data.lognorm.toarray())
+    np.testing.assert_array_equal(loaded.predict(), m.predict())
+
+
+def test_choose_target_sum_is_skipped_when_k_is_estimated(small_toy, caplog):
+    with caplog.at_level("INFO", logger="scgpcl"):
+        m = SCGPCL(small_toy, None, random_state=0, choose_target_sum=True, **QUICK)
+    assert m.target_sum_scores is None and m.config.preprocess.target_sum == 0
+    assert "choose_target_sum: not with an estimated K; keeping target_sum=0" in caplog.text

@@ -160,3 +160,29 @@ def test_torch_threads_kept_restores_after_change():
     with torch_threads_kept():
         torch.set_num_threads(n + 1)
     assert torch.get_num_threads() == n
+
+
+def test_choose_target_sum_scores_the_features_prepare_makes(counts):
+    """Each candidate's silhouette is that of k-means on the PCs of prepare's own features for that scaling."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+
+    from scgpcl.data import choose_target_sum
+
+    x = counts.copy()
+    x[3] = 0  # a dropped cell: the sample's rows must map to the right input rows
+    x[:60, :10] *= 4  # two groups
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.3, min_genes=10)
+    p = prepare(sp.csr_matrix(x), names, cfg)
+    target, scores = choose_target_sum(sp.csr_matrix(x), p, 2, seed=3)  # the sample is every cell
+    assert set(scores) == {0.0, 1e4} and target == max(scores, key=scores.get)
+    for t, s in scores.items():
+        f = prepare(sp.csr_matrix(x), names, PreprocessConfig(**{**cfg.__dict__, "target_sum": t})).dense_features()
+        pcs = PCA(min(50, *f.shape), random_state=3).fit_transform(f)
+        labels = KMeans(2, n_init=10, random_state=3).fit_predict(pcs)
+        assert s == pytest.approx(silhouette_score(pcs, labels), abs=2e-3)
+    # a sample: at most max_cells cells, the same answer for the same seed
+    assert choose_target_sum(sp.csr_matrix(x), p, 2, seed=1, max_cells=50) == \
+        choose_target_sum(sp.csr_matrix(x), p, 2, seed=1, max_cells=50)

@@ -51,6 +51,10 @@ class PreprocessConfig:
         0.0, "cell features: each cell's counts are scaled to this total over all its genes before log1p "
              "(10000: scanpy's normalize_total default); 0: to the median total over the selected genes, as "
              "the reference", low=0)
+    choose_target_sum: bool = _opt(
+        False, "cell features: choose target_sum per dataset between 0 (median scaling) and 10000 by the "
+               "k-means silhouette at K on the principal components of a sample of cells (not with an "
+               "estimated K); the chosen value replaces target_sum in the model's config")
 
 
 @dataclass

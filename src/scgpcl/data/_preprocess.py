@@ -18,7 +18,7 @@ from .._config import PreprocessConfig
 from .._errors import InputError
 from .._threads import torch_threads_kept
 
-__all__ = ["PreparedData", "prepare", "select_genes"]
+__all__ = ["PreparedData", "choose_target_sum", "prepare", "select_genes"]
 
 log = logging.getLogger("scgpcl")
 
@@ -241,6 +241,62 @@ def prepare(
         gene_index=genes_sel,
         gene_names=gene_names[genes_sel],
     )
+
+
+#: the two cell scalings :func:`choose_target_sum` compares: the reference's median scaling and scanpy's 10,000
+SCALE_CANDIDATES = (0.0, 1e4)
+
+
+def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, *, seed: int,
+                      max_cells: int = 5000) -> tuple[float, dict[float, float]]:
+    """The cell scaling (``target_sum``) whose features k-means separates best at ``n_clusters``.
+
+    For each of :data:`SCALE_CANDIDATES`, on the same sample of at most ``max_cells`` kept cells: the
+    selected genes' counts scaled as :func:`prepare` scales them, ``log1p``, z-scored over the sample,
+    their first 50 principal components, k-means (``n_clusters``, 10 restarts) and the mean silhouette of
+    its clusters. The scaling with the higher silhouette wins (ties: the first). Label-free; the cost does
+    not grow with the cells beyond the sample.
+
+    Parameters
+    ----------
+    counts
+        The raw counts :func:`prepare` was given (all genes: the ``1e4`` scaling divides by them).
+    data
+        :func:`prepare`'s result on ``counts``.
+    n_clusters
+        The number of clusters the run will look for.
+    seed
+        Seeds the sample, the PCA and k-means.
+    max_cells
+        Size of the sample.
+
+    Returns
+    -------
+    tuple
+        The chosen ``target_sum`` and each candidate's silhouette.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+
+    n = data.n_cells
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_cells), replace=False))
+    tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
+    x = data.counts[rows]
+    tot_all = np.asarray(sp.csr_matrix(counts)[np.flatnonzero(data.cell_mask)[rows]].sum(axis=1),
+                         dtype=np.float64).ravel()
+    scores: dict[float, float] = {}
+    for target in SCALE_CANDIDATES:
+        scale = float(np.median(tot)) / tot[rows] if not target else target / tot_all
+        m = sp.csr_matrix((_row_values(x, scale)[0], x.indices, x.indptr), shape=x.shape)
+        mean, std = _column_moments(m)
+        f = (m.toarray() - mean) / std
+        with torch_threads_kept():
+            pcs = PCA(min(50, *f.shape), random_state=seed).fit_transform(f)
+            labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(pcs)
+        n_found = len(np.unique(labels))
+        scores[target] = float(silhouette_score(pcs, labels)) if 1 < n_found < len(pcs) else -1.0
+    return max(scores, key=lambda t: (scores[t], -SCALE_CANDIDATES.index(t))), scores
 
 
 #: rows per block when a pass over the matrix needs temporary arrays

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import numbers
@@ -17,7 +18,7 @@ from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
 from .._messages import empty_clusters_message
-from ..data import PreparedData, prepare
+from ..data import PreparedData, choose_target_sum, prepare
 from ..data._checks import check_counts, check_n_clusters
 from ..data._sharded import make_loader
 from ..distributed import rank_device
@@ -174,6 +175,11 @@ class SCGPCL:
         if self.n_clusters is None:
             _check_auto_k_options(config)
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess, genes=genes)
+        #: ``choose_target_sum``: each candidate target_sum's silhouette (None if no choice was made)
+        self.target_sum_scores: dict[float, float] | None = None
+        if config.preprocess.choose_target_sum and genes is None:
+            self._choose_target_sum(counts, adata, random_state)
+            config = self.config
         if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
                 f"n_clusters={self.n_clusters} exceeds the {self.data.n_cells} cells left after dropping empty cells"
@@ -208,6 +214,22 @@ class SCGPCL:
         self.is_trained = False
         self.stages: dict[str, dict] = {}
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+    def _choose_target_sum(self, counts, adata: AnnData, random_state: int) -> None:
+        """``choose_target_sum``: pick the cell scaling by silhouette; re-prepare and record it in the config."""
+        if self.n_clusters is None or self.n_clusters < 2 or self.data.n_cells <= self.n_clusters:
+            log.info("choose_target_sum: not with %s; keeping target_sum=%g",
+                     "an estimated K" if self.n_clusters is None else f"K={self.n_clusters} and "
+                     f"{self.data.n_cells} cells", self.config.preprocess.target_sum)
+            return
+        target, scores = choose_target_sum(counts, self.data, self.n_clusters, seed=random_state)
+        log.info("choose_target_sum: silhouette %s; target_sum=%g",
+                 ", ".join(f"{s:.3f} at target_sum={t:g}" for t, s in scores.items()), target)
+        if target != self.config.preprocess.target_sum:
+            pre = dataclasses.replace(self.config.preprocess, target_sum=target)
+            self.data = prepare(counts, adata.var_names.to_numpy(), pre, genes=self.data.gene_index)
+        self.config = self.config.override(target_sum=target, choose_target_sum=False)
+        self.target_sum_scores = scores
 
     # ------------------------------------------------------------------ train
     @property
