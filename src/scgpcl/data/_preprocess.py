@@ -283,8 +283,7 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_cells), replace=False))
     tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
     x = data.counts[rows]
-    tot_all = np.asarray(sp.csr_matrix(counts)[np.flatnonzero(data.cell_mask)[rows]].sum(axis=1),
-                         dtype=np.float64).ravel()
+    tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[np.flatnonzero(data.cell_mask)[rows]]
     scores: dict[float, float] = {}
     for target in SCALE_CANDIDATES:
         scale = float(np.median(tot)) / tot[rows] if not target else target / tot_all
