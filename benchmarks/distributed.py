@@ -143,7 +143,7 @@ def _run_command(cmd: list[str], tag: dict) -> dict:
 def data(_args=None) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     if not SIM.exists():
-        subprocess.run([sys.executable, "-m", "scgpcl", "simulate", str(SIM), *SIM_ARGS, "--quiet"], check=True,
+        subprocess.run([sys.executable, "-m", "scgpcl", "simulate", str(SIM), *SIM_ARGS], check=True,
                        env=_env())
     return SIM
 
