@@ -275,7 +275,7 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
     extra = {"n_genes_used": int(model.data.n_genes), "n_cells_dropped": int(np.sum(labels < 0))}
     if method == "scgpcl_auto":
         extra["k_estimated"] = int(model.n_clusters)
-    if getattr(model, "target_sum_scores", None):  # choose_target_sum: what it chose, and why
+    if model.target_sum_scores:  # choose_target_sum: what it chose, and why
         extra["target_sum_chosen"] = float(model.config.preprocess.target_sum)
         extra["target_sum_silhouettes"] = {f"{t:g}": s for t, s in model.target_sum_scores.items()}
     for stage in ("pretrain", "finetune"):

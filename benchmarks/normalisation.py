@@ -3,6 +3,7 @@
     python benchmarks/normalisation.py pca       # PCA + k-means on the package's features at three scales
     python benchmarks/normalisation.py shifted   # ... and with the shifted logarithm's pseudo-count (added columns)
     python benchmarks/normalisation.py picks     # ... and the column the package's choose_target_sum picks
+                                                 # (shifted and picks add columns to pca's rows: run pca first)
     python benchmarks/normalisation.py sim       # scGPCL on three Splatter files, defaults and target_sum=1e4
     python benchmarks/normalisation.py table     # -> benchmarks/results/normalisation.md
 
@@ -45,38 +46,51 @@ def _files() -> list[Path]:
     return [f for f in real if "NOT_COUNTS" not in f.name] + sorted((harness.SHARED / "data" / "sim").glob("*.h5ad"))
 
 
-def pca(args) -> None:
+def _load(f: Path):
+    """A dataset's AnnData, its labels, K and its counts as float32 CSR."""
     import anndata as ad
-    import scanpy as sc
     import scipy.sparse as sp
+
+    a = ad.read_h5ad(f)
+    truth = a.obs["cell_type"].astype(str).to_numpy()
+    return a, truth, len(np.unique(truth)), sp.csr_matrix(a.X, dtype=np.float32)
+
+
+def _kmeans_ari(feats, truth, k) -> list[float]:
+    """ARI of k-means (K, 10 restarts, seeds 0-2) on the first 50 PCs of ``feats``."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.metrics import adjusted_rand_score
 
+    pcs = PCA(50, random_state=0).fit_transform(feats)
+    return [adjusted_rand_score(truth, KMeans(k, n_init=10, random_state=s).fit(pcs).labels_) for s in range(3)]
+
+
+def _rows() -> dict[str, dict]:
+    return {r["dataset"]: r for r in map(json.loads, PCA_JSONL.read_text().splitlines())}
+
+
+def pca(args) -> None:
+    import anndata as ad
+    import scanpy as sc
+
     from scgpcl import PreprocessConfig
     from scgpcl.data import prepare
 
-    def kmeans_ari(feats, truth, k):
-        pcs = PCA(50, random_state=0).fit_transform(feats)
-        return [adjusted_rand_score(truth, KMeans(k, n_init=10, random_state=s).fit(pcs).labels_) for s in range(3)]
-
     rows = []
     for f in _files():
-        a = ad.read_h5ad(f)
-        truth = a.obs["cell_type"].astype(str).to_numpy()
-        k = len(np.unique(truth))
-        x = sp.csr_matrix(a.X, dtype=np.float32)
+        a, truth, k, x = _load(f)
         median_all = float(np.median(np.asarray(x.sum(1)).ravel()))
         row = {"dataset": f.stem, "kind": f.parent.name, "median_total": median_all, "K": k}
         for name, target in (("median", 0.0), ("1e4", 1e4), ("min(median, 1e4)", min(median_all, 1e4))):
             d = prepare(x, a.var_names.to_numpy(), PreprocessConfig(target_sum=target))
-            row[name] = kmeans_ari(d.dense_features(), truth[d.cell_mask], k)
+            row[name] = _kmeans_ari(d.dense_features(), truth[d.cell_mask], k)
         for theta in (100.0, 10.0):  # d: the last prepare's genes and cells (gene selection ignores target_sum)
             res = ad.AnnData(d.counts.copy())
             sc.experimental.pp.normalize_pearson_residuals(res, theta=theta)
-            row[f"pearson{theta:g}"] = kmeans_ari(np.asarray(res.X), truth[d.cell_mask], k)
+            row[f"pearson{theta:g}"] = _kmeans_ari(np.asarray(res.X), truth[d.cell_mask], k)
         rows.append(row)
-        print(f"{f.stem}: " + ", ".join(f"{n} {np.mean(row[n]):.3f}" for n in COLUMNS), flush=True)
+        print(f"{f.stem}: " + ", ".join(f"{n} {np.mean(row[n]):.3f}" for n in COLUMNS if n in row), flush=True)
     PCA_JSONL.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -103,21 +117,12 @@ def overdispersion(x) -> float:
 
 def shifted(args) -> None:
     """Add the shifted-log columns (target = 4 alpha mean total) to the rows of ``pca``."""
-    import anndata as ad
-    import scipy.sparse as sp
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.metrics import adjusted_rand_score
-
     from scgpcl import PreprocessConfig
     from scgpcl.data import prepare
 
-    rows = {r["dataset"]: r for r in map(json.loads, PCA_JSONL.read_text().splitlines())}
+    rows = _rows()
     for f in _files():
-        a = ad.read_h5ad(f)
-        truth = a.obs["cell_type"].astype(str).to_numpy()
-        k = len(np.unique(truth))
-        x = sp.csr_matrix(a.X, dtype=np.float32)
+        a, truth, k, x = _load(f)
         tot = np.asarray(x.sum(1)).ravel()
         mean_all = float(tot[tot > 0].mean())
         alpha = overdispersion(x)
@@ -125,9 +130,7 @@ def shifted(args) -> None:
         row["alpha"] = alpha
         for name, target in (("shifted alpha", 4 * alpha * mean_all), ("shifted 0.05", 0.2 * mean_all)):
             d = prepare(x, a.var_names.to_numpy(), PreprocessConfig(target_sum=target))
-            pcs = PCA(50, random_state=0).fit_transform(d.dense_features())
-            row[name] = [adjusted_rand_score(truth[d.cell_mask], KMeans(k, n_init=10, random_state=s).fit(pcs).labels_)
-                         for s in range(3)]
+            row[name] = _kmeans_ari(d.dense_features(), truth[d.cell_mask], k)
         print(f"{f.stem}: alpha {alpha:.3f} target {4 * alpha * mean_all:,.0f} median {np.mean(row['median']):.3f} "
               f"1e4 {np.mean(row['1e4']):.3f} shifted {np.mean(row['shifted alpha']):.3f} "
               f"0.05 {np.mean(row['shifted 0.05']):.3f}", flush=True)
@@ -136,18 +139,14 @@ def shifted(args) -> None:
 
 def picks(args) -> None:
     """Add which of ``median`` / ``1e4`` ``scgpcl.data.choose_target_sum`` picks (seed 0) to the rows of ``pca``."""
-    import anndata as ad
-    import scipy.sparse as sp
-
     from scgpcl import PreprocessConfig
     from scgpcl.data import choose_target_sum, prepare
 
-    rows = {r["dataset"]: r for r in map(json.loads, PCA_JSONL.read_text().splitlines())}
+    rows = _rows()
     for f in _files():
-        a = ad.read_h5ad(f)
-        x = sp.csr_matrix(a.X, dtype=np.float32)
+        a, _, k, x = _load(f)
         d = prepare(x, a.var_names.to_numpy(), PreprocessConfig())
-        target, scores = choose_target_sum(x, d, a.obs["cell_type"].nunique(), seed=0)
+        target, scores = choose_target_sum(x, d, k, seed=0)
         rows[f.stem]["silhouette pick"] = "1e4" if target else "median"
         rows[f.stem]["silhouettes"] = {f"{t:g}": v for t, v in scores.items()}
         print(f"{f.stem}: {scores} -> {rows[f.stem]['silhouette pick']}", flush=True)
@@ -198,12 +197,12 @@ def table(args) -> None:
               + " | `choose_target_sum` |", "|---|---|---|---|" + "---|" * (len(COLUMNS) + 1)]
         for r in rows:
             L.append(f"| {r['dataset']} | {r['kind']} | {r['median_total']:,.0f} | {r.get('alpha', float('nan')):.2f} | "
-                     + " | ".join(f"{np.mean(r[c]):.3f}" for c in COLUMNS)
+                     + " | ".join(f"{np.mean(r.get(c, np.nan)):.3f}" for c in COLUMNS)
                      + f" | {r.get('silhouette pick', '-')}: {np.mean(r[r['silhouette pick']]) if 'silhouette pick' in r else float('nan'):.3f} |")
         for kind in ("real", "sim"):
             sel = [r for r in rows if r["kind"] == kind]
             L.append(f"| mean, {len(sel)} {kind} | | | | "
-                     + " | ".join(f"{np.mean([np.mean(r[c]) for r in sel]):.3f}" for c in COLUMNS)
+                     + " | ".join(f"{np.mean([np.mean(r.get(c, np.nan)) for r in sel]):.3f}" for c in COLUMNS)
                      + f" | {np.mean([np.mean(r[r.get('silhouette pick', 'median')]) for r in sel]):.3f} |")
         L.append("")
     if SIM_JSONL.exists():

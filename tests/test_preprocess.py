@@ -186,3 +186,7 @@ def test_choose_target_sum_scores_the_features_prepare_makes(counts):
     # a sample: at most max_cells cells, the same answer for the same seed
     assert choose_target_sum(sp.csr_matrix(x), p, 2, seed=1, max_cells=50) == \
         choose_target_sum(sp.csr_matrix(x), p, 2, seed=1, max_cells=50)
+    # more clusters than the sample: the sample grows to hold them; as many as the cells: a clear error
+    assert set(choose_target_sum(sp.csr_matrix(x), p, 60, seed=1, max_cells=50)[1]) == {0.0, 1e4}
+    with pytest.raises(InputError, match="n_clusters < the 119 kept cells"):
+        choose_target_sum(sp.csr_matrix(x), p, 119, seed=1)

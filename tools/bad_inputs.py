@@ -496,6 +496,7 @@ NOT_A_ROW = {
     "tests/test_auto_k.py::test_leiden_criterion_without_igraph_fails_early": "needs igraph to be missing",
     "tests/test_preprocess.py::test_seurat_v3_without_scikit_misc_names_the_package": "needs scikit-misc to be missing",
     "tests/test_preprocess.py::test_unknown_selection_is_refused": "select_genes() directly; the CLI's --gene-selection has fixed choices",
+    "tests/test_preprocess.py::test_choose_target_sum_scores_the_features_prepare_makes": "choose_target_sum() directly with n_clusters = the cells; the model never calls it with such a K (it skips the choice and logs why)",
     "tests/test_pl.py::test_training_curves_marks_stages_and_stops": "one assertion on a history without epochs",
     "tests/test_pl.py::test_marker_dotplot_columns": "n_genes=0 of the dot plot, as 'markers --n-genes 0'",
     "tests/test_simulate.py::test_bad_params_raise_input_error": "17 Splat parameter values; 'group probabilities not summing to 1' stands for them",

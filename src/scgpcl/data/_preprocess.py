@@ -251,9 +251,9 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
                       max_cells: int = 5000) -> tuple[float, dict[float, float]]:
     """The cell scaling (``target_sum``) whose features k-means separates best at ``n_clusters``.
 
-    For each of :data:`SCALE_CANDIDATES`, on the same sample of at most ``max_cells`` kept cells: the
-    selected genes' counts scaled as :func:`prepare` scales them, ``log1p``, z-scored over the sample,
-    their first 50 principal components, k-means (``n_clusters``, 10 restarts) and the mean silhouette of
+    For each of :data:`SCALE_CANDIDATES`, on the same sample of ``max_cells`` kept cells (all of them if
+    fewer; more than ``n_clusters``): the selected genes' counts scaled as :func:`prepare` scales them,
+    ``log1p``, z-scored over the sample, their first 50 principal components, k-means (``n_clusters``, 10 restarts) and the mean silhouette of
     its clusters. The scaling with the higher silhouette wins (ties: the first). Label-free; the cost does
     not grow with the cells beyond the sample.
 
@@ -280,7 +280,10 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
     from sklearn.metrics import silhouette_score
 
     n = data.n_cells
-    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_cells), replace=False))
+    if not 2 <= n_clusters < n:
+        raise InputError(f"choose_target_sum needs 2 <= n_clusters < the {n} kept cells, got {n_clusters}")
+    size = min(n, max(max_cells, n_clusters + 1))  # k-means needs more cells than clusters
+    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
     x = data.counts[rows]
     tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[np.flatnonzero(data.cell_mask)[rows]]
@@ -295,7 +298,7 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
             labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(pcs)
         n_found = len(np.unique(labels))
         scores[target] = float(silhouette_score(pcs, labels)) if 1 < n_found < len(pcs) else -1.0
-    return max(scores, key=lambda t: (scores[t], -SCALE_CANDIDATES.index(t))), scores
+    return max(scores, key=scores.get), scores  # a tie keeps the first candidate
 
 
 #: rows per block when a pass over the matrix needs temporary arrays
