@@ -388,6 +388,13 @@ from scgpcl.cli import main
 started, how = pathlib.Path(sys.argv[1]), sys.argv[2]
 
 
+def wait():
+    # short sleeps, not one sleep(60): the kernel may deliver the signal to a BLAS worker thread, and then
+    # the main thread's handler runs only when it next executes bytecode (after a long sleep, too late)
+    for _ in range(600):
+        time.sleep(0.1)
+
+
 def slow_write(self, filename, **kwargs):
     with open(filename, "wb") as handle:
         handle.write(b"half an h5ad")
@@ -395,12 +402,12 @@ def slow_write(self, filename, **kwargs):
     if how == "finaliser":  # the signal lands in a __del__, where Python drops the exception ...
         class Finaliser:
             def __del__(self):
-                time.sleep(60)
+                wait()
 
         finaliser = Finaliser()
         del finaliser
         return  # ... and the write would go on and succeed
-    time.sleep(60)
+    wait()
 
 
 anndata.AnnData.write_h5ad = slow_write
