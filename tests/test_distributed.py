@@ -343,6 +343,25 @@ def test_a_rank_that_dies_or_hangs_ends_the_others_with_a_clear_error():
     assert "did not answer within 3 s" in message
 
 
+def _different_scaling(comm) -> str | None:
+    target_sum = 0.0 if comm.rank == 0 else 1e4  # as if choose_target_sum had picked differently on rank 1
+    model = SCGPCL(toy_counts(), 3, random_state=0, target_sum=target_sum, **TINY)
+    try:
+        model.trainer
+    except InputError as err:
+        return str(err)
+    return None
+
+
+def test_processes_with_different_features_refuse_to_train_together():
+    """Ranks that prepared different features (here another cell scaling) each raise the same InputError
+    when the trainer joins the group, instead of training one model on different data."""
+    ranks = run_ranks(_different_scaling)
+    assert ranks[0] is not None and ranks[0] == ranks[1]
+    assert ranks[0].startswith("the processes prepared different data")
+    assert "process 0: 180 cells" in ranks[0] and "process 1: 180 cells" in ranks[0]
+
+
 def test_collectives_of_one_process_are_the_identity():
     comm = Communicator()
     x = torch.arange(6.0).reshape(3, 2)

@@ -293,6 +293,7 @@ class DistributedTrainer(Trainer):
         problem = multi_process_problem(self.cfg)  # the command refuses it earlier; this is the Python API's check
         if problem:
             raise InputError(problem)
+        self._check_same_data()
         self.embedder = ShardedEmbedder(self.embedder, comm)
         self.kmeans = DistributedKMeans(self.kmeans, comm)
         self.step = DataParallelStep(module, comm)
@@ -306,6 +307,27 @@ class DistributedTrainer(Trainer):
     @progress.setter
     def progress(self, value: bool) -> None:
         self._progress = bool(value) and self.comm.is_main
+
+    def _check_same_data(self) -> None:
+        """Every rank prepared the same data (cells, genes, cell scaling), or every rank raises InputError.
+
+        The ranks prepare their data each on its own: different input files, or a ``choose_target_sum``
+        that picked differently, would otherwise train one model on different features (or hang in the
+        broadcast of weights whose shapes differ).
+        """
+        ld = self.loader
+        mine = torch.tensor([[float(ld.n_cells), float(ld.mean.numel()), float(ld.mean.double().sum()),
+                              float(ld.std.double().sum()), float(ld.size_factors.double().sum())]],
+                            dtype=torch.float64)
+        every = self.comm.all_gather_rows(mine, "the check that every process has the same data").cpu()
+        same = torch.isclose(every, every[:1], rtol=1e-6, atol=0.0).all(dim=1)
+        if not bool(same.all()):
+            rows = "; ".join(f"process {r}: {int(v[0])} cells x {int(v[1])} genes, feature mean sum {v[2]:.6g}"
+                             for r, v in enumerate(every.tolist()))
+            raise InputError(
+                "the processes prepared different data, so they cannot train one model: give every process the "
+                "same input and options (with choose_target_sum, pass the chosen --target-sum instead) [" + rows + "]"
+            )
 
     def _broadcast_state(self) -> None:
         """Rank 0's weights and buffers on every rank (they start equal anyway: the same seed)."""
