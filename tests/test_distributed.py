@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -462,6 +463,21 @@ def test_processes_two_clusters_and_rank_0_writes_in_input_order(tmp_path):
     model = SCGPCL.load(saved, source)  # one process, the saved weights: the same labels
     assert adjusted_rand_score(model.predict(), result.obs["scgpcl"].astype(int)) == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.h5ad", "toy.h5ad"]
+
+
+def test_processes_make_one_choice_of_the_cell_scaling(tmp_path):
+    """--choose-target-sum under two processes: each process chooses from the same data and seed, the
+    ranks' check that they prepared the same data passes, and the output records the value chosen."""
+    toy = _toy_file(tmp_path)
+    out = tmp_path / "out.h5ad"
+    res = _scgpcl("cluster", str(toy), str(out), "-k", "3", "--processes", "2", "--choose-target-sum",
+                  *TINY_FLAGS)
+    assert res.returncode == 0, res.stderr
+    chosen = re.findall(r"choose_target_sum: silhouette .*; target_sum=(\S+)", res.stderr)
+    assert len(chosen) >= 1 and len(set(chosen)) == 1, res.stderr
+    config = ad.read_h5ad(out).uns["scgpcl"]["params"]["config"]
+    assert not bool(config["preprocess.choose_target_sum"])
+    assert float(config["preprocess.target_sum"]) == float(chosen[0])
 
 
 def _children_of(pid: int) -> list[int]:
