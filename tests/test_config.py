@@ -19,3 +19,12 @@ def test_warmup_at_or_beyond_pretraining_is_refused(warmup, pretrain):
 def test_warmup_below_pretraining_is_accepted():
     scgpcl.faithful().override(warmup_rounds=199, pretrain_rounds=200).validate()
     scgpcl.fast().validate()
+
+
+def test_a_target_sum_that_choose_target_sum_would_discard_is_refused():
+    # choose_target_sum picks 0 or 10000 and overwrites target_sum: another explicit value would be lost
+    with pytest.raises(ValueError, match=r"target_sum=5000 with choose_target_sum=True .*drop one of the two"):
+        scgpcl.recommended().override(choose_target_sum=True, target_sum=5000.0).validate()
+    for target in (0.0, 1e4):
+        scgpcl.recommended().override(choose_target_sum=True, target_sum=target).validate()
+    scgpcl.recommended().override(target_sum=5000.0).validate()  # fine without the choice

@@ -296,6 +296,9 @@ CASES: list[Case] = [
          lambda: ["simulate", "missing/sim.h5ad"]),
     Case("simulate: --n-cells not a number", [T + "test_simulate.py::test_cli_bad_input"],
          lambda: ["simulate", "sim.h5ad", "--n-cells", "many"]),
+    Case("--target-sum that --choose-target-sum would discard",
+         [T + "test_config.py::test_a_target_sum_that_choose_target_sum_would_discard_is_refused"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--choose-target-sum", "--target-sum", "5000", *CLUSTER]),
     # --- data-parallel training
     Case("--processes 0", [T + "test_distributed.py::test_distributed_options_are_checked"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--processes", "0", *CLUSTER]),

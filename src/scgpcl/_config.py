@@ -35,6 +35,11 @@ def _opt(default: Any = dataclasses.MISSING, help: str = "", *, low: float | Non
     return field(default=default, metadata=meta)
 
 
+#: the cell scalings (``target_sum``) that ``choose_target_sum`` chooses between: the reference's median
+#: scaling (0) and scanpy's 10,000 counts
+TARGET_SUM_CANDIDATES = (0.0, 1e4)
+
+
 @dataclass
 class PreprocessConfig:
     """Gene selection and normalisation (docs/method.md section 1)."""
@@ -301,6 +306,11 @@ class SCGPCLConfig:
             problems.append(
                 f"warmup_rounds={t.warmup_rounds} >= pretrain_rounds={t.pretrain_rounds} (the prototypical loss "
                 "would never run; make the warm-up shorter, or set lambda_proto=0 to train without it)")
+        pre = self.preprocess
+        if not problems and pre.choose_target_sum and pre.target_sum not in TARGET_SUM_CANDIDATES:
+            problems.append(
+                f"target_sum={pre.target_sum:g} with choose_target_sum=True (the choice is between "
+                f"{' and '.join(f'{t:g}' for t in TARGET_SUM_CANDIDATES)} and would discard it; drop one of the two)")
         if problems:
             raise ValueError("invalid option value(s): " + "; ".join(problems))
         return self

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .._config import PreprocessConfig
+from .._config import TARGET_SUM_CANDIDATES, PreprocessConfig
 from .._errors import InputError
 from .._threads import torch_threads_kept
 
@@ -223,9 +223,8 @@ def prepare(
     x = _subset(x, cell_keep, None)
     x = _clean(x, owned=not _shares_memory(x, counts))
     tot = tot[cell_keep]
-    median = float(np.median(tot))
-    size_factors = (tot / median).astype(np.float32)
-    scale = median / tot if not cfg.target_sum else cfg.target_sum / tot_all[cell_keep]
+    size_factors = (tot / float(np.median(tot))).astype(np.float32)
+    scale = _cell_scale(tot, tot_all[cell_keep], cfg.target_sum)
     lognorm_data, lgamma_cell = _row_values(x, scale)
     norm = sp.csr_matrix((lognorm_data, x.indices, x.indptr), shape=x.shape)
     mean, std = _column_moments(norm)
@@ -243,19 +242,16 @@ def prepare(
     )
 
 
-#: the two cell scalings :func:`choose_target_sum` compares: the reference's median scaling and scanpy's 10,000
-SCALE_CANDIDATES = (0.0, 1e4)
-
-
 def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, *, seed: int,
                       max_cells: int = 5000) -> tuple[float, dict[float, float]]:
     """The cell scaling (``target_sum``) whose features k-means separates best at ``n_clusters``.
 
-    For each of :data:`SCALE_CANDIDATES`, on the same sample of ``max_cells`` kept cells (all of them if
-    fewer; more than ``n_clusters``): the selected genes' counts scaled as :func:`prepare` scales them,
-    ``log1p``, z-scored over the sample, their first 50 principal components, k-means (``n_clusters``, 10 restarts) and the mean silhouette of
-    its clusters. The scaling with the higher silhouette wins (ties: the first). Label-free; the cost does
-    not grow with the cells beyond the sample.
+    For each of ``TARGET_SUM_CANDIDATES`` (0, the median scaling, and 10,000), on the same sample of
+    ``max_cells`` kept cells (all of them if fewer; more than ``n_clusters``): the selected genes' counts
+    scaled as :func:`prepare` scales them, ``log1p``, z-scored over the sample, their first 50 principal
+    components, k-means (``n_clusters``, 10 restarts) and the mean silhouette of its clusters. The scaling
+    with the higher silhouette wins (ties: the first). Label-free; the cost does not grow with the cells
+    beyond the sample.
 
     Parameters
     ----------
@@ -286,10 +282,10 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
     rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
     x = data.counts[rows]
-    tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[np.flatnonzero(data.cell_mask)[rows]]
+    tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[data.cell_mask]
     scores: dict[float, float] = {}
-    for target in SCALE_CANDIDATES:
-        scale = float(np.median(tot)) / tot[rows] if not target else target / tot_all
+    for target in TARGET_SUM_CANDIDATES:
+        scale = _cell_scale(tot, tot_all, target)[rows]
         m = sp.csr_matrix((_row_values(x, scale)[0], x.indices, x.indptr), shape=x.shape)
         mean, std = _column_moments(m)
         f = (m.toarray() - mean) / std
@@ -299,6 +295,15 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
         n_found = len(np.unique(labels))
         scores[target] = float(silhouette_score(pcs, labels)) if 1 < n_found < len(pcs) else -1.0
     return max(scores, key=scores.get), scores  # a tie keeps the first candidate
+
+
+def _cell_scale(tot: np.ndarray, tot_all: np.ndarray, target_sum: float) -> np.ndarray:
+    """Per cell, the factor its counts are multiplied by before log1p (``PreprocessConfig.target_sum``).
+
+    ``tot``: each kept cell's total over the selected genes; ``tot_all``: over all genes. ``target_sum=0``
+    scales every cell to the median of ``tot``, a positive value scales its total over all genes to it.
+    """
+    return float(np.median(tot)) / tot if not target_sum else target_sum / tot_all
 
 
 #: rows per block when a pass over the matrix needs temporary arrays
