@@ -51,7 +51,7 @@ def test_negative_refused_with_advice(counts, fmt):
     scaled = (counts - counts.mean(axis=0)) / (counts.std(axis=0) + 1)
     with pytest.raises(
         InputError,
-        match=r"negative value.*scaled or log-transformed.*needs raw counts.*--layer / layer=",
+        match=r"negative value.*scaled or log-transformed.*needs raw counts\. Use layer= to pick a layer",
     ):
         check_counts(fmt(scaled))
 
@@ -136,7 +136,7 @@ def test_sparse_checked_without_densifying():
 @pytest.mark.skipif(not NOT_COUNTS.is_file(), reason=f"shared data not found at {NOT_COUNTS} (set SCGPCL_SHARED)")
 def test_real_scaled_data_refused():
     adata = read_counts(NOT_COUNTS)
-    with pytest.raises(InputError, match=r"negative value.*needs raw counts.*--layer / layer="):
+    with pytest.raises(InputError, match=r"negative value.*needs raw counts\. (Use layer=|Go back to the raw count)"):
         check_counts(adata.X, layers=list(adata.layers))
 
 
@@ -265,7 +265,7 @@ def test_label_key_with_one_value_per_cell_is_refused(capsys, tmp_path):
 @pytest.mark.parametrize("fmt", [np.asarray, sp.csr_matrix])
 def test_boolean_matrix_refused(counts, fmt):
     # a detected / not-detected matrix was taken as counts of 0 and 1
-    with pytest.raises(InputError, match=r"X holds True/False values.*raw integer counts.*--layer / layer="):
+    with pytest.raises(InputError, match=r"X holds True/False values.*raw integer counts\. Use layer= to pick"):
         check_counts(fmt(counts > 0))
 
 
@@ -278,3 +278,17 @@ def test_values_of_absurd_size_are_called_corrupt(counts, fmt):
     x = counts - 1.0  # plainly scaled data keep their own message
     with pytest.raises(InputError, match="scaled or log-transformed"):
         check_counts(fmt(x))
+
+
+def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
+    # a plain matrix (the sklearn estimator) was told to "use --layer / layer=" although it has no layers
+    scaled = np.full((4, 3), -1.0)
+    with pytest.raises(InputError, match=r"Go back to the raw count matrix \(this data has no layers and no \.raw") as e:
+        check_counts(scaled, layers=[])
+    assert "layer=" not in str(e.value)
+    with pytest.raises(InputError, match=r"Use layer= to pick a layer holding raw counts \(available layers: 'counts'\)"):
+        check_counts(scaled, layers=["counts"])
+    with pytest.raises(InputError, match=r"no \.raw.*or use reconstruction='mse'"):
+        check_counts(np.full((4, 3), 0.5), layers=[])
+    with pytest.raises(InputError, match=r"is this the count matrix\? Use layer= to pick another"):
+        check_counts(np.zeros((4, 3)), layers=["c"])

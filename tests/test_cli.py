@@ -602,3 +602,111 @@ def test_ctrl_c_while_writing_says_what_was_written(small_toy_file, tmp_path, mo
     else:
         assert "already written and complete" in err and str(out) in err and out.exists()
         assert not (rep / "index.html").exists()
+
+
+# ------------------------------------------------ what a new user hit (audit of 2026-12-05)
+def test_the_output_is_never_the_input(toy_file, tmp_path, capsys):
+    # 'cluster in.h5ad in.h5ad --overwrite' replaced the data it had read ('markers' already refused this)
+    import shutil
+
+    src = tmp_path / "data.h5ad"
+    shutil.copy(toy_file, src)
+    before = src.read_bytes()
+    code = main(["cluster", str(src), str(src), "-k", "3", "--overwrite", "--quiet", *QUICK_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is the input file" in err[0] and "data_scgpcl.h5ad" in err[0]
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["data.h5ad"]
+
+
+def test_an_earlier_report_is_replaced_only_with_overwrite(tmp_path, capsys):
+    from helpers import clustered
+
+    path, rep = tmp_path / "clustered.h5ad", tmp_path / "rep"
+    clustered().write_h5ad(path)
+    assert main(["report", str(path), str(rep), "--quiet"]) == 0
+    before = (rep / "index.html").read_bytes()
+    capsys.readouterr()
+    assert main(["report", str(path), str(rep), "--quiet", "--name", "second run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an earlier report; pass --overwrite" in err[0]
+    assert (rep / "index.html").read_bytes() == before
+    # 'cluster --report' refuses it too, before training: nothing is written
+    out = tmp_path / "out.h5ad"
+    assert main(["cluster", str(path), str(out), "-k", "3", "--quiet", "--report", str(rep), *QUICK_ARGS]) == 2
+    assert "holds an earlier report" in capsys.readouterr().err and not out.exists()
+    assert main(["report", str(path), str(rep), "--quiet", "--name", "second run", "--overwrite"]) == 0
+    assert "second run" in (rep / "index.html").read_text()
+
+
+def test_a_folder_that_refuses_new_files_is_caught_before_training(small_toy_file, tmp_path, monkeypatch, capsys):
+    # as root, os.access says every folder is writable; /sys then failed after training
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    code = main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"cannot write the output into '{tmp_path}' (creating a file there failed: Read-only file system)" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_after_training_says_what_was_kept(small_toy_file, tmp_path, monkeypatch, capsys):
+    import torch
+
+    import scgpcl.data._io as io
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    out, model_dir = tmp_path / "o.h5ad", tmp_path / "model"
+    with monkeypatch.context() as m:
+        m.setattr(io, "write_h5ad_atomic", refused)
+        code = main(["cluster", str(small_toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert f"could not write '{out}' (PermissionError: Permission denied); nothing was written" in err[0]
+    with monkeypatch.context() as m:  # the model folder fails after the .h5ad is complete
+        m.setattr(torch, "save", refused)
+        code = main(["cluster", str(small_toy_file), str(out), "-k", "3", "--quiet", "--save-model", str(model_dir),
+                     *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert f"could not write '{model_dir}'" in err[0] and f"written and kept: {out}" in err[0]
+    assert ad.read_h5ad(out).n_obs > 0 and not model_dir.exists()
+
+
+def test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count(small_toy_file, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "o.h5ad"
+    assert main(["cluster", str(small_toy_file), str(out), "-k", "3", "--quiet", "--random-state", "none",
+                 *TINY_ARGS]) == 0
+    params = ad.read_h5ad(out).uns["scgpcl"]["params"]
+    assert 0 <= int(params["random_state"]) < 2**32
+    assert int(params["torch_threads"]) == torch.get_num_threads()
+    code = main(["cluster", str(small_toy_file), str(tmp_path / "p.h5ad"), "-k", "3", "--quiet",
+                 "--random-state", "-1", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--random-state -1 is not a seed" in err[-1] and "or none to draw one" in err[-1]
+
+
+def test_an_interrupted_stage_ends_its_progress_bar_before_the_message(small_toy_file, tmp_path, monkeypatch, capsys):
+    from scgpcl.train._trainer import Trainer
+
+    calls = []
+    real = Trainer.run_round
+
+    def interrupt_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run_round", interrupt_the_second)
+    code = main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", *TINY_ARGS])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "\nscgpcl: interrupted; no output written" in err and "step" in err.split("scgpcl: interrupted")[0]

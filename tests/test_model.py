@@ -504,7 +504,22 @@ def test_failed_save_leaves_no_temporary_files(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(OSError, match="No space"):
         trained.save(tmp_path / "m")
-    assert list((tmp_path / "m").iterdir()) == []
+    assert not (tmp_path / "m").exists()  # the folder it created is gone too
+    (tmp_path / "kept").mkdir()  # a folder that existed before stays, empty
+    with pytest.raises(OSError, match="No space"):
+        trained.save(tmp_path / "kept")
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_interrupted_save_leaves_no_folder_behind(trained, tmp_path, monkeypatch):
+    # a Ctrl-C during --save-model left an empty folder while the CLI said nothing else was written
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trained.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_lognorm_edge_weights_train_on_a_weighted_graph(toy):

@@ -111,7 +111,7 @@ def test_failure_midway_leaves_no_half_report(tmp_path, monkeypatch, report):
 
     monkeypatch.setattr(scgpcl.pl, "marker_dotplot", broken)
     with pytest.raises(RuntimeError, match="plotting failed"):
-        write_report(a, out)
+        write_report(a, out, overwrite=True)
     assert (out / "index.html").read_bytes() == before
     assert _leftovers(tmp_path) == []
     with pytest.raises(RuntimeError):
@@ -209,3 +209,18 @@ def test_report_without_markers_when_every_cluster_is_a_single_cell(small_toy, t
     with pytest.raises(InputError, match="n_genes must be >= 1"):
         write_report(a, tmp_path / "rep2", key="scgpcl", label_key="cell_type", n_markers=0)
     assert not (tmp_path / "rep2").exists()
+
+
+def test_an_earlier_report_is_replaced_only_with_overwrite(tmp_path, report):
+    # the README promises that no output is replaced without --overwrite; reports were
+    out = tmp_path / "r"
+    shutil.copytree(report[1], out)
+    before = (out / "index.html").read_bytes()
+    with pytest.raises(InputError, match=r"holds an earlier report; pass overwrite=True to replace it"):
+        write_report(clustered(), out, dataset_name="another run")
+    assert (out / "index.html").read_bytes() == before and _leftovers(tmp_path) == []
+    write_report(clustered(), out, dataset_name="another run", overwrite=True)
+    assert "another run" in (out / "index.html").read_text()
+    (tmp_path / "empty").mkdir()  # an empty folder needs no permission
+    write_report(clustered(), tmp_path / "empty")
+    assert (tmp_path / "empty" / "index.html").exists()

@@ -137,6 +137,21 @@ def unwritable(name: str):
         os.access = real
 
 
+@contextlib.contextmanager
+def refusing_new_files():
+    """A file system that refuses new files although the permission bits allow them (as /sys does for root)."""
+    real = tempfile.mkstemp
+
+    def refused(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    tempfile.mkstemp = refused
+    try:
+        yield
+    finally:
+        tempfile.mkstemp = real
+
+
 # ----------------------------------------------------------------------------- cases
 @dataclass
 class Case:
@@ -238,7 +253,8 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "-k", "auto", "--auto-k-method", "astrology", "--quiet"]),
     Case("--device cuda:7 (no such GPU)", [T + "test_model.py::test_torch_device_objects_are_checked_like_strings", T + "test_model.py::test_bad_arguments"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--device", "cuda:7", *CLUSTER]),
-    Case("--seed out of range", [T + "test_model.py::test_bad_seed_refused"],
+    Case("--seed out of range", [T + "test_model.py::test_bad_seed_refused",
+                                  T + "test_cli.py::test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--seed", "-1", *CLUSTER]),
     Case("--key-added with a '/'", [T + "test_cli.py::test_key_added_with_a_slash_is_refused_before_training"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--key-added", "a/b", *CLUSTER]),
@@ -249,14 +265,24 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("in.h5ad"), "out.csv", *CLUSTER]),
     Case("output exists, no --overwrite", [T + "test_cli.py::test_existing_output_needs_overwrite"],
          lambda: ["cluster", h5ad("in.h5ad"), text("out.h5ad", "an earlier result"), *CLUSTER]),
+    Case("output is the input file (even with --overwrite)", [T + "test_cli.py::test_the_output_is_never_the_input"],
+         lambda: ["cluster", h5ad("in.h5ad"), "in.h5ad", "--overwrite", *CLUSTER]),
     Case("output folder does not exist", [T + "test_cli.py::test_output_paths_checked_before_training"],
          lambda: ["demo", "--output", "no/such/out.h5ad", "--quiet"]),
     Case("output folder not writable", [T + "test_cli.py::test_unwritable_output_folders_are_refused_before_training"],
          lambda: ["cluster", h5ad("in.h5ad"), "locked/out.h5ad", *CLUSTER], context=lambda: unwritable("locked")),
+    Case("output folder refuses new files (read-only file system, seen as writable)",
+         [T + "test_cli.py::test_a_folder_that_refuses_new_files_is_caught_before_training"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", *CLUSTER], context=lambda: refusing_new_files()),
     Case("--save-model names a file", [T + "test_cli.py::test_output_paths_checked_before_training", T + "test_model.py::test_save_and_load_errors_name_the_problem"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--save-model", text("model_file", "x"), *CLUSTER]),
     Case("--report folder holding other files", [T + "test_cli.py::test_bad_report_folder_fails_before_training", T + "test_report.py::test_refuses_a_foreign_folder"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", folder("busy", "notes.txt"), *CLUSTER]),
+    Case("--report folder holding an earlier report, no --overwrite",
+         [T + "test_cli.py::test_an_earlier_report_is_replaced_only_with_overwrite",
+          T + "test_report.py::test_an_earlier_report_is_replaced_only_with_overwrite"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", folder("rep", "index.html", "metrics.json"),
+                  *CLUSTER]),
     Case("--report folder whose parent does not exist", [T + "test_report.py::test_refuses_a_foreign_folder"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", "no/such/report", *CLUSTER]),
     # --- markers
@@ -479,6 +505,10 @@ def tests_asserting_bad_input() -> list[str]:
 
 #: tests that assert on InputError or exit code 2 but whose bad input is not a separate row above, and why
 NOT_A_ROW = {
+    "tests/test_cli.py::test_an_interrupted_stage_ends_its_progress_bar_before_the_message":
+        "a Ctrl-C during training, not a bad input",
+    "tests/test_checks.py::test_the_advice_names_a_layer_only_when_there_is_one_to_pick":
+        "the inputs of the value rows; checks the advice with and without layers to pick",
     "tests/test_checks.py::test_float_round_off_counts_as_integer": "asserts that round-off is *not* refused",
     "tests/test_checks.py::test_negative_message_lists_layers": "same input as 'negative values'; checks the layer list",
     "tests/test_checks.py::test_empty_matrix_refused": "0 cells or 0 genes: no file format produces it before another error",

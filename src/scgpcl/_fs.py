@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from ._errors import InputError
@@ -16,6 +17,20 @@ def current_umask() -> int:
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
-    """Refuse a folder we cannot create files in now, before any work whose result would be lost."""
-    if not os.access(Path(folder), os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {what} into '{folder}' (no write permission); choose a folder you can write to")
+    """Refuse a folder we cannot create files in now, before any work whose result would be lost.
+
+    The permission bits are not enough: root passes ``os.access`` everywhere, and a read-only
+    or special file system (``/sys``, a full quota) may still refuse. So a hidden empty file is
+    created in the folder and removed at once.
+    """
+    problem = None if os.access(Path(folder), os.W_OK | os.X_OK) else "no write permission"
+    if problem is None:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".scgpcl-write-test-", dir=folder)
+        except OSError as e:
+            problem = f"creating a file there failed: {e.strerror or type(e).__name__}"
+        else:
+            os.close(fd)
+            os.unlink(probe)
+    if problem is not None:
+        raise InputError(f"cannot write {what} into '{folder}' ({problem}); choose a folder you can write to")

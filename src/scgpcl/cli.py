@@ -98,8 +98,22 @@ def _positive_int(value: str) -> int:
     return n
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
+def _seed(value: str) -> int | None:
+    """``--random-state``: a whole number, or ``none`` (draw one; it is logged and recorded)."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none' (draw a seed), got {value!r}") from None
+
+
+def _common(p: argparse.ArgumentParser, *, draw_seed: bool = False) -> None:
+    if draw_seed:
+        p.add_argument("--random-state", "--seed", dest="random_state", type=_seed, default=0,
+                       help="seed (0); 'none' draws one, which is logged and recorded in the output")
+    else:
+        p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true",
                    help="hide progress bars and INFO messages; warnings and errors are still shown")
@@ -134,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
     c.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output .h5ad; allow --save-model into a non-empty DIR")
+                   help="replace an existing output .h5ad (never the input file) or an earlier --report; "
+                        "allow --save-model into a non-empty DIR")
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
-    _common(c)
+    _common(c, draw_seed=True)
     _launch.add_options(c)
     _add_training_options(c)
 
@@ -158,13 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--key", default="scgpcl", help="key_added of the clustering (scgpcl)")
     r.add_argument("--label-key", help="obs column with reference labels (default: the one it was scored against)")
     r.add_argument("--name", help="dataset name in the title (default: the file name)")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier report in DIR")
     r.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
     d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
     d.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing --output .h5ad")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing --output .h5ad or --report")
     _common(d)
     _add_training_options(d)
 
@@ -206,6 +222,10 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
 
 class ReportFailed(RuntimeError):
     """The results were written but the report was not."""
+
+
+class OutputFailed(RuntimeError):
+    """An output could not be written after training (a problem the checks before training could not see)."""
 
 
 class InterruptedAfterWriting(KeyboardInterrupt):
@@ -258,16 +278,18 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         with suppress(Exception):  # reported by write_report below
             umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
     if h5ad is not None:
-        write_h5ad_atomic(adata, h5ad)
+        with _output_failure(h5ad, written):
+            write_h5ad_atomic(adata, h5ad)
         written.append(str(h5ad))
     if save_model:
-        model.save(save_model, overwrite=overwrite)
+        with _output_failure(save_model, written):
+            model.save(save_model, overwrite=overwrite)
         written.append(str(save_model))
     if report is not None:
         from .report import write_report
 
         try:
-            write_report(adata, report, key=key, label_key=label_key, dataset_name=name)
+            write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)
         except Exception as err:
             kept = f"; written and kept: {', '.join(written)}" if written else ""
             raise ReportFailed(f"the report could not be written ({type(err).__name__}: {err}){kept}") from err
@@ -275,11 +297,25 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     return written
 
 
-def _check_h5ad_out(path: str, overwrite: bool) -> Path:
-    """An output .h5ad path, checked before training; an existing file only with ``--overwrite``."""
+@contextmanager
+def _output_failure(path, written: list[str]):
+    """An OS error while writing ``path`` becomes :class:`OutputFailed`, which names what was kept."""
+    try:
+        yield
+    except OSError as err:
+        kept = f"written and kept: {', '.join(written)}" if written else "nothing was written"
+        raise OutputFailed(f"could not write '{path}' ({type(err).__name__}: {err.strerror or err}); {kept}. "
+                           "Rerun with an output path you can write to") from err
+
+
+def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -> Path:
+    """An output .h5ad path, checked before training; an existing file only with ``--overwrite``, never the input."""
     from ._errors import InputError
 
     out = Path(path)
+    if input_path is not None and _same_file(out, Path(input_path)):
+        raise InputError(f"output '{out}' is the input file; the run would replace the data it read. "
+                         f"Give the output its own name, e.g. {out.with_name(out.stem + '_scgpcl.h5ad')}")
     if out.suffix != ".h5ad":
         raise InputError(f"output '{out}' must end in .h5ad")
     if not out.parent.exists():
@@ -329,7 +365,7 @@ def _run_cluster(args) -> int:
     if launched is not None:
         return launched
     check_keys(args.key_added, args.label_key)
-    out = _check_h5ad_out(args.output, args.overwrite)
+    out = _check_h5ad_out(args.output, args.overwrite, args.input)
     config = _config_from_args(args)
     _check_multi_process_options(config)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
@@ -377,16 +413,17 @@ def _report_dir(args) -> Path | None:
         return None
     from .report import check_report_dir
 
-    return check_report_dir(args.report)
+    return check_report_dir(args.report, overwrite=getattr(args, "overwrite", False))
 
 
 def _run_report(args) -> int:
     from .data._io import read_clustered
     from .report import check_report_dir, write_report
 
-    out = check_report_dir(args.report)
+    out = check_report_dir(args.report, overwrite=args.overwrite)
     adata = read_clustered(args.input)
-    write_report(adata, out, key=args.key, label_key=args.label_key, dataset_name=args.name or Path(args.input).name)
+    write_report(adata, out, key=args.key, label_key=args.label_key, dataset_name=args.name or Path(args.input).name,
+                 overwrite=args.overwrite)
     print(f"scgpcl: wrote {out / 'index.html'}")
     return 0
 
@@ -473,8 +510,8 @@ def _run_demo(args) -> int:
                device=args.device, progress=not args.quiet)
     _record_run(adata, "scgpcl", args, input=f"simulated: scgpcl.simulate.simulate('demo', seed={args.random_state})")
     seconds = time.perf_counter() - t0
-    written = _write_outputs(adata, h5ad=out, report=report,
-                             key="scgpcl", label_key="cell_type", name="demo (Splat simulation)")
+    written = _write_outputs(adata, h5ad=out, report=report, key="scgpcl", label_key="cell_type",
+                             name="demo (Splat simulation)", overwrite=args.overwrite)
     _print_summary(adata, "scgpcl", seconds, written)
     return 0
 
@@ -525,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                 _own_input_error(e, rank)
             return EXIT_INPUT
         except KeyboardInterrupt as e:
+            _close_progress_bars()
             kept = getattr(e, "written", None)
             what = (f"already written and complete: {', '.join(kept)}; nothing else written" if kept
                     else "no output written")
@@ -532,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)
         except Exception as e:  # one line unless --debug
+            _close_progress_bars()
             if debug:
                 raise
             _print_failure(e, rank)
@@ -571,6 +610,13 @@ def _print_failure(e: Exception, rank: int) -> None:
     elif not shared:
         print(f"scgpcl (process {rank}): error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
+
+
+def _close_progress_bars() -> None:
+    """End an interrupted stage's progress bar, so the message that follows starts on its own line."""
+    schedule = sys.modules.get("scgpcl.train._schedule")
+    if schedule is not None:
+        schedule.Progress.close_open()
 
 
 @contextmanager

@@ -65,6 +65,7 @@ def write_report(
     label_key: str | None = None,
     dataset_name: str | None = None,
     n_markers: int = 10,
+    overwrite: bool = False,
 ) -> Path:
     """Write an HTML report, ``metrics.json`` and ``clusters.tsv`` to ``out_dir``.
 
@@ -74,9 +75,10 @@ def write_report(
         Data clustered by :func:`scgpcl.tl.cluster` (or the CLI). The UMAP
         coordinates are stored in ``obsm['X_' + key + '_umap']`` as a side effect.
     out_dir
-        Report folder. Created if absent; an existing folder is replaced only
-        when it is empty or holds an earlier report (only the files in
-        :data:`REPORT_FILES`), so a typo cannot wipe an unrelated folder.
+        Report folder. Created if absent. An existing folder is used when it is
+        empty; one that holds an earlier report (only the files in
+        :data:`REPORT_FILES`) is replaced only with ``overwrite=True``; any
+        other folder is refused, so a typo cannot wipe an unrelated folder.
     key
         The clustering's ``key_added``.
     label_key
@@ -87,6 +89,8 @@ def write_report(
         Shown in the title (default: ``"dataset"``).
     n_markers
         Marker genes per cluster in the table (the dot plot shows 5).
+    overwrite
+        Replace an earlier report in ``out_dir`` (CLI: ``--overwrite``).
 
     Returns
     -------
@@ -104,7 +108,7 @@ def write_report(
         scored = (adata.uns[key].get("metrics") or {}).get("label_key")
         if scored is not None and scored in adata.obs.columns:
             label_key = str(scored)
-    out = check_report_dir(out)
+    out = check_report_dir(out, overwrite=overwrite)
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
@@ -119,11 +123,28 @@ def write_report(
     return out
 
 
-def check_report_dir(out_dir: str | os.PathLike) -> Path:
+def check_report_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Check that ``out_dir`` can take a report, without writing anything.
 
-    It may be absent (its parent must exist), empty, or hold an earlier report
-    (only the files in :data:`REPORT_FILES`). Raises :class:`InputError` otherwise.
+    It may be absent (its parent must exist), empty, or, with ``overwrite``, hold
+    an earlier report (only the files in :data:`REPORT_FILES`).
+
+    Parameters
+    ----------
+    out_dir
+        The report folder.
+    overwrite
+        Accept a folder that holds an earlier report (it is replaced when the
+        new report is complete).
+
+    Returns
+    -------
+    ``out_dir`` as a :class:`~pathlib.Path`, ``~`` expanded.
+
+    Raises
+    ------
+    InputError
+        The folder cannot take the report.
     """
     out = Path(out_dir).expanduser()
     if not out.parent.is_dir():
@@ -137,6 +158,9 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
                 f"'{out}' is not empty and is not an scgpcl report (it holds {', '.join(foreign[:3])}"
                 f"{'...' if len(foreign) > 3 else ''}); choose a new folder"
             )
+        if not overwrite and any(out.iterdir()):
+            raise InputError(f"'{out}' holds an earlier report; pass {arg('overwrite=True', '--overwrite')} to replace "
+                             "it, or choose a new folder")
     check_writable(out.parent, "the report")
     return out
 
@@ -366,6 +390,8 @@ def _reproduce_html(params: dict) -> str:
         facts["seed"] = params["random_state"]
     if params.get("cpu"):
         facts["CPU"] = params["cpu"]
+    if params.get("torch_threads"):
+        facts["torch threads"] = params["torch_threads"]
     if params.get("gpu"):
         facts["GPU"] = params["gpu"]
     return "".join(items) + (f'<div class="mono-kv">{_kv(facts)}</div>' if facts else "")

@@ -127,6 +127,19 @@ def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False) -> str:
     return f" (available layers: {names}{raw})"
 
 
+def _use_layer(layers: Sequence[str] | None, has_raw: bool, what: str = "a layer holding raw counts") -> str:
+    """The fix to suggest: pick a layer (naming them), or, when there is none to pick, the raw count matrix."""
+    if layers is not None and len(layers) == 0 and not has_raw:
+        return "Go back to the raw count matrix (this data has no layers and no .raw to pick from)"
+    return f"Use {arg('layer=', '--layer')} to pick {what}{_layers_hint(layers, has_raw)}"
+
+
+def _another_matrix(layers: Sequence[str] | None, has_raw: bool) -> str:
+    if layers is not None and len(layers) == 0 and not has_raw:
+        return ""  # nothing else to pick
+    return f" {_use_layer(layers, has_raw, 'another')}"
+
+
 def check_counts(
     X,
     *,
@@ -211,19 +224,17 @@ def check_counts(
     if stats.n_nan or stats.n_inf:
         raise InputError(
             f"{where} contains {stats.n_nan} NaN and {stats.n_inf} infinite value(s); "
-            "scgpcl needs raw counts (finite, non-negative integers). "
-            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers, has_raw)}"
+            f"scgpcl needs raw counts (finite, non-negative integers). {_use_layer(layers, has_raw)}"
         )
     if stats.n_negative:
         raise InputError(
             f"{where} contains {stats.n_negative} negative value(s) (minimum {stats.minimum:g}): "
-            "the data looks scaled or log-transformed, but scgpcl needs raw counts. "
-            f"Use --layer / layer= to pick a layer holding raw counts{_layers_hint(layers, has_raw)}"
+            f"the data looks scaled or log-transformed, but scgpcl needs raw counts. {_use_layer(layers, has_raw)}"
         )
     if stats.n_nonzero == 0:
         raise InputError(
             f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster; "
-            f"is this the count matrix? (pick another with --layer / layer=)"
+            "is this the count matrix?" + _another_matrix(layers, has_raw)
         )
     if stats.n_noninteger:
         detail = (
@@ -231,11 +242,10 @@ def check_counts(
             f"(e.g. {stats.example_noninteger:g})"
         )
         if reconstruction in _COUNT_LOSSES:
+            mse = arg("reconstruction='mse'", "--reconstruction mse")
             raise InputError(
                 f"{where} is not integer counts: {detail}. The ZINB reconstruction needs "
-                f"integer counts: use --layer / layer= to pick a layer holding raw counts"
-                f"{_layers_hint(layers, has_raw)}, or reconstruction='mse' (--reconstruction mse) "
-                "for data that are not counts"
+                f"integer counts. {_use_layer(layers, has_raw)}, or use {mse} for data that are not counts"
             )
         warnings.warn(
             f"{where} is not integer counts: {detail}. reconstruction='mse' accepts this, "
@@ -400,7 +410,7 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
 
 def boolean_matrix_message(where: str) -> str:
     return (f"{where} holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: "
-            "scgpcl needs the raw integer counts. Use --layer / layer= to pick the layer that holds them, "
+            f"scgpcl needs the raw integer counts. Use {arg('layer=', '--layer')} to pick the layer that holds them, "
             "or go back to the count matrix this was made from")
 
 

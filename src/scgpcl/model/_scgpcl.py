@@ -7,6 +7,7 @@ import json
 import logging
 import numbers
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from anndata import AnnData
 from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
-from .._messages import empty_clusters_message
+from .._messages import arg, empty_clusters_message
 from ..data import PreparedData, choose_target_sum, prepare
 from ..data._checks import check_counts, check_n_clusters
 from ..data._sharded import make_loader
@@ -44,8 +45,8 @@ def _resolve_seed(random_state: Any) -> int:
         0 <= random_state < 2**32
     ):
         raise InputError(
-            f"random_state={random_state!r} is not a seed: give a whole number from 0 to 2**32 - 1, "
-            "or None to draw one"
+            f"{arg('random_state=', '--random-state ')}{random_state!r} is not a seed: give a whole number from 0 to "
+            f"2**32 - 1, or {arg('None', 'none')} to draw one"
         )
     return int(random_state)
 
@@ -182,7 +183,8 @@ class SCGPCL:
             config = self.config
         if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
-                f"n_clusters={self.n_clusters} exceeds the {self.data.n_cells} cells left after dropping empty cells"
+                f"{arg('n_clusters=', '--n-clusters ')}{self.n_clusters} exceeds the {self.data.n_cells} cells left "
+                "after dropping empty cells"
             )
         if self.n_clusters is None and self.data.n_cells < 3:
             raise InputError(
@@ -368,6 +370,7 @@ class SCGPCL:
             raise InputError(f"'{d}' is a file; save() needs a folder (a new or empty one)")
         if d.exists() and any(d.iterdir()) and not overwrite:
             raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+        created = not d.exists()
         d.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": 2,
@@ -387,9 +390,14 @@ class SCGPCL:
             tmp_c.write_text(json.dumps(meta, indent=1, default=float))
             os.replace(tmp_w, d / _WEIGHTS)
             os.replace(tmp_c, d / _CONFIG)
-        finally:  # a failed save (disk full, interrupted) leaves no half-written files
+        except BaseException:  # a failed save (disk full, interrupted) leaves no half-written files,
             tmp_w.unlink(missing_ok=True)
             tmp_c.unlink(missing_ok=True)
+            if created:  # nor the folder it made (which held nothing else)
+                with suppress(OSError):
+                    (d / _WEIGHTS).unlink(missing_ok=True)
+                    d.rmdir()
+            raise
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> SCGPCL:

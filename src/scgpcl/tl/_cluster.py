@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 
 from .._config import SCGPCLConfig
@@ -187,6 +188,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "config": _flatten(model.config.to_dict()),
             # the same seed gives other labels on another CPU model: say which one this ran on
             "cpu": cpu_model(),
+            # and how many threads torch used there: another count sums in another order (docs/usage.md)
+            "torch_threads": torch.get_num_threads(),
         },
         "stages": model.summary(),
         "history": model.history,

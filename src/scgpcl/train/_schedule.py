@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 
 __all__ = ["Progress", "Schedule"]
@@ -49,9 +50,14 @@ class Schedule:
         """One line for the log."""
         ratio = self.steps_per_round / self.steps_per_epoch
         unit = "one epoch" if ratio == 1 else (f"{ratio:.2g} of an epoch" if ratio < 1 else f"{ratio:.2g} epochs")
-        return (f"rounds of {self.steps_per_round} steps ({unit}); at most {self.max_pretrain_steps} pre-training "
+        steps = f"{self.steps_per_round} step{'s' if self.steps_per_round != 1 else ''}"
+        return (f"rounds of {steps} ({unit}); at most {self.max_pretrain_steps} pre-training "
                 f"steps (warm-up {self.warmup_rounds * self.steps_per_round}) and {self.max_finetune_steps} "
                 "fine-tuning steps")
+
+
+#: progress bars not closed yet: an interrupted stage leaves its bar open (see :meth:`Progress.close_open`)
+_OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
 
 
 class Progress:
@@ -67,6 +73,13 @@ class Progress:
         self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled, leave=True,
                         dynamic_ncols=True)
         self.t0 = time.perf_counter()
+        _OPEN_BARS.add(self)
+
+    @classmethod
+    def close_open(cls) -> None:
+        """Close the bars of stages that ended by an exception, so a message printed next starts on its own line."""
+        for bar in list(_OPEN_BARS):
+            bar.close()
 
     def step(self, n: int = 1) -> None:
         """``n`` more steps done."""
@@ -79,5 +92,6 @@ class Progress:
 
     def close(self) -> float:
         """Close the bar; the stage's seconds."""
+        _OPEN_BARS.discard(self)
         self.bar.close()
         return time.perf_counter() - self.t0
