@@ -265,7 +265,7 @@ def test_label_key_with_one_value_per_cell_is_refused(capsys, tmp_path):
 @pytest.mark.parametrize("fmt", [np.asarray, sp.csr_matrix])
 def test_boolean_matrix_refused(counts, fmt):
     # a detected / not-detected matrix was taken as counts of 0 and 1
-    with pytest.raises(InputError, match=r"X holds True/False values.*raw integer counts\. Use layer= to pick"):
+    with pytest.raises(InputError, match=r"X holds True/False values.*raw integer counts\. Go back to the count matrix.*pick it with layer="):
         check_counts(fmt(counts > 0))
 
 
@@ -292,3 +292,7 @@ def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
         check_counts(np.full((4, 3), 0.5), layers=[])
     with pytest.raises(InputError, match=r"is this the count matrix\? Use layer= to pick another"):
         check_counts(np.zeros((4, 3)), layers=["c"])
+    # no layers but .raw: point to .raw, not to a layer
+    with pytest.raises(InputError, match=r"adata\.raw is set: if it holds the counts, use adata\.raw\.to_adata\(\) "
+                                         r"\(this data has no layers\)$"):
+        check_counts(scaled, layers=[], has_raw=True)

@@ -686,6 +686,7 @@ def test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count(sma
                  *TINY_ARGS]) == 0
     params = ad.read_h5ad(out).uns["scgpcl"]["params"]
     assert 0 <= int(params["random_state"]) < 2**32
+    assert f"--random-state {int(params['random_state'])}" in params["command"]  # the command repeats the run
     assert int(params["torch_threads"]) == torch.get_num_threads()
     code = main(["cluster", str(small_toy_file), str(tmp_path / "p.h5ad"), "-k", "3", "--quiet",
                  "--random-state", "-1", *TINY_ARGS])
@@ -710,3 +711,24 @@ def test_an_interrupted_stage_ends_its_progress_bar_before_the_message(small_toy
     err = capsys.readouterr().err
     assert code == 130
     assert "\nscgpcl: interrupted; no output written" in err and "step" in err.split("scgpcl: interrupted")[0]
+
+
+def test_a_drawn_seed_goes_into_the_command_line_that_repeats_the_run():
+    from scgpcl.cli import _argv_with_seed
+
+    assert _argv_with_seed(["cluster", "a.h5ad", "o.h5ad", "--random-state", "none", "-k", "3"], 7) == [
+        "cluster", "a.h5ad", "o.h5ad", "--random-state", "7", "-k", "3"]
+    assert _argv_with_seed(["cluster", "--seed=None", "--rand", "none"], 7) == ["cluster", "--seed=7", "--rand", "7"]
+    assert _argv_with_seed(["cluster", "--name", "none", "--random-state", "3"], 7) == [
+        "cluster", "--name", "none", "--random-state", "3"]
+
+
+def test_random_state_none_is_refused_under_torchrun(small_toy_file, tmp_path, monkeypatch, capsys):
+    # every process would draw a seed of its own, and their batches would no longer split the cells
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code = main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet",
+                 "--random-state", "none", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "each of the processes would draw a seed of its own" in err[-1]
+    assert list(tmp_path.iterdir()) == []

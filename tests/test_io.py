@@ -608,7 +608,9 @@ def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):
     logged.X = sp.csr_matrix(np.log1p(small_toy.X.toarray()) - 0.5)
     with pytest.raises(InputError, match=r"adata\.raw\.to_adata\(\)"):
         SCGPCL(logged, 3)
-    with pytest.raises(InputError, match="--use-raw"):
+    from scgpcl._messages import cli_context
+
+    with cli_context(), pytest.raises(InputError, match="use --use-raw"):  # the command line names its flag
         check_counts(logged.X, layers=[], has_raw=True)
     path = tmp_path / "logged.h5ad"
     logged.write_h5ad(path)

@@ -519,6 +519,8 @@ def test_interrupted_save_leaves_no_folder_behind(trained, tmp_path, monkeypatch
     monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trained.save(tmp_path / "m")
+    with pytest.raises(KeyboardInterrupt):
+        trained.save(tmp_path / "new" / "deeper" / "m")  # nor the parent folders it made
     assert list(tmp_path.iterdir()) == []
 
 

@@ -224,3 +224,13 @@ def test_an_earlier_report_is_replaced_only_with_overwrite(tmp_path, report):
     (tmp_path / "empty").mkdir()  # an empty folder needs no permission
     write_report(clustered(), tmp_path / "empty")
     assert (tmp_path / "empty" / "index.html").exists()
+
+
+def test_a_report_folder_given_as_a_symbolic_link_is_written_where_it_points(tmp_path):
+    # the link was replaced by a real folder, the target left empty and a hidden '.rep.old-*' link left behind
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "rep").symlink_to(target)
+    write_report(clustered(), tmp_path / "rep")
+    assert (target / "index.html").exists() and (tmp_path / "rep").is_symlink()
+    assert _leftovers(tmp_path) == []

@@ -138,6 +138,21 @@ def unwritable(name: str):
 
 
 @contextlib.contextmanager
+def environment(**values: str):
+    """Environment variables set for one case (a launcher's, e.g. torchrun's WORLD_SIZE)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
 def refusing_new_files():
     """A file system that refuses new files although the permission bits allow them (as /sys does for root)."""
     real = tempfile.mkstemp
@@ -256,6 +271,10 @@ CASES: list[Case] = [
     Case("--seed out of range", [T + "test_model.py::test_bad_seed_refused",
                                   T + "test_cli.py::test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--seed", "-1", *CLUSTER]),
+    Case("--random-state none under torchrun (each process would draw its own seed)",
+         [T + "test_cli.py::test_random_state_none_is_refused_under_torchrun"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--random-state", "none", *CLUSTER],
+         context=lambda: environment(WORLD_SIZE="2", RANK="0")),
     Case("--key-added with a '/'", [T + "test_cli.py::test_key_added_with_a_slash_is_refused_before_training"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--key-added", "a/b", *CLUSTER]),
     Case("--key-added equal to --label-key", [T + "test_model.py::test_key_added_equal_to_label_key_is_refused"],

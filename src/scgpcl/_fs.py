@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ._errors import InputError
+from ._signals import deferred
 
 
 def current_umask() -> int:
@@ -16,21 +17,31 @@ def current_umask() -> int:
     return mask
 
 
+#: name prefix of the empty file :func:`check_writable` creates and removes (other checks ignore such files)
+PROBE_PREFIX = ".scgpcl-write-test-"
+
+
 def check_writable(folder: str | os.PathLike, what: str) -> None:
     """Refuse a folder we cannot create files in now, before any work whose result would be lost.
 
-    The permission bits are not enough: root passes ``os.access`` everywhere, and a read-only
-    or special file system (``/sys``, a full quota) may still refuse. So a hidden empty file is
-    created in the folder and removed at once.
+    The permission bits are not enough: root passes ``os.access`` everywhere, and a read-only or
+    special file system (``/sys``) may still refuse. So a hidden empty file is created in the folder
+    and removed at once, with Ctrl-C and SIGTERM held back meanwhile so that it is never left behind.
+    It cannot tell whether the disk has room for the output.
     """
     problem = None if os.access(Path(folder), os.W_OK | os.X_OK) else "no write permission"
     if problem is None:
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".scgpcl-write-test-", dir=folder)
-        except OSError as e:
-            problem = f"creating a file there failed: {e.strerror or type(e).__name__}"
-        else:
-            os.close(fd)
-            os.unlink(probe)
+        with deferred():
+            try:
+                fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as e:
+                problem = f"creating a file there failed: {e.strerror or type(e).__name__}"
     if problem is not None:
         raise InputError(f"cannot write {what} into '{folder}' ({problem}); choose a folder you can write to")
+
+
+def is_probe(path: Path) -> bool:
+    """A file :func:`check_writable` is creating (perhaps another process's, at this moment)."""
+    return path.name.startswith(PROBE_PREFIX)

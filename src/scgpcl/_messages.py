@@ -36,6 +36,11 @@ def arg(python: str, cli: str) -> str:
     return cli if in_cli() else python
 
 
+def counted(n, noun: str) -> str:
+    """``"1 round"``, ``"3 rounds"`` (anything that is not 1, e.g. ``"?"``, takes the plural)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def listing(names: Sequence[object], limit: int = 20) -> str:
     """``'a', 'b', 'c'`` (at most ``limit`` names, then how many more), or ``none``."""
     shown = ", ".join(repr(str(n)) for n in list(names)[:limit])

@@ -19,9 +19,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import _launch, _signals
-from ._fs import check_writable, current_umask
+from ._fs import check_writable, current_umask, is_probe
 from ._machine import sha256_of
-from ._messages import cli_context
+from ._messages import cli_context, counted
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -108,12 +108,43 @@ def _seed(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'none' (draw a seed), got {value!r}") from None
 
 
-def _common(p: argparse.ArgumentParser, *, draw_seed: bool = False) -> None:
-    if draw_seed:
-        p.add_argument("--random-state", "--seed", dest="random_state", type=_seed, default=0,
-                       help="seed (0); 'none' draws one, which is logged and recorded in the output")
-    else:
-        p.add_argument("--random-state", "--seed", dest="random_state", type=int, default=0, help="seed (0)")
+def _draw_seed(args) -> None:
+    """``--random-state none``: draw the seed once, here, and write it into the command line.
+
+    The processes of ``--processes P`` get that command line, so all use the same seed (each would
+    otherwise draw its own, and their batches would no longer split the cells); the recorded command
+    repeats the run. Under torchrun every process parses its own arguments, so ``none`` is refused.
+    """
+    if args.random_state is not None:
+        return
+    from ._errors import InputError
+    from .model._scgpcl import _resolve_seed
+
+    if _launch.env_world_size() > 1:
+        raise InputError("--random-state none: each of the processes would draw a seed of its own; "
+                         "pass the same seed (a whole number) to every process")
+    args.random_state = _resolve_seed(None)  # logs the seed
+    args.argv = _argv_with_seed(list(args.argv), args.random_state)
+
+
+def _argv_with_seed(argv: list[str], seed: int) -> list[str]:
+    """``argv`` with the value ``none`` of ``--random-state`` / ``--seed`` (or an abbreviation) replaced by ``seed``."""
+    def names_the_seed(option: str) -> bool:
+        return len(option) > 3 and any(full.startswith(option) for full in ("--random-state", "--seed"))
+
+    out = list(argv)
+    for i, a in enumerate(argv):
+        option, eq, value = a.partition("=")
+        if eq and names_the_seed(option) and value.strip().lower() == "none":
+            out[i] = f"{option}={seed}"
+        elif not eq and names_the_seed(a) and i + 1 < len(argv) and argv[i + 1].strip().lower() == "none":
+            out[i + 1] = str(seed)
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--random-state", "--seed", dest="random_state", type=_seed, default=0,
+                   help="seed (0); 'none' draws one, which is logged and recorded in the output")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true",
                    help="hide progress bars and INFO messages; warnings and errors are still shown")
@@ -152,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "allow --save-model into a non-empty DIR")
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
-    _common(c, draw_seed=True)
+    _common(c)
     _launch.add_options(c)
     _add_training_options(c)
 
@@ -206,7 +237,7 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
     print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, {k}, "
           f"device {p['device']}{f' x {n} processes' if (n := p.get('processes', 1)) > 1 else ''}, {seconds:.1f} s")
     for stage, s in info["stages"].items():
-        print(f"  {stage}: {s['rounds']} rounds ({s.get('steps', '?')} steps), {s['stop_reason']} "
+        print(f"  {stage}: {counted(s['rounds'], 'round')} ({counted(s.get('steps', '?'), 'step')}), {s['stop_reason']} "
               f"({s['seconds']:.1f} s)")
     sizes = adata.obs[key].value_counts().sort_index()
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
@@ -304,8 +335,8 @@ def _output_failure(path, written: list[str]):
         yield
     except OSError as err:
         kept = f"written and kept: {', '.join(written)}" if written else "nothing was written"
-        raise OutputFailed(f"could not write '{path}' ({type(err).__name__}: {err.strerror or err}); {kept}. "
-                           "Rerun with an output path you can write to") from err
+        raise OutputFailed(f"could not write '{path}' ({type(err).__name__}: {err.strerror or err or 'no detail'}); "
+                           f"{kept}") from err
 
 
 def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -> Path:
@@ -337,7 +368,7 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"--save-model '{p}' is a file; give a folder to save the model in")
-    if p.exists() and any(p.iterdir()) and not overwrite:
+    if p.exists() and any(not is_probe(c) for c in p.iterdir()) and not overwrite:
         raise InputError(f"'{p}' exists and is not empty; pass --overwrite to replace it")
     if not p.exists() and not p.parent.exists():
         raise InputError(f"the folder '{p.parent}' for --save-model does not exist")
@@ -361,6 +392,7 @@ def _run_cluster(args) -> int:
     from .tl import store_results
     from .tl._cluster import check_keys
 
+    _draw_seed(args)  # before launching: every process gets the same drawn seed
     launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
     if launched is not None:
         return launched
@@ -498,6 +530,7 @@ def _run_demo(args) -> int:
     from .simulate import simulate
 
     out = _check_h5ad_out(args.output, args.overwrite) if args.output else None
+    _draw_seed(args)
     adata = simulate("demo", seed=args.random_state)
     k = adata.obs["cell_type"].nunique()
     print(f"demo: Splat-simulated data, {adata.n_obs} cells x {adata.n_vars} genes, {k} groups "

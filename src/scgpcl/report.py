@@ -147,6 +147,8 @@ def check_report_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
         The folder cannot take the report.
     """
     out = Path(out_dir).expanduser()
+    if out.is_symlink():  # the report goes where the link points (replacing the link would leave the target as it was)
+        out = out.resolve()
     if not out.parent.is_dir():
         raise InputError(f"report folder's parent '{out.parent}' does not exist")
     if out.exists() and not out.is_dir():

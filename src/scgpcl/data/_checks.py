@@ -115,21 +115,22 @@ def _value_blocks(X) -> Iterator[np.ndarray]:
 
 def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False) -> str:
     raw = (
-        "; adata.raw is set: if it holds the counts, use adata.raw.to_adata() (CLI: --use-raw)"
+        f"; adata.raw is set: if it holds the counts, use {arg('adata.raw.to_adata()', '--use-raw')}"
         if has_raw
         else ""
     )
     if layers is None:
         return f" ({raw[2:]})" if raw else ""
-    if len(layers) == 0:
-        return f" (this data has no layers: go back to the raw count matrix{raw})"
     names = ", ".join(repr(name) for name in layers)
     return f" (available layers: {names}{raw})"
 
 
 def _use_layer(layers: Sequence[str] | None, has_raw: bool, what: str = "a layer holding raw counts") -> str:
-    """The fix to suggest: pick a layer (naming them), or, when there is none to pick, the raw count matrix."""
-    if layers is not None and len(layers) == 0 and not has_raw:
+    """The fix to suggest: a layer (naming them), ``.raw``, or, when there is neither, the raw count matrix."""
+    if layers is not None and len(layers) == 0:
+        if has_raw:
+            return (f"adata.raw is set: if it holds the counts, use "
+                    f"{arg('adata.raw.to_adata()', '--use-raw')} (this data has no layers)")
         return "Go back to the raw count matrix (this data has no layers and no .raw to pick from)"
     return f"Use {arg('layer=', '--layer')} to pick {what}{_layers_hint(layers, has_raw)}"
 
@@ -410,8 +411,8 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
 
 def boolean_matrix_message(where: str) -> str:
     return (f"{where} holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: "
-            f"scgpcl needs the raw integer counts. Use {arg('layer=', '--layer')} to pick the layer that holds them, "
-            "or go back to the count matrix this was made from")
+            f"scgpcl needs the raw integer counts. Go back to the count matrix this was made from (if it is "
+            f"in a layer, pick it with {arg('layer=', '--layer')})")
 
 
 def is_number(text: str) -> bool:

@@ -18,6 +18,7 @@ from anndata import AnnData
 from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._errors import InputError
+from .._fs import is_probe
 from .._messages import arg, empty_clusters_message
 from ..data import PreparedData, choose_target_sum, prepare
 from ..data._checks import check_counts, check_n_clusters
@@ -39,7 +40,8 @@ def _resolve_seed(random_state: Any) -> int:
     """A whole number in [0, 2**32) (what every RNG here accepts); ``None`` draws one and logs it."""
     if random_state is None:
         seed = int(np.random.SeedSequence().entropy % 2**32)
-        log.info("random_state=None: drew the seed %d; pass random_state=%d to repeat this run", seed, seed)
+        log.info("%s: drew the seed %d; pass %s%d to repeat this run", arg("random_state=None", "--random-state none"),
+                 seed, arg("random_state=", "--random-state "), seed)
         return seed
     if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or not (
         0 <= random_state < 2**32
@@ -368,9 +370,9 @@ class SCGPCL:
         d = Path(dir_path)
         if d.exists() and not d.is_dir():
             raise InputError(f"'{d}' is a file; save() needs a folder (a new or empty one)")
-        if d.exists() and any(d.iterdir()) and not overwrite:
+        if d.exists() and any(not is_probe(c) for c in d.iterdir()) and not overwrite:
             raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
-        created = not d.exists()
+        created = [p for p in (d, *d.parents) if not p.exists()]  # the folders mkdir makes, innermost first
         d.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": 2,
@@ -393,10 +395,11 @@ class SCGPCL:
         except BaseException:  # a failed save (disk full, interrupted) leaves no half-written files,
             tmp_w.unlink(missing_ok=True)
             tmp_c.unlink(missing_ok=True)
-            if created:  # nor the folder it made (which held nothing else)
+            if created:  # nor the folders it made (which held nothing else)
                 with suppress(OSError):
                     (d / _WEIGHTS).unlink(missing_ok=True)
-                    d.rmdir()
+                    for folder in created:
+                        folder.rmdir()
             raise
 
     @classmethod

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .._messages import counted
 from ..module import LossContext, soft_assign
 from ._global import dec_target, nearest
 from ._joined import cluster_means, start_kmeans
@@ -87,7 +88,7 @@ class FinetuneStage:
             if callback:
                 callback(rnd, record)
         res.seconds = bar.close()
-        log.info("fine-tuning: %d rounds (%d steps), %s (%.1f s)", res.rounds, res.steps, res.stop_reason,
+        log.info("fine-tuning: %s (%s), %s (%.1f s)", counted(res.rounds, "round"), counted(res.steps, "step"), res.stop_reason,
                  res.seconds)
         return res
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from .._messages import counted
 from ..module import LossContext, Prototypes
 from ._global import nearest, prototype_sizes
 from ._loop import StageResult, check_finite
@@ -149,7 +150,7 @@ class PretrainStage:
             log.info("pre-training: the network is the mean of its last %d rounds' weights", len(self.snapshots))
         if tr.k is None:  # no post-warm-up round ran (warm-up as long as the budget)
             tr.estimate_k(tr.embedder.of_sample())
-        log.info("pre-training: %d rounds (%d steps), %s (%.1f s)", res.rounds, res.steps, res.stop_reason,
+        log.info("pre-training: %s (%s), %s (%.1f s)", counted(res.rounds, "round"), counted(res.steps, "step"), res.stop_reason,
                  res.seconds)
         return res
 
