@@ -97,13 +97,7 @@ def sim(args) -> None:
     import harness
 
     torch.set_num_threads(1)
-    overrides = {}
-    for kv in args.override:
-        key, _, val = kv.partition("=")
-        try:
-            overrides[key] = json.loads(val)
-        except json.JSONDecodeError:
-            overrides[key] = val
+    overrides = harness.parse_overrides(args.override)
     for seed in args.seeds:
         a = simulate(args.preset, seed=seed)
         truth = a.obs["cell_type"].astype(str).to_numpy()

@@ -61,14 +61,10 @@ def _dump_one(dataset: str, seed: int, overrides: dict) -> None:
 
 
 def dump(args) -> None:
+    from harness import parse_overrides
+
     OUT.mkdir(parents=True, exist_ok=True)
-    overrides = {}
-    for kv in args.override:
-        key, _, val = kv.partition("=")
-        try:
-            overrides[key] = json.loads(val)
-        except json.JSONDecodeError:
-            overrides[key] = val
+    overrides = parse_overrides(args.override)
     for d in args.datasets:
         for s in args.seeds:
             if (OUT / f"{d}__{s}.npz").exists():

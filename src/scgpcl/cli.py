@@ -78,14 +78,23 @@ def _overrides(args) -> dict:
             if f.metadata.get("cli", True) and (v := getattr(args, f.name, None)) is not None}
 
 
-def _n_clusters(value: str) -> int | None:
-    """``--n-clusters``: a whole number, or ``auto`` (``None``: estimate K)."""
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {value!r}") from None
+def _whole_number_or(word: str, meaning: str = ""):
+    """An argparse type: a whole number, or ``word`` (any case), which gives ``None``."""
+    def parse(value: str) -> int | None:
+        if value.strip().lower() == word:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number or {word!r}{meaning}, got {value!r}") from None
+
+    return parse
+
+
+#: ``--n-clusters``: a whole number, or ``auto`` (``None``: estimate K)
+_n_clusters = _whole_number_or("auto")
+#: ``--random-state``: a whole number, or ``none`` (draw one; it is logged and recorded)
+_seed = _whole_number_or("none", " (draw a seed)")
 
 
 def _positive_int(value: str) -> int:
@@ -96,16 +105,6 @@ def _positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
     return n
-
-
-def _seed(value: str) -> int | None:
-    """``--random-state``: a whole number, or ``none`` (draw one; it is logged and recorded)."""
-    if value.strip().lower() == "none":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'none' (draw a seed), got {value!r}") from None
 
 
 def _draw_seed(args) -> None:
