@@ -14,13 +14,16 @@ import scgpcl
 
 SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
-# a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC)
+# a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC); rounds of one epoch
+# (min_round_steps=1: the test data have one minibatch, and the default's five steps per round would
+# make every test five times slower without testing more)
 QUICK = dict(lr=1e-3, pretrain_rounds=12, warmup_rounds=4, finetune_rounds=10, kmeans_n_init=5, kmeans_n_init_round=2,
-             convergence_patience=0)
+             convergence_patience=0, min_round_steps=1)
 #: the shortest schedule that still runs every stage once
 TINY = dict(QUICK, pretrain_rounds=3, warmup_rounds=1, finetune_rounds=2)
 #: TINY as command-line options
-TINY_ARGS = ["--lr", str(TINY["lr"]), "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"]
+TINY_ARGS = ["--lr", str(TINY["lr"]), "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2",
+             "--min-round-steps", "1"]
 
 
 def toy_counts(n_per=60, n_groups=3, n_genes=150, seed=0) -> ad.AnnData:

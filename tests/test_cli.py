@@ -20,6 +20,7 @@ from helpers import QUICK, TINY, TINY_ARGS, _one_line_error, toy_counts
 QUICK_ARGS = [
     "--lr", str(QUICK["lr"]), "--pretrain-rounds", str(QUICK["pretrain_rounds"]),
     "--warmup-rounds", str(QUICK["warmup_rounds"]), "--finetune-rounds", str(QUICK["finetune_rounds"]),
+    "--min-round-steps", "1",
 ]
 
 

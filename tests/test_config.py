@@ -28,3 +28,16 @@ def test_a_target_sum_that_choose_target_sum_would_discard_is_refused():
     for target in (0.0, 1e4):
         scgpcl.recommended().override(choose_target_sum=True, target_sum=target).validate()
     scgpcl.recommended().override(target_sum=5000.0).validate()  # fine without the choice
+
+
+def test_a_target_sum_given_alone_turns_the_default_choice_of_the_scaling_off():
+    # the default chooses the scaling; a user who asks for one scaling must get it, not the choice
+    assert scgpcl.recommended().preprocess.choose_target_sum
+    for target in (0.0, 1e4, 5000.0):
+        pre = scgpcl.recommended().override(target_sum=target).preprocess
+        assert pre.target_sum == target and not pre.choose_target_sum
+    # both given: both kept (and 0 / 10000 stay valid candidates for the choice)
+    assert scgpcl.recommended().override(target_sum=1e4, choose_target_sum=True).preprocess.choose_target_sum
+    # another option leaves the choice alone; the reference's settings never choose
+    assert scgpcl.recommended().override(lr=1e-3).preprocess.choose_target_sum
+    assert not scgpcl.faithful().preprocess.choose_target_sum and scgpcl.faithful().train.min_round_steps == 1

@@ -386,7 +386,7 @@ def _scgpcl(*args: str, timeout: float = 180.0, **kw) -> subprocess.CompletedPro
 
 
 TINY_FLAGS = ["--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2", "--kmeans-n-init", "5",
-              "--kmeans-n-init-round", "2"]
+              "--kmeans-n-init-round", "2", "--min-round-steps", "1"]
 
 
 def test_bad_input_under_two_processes_is_one_error_and_no_hang(tmp_path):

@@ -190,3 +190,21 @@ def test_choose_target_sum_scores_the_features_prepare_makes(counts):
     assert set(choose_target_sum(sp.csr_matrix(x), p, 60, seed=1, max_cells=50)[1]) == {0.0, 1e4}
     with pytest.raises(InputError, match="n_clusters < the 119 kept cells"):
         choose_target_sum(sp.csr_matrix(x), p, 119, seed=1)
+
+
+@pytest.mark.parametrize("start, target", [(0.0, 1e4), (1e4, 0.0)])
+def test_with_target_sum_makes_the_features_prepare_makes_at_that_scaling(counts, start, target):
+    """Changing the scaling after the fact (what choose_target_sum does) equals preparing with it."""
+    from scgpcl.data import with_target_sum
+
+    x = counts.copy()
+    x[5] = 0  # a dropped cell: the totals over all genes must follow the kept cells
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.3, min_genes=10, target_sum=start)
+    first = prepare(sp.csr_matrix(x), names, cfg)
+    got = with_target_sum(first, sp.csr_matrix(x), target)
+    want = prepare(sp.csr_matrix(x), names, PreprocessConfig(**{**cfg.__dict__, "target_sum": target}))
+    np.testing.assert_array_equal(got.gene_index, want.gene_index)
+    np.testing.assert_allclose(got.dense_features(), want.dense_features(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got.dense_features(), first.dense_features())  # the scaling did change
+    assert got.counts is first.counts  # the counts are shared, not copied

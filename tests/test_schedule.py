@@ -17,7 +17,7 @@ def _steps_per_epoch(n_cells: int, batch_size: int = 1024) -> int:
 
 @pytest.mark.parametrize("n_cells", [300, 4_000, 20_480, 100_000, 1_000_000, 10_000_000])
 def test_budget_in_steps_is_bounded_and_small_data_keep_epochs(n_cells):
-    cfg = scgpcl.recommended().train
+    cfg = scgpcl.recommended().override(min_round_steps=1).train  # rounds of at most one epoch
     s = Schedule.build(_steps_per_epoch(n_cells), cfg)
     assert s.steps_per_round == min(cfg.round_steps, _steps_per_epoch(n_cells))
     # bounded: never more than the rounds times round_steps, whatever n is
@@ -29,8 +29,9 @@ def test_budget_in_steps_is_bounded_and_small_data_keep_epochs(n_cells):
 
 @pytest.mark.parametrize("n_cells", [300, 2_500, 8_000, 100_000])
 def test_min_round_steps_lengthens_rounds_on_small_data_only(n_cells):
-    cfg = scgpcl.recommended().override(min_round_steps=5).train
+    cfg = scgpcl.recommended().train  # the default: at least 5 steps per round
     s = Schedule.build(_steps_per_epoch(n_cells), cfg)
+    assert cfg.min_round_steps == 5
     assert s.steps_per_round == max(5, min(cfg.round_steps, _steps_per_epoch(n_cells)))
     assert s.max_pretrain_steps <= cfg.pretrain_rounds * cfg.round_steps  # still bounded
     if _steps_per_epoch(n_cells) < 5:

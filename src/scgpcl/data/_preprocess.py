@@ -8,6 +8,7 @@ densifies a block of rows when one is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from .._config import TARGET_SUM_CANDIDATES, PreprocessConfig
 from .._errors import InputError
 from .._threads import torch_threads_kept
 
-__all__ = ["PreparedData", "choose_target_sum", "prepare", "select_genes"]
+__all__ = ["PreparedData", "choose_target_sum", "prepare", "select_genes", "with_target_sum"]
 
 log = logging.getLogger("scgpcl")
 
@@ -295,6 +296,36 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
         n_found = len(np.unique(labels))
         scores[target] = float(silhouette_score(pcs, labels)) if 1 < n_found < len(pcs) else -1.0
     return max(scores, key=scores.get), scores  # a tie keeps the first candidate
+
+
+def with_target_sum(data: PreparedData, counts: sp.spmatrix, target_sum: float) -> PreparedData:
+    """``data`` with its features made again at another cell scaling (``target_sum``).
+
+    The same as :func:`prepare` with ``genes=data.gene_index`` and that ``target_sum``, without selecting,
+    filtering or copying the counts again: only the log-normalised values and their moments are new.
+
+    Parameters
+    ----------
+    data
+        :func:`prepare`'s result on ``counts``.
+    counts
+        The raw counts :func:`prepare` was given (all genes: a positive ``target_sum`` divides by them).
+    target_sum
+        As ``PreprocessConfig.target_sum``.
+
+    Returns
+    -------
+    PreparedData
+        Sharing ``data``'s counts, size factors and masks.
+    """
+    x = data.counts
+    tot = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+    tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[data.cell_mask]
+    values, _ = _row_values(x, _cell_scale(tot, tot_all, target_sum))
+    norm = sp.csr_matrix((values, x.indices, x.indptr), shape=x.shape)
+    mean, std = _column_moments(norm)
+    return dataclasses.replace(data, lognorm=norm, feature_mean=mean.astype(np.float32),
+                               feature_std=std.astype(np.float32))
 
 
 def _cell_scale(tot: np.ndarray, tot_all: np.ndarray, target_sum: float) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import numbers
@@ -20,7 +19,7 @@ from .._device import resolve_device
 from .._errors import InputError
 from .._fs import is_probe
 from .._messages import arg, empty_clusters_message
-from ..data import PreparedData, choose_target_sum, prepare
+from ..data import PreparedData, choose_target_sum, prepare, with_target_sum
 from ..data._checks import check_counts, check_n_clusters
 from ..data._sharded import make_loader
 from ..distributed import rank_device
@@ -230,8 +229,7 @@ class SCGPCL:
         log.info("choose_target_sum: silhouette %s; target_sum=%g",
                  ", ".join(f"{s:.3f} at target_sum={t:g}" for t, s in scores.items()), target)
         if target != self.config.preprocess.target_sum:
-            pre = dataclasses.replace(self.config.preprocess, target_sum=target)
-            self.data = prepare(counts, adata.var_names.to_numpy(), pre, genes=self.data.gene_index)
+            self.data = with_target_sum(self.data, counts, target)
         self.config = self.config.override(target_sum=target, choose_target_sum=False)
         self.target_sum_scores = scores
 
