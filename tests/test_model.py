@@ -221,6 +221,36 @@ def test_duplicated_gene_names_refused(toy):
         SCGPCL(a, 3)
 
 
+def test_more_clusters_than_different_cells_is_refused_before_training(toy):
+    """Copies of a cell get one representation: K above the number of different cells used to end in a
+    non-finite fine-tuning loss after training (k-means left clusters empty); now a clear error first."""
+    x = toy.X.toarray()
+    two = np.vstack([np.tile(x[:1], (10, 1)), np.tile(x[-1:], (10, 1))])
+    a = ad.AnnData(sp.csr_matrix(two), var=toy.var.copy())
+    with pytest.raises(InputError, match=r"only 2 different expression profiles.*pass n_clusters=2 or fewer"):
+        SCGPCL(a, 3)
+    one = ad.AnnData(sp.csr_matrix(np.tile(x[:1], (10, 1))), var=toy.var.copy())
+    with pytest.raises(InputError, match=r"all have the same expression profile"):
+        SCGPCL(one, 2)
+    m = SCGPCL(a, 2, random_state=0, **TINY)  # as many clusters as different cells: trains
+    with warnings.catch_warnings():  # quietly: the finer prototype granularities (3, 4) exceed the 2 profiles
+        warnings.simplefilter("error")
+        m.train(progress=False)
+    assert sorted(np.bincount(m.predict())) == [10, 10]
+
+
+def test_the_count_of_different_cells_stops_early_and_reads_every_block():
+    from scgpcl.data._checks import check_distinct_cells
+
+    m = sp.csr_matrix(np.array([[1, 0, 2], [1, 0, 2], [0, 3, 0], [1, 0, 2], [0, 0, 5]], dtype=np.float32))
+    check_distinct_cells(m, 3, block_rows=2)  # the third profile is in the last block
+    with pytest.raises(InputError, match="only 3 different"):
+        check_distinct_cells(m, 4, block_rows=2)
+    # the same entries in another column, or one entry more, are other profiles
+    check_distinct_cells(sp.csr_matrix(np.array([[1, 0], [0, 1]], dtype=np.float32)), 2)
+    check_distinct_cells(sp.csr_matrix(np.array([[1, 0], [1, 1]], dtype=np.float32)), 2)
+
+
 def test_more_clusters_than_half_the_cells_trains(toy):
     # the finer prototype granularities (1.5K, 2K) would exceed the cells
     a = toy[:20].copy()

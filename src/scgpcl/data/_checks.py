@@ -359,6 +359,41 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
     return k
 
 
+def check_distinct_cells(m: sp.csr_matrix, n_clusters: int, *, block_rows: int = 65536) -> None:
+    """Refuse ``n_clusters`` above the number of different rows of ``m`` (the features the model reads).
+
+    Copies of one cell get one representation, so k-means cannot make more clusters than there are
+    different cells. The rows are hashed in blocks (two random projections of each row plus its number of
+    entries) and the count stops as soon as it reaches ``n_clusters``: usually after the first block.
+
+    Raises
+    ------
+    InputError
+        If ``m`` has fewer than ``n_clusters`` different rows.
+    """
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, m.shape[1]))
+    seen: set[tuple[float, float, int]] = set()
+    for r0 in range(0, m.shape[0], block_rows):
+        r1 = min(r0 + block_rows, m.shape[0])
+        a, b = m.indptr[r0], m.indptr[r1]
+        lengths = np.diff(m.indptr[r0 : r1 + 1])
+        v, j = m.data[a:b].astype(np.float64), m.indices[a:b]
+        rows = np.repeat(np.arange(r1 - r0), lengths)
+        h = [np.bincount(rows, weights=v * w[i, j] + w[i, j], minlength=r1 - r0) for i in range(2)]
+        seen.update(zip(h[0].tolist(), h[1].tolist(), lengths.tolist(), strict=True))
+        if len(seen) >= n_clusters:
+            return
+    raise InputError(
+        f"the {m.shape[0]} cells have only {len(seen)} different expression profiles in the {m.shape[1]} genes "
+        f"used (the others are copies of them), so there cannot be {n_clusters} clusters: "
+        f"{arg(f'pass n_clusters={len(seen)}', f'pass --n-clusters {len(seen)}')} or fewer, or check whether the "
+        "cells were duplicated" if len(seen) >= 2 else
+        f"the {m.shape[0]} cells all have the same expression profile in the {m.shape[1]} genes used, so there is "
+        "nothing to cluster: check whether one cell was copied, or whether the right matrix was read"
+    )
+
+
 def check_label_key(adata: AnnData, label_key: str | None) -> None:
     """Check that ``adata.obs[label_key]`` holds reference labels.
 

@@ -20,7 +20,7 @@ from .._errors import InputError
 from .._fs import is_probe
 from .._messages import arg, empty_clusters_message
 from ..data import PreparedData, choose_target_sum, prepare, with_target_sum
-from ..data._checks import check_counts, check_n_clusters
+from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
 from ..data._sharded import make_loader
 from ..distributed import rank_device
 from ..module import SCGPCLModule
@@ -177,6 +177,8 @@ class SCGPCL:
         if self.n_clusters is None:
             _check_auto_k_options(config)
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess, genes=genes)
+        if genes is None and self.n_clusters is not None and self.n_clusters <= self.data.n_cells:
+            check_distinct_cells(self.data.lognorm, self.n_clusters)
         #: ``choose_target_sum``: each candidate target_sum's silhouette (None if no choice was made)
         self.target_sum_scores: dict[float, float] | None = None
         if config.preprocess.choose_target_sum and genes is None:
