@@ -50,15 +50,26 @@ def test_report_files_and_html(report):
 
 
 def test_report_names_the_feature_scaling(report, tmp_path):
-    """The preprocessing section says how cells were scaled: the median (default) or target_sum."""
+    """The preprocessing section says how cells were scaled (the median or target_sum) and, when the default
+    chose the scaling, the silhouettes it chose by."""
     a, out = report
-    assert "counts scaled to the median library size, log1p" in (out / "index.html").read_text()
-    b = a.copy()
-    config = b.uns["scgpcl"]["params"]["config"]
-    key = next(k for k in config if k.endswith("target_sum"))
-    config[key] = 10000.0
+    params = a.uns["scgpcl"]["params"]
+    scores = {t: float(v) for t, v in params["target_sum_silhouettes"].items()}
+    assert set(scores) == {"0", "10000"}
+    chosen = float(params["config"]["preprocess.target_sum"])
+    assert chosen == float(max(scores, key=scores.get))
+    page = (out / "index.html").read_text()
+    scaled = "counts scaled to 10000 per cell (over all genes)" if chosen else "counts scaled to the median library size"
+    assert (f"{scaled} (chosen per dataset by the k-means silhouette on a sample: {scores['0']:.3f} for median, "
+            f"{scores['10000']:.3f} for 10000), log1p") in page
+    b = a.copy()  # a run that was given its scaling
+    del b.uns["scgpcl"]["params"]["target_sum_silhouettes"]
+    b.uns["scgpcl"]["params"]["config"]["preprocess.target_sum"] = 10000.0
     write_report(b, tmp_path / "r2")
     assert "counts scaled to 10000 per cell (over all genes), log1p" in (tmp_path / "r2" / "index.html").read_text()
+    b.uns["scgpcl"]["params"]["config"]["preprocess.target_sum"] = 0.0
+    write_report(b, tmp_path / "r3")
+    assert "counts scaled to the median library size, log1p" in (tmp_path / "r3" / "index.html").read_text()
 
 
 def test_report_metrics_json_and_clusters_tsv(report):

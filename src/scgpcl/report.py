@@ -470,6 +470,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _chosen_scaling(silhouettes) -> str:
+    """`` (chosen: silhouette ...)`` when choose_target_sum chose the scaling, else ``""``."""
+    if not silhouettes:
+        return ""
+    names = {"0": "median"}
+    scores = ", ".join(f"{float(v):.3f} for {names.get(str(t), str(t))}" for t, v in dict(silhouettes).items())
+    return f" (chosen per dataset by the k-means silhouette on a sample: {scores})"
+
+
 def _kv(items: dict[str, Any]) -> str:
     return '<div class="kv">' + "".join(f"<div>{_e(k)}</div><div>{_e(_fmt(v))}</div>" for k, v in items.items()) \
         + "</div>"
@@ -628,7 +637,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         "genes used": f"{params.get('n_genes_used', '?')} of {summary['genes']:,}",
         "model input": (f"counts scaled to {float(pre['target_sum']):g} per cell (over all genes)"
                         if pre.get("target_sum") else "counts scaled to the median library size")
-                       + ", log1p, z-scored per gene",
+                       + _chosen_scaling(params.get("target_sum_silhouettes")) + ", log1p, z-scored per gene",
         "reconstruction target": ("raw counts (ZINB)" if config.get("model.reconstruction", "zinb") == "zinb"
                                   else "log-normalised values (MSE)"),
     }
