@@ -473,11 +473,12 @@ def test_processes_make_one_choice_of_the_cell_scaling(tmp_path):
     res = _scgpcl("cluster", str(toy), str(out), "-k", "3", "--processes", "2", "--choose-target-sum",
                   *TINY_FLAGS)
     assert res.returncode == 0, res.stderr
-    chosen = re.findall(r"choose_target_sum: silhouette .*; target_sum=(\S+)", res.stderr)
+    chosen = re.findall(r"cell scaling: (.+?), chosen by the k-means silhouette", res.stderr)
     assert len(chosen) >= 1 and len(set(chosen)) == 1, res.stderr
     config = ad.read_h5ad(out).uns["scgpcl"]["params"]["config"]
     assert not bool(config["preprocess.choose_target_sum"])
-    assert float(config["preprocess.target_sum"]) == float(chosen[0])
+    value = float(config["preprocess.target_sum"])
+    assert chosen[0] == ("the median total" if value == 0 else f"{value:g} counts per cell")
 
 
 def _children_of(pid: int) -> list[int]:

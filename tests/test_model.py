@@ -766,7 +766,8 @@ def test_choose_target_sum_records_its_choice_and_a_saved_model_keeps_it(toy, tm
     assert set(m.target_sum_scores) == {0.0, 1e4}
     chosen = max(m.target_sum_scores, key=m.target_sum_scores.get)
     assert m.config.preprocess.target_sum == chosen and not m.config.preprocess.choose_target_sum
-    assert "choose_target_sum: silhouette" in caplog.text
+    assert (f"cell scaling: {'the median total' if chosen == 0 else '10000 counts per cell'}, chosen by the k-means "
+            "silhouette at K=3") in caplog.text
     ref = prepare(sp.csr_matrix(toy.X), toy.var_names.to_numpy(), m.config.preprocess)
     np.testing.assert_array_equal(m.data.lognorm.toarray(), ref.lognorm.toarray())
     m.train(progress=False)
@@ -781,4 +782,4 @@ def test_choose_target_sum_is_skipped_when_k_is_estimated(small_toy, caplog):
     with caplog.at_level("INFO", logger="scgpcl"):
         m = SCGPCL(small_toy, None, random_state=0, choose_target_sum=True, **QUICK)
     assert m.target_sum_scores is None and m.config.preprocess.target_sum == 0
-    assert "choose_target_sum: not with an estimated K; keeping target_sum=0" in caplog.text
+    assert "cell scaling: the median total (choosing it needs K, which is estimated here)" in caplog.text

@@ -35,6 +35,11 @@ _WEIGHTS = "model.pt"
 _CONFIG = "config.json"
 
 
+def _scaling_name(target_sum: float) -> str:
+    """How ``target_sum`` scales the cells, in words."""
+    return "the median total" if not target_sum else f"{target_sum:g} counts per cell"
+
+
 def _resolve_seed(random_state: Any) -> int:
     """A whole number in [0, 2**32) (what every RNG here accepts); ``None`` draws one and logs it."""
     if random_state is None:
@@ -221,15 +226,19 @@ class SCGPCL:
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
     def _choose_target_sum(self, counts, adata: AnnData, random_state: int) -> None:
-        """``choose_target_sum``: pick the cell scaling by silhouette; re-prepare and record it in the config."""
-        if self.n_clusters is None or self.n_clusters < 2 or self.data.n_cells <= self.n_clusters:
-            log.info("choose_target_sum: not with %s; keeping target_sum=%g",
-                     "an estimated K" if self.n_clusters is None else f"K={self.n_clusters} and "
-                     f"{self.data.n_cells} cells", self.config.preprocess.target_sum)
+        """``choose_target_sum``: pick the cell scaling by silhouette; re-make the features and record it."""
+        kept = _scaling_name(self.config.preprocess.target_sum)
+        if self.n_clusters is None:
+            log.info("cell scaling: %s (choosing it needs K, which is estimated here)", kept)
+            return
+        if self.data.n_cells <= self.n_clusters:
+            log.info("cell scaling: %s (choosing it needs more cells than K=%d)", kept, self.n_clusters)
             return
         target, scores = choose_target_sum(counts, self.data, self.n_clusters, seed=random_state)
-        log.info("choose_target_sum: silhouette %s; target_sum=%g",
-                 ", ".join(f"{s:.3f} at target_sum={t:g}" for t, s in scores.items()), target)
+        log.info("cell scaling: %s, chosen by the k-means silhouette at K=%d on a sample of the cells (%s); %s "
+                 "fixes it", _scaling_name(target), self.n_clusters,
+                 ", ".join(f"{v:.3f} for {_scaling_name(t)}" for t, v in scores.items()),
+                 arg("target_sum=", "--target-sum "))
         if target != self.config.preprocess.target_sum:
             self.data = with_target_sum(self.data, counts, target)
         self.config = self.config.override(target_sum=target, choose_target_sum=False)
