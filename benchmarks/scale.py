@@ -3,6 +3,7 @@
     python benchmarks/scale.py run --sizes 10000 30000 100000 300000 --pbmc 100000 --threads 2
     python benchmarks/scale.py cap --size 1000000 --threads 2        # 1M cells: a run capped in steps
     python benchmarks/scale.py real --datasets pbmc4k_10x_top2000 --seeds 0 1 2 --threads 2  # end to end
+    python benchmarks/scale.py prepare --sizes 100000 1000000 --repeats 3 --threads 2  # the scaling choice's cost
     python benchmarks/scale.py table                                   # -> benchmarks/results/scale.md
 
 Data (cached in ``benchmarks/runs/scale/``, gitignored):
@@ -104,6 +105,10 @@ def _worker_scgpcl(args) -> dict:
     t1 = time.perf_counter()
     model = scgpcl.SCGPCL(a, k, random_state=args.seed, device="cpu", **overrides)
     prepare_s = time.perf_counter() - t1
+    if args.prepare_only:  # reading and preparing (with the cell-scaling choice when it is on), no training
+        return {"n_cells": int(a.n_obs), "nnz": int(model.data.counts.nnz), "k": k, "load_s": load_s,
+                "prepare_s": prepare_s, "target_sum": model.config.preprocess.target_sum,
+                "silhouettes": {f"{t:g}": v for t, v in (model.target_sum_scores or {}).items()}}
     t2 = time.perf_counter()
     model.train(progress=False)
     train_s = time.perf_counter() - t2
@@ -173,12 +178,15 @@ def worker(args) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-def measure(method: str, data: Path, *, threads: int, seed: int = 0, overrides: dict | None = None) -> dict:
+def measure(method: str, data: Path, *, threads: int, seed: int = 0, overrides: dict | None = None,
+            prepare_only: bool = False) -> dict:
     """One worker process; wall time, CPU time and peak RSS from the operating system."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", method, "--data", str(data),
            "--threads", str(threads), "--seed", str(seed)]
     if overrides:
         cmd += ["--overrides", json.dumps(overrides)]
+    if prepare_only:
+        cmd += ["--prepare-only"]
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
@@ -191,6 +199,8 @@ def measure(method: str, data: Path, *, threads: int, seed: int = 0, overrides: 
     if status != 0:
         raise RuntimeError(f"{method} on {data.name} failed:\n{err[-3000:]}")
     rec = json.loads(out.strip().splitlines()[-1])
+    if prepare_only:
+        rec["prepare_only"] = True
     rec.update(method=method, dataset=data.stem, seed=seed, threads=threads, overrides=overrides or {},
                wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024,
                cpu=cpu_model(), date=time.strftime("%Y-%m-%d"))
@@ -259,6 +269,41 @@ def _real_section(recs) -> list[str]:
     return out
 
 
+def prepare(args) -> None:
+    """The cost of the cell-scaling choice: reading and preparing each file with the defaults (which choose) and
+    with ``choose_target_sum=False``, alternately, each in its own process."""
+    for path in [dataset(f"sim_{n}") for n in args.sizes]:
+        for rep in range(args.repeats):
+            for over in ({}, {"choose_target_sum": False}):
+                rec = measure("scgpcl", path, threads=args.threads, overrides=over, prepare_only=True)
+                append(rec)
+                print(f"{path.stem:>12} {_settings(rec):>24} #{rep}: prepare {rec['prepare_s']:.1f} s, wall "
+                      f"{rec['wall_s']:.0f} s, CPU {rec['cpu_s']:.0f} s, RSS {rec['peak_rss_mb']:.0f} MB, "
+                      f"target_sum {rec['target_sum']:g}", flush=True)
+
+
+def _prepare_section(recs) -> list[str]:
+    prep = [r for r in recs if r.get("prepare_only")]
+    if not prep:
+        return []
+    out = ["", "## The cell-scaling choice at scale", "",
+           "`python benchmarks/scale.py prepare --sizes ... --repeats R --threads T`: each process reads the file and "
+           "builds the model (gene selection, features and, with the defaults, the choice between the median total "
+           "and 10,000 counts: PCA and k-means on a 5,000-cell sample for each, then the features again at the "
+           "chosen scaling), without training; the two settings alternate. Medians over the repeats.", "",
+           "| data | cells | settings | repeats | prepare s | whole process wall s | CPU s | peak RSS MB | chosen |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in prep:
+        by.setdefault((r["n_cells"], r["dataset"], _settings(r)), []).append(r)
+    for (n, ds, label), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][2] != "defaults")):
+        med = lambda key, rr=rs: float(np.median([x[key] for x in rr]))
+        chosen = ", ".join(sorted({f"{x['target_sum']:g}" for x in rs}))
+        out.append(f"| {ds} | {n} | {label} | {len(rs)} | {med('prepare_s'):.1f} | {med('wall_s'):.0f} | "
+                   f"{med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} | {chosen} |")
+    return out
+
+
 def cap(args) -> None:
     path = dataset(f"sim_{args.size}")
     over = {"pretrain_rounds": args.rounds, "warmup_rounds": args.rounds - 1, "finetune_rounds": args.rounds,
@@ -287,7 +332,7 @@ def _settings(rec: dict) -> str:
 
 def table(args) -> None:
     recs = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()]
-    full = [r for r in recs if not r.get("capped") and not r.get("real")]
+    full = [r for r in recs if not r.get("capped") and not r.get("real") and not r.get("prepare_only")]
     lines = ["# Atlas scale on one machine", "",
              "Package defaults against the scanpy pipeline (normalize_total, log1p, scale, PCA 50, 15-NN with "
              "pynndescent, Leiden at resolution 1), each in its own process on the same machine in one session. "
@@ -332,6 +377,7 @@ def table(args) -> None:
                       f"**n^{slope:.2f}**."]
     lines += _cap_section(recs, full)
     lines += _real_section(recs)
+    lines += _prepare_section(recs)
     if NOTES.exists():
         lines += ["", NOTES.read_text().rstrip()]
     Path(args.md).write_text("\n".join(lines) + "\n")
@@ -374,6 +420,10 @@ def main(argv=None) -> None:
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--no-warm", action="store_true")
+    pr = sub.add_parser("prepare")
+    pr.add_argument("--sizes", nargs="+", type=int, default=[100000, 1000000])
+    pr.add_argument("--repeats", type=int, default=3)
+    pr.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("cap")
     c.add_argument("--size", type=int, default=1000000)
     c.add_argument("--rounds", type=int, default=2)
@@ -390,8 +440,9 @@ def main(argv=None) -> None:
     w.add_argument("--threads", type=int, default=2)
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--overrides", default="")
+    w.add_argument("--prepare-only", action="store_true")
     args = p.parse_args(argv)
-    {"run": run, "cap": cap, "real": real, "table": table, "_worker": worker}[args.cmd](args)
+    {"run": run, "cap": cap, "real": real, "prepare": prepare, "table": table, "_worker": worker}[args.cmd](args)
 
 
 if __name__ == "__main__":
