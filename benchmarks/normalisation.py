@@ -146,7 +146,7 @@ def picks(args) -> None:
     for f in _files():
         a, _, k, x = _load(f)
         d = prepare(x, a.var_names.to_numpy(), PreprocessConfig())
-        target, scores = choose_target_sum(x, d, k, seed=0)
+        target, scores = choose_target_sum(d, k, seed=0)
         rows[f.stem]["silhouette pick"] = "1e4" if target else "median"
         rows[f.stem]["silhouettes"] = {f"{t:g}": v for t, v in scores.items()}
         print(f"{f.stem}: {scores} -> {rows[f.stem]['silhouette pick']}", flush=True)

@@ -41,3 +41,13 @@ def test_a_target_sum_given_alone_turns_the_default_choice_of_the_scaling_off():
     # another option leaves the choice alone; the reference's settings never choose
     assert scgpcl.recommended().override(lr=1e-3).preprocess.choose_target_sum
     assert not scgpcl.faithful().preprocess.choose_target_sum and scgpcl.faithful().train.min_round_steps == 1
+
+
+def test_a_config_saved_before_the_choice_of_scaling_and_longer_rounds_reads_as_it_ran():
+    # both became defaults on 2026-12-05; a recorded config without them ran without the choice, 1-step rounds
+    old = scgpcl.recommended().to_dict()
+    del old["preprocess"]["choose_target_sum"], old["train"]["min_round_steps"]
+    cfg = scgpcl.SCGPCLConfig.from_dict(old)
+    assert not cfg.preprocess.choose_target_sum and cfg.train.min_round_steps == 1
+    again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().to_dict())  # a current one keeps its values
+    assert again.preprocess.choose_target_sum and again.train.min_round_steps == 5

@@ -466,13 +466,16 @@ def test_processes_two_clusters_and_rank_0_writes_in_input_order(tmp_path):
 
 
 def test_processes_make_one_choice_of_the_cell_scaling(tmp_path):
-    """--choose-target-sum under two processes: each process chooses from the same data and seed, the
-    ranks' check that they prepared the same data passes, and the output records the value chosen."""
+    """The defaults under two processes: each process chooses the cell scaling from the same data and seed, the
+    ranks' check that they prepared the same data passes, and the output records the value chosen; the small
+    data train rounds of several epochs (min_round_steps=5, the other tests use one-epoch rounds)."""
     toy = _toy_file(tmp_path)
     out = tmp_path / "out.h5ad"
-    res = _scgpcl("cluster", str(toy), str(out), "-k", "3", "--processes", "2", "--choose-target-sum",
-                  *TINY_FLAGS)
+    at = TINY_FLAGS.index("--min-round-steps")
+    flags = TINY_FLAGS[:at] + TINY_FLAGS[at + 2:]
+    res = _scgpcl("cluster", str(toy), str(out), "-k", "3", "--processes", "2", *flags)
     assert res.returncode == 0, res.stderr
+    assert "rounds of 5 steps" in res.stderr, res.stderr
     chosen = re.findall(r"cell scaling: (.+?), chosen by the k-means silhouette", res.stderr)
     assert len(chosen) >= 1 and len(set(chosen)) == 1, res.stderr
     config = ad.read_h5ad(out).uns["scgpcl"]["params"]["config"]

@@ -239,6 +239,21 @@ def test_more_clusters_than_different_cells_is_refused_before_training(toy):
     assert sorted(np.bincount(m.predict())) == [10, 10]
 
 
+def test_different_cells_are_counted_on_the_features_at_the_scaling_used(toy):
+    """Cells proportional in the genes used are copies under the median scaling but not under 10,000 counts
+    (which divides by the total over all genes): refused at target_sum=0 only."""
+    a_row, b_row = np.array([5, 1, 0, 2, 40]), np.array([1, 4, 3, 0, 40])
+    c_row = np.array([2, 8, 6, 0, 40])  # 2 x b in genes 0-3; gene 4 is the same in every cell, so not selected
+    x = np.vstack([np.tile(a_row, (6, 1)), np.tile(b_row, (6, 1)), np.tile(c_row, (6, 1))]).astype(np.float32)
+    a = ad.AnnData(sp.csr_matrix(x))
+    a.var_names = [f"g{i}" for i in range(5)]
+    keep = dict(gene_selection="variance", hvg_fraction=0.8, min_genes=4)  # the 4 most variable genes: 0-3
+    with pytest.raises(InputError, match="only 2 different expression profiles"):
+        SCGPCL(a, 3, target_sum=0, **keep)
+    m = SCGPCL(a, 3, target_sum=1e4, **keep)
+    assert list(m.data.gene_index) == [0, 1, 2, 3]
+
+
 def test_the_count_of_different_cells_stops_early_and_reads_every_block():
     from scgpcl.data._checks import check_distinct_cells
 

@@ -176,7 +176,7 @@ def test_choose_target_sum_scores_the_features_prepare_makes(counts):
     names = np.array([f"g{i}" for i in range(x.shape[1])])
     cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.3, min_genes=10)
     p = prepare(sp.csr_matrix(x), names, cfg)
-    target, scores = choose_target_sum(sp.csr_matrix(x), p, 2, seed=3)  # the sample is every cell
+    target, scores = choose_target_sum(p, 2, seed=3)  # the sample is every cell
     assert set(scores) == {0.0, 1e4} and target == max(scores, key=scores.get)
     for t, s in scores.items():
         f = prepare(sp.csr_matrix(x), names, PreprocessConfig(**{**cfg.__dict__, "target_sum": t})).dense_features()
@@ -184,27 +184,40 @@ def test_choose_target_sum_scores_the_features_prepare_makes(counts):
         labels = KMeans(2, n_init=10, random_state=3).fit_predict(pcs)
         assert s == pytest.approx(silhouette_score(pcs, labels), abs=2e-3)
     # a sample: at most max_cells cells, the same answer for the same seed
-    assert choose_target_sum(sp.csr_matrix(x), p, 2, seed=1, max_cells=50) == \
-        choose_target_sum(sp.csr_matrix(x), p, 2, seed=1, max_cells=50)
+    assert choose_target_sum(p, 2, seed=1, max_cells=50) == \
+        choose_target_sum(p, 2, seed=1, max_cells=50)
     # more clusters than the sample: the sample grows to hold them; as many as the cells: a clear error
-    assert set(choose_target_sum(sp.csr_matrix(x), p, 60, seed=1, max_cells=50)[1]) == {0.0, 1e4}
+    assert set(choose_target_sum(p, 60, seed=1, max_cells=50)[1]) == {0.0, 1e4}
     with pytest.raises(InputError, match="n_clusters < the 119 kept cells"):
-        choose_target_sum(sp.csr_matrix(x), p, 119, seed=1)
+        choose_target_sum(p, 119, seed=1)
 
 
+@pytest.mark.parametrize("kind", ["float32 csr", "int64 csc, totals above 2**24", "float64 non-integer"])
 @pytest.mark.parametrize("start, target", [(0.0, 1e4), (1e4, 0.0)])
-def test_with_target_sum_makes_the_features_prepare_makes_at_that_scaling(counts, start, target):
-    """Changing the scaling after the fact (what choose_target_sum does) equals preparing with it."""
+def test_with_target_sum_makes_the_features_prepare_makes_at_that_scaling(counts, start, target, kind):
+    """Changing the scaling after the fact (what choose_target_sum does) gives exactly prepare's features for
+    it, whatever the input's format (prepare sums a float32 copy of it; the totals are kept from there)."""
     from scgpcl.data import with_target_sum
 
     x = counts.copy()
     x[5] = 0  # a dropped cell: the totals over all genes must follow the kept cells
+    if kind.startswith("int64"):
+        x = x.astype(np.int64)
+        x[:, -1] += 2**24 + 1  # a huge total outside the selected genes, not exact in float32
+        make = sp.csc_matrix
+    elif kind.startswith("float64"):
+        x = x.astype(np.float64) * 0.37  # values only reconstruction="mse" accepts
+        make = sp.csr_matrix
+    else:
+        make = sp.csr_matrix
     names = np.array([f"g{i}" for i in range(x.shape[1])])
     cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.3, min_genes=10, target_sum=start)
-    first = prepare(sp.csr_matrix(x), names, cfg)
-    got = with_target_sum(first, sp.csr_matrix(x), target)
-    want = prepare(sp.csr_matrix(x), names, PreprocessConfig(**{**cfg.__dict__, "target_sum": target}))
-    np.testing.assert_array_equal(got.gene_index, want.gene_index)
-    np.testing.assert_allclose(got.dense_features(), want.dense_features(), rtol=1e-5, atol=1e-5)
+    first = prepare(make(x), names, cfg)
+    got = with_target_sum(first, target)
+    want = prepare(make(x), names, PreprocessConfig(**{**cfg.__dict__, "target_sum": target}),
+                   genes=first.gene_index)
+    np.testing.assert_array_equal(got.lognorm.toarray(), want.lognorm.toarray())
+    np.testing.assert_array_equal(got.feature_mean, want.feature_mean)
+    np.testing.assert_array_equal(got.feature_std, want.feature_std)
     assert not np.allclose(got.dense_features(), first.dense_features())  # the scaling did change
     assert got.counts is first.counts  # the counts are shared, not copied

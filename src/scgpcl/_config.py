@@ -55,12 +55,13 @@ class PreprocessConfig:
     target_sum: float = _opt(
         0.0, "cell features: each cell's counts are scaled to this total over all its genes before log1p "
              "(10000: scanpy's normalize_total default); 0: to the median total over the selected genes, as "
-             "the reference", low=0)
+             "the reference. By default choose_target_sum picks 0 or 10000 per dataset", low=0)
     choose_target_sum: bool = _opt(
         True, "cell features: choose target_sum per dataset between 0 (median scaling) and 10000 by the "
               "k-means silhouette at K on the principal components of a sample of cells (not with an "
               "estimated K: target_sum is kept); the chosen value replaces target_sum in the model's config. "
-              "Giving target_sum turns the choice off unless choose_target_sum is also given")
+              "Giving target_sum (CLI, keyword arguments, override()) turns the choice off unless "
+              "choose_target_sum is also given")
 
 
 @dataclass
@@ -109,15 +110,17 @@ class TrainConfig:
     """Optimisation schedule (docs/method.md section 6).
 
     Training runs in *rounds*: ``round_steps`` optimizer steps (at most one
-    epoch: on small data a round is an epoch), then the global step: after
+    epoch, but at least ``min_round_steps``: on small data a round is one or
+    a few epochs), then the global step: after
     the warm-up, k-means on the representation of up to ``sample_cells``
     cells gives the prototypes and the convergence check; in fine-tuning the
     global step refreshes DEC's target. Budgets count rounds, so the number
     of optimizer steps is bounded however many cells there are.
     """
 
-    round_steps: int = _opt(20, "optimizer steps per round (at most one epoch); 0: a round is one epoch, as "
-                            "the reference (whose step count then grows with the cells)", low=0)
+    round_steps: int = _opt(20, "optimizer steps per round (at most one epoch, at least min_round_steps); 0: a "
+                            "round is one epoch, as the reference (whose step count then grows with the cells)",
+                            low=0)
     min_round_steps: int = _opt(5, "on data with fewer minibatches per epoch than this, a round still has this "
                                 "many steps (several epochs; at most round_steps): small data train longer; "
                                 "1: a round is at most one epoch", low=1)
@@ -270,6 +273,8 @@ class SCGPCLConfig:
         epoch on all cells, which is what it ran with. One saved before
         ``target_sum`` existed is read with ``target_sum=0`` (median scaling), and one saved before
         ``kmeans_pca_weight`` with ``kmeans_pca_weight=0`` (DEC started from k-means on the representation).
+        One saved before ``choose_target_sum`` or ``min_round_steps`` existed is read with ``False`` and 1,
+        what it ran with (both are on by default since 2026-12-05).
         """
         sections = {}
         for name, kind in _SECTIONS.items():
@@ -279,6 +284,10 @@ class SCGPCLConfig:
                 values["prototypes"] = "round"
             if name == "preprocess" and d.get("preprocess") is not None and "target_sum" not in d["preprocess"]:
                 values.setdefault("target_sum", 0.0)  # saved before the option existed: median scaling
+            if name == "preprocess" and d.get("preprocess") is not None:
+                values.setdefault("choose_target_sum", False)  # saved before the option: no choice was made
+            if name == "train" and d.get("train") is not None:
+                values.setdefault("min_round_steps", 1)  # saved before the option: rounds of at most one epoch
             if name == "train" and d.get("train") is not None and "kmeans_pca_weight" not in d["train"]:
                 values.setdefault("kmeans_pca_weight", 0.0)  # saved before the option: k-means on z alone
                 values.setdefault("dec_pca_target", False)

@@ -359,7 +359,7 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
     return k
 
 
-def check_distinct_cells(m: sp.csr_matrix, n_clusters: int, *, block_rows: int = 65536) -> None:
+def check_distinct_cells(m: sp.csr_matrix, n_clusters: int, *, block_rows: int = 8192) -> None:
     """Refuse ``n_clusters`` above the number of different rows of ``m`` (the features the model reads).
 
     Copies of one cell get one representation, so k-means cannot make more clusters than there are

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class PreparedData:
     cell_mask: np.ndarray  # bool over the input's cells: which were kept
     gene_index: np.ndarray  # int indices of the selected genes in the input
     gene_names: np.ndarray  # names of the selected genes
+    total_counts: np.ndarray  # (n_cells,) float64, each kept cell's total over all genes (target_sum > 0 divides by it)
 
     @property
     def n_cells(self) -> int:
@@ -240,10 +242,11 @@ def prepare(
         cell_mask=cell_keep,
         gene_index=genes_sel,
         gene_names=gene_names[genes_sel],
+        total_counts=tot_all[cell_keep],
     )
 
 
-def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, *, seed: int,
+def choose_target_sum(data: PreparedData, n_clusters: int, *, seed: int,
                       max_cells: int = 5000) -> tuple[float, dict[float, float]]:
     """The cell scaling (``target_sum``) whose features k-means separates best at ``n_clusters``.
 
@@ -256,10 +259,9 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
 
     Parameters
     ----------
-    counts
-        The raw counts :func:`prepare` was given (all genes: the ``1e4`` scaling divides by them).
     data
-        :func:`prepare`'s result on ``counts``.
+        :func:`prepare`'s result (it holds each cell's total over all genes, which the ``1e4`` scaling
+        divides by).
     n_clusters
         The number of clusters the run will look for.
     seed
@@ -274,6 +276,7 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
     """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
 
     n = data.n_cells
@@ -283,14 +286,17 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
     rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
     x = data.counts[rows]
-    tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[data.cell_mask]
+    tot_all = data.total_counts
     scores: dict[float, float] = {}
     for target in TARGET_SUM_CANDIDATES:
         scale = _cell_scale(tot, tot_all, target)[rows]
         m = sp.csr_matrix((_row_values(x, scale)[0], x.indices, x.indptr), shape=x.shape)
         mean, std = _column_moments(m)
         f = (m.toarray() - mean) / std
-        with torch_threads_kept():
+        with torch_threads_kept(), warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            # fewer different cells than K, or none (no variance for the PCA): the silhouette is then -1, and
+            # the model refuses such data itself, with a message
+            warnings.filterwarnings("ignore", message="Number of distinct clusters", category=ConvergenceWarning)
             pcs = PCA(min(50, *f.shape), random_state=seed).fit_transform(f)
             labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(pcs)
         n_found = len(np.unique(labels))
@@ -298,7 +304,7 @@ def choose_target_sum(counts: sp.spmatrix, data: PreparedData, n_clusters: int, 
     return max(scores, key=scores.get), scores  # a tie keeps the first candidate
 
 
-def with_target_sum(data: PreparedData, counts: sp.spmatrix, target_sum: float) -> PreparedData:
+def with_target_sum(data: PreparedData, target_sum: float) -> PreparedData:
     """``data`` with its features made again at another cell scaling (``target_sum``).
 
     The same as :func:`prepare` with ``genes=data.gene_index`` and that ``target_sum``, without selecting,
@@ -307,9 +313,7 @@ def with_target_sum(data: PreparedData, counts: sp.spmatrix, target_sum: float) 
     Parameters
     ----------
     data
-        :func:`prepare`'s result on ``counts``.
-    counts
-        The raw counts :func:`prepare` was given (all genes: a positive ``target_sum`` divides by them).
+        :func:`prepare`'s result.
     target_sum
         As ``PreprocessConfig.target_sum``.
 
@@ -320,8 +324,7 @@ def with_target_sum(data: PreparedData, counts: sp.spmatrix, target_sum: float) 
     """
     x = data.counts
     tot = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
-    tot_all = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()[data.cell_mask]
-    values, _ = _row_values(x, _cell_scale(tot, tot_all, target_sum))
+    values, _ = _row_values(x, _cell_scale(tot, data.total_counts, target_sum))
     norm = sp.csr_matrix((values, x.indices, x.indptr), shape=x.shape)
     mean, std = _column_moments(norm)
     return dataclasses.replace(data, lognorm=norm, feature_mean=mean.astype(np.float32),

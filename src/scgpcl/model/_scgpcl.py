@@ -182,13 +182,6 @@ class SCGPCL:
         if self.n_clusters is None:
             _check_auto_k_options(config)
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess, genes=genes)
-        if genes is None and self.n_clusters is not None and self.n_clusters <= self.data.n_cells:
-            check_distinct_cells(self.data.lognorm, self.n_clusters)
-        #: ``choose_target_sum``: each candidate target_sum's silhouette (None if no choice was made)
-        self.target_sum_scores: dict[float, float] | None = None
-        if config.preprocess.choose_target_sum and genes is None:
-            self._choose_target_sum(counts, adata, random_state)
-            config = self.config
         if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
                 f"{arg('n_clusters=', '--n-clusters ')}{self.n_clusters} exceeds the {self.data.n_cells} cells left "
@@ -199,6 +192,13 @@ class SCGPCL:
                 f"estimating K needs at least 3 cells, but only {self.data.n_cells} are left after dropping "
                 "empty cells; pass n_clusters"
             )
+        #: ``choose_target_sum``: each candidate target_sum's silhouette (None if no choice was made)
+        self.target_sum_scores: dict[float, float] | None = None
+        if config.preprocess.choose_target_sum and genes is None:
+            self._choose_target_sum(random_state)
+            config = self.config
+        if genes is None and self.n_clusters is not None:
+            check_distinct_cells(self.data.lognorm, self.n_clusters)  # the features at the scaling used
         m = config.model
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
             torch.manual_seed(random_state)
@@ -225,7 +225,7 @@ class SCGPCL:
         self.stages: dict[str, dict] = {}
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
-    def _choose_target_sum(self, counts, adata: AnnData, random_state: int) -> None:
+    def _choose_target_sum(self, random_state: int) -> None:
         """``choose_target_sum``: pick the cell scaling by silhouette; re-make the features and record it."""
         kept = _scaling_name(self.config.preprocess.target_sum)
         if self.n_clusters is None:
@@ -234,13 +234,13 @@ class SCGPCL:
         if self.data.n_cells <= self.n_clusters:
             log.info("cell scaling: %s (choosing it needs more cells than K=%d)", kept, self.n_clusters)
             return
-        target, scores = choose_target_sum(counts, self.data, self.n_clusters, seed=random_state)
+        target, scores = choose_target_sum(self.data, self.n_clusters, seed=random_state)
         log.info("cell scaling: %s, chosen by the k-means silhouette at K=%d on a sample of the cells (%s); %s "
                  "fixes it", _scaling_name(target), self.n_clusters,
                  ", ".join(f"{v:.3f} for {_scaling_name(t)}" for t, v in scores.items()),
                  arg("target_sum=", "--target-sum "))
         if target != self.config.preprocess.target_sum:
-            self.data = with_target_sum(self.data, counts, target)
+            self.data = with_target_sum(self.data, target)
         self.config = self.config.override(target_sum=target, choose_target_sum=False)
         self.target_sum_scores = scores
 

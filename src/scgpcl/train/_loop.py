@@ -19,7 +19,7 @@ __all__ = ["StageResult", "check_finite", "loss_weights", "run_round"]
 class StageResult:
     """What one training stage did."""
 
-    #: rounds run (a round is ``round_steps`` optimizer steps, at most one epoch)
+    #: rounds run (a round is ``round_steps`` optimizer steps, at most one epoch, at least ``min_round_steps``)
     rounds: int = 0
     #: optimizer steps run
     steps: int = 0

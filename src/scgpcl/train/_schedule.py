@@ -3,7 +3,8 @@
 Training runs in rounds of ``round_steps`` optimizer steps (at most one
 epoch), each followed by a global step; stage budgets count rounds, so the
 number of optimizer steps is bounded however many cells there are. On data
-with at most ``round_steps`` minibatches per epoch a round is an epoch.
+with at most ``round_steps`` minibatches per epoch a round is an epoch, or
+``min_round_steps`` steps (several epochs) on data with fewer minibatches.
 """
 
 from __future__ import annotations
