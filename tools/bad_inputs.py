@@ -256,7 +256,7 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "-k", "1", "--quiet"]),
     Case("-k larger than the number of cells", [T + "test_checks.py::test_bad_n_clusters", T + "test_model.py::test_bad_arguments"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "-k", "100", "--quiet"]),
-    Case("-k above the number of different cells (the others are copies)", [T + "test_model.py::test_more_clusters_than_different_cells_is_refused_before_training", T + "test_model.py::test_the_count_of_different_cells_stops_early_and_reads_every_block"],
+    Case("-k above the number of different cells (the others are copies)", [T + "test_model.py::test_more_clusters_than_different_cells_is_refused_before_training", T + "test_model.py::test_the_count_of_different_cells_stops_early_and_reads_every_block", T + "test_model.py::test_different_cells_are_counted_on_the_features_at_the_scaling_used"],
          lambda: ["cluster", h5ad("copies.h5ad", lambda a: _set_x(a, np.tile(a.X[:2].toarray(), (15, 1)))), "out.h5ad", *CLUSTER]),
     Case("-k that is not a number", [T + "test_cli.py::test_n_clusters_garbage_is_a_usage_error"],
          lambda: ["cluster", "in.h5ad", "out.h5ad", "-k", "many"]),

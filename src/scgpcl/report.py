@@ -471,7 +471,7 @@ def _fmt(v: Any) -> str:
 
 
 def _chosen_scaling(silhouettes) -> str:
-    """`` (chosen: silhouette ...)`` when choose_target_sum chose the scaling, else ``""``."""
+    """`` (chosen per dataset by the k-means silhouette ...)`` when the scaling was chosen, else ``""``."""
     if not silhouettes:
         return ""
     names = {"0": "median"}
