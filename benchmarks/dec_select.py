@@ -30,10 +30,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 JSONL = RESULTS / "dec_select.jsonl"
 MD = RESULTS / "dec_select.md"
 NOTES = RESULTS / "dec_select_notes.md"
-#: the settings the runs in JSONL were made with: the package defaults until 2026-12-04
-MEASURED_WITH = {"dec_pca_target": False, "kmeans_pca_weight": 0.0}
-#: runs of the current defaults that record the same diagnostics
+#: the settings the runs in JSONL were made with: the package defaults until 2026-12-04 (as relabelled since)
+MEASURED_WITH = {"choose_target_sum": False, "dec_pca_target": False, "kmeans_pca_weight": 0.0,
+                 "min_round_steps": 1}
+#: runs that record the same diagnostics, of the defaults that followed (the joined DEC start, 2026-12-04 to
+#: 2026-12-05), as the relabelled records name them
 CURRENT = RESULTS / "accuracy.jsonl"
+JOINED = {"choose_target_sum": False, "min_round_steps": 1}
 
 #: rule -> True to keep DEC's labels, False for the pre-trained k-means labels
 RULES = {
@@ -101,12 +104,13 @@ def main(argv=None) -> None:
             L.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {x['seed']} | {x['ARI_pretrain']:.3f} | "
                      f"{x['ARI']:.3f} | {x['silhouette_pre']:.3f} | {x['silhouette_post']:.3f} | "
                      f"{x['dec_agreement']:.3f} | {x['size_entropy_pre']:.3f} | {x['size_entropy_post']:.3f} |")
-    current = _runs(args.current, {}) if Path(args.current).exists() else {}
+    current = _runs(args.current, JOINED) if Path(args.current).exists() else {}
     if current:
-        L += ["", "## The same rules at the current defaults", "",
-              f"The package defaults' runs in `{Path(args.current).name}` (the accuracy page's runs, which record "
-              "the same diagnostics); DEC there starts from the joined k-means (`kmeans_pca_weight`), so `never "
-              "DEC` is that start's labels.", ""]
+        L += ["", "## The same rules at the defaults of the joined DEC start (2026-12-04 to 2026-12-05)", "",
+              f"Those defaults' runs in `{Path(args.current).name}` (the accuracy page's runs, which record the "
+              "same diagnostics; they carry " + ", ".join(f"`{k}={v}`" for k, v in JOINED.items())
+              + " since the defaults changed again); DEC there starts from the joined k-means "
+              "(`kmeans_pca_weight`), so `never DEC` is that start's labels.", ""]
         L += _rules_table(current)
     if NOTES.exists():
         L += ["", NOTES.read_text().rstrip()]
