@@ -797,4 +797,30 @@ def test_choose_target_sum_is_skipped_when_k_is_estimated(small_toy, caplog):
     with caplog.at_level("INFO", logger="scgpcl"):
         m = SCGPCL(small_toy, None, random_state=0, choose_target_sum=True, **QUICK)
     assert m.target_sum_scores is None and m.config.preprocess.target_sum == 0
-    assert "cell scaling: the median total (choosing it needs K, which is estimated here)" in caplog.text
+    assert ("cell scaling: the median total (choosing it needs K, which is estimated here; provisional_k=True "
+            "estimates a provisional one for it)") in caplog.text
+    assert m.provisional_k is None
+
+
+def test_provisional_k_chooses_the_scaling_when_k_is_estimated(small_toy, caplog):
+    """provisional_k: K is estimated on the choice's own sample components, the scaling is chosen at it, and
+    the choice is recorded; the final K is still estimated after the warm-up."""
+    from scgpcl.data import choose_target_sum, prepare, sample_components
+    from scgpcl.train import estimate_k
+
+    with caplog.at_level("INFO", logger="scgpcl"):
+        m = SCGPCL(small_toy, None, random_state=0, choose_target_sum=True, provisional_k=True, **QUICK)
+    p = prepare(sp.csr_matrix(small_toy.X), small_toy.var_names.to_numpy(),
+                m.config.override(target_sum=0.0).preprocess)
+    k = estimate_k(sample_components(p, target_sum=0.0, seed=0), m.config.train.auto_k_method,
+                   k_max=m.config.train.auto_k_max, seed=0).k
+    assert m.provisional_k == k and m.n_clusters is None
+    target, scores = choose_target_sum(p, k, seed=0)
+    assert m.target_sum_scores == scores and m.config.preprocess.target_sum == target
+    assert f"silhouette at a provisional K={k} on a sample" in caplog.text
+    adata = small_toy.copy()
+    tl.cluster(adata, n_clusters=None, random_state=0, choose_target_sum=True, provisional_k=True, progress=False,
+               **QUICK)
+    assert adata.uns["scgpcl"]["params"]["provisional_k"] == k
+    assert adata.uns["scgpcl"]["params"]["target_sum_silhouettes"] == {f"{t:g}": v for t, v in scores.items()}
+    assert adata.uns["scgpcl"]["params"]["n_clusters_requested"] == "auto"

@@ -192,6 +192,29 @@ def test_choose_target_sum_scores_the_features_prepare_makes(counts):
         choose_target_sum(p, 119, seed=1)
 
 
+@pytest.mark.parametrize("target", [0.0, 1e4])
+def test_sample_components_are_the_pcs_of_prepares_features(counts, target):
+    """With every cell in the sample, the components are the PCA of prepare's features at that scaling; a
+    smaller sample is the same for the same seed and holds max_cells cells."""
+    from sklearn.decomposition import PCA
+
+    from scgpcl.data import sample_components
+
+    x = counts.copy()
+    x[3] = 0  # a dropped cell
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.3, min_genes=10)
+    p = prepare(sp.csr_matrix(x), names, cfg)
+    f = prepare(sp.csr_matrix(x), names, PreprocessConfig(**{**cfg.__dict__, "target_sum": target})).dense_features()
+    ref = PCA(min(50, *f.shape), random_state=2).fit_transform(f)
+    got = sample_components(p, target_sum=target, seed=2)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(np.abs(got), np.abs(ref), atol=2e-3)  # a component's sign is arbitrary
+    part = sample_components(p, target_sum=target, seed=5, max_cells=40)
+    assert part.shape[0] == 40
+    np.testing.assert_array_equal(part, sample_components(p, target_sum=target, seed=5, max_cells=40))
+
+
 @pytest.mark.parametrize("kind", ["float32 csr", "int64 csc, totals above 2**24", "float64 non-integer"])
 @pytest.mark.parametrize("start, target", [(0.0, 1e4), (1e4, 0.0)])
 def test_with_target_sum_makes_the_features_prepare_makes_at_that_scaling(counts, start, target, kind):

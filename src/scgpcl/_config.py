@@ -58,10 +58,15 @@ class PreprocessConfig:
              "the reference. By default choose_target_sum picks 0 or 10000 per dataset", low=0)
     choose_target_sum: bool = _opt(
         True, "cell features: choose target_sum per dataset between 0 (median scaling) and 10000 by the "
-              "k-means silhouette at K on the principal components of a sample of cells (not with an "
-              "estimated K: target_sum is kept); the chosen value replaces target_sum in the model's config. "
+              "k-means silhouette at K on the principal components of a sample of cells (with an "
+              "estimated K only with provisional_k; otherwise target_sum is kept); the chosen value replaces target_sum in the model's config. "
               "Giving target_sum (CLI, keyword arguments, override()) turns the choice off unless "
               "choose_target_sum is also given")
+    provisional_k: bool = _opt(
+        False, "with choose_target_sum and an estimated K (n_clusters auto): choose target_sum at a provisional "
+               "K, estimated by auto_k_method on the principal components of the sample the choice uses "
+               "(median scaling); the final K is still estimated on the representation after the warm-up. "
+               "Off: target_sum is kept when K is estimated")
 
 
 @dataclass

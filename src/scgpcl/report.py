@@ -470,13 +470,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _chosen_scaling(silhouettes) -> str:
+def _chosen_scaling(silhouettes, provisional_k=None) -> str:
     """`` (chosen per dataset by the k-means silhouette ...)`` when the scaling was chosen, else ``""``."""
     if not silhouettes:
         return ""
     names = {"0": "median"}
     scores = ", ".join(f"{float(v):.3f} for {names.get(str(t), str(t))}" for t, v in dict(silhouettes).items())
-    return f" (chosen per dataset by the k-means silhouette on a sample: {scores})"
+    at = "" if provisional_k is None else f" at a provisional K={int(provisional_k)}"
+    return f" (chosen per dataset by the k-means silhouette{at} on a sample: {scores})"
 
 
 def _kv(items: dict[str, Any]) -> str:
@@ -637,7 +638,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         "genes used": f"{params.get('n_genes_used', '?')} of {summary['genes']:,}",
         "model input": (f"counts scaled to {float(pre['target_sum']):g} per cell (over all genes)"
                         if pre.get("target_sum") else "counts scaled to the median library size")
-                       + _chosen_scaling(params.get("target_sum_silhouettes")) + ", log1p, z-scored per gene",
+                       + _chosen_scaling(params.get("target_sum_silhouettes"), params.get("provisional_k")) + ", log1p, z-scored per gene",
         "reconstruction target": ("raw counts (ZINB)" if config.get("model.reconstruction", "zinb") == "zinb"
                                   else "log-normalised values (MSE)"),
     }

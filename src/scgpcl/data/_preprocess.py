@@ -275,33 +275,75 @@ def choose_target_sum(data: PreparedData, n_clusters: int, *, seed: int,
         The chosen ``target_sum`` and each candidate's silhouette.
     """
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
 
     n = data.n_cells
     if not 2 <= n_clusters < n:
         raise InputError(f"choose_target_sum needs 2 <= n_clusters < the {n} kept cells, got {n_clusters}")
-    size = min(n, max(max_cells, n_clusters + 1))  # k-means needs more cells than clusters
-    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-    tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
-    x = data.counts[rows]
-    tot_all = data.total_counts
+    rows = _sample_rows(n, max(max_cells, n_clusters + 1), seed)  # k-means needs more cells than clusters
     scores: dict[float, float] = {}
     for target in TARGET_SUM_CANDIDATES:
-        scale = _cell_scale(tot, tot_all, target)[rows]
-        m = sp.csr_matrix((_row_values(x, scale)[0], x.indices, x.indptr), shape=x.shape)
-        mean, std = _column_moments(m)
-        f = (m.toarray() - mean) / std
-        with torch_threads_kept(), warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-            # fewer different cells than K, or none (no variance for the PCA): the silhouette is then -1, and
-            # the model refuses such data itself, with a message
+        pcs = _sample_components(data, rows, target, seed)
+        with torch_threads_kept(), warnings.catch_warnings():
+            # fewer different cells than K: the silhouette is then -1, and the model refuses such data itself,
+            # with a message
             warnings.filterwarnings("ignore", message="Number of distinct clusters", category=ConvergenceWarning)
-            pcs = PCA(min(50, *f.shape), random_state=seed).fit_transform(f)
             labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(pcs)
         n_found = len(np.unique(labels))
         scores[target] = float(silhouette_score(pcs, labels)) if 1 < n_found < len(pcs) else -1.0
     return max(scores, key=scores.get), scores  # a tie keeps the first candidate
+
+
+def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """The sorted rows of a seeded sample of ``min(n, size)`` of ``n`` cells."""
+    return np.sort(np.random.default_rng(seed).choice(n, min(n, size), replace=False))
+
+
+def _sample_components(data: PreparedData, rows: np.ndarray, target_sum: float, seed: int) -> np.ndarray:
+    """The first 50 principal components of the ``rows`` cells' features at ``target_sum``.
+
+    The selected genes' counts scaled as :func:`prepare` scales them, ``log1p``, z-scored over the sample.
+    """
+    from sklearn.decomposition import PCA
+
+    tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
+    x = data.counts[rows]
+    scale = _cell_scale(tot, data.total_counts, target_sum)[rows]
+    m = sp.csr_matrix((_row_values(x, scale)[0], x.indices, x.indptr), shape=x.shape)
+    mean, std = _column_moments(m)
+    with torch_threads_kept(), np.errstate(divide="ignore", invalid="ignore"):
+        f = (m.toarray() - mean) / std
+        # all cells alike (no variance for the PCA): components without meaning, and no warnings; the model
+        # refuses data with fewer different cells than K itself
+        return PCA(min(50, *f.shape), random_state=seed).fit_transform(f)
+
+
+def sample_components(data: PreparedData, *, target_sum: float, seed: int, max_cells: int = 5000) -> np.ndarray:
+    """The first 50 principal components of a sample of cells' features at a cell scaling.
+
+    The sample and the features are those :func:`choose_target_sum` compares: ``max_cells`` kept cells (all
+    of them if fewer) drawn with ``seed``, the selected genes' counts scaled to ``target_sum`` as
+    :func:`prepare` scales them, ``log1p``, z-scored over the sample. With an unknown K the model estimates
+    a provisional K on them (``provisional_k``).
+
+    Parameters
+    ----------
+    data
+        :func:`prepare`'s result.
+    target_sum
+        The cell scaling (0: the median total over the selected genes).
+    seed
+        Seeds the sample and the PCA.
+    max_cells
+        Size of the sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sample cells x components (at most 50).
+    """
+    return _sample_components(data, _sample_rows(data.n_cells, max_cells, seed), target_sum, seed)
 
 
 def with_target_sum(data: PreparedData, target_sum: float) -> PreparedData:

@@ -19,12 +19,12 @@ from .._device import resolve_device
 from .._errors import InputError
 from .._fs import is_probe
 from .._messages import arg, empty_clusters_message
-from ..data import PreparedData, choose_target_sum, prepare, with_target_sum
+from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
 from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
 from ..data._sharded import make_loader
 from ..distributed import rank_device
 from ..module import SCGPCLModule
-from ..train import Trainer, TrainingResult, loss_weights
+from ..train import Trainer, TrainingResult, estimate_k, loss_weights
 from ..train._distributed import make_trainer
 
 __all__ = ["SCGPCL"]
@@ -194,6 +194,8 @@ class SCGPCL:
             )
         #: ``choose_target_sum``: each candidate target_sum's silhouette (None if no choice was made)
         self.target_sum_scores: dict[float, float] | None = None
+        #: ``provisional_k`` with an estimated K: the K the cell scaling was chosen at (None otherwise)
+        self.provisional_k: int | None = None
         if config.preprocess.choose_target_sum and genes is None:
             self._choose_target_sum(random_state)
             config = self.config
@@ -227,16 +229,24 @@ class SCGPCL:
 
     def _choose_target_sum(self, random_state: int) -> None:
         """``choose_target_sum``: pick the cell scaling by silhouette; re-make the features and record it."""
-        kept = _scaling_name(self.config.preprocess.target_sum)
-        if self.n_clusters is None:
-            log.info("cell scaling: %s (choosing it needs K, which is estimated here)", kept)
+        pre, tr = self.config.preprocess, self.config.train
+        kept = _scaling_name(pre.target_sum)
+        k, which = self.n_clusters, "K"
+        if k is None and not pre.provisional_k:
+            log.info("cell scaling: %s (choosing it needs K, which is estimated here; %s estimates a provisional "
+                     "one for it)", kept, arg("provisional_k=True", "--provisional-k"))
             return
-        if self.data.n_cells <= self.n_clusters:
-            log.info("cell scaling: %s (choosing it needs more cells than K=%d)", kept, self.n_clusters)
+        if k is None:  # a provisional K on the sample the choice uses, at the scaling configured
+            pcs = sample_components(self.data, target_sum=pre.target_sum, seed=random_state)
+            k = estimate_k(pcs, tr.auto_k_method, k_max=tr.auto_k_max, seed=random_state).k
+            which = "a provisional K"
+            self.provisional_k = k
+        if self.data.n_cells <= k:
+            log.info("cell scaling: %s (choosing it needs more cells than K=%d)", kept, k)
             return
-        target, scores = choose_target_sum(self.data, self.n_clusters, seed=random_state)
-        log.info("cell scaling: %s, chosen by the k-means silhouette at K=%d on a sample of the cells (%s); %s "
-                 "fixes it", _scaling_name(target), self.n_clusters,
+        target, scores = choose_target_sum(self.data, k, seed=random_state)
+        log.info("cell scaling: %s, chosen by the k-means silhouette at %s=%d on a sample of the cells (%s); %s "
+                 "fixes it", _scaling_name(target), which, k,
                  ", ".join(f"{v:.3f} for {_scaling_name(t)}" for t, v in scores.items()),
                  arg("target_sum=", "--target-sum "))
         if target != self.config.preprocess.target_sum:

@@ -201,6 +201,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     info["params"].update(_data_parallel_params())
     if model.target_sum_scores:  # choose_target_sum: the silhouette of each scaling it chose between
         info["params"]["target_sum_silhouettes"] = {f"{t:g}": float(v) for t, v in model.target_sum_scores.items()}
+    if model.provisional_k is not None:  # provisional_k: the estimated K the scaling was chosen at
+        info["params"]["provisional_k"] = int(model.provisional_k)
     if model.auto_k is not None:
         a = model.auto_k
         info["params"]["n_clusters_requested"] = "auto"

@@ -1,5 +1,6 @@
 """Training: the stages, their schedule, k-means and the estimate of K."""
 
+from ._auto_k import AutoKResult, estimate_k
 from ._distributed_kmeans import lloyd_kmeans
 from ._kmeans import KMeansResult, assign, central_run, consensus_labels, kmeans
 from ._loop import StageResult, loss_weights
@@ -7,6 +8,6 @@ from ._schedule import Schedule
 from ._trainer import Trainer, TrainingResult, prototype_sizes
 
 __all__ = [
-    "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "central_run", "consensus_labels",
-    "kmeans", "lloyd_kmeans", "loss_weights", "prototype_sizes",
+    "AutoKResult", "KMeansResult", "Schedule", "StageResult", "Trainer", "TrainingResult", "assign", "central_run",
+    "consensus_labels", "estimate_k", "kmeans", "lloyd_kmeans", "loss_weights", "prototype_sizes",
 ]
