@@ -138,6 +138,45 @@ def _auto_k(recs, main) -> list[str]:
                 f"{cells[0]}, choose {cells[1]}, confirm {cells[2]}. Datasets whose estimate is within 1.5x of "
                 f"the true K on every seed: {n_all} of {len(within)} (on at least one seed: "
                 f"{sum(hit > 0 for hit, _ in within.values())})."]
+    return out + _auto_k_variants(recs, auto)
+
+
+def _within(ks, k) -> bool:
+    return all(max(x / k, k / x) <= 1.5 for x in ks)
+
+
+def _auto_k_variants(recs, auto) -> list[str]:
+    """Unknown K with one option changed (``run --auto-k --variant KEY=VALUE``), paired with the defaults'
+    estimated-K runs of the same seeds."""
+    labels = sorted({harness.method_label(r) for r in harness.latest_ok(recs).values()
+                     if r["method"] == "scgpcl_auto" and r.get("overrides")})
+    out = []
+    for label in labels:
+        var = _means(recs, label)
+        out += ["", f"### `{label}` against the defaults with K estimated", "",
+                "Same seeds; `scaling` is the cell scaling each seed's run used (0: the median total).", "",
+                "| dataset | half | true K | estimated K | scaling | ARI | ARI, defaults | difference |",
+                "|---|---|---|---|---|---|---|---|"]
+        diffs, hits = {}, {}
+        for d in DATASETS:
+            runs = var.get(d, {})
+            shared = sorted(set(runs) & set(auto.get(d, {})))
+            if not shared:
+                continue
+            k = runs[shared[0]]["K"]
+            ks = [runs[s]["k_estimated"] for s in shared]
+            diffs[d] = float(np.mean([runs[s]["ARI"] - auto[d][s]["ARI"] for s in shared]))
+            hits[d] = _within(ks, k)
+            scal = ", ".join(f"{runs[s].get('target_sum_chosen', float('nan')):g}" for s in shared)
+            out.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {k} | {', '.join(map(str, ks))} | "
+                       f"{scal} | {np.mean([runs[s]['ARI'] for s in shared]):.3f} | "
+                       f"{np.mean([auto[d][s]['ARI'] for s in shared]):.3f} | {diffs[d]:+.3f} |")
+        cells = [_mse([diffs[d] for d in names if d in diffs]) for names in (DATASETS, CHOOSE, CONFIRM)]
+        v = np.array(list(diffs.values()))
+        out += ["", f"Paired difference (variant - defaults, both with K estimated), mean ± standard error over "
+                    f"datasets: all {cells[0]}, choose {cells[1]}, confirm {cells[2]}; {int((v > 0.02).sum())} "
+                    f"datasets ahead and {int((v < -0.02).sum())} behind by more than 0.02. K within 1.5x of the "
+                    f"truth on every seed: {sum(hits.values())} of {len(hits)}."]
     return out
 
 

@@ -87,7 +87,9 @@ CONSENSUS = """\
 `leiden_stability` and `leiden_modularity` estimates). Its end-to-end results, and the bar check for it,
 are in `auto_k_consensus.md` (made by `benchmarks/auto_k_lookup.py` from runs at fixed K on one CPU model,
 AMD EPYC). The table below is for the previous default, `leiden_modularity`, with true-K pairs from
-`real.jsonl` (Intel Xeon); rewrite it with `python benchmarks/auto_k.py table --method leiden_modularity`."""
+`real.jsonl` (Intel Xeon), at the settings the package had then, which the records carry as the overrides
+in the command below (they were relabelled when later defaults changed). The package defaults with K
+estimated are in `accuracy.md`, "Unknown K"."""
 
 
 #: Why the default changed after the full run (written into auto_k.md).
