@@ -278,6 +278,8 @@ def run_method(method: str, adata, k: int, seed: int, overrides: dict | None = N
     if model.target_sum_scores:  # choose_target_sum: what it chose, and why
         extra["target_sum_chosen"] = float(model.config.preprocess.target_sum)
         extra["target_sum_silhouettes"] = {f"{t:g}": s for t, s in model.target_sum_scores.items()}
+    if model.provisional_k is not None:  # provisional_k: the estimated K the scaling was chosen at
+        extra["provisional_k"] = int(model.provisional_k)
     for stage in ("pretrain", "finetune"):
         info = model.stages.get(stage)
         # "epochs" kept as the record's name: a round is an epoch on these datasets (<= round_steps batches)
