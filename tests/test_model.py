@@ -800,6 +800,9 @@ def test_choose_target_sum_is_skipped_when_k_is_estimated(small_toy, caplog):
     assert ("cell scaling: the median total (choosing it needs K, which is estimated here; provisional_k=True "
             "estimates a provisional one for it)") in caplog.text
     assert m.provisional_k is None
+    given = SCGPCL(small_toy, 3, random_state=0, choose_target_sum=True, provisional_k=True, **QUICK)
+    plain = SCGPCL(small_toy, 3, random_state=0, choose_target_sum=True, **QUICK)
+    assert given.provisional_k is None and given.target_sum_scores == plain.target_sum_scores  # no effect
 
 
 def test_provisional_k_chooses_the_scaling_when_k_is_estimated(small_toy, caplog):

@@ -213,6 +213,14 @@ def test_sample_components_are_the_pcs_of_prepares_features(counts, target):
     part = sample_components(p, target_sum=target, seed=5, max_cells=40)
     assert part.shape[0] == 40
     np.testing.assert_array_equal(part, sample_components(p, target_sum=target, seed=5, max_cells=40))
+    # the sample is the one choose_target_sum scores (K below max_cells): the same silhouette
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    from scgpcl.data import choose_target_sum
+
+    labels = KMeans(2, n_init=10, random_state=5).fit_predict(part)
+    assert choose_target_sum(p, 2, seed=5, max_cells=40)[1][target] == silhouette_score(part, labels)
 
 
 @pytest.mark.parametrize("kind", ["float32 csr", "int64 csc, totals above 2**24", "float64 non-integer"])

@@ -62,6 +62,11 @@ def test_report_names_the_feature_scaling(report, tmp_path):
     scaled = "counts scaled to 10000 per cell (over all genes)" if chosen else "counts scaled to the median library size"
     assert (f"{scaled} (chosen per dataset by the k-means silhouette on a sample: {scores['0']:.3f} for median, "
             f"{scores['10000']:.3f} for 10000), log1p") in page
+    c = a.copy()  # a run with K estimated that chose its scaling at a provisional K
+    c.uns["scgpcl"]["params"]["provisional_k"] = 7
+    write_report(c, tmp_path / "r1")
+    assert "chosen per dataset by the k-means silhouette at a provisional K=7 on a sample: " in \
+        (tmp_path / "r1" / "index.html").read_text()
     b = a.copy()  # a run that was given its scaling
     del b.uns["scgpcl"]["params"]["target_sum_silhouettes"]
     b.uns["scgpcl"]["params"]["config"]["preprocess.target_sum"] = 10000.0

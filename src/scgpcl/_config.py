@@ -64,9 +64,10 @@ class PreprocessConfig:
               "choose_target_sum is also given")
     provisional_k: bool = _opt(
         False, "with choose_target_sum and an estimated K (n_clusters auto): choose target_sum at a provisional "
-               "K, estimated by auto_k_method on the principal components of the sample the choice uses "
-               "(median scaling); the final K is still estimated on the representation after the warm-up. "
-               "Off: target_sum is kept when K is estimated")
+               "K, estimated by auto_k_method on the principal components of the sample the choice uses (at "
+               "the configured target_sum, the median by default); the final K is still estimated on the "
+               "representation after the warm-up. Measured worse than keeping target_sum, so off. No effect "
+               "with a given K or without the choice")
 
 
 @dataclass

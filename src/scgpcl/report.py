@@ -471,7 +471,10 @@ def _fmt(v: Any) -> str:
 
 
 def _chosen_scaling(silhouettes, provisional_k=None) -> str:
-    """`` (chosen per dataset by the k-means silhouette ...)`` when the scaling was chosen, else ``""``."""
+    """`` (chosen per dataset by the k-means silhouette ...)`` when the scaling was chosen, else ``""``.
+
+    ``provisional_k``: the K it was chosen at when K was estimated (``provisional_k=True``), named if given.
+    """
     if not silhouettes:
         return ""
     names = {"0": "median"}
@@ -638,7 +641,8 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         "genes used": f"{params.get('n_genes_used', '?')} of {summary['genes']:,}",
         "model input": (f"counts scaled to {float(pre['target_sum']):g} per cell (over all genes)"
                         if pre.get("target_sum") else "counts scaled to the median library size")
-                       + _chosen_scaling(params.get("target_sum_silhouettes"), params.get("provisional_k")) + ", log1p, z-scored per gene",
+                       + _chosen_scaling(params.get("target_sum_silhouettes"),
+                                         params.get("provisional_k")) + ", log1p, z-scored per gene",
         "reconstruction target": ("raw counts (ZINB)" if config.get("model.reconstruction", "zinb") == "zinb"
                                   else "log-normalised values (MSE)"),
     }

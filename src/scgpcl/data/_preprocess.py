@@ -322,8 +322,8 @@ def _sample_components(data: PreparedData, rows: np.ndarray, target_sum: float, 
 def sample_components(data: PreparedData, *, target_sum: float, seed: int, max_cells: int = 5000) -> np.ndarray:
     """The first 50 principal components of a sample of cells' features at a cell scaling.
 
-    The sample and the features are those :func:`choose_target_sum` compares: ``max_cells`` kept cells (all
-    of them if fewer) drawn with ``seed``, the selected genes' counts scaled to ``target_sum`` as
+    The sample and the features are those :func:`choose_target_sum` compares with the same ``seed`` and
+    ``max_cells`` (when its K is below ``max_cells``): ``max_cells`` kept cells (all of them if fewer), the selected genes' counts scaled to ``target_sum`` as
     :func:`prepare` scales them, ``log1p``, z-scored over the sample. With an unknown K the model estimates
     a provisional K on them (``provisional_k``).
 

@@ -238,7 +238,8 @@ class SCGPCL:
             return
         if k is None:  # a provisional K on the sample the choice uses, at the scaling configured
             pcs = sample_components(self.data, target_sum=pre.target_sum, seed=random_state)
-            k = estimate_k(pcs, tr.auto_k_method, k_max=tr.auto_k_max, seed=random_state).k
+            k = estimate_k(pcs, tr.auto_k_method, k_max=tr.auto_k_max, seed=random_state,
+                           what="a provisional ").k
             which = "a provisional K"
             self.provisional_k = k
         if self.data.n_cells <= k:

@@ -75,7 +75,19 @@ RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
 
 @dataclass
 class AutoKResult:
-    """An estimate of K and how it was obtained."""
+    """An estimate of K and how it was obtained.
+
+    Attributes
+    ----------
+    k
+        The estimated number of clusters.
+    method
+        The criterion's name (a key of :data:`METHODS`).
+    curve
+        The criterion over its candidates, as equal-length arrays keyed by name.
+    seconds
+        Wall time of the estimate.
+    """
 
     k: int
     method: str
@@ -84,6 +96,7 @@ class AutoKResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
+        """The estimate as plain Python values (lists for the curve), for JSON and ``uns``."""
         return {
             "k": int(self.k),
             "method": self.method,
@@ -337,13 +350,39 @@ METHODS: dict[str, Callable[..., AutoKResult]] = {
 }
 
 
-def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0) -> AutoKResult:
-    """Estimate K on ``z`` with the named criterion (one of :data:`METHODS`)."""
+def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0,
+               what: str = "") -> AutoKResult:
+    """Estimate K on a cell representation with the named criterion.
+
+    Parameters
+    ----------
+    z
+        Cells x dimensions (a NumPy array or a torch tensor).
+    method
+        One of :data:`METHODS`: ``"consensus"`` (the package default), ``"leiden_modularity"``,
+        ``"leiden_stability"``, ``"eigengap"`` or ``"silhouette"``. The Leiden-based ones need ``igraph``.
+    k_max
+        The largest K considered (also at most a tenth of the cells).
+    seed
+        Seeds the subsamples, k-means and the Leiden runs; the same seed gives the same K.
+    what
+        Named in the log line (e.g. ``"a provisional "``).
+
+    Returns
+    -------
+    AutoKResult
+        The estimate, the criterion's curve and its wall time.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown auto_k_method {method!r}; choose one of {sorted(METHODS)}")
     r = METHODS[method](z, k_max=k_max, seed=seed)
     log.info(
-        "estimated K=%d with the %s criterion on %d cells (candidates 2..%d, %.1f s)",
-        r.k, method, _as_array(z).shape[0], candidate_ks(_as_array(z).shape[0], k_max)[-1], r.seconds,
+        "estimated %sK=%d with the %s criterion on %d cells (candidates 2..%d, %.1f s)",
+        what, r.k, method, _as_array(z).shape[0], candidate_ks(_as_array(z).shape[0], k_max)[-1], r.seconds,
     )
     return r
