@@ -59,7 +59,8 @@ class PreprocessConfig:
     choose_target_sum: bool = _opt(
         True, "cell features: choose target_sum per dataset between 0 (median scaling) and 10000 by the "
               "k-means silhouette at K on the principal components of a sample of cells (with an "
-              "estimated K only with provisional_k; otherwise target_sum is kept); the chosen value replaces target_sum in the model's config. "
+              "estimated K only with provisional_k; otherwise target_sum is kept); the chosen value replaces "
+              "target_sum in the model's config. "
               "Giving target_sum (CLI, keyword arguments, override()) turns the choice off unless "
               "choose_target_sum is also given")
     provisional_k: bool = _opt(

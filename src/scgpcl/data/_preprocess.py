@@ -323,8 +323,9 @@ def sample_components(data: PreparedData, *, target_sum: float, seed: int, max_c
     """The first 50 principal components of a sample of cells' features at a cell scaling.
 
     The sample and the features are those :func:`choose_target_sum` compares with the same ``seed`` and
-    ``max_cells`` (when its K is below ``max_cells``): ``max_cells`` kept cells (all of them if fewer), the selected genes' counts scaled to ``target_sum`` as
-    :func:`prepare` scales them, ``log1p``, z-scored over the sample. With an unknown K the model estimates
+    ``max_cells`` (when its K is below ``max_cells``): ``max_cells`` kept cells (all of them if fewer), the
+    selected genes' counts scaled to ``target_sum`` as :func:`prepare` scales them, ``log1p``, z-scored over
+    the sample. With an unknown K the model estimates
     a provisional K on them (``provisional_k``).
 
     Parameters
