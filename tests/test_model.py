@@ -783,6 +783,7 @@ def test_choose_target_sum_records_its_choice_and_a_saved_model_keeps_it(toy, tm
     assert m.config.preprocess.target_sum == chosen and not m.config.preprocess.choose_target_sum
     assert (f"cell scaling: {'the median total' if chosen == 0 else '10000 counts per cell'}, chosen by the k-means "
             "silhouette at K=3") in caplog.text
+    assert "; target_sum=0 or 10000 fixes it" in caplog.text  # how to override it, in Python's terms here
     ref = prepare(sp.csr_matrix(toy.X), toy.var_names.to_numpy(), m.config.preprocess)
     np.testing.assert_array_equal(m.data.lognorm.toarray(), ref.lognorm.toarray())
     m.train(progress=False)

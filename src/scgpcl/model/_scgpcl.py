@@ -249,7 +249,7 @@ class SCGPCL:
         log.info("cell scaling: %s, chosen by the k-means silhouette at %s=%d on a sample of the cells (%s); %s "
                  "fixes it", _scaling_name(target), which, k,
                  ", ".join(f"{v:.3f} for {_scaling_name(t)}" for t, v in scores.items()),
-                 arg("target_sum=", "--target-sum "))
+                 arg("target_sum=0 or 10000", "--target-sum 0 or 10000"))
         if target != self.config.preprocess.target_sum:
             self.data = with_target_sum(self.data, target)
         self.config = self.config.override(target_sum=target, choose_target_sum=False)
