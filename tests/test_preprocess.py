@@ -196,9 +196,11 @@ def test_choose_target_sum_scores_the_features_prepare_makes(counts):
 def test_sample_components_are_the_pcs_of_prepares_features(counts, target):
     """With every cell in the sample, the components are the PCA of prepare's features at that scaling; a
     smaller sample is the same for the same seed and holds max_cells cells."""
+    from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
 
-    from scgpcl.data import sample_components
+    from scgpcl.data import choose_target_sum, sample_components
 
     x = counts.copy()
     x[3] = 0  # a dropped cell
@@ -214,11 +216,6 @@ def test_sample_components_are_the_pcs_of_prepares_features(counts, target):
     assert part.shape[0] == 40
     np.testing.assert_array_equal(part, sample_components(p, target_sum=target, seed=5, max_cells=40))
     # the sample is the one choose_target_sum scores (K below max_cells): the same silhouette
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
-    from scgpcl.data import choose_target_sum
-
     labels = KMeans(2, n_init=10, random_state=5).fit_predict(part)
     assert choose_target_sum(p, 2, seed=5, max_cells=40)[1][target] == silhouette_score(part, labels)
 

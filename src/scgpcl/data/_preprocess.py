@@ -282,9 +282,10 @@ def choose_target_sum(data: PreparedData, n_clusters: int, *, seed: int,
     if not 2 <= n_clusters < n:
         raise InputError(f"choose_target_sum needs 2 <= n_clusters < the {n} kept cells, got {n_clusters}")
     rows = _sample_rows(n, max(max_cells, n_clusters + 1), seed)  # k-means needs more cells than clusters
+    tot = _selected_totals(data)
     scores: dict[float, float] = {}
     for target in TARGET_SUM_CANDIDATES:
-        pcs = _sample_components(data, rows, target, seed)
+        pcs = _sample_components(data, rows, target, seed, tot)
         with torch_threads_kept(), warnings.catch_warnings():
             # fewer different cells than K: the silhouette is then -1, and the model refuses such data itself,
             # with a message
@@ -300,14 +301,20 @@ def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, min(n, size), replace=False))
 
 
-def _sample_components(data: PreparedData, rows: np.ndarray, target_sum: float, seed: int) -> np.ndarray:
+def _selected_totals(data: PreparedData) -> np.ndarray:
+    """Each kept cell's total over the selected genes (the median scaling's totals), as float64."""
+    return np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
+
+
+def _sample_components(data: PreparedData, rows: np.ndarray, target_sum: float, seed: int,
+                       tot: np.ndarray) -> np.ndarray:
     """The first 50 principal components of the ``rows`` cells' features at ``target_sum``.
 
-    The selected genes' counts scaled as :func:`prepare` scales them, ``log1p``, z-scored over the sample.
+    The selected genes' counts scaled as :func:`prepare` scales them, ``log1p``, z-scored over the sample;
+    ``tot``: :func:`_selected_totals` of ``data`` (over every kept cell, as the median scaling needs).
     """
     from sklearn.decomposition import PCA
 
-    tot = np.asarray(data.counts.sum(axis=1), dtype=np.float64).ravel()
     x = data.counts[rows]
     scale = _cell_scale(tot, data.total_counts, target_sum)[rows]
     m = sp.csr_matrix((_row_values(x, scale)[0], x.indices, x.indptr), shape=x.shape)
@@ -344,7 +351,8 @@ def sample_components(data: PreparedData, *, target_sum: float, seed: int, max_c
     numpy.ndarray
         Sample cells x components (at most 50).
     """
-    return _sample_components(data, _sample_rows(data.n_cells, max_cells, seed), target_sum, seed)
+    return _sample_components(data, _sample_rows(data.n_cells, max_cells, seed), target_sum, seed,
+                              _selected_totals(data))
 
 
 def with_target_sum(data: PreparedData, target_sum: float) -> PreparedData:
