@@ -292,6 +292,19 @@ def test_max_neighbors_flag_reaches_the_config_and_is_checked():
         parse("--max-neighbors", "-1").validate()
 
 
+def test_thin_counts_flag_reaches_the_config_and_is_checked():
+    from scgpcl.cli import _config_from_args, build_parser
+
+    def parse(*extra):
+        return _config_from_args(build_parser().parse_args(["cluster", "in.h5ad", "out.h5ad", "-k", "3", *extra]))
+
+    assert parse("--thin-counts", "0.25").sampler.thin_counts == 0.25
+    assert parse().sampler.thin_counts == 0.0
+    for bad in ("1", "-0.1"):
+        with pytest.raises(ValueError, match="thin_counts"):
+            parse("--thin-counts", bad).validate()
+
+
 def test_markers_output_that_is_a_folder_is_an_input_error(tmp_path, capsys):
     # '-o DIR' used to compute the markers and then fail on the rename with an IsADirectoryError (exit 1)
     from helpers import clustered

@@ -358,3 +358,109 @@ def test_weighted_graph_views_carry_the_weights_of_their_edges():
         CellGeneGraph.from_scipy(GRAPH_COUNTS, sp.eye(*GRAPH_COUNTS.shape, format="csr"))
     with pytest.raises(ValueError, match="finite and positive"):
         CellGeneGraph.from_scipy(GRAPH_COUNTS, -weights)
+
+
+# ----------------------------------------------------------------------------- depth augmentation
+def _scaled_graph(weighted=False):
+    """GRAPH_COUNTS with known per-cell scalings: log-normalised values log1p(count * s_i)."""
+    scale = np.linspace(0.5, 3.0, GRAPH_COUNTS.shape[0]).astype(np.float32)
+    lognorm = GRAPH_COUNTS.multiply(scale[:, None]).tocsr()
+    lognorm.data = np.log1p(lognorm.data)
+    g = CellGeneGraph.from_scipy(GRAPH_COUNTS, lognorm)
+    if not weighted:
+        g.weighted = False
+    return g, scale
+
+
+def test_thinning_keeps_whole_counts_at_the_scaled_down_depth():
+    g, scale = _scaled_graph()
+    cells = torch.arange(0, 300, 3)
+    rows, pos = g.rows(cells)
+    keep = torch.linspace(0.2, 1.0, len(cells))
+    t_rows, t_pos, values = g.thinned(rows, pos, keep, _gen(0))
+    # each kept entry is one of the cell's own entries, in the same pattern order
+    assert t_rows.nnz == len(t_pos) == len(values) < rows.nnz
+    dense = GRAPH_COUNTS.toarray()
+    r, c = t_rows.row.numpy(), t_rows.col.numpy()
+    orig = dense[cells.numpy()[r], c]
+    assert np.all(orig > 0)
+    np.testing.assert_array_equal(g.counts[t_pos].numpy(), orig)
+    # the value is log1p(kept * s_i / p_i) with a whole kept count between 1 and the original
+    kept = np.expm1(values.numpy()) * keep.numpy()[r] / scale[cells.numpy()[r]]
+    np.testing.assert_allclose(kept, np.round(kept), atol=1e-3)
+    assert kept.min() >= 1 - 1e-3 and np.all(kept <= orig + 1e-3)
+    # the cells keep about their share of counts: binomial, within 5 standard deviations
+    c_all = g.counts[pos].numpy()
+    p_all = keep.numpy()[rows.row.numpy()]
+    mean, sd = np.sum(c_all * p_all), np.sqrt(np.sum(c_all * p_all * (1 - p_all)))
+    assert abs(kept.sum() - mean) < 5 * sd
+    # keeping everything gives the stored entries back
+    same_rows, same_pos, same_values = g.thinned(rows, pos, torch.ones(len(cells)), _gen(1))
+    np.testing.assert_array_equal(same_pos.numpy(), pos.numpy())
+    np.testing.assert_array_equal(same_rows.crow.numpy(), rows.crow.numpy())
+    np.testing.assert_allclose(same_values.numpy(), g.lognorm[pos].numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("cap", [0, 3])
+def test_a_thinned_view_has_the_edges_and_weights_of_its_thinned_counts(weighted, cap):
+    g, _ = _scaled_graph(weighted)
+    targets = torch.arange(12)
+
+    def thin(n):
+        return torch.full((n,), 0.3), _gen(7)
+
+    plain = NeighborSampler(g, (30, 60), max_neighbors=cap).sample(targets, _gen(3))
+    sub = NeighborSampler(g, (30, 60), max_neighbors=cap).sample(targets, _gen(3), thin=thin)
+    np.testing.assert_array_equal(sub.cells, plain.cells)  # thinning comes after the draw of the nodes
+    np.testing.assert_array_equal(sub.genes, plain.genes)
+    assert plain.values is None and sub.values is not None and sub.rows.nnz < plain.rows.nnz
+    # the view's edges are its thinned entries within its genes (a subset of them with a cap)
+    dense = np.zeros(sub.rows.shape, dtype=np.float32)
+    dense[sub.rows.row.numpy(), sub.rows.col.numpy()] = sub.values.numpy()
+    expected = dense[:, sub.genes.numpy()]
+    a = sub.adjacency.a.to_dense().numpy()
+    if cap == 0:
+        np.testing.assert_array_equal(a > 0, expected > 0)
+    else:
+        assert np.all((a == 0) | (expected > 0))
+    if weighted:
+        assert np.all((a == 0) | np.isclose(a, expected))
+    with pytest.raises(ValueError, match="needs a random generator"):
+        g.subgraph(targets, None, len(targets), keep_prob=torch.ones(len(targets)))
+
+
+def _nnz(block):
+    return int((block.to_dense() != 0).sum())
+
+
+def test_loader_thins_only_the_masked_views_and_never_the_counts_it_reconstructs():
+    from scgpcl.data import SubgraphLoader, prepare
+
+    rng = np.random.default_rng(0)
+    counts = sp.random(80, 40, density=0.4, format="csr", random_state=rng, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 20)
+    data = prepare(counts, np.array([f"g{i}" for i in range(40)]))
+    kw = dict(batch_size=20, num_samples=(30, 40), gene_dim=4, seed=3)
+    off, on = SubgraphLoader(data, **kw), SubgraphLoader(data, thin_counts=0.2, **kw)
+    with pytest.raises(ValueError, match=r"thin_counts must be in \[0, 1\)"):
+        SubgraphLoader(data, thin_counts=1.0, **kw)
+    before = off.random_state()["thin"]
+    plan_off, plan_on = off.plan(3), on.plan(3)
+    for b_off, b_on in zip(off.batches(plan_off), on.batches(plan_on), strict=True):
+        np.testing.assert_array_equal(b_off.targets, b_on.targets)
+        torch.testing.assert_close(b_off.counts.dense(), b_on.counts.dense())
+        for v_off, v_on in zip(b_off.views, b_on.views, strict=True):
+            np.testing.assert_array_equal(v_off.genes, v_on.genes)
+            assert _nnz(v_on.features.s) < _nnz(v_off.features.s)
+            assert _nnz(v_on.adjacency.a) < _nnz(v_off.adjacency.a)
+    assert torch.equal(off.random_state()["thin"], before)  # off: the thinning stream is never drawn from
+    # without masking (fine-tuning's default) the views are the stored counts'
+    for b_off, b_on in zip(off.batches(off.plan(2), mask=False), on.batches(on.plan(2), mask=False), strict=True):
+        for v_off, v_on in zip(b_off.views, b_on.views, strict=True):
+            torch.testing.assert_close(v_off.features.s.to_dense(), v_on.features.s.to_dense())
+    # the MLP encoder's views (no graph) are thinned too
+    mlp = SubgraphLoader(data, thin_counts=0.2, uses_graph=False, **kw)
+    plain = SubgraphLoader(data, uses_graph=False, **kw)
+    t = mlp.plan(1)[0]
+    assert _nnz(mlp.view(t, 0).features.s) < _nnz(plain.view(t, 0).features.s)

@@ -101,6 +101,10 @@ class SamplerConfig:
                                         "hop 2, ...", low=1)
     feature_drop: tuple[float, float] = _opt((0.2, 0.2), "fraction of feature columns zeroed per node type in "
                                              "view 1 and view 2", low=0, high=0.999999)
+    thin_counts: float = _opt(
+        0.0, "depth augmentation: each training view keeps each cell's counts with a probability drawn per cell "
+             "log-uniformly in [thin_counts, 1] (binomial thinning; features and edges from the thinned counts), "
+             "so the contrastive losses see the same cell at two depths; 0: off", low=0, high=0.999999)
     max_neighbors: int = _opt(
         0, "neighbour cap of the minibatch views, as the reference's sampler (it uses 50): a node aggregates "
            "about this many of its neighbours, drawn anew per view; 0 keeps every edge of the sampled subgraph. "

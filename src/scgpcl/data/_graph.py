@@ -44,6 +44,7 @@ binary degrees.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,6 +148,8 @@ class Subgraph:
     adjacency: BipartiteAdjacency | None
     rows: Pattern
     positions: torch.Tensor
+    #: the entries' log-normalised values when the view thinned the counts (``keep_prob``); None: the stored ones
+    values: torch.Tensor | None = None
 
 
 class CellGeneGraph:
@@ -214,16 +217,60 @@ class CellGeneGraph:
         """The whole graph as one subgraph whose targets are all cells (small graphs: tests)."""
         return self.subgraph(torch.arange(self.n_cells, device=self.device), None, self.n_cells)
 
-    def edge_values(self, positions: torch.Tensor) -> torch.Tensor | None:
-        """Edge weights of the stored entries at ``positions`` (None for the plain graph: every edge 1)."""
-        return self.lognorm[positions] if self.weighted else None
+    def edge_values(self, positions: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Edge weights of the stored entries at ``positions`` (None for the plain graph: every edge 1).
+
+        Parameters
+        ----------
+        positions
+            Where the entries sit in the stored arrays.
+        values
+            The entries' log-normalised values when they are not the stored ones (a thinned view).
+        """
+        if not self.weighted:
+            return None
+        return self.lognorm[positions] if values is None else values
+
+    def thinned(self, rows: Pattern, positions: torch.Tensor, keep_prob: torch.Tensor,
+                generator: torch.Generator) -> tuple[Pattern, torch.Tensor, torch.Tensor]:
+        """Some cells' entries after binomial thinning of their counts (depth augmentation).
+
+        Each count of row ``i`` is kept with probability ``keep_prob[i]``; the entries whose
+        thinned count is 0 leave the pattern. The kept entries' values are log-normalised at the
+        cell's own scaling divided by ``keep_prob[i]``, so a thinned cell is scaled as if its
+        library had been that much smaller from the start.
+
+        Parameters
+        ----------
+        rows, positions
+            The cells' rows and where their entries sit (as :meth:`rows` returns them).
+        keep_prob
+            Per row, the fraction of its counts kept, in (0, 1].
+        generator
+            Random generator of the thinning.
+
+        Returns
+        -------
+        tuple
+            ``(rows, positions, values)`` of the entries that keep a count.
+        """
+        counts = self.counts[positions]
+        p = keep_prob[rows.row]
+        kept = torch.binomial(counts, p, generator=generator)
+        keep = kept > 0
+        # lognorm = log1p(count * scale) with one scale per cell, so scale = expm1(lognorm) / count
+        scale = torch.expm1(self.lognorm[positions]) / counts
+        values = torch.log1p(kept * scale / p)[keep]
+        pattern = Pattern(_crow_from_rows(rows.row[keep], rows.shape[0]), rows.col[keep], rows.shape)
+        return pattern, positions[keep], values
 
     def rows(self, cells: torch.Tensor) -> tuple[Pattern, torch.Tensor]:
         """The pattern of ``cells``' rows (all genes) and where its entries sit in the stored arrays."""
         crow, pos = gather_rows(self.crow, cells)
         return Pattern(crow, self.col[pos], (len(cells), self.n_genes)), pos
 
-    def adjacency(self, rows: Pattern, positions: torch.Tensor) -> BipartiteAdjacency:
+    def adjacency(self, rows: Pattern, positions: torch.Tensor, values: torch.Tensor | None = None
+                  ) -> BipartiteAdjacency:
         """The edges of some cells as an adjacency.
 
         Parameters
@@ -232,14 +279,17 @@ class CellGeneGraph:
             The pattern of those cells' rows, over all genes or a subset (as :meth:`rows` returns it).
         positions
             Where each entry of ``rows`` sits in the stored arrays (its edge weight, if weighted).
+        values
+            The entries' log-normalised values when they are not the stored ones (a thinned view).
         """
-        val = self.edge_values(positions)
+        val = self.edge_values(positions, values)
         block = SparseBlock.from_pattern(rows, val)
         return BipartiteAdjacency(block, _inv(rows.row_sums(val)), _inv(rows.col_sums(val)))
 
     def subgraph(self, cells: torch.Tensor, genes: torch.Tensor | None, n_target: int, *,
                  max_neighbors: int = 0, generator: torch.Generator | None = None,
-                 with_adjacency: bool = True) -> Subgraph:
+                 with_adjacency: bool = True, keep_prob: torch.Tensor | None = None,
+                 thin_generator: torch.Generator | None = None) -> Subgraph:
         """The subgraph induced by ``cells`` x ``genes``.
 
         Parameters
@@ -258,28 +308,37 @@ class CellGeneGraph:
             Random generator for the cap (required when ``max_neighbors > 0``).
         with_adjacency
             Build the adjacency; ``False``: the subgraph without it (the cells' rows and positions only).
+        keep_prob
+            Per cell, the fraction of its counts the subgraph keeps (:meth:`thinned`); None keeps them all.
+        thin_generator
+            Random generator of the thinning (required with ``keep_prob``).
         """
         rows, pos = self.rows(cells)
+        values = None
+        if keep_prob is not None:
+            if thin_generator is None:
+                raise ValueError("thinning the counts needs a random generator")
+            rows, pos, values = self.thinned(rows, pos, keep_prob, thin_generator)
         gene_ids = torch.arange(self.n_genes, device=self.device) if genes is None else genes
-        sub = Subgraph(cells, gene_ids, n_target, None, rows, pos)
+        sub = Subgraph(cells, gene_ids, n_target, None, rows, pos, values)
         if not with_adjacency:
             return sub
         if len(gene_ids) == self.n_genes:
-            pattern, s_pos = rows, pos
+            pattern, s_pos, s_val = rows, pos, values
         else:
             where = torch.full((self.n_genes,), -1, dtype=torch.int64, device=self.device)
             where[gene_ids] = torch.arange(len(gene_ids), device=self.device)
             local = where[rows.col]
             keep = local >= 0
             pattern = Pattern(_crow_from_rows(rows.row[keep], len(cells)), local[keep], (len(cells), len(gene_ids)))
-            s_pos = pos[keep]
+            s_pos, s_val = pos[keep], None if values is None else values[keep]
         if max_neighbors > 0:
-            sub.adjacency = self._capped(pattern, s_pos, cells, gene_ids, max_neighbors, generator)
+            sub.adjacency = self._capped(pattern, s_pos, cells, gene_ids, max_neighbors, generator, s_val)
         else:
-            sub.adjacency = self.adjacency(pattern, s_pos)
+            sub.adjacency = self.adjacency(pattern, s_pos, s_val)
         return sub
 
-    def _capped(self, p: Pattern, pos, cells, genes, cap, generator) -> BipartiteAdjacency:
+    def _capped(self, p: Pattern, pos, cells, genes, cap, generator, values=None) -> BipartiteAdjacency:
         if generator is None:
             raise ValueError("a neighbour cap needs a random generator")
         n_c, n_g = p.shape
@@ -287,7 +346,7 @@ class CellGeneGraph:
         p_cell = torch.clamp(cap / torch.clamp(self.deg_cell[cells], min=1.0), max=1.0)[row]
         p_gene = torch.clamp(cap / torch.clamp(self.deg_gene[genes], min=1.0), max=1.0)[col]
         u = torch.rand((2, p.nnz), generator=generator, device=self.device)
-        val = self.edge_values(pos)
+        val = self.edge_values(pos, values)
         val = torch.ones(p.nnz, device=self.device) if val is None else val
         into_cells, into_genes = u[0] < p_cell, u[1] < p_gene
         pa = Pattern(_crow_from_rows(row[into_cells], n_c), col[into_cells], (n_c, n_g))
@@ -342,7 +401,8 @@ class NeighborSampler:
         self.max_neighbors = int(max_neighbors)
         self.exact_below = float(exact_below)
 
-    def sample(self, targets: torch.Tensor, generator: torch.Generator) -> Subgraph:
+    def sample(self, targets: torch.Tensor, generator: torch.Generator, *,
+               thin: Callable[[int], tuple[torch.Tensor, torch.Generator]] | None = None) -> Subgraph:
         """The subgraph of one view around ``targets``.
 
         Parameters
@@ -351,6 +411,10 @@ class NeighborSampler:
             Target cell ids (int64, on the graph's device); they come first in the subgraph's cells.
         generator
             Random generator of this view: the same state draws the same subgraph.
+        thin
+            Depth augmentation: called with the number of the subgraph's cells, returns their
+            fractions of counts kept and the thinning's generator (:meth:`CellGeneGraph.thinned`).
+            None keeps every count.
         """
         g = self.graph
         dev = g.device
@@ -373,7 +437,9 @@ class NeighborSampler:
                 break
         cell_ids = torch.cat(cells)
         gene_ids = torch.sort(torch.cat(genes)).values if genes else torch.zeros(0, dtype=torch.int64, device=dev)
-        return g.subgraph(cell_ids, gene_ids, len(targets), max_neighbors=self.max_neighbors, generator=generator)
+        keep_prob, thin_generator = thin(len(cell_ids)) if thin is not None else (None, None)
+        return g.subgraph(cell_ids, gene_ids, len(targets), max_neighbors=self.max_neighbors, generator=generator,
+                          keep_prob=keep_prob, thin_generator=thin_generator)
 
     def _cells_to_genes(self, frontier, taken, budget, generator) -> torch.Tensor:
         g = self.graph

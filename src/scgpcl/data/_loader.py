@@ -86,6 +86,7 @@ class _Streams:
     order: torch.Generator
     views: list[torch.Generator]
     mask: torch.Generator
+    thin: torch.Generator
     permutation: torch.Tensor | None = None
     cursor: int = 0
     extra: dict = field(default_factory=dict)
@@ -110,6 +111,10 @@ class SubgraphLoader:
         Neighbour cap of the views (0: none).
     feature_drop
         Fraction of feature columns zeroed, per view.
+    thin_counts
+        Depth augmentation: each view keeps each cell's counts with a probability drawn per cell
+        log-uniformly in ``[thin_counts, 1]`` (:meth:`CellGeneGraph.thinned`), wherever it masks
+        features; 0 keeps every count.
     edge_weight
         ``"none"`` or ``"lognorm"`` (:class:`CellGeneGraph`).
     uses_graph
@@ -125,7 +130,8 @@ class SubgraphLoader:
     """
 
     def __init__(self, data: PreparedData, *, batch_size: int = 1024, num_samples: Sequence[int] = (2048, 1024),
-                 max_neighbors: int = 0, feature_drop: Sequence[float] = (0.2, 0.2), edge_weight: str = "none",
+                 max_neighbors: int = 0, feature_drop: Sequence[float] = (0.2, 0.2), thin_counts: float = 0.0,
+                 edge_weight: str = "none",
                  uses_graph: bool = True, gene_dim: int = 64, dense_features: bool = False, seed: int | Sequence[int] = 0,
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -133,6 +139,9 @@ class SubgraphLoader:
         self.sampler = NeighborSampler(self.graph, tuple(num_samples), max_neighbors)
         self.batch_size = int(batch_size)
         self.feature_drop = tuple(float(f) for f in feature_drop)
+        if not 0.0 <= float(thin_counts) < 1.0:
+            raise ValueError(f"thin_counts must be in [0, 1), not {thin_counts}")
+        self.thin_counts = float(thin_counts)
         self.uses_graph = uses_graph
         self.gene_dim = int(gene_dim)
         self.want_dense = dense_features
@@ -161,17 +170,18 @@ class SubgraphLoader:
 
     # ---------------------------------------------------------- random streams
     def reseed(self, entropy: int | Sequence[int]) -> None:
-        """Start the random streams afresh from ``entropy``: the cell order, each view's sampler, the masks."""
-        s_order, s_v1, s_v2, s_mask = np.random.SeedSequence(entropy).spawn(4)
+        """Start the random streams afresh from ``entropy``: the order, the views' samplers, masks, thinning."""
+        # a fifth child leaves the first four as they were (SeedSequence.spawn numbers its children)
+        s_order, s_v1, s_v2, s_mask, s_thin = np.random.SeedSequence(entropy).spawn(5)
         self._rs = _Streams(order=_generator(s_order, torch.device("cpu")),
                             views=[_generator(s_v1, self.device), _generator(s_v2, self.device)],
-                            mask=_generator(s_mask, self.device))
+                            mask=_generator(s_mask, self.device), thin=_generator(s_thin, self.device))
 
     def random_state(self) -> dict:
         """A copy of every stream's position (for :meth:`set_random_state`)."""
         rs = self._rs
         return {"order": rs.order.get_state(), "views": [g.get_state() for g in rs.views],
-                "mask": rs.mask.get_state(),
+                "mask": rs.mask.get_state(), "thin": rs.thin.get_state(),
                 "permutation": None if rs.permutation is None else rs.permutation.clone(), "cursor": rs.cursor}
 
     def set_random_state(self, state: dict) -> None:
@@ -181,6 +191,8 @@ class SubgraphLoader:
         for g, st in zip(rs.views, state["views"], strict=True):
             g.set_state(st)
         rs.mask.set_state(state["mask"])
+        if "thin" in state:  # saved before the thinning stream existed: it was never drawn from
+            rs.thin.set_state(state["thin"])
         rs.permutation = None if state["permutation"] is None else state["permutation"].clone()
         rs.cursor = state["cursor"]
 
@@ -224,7 +236,7 @@ class SubgraphLoader:
                         self._dense_features(targets) if self.want_dense else None)
 
     def view(self, targets: torch.Tensor, index: int, *, mask: bool = True) -> View:
-        """One augmented view of ``targets``: a sampled subgraph and its masked features.
+        """One augmented view of ``targets``: a sampled subgraph, its masked features, its thinned counts.
 
         Parameters
         ----------
@@ -233,18 +245,28 @@ class SubgraphLoader:
         index
             The view: its random stream and its ``feature_drop`` rate.
         mask
-            Mask feature columns; ``False`` keeps every column.
+            Mask feature columns and thin the counts (``thin_counts``); ``False`` keeps every column and count.
         """
         rate = self.feature_drop[index] if mask else 0.0
         cell_mask = self._column_mask(self.n_genes, rate)
         gene_mask = self._column_mask(self.gene_dim, rate) if self.uses_graph else None
+        thin = self._keep_prob if mask and self.thin_counts > 0 else None
         if not self.uses_graph:
-            feats = self._features(*self.graph.rows(targets), transpose=True)
+            rows, pos = self.graph.rows(targets)
+            values = None
+            if thin is not None:
+                rows, pos, values = self.graph.thinned(rows, pos, *thin(len(targets)))
+            feats = self._features(rows, pos, transpose=True, values=values)
             return View(feats.masked(cell_mask), torch.zeros(0, dtype=torch.int64, device=self.device), None,
                         len(targets), gene_mask)
-        sub = self.sampler.sample(targets, self._rs.views[index])
-        feats = self._features(sub.rows, sub.positions, transpose=True)
+        sub = self.sampler.sample(targets, self._rs.views[index], thin=thin)
+        feats = self._features(sub.rows, sub.positions, transpose=True, values=sub.values)
         return View(feats.masked(cell_mask), sub.genes, sub.adjacency, sub.n_target, gene_mask)
+
+    def _keep_prob(self, n_cells: int) -> tuple[torch.Tensor, torch.Generator]:
+        """Per cell of a view, the fraction of its counts kept: log-uniform in ``[thin_counts, 1]``."""
+        u = torch.rand(n_cells, generator=self._rs.thin, device=self.device)
+        return torch.exp(u * math.log(self.thin_counts)), self._rs.thin
 
     def count_rows(self, targets: torch.Tensor) -> CountRows:
         """The counts of ``targets``, sparse."""
@@ -256,8 +278,10 @@ class SubgraphLoader:
     def _dense_features(self, targets: torch.Tensor) -> torch.Tensor:
         return self._features(*self.graph.rows(targets), transpose=False).dense()
 
-    def _features(self, rows: Pattern, pos: torch.Tensor, *, transpose: bool) -> CellFeatures:
-        block = SparseBlock.from_pattern(rows, self.graph.lognorm[pos], transpose=transpose)
+    def _features(self, rows: Pattern, pos: torch.Tensor, *, transpose: bool,
+                  values: torch.Tensor | None = None) -> CellFeatures:
+        block = SparseBlock.from_pattern(rows, self.graph.lognorm[pos] if values is None else values,
+                                         transpose=transpose)
         return CellFeatures(block, self.mean, self.std)
 
     def _column_mask(self, width: int, rate: float) -> torch.Tensor | None:
