@@ -157,7 +157,9 @@ def table(args) -> None:
          "of the first principal component with log total counts. ARI of k-means at the true K (20 restarts): "
          "as it is; `depth removed`: after subtracting the least-squares fit on [1, log total counts]; "
          "`from truth`: one k-means started at the true groups' centroids; `cos`: z scaled to unit length. "
-         "Mean ± SD over seeds. The reading, and the rule written down before the real-data scores, are in "
+         "Mean ± SD over seeds. `overrides` are relative to the current package defaults (rows made before "
+         "the default change of 2026-12-05 relabelled: `{}` then carried `choose_target_sum` and "
+         "`min_round_steps` as overrides). The reading, and the rule written down before the real-data scores, are in "
          "`sweep_notes.md` (\"Why Sig1 still misses\"): depth explains the last part of the weak-signal "
          "collapse, and removing it is not a fix, because on real data depth comes with the cell type.", "",
          "## Simulations (pre-trained representation, no fine-tuning)", "",
@@ -175,7 +177,10 @@ def table(args) -> None:
                  + ", ".join(f"{r['z_ari']:.2f}/{r['z_ari_resid']:.2f}" for r in rs) + " | | | | | | | | |")
     real_groups = {key: rs for key, rs in groups.items() if key[0] == "real"}
     if real_groups:
-        L += ["", "## Real datasets (pre-trained representations at the package defaults, seeds 0-2)", "",
+        commits = ", ".join(sorted({r["commit"] for r in latest.values() if r["kind"] == "real"}))
+        L += ["", "## Real datasets (pre-trained representations, seeds 0-2)", "",
+              f"The package defaults at commit {commits}: before the default change of 2026-12-05, so the cell "
+              "scaling is the median total and small data have one-epoch rounds.", "",
               "| dataset | half | z: R2 depth | z: ARI | z: depth removed | difference |", "|---|---|---|---|---|---|"]
         diffs = {}
         for (_, d, _), rs in sorted(real_groups.items()):
