@@ -455,7 +455,8 @@ def test_loader_thins_only_the_masked_views_and_never_the_counts_it_reconstructs
             assert _nnz(v_on.features.s) < _nnz(v_off.features.s)
             assert _nnz(v_on.adjacency.a) < _nnz(v_off.adjacency.a)
     assert torch.equal(off.random_state()["thin"], before)  # off: the thinning stream is never drawn from
-    # without masking (fine-tuning's default) the views are the stored counts'
+    # without masking (mask=False: inference-like views, or fine-tuning with finetune_masking off) the views
+    # are the stored counts'
     for b_off, b_on in zip(off.batches(off.plan(2), mask=False), on.batches(on.plan(2), mask=False), strict=True):
         for v_off, v_on in zip(b_off.views, b_on.views, strict=True):
             torch.testing.assert_close(v_off.features.s.to_dense(), v_on.features.s.to_dense())
@@ -464,3 +465,53 @@ def test_loader_thins_only_the_masked_views_and_never_the_counts_it_reconstructs
     plain = SubgraphLoader(data, uses_graph=False, **kw)
     t = mlp.plan(1)[0]
     assert _nnz(mlp.view(t, 0).features.s) < _nnz(plain.view(t, 0).features.s)
+
+
+def _dense_of(rows, values):
+    out = np.zeros(rows.shape, dtype=np.float32)
+    out[rows.row.numpy(), rows.col.numpy()] = values.numpy()
+    return out
+
+
+@pytest.mark.parametrize("uses_graph", [True, False])
+def test_a_thinned_view_s_features_are_the_thinned_values(uses_graph):
+    """The features of a view are the thinned entries' values, not the stored values at the kept entries."""
+    from scgpcl.data import SubgraphLoader, prepare
+
+    rng = np.random.default_rng(1)
+    counts = sp.random(60, 30, density=0.5, format="csr", random_state=rng, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 30)
+    data = prepare(counts, np.array([f"g{i}" for i in range(30)]))
+    loader = SubgraphLoader(data, batch_size=20, num_samples=(30, 40), gene_dim=4, seed=5, thin_counts=0.2,
+                            uses_graph=uses_graph)
+    t = loader.plan(1)[0]
+    state = loader.random_state()
+    view = loader.view(t, 0)
+    loader.set_random_state(state)  # the same draws again, step by step
+    g = loader.graph
+    if uses_graph:
+        sub = loader.sampler.sample(t, loader._rs.views[0], thin=loader._keep_prob)
+        rows, pos, values = sub.rows, sub.positions, sub.values
+    else:
+        rows, pos = g.rows(t)
+        rows, pos, values = g.thinned(rows, pos, *loader._keep_prob(len(t)))
+    np.testing.assert_allclose(view.features.s.to_dense().numpy(), _dense_of(rows, values), rtol=1e-6)
+    assert not torch.allclose(values, g.lognorm[pos])  # so the check above tells the two apart
+
+
+def test_thinning_counts_that_are_not_whole_numbers():
+    """torch.binomial needs whole trials: near-whole counts are rounded, a fractional part kept with probability p."""
+    n = 4000
+    for count, mean_kept in ((2.9999998, 1.5), (2.5, 1.25)):
+        c = sp.csr_matrix(np.full((n, 1), count, dtype=np.float32))
+        w = c.copy()
+        w.data = np.log1p(w.data)  # scale 1
+        g = CellGeneGraph.from_scipy(c, w)
+        rows, pos = g.rows(torch.arange(n))
+        keep = torch.full((n,), 0.5)
+        _, _, values = g.thinned(rows, pos, keep, _gen(2))
+        kept = np.expm1(values.numpy()) * 0.5
+        assert abs(kept.sum() / n - mean_kept) < 0.05
+        whole, frac = np.floor(count + 1e-3), max(count - np.floor(count + 1e-3), 0)
+        allowed = np.array([k + f for k in range(int(whole) + 1) for f in (0, frac)])
+        assert np.all(np.min(np.abs(kept[:, None] - allowed[None, :]), axis=1) < 1e-3)

@@ -28,6 +28,11 @@ def trained(toy):
     return m
 
 
+def test_thin_counts_reaches_the_loader(toy):
+    assert SCGPCL(toy, 3, random_state=0, thin_counts=0.3, **QUICK).loader.thin_counts == 0.3
+    assert SCGPCL(toy, 3, random_state=0, **QUICK).loader.thin_counts == 0.0
+
+
 def test_training_recovers_groups(trained, toy):
     labels = trained.predict()
     assert labels.shape == (toy.n_obs,)

@@ -256,7 +256,14 @@ class CellGeneGraph:
         """
         counts = self.counts[positions]
         p = keep_prob[rows.row]
-        kept = torch.binomial(counts, p, generator=generator)
+        # torch.binomial needs whole numbers of trials (2.9999998 would keep 1 on average at p = 0.5):
+        # counts within 1e-3 of a whole number count as that number; a fractional remainder (data
+        # accepted with reconstruction="mse") is kept whole with probability p, so the mean is p * count
+        whole = torch.floor(counts + 1e-3)
+        kept = torch.binomial(whole, p, generator=generator)
+        frac = torch.clamp(counts - whole, min=0.0)
+        if bool((frac > 0).any()):
+            kept = kept + frac * (torch.rand(len(frac), generator=generator, device=frac.device) < p)
         keep = kept > 0
         # lognorm = log1p(count * scale) with one scale per cell, so scale = expm1(lognorm) / count
         scale = torch.expm1(self.lognorm[positions]) / counts

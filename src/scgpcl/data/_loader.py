@@ -191,7 +191,7 @@ class SubgraphLoader:
         for g, st in zip(rs.views, state["views"], strict=True):
             g.set_state(st)
         rs.mask.set_state(state["mask"])
-        if "thin" in state:  # saved before the thinning stream existed: it was never drawn from
+        if "thin" in state:  # a state saved before the thinning stream existed (thin_counts was 0, never drawn)
             rs.thin.set_state(state["thin"])
         rs.permutation = None if state["permutation"] is None else state["permutation"].clone()
         rs.cursor = state["cursor"]
