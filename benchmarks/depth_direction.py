@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,8 +38,10 @@ MD = REPO / "benchmarks" / "results" / "depth_direction.md"
 
 
 def _commit() -> str:
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    """The commit, with ``+dirty`` when the working tree has uncommitted changes (the harness's record)."""
+    import harness
+
+    return harness._commit()
 
 
 def depth_residual(x: np.ndarray, log_depth: np.ndarray) -> np.ndarray:
@@ -177,10 +178,11 @@ def table(args) -> None:
                  + ", ".join(f"{r['z_ari']:.2f}/{r['z_ari_resid']:.2f}" for r in rs) + " | | | | | | | | |")
     real_groups = {key: rs for key, rs in groups.items() if key[0] == "real"}
     if real_groups:
-        commits = ", ".join(sorted({r["commit"] for r in latest.values() if r["kind"] == "real"}))
+        real = [r for r in latest.values() if r["kind"] == "real"]
+        commits = ", ".join(sorted({r["commit"] for r in real}))
+        settings = "; ".join(sorted({f"`{json.dumps(r['overrides'], sort_keys=True)}`" for r in real}))
         L += ["", "## Real datasets (pre-trained representations, seeds 0-2)", "",
-              f"The package defaults at commit {commits}: before the default change of 2026-12-05, so the cell "
-              "scaling is the median total and small data have one-epoch rounds.", "",
+              f"Settings, relative to the current package defaults: {settings} (commit {commits}).", "",
               "| dataset | half | z: R2 depth | z: ARI | z: depth removed | difference |", "|---|---|---|---|---|---|"]
         diffs = {}
         for (_, d, _), rs in sorted(real_groups.items()):
