@@ -158,9 +158,10 @@ def table(args) -> None:
          "of the first principal component with log total counts. ARI of k-means at the true K (20 restarts): "
          "as it is; `depth removed`: after subtracting the least-squares fit on [1, log total counts]; "
          "`from truth`: one k-means started at the true groups' centroids; `cos`: z scaled to unit length. "
-         "Mean ± SD over seeds. `overrides` are relative to the current package defaults (rows made before "
-         "the default change of 2026-12-05 relabelled: `{}` then carried `choose_target_sum` and "
-         "`min_round_steps` as overrides). The reading, and the rule written down before the real-data scores, are in "
+         "Mean ± SD over seeds. `overrides` are relative to the current package defaults; rows made before "
+         "the default change of 2026-12-05 are relabelled (the defaults then now carry "
+         "`choose_target_sum=false, min_round_steps=1`; the pair given then as overrides is now `{}`). "
+         "The reading, and the rule written down before the real-data scores, are in "
          "`sweep_notes.md` (\"Why Sig1 still misses\"): depth explains the last part of the weak-signal "
          "collapse, and removing it is not a fix, because on real data depth comes with the cell type.", "",
          "## Simulations (pre-trained representation, no fine-tuning)", "",

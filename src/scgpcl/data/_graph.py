@@ -148,7 +148,7 @@ class Subgraph:
     adjacency: BipartiteAdjacency | None
     rows: Pattern
     positions: torch.Tensor
-    #: the entries' log-normalised values when the view thinned the counts (``keep_prob``); None: the stored ones
+    #: the entries' log-normalised values when the view thinned the counts (``thin``); None: the stored ones
     values: torch.Tensor | None = None
 
 
@@ -265,11 +265,12 @@ class CellGeneGraph:
         if bool((frac > 0).any()):
             kept = kept + frac * (torch.rand(len(frac), generator=generator, device=frac.device) < p)
         keep = kept > 0
+        pos = positions[keep]
         # lognorm = log1p(count * scale) with one scale per cell, so scale = expm1(lognorm) / count
-        scale = torch.expm1(self.lognorm[positions]) / counts
-        values = torch.log1p(kept * scale / p)[keep]
+        scale = torch.expm1(self.lognorm[pos]) / counts[keep]
+        values = torch.log1p(kept[keep] * scale / p[keep])
         pattern = Pattern(_crow_from_rows(rows.row[keep], rows.shape[0]), rows.col[keep], rows.shape)
-        return pattern, positions[keep], values
+        return pattern, pos, values
 
     def rows(self, cells: torch.Tensor) -> tuple[Pattern, torch.Tensor]:
         """The pattern of ``cells``' rows (all genes) and where its entries sit in the stored arrays."""
@@ -295,8 +296,8 @@ class CellGeneGraph:
 
     def subgraph(self, cells: torch.Tensor, genes: torch.Tensor | None, n_target: int, *,
                  max_neighbors: int = 0, generator: torch.Generator | None = None,
-                 with_adjacency: bool = True, keep_prob: torch.Tensor | None = None,
-                 thin_generator: torch.Generator | None = None) -> Subgraph:
+                 with_adjacency: bool = True,
+                 thin: Callable[[int], tuple[torch.Tensor, torch.Generator]] | None = None) -> Subgraph:
         """The subgraph induced by ``cells`` x ``genes``.
 
         Parameters
@@ -315,17 +316,14 @@ class CellGeneGraph:
             Random generator for the cap (required when ``max_neighbors > 0``).
         with_adjacency
             Build the adjacency; ``False``: the subgraph without it (the cells' rows and positions only).
-        keep_prob
-            Per cell, the fraction of its counts the subgraph keeps (:meth:`thinned`); None keeps them all.
-        thin_generator
-            Random generator of the thinning (required with ``keep_prob``).
+        thin
+            Depth augmentation: called with the number of ``cells``, returns each one's fraction of
+            counts kept and the thinning's generator (:meth:`thinned`); None keeps every count.
         """
         rows, pos = self.rows(cells)
         values = None
-        if keep_prob is not None:
-            if thin_generator is None:
-                raise ValueError("thinning the counts needs a random generator")
-            rows, pos, values = self.thinned(rows, pos, keep_prob, thin_generator)
+        if thin is not None:
+            rows, pos, values = self.thinned(rows, pos, *thin(len(cells)))
         gene_ids = torch.arange(self.n_genes, device=self.device) if genes is None else genes
         sub = Subgraph(cells, gene_ids, n_target, None, rows, pos, values)
         if not with_adjacency:
@@ -419,9 +417,7 @@ class NeighborSampler:
         generator
             Random generator of this view: the same state draws the same subgraph.
         thin
-            Depth augmentation: called with the number of the subgraph's cells, returns their
-            fractions of counts kept and the thinning's generator (:meth:`CellGeneGraph.thinned`).
-            None keeps every count.
+            Depth augmentation, passed to :meth:`CellGeneGraph.subgraph`; None keeps every count.
         """
         g = self.graph
         dev = g.device
@@ -444,9 +440,8 @@ class NeighborSampler:
                 break
         cell_ids = torch.cat(cells)
         gene_ids = torch.sort(torch.cat(genes)).values if genes else torch.zeros(0, dtype=torch.int64, device=dev)
-        keep_prob, thin_generator = thin(len(cell_ids)) if thin is not None else (None, None)
         return g.subgraph(cell_ids, gene_ids, len(targets), max_neighbors=self.max_neighbors, generator=generator,
-                          keep_prob=keep_prob, thin_generator=thin_generator)
+                          thin=thin)
 
     def _cells_to_genes(self, frontier, taken, budget, generator) -> torch.Tensor:
         g = self.graph
