@@ -58,3 +58,19 @@ def test_built_in_terms_follow_their_config_weights(toy):
     out = m.module.loss(batch, LossContext("pretrain"), m.trainer.weights)
     assert set(out.terms) == {"zinb"}  # ins weighs 0, proto has no prototypes yet, mse is not this model's
     torch.testing.assert_close(out.total, out.terms["zinb"])
+
+
+def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_ins_cells(toy):
+    n = toy.n_obs
+    scaled = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, **QUICK)
+    assert scaled.trainer.weights["ins"] == pytest.approx(0.5 * n / (4 * n))
+    assert scaled.trainer.weights["zinb"] == 1.0 and scaled.trainer.weights["proto"] == 0.05
+    # at or above the threshold, and with the option off, the weight is lambda_ins itself
+    for cells in (n, 0):
+        m = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=cells, **QUICK)
+        assert m.trainer.weights["ins"] == 0.5
+    # the scaled weight is the one training uses: the logged total is built with it
+    scaled.train(progress=False)
+    h = scaled.history["pretrain"]
+    parts = np.asarray(h["zinb"]) + 0.125 * np.asarray(h["ins"]) + 0.05 * np.nan_to_num(h["proto"])
+    np.testing.assert_allclose(h["loss"], parts, rtol=1e-4)

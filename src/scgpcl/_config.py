@@ -148,6 +148,10 @@ class TrainConfig:
                 "towards 0 at pretrain_rounds)")
     weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
     lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
+    lambda_ins_cells: int = _opt(
+        0, "data with fewer cells than this train with lambda_ins scaled by cells / lambda_ins_cells: on a few "
+           "hundred cells the instance-wise loss can tell every cell apart without learning the types "
+           "(benchmarks/results/few_cells.md); 0: off", low=0)
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
     average_rounds: int = _opt(
         0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "

@@ -39,8 +39,8 @@ class StageResult:
                 "stop_kind": self.stop_kind, "seconds": self.seconds, "history": self.history}
 
 
-def loss_weights(cfg: TrainConfig) -> dict[str, float]:
-    """The weight of every registered loss term under ``cfg``."""
+def loss_weights(cfg: TrainConfig, n_cells: int | None = None) -> dict[str, float]:
+    """The weight of every registered loss term under ``cfg`` (``lambda_ins_cells`` needs ``n_cells``)."""
     unknown = sorted(set(cfg.loss_weights) - set(LOSS_TERMS))
     if unknown:
         raise ValueError(f"loss_weights names unknown loss term(s) {unknown}; registered: {sorted(LOSS_TERMS)}")
@@ -50,6 +50,8 @@ def loss_weights(cfg: TrainConfig) -> dict[str, float]:
             out[name] = float(getattr(cfg, term.weight_option))
         else:
             out[name] = float(cfg.loss_weights.get(name, term.default_weight))
+    if "ins" in out and n_cells is not None and n_cells < cfg.lambda_ins_cells:
+        out["ins"] *= n_cells / cfg.lambda_ins_cells
     return out
 
 

@@ -85,7 +85,7 @@ class Trainer:
         self.seed = int(seed)
         self.progress = progress
         self.kmeans = SeededKMeans(self.seed, kmeans_calls)
-        self.weights = loss_weights(train_cfg)
+        self.weights = loss_weights(train_cfg, loader.n_cells)
         self.schedule = Schedule.build(loader.steps_per_epoch, train_cfg)
         self.embedder = Embedder(module, loader, sample_cells=train_cfg.sample_cells,
                                  chunk_cells=sampler_cfg.chunk_cells, seed=self.seed)
