@@ -407,7 +407,7 @@ def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = N
 
 # --------------------------------------------------------------------------- relabel
 def relabel(records: list[dict], key: str, old_default: Any, new_default: Any,
-            preset: str | None = None) -> tuple[list[dict], int]:
+            preset: str | None = None, datasets: Iterable[str] | None = None) -> tuple[list[dict], int]:
     """Keep records truthful when a preset's default for ``key`` changes from ``old_default`` to ``new_default``.
 
     Records of scGPCL-based methods (not the scanpy baselines; in
@@ -417,9 +417,12 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any,
     now the default). Records relabelled for the same change before are left
     alone, so running it again (e.g. after appending new runs) is safe.
     With ``preset`` ("fast" or "faithful") only methods built on that preset
-    change (``auto_k.jsonl`` runs use ``fast``). Returns the new records and
-    how many changed.
+    change (``auto_k.jsonl`` runs use ``fast``). With ``datasets``, only
+    their records change: for a default that cannot act on the others (one
+    that only acts below some number of cells), whose runs hold under both.
+    Returns the new records and how many changed.
     """
+    only = None if datasets is None else set(datasets)
     out, n = [], 0
     note = f"{key}: default {old_default!r} -> {new_default!r}"
     for r in records:
@@ -430,7 +433,7 @@ def relabel(records: list[dict], key: str, old_default: Any, new_default: Any,
             out.append(r)
             continue
         base = METHODS.get(r.get("method"), (None,))[0] or ("fast" if r.get("mode") in ("auto", "true") else None)
-        if base is not None and (preset is None or base == preset):
+        if base is not None and (preset is None or base == preset) and (only is None or r.get("dataset") in only):
             o = dict(r.get("overrides") or {})
             if key not in o:
                 o[key] = old_default
@@ -447,7 +450,7 @@ def relabel_main(args) -> None:
     old, new = json.loads(args.old), json.loads(args.new)
     for f in map(Path, args.jsonl):
         recs = load_records(f)
-        new_recs, n = relabel(recs, args.key, old, new, preset=args.preset)
+        new_recs, n = relabel(recs, args.key, old, new, preset=args.preset, datasets=args.datasets)
         tmp = f.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in new_recs))
         tmp.replace(f)
@@ -1058,6 +1061,9 @@ def main(argv: list[str] | None = None) -> None:
     rl.add_argument("--jsonl", nargs="+", required=True)
     rl.add_argument("--preset", choices=["default", "fast", "faithful"], default=None,
                     help="only records of methods built on this preset (the default changed in it alone)")
+    rl.add_argument("--datasets", nargs="+", default=None,
+                    help="only records of these datasets (a default that cannot act on the others, e.g. one that "
+                         "only acts below some number of cells)")
     rl.add_argument("--labels-dir", default="",
                     help="also rename the saved labels of these runs to match (e.g. benchmarks/runs/labels). Only "
                          "for files whose runs wrote the labels there: not superseded.jsonl, whose keys' labels "

@@ -51,3 +51,12 @@ def test_a_config_saved_before_the_choice_of_scaling_and_longer_rounds_reads_as_
     assert not cfg.preprocess.choose_target_sum and cfg.train.min_round_steps == 1
     again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().to_dict())  # a current one keeps its values
     assert again.preprocess.choose_target_sum and again.train.min_round_steps == 5
+
+
+def test_a_config_saved_before_lambda_ins_cells_reads_with_the_loss_unscaled():
+    # the scaling became the default on 2026-12-05; the reference's settings never scale
+    assert scgpcl.recommended().train.lambda_ins_cells == 512 and scgpcl.faithful().train.lambda_ins_cells == 0
+    old = scgpcl.recommended().to_dict()
+    del old["train"]["lambda_ins_cells"]
+    assert scgpcl.SCGPCLConfig.from_dict(old).train.lambda_ins_cells == 0
+    assert scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().to_dict()).train.lambda_ins_cells == 512

@@ -165,6 +165,11 @@ def test_relabel_records_the_old_default(harness, tmp_path):
                                "kmeans_warm_start", True, False)
     assert n == 1 and again[:6] == new  # a second pass only touches the new run
     assert again[6]["overrides"] == {}
+    # a default that cannot act on some datasets: only the named ones' records change
+    two = [_rec("a", "scgpcl_fast", 0, 0.5), _rec("b", "scgpcl_fast", 0, 0.5),
+           _rec("b", "scgpcl_fast", 0, 0.6, overrides={"kmeans_warm_start": False})]
+    only, n = harness.relabel(two, "kmeans_warm_start", True, False, datasets=["a"])
+    assert n == 1 and only[0]["overrides"] == {"kmeans_warm_start": True} and only[1:] == two[1:]
 
     # the CLI rewrites the file and renames the saved labels to match
     f = tmp_path / "r.jsonl"

@@ -36,9 +36,10 @@ def test_a_new_loss_term_is_trained_and_logged_without_touching_the_trainer(toy,
     values = np.asarray(history["pretrain"]["spread"])
     assert len(values) == toy.uns["scgpcl"]["stages"]["pretrain"]["rounds"] and np.all(values < 0)
     assert set(spread_term) == {"pretrain"}
-    # the total the optimiser saw includes it with its weight
+    # the total the optimiser saw includes it with its weight (the instance loss is scaled on these few cells)
     h = history["pretrain"]
-    parts = h["zinb"] + h["ins"] + 0.1 * h["spread"] + 0.05 * np.nan_to_num(h["proto"])
+    w_ins = min(1.0, toy.n_obs / scgpcl.recommended().train.lambda_ins_cells)
+    parts = h["zinb"] + w_ins * h["ins"] + 0.1 * h["spread"] + 0.05 * np.nan_to_num(h["proto"])
     np.testing.assert_allclose(h["loss"], parts, rtol=1e-4)
 
 
@@ -65,6 +66,9 @@ def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_i
     scaled = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, **QUICK)
     assert scaled.trainer.weights["ins"] == pytest.approx(0.5 * n / (4 * n))
     assert scaled.trainer.weights["zinb"] == 1.0 and scaled.trainer.weights["proto"] == 0.05
+    squared = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, lambda_ins_power=2.0,
+                            **QUICK)
+    assert squared.trainer.weights["ins"] == pytest.approx(0.5 / 16)
     # at or above the threshold, and with the option off, the weight is lambda_ins itself
     for cells in (n, 0):
         m = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=cells, **QUICK)

@@ -40,7 +40,21 @@ class StageResult:
 
 
 def loss_weights(cfg: TrainConfig, n_cells: int | None = None) -> dict[str, float]:
-    """The weight of every registered loss term under ``cfg`` (``lambda_ins_cells`` needs ``n_cells``)."""
+    """The weight of every registered loss term under ``cfg``.
+
+    Parameters
+    ----------
+    cfg
+        The training configuration (its ``lambda_*`` options and ``loss_weights``).
+    n_cells
+        The cells being trained on: under ``cfg.lambda_ins_cells`` the instance-wise loss weighs
+        ``lambda_ins * (n_cells / lambda_ins_cells) ** lambda_ins_power``. ``None``: never scaled.
+
+    Returns
+    -------
+    dict
+        Loss term name -> weight.
+    """
     unknown = sorted(set(cfg.loss_weights) - set(LOSS_TERMS))
     if unknown:
         raise ValueError(f"loss_weights names unknown loss term(s) {unknown}; registered: {sorted(LOSS_TERMS)}")
@@ -51,7 +65,7 @@ def loss_weights(cfg: TrainConfig, n_cells: int | None = None) -> dict[str, floa
         else:
             out[name] = float(cfg.loss_weights.get(name, term.default_weight))
     if "ins" in out and n_cells is not None and n_cells < cfg.lambda_ins_cells:
-        out["ins"] *= n_cells / cfg.lambda_ins_cells
+        out["ins"] *= (n_cells / cfg.lambda_ins_cells) ** cfg.lambda_ins_power
     return out
 
 
