@@ -38,7 +38,8 @@ def test_a_new_loss_term_is_trained_and_logged_without_touching_the_trainer(toy,
     assert set(spread_term) == {"pretrain"}
     # the total the optimiser saw includes it with its weight (the instance loss is scaled on these few cells)
     h = history["pretrain"]
-    w_ins = min(1.0, toy.n_obs / scgpcl.recommended().train.lambda_ins_cells)
+    train = scgpcl.recommended().train
+    w_ins = min(1.0, toy.n_obs / train.lambda_ins_cells) ** train.lambda_ins_power
     parts = h["zinb"] + w_ins * h["ins"] + 0.1 * h["spread"] + 0.05 * np.nan_to_num(h["proto"])
     np.testing.assert_allclose(h["loss"], parts, rtol=1e-4)
 
@@ -63,12 +64,13 @@ def test_built_in_terms_follow_their_config_weights(toy):
 
 def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_ins_cells(toy):
     n = toy.n_obs
+    # the default power is 2: a quarter of the threshold's cells weighs a sixteenth
     scaled = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, **QUICK)
-    assert scaled.trainer.weights["ins"] == pytest.approx(0.5 * n / (4 * n))
+    assert scaled.trainer.weights["ins"] == pytest.approx(0.5 / 16)
     assert scaled.trainer.weights["zinb"] == 1.0 and scaled.trainer.weights["proto"] == 0.05
-    squared = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, lambda_ins_power=2.0,
-                            **QUICK)
-    assert squared.trainer.weights["ins"] == pytest.approx(0.5 / 16)
+    linear = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, lambda_ins_power=1.0,
+                           **QUICK)
+    assert linear.trainer.weights["ins"] == pytest.approx(0.5 / 4)
     # at or above the threshold, and with the option off, the weight is lambda_ins itself
     for cells in (n, 0):
         m = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=cells, **QUICK)
@@ -76,5 +78,5 @@ def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_i
     # the scaled weight is the one training uses: the logged total is built with it
     scaled.train(progress=False)
     h = scaled.history["pretrain"]
-    parts = np.asarray(h["zinb"]) + 0.125 * np.asarray(h["ins"]) + 0.05 * np.nan_to_num(h["proto"])
+    parts = np.asarray(h["zinb"]) + 0.5 / 16 * np.asarray(h["ins"]) + 0.05 * np.nan_to_num(h["proto"])
     np.testing.assert_allclose(h["loss"], parts, rtol=1e-4)

@@ -149,11 +149,10 @@ class TrainConfig:
     weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
     lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
     lambda_ins_cells: int = _opt(
-        512, "data with fewer cells than this train with lambda_ins scaled by cells / lambda_ins_cells: on a few "
-             "hundred cells the instance-wise loss can tell every cell apart without learning the types "
-             "(benchmarks/results/few_cells.md); 0: off, the reference", low=0)
-    lambda_ins_power: float = _opt(1.0, "with lambda_ins_cells: the scale is (cells / lambda_ins_cells) to this "
-                                   "power", low=0)
+        512, "data with fewer cells than this train with lambda_ins scaled by (cells / lambda_ins_cells) ** "
+             "lambda_ins_power: on a few hundred cells the instance-wise loss can tell every cell apart without "
+             "learning the types (benchmarks/results/few_cells.md); 0: off, the reference", low=0)
+    lambda_ins_power: float = _opt(2.0, "with lambda_ins_cells: the power of that scale (1: linear)", low=0)
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
     average_rounds: int = _opt(
         0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "
@@ -294,7 +293,7 @@ class SCGPCLConfig:
         ``kmeans_pca_weight`` with ``kmeans_pca_weight=0`` (DEC started from k-means on the representation).
         One saved before ``choose_target_sum`` or ``min_round_steps`` existed is read with ``False`` and 1,
         what it ran with (both are on by default since 2026-12-05); one saved before ``lambda_ins_cells``
-        with 0 (the instance loss never scaled).
+        with 0 (the instance loss never scaled), and one saved before ``lambda_ins_power`` with 1 (linear).
         """
         sections = {}
         for name, kind in _SECTIONS.items():
@@ -309,6 +308,7 @@ class SCGPCLConfig:
             if name == "train" and d.get("train") is not None:
                 values.setdefault("min_round_steps", 1)  # saved before the option: rounds of at most one epoch
                 values.setdefault("lambda_ins_cells", 0)  # saved before the option: the loss never scaled
+                values.setdefault("lambda_ins_power", 1.0)  # saved before the option: scaled linearly if at all
             if name == "train" and d.get("train") is not None and "kmeans_pca_weight" not in d["train"]:
                 values.setdefault("kmeans_pca_weight", 0.0)  # saved before the option: k-means on z alone
                 values.setdefault("dec_pca_target", False)
@@ -408,11 +408,13 @@ def recommended() -> SCGPCLConfig:
       0.011 ARI over 13 datasets x 3 seeds at +32 % CPU, 19 of 20 Splatter
       settings within 0.05 of PCA + k-means (15 before) and 4 of 4 R-Splatter
       files (1 before) (``benchmarks/results/accuracy.md``, ``sweep.md``).
-    - ``lambda_ins_cells=512``: on data under 512 cells the instance-wise loss
-      weighs cells / 512, since on a few hundred cells it separates every cell
-      without learning the types. +0.117 ± 0.034 ARI on the 13 datasets cut to
-      25 cells per type (75-375 cells), +0.004 ± 0.003 on the 13 themselves
-      (only the three under 512 cells change) (``benchmarks/results/few_cells.md``).
+    - ``lambda_ins_cells=512`` with ``lambda_ins_power=2``: on data under 512
+      cells the instance-wise loss weighs (cells / 512) ** 2, since on a few
+      hundred cells it separates every cell without learning the types. On the
+      13 datasets cut to 25 cells per type (75-375 cells) +0.228 ARI over the
+      unscaled loss (two steps, +0.117 ± 0.034 and +0.111 ± 0.048); on the 13
+      themselves about level (only the three under 512 cells change)
+      (``benchmarks/results/few_cells.md``).
     """
     return SCGPCLConfig()
 
