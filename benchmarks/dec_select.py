@@ -58,7 +58,8 @@ def _runs(path, settings: dict) -> dict:
     """dataset -> the latest successful scgpcl runs made with exactly ``settings`` (overrides) and diagnostics."""
     runs: dict = {}
     for r in harness.latest_ok(harness.load_records(path)).values():
-        if r["method"] == "scgpcl" and (r.get("overrides") or {}) == settings and "silhouette_pre" in r:
+        if (r["method"] == "scgpcl" and (r.get("overrides") or {}) == harness.as_recorded(r["dataset"], settings)
+                and "silhouette_pre" in r):
             runs.setdefault(r["dataset"], []).append(r)
     return runs
 

@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from embeddings import CHOOSE, DATASETS  # noqa: E402
 
+import harness  # noqa: E402
+
 RUNS = HERE / "runs" / "ens"
 JSONL = HERE / "results" / "ensemble.jsonl"
 MD = HERE / "results" / "ensemble.md"
@@ -107,7 +109,7 @@ def _reference(overrides: dict | None = None) -> dict:
     latest = {}
     for line in (HERE / "results" / "accuracy.jsonl").read_text().splitlines():
         r = json.loads(line)
-        want = (overrides or {}) if r.get("method") == "scgpcl" else {}
+        want = harness.as_recorded(r["dataset"], overrides) if r.get("method") == "scgpcl" and overrides else {}
         if r.get("status") == "ok" and (r.get("overrides") or {}) == want:
             latest[(r["dataset"], r["method"], r["seed"])] = r
     for (d, method, _), r in latest.items():

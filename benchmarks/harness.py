@@ -406,6 +406,18 @@ def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = N
 
 
 # --------------------------------------------------------------------------- relabel
+#: shared datasets under 512 cells, the only ones lambda_ins_cells (2026-12-05) acts on; their records made
+#: before it carry these settings, the larger datasets' records do not (relabel --datasets)
+UNDER_512_CELLS = ("camp_brain_organoid", "cellbench_celseq2_3cl", "pollen")
+BEFORE_SMALL_DATA_SCALING = {"lambda_ins_cells": 0, "lambda_ins_power": 1.0}
+
+
+def as_recorded(dataset: str, settings: dict) -> dict:
+    """The overrides a record of ``dataset`` carries if it ran with ``settings``, defaults from before 2026-12-05's
+    small-data scaling: ``settings`` plus :data:`BEFORE_SMALL_DATA_SCALING` on :data:`UNDER_512_CELLS`."""
+    return {**settings, **BEFORE_SMALL_DATA_SCALING} if dataset in UNDER_512_CELLS else dict(settings)
+
+
 def relabel(records: list[dict], key: str, old_default: Any, new_default: Any,
             preset: str | None = None, datasets: Iterable[str] | None = None) -> tuple[list[dict], int]:
     """Keep records truthful when a preset's default for ``key`` changes from ``old_default`` to ``new_default``.

@@ -56,7 +56,7 @@ def test_a_config_saved_before_the_choice_of_scaling_and_longer_rounds_reads_as_
 def test_a_config_saved_before_lambda_ins_cells_reads_with_the_loss_unscaled():
     # the scaling became the default on 2026-12-05; the reference's settings never scale
     assert scgpcl.recommended().train.lambda_ins_cells == 512 and scgpcl.faithful().train.lambda_ins_cells == 0
-    assert scgpcl.recommended().train.lambda_ins_power == 2.0
+    assert scgpcl.recommended().train.lambda_ins_power == pytest.approx(2.0)
     old = scgpcl.recommended().to_dict()
     del old["train"]["lambda_ins_cells"], old["train"]["lambda_ins_power"]
     assert scgpcl.SCGPCLConfig.from_dict(old).train.lambda_ins_cells == 0
@@ -65,4 +65,4 @@ def test_a_config_saved_before_lambda_ins_cells_reads_with_the_loss_unscaled():
     read = scgpcl.SCGPCLConfig.from_dict(linear).train
     assert read.lambda_ins_cells == 512 and read.lambda_ins_power == 1.0
     again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().to_dict()).train
-    assert again.lambda_ins_cells == 512 and again.lambda_ins_power == 2.0
+    assert again.lambda_ins_cells == 512 and again.lambda_ins_power == pytest.approx(2.0)

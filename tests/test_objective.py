@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 import scgpcl
@@ -71,10 +72,17 @@ def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_i
     linear = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, lambda_ins_power=1.0,
                            **QUICK)
     assert linear.trainer.weights["ins"] == pytest.approx(0.5 / 4)
-    # at or above the threshold, and with the option off, the weight is lambda_ins itself
-    for cells in (n, 0):
+    # at or above the threshold, and with the option off, the weight is lambda_ins itself (never scaled up)
+    for cells in (n // 2, n, 0):
         m = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=cells, **QUICK)
         assert m.trainer.weights["ins"] == 0.5
+    # the cells counted are those trained on: empty cells are dropped first
+    a = toy.copy()
+    keep = np.ones(n, dtype=np.float32)
+    keep[:n // 2] = 0.0
+    a.X = sp.csr_matrix(sp.diags(keep) @ a.X)
+    dropped = scgpcl.SCGPCL(a, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=n, **QUICK)
+    assert dropped.trainer.weights["ins"] == pytest.approx(0.5 * ((n - n // 2) / n) ** 2)
     # the scaled weight is the one training uses: the logged total is built with it
     scaled.train(progress=False)
     h = scaled.history["pretrain"]
