@@ -112,11 +112,11 @@ def _base_dataset(name: str) -> str:
     return name.split("__", 1)[0]
 
 
-def _collect(records, label):
-    """{dataset: {replicate: record}} for one method label."""
+def _collect(records, label, per_type):
+    """{dataset: {replicate: record}} for one method label, of the subsamples with ``per_type`` cells per type."""
     out: dict[str, dict[int, dict]] = {}
     for r in harness.latest_ok(records).values():
-        if harness.method_label(r) == label:
+        if harness.method_label(r) == label and f"__{per_type}pt_r" in r["dataset"]:
             out.setdefault(_base_dataset(r["dataset"]), {})[int(r["seed"])] = r
     return out
 
@@ -135,8 +135,8 @@ def _paired(a: dict, b: dict, datasets: list[str]) -> tuple[float, float, int]:
 
 def table(args) -> None:
     recs = harness.load_records(args.out)
-    main = _collect(recs, "scgpcl")
-    base = {m: _collect(recs, m) for m in BASELINES}
+    main = _collect(recs, "scgpcl", args.per_type)
+    base = {m: _collect(recs, m, args.per_type) for m in BASELINES}
     n = args.per_type
     L = [f"# Few cells per type: the 13 datasets subsampled to {n} cells of each type", "",
          f"Each of the 13 shared datasets, cut to the types with at least {n} cells and exactly {n} cells of each "
@@ -180,7 +180,7 @@ def table(args) -> None:
     L.append(row("scGPCL - tuned Leiden", main, base["leiden_tuned"]))
     variants = sorted({harness.method_label(r) for r in recs if harness.method_label(r).startswith("scgpcl[")})
     for v in variants:
-        vr = _collect(recs, v)
+        vr = _collect(recs, v, args.per_type)
         L.append(row(f"`{v}` - scGPCL", vr, main))
         L.append(row(f"`{v}` - PCA + k-means", vr, base["pca_kmeans"]))
     if variants:
@@ -189,7 +189,7 @@ def table(args) -> None:
         for d in DATASETS:
             cells = []
             for v in variants:
-                vr = _collect(recs, v).get(d, {})
+                vr = _collect(recs, v, args.per_type).get(d, {})
                 cells.append(f"{np.mean([r['ARI'] for r in vr.values()]):.3f}" if vr else "")
             L.append(f"| {d} | " + " | ".join(cells) + " |")
     notes = Path(args.notes) if args.notes else None
