@@ -52,6 +52,10 @@ class PreprocessConfig:
     min_genes: int = _opt(2000, "gene_selection='variance' never keeps fewer genes than this (when the data has "
                           "that many): 20 % of an input already cut to ~2000 genes would leave only ~400", low=0)
     n_top_genes: int = _opt(2000, "genes kept by gene_selection='seurat' or 'seurat_v3'", low=2)
+    min_cells: int = _opt(
+        1, "genes detected (non-zero count) in fewer cells than this are dropped before gene selection; 1 keeps "
+           "every gene with a count, as the reference. On a few hundred shallow cells, genes seen in one or two "
+           "cells have the highest dispersion and can fill the selection", low=1)
     target_sum: float = _opt(
         0.0, "cell features: each cell's counts are scaled to this total over all its genes before log1p "
              "(10000: scanpy's normalize_total default); 0: to the median total over the selected genes, as "

@@ -200,9 +200,20 @@ def prepare(
 
     tot_all = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
     cell_keep = tot_all > 0
-    gene_nonzero = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
+    if x.has_canonical_format:  # cells with a count, per gene
+        detected = np.bincount(x.indices[x.data > 0], minlength=n_genes_in)
+    else:  # duplicate entries: let scipy sum them first
+        detected = np.asarray((x > 0).sum(axis=0)).ravel()
+    gene_nonzero = np.flatnonzero(detected > 0)
     if gene_nonzero.size < n_genes_in and genes is None:
         log.info("dropped %d genes with zero counts in every cell", n_genes_in - gene_nonzero.size)
+    min_cells = min(int(cfg.min_cells), int(cell_keep.sum()))  # never more cells than there are
+    if min_cells > 1 and genes is None:
+        common = np.flatnonzero(detected >= min_cells)
+        if common.size < gene_nonzero.size:
+            log.info("dropped %d genes detected in fewer than %d cells (min_cells)", gene_nonzero.size - common.size,
+                     min_cells)
+        gene_nonzero = common
     if genes is not None:
         genes_sel = np.asarray(genes, dtype=np.int64)
     else:
@@ -212,8 +223,9 @@ def prepare(
 
     if len(genes_sel) < 2:
         raise InputError(
-            f"only {len(genes_sel)} gene(s) left after gene selection ({gene_nonzero.size} with non-zero counts): "
-            "scgpcl needs at least 2 genes; pass more genes, or keep more of them (hvg_fraction / n_top_genes)"
+            f"only {len(genes_sel)} gene(s) left after gene selection ({gene_nonzero.size} detected in at least "
+            f"{max(min_cells, 1)} cell(s)): scgpcl needs at least 2 genes; pass more genes, or keep more of them "
+            "(hvg_fraction / n_top_genes / min_cells)"
         )
     x = _subset(x, None, genes_sel)
     tot = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
