@@ -249,3 +249,50 @@ def test_with_target_sum_makes_the_features_prepare_makes_at_that_scaling(counts
     np.testing.assert_array_equal(got.feature_std, want.feature_std)
     assert not np.allclose(got.dense_features(), first.dense_features())  # the scaling did change
     assert got.counts is first.counts  # the counts are shared, not copied
+
+
+def _rare_gene_counts():
+    """60 cells x 40 common genes, plus gene 40 seen in 2 cells and gene 41 in 3."""
+    rng = np.random.default_rng(3)
+    x = rng.poisson(2.0, size=(60, 42)).astype(np.float32)
+    x[:, 40:] = 0
+    x[[0, 1], 40] = 50  # rare and highly dispersed: what fills a dispersion-based selection on few cells
+    x[[2, 3, 4], 41] = 5
+    return x, np.array([f"g{i}" for i in range(42)])
+
+
+@pytest.mark.parametrize("selection", ["none", "variance", "seurat"])
+def test_min_cells_drops_genes_detected_in_fewer_cells_before_selection(selection, caplog):
+    x, names = _rare_gene_counts()
+    cfg = dict(gene_selection=selection, hvg_fraction=1.0, min_genes=0, n_top_genes=41)
+    with caplog.at_level(logging.INFO, logger="scgpcl"):
+        p3 = prepare(sp.csr_matrix(x), names, PreprocessConfig(min_cells=3, **cfg))
+    assert "g40" not in set(p3.gene_names) and "dropped 1 genes detected in fewer than 3 cells" in caplog.text
+    assert "g41" in set(p3.gene_names) or selection == "seurat"  # 3 cells is enough to stay in the pool
+    p1 = prepare(sp.csr_matrix(x), names, PreprocessConfig(min_cells=1, **cfg))
+    assert "g40" in set(p1.gene_names)  # 1: every gene with a count is a candidate, as the reference
+
+
+def test_min_cells_counts_cells_not_entries_and_is_capped_by_the_cells():
+    x, names = _rare_gene_counts()
+    # gene 40's entry in cells 0 and 1 stored twice each (a non-canonical CSR, which scipy sums): still 2 cells
+    rows, cols = np.nonzero(x)
+    rows, cols = np.r_[rows, [0, 1]], np.r_[cols, [40, 40]]
+    vals = np.r_[x[np.nonzero(x)], [1.0, 1.0]].astype(np.float32)
+    order = np.argsort(rows, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=x.shape[0]))]
+    dup = sp.csr_matrix((vals[order], cols[order], indptr), shape=x.shape)
+    assert not dup.has_canonical_format
+    p = prepare(dup, names, PreprocessConfig(gene_selection="none", min_cells=3))
+    assert "g40" not in set(p.gene_names) and "g41" in set(p.gene_names)
+    # more than there are cells: capped at the cells, so the genes seen in every cell remain
+    q = prepare(sp.csr_matrix(x[:4]), names, PreprocessConfig(gene_selection="none", min_cells=1000))
+    assert q.n_genes == int((x[:4] > 0).all(axis=0).sum()) > 2
+
+
+def test_min_cells_that_leaves_too_few_genes_names_the_option():
+    x, names = _rare_gene_counts()
+    x[:, :40] = 0
+    x[:, 0] = 1  # one common gene; g40 (2 cells) and g41 (3 cells) are rare
+    with pytest.raises(InputError, match="min_cells"):
+        prepare(sp.csr_matrix(x), names, PreprocessConfig(gene_selection="none", min_cells=4))

@@ -43,6 +43,16 @@ from scgpcl.cli import main  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- inputs
+def _rare_genes(a: ad.AnnData) -> ad.AnnData:
+    """The toy with one gene kept in every cell and the others in at most 20 cells each."""
+    a = a.copy()
+    x = np.asarray(a.X.toarray() if sp.issparse(a.X) else a.X)
+    x[:, 0] = np.maximum(x[:, 0], 1)
+    x[20:, 1:] = 0
+    a.X = sp.csr_matrix(x)
+    return a
+
+
 def toy(n_per: int = 10, n_genes: int = 30, seed: int = 0) -> ad.AnnData:
     rng = np.random.default_rng(seed)
     x = rng.poisson(2.0, size=(3 * n_per, n_genes)).astype(np.float32)
@@ -251,6 +261,8 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("bool.h5ad", lambda a: _set_x(a, a.X.toarray() > 0)), "out.h5ad", *CLUSTER]),
     Case("a single gene", [T + "test_model.py::test_one_gene_is_refused_by_name"],
          lambda: ["cluster", h5ad("one_gene.h5ad", lambda a: a[:, :1].copy()), "out.h5ad", *CLUSTER]),
+    Case("--min-cells that leaves fewer than 2 genes", [T + "test_preprocess.py::test_min_cells_that_leaves_too_few_genes_names_the_option"],
+         lambda: ["cluster", h5ad("rare_genes.h5ad", _rare_genes), "out.h5ad", "--min-cells", "25", *CLUSTER]),
     # --- options
     Case("-k 1", [T + "test_cli.py::test_bad_input_exit_code_and_no_output", T + "test_checks.py::test_bad_n_clusters", T + "test_model.py::test_bad_arguments", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "-k", "1", "--quiet"]),
