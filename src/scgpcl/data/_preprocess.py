@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from .._config import TARGET_SUM_CANDIDATES, PreprocessConfig
 from .._errors import InputError
+from .._messages import arg
 from .._threads import torch_threads_kept
 
 __all__ = ["PreparedData", "choose_target_sum", "prepare", "select_genes", "with_target_sum"]
@@ -225,7 +226,8 @@ def prepare(
         raise InputError(
             f"only {len(genes_sel)} gene(s) left after gene selection ({gene_nonzero.size} detected in at least "
             f"{max(min_cells, 1)} cell(s)): scgpcl needs at least 2 genes; pass more genes, or keep more of them "
-            "(hvg_fraction / n_top_genes / min_cells)"
+            f"({arg('hvg_fraction=', '--hvg-fraction')} / {arg('n_top_genes=', '--n-top-genes')}"
+            + (f", or a lower {arg('min_cells=', '--min-cells')}" if min_cells > 1 else "") + ")"
         )
     x = _subset(x, None, genes_sel)
     tot = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
