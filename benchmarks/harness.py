@@ -406,8 +406,8 @@ def labels_file(dataset: str, method: str, seed: int, overrides: dict | None = N
 
 
 # --------------------------------------------------------------------------- relabel
-#: shared datasets under 512 cells, the only ones lambda_ins_cells (2026-12-05) acts on; their records made
-#: before it carry these settings, the larger datasets' records do not (relabel --datasets)
+#: shared datasets under 512 cells, the only ones lambda_ins_cells (2026-12-05) acts on, at 512 and at 768 cells
+#: alike; their records made before it carry these settings, the larger datasets' records do not (relabel --datasets)
 UNDER_512_CELLS = ("camp_brain_organoid", "cellbench_celseq2_3cl", "pollen")
 BEFORE_SMALL_DATA_SCALING = {"lambda_ins_cells": 0, "lambda_ins_power": 1.0}
 

@@ -55,14 +55,18 @@ def test_a_config_saved_before_the_choice_of_scaling_and_longer_rounds_reads_as_
 
 def test_a_config_saved_before_lambda_ins_cells_reads_with_the_loss_unscaled():
     # the scaling became the default on 2026-12-05; the reference's settings never scale
-    assert scgpcl.recommended().train.lambda_ins_cells == 512 and scgpcl.faithful().train.lambda_ins_cells == 0
-    assert scgpcl.recommended().train.lambda_ins_power == pytest.approx(2.0)
+    assert scgpcl.recommended().train.lambda_ins_cells == 768 and scgpcl.faithful().train.lambda_ins_cells == 0
+    assert scgpcl.recommended().train.lambda_ins_power == pytest.approx(4.0)
     old = scgpcl.recommended().to_dict()
     del old["train"]["lambda_ins_cells"], old["train"]["lambda_ins_power"]
     assert scgpcl.SCGPCLConfig.from_dict(old).train.lambda_ins_cells == 0
-    linear = scgpcl.recommended().to_dict()  # saved between the two options: the linear scaling
+    linear = scgpcl.recommended().to_dict()  # saved between the two options: the linear scaling below 512 cells
+    linear["train"]["lambda_ins_cells"] = 512
     del linear["train"]["lambda_ins_power"]
     read = scgpcl.SCGPCLConfig.from_dict(linear).train
     assert read.lambda_ins_cells == 512 and read.lambda_ins_power == 1.0
+    square = scgpcl.recommended().override(lambda_ins_cells=512, lambda_ins_power=2.0).to_dict()  # 2026-12-05 to -06
+    read = scgpcl.SCGPCLConfig.from_dict(square).train
+    assert read.lambda_ins_cells == 512 and read.lambda_ins_power == pytest.approx(2.0)
     again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().to_dict()).train
-    assert again.lambda_ins_cells == 512 and again.lambda_ins_power == pytest.approx(2.0)
+    assert again.lambda_ins_cells == 768 and again.lambda_ins_power == pytest.approx(4.0)

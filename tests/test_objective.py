@@ -65,8 +65,8 @@ def test_built_in_terms_follow_their_config_weights(toy):
 
 def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_ins_cells(toy):
     n = toy.n_obs
-    # the default power is 2: a quarter of the threshold's cells weighs a sixteenth
-    scaled = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, **QUICK)
+    # the default power is 4: half the threshold's cells weighs a sixteenth
+    scaled = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=2 * n, **QUICK)
     assert scaled.trainer.weights["ins"] == pytest.approx(0.5 / 16)
     assert scaled.trainer.weights["zinb"] == 1.0 and scaled.trainer.weights["proto"] == 0.05
     linear = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=4 * n, lambda_ins_power=1.0,
@@ -82,7 +82,7 @@ def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_i
     keep[:n // 2] = 0.0
     a.X = sp.csr_matrix(sp.diags(keep) @ a.X)
     dropped = scgpcl.SCGPCL(a, 3, random_state=0, lambda_ins=0.5, lambda_ins_cells=n, **QUICK)
-    assert dropped.trainer.weights["ins"] == pytest.approx(0.5 * ((n - n // 2) / n) ** 2)
+    assert dropped.trainer.weights["ins"] == pytest.approx(0.5 * ((n - n // 2) / n) ** 4)
     # the scaled weight is the one training uses: the logged total is built with it
     scaled.train(progress=False)
     h = scaled.history["pretrain"]

@@ -155,10 +155,10 @@ class TrainConfig:
     weight_decay: float = _opt(1e-4, "weight decay of both optimisers", low=0)
     lambda_ins: float = _opt(1.0, "weight of the instance-wise contrastive loss", low=0)
     lambda_ins_cells: int = _opt(
-        512, "data with fewer cells than this train with lambda_ins scaled by (cells / lambda_ins_cells) ** "
+        768, "data with fewer cells than this train with lambda_ins scaled by (cells / lambda_ins_cells) ** "
              "lambda_ins_power: on a few hundred cells the instance-wise loss can tell every cell apart without "
              "learning the types (benchmarks/results/few_cells.md); 0: off, the reference", low=0)
-    lambda_ins_power: float = _opt(2.0, "with lambda_ins_cells: the power of that scale (1: linear)", low=0)
+    lambda_ins_power: float = _opt(4.0, "with lambda_ins_cells: the power of that scale (1: linear)", low=0)
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
     average_rounds: int = _opt(
         0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "
@@ -414,13 +414,15 @@ def recommended() -> SCGPCLConfig:
       0.011 ARI over 13 datasets x 3 seeds at +32 % CPU, 19 of 20 Splatter
       settings within 0.05 of PCA + k-means (15 before) and 4 of 4 R-Splatter
       files (1 before) (``benchmarks/results/accuracy.md``, ``sweep.md``).
-    - ``lambda_ins_cells=512`` with ``lambda_ins_power=2``: on data under 512
-      cells the instance-wise loss weighs (cells / 512) ** 2, since on a few
-      hundred cells it separates every cell without learning the types. On the
-      13 datasets cut to 25 cells per type (75-375 cells) +0.228 ARI over the
-      unscaled loss (two steps, +0.117 ± 0.034 and +0.111 ± 0.048); on the 13
-      themselves about level (only the three under 512 cells change)
-      (``benchmarks/results/few_cells.md``).
+    - ``lambda_ins_cells=768`` with ``lambda_ins_power=4``: on data under 768
+      cells the instance-wise loss weighs (cells / 768) ** 4 (0.18 at 500
+      cells, 0.04 at 350), since on a few hundred cells it separates every
+      cell without learning the types. On the 13 datasets cut to 25 cells per
+      type (75-375 cells) +0.228 ARI over the unscaled loss at the first
+      version, (cells / 512) ** 2; the second, on fresh draws of 35 cells per
+      type (105-525 cells), +0.070 ± 0.035 over the first; on the 13
+      themselves about level (only the three under 768 cells change)
+      (``benchmarks/results/few_cells.md``, ``few_cells_35.md``).
     """
     return SCGPCLConfig()
 
