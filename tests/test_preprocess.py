@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from scgpcl._config import PreprocessConfig
 from scgpcl._errors import InputError
-from scgpcl.data._preprocess import prepare, select_genes
+from scgpcl.data._preprocess import _cells_detected, prepare, select_genes
 
 
 @pytest.fixture
@@ -283,6 +283,9 @@ def test_min_cells_counts_cells_not_entries_and_is_capped_by_the_cells():
     indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=x.shape[0]))]
     dup = sp.csr_matrix((vals[order], cols[order], indptr), shape=x.shape)
     assert not dup.has_canonical_format
+    # counted a chunk of rows at a time (memory bounded on atlas-sized input): the same at any chunk size
+    for chunk in (1, 7, 1000):
+        np.testing.assert_array_equal(_cells_detected(dup, chunk=chunk), (x > 0).sum(axis=0))
     p = prepare(dup, names, PreprocessConfig(gene_selection="none", min_cells=3))
     assert "g40" not in set(p.gene_names) and "g41" in set(p.gene_names)
     # more than there are cells: capped at the cells, so the genes seen in every cell remain

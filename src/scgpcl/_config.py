@@ -57,7 +57,8 @@ class PreprocessConfig:
            "every gene with a count, as the reference. On a few hundred shallow cells, genes seen in one or two "
            "cells have the highest dispersion and can fill the selection: 3 raised worm_neuron cut to 250-500 "
            "cells from ARI 0.05-0.10 to 0.33-0.46, but lost 0.021 over 13 full datasets (worm_neuron itself "
-           "-0.14), so it is not the default (benchmarks/results/few_cells.md)", low=1)
+           "-0.14), so it is not the default (measured with lambda_ins_cells=512, lambda_ins_power=2; "
+           "benchmarks/results/few_cells.md)", low=1)
     target_sum: float = _opt(
         0.0, "cell features: each cell's counts are scaled to this total over all its genes before log1p "
              "(10000: scanpy's normalize_total default); 0: to the median total over the selected genes, as "

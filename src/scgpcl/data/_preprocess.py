@@ -201,16 +201,12 @@ def prepare(
 
     tot_all = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
     cell_keep = tot_all > 0
-    if x.has_canonical_format:  # cells with a count, per gene
-        detected = np.bincount(x.indices[x.data > 0], minlength=n_genes_in)
-    else:  # duplicate entries: let scipy sum them first
-        detected = np.asarray((x > 0).sum(axis=0)).ravel()
-    gene_nonzero = np.flatnonzero(detected > 0)
+    gene_nonzero = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
     if gene_nonzero.size < n_genes_in and genes is None:
         log.info("dropped %d genes with zero counts in every cell", n_genes_in - gene_nonzero.size)
     min_cells = min(int(cfg.min_cells), int(cell_keep.sum()))  # never more cells than there are
     if min_cells > 1 and genes is None:
-        common = np.flatnonzero(detected >= min_cells)
+        common = np.flatnonzero(_cells_detected(x) >= min_cells)
         if common.size < gene_nonzero.size:
             log.info("dropped %d genes detected in fewer than %d cells (min_cells)", gene_nonzero.size - common.size,
                      min_cells)
@@ -407,6 +403,21 @@ def _cell_scale(tot: np.ndarray, tot_all: np.ndarray, target_sum: float) -> np.n
 
 #: rows per block when a pass over the matrix needs temporary arrays
 _BLOCK_ROWS = 65536
+
+
+def _cells_detected(x: sp.csr_matrix, chunk: int = 65536) -> np.ndarray:
+    """Per gene, the number of cells with a non-zero count.
+
+    ``chunk`` rows at a time, so the memory it needs does not grow with the cells; duplicate entries of a
+    non-canonical matrix are summed first.
+    """
+    out = np.zeros(x.shape[1], dtype=np.int64)
+    for start in range(0, x.shape[0], chunk):
+        block = x[start:start + chunk]
+        if not block.has_canonical_format:
+            block.sum_duplicates()
+        out += np.bincount(block.indices[block.data > 0], minlength=x.shape[1])
+    return out
 
 
 def _subset(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray | None) -> sp.csr_matrix:
