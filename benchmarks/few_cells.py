@@ -15,6 +15,9 @@ seed 1000 + r), so every subsample is balanced. Each method then runs on replica
     python benchmarks/few_cells.py run --lanes 2 --per-type 50 --out benchmarks/results/few_cells_50.jsonl
     python benchmarks/few_cells.py table --per-type 50 --out benchmarks/results/few_cells_50.jsonl \
         --md benchmarks/results/few_cells_50.md --notes ''     # the check at 50 cells per type
+    python benchmarks/few_cells.py run --lanes 2 --per-type 35 --out benchmarks/results/few_cells_35.jsonl
+    python benchmarks/few_cells.py table --per-type 35 --out benchmarks/results/few_cells_35.jsonl \
+        --md benchmarks/results/few_cells_35.md --notes ''     # fresh draws: the check of (cells / 768) ** 4
 
 The subsample files are written outside the repository (they are derived from ``../shared``, which is
 never copied in); ``run`` makes them if they are missing. Records: ``results/few_cells.jsonl``.

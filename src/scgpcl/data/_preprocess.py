@@ -405,7 +405,7 @@ def _cell_scale(tot: np.ndarray, tot_all: np.ndarray, target_sum: float) -> np.n
 _BLOCK_ROWS = 65536
 
 
-def _cells_detected(x: sp.csr_matrix, chunk: int = 65536) -> np.ndarray:
+def _cells_detected(x: sp.csr_matrix, chunk: int = _BLOCK_ROWS) -> np.ndarray:
     """Per gene, the number of cells with a non-zero count.
 
     ``chunk`` rows at a time, so the memory it needs does not grow with the cells; duplicate entries of a
