@@ -50,50 +50,71 @@ REPLICATES = (0, 1, 2)
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "scgpcl_few_cells"
 
 
-def subsample_name(dataset: str, per_type: int, rep: int) -> str:
-    return f"{dataset}__{per_type}pt_r{rep}"
+MIN_TYPE_CELLS = 10  # with --cells: a type with fewer cells in the draw is dropped (its cells too)
 
 
-def make(out_dir: Path, per_type: int, datasets: list[str] | None = None) -> list[Path]:
-    """Write the balanced subsamples (skipping those already there); returns their paths."""
+def tag(per_type: int, cells: int | None = None) -> str:
+    """The subsample kind in file and dataset names: ``25pt`` (balanced) or ``1000c`` (natural proportions)."""
+    return f"{cells}c" if cells else f"{per_type}pt"
+
+
+def subsample_name(dataset: str, per_type: int, rep: int, cells: int | None = None) -> str:
+    return f"{dataset}__{tag(per_type, cells)}_r{rep}"
+
+
+def _draw(labels: np.ndarray, per_type: int, cells: int | None, rep: int) -> np.ndarray | None:
+    """Rows of one replicate: ``per_type`` of each type with that many (seed 1000 + rep), or ``cells`` rows at
+    random, keeping the types with at least ``MIN_TYPE_CELLS`` of them (seed 3000 + rep); None if unusable."""
+    if cells:
+        if len(labels) <= cells:
+            return None
+        rows = np.sort(np.random.default_rng(3000 + rep).choice(len(labels), cells, replace=False))
+        types, counts = np.unique(labels[rows], return_counts=True)
+        rows = rows[np.isin(labels[rows], types[counts >= MIN_TYPE_CELLS])]
+    else:
+        types, counts = np.unique(labels, return_counts=True)
+        rng = np.random.default_rng(1000 + rep)
+        rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == t), per_type, replace=False)
+                                       for t in types[counts >= per_type]] or [np.array([], dtype=int)]))
+    return rows if len(np.unique(labels[rows])) >= 2 else None
+
+
+def make(out_dir: Path, per_type: int, datasets: list[str] | None = None, cells: int | None = None) -> list[Path]:
+    """Write the subsamples (skipping those already there); returns their paths."""
     import anndata as ad
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for d in datasets or DATASETS:
-        targets = [out_dir / f"{subsample_name(d, per_type, r)}.h5ad" for r in REPLICATES]
+        targets = [out_dir / f"{subsample_name(d, per_type, r, cells)}.h5ad" for r in REPLICATES]
         if all(p.exists() for p in targets):
             paths += targets
             continue
         a = ad.read_h5ad(harness.REAL_DIR / f"{d}.h5ad")
         labels = a.obs[harness.LABEL_KEY].astype(str).to_numpy()
-        types, counts = np.unique(labels, return_counts=True)
-        kept = types[counts >= per_type]
-        if len(kept) < 2:
-            print(f"{d}: fewer than two types with {per_type} cells; skipped")
-            continue
         for r, path in zip(REPLICATES, targets, strict=True):
-            rng = np.random.default_rng(1000 + r)
-            rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == t), per_type, replace=False)
-                                           for t in kept]))
+            rows = _draw(labels, per_type, cells, r)
+            if rows is None:
+                print(f"{d}: no usable subsample ({'not more than ' + str(cells) + ' cells' if cells else f'fewer than two types with {per_type} cells'}); skipped")
+                break
             sub = a[rows].copy()
             tmp = path.with_suffix(".tmp.h5ad")
             sub.write_h5ad(tmp)
             os.replace(tmp, path)
-            print(f"{path.name}: {sub.n_obs} cells, {len(kept)} of {len(types)} types")
-        paths += targets
+            print(f"{path.name}: {sub.n_obs} cells, {len(np.unique(labels[rows]))} of {len(np.unique(labels))} types")
+            paths.append(path)
     return paths
 
 
 def run(args) -> None:
     out_dir = Path(args.dir)
-    make(out_dir, args.per_type, args.datasets)
+    make(out_dir, args.per_type, args.datasets, args.cells)
     overrides = harness.parse_overrides(args.variant)
     methods = ["scgpcl"] + ([] if overrides or args.no_baselines else BASELINES)
     jobs = []
     for d in args.datasets or DATASETS:
         for r in REPLICATES:
-            f = out_dir / f"{subsample_name(d, args.per_type, r)}.h5ad"
+            f = out_dir / f"{subsample_name(d, args.per_type, r, args.cells)}.h5ad"
             if f.exists():
                 jobs += [(str(f), m, r) for m in methods]
 
@@ -115,11 +136,11 @@ def _base_dataset(name: str) -> str:
     return name.split("__", 1)[0]
 
 
-def _collect(records, label, per_type):
-    """{dataset: {replicate: record}} for one method label, of the subsamples with ``per_type`` cells per type."""
+def _collect(records, label, kind):
+    """{dataset: {replicate: record}} for one method label, of the subsamples of one kind (``tag``)."""
     out: dict[str, dict[int, dict]] = {}
     for r in harness.latest_ok(records).values():
-        if harness.method_label(r) == label and f"__{per_type}pt_r" in r["dataset"]:
+        if harness.method_label(r) == label and f"__{kind}_r" in r["dataset"]:
             out.setdefault(_base_dataset(r["dataset"]), {})[int(r["seed"])] = r
     return out
 
@@ -138,18 +159,31 @@ def _paired(a: dict, b: dict, datasets: list[str]) -> tuple[float, float, int]:
 
 def table(args) -> None:
     recs = harness.load_records(args.out)
-    main = _collect(recs, "scgpcl", args.per_type)
-    base = {m: _collect(recs, m, args.per_type) for m in BASELINES}
+    kind = tag(args.per_type, args.cells)
+    main = _collect(recs, "scgpcl", kind)
+    base = {m: _collect(recs, m, kind) for m in BASELINES}
     n = args.per_type
-    L = [f"# Few cells per type: the 13 datasets subsampled to {n} cells of each type", "",
-         f"Each of the 13 shared datasets, cut to the types with at least {n} cells and exactly {n} cells of each "
-         "(three replicate subsamples, numpy seeds 1000-1002); replicate r is clustered with random state r, the "
-         "true K given. `scGPCL` is the package defaults; rows with `lambda_ins_cells=0` ran at the defaults before "
-         "that option, rows with `lambda_ins_power=1.0` at its first, linear, version, rows with "
-         "`lambda_ins_cells=512,lambda_ins_power=2.0` at its second, the square below 512 cells (all 2026-12-05). The regime of the two unseen datasets where issue 27 found the package furthest behind "
-         "PCA + k-means (124 cells in 5 types; 1,064 in 13). Generated by `python benchmarks/few_cells.py table` "
-         "from `few_cells.jsonl`; runs made with `python benchmarks/few_cells.py run --lanes 2` (two single-thread "
-         "processes at a time; variants with `--no-baselines --variant KEY=VALUE`).", ""]
+    if args.cells:
+        L = [f"# About {args.cells:,} cells: the larger shared datasets cut to {args.cells:,} cells at random", "",
+             f"Each shared dataset with more than {args.cells:,} cells, cut to {args.cells:,} cells drawn at random "
+             f"(the types keep their proportions; three replicate draws, numpy seeds 3000-3002), then the types with "
+             f"fewer than {MIN_TYPE_CELLS} cells in the draw dropped with their cells; replicate r is clustered with "
+             "random state r, the true K (the types kept) given. `scGPCL` is the package defaults. The size and type "
+             "count of the unseen dataset where issue 27 found the package 0.15 behind PCA + k-means (1,064 cells in "
+             "13 types), with natural rather than balanced proportions. Generated by `python benchmarks/few_cells.py "
+             f"table --cells {args.cells} --out ... --md ... --notes ''`; runs made with `python "
+             f"benchmarks/few_cells.py run --lanes 2 --cells {args.cells} --out ...` (two single-thread processes at "
+             "a time).", ""]
+    else:
+        L = [f"# Few cells per type: the 13 datasets subsampled to {n} cells of each type", "",
+             f"Each of the 13 shared datasets, cut to the types with at least {n} cells and exactly {n} cells of each "
+             "(three replicate subsamples, numpy seeds 1000-1002); replicate r is clustered with random state r, the "
+             "true K given. `scGPCL` is the package defaults; rows with `lambda_ins_cells=0` ran at the defaults before "
+             "that option, rows with `lambda_ins_power=1.0` at its first, linear, version, rows with "
+             "`lambda_ins_cells=512,lambda_ins_power=2.0` at its second, the square below 512 cells (all 2026-12-05). The regime of the two unseen datasets where issue 27 found the package furthest behind "
+             "PCA + k-means (124 cells in 5 types; 1,064 in 13). Generated by `python benchmarks/few_cells.py table` "
+             "from `few_cells.jsonl`; runs made with `python benchmarks/few_cells.py run --lanes 2` (two single-thread "
+             "processes at a time; variants with `--no-baselines --variant KEY=VALUE`).", ""]
     machines = sorted({r.get("machine", "?") for r in recs if r.get("status", "ok") == "ok"})
     L += [f"Machines: {', '.join(machines)}.", ""]
     L += ["| dataset | half | cells | K | scGPCL ARI | replicate SD | before DEC | PCA + k-means | tuned Leiden | "
@@ -184,7 +218,7 @@ def table(args) -> None:
     L.append(row("scGPCL - tuned Leiden", main, base["leiden_tuned"]))
     variants = sorted({harness.method_label(r) for r in recs if harness.method_label(r).startswith("scgpcl[")})
     for v in variants:
-        vr = _collect(recs, v, args.per_type)
+        vr = _collect(recs, v, kind)
         L.append(row(f"`{v}` - scGPCL", vr, main))
         L.append(row(f"`{v}` - PCA + k-means", vr, base["pca_kmeans"]))
     if variants:
@@ -193,7 +227,7 @@ def table(args) -> None:
         for d in DATASETS:
             cells = []
             for v in variants:
-                vr = _collect(recs, v, args.per_type).get(d, {})
+                vr = _collect(recs, v, kind).get(d, {})
                 cells.append(f"{np.mean([r['ARI'] for r in vr.values()]):.3f}" if vr else "")
             L.append(f"| {d} | " + " | ".join(cells) + " |")
     notes = Path(args.notes) if args.notes else None
@@ -212,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--dir", default=str(DEFAULT_DIR), help="where the subsample files go (outside the repository)")
         q.add_argument("--per-type", type=int, default=25)
         q.add_argument("--datasets", nargs="*")
+        q.add_argument("--cells", type=int, help="draw this many cells at random instead (natural proportions)")
     r.add_argument("--lanes", type=int, default=2)
     r.add_argument("--no-baselines", action="store_true")
     r.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE")
@@ -220,10 +255,11 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--out", default=str(JSONL))
     t.add_argument("--md", default=str(MD))
     t.add_argument("--per-type", type=int, default=25, help="the cells per type the records were made with")
+    t.add_argument("--cells", type=int, help="or the number of cells drawn at random")
     t.add_argument("--notes", default=str(NOTES), help="hand-written notes appended to the page ('' for none)")
     args = p.parse_args(argv)
     if args.cmd == "make":
-        make(Path(args.dir), args.per_type, args.datasets)
+        make(Path(args.dir), args.per_type, args.datasets, args.cells)
     elif args.cmd == "run":
         run(args)
     else:
