@@ -100,7 +100,8 @@ def make(out_dir: Path, per_type: int, datasets: list[str] | None = None, cells:
         for r, path in zip(REPLICATES, targets, strict=True):
             rows = _draw(labels, per_type, cells, r)
             if rows is None:
-                print(f"{d}: no usable subsample ({'not more than ' + str(cells) + ' cells' if cells else f'fewer than two types with {per_type} cells'}); skipped")
+                why = f"not more than {cells} cells" if cells else f"fewer than two types with {per_type} cells"
+                print(f"{d}: no usable subsample ({why}); skipped")
                 break
             sub = a[rows].copy()
             tmp = path.with_suffix(".tmp.h5ad")
