@@ -296,3 +296,22 @@ def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
     with pytest.raises(InputError, match=r"adata\.raw is set: if it holds the counts, use adata\.raw\.to_adata\(\) "
                                          r"\(this data has no layers\)$"):
         check_counts(scaled, layers=[], has_raw=True)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "dense"])
+def test_nonzero_per_axis_in_blocks_matches_a_direct_count(fmt):
+    """Counted a few stored values at a time (blocks that split no cell or gene), the non-zeros per cell and
+    per gene equal a direct count, stored zeros and empty rows included."""
+    from scgpcl.data._checks import _nonzero_per_axis
+
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(0.4, size=(37, 23)).astype(np.float32)
+    dense[5] = 0  # an empty cell
+    x = sp.csr_matrix(dense)
+    x.data[::7] = 0  # stored zeros must not count
+    want_cells, want_genes = (x.toarray() != 0).sum(axis=1), (x.toarray() != 0).sum(axis=0)
+    m = {"csr": x, "csc": x.tocsc(), "coo": x.tocoo(), "dense": x.toarray()}[fmt]
+    for chunk in (1, 5, 64, 1 << 22):
+        per_cell, per_gene = _nonzero_per_axis(m, chunk=chunk)
+        np.testing.assert_array_equal(per_cell, want_cells)
+        np.testing.assert_array_equal(per_gene, want_genes)

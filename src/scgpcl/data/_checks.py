@@ -257,25 +257,35 @@ def check_counts(
         )
 
 
-def _nonzero_per_axis(X) -> tuple[np.ndarray, np.ndarray]:
-    """Number of non-zero values per cell and per gene (stored zeros ignored)."""
+def _nonzero_per_axis(X, chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Number of non-zero values per cell and per gene (stored zeros ignored).
+
+    A block of about ``chunk`` values (stored entries of a sparse matrix) at a time, so the memory it needs
+    does not grow with the matrix: a per-entry row index of an atlas would be gigabytes.
+    """
     n_cells, n_genes = X.shape
+    per_cell = np.zeros(n_cells, dtype=np.int64)
+    per_gene = np.zeros(n_genes, dtype=np.int64)
     if sp.issparse(X):
         if X.format not in {"csr", "csc"}:
             X = sp.csr_matrix(X)
-        nonzero = np.asarray(X.data) != 0
-        major = np.repeat(np.arange(X.shape[0] if X.format == "csr" else X.shape[1]), np.diff(X.indptr))
-        minor = np.asarray(X.indices)
-        if X.format == "csr":
-            rows, cols = major, minor
-        else:
-            rows, cols = minor, major
-        per_cell = np.bincount(rows[nonzero], minlength=n_cells)
-        per_gene = np.bincount(cols[nonzero], minlength=n_genes)
+        # along the compressed (major) axis block by block; per_major counts by slot, per_minor by index
+        per_major, per_minor = (per_cell, per_gene) if X.format == "csr" else (per_gene, per_cell)
+        indptr = np.asarray(X.indptr)
+        n_major = len(indptr) - 1
+        start = 0
+        while start < n_major:
+            # as many major slots as hold about `chunk` entries (at least one)
+            stop = max(start + 1, int(np.searchsorted(indptr, indptr[start] + chunk, side="right")) - 1)
+            stop = min(stop, n_major)
+            lo, hi = indptr[start], indptr[stop]
+            nonzero = np.asarray(X.data[lo:hi]) != 0
+            slots = np.repeat(np.arange(stop - start), np.diff(indptr[start : stop + 1]))
+            per_major[start:stop] = np.bincount(slots[nonzero], minlength=stop - start)
+            per_minor += np.bincount(np.asarray(X.indices[lo:hi])[nonzero], minlength=len(per_minor))
+            start = stop
         return per_cell, per_gene
-    per_cell = np.zeros(n_cells, dtype=np.int64)
-    per_gene = np.zeros(n_genes, dtype=np.int64)
-    rows_per_block = max(1, _CHUNK // max(1, n_genes))
+    rows_per_block = max(1, chunk // max(1, n_genes))
     for start in range(0, n_cells, rows_per_block):
         block = np.asarray(X[start : start + rows_per_block]) != 0
         per_cell[start : start + block.shape[0]] = block.sum(axis=1)
