@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from scgpcl._errors import InputError
-from scgpcl.data._checks import check_counts, check_label_key, check_n_clusters, drop_empty
+from scgpcl.data._checks import check_counts, check_label_key, check_n_clusters
 from scgpcl.data._io import read_counts
 
 SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -140,39 +139,6 @@ def test_real_scaled_data_refused():
         check_counts(adata.X, layers=list(adata.layers))
 
 
-# --------------------------------------------------------------------------- drop_empty
-
-
-def test_drop_empty_drops_and_logs(counts, caplog):
-    counts[[2, 7], :] = 0
-    counts[:, 4] = 0
-    X = sp.csr_matrix(counts)
-    X.data[X.indices == 5] = 0  # gene 5 only has stored zeros
-    adata = anndata.AnnData(X)
-    with caplog.at_level(logging.INFO, logger="scgpcl"):
-        out = drop_empty(adata)
-    assert out is not adata
-    assert out.shape == (28, 8)
-    assert "2" not in out.obs_names and "7" not in out.obs_names
-    assert "4" not in out.var_names and "5" not in out.var_names
-    assert adata.shape == (30, 10)
-    assert "dropped 2 of 30 cells and 2 of 10 genes" in caplog.text
-    assert not out.is_view
-
-
-def test_drop_empty_dense_and_nothing_to_drop(counts):
-    counts[0] = 0
-    dense = anndata.AnnData(counts)
-    assert drop_empty(dense).n_obs == 29
-    full = anndata.AnnData(sp.csr_matrix(np.ones((3, 2))))
-    assert drop_empty(full) is full
-
-
-def test_drop_empty_all_zero():
-    with pytest.raises(InputError, match="only zero counts"):
-        drop_empty(anndata.AnnData(sp.csr_matrix((5, 4))))
-
-
 # --------------------------------------------------------------------------- check_n_clusters
 
 
@@ -296,22 +262,3 @@ def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
     with pytest.raises(InputError, match=r"adata\.raw is set: if it holds the counts, use adata\.raw\.to_adata\(\) "
                                          r"\(this data has no layers\)$"):
         check_counts(scaled, layers=[], has_raw=True)
-
-
-@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "dense"])
-def test_nonzero_per_axis_in_blocks_matches_a_direct_count(fmt):
-    """Counted a few stored values at a time (blocks that split no cell or gene), the non-zeros per cell and
-    per gene equal a direct count, stored zeros and empty rows included."""
-    from scgpcl.data._checks import _nonzero_per_axis
-
-    rng = np.random.default_rng(0)
-    dense = rng.poisson(0.4, size=(37, 23)).astype(np.float32)
-    dense[5] = 0  # an empty cell
-    x = sp.csr_matrix(dense)
-    x.data[::7] = 0  # stored zeros must not count
-    want_cells, want_genes = (x.toarray() != 0).sum(axis=1), (x.toarray() != 0).sum(axis=0)
-    m = {"csr": x, "csc": x.tocsc(), "coo": x.tocoo(), "dense": x.toarray()}[fmt]
-    for chunk in (1, 5, 64, 1 << 22):
-        per_cell, per_gene = _nonzero_per_axis(m, chunk=chunk)
-        np.testing.assert_array_equal(per_cell, want_cells)
-        np.testing.assert_array_equal(per_gene, want_genes)
