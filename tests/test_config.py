@@ -70,3 +70,11 @@ def test_a_config_saved_before_lambda_ins_cells_reads_with_the_loss_unscaled():
     assert read.lambda_ins_cells == 512 and read.lambda_ins_power == pytest.approx(2.0)
     again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().to_dict()).train
     assert again.lambda_ins_cells == 768 and again.lambda_ins_power == pytest.approx(4.0)
+
+
+def test_a_config_saved_before_min_minibatches_reads_with_full_size_minibatches():
+    old = scgpcl.recommended().override(min_minibatches=4).to_dict()
+    del old["sampler"]["min_minibatches"]
+    assert scgpcl.SCGPCLConfig.from_dict(old).sampler.min_minibatches == 0  # what it ran with
+    again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().override(min_minibatches=4).to_dict())
+    assert again.sampler.min_minibatches == 4

@@ -58,3 +58,25 @@ def test_loader_epochs_and_plans_cover_every_cell_once(toy):
     first, second = loader.plan(3), loader.plan(3)
     assert len(first) == len(second) == 3
     assert sorted(int(c) for b in first + second[:1] for c in b) == list(range(180))
+
+
+@pytest.mark.parametrize(("n_cells", "expected"), [
+    (100, 256),  # small data: the floor (then one minibatch of all 100 cells)
+    (1_000, 256),  # 1000 / 4 = 250, raised to the floor
+    (2_000, 500),  # a quarter of the cells
+    (4_096, 1024),
+    (100_000, 1024),  # large data: batch_size as before
+])
+def test_min_minibatches_shrinks_the_minibatch_on_small_data_only(n_cells, expected):
+    s = scgpcl.recommended().override(min_minibatches=4, min_batch_size=256).sampler
+    assert s.batch_for(n_cells) == expected
+    assert scgpcl.recommended().override(min_minibatches=0).sampler.batch_for(n_cells) == 1024  # off
+    # a batch_size already under the floor is kept; the option never makes minibatches larger
+    assert scgpcl.recommended().override(batch_size=128, min_minibatches=4).sampler.batch_for(n_cells) == 128
+
+
+def test_the_model_trains_with_the_smaller_minibatch(toy):
+    # 180 cells, at least 4 minibatches of at least 30 cells: 4 near-equal minibatches of 45
+    model = scgpcl.SCGPCL(toy, n_clusters=3, min_minibatches=4, min_batch_size=30)
+    assert model.loader.steps_per_epoch == 4
+    assert scgpcl.SCGPCL(toy, n_clusters=3, min_minibatches=0).loader.steps_per_epoch == 1  # off: one of 180

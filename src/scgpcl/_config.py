@@ -104,6 +104,11 @@ class SamplerConfig:
     """Minibatches, subgraph sampling and feature masking (docs/method.md section 3)."""
 
     batch_size: int = _opt(1024, "target cells per minibatch", low=2)
+    min_minibatches: int = _opt(
+        0, "data with fewer than this many times batch_size cells train with minibatches of about cells / this "
+           "(not under min_batch_size), so that a round passes over each cell about as often as on large data; "
+           "0: off, every minibatch batch_size cells (benchmarks/results/thousand_cells.md)", low=0)
+    min_batch_size: int = _opt(256, "with min_minibatches: the smallest target minibatch it makes", low=2)
     num_samples: tuple[int, ...] = _opt((2048, 1024), "node budget per sampling hop: genes at hop 1, cells at "
                                         "hop 2, ...", low=1)
     feature_drop: tuple[float, float] = _opt((0.2, 0.2), "fraction of feature columns zeroed per node type in "
@@ -123,6 +128,16 @@ class SamplerConfig:
         "none", "weights of the views' mean aggregation: 'none' (every edge 1, the reference's SAGE mean) or "
                 "'lognorm' (the cell's log-normalised expression of the gene)")
     chunk_cells: int = _opt(8192, "cells per chunk when embedding many cells (memory, not results)", low=1)
+
+    def batch_for(self, n_cells: int) -> int:
+        """The target minibatch on ``n_cells`` cells: ``batch_size``, smaller on small data with ``min_minibatches``.
+
+        ``min(batch_size, max(min_batch_size, ceil(n_cells / min_minibatches)))``; ``batch_size`` itself when
+        ``min_minibatches`` is 0 or when ``batch_size`` is already under ``min_batch_size``.
+        """
+        if self.min_minibatches <= 0:
+            return self.batch_size
+        return min(self.batch_size, max(self.min_batch_size, -(-int(n_cells) // self.min_minibatches)))
 
 
 @dataclass
@@ -300,7 +315,8 @@ class SCGPCLConfig:
         ``kmeans_pca_weight`` with ``kmeans_pca_weight=0`` (DEC started from k-means on the representation).
         One saved before ``choose_target_sum`` or ``min_round_steps`` existed is read with ``False`` and 1,
         what it ran with (both are on by default since 2026-12-05); one saved before ``lambda_ins_cells``
-        with 0 (the instance loss never scaled), and one saved before ``lambda_ins_power`` with 1 (linear).
+        with 0 (the instance loss never scaled), one saved before ``lambda_ins_power`` with 1 (linear), and one
+        saved before ``min_minibatches`` with 0 (every minibatch ``batch_size`` cells).
         """
         sections = {}
         for name, kind in _SECTIONS.items():
@@ -312,6 +328,8 @@ class SCGPCLConfig:
                 values.setdefault("target_sum", 0.0)  # saved before the option existed: median scaling
             if name == "preprocess" and d.get("preprocess") is not None:
                 values.setdefault("choose_target_sum", False)  # saved before the option: no choice was made
+            if name == "sampler" and d.get("sampler") is not None:
+                values.setdefault("min_minibatches", 0)  # saved before the option: every minibatch batch_size
             if name == "train" and d.get("train") is not None:
                 values.setdefault("min_round_steps", 1)  # saved before the option: rounds of at most one epoch
                 values.setdefault("lambda_ins_cells", 0)  # saved before the option: the loss never scaled

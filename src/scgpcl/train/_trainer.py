@@ -112,8 +112,9 @@ class Trainer:
 
     def pretrain(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         """Contrastive pre-training; ``callback(round, record)`` after every round."""
-        log.info("schedule: %s; global steps on %d of %d cells", self.schedule.describe(), self.embedder.n_sample,
-                 self.loader.n_cells)
+        log.info("schedule: minibatches of about %d cells, %s; global steps on %d of %d cells",
+                 -(-self.loader.n_cells // self.loader.steps_per_epoch), self.schedule.describe(),
+                 self.embedder.n_sample, self.loader.n_cells)
         res = PretrainStage(self).run(callback)
         self.result.stages["pretrain"] = res
         return res
