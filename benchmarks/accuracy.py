@@ -46,7 +46,7 @@ def run(args) -> None:
     methods = ["scgpcl_auto"] if args.auto_k else (
         ["scgpcl"] + ([] if overrides or args.no_baselines else BASELINES))
     datasets = args.datasets or DATASETS
-    lanes = [datasets[i::args.lanes] for i in range(args.lanes)]
+    lanes = [lane for lane in (datasets[i::args.lanes] for i in range(args.lanes)) if lane]  # fewer datasets than lanes
     procs = []
     for lane in lanes:
         cmd = [sys.executable, str(HERE / "harness.py"), "run", "--datasets", *lane, "--methods", *methods,
