@@ -212,7 +212,8 @@ class SCGPCL:
         self.module.to(self.device)
         s = config.sampler
         self.loader = make_loader(  # this process's part of each minibatch when it is one of several
-            self.data, batch_size=s.batch_for(self.data.n_cells), num_samples=s.num_samples, max_neighbors=s.max_neighbors,
+            self.data, batch_size=s.batch_for(self.data.n_cells), num_samples=s.num_samples,
+            max_neighbors=s.max_neighbors,
             feature_drop=s.feature_drop, thin_counts=s.thin_counts, edge_weight=s.edge_weight,
             uses_graph=self.module.uses_graph,
             gene_dim=m.gene_embedding_dim, dense_features=m.reconstruction == "mse", seed=random_state,
