@@ -8,7 +8,6 @@ densifies the count matrix.
 
 from __future__ import annotations
 
-import logging
 import numbers
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,8 +19,6 @@ from anndata import AnnData
 
 from scgpcl._errors import InputError
 from scgpcl._messages import arg, listing
-
-logger = logging.getLogger("scgpcl")
 
 #: Reconstruction losses that model the data as counts, and those that do not.
 _COUNT_LOSSES = frozenset({"zinb"})
