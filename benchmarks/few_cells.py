@@ -23,6 +23,8 @@ each dataset with more than N (natural proportions, numpy seed 3000 + r) and dro
     python benchmarks/few_cells.py run --lanes 2 --cells 1000 --out benchmarks/results/thousand_cells.jsonl
     python benchmarks/few_cells.py table --cells 1000 --out benchmarks/results/thousand_cells.jsonl \
         --md benchmarks/results/thousand_cells.md --notes benchmarks/results/thousand_cells_notes.md
+    python benchmarks/few_cells.py run --lanes 2 --cells 1000 --replicates 3 4 5 \
+        --out benchmarks/results/thousand_cells_fresh.jsonl     # fresh draws (the pages' tables show 0-2)
 
 The subsample files are written outside the repository (they are derived from ``../shared``, which is
 never copied in); ``run`` makes them if they are missing. Records: ``results/few_cells.jsonl``.
@@ -84,20 +86,21 @@ def _draw(labels: np.ndarray, per_type: int, cells: int | None, rep: int) -> np.
     return rows if len(np.unique(labels[rows])) >= 2 else None
 
 
-def make(out_dir: Path, per_type: int, datasets: list[str] | None = None, cells: int | None = None) -> list[Path]:
+def make(out_dir: Path, per_type: int, datasets: list[str] | None = None, cells: int | None = None,
+         replicates=REPLICATES) -> list[Path]:
     """Write the subsamples (skipping those already there); returns their paths."""
     import anndata as ad
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for d in datasets or DATASETS:
-        targets = [out_dir / f"{subsample_name(d, per_type, r, cells)}.h5ad" for r in REPLICATES]
+        targets = [out_dir / f"{subsample_name(d, per_type, r, cells)}.h5ad" for r in replicates]
         if all(p.exists() for p in targets):
             paths += targets
             continue
         a = ad.read_h5ad(harness.REAL_DIR / f"{d}.h5ad")
         labels = a.obs[harness.LABEL_KEY].astype(str).to_numpy()
-        for r, path in zip(REPLICATES, targets, strict=True):
+        for r, path in zip(replicates, targets, strict=True):
             rows = _draw(labels, per_type, cells, r)
             if rows is None:
                 why = f"not more than {cells} cells" if cells else f"fewer than two types with {per_type} cells"
@@ -114,12 +117,12 @@ def make(out_dir: Path, per_type: int, datasets: list[str] | None = None, cells:
 
 def run(args) -> None:
     out_dir = Path(args.dir)
-    make(out_dir, args.per_type, args.datasets, args.cells)
+    make(out_dir, args.per_type, args.datasets, args.cells, args.replicates)
     overrides = harness.parse_overrides(args.variant)
     methods = ["scgpcl"] + ([] if overrides or args.no_baselines else BASELINES)
     jobs = []
     for d in args.datasets or DATASETS:
-        for r in REPLICATES:
+        for r in args.replicates:
             f = out_dir / f"{subsample_name(d, args.per_type, r, args.cells)}.h5ad"
             if f.exists():
                 jobs += [(str(f), m, r) for m in methods]
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--per-type", type=int, default=25)
         q.add_argument("--datasets", nargs="*")
         q.add_argument("--cells", type=int, help="draw this many cells at random instead (natural proportions)")
+        q.add_argument("--replicates", nargs="+", type=int, default=list(REPLICATES),
+                       help="replicate draws (fresh ones: 3 4 5; draw seed 1000 + r or 3000 + r, random state r)")
     r.add_argument("--lanes", type=int, default=2)
     r.add_argument("--no-baselines", action="store_true")
     r.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE")
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--notes", default=str(NOTES), help="hand-written notes appended to the page ('' for none)")
     args = p.parse_args(argv)
     if args.cmd == "make":
-        make(Path(args.dir), args.per_type, args.datasets, args.cells)
+        make(Path(args.dir), args.per_type, args.datasets, args.cells, args.replicates)
     elif args.cmd == "run":
         run(args)
     else:
