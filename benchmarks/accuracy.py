@@ -44,13 +44,13 @@ def _parse(kv: list[str]) -> dict:
 def run(args) -> None:
     overrides = _parse(args.variant)
     methods = ["scgpcl_auto"] if args.auto_k else (
-        ["scgpcl"] + ([] if overrides or args.no_baselines else BASELINES))
+        ([] if args.baselines_only else ["scgpcl"]) + ([] if overrides or args.no_baselines else BASELINES))
     datasets = args.datasets or DATASETS
     lanes = [lane for lane in (datasets[i::args.lanes] for i in range(args.lanes)) if lane]  # fewer datasets than lanes
     procs = []
     for lane in lanes:
         cmd = [sys.executable, str(HERE / "harness.py"), "run", "--datasets", *lane, "--methods", *methods,
-               "--seeds", *map(str, args.seeds), "--threads", "1", "--labels-dir", "", "--out", str(JSONL)]
+               "--seeds", *map(str, args.seeds), "--threads", "1", "--labels-dir", "", "--out", str(args.out)]
         for kv in args.variant:
             cmd += ["--override", kv]
         procs.append(subprocess.Popen(cmd))
@@ -256,9 +256,11 @@ def main(argv=None) -> None:
     r = sub.add_parser("run")
     r.add_argument("--datasets", nargs="*", default=None)
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--out", default=str(JSONL), help="records file (default: accuracy.jsonl, what the page reads)")
     r.add_argument("--lanes", type=int, default=2)
     r.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-baselines", action="store_true")
+    r.add_argument("--baselines-only", action="store_true", help="only PCA + k-means and tuned Leiden")
     r.add_argument("--auto-k", action="store_true", help="scGPCL with the number of clusters estimated "
                    "(n_clusters=None) instead of the true K; no baselines")
     t = sub.add_parser("table")
