@@ -32,6 +32,7 @@ RESULTS = HERE / "results"
 MD = RESULTS / "fresh_seeds.md"
 NOTES = RESULTS / "fresh_seeds_notes.md"
 METHODS = ("scgpcl", "pca_kmeans", "leiden_tuned")
+AUTO = "scgpcl_auto"  # the defaults with K estimated (``accuracy.py run --auto-k``)
 FRESH, CHOSEN = (3, 4, 5), (0, 1, 2)
 
 
@@ -41,7 +42,7 @@ def _runs() -> dict[tuple[str, str, int], dict]:
     for name in ("accuracy.jsonl", "minibatch_seeds.jsonl", "fresh_seeds.jsonl"):
         for r in harness.latest_ok(harness.load_records(RESULTS / name)).values():
             label = harness.method_label(r)
-            if label in METHODS and r["dataset"] in DATASETS:
+            if label in (*METHODS, AUTO) and r["dataset"] in DATASETS:
                 out[(label, r["dataset"], int(r["seed"]))] = r
     return out
 
@@ -102,10 +103,42 @@ def table() -> None:
                             if len(x) == 6 and len(ari("pca_kmeans", d, CHOSEN + FRESH)) == 6])
         L += ["", f"All six seeds (0-5) together, {len(six_gap)} datasets: mean seed SD of scGPCL {six_sd:.3f}; "
               f"scGPCL - PCA + k-means {_pm(six_gap)}."]
+    L += _unknown_k(runs, ari)
     if NOTES.exists():
         L += ["", NOTES.read_text().strip()]
     MD.write_text("\n".join(L) + "\n")
     print(f"wrote {MD}")
+
+
+def _unknown_k(runs, ari) -> list[str]:
+    """The estimated K per fresh seed and the ARI with it against the true-K run of the same seed."""
+    from accuracy import _k_close
+
+    rows = [d for d in DATASETS if all((AUTO, d, s) in runs and ("scgpcl", d, s) in runs for s in FRESH)]
+    if not rows:
+        return []
+    out = ["", "## Unknown K at seeds 3-5", "",
+           "`python benchmarks/accuracy.py run --lanes 2 --auto-k --seeds 3 4 5 --out "
+           "benchmarks/results/fresh_seeds.jsonl`: the defaults with `n_clusters=None`, against the true-K runs "
+           "above at the same seeds. K within 1.5x: max(K_est/K, K/K_est) <= 1.5.", "",
+           "| dataset | half | true K | estimated K | ARI, estimated K | ARI, true K | difference | K within 1.5x |",
+           "|---|---|---|---|---|---|---|---|"]
+    diffs, every = {}, 0
+    for d in rows:
+        k = runs[("scgpcl", d, FRESH[0])]["K"]
+        ks = [runs[(AUTO, d, s)]["k_estimated"] for s in FRESH]
+        a, t = np.mean(ari(AUTO, d, FRESH)), np.mean(ari("scgpcl", d, FRESH))
+        diffs[d] = a - t
+        hits = sum(_k_close(x, k) for x in ks)
+        every += hits == len(ks)
+        out.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {k} | {', '.join(map(str, ks))} | {a:.3f} | "
+                   f"{t:.3f} | {a - t:+.3f} | {hits} of {len(ks)} |")
+    cells = [_pm([diffs[d] for d in names if d in diffs]) if sum(d in diffs for d in names) > 1 else "-"
+             for names in (DATASETS, CHOOSE, CONFIRM)]
+    out += ["", f"ARI with the estimated K minus ARI with the true K, mean ± standard error over datasets: all "
+                f"{cells[0]}, choose {cells[1]}, confirm {cells[2]}. Datasets whose estimate is within 1.5x of the "
+                f"true K on every seed: {every} of {len(rows)}."]
+    return out
 
 
 if __name__ == "__main__":
