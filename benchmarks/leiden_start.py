@@ -167,6 +167,7 @@ def run(args) -> None:
                 for b, x in (("p", blocks["p"]), ("q", q), ("z", _block(f["z"]))):
                     names.append(f"leiden_{b}")
                     labs.append(leiden_exactly_k(x, k, s)[0])
+            # "resolution" and "forced" are those of the `leiden` run on J, in every row of this seed
             for name, lab in zip(names, labs, strict=True):
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
                              "n_clusters": int(len(np.unique(lab))), "resolution": res, "forced": forced})
