@@ -24,6 +24,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from accuracy import _k_close  # noqa: E402
+from accuracy import _mse as _pm  # noqa: E402
 from embeddings import CHOOSE, CONFIRM, DATASETS  # noqa: E402
 
 import harness  # noqa: E402
@@ -46,10 +48,6 @@ def _runs() -> dict[tuple[str, str, int], dict]:
                 out[(label, r["dataset"], int(r["seed"]))] = r
     return out
 
-
-def _pm(x) -> str:
-    x = np.asarray(x, dtype=float)
-    return f"{x.mean():+.3f} ± {x.std(ddof=1) / np.sqrt(len(x)):.3f}"
 
 
 def table() -> None:
@@ -112,8 +110,6 @@ def table() -> None:
 
 def _unknown_k(runs, ari) -> list[str]:
     """The estimated K per fresh seed and the ARI with it against the true-K run of the same seed."""
-    from accuracy import _k_close
-
     rows = [d for d in DATASETS if all((AUTO, d, s) in runs and ("scgpcl", d, s) in runs for s in FRESH)]
     if not rows:
         return []

@@ -42,7 +42,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from accuracy import _mse as _pm  # noqa: E402
 from embeddings import CHOOSE, CONFIRM, DATASETS, OUT, SHARED  # noqa: E402
+
+from scgpcl.train._joined import _block, cluster_means  # noqa: E402  (the package's own block scaling)
 
 JSONL = HERE / "results" / "leiden_start.jsonl"
 MD = HERE / "results" / "leiden_start.md"
@@ -52,15 +55,6 @@ SPACES = ("leiden_p", "leiden_q", "leiden_z")
 WEIGHT = 0.5  # the package default kmeans_pca_weight
 
 
-def _block(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean(0)
-    s = np.sqrt((x**2).sum(1).mean())
-    return x / s if s > 0 else x
-
-
-def _means(x: np.ndarray, lab: np.ndarray, k: int) -> np.ndarray:
-    return np.stack([x[lab == c].mean(0) for c in range(k)])
 
 
 def _relabel(lab: np.ndarray) -> np.ndarray:
@@ -74,7 +68,7 @@ def _force_k(x: np.ndarray, lab: np.ndarray, k: int, seed: int) -> np.ndarray:
     lab = _relabel(lab)
     while lab.max() + 1 > k:
         n = lab.max() + 1
-        mu = _means(x, lab, n)
+        mu = cluster_means(x, lab, n)
         small = int(np.bincount(lab).argmin())
         d = ((mu - mu[small]) ** 2).sum(1)
         d[small] = np.inf
@@ -156,7 +150,7 @@ def run(args) -> None:
             j = np.hstack([_block(f["z"]), WEIGHT * q])
             km = KMeans(k, n_init=20, random_state=s).fit(j).labels_
             ld, res, forced = leiden_exactly_k(j, k, s)
-            mu = _means(j, ld, k)
+            mu = cluster_means(j, ld, k)
             nc = ((j[:, None, :] - mu[None]) ** 2).sum(2).argmin(1)
             names, labs = list(VARIANTS), [km, ld, nc]
             if args.spaces:
@@ -176,10 +170,6 @@ def run(args) -> None:
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {args.out}")
 
-
-def _pm(x: np.ndarray) -> str:
-    se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return f"{x.mean():+.3f} ± {se:.3f}"
 
 
 def table(args) -> None:
