@@ -120,16 +120,58 @@ def test_cluster_sizes_shows_empty_clusters(adata):
     assert fig.axes[0].patches[3].get_height() == 0 and "(1 empty)" in fig.axes[0].get_title()
 
 
+def _random_embedding(n: int) -> ad.AnnData:
+    z = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    a = ad.AnnData(X=np.zeros((n, 1), dtype=np.float32), obsm={"X_scgpcl": z})
+    a.obs["scgpcl"] = pd.Categorical(np.arange(n) % 3)
+    return a
+
+
 @pytest.mark.slow
 def test_umap_works_above_8k_cells():
     """Above ~8k cells scanpy 1.11's default (approximate) neighbours fail with current scipy
-    (AttributeError: csr_array.getnnz); pl.umap must still work there."""
-    z = np.random.default_rng(0).normal(size=(9000, 8)).astype(np.float32)
-    a = ad.AnnData(X=np.zeros((9000, 1), dtype=np.float32), obsm={"X_scgpcl": z})
-    a.obs["scgpcl"] = pd.Categorical(np.arange(9000) % 3)
+    (AttributeError: csr_array.getnnz); pl.umap must still work there, with exact neighbours."""
+    import scanpy as sc
+    from sklearn.neighbors import NearestNeighbors
+
+    from scgpcl.pl._plots import _neighbour_transformer
+
+    a = _random_embedding(9000)
     fig = scgpcl.pl.umap(a)
     assert np.isfinite(a.obsm["X_scgpcl_umap"]).all()
     assert fig.axes
+    # the graph holds each cell's exact 14 nearest other cells (scanpy's n_neighbors counts the cell itself)
+    tmp = ad.AnnData(obs=pd.DataFrame(index=np.arange(9000).astype(str)), obsm={"X": a.obsm["X_scgpcl"]})
+    sc.pp.neighbors(tmp, use_rep="X", n_neighbors=15, transformer=_neighbour_transformer(9000, 15, 0))
+    _, idx = NearestNeighbors(n_neighbors=15).fit(a.obsm["X_scgpcl"]).kneighbors(a.obsm["X_scgpcl"][:50])
+    d = tmp.obsp["distances"].tocsr()
+    for i in range(50):
+        assert set(d[i].indices) == set(idx[i]) - {i}
+
+
+@pytest.mark.slow
+def test_umap_above_the_exact_limit_uses_approximate_neighbours(monkeypatch):
+    """Above EXACT_NEIGHBOURS_MAX_CELLS the graph is pynndescent's, through the csr_matrix wrapper
+    (scanpy's own pynndescent path crashes above ~8k cells); the limit is lowered to reach it cheaply,
+    and the layout (exercised above) is replaced by the first two coordinates."""
+    import scanpy as sc
+
+    from scgpcl.pl import _plots
+
+    monkeypatch.setattr(_plots, "EXACT_NEIGHBOURS_MAX_CELLS", 8192)
+    seen = {}
+
+    def layout(adata, **kwargs):
+        seen["graph"] = adata.obsp["connectivities"]
+        adata.obsm["X_umap"] = adata.obsm["X_scgpcl"][:, :2]
+
+    monkeypatch.setattr(sc.tl, "umap", layout)
+    assert isinstance(_plots._neighbour_transformer(9000, 15, 0), _plots._CsrNNDescent)
+    assert _plots._neighbour_transformer(8192, 15, 0) == "sklearn"
+    a = _random_embedding(9000)
+    coords = scgpcl.pl.umap_coordinates(a)
+    assert np.isfinite(coords).all() and seen["graph"].shape == (9000, 9000)
+    assert (seen["graph"].getnnz(axis=1) > 0).all()
 
 
 def test_stop_reasons_are_shortened_for_the_stopping_point_label():

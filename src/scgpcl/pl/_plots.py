@@ -196,6 +196,24 @@ class _CsrNNDescent:
         return {"n_neighbors": self._t.n_neighbors}
 
 
+#: Up to this many cells the UMAP neighbour graph is exact (scikit-learn). Above it, pynndescent's
+#: approximate graph: its numba compilation (about 35 CPU s per process) costs more than exact
+#: neighbours up to about 60,000 cells, and it finds 70-91 % of the exact neighbours
+#: (benchmarks/results/umap_neighbours.md).
+EXACT_NEIGHBOURS_MAX_CELLS = 50_000
+
+
+def _neighbour_transformer(n_cells: int, n_neighbors: int, random_state: int):
+    """The ``transformer`` for :func:`scanpy.pp.neighbors`: exact up to ``EXACT_NEIGHBOURS_MAX_CELLS``.
+
+    scanpy 1.11 would pick pynndescent above 4,096 cells, and its own wrapper of it crashes above
+    ~8k cells with current scipy (``csr_array.getnnz``); :class:`_CsrNNDescent` avoids that.
+    """
+    if n_cells <= EXACT_NEIGHBOURS_MAX_CELLS:
+        return "sklearn"
+    return _CsrNNDescent(n_neighbors, random_state)
+
+
 def umap_coordinates(adata: AnnData, *, key: str = "scgpcl", n_neighbors: int = 15, random_state: int = 0,
                      recompute: bool = False) -> np.ndarray:
     """UMAP coordinates of the learned representation ``obsm['X_' + key]``, stored in ``obsm['X_' + key + '_umap']``.
@@ -240,11 +258,8 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
     if ok.sum() < 3:
         raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
     tmp = AnnData(obs=pd.DataFrame(index=np.arange(ok.sum()).astype(str)), obsm={rep: emb[ok]})
-    # scanpy 1.11's default approximate neighbours (pynndescent) crash above ~8k cells with
-    # current scipy (csr_array.getnnz): the same neighbours through a wrapper that returns a
-    # csr_matrix (exact scikit-learn neighbours would take hours on an atlas)
     n_nb = int(min(n_neighbors, ok.sum() - 1))
-    extra = {"transformer": _CsrNNDescent(n_nb, random_state)} if ok.sum() > 4096 else {}
+    extra = {"transformer": _neighbour_transformer(int(ok.sum()), n_nb, random_state)}
     with torch_threads_kept():  # numba would reset torch's thread count
         sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=n_nb, random_state=random_state, **extra)
         sc.tl.umap(tmp, random_state=random_state)
