@@ -141,6 +141,17 @@ def _argv_with_seed(argv: list[str], seed: int) -> list[str]:
     return out
 
 
+def _runs(value: str) -> int:
+    """``--runs``: a whole number, 1 or more."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of runs: give a whole number, 1 or more")
+    return n
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-state", "--seed", dest="random_state", type=_seed, default=0,
                    help="seed (0); 'none' draws one, which is logged and recorded in the output")
@@ -182,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "allow --save-model into a non-empty DIR")
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
+    c.add_argument("--runs", type=_runs, default=1, metavar="N",
+                   help="train N models at seeds S, S+1, ... and keep the one that agrees best with the others "
+                        "(N times the time); adds each cell's agreement, obs[KEY_agreement] (default: 1)")
     _common(c)
     _launch.add_options(c)
     _add_training_options(c)
@@ -238,6 +252,10 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
     for stage, s in info["stages"].items():
         print(f"  {stage}: {counted(s['rounds'], 'round')} ({counted(s.get('steps', '?'), 'step')}), {s['stop_reason']} "
               f"({s['seconds']:.1f} s)")
+    if "runs" in info:
+        r = info["runs"]
+        print(f"  {len(r['seeds'])} runs (seeds {', '.join(map(str, r['seeds']))}): kept seed {r['chosen_seed']}, "
+              f"the one that agrees best with the others; mean ARI between runs {r['mean_ari']:.3f}")
     sizes = adata.obs[key].value_counts().sort_index()
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
     if "metrics" in info:
@@ -388,10 +406,16 @@ def _run_cluster(args) -> int:
     from . import distributed
     from .data._io import read_counts
     from .model import SCGPCL
+    from .model._runs import train_runs
     from .tl import store_results
     from .tl._cluster import check_keys
 
     _draw_seed(args)  # before launching: every process gets the same drawn seed
+    if args.runs > 1 and (args.processes > 1 or _launch.env_world_size() > 1):
+        from ._errors import InputError
+
+        raise InputError(f"--runs {args.runs} with several processes is not supported: run one seed per command "
+                         "(--random-state) and compare the runs, or train on one process")
     launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
     if launched is not None:
         return launched
@@ -406,16 +430,21 @@ def _run_cluster(args) -> int:
     report = _report_dir(args)
     _warn_unused_auto_k(args, args.n_clusters)
     t0 = time.perf_counter()
-    model = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=args.random_state,
-                   device=args.device)
-    # the input is checked (identically in every process): only now do the processes wait for each other
-    comm = distributed.init(backend=args.dist_backend, timeout=args.dist_timeout, sync_batchnorm=args.sync_batchnorm,
-                            device=model.device)
-    model.train(progress=not args.quiet)
-    if not comm.is_main:  # every process takes part in the final embedding; rank 0 scores and writes
-        model.predict()
-        return 0
-    store_results(adata, model, key_added=args.key_added, label_key=args.label_key)
+    if args.runs > 1:  # one process (checked above)
+        model, runs = train_runs(
+            lambda seed: SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=seed,
+                                device=args.device), args.random_state, args.runs, progress=not args.quiet)
+    else:
+        model, runs = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=args.random_state,
+                             device=args.device), None
+        # the input is checked (identically in every process): only now do the processes wait for each other
+        comm = distributed.init(backend=args.dist_backend, timeout=args.dist_timeout,
+                                sync_batchnorm=args.sync_batchnorm, device=model.device)
+        model.train(progress=not args.quiet)
+        if not comm.is_main:  # every process takes part in the final embedding; rank 0 scores and writes
+            model.predict()
+            return 0
+    store_results(adata, model, key_added=args.key_added, label_key=args.label_key, runs=runs)
     _record_run(adata, args.key_added, args, input=str(Path(args.input).expanduser().resolve()), checksum=checksum)
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,

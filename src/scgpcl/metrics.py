@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-__all__ = ["cluster_accuracy", "match_clusters", "matched_labels", "clustering_metrics"]
+__all__ = ["cluster_accuracy", "match_clusters", "matched_labels", "clustering_metrics", "medoid_run", "cell_agreement"]
 
 
 def _codes(values) -> tuple[np.ndarray, np.ndarray]:
@@ -138,3 +138,52 @@ def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
         "F1_macro": float(f1_score(truth, mapped_str, labels=np.unique(truth), average="macro", zero_division=0)),
         "F1_micro": float(f1_score(truth, mapped_str, labels=np.unique(truth), average="micro", zero_division=0)),
     }
+
+
+def medoid_run(runs: list[np.ndarray]) -> tuple[int, np.ndarray]:
+    """The run whose clustering agrees best with the others': the medoid by ARI. No labels needed.
+
+    Parameters
+    ----------
+    runs
+        Cluster per cell of each run, same cells in the same order (at least two runs).
+
+    Returns
+    -------
+    index, ari
+        The medoid's index (ties: the first) and the runs' pairwise ARI matrix (1 on the diagonal).
+    """
+    n = len(runs)
+    if n < 2:
+        raise ValueError(f"the medoid needs at least two runs, got {n}")
+    ari = np.ones((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            ari[i, j] = ari[j, i] = adjusted_rand_score(runs[i], runs[j])
+    return int(np.argmax(ari.sum(axis=1))), ari
+
+
+def cell_agreement(reference: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """Per cell, the share of ``others`` that put it in the cluster matched to its ``reference`` cluster.
+
+    Each other run's clusters are matched one to one to the reference's (Hungarian algorithm, as for
+    :func:`cluster_accuracy`); a cell agrees with a run when its cluster there is matched to its
+    reference cluster.
+
+    Parameters
+    ----------
+    reference
+        Cluster per cell of the run kept.
+    others
+        Cluster per cell of each other run, same cells in the same order.
+
+    Returns
+    -------
+    numpy.ndarray
+        A value in [0, 1] per cell.
+    """
+    ref = np.asarray(reference).astype(str)
+    if not others:
+        return np.ones(len(ref))
+    return np.mean([match_clusters(ref, other).astype(str) == ref for other in others], axis=0)
+

@@ -366,8 +366,11 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     (d / "index.html").write_text(page, encoding="utf-8")
 
 
-def _reproduce_html(params: dict) -> str:
-    """The command line that reproduces the run, with its folder, the input's checksum and the CPU model."""
+def _reproduce_html(params: dict, runs: dict | None = None) -> str:
+    """The command line that reproduces the run, with its folder, the input's checksum and the CPU model.
+
+    ``runs``: ``uns[key]['runs']`` when the clustering is the medoid of several runs.
+    """
     items: list[str] = []
     command = params.get("command")
     if command:
@@ -390,6 +393,11 @@ def _reproduce_html(params: dict) -> str:
         facts["input SHA-256"] = checksum
     if params.get("random_state") is not None:
         facts["seed"] = params["random_state"]
+    if runs:
+        seeds = [int(s) for s in runs["seeds"]]
+        facts["runs"] = (f"{len(seeds)} at seeds {', '.join(map(str, seeds))}: kept seed {int(runs['chosen_seed'])}, "
+                         f"the one that agrees best with the others (mean ARI between runs "
+                         f"{float(runs['mean_ari']):.3f})")
     if params.get("cpu"):
         facts["CPU"] = params["cpu"]
     if params.get("torch_threads"):
@@ -582,7 +590,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         f'<div><h3>Cluster sizes</h3>{_table(size_header, size_rows, numeric={1, 2, 4})}'
         + (f'<p class="note">{n_unclustered} cells had no counts in the genes used and were not clustered.</p>' if n_unclustered else "")
         + empty_note
-        + "</div></div>" + _reproduce_html(params) + "</section>"
+        + "</div></div>" + _reproduce_html(params, info.get("runs")) + "</section>"
     )
 
     clusters_html = (f'<section id="clusters"><h2>Clusters</h2>{_figure(figures.get("umap"))}'

@@ -57,6 +57,10 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     progress
         Show a progress bar per training stage.
+    n_runs
+        Train this many models at seeds ``random_state``, ``random_state + 1``, ...
+        and keep the one whose clusters agree best with the others'
+        (:func:`scgpcl.tl.cluster`'s ``n_runs``); ``runs_`` records them.
     **overrides
         Any config field by name, e.g. ``pretrain_rounds=50, lr=1e-3``. They
         are estimator parameters like the others: ``get_params`` returns them
@@ -83,6 +87,9 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         Gene names, when ``fit`` was given a DataFrame with string columns.
     model_ : scgpcl.SCGPCL
         The trained model (``model_.history``, ``model_.summary()``, ``model_.save(dir)``).
+    runs_ : dict or None
+        With ``n_runs`` > 1: ``seeds``, ``chosen_seed``, ``ari`` (the runs' pairwise ARI),
+        ``mean_ari`` and ``agreement`` (per cell, the share of the other runs that agree); else None.
 
     Examples
     --------
@@ -98,6 +105,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         preset: str = "default",
         device: str = "auto",
         progress: bool = False,
+        n_runs: int = 1,
         **overrides: Any,
     ):
         self.n_clusters = n_clusters
@@ -105,6 +113,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         self.preset = preset
         self.device = device
         self.progress = progress
+        self.n_runs = n_runs
         self._override_names = tuple(sorted(overrides))
         for name, value in overrides.items():
             setattr(self, name, value)
@@ -173,14 +182,17 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         from anndata import AnnData
 
         from .model import SCGPCL
+        from .model._runs import check_n_runs, train_runs
 
         config = self._config()
         counts, genes = _as_counts(X)
         adata = AnnData(counts)
         adata.var_names = genes if genes is not None else [f"gene_{j}" for j in range(counts.shape[1])]
         adata.obs_names = [f"cell_{i}" for i in range(counts.shape[0])]
-        model = SCGPCL(adata, self.n_clusters, config=config, random_state=self.random_state, device=self.device)
-        model.train(progress=self.progress)
+        check_n_runs(self.n_runs)
+        model, self.runs_ = train_runs(
+            lambda seed: SCGPCL(adata, self.n_clusters, config=config, random_state=seed, device=self.device),
+            self.random_state, self.n_runs, progress=self.progress)
 
         self.model_ = model
         self.labels_ = model.predict()
