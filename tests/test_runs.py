@@ -72,7 +72,7 @@ def test_a_bad_number_of_runs_is_refused_before_training(bad):
         scgpcl.tl.cluster(toy_counts(n_per=10), n_clusters=3, n_runs=bad, progress=False, **TINY)
 
 
-def test_sklearn_runs(monkeypatch):
+def test_sklearn_runs():
     from scgpcl.sklearn import SCGPCLClustering
 
     a = toy_counts(n_per=30)

@@ -361,6 +361,10 @@ CASES: list[Case] = [
     # --- data-parallel training
     Case("--processes 0", [T + "test_distributed.py::test_distributed_options_are_checked"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--processes", "0", *CLUSTER]),
+    Case("--runs 0", [T + "test_runs.py::test_cli_runs"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--runs", "0", *CLUSTER]),
+    Case("--runs 2 with --processes 2", [T + "test_runs.py::test_cli_runs"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--runs", "2", "--processes", "2", *CLUSTER]),
 ]
 
 
@@ -462,6 +466,11 @@ def _python_cases() -> list[Case]:
     def auto_k_three_cells():
         SCGPCL(toy(n_per=1)[:2].copy(), None)
 
+    def zero_runs():
+        import scgpcl
+
+        scgpcl.tl.cluster(toy(), n_clusters=3, n_runs=0)
+
     return [
         Case("n_clusters=2.5", [T + "test_checks.py::test_bad_n_clusters", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],
              call=lambda: check_n_clusters(2.5, 100)),
@@ -480,6 +489,7 @@ def _python_cases() -> list[Case]:
         Case("SCGPCL.load of a damaged config.json", [T + "test_model.py::test_load_refuses_corrupt_files_by_name", T + "test_model.py::test_save_and_load_errors_name_the_problem"],
              call=load_corrupt),
         Case("SCGPCLClustering(preset='nope')", [T + "test_sklearn.py::test_bad_input_raises_input_error"], call=sklearn_preset),
+        Case("n_runs=0", [T + "test_runs.py::test_a_bad_number_of_runs_is_refused_before_training"], call=zero_runs),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
              call=pl_missing),
     ]
@@ -538,6 +548,9 @@ def tests_asserting_bad_input() -> list[str]:
 
 #: tests that assert on InputError or exit code 2 but whose bad input is not a separate row above, and why
 NOT_A_ROW = {
+    "tests/test_runs.py::test_the_medoid_is_the_run_the_others_agree_with":
+        "not an input: '== 2' matched the index of the medoid",
+    "tests/test_runs.py::test_sklearn_runs": "not an input: '== 2' matched the number of runs",
     "tests/test_cli.py::test_an_interrupted_stage_ends_its_progress_bar_before_the_message":
         "a Ctrl-C during training, not a bad input",
     "tests/test_checks.py::test_the_advice_names_a_layer_only_when_there_is_one_to_pick":
