@@ -149,15 +149,36 @@ def test_umap_works_above_8k_cells():
         assert set(d[i].indices) == set(idx[i]) - {i}
 
 
-@pytest.mark.slow
 def test_umap_above_the_exact_limit_uses_approximate_neighbours(monkeypatch):
     """Above EXACT_NEIGHBOURS_MAX_CELLS the graph is pynndescent's, through the csr_matrix wrapper
-    (scanpy's own pynndescent path crashes above ~8k cells); the limit is lowered to reach it cheaply,
-    and the layout (exercised above) is replaced by the first two coordinates."""
+    (scanpy 1.11 calls ``getnnz``, which the ``csr_array`` pynndescent returns does not have).
+
+    pynndescent's numba compilation takes 30-120 CPU s per process, so it is stood in for by exact
+    neighbours returned as a ``csr_array``, as pynndescent returns them; the limit is lowered to reach
+    the path cheaply, and the layout (exercised above) is replaced by the first two coordinates.
+    """
+    import pynndescent
     import scanpy as sc
+    import scipy.sparse as sparse
+    from sklearn.neighbors import KNeighborsTransformer
 
     from scgpcl.pl import _plots
 
+    made = {}
+
+    class LikePyNNDescent:
+        def __init__(self, n_neighbors, random_state):
+            made.update(n_neighbors=n_neighbors, random_state=random_state)
+            self.n_neighbors = n_neighbors
+
+        def get_params(self, deep=True):
+            return {"n_neighbors": self.n_neighbors}
+
+        def fit_transform(self, x):
+            graph = KNeighborsTransformer(n_neighbors=self.n_neighbors - 1).fit_transform(x)
+            return sparse.csr_array(graph)  # what pynndescent returns, and what scanpy 1.11 cannot take
+
+    monkeypatch.setattr(pynndescent, "PyNNDescentTransformer", LikePyNNDescent)
     monkeypatch.setattr(_plots, "EXACT_NEIGHBOURS_MAX_CELLS", 8192)
     seen = {}
 
@@ -169,9 +190,14 @@ def test_umap_above_the_exact_limit_uses_approximate_neighbours(monkeypatch):
     assert isinstance(_plots._neighbour_transformer(9000, 15, 0), _plots._CsrNNDescent)
     assert _plots._neighbour_transformer(8192, 15, 0) == "sklearn"
     a = _random_embedding(9000)
-    coords = scgpcl.pl.umap_coordinates(a)
+    coords = scgpcl.pl.umap_coordinates(a, random_state=3)
+    assert made == {"n_neighbors": 15, "random_state": 3}
     assert np.isfinite(coords).all() and seen["graph"].shape == (9000, 9000)
     assert (seen["graph"].getnnz(axis=1) > 0).all()
+    # scanpy's own pynndescent path is the one that fails: the wrapper is what makes this work
+    with pytest.raises(AttributeError, match="getnnz"):
+        sc.pp.neighbors(a.copy(), use_rep="X_scgpcl", n_neighbors=15,
+                        transformer=LikePyNNDescent(15, 0))
 
 
 def test_stop_reasons_are_shortened_for_the_stopping_point_label():
