@@ -186,4 +186,3 @@ def cell_agreement(reference: np.ndarray, others: list[np.ndarray]) -> np.ndarra
     if not others:
         return np.ones(len(ref))
     return np.mean([match_clusters(ref, other).astype(str) == ref for other in others], axis=0)
-
