@@ -70,9 +70,9 @@ def medoid(labels: list[np.ndarray]) -> int:
     return int(np.argmax(agree))
 
 
-def score(dataset: str) -> dict | None:
+def score(dataset: str, records: list[dict]) -> dict | None:
     """One dataset's single-run and medoid-of-three figures, or None when a seed's labels are missing."""
-    recs = {int(r["seed"]): r for r in harness.latest_ok(harness.load_records(JSONL)).values()
+    recs = {int(r["seed"]): r for r in harness.latest_ok(records).values()
             if r["dataset"] == dataset and harness.method_label(r) == "scgpcl"}
     files = {s: LABELS / harness.labels_file(dataset, "scgpcl", s, {}) for s in SEEDS}
     if set(recs) < set(SEEDS) or not all(f.exists() for f in files.values()):
@@ -95,7 +95,8 @@ def score(dataset: str) -> dict | None:
 
 
 def table(args) -> None:
-    rows = {d: score(d) for d in DATASETS}
+    records = harness.load_records(JSONL)
+    rows = {d: score(d, records) for d in DATASETS}
     rows = {d: r for d, r in rows.items() if r is not None}
     L = ["# The medoid of three runs against one run", "",
          "The package defaults at seeds 0-5 on the 13 shared datasets, true K. `one run`: mean ARI over the six "
@@ -125,7 +126,7 @@ def table(args) -> None:
         spread = np.sqrt([r["single_var"] for r in rows.values()])
         L += ["", f"Agreement between runs against the seed SD over datasets: Spearman "
                   f"{_spearman(agree, spread):+.2f}."]
-    machines = sorted({r.get("machine", "?") for r in harness.load_records(JSONL) if r.get("status") == "ok"})
+    machines = sorted({r.get("machine", "?") for r in records if r.get("status") == "ok"})
     L += ["", f"Machines: {', '.join(machines)}."]
     if NOTES.exists():
         L += ["", NOTES.read_text().rstrip()]

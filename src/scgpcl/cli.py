@@ -141,17 +141,6 @@ def _argv_with_seed(argv: list[str], seed: int) -> list[str]:
     return out
 
 
-def _runs(value: str) -> int:
-    """``--runs``: a whole number, 1 or more."""
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of runs: give a whole number, 1 or more")
-    return n
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-state", "--seed", dest="random_state", type=_seed, default=0,
                    help="seed (0); 'none' draws one, which is logged and recorded in the output")
@@ -193,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "allow --save-model into a non-empty DIR")
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
-    c.add_argument("--runs", type=_runs, default=1, metavar="N",
+    c.add_argument("--runs", type=_positive_int, default=1, metavar="N",
                    help="train N models at seeds S, S+1, ... and keep the one that agrees best with the others "
                         "(N times the time); adds each cell's agreement, obs[KEY_agreement] (default: 1)")
     _common(c)
@@ -406,16 +395,12 @@ def _run_cluster(args) -> int:
     from . import distributed
     from .data._io import read_counts
     from .model import SCGPCL
-    from .model._runs import train_runs
+    from .model._runs import check_n_runs, train_runs
     from .tl import store_results
     from .tl._cluster import check_keys
 
     _draw_seed(args)  # before launching: every process gets the same drawn seed
-    if args.runs > 1 and (args.processes > 1 or _launch.env_world_size() > 1):
-        from ._errors import InputError
-
-        raise InputError(f"--runs {args.runs} with several processes is not supported: run one seed per command "
-                         "(--random-state) and compare the runs, or train on one process")
+    check_n_runs(args.runs, processes=args.processes)  # before launching the processes it refuses
     launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
     if launched is not None:
         return launched

@@ -182,14 +182,13 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         from anndata import AnnData
 
         from .model import SCGPCL
-        from .model._runs import check_n_runs, train_runs
+        from .model._runs import train_runs
 
         config = self._config()
         counts, genes = _as_counts(X)
         adata = AnnData(counts)
         adata.var_names = genes if genes is not None else [f"gene_{j}" for j in range(counts.shape[1])]
         adata.obs_names = [f"cell_{i}" for i in range(counts.shape[0])]
-        check_n_runs(self.n_runs)
         model, self.runs_ = train_runs(
             lambda seed: SCGPCL(adata, self.n_clusters, config=config, random_state=seed, device=self.device),
             self.random_state, self.n_runs, progress=self.progress)

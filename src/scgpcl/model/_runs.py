@@ -18,15 +18,19 @@ __all__ = ["check_n_runs", "train_runs"]
 log = logging.getLogger("scgpcl")
 
 
-def check_n_runs(n_runs: Any) -> None:
-    """Refuse a number of runs that is not a whole number >= 1, and several runs across processes."""
+def check_n_runs(n_runs: Any, *, processes: int = 1) -> None:
+    """Refuse a number of runs that is not a whole number >= 1, and several runs across processes.
+
+    ``processes``: the command line's ``--processes``, checked before it launches them; under torchrun or
+    an initialised process group the processes are found without it.
+    """
     from .. import distributed
     from .._launch import env_world_size
 
     given = arg(f"n_runs={n_runs!r}", f"--runs {n_runs!r}")
     if isinstance(n_runs, bool) or not isinstance(n_runs, (int, np.integer)) or n_runs < 1:
         raise InputError(f"{given} is not a number of runs: give a whole number, 1 or more")
-    if n_runs > 1 and (distributed.is_distributed() or env_world_size() > 1):
+    if n_runs > 1 and (processes > 1 or distributed.is_distributed() or env_world_size() > 1):
         raise InputError(
             f"{given} with several processes is not supported: run one seed per command "
             f"({arg('random_state', '--random-state')}) and compare the runs, or train on one process"
@@ -44,7 +48,8 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
     random_state
         The first run's seed (``None``: drawn, then the next seeds follow it).
     n_runs
-        How many runs; 1 trains one model and returns ``None`` as the record.
+        How many runs (:func:`check_n_runs`, before anything is built); 1 trains one model and returns
+        ``None`` as the record.
     progress
         Show progress bars.
 
@@ -55,6 +60,7 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
         (pairwise, runs x runs), ``mean_ari`` (over pairs) and ``agreement`` (per cell of the AnnData,
         NaN for cells not clustered).
     """
+    check_n_runs(n_runs)
     first = make(random_state)
     if n_runs == 1:
         first.train(progress=progress)

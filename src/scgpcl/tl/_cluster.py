@@ -16,7 +16,7 @@ from .._machine import cpu_model, gpu_model
 from .._messages import arg
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
-from ..model._runs import check_n_runs, train_runs
+from ..model._runs import train_runs
 from ..model._scgpcl import SCGPCL
 
 __all__ = ["cluster", "store_results"]
@@ -130,7 +130,6 @@ def cluster(
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
-    check_n_runs(n_runs)
 
     def make(seed: int | None) -> SCGPCL:
         return SCGPCL(adata, n_clusters, layer=layer, config=config, random_state=seed, device=device, **overrides)
