@@ -232,36 +232,6 @@ def test_info_nce_is_symmetric_in_views_and_decreases_with_agreement():
     assert same < a
 
 
-def _naive_info_nce_neighbours(h, hp, tau, neighbours):
-    """Multi-positive InfoNCE written out: each anchor's positives are its own other view and the other
-    view of each cell listed in ``neighbours[i]``; the loss is the mean over positives of -log softmax."""
-    n = h.shape[0]
-    views = [h, hp]
-
-    def anchor(v, i):
-        a, b = views[v], views[1 - v]
-        den = sum(math.exp(_cos(a[i], a[j]) / tau) for j in range(n) if j != i)
-        den += sum(math.exp(_cos(a[i], b[j]) / tau) for j in range(n))
-        positives = [i] + [j for j in neighbours[i] if j >= 0 and j != i]
-        return -sum(math.log(math.exp(_cos(a[i], b[j]) / tau) / den) for j in positives) / len(positives)
-
-    return sum(anchor(v, i) for v in (0, 1) for i in range(n)) / (2 * n)
-
-
-def test_info_nce_with_neighbour_positives_matches_the_written_out_formula():
-    rng = np.random.default_rng(3)
-    h = rng.normal(size=(6, 4))
-    hp = h + 0.4 * rng.normal(size=(6, 4))
-    neighbours = [[1, 2], [0, -1], [-1, -1], [2, 5], [4, -1], [3, 0]]  # row 4 lists itself: ignored
-    got = float(info_nce(_t(h), _t(hp), 0.25, neighbours=torch.tensor(neighbours)))
-    assert got == pytest.approx(_naive_info_nce_neighbours(h, hp, 0.25, neighbours), rel=1e-12)
-    # no neighbour in the batch: exactly the one-positive loss
-    none = torch.full((6, 2), -1)
-    assert float(info_nce(_t(h), _t(hp), 0.25, neighbours=none)) == pytest.approx(
-        float(info_nce(_t(h), _t(hp), 0.25)), rel=1e-12)
-    assert got != pytest.approx(float(info_nce(_t(h), _t(hp), 0.25)), rel=1e-6)
-
-
 def _naive_proto_nce(h, prototypes, assignments, tau):
     n, T = h.shape[0], len(prototypes)
     total = 0.0

@@ -175,10 +175,6 @@ class TrainConfig:
              "lambda_ins_power: on a few hundred cells the instance-wise loss can tell every cell apart without "
              "learning the types (benchmarks/results/few_cells.md); 0: off, the reference", low=0)
     lambda_ins_power: float = _opt(4.0, "with lambda_ins_cells: the power of that scale (1: linear)", low=0)
-    ins_neighbours: int = _opt(
-        0, "the instance-wise loss also counts as positives each cell's this-many nearest neighbours (in the input "
-           "features' 50 principal components, found once on the global steps' sample) that share its minibatch; "
-           "0: off, only the cell's own other view (benchmarks/results/neighbour_positives.md)", low=0)
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
     average_rounds: int = _opt(
         0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "
@@ -402,10 +398,6 @@ def multi_process_problem(train: TrainConfig) -> str | None:
         return (f"kmeans_select={train.kmeans_select!r} is not available with several processes (k-means there "
                 "runs Lloyd's iterations over the processes' rows and keeps the lowest inertia); use "
                 "kmeans_select='inertia' (the default) or one process")
-    if train.ins_neighbours:
-        return (f"ins_neighbours={train.ins_neighbours} is not available with several processes (a cell's neighbours "
-                "may sit in another process's share of the minibatch); use ins_neighbours=0 (the default) or one "
-                "process")
     return None
 
 

@@ -144,8 +144,7 @@ def mse_loss(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction, target)
 
 
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None,
-             neighbours: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None) -> torch.Tensor:
     r"""Instance-wise contrastive loss over two views (slides, :math:`L_{Ins}`).
 
     Anchors are the 2 N_b L2-normalised representations. For anchor ``i`` the
@@ -166,11 +165,6 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None,
         Temperature.
     gather
         ``None`` with one process; else as above.
-    neighbours
-        Optional (N_b, k) int64: for each cell, the rows (0..N_b-1) of other cells of the batch that are
-        also its positives (-1: none; ``TrainConfig.ins_neighbours``). An anchor's loss is then the mean
-        of ``-log softmax`` over its positives, the cell's own other view and these cells' other view; the
-        denominator is unchanged. One process only.
     """
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
@@ -180,20 +174,7 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None,
     self_mask[:, offset : offset + 2 * n] = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device) + offset
-    if neighbours is None:
-        return F.cross_entropy(logits, positive)
-    if gather is not None:
-        raise ValueError("info_nce: neighbour positives need the whole minibatch in one process")
-    mask = torch.zeros(2 * n, 2 * n, dtype=torch.bool, device=z.device)
-    mask[torch.arange(2 * n, device=z.device), positive] = True
-    rows, cols = torch.nonzero(neighbours >= 0, as_tuple=True)
-    others = neighbours[rows, cols]
-    keep = others != rows  # a cell is not its own neighbour
-    rows, others = rows[keep], others[keep]
-    mask[rows, others + n] = True  # view-1 anchor: the neighbour's second view
-    mask[rows + n, others] = True  # view-2 anchor: the neighbour's first view
-    log_prob = logits.log_softmax(dim=1).masked_fill(~mask, 0.0)
-    return -(log_prob.sum(dim=1) / mask.sum(dim=1)).mean()
+    return F.cross_entropy(logits, positive)
 
 
 def proto_nce(

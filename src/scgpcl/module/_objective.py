@@ -224,15 +224,7 @@ def _reconstruction(name: str) -> Callable[[Forward, LossContext], torch.Tensor 
 def _instance(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:
     if fwd.n_views < 2:
         return None
-    table = ctx.extra.get("ins_neighbours")  # (n_cells, k) global ids, -1: unknown (TrainConfig.ins_neighbours)
-    if table is None:
-        return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather)
-    ids = fwd.batch.targets
-    row_of = torch.full((len(table),), -1, dtype=torch.long, device=ids.device)
-    row_of[ids] = torch.arange(len(ids), device=ids.device)
-    nb = table[ids]
-    rows = torch.where(nb >= 0, row_of[nb.clamp(min=0)], torch.full_like(nb, -1))
-    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather, neighbours=rows)
+    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather)
 
 
 def _prototypical(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:

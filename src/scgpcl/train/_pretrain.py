@@ -94,30 +94,6 @@ class _Snapshots:
         return True
 
 
-def feature_neighbours(trainer, k: int) -> torch.Tensor:
-    """Each cell's ``k`` nearest neighbours in the input features' principal components (``ins_neighbours``).
-
-    Found once, among the cells of the global steps' sample (every cell up to ``sample_cells``), by
-    Euclidean distance on :class:`~scgpcl.train._joined.FeaturePCA` scores. Returns an (n_cells, k) int64
-    tensor of global cell ids on the loader's device; -1 for cells outside the sample and for missing
-    neighbours (fewer than ``k + 1`` cells).
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    _, scores = trainer.sample_feature_pcs()
-    ids = trainer.embedder.sample_ids()
-    table = np.full((trainer.loader.n_cells, k), -1, dtype=np.int64)
-    m = min(k + 1, len(ids))
-    if m > 1:
-        found = NearestNeighbors(n_neighbors=m).fit(scores).kneighbors(scores, return_distance=False)
-        own = found == np.arange(len(ids))[:, None]
-        for r in range(len(ids)):  # drop the cell itself wherever ties put it, keep the first k others
-            others = found[r][~own[r]][:k]
-            table[ids[r], : len(others)] = ids[others]
-    log.info("instance loss: %d nearest neighbours per cell as positives (ins_neighbours)", k)
-    return torch.from_numpy(table).to(trainer.loader.device)
-
-
 def round_lr(lr: float, decay: str, rnd: int, rounds: int) -> float:
     """The learning rate of pre-training round ``rnd`` (1-based) of at most ``rounds``.
 
@@ -140,7 +116,6 @@ class PretrainStage:
         self.recent: collections.deque[np.ndarray] = collections.deque(maxlen=cfg.dec_init_rounds)
         trainer.result.recent_round_labels = self.recent
         self.snapshots = _Snapshots(cfg.average_rounds)
-        self.neighbours = feature_neighbours(trainer, cfg.ins_neighbours) if cfg.ins_neighbours else None
 
     def run(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         """Pre-train until a stop rule fires or the round budget is spent."""
@@ -183,8 +158,6 @@ class PretrainStage:
         """The loss context of a round: the prototypes once they exist, with every planned cell assigned."""
         tr, c = self.tr, self.clusters
         ctx = LossContext("pretrain", tau=tr.model_cfg.tau, alpha=tr.model_cfg.alpha)
-        if self.neighbours is not None:
-            ctx.extra["ins_neighbours"] = self.neighbours
         if not c.sizes or tr.weights.get("proto", 0.0) <= 0:
             return ctx
         if tr.cfg.prototypes == "batch":
