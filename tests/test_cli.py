@@ -368,6 +368,22 @@ def test_help_version_and_usage_errors_import_nothing_heavy():
     assert _modules_loaded_by(code) == []
 
 
+def test_processes_refuse_a_bad_option_before_starting_any_and_without_torch(tmp_path):
+    # '--processes 2 --kmeans-select central' took 14 s to refuse: the launcher imported torch and scanpy,
+    # started two processes and waited for both to refuse
+    out = tmp_path / "out.h5ad"
+    for extra in (["--kmeans-select", "central"], ["--runs", "2"], ["--key-added", "a/b"]):
+        argv = ["cluster", str(tmp_path / "in.h5ad"), str(out), "-k", "3", "--processes", "2", "--quiet", *extra]
+        code = ("import subprocess\n"
+                "from scgpcl import _launch\n"
+                "def no_launch(*a, **kw):\n    raise AssertionError('a process was started')\n"
+                "_launch.run_local = no_launch\n"
+                "from scgpcl.cli import main\n"
+                f"assert main({argv!r}) == 2")
+        assert _modules_loaded_by(code) == [], extra
+    assert not out.exists()
+
+
 def test_version_and_bare_command(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

@@ -194,6 +194,8 @@ class Case:
 
 T = "tests/"
 CLUSTER = ["-k", "3", "--quiet"]
+#: the launcher of --processes refuses these before it starts a process or imports torch
+_EARLY = "test_cli.py::test_processes_refuse_a_bad_option_before_starting_any_and_without_torch"
 CASES: list[Case] = [
     # --- the input file
     Case("input file does not exist", [T + "test_cli.py::test_missing_and_corrupt_input", T + "test_io.py::test_missing_file_named"],
@@ -363,8 +365,11 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--processes", "0", *CLUSTER]),
     Case("--runs 0", [T + "test_runs.py::test_cli_runs"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--runs", "0", *CLUSTER]),
-    Case("--runs 2 with --processes 2", [T + "test_runs.py::test_cli_runs"],
+    Case("--runs 2 with --processes 2", [T + "test_runs.py::test_cli_runs", T + _EARLY],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--runs", "2", "--processes", "2", *CLUSTER]),
+    Case("--kmeans-select central with --processes 2 (refused before any process starts)",
+         [T + "test_distributed.py::test_central_kmeans_selection_is_refused_with_two_processes", T + _EARLY],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--kmeans-select", "central", "--processes", "2", *CLUSTER]),
 ]
 
 
@@ -582,9 +587,6 @@ NOT_A_ROW = {
     "tests/test_simulate.py::test_cli_writes_file": "one assertion on an existing output",
     "tests/test_report.py::test_report_without_markers_when_every_cluster_is_a_single_cell": "asserts the report is written; n_markers=0 as '--n-genes 0'",
     "tests/test_packaging.py::test_no_exact_pins": "not an input: '== 2' matched a comparison",
-    "tests/test_distributed.py::test_central_kmeans_selection_is_refused_with_two_processes":
-        "'--kmeans-select central' under --processes 2 (k-means over processes keeps the lowest inertia): "
-        "one error line from two processes; the page does not start process groups",
     "tests/test_distributed.py::test_command_refuses_central_kmeans_for_several_processes_without_a_process_group":
         "the same '--kmeans-select central' refusal, called directly with WORLD_SIZE=2",
     "tests/test_joined.py::test_negative_weight_is_refused_before_training":

@@ -381,33 +381,39 @@ def _check_model_dir(path: str | None, overwrite: bool) -> None:
     check_writable(p if p.exists() else p.parent, "--save-model")
 
 
-def _check_multi_process_options(config) -> None:
-    """Options a run over several processes cannot honour, refused before any process group exists."""
+def _check_multi_process_options(config, processes: int = 1) -> None:
+    """Options a run over several processes cannot honour, refused before any process group exists.
+
+    ``processes``: ``--processes P``; with P > 1 the launching process refuses before it starts any.
+    """
     from ._config import multi_process_problem
     from ._errors import InputError
 
-    problem = multi_process_problem(config.train) if _launch.env_world_size() > 1 else None
+    several = _launch.env_world_size() > 1 or processes > 1
+    problem = multi_process_problem(config.train) if several else None
     if problem:
         raise InputError(problem)
 
 
 def _run_cluster(args) -> int:
-    from . import distributed
-    from .data._io import read_counts
-    from .model import SCGPCL
-    from .model._runs import check_n_runs, train_runs
-    from .tl import store_results
-    from .tl._cluster import check_keys
+    from ._early_checks import check_keys, check_n_runs
 
     _draw_seed(args)  # before launching: every process gets the same drawn seed
     check_n_runs(args.runs, processes=args.processes)  # before launching the processes it refuses
-    launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
-    if launched is not None:
-        return launched
+    # what needs no data is checked before --processes P starts any process (and again in each of them)
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite, args.input)
     config = _config_from_args(args)
-    _check_multi_process_options(config)
+    _check_multi_process_options(config, processes=args.processes)
+    launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
+    if launched is not None:
+        return launched
+    from . import distributed  # only the processes that train import torch and scanpy
+    from .data._io import read_counts
+    from .model import SCGPCL
+    from .model._runs import train_runs
+    from .tl import store_results
+
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training

@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from .._errors import InputError
-from .._messages import arg
+from .._early_checks import check_n_runs
 from ..metrics import cell_agreement, medoid_run
 from ._scgpcl import SCGPCL
 
 __all__ = ["check_n_runs", "train_runs"]
 
 log = logging.getLogger("scgpcl")
-
-
-def check_n_runs(n_runs: Any, *, processes: int = 1) -> None:
-    """Refuse a number of runs that is not a whole number >= 1, and several runs across processes.
-
-    ``processes``: the command line's ``--processes``, checked before it launches them; under torchrun or
-    an initialised process group the processes are found without it.
-    """
-    from .. import distributed
-    from .._launch import env_world_size
-
-    given = arg(f"n_runs={n_runs!r}", f"--runs {n_runs!r}")
-    if isinstance(n_runs, bool) or not isinstance(n_runs, (int, np.integer)) or n_runs < 1:
-        raise InputError(f"{given} is not a number of runs: give a whole number, 1 or more")
-    if n_runs > 1 and (processes > 1 or distributed.is_distributed() or env_world_size() > 1):
-        raise InputError(
-            f"{given} with several processes is not supported: run one seed per command "
-            f"({arg('random_state', '--random-state')}) and compare the runs, or train on one process"
-        )
 
 
 def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n_runs: int, *,

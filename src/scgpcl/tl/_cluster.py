@@ -11,9 +11,8 @@ import torch
 from anndata import AnnData
 
 from .._config import SCGPCLConfig
-from .._errors import InputError
+from .._early_checks import check_keys
 from .._machine import cpu_model, gpu_model
-from .._messages import arg
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._runs import train_runs
@@ -137,25 +136,6 @@ def cluster(
     model, runs = train_runs(make, random_state, n_runs, progress=progress)
     store_results(adata, model, key_added=key_added, label_key=label_key, runs=runs)
     return adata if copy else None
-
-
-def check_keys(key_added: str, label_key: str | None) -> None:
-    """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
-    given = arg(f"key_added={key_added!r}", f"--key-added {key_added!r}")
-    if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"{given} is not a key: give a non-empty string")
-    if "/" in key_added:
-        # h5ad/zarr keys are paths: obs['a/b'] and uns['a/b'] are written as nested groups that
-        # anndata cannot read back
-        raise InputError(
-            f"{given} contains '/', which .h5ad files cannot store as a key "
-            "(the file would not read back); choose a key without '/'"
-        )
-    if label_key is not None and key_added == label_key:
-        raise InputError(
-            f"{given} is also the label key: the clusters would overwrite the reference labels "
-            f"they are scored against; choose another {arg('key_added', '--key-added')}"
-        )
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None,
