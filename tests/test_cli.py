@@ -372,7 +372,8 @@ def test_processes_refuse_a_bad_option_before_starting_any_and_without_torch(tmp
     # '--processes 2 --kmeans-select central' took 14 s to refuse: the launcher imported torch and scanpy,
     # started two processes and waited for both to refuse
     out = tmp_path / "out.h5ad"
-    for extra in (["--kmeans-select", "central"], ["--runs", "2"], ["--key-added", "a/b"]):
+    for extra in (["--kmeans-select", "central"], ["--runs", "2"], ["--key-added", "a/b"],
+                  ["--random-state", "none", "--kmeans-select", "central"]):  # the seed is drawn first
         argv = ["cluster", str(tmp_path / "in.h5ad"), str(out), "-k", "3", "--processes", "2", "--quiet", *extra]
         code = ("import subprocess\n"
                 "from scgpcl import _launch\n"

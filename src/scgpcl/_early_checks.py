@@ -1,4 +1,4 @@
-"""Checks of the arguments that need neither the data nor torch.
+"""Checks of the arguments that need neither the data nor torch, and the seed drawn for ``random_state=None``.
 
 The command runs them before it imports anything heavy, so that with ``--processes P`` the launching
 process refuses a bad argument at once, before it starts any process (and without importing torch,
@@ -7,6 +7,8 @@ which only the processes it starts need). ``scgpcl.tl.cluster`` and the model ru
 
 from __future__ import annotations
 
+import logging
+import numbers
 import sys
 from typing import Any
 
@@ -15,7 +17,9 @@ import numpy as np
 from ._errors import InputError
 from ._messages import arg
 
-__all__ = ["check_keys", "check_n_runs"]
+__all__ = ["check_keys", "check_n_runs", "resolve_seed"]
+
+log = logging.getLogger("scgpcl")
 
 
 def check_keys(key_added: str, label_key: str | None) -> None:
@@ -59,3 +63,20 @@ def check_n_runs(n_runs: Any, *, processes: int = 1) -> None:
             f"{given} with several processes is not supported: run one seed per command "
             f"({arg('random_state', '--random-state')}) and compare the runs, or train on one process"
         )
+
+
+def resolve_seed(random_state: Any) -> int:
+    """A whole number in [0, 2**32) (what every RNG here accepts); ``None`` draws one and logs it."""
+    if random_state is None:
+        seed = int(np.random.SeedSequence().entropy % 2**32)
+        log.info("%s: drew the seed %d; pass %s%d to repeat this run", arg("random_state=None", "--random-state none"),
+                 seed, arg("random_state=", "--random-state "), seed)
+        return seed
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or not (
+        0 <= random_state < 2**32
+    ):
+        raise InputError(
+            f"{arg('random_state=', '--random-state ')}{random_state!r} is not a seed: give a whole number from 0 to "
+            f"2**32 - 1, or {arg('None', 'none')} to draw one"
+        )
+    return int(random_state)

@@ -116,13 +116,13 @@ def _draw_seed(args) -> None:
     """
     if args.random_state is not None:
         return
+    from ._early_checks import resolve_seed
     from ._errors import InputError
-    from .model._scgpcl import _resolve_seed
 
     if _launch.env_world_size() > 1:
         raise InputError("--random-state none: each of the processes would draw a seed of its own; "
                          "pass the same seed (a whole number) to every process")
-    args.random_state = _resolve_seed(None)  # logs the seed
+    args.random_state = resolve_seed(None)  # logs the seed
     args.argv = _argv_with_seed(list(args.argv), args.random_state)
 
 

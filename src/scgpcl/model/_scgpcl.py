@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import os
 from contextlib import suppress
 from pathlib import Path
@@ -16,6 +15,7 @@ from anndata import AnnData
 
 from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
+from .._early_checks import resolve_seed as _resolve_seed
 from .._errors import InputError
 from .._fs import is_probe
 from .._messages import arg, empty_clusters_message
@@ -38,23 +38,6 @@ _CONFIG = "config.json"
 def _scaling_name(target_sum: float) -> str:
     """How ``target_sum`` scales the cells, in words."""
     return "the median total" if not target_sum else f"{target_sum:g} counts per cell"
-
-
-def _resolve_seed(random_state: Any) -> int:
-    """A whole number in [0, 2**32) (what every RNG here accepts); ``None`` draws one and logs it."""
-    if random_state is None:
-        seed = int(np.random.SeedSequence().entropy % 2**32)
-        log.info("%s: drew the seed %d; pass %s%d to repeat this run", arg("random_state=None", "--random-state none"),
-                 seed, arg("random_state=", "--random-state "), seed)
-        return seed
-    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or not (
-        0 <= random_state < 2**32
-    ):
-        raise InputError(
-            f"{arg('random_state=', '--random-state ')}{random_state!r} is not a seed: give a whole number from 0 to "
-            f"2**32 - 1, or {arg('None', 'none')} to draw one"
-        )
-    return int(random_state)
 
 
 def _check_unique_genes(adata: AnnData) -> None:
