@@ -375,8 +375,7 @@ def test_processes_refuse_a_bad_option_before_starting_any_and_without_torch(tmp
     for extra in (["--kmeans-select", "central"], ["--runs", "2"], ["--key-added", "a/b"],
                   ["--random-state", "none", "--kmeans-select", "central"]):  # the seed is drawn first
         argv = ["cluster", str(tmp_path / "in.h5ad"), str(out), "-k", "3", "--processes", "2", "--quiet", *extra]
-        code = ("import subprocess\n"
-                "from scgpcl import _launch\n"
+        code = ("from scgpcl import _launch\n"
                 "def no_launch(*a, **kw):\n    raise AssertionError('a process was started')\n"
                 "_launch.run_local = no_launch\n"
                 "from scgpcl.cli import main\n"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError
+from ._launch import env_world_size
 from ._messages import arg
 
 __all__ = ["check_keys", "check_n_runs", "resolve_seed"]
@@ -53,8 +54,6 @@ def check_n_runs(n_runs: Any, *, processes: int = 1) -> None:
     ``processes``: the command line's ``--processes``, checked before it launches them; under torchrun or
     an initialised process group the processes are found without it.
     """
-    from ._launch import env_world_size
-
     given = arg(f"n_runs={n_runs!r}", f"--runs {n_runs!r}")
     if isinstance(n_runs, bool) or not isinstance(n_runs, (int, np.integer)) or n_runs < 1:
         raise InputError(f"{given} is not a number of runs: give a whole number, 1 or more")

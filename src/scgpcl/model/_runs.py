@@ -11,7 +11,7 @@ from .._early_checks import check_n_runs
 from ..metrics import cell_agreement, medoid_run
 from ._scgpcl import SCGPCL
 
-__all__ = ["check_n_runs", "train_runs"]
+__all__ = ["train_runs"]
 
 log = logging.getLogger("scgpcl")
 
