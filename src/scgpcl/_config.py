@@ -95,11 +95,6 @@ class ModelConfig:
     encoder_activation: Literal["none", "relu", "elu"] = _opt(
         "none", "non-linearity after every encoder layer but the last ('none': Linear/SAGE + BatchNorm only, "
                 "the reference)")
-    ins_head: int = _opt(
-        0, "hidden width of a projection head (Linear, ReLU, Linear back to the representation's width) through "
-           "which the instance-wise loss sees the representation, as in SimCLR; the prototypical loss, k-means and "
-           "DEC still use the representation itself. 0: no head, the loss on the representation (the reference)",
-        low=0)
     tau: float = _opt(0.25, "temperature of the contrastive losses", low=0, strict=True)
     alpha: float = _opt(1.0, "degrees of freedom of DEC's Student-t kernel", low=0, strict=True)
 

@@ -190,7 +190,7 @@ class SCGPCL:
             self.module = SCGPCLModule(
                 self.data.n_genes, encoder_dims=tuple(m.encoder_dims), gene_embedding_dim=m.gene_embedding_dim,
                 decoder_dim=m.decoder_dim, encoder=m.encoder, reconstruction=m.reconstruction,
-                encoder_activation=m.encoder_activation, ins_head=m.ins_head,
+                encoder_activation=m.encoder_activation,
             )
         self.module.to(self.device)
         s = config.sampler

@@ -331,8 +331,6 @@ class SCGPCLModule(nn.Module):
         A key of :data:`~scgpcl.module.RECONSTRUCTIONS` (sets the decoder's heads).
     encoder_activation
         A key of :data:`ACTIVATIONS`.
-    ins_head
-        Hidden width of the instance-wise loss's projection head (:meth:`instance_view`); 0: none.
     """
 
     def __init__(
@@ -345,7 +343,6 @@ class SCGPCLModule(nn.Module):
         encoder: str = "graph",
         reconstruction: str = "zinb",
         encoder_activation: str = "none",
-        ins_head: int = 0,
     ):
         super().__init__()
         from ._objective import RECONSTRUCTIONS
@@ -361,13 +358,6 @@ class SCGPCLModule(nn.Module):
         self.encoder = ENCODERS[encoder](n_genes, gene_embedding_dim, tuple(encoder_dims), encoder_activation)
         self.decoder = ZINBDecoder(self.n_latent, decoder_dim, n_genes, heads=RECONSTRUCTIONS[reconstruction].heads)
         self.cluster_centres: nn.Parameter | None = None
-        # made last, so that without it every other parameter starts as before
-        self.ins_head = (nn.Sequential(nn.Linear(self.n_latent, ins_head), nn.ReLU(), nn.Linear(ins_head, self.n_latent))
-                         if ins_head > 0 else None)
-
-    def instance_view(self, z: torch.Tensor) -> torch.Tensor:
-        """What the instance-wise loss compares: ``z`` through the projection head, or ``z`` without one."""
-        return z if self.ins_head is None else self.ins_head(z)
 
     @property
     def uses_graph(self) -> bool:

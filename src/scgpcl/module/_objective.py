@@ -224,8 +224,7 @@ def _reconstruction(name: str) -> Callable[[Forward, LossContext], torch.Tensor 
 def _instance(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:
     if fwd.n_views < 2:
         return None
-    head = fwd.module.instance_view
-    return L.info_nce(head(fwd.z(0)), head(fwd.z(1)), ctx.tau, gather=ctx.gather)
+    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather)
 
 
 def _prototypical(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:
