@@ -221,39 +221,6 @@ def test_info_nce_matches_slides_formula(tau):
     assert got == pytest.approx(_naive_info_nce(h, hp, tau), rel=1e-12)
 
 
-def _naive_debiased_nce(h, hp, tau, prior):
-    """Chuang et al. (2020), eq. 6, written out term by term: N = 2n - 2 negatives per anchor."""
-    n = h.shape[0]
-    n_neg = 2 * n - 2
-
-    def l(a, b, i):
-        pos = math.exp(_cos(a[i], b[i]) / tau)
-        neg = sum(math.exp(_cos(a[i], a[j]) / tau) for j in range(n) if j != i)
-        neg += sum(math.exp(_cos(a[i], b[j]) / tau) for j in range(n) if j != i)
-        g = max((neg - n_neg * prior * pos) / (1 - prior), n_neg * math.exp(-1 / tau))
-        return -math.log(pos / (pos + g))
-
-    return sum(l(h, hp, i) + l(hp, h, i) for i in range(n)) / (2 * n)
-
-
-@pytest.mark.parametrize("prior", [0.1, 0.5])
-def test_debiased_info_nce_matches_the_paper_and_clamps(prior):
-    rng = np.random.default_rng(3)
-    h = rng.normal(size=(6, 4))
-    hp = h + 0.3 * rng.normal(size=(6, 4))
-    got = float(info_nce(_t(h), _t(hp), 0.25, prior=prior))
-    assert got == pytest.approx(_naive_debiased_nce(h, hp, 0.25, prior), rel=1e-10)
-    assert got != pytest.approx(float(info_nce(_t(h), _t(hp), 0.25)), rel=1e-3)  # it changes the loss
-    # cells far apart (orthogonal, each view the same): the debiased sum would be negative, and the clamp
-    # holds it at its floor N e^(-1/tau), where the usual loss still counts N e^0
-    apart = np.eye(4)
-    n_neg = 6
-    floor = math.log(math.exp(4.0) + n_neg * math.exp(-4.0)) - 4.0
-    assert float(info_nce(_t(apart), _t(apart), 0.25, prior=0.5)) == pytest.approx(floor, rel=1e-10)
-    usual = math.log(math.exp(4.0) + n_neg) - 4.0
-    assert float(info_nce(_t(apart), _t(apart), 0.25)) == pytest.approx(usual, rel=1e-10)
-
-
 def test_info_nce_is_symmetric_in_views_and_decreases_with_agreement():
     rng = np.random.default_rng(2)
     h = rng.normal(size=(6, 3))

@@ -88,15 +88,3 @@ def test_the_instance_loss_is_scaled_down_on_data_with_fewer_cells_than_lambda_i
     h = scaled.history["pretrain"]
     parts = np.asarray(h["zinb"]) + 0.5 / 16 * np.asarray(h["ins"]) + 0.05 * np.nan_to_num(h["proto"])
     np.testing.assert_allclose(h["loss"], parts, rtol=1e-4)
-
-
-def test_ins_debias_gives_the_instance_loss_the_prior_one_over_k_once_k_is_known(toy):
-    from scgpcl.train._pretrain import PretrainStage
-
-    for debias, k, prior in ((True, 3, 1 / 3), (False, 3, 0.0), (True, None, 0.0)):
-        m = scgpcl.SCGPCL(toy, k, random_state=0, ins_debias=debias, **QUICK)
-        plan = m.loader.plan(1)
-        assert PretrainStage(m.trainer)._context(plan).class_prior == pytest.approx(prior)
-    # with K estimated, the prior comes with the estimate (after the warm-up)
-    m.trainer.k = 5
-    assert PretrainStage(m.trainer)._context(plan).class_prior == pytest.approx(1 / 5)

@@ -175,10 +175,6 @@ class TrainConfig:
              "lambda_ins_power: on a few hundred cells the instance-wise loss can tell every cell apart without "
              "learning the types (benchmarks/results/few_cells.md); 0: off, the reference", low=0)
     lambda_ins_power: float = _opt(4.0, "with lambda_ins_cells: the power of that scale (1: linear)", low=0)
-    ins_debias: bool = _opt(
-        False, "debiased instance-wise loss (Chuang et al. 2020) with class prior 1 / K: it stops pushing cells "
-               "apart once other cells are about as close as the 1 / K of them of the same type would be. Only "
-               "once K is known (with n_clusters=None, after the warm-up). False: the reference's loss")
     lambda_proto: float = _opt(0.05, "weight of the prototypical contrastive loss", low=0)
     average_rounds: int = _opt(
         0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "

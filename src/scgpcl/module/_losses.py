@@ -6,8 +6,6 @@ none of them knows about AnnData or the training loop.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -146,7 +144,7 @@ def mse_loss(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction, target)
 
 
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None, prior: float = 0.0) -> torch.Tensor:
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None) -> torch.Tensor:
     r"""Instance-wise contrastive loss over two views (slides, :math:`L_{Ins}`).
 
     Anchors are the 2 N_b L2-normalised representations. For anchor ``i`` the
@@ -167,13 +165,6 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None, prior:
         Temperature.
     gather
         ``None`` with one process; else as above.
-    prior
-        0: the loss above. Else the debiased loss of Chuang et al. (2020) with this class prior
-        :math:`\tau^+` (the chance that another cell is of the anchor's type): the sum over the
-        :math:`N` negatives, :math:`S`, is replaced by
-        :math:`\max((S - N \tau^+ e^{s_+}) / (1 - \tau^+), N e^{-1/\tau})`, :math:`e^{s_+}` the
-        positive's term, so that the loss stops pushing away the negatives once they are, on average, as
-        close as the share :math:`\tau^+` of them that is of the same type would be.
     """
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
@@ -183,14 +174,7 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather=None, prior:
     self_mask[:, offset : offset + 2 * n] = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device) + offset
-    if prior <= 0:
-        return F.cross_entropy(logits, positive)
-    # |logits| <= 1 / tau: the exponentials are computed directly
-    pos = logits.gather(1, positive[:, None]).squeeze(1)
-    n_neg = len(keys) - 2
-    negatives = logits.exp().sum(1) - pos.exp()  # exp(-inf) = 0: the anchor itself drops out
-    debiased = torch.clamp((negatives - n_neg * prior * pos.exp()) / (1 - prior), min=n_neg * math.exp(-1 / tau))
-    return (torch.log(pos.exp() + debiased) - pos).mean()
+    return F.cross_entropy(logits, positive)
 
 
 def proto_nce(

@@ -84,8 +84,6 @@ class LossContext:
     prototypes: Prototypes | None = None
     #: DEC target distribution P, rows indexed by global cell id (fine-tuning)
     target: torch.Tensor | None = None
-    #: the instance-wise loss's class prior (``ins_debias``: 1 / K); 0: not debiased
-    class_prior: float = 0.0
     extra: dict = field(default_factory=dict)
     #: data-parallel training: ``rows -> (every process's rows, offset of this one's)``, differentiable
     #: (:meth:`scgpcl.distributed.Communicator.gather_with_grad`), for terms that compare a cell with the
@@ -226,7 +224,7 @@ def _reconstruction(name: str) -> Callable[[Forward, LossContext], torch.Tensor 
 def _instance(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:
     if fwd.n_views < 2:
         return None
-    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather, prior=ctx.class_prior)
+    return L.info_nce(fwd.z(0), fwd.z(1), ctx.tau, gather=ctx.gather)
 
 
 def _prototypical(fwd: Forward, ctx: LossContext) -> torch.Tensor | None:

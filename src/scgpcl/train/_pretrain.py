@@ -157,8 +157,7 @@ class PretrainStage:
     def _context(self, plan: list[torch.Tensor]) -> LossContext:
         """The loss context of a round: the prototypes once they exist, with every planned cell assigned."""
         tr, c = self.tr, self.clusters
-        ctx = LossContext("pretrain", tau=tr.model_cfg.tau, alpha=tr.model_cfg.alpha,
-                          class_prior=1.0 / tr.k if tr.cfg.ins_debias and tr.k and tr.k > 1 else 0.0)
+        ctx = LossContext("pretrain", tau=tr.model_cfg.tau, alpha=tr.model_cfg.alpha)
         if not c.sizes or tr.weights.get("proto", 0.0) <= 0:
             return ctx
         if tr.cfg.prototypes == "batch":
