@@ -762,3 +762,45 @@ def test_random_state_none_is_refused_under_torchrun(small_toy_file, tmp_path, m
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "each of the processes would draw a seed of its own" in err[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------ what a new user hit (review of 2026-12-06)
+@pytest.mark.parametrize("clash", ["report_is_output", "report_is_model", "output_in_report", "model_in_report"])
+def test_outputs_that_name_the_same_path_are_refused_before_training(small_toy_file, tmp_path, monkeypatch, capsys,
+                                                                     clash):
+    # 'cluster in.h5ad o.h5ad --report o.h5ad' trained, wrote o.h5ad, then failed on the report (exit 1)
+    def no_training(self, **kwargs):
+        raise AssertionError("training started although the outputs clash")
+
+    monkeypatch.setattr(scgpcl.SCGPCL, "train", no_training)
+    out, rep = tmp_path / "o.h5ad", tmp_path / "rep"
+    paths = {"report_is_output": (out, out, None), "report_is_model": (out, rep, rep),
+             "output_in_report": (rep / "o.h5ad", rep, None), "model_in_report": (out, rep, rep / "model")}[clash]
+    (tmp_path / "rep").mkdir()  # an empty folder: the output's own checks pass
+    args = ["cluster", str(small_toy_file), str(paths[0]), "-k", "3", "--quiet", "--report", str(paths[1])]
+    if paths[2] is not None:
+        args += ["--save-model", str(paths[2])]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert ("both name" in err[0]) if clash.startswith("report_is") else ("is inside the --report folder" in err[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"] and not any((tmp_path / "rep").iterdir())
+
+
+def test_demo_refuses_a_report_at_its_output_path(tmp_path, capsys):
+    out = tmp_path / "d.h5ad"
+    assert main(["demo", "--output", str(out), "--report", str(out), "--quiet"]) == 2
+    assert "both name" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_a_column_that_scgpcl_did_not_write_is_named_before_training(small_toy, tmp_path, caplog):
+    a = small_toy.copy()
+    a.obs["cell_type_copy"] = a.obs["cell_type"].astype(str)
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        tl.cluster(a, n_clusters=3, key_added="cell_type_copy", progress=False, **TINY)
+    warned = [r.getMessage() for r in caplog.records if "did not write" in r.getMessage()]
+    assert len(warned) == 1 and "'cell_type_copy'" in warned[0] and "key_added" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scgpcl"):  # an earlier scgpcl result under the key: no warning
+        tl.cluster(a, n_clusters=3, key_added="cell_type_copy", progress=False, **TINY)
+    assert not [r for r in caplog.records if "did not write" in r.getMessage()]

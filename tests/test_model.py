@@ -833,3 +833,38 @@ def test_provisional_k_chooses_the_scaling_when_k_is_estimated(small_toy, caplog
     assert adata.uns["scgpcl"]["params"]["provisional_k"] == k
     assert adata.uns["scgpcl"]["params"]["target_sum_silhouettes"] == {f"{t:g}": v for t, v in scores.items()}
     assert adata.uns["scgpcl"]["params"]["n_clusters_requested"] == "auto"
+
+
+# ------------------------------------------------ what a new user hit (review of 2026-12-06)
+def test_sample_cells_below_k_is_refused_before_training(small_toy):
+    # --sample-cells 10 with -k 15 ran the warm-up, then failed inside k-means with a ValueError
+    with pytest.raises(InputError, match=r"sample_cells=10 is fewer than the 15 clusters.*or 0 for every cell"):
+        SCGPCL(small_toy, 15, sample_cells=10, **TINY)
+    with pytest.raises(InputError, match="fewer than the 3 cells that estimating K needs"):
+        SCGPCL(small_toy, None, sample_cells=2, choose_target_sum=False, **TINY)
+    # K up to the sample, or a sample that holds every cell, is fine
+    SCGPCL(small_toy, 10, sample_cells=10, **TINY)
+    SCGPCL(small_toy, 15, sample_cells=small_toy.n_obs, **TINY)
+
+
+def test_training_a_trained_model_again_says_that_it_goes_on_from_it(small_toy, caplog):
+    m = SCGPCL(small_toy, 3, random_state=0, **TINY).train(progress=False)
+    assert not [r for r in caplog.records if "already trained" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        m.train(progress=False)
+    warned = [r.getMessage() for r in caplog.records if "already trained" in r.getMessage()]
+    assert len(warned) == 1 and "predict()" in warned[0] and "new SCGPCL" in warned[0]
+
+
+def test_load_reads_the_counts_from_another_layer_when_told(small_toy, tmp_path):
+    # the advice 'use layer=' on log-normalised X named an argument load() did not have
+    m = SCGPCL(small_toy, 3, random_state=1, finetune=False, **TINY).train(progress=False)
+    m.save(tmp_path / "m")
+    moved = small_toy.copy()
+    moved.layers["counts"] = moved.X.copy()
+    moved.X = np.log1p(moved.X.toarray() * 0.37)
+    with pytest.raises(InputError, match=r"layer="):  # by default the saved layer (X here), now not counts
+        SCGPCL.load(tmp_path / "m", moved)
+    again = SCGPCL.load(tmp_path / "m", moved, layer="counts")
+    np.testing.assert_array_equal(again.predict(), m.predict())
+    assert again.layer == "counts"

@@ -320,6 +320,15 @@ CASES: list[Case] = [
                   *CLUSTER]),
     Case("--report folder whose parent does not exist", [T + "test_report.py::test_refuses_a_foreign_folder"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", "no/such/report", *CLUSTER]),
+    Case("--report at the output's path",
+         [T + "test_cli.py::test_outputs_that_name_the_same_path_are_refused_before_training",
+          T + "test_cli.py::test_demo_refuses_a_report_at_its_output_path"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", "out.h5ad", *CLUSTER]),
+    Case("--save-model inside the --report folder",
+         [T + "test_cli.py::test_outputs_that_name_the_same_path_are_refused_before_training"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--report", "rep", "--save-model", "rep/model", *CLUSTER]),
+    Case("--sample-cells below K", [T + "test_model.py::test_sample_cells_below_k_is_refused_before_training"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--sample-cells", "2", *CLUSTER]),
     # --- markers
     Case("markers --output onto its own input", [T + "test_markers.py::test_markers_output_never_replaces_the_input_or_an_existing_file"],
          lambda: ["markers", clustered("c.h5ad"), "-o", "c.h5ad", "--overwrite", "--quiet"]),
@@ -553,6 +562,8 @@ def tests_asserting_bad_input() -> list[str]:
 
 #: tests that assert on InputError or exit code 2 but whose bad input is not a separate row above, and why
 NOT_A_ROW = {
+    "tests/test_model.py::test_load_reads_the_counts_from_another_layer_when_told":
+        "the Python API's SCGPCL.load on log-normalised X: the same check as 'non-integer values (normalised X)'",
     "tests/test_runs.py::test_the_medoid_is_the_run_the_others_agree_with":
         "not an input: '== 2' matched the index of the medoid",
     "tests/test_runs.py::test_sklearn_runs": "not an input: '== 2' matched the number of runs",

@@ -15,6 +15,7 @@ parser without loading torch.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 import typing
 from dataclasses import dataclass, field
@@ -387,7 +388,9 @@ class SCGPCLConfig:
         for key, value in kwargs.items():
             sections = [s for s in d if key in d[s]]
             if not sections:
-                raise ValueError(f"unknown option {key!r}")
+                close = difflib.get_close_matches(key, [k for section in d.values() for k in section], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else "; every option is a field of scgpcl.recommended()"
+                raise ValueError(f"unknown option {key!r}{hint}")
             d[sections[0]][key] = value
         return SCGPCLConfig.from_dict(d)
 

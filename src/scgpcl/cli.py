@@ -356,13 +356,34 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
     if out.suffix != ".h5ad":
         raise InputError(f"output '{out}' must end in .h5ad")
     if not out.parent.exists():
-        raise InputError(f"output folder '{out.parent}' does not exist")
+        raise InputError(f"output folder '{out.parent}' does not exist; create it first (mkdir -p '{out.parent}')")
     if out.is_dir():
         raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' exists; pass --overwrite to replace it, or choose another name")
     check_writable(out.parent, "the output")
     return out
+
+
+def _check_distinct_outputs(output: str, report: str | None, save_model: str | None) -> None:
+    """The output file, ``--report DIR`` and ``--save-model DIR``: different paths, none inside another.
+
+    The two folders are written as a whole (and replaced as a whole with ``--overwrite``), so a path inside one
+    of them would be written and then lost, or refused after the training.
+    """
+    from ._errors import InputError
+
+    # compared resolved, named as given
+    named = [(what, p, Path(p).expanduser().resolve()) for what, p in
+             (("the output", output), ("--report", report), ("--save-model", save_model)) if p]
+    for i, a in enumerate(named):
+        for b in named[i + 1:]:
+            if a[2] == b[2]:
+                raise InputError(f"{a[0]} and {b[0]} both name '{a[1]}'; give each its own path")
+            for inner, outer in ((a, b), (b, a)):
+                if outer[2] in inner[2].parents:
+                    raise InputError(f"{inner[0]} '{inner[1]}' is inside the {outer[0]} folder '{outer[1]}', which "
+                                     "scgpcl writes as a whole; give them separate paths")
 
 
 def _check_model_dir(path: str | None, overwrite: bool) -> None:
@@ -403,6 +424,7 @@ def _run_cluster(args) -> int:
     # what needs no data is checked before --processes P starts any process (and again in each of them)
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite, args.input)
+    _check_distinct_outputs(args.output, args.report, args.save_model)
     config = _config_from_args(args)
     _check_multi_process_options(config, processes=args.processes)
     launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
@@ -413,9 +435,11 @@ def _run_cluster(args) -> int:
     from .model import SCGPCL
     from .model._runs import train_runs
     from .tl import store_results
+    from .tl._cluster import warn_replaced_column
 
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
+    warn_replaced_column(adata, args.key_added)
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
@@ -549,6 +573,8 @@ def _run_demo(args) -> int:
     from .simulate import simulate
 
     out = _check_h5ad_out(args.output, args.overwrite) if args.output else None
+    if args.output:
+        _check_distinct_outputs(args.output, args.report, None)
     _draw_seed(args)
     adata = simulate("demo", seed=args.random_state)
     k = adata.obs["cell_type"].nunique()

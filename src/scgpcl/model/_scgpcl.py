@@ -31,6 +31,9 @@ __all__ = ["SCGPCL"]
 
 log = logging.getLogger("scgpcl")
 
+#: :meth:`SCGPCL.load`'s default ``layer``: the one the model was trained on
+_SAVED_LAYER = object()
+
 _WEIGHTS = "model.pt"
 _CONFIG = "config.json"
 
@@ -170,6 +173,14 @@ class SCGPCL:
                 f"{arg('n_clusters=', '--n-clusters ')}{self.n_clusters} exceeds the {self.data.n_cells} cells left "
                 "after dropping empty cells"
             )
+        sample = config.train.sample_cells
+        if sample and sample < self.data.n_cells and sample < (self.n_clusters or 3):
+            need = f"the {self.n_clusters} clusters" if self.n_clusters else "the 3 cells that estimating K needs"
+            raise InputError(
+                f"{arg('sample_cells=', '--sample-cells ')}{sample} is fewer than {need}: the global steps "
+                f"(k-means, prototypes) run on that many cells. Give at least {self.n_clusters or 3}, or 0 for "
+                "every cell"
+            )
         if self.n_clusters is None and self.data.n_cells < 3:
             raise InputError(
                 f"estimating K needs at least 3 cells, but only {self.data.n_cells} are left after dropping "
@@ -270,11 +281,18 @@ class SCGPCL:
         progress
             Show progress bars.
 
+        Called again on a trained model (or one from :meth:`load`), training goes on from the trained
+        network and says so in a warning: the clusters can change.
+
         Returns
         -------
         SCGPCL
             ``self``, trained.
         """
+        if self.is_trained:
+            log.warning("this model is already trained: train() again goes on from the trained network, so its "
+                        "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
+                        "the start")
         tr = self.trainer
         tr.progress = progress
         pre = tr.pretrain()
@@ -408,7 +426,8 @@ class SCGPCL:
             raise
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, device: str | torch.device = "auto") -> SCGPCL:
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, layer: Any = _SAVED_LAYER,
+             device: str | torch.device = "auto") -> SCGPCL:
         """Rebuild a trained model for ``adata``; its genes must include the saved ones.
 
         Meant for the data the model was trained on (to predict or embed again
@@ -423,8 +442,10 @@ class SCGPCL:
         dir_path
             Folder written by :meth:`save`.
         adata
-            Cells x genes with the raw counts where the model read them (the
-            saved ``layer``); genes are matched by name.
+            Cells x genes with the raw counts; genes are matched by name.
+        layer
+            Where ``adata`` holds the raw counts: a key of ``adata.layers``, or None for ``X``. By
+            default where the model read them in training (the saved ``layer``).
         device
             ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
 
@@ -452,7 +473,8 @@ class SCGPCL:
                 "load the model with the data it was trained on"
             )
         self = cls.__new__(cls)
-        self._build(adata, config, layer=meta["layer"], random_state=int(meta["random_state"]), device=device,
+        layer = meta["layer"] if layer is _SAVED_LAYER else layer
+        self._build(adata, config, layer=layer, random_state=int(meta["random_state"]), device=device,
                     n_clusters=meta["n_clusters"], genes=np.array([pos[g] for g in genes]),
                     kmeans_calls=int(meta.get("kmeans_calls", 0)))
         _load_weights(self.module, d, bool(meta["has_cluster_centres"]))

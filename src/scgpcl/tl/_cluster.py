@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from anndata import AnnData
 from .._config import SCGPCLConfig
 from .._early_checks import check_keys
 from .._machine import cpu_model, gpu_model
+from .._messages import arg
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._runs import train_runs
@@ -129,6 +131,7 @@ def cluster(
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
+    warn_replaced_column(adata, key_added)
 
     def make(seed: int | None) -> SCGPCL:
         return SCGPCL(adata, n_clusters, layer=layer, config=config, random_state=seed, device=device, **overrides)
@@ -136,6 +139,18 @@ def cluster(
     model, runs = train_runs(make, random_state, n_runs, progress=progress)
     store_results(adata, model, key_added=key_added, label_key=label_key, runs=runs)
     return adata if copy else None
+
+
+def warn_replaced_column(adata: AnnData, key_added: str) -> None:
+    """Warn, before training, when ``obs[key_added]`` holds a column that no earlier scgpcl run wrote.
+
+    The clusters replace it (as scanpy's ``key_added`` does); an earlier scgpcl result under the key
+    (``uns[key_added]['params']``) is replaced without a word.
+    """
+    earlier = adata.uns.get(key_added)
+    if key_added in adata.obs and not (isinstance(earlier, Mapping) and "params" in earlier):
+        log.warning("obs[%r] already holds a column that scgpcl did not write; the clusters will replace it. "
+                    "To keep it, choose another %s", key_added, arg("key_added", "--key-added"))
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None,
