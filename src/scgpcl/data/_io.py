@@ -98,7 +98,8 @@ def read_counts(
         ``.h5ad`` only: the counts are in ``adata.raw`` (next to, say, a
         log-normalised ``X``). The result is ``adata.raw.to_adata()``: the raw
         counts in ``X``, ``var`` from ``raw`` (which may have more genes), and
-        ``obs``/``obsm``/``uns`` from the file.
+        ``obs``/``obsm``/``uns`` from the file, less ``uns['log1p']`` (scanpy's
+        mark that ``X`` is log-transformed, which no longer holds).
     genes_as_rows
         Text tables and benchmark ``.h5`` files only, whose orientation the
         format does not fix. ``True``: rows are genes (the table is
@@ -336,7 +337,10 @@ def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
     if use_raw:
         if adata.raw is None:
             raise InputError(f"'{path}' has no .raw; drop --use-raw / use_raw (counts in X) or pick a --layer")
-        return adata.raw.to_adata()
+        counts = adata.raw.to_adata()
+        # scanpy's mark that X is log-transformed describes the X left behind, not the counts now in X
+        counts.uns.pop("log1p", None)
+        return counts
     if layer is not None:
         if layer not in adata.layers:
             available = ", ".join(repr(k) for k in adata.layers)
