@@ -275,14 +275,13 @@ class SCGPCL:
         Run by every process of a ``torchrun`` job (or of a process group the
         caller initialised), it trains data-parallel: every process must call
         it, and every process ends with the same model (docs/distributed.md).
+        Called again on a trained model (or one from :meth:`load`), training goes on from the trained
+        network and says so in a warning: the clusters can change.
 
         Parameters
         ----------
         progress
             Show progress bars.
-
-        Called again on a trained model (or one from :meth:`load`), training goes on from the trained
-        network and says so in a warning: the clusters can change.
 
         Returns
         -------
