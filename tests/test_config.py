@@ -78,3 +78,27 @@ def test_a_config_saved_before_min_minibatches_reads_with_full_size_minibatches(
     assert scgpcl.SCGPCLConfig.from_dict(old).sampler.min_minibatches == 0  # what it ran with
     again = scgpcl.SCGPCLConfig.from_dict(scgpcl.recommended().override(min_minibatches=4).to_dict())
     assert again.sampler.min_minibatches == 4
+
+
+def test_the_configuration_a_run_records_reads_back_and_stray_keys_are_errors(small_toy, tmp_path):
+    # from_dict took uns['scgpcl']['params']['config'] (flat 'section.option' keys) and silently returned the
+    # defaults: pretrain_rounds=3 came back as 25
+    import anndata as ad
+
+    from helpers import TINY
+
+    a = small_toy.copy()
+    scgpcl.tl.cluster(a, n_clusters=3, progress=False, **TINY)
+    a.write_h5ad(tmp_path / "o.h5ad")
+    flat = dict(ad.read_h5ad(tmp_path / "o.h5ad").uns["scgpcl"]["params"]["config"])
+    assert "train.pretrain_rounds" in flat and not isinstance(flat["model.encoder_dims"], (list, tuple))  # an array
+    back = scgpcl.SCGPCLConfig.from_dict(flat)
+    assert back.train.pretrain_rounds == 3 and back.model.encoder_dims == (256, 64)
+    assert back.validate() == scgpcl.SCGPCLConfig.from_dict(back.to_dict())
+    nested = back.to_dict()
+    assert scgpcl.SCGPCLConfig.from_dict(nested) == back  # to_dict's own form still reads
+    for stray, match in (({"bogus": 1}, "unknown configuration key 'bogus'"),
+                         ({"train.bogus": 1}, r"unknown TrainConfig option\(s\): \['bogus'\]"),
+                         ({"train": 3}, "unknown configuration key 'train'")):
+        with pytest.raises(ValueError, match=match):
+            scgpcl.SCGPCLConfig.from_dict(stray)

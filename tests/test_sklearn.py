@@ -82,3 +82,14 @@ def test_dataframe_gives_gene_names(toy):
 def test_bad_input_raises_input_error(x, kwargs, message):
     with pytest.raises(InputError, match=message):
         SCGPCLClustering(n_clusters=3, **kwargs).fit(x)
+
+
+def test_an_earlier_option_name_survives_clone_and_set_params():
+    # SCGPCLClustering(3, pretrain_epochs=4) was accepted, but clone(e).set_params(pretrain_epochs=5), what
+    # GridSearchCV does, raised "not ... a config option of scgpcl"
+    e = SCGPCLClustering(3, pretrain_epochs=4)
+    assert e._config().train.pretrain_rounds == 4
+    tuned = clone(e).set_params(pretrain_epochs=5)
+    assert tuned.get_params()["pretrain_epochs"] == 5 and tuned._config().train.pretrain_rounds == 5
+    with pytest.raises(ValueError, match="invalid parameter 'pretrain_epoch'"):
+        clone(e).set_params(pretrain_epoch=5)

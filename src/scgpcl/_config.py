@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import numbers
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -241,6 +242,28 @@ _RENAMED = {
 _SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "sampler": SamplerConfig, "train": TrainConfig}
 
 
+def _nested(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``to_dict()``'s sections, from themselves or from flat ``"section.option"`` keys; other keys refused."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        section, dot, option = str(key).partition(".")
+        if section not in _SECTIONS or (not dot and value is not None and not isinstance(value, Mapping)):
+            raise ValueError(f"unknown configuration key {key!r}: give to_dict()'s sections ({', '.join(_SECTIONS)}) "
+                             "or 'section.option' keys, as uns['scgpcl']['params']['config'] holds them")
+        if dot:
+            out.setdefault(section, {})[option] = value
+        elif value is not None:
+            out.setdefault(section, {}).update(value)
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """A saved option value as the dataclass takes it: arrays and lists as tuples, numpy scalars as Python ones."""
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    return tuple(v) if isinstance(v, list) else v
+
+
 def option_fields() -> list[tuple[str, dataclasses.Field, Any]]:
     """Every option as ``(section, field, resolved type)``, in declaration order."""
     out = []
@@ -318,11 +341,15 @@ class SCGPCLConfig:
         what it ran with (both are on by default since 2026-12-05); one saved before ``lambda_ins_cells``
         with 0 (the instance loss never scaled), one saved before ``lambda_ins_power`` with 1 (linear), and one
         saved before ``min_minibatches`` with 0 (every minibatch ``batch_size`` cells).
+
+        Also reads the flat ``"section.option"`` keys that :func:`scgpcl.tl.cluster` stores in
+        ``uns[key]['params']['config']`` (arrays, as an ``.h5ad`` gives them back, become tuples). A key that is
+        neither a section nor ``section.option`` is an error, not ignored.
         """
+        d = _nested(d)
         sections = {}
         for name, kind in _SECTIONS.items():
-            values = {_RENAMED.get(k, k): (tuple(v) if isinstance(v, list) else v)
-                      for k, v in (d.get(name) or {}).items()}
+            values = {_RENAMED.get(k, k): _plain(v) for k, v in (d.get(name) or {}).items()}
             if name == "train" and values.get("prototypes") == "epoch":
                 values["prototypes"] = "round"
             if name == "preprocess" and d.get("preprocess") is not None and "target_sum" not in d["preprocess"]:

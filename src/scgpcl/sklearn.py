@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ._config import PRESETS, SCGPCLConfig
+from ._config import _RENAMED, PRESETS, SCGPCLConfig
 from ._errors import InputError
 
 __all__ = ["SCGPCLClustering"]
@@ -33,8 +33,10 @@ _PRESETS = PRESETS
 
 
 def _config_fields() -> set[str]:
+    """Every config option's name, and the earlier names the config still accepts (``pretrain_epochs``)."""
     cfg = SCGPCLConfig()
-    return {f.name for section in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, section.name))}
+    names = {f.name for section in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, section.name))}
+    return names | set(_RENAMED)
 
 
 class SCGPCLClustering(ClusterMixin, BaseEstimator):
