@@ -205,3 +205,16 @@ def test_markers_say_why_when_every_cluster_is_a_single_cell(small_toy):
     a.obs["scgpcl"] = pd.Categorical([str(i) for i in range(a.n_obs)])
     with pytest.warns(UserWarning, match="fewer than 2 cells"), pytest.raises(InputError, match="2 or more cells"):
         tl.markers(a, n_genes=2)
+
+
+def test_markers_output_named_csv_is_comma_separated(tmp_path):
+    # '-o markers.csv' wrote tab-separated text into the .csv, one column in a spreadsheet
+    a, _ = _grouped()
+    path = tmp_path / "clustered.h5ad"
+    a.write_h5ad(path)
+    assert main(["markers", str(path), "-o", str(tmp_path / "m.csv"), "--quiet"]) == 0
+    assert main(["markers", str(path), "-o", str(tmp_path / "m.tsv"), "--quiet"]) == 0
+    as_csv = pd.read_csv(tmp_path / "m.csv")
+    as_tsv = pd.read_csv(tmp_path / "m.tsv", sep="\t")
+    assert as_csv.shape[1] > 1 and "\t" not in (tmp_path / "m.csv").read_text()
+    pd.testing.assert_frame_equal(as_csv, as_tsv)

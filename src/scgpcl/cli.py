@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--key", default="scgpcl", help="obs column with the clusters (scgpcl)")
     m.add_argument("--n-genes", type=_positive_int, default=10, help="genes per cluster (10)")
     m.add_argument("--layer", help="layer with raw counts (default: the one the clustering used, else X)")
-    m.add_argument("--output", "-o", help="write the table to this .tsv (default: print it)")
+    m.add_argument("--output", "-o", help="write the table to this file: tab-separated, or comma-separated if its "
+                                          "name ends in .csv (default: print it, tab-separated)")
     m.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output file (never the input .h5ad itself)")
     m.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
@@ -527,7 +528,7 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
         raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is tab-separated text; "
                          f"give a name ending in .tsv, e.g. {out.with_suffix('.tsv')}")
     if not out.parent.exists():
-        raise InputError(f"output folder '{out.parent}' does not exist")
+        raise InputError(f"output folder '{out.parent}' does not exist; create it first (mkdir -p '{out.parent}')")
     if out.is_dir():
         raise InputError(f"--output '{out}' is a folder; give a file name for the table, e.g. {out / 'markers.tsv'}")
     if out.exists() and not overwrite:
@@ -555,7 +556,7 @@ def _run_markers(args) -> int:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            table.to_csv(f, sep="\t", index=False, float_format="%.6g")
+            table.to_csv(f, sep="," if out.suffix.lower() == ".csv" else "\t", index=False, float_format="%.6g")
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; give the table the usual permissions
         _signals.raise_if_interrupted()
         os.replace(tmp, out)
