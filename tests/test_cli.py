@@ -404,6 +404,8 @@ def test_lazy_package_attributes_still_work():
         "assert callable(scgpcl.metrics.clustering_metrics) and callable(scgpcl.pl.umap)\n"
         "assert 'demo' in PRESETS and callable(simulate) and 'SCGPCL' in dir(scgpcl)\n"
         "assert scgpcl.fast().train.pretrain_rounds > 0\n"
+        # the API page documents scgpcl.train.estimate_k and lloyd_kmeans; they raised AttributeError
+        "assert callable(scgpcl.train.estimate_k) and callable(scgpcl.train.lloyd_kmeans)\n"
         "try:\n    scgpcl.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
     )], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

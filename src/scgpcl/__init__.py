@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 _logging.getLogger("scgpcl").addHandler(_logging.NullHandler())
 
 #: submodules imported on first attribute access: ``scgpcl.tl``, ``scgpcl.pl``, ...
-_LAZY_MODULES = ("data", "distributed", "metrics", "model", "pl", "report", "simulate", "sklearn", "tl")
+_LAZY_MODULES = ("data", "distributed", "metrics", "model", "pl", "report", "simulate", "sklearn", "tl", "train")
 #: names imported on first access from the submodule that defines them
 _LAZY_NAMES = {"SCGPCL": "model", "read_counts": "data._io"}
 
