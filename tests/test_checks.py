@@ -255,7 +255,7 @@ def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
     with pytest.raises(InputError, match=r"Use layer= to pick a layer holding raw counts \(available layers: 'counts'\)"):
         check_counts(scaled, layers=["counts"])
     # mse is offered for non-integer values that are not normalised (what its own warning asks)
-    with pytest.raises(InputError, match=r"no \.raw.*not normalised but not whole.*can use reconstruction='mse'"):
+    with pytest.raises(InputError, match=r"no \.raw.*Non-integer values that are not normalised.*can use reconstruction='mse'"):
         check_counts(np.full((4, 3), 0.5), layers=[])
     with pytest.raises(InputError, match=r"is this the count matrix\? Use layer= to pick another"):
         check_counts(np.zeros((4, 3)), layers=["c"])

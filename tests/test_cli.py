@@ -806,3 +806,24 @@ def test_a_column_that_scgpcl_did_not_write_is_named_before_training(small_toy, 
     with caplog.at_level("WARNING", logger="scgpcl"):  # an earlier scgpcl result under the key: no warning
         tl.cluster(a, n_clusters=3, key_added="cell_type_copy", progress=False, **TINY)
     assert not [r for r in caplog.records if "did not write" in r.getMessage()]
+
+
+def test_the_command_line_names_a_column_it_will_replace(small_toy, tmp_path, caplog):
+    a = small_toy.copy()
+    a.obs["annotation"] = a.obs["cell_type"].astype(str)
+    a.uns["annotation"] = {"params": {"resolution": 1.0}}  # what scanpy's leiden leaves: not scgpcl's record
+    a.write_h5ad(tmp_path / "in.h5ad")
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        assert main(["cluster", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet",
+                     "--key-added", "annotation", *TINY_ARGS]) == 0
+    assert [r for r in caplog.records if "obs['annotation'] already holds" in r.getMessage()
+            and "--key-added" in r.getMessage()]
+
+
+def test_paths_under_the_output_file_or_the_model_folder_are_refused(small_toy_file, tmp_path, capsys):
+    for args, inside in ((["--report", str(tmp_path / "o.h5ad" / "rep")], "inside the output file"),
+                         (["--save-model", str(tmp_path / "m"), "--report", str(tmp_path / "m" / "rep")],
+                          "inside the --save-model folder")):
+        assert main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", *args]) == 2
+        assert inside in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

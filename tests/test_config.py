@@ -88,17 +88,19 @@ def test_the_configuration_a_run_records_reads_back_and_stray_keys_are_errors(sm
     from helpers import TINY
 
     a = small_toy.copy()
-    scgpcl.tl.cluster(a, n_clusters=3, progress=False, **TINY)
+    # loss_weights is a dict-valued option: it is recorded one level deeper ('train.loss_weights.zinb')
+    scgpcl.tl.cluster(a, n_clusters=3, progress=False, loss_weights={"zinb": 0.5}, **TINY)
     a.write_h5ad(tmp_path / "o.h5ad")
     flat = dict(ad.read_h5ad(tmp_path / "o.h5ad").uns["scgpcl"]["params"]["config"])
     assert "train.pretrain_rounds" in flat and not isinstance(flat["model.encoder_dims"], (list, tuple))  # an array
     back = scgpcl.SCGPCLConfig.from_dict(flat)
     assert back.train.pretrain_rounds == 3 and back.model.encoder_dims == (256, 64)
+    assert back.train.loss_weights == {"zinb": 0.5}
     assert back.validate() == scgpcl.SCGPCLConfig.from_dict(back.to_dict())
     nested = back.to_dict()
     assert scgpcl.SCGPCLConfig.from_dict(nested) == back  # to_dict's own form still reads
     for stray, match in (({"bogus": 1}, "unknown configuration key 'bogus'"),
                          ({"train.bogus": 1}, r"unknown TrainConfig option\(s\): \['bogus'\]"),
-                         ({"train": 3}, "unknown configuration key 'train'")):
+                         ({"train": 3}, "configuration section 'train' must map option names to values")):
         with pytest.raises(ValueError, match=match):
             scgpcl.SCGPCLConfig.from_dict(stray)

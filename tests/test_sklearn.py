@@ -93,3 +93,8 @@ def test_an_earlier_option_name_survives_clone_and_set_params():
     assert tuned.get_params()["pretrain_epochs"] == 5 and tuned._config().train.pretrain_rounds == 5
     with pytest.raises(ValueError, match="invalid parameter 'pretrain_epoch'"):
         clone(e).set_params(pretrain_epoch=5)
+    # the option set under one name, then the other: the last one set counts, whichever name it used
+    both = SCGPCLClustering(3, warmup_rounds=2).set_params(warmup_epochs=1)
+    assert both._config().train.warmup_rounds == 1 and "warmup_rounds" not in both.get_params()
+    back = both.set_params(warmup_rounds=3)
+    assert back._config().train.warmup_rounds == 3 and "warmup_epochs" not in back.get_params()

@@ -247,13 +247,21 @@ def _nested(d: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
         section, dot, option = str(key).partition(".")
-        if section not in _SECTIONS or (not dot and value is not None and not isinstance(value, Mapping)):
+        if section not in _SECTIONS:
             raise ValueError(f"unknown configuration key {key!r}: give to_dict()'s sections ({', '.join(_SECTIONS)}) "
-                             "or 'section.option' keys, as uns['scgpcl']['params']['config'] holds them")
+                             "or the 'section.option' keys of a recorded configuration "
+                             "(uns['scgpcl']['params']['config'])")
+        if not dot and value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"configuration section {key!r} must map option names to values, not {value!r}")
+        if not dot:
+            if value is not None:
+                out.setdefault(section, {}).update(value)
+            continue
+        option, dot, sub = option.partition(".")  # a dict-valued option (loss_weights) is recorded one level deeper
         if dot:
+            out.setdefault(section, {}).setdefault(option, {})[sub] = value
+        else:
             out.setdefault(section, {})[option] = value
-        elif value is not None:
-            out.setdefault(section, {}).update(value)
     return out
 
 
@@ -342,9 +350,11 @@ class SCGPCLConfig:
         with 0 (the instance loss never scaled), one saved before ``lambda_ins_power`` with 1 (linear), and one
         saved before ``min_minibatches`` with 0 (every minibatch ``batch_size`` cells).
 
-        Also reads the flat ``"section.option"`` keys that :func:`scgpcl.tl.cluster` stores in
-        ``uns[key]['params']['config']`` (arrays, as an ``.h5ad`` gives them back, become tuples). A key that is
-        neither a section nor ``section.option`` is an error, not ignored.
+        Also reads the complete configuration that :func:`scgpcl.tl.cluster` records in
+        ``uns[key]['params']['config']``, as flat ``"section.option"`` keys (arrays, as an ``.h5ad`` gives them
+        back, become tuples). A key that is neither a section nor ``section.option`` is an error, not ignored.
+        Options left out are read as a configuration of an earlier version would be (above); to change a few
+        options of the defaults, use ``recommended().override(...)``.
         """
         d = _nested(d)
         sections = {}

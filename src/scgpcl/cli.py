@@ -375,7 +375,7 @@ def _check_distinct_outputs(output: str, report: str | None, save_model: str | N
     from ._errors import InputError
 
     # compared resolved, named as given
-    named = [(what, p, Path(p).expanduser().resolve()) for what, p in
+    named = [(what, p, Path(p).resolve()) for what, p in
              (("the output", output), ("--report", report), ("--save-model", save_model)) if p]
     for i, a in enumerate(named):
         for b in named[i + 1:]:
@@ -383,8 +383,10 @@ def _check_distinct_outputs(output: str, report: str | None, save_model: str | N
                 raise InputError(f"{a[0]} and {b[0]} both name '{a[1]}'; give each its own path")
             for inner, outer in ((a, b), (b, a)):
                 if outer[2] in inner[2].parents:
-                    raise InputError(f"{inner[0]} '{inner[1]}' is inside the {outer[0]} folder '{outer[1]}', which "
-                                     "scgpcl writes as a whole; give them separate paths")
+                    what = ("the output file" if outer[0] == "the output" else
+                            f"the {outer[0]} folder, which scgpcl needs empty or its own")
+                    raise InputError(f"{inner[0]} '{inner[1]}' is inside {what} '{outer[1]}'; give them separate "
+                                     "paths")
 
 
 def _check_model_dir(path: str | None, overwrite: bool) -> None:
@@ -525,8 +527,8 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
         raise InputError(f"--output '{out}' is the input file; the marker table would replace the clustered data. "
                          f"Give the table its own name, e.g. {out.with_name(out.stem + '_markers.tsv')}")
     if out.suffix.lower() == ".h5ad":
-        raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is tab-separated text; "
-                         f"give a name ending in .tsv, e.g. {out.with_suffix('.tsv')}")
+        raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is text; "
+                         f"give a name ending in .tsv or .csv, e.g. {out.with_suffix('.tsv')}")
     if not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist; create it first (mkdir -p '{out.parent}')")
     if out.is_dir():

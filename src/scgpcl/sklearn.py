@@ -150,8 +150,11 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
                 )
         for name, value in params.items():
             setattr(self, name, value)
-            if name not in own and name not in self._override_names:
-                self._override_names = tuple(sorted((*self._override_names, name)))
+            if name not in own:
+                # an option set under one of its two names (pretrain_epochs, pretrain_rounds) drops the other
+                same = {_RENAMED.get(name, name)} | {old for old, new in _RENAMED.items() if new == _RENAMED.get(name, name)}
+                kept = [n for n in self._override_names if n not in same]
+                self._override_names = tuple(sorted((*kept, name)))
         return self
 
     def _overrides(self) -> dict[str, Any]:

@@ -243,8 +243,8 @@ def check_counts(
             mse = arg("reconstruction='mse'", "--reconstruction mse")
             raise InputError(
                 f"{where} is not integer counts: {detail}. The ZINB reconstruction needs "
-                f"integer counts. {_use_layer(layers, has_raw)}. Values that are not normalised but not whole "
-                f"either (estimated counts, e.g. from Salmon or RSEM) can use {mse}"
+                f"integer counts. {_use_layer(layers, has_raw)}. Non-integer values that are not normalised "
+                f"(estimated counts, e.g. from Salmon or RSEM) can use {mse}"
             )
         warnings.warn(
             f"{where} is not integer counts: {detail}. reconstruction='mse' accepts this, "

@@ -145,10 +145,11 @@ def warn_replaced_column(adata: AnnData, key_added: str) -> None:
     """Warn, before training, when ``obs[key_added]`` holds a column that no earlier scgpcl run wrote.
 
     The clusters replace it (as scanpy's ``key_added`` does); an earlier scgpcl result under the key
-    (``uns[key_added]['params']``) is replaced without a word.
+    (``uns[key_added]['params']['config']``, which scanpy's clusterings do not write) is replaced without a word.
     """
     earlier = adata.uns.get(key_added)
-    if key_added in adata.obs and not (isinstance(earlier, Mapping) and "params" in earlier):
+    params = earlier.get("params") if isinstance(earlier, Mapping) else None
+    if key_added in adata.obs and not (isinstance(params, Mapping) and "config" in params):
         log.warning("obs[%r] already holds a column that scgpcl did not write; the clusters will replace it. "
                     "To keep it, choose another %s", key_added, arg("key_added", "--key-added"))
 
