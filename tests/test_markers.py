@@ -137,7 +137,7 @@ def test_markers_output_never_replaces_the_input_or_an_existing_file(tmp_path, c
     assert "exists" in err and "--overwrite" in err and table.read_text() == "an earlier table\n"
     # a table named .h5ad would be read as AnnData by the next command
     assert main(["markers", str(path), "-o", str(tmp_path / "other.h5ad"), "--quiet"]) == 2
-    assert "tab-separated" in capsys.readouterr().err and not (tmp_path / "other.h5ad").exists()
+    assert "a name ending in .tsv or .csv" in capsys.readouterr().err and not (tmp_path / "other.h5ad").exists()
     monkeypatch.undo()
     assert main(["markers", str(path), "-o", str(table), "--overwrite", "--quiet", "--n-genes", "2"]) == 0
     assert table.read_text().startswith("cluster\trank\tgene") and path.read_bytes() == before
