@@ -242,6 +242,25 @@ _RENAMED = {
 _SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "sampler": SamplerConfig, "train": TrainConfig}
 
 
+def flat_config(config: SCGPCLConfig) -> dict[str, Any]:
+    """``config`` as flat ``"section.option"`` keys, as a run records it in ``uns[key]['params']['config']``.
+
+    A dict-valued option (``loss_weights``) goes one level deeper (``"train.loss_weights.zinb"``) and tuples
+    become lists; :meth:`SCGPCLConfig.from_dict` reads it back (:func:`_nested`).
+    """
+
+    def flat(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    return flat(config.to_dict(), "")
+
+
 def _nested(d: Mapping[str, Any]) -> dict[str, Any]:
     """``to_dict()``'s sections, from themselves or from flat ``"section.option"`` keys; other keys refused."""
     out: dict[str, Any] = {}

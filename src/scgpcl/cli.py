@@ -369,8 +369,8 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
 def _check_distinct_outputs(output: str, report: str | None, save_model: str | None) -> None:
     """The output file, ``--report DIR`` and ``--save-model DIR``: different paths, none inside another.
 
-    The two folders are written as a whole (and replaced as a whole with ``--overwrite``), so a path inside one
-    of them would be written and then lost, or refused after the training.
+    The report folder is written and replaced as a whole, and the model folder must be empty (or is written
+    into with ``--overwrite``), so a path inside either would be refused after the training, or lost.
     """
     from ._errors import InputError
 

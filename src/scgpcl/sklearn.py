@@ -152,8 +152,8 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             setattr(self, name, value)
             if name not in own:
                 # an option set under one of its two names (pretrain_epochs, pretrain_rounds) drops the other
-                same = {_RENAMED.get(name, name)} | {old for old, new in _RENAMED.items() if new == _RENAMED.get(name, name)}
-                kept = [n for n in self._override_names if n not in same]
+                option = _RENAMED.get(name, name)
+                kept = [n for n in self._override_names if _RENAMED.get(n, n) != option]
                 self._override_names = tuple(sorted((*kept, name)))
         return self
 

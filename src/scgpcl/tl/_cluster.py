@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._config import SCGPCLConfig
+from .._config import SCGPCLConfig, flat_config
 from .._early_checks import check_keys
 from .._machine import cpu_model, gpu_model
 from .._messages import arg
@@ -202,7 +202,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "n_cells_used": model.data.n_cells,
             "n_cells_dropped": n_dropped,
             "n_genes_used": model.data.n_genes,
-            "config": _flatten(model.config.to_dict()),
+            "config": flat_config(model.config),
             # the same seed gives other labels on another CPU model: say which one this ran on
             "cpu": cpu_model(),
             # and how many threads torch used there: another count sums in another order (docs/usage.md)
@@ -255,13 +255,3 @@ def _data_parallel_params() -> dict:
         return {}
     comm = distributed.current()
     return {"processes": comm.world_size, "dist_backend": comm.backend, "sync_batchnorm": comm.sync_batchnorm}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
