@@ -543,6 +543,10 @@ def test_report_shows_the_command_input_checksum_and_cpu(toy_file, tmp_path, mon
     page = html.unescape((tmp_path / "rep" / "index.html").read_text())
     assert f"cd {tmp_path}\nscgpcl {' '.join(argv)}" in page
     assert digest in page and cpu_model() in page
+    # the command is refused as it stands (its outputs exist); the page says how to run it again
+    assert "add <code>--overwrite</code> or name other output paths" in " ".join(page.split())
+    assert main(argv) == 2
+    assert main([*argv, "--overwrite"]) == 0
     # 'scgpcl report' of the clustered file shows the same record
     assert main(["report", "out.h5ad", "rep2", "--quiet"]) == 0
     again = html.unescape((tmp_path / "rep2" / "index.html").read_text())

@@ -182,6 +182,21 @@ def test_report_counts_empty_clusters(tmp_path):
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["cluster_sizes"]["3"] == 0
 
 
+def test_dataset_table_counts_the_clusters_in_the_column_and_the_trained_k(tmp_path):
+    """Clusters merged after training: the Dataset table shows the clusters the report describes, and the K
+    trained with beside them (it showed the recorded K only)."""
+    import html
+
+    a = clustered()
+    write_report(a, tmp_path / "r")
+    page = html.unescape((tmp_path / "r" / "index.html").read_text())
+    assert "<div>clusters (K)</div><div>3</div>" in page and "trained with K" not in page
+    a.obs["scgpcl"] = pd.Categorical(a.obs["scgpcl"].astype(str).replace({"2": "1"}))
+    write_report(a, tmp_path / "merged")
+    page = html.unescape((tmp_path / "merged" / "index.html").read_text())
+    assert "<div>clusters (K)</div><div>2 (trained with K = 3)</div>" in page
+
+
 def test_cluster_table_names_each_clusters_matched_label(tmp_path):
     a = clustered()
     permuted = {"0": "c", "1": "a", "2": "b"}

@@ -298,7 +298,8 @@ CASES: list[Case] = [
     # --- outputs
     Case("output not ending in .h5ad", [T + "test_cli.py::test_output_must_be_h5ad"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.csv", *CLUSTER]),
-    Case("output exists, no --overwrite", [T + "test_cli.py::test_existing_output_needs_overwrite"],
+    Case("output exists, no --overwrite", [T + "test_cli.py::test_existing_output_needs_overwrite",
+                                             T + "test_cli.py::test_report_shows_the_command_input_checksum_and_cpu"],
          lambda: ["cluster", h5ad("in.h5ad"), text("out.h5ad", "an earlier result"), *CLUSTER]),
     Case("output is the input file (even with --overwrite)", [T + "test_cli.py::test_the_output_is_never_the_input"],
          lambda: ["cluster", h5ad("in.h5ad"), "in.h5ad", "--overwrite", *CLUSTER]),

@@ -246,11 +246,23 @@ def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[st
         "zeros": f"{100 * (1 - nnz / max(n_entries, 1)):.1f} %",
         "cells clustered": int(params.get("n_cells_used", adata.obs[key].notna().sum())),
         "genes used by the model": int(params.get("n_genes_used", 0)) or None,
-        "clusters (K)": int(params.get("n_clusters", adata.obs[key].nunique())),
+        "clusters (K)": _k_shown(adata.obs[key], params.get("n_clusters")),
     }
     if label_key is not None:
         summary["reference labels"] = f"obs['{label_key}'], {adata.obs[label_key].nunique()} groups"
     return summary
+
+
+def _k_shown(clusters: pd.Series, trained_k: Any) -> int | str:
+    """The number of clusters in the column now, and the K trained with when it differs.
+
+    A user may merge or relabel clusters after training and write the report again; the table then shows the
+    clusters the report describes, not only the K recorded at training.
+    """
+    now = int(clusters.dropna().nunique())
+    if trained_k is None or int(trained_k) == now:
+        return now
+    return f"{now} (trained with K = {int(trained_k)})"
 
 
 def _metrics(adata: AnnData, key: str, label_key: str | None) -> dict[str, float] | None:
@@ -376,7 +388,9 @@ def _reproduce_html(params: dict, runs: dict | None = None) -> str:
     if command:
         cwd = params.get("cwd")
         shown = f"cd {shlex.quote(str(cwd))}\n{command}" if cwd else str(command)
-        items.append(f"<h3>Reproduce this run</h3><pre class=\"cmd\"><code>{_e(shown)}</code></pre>")
+        items.append(f"<h3>Reproduce this run</h3><pre class=\"cmd\"><code>{_e(shown)}</code></pre>"
+                     '<p class="note">scgpcl does not replace existing files: to run it again where its outputs '
+                     "still are, add <code>--overwrite</code> or name other output paths.</p>")
     else:
         items.append('<h3>Reproduce this run</h3><p class="note">No command line was recorded (a run from Python, '
                      "or by an scgpcl older than this report): <code>scgpcl.tl.cluster(adata, n_clusters=K, "
