@@ -263,3 +263,11 @@ def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
     with pytest.raises(InputError, match=r"adata\.raw is set: if it holds the counts, use adata\.raw\.to_adata\(\) "
                                          r"\(this data has no layers\)$"):
         check_counts(scaled, layers=[], has_raw=True)
+
+
+def test_float16_counts_are_checked_without_an_overflow_warning():
+    # the check compared float16 values with bounds outside float16's range: "overflow encountered in cast"
+    x = np.random.default_rng(0).poisson(2, (50, 30)).astype(np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_counts(x, reconstruction="zinb", where="X", layers=[])  # scipy.sparse has no float16

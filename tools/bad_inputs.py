@@ -463,6 +463,15 @@ def _python_cases() -> list[Case]:
         m.save("m")
         SCGPCL.load("m", toy()[:, :10].copy())
 
+    def load_few_cells():
+        import shutil
+
+        m = SCGPCL(toy(), 3, pretrain_rounds=2, warmup_rounds=1, finetune_rounds=1)
+        m.train(progress=False)
+        shutil.rmtree("m3", ignore_errors=True)
+        m.save("m3")
+        SCGPCL.load("m3", toy()[:2].copy())
+
     def load_corrupt():
         Path("m2").mkdir()
         Path("m2/config.json").write_text("{not json")
@@ -504,6 +513,9 @@ def _python_cases() -> list[Case]:
              call=auto_k_three_cells),
         Case("SCGPCL.load on data lacking the model's genes", [T + "test_model.py::test_load_checks_genes"],
              call=load_other_genes),
+        Case("SCGPCL.load on fewer cells than the model's clusters",
+             [T + "test_model.py::test_load_on_fewer_cells_than_clusters_names_the_model_not_n_clusters"],
+             call=load_few_cells),
         Case("SCGPCL.load of a damaged config.json", [T + "test_model.py::test_load_refuses_corrupt_files_by_name", T + "test_model.py::test_save_and_load_errors_name_the_problem"],
              call=load_corrupt),
         Case("SCGPCLClustering(preset='nope')", [T + "test_sklearn.py::test_bad_input_raises_input_error"], call=sklearn_preset),

@@ -67,6 +67,8 @@ class _ValueStats:
                 self.n_negative += int(np.count_nonzero(values < 0))
                 self.minimum = min(self.minimum, float(values.min()))
             return
+        if values.dtype.itemsize < 4:  # float16: the bounds below would overflow its range in the comparison
+            values = values.astype(np.float32)
         finite = np.isfinite(values)
         if not finite.all():
             nan = np.isnan(values)

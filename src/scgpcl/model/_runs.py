@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -60,7 +61,7 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
     log.info("%d runs: mean ARI between them %.3f; kept seed %d, the run that agrees best with the others",
              n_runs, mean_ari, seeds[chosen])
     if mean_ari < 0.8:
-        log.warning("the %d runs disagree (mean ARI between them %.2f): the clusters depend on the seed; "
-                    "the per-cell agreement shows which cells move", n_runs, mean_ari)
+        warnings.warn(f"the {n_runs} runs disagree (mean ARI between them {mean_ari:.2f}): the clusters depend on "
+                      "the seed; the per-cell agreement shows which cells move", UserWarning, stacklevel=3)
     return models[chosen], {"seeds": seeds, "chosen_seed": seeds[chosen], "ari": ari, "mean_ari": mean_ari,
                             "agreement": agreement}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,8 @@ class SCGPCL:
     --------
     >>> model = SCGPCL(adata, n_clusters=8)
     >>> model.train()
-    >>> adata.obs["scgpcl"] = model.predict().astype(str)
-    >>> adata.obsm["X_scgpcl"] = model.get_latent_representation()
+    >>> labels = model.predict()  # -1 for cells with no counts in the genes used (not clustered)
+    >>> scgpcl.tl.store_results(adata, model)  # obs['scgpcl'] (NaN for those), obsm['X_scgpcl'], uns['scgpcl']
     """
 
     def __init__(
@@ -289,9 +290,9 @@ class SCGPCL:
             ``self``, trained.
         """
         if self.is_trained:
-            log.warning("this model is already trained: train() again goes on from the trained network, so its "
-                        "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
-                        "the start")
+            warnings.warn("this model is already trained: train() again goes on from the trained network, so its "
+                          "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
+                          "the start", UserWarning, stacklevel=2)
         tr = self.trainer
         tr.progress = progress
         pre = tr.pretrain()
@@ -471,6 +472,13 @@ class SCGPCL:
                 f"the AnnData lacks {len(missing)} of the model's {len(genes)} genes (e.g. {missing[:3]}); "
                 "load the model with the data it was trained on"
             )
+        k = meta["n_clusters"]
+        if isinstance(k, int) and adata.n_obs < k:  # n_clusters would be blamed, which the caller did not pass
+            raise InputError(
+                f"the model has {k} clusters and the AnnData only {adata.n_obs} cells; load the model with the data "
+                "it was trained on (its cell features are standardised with the AnnData's own statistics, so a "
+                "handful of cells is not embedded as in training)"
+            )
         self = cls.__new__(cls)
         layer = meta["layer"] if layer is _SAVED_LAYER else layer
         self._build(adata, config, layer=layer, random_state=int(meta["random_state"]), device=device,
@@ -527,4 +535,4 @@ def _warn_empty_clusters(labels: np.ndarray, k: int, *, finetuned: bool | None =
     """Say so when some of the K clusters got no cell (DEC in particular can leave clusters empty)."""
     n_used = len(np.unique(labels[labels >= 0]))
     if n_used < k:
-        log.warning("%s", empty_clusters_message(n_used, k, finetuned=finetuned))
+        warnings.warn(empty_clusters_message(n_used, k, finetuned=finetuned), UserWarning, stacklevel=3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +22,6 @@ from ..model._scgpcl import SCGPCL
 
 __all__ = ["cluster", "store_results"]
 
-log = logging.getLogger("scgpcl")
 
 
 def cluster(
@@ -150,8 +149,9 @@ def warn_replaced_column(adata: AnnData, key_added: str) -> None:
     earlier = adata.uns.get(key_added)
     params = earlier.get("params") if isinstance(earlier, Mapping) else None
     if key_added in adata.obs and not (isinstance(params, Mapping) and "config" in params):
-        log.warning("obs[%r] already holds a column that scgpcl did not write; the clusters will replace it. "
-                    "To keep it, choose another %s", key_added, arg("key_added", "--key-added"))
+        warnings.warn(f"obs[{key_added!r}] already holds a column that scgpcl did not write; the clusters will "
+                      f"replace it. To keep it, choose another {arg('key_added', '--key-added')}", UserWarning,
+                      stacklevel=3)
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None,
@@ -187,11 +187,12 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     adata.obsm.pop(f"X_{key_added}_umap", None)
     n_dropped = int((labels < 0).sum())
     if n_dropped:
-        log.warning(
-            "%d of %d cells have no counts in the %d genes used and were not clustered: obs[%r] is NaN and "
-            "obsm[%r] has NaN rows for them; subset with adata[adata.obs[%r].notna()] before "
-            "sc.pp.neighbors(use_rep=%r)",
-            n_dropped, adata.n_obs, model.data.n_genes, key_added, "X_" + key_added, key_added, "X_" + key_added,
+        rep = "X_" + key_added
+        warnings.warn(
+            f"{n_dropped} of {adata.n_obs} cells have no counts in the {model.data.n_genes} genes used and were not "
+            f"clustered: obs[{key_added!r}] is NaN and obsm[{rep!r}] has NaN rows for them; subset with "
+            f"adata[adata.obs[{key_added!r}].notna()] before sc.pp.neighbors(use_rep={rep!r})", UserWarning,
+            stacklevel=3,
         )
     info: dict[str, Any] = {
         "params": {
@@ -238,7 +239,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             info["metrics"]["label_key"] = label_key
             info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
         else:
-            log.warning("no clustered cell has a reference label in obs[%r]: no metrics", label_key)
+            warnings.warn(f"no clustered cell has a reference label in obs[{label_key!r}]: no metrics", UserWarning,
+                          stacklevel=3)
     if f"{key_added}_agreement" in adata.obs:  # an earlier clustering's, with several runs
         del adata.obs[f"{key_added}_agreement"]
     if runs is not None:

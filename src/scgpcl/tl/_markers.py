@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
@@ -17,7 +16,6 @@ from ..data._checks import check_counts, is_number
 
 __all__ = ["markers"]
 
-log = logging.getLogger("scgpcl")
 
 _COLUMNS = ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
 
@@ -77,9 +75,9 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
         warnings.simplefilter("always", UserWarning)
         check_counts(x, reconstruction="mse", where=where, layers=list(adata.layers.keys()))
     if caught:
-        log.warning(
-            "%s does not look like raw counts; marker genes normalise and log-transform it again "
-            "(pass %s naming the raw counts)", where, arg("layer=", "--layer"),
+        warnings.warn(
+            f"{where} does not look like raw counts; marker genes normalise and log-transform it again "
+            f"(pass {arg('layer=', '--layer')} naming the raw counts)", UserWarning, stacklevel=3,
         )
     obs = pd.DataFrame(index=adata.obs_names[keep].astype(str))
     obs[key] = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=cluster_order(clusters))
