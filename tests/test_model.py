@@ -91,37 +91,6 @@ def test_average_rounds_leaves_pretraining_with_the_mean_of_the_last_rounds_weig
         assert any(not torch.equal(now[k], seen[-1][k]) for k in now if now[k].is_floating_point())
 
 
-@pytest.mark.parametrize("patience", [0, 3])
-def test_pretrain_keep_stable_leaves_pretraining_with_the_most_stable_rounds_network(toy, patience):
-    """pretrain_keep='stable': the network that starts fine-tuning is the one at the end of the post-warm-up
-    round whose k-means labels agreed best with the previous round's (the first such round on a tie), with
-    or without the patience rule stopping pre-training."""
-    m = SCGPCL(toy, 3, random_state=1, **{**QUICK, "pretrain_keep": "stable", "finetune": False,
-                                          "convergence_ari": 1.01, "convergence_patience": patience})
-    seen, agreement = [], []
-    res = m.trainer.pretrain(callback=lambda rnd, record: (
-        seen.append({k: v.detach().clone() for k, v in m.module.state_dict().items()}),
-        agreement.append(record.get("ari_prev", -np.inf))))
-    assert np.isfinite(agreement).sum() >= 2  # several rounds to choose from
-    best = int(np.argmax(agreement))  # argmax takes the first of equal values, as the stop rule does
-    for key, value in m.module.state_dict().items():
-        torch.testing.assert_close(value, seen[best][key], msg=key)
-    if best + 1 < len(seen):
-        assert f"kept the network of round {best + 1}, the most stable" in res.stop_reason
-        assert any(not torch.equal(m.module.state_dict()[k], seen[-1][k]) for k in seen[-1])
-    # the same run with the default keeps the last round's network
-    last = SCGPCL(toy, 3, random_state=1, **{**QUICK, "finetune": False, "convergence_ari": 1.01,
-                                             "convergence_patience": patience})
-    last.trainer.pretrain()
-    for key, value in last.module.state_dict().items():
-        torch.testing.assert_close(value, seen[-1][key], msg=key)
-
-
-def test_pretrain_keep_stable_and_average_rounds_are_refused_together(toy):
-    with pytest.raises(InputError, match="pretrain_keep='stable' with average_rounds=3"):
-        SCGPCL(toy, 3, pretrain_keep="stable", average_rounds=3)
-
-
 def test_same_seed_same_labels(toy, trained):
     again = SCGPCL(toy, 3, random_state=0, **QUICK).train(progress=False)
     np.testing.assert_array_equal(again.predict(), trained.predict())

@@ -372,8 +372,6 @@ CASES: list[Case] = [
          [T + "test_config.py::test_a_target_sum_that_choose_target_sum_would_discard_is_refused"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--choose-target-sum", "--target-sum", "5000", *CLUSTER]),
     # --- data-parallel training
-    Case("--pretrain-keep stable with --average-rounds", [T + "test_model.py::test_pretrain_keep_stable_and_average_rounds_are_refused_together"],
-         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--pretrain-keep", "stable", "--average-rounds", "3", *CLUSTER]),
     Case("--processes 0", [T + "test_distributed.py::test_distributed_options_are_checked"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--processes", "0", *CLUSTER]),
     Case("--runs 0", [T + "test_runs.py::test_cli_runs"],

@@ -182,10 +182,6 @@ class TrainConfig:
         0, "the network that leaves pre-training (and starts fine-tuning) has the mean of the weights at the end "
            "of the last this-many pre-training rounds, batch-norm statistics included (weight averaging, as "
            "torch.optim.swa_utils); 0 or 1: the last round's weights", low=0)
-    pretrain_keep: Literal["last", "stable"] = _opt(
-        "last", "which pre-training round's network starts fine-tuning: 'last' (the round pre-training stopped "
-                "at) or 'stable' (the post-warm-up round whose k-means labels agreed best with the previous "
-                "round's, the round convergence_patience counts from; benchmarks/results/pretrain_keep.md)")
     convergence_ari: float = _opt(0.99, "pre-training stops when the ARI between consecutive rounds' k-means "
                                   "labels exceeds this (above 1: never)", low=0, strict=True)
     convergence_patience: int = _opt(
@@ -424,10 +420,6 @@ class SCGPCLConfig:
             problems.append(
                 f"warmup_rounds={t.warmup_rounds} >= pretrain_rounds={t.pretrain_rounds} (the prototypical loss "
                 "would never run; make the warm-up shorter, or set lambda_proto=0 to train without it)")
-        if not problems and t.pretrain_keep == "stable" and t.average_rounds > 1:
-            problems.append(
-                f"pretrain_keep='stable' with average_rounds={t.average_rounds} (one keeps a round's network, the "
-                "other the mean of the last rounds'; drop one of the two)")
         pre = self.preprocess
         if not problems and pre.choose_target_sum and pre.target_sum not in TARGET_SUM_CANDIDATES:
             problems.append(

@@ -116,8 +116,6 @@ class PretrainStage:
         self.recent: collections.deque[np.ndarray] = collections.deque(maxlen=cfg.dec_init_rounds)
         trainer.result.recent_round_labels = self.recent
         self.snapshots = _Snapshots(cfg.average_rounds)
-        # pretrain_keep='stable': the most stable round so far, its k-means labels and its weights
-        self.stable: tuple[int, np.ndarray, dict[str, torch.Tensor]] | None = None
 
     def run(self, callback: Callable[[int, dict], None] | None = None) -> StageResult:
         """Pre-train until a stop rule fires or the round budget is spent."""
@@ -142,10 +140,6 @@ class PretrainStage:
             res.history.append(record)
             res.rounds = rnd
             self.snapshots.add(tr.module)
-            if cfg.pretrain_keep == "stable" and tr.agree(self.stability.best_round == rnd):  # rank 0's round
-                weights = {k: v.detach().clone() for k, v in tr.module.state_dict().items()
-                           if "cluster_centres" not in k}
-                self.stable = (rnd, tr.result.round_labels, weights)
             bar.round_done(record)
             if callback:
                 callback(rnd, record)
@@ -154,32 +148,11 @@ class PretrainStage:
         res.seconds = bar.close()
         if self.snapshots.load_mean(tr.module):
             log.info("pre-training: the network is the mean of its last %d rounds' weights", len(self.snapshots))
-        self._keep_stable(res)
         if tr.k is None:  # no post-warm-up round ran (warm-up as long as the budget)
             tr.estimate_k(tr.embedder.of_sample())
         log.info("pre-training: %s (%s), %s (%.1f s)", counted(res.rounds, "round"), counted(res.steps, "step"), res.stop_reason,
                  res.seconds)
         return res
-
-    def _keep_stable(self, res: StageResult) -> None:
-        """With ``pretrain_keep='stable'``: go back to the network of the most stable post-warm-up round.
-
-        That round's k-means labels agreed best with the previous round's. Its labels become the latest
-        round labels, and the stop reason says which round was kept.
-        """
-        if self.stable is None:
-            return
-        best, labels, weights = self.stable
-        self.stable = None
-        if best == res.rounds:
-            return
-        self.tr.module.load_state_dict(weights, strict=False)
-        self.tr.result.round_labels = labels
-        if any(lab is labels for lab in self.recent):  # dec_init='consensus' ends with the kept round
-            while self.recent[-1] is not labels:
-                self.recent.pop()
-        res.stop_reason += f"; kept the network of round {best}, the most stable"
-        log.info("pre-training: fine-tuning starts from round %d's network (pretrain_keep='stable')", best)
 
     def _context(self, plan: list[torch.Tensor]) -> LossContext:
         """The loss context of a round: the prototypes once they exist, with every planned cell assigned."""
