@@ -619,26 +619,42 @@ def test_auto_k_options_with_a_fixed_k_are_reported_and_scored_cells_counted(sma
     assert f"({a.n_obs - 7} of {a.n_obs} cells labelled)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("where", ["h5ad", "report"])
+@pytest.mark.parametrize("where", ["h5ad", "umap", "report"])
 def test_ctrl_c_while_writing_says_what_was_written(small_toy_file, tmp_path, monkeypatch, capsys, where):
-    # a Ctrl-C during the report said "no output written" although the .h5ad was complete on disk
+    # a Ctrl-C during the report said "no output written" although the .h5ad was complete on disk; and the
+    # report's UMAP (minutes on large data) ran before the .h5ad and the model were written, so a Ctrl-C or a
+    # time limit there lost the training run
     import scgpcl.data._io as io
+    import scgpcl.pl as pl
     import scgpcl.report as report
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(io if where == "h5ad" else report, "write_h5ad_atomic" if where == "h5ad" else "write_report",
-                        interrupt)
-    out, rep = tmp_path / "out.h5ad", tmp_path / "rep"
-    code = main(["cluster", str(small_toy_file), str(out), "-k", "3", "--report", str(rep), "--quiet", *TINY_ARGS])
+    target = {"h5ad": (io, "write_h5ad_atomic"), "umap": (pl, "umap_coordinates"), "report": (report, "write_report")}
+    monkeypatch.setattr(*target[where], interrupt)
+    out, rep, model = tmp_path / "out.h5ad", tmp_path / "rep", tmp_path / "model"
+    code = main(["cluster", str(small_toy_file), str(out), "-k", "3", "--report", str(rep), "--save-model", str(model),
+                 "--quiet", *TINY_ARGS])
     assert code == 130
     err = capsys.readouterr().err.strip()
     if where == "h5ad":
-        assert err == "scgpcl: interrupted; no output written" and not out.exists()
+        assert err == "scgpcl: interrupted; no output written" and not out.exists() and not model.exists()
     else:
-        assert "already written and complete" in err and str(out) in err and out.exists()
+        assert "already written and complete" in err and str(out) in err and str(model) in err
+        assert "scgpcl" in ad.read_h5ad(out).obs and (model / "config.json").exists()
         assert not (rep / "index.html").exists()
+
+
+def test_the_report_umap_is_added_to_the_output_after_the_report(small_toy_file, tmp_path, capsys):
+    """The .h5ad is written before the report and again with the report's UMAP; the summary gives the whole
+    command's time besides the training's."""
+    out, rep = tmp_path / "out.h5ad", tmp_path / "rep"
+    assert main(["cluster", str(small_toy_file), str(out), "-k", "3", "--report", str(rep), *TINY_ARGS]) == 0
+    assert ad.read_h5ad(out).obsm["X_scgpcl_umap"].shape[1] == 2 and (rep / "index.html").exists()
+    printed = capsys.readouterr()
+    assert "s in all: reading, training, writing and the report" in printed.out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
 # ------------------------------------------------ what a new user hit (audit of 2026-12-05)
@@ -833,3 +849,24 @@ def test_paths_under_the_output_file_or_the_model_folder_are_refused(small_toy_f
         assert main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", *args]) == 2
         assert inside in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError("Unable to allocate 102. MiB for an array with shape (13351448,) and data type float64"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 16679056 bytes. Error code 12 (Cannot allocate memory)"),
+])
+def test_out_of_memory_says_so_and_what_lowers_the_peak(small_toy_file, tmp_path, monkeypatch, capsys, error):
+    # the allocator's own message was printed as it was, with no advice
+    import scgpcl.model._scgpcl as model_module
+
+    def fail(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(model_module.SCGPCL, "train", fail)
+    out = tmp_path / "out.h5ad"
+    assert main(["cluster", str(small_toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scgpcl: error: out of memory (")
+    assert "--chunk-cells" in err[0] and "--sample-cells" in err[0] and "--report" in err[0]
+    assert not out.exists()

@@ -383,7 +383,18 @@ def test_truncated_h5ad_refused(tmp_path, counts):
     anndata.AnnData(sp.csr_matrix(counts.astype(np.float32))).write_h5ad(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match=r"cannot read '.*truncated\.h5ad'.*Is it a valid"):
+    # it showed HDF5's eof numbers and asked whether the file was a valid .h5ad; the review of 2026-12-06
+    # wanted the cause (an interrupted copy) and the fix
+    with pytest.raises(InputError, match=r"cannot read '.*truncated\.h5ad': the file is incomplete \(truncated: "
+                                         r".*so copy it again"):
+        read_counts(path)
+
+
+@pytest.mark.parametrize("name", ["empty.h5ad", "empty.h5"])
+def test_an_empty_file_is_called_empty(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=rf"cannot read '.*{name}': the file is empty \(0 bytes\)"):
         read_counts(path)
 
 

@@ -204,6 +204,8 @@ CASES: list[Case] = [
          lambda: ["cluster", text("junk.h5ad", "not an hdf5 file at all"), "out.h5ad", *CLUSTER]),
     Case("random bytes named .h5", [T + "test_io.py::test_random_bytes_refused"],
          lambda: ["cluster", text("junk.h5", "not an hdf5 file at all"), "out.h5ad", *CLUSTER]),
+    Case("an empty (0-byte) .h5ad", [T + "test_io.py::test_an_empty_file_is_called_empty"],
+         lambda: ["cluster", text("empty.h5ad", ""), "out.h5ad", *CLUSTER]),
     Case("truncated .h5ad (half the file)", [T + "test_io.py::test_truncated_h5ad_refused"],
          lambda: ["cluster", _truncated("truncated.h5ad"), "out.h5ad", *CLUSTER]),
     Case(".h5ad whose values are damaged (random bytes in X)", [T + "test_io.py::test_corrupt_h5ad_is_called_corrupt_not_scaled"],
@@ -593,6 +595,8 @@ NOT_A_ROW = {
     "tests/test_checks.py::test_label_key_no_obs_columns": "same as '--label-key that is not a column', on an obs without columns",
     "tests/test_checks.py::test_values_of_absurd_size_are_called_corrupt": "the check behind '.h5ad whose values are damaged'",
     "tests/test_cli.py::test_quiet_keeps_warnings_that_change_the_data": "uses -k 1 to stop early; checks the warning",
+    "tests/test_cli.py::test_the_report_umap_is_added_to_the_output_after_the_report": "a run that succeeds; the "
+        "'== 2' is the UMAP's two columns",
     "tests/test_io.py::test_orientation_warning_survives_quiet": "uses -k 1 to stop early; checks the warning",
     "tests/test_model.py::test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample": "not an input: '== 2' matched a comparison (steps per round)",
     "tests/test_auto_k_rules.py::test_scores_on_the_joined_space_use_the_saved_components": "not an input: '== 2' matched a comparison (the PCA weight recorded)",

@@ -233,7 +233,11 @@ def _config_from_args(args):
     return PRESETS[args.preset]().override(**_overrides(args))
 
 
-def _print_summary(adata, key: str, seconds: float, out=None) -> None:
+def _print_summary(adata, key: str, seconds: float, out=None, total: float | None = None) -> None:
+    """Print what the run did.
+
+    ``seconds``: training and labelling; ``total``: the whole command (reading, writing and the report too).
+    """
     info = adata.uns[key]
     p = info["params"]
     k = f"K={p['n_clusters']}" + (" (estimated)" if p.get("n_clusters_requested") == "auto" else "")
@@ -256,6 +260,9 @@ def _print_summary(adata, key: str, seconds: float, out=None) -> None:
               f"F1 macro {m['F1_macro']:.4f}")
     for path in out or []:
         print(f"  wrote {path}")
+    if total is not None:
+        with_report = any(str(path).endswith("index.html") for path in out or [])
+        print(f"  {total:.1f} s in all: reading, training, writing{' and the report' if with_report else ''}")
 
 
 class ReportFailed(RuntimeError):
@@ -308,14 +315,10 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
                             overwrite) -> list[str]:
     from .data._io import write_h5ad_atomic
 
-    if report is not None and h5ad is not None:
-        # the report's UMAP (pl.umap's defaults) goes into the .h5ad too; if it
-        # fails here it fails again in the report, which says so
-        from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
-
-        with suppress(Exception):  # reported by write_report below
-            umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
+    # the results first: the report's UMAP and markers can take minutes on large data, and an interruption
+    # or an out-of-memory kill there must not cost the training run
     if h5ad is not None:
+        log.info("writing %s", h5ad)
         with _output_failure(h5ad, written):
             write_h5ad_atomic(adata, h5ad)
         written.append(str(h5ad))
@@ -324,14 +327,31 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             model.save(save_model, overwrite=overwrite)
         written.append(str(save_model))
     if report is not None:
+        from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
         from .report import write_report
 
+        umap_key = f"X_{key}_umap"
+        had_umap = umap_key in adata.obsm
+        if not had_umap:
+            log.info("report: UMAP of %d cells (a few minutes at 100,000 cells)", adata.n_obs)
+            with suppress(Exception):  # if it fails here it fails again in the report, which says so
+                umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
+        log.info("report: marker genes, figures and tables")
         try:
             write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)
         except Exception as err:
             kept = f"; written and kept: {', '.join(written)}" if written else ""
             raise ReportFailed(f"the report could not be written ({type(err).__name__}: {err}){kept}") from err
         written.append(str(report / "index.html"))
+        if h5ad is not None and not had_umap and umap_key in adata.obsm:
+            # the report's UMAP goes into the .h5ad too (pl.umap and 'scgpcl report' reuse it): written again,
+            # atomically, so an interruption here leaves the first, complete file
+            log.info("adding the report's UMAP to %s", h5ad)
+            try:
+                write_h5ad_atomic(adata, h5ad)
+            except OSError as err:
+                log.warning("the report's UMAP was not added to %s (%s); the file holds the results without it",
+                            h5ad, err.strerror or err)
     return written
 
 
@@ -422,6 +442,7 @@ def _check_multi_process_options(config, processes: int = 1) -> None:
 def _run_cluster(args) -> int:
     from ._early_checks import check_keys, check_n_runs
 
+    start = time.perf_counter()
     _draw_seed(args)  # before launching: every process gets the same drawn seed
     check_n_runs(args.runs, processes=args.processes)  # before launching the processes it refuses
     # what needs no data is checked before --processes P starts any process (and again in each of them)
@@ -468,7 +489,7 @@ def _run_cluster(args) -> int:
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
                              name=Path(args.input).name, model=model, save_model=args.save_model,
                              overwrite=args.overwrite)
-    _print_summary(adata, args.key_added, seconds, written)
+    _print_summary(adata, args.key_added, seconds, written, total=time.perf_counter() - start)
     return 0
 
 
@@ -575,6 +596,7 @@ def _run_demo(args) -> int:
     from . import tl
     from .simulate import simulate
 
+    start = time.perf_counter()
     out = _check_h5ad_out(args.output, args.overwrite) if args.output else None
     if args.output:
         _check_distinct_outputs(args.output, args.report, None)
@@ -593,7 +615,7 @@ def _run_demo(args) -> int:
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key="scgpcl", label_key="cell_type",
                              name="demo (Splat simulation)", overwrite=args.overwrite)
-    _print_summary(adata, "scgpcl", seconds, written)
+    _print_summary(adata, "scgpcl", seconds, written, total=time.perf_counter() - start)
     return 0
 
 
@@ -681,10 +703,26 @@ def _own_input_error(e: Exception, rank: int) -> None:
     print(f"scgpcl (process {rank}): error: {e}", file=sys.stderr)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, or torch's CPU or CUDA allocator giving up."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 def _print_failure(e: Exception, rank: int) -> None:
     """One line for an unexpected error; in a multi-process run, rank 0's, plus another process's own failure."""
     lost = type(e).__name__ == "DistributedError"  # another process failed or was stopped: it says why
     shared = lost or isinstance(e, FloatingPointError)  # every process raises these together
+    if _out_of_memory(e):
+        first = (str(e).strip().splitlines() or [""])[0]
+        who = "scgpcl" if rank == 0 else f"scgpcl (process {rank})"
+        print(f"{who}: error: out of memory ({type(e).__name__}: {first[:200]}). The run needs more memory than it "
+              "was given: with many cells, lower --chunk-cells (the final pass over every cell) and --sample-cells "
+              "(the global steps), leave out --report (its UMAP builds a neighbour graph of every cell), or use a "
+              "machine with more memory; the user guide's Speed section lists the peaks measured", file=sys.stderr)
+        return
     if rank == 0:
         more = "" if lost else " (rerun with --debug for the traceback)"
         print(f"scgpcl: error: {type(e).__name__}: {e}{more}", file=sys.stderr)

@@ -33,7 +33,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,7 +321,13 @@ def _reading(path: Path, what: str) -> Iterator[None]:
     except (InputError, MemoryError):
         raise
     except Exception as err:
+        with suppress(OSError):
+            if path.is_file() and path.stat().st_size == 0:
+                raise InputError(f"cannot read '{path}': the file is empty (0 bytes); write or copy it again") from err
         reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else ""
+        if "truncated file" in reason:  # HDF5: the file ends before its own recorded end
+            raise InputError(f"cannot read '{path}': the file is incomplete (truncated: {reason[:200]}); an "
+                             "interrupted copy or download leaves this, so copy it again") from err
         reason = reason[:300] or type(err).__name__
         raise InputError(f"cannot read '{path}': {reason}. Is it a valid {what}?") from err
 

@@ -380,6 +380,9 @@ def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0,
     """
     if method not in METHODS:
         raise ValueError(f"unknown auto_k_method {method!r}; choose one of {sorted(METHODS)}")
+    n_cells = _as_array(z).shape[0]
+    log.info("estimating %sK with the %s criterion on %d cells (candidates 2..%d; about a minute at 20,000 cells)",
+             what, method, n_cells, candidate_ks(n_cells, k_max)[-1])
     r = METHODS[method](z, k_max=k_max, seed=seed)
     log.info(
         "estimated %sK=%d with the %s criterion on %d cells (candidates 2..%d, %.1f s)",
