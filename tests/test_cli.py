@@ -870,3 +870,23 @@ def test_out_of_memory_says_so_and_what_lowers_the_peak(small_toy_file, tmp_path
     assert len(err) == 1 and err[0].startswith("scgpcl: error: out of memory (")
     assert "--chunk-cells" in err[0] and "--sample-cells" in err[0] and "--report" in err[0]
     assert not out.exists()
+
+
+def test_a_lost_process_or_a_failed_report_is_not_called_out_of_memory():
+    # every DistributedError says "(an error, a signal, out of memory)": a lost peer was reported as out of memory
+    from scgpcl.cli import OutputFailed, ReportFailed, _out_of_memory
+    from scgpcl.distributed import DistributedError
+
+    assert not _out_of_memory(DistributedError("failed in process 1 of 2: another process ended (an error, a "
+                                                "signal, out of memory)"))
+    assert not _out_of_memory(RuntimeError("tile cache ran out of memory budget"))
+    wrapped = ReportFailed("the report could not be written (MemoryError: ...); written and kept: out.h5ad")
+    wrapped.__cause__ = MemoryError()
+    assert not _out_of_memory(wrapped) and not _out_of_memory(OutputFailed("could not write 'o.h5ad'"))
+    try:  # the allocator's failure behind another error still counts
+        try:
+            raise MemoryError("Unable to allocate 102. MiB")
+        except MemoryError as inner:
+            raise ValueError("while building the graph") from inner
+    except ValueError as outer:
+        assert _out_of_memory(outer)

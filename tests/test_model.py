@@ -524,8 +524,9 @@ def test_empty_clusters_are_reported(toy, monkeypatch):
     labels = np.where(np.arange(toy.n_obs) % 2 == 0, 0, 2)  # cluster 1 got no cell
     monkeypatch.setattr(m.trainer, "predict", lambda: (z, labels, None))
     m._result = None
-    with pytest.warns(UserWarning, match="1 of the 3 clusters .*use 2 cluster numbers"):
+    with pytest.warns(UserWarning, match="1 of the 3 clusters .*use 2 cluster numbers") as caught:
         m.predict()
+    assert caught[0].filename == __file__  # the user's line, not predict()'s inside the package
     monkeypatch.setattr(m.trainer, "predict", lambda: (z, np.arange(toy.n_obs) % 3, None))
     m._result = None
     with warnings.catch_warnings():
@@ -861,6 +862,8 @@ def test_training_a_trained_model_again_says_that_it_goes_on_from_it(small_toy):
         assert not [w for w in caught if "already trained" in str(w.message)]
         m.train(progress=False)
     warned = [str(w.message) for w in caught if "already trained" in str(w.message)]
+    # shown at the user's line, not inside the package
+    assert [w.filename for w in caught if "already trained" in str(w.message)] == [__file__]
     assert len(warned) == 1 and "predict()" in warned[0] and "new SCGPCL" in warned[0]
 
 

@@ -9,10 +9,15 @@ imported here.
 from __future__ import annotations
 
 import contextvars
+import os
+import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["arg", "cli_context", "in_cli", "empty_clusters_message", "listing"]
+__all__ = ["arg", "cli_context", "in_cli", "empty_clusters_message", "listing", "warn_user"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _IN_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("scgpcl_in_cli", default=False)
 
@@ -65,3 +70,16 @@ def empty_clusters_message(n_used: int, k: int, *, finetuned: bool | None = None
     return (f"{n_empty} of the {k} clusters ended empty after {stage}, so the labels use {n_used} cluster numbers; "
             f"this is how the run went, not evidence that the data hold fewer than {k} groups. "
             f"Try {', '.join(tries[:-1])} or {tries[-1]}")
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside the package: the user's line.
+
+    However deep inside scgpcl the warning is raised (``tl.cluster``, ``store_results``, ``predict``, the
+    scikit-learn estimator), Python shows the line of the user's code that led to it. (Python 3.12's
+    ``skip_file_prefixes`` does this; the package supports 3.10.)
+    """
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -300,6 +300,8 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
     kept (a report problem should not cost the training run) and
     :class:`ReportFailed` names them. A Ctrl-C after the first output is
     complete raises :class:`InterruptedAfterWriting`, which names them too.
+    After the report, the .h5ad is written again (atomically) with the report's
+    UMAP; if that fails, a warning says so and the first .h5ad stays.
     """
     written: list[str] = []
     try:
@@ -349,9 +351,10 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             log.info("adding the report's UMAP to %s", h5ad)
             try:
                 write_h5ad_atomic(adata, h5ad)
-            except OSError as err:
-                log.warning("the report's UMAP was not added to %s (%s); the file holds the results without it",
-                            h5ad, err.strerror or err)
+            except Exception as err:  # every output is complete: say it, do not fail the run (Ctrl-C still stops)
+                reason = (err.strerror if isinstance(err, OSError) else None) or err
+                log.warning("the report's UMAP was not added to %s (%s: %s); the file holds the results without it",
+                            h5ad, type(err).__name__, reason)
     return written
 
 
@@ -676,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             _close_progress_bars()
             if debug:
                 raise
-            _print_failure(e, rank)
+            _print_failure(e, rank, args.command)
             return EXIT_FAILURE
         if _signals.received() is not None:  # a signal whose exception was dropped on the way; all outputs done
             print(f"scgpcl: {_interrupted_by(None)} after the outputs were complete", file=sys.stderr)
@@ -704,24 +707,42 @@ def _own_input_error(e: Exception, rank: int) -> None:
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    """An allocation that failed: Python's MemoryError, or torch's CPU or CUDA allocator giving up."""
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+    """An allocation that failed: Python's MemoryError, or torch's CPU or CUDA allocator giving up.
+
+    Follows the chain of causes, but not through errors that already say what happened: a lost process of
+    a multi-process run (``DistributedError``), or a report or output that failed after the results were
+    written (their messages name what was kept).
+    """
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ == "DistributedError" or isinstance(e, (ReportFailed, OutputFailed)):
+            return False
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+            return True
+        if isinstance(e, RuntimeError) and any(t in str(e) for t in _ALLOCATOR_FAILURES):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
-def _print_failure(e: Exception, rank: int) -> None:
+#: what torch's allocators say when an allocation fails (CPU, CUDA)
+_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory")
+
+
+def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:
     """One line for an unexpected error; in a multi-process run, rank 0's, plus another process's own failure."""
     lost = type(e).__name__ == "DistributedError"  # another process failed or was stopped: it says why
     shared = lost or isinstance(e, FloatingPointError)  # every process raises these together
     if _out_of_memory(e):
         first = (str(e).strip().splitlines() or [""])[0]
         who = "scgpcl" if rank == 0 else f"scgpcl (process {rank})"
+        advice = ("with many cells, lower --chunk-cells (the final pass over every cell) and --sample-cells (the "
+                  "global steps), leave out --report (its UMAP builds a neighbour graph of every cell), or use a "
+                  "machine with more memory; the user guide's Speed section lists the peaks measured"
+                  if command in ("cluster", "demo") else "use a machine with more memory")
         print(f"{who}: error: out of memory ({type(e).__name__}: {first[:200]}). The run needs more memory than it "
-              "was given: with many cells, lower --chunk-cells (the final pass over every cell) and --sample-cells "
-              "(the global steps), leave out --report (its UMAP builds a neighbour graph of every cell), or use a "
-              "machine with more memory; the user guide's Speed section lists the peaks measured", file=sys.stderr)
+              f"was given: {advice}", file=sys.stderr)
         return
     if rank == 0:
         more = "" if lost else " (rerun with --debug for the traceback)"

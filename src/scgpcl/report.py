@@ -388,9 +388,10 @@ def _reproduce_html(params: dict, runs: dict | None = None) -> str:
     if command:
         cwd = params.get("cwd")
         shown = f"cd {shlex.quote(str(cwd))}\n{command}" if cwd else str(command)
-        items.append(f"<h3>Reproduce this run</h3><pre class=\"cmd\"><code>{_e(shown)}</code></pre>"
-                     '<p class="note">scgpcl does not replace existing files: to run it again where its outputs '
-                     "still are, add <code>--overwrite</code> or name other output paths.</p>")
+        again = ("" if "--overwrite" in str(command).split() else
+                 '<p class="note">scgpcl does not replace existing files: to run it again where its outputs '
+                 "still are, add <code>--overwrite</code> or name other output paths.</p>")
+        items.append(f"<h3>Reproduce this run</h3><pre class=\"cmd\"><code>{_e(shown)}</code></pre>{again}")
     else:
         items.append('<h3>Reproduce this run</h3><p class="note">No command line was recorded (a run from Python, '
                      "or by an scgpcl older than this report): <code>scgpcl.tl.cluster(adata, n_clusters=K, "

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from .._early_checks import check_n_runs
+from .._messages import warn_user
 from ..metrics import cell_agreement, medoid_run
 from ._scgpcl import SCGPCL
 
@@ -61,7 +61,7 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
     log.info("%d runs: mean ARI between them %.3f; kept seed %d, the run that agrees best with the others",
              n_runs, mean_ari, seeds[chosen])
     if mean_ari < 0.8:
-        warnings.warn(f"the {n_runs} runs disagree (mean ARI between them {mean_ari:.2f}): the clusters depend on "
-                      "the seed; the per-cell agreement shows which cells move", UserWarning, stacklevel=3)
+        warn_user(f"the {n_runs} runs disagree (mean ARI between them {mean_ari:.2f}): the clusters depend on "
+                  "the seed; the per-cell agreement shows which cells move")
     return models[chosen], {"seeds": seeds, "chosen_seed": seeds[chosen], "ari": ari, "mean_ari": mean_ari,
                             "agreement": agreement}

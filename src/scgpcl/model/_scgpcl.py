@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from .._device import resolve_device
 from .._early_checks import resolve_seed as _resolve_seed
 from .._errors import InputError
 from .._fs import is_probe
-from .._messages import arg, empty_clusters_message
+from .._messages import arg, empty_clusters_message, warn_user
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
 from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
 from ..data._sharded import make_loader
@@ -290,9 +289,9 @@ class SCGPCL:
             ``self``, trained.
         """
         if self.is_trained:
-            warnings.warn("this model is already trained: train() again goes on from the trained network, so its "
-                          "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
-                          "the start", UserWarning, stacklevel=2)
+            warn_user("this model is already trained: train() again goes on from the trained network, so its "
+                      "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
+                      "the start")
         tr = self.trainer
         tr.progress = progress
         pre = tr.pretrain()
@@ -535,4 +534,4 @@ def _warn_empty_clusters(labels: np.ndarray, k: int, *, finetuned: bool | None =
     """Say so when some of the K clusters got no cell (DEC in particular can leave clusters empty)."""
     n_used = len(np.unique(labels[labels >= 0]))
     if n_used < k:
-        warnings.warn(empty_clusters_message(n_used, k, finetuned=finetuned), UserWarning, stacklevel=3)
+        warn_user(empty_clusters_message(n_used, k, finetuned=finetuned))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +13,7 @@ from anndata import AnnData
 from .._config import SCGPCLConfig, flat_config
 from .._early_checks import check_keys
 from .._machine import cpu_model, gpu_model
-from .._messages import arg
+from .._messages import arg, warn_user
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._runs import train_runs
@@ -149,9 +148,8 @@ def warn_replaced_column(adata: AnnData, key_added: str) -> None:
     earlier = adata.uns.get(key_added)
     params = earlier.get("params") if isinstance(earlier, Mapping) else None
     if key_added in adata.obs and not (isinstance(params, Mapping) and "config" in params):
-        warnings.warn(f"obs[{key_added!r}] already holds a column that scgpcl did not write; the clusters will "
-                      f"replace it. To keep it, choose another {arg('key_added', '--key-added')}", UserWarning,
-                      stacklevel=3)
+        warn_user(f"obs[{key_added!r}] already holds a column that scgpcl did not write; the clusters will "
+                  f"replace it. To keep it, choose another {arg('key_added', '--key-added')}")
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None,
@@ -188,12 +186,10 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     n_dropped = int((labels < 0).sum())
     if n_dropped:
         rep = "X_" + key_added
-        warnings.warn(
+        warn_user(
             f"{n_dropped} of {adata.n_obs} cells have no counts in the {model.data.n_genes} genes used and were not "
             f"clustered: obs[{key_added!r}] is NaN and obsm[{rep!r}] has NaN rows for them; subset with "
-            f"adata[adata.obs[{key_added!r}].notna()] before sc.pp.neighbors(use_rep={rep!r})", UserWarning,
-            stacklevel=3,
-        )
+            f"adata[adata.obs[{key_added!r}].notna()] before sc.pp.neighbors(use_rep={rep!r})")
     info: dict[str, Any] = {
         "params": {
             "n_clusters": model.n_clusters,
@@ -239,8 +235,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             info["metrics"]["label_key"] = label_key
             info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
         else:
-            warnings.warn(f"no clustered cell has a reference label in obs[{label_key!r}]: no metrics", UserWarning,
-                          stacklevel=3)
+            warn_user(f"no clustered cell has a reference label in obs[{label_key!r}]: no metrics")
     if f"{key_added}_agreement" in adata.obs:  # an earlier clustering's, with several runs
         del adata.obs[f"{key_added}_agreement"]
     if runs is not None:

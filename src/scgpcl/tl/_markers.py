@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import InputError, NoTestableClusters
-from .._messages import arg, listing
+from .._messages import arg, listing, warn_user
 from .._threads import torch_threads_kept
 from ..data._checks import check_counts, is_number
 
@@ -75,10 +75,9 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
         warnings.simplefilter("always", UserWarning)
         check_counts(x, reconstruction="mse", where=where, layers=list(adata.layers.keys()))
     if caught:
-        warnings.warn(
+        warn_user(
             f"{where} does not look like raw counts; marker genes normalise and log-transform it again "
-            f"(pass {arg('layer=', '--layer')} naming the raw counts)", UserWarning, stacklevel=3,
-        )
+            f"(pass {arg('layer=', '--layer')} naming the raw counts)")
     obs = pd.DataFrame(index=adata.obs_names[keep].astype(str))
     obs[key] = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=cluster_order(clusters))
     out = AnnData(x, obs=obs, var=pd.DataFrame(index=adata.var_names.astype(str)))
@@ -135,7 +134,7 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
     small = [str(c) for c in data.obs[key].cat.categories if sizes.get(c, 0) < 2]
     groups = [str(c) for c in data.obs[key].cat.categories if str(c) not in small]
     if small:
-        warnings.warn(f"clusters with fewer than 2 cells have no markers: {', '.join(small)}", UserWarning, stacklevel=3)
+        warn_user(f"clusters with fewer than 2 cells have no markers: {', '.join(small)}")
     if len(groups) + len(small) < 2:
         raise NoTestableClusters(f"marker genes need at least two clusters in obs[{key!r}]")
     if len(groups) < 1:
