@@ -465,6 +465,28 @@ def test_processes_two_clusters_and_rank_0_writes_in_input_order(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.h5ad", "toy.h5ad"]
 
 
+def test_processes_train_on_a_sample_of_fifty_cells_or_fewer(tmp_path):
+    # the all-reduced cell count came back as a float, and the features' PCs (at most n - 1 of them) failed
+    # with "slice indices must be integers" after all of training when the sample had 50 cells or fewer
+    toy = _toy_file(tmp_path)
+    res = _scgpcl("cluster", str(toy), str(tmp_path / "out.h5ad"), "-k", "3", "--processes", "2",
+                  "--sample-cells", "40", "--quiet", *TINY_FLAGS)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out.h5ad").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="nccl is refused only on a machine without CUDA")
+def test_nccl_without_cuda_is_one_input_error(tmp_path):
+    # it was "AttributeError: module 'torch._C' has no attribute '_cuda_setDevice'" from every process
+    toy = _toy_file(tmp_path)
+    res = _scgpcl("cluster", str(toy), str(tmp_path / "out.h5ad"), "-k", "3", "--processes", "2",
+                  "--dist-backend", "nccl", "--quiet", *TINY_FLAGS)
+    assert res.returncode == 2, res.stderr
+    ours = [line for line in res.stderr.splitlines() if line.startswith(("scgpcl:", "scgpcl ("))]
+    assert len(ours) == 1 and "--dist-backend nccl needs CUDA GPUs" in ours[0], res.stderr
+    assert not (tmp_path / "out.h5ad").exists()
+
+
 def test_processes_make_one_choice_of_the_cell_scaling(tmp_path):
     """The defaults under two processes: each process chooses the cell scaling from the same data and seed, the
     ranks' check that they prepared the same data passes, and the output records the value chosen; the small
@@ -547,3 +569,19 @@ def test_distributed_options_are_checked(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["scgpcl: error: --processes 2 starts its own processes, but this one already is one of 2 "
                    "(torchrun): leave --processes out under torchrun"]
+
+
+def test_the_launcher_does_not_blame_memory_for_a_kill_of_its_own(capsys):
+    # a process the launcher killed after it ignored SIGTERM (a stopped or hung one) was reported as
+    # "killed by SIGKILL (out of memory?)"
+    from scgpcl._launch import _report
+
+    class Ended:
+        def __init__(self, code):
+            self.returncode = code
+
+    assert _report([Ended(1), Ended(-signal.SIGKILL)], [], set(), {1}) == 1
+    err = capsys.readouterr().err
+    assert "out of memory" not in err and "process 1 of 2 did not stop within 10 s of being asked to" in err
+    _report([Ended(1), Ended(-signal.SIGKILL)], [], set())  # killed by someone else: memory is the usual cause
+    assert "process 1 of 2 was killed by SIGKILL (out of memory?)" in capsys.readouterr().err

@@ -622,6 +622,8 @@ NOT_A_ROW = {
         "one more option out of range (kmeans_pca_weight < 0): '--batch-size 0' stands for them",
     "tests/test_distributed.py::test_bad_input_under_two_processes_is_one_error_and_no_hang":
         "'-k larger than the number of cells' under --processes 2: one error line from two processes, no hang",
+    "tests/test_distributed.py::test_nccl_without_cuda_is_one_input_error": "needs two processes and a machine "
+        "without CUDA; the page does not start process groups",
     "tests/test_distributed.py::test_sharded_loader_splits_every_global_minibatch":
         "a minibatch too small to give 8 processes 2 cells each: needs 8 processes to reach from the CLI",
     "tests/test_distributed.py::test_processes_two_clusters_and_rank_0_writes_in_input_order":

@@ -87,6 +87,7 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     late: set[int] = set()
+    forced: set[int] = set()  # ranks the launcher killed itself
     try:
         for r in range(processes):
             if received:
@@ -112,13 +113,14 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
             elif now > deadline:  # they ignored SIGTERM for 10 s
                 for r in alive:
                     children[r].kill()
+                    forced.add(r)
                 break
             time.sleep(_POLL)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        _wait_or_kill(children, 10.0)
-    return _report(children, received, late)
+        forced.update(_wait_or_kill(children, 10.0))
+    return _report(children, received, late, forced)
 
 
 def _stop(children: list[subprocess.Popen], ranks: list[int]) -> bool:
@@ -128,17 +130,26 @@ def _stop(children: list[subprocess.Popen], ranks: list[int]) -> bool:
     return True
 
 
-def _wait_or_kill(children: list[subprocess.Popen], seconds: float) -> None:
-    end = time.monotonic() + seconds
-    for p in children:
+def _wait_or_kill(children: list[subprocess.Popen], seconds: float) -> set[int]:
+    """Wait for every process; kill those still running after ``seconds``. Returns the ranks killed."""
+    end, killed = time.monotonic() + seconds, set()
+    for r, p in enumerate(children):
         try:
             p.wait(timeout=max(0.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+            killed.add(r)
+    return killed
 
 
-def _report(children: list[subprocess.Popen], received: list[int], late: set[int]) -> int:
+def _report(children: list[subprocess.Popen], received: list[int], late: set[int],
+            forced: set[int] = frozenset()) -> int:
+    """Say how the processes ended and return the launcher's exit code.
+
+    ``forced``: ranks the launcher itself killed (SIGKILL) because they did not stop when asked; their SIGKILL
+    is not blamed on memory.
+    """
     n = len(children)
     codes = [p.returncode for p in children]
     if received:
@@ -150,7 +161,10 @@ def _report(children: list[subprocess.Popen], received: list[int], late: set[int
     if all(c == 0 for c in codes):
         return 0
     for r, c in enumerate(codes):
-        if c < 0 and c != -signal.SIGTERM:
+        if r in forced and r not in late:
+            print(f"scgpcl: error: process {r} of {n} did not stop within 10 s of being asked to and was killed "
+                  "(SIGKILL); the run stopped and wrote no output", file=sys.stderr)
+        elif c < 0 and c != -signal.SIGTERM and r not in forced:
             print(f"scgpcl: error: process {r} of {n} was killed by {_signal_name(c)} (out of memory?); "
                   "the run stopped and wrote no output", file=sys.stderr)
     if late:

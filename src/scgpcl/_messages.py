@@ -77,8 +77,11 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 
     However deep inside scgpcl the warning is raised (``tl.cluster``, ``store_results``, ``predict``, the
     scikit-learn estimator), Python shows the line of the user's code that led to it. (Python 3.12's
-    ``skip_file_prefixes`` does this; the package supports 3.10.)
+    ``skip_file_prefixes`` does this; the package supports 3.10.) In a multi-process run only rank 0 warns:
+    every process holds the same data, so the others would repeat it.
     """
+    if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: every process has the same data; rank 0 warns
+        return
     level, frame = 2, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1

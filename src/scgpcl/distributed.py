@@ -364,6 +364,11 @@ def init(*, backend: str = "auto", timeout: float | datetime.timedelta | None = 
         if backend == "auto":
             backend = "nccl" if dev.type == "cuda" and dist.is_nccl_available() else "gloo"
         if backend == "nccl":
+            if not torch.cuda.is_available():
+                from ._errors import InputError
+
+                raise InputError("--dist-backend nccl needs CUDA GPUs (nccl is NVIDIA's library), and torch sees "
+                                 "none here; use --dist-backend gloo, or auto (nccl on CUDA, gloo on the CPU)")
             torch.cuda.set_device(rank_device(dev if dev.type == "cuda" else torch.device("cuda")))
         missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
         if missing:

@@ -353,7 +353,7 @@ class DistributedTrainer(Trainer):
             flat = torch.cat([gram.reshape(-1), total, torch.tensor([float(n)], dtype=torch.float64)])
             flat = comm.all_reduce(flat, "the all-reduce of the features' covariance")
             g = len(total)
-            return flat[g * g : g * g + g], flat[: g * g].reshape(g, g), float(flat[-1])
+            return flat[g * g : g * g + g], flat[: g * g].reshape(g, g), int(round(float(flat[-1])))  # a count
 
         pca = FeaturePCA(self.loader, mine, chunk=self.sampler_cfg.chunk_cells, reduce=reduce)
         pca.basis = comm.broadcast(pca.basis, "the broadcast of the features' principal axes")
