@@ -585,3 +585,18 @@ def test_the_launcher_does_not_blame_memory_for_a_kill_of_its_own(capsys):
     assert "out of memory" not in err and "process 1 of 2 did not stop within 10 s of being asked to" in err
     _report([Ended(1), Ended(-signal.SIGKILL)], [], set())  # killed by someone else: memory is the usual cause
     assert "process 1 of 2 was killed by SIGKILL (out of memory?)" in capsys.readouterr().err
+
+
+def test_a_process_that_cannot_join_says_so_itself(capsys):
+    # a rank > 0 given a wrong MASTER_PORT printed no line of its own: join failures were taken for the
+    # failures every process shares, which rank 0 alone reports
+    from scgpcl.cli import _print_failure
+    from scgpcl.distributed import DistributedError, JoinFailed
+
+    _print_failure(JoinFailed("could not join the process group of 2 processes at 127.0.0.1:29612 within 1 "
+                              "minute: timed out"), 1, "cluster")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scgpcl (process 1): error: JoinFailed: could not join the process group of 2 processes at "
+                   "127.0.0.1:29612 within 1 minute: timed out"]
+    _print_failure(DistributedError("failed in process 1 of 2: another process ended"), 1, "cluster")
+    assert capsys.readouterr().err == ""  # a shared failure: rank 0 reports it

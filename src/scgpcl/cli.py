@@ -716,7 +716,7 @@ def _out_of_memory(e: BaseException) -> bool:
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if type(e).__name__ == "DistributedError" or isinstance(e, (ReportFailed, OutputFailed)):
+        if _is_distributed_error(e) or isinstance(e, (ReportFailed, OutputFailed)):
             return False
         if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
             return True
@@ -726,13 +726,19 @@ def _out_of_memory(e: BaseException) -> bool:
     return False
 
 
+def _is_distributed_error(e: BaseException) -> bool:
+    """A ``scgpcl.distributed.DistributedError`` (or subclass), told apart without importing torch."""
+    return any(c.__name__ == "DistributedError" for c in type(e).__mro__)
+
+
 #: what torch's allocators say when an allocation fails (CPU, CUDA)
 _ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory")
 
 
 def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:
     """One line for an unexpected error; in a multi-process run, rank 0's, plus another process's own failure."""
-    lost = type(e).__name__ == "DistributedError"  # another process failed or was stopped: it says why
+    own = type(e).__name__ == "JoinFailed"  # this process could not join the group: every one says so for itself
+    lost = _is_distributed_error(e) and not own  # another process failed or was stopped: it says why
     shared = lost or isinstance(e, FloatingPointError)  # every process raises these together
     if _out_of_memory(e):
         first = (str(e).strip().splitlines() or [""])[0]
@@ -744,12 +750,11 @@ def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:
         print(f"{who}: error: out of memory ({type(e).__name__}: {first[:200]}). The run needs more memory than it "
               f"was given: {advice}", file=sys.stderr)
         return
+    more = "" if _is_distributed_error(e) else " (rerun with --debug for the traceback)"  # they say why already
     if rank == 0:
-        more = "" if lost else " (rerun with --debug for the traceback)"
         print(f"scgpcl: error: {type(e).__name__}: {e}{more}", file=sys.stderr)
     elif not shared:
-        print(f"scgpcl (process {rank}): error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"scgpcl (process {rank}): error: {type(e).__name__}: {e}{more}", file=sys.stderr)
 
 
 def _close_progress_bars() -> None:

@@ -44,6 +44,13 @@ class DistributedError(RuntimeError):
     """A collective failed: another process ended (an error, a signal, out of memory) or hung past the timeout."""
 
 
+class JoinFailed(DistributedError):
+    """Joining the process group failed here (a wrong address or port, a peer that never came).
+
+    Unlike a failed collective, each process fails to join on its own, so each one says so.
+    """
+
+
 # ------------------------------------------------------------------ who am I
 def _env_int(name: str, default: int) -> int:
     try:
@@ -377,9 +384,9 @@ def init(*, backend: str = "auto", timeout: float | datetime.timedelta | None = 
         try:
             dist.init_process_group(backend=backend, timeout=timeout)
         except RuntimeError as err:
-            raise DistributedError(f"could not join the process group of {world_size()} processes at "
-                                   f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within "
-                                   f"{_minutes(timeout)}: {str(err).splitlines()[0] if str(err) else err!r}") from err
+            raise JoinFailed(f"could not join the process group of {world_size()} processes at "
+                             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within "
+                             f"{_minutes(timeout)}: {str(err).splitlines()[0] if str(err) else err!r}") from err
         _owns_group = True
     else:
         backend = dist.get_backend()
