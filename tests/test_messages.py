@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from scgpcl._messages import arg, cli_context, empty_clusters_message, in_cli, listing
+import warnings
+
+from scgpcl._messages import arg, cli_context, empty_clusters_message, in_cli, listing, warn_user
 
 
 def test_arg_names_the_flag_only_inside_the_command():
@@ -30,3 +32,15 @@ def test_empty_cluster_message_says_what_happened_and_what_to_try():
     # without fine-tuning there is nothing to switch off
     text = empty_clusters_message(4, 5, finetuned=False)
     assert "after k-means on the pre-trained embedding" in text and "finetune" not in text
+
+
+def test_warn_user_names_the_callers_line_and_only_rank_0_warns(monkeypatch):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_user("from here")
+        monkeypatch.setenv("RANK", "1")  # another process of a torchrun job: same data, rank 0 says it
+        warn_user("not from rank 1")
+        monkeypatch.setenv("RANK", "0")
+        warn_user("from rank 0")
+    assert [str(w.message) for w in caught] == ["from here", "from rank 0"]
+    assert all(w.filename == __file__ and issubclass(w.category, UserWarning) for w in caught)

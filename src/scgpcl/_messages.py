@@ -80,7 +80,9 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     ``skip_file_prefixes`` does this; the package supports 3.10.) In a multi-process run only rank 0 warns:
     every process holds the same data, so the others would repeat it.
     """
-    if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: every process has the same data; rank 0 warns
+    from ._launch import env_rank  # standard library only, like this module
+
+    if env_rank() > 0:  # torchrun: every process has the same data; rank 0 warns
         return
     level, frame = 2, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):

@@ -332,12 +332,10 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
         from .report import write_report
 
-        umap_key = f"X_{key}_umap"
-        had_umap = umap_key in adata.obsm
-        if not had_umap:
-            log.info("report: UMAP of %d cells (a few minutes at 100,000 cells)", adata.n_obs)
-            with suppress(Exception):  # if it fails here it fails again in the report, which says so
-                umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
+        # store_results dropped any earlier UMAP under the key: the report's is computed here
+        log.info("report: UMAP of %d cells (a few minutes at 100,000 cells)", adata.n_obs)
+        with suppress(Exception):  # if it fails here it fails again in the report, which says so
+            umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
         log.info("report: marker genes, figures and tables")
         try:
             write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)
@@ -345,7 +343,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             kept = f"; written and kept: {', '.join(written)}" if written else ""
             raise ReportFailed(f"the report could not be written ({type(err).__name__}: {err}){kept}") from err
         written.append(str(report / "index.html"))
-        if h5ad is not None and not had_umap and umap_key in adata.obsm:
+        if h5ad is not None and f"X_{key}_umap" in adata.obsm:
             # the report's UMAP goes into the .h5ad too (pl.umap and 'scgpcl report' reuse it): written again,
             # atomically, so an interruption here leaves the first, complete file
             log.info("adding the report's UMAP to %s", h5ad)

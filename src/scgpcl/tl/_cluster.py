@@ -22,7 +22,6 @@ from ..model._scgpcl import SCGPCL
 __all__ = ["cluster", "store_results"]
 
 
-
 def cluster(
     adata: AnnData,
     *,
