@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from scgpcl._messages import arg, cli_context, empty_clusters_message, in_cli, listing, warn_user
+from scgpcl._messages import arg, cli_context, clip, empty_clusters_message, in_cli, listing, warn_user
 
 
 def test_arg_names_the_flag_only_inside_the_command():
@@ -18,6 +18,15 @@ def test_listing():
     assert listing([]) == "none"
     assert listing(["a", 1]) == "'a', '1'"
     assert listing([str(i) for i in range(25)], limit=3) == "'0', '1', '2' and 22 more"
+
+
+def test_clip_cuts_quoted_messages_at_a_word_boundary():
+    # torch's and h5py's messages were cut at 200 characters mid-word ("...the process gro")
+    long = "Connection closed by peer " * 20
+    out = clip(long)
+    assert len(out) <= 200 and out.endswith("...") and out[:-3].endswith(("peer", "Connection", "closed", "by"))
+    assert clip("short\n  message") == "short message"  # line breaks and runs of spaces are folded
+    assert clip("x" * 300, 50) == "x" * 47 + "..."  # one long word is still cut to the limit
 
 
 def test_empty_cluster_message_says_what_happened_and_what_to_try():

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["arg", "cli_context", "in_cli", "empty_clusters_message", "listing", "warn_user"]
+__all__ = ["arg", "cli_context", "clip", "in_cli", "empty_clusters_message", "listing", "warn_user"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -44,6 +44,22 @@ def arg(python: str, cli: str) -> str:
 def counted(n, noun: str) -> str:
     """``"1 round"``, ``"3 rounds"`` (anything that is not 1, e.g. ``"?"``, takes the plural)."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with ``...`` where it was cut.
+
+    Quoted messages from other libraries (torch, h5py) can run to pages; a cut in the middle of a word
+    reads as a typo, so the cut falls at the last space before ``limit`` (mid-word only for one long word).
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 3]
+    space = head.rfind(" ")
+    if space > limit // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:") + "..."
 
 
 def listing(names: Sequence[object], limit: int = 20) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import _launch, _signals
 from ._fs import check_writable, current_umask, is_probe
 from ._machine import sha256_of
-from ._messages import cli_context, counted
+from ._messages import cli_context, clip, counted
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -745,7 +745,7 @@ def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:
                   "global steps), leave out --report (its UMAP builds a neighbour graph of every cell), or use a "
                   "machine with more memory; the user guide's Speed section lists the peaks measured"
                   if command in ("cluster", "demo") else "use a machine with more memory")
-        print(f"{who}: error: out of memory ({type(e).__name__}: {first[:200]}). The run needs more memory than it "
+        print(f"{who}: error: out of memory ({type(e).__name__}: {clip(first)}). The run needs more memory than it "
               f"was given: {advice}", file=sys.stderr)
         return
     more = "" if _is_distributed_error(e) else " (rerun with --debug for the traceback)"  # they say why already

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ._messages import clip
+
 __all__ = [
     "Communicator", "DistributedError", "init", "current", "is_distributed", "is_main_process", "local_rank", "rank",
     "rank_device", "shutdown", "world_size",
@@ -151,7 +153,7 @@ class Communicator:
             raise DistributedError(
                 f"{what} failed in process {self.rank} of {self.world_size}: another process ended (an error, a "
                 f"signal, out of memory) or did not answer within {_minutes(self.timeout)}; see its messages "
-                f"[{first[:200]}]"
+                f"[{clip(first)}]"
             ) from err
 
     def _to_comm(self, t: torch.Tensor) -> torch.Tensor:

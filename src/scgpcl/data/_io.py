@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._messages import arg
+from scgpcl._messages import arg, clip, listing
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
 from scgpcl.data._orientation import guess_orientation
@@ -326,9 +326,9 @@ def _reading(path: Path, what: str) -> Iterator[None]:
                 raise InputError(f"cannot read '{path}': the file is empty (0 bytes); write or copy it again") from err
         reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else ""
         if "truncated file" in reason:  # HDF5: the file ends before its own recorded end
-            raise InputError(f"cannot read '{path}': the file is incomplete (truncated: {reason[:200]}); an "
+            raise InputError(f"cannot read '{path}': the file is incomplete (truncated: {clip(reason)}); an "
                              "interrupted copy or download leaves this, so copy it again") from err
-        reason = reason[:300] or type(err).__name__
+        reason = clip(reason, 300) or type(err).__name__
         raise InputError(f"cannot read '{path}': {reason}. Is it a valid {what}?") from err
 
 
@@ -371,7 +371,8 @@ def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
     legacy = {f"{prefix}matrix.mtx", f"{prefix}genes.tsv", f"{prefix}barcodes.tsv"}
     v3 = {f"{prefix}matrix.mtx.gz", f"{prefix}features.tsv.gz", f"{prefix}barcodes.tsv.gz"}
     if not (legacy <= present or v3 <= present):
-        found = ", ".join(sorted(n for n in present if prefix in n))[:300] or "nothing relevant"
+        relevant = sorted(n for n in present if prefix in n)
+        found = listing(relevant, limit=10) if relevant else "nothing relevant"
         raise InputError(
             f"cannot read '{path}' as a 10x matrix folder: it needs either "
             f"{', '.join(sorted(v3))} (Cell Ranger v3+) or {', '.join(sorted(legacy))} "
