@@ -127,6 +127,47 @@ def _random_embedding(n: int) -> ad.AnnData:
     return a
 
 
+def test_umap_of_duplicated_cells_is_quiet_and_puts_copies_together():
+    """Resampled data (exact duplicate cells) split the neighbour graph into cliques at distance 0, and UMAP's
+    spectral start failed with one warning per component; copies now share one point."""
+    import warnings
+
+    from scgpcl.pl import _plots
+
+    a = _random_embedding(200)
+    a.obsm["X_scgpcl"][100:] = a.obsm["X_scgpcl"][:100]  # every cell twice
+    a.obsm["X_scgpcl"][5] = np.nan  # and one without a representation
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coords = _plots.umap_coordinates(a)
+    assert not [w for w in caught if "Spectral initialisation failed" in str(w.message)]
+    assert np.isnan(coords[5]).all() and np.isfinite(np.delete(coords, 5, axis=0)).all()
+    keep = np.setdiff1d(np.arange(100), [5])
+    np.testing.assert_array_equal(coords[keep], coords[keep + 100])
+    assert len(np.unique(coords[keep], axis=0)) == len(keep)  # distinct cells keep distinct points
+
+
+def test_umap_without_duplicates_matches_scanpy_on_the_cells_in_order():
+    """Removing duplicates must not reorder the cells: without duplicates the layout is scanpy's own."""
+    import scanpy as sc
+
+    from scgpcl.pl import _plots
+
+    a = _random_embedding(120)
+    coords = _plots.umap_coordinates(a)
+    ref = ad.AnnData(obs=pd.DataFrame(index=np.arange(120).astype(str)), obsm={"X": a.obsm["X_scgpcl"]})
+    sc.pp.neighbors(ref, use_rep="X", n_neighbors=15, random_state=0, transformer="sklearn")
+    sc.tl.umap(ref, random_state=0)
+    np.testing.assert_allclose(coords, ref.obsm["X_umap"], rtol=1e-5, atol=1e-5)
+
+
+def test_umap_needs_three_distinct_cells():
+    a = _random_embedding(10)
+    a.obsm["X_scgpcl"][:] = a.obsm["X_scgpcl"][0]
+    with pytest.raises(InputError, match="fewer than 3 distinct"):
+        scgpcl.pl.umap(a)
+
+
 @pytest.mark.slow
 def test_umap_works_above_8k_cells():
     """Above ~8k cells scanpy 1.11's default (approximate) neighbours fail with current scipy

@@ -490,6 +490,13 @@ def _python_cases() -> list[Case]:
         a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
         pl.cluster_sizes(a, key="other")
 
+    def umap_identical_cells():
+        from scgpcl import pl
+
+        a = toy()
+        a.obsm["X_scgpcl"] = np.ones((a.n_obs, 4), dtype=np.float32)
+        pl.umap_coordinates(a)
+
     def auto_k_three_cells():
         SCGPCL(toy(n_per=1)[:2].copy(), None)
 
@@ -522,6 +529,8 @@ def _python_cases() -> list[Case]:
         Case("n_runs=0", [T + "test_runs.py::test_a_bad_number_of_runs_is_refused_before_training"], call=zero_runs),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
              call=pl_missing),
+        Case("a UMAP of a representation with fewer than 3 distinct cells",
+             [T + "test_pl.py::test_umap_needs_three_distinct_cells"], call=umap_identical_cells),
     ]
 
 

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._messages import arg, clip, listing
+from scgpcl._messages import arg, clip
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
 from scgpcl.data._orientation import guess_orientation
@@ -372,7 +372,8 @@ def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
     v3 = {f"{prefix}matrix.mtx.gz", f"{prefix}features.tsv.gz", f"{prefix}barcodes.tsv.gz"}
     if not (legacy <= present or v3 <= present):
         relevant = sorted(n for n in present if prefix in n)
-        found = listing(relevant, limit=10) if relevant else "nothing relevant"
+        more = f" and {len(relevant) - 10} more" if len(relevant) > 10 else ""
+        found = (", ".join(relevant[:10]) + more) or "nothing relevant"
         raise InputError(
             f"cannot read '{path}' as a 10x matrix folder: it needs either "
             f"{', '.join(sorted(v3))} (Cell Ranger v3+) or {', '.join(sorted(legacy))} "

@@ -257,14 +257,25 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
     ok = np.isfinite(emb).all(axis=1)
     if ok.sum() < 3:
         raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
-    tmp = AnnData(obs=pd.DataFrame(index=np.arange(ok.sum()).astype(str)), obsm={rep: emb[ok]})
-    n_nb = int(min(n_neighbors, ok.sum() - 1))
-    extra = {"transformer": _neighbour_transformer(int(ok.sum()), n_nb, random_state)}
+    # Cells with identical representations (duplicated barcodes, resampled data) share one point: as
+    # separate points they form cliques at distance 0 that split the neighbour graph into many small
+    # components, and UMAP's spectral start then fails with a warning per component.
+    # (Kept in order of first appearance, so data without duplicates get the same UMAP as before.)
+    unique, first, inverse = np.unique(emb[ok], axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    unique, inverse = unique[order], rank[inverse.reshape(-1)]
+    if len(unique) < 3:
+        raise InputError(f"obsm[{rep!r}] has fewer than 3 distinct finite rows; a UMAP needs at least 3")
+    tmp = AnnData(obs=pd.DataFrame(index=np.arange(len(unique)).astype(str)), obsm={rep: unique})
+    n_nb = int(min(n_neighbors, len(unique) - 1))
+    extra = {"transformer": _neighbour_transformer(len(unique), n_nb, random_state)}
     with torch_threads_kept():  # numba would reset torch's thread count
         sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=n_nb, random_state=random_state, **extra)
         sc.tl.umap(tmp, random_state=random_state)
     coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
-    coords[ok] = tmp.obsm["X_umap"]
+    coords[ok] = np.asarray(tmp.obsm["X_umap"])[inverse]
     adata.obsm[store] = coords
     if isinstance(info, dict):  # tl.cluster rewrites uns[key], which drops this and so invalidates the cache
         info["umap"] = settings
