@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -367,6 +368,7 @@ def table(args) -> None:
     method = _criterion(args)
     recs = all_records(datasets, overrides, method=method)
     by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]
+    undo = "".join(f" --undo-relabel {shlex.quote(w)}" for w in harness.UNDONE_RELABELS)
     L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",
          "scGPCL with the `fast` preset; with `n_clusters=None` K is estimated on the embedding after the "
          "warm-up epochs, then the prototypes, DEC initialisation and fine-tuning use that K. "
@@ -374,8 +376,10 @@ def table(args) -> None:
          "(normalize_total 1e4, log1p, 2000 seurat HVG, scale 10, PCA 50, 15-NN) + Leiden at resolution 1. "
          "Mean ± sd over seeds.", "", CONSENSUS, "",
          f"Command: `{COMMAND} --method {method}{_override_args(overrides)}` (resumable; "
-         f"`python benchmarks/auto_k.py table --method {method}{_override_args(overrides)}` rewrites this file "
-         "from `auto_k.jsonl`).", ""]
+         f"`python benchmarks/auto_k.py table --method {method}{_override_args(overrides)}{undo}` rewrites this "
+         "file from `auto_k.jsonl`).", ""]
+    if harness.UNDONE_RELABELS:
+        L += [harness.undone_sentence(), ""]
     if overrides:
         L += [f"Configuration: the `fast` preset with {', '.join(f'`{k}={v}`' for k, v in sorted(overrides.items()))} "
               "(for both the estimated-K and the true-K runs).", ""]
@@ -592,6 +596,7 @@ def main() -> None:
     t.add_argument("--method", default=None, help="only auto runs of this criterion (default: the package default)")
     t.add_argument("--override", action="append", metavar="KEY=VALUE", help="configuration to tabulate")
     t.add_argument("--md", default=None, help="write here instead of benchmarks/results/auto_k.md")
+    harness.add_undo_option(t)
     w = sub.add_parser("warmup")
     w.add_argument("--datasets", nargs="+", default=None)
     w.add_argument("--seed", type=int, default=0)
@@ -610,6 +615,7 @@ def main() -> None:
     o.add_argument("--override", action="append", metavar="KEY=VALUE")
     o.add_argument("--no-criteria", action="store_true")
     args = ap.parse_args()
+    harness.apply_undo_option(args)
     {"run": run, "table": table, "warmup": warmup, "criteria": criteria, "_one": worker}[args.cmd](args)
 
 

@@ -24,10 +24,12 @@ Predicted labels are saved to ``benchmarks/runs/labels/<dataset>__<method>__<see
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -511,7 +513,47 @@ def record_key(r: dict) -> tuple:
     return run_key(r["dataset"], r["method"], r["seed"], r.get("overrides"))
 
 
+#: relabellings undone by :func:`load_records` (set by the ``--undo-relabel`` option of the table commands)
+UNDONE_RELABELS: list[str] = []
+
+
+def undo_relabel(r: dict, which: Iterable[str]) -> dict:
+    """``r`` as it was labelled before the relabellings in ``which`` (see :func:`relabel`).
+
+    A page made before a default changed was made from records without that change's override; its
+    command regenerates it only with the change undone. Each item of ``which`` is a config key (undo
+    every relabelling of it) or a relabelling's exact note (``"lambda_ins_cells: default 512 -> 768"``).
+    Undone newest first: an added ``key=old`` is removed, a removed ``key=new`` is put back.
+    """
+    which = set(which)
+    done = r.get("relabelled") or []
+    done = [done] if isinstance(done, str) else list(done)
+    o = dict(r.get("overrides") or {})
+    kept = []
+    for note in reversed(done):
+        m = re.fullmatch(r"(\w+): default (.+) -> (.+)", note)
+        if m is None or not ({m.group(1), note} & which):
+            kept.append(note)
+            continue
+        key, old, new = m.group(1), ast.literal_eval(m.group(2)), ast.literal_eval(m.group(3))
+        if key in o and o[key] == old:
+            del o[key]
+        elif key not in o:
+            o[key] = new
+        else:
+            raise ValueError(f"cannot undo {note!r} on a record with {key}={o[key]!r}")
+    if len(kept) == len(done):
+        return r
+    r = dict(r, overrides=o)
+    if kept:
+        r["relabelled"] = list(reversed(kept))
+    else:
+        r.pop("relabelled", None)
+    return r
+
+
 def load_records(path: Path | str) -> list[dict]:
+    """The records of a JSONL (lines cut short by a killed writer skipped), with :data:`UNDONE_RELABELS` undone."""
     p = Path(path)
     if not p.exists():
         return []
@@ -521,7 +563,26 @@ def load_records(path: Path | str) -> list[dict]:
         if line:
             with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a killed writer
                 out.append(json.loads(line))
-    return out
+    return [undo_relabel(r, UNDONE_RELABELS) for r in out] if UNDONE_RELABELS else out
+
+
+def undone_sentence() -> str:
+    """What a page made with ``--undo-relabel`` says about its labels."""
+    return ("Made before later default changes: the records are read as labelled then (`--undo-relabel` "
+            + ", ".join(f"`{w}`" for w in UNDONE_RELABELS) + "), so a method without an override ran at the "
+            "defaults of that time, not today's (today's defaults: `accuracy.md`).")
+
+
+def add_undo_option(parser: argparse.ArgumentParser) -> None:
+    """``--undo-relabel KEY_OR_NOTE``: regenerate a page made before later default changes relabelled its records."""
+    parser.add_argument("--undo-relabel", action="append", default=[], metavar="KEY_OR_NOTE",
+                        help="read the records as labelled before this relabelling (a config key: all of its "
+                             "relabellings; or one exact note such as 'lambda_ins_cells: default 512 -> 768'); "
+                             "for pages made before a later default change. Repeatable")
+
+
+def apply_undo_option(args: argparse.Namespace) -> None:
+    UNDONE_RELABELS[:] = list(getattr(args, "undo_relabel", None) or [])
 
 
 def append_record(path: Path | str, rec: dict) -> None:
@@ -795,6 +856,8 @@ def build_table(records: list[dict], *, command: str | None = None, labels_dir: 
           "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
           f"Seeds: {seeds}. Every method gets the true number of types K. Values: mean ± sd (ddof 1) over "
           "seeds; **bold** = best mean in the row.", ""]
+    if UNDONE_RELABELS:
+        L += [undone_sentence(), ""]
     if notes:
         L += [notes.strip(), ""]
     def describe(m: str) -> str:
@@ -1024,7 +1087,8 @@ def compare_main(args: argparse.Namespace) -> None:
             *([f"Only runs made on a machine matching `{args.machine}`.", ""] if args.machine else []),
             f"Only datasets where every method has the same {args.min_seeds} or more seeds; each cell is the "
             "mean ± sd over exactly those shared seeds (**bold**: best in the row). Data: "
-            + ", ".join(f"`{os.path.relpath(f, REPO)}`" for f in args.jsonl) + ".", ""]
+            + ", ".join(f"`{os.path.relpath(f, REPO)}`" for f in args.jsonl) + ".", "",
+            *([undone_sentence(), ""] if UNDONE_RELABELS else [])]
     text = "\n".join(head + lines) + "\n"
     if args.md:
         Path(args.md).write_text(text)
@@ -1056,6 +1120,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--labels-dir", default=str(DEFAULT_LABELS_DIR))
     t.add_argument("--notes", default=None, help="markdown file with hand-written notes to put after the header "
                    "(e.g. benchmarks/results/real_notes.md)")
+    add_undo_option(t)
     c = sub.add_parser("compare", help="paired comparison of methods on the datasets and seeds they share")
     c.add_argument("--methods", nargs="+", required=True,
                    help="method labels as in the tables, e.g. scgpcl_fast 'scgpcl_fast[lambda_ins=0.1]'")
@@ -1066,6 +1131,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--machine", default=None,
                    help="only runs whose machine field contains this (e.g. 'AMD EPYC'): the same seed on "
                         "another CPU model is not the same run (benchmarks/results/machine.md)")
+    add_undo_option(c)
     rl = sub.add_parser("relabel", help="after a preset default changes: record the old value in the old runs")
     rl.add_argument("--key", required=True, help="config field whose default changed, e.g. kmeans_warm_start")
     rl.add_argument("--old", required=True, help="old default (JSON), e.g. true")
@@ -1088,6 +1154,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--overrides", default="")
     w.add_argument("--labels-dir", default="")
     args = ap.parse_args(argv)
+    apply_undo_option(args)
     if args.cmd == "_run":
         worker(args)
     elif args.cmd == "table":

@@ -76,9 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("b")
     ap.add_argument("--method", default="scgpcl_fast")
     ap.add_argument("--metric", default="ARI")
+    harness.add_undo_option(ap)
     args = ap.parse_args(argv)
+    harness.apply_undo_option(args)
     cmd = "python benchmarks/machine_spread.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    print("\n".join([f"Command: `{cmd}`", "", *spread_table(args.a, args.b, args.method, args.metric)]))
+    undone = [harness.undone_sentence(), ""] if harness.UNDONE_RELABELS else []
+    print("\n".join([f"Command: `{cmd}`", "", *undone, *spread_table(args.a, args.b, args.method, args.metric)]))
 
 
 if __name__ == "__main__":

@@ -185,6 +185,30 @@ def test_relabel_records_the_old_default(harness, tmp_path):
     assert np.load(lab / harness.labels_file("a", "scgpcl_fast", 0, {"kmeans_warm_start": True})).sum() == 0
 
 
+def test_undo_relabel_gives_back_the_records_a_page_was_made_from(harness, tmp_path):
+    """A page made before a default changed regenerates from its records with that relabelling undone."""
+    recs = [_rec("a", "scgpcl_fast", 0, 0.5), _rec("a", "scgpcl_fast", 0, 0.6, overrides={"k2": 5}),
+            _rec("a", "fast_no_ins", 0, 0.4, overrides={"lambda_proto": 0.5}), _rec("a", "pca_kmeans", 0, 0.3)]
+    first, _ = harness.relabel(recs, "k1", 0, 1)
+    later, _ = harness.relabel(first, "k2", 2, 5)
+    later, _ = harness.relabel(later, "k2", 5, 7)
+    assert later[0]["overrides"] == {"k1": 0, "k2": 2} and later[1]["overrides"] == {"k1": 0, "k2": 5}
+    # by key: every relabelling of k2; by exact note: only that one
+    assert [harness.undo_relabel(r, ["k2"]) for r in later] == first
+    one = [harness.undo_relabel(r, ["k2: default 5 -> 7"]) for r in later]
+    assert one[0]["overrides"] == {"k1": 0, "k2": 2} and one[1]["overrides"] == {"k1": 0}
+    assert [harness.undo_relabel(r, ["k1", "k2"]) for r in later] == recs  # back to the records as run
+    # the table commands read the records through it
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in later))
+    try:
+        harness.UNDONE_RELABELS[:] = ["k2"]
+        assert harness.load_records(f) == first
+    finally:
+        harness.UNDONE_RELABELS[:] = []
+    assert harness.load_records(f) == later
+
+
 def test_relabel_preset_filter_leaves_the_other_preset_alone(harness):
     # a default that changed in the fast preset only must not be written into faithful runs
     recs = [_rec("a", "scgpcl", 0, 0.5), _rec("a", "scgpcl_fast", 0, 0.6), _rec("a", "fast_mlp", 0, 0.4),
