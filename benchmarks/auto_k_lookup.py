@@ -86,6 +86,9 @@ def main() -> None:
     args = ap.parse_args()
 
     ks = criterion_ks(Path(args.emb_dir), args.methods)
+    if not ks:
+        sys.exit(f"no warm-up embeddings in {args.emb_dir} (they are not in git): nothing written. Make them with "
+                 "`python benchmarks/auto_k.py warmup` first.")
     runs = ari_at_k(args.machine)
     leiden = {}
     for r in harness.load_records(auto_k.JSONL):
@@ -109,7 +112,9 @@ def main() -> None:
              f"`{args.machine}`. Per dataset: K per seed, then ARI (mean ± sd) / NMI (mean) over the seeds that have every "
              "run. Leiden res 1: scanpy's standard pipeline at resolution 1 (`auto_k.jsonl`), ARI / NMI.")
     command = (f"Command: `python benchmarks/auto_k_lookup.py --methods {' '.join(args.methods)} "
-               f"--machine '{args.machine}' --md ...{' --notes ' + args.notes if args.notes else ''}`")
+               f"--machine '{args.machine}' --md ...{' --notes ' + args.notes if args.notes else ''}` It reads "
+               "the saved warm-up embeddings (`benchmarks/runs/auto_k_embeddings`, made by "
+               "`python benchmarks/auto_k.py warmup`; not in git) and refuses to write without them.")
     L = ["# Auto-K criteria end to end, by lookup, on one CPU model", "", intro, "", command, "",
          "| dataset | " + " | ".join(("true K" if c == "k_true" else f"`{c}`") for c in cols)
          + " | Leiden res 1 |",

@@ -91,7 +91,8 @@ def main(argv=None) -> None:
     L = ["# Keep DEC's labels or the pre-trained ones: label-free rules", "",
          "The package defaults of the time (`dec_select.jsonl`, which records them as "
          + ", ".join(f"`{k}={v}`" for k, v in MEASURED_WITH.items())
-         + "), 13 datasets x seeds 0-2 (commands in the script's docstring). "
+         + "), 13 datasets x seeds 0-2 (runs: the commands in the script's docstring; this page: "
+         "`python benchmarks/dec_select.py`). "
          "Per run, a rule keeps DEC's labels or the k-means labels DEC started from, looking only at the two "
          "clusterings (silhouettes in the pre-trained representation, on one sample of at most 4,000 cells; "
          "their agreement as ARI; the evenness of the cluster sizes). Paired difference of the mean ARI "

@@ -107,7 +107,8 @@ def table(rows: list[dict]) -> None:
     L = ["# The pre-trained representation joined with PCA", "", __doc__.split("**Question.**")[1].split("\n\n")[0]
          .replace("\n", " ").strip().join(["**Question.** ", ""]), "",
          "Commands: `python benchmarks/ensemble.py dump --encoder graph --seeds 0 1 2`, then "
-         "`python benchmarks/hybrid.py` (method in the script's docstring). `z`: k-means on the representation "
+         "`python benchmarks/hybrid.py` (method in the script's docstring; `python benchmarks/hybrid.py --table-only` "
+         "rebuilds this page from `hybrid.jsonl`). `z`: k-means on the representation "
          "after pre-training (package defaults, no DEC); `p`: on the 50 principal components of the baseline's "
          "pipeline; `z + w p`: on both, the PCA block weighted w. ARI mean ± SD over seeds 0-2.", "",
          "| dataset | half | previous defaults (with DEC) | PCA + k-means (harness) | " + " | ".join(names) + " |",

@@ -68,4 +68,10 @@ def main(n: int = 20_000, seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--draws", type=int, default=20_000, help="random splits of the six runs (default 20,000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random splits")
+    args = ap.parse_args()
+    main(args.draws, args.seed)
