@@ -9,7 +9,7 @@ from sklearn.datasets import make_blobs
 
 import scgpcl
 from scgpcl import SCGPCL, InputError
-from scgpcl.train._auto_k import METHODS, candidate_ks, estimate_k
+from scgpcl.train._auto_k import METHODS, AutoKResult, candidate_ks, estimate_k
 
 from helpers import QUICK, toy_counts
 
@@ -51,6 +51,31 @@ def test_curve_content_and_range():
         estimate_k(_blobs(3), "nope")
 
 
+def test_default_criterion_is_the_packages():
+    # docs/api.md presents estimate_k as what n_clusters=None runs; its default was "silhouette"
+    from scgpcl._config import TrainConfig
+
+    r = estimate_k(_blobs(4), k_max=8)
+    assert r.method == TrainConfig().auto_k_method == "consensus"
+
+
+def test_consensus_records_its_three_estimates_and_says_when_they_disagree():
+    r = estimate_k(_blobs(4), "consensus", k_max=8)
+    assert set(r.estimates) == {"eigengap", "leiden_stability", "leiden_modularity"} and r.candidates == (2, 8)
+    assert r.to_dict()["estimates"] == r.estimates and r.caveats(8) == []
+    noise = np.random.default_rng(0).normal(size=(400, 5))  # no groups: the criteria scatter
+    disagree = AutoKResult(9, "consensus", estimates={"eigengap": 6, "leiden_stability": 14,
+                                                      "leiden_modularity": 8}, candidates=(2, 30), n_cells=400)
+    (text,) = disagree.caveats(30)
+    assert "disagree (eigengap 6, leiden stability 14, leiden modularity 8)" in text and "from 6 to 14" in text
+    (text,) = estimate_k(noise, "consensus").caveats(30)  # noise: no split is stable across subsamples
+    assert text.startswith("no split of the cells into 2 or more clusters was stable across subsamples")
+    # capped by the cells (a tenth of them), with the estimate at the cap
+    capped = AutoKResult(4, "eigengap", estimates={"eigengap": 4}, candidates=(2, 4), n_cells=40)
+    assert "largest K considered on 40 cells" in capped.caveats(30)[0]
+    assert capped.caveats(4) == []  # the cap is k_max itself: the user chose it
+
+
 @pytest.fixture(scope="module")
 def auto_model(toy):
     m = SCGPCL(toy, None, random_state=0, **QUICK)
@@ -76,6 +101,8 @@ def test_auto_k_in_uns(auto_model, toy, tmp_path):
     assert info["auto_k"]["k"] == info["params"]["n_clusters"] == 3
     assert info["auto_k"]["method"] == auto_model.config.train.auto_k_method
     assert len(info["auto_k"]["curve"]) >= 2
+    assert set(info["auto_k"]["estimates"]) == {"eigengap", "leiden_stability", "leiden_modularity"}
+    assert list(info["auto_k"]["candidates"]) == [2, min(30, toy.n_obs // 10)]
     a.write_h5ad(tmp_path / "a.h5ad")  # the record is writable
     back = ad.read_h5ad(tmp_path / "a.h5ad").uns["scgpcl"]["auto_k"]
     assert int(back["k"]) == 3

@@ -161,11 +161,29 @@ def test_bad_n_clusters(value, pattern):
         check_n_clusters(value, 100)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(2, 2), (np.int64(7), 7), (8.0, 8), (100, 100)])
+@pytest.mark.parametrize(("value", "expected"), [(2, 2), (np.int64(7), 7), (8.0, 8), (50, 50)])
 def test_good_n_clusters(value, expected):
-    result = check_n_clusters(value, 100)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # up to half the cells: no warning
+        result = check_n_clusters(value, 100)
     assert result == expected
     assert type(result) is int
+
+
+def test_more_clusters_than_half_the_cells_warns():
+    # -k 30 on 30 cells silently gave 30 singleton clusters
+    with pytest.warns(UserWarning, match="n_clusters=51 on 100 cells: most clusters will hold one or two cells"):
+        assert check_n_clusters(51, 100) == 51
+
+
+def test_auto_is_none_where_k_may_be_estimated():
+    # the command line takes "--n-clusters auto"; Python refused "auto" although it means None there
+    assert check_n_clusters("auto", 100, allow_none=True) is None
+    assert check_n_clusters(" Auto ", 100, allow_none=True) is None
+    with pytest.raises(InputError, match=r"whole number.*got 'auto'"):
+        check_n_clusters("auto", 100)
 
 
 # --------------------------------------------------------------------------- check_label_key

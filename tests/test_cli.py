@@ -237,9 +237,15 @@ def test_cluster_auto_k_with_report(toy_file, tmp_path, capsys):
     out, rep = tmp_path / "out.h5ad", tmp_path / "report"
     assert main(["cluster", str(toy_file), str(out), "-k", "auto", "--quiet", "--report", str(rep),
                  *QUICK_ARGS]) == 0
-    assert "(estimated)" in capsys.readouterr().out
-    k = ad.read_h5ad(out).uns["scgpcl"]["auto_k"]["k"]
-    assert f"K = {k} was estimated automatically" in (rep / "index.html").read_text()
+    printed = capsys.readouterr().out
+    auto = ad.read_h5ad(out).uns["scgpcl"]["auto_k"]
+    k, est = auto["k"], auto["estimates"]
+    # the summary names the criterion and the three estimates it combined
+    assert (f"K={k} (estimated by consensus: eigengap {est['eigengap']}, leiden_stability "
+            f"{est['leiden_stability']}, leiden_modularity {est['leiden_modularity']})") in printed
+    html = (rep / "index.html").read_text()
+    assert f"K = {k} was estimated automatically (consensus, among K = 2 to " in html
+    assert f"eigengap {est['eigengap']}" in html
     with pytest.raises(SystemExit) as exit_info:  # an unknown criterion is an argument error
         main(["cluster", str(toy_file), str(tmp_path / "o2.h5ad"), "-k", "auto", "--quiet",
               "--auto-k-method", "astrology", *QUICK_ARGS])

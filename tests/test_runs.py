@@ -49,7 +49,7 @@ def test_three_runs_keep_the_medoid_and_record_every_run():
     a = _with_an_empty_cell(toy_counts(n_per=40))  # not clustered: NaN agreement
     scgpcl.tl.cluster(a, n_clusters=3, random_state=7, n_runs=3, progress=False, **TINY)
     runs = a.uns["scgpcl"]["runs"]
-    assert runs["seeds"] == [7, 8, 9] and runs["chosen_seed"] in (7, 8, 9)
+    assert runs["seeds"] == [7, 8, 9] and runs["chosen_seed"] in (7, 8, 9) and list(runs["n_clusters"]) == [3, 3, 3]
     assert a.uns["scgpcl"]["params"]["random_state"] == runs["chosen_seed"]
     ari = np.asarray(runs["ari"])
     assert ari.shape == (3, 3) and runs["mean_ari"] == pytest.approx(ari[np.triu_indices(3, 1)].mean())
@@ -64,6 +64,18 @@ def test_three_runs_keep_the_medoid_and_record_every_run():
     # clustering again with one run removes the earlier agreement column
     scgpcl.tl.cluster(a, n_clusters=3, random_state=7, progress=False, **TINY)
     assert "scgpcl_agreement" not in a.obs and "runs" not in a.uns["scgpcl"]
+
+
+def test_runs_that_estimate_different_k_record_each_and_warn():
+    # with n_clusters=None each run estimates its own K; the runs' record and a warning must say so
+    from scgpcl.model._runs import train_runs
+
+    a = toy_counts(n_per=40)
+    make = lambda seed: scgpcl.SCGPCL(a, 3 if seed % 2 else 2, random_state=seed, **TINY)
+    with pytest.warns(UserWarning, match=r"estimated different numbers of clusters \(K = 3, 2, 3 at seeds 1, 2, 3\)"):
+        model, runs = train_runs(make, 1, 3, progress=False)
+    assert runs["n_clusters"] == [3, 2, 3] and model.n_clusters == runs["n_clusters"][runs["seeds"].index(
+        model.random_state)]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])

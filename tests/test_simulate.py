@@ -558,14 +558,30 @@ def test_cli_writes_file(tmp_path, caplog):
     rec = a.uns["splatter"]
     assert rec["de.facScale"] == 0.8 and rec["dropout.mid"] == 1.0 and rec["seed"] == 3
     assert rec["nGenes"] == 1500  # from the preset
-    assert "wrote" in caplog.text and "200 cells" in caplog.text
+    assert "wrote" in caplog.text and "200 cells" in caplog.text and "2 groups (" in caplog.text
+    # the log says which settings were given on top of the preset (it said "preset demo" only)
+    assert "preset demo with --n-cells, --group-prob, --de-fac-scale, --dropout-mid, seed 3" in caplog.text
+    assert "nothing to cluster" not in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == ["sim.h5ad"]  # no temp file left
     # refuses to overwrite unless asked
     with pytest.raises(InputError, match="overwrite"):
         _cli.run(args)
     args = _parse(["simulate", str(out), "--n-cells", "60", "--n-genes", "100", "--overwrite"])
-    assert _cli.run(args) == 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="scgpcl.simulate._cli"):
+        assert _cli.run(args) == 0
     assert anndata.read_h5ad(out).uns["splatter"]["nGenes"] == 100
+    # Splatter's defaults have one group: written, with a warning that says how to get groups
+    assert "1 group (60)" in caplog.text and "Splatter's defaults with --n-genes, --n-cells" in caplog.text
+    assert "one group, so there is nothing to cluster: give several probabilities" in caplog.text
+
+
+def test_help_shows_splatters_defaults():
+    # --help names each parameter's default without importing the simulator; they must be SplatParams'
+    from scgpcl.simulate._splat import SplatParams
+
+    p = SplatParams()
+    assert _cli.SPLAT_DEFAULTS == {f: getattr(p, f) for _, f, _, _, _ in _cli._PARAM_OPTIONS}
 
 
 def test_cli_bad_input(tmp_path):

@@ -34,6 +34,7 @@ def test_fit_attributes(fitted, toy):
     assert fitted.embedding_.shape == (n, d) and d == 64
     assert fitted.cluster_centers_.shape == (3, d)
     assert fitted.n_clusters_ == 3 and fitted.n_features_in_ == x.shape[1] and fitted.random_state_ == fitted.random_state
+    assert fitted.auto_k_ is None  # K was given
     assert clustering_metrics(truth, fitted.labels_)["ARI"] > 0.9
     # each centre sits in its cluster's part of the embedding: nearest centre of a cluster's mean is its own
     for c in range(3):
@@ -58,6 +59,14 @@ def test_params_roundtrip_and_clone():
     assert "lr=0.01" in repr(est) and "pretrain_rounds=7" in repr(est)
     with pytest.raises(ValueError, match="no_such_option"):
         est.set_params(no_such_option=1)
+
+
+def test_estimated_k_is_an_attribute(toy):
+    x, _ = toy
+    est = SCGPCLClustering(n_clusters=None, random_state=0, **{**QUICK, "pretrain_rounds": 3, "warmup_rounds": 1,
+                                                                "finetune_rounds": 1}).fit(x)
+    assert est.auto_k_["k"] == est.n_clusters_ and est.auto_k_["method"] == "consensus"
+    assert set(est.auto_k_["estimates"]) == {"eigengap", "leiden_stability", "leiden_modularity"}
 
 
 def test_dataframe_gives_gene_names(toy):

@@ -233,6 +233,15 @@ def _config_from_args(args):
     return PRESETS[args.preset]().override(**_overrides(args))
 
 
+def _estimated(auto_k) -> str:
+    """``estimated by consensus: eigengap 8, leiden_stability 9, leiden_modularity 11`` (or just ``estimated``)."""
+    if not isinstance(auto_k, dict):
+        return "estimated"
+    each = auto_k.get("estimates") or {}
+    parts = ", ".join(f"{m} {int(v)}" for m, v in each.items()) if len(each) > 1 else ""
+    return f"estimated by {auto_k.get('method', '?')}" + (f": {parts}" if parts else "")
+
+
 def _print_summary(adata, key: str, seconds: float, out=None, total: float | None = None) -> None:
     """Print what the run did.
 
@@ -240,7 +249,8 @@ def _print_summary(adata, key: str, seconds: float, out=None, total: float | Non
     """
     info = adata.uns[key]
     p = info["params"]
-    k = f"K={p['n_clusters']}" + (" (estimated)" if p.get("n_clusters_requested") == "auto" else "")
+    k = f"K={p['n_clusters']}" + (f" ({_estimated(info.get('auto_k'))})" if p.get("n_clusters_requested") == "auto"
+                                  else "")
     print(f"scgpcl: {p['n_cells_used']} cells x {p['n_genes_used']} genes, {k}, "
           f"device {p['device']}{f' x {n} processes' if (n := p.get('processes', 1)) > 1 else ''}, {seconds:.1f} s")
     for stage, s in info["stages"].items():
@@ -248,8 +258,10 @@ def _print_summary(adata, key: str, seconds: float, out=None, total: float | Non
               f"({s['seconds']:.1f} s)")
     if "runs" in info:
         r = info["runs"]
-        print(f"  {len(r['seeds'])} runs (seeds {', '.join(map(str, r['seeds']))}): kept seed {r['chosen_seed']}, "
-              f"the one that agrees best with the others; mean ARI between runs {r['mean_ari']:.3f}")
+        ks = [int(k) for k in r.get("n_clusters", [])]
+        per_k = f", K = {', '.join(map(str, ks))}" if len(set(ks)) > 1 else ""
+        print(f"  {len(r['seeds'])} runs (seeds {', '.join(map(str, r['seeds']))}{per_k}): kept seed "
+              f"{r['chosen_seed']}, the one that agrees best with the others; mean ARI between runs {r['mean_ari']:.3f}")
     sizes = adata.obs[key].value_counts().sort_index()
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
     if "metrics" in info:

@@ -410,7 +410,10 @@ def _reproduce_html(params: dict, runs: dict | None = None) -> str:
         facts["seed"] = params["random_state"]
     if runs:
         seeds = [int(s) for s in runs["seeds"]]
-        facts["runs"] = (f"{len(seeds)} at seeds {', '.join(map(str, seeds))}: kept seed {int(runs['chosen_seed'])}, "
+        ks = [int(k) for k in runs.get("n_clusters", [])]
+        per_k = f" (K = {', '.join(map(str, ks))})" if len(set(ks)) > 1 else ""
+        facts["runs"] = (f"{len(seeds)} at seeds {', '.join(map(str, seeds))}{per_k}: kept seed "
+                         f"{int(runs['chosen_seed'])}, "
                          f"the one that agrees best with the others (mean ARI between runs "
                          f"{float(runs['mean_ari']):.3f})")
     if params.get("cpu"):
@@ -631,8 +634,15 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     auto_k = info.get("auto_k")
     auto_html = ""
     if isinstance(auto_k, dict) and "k" in auto_k:
+        each = auto_k.get("estimates") or {}
+        detail = ("; the criteria it combines gave " + ", ".join(f"{_e(m)} {int(v)}" for m, v in each.items())
+                  if len(each) > 1 else "")
+        cand = auto_k.get("candidates")
+        among = (f", among K = {int(cand[0])} to {int(cand[1])}" if cand is not None and len(cand) == 2 else "")
         auto_html = (f'<p class="note">K = {_e(auto_k["k"])} was estimated automatically '
-                     f'({_e(auto_k.get("method", "?"))}).</p>')
+                     f'({_e(auto_k.get("method", "?"))}{among}{detail}).'
+                     + (" Where they disagree, K is uncertain: compare runs at the K they gave." if detail else "")
+                     + '</p>')
     training_html = (
         '<section id="training"><h2>Training</h2>' + auto_html
         + _table(["stage", "rounds", "why it stopped", "seconds"], stage_rows, numeric={1, 3})

@@ -81,6 +81,9 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         of each cluster when fine-tuning is switched off (``finetune=False``).
     n_clusters_ : int
         The number of clusters used.
+    auto_k_ : dict or None
+        With ``n_clusters=None``: how K was estimated (``k``, ``method``, ``estimates``: each criterion's
+        own K, ``candidates``, ``curve``, ``seconds``); else None.
     random_state_ : int
         The seed used (the one drawn when ``random_state=None``).
     n_features_in_ : int
@@ -91,7 +94,16 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         The trained model (``model_.history``, ``model_.summary()``, ``model_.save(dir)``).
     runs_ : dict or None
         With ``n_runs`` > 1: ``seeds``, ``chosen_seed``, ``ari`` (the runs' pairwise ARI),
-        ``mean_ari`` and ``agreement`` (per cell, the share of the other runs that agree); else None.
+        ``mean_ari``, ``n_clusters`` (each run's K) and ``agreement`` (per cell, the share of the other
+        runs that agree); else None.
+
+    Notes
+    -----
+    The estimator clusters the cells it is fitted on, as scikit-learn's ``AgglomerativeClustering`` and
+    ``DBSCAN`` do: it has ``fit_predict`` but no ``predict`` for new cells. So a search that scores
+    held-out data (``GridSearchCV`` with a scorer) cannot score it: every fold scores NaN. To compare
+    settings, loop over :class:`sklearn.model_selection.ParameterGrid` and score ``fit_predict`` on the same
+    cells.
 
     Examples
     --------
@@ -202,6 +214,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         self.labels_ = model.predict()
         self.embedding_ = model.get_latent_representation()
         self.n_clusters_ = int(model.n_clusters)
+        self.auto_k_ = model.auto_k
         self.random_state_ = model.random_state
         self.cluster_centers_ = _centres(model, self.embedding_, self.labels_, self.n_clusters_)
         self.n_features_in_ = int(counts.shape[1])

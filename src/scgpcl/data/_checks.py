@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._messages import arg, listing
+from scgpcl._messages import arg, listing, warn_user
 
 #: Reconstruction losses that model the data as counts, and those that do not.
 _COUNT_LOSSES = frozenset({"zinb"})
@@ -261,8 +261,10 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
     """Check the requested number of clusters and return it as an ``int``.
 
     Accepts integers (Python or NumPy) and integer-valued floats such as
-    ``8.0``. ``None`` (estimate K from the data) is accepted, and returned,
-    only with ``allow_none=True``.
+    ``8.0``. ``None`` or ``"auto"`` (estimate K from the data) is accepted,
+    and returned as ``None``, only with ``allow_none=True``. More clusters
+    than half the cells is allowed, with a warning (most clusters would hold
+    one or two cells).
 
     Raises
     ------
@@ -270,8 +272,8 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
         If ``n_clusters`` is not a whole number, is below 2, or exceeds
         ``n_cells``.
     """
-    if n_clusters is None and allow_none:
-        return None
+    if allow_none and (n_clusters is None or (isinstance(n_clusters, str) and n_clusters.strip().lower() == "auto")):
+        return None  # "auto", as the command line's --n-clusters auto
     name = arg("n_clusters", "--n-clusters")
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Real):
         hint = f" or {arg('None', 'auto')} to estimate it" if allow_none else ""
@@ -292,6 +294,9 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
             f"{arg(f'n_clusters={k}', f'--n-clusters {k}')} is more than the number of cells ({n_cells}); "
             "ask for at most as many clusters as there are cells"
         )
+    if k > n_cells / 2:
+        warn_user(f"{arg(f'n_clusters={k}', f'--n-clusters {k}')} on {n_cells} cells: most clusters will hold one "
+                  "or two cells; was a smaller K meant?")
     return k
 
 

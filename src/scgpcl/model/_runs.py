@@ -37,8 +37,8 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
     -------
     model, runs
         The medoid run's trained model and, with several runs, ``seeds``, ``chosen_seed``, ``ari``
-        (pairwise, runs x runs), ``mean_ari`` (over pairs) and ``agreement`` (per cell of the AnnData,
-        NaN for cells not clustered).
+        (pairwise, runs x runs), ``mean_ari`` (over pairs), ``n_clusters`` (each run's K, which differ when
+        K is estimated) and ``agreement`` (per cell of the AnnData, NaN for cells not clustered).
     """
     check_n_runs(n_runs)
     first = make(random_state)
@@ -63,5 +63,10 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
     if mean_ari < 0.8:
         warn_user(f"the {n_runs} runs disagree (mean ARI between them {mean_ari:.2f}): the clusters depend on "
                   "the seed; the per-cell agreement shows which cells move")
+    ks = [int(m.n_clusters) for m in models]
+    if len(set(ks)) > 1:  # K estimated per run
+        warn_user(f"the {n_runs} runs estimated different numbers of clusters (K = {', '.join(map(str, ks))} at "
+                  f"seeds {', '.join(map(str, seeds))}); the run kept has K={ks[chosen]}. The number of clusters "
+                  "is uncertain: compare runs at those K, or give K if you know it")
     return models[chosen], {"seeds": seeds, "chosen_seed": seeds[chosen], "ari": ari, "mean_ari": mean_ari,
-                            "agreement": agreement}
+                            "agreement": agreement, "n_clusters": ks}

@@ -22,6 +22,7 @@ from typing import Any
 
 from scgpcl._errors import InputError
 from scgpcl._fs import check_writable, current_umask
+from scgpcl._messages import counted
 from scgpcl._signals import deferred, raise_if_interrupted
 
 from ._names import PRESET_NAMES
@@ -56,6 +57,19 @@ _PARAM_OPTIONS: list[tuple[str, str, type, Any, str]] = [
 ]
 
 
+#: SplatParams' defaults, shown in --help without importing the simulator (tests check they match)
+SPLAT_DEFAULTS: dict[str, Any] = {
+    "n_genes": 10000, "n_cells": 100, "group_prob": (1.0,), "de_prob": 0.1, "de_down_prob": 0.5,
+    "de_fac_loc": 0.1, "de_fac_scale": 0.4, "mean_shape": 0.6, "mean_rate": 0.3, "lib_loc": 11.0,
+    "lib_scale": 0.2, "out_prob": 0.05, "out_fac_loc": 4.0, "out_fac_scale": 0.5, "bcv_common": 0.1,
+    "bcv_df": 60.0, "dropout_mid": 0.0, "dropout_shape": -1.0,
+}
+
+
+def _shown(value: Any) -> str:
+    return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``simulate`` subcommand on an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
@@ -75,7 +89,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("Splat parameters (Splatter names; override the preset)")
     for opt, field, typ, nargs, helptext in _PARAM_OPTIONS:
-        kw: dict[str, Any] = dict(dest=field, type=typ, default=None, help=helptext)
+        extra = " (one group: nothing to cluster)" if field == "group_prob" else ""
+        kw: dict[str, Any] = dict(dest=field, type=typ, default=None,
+                                  help=f"{helptext}; Splatter's default {_shown(SPLAT_DEFAULTS[field])}{extra}")
         if nargs:
             kw["nargs"] = nargs
         g.add_argument(opt, metavar=("P" if field == "group_prob" else "V") if nargs
@@ -153,10 +169,14 @@ def run(args: argparse.Namespace) -> int:
             tmp.unlink(missing_ok=True)
         raise
     counts = adata.obs["cell_type"].value_counts(sort=False)
+    given = ", ".join("--" + f.replace("_", "-") for f in overrides)
+    settings = (f"preset {args.preset}" if args.preset else "Splatter's defaults") + (f" with {given}" if given else "")
     logger.info(
-        "wrote %s: %d cells x %d genes, %d groups (%s), dropout rate %.2f %%, "
-        "preset %s, seed %d",
-        out, adata.n_obs, adata.n_vars, len(counts), "/".join(str(c) for c in counts),
-        adata.uns["dropout_rate"], args.preset or "none (Splatter defaults)", args.seed,
+        "wrote %s: %d cells x %d genes, %s (%s), dropout rate %.2f %%, %s, seed %d",
+        out, adata.n_obs, adata.n_vars, counted(len(counts), "group"), "/".join(str(c) for c in counts),
+        adata.uns["dropout_rate"], settings, args.seed,
     )
+    if len(counts) == 1:
+        logger.warning("the simulated cells form one group, so there is nothing to cluster: give several "
+                       "probabilities, e.g. --group-prob 0.5 0.3 0.2, or a --preset (%s)", ", ".join(PRESET_NAMES))
     return 0

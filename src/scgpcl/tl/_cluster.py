@@ -224,7 +224,10 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "method": str(a["method"]),
             "seconds": float(a.get("seconds", 0.0)),
             "curve": {name: np.asarray(v) for name, v in a["curve"].items()},
+            "estimates": {str(m): int(v) for m, v in (a.get("estimates") or {}).items()},
         }
+        if a.get("candidates"):
+            info["auto_k"]["candidates"] = np.asarray(a["candidates"], dtype=int)
     if label_key is not None:
         keep = labels >= 0
         truth = adata.obs[label_key].to_numpy()[keep]

@@ -69,6 +69,9 @@ __all__ = [
 
 log = logging.getLogger("scgpcl")
 
+#: A Leiden partition whose subsample runs agree at least this much (mean ARI) counts as stable (caveats).
+STABLE_ARI = 0.7
+
 #: Resolutions tried by the Leiden criteria.
 RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
 
@@ -94,6 +97,12 @@ class AutoKResult:
     #: The criterion over its candidates, as equal-length arrays keyed by name.
     curve: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Each criterion's own estimate (``consensus``: the three it combines; otherwise the one).
+    estimates: dict[str, int] = field(default_factory=dict)
+    #: The candidates: ``(2, largest)``; the largest is ``k_max`` or a tenth of the cells, whichever is less.
+    candidates: tuple[int, int] = (2, 2)
+    #: The number of cells the estimate was made on.
+    n_cells: int = 0
 
     def to_dict(self) -> dict:
         """The estimate as plain Python values (lists for the curve), for JSON and ``uns``."""
@@ -102,7 +111,41 @@ class AutoKResult:
             "method": self.method,
             "curve": {name: np.asarray(v).tolist() for name, v in self.curve.items()},
             "seconds": float(self.seconds),
+            "estimates": {name: int(v) for name, v in self.estimates.items()},
+            "candidates": [int(c) for c in self.candidates],
+            "n_cells": int(self.n_cells),
         }
+
+    def caveats(self, k_max: int) -> list[str]:
+        """Why this estimate deserves a second look, in words for the user (empty when none applies).
+
+        - the estimate is the largest candidate and that was capped by the number of cells (a tenth of them):
+          the data may hold more groups than could be considered;
+        - the criteria disagree by more than a factor of 2 (``consensus``): K is uncertain;
+        - no Leiden partition into 2 or more clusters is stable across subsamples (mean ARI between the
+          subsamples' partitions below :data:`STABLE_ARI` at every resolution that splits): the representation
+          may hold no clear groups (on Gaussian noise the best is 0.2-0.6; on separated groups about 1).
+        """
+        out = []
+        n_cl, stab = (np.asarray(self.curve.get(c, []), dtype=float) for c in ("n_clusters", "stability"))
+        if len(stab) and len(stab) == len(n_cl):
+            split = stab[n_cl >= 2]
+            best = float(split.max()) if len(split) else float("nan")
+            if not best >= STABLE_ARI:
+                out.append(f"no split of the cells into 2 or more clusters was stable across subsamples (best "
+                           f"agreement {best:.2f} ARI, where separated groups give about 1): the data may hold no "
+                           f"clear groups, and K={self.k} is then arbitrary")
+        hi = self.candidates[1]
+        if self.k >= hi and hi < k_max and self.n_cells:
+            out.append(f"the estimated K={self.k} is the largest K considered on {self.n_cells} cells (at most a "
+                       f"tenth of the cells); the data may hold more groups: give K if you know it")
+        if len(self.estimates) > 1:
+            ks = list(self.estimates.values())
+            if max(ks) >= 2 * min(ks):
+                each = ", ".join(f"{name.replace('_', ' ')} {v}" for name, v in self.estimates.items())
+                out.append(f"the criteria behind K={self.k} disagree ({each}), so the number of clusters is "
+                           f"uncertain: compare runs with K from {min(ks)} to {max(ks)}, or give K if you know it")
+        return out
 
 
 def candidate_ks(n_cells: int, k_max: int = 30) -> np.ndarray:
@@ -333,7 +376,9 @@ def consensus_k(
     rows = len(k)
     curve.update(eigengap_k=np.full(rows, k_eig), leiden_stability_k=np.full(rows, k_stab),
                  leiden_modularity_k=np.full(rows, k_mod))
-    return AutoKResult(kk, "consensus", curve, time.perf_counter() - t0)
+    return AutoKResult(kk, "consensus", curve, time.perf_counter() - t0,
+                       estimates={"eigengap": int(k_eig), "leiden_stability": int(k_stab),
+                                  "leiden_modularity": int(k_mod)})
 
 
 def _clip_k(k: float, n: int, k_max: int) -> int:
@@ -350,7 +395,7 @@ METHODS: dict[str, Callable[..., AutoKResult]] = {
 }
 
 
-def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0,
+def estimate_k(z, method: str = "consensus", *, k_max: int = 30, seed: int = 0,
                what: str = "") -> AutoKResult:
     """Estimate K on a cell representation with the named criterion.
 
@@ -359,7 +404,7 @@ def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0,
     z
         Cells x dimensions (a NumPy array or a torch tensor).
     method
-        One of :data:`METHODS`: ``"consensus"`` (the package default), ``"leiden_modularity"``,
+        One of :data:`METHODS`: ``"consensus"`` (the default, as for ``n_clusters=None``), ``"leiden_modularity"``,
         ``"leiden_stability"``, ``"eigengap"`` or ``"silhouette"``. The Leiden-based ones need ``igraph``.
     k_max
         The largest K considered (also at most a tenth of the cells).
@@ -384,8 +429,10 @@ def estimate_k(z, method: str = "silhouette", *, k_max: int = 30, seed: int = 0,
     log.info("estimating %sK with the %s criterion on %d cells (candidates 2..%d; about a minute at 20,000 cells)",
              what, method, n_cells, candidate_ks(n_cells, k_max)[-1])
     r = METHODS[method](z, k_max=k_max, seed=seed)
-    log.info(
-        "estimated %sK=%d with the %s criterion on %d cells (candidates 2..%d, %.1f s)",
-        what, r.k, method, _as_array(z).shape[0], candidate_ks(_as_array(z).shape[0], k_max)[-1], r.seconds,
-    )
+    ks = candidate_ks(n_cells, k_max)
+    r.candidates, r.n_cells = (int(ks[0]), int(ks[-1])), int(n_cells)
+    r.estimates = r.estimates or {method: int(r.k)}
+    each = "" if len(r.estimates) < 2 else " (" + ", ".join(f"{m} {v}" for m, v in r.estimates.items()) + ")"
+    log.info("estimated %sK=%d with the %s criterion%s on %d cells (candidates 2..%d, %.1f s)",
+             what, r.k, method, each, n_cells, ks[-1], r.seconds)
     return r

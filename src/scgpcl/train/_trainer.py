@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .._config import ModelConfig, SamplerConfig, TrainConfig
+from .._messages import warn_user
 from ..data import SubgraphLoader
 from ..module import SCGPCLModule, soft_assign
 from ._auto_k import AutoKResult, estimate_k
@@ -103,6 +104,8 @@ class Trainer:
             self.result.auto_k = estimate_k(z.detach().cpu().numpy(), self.cfg.auto_k_method,
                                             k_max=self.cfg.auto_k_max, seed=self.seed)
             self.k = self.result.auto_k.k
+            for caveat in self.result.auto_k.caveats(self.cfg.auto_k_max):
+                warn_user(caveat)
         return self.k
 
     def sample_feature_pcs(self) -> tuple[FeaturePCA, np.ndarray]:
