@@ -601,6 +601,8 @@ NOT_A_ROW = {
     "tests/test_checks.py::test_empty_matrix_refused": "0 cells or 0 genes: no file format produces it before another error",
     "tests/test_checks.py::test_unknown_reconstruction": "check_counts(reconstruction='x'); the CLI's --reconstruction has fixed choices",
     "tests/test_checks.py::test_sparse_checked_without_densifying": "memory behaviour of the NaN check",
+    "tests/test_checks.py::test_auto_is_none_where_k_may_be_estimated": "check_n_clusters('auto') where K must be "
+        "given, called directly; every caller that takes 'auto' allows it, and '-k that is not a number' stands for the refusal",
     "tests/test_checks.py::test_label_key_no_obs_columns": "same as '--label-key that is not a column', on an obs without columns",
     "tests/test_checks.py::test_values_of_absurd_size_are_called_corrupt": "the check behind '.h5ad whose values are damaged'",
     "tests/test_cli.py::test_quiet_keeps_warnings_that_change_the_data": "uses -k 1 to stop early; checks the warning",
