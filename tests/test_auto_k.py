@@ -59,17 +59,17 @@ def test_default_criterion_is_the_packages():
     assert r.method == TrainConfig().auto_k_method == "consensus"
 
 
-def test_consensus_records_its_three_estimates_and_says_when_they_disagree():
+def test_consensus_records_its_three_estimates_and_warns_when_no_split_is_stable():
     r = estimate_k(_blobs(4), "consensus", k_max=8)
     assert set(r.estimates) == {"eigengap", "leiden_stability", "leiden_modularity"} and r.candidates == (2, 8)
     assert r.to_dict()["estimates"] == r.estimates and r.caveats(8) == []
-    noise = np.random.default_rng(0).normal(size=(400, 5))  # no groups: the criteria scatter
-    disagree = AutoKResult(9, "consensus", estimates={"eigengap": 6, "leiden_stability": 14,
-                                                      "leiden_modularity": 8}, candidates=(2, 30), n_cells=400)
-    (text,) = disagree.caveats(30)
-    assert "disagree (eigengap 6, leiden stability 14, leiden modularity 8)" in text and "from 6 to 14" in text
+    noise = np.random.default_rng(0).normal(size=(400, 5))  # no groups
     (text,) = estimate_k(noise, "consensus").caveats(30)  # noise: no split is stable across subsamples
     assert text.startswith("no split of the cells into 2 or more clusters was stable across subsamples")
+    # the three estimates' spread alone is no caveat: they differ by design (cellbench: 2, 2, 4 for 3 types)
+    spread = AutoKResult(3, "consensus", estimates={"eigengap": 2, "leiden_stability": 2, "leiden_modularity": 8},
+                         candidates=(2, 30), n_cells=400)
+    assert spread.caveats(30) == []
     # capped by the cells (a tenth of them), with the estimate at the cap
     capped = AutoKResult(4, "eigengap", estimates={"eigengap": 4}, candidates=(2, 4), n_cells=40)
     assert "largest K considered on 40 cells" in capped.caveats(30)[0]

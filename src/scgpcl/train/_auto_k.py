@@ -121,10 +121,14 @@ class AutoKResult:
 
         - the estimate is the largest candidate and that was capped by the number of cells (a tenth of them):
           the data may hold more groups than could be considered;
-        - the criteria disagree by more than a factor of 2 (``consensus``): K is uncertain;
         - no Leiden partition into 2 or more clusters is stable across subsamples (mean ARI between the
           subsamples' partitions below :data:`STABLE_ARI` at every resolution that splits): the representation
           may hold no clear groups (on Gaussian noise the best is 0.2-0.6; on separated groups about 1).
+
+        The spread of ``consensus``'s three estimates is not a caveat: they differ by design (the eigengap and
+        stability pick a coarse level, modularity a finer one), by a factor of 2 or more on 10 of
+        the 13 shared datasets at seed 0, including ones whose K came out right (cellbench: 2, 2 and 4 for
+        3 types), so a warning on it would fire on most runs and say nothing.
         """
         out = []
         n_cl, stab = (np.asarray(self.curve.get(c, []), dtype=float) for c in ("n_clusters", "stability"))
@@ -139,12 +143,6 @@ class AutoKResult:
         if self.k >= hi and hi < k_max and self.n_cells:
             out.append(f"the estimated K={self.k} is the largest K considered on {self.n_cells} cells (at most a "
                        f"tenth of the cells); the data may hold more groups: give K if you know it")
-        if len(self.estimates) > 1:
-            ks = list(self.estimates.values())
-            if max(ks) >= 2 * min(ks):
-                each = ", ".join(f"{name.replace('_', ' ')} {v}" for name, v in self.estimates.items())
-                out.append(f"the criteria behind K={self.k} disagree ({each}), so the number of clusters is "
-                           f"uncertain: compare runs with K from {min(ks)} to {max(ks)}, or give K if you know it")
         return out
 
 
