@@ -68,10 +68,10 @@ def test_consensus_records_its_three_estimates_and_warns_when_no_split_is_stable
     assert text.startswith("no split of the cells into 2 or more clusters was stable across subsamples")
     # the three estimates' spread alone is no caveat: they differ by design (cellbench: 2, 2, 4 for 3 types)
     spread = AutoKResult(3, "consensus", estimates={"eigengap": 2, "leiden_stability": 2, "leiden_modularity": 8},
-                         candidates=(2, 30), n_cells=400)
+                         candidates=(2, 30), sample_size=400)
     assert spread.caveats(30) == []
     # capped by the cells (a tenth of them), with the estimate at the cap
-    capped = AutoKResult(4, "eigengap", estimates={"eigengap": 4}, candidates=(2, 4), n_cells=40)
+    capped = AutoKResult(4, "eigengap", estimates={"eigengap": 4}, candidates=(2, 4), sample_size=40)
     assert "largest K considered on 40 cells" in capped.caveats(30)[0]
     assert capped.caveats(4) == []  # the cap is k_max itself: the user chose it
 

@@ -90,6 +90,12 @@ class AutoKResult:
         The criterion over its candidates, as equal-length arrays keyed by name.
     seconds
         Wall time of the estimate.
+    estimates
+        Each criterion's own estimate (``consensus``: the three it combines).
+    candidates
+        The smallest and largest K considered.
+    sample_size
+        The number of cells the estimate was made on.
     """
 
     k: int
@@ -102,7 +108,7 @@ class AutoKResult:
     #: The candidates: ``(2, largest)``; the largest is ``k_max`` or a tenth of the cells, whichever is less.
     candidates: tuple[int, int] = (2, 2)
     #: The number of cells the estimate was made on.
-    n_cells: int = 0
+    sample_size: int = 0
 
     def to_dict(self) -> dict:
         """The estimate as plain Python values (lists for the curve), for JSON and ``uns``."""
@@ -113,7 +119,7 @@ class AutoKResult:
             "seconds": float(self.seconds),
             "estimates": {name: int(v) for name, v in self.estimates.items()},
             "candidates": [int(c) for c in self.candidates],
-            "n_cells": int(self.n_cells),
+            "sample_size": int(self.sample_size),
         }
 
     def caveats(self, k_max: int) -> list[str]:
@@ -140,8 +146,8 @@ class AutoKResult:
                            f"agreement {best:.2f} ARI, where separated groups give about 1): the data may hold no "
                            f"clear groups, and K={self.k} is then arbitrary")
         hi = self.candidates[1]
-        if self.k >= hi and hi < k_max and self.n_cells:
-            out.append(f"the estimated K={self.k} is the largest K considered on {self.n_cells} cells (at most a "
+        if self.k >= hi and hi < k_max and self.sample_size:
+            out.append(f"the estimated K={self.k} is the largest K considered on {self.sample_size} cells (at most a "
                        f"tenth of the cells); the data may hold more groups: give K if you know it")
         return out
 
@@ -428,7 +434,7 @@ def estimate_k(z, method: str = "consensus", *, k_max: int = 30, seed: int = 0,
              what, method, n_cells, candidate_ks(n_cells, k_max)[-1])
     r = METHODS[method](z, k_max=k_max, seed=seed)
     ks = candidate_ks(n_cells, k_max)
-    r.candidates, r.n_cells = (int(ks[0]), int(ks[-1])), int(n_cells)
+    r.candidates, r.sample_size = (int(ks[0]), int(ks[-1])), int(n_cells)
     r.estimates = r.estimates or {method: int(r.k)}
     each = "" if len(r.estimates) < 2 else " (" + ", ".join(f"{m} {v}" for m, v in r.estimates.items()) + ")"
     log.info("estimated %sK=%d with the %s criterion%s on %d cells (candidates 2..%d, %.1f s)",
