@@ -367,6 +367,7 @@ def table(args) -> None:
     overrides = _overrides(args)
     method = _criterion(args)
     recs = all_records(datasets, overrides, method=method)
+    harness.check_undo_matched()
     by = lambda ds, mode: [r for r in recs if r["dataset"] == ds and r["mode"] == mode]
     undo = "".join(f" --undo-relabel {shlex.quote(w)}" for w in harness.UNDONE_RELABELS)
     L = ["# Unknown number of clusters (`n_clusters=None`, CLI `--n-clusters auto`)", "",

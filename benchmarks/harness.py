@@ -515,6 +515,8 @@ def record_key(r: dict) -> tuple:
 
 #: relabellings undone by :func:`load_records` (set by the ``--undo-relabel`` option of the table commands)
 UNDONE_RELABELS: list[str] = []
+#: the items of UNDONE_RELABELS that undid at least one record (see :func:`check_undo_matched`)
+UNDO_MATCHED: set[str] = set()
 
 
 def undo_relabel(r: dict, which: Iterable[str]) -> dict:
@@ -530,26 +532,40 @@ def undo_relabel(r: dict, which: Iterable[str]) -> dict:
     done = [done] if isinstance(done, str) else list(done)
     o = dict(r.get("overrides") or {})
     kept = []
-    for note in reversed(done):
+    for i in range(len(done) - 1, -1, -1):
+        note = done[i]
         m = re.fullmatch(r"(\w+): default (.+) -> (.+)", note)
         if m is None or not ({m.group(1), note} & which):
             kept.append(note)
             continue
         key, old, new = m.group(1), ast.literal_eval(m.group(2)), ast.literal_eval(m.group(3))
+        later = [n for n in done[i + 1:] if n.startswith(f"{key}: ") and n in kept]
+        if later:  # undoing an older relabelling of the key while a newer one stays makes no record
+            raise ValueError(f"cannot undo {note!r} and keep the later {later}: undo those too, or give the key "
+                             f"{key!r}")
         if key in o and o[key] == old:
             del o[key]
         elif key not in o:
             o[key] = new
         else:
             raise ValueError(f"cannot undo {note!r} on a record with {key}={o[key]!r}")
+        UNDO_MATCHED.add(key if key in which else note)
     if len(kept) == len(done):
         return r
-    r = dict(r, overrides=o)
+    r = dict(r, overrides=o, _label_overrides=r.get("overrides") or {})  # saved labels keep their names on disk
     if kept:
         r["relabelled"] = list(reversed(kept))
     else:
         r.pop("relabelled", None)
     return r
+
+
+def check_undo_matched() -> None:
+    """Refuse an ``--undo-relabel`` item that matched no record (a typo would otherwise be named on the page)."""
+    unused = [w for w in UNDONE_RELABELS if w not in UNDO_MATCHED]
+    if unused:
+        sys.exit(f"--undo-relabel {', '.join(map(repr, unused))} matched no relabelled record: check the key "
+                 "or the note (a record's 'relabelled' field lists its notes)")
 
 
 def load_records(path: Path | str) -> list[dict]:
@@ -815,7 +831,7 @@ def _per_type_losses(d: str, recs_fast: list[dict], recs_best: list[dict], label
         def recall(recs):
             per = []
             for r in recs:
-                f = labels_dir / labels_file(d, r["method"], r["seed"], r.get("overrides"))
+                f = labels_dir / labels_file(d, r["method"], r["seed"], r.get("_label_overrides", r.get("overrides")))
                 if not f.exists():
                     continue
                 mapped = match_clusters(truth, np.load(f))
@@ -1009,6 +1025,7 @@ def bar_figure(agg: dict, datasets: list[str], methods: list[str], metric: str, 
 
 def table_main(args: argparse.Namespace) -> None:
     records = load_records(args.jsonl)
+    check_undo_matched()
     if not records:
         sys.exit(f"no records in {args.jsonl}")
     md = Path(args.md)
@@ -1077,6 +1094,7 @@ def compare_main(args: argparse.Namespace) -> None:
     records = []
     for f in args.jsonl:
         records += load_records(f)
+    check_undo_matched()
     if args.machine:
         records = [r for r in records if args.machine in str(r.get("machine", ""))]
     records += derive_records(records)

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     harness.apply_undo_option(args)
     cmd = "python benchmarks/machine_spread.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     undone = [harness.undone_sentence(), ""] if harness.UNDONE_RELABELS else []
-    print("\n".join([f"Command: `{cmd}`", "", *undone, *spread_table(args.a, args.b, args.method, args.metric)]))
+    table = spread_table(args.a, args.b, args.method, args.metric)
+    harness.check_undo_matched()
+    print("\n".join([f"Command: `{cmd}`", "", *undone, *table]))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,16 @@ def test_consensus_records_its_three_estimates_and_warns_when_no_split_is_stable
     capped = AutoKResult(4, "eigengap", estimates={"eigengap": 4}, candidates=(2, 4), sample_size=40)
     assert "largest K considered on 40 cells" in capped.caveats(30)[0]
     assert capped.caveats(4) == []  # the cap is k_max itself: the user chose it
+    # under 30 cells K = 2 is the only candidate, always allowed: not a cap that came from the cells
+    assert AutoKResult(2, "eigengap", candidates=(2, 2), sample_size=15).caveats(30) == []
+    # no resolution split the cells at all: its own words, not "best agreement nan"
+    unsplit = AutoKResult(2, "consensus", curve={"n_clusters": np.ones(3), "stability": np.ones(3)},
+                          candidates=(2, 30), sample_size=400)
+    (text,) = unsplit.caveats(30)
+    assert text.startswith("Leiden split the cells into 2 or more clusters at no resolution") and "nan" not in text
+    # a criterion called directly has no range or sample size to report, rather than made-up ones
+    direct = METHODS["eigengap"](_blobs(3), k_max=8).to_dict()
+    assert "candidates" not in direct and "sample_size" not in direct
 
 
 @pytest.fixture(scope="module")

@@ -193,19 +193,34 @@ def test_undo_relabel_gives_back_the_records_a_page_was_made_from(harness, tmp_p
     later, _ = harness.relabel(first, "k2", 2, 5)
     later, _ = harness.relabel(later, "k2", 5, 7)
     assert later[0]["overrides"] == {"k1": 0, "k2": 2} and later[1]["overrides"] == {"k1": 0, "k2": 5}
+    def undo(which):
+        out = [harness.undo_relabel(r, which) for r in later]
+        for r, before in zip(out, later, strict=True):  # saved labels are found under the on-disk names
+            assert r.pop("_label_overrides", before["overrides"]) == before["overrides"]
+        return out
+
     # by key: every relabelling of k2; by exact note: only that one
-    assert [harness.undo_relabel(r, ["k2"]) for r in later] == first
-    one = [harness.undo_relabel(r, ["k2: default 5 -> 7"]) for r in later]
+    assert undo(["k2"]) == first
+    one = undo(["k2: default 5 -> 7"])
     assert one[0]["overrides"] == {"k1": 0, "k2": 2} and one[1]["overrides"] == {"k1": 0}
-    assert [harness.undo_relabel(r, ["k1", "k2"]) for r in later] == recs  # back to the records as run
+    assert undo(["k1", "k2"]) == recs  # back to the records as run
+    # an older relabelling of a key cannot be undone while a newer one of the same key stays
+    with pytest.raises(ValueError, match="undo those too"):
+        undo(["k2: default 2 -> 5"])
     # the table commands read the records through it
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in later))
     try:
         harness.UNDONE_RELABELS[:] = ["k2"]
-        assert harness.load_records(f) == first
+        harness.UNDO_MATCHED.clear()
+        assert [{k: v for k, v in r.items() if k != "_label_overrides"} for r in harness.load_records(f)] == first
+        harness.check_undo_matched()  # k2 undid records: fine
+        harness.UNDONE_RELABELS[:] = ["k2", "lambda_ins_cell"]  # a typo matches nothing: refused
+        with pytest.raises(SystemExit, match="'lambda_ins_cell' matched no relabelled record"):
+            harness.check_undo_matched()
     finally:
         harness.UNDONE_RELABELS[:] = []
+        harness.UNDO_MATCHED.clear()
     assert harness.load_records(f) == later
 
 

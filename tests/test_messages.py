@@ -27,6 +27,7 @@ def test_clip_cuts_quoted_messages_at_a_word_boundary():
     assert len(out) <= 200 and out.endswith("...") and out[:-3].endswith(("peer", "Connection", "closed", "by"))
     assert clip("short\n  message") == "short message"  # line breaks and runs of spaces are folded
     assert clip("x" * 300, 50) == "x" * 47 + "..."  # one long word is still cut to the limit
+    assert [len(clip("abcdef", n)) for n in (0, 2, 3, 4)] == [0, 2, 3, 4]  # never longer than the limit
 
 
 def test_empty_cluster_message_says_what_happened_and_what_to_try():

@@ -574,6 +574,11 @@ def test_cli_writes_file(tmp_path, caplog):
     # Splatter's defaults have one group: written, with a warning that says how to get groups
     assert "1 group (60)" in caplog.text and "Splatter's defaults with --n-genes, --n-cells" in caplog.text
     assert "one group, so there is nothing to cluster: give several probabilities" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="scgpcl.simulate._cli"):  # a switched-off flag is named as given
+        assert _cli.run(_parse(["simulate", str(out), "--n-cells", "60", "--n-genes", "100", "--group-prob", "0.5",
+                                "0.5", "--no-lib-norm", "--overwrite"])) == 0
+    assert "with --n-genes, --n-cells, --group-prob, --no-lib-norm" in caplog.text
 
 
 def test_help_shows_splatters_defaults():

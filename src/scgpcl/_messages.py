@@ -15,7 +15,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["arg", "cli_context", "clip", "in_cli", "empty_clusters_message", "listing", "warn_user"]
+__all__ = ["arg", "cli_context", "clip", "in_cli", "empty_clusters_message", "k_estimates", "listing", "per_run_k",
+           "warn_user"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -55,11 +56,24 @@ def clip(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
+    if limit <= 3:
+        return "..."[:max(limit, 0)]
     head = text[: limit - 3]
     space = head.rfind(" ")
     if space > limit // 2:
         head = head[:space]
     return head.rstrip(" ,;:") + "..."
+
+
+def k_estimates(estimates) -> str:
+    """``"eigengap 8, leiden_stability 9, leiden_modularity 11"``: each criterion's K, as recorded."""
+    return ", ".join(f"{name} {int(k)}" for name, k in dict(estimates or {}).items())
+
+
+def per_run_k(ks) -> str:
+    """``"K = 5, 6, 5"`` when the runs' K differ (K estimated per run), else ``""``."""
+    ks = [int(k) for k in ks or []]
+    return f"K = {', '.join(map(str, ks))}" if len(set(ks)) > 1 else ""
 
 
 def listing(names: Sequence[object], limit: int = 20) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import _launch, _signals
 from ._fs import check_writable, current_umask, is_probe
 from ._machine import sha256_of
-from ._messages import cli_context, clip, counted
+from ._messages import cli_context, clip, counted, k_estimates, per_run_k
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -238,7 +238,7 @@ def _estimated(auto_k) -> str:
     if not isinstance(auto_k, dict):
         return "estimated"
     each = auto_k.get("estimates") or {}
-    parts = ", ".join(f"{m} {int(v)}" for m, v in each.items()) if len(each) > 1 else ""
+    parts = k_estimates(each) if len(each) > 1 else ""
     return f"estimated by {auto_k.get('method', '?')}" + (f": {parts}" if parts else "")
 
 
@@ -258,8 +258,7 @@ def _print_summary(adata, key: str, seconds: float, out=None, total: float | Non
               f"({s['seconds']:.1f} s)")
     if "runs" in info:
         r = info["runs"]
-        ks = [int(k) for k in r.get("n_clusters", [])]
-        per_k = f", K = {', '.join(map(str, ks))}" if len(set(ks)) > 1 else ""
+        per_k = f", {text}" if (text := per_run_k(r.get("n_clusters"))) else ""
         print(f"  {len(r['seeds'])} runs (seeds {', '.join(map(str, r['seeds']))}{per_k}): kept seed "
               f"{r['chosen_seed']}, the one that agrees best with the others; mean ARI between runs {r['mean_ari']:.3f}")
     sizes = adata.obs[key].value_counts().sort_index()

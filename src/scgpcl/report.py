@@ -32,7 +32,7 @@ from anndata import AnnData
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
 from ._machine import cpu_model
-from ._messages import arg, cli_context, empty_clusters_message, listing
+from ._messages import arg, cli_context, empty_clusters_message, k_estimates, listing, per_run_k
 from ._signals import deferred, raise_if_interrupted
 from .metrics import clustering_metrics, matched_labels
 
@@ -410,8 +410,7 @@ def _reproduce_html(params: dict, runs: dict | None = None) -> str:
         facts["seed"] = params["random_state"]
     if runs:
         seeds = [int(s) for s in runs["seeds"]]
-        ks = [int(k) for k in runs.get("n_clusters", [])]
-        per_k = f" (K = {', '.join(map(str, ks))})" if len(set(ks)) > 1 else ""
+        per_k = f" ({text})" if (text := per_run_k(runs.get("n_clusters"))) else ""
         facts["runs"] = (f"{len(seeds)} at seeds {', '.join(map(str, seeds))}{per_k}: kept seed "
                          f"{int(runs['chosen_seed'])}, "
                          f"the one that agrees best with the others (mean ARI between runs "
@@ -635,14 +634,11 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     auto_html = ""
     if isinstance(auto_k, dict) and "k" in auto_k:
         each = auto_k.get("estimates") or {}
-        detail = ("; the criteria it combines gave " + ", ".join(f"{_e(m)} {int(v)}" for m, v in each.items())
-                  if len(each) > 1 else "")
+        detail = f"; the criteria it combines gave {_e(k_estimates(each))}" if len(each) > 1 else ""
         cand = auto_k.get("candidates")
         among = (f", among K = {int(cand[0])} to {int(cand[1])}" if cand is not None and len(cand) == 2 else "")
         auto_html = (f'<p class="note">K = {_e(auto_k["k"])} was estimated automatically '
-                     f'({_e(auto_k.get("method", "?"))}{among}{detail}).'
-                     + (" Where they disagree, K is uncertain: compare runs at the K they gave." if detail else "")
-                     + '</p>')
+                     f'({_e(auto_k.get("method", "?"))}{among}{detail}).</p>')
     training_html = (
         '<section id="training"><h2>Training</h2>' + auto_html
         + _table(["stage", "rounds", "why it stopped", "seconds"], stage_rows, numeric={1, 3})

@@ -83,7 +83,8 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         The number of clusters used.
     auto_k_ : dict or None
         With ``n_clusters=None``: how K was estimated (``k``, ``method``, ``estimates``: each criterion's
-        own K, ``candidates``, ``curve``, ``seconds``); else None.
+        own K, ``candidates``, ``sample_size``, ``curve``, ``seconds``), as in ``uns['scgpcl']['auto_k']``;
+        else None.
     random_state_ : int
         The seed used (the one drawn when ``random_state=None``).
     n_features_in_ : int
@@ -113,7 +114,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_clusters: int | None = 8,
+        n_clusters: int | str | None = 8,
         *,
         random_state: int | None = 0,
         preset: str = "default",

@@ -257,14 +257,15 @@ def check_counts(
         )
 
 
-def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> int | None:
+def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False, warn: bool = True) -> int | None:
     """Check the requested number of clusters and return it as an ``int``.
 
     Accepts integers (Python or NumPy) and integer-valued floats such as
     ``8.0``. ``None`` or ``"auto"`` (estimate K from the data) is accepted,
     and returned as ``None``, only with ``allow_none=True``. More clusters
-    than half the cells is allowed, with a warning (most clusters would hold
-    one or two cells).
+    than half the cells is allowed, with a warning unless ``warn=False``
+    (most clusters would hold one or two cells; ``SCGPCL.load`` passes
+    ``False``: its K is the saved model's, not the caller's).
 
     Raises
     ------
@@ -294,7 +295,7 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False) -> i
             f"{arg(f'n_clusters={k}', f'--n-clusters {k}')} is more than the number of cells ({n_cells}); "
             "ask for at most as many clusters as there are cells"
         )
-    if k > n_cells / 2:
+    if warn and k > n_cells / 2:
         warn_user(f"{arg(f'n_clusters={k}', f'--n-clusters {k}')} on {n_cells} cells: most clusters will hold one "
                   "or two cells; was a smaller K meant?")
     return k

@@ -128,7 +128,7 @@ class SCGPCL:
     def __init__(
         self,
         adata: AnnData,
-        n_clusters: int | None,
+        n_clusters: int | str | None,
         *,
         layer: str | None = None,
         config: SCGPCLConfig | None = None,
@@ -164,7 +164,8 @@ class SCGPCL:
         check_counts(counts, reconstruction=config.model.reconstruction,
                      where="X" if layer is None else f"layers[{layer!r}]", layers=list(adata.layers.keys()),
                      has_raw=adata.raw is not None)
-        self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=genes is None)
+        self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=genes is None,
+                                                         warn=genes is None)  # load: K is the model's
         if self.n_clusters is None:
             _check_auto_k_options(config)
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess, genes=genes)
@@ -213,7 +214,8 @@ class SCGPCL:
             gene_dim=m.gene_embedding_dim, dense_features=m.reconstruction == "mse", seed=random_state,
             device=self.device,
         )
-        #: With ``n_clusters=None``: ``{"k", "method", "curve", "seconds"}`` after training.
+        #: With ``n_clusters=None``: :meth:`AutoKResult.to_dict` after training (``k``, ``method``, ``curve``,
+        #: ``seconds``, ``estimates``, ``candidates``, ``sample_size``; models saved before 2026-12-06 lack the last three).
         self.auto_k: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
         # k-means calls made by training: predict()'s final k-means (finetune=False) is seeded by

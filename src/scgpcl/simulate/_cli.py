@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             tmp.unlink(missing_ok=True)
         raise
     counts = adata.obs["cell_type"].value_counts(sort=False)
-    given = ", ".join("--" + f.replace("_", "-") for f in overrides)
+    given = ", ".join(("--no-" if v is False else "--") + f.replace("_", "-") for f, v in overrides.items())
     settings = (f"preset {args.preset}" if args.preset else "Splatter's defaults") + (f" with {given}" if given else "")
     logger.info(
         "wrote %s: %d cells x %d genes, %s (%s), dropout rate %.2f %%, %s, seed %d",

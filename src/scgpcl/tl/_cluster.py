@@ -25,7 +25,7 @@ __all__ = ["cluster", "store_results"]
 def cluster(
     adata: AnnData,
     *,
-    n_clusters: int | None,
+    n_clusters: int | str | None,
     layer: str | None = None,
     label_key: str | None = None,
     key_added: str = "scgpcl",
@@ -64,11 +64,15 @@ def cluster(
     adata
         Cells x genes with raw counts in ``X`` or in ``layers[layer]``.
     n_clusters
-        Number of clusters K (2 <= K <= number of cells), or ``None`` to
-        estimate K on the representation after the warm-up (criterion
-        ``auto_k_method``, e.g. ``auto_k_method="silhouette"``); the estimate is
-        recorded in ``uns[key_added]['auto_k']``: ``k``, ``method``, ``seconds``
-        and ``curve`` (the criterion over its candidates, arrays keyed by name).
+        Number of clusters K (2 <= K <= number of cells), or ``None`` (or
+        ``"auto"``) to estimate K on the representation after the warm-up
+        (criterion ``auto_k_method``, e.g. ``auto_k_method="silhouette"``); the
+        estimate is recorded in ``uns[key_added]['auto_k']``: ``k``,
+        ``method``, ``seconds``, ``curve`` (the criterion over its candidates,
+        arrays keyed by name), ``estimates`` (each criterion's own K),
+        ``candidates`` (the smallest and largest K considered) and
+        ``sample_size`` (the cells it was made on). With ``n_runs`` > 1,
+        ``uns[key_added]['runs']`` also holds each run's ``n_clusters``.
     layer
         Layer holding the raw counts (``None``: ``X``).
     label_key
@@ -228,6 +232,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         }
         if a.get("candidates"):
             info["auto_k"]["candidates"] = np.asarray(a["candidates"], dtype=int)
+        if a.get("sample_size") is not None:
+            info["auto_k"]["sample_size"] = int(a["sample_size"])
     if label_key is not None:
         keep = labels >= 0
         truth = adata.obs[label_key].to_numpy()[keep]
