@@ -78,6 +78,16 @@ def test_dataframe_gives_gene_names(toy):
     assert est.model_.data.gene_names[0].startswith("G")
 
 
+def test_input_errors_speak_of_the_matrix_not_of_an_anndata():
+    # a NumPy user was told "this data has no layers and no .raw to pick from"
+    with pytest.raises(InputError) as err:
+        SCGPCLClustering(n_clusters=2).fit(-np.ones((30, 20)))
+    assert "Go back to the raw count matrix" in str(err.value) and "layers" not in str(err.value)
+    from scgpcl.data._checks import check_counts  # an AnnData user still hears why no layer is proposed
+    with pytest.raises(InputError, match=r"no layers and no \.raw"):
+        check_counts(-np.ones((30, 20)), layers=[], has_raw=False)
+
+
 @pytest.mark.parametrize(
     "x, kwargs, message",
     [

@@ -603,6 +603,8 @@ NOT_A_ROW = {
     "tests/test_checks.py::test_sparse_checked_without_densifying": "memory behaviour of the NaN check",
     "tests/test_checks.py::test_auto_is_none_where_k_may_be_estimated": "check_n_clusters('auto') where K must be "
         "given, called directly; every caller that takes 'auto' allows it, and '-k that is not a number' stands for the refusal",
+    "tests/test_sklearn.py::test_input_errors_speak_of_the_matrix_not_of_an_anndata": "the 'negative values' "
+        "refusal through the scikit-learn estimator; checks that its advice speaks of a matrix",
     "tests/test_checks.py::test_label_key_no_obs_columns": "same as '--label-key that is not a column', on an obs without columns",
     "tests/test_checks.py::test_values_of_absurd_size_are_called_corrupt": "the check behind '.h5ad whose values are damaged'",
     "tests/test_cli.py::test_quiet_keeps_warnings_that_change_the_data": "uses -k 1 to stop early; checks the warning",

@@ -37,6 +37,26 @@ def in_cli() -> bool:
     return _IN_CLI.get()
 
 
+_ARRAY_INPUT: contextvars.ContextVar[bool] = contextvars.ContextVar("scgpcl_array_input", default=False)
+
+
+@contextmanager
+def array_input() -> Iterator[None]:
+    """Messages raised while the body runs speak of a matrix, not of an AnnData's layers and ``.raw``.
+
+    The scikit-learn estimator wraps its array in an AnnData of its own; its user never made one.
+    """
+    token = _ARRAY_INPUT.set(True)
+    try:
+        yield
+    finally:
+        _ARRAY_INPUT.reset(token)
+
+
+def is_array_input() -> bool:
+    return _ARRAY_INPUT.get()
+
+
 def arg(python: str, cli: str) -> str:
     """``python`` (e.g. ``"key="``) from Python, ``cli`` (e.g. ``"--key"``) inside the ``scgpcl`` command."""
     return cli if in_cli() else python

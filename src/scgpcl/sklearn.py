@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 
 from ._config import _RENAMED, PRESETS, SCGPCLConfig
 from ._errors import InputError
+from ._messages import array_input
 
 __all__ = ["SCGPCLClustering"]
 
@@ -207,9 +208,10 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         adata = AnnData(counts)
         adata.var_names = genes if genes is not None else [f"gene_{j}" for j in range(counts.shape[1])]
         adata.obs_names = [f"cell_{i}" for i in range(counts.shape[0])]
-        model, self.runs_ = train_runs(
-            lambda seed: SCGPCL(adata, self.n_clusters, config=config, random_state=seed, device=self.device),
-            self.random_state, self.n_runs, progress=self.progress)
+        with array_input():  # input errors speak of the matrix, not of the AnnData it was wrapped in
+            model, self.runs_ = train_runs(
+                lambda seed: SCGPCL(adata, self.n_clusters, config=config, random_state=seed, device=self.device),
+                self.random_state, self.n_runs, progress=self.progress)
 
         self.model_ = model
         self.labels_ = model.predict()

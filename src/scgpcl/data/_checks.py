@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._messages import arg, listing, warn_user
+from scgpcl._messages import arg, is_array_input, listing, warn_user
 
 #: Reconstruction losses that model the data as counts, and those that do not.
 _COUNT_LOSSES = frozenset({"zinb"})
@@ -130,7 +130,8 @@ def _use_layer(layers: Sequence[str] | None, has_raw: bool, what: str = "a layer
         if has_raw:
             return (f"adata.raw is set: if it holds the counts, use "
                     f"{arg('adata.raw.to_adata()', '--use-raw')} (this data has no layers)")
-        return "Go back to the raw count matrix (this data has no layers and no .raw to pick from)"
+        return "Go back to the raw count matrix" + (
+            "" if is_array_input() else " (this data has no layers and no .raw to pick from)")
     return f"Use {arg('layer=', '--layer')} to pick {what}{_layers_hint(layers, has_raw)}"
 
 
