@@ -1087,7 +1087,10 @@ def paired_comparison(records: list[dict], methods: list[str], metric: str = "AR
         se = f" (standard error over the datasets {dd.std(ddof=1) / np.sqrt(len(dd)):.3f})" if len(dd) > 1 else ""
         diffs.append(f"`{methods[j]}` − `{methods[0]}`: mean {dd.mean():+.3f}{se}, ahead by > 0.02 on "
                      f"{int(np.sum(dd > 0.02))}, behind by > 0.02 on {int(np.sum(dd < -0.02))} of {len(dd)}")
-    return L + [""] + [f"- {x}" for x in diffs]
+    used = sorted({str(runs[(d, m)][sd].get("machine", "not recorded")) for d, shared, _ in rows for m in methods
+                   for sd in shared})
+    used = [u + " (CPU model not recorded)" if u.startswith("x86_64") else u for u in used]
+    return L + [""] + [f"- {x}" for x in diffs] + ["", "Machines of these runs: " + "; ".join(used) + "."]
 
 
 def compare_main(args: argparse.Namespace) -> None:
