@@ -92,7 +92,8 @@ def main(argv=None) -> None:
          "The package defaults of the time (`dec_select.jsonl`, which records them as "
          + ", ".join(f"`{k}={v}`" for k, v in MEASURED_WITH.items())
          + "), 13 datasets x seeds 0-2 (runs: the commands in the script's docstring; this page: "
-         "`python benchmarks/dec_select.py`). "
+         "`python benchmarks/dec_select.py`; machines: "
+         + "; ".join(sorted({str(x.get("machine", "not recorded")) for rs in runs.values() for x in rs})) + "). "
          "Per run, a rule keeps DEC's labels or the k-means labels DEC started from, looking only at the two "
          "clusterings (silhouettes in the pre-trained representation, on one sample of at most 4,000 cells; "
          "their agreement as ARI; the evenness of the cluster sizes). Paired difference of the mean ARI "
