@@ -816,6 +816,20 @@ def test_outputs_that_name_the_same_path_are_refused_before_training(small_toy_f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"] and not any((tmp_path / "rep").iterdir())
 
 
+def test_the_summary_names_only_what_the_command_did(capsys):
+    # the demo without --output said "36.4 s in all: reading, training, writing" and wrote nothing
+    from scgpcl.cli import _print_summary
+
+    a = ad.AnnData(np.zeros((4, 2), dtype=np.float32))
+    a.obs["scgpcl"] = pd.Categorical(["0", "0", "1", "1"])
+    a.uns["scgpcl"] = {"params": {"n_clusters": 2, "n_cells_used": 4, "n_genes_used": 2, "device": "cpu"},
+                       "stages": {}}
+    _print_summary(a, "scgpcl", 1.0, [], total=2.0, first="simulating")
+    assert capsys.readouterr().out.splitlines()[-1] == "  2.0 s in all: simulating, training"
+    _print_summary(a, "scgpcl", 1.0, ["o.h5ad"], total=2.0)
+    assert capsys.readouterr().out.splitlines()[-1] == "  2.0 s in all: reading, training, writing"
+
+
 def test_demo_refuses_a_report_at_its_output_path(tmp_path, capsys):
     out = tmp_path / "d.h5ad"
     assert main(["demo", "--output", str(out), "--report", str(out), "--quiet"]) == 2

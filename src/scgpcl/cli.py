@@ -242,10 +242,12 @@ def _estimated(auto_k) -> str:
     return f"estimated by {auto_k.get('method', '?')}" + (f": {parts}" if parts else "")
 
 
-def _print_summary(adata, key: str, seconds: float, out=None, total: float | None = None) -> None:
+def _print_summary(adata, key: str, seconds: float, out=None, total: float | None = None,
+                   first: str = "reading") -> None:
     """Print what the run did.
 
-    ``seconds``: training and labelling; ``total``: the whole command (reading, writing and the report too).
+    ``seconds``: training and labelling; ``total``: the whole command (reading, writing and the report too;
+    ``first`` names how the data came: ``"reading"``, or ``"simulating"`` for the demo).
     """
     info = adata.uns[key]
     p = info["params"]
@@ -273,7 +275,8 @@ def _print_summary(adata, key: str, seconds: float, out=None, total: float | Non
         print(f"  wrote {path}")
     if total is not None:
         with_report = any(str(path).endswith("index.html") for path in out or [])
-        print(f"  {total:.1f} s in all: reading, training, writing{' and the report' if with_report else ''}")
+        steps = "training" + (", writing" if out else "") + (" and the report" if with_report else "")
+        print(f"  {total:.1f} s in all: {first}, {steps}")
 
 
 class ReportFailed(RuntimeError):
@@ -627,7 +630,7 @@ def _run_demo(args) -> int:
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key="scgpcl", label_key="cell_type",
                              name="demo (Splat simulation)", overwrite=args.overwrite)
-    _print_summary(adata, "scgpcl", seconds, written, total=time.perf_counter() - start)
+    _print_summary(adata, "scgpcl", seconds, written, total=time.perf_counter() - start, first="simulating")
     return 0
 
 
