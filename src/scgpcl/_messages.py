@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["arg", "cli_context", "clip", "in_cli", "empty_clusters_message", "k_estimates", "listing", "per_run_k",
-           "warn_user"]
+__all__ = ["arg", "array_input", "cli_context", "clip", "in_cli", "is_array_input", "empty_clusters_message",
+           "k_estimates", "listing", "per_run_k", "warn_user"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
