@@ -188,7 +188,7 @@ def test_consensus_is_the_geometric_mean_of_the_three_criteria():
     z = z.astype(np.float32)
     r = METHODS["consensus"](z, k_max=20, seed=1)
     parts = [METHODS[m](z, k_max=20, seed=1).k for m in ("eigengap", "leiden_stability", "leiden_modularity")]
-    assert [int(r.curve[f"{m}_k"][0]) for m in ("eigengap", "leiden_stability", "leiden_modularity")] == parts
+    assert [r.estimates[m] for m in ("eigengap", "leiden_stability", "leiden_modularity")] == parts
     assert r.k == round(np.exp(np.mean(np.log(parts))))
     assert r.method == "consensus" and min(parts) <= r.k <= max(parts)
 

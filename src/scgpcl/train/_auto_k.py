@@ -368,9 +368,8 @@ def consensus_k(
 ) -> AutoKResult:
     """Geometric mean of the ``eigengap``, ``leiden_stability`` and ``leiden_modularity`` estimates.
 
-    The curve holds the Leiden runs (as for the Leiden criteria) and, in
-    ``eigengap_k`` / ``leiden_stability_k`` / ``leiden_modularity_k``, the
-    three estimates it averages (the same value on every row).
+    The curve holds the Leiden runs (as for the Leiden criteria); the three
+    estimates it averages are in :attr:`AutoKResult.estimates`.
     """
     t0 = time.perf_counter()
     z = _as_array(z)
@@ -381,9 +380,6 @@ def consensus_k(
     k_stab = _clip_k(k[_leiden_pick("leiden_stability", k, stab, mod, ok)], n, k_max)
     k_mod = _clip_k(k[_leiden_pick("leiden_modularity", k, stab, mod, ok)], n, k_max)
     kk = _clip_k(float(np.exp(np.mean(np.log([k_eig, k_stab, k_mod])))), n, k_max)
-    rows = len(k)
-    curve.update(eigengap_k=np.full(rows, k_eig), leiden_stability_k=np.full(rows, k_stab),
-                 leiden_modularity_k=np.full(rows, k_mod))
     return AutoKResult(kk, "consensus", curve, time.perf_counter() - t0,
                        estimates={"eigengap": int(k_eig), "leiden_stability": int(k_stab),
                                   "leiden_modularity": int(k_mod)})
