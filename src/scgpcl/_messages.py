@@ -8,6 +8,7 @@ imported here.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import sys
@@ -24,13 +25,18 @@ _IN_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar("scgpcl_in_cli", 
 
 
 @contextmanager
-def cli_context() -> Iterator[None]:
-    """Messages raised while the body runs name the command-line flags."""
-    token = _IN_CLI.set(True)
+def _raised(flag: contextvars.ContextVar[bool]) -> Iterator[None]:
+    """``flag`` is True while the body runs (and back to what it was after)."""
+    token = flag.set(True)
     try:
         yield
     finally:
-        _IN_CLI.reset(token)
+        flag.reset(token)
+
+
+def cli_context() -> contextlib.AbstractContextManager[None]:
+    """Messages raised while the body runs name the command-line flags."""
+    return _raised(_IN_CLI)
 
 
 def in_cli() -> bool:
@@ -40,17 +46,12 @@ def in_cli() -> bool:
 _ARRAY_INPUT: contextvars.ContextVar[bool] = contextvars.ContextVar("scgpcl_array_input", default=False)
 
 
-@contextmanager
-def array_input() -> Iterator[None]:
+def array_input() -> contextlib.AbstractContextManager[None]:
     """Messages raised while the body runs speak of a matrix, not of an AnnData's layers and ``.raw``.
 
     The scikit-learn estimator wraps its array in an AnnData of its own; its user never made one.
     """
-    token = _ARRAY_INPUT.set(True)
-    try:
-        yield
-    finally:
-        _ARRAY_INPUT.reset(token)
+    return _raised(_ARRAY_INPUT)
 
 
 def is_array_input() -> bool:
