@@ -139,6 +139,7 @@ def _bars(rows, recs, main) -> list[str]:
         return float(np.mean(v)) if v else float("nan")
 
     yes = lambda ok: "yes" if ok else "**no**"
+    notes: list[str] = []
     out = ["## The issue's bars", "",
            "Issue 27's bars, each read from the records by `accuracy.py table` (the thresholds are the issue's). "
            "`all` is the bar's reading; the halves say whether it holds on the datasets used to choose settings "
@@ -171,6 +172,14 @@ def _bars(rows, recs, main) -> list[str]:
         six = _seed_sd({d: {**main.get(d, {}), **fresh[d]} for d in fresh})
         out.append(f"| mean seed SD, fresh seeds 3-5 (`fresh_seeds.md`; seeds 0-5: {six:.3f}) | <= 0.04 | "
                    f"{fsd['all']:.3f} | {fsd['choose']:.3f} | {fsd['confirm']:.3f} | {yes(fsd['all'] <= 0.04)} |")
+        runs = _runs()
+        scale = []
+        for m, name in (("pca_kmeans", "PCA + k-means"), ("leiden_tuned", "tuned Leiden")):
+            sds = [_seed_sd({d: {s: runs[(m, d, s)] for s in seeds if (m, d, s) in runs} for d in DATASETS})
+                   for seeds in ((0, 1, 2), FRESH, (0, 1, 2, *FRESH))]
+            scale.append(f"{name} {sds[0]:.3f}, {sds[1]:.3f}, {sds[2]:.3f}")
+        notes.append("For scale, the baselines' own mean seed SD at seeds 0-2, 3-5 and 0-5 (their seed sets only the "
+                     "k-means or Leiden random state): " + "; ".join(scale) + ".")
     empty, runs = sum(x[3] for x in rows.values()), sum(x[4] for x in rows.values())
     out.append(f"| runs with an empty cluster | 0 | {empty} of {runs} | | | {yes(empty == 0)} |")
     auto = _auto_k_stats(recs, main)
@@ -200,7 +209,7 @@ def _bars(rows, recs, main) -> list[str]:
         out.append(f"| simulations: settings within 0.05 of PCA + k-means (`sweep.md`; package simulator, "
                    f"R-Splatter files) | every setting | {n_ok(own)} of {len(own)}, {n_ok(ref)} of {len(ref)} | | | "
                    f"{yes(n_ok(sims) == len(sims))}{f' ({miss})' if miss else ''} |")
-    return out
+    return out + (["", *notes] if notes else [])
 
 
 def _auto_k_stats(recs, main) -> tuple[dict[str, float], dict[str, tuple[int, int]]] | None:
