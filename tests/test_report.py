@@ -45,6 +45,11 @@ def test_report_files_and_html(report):
     for section in ("Summary", "Preprocessing", "Parameters", "Environment", "Marker genes", "Training"):
         assert f"<h2>{section}" in page
     assert "torch" in page and "scanpy" in page  # package versions
+    # the versions the run trained with (recorded in params), beside this report's, not in the run's table
+    import torch
+
+    assert "<th>trained with</th>" in page and page.count(f"<td>{torch.__version__}</td>") == 2
+    assert "{&#x27;python&#x27;" not in page and "{'python'" not in page
     top = scgpcl.tl.markers(a, n_genes=1)["gene"]
     assert all(f">{g}</span>" in page for g in top)  # top marker of each cluster listed
 

@@ -1,8 +1,9 @@
 """What a run ran on and what it read: CPU and GPU model, file checksums. Standard library only.
 
 The same seed gives different labels on different CPU models (floating-point
-order in BLAS/OpenMP kernels; ``benchmarks/results/machine.md``), so a run's
-record names the CPU, and the input file's SHA-256 says which data it saw.
+order in BLAS/OpenMP kernels; ``benchmarks/results/machine.md``) and under other
+library versions, so a run's record names the CPU and the versions, and the input
+file's SHA-256 says which data it saw.
 """
 
 from __future__ import annotations
@@ -13,7 +14,27 @@ import platform
 import subprocess
 from pathlib import Path
 
-__all__ = ["cpu_model", "gpu_model", "sha256_of"]
+__all__ = ["cpu_model", "gpu_model", "sha256_of", "software_versions"]
+
+#: the packages whose versions a run records (the same seed gives other numbers under other versions)
+VERSIONED = ("scgpcl", "torch", "numpy", "scipy", "pandas", "anndata", "scanpy", "scikit-learn", "matplotlib",
+             "umap-learn")
+
+
+def software_versions() -> dict[str, str]:
+    """Python's version and each installed package of :data:`VERSIONED` (from the installed metadata)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "scgpcl":  # run from a source tree without installing it
+                from . import __version__
+
+                out[name] = f"{__version__} (not installed)"
+    return out
 
 
 def cpu_model() -> str:

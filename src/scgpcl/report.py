@@ -31,7 +31,7 @@ from anndata import AnnData
 
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
-from ._machine import cpu_model
+from ._machine import cpu_model, software_versions
 from ._messages import arg, cli_context, empty_clusters_message, k_estimates, listing, per_run_k
 from ._signals import deferred, raise_if_interrupted
 from .metrics import clustering_metrics, matched_labels
@@ -43,8 +43,6 @@ log = logging.getLogger("scgpcl")
 #: The files a report folder consists of.
 REPORT_FILES = ("index.html", "metrics.json", "clusters.tsv")
 
-_PACKAGES = ("scgpcl", "torch", "numpy", "scipy", "pandas", "anndata", "scanpy", "scikit-learn", "matplotlib",
-             "umap-learn")
 
 _STAGE_NAMES = {"pretrain": "pre-training", "finetune": "fine-tuning"}
 _METRIC_NAMES = {
@@ -207,21 +205,6 @@ def _json_default(o: Any):
     return str(o)
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if name == "scgpcl":
-                from . import __version__
-
-                out[name] = f"{__version__} (not installed)"
-    return out
-
-
 def _figure_png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
@@ -314,7 +297,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     stage_order = [s for s in _STAGE_NAMES if s in raw_stages] + [s for s in raw_stages if s not in _STAGE_NAMES]
     stages = {s: {k: _json_default(v) if isinstance(v, np.generic) else v for k, v in raw_stages[s].items()}
               for s in stage_order}
-    versions = _versions()
+    versions = software_versions()
     summary = _dataset_summary(adata, key, label_key)
 
     # clusters.tsv first: cheapest, and a failure later still removes it with the folder
@@ -678,7 +661,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     pre_items.update({f"preprocess.{k}": v for k, v in pre.items()})
     preprocessing_html = f'<section id="preprocessing"><h2>Preprocessing</h2>{_kv(pre_items)}</section>'
 
-    run_items = {k: v for k, v in params.items() if k != "config"}
+    run_items = {k: v for k, v in params.items() if k not in ("config", "versions")}  # versions: Environment
     sections: dict[str, list[list[Any]]] = {}
     for k, v in config.items():
         sec, _, field = k.partition(".")
@@ -698,9 +681,16 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         machine += f". This report was written on {_e(here)} ({_e(platform.platform())})"
     else:
         machine += f" ({_e(platform.platform())})"
-    env_html = (f'<section id="environment"><h2>Environment</h2>'
-                f"{_table(['package', 'version'], [[k, v] for k, v in versions.items()])}"
-                f'<p class="note">{machine}. The same seed can give other labels on another CPU model.</p></section>')
+    trained_with = params.get("versions") or {}  # recorded by the run (older files have none)
+    if trained_with:
+        names = list(trained_with) + [k for k in versions if k not in trained_with]
+        rows = [[k, trained_with.get(k, "-"), versions.get(k, "-")] for k in names]
+        version_table = _table(["package", "trained with", "this report"], rows)
+    else:
+        version_table = _table(["package", "this report (the run recorded none)"], [[k, v] for k, v in versions.items()])
+    env_html = (f'<section id="environment"><h2>Environment</h2>{version_table}'
+                f'<p class="note">{machine}. The same seed can give other labels on another CPU model or under '
+                f'other versions.</p></section>')
 
     title = f"scGPCL clustering report: {name}"
     return f"""<!DOCTYPE html>

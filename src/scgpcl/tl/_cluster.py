@@ -12,8 +12,9 @@ from anndata import AnnData
 
 from .._config import SCGPCLConfig, flat_config
 from .._early_checks import check_keys
-from .._machine import cpu_model, gpu_model
+from .._machine import cpu_model, gpu_model, software_versions
 from .._messages import arg, warn_user
+from .._signals import deferred
 from ..data._checks import check_label_key
 from ..metrics import clustering_metrics
 from ..model._runs import train_runs
@@ -178,14 +179,12 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         ``obs[key_added + '_agreement']`` and ``uns[key_added]['runs']``.
     """
     check_keys(key_added, label_key)
+    # everything is computed first and written into adata together at the end: an error or a Ctrl-C on the way
+    # leaves adata as it was, not new clusters beside an earlier run's record
     labels = model.predict()
     cats = [str(i) for i in range(model.n_clusters)]
-    adata.obs[key_added] = pd.Categorical(
-        np.where(labels >= 0, labels.astype(str), None), categories=cats
-    )
-    adata.obsm["X_" + key_added] = model.get_latent_representation()
-    # a UMAP of an earlier clustering under this key (pl.umap, the report) no longer matches the embedding
-    adata.obsm.pop(f"X_{key_added}_umap", None)
+    clusters = pd.Categorical(np.where(labels >= 0, labels.astype(str), None), categories=cats)
+    representation = model.get_latent_representation()
     n_dropped = int((labels < 0).sum())
     if n_dropped:
         rep = "X_" + key_added
@@ -207,6 +206,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "cpu": cpu_model(),
             # and how many threads torch used there: another count sums in another order (docs/usage.md)
             "torch_threads": torch.get_num_threads(),
+            # and under which versions: other versions of torch or scikit-learn give other numbers too
+            "versions": software_versions(),
         },
         "stages": model.summary(),
         "history": model.history,
@@ -244,12 +245,18 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
         else:
             warn_user(f"no clustered cell has a reference label in obs[{label_key!r}]: no metrics")
-    if f"{key_added}_agreement" in adata.obs:  # an earlier clustering's, with several runs
-        del adata.obs[f"{key_added}_agreement"]
     if runs is not None:
-        adata.obs[f"{key_added}_agreement"] = runs["agreement"]
         info["runs"] = {k: (np.asarray(v) if k == "ari" else v) for k, v in runs.items() if k != "agreement"}
-    adata.uns[key_added] = info
+    with deferred():  # a Ctrl-C waits until every part is in place
+        adata.obs[key_added] = clusters
+        adata.obsm["X_" + key_added] = representation
+        # a UMAP of an earlier clustering under this key (pl.umap, the report) no longer matches the embedding
+        adata.obsm.pop(f"X_{key_added}_umap", None)
+        if f"{key_added}_agreement" in adata.obs:  # an earlier clustering's, with several runs
+            del adata.obs[f"{key_added}_agreement"]
+        if runs is not None:
+            adata.obs[f"{key_added}_agreement"] = runs["agreement"]
+        adata.uns[key_added] = info
 
 
 def _data_parallel_params() -> dict:
