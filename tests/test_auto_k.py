@@ -197,3 +197,34 @@ def test_auto_k_needs_three_cells():
     a = toy_counts(n_per=2, n_groups=1, n_genes=30)
     with pytest.raises(InputError, match="at least 3 cells"):
         SCGPCL(a, None)
+
+
+def test_consensus_is_the_rounded_geometric_mean_of_the_three(monkeypatch):
+    # estimates 2, 2 and 8: geometric mean 3.17 -> 3; the arithmetic mean (4) passed the old test, whose data
+    # gave 7, 9, 9 (both means 8)
+    import scgpcl.train._auto_k as ak
+
+    monkeypatch.setattr(ak, "eigengap_k", lambda z, **kw: ak.AutoKResult(2, "eigengap"))
+    k, stab, mod = np.array([2.0, 8.0]), np.array([1.0, 0.5]), np.array([0.3, 0.6])
+    monkeypatch.setattr(ak, "_leiden_scan", lambda z, **kw: (k, stab, mod, np.array([True, True]), {}))
+    z = np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32)
+    result = ak.consensus_k(z)
+    assert result.k == 3 and result.estimates == {"eigengap": 2, "leiden_stability": 2, "leiden_modularity": 8}
+
+
+def test_stability_ties_go_to_the_finer_split():
+    from scgpcl.train._auto_k import _leiden_pick
+
+    k, stab = np.array([2.0, 3.0, 5.0]), np.array([1.0, 1.0, 0.5])
+    assert _leiden_pick("leiden_stability", k, stab, np.zeros(3), np.ones(3, bool)) == 1
+
+
+def test_stability_compares_subsamples_on_the_cells_they_share(monkeypatch):
+    # one cluster in every run must agree perfectly; scoring the cells a subsample left out (-1) as a cluster
+    # of their own made it less than 1
+    import scgpcl.train._auto_k as ak
+
+    monkeypatch.setattr(ak, "_leiden_membership", lambda g, r, seed: [0] * g.vcount())
+    z = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    _, _, stab, _ = ak._leiden_runs(z, seed=0, n_neighbors=10, resolutions=(0.5, 1.0), n_runs=3, fraction=0.9)
+    np.testing.assert_array_equal(stab, 1.0)

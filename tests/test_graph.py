@@ -465,6 +465,19 @@ def test_loader_thins_only_the_masked_views_and_never_the_counts_it_reconstructs
     assert _nnz(mlp.view(t, 0).features.s) < _nnz(plain.view(t, 0).features.s)
 
 
+def test_the_two_views_of_a_minibatch_sample_different_neighbourhoods():
+    # built from one random stream, both views sampled the same genes and one augmentation was silently lost;
+    # the toy data elsewhere is smaller than the sampling budget, so sampling was never random in the tests
+    from scgpcl.data import SubgraphLoader, prepare
+
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(1.0, size=(200, 60)).astype(np.float32))
+    data = prepare(counts, np.array([f"g{i}" for i in range(60)]))
+    loader = SubgraphLoader(data, batch_size=16, num_samples=(10, 10), gene_dim=4, seed=0)
+    batch = next(loader.batches(loader.plan(1)))
+    assert not np.array_equal(np.asarray(batch.views[0].genes), np.asarray(batch.views[1].genes))
+
+
 def _dense_of(rows, values):
     out = np.zeros(rows.shape, dtype=np.float32)
     out[rows.row.numpy(), rows.col.numpy()] = values.numpy()

@@ -299,3 +299,26 @@ def test_min_cells_that_leaves_too_few_genes_names_the_option():
     x[:, 0] = 1  # one common gene; g40 (2 cells) and g41 (3 cells) are rare
     with pytest.raises(InputError, match="min_cells"):
         prepare(sp.csr_matrix(x), names, PreprocessConfig(gene_selection="none", min_cells=4))
+
+
+def test_cells_with_counts_only_outside_the_selected_genes_are_not_clustered():
+    # the empty-cell tests zero a whole cell, which an earlier check removes; a cell whose counts all lie in
+    # genes the selection dropped must be left out too (else its size factor is 0 and its ZINB mean log(0))
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, size=(20, 8)).astype(np.float32)
+    x[4, :4] = 0
+    x[4, 6] = 5
+    p = prepare(sp.csr_matrix(x), np.array([f"g{i}" for i in range(8)]), PreprocessConfig(), genes=np.arange(4))
+    assert p.n_cells == 19 and not p.cell_mask[4] and p.size_factors.min() > 0
+
+
+def test_stored_zeros_are_neither_counts_nor_edges():
+    # a CSR matrix may store explicit zeros (SCGPCL(adata) on a matrix built by hand, no file read): they must
+    # not become cell-gene edges nor "non-zero" entries of the ZINB
+    rng = np.random.default_rng(0)
+    m = sp.csr_matrix(rng.poisson(1.0, size=(30, 12)).astype(np.float32))
+    m.data[::5] = 0.0
+    assert m.nnz > m.count_nonzero()
+    p = prepare(m, np.array([f"g{i}" for i in range(12)]), PreprocessConfig(gene_selection="none", target_sum=0))
+    assert p.counts.nnz == m.count_nonzero() and (p.counts.data > 0).all()
+    assert p.graph().n_edges == m.count_nonzero()
