@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import warnings
@@ -737,7 +738,7 @@ def test_a_write_that_fails_after_training_says_what_was_kept(small_toy_file, tm
     assert ad.read_h5ad(out).n_obs > 0 and not model_dir.exists()
 
 
-def test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count(small_toy_file, tmp_path, capsys):
+def test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count_and_versions(small_toy_file, tmp_path, capsys):
     import torch
 
     out = tmp_path / "o.h5ad"
@@ -747,6 +748,12 @@ def test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count(sma
     assert 0 <= int(params["random_state"]) < 2**32
     assert f"--random-state {int(params['random_state'])}" in params["command"]  # the command repeats the run
     assert int(params["torch_threads"]) == torch.get_num_threads()
+    # and the versions it ran under: another torch or scikit-learn gives other numbers for the same seed
+    import sklearn
+
+    versions = params["versions"]
+    assert versions["torch"] == torch.__version__ and versions["scikit-learn"] == sklearn.__version__
+    assert versions["python"] == platform.python_version() and "scgpcl" in versions
     code = main(["cluster", str(small_toy_file), str(tmp_path / "p.h5ad"), "-k", "3", "--quiet",
                  "--random-state", "-1", *TINY_ARGS])
     err = capsys.readouterr().err.strip().splitlines()
@@ -910,3 +917,20 @@ def test_a_lost_process_or_a_failed_report_is_not_called_out_of_memory():
             raise ValueError("while building the graph") from inner
     except ValueError as outer:
         assert _out_of_memory(outer)
+
+
+def test_a_bad_device_is_refused_before_the_data_is_read(small_toy_file, tmp_path, monkeypatch, capsys):
+    # the device was resolved only when the model was built, after reading (and hashing) the input: minutes on
+    # an atlas before "CUDA is not available here"
+    import torch
+
+    from scgpcl.data import _io
+
+    read = []
+    monkeypatch.setattr(_io, "read_counts", lambda *a, **k: read.append(a))
+    device = "cuda:7" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    code = main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", "--device", device,
+                 *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"device '{device}' requested but" in err[0], err
+    assert read == [] and not (tmp_path / "o.h5ad").exists()

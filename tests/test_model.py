@@ -116,6 +116,29 @@ def test_global_rng_untouched(toy):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_the_seed_sets_the_initial_weights(toy):
+    # same-seed tests pass even if the weights ignore the seed (then seeds vary less than they should)
+    import torch
+
+    w = [next(SCGPCL(toy, 3, random_state=s, **QUICK).module.parameters()).detach().clone() for s in (0, 1, 0)]
+    assert torch.equal(w[0], w[2]) and not torch.equal(w[0], w[1])
+
+
+def test_cuda_generators_are_not_reseeded(toy, monkeypatch):
+    # torch.manual_seed also reseeds every CUDA generator, which fork_rng(devices=[]) does not restore: on a GPU
+    # machine building a model would silently reset the caller's CUDA random stream. Only the CPU one may be seeded.
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    a = SCGPCL(toy, 3, random_state=5, **QUICK)
+    assert calls == []
+    b = SCGPCL(toy, 3, random_state=5, **QUICK)  # still the same weights for the same seed
+    for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "0"])
 def test_bad_seed_refused(toy, seed):
     with pytest.raises(InputError, match="is not a seed"):
@@ -130,7 +153,13 @@ def test_seed_none_draws_and_records_a_seed(toy):
 
 
 def test_save_load_round_trip(trained, toy, tmp_path):
+    import json
+
+    import torch
+
     trained.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["versions"]["torch"] == torch.__version__  # what trained it, for the user
     loaded = SCGPCL.load(tmp_path / "m", toy)
     np.testing.assert_array_equal(loaded.get_latent_representation(), trained.get_latent_representation())
     np.testing.assert_array_equal(loaded.predict(), trained.predict())
@@ -554,6 +583,11 @@ def test_load_refuses_corrupt_files_by_name(trained, toy, tmp_path):
         SCGPCL.load(d, toy)
     (d / "config.json").write_text(good_config)
     (d / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"model\.pt' is not the weights .* was saved with \(damaged"):
+        SCGPCL.load(d, toy)  # the config's checksum of the weights finds it first
+    meta = _json.loads(good_config)
+    del meta["weights_sha256"]  # as saved before the checksum was recorded: torch's reader finds it
+    (d / "config.json").write_text(_json.dumps(meta))
     with pytest.raises(InputError, match=r"model\.pt' cannot be loaded"):
         SCGPCL.load(d, toy)
 
@@ -883,3 +917,28 @@ def test_load_reads_the_counts_from_another_layer_when_told(small_toy, tmp_path)
     again = SCGPCL.load(tmp_path / "m", moved, layer="counts")
     np.testing.assert_array_equal(again.predict(), m.predict())
     assert again.layer == "counts"
+
+
+def test_fine_tuning_compares_each_round_s_labels_with_the_round_before(toy, monkeypatch):
+    # the stop rule counts the labels that changed since the previous round; comparing with the k-means start
+    # instead passed every test. Scripted labels A, B, B: changes [A vs start, B vs A], then a stop before round 3.
+    from scgpcl.train._finetune import FinetuneStage
+
+    real = FinetuneStage._context
+    rounds: list[np.ndarray] = []
+
+    def scripted(self, plan):
+        ctx, labels = real(self, plan)
+        if not rounds:  # round 1 (labels = the k-means start): A moves 10 cells, B 5 more, then B again
+            a = labels.copy()
+            a[:10] = (a[:10] + 1) % 3
+            b = a.copy()
+            b[20:25] = (b[20:25] + 1) % 3
+            rounds.extend([a, b, b])
+        return ctx, rounds.pop(0)
+
+    monkeypatch.setattr(FinetuneStage, "_context", scripted)
+    m = SCGPCL(toy, 3, random_state=0, **dict(QUICK, finetune_tol=0.001, finetune_keep_clusters=False))
+    m.train(progress=False)
+    assert list(m.history["finetune"]["delta_label"]) == pytest.approx([10 / toy.n_obs, 5 / toy.n_obs])
+    assert m.stages["finetune"]["stop_reason"].startswith("converged before round 3")

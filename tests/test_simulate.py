@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scgpcl._errors import InputError
+from scgpcl._errors import InputError, OutputFailed
 from scgpcl.cli import main
 from scgpcl.simulate import (
     PRESETS,
@@ -610,7 +610,7 @@ def test_cli_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(anndata.AnnData, "write_h5ad", broken_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputFailed, match=r"could not write '.*x\.h5ad' \(disk full\); nothing was written"):
         _cli.run(_parse(["simulate", str(out), "--n-cells", "50", "--n-genes", "50"]))
     assert list(tmp_path.iterdir()) == []
 

@@ -284,10 +284,11 @@ CASES: list[Case] = [
          lambda: ["cluster", "in.h5ad", "out.h5ad", "-k", "3", "--dec-init", "random"]),
     Case("--auto-k-method unknown", [T + "test_cli.py::test_cluster_auto_k_with_report", T + "test_auto_k.py::test_bad_auto_k_options_raise"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "-k", "auto", "--auto-k-method", "astrology", "--quiet"]),
-    Case("--device cuda:7 (no such GPU)", [T + "test_model.py::test_torch_device_objects_are_checked_like_strings", T + "test_model.py::test_bad_arguments"],
+    Case("--device cuda:7 (no such GPU)", [T + "test_model.py::test_torch_device_objects_are_checked_like_strings", T + "test_model.py::test_bad_arguments",
+                                            T + "test_cli.py::test_a_bad_device_is_refused_before_the_data_is_read"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--device", "cuda:7", *CLUSTER]),
     Case("--seed out of range", [T + "test_model.py::test_bad_seed_refused",
-                                  T + "test_cli.py::test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count"],
+                                  T + "test_cli.py::test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count_and_versions"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--seed", "-1", *CLUSTER]),
     Case("--random-state none under torchrun (each process would draw its own seed)",
          [T + "test_cli.py::test_random_state_none_is_refused_under_torchrun"],
@@ -477,6 +478,21 @@ def _python_cases() -> list[Case]:
         Path("m2/config.json").write_text("{not json")
         SCGPCL.load("m2", toy())
 
+    def load_mixed_pair():
+        import os
+        import shutil
+
+        for k in (2, 3):
+            shutil.rmtree(f"pair{k}", ignore_errors=True)
+            SCGPCL(toy(), k, pretrain_rounds=2, warmup_rounds=1, finetune_rounds=1).train(progress=False).save(f"pair{k}")
+        os.replace("pair2/model.pt", "pair3/model.pt")
+        SCGPCL.load("pair3", toy())
+
+    def save_over_leftovers():
+        Path("left").mkdir(exist_ok=True)
+        Path("left/model.pt.0123456789ab.tmp").write_bytes(b"partial")
+        SCGPCL(toy(), 3, pretrain_rounds=2, warmup_rounds=1, finetune_rounds=1).train(progress=False).save("left")
+
     def unknown_loss_term():
         SCGPCL(toy(), 3, loss_weights={"sprad": 1.0})
 
@@ -525,6 +541,12 @@ def _python_cases() -> list[Case]:
              call=load_few_cells),
         Case("SCGPCL.load of a damaged config.json", [T + "test_model.py::test_load_refuses_corrupt_files_by_name", T + "test_model.py::test_save_and_load_errors_name_the_problem"],
              call=load_corrupt),
+        Case("SCGPCL.load of a model.pt from another save than its config.json",
+             [T + "test_failures.py::test_weights_and_config_of_two_saves_are_not_loaded_as_one_model"],
+             call=load_mixed_pair),
+        Case("SCGPCL.save into a folder holding only a killed save's temporary file",
+             [T + "test_failures.py::test_a_folder_holding_only_a_killed_saves_leftovers_says_so"],
+             call=save_over_leftovers),
         Case("SCGPCLClustering(preset='nope')", [T + "test_sklearn.py::test_bad_input_raises_input_error"], call=sklearn_preset),
         Case("n_runs=0", [T + "test_runs.py::test_a_bad_number_of_runs_is_refused_before_training"], call=zero_runs),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
@@ -629,6 +651,10 @@ NOT_A_ROW = {
     "tests/test_simulate.py::test_cli_writes_file": "one assertion on an existing output",
     "tests/test_report.py::test_report_without_markers_when_every_cluster_is_a_single_cell": "asserts the report is written; n_markers=0 as '--n-genes 0'",
     "tests/test_packaging.py::test_no_exact_pins": "not an input: '== 2' matched a comparison",
+    "tests/test_failures.py::test_cluster_refuses_an_output_the_disk_has_no_room_for_before_training":
+        "an output the disk has no room for: needs a full disk, faked in the test; the page runs on a disk with room",
+    "tests/test_report.py::test_report_files_and_html": "not an input: '== 2' matched the count of a version in the "
+        "report (the run's and the report's own)",
     "tests/test_distributed.py::test_command_refuses_central_kmeans_for_several_processes_without_a_process_group":
         "the same '--kmeans-select central' refusal, called directly with WORLD_SIZE=2",
     "tests/test_joined.py::test_negative_weight_is_refused_before_training":
@@ -637,6 +663,9 @@ NOT_A_ROW = {
         "'-k larger than the number of cells' under --processes 2: one error line from two processes, no hang",
     "tests/test_distributed.py::test_nccl_without_cuda_is_one_input_error": "needs two processes and a machine "
         "without CUDA; the page does not start process groups",
+    "tests/test_distributed.py::test_processes_nccl_cannot_give_a_gpu_each_are_refused_before_any_work":
+        "processes nccl cannot give a GPU each (--device cuda:0 for all, more processes than GPUs, nccl on the CPU): "
+        "needs GPUs, faked in the test; the page is made on a machine without CUDA",
     "tests/test_distributed.py::test_sharded_loader_splits_every_global_minibatch":
         "a minibatch too small to give 8 processes 2 cells each: needs 8 processes to reach from the CLI",
     "tests/test_distributed.py::test_processes_two_clusters_and_rank_0_writes_in_input_order":

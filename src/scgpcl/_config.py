@@ -129,7 +129,9 @@ class SamplerConfig:
     edge_weight: Literal["none", "lognorm"] = _opt(
         "none", "weights of the views' mean aggregation: 'none' (every edge 1, the reference's SAGE mean) or "
                 "'lognorm' (the cell's log-normalised expression of the gene)")
-    chunk_cells: int = _opt(8192, "cells per chunk when embedding many cells (memory, not results)", low=1)
+    chunk_cells: int = _opt(8192, "cells per chunk when embedding many cells: a memory setting, but another value "
+                            "adds in another order, so the numbers differ in the last digits (as with another "
+                            "thread count) and training can amplify that", low=1)
 
     def batch_for(self, n_cells: int) -> int:
         """The target minibatch on ``n_cells`` cells: ``batch_size``, smaller on small data with ``min_minibatches``.

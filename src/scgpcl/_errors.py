@@ -13,3 +13,10 @@ class NoTestableClusters(InputError):
 
     A property of the clustering, not of an argument: the report says so and goes on without markers.
     """
+
+
+class OutputFailed(RuntimeError):
+    """An output could not be written after the work (a problem the checks before it could not see).
+
+    The message names the output, the reason and what was written and kept.
+    """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,3 +46,35 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
 def is_probe(path: Path) -> bool:
     """A file :func:`check_writable` is creating (perhaps another process's, at this moment)."""
     return path.name.startswith(PROBE_PREFIX)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+
+
+def space_problem(folder: str | os.PathLike, need: int) -> str | None:
+    """Why a file of about ``need`` bytes cannot be written in ``folder``, or None if it fits.
+
+    Checks the free space of the folder's file system and the process's file-size limit
+    (``ulimit -f``). A full disk must be caught before the write: h5py ends the whole
+    process (a segmentation fault) when it runs out of space part-way through an .h5ad.
+    """
+    try:
+        import resource  # POSIX only
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and need > limit:
+            return f"needs about {_size(need)} but the file-size limit (ulimit -f) is {_size(limit)}"
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        pass
+    try:
+        free = shutil.disk_usage(Path(folder)).free
+    except OSError:  # the folder went away: the write itself says so
+        return None
+    if need > free:
+        return f"needs about {_size(need)} and the disk of '{folder}' has {_size(free)} free"
+    return None

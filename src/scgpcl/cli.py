@@ -16,9 +16,11 @@ import time
 import typing
 import warnings
 from contextlib import contextmanager, suppress
+from glob import escape as glob_escape
 from pathlib import Path
 
 from . import _launch, _signals
+from ._errors import OutputFailed
 from ._fs import check_writable, current_umask, is_probe
 from ._machine import sha256_of
 from ._messages import cli_context, clip, counted, k_estimates, per_run_k
@@ -283,10 +285,6 @@ class ReportFailed(RuntimeError):
     """The results were written but the report was not."""
 
 
-class OutputFailed(RuntimeError):
-    """An output could not be written after training (a problem the checks before training could not see)."""
-
-
 class InterruptedAfterWriting(KeyboardInterrupt):
     """Ctrl-C while writing the outputs, after some of them were complete."""
 
@@ -335,8 +333,8 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     # or an out-of-memory kill there must not cost the training run
     if h5ad is not None:
         log.info("writing %s", h5ad)
-        with _output_failure(h5ad, written):
-            write_h5ad_atomic(adata, h5ad)
+        with _output_failure(h5ad, written):  # without --overwrite, not over a file another run wrote meanwhile
+            write_h5ad_atomic(adata, h5ad, overwrite=overwrite)
         written.append(str(h5ad))
     if save_model:
         with _output_failure(save_model, written):
@@ -372,13 +370,23 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
 
 @contextmanager
 def _output_failure(path, written: list[str]):
-    """An OS error while writing ``path`` becomes :class:`OutputFailed`, which names what was kept."""
+    """An OS error while writing ``path`` becomes :class:`OutputFailed`, which names what was kept.
+
+    So does an input error raised at this point: what was checked before training (the folder exists,
+    the model folder is empty) changed during the run, e.g. another program removed or filled it. It
+    is not a bad input (exit 2) but a failed output (exit 1), and the message says what was kept.
+    """
+    from ._errors import InputError
+
     try:
         yield
-    except OSError as err:
+    except (OSError, InputError) as err:
         kept = f"written and kept: {', '.join(written)}" if written else "nothing was written"
-        raise OutputFailed(f"could not write '{path}' ({type(err).__name__}: {err.strerror or err or 'no detail'}); "
-                           f"{kept}") from err
+        if isinstance(err, FileExistsError) and "instead" in str(err.strerror):  # kept under another name
+            kept = f"also written and kept: {', '.join(written)}" if written else "nothing else was written"
+        reason = (f"{type(err).__name__}: {err.strerror or err or 'no detail'}" if isinstance(err, OSError)
+                  else f"{err}; it changed during the run")
+        raise OutputFailed(f"could not write '{path}' ({reason}); {kept}") from err
 
 
 def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -> Path:
@@ -398,7 +406,40 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' exists; pass --overwrite to replace it, or choose another name")
     check_writable(out.parent, "the output")
+    _warn_leftovers(out)
     return out
+
+
+def _warn_leftovers(out: Path) -> None:
+    """Name the temporary files a killed run (``kill -9``, a power cut) left beside ``out``: nothing else can.
+
+    They are not removed: another run may be writing one of them right now.
+    """
+    with suppress(OSError):
+        left = sorted(p for p in out.parent.glob(f".{glob_escape(out.name)}.*.tmp") if p.is_file())
+        if left:
+            size = sum(p.stat().st_size for p in left) / 1e6
+            log.warning("%s beside '%s' (%s, %.1f MB in all) left by a run that was killed while writing; unless "
+                        "another run is writing '%s' now, remove %s", counted(len(left), "temporary file"), out,
+                        ", ".join(p.name for p in left[:3]) + (", ..." if len(left) > 3 else ""), size, out.name,
+                        "it" if len(left) == 1 else "them")
+
+
+def _check_output_space(out: Path, adata, report: Path | None) -> None:
+    """Refuse, before training, an output the disk (or ``ulimit -f``) has no room for.
+
+    The .h5ad holds the input plus the results (a 64-d representation and a label per cell); the
+    report's folder adds a few MB. The write checks again with the exact data (the disk may fill
+    during the run); this check only spares the hours of training when it is already too full.
+    """
+    from ._errors import InputError
+    from ._fs import space_problem
+    from .data._io import h5ad_bytes
+
+    need = h5ad_bytes(adata) + adata.n_obs * (64 * 4 + 64) + (5_000_000 if report is not None else 0)
+    problem = space_problem(out.parent, need)
+    if problem:
+        raise InputError(f"output '{out}' {problem}; free some space or write it elsewhere")
 
 
 def _check_distinct_outputs(output: str, report: str | None, save_model: str | None) -> None:
@@ -470,18 +511,22 @@ def _run_cluster(args) -> int:
     if launched is not None:
         return launched
     from . import distributed  # only the processes that train import torch and scanpy
+    from ._device import resolve_device
     from .data._io import read_counts
     from .model import SCGPCL
     from .model._runs import train_runs
     from .tl import store_results
     from .tl._cluster import warn_replaced_column
 
+    # the device before the data: a bad --device (or one nccl cannot share between the processes) costs no read
+    distributed.check_process_devices(resolve_device(args.device), args.dist_backend)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     warn_replaced_column(adata, args.key_added)
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
+    _check_output_space(out, adata, report)
     _warn_unused_auto_k(args, args.n_clusters)
     t0 = time.perf_counter()
     if args.runs > 1:  # one process (checked above)

@@ -31,8 +31,8 @@ import torch.distributed as dist
 from ._messages import clip
 
 __all__ = [
-    "Communicator", "DistributedError", "init", "current", "is_distributed", "is_main_process", "local_rank", "rank",
-    "rank_device", "shutdown", "world_size",
+    "Communicator", "DistributedError", "check_process_devices", "init", "current", "is_distributed", "is_main_process",
+    "local_rank", "rank", "rank_device", "shutdown", "world_size",
 ]
 
 log = logging.getLogger("scgpcl")
@@ -40,6 +40,8 @@ log = logging.getLogger("scgpcl")
 #: Minutes a collective may wait for the other processes before the run ends with an error.
 DEFAULT_TIMEOUT_MINUTES = 15.0
 _BACKENDS = ("auto", "gloo", "nccl")
+NCCL_WITHOUT_CUDA = ("--dist-backend nccl needs CUDA GPUs (nccl is NVIDIA's library), and torch sees none here; use "
+                     "--dist-backend gloo, or auto (nccl on CUDA, gloo on the CPU)")
 
 
 class DistributedError(RuntimeError):
@@ -88,6 +90,39 @@ def is_distributed() -> bool:
 def is_main_process() -> bool:
     """True on rank 0, the process that logs, reads labels for metrics and writes the outputs."""
     return rank() == 0
+
+
+def check_process_devices(device: torch.device, backend: str = "auto") -> None:
+    """Refuse, before any work, a multi-process run whose processes could not each have their own GPU under nccl.
+
+    ``device`` is the device asked for (before :func:`rank_device`); ``backend`` the one asked for (``auto``:
+    the group's if one is initialised, else nccl on CUDA). nccl refuses two processes on one GPU and tensors
+    on the CPU, but only at the first collective, after the data is read and prepared, and then every process
+    blames another. One process, or gloo, is never refused here.
+    """
+    if not is_distributed():
+        return
+    if backend == "auto" and dist.is_available() and dist.is_initialized():
+        backend = str(dist.get_backend())
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" and dist.is_available() and dist.is_nccl_available() else "gloo"
+    if backend != "nccl":
+        return
+    from ._errors import InputError
+
+    if not torch.cuda.is_available():
+        raise InputError(NCCL_WITHOUT_CUDA)
+    if device.type != "cuda":
+        raise InputError(f"--dist-backend nccl exchanges tensors between GPUs, but this run trains on {device.type!r} "
+                         "(--device); use --dist-backend gloo (or auto) to train on the CPU")
+    local = _env_int("LOCAL_WORLD_SIZE", 0)  # processes on this machine (torchrun and --processes set it)
+    if device.index is not None and local > 1:
+        raise InputError(f"--device {device} puts all {local} processes on this machine on one GPU, which nccl "
+                         f"refuses; use --device cuda (process i on GPU i) or --dist-backend gloo")
+    n = torch.cuda.device_count()
+    if local > n:
+        raise InputError(f"{local} processes on this machine but {n} CUDA GPU(s): nccl needs a GPU per process; "
+                         f"start at most {n} (--processes / torchrun --nproc-per-node), or use --dist-backend gloo")
 
 
 def rank_device(device: torch.device) -> torch.device:
@@ -376,8 +411,7 @@ def init(*, backend: str = "auto", timeout: float | datetime.timedelta | None = 
             if not torch.cuda.is_available():
                 from ._errors import InputError
 
-                raise InputError("--dist-backend nccl needs CUDA GPUs (nccl is NVIDIA's library), and torch sees "
-                                 "none here; use --dist-backend gloo, or auto (nccl on CUDA, gloo on the CPU)")
+                raise InputError(NCCL_WITHOUT_CUDA)
             torch.cuda.set_device(rank_device(dev if dev.type == "cuda" else torch.device("cuda")))
         missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
         if missing:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import errno
 import gzip
 import logging
 import os
@@ -44,6 +45,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
+from scgpcl._fs import space_problem
 from scgpcl._messages import arg, clip
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
@@ -203,19 +205,49 @@ def read_clustered(path: str | os.PathLike) -> AnnData:
         return read_h5ad(path)
 
 
+def _nbytes(x) -> int:
+    """Bytes an array, sparse matrix, data frame or nested dict of them takes (0 for anything else)."""
+    if x is None:
+        return 0
+    if sp.issparse(x):
+        return int(x.data.nbytes + getattr(x, "indices", np.empty(0)).nbytes + getattr(x, "indptr", np.empty(0)).nbytes)
+    if isinstance(x, pd.DataFrame):
+        return int(x.memory_usage(deep=True, index=True).sum())
+    if isinstance(x, pd.Series | pd.Index):
+        return int(x.memory_usage(deep=True))
+    if isinstance(x, np.ndarray):
+        return int(x.nbytes) if x.dtype != object else 8 * x.size + sum(len(str(v)) for v in x.ravel()[:100_000])
+    if isinstance(x, dict):
+        return sum(_nbytes(v) for v in x.values())
+    return 0
+
+
+def h5ad_bytes(adata: AnnData) -> int:
+    """About the size of ``adata`` written uncompressed as .h5ad: its arrays and tables, plus 5 % and 1 MB."""
+    parts = [adata.obs, adata.var, adata.uns]
+    if not adata.isbacked:
+        parts.append(adata.X)
+    for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp, adata.varp):
+        parts += list(mapping.values())
+    if adata.raw is not None:
+        parts += [adata.raw.X, adata.raw.var]
+    return int(sum(_nbytes(x) for x in parts) * 1.05) + 1_000_000
+
+
 def write_h5ad_atomic(
     adata: AnnData,
     path: str | os.PathLike,
     *,
     compression: str | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Write ``adata`` to ``path`` as h5ad so that a failure never leaves a partial file.
 
     The data go to a hidden temporary file in the same directory, which then
     replaces ``path`` in one :func:`os.replace`. If writing fails (or is
     interrupted), the temporary file is removed, the error is re-raised and any
-    existing file at ``path`` is left as it was. An existing file is
-    overwritten on success: refusing to overwrite is the caller's decision.
+    existing file at ``path`` is left as it was. A file too large for the free
+    space (or ``ulimit -f``) is refused before writing.
 
     Parameters
     ----------
@@ -225,30 +257,79 @@ def write_h5ad_atomic(
         Output file.
     compression
         Passed to :meth:`anndata.AnnData.write_h5ad` (``"gzip"``, ``"lzf"`` or ``None``).
+    overwrite
+        Replace an existing file (the default; refusing is then the caller's
+        decision, made before its work). With ``False``, a file that appeared
+        at ``path`` meanwhile (another run) is not replaced: the data are kept
+        under a new name beside it, which the error names.
 
     Raises
     ------
     InputError
         If the output directory does not exist or ``path`` is a directory.
+    FileExistsError
+        ``overwrite=False`` and ``path`` exists; its message names where the data went.
+    OSError
+        Not enough space, or the write failed.
     """
     path = Path(path).expanduser()
+    if path.is_symlink():  # replace the file the link points to, not the link (which would leave it stale)
+        path = path.resolve()
     directory = path.parent
     if not directory.is_dir():
         raise InputError(f"cannot write '{path}': directory '{directory}' does not exist")
     if path.is_dir():
         raise InputError(f"cannot write '{path}': it is a directory")
+    # h5py ends the process (a segmentation fault) when the disk fills part-way: refuse before writing. A
+    # compressed file is smaller by a factor the data decide; a tenth of the raw size must fit at least.
+    need = h5ad_bytes(adata)
+    problem = space_problem(directory, need if compression is None else need // 10)
+    if problem:
+        raise OSError(errno.ENOSPC, f"not enough space: the file {problem}")
     tmp = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         adata.write_h5ad(tmp, compression=compression)
         raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except BaseException:  # also KeyboardInterrupt and the CLI's SIGTERM (scgpcl._signals)
         with deferred():  # a second signal must not cut the clean-up short
             try:
                 tmp.unlink(missing_ok=True)
-            except OSError:  # pragma: no cover - nothing more we can do
-                logger.warning("could not remove temporary file '%s'", tmp)
+            except OSError:  # e.g. a file system gone read-only, which refuses even to unlink a missing file
+                if tmp.exists():
+                    logger.warning("could not remove temporary file '%s'", tmp)
         raise
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` only if no file is there; else keep it beside ``path`` under a new name.
+
+    A hard link makes the check and the rename one step; on a file system without hard links, the
+    check comes just before the rename. Raises FileExistsError naming the new name when ``path`` exists.
+    """
+    try:
+        os.link(tmp, path)
+        linked = True
+    except FileExistsError:
+        linked = False
+    except OSError:  # no hard links here
+        linked = not path.exists()
+        if linked:
+            os.replace(tmp, path)
+            return
+    if linked:
+        tmp.unlink()
+        return
+    for _ in range(100):
+        kept = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:6]}{path.suffix}")
+        if not kept.exists():
+            os.replace(tmp, kept)
+            raise FileExistsError(errno.EEXIST, f"'{path}' appeared while this ran (another run?) and is not replaced "
+                                  f"without overwrite; the results were written to '{kept}' instead")
+    raise FileExistsError(errno.EEXIST, f"'{path}' appeared while this ran")  # pragma: no cover - 100 names taken
 
 
 # ---------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import uuid
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,14 @@ from .._config import SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._early_checks import resolve_seed as _resolve_seed
 from .._errors import InputError
-from .._fs import is_probe
-from .._messages import arg, empty_clusters_message, warn_user
+from .._fs import is_probe, space_problem
+from .._machine import sha256_of, software_versions
+from .._messages import arg, clip, empty_clusters_message, warn_user
+from .._signals import deferred
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
 from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
 from ..data._sharded import make_loader
-from ..distributed import rank_device
+from ..distributed import check_process_devices, rank_device
 from ..module import SCGPCLModule
 from ..train import Trainer, TrainingResult, estimate_k, loss_weights
 from ..train._distributed import make_trainer
@@ -158,7 +162,9 @@ class SCGPCL:
                kmeans_calls: int = 0) -> None:
         """The one construction path of :meth:`__init__` and :meth:`load`: checks, data, network, loader."""
         self.config, self.adata, self.layer, self.random_state = config, adata, layer, random_state
-        self.device = rank_device(resolve_device(device))  # cuda:LOCAL_RANK under torchrun
+        requested = resolve_device(device)
+        check_process_devices(requested)  # processes nccl could not give a GPU each: refused before any work
+        self.device = rank_device(requested)  # cuda:LOCAL_RANK under torchrun
         _check_unique_genes(adata)
         counts = _get_counts(adata, layer)
         check_counts(counts, reconstruction=config.model.reconstruction,
@@ -198,7 +204,9 @@ class SCGPCL:
             check_distinct_cells(self.data.lognorm, self.n_clusters)  # the features at the scaling used
         m = config.model
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
-            torch.manual_seed(random_state)
+            # the weights are drawn on the CPU: seed only its generator (torch.manual_seed would also reseed the
+            # caller's CUDA generators, which fork_rng(devices=[]) does not restore)
+            torch.default_generator.manual_seed(random_state)
             self.module = SCGPCLModule(
                 self.data.n_genes, encoder_dims=tuple(m.encoder_dims), gene_embedding_dim=m.gene_embedding_dim,
                 decoder_dim=m.decoder_dim, encoder=m.encoder, reconstruction=m.reconstruction,
@@ -218,6 +226,7 @@ class SCGPCL:
         #: ``seconds``, ``estimates``, ``candidates``, ``sample_size``; models saved before 2026-12-06 lack the last three).
         self.auto_k: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
+        self._stopped_part_way = False  # a train() that raised (Ctrl-C, an error) after changing the network
         # k-means calls made by training: predict()'s final k-means (finetune=False) is seeded by
         # the count, so a reloaded model must start from it to give the same labels
         self._kmeans_calls = kmeans_calls
@@ -277,8 +286,10 @@ class SCGPCL:
         Run by every process of a ``torchrun`` job (or of a process group the
         caller initialised), it trains data-parallel: every process must call
         it, and every process ends with the same model (docs/distributed.md).
-        Called again on a trained model (or one from :meth:`load`), training goes on from the trained
-        network and says so in a warning: the clusters can change.
+        Called again on a trained model (or one from :meth:`load`), or after an
+        earlier call stopped part-way (Ctrl-C, an error), training goes on from
+        the network as it is and says so in a warning: the clusters can change,
+        and are no longer what the seed gives.
 
         Parameters
         ----------
@@ -294,8 +305,13 @@ class SCGPCL:
             warn_user("this model is already trained: train() again goes on from the trained network, so its "
                       "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
                       "the start")
+        elif getattr(self, "_stopped_part_way", False):  # (models pickled before 2026-12-06 lack it)
+            warn_user("an earlier train() of this model stopped part-way: training again goes on from that "
+                      "partly trained network, so the result is not what this seed gives. A new SCGPCL(...) "
+                      "trains from the start")
         tr = self.trainer
         tr.progress = progress
+        self._stopped_part_way = True  # until it ends
         pre = tr.pretrain()
         self.stages = {"pretrain": pre.to_dict()}
         if tr.result.auto_k is not None:
@@ -306,6 +322,7 @@ class SCGPCL:
             self.stages["finetune"] = fine.to_dict()
         self._kmeans_calls = tr.kmeans.calls
         self.is_trained = True
+        self._stopped_part_way = False
         self._result = None
         return self
 
@@ -394,8 +411,17 @@ class SCGPCL:
         d = Path(dir_path)
         if d.exists() and not d.is_dir():
             raise InputError(f"'{d}' is a file; save() needs a folder (a new or empty one)")
-        if d.exists() and any(not is_probe(c) for c in d.iterdir()) and not overwrite:
+        held = sorted(c.name for c in d.iterdir() if not is_probe(c)) if d.exists() else []
+        if held and not overwrite:
+            if all(name.endswith(".tmp") for name in held):  # what a killed save leaves
+                raise InputError(f"'{d}' holds only the temporary files of an interrupted save ({', '.join(held)}); "
+                                 "remove them, or pass overwrite=True (CLI: --overwrite)")
             raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+        state = self.module.state_dict()
+        need = sum(t.numel() * t.element_size() for t in state.values()) + 1_000_000
+        problem = space_problem(d if d.exists() else next(p for p in d.parents if p.exists()), need)
+        if problem:
+            raise OSError(errno.ENOSPC, f"not enough space: the model {problem}")
         created = [p for p in (d, *d.parents) if not p.exists()]  # the folders mkdir makes, innermost first
         d.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -409,21 +435,34 @@ class SCGPCL:
             "kmeans_calls": self._kmeans_calls,
             "stages": self.stages,
             "auto_k": self.auto_k,
+            "versions": software_versions(),  # what trained it (read by no code; for the user)
         }
-        tmp_w, tmp_c = d / (_WEIGHTS + ".tmp"), d / (_CONFIG + ".tmp")
+        # names of this save's own (two saves into one folder must not write into each other's files)
+        tag = uuid.uuid4().hex[:12]
+        tmp_w, tmp_c = d / f"{_WEIGHTS}.{tag}.tmp", d / f"{_CONFIG}.{tag}.tmp"
         try:
-            torch.save(self.module.state_dict(), tmp_w)
+            try:
+                torch.save(state, tmp_w)
+            except RuntimeError as err:  # torch's writer reports a full disk as "[enforce fail at ...]"
+                if space_problem(d, need) is not None:
+                    raise OSError(errno.ENOSPC, "no space left on the device") from err
+                first = (str(err).strip().splitlines() or [repr(err)])[0]
+                raise OSError(errno.EIO, f"torch.save failed: {clip(first)}") from err
+            # the config names the weights it belongs with: an interruption between the two renames below, or
+            # another save into the folder, leaves a pair load() refuses rather than mixes
+            meta["weights_sha256"] = sha256_of(tmp_w)
             tmp_c.write_text(json.dumps(meta, indent=1, default=float))
             os.replace(tmp_w, d / _WEIGHTS)
             os.replace(tmp_c, d / _CONFIG)
         except BaseException:  # a failed save (disk full, interrupted) leaves no half-written files,
-            tmp_w.unlink(missing_ok=True)
-            tmp_c.unlink(missing_ok=True)
-            if created:  # nor the folders it made (which held nothing else)
-                with suppress(OSError):
-                    (d / _WEIGHTS).unlink(missing_ok=True)
-                    for folder in created:
-                        folder.rmdir()
+            with deferred():  # (a second Ctrl-C must not cut the clean-up short)
+                tmp_w.unlink(missing_ok=True)
+                tmp_c.unlink(missing_ok=True)
+                if created:  # nor the folders it made (which held nothing else)
+                    with suppress(OSError):
+                        (d / _WEIGHTS).unlink(missing_ok=True)
+                        for folder in created:
+                            folder.rmdir()
             raise
 
     @classmethod
@@ -462,6 +501,10 @@ class SCGPCL:
         """
         d = Path(dir_path)
         meta, config = _read_meta(d)
+        expected = meta.get("weights_sha256")  # models saved before it was recorded load unchecked
+        if expected is not None and (d / _WEIGHTS).is_file() and sha256_of(d / _WEIGHTS) != expected:
+            raise InputError(f"'{d / _WEIGHTS}' is not the weights '{d / _CONFIG}' was saved with (damaged, or "
+                             "left by an interrupted save or another save into the folder); save the model again")
         genes = [str(g) for g in meta["genes"]]
         _check_unique_genes(adata)
         # save() stores the names as strings; compare them as strings so that non-string

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from scgpcl._errors import InputError
-from scgpcl._fs import check_writable, current_umask
+from scgpcl._errors import InputError, OutputFailed
+from scgpcl._fs import check_writable
 from scgpcl._messages import counted
-from scgpcl._signals import deferred, raise_if_interrupted
 
 from ._names import PRESET_NAMES
 
@@ -155,19 +152,13 @@ def run(args: argparse.Namespace) -> int:
         drop_zeros=not args.keep_zeros, true_counts=not args.no_true_counts, **overrides,
     )
 
-    compression = None if args.compression == "none" else args.compression
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    from ..data._io import write_h5ad_atomic
+
+    # atomically, after checking the disk has room (h5py ends the process when it fills part-way)
     try:
-        adata.write_h5ad(tmp, compression=compression)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates it 0600
-        raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
-        os.replace(tmp, out)
-    except BaseException:
-        with deferred():
-            tmp.unlink(missing_ok=True)
-        raise
+        write_h5ad_atomic(adata, out, compression=None if args.compression == "none" else args.compression)
+    except OSError as err:
+        raise OutputFailed(f"could not write '{out}' ({err.strerror or err}); nothing was written") from err
     counts = adata.obs["cell_type"].value_counts(sort=False)
     given = ", ".join(("--no-" if v is False else "--") + f.replace("_", "-") for f, v in overrides.items())
     settings = (f"preset {args.preset}" if args.preset else "Splatter's defaults") + (f" with {given}" if given else "")

@@ -1,0 +1,305 @@
+"""Runs that go wrong part-way: a full disk, an output another program changes meanwhile, an interrupted
+training or save. Each must end with a message that names what was kept, and leave no half-written file
+and no mismatched result."""
+
+from __future__ import annotations
+
+import collections
+import errno
+import json
+import os
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import scgpcl
+from scgpcl import SCGPCL, InputError
+from scgpcl.cli import main
+from scgpcl.data._io import h5ad_bytes, write_h5ad_atomic
+
+from helpers import TINY, TINY_ARGS, toy_counts
+
+_Usage = collections.namedtuple("_Usage", "total used free")
+
+
+def _disk_with(monkeypatch, free: int) -> None:
+    """Make every folder's file system report ``free`` bytes free."""
+    from scgpcl import _fs
+
+    monkeypatch.setattr(_fs.shutil, "disk_usage", lambda p: _Usage(10**12, 10**12 - free, free))
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("failures") / "toy.h5ad"
+    toy_counts(n_per=20, n_genes=60).write_h5ad(path)
+    return path
+
+
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# --------------------------------------------------------------------------- a full disk
+def test_a_write_the_disk_has_no_room_for_is_refused_before_it_starts(tmp_path, monkeypatch):
+    # h5py ends the whole process (a segmentation fault) when the disk fills part-way through an .h5ad, and
+    # leaves its temporary file: the only safe time to find out is before writing
+    a = toy_counts(n_per=20, n_genes=60)
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"an earlier result")
+    _disk_with(monkeypatch, h5ad_bytes(a) - 1)
+    with pytest.raises(OSError, match=r"not enough space: the file needs about .* free") as e:
+        write_h5ad_atomic(a, out)
+    assert e.value.errno == errno.ENOSPC
+    assert out.read_bytes() == b"an earlier result" and _hidden(tmp_path) == []
+    _disk_with(monkeypatch, h5ad_bytes(a))  # exactly enough
+    write_h5ad_atomic(a, out)
+    assert ad.read_h5ad(out).n_obs == a.n_obs
+
+
+def test_the_size_estimate_is_not_below_the_written_file(tmp_path):
+    a = toy_counts(n_per=40)  # counts, labels
+    a.obsm["X_rep"] = np.random.default_rng(0).normal(size=(a.n_obs, 64)).astype(np.float32)
+    a.uns["history"] = {"loss": np.arange(500.0)}
+    write_h5ad_atomic(a, tmp_path / "x.h5ad")
+    written = os.path.getsize(tmp_path / "x.h5ad")
+    assert written <= h5ad_bytes(a) <= 2 * written + 1_000_000
+
+
+def test_the_file_size_limit_counts_as_no_room(tmp_path, monkeypatch):
+    import resource
+
+    a = toy_counts(n_per=20, n_genes=60)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (500, resource.RLIM_INFINITY)
+                        if which == resource.RLIMIT_FSIZE else (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    with pytest.raises(OSError, match=r"the file-size limit \(ulimit -f\) is 500 bytes"):
+        write_h5ad_atomic(a, tmp_path / "out.h5ad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cluster_refuses_an_output_the_disk_has_no_room_for_before_training(toy_file, tmp_path, monkeypatch,
+                                                                           capsys):
+    trained = []
+    monkeypatch.setattr(SCGPCL, "train", lambda self, **kw: trained.append(1))
+    _disk_with(monkeypatch, 2000)
+    code = main(["cluster", str(toy_file), str(tmp_path / "out.h5ad"), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"output '{tmp_path / 'out.h5ad'}' needs about" in err[0] and "has 2.0 KB free" in err[0]
+    assert "free some space or write it elsewhere" in err[0]
+    assert trained == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_that_fills_during_training_ends_with_what_was_written(toy_file, tmp_path, monkeypatch, capsys):
+    # the check before training passed; by the end the disk is full: one line, exit 1, no temporary file
+    real_train = SCGPCL.train
+
+    def train_then_fill(self, **kw):
+        out = real_train(self, **kw)
+        _disk_with(monkeypatch, 2000)
+        return out
+
+    monkeypatch.setattr(SCGPCL, "train", train_then_fill)
+    out = tmp_path / "out.h5ad"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert f"could not write '{out}'" in err[0] and "not enough space" in err[0] and "nothing was written" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_on_a_full_disk_is_one_line_naming_the_output(tmp_path, monkeypatch, capsys):
+    _disk_with(monkeypatch, 100)
+    out = tmp_path / "sim.h5ad"
+    assert main(["simulate", str(out), "--preset", "demo"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"could not write '{out}' (not enough space" in err[0], err
+    assert "nothing was written" in err[0] and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- outputs changed during a run
+def test_an_output_another_run_wrote_meanwhile_is_not_replaced_without_overwrite(toy_file, tmp_path, monkeypatch,
+                                                                                   capsys):
+    out = tmp_path / "same.h5ad"
+    real_train = SCGPCL.train
+
+    def train_while_another_run_writes(self, **kw):
+        result = real_train(self, **kw)
+        out.write_bytes(b"the other run's result")
+        return result
+
+    monkeypatch.setattr(SCGPCL, "train", train_while_another_run_writes)
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert out.read_bytes() == b"the other run's result"  # not replaced
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("same.") and p.name != "same.h5ad"]
+    assert len(kept) == 1 and f"the results were written to '{kept[0]}' instead" in err[0], err
+    assert "appeared while this ran" in err[0] and "nothing else was written" in err[0]
+    assert ad.read_h5ad(kept[0]).obs["scgpcl"].nunique() == 3 and _hidden(tmp_path) == []
+
+
+def test_write_without_overwrite_places_a_new_file_and_keeps_data_beside_an_existing_one(tmp_path):
+    a = toy_counts(n_per=10, n_genes=30)
+    out = tmp_path / "o.h5ad"
+    write_h5ad_atomic(a, out, overwrite=False)  # nothing there: written
+    assert ad.read_h5ad(out).n_obs == a.n_obs
+    with pytest.raises(FileExistsError, match=r"written to '.*o\.[0-9a-f]{6}\.h5ad' instead"):
+        write_h5ad_atomic(a[:5].copy(), out, overwrite=False)
+    assert ad.read_h5ad(out).n_obs == a.n_obs and _hidden(tmp_path) == []
+    assert sorted(ad.read_h5ad(p).n_obs for p in tmp_path.iterdir()) == [5, a.n_obs]
+
+
+def test_a_model_folder_filled_during_the_run_is_a_failed_output_not_bad_input(toy_file, tmp_path, monkeypatch,
+                                                                               capsys):
+    # it was exit 2 ("bad input", which the docs reserve for before training), not naming the written .h5ad
+    model_dir, out = tmp_path / "m", tmp_path / "o.h5ad"
+    real_train = SCGPCL.train
+
+    def train_while_another_saves(self, **kw):
+        result = real_train(self, **kw)
+        model_dir.mkdir()
+        (model_dir / "notes.txt").write_text("someone else's")
+        return result
+
+    monkeypatch.setattr(SCGPCL, "train", train_while_another_saves)
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--save-model", str(model_dir),
+                 *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert f"could not write '{model_dir}'" in err[0] and "it changed during the run" in err[0]
+    assert f"written and kept: {out}" in err[0] and ad.read_h5ad(out).n_obs > 0
+    assert sorted(p.name for p in model_dir.iterdir()) == ["notes.txt"]
+
+
+def test_an_output_folder_removed_during_the_run_is_a_failed_output(toy_file, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    real_train = SCGPCL.train
+
+    def train_then_remove(self, **kw):
+        result = real_train(self, **kw)
+        folder.rmdir()
+        return result
+
+    monkeypatch.setattr(SCGPCL, "train", train_then_remove)
+    code = main(["cluster", str(toy_file), str(folder / "o.h5ad"), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "directory" in err[0] and "does not exist" in err[0] and "nothing was written" in err[0]
+
+
+def test_an_output_that_is_a_symlink_updates_the_file_it_points_to(tmp_path):
+    a = toy_counts(n_per=10, n_genes=30)
+    target = tmp_path / "real.h5ad"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.h5ad"
+    link.symlink_to(target)
+    write_h5ad_atomic(a, link)
+    assert link.is_symlink() and ad.read_h5ad(target).n_obs == a.n_obs
+
+
+def test_temporary_files_a_killed_run_left_are_named(toy_file, tmp_path, capsys, caplog):
+    out = tmp_path / "o.h5ad"
+    (tmp_path / ".o.h5ad.0123456789ab.tmp").write_bytes(b"x" * 2_000_000)
+    (tmp_path / ".other.h5ad.0123456789ab.tmp").write_bytes(b"not this output's")
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", *TINY_ARGS])
+    assert code == 0
+    lines = [r.getMessage() for r in caplog.records if "left by a run that was killed" in r.getMessage()]
+    assert len(lines) == 1 and "1 temporary file beside" in lines[0] and ".o.h5ad.0123456789ab.tmp" in lines[0]
+    assert "2.0 MB" in lines[0] and ".other.h5ad" not in lines[0]
+    assert (tmp_path / ".o.h5ad.0123456789ab.tmp").exists()  # not removed: it may be another run's
+
+
+# --------------------------------------------------------------------------- saved models
+def test_a_folder_holding_only_a_killed_saves_leftovers_says_so(tmp_path):
+    m = SCGPCL(toy_counts(n_per=10, n_genes=30), 3, random_state=0, **TINY).train(progress=False)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.pt.0123456789ab.tmp").write_bytes(b"partial")
+    with pytest.raises(InputError, match=r"holds only the temporary files of an interrupted save "
+                                         r"\(model.pt.0123456789ab.tmp\); remove them, or pass overwrite=True"):
+        m.save(tmp_path / "m")
+
+
+def test_weights_and_config_of_two_saves_are_not_loaded_as_one_model(tmp_path):
+    # an interruption between the two renames of save() left the new weights beside the old config, and load()
+    # accepted the pair: K from one model, centres from the other
+    a = toy_counts(n_per=10, n_genes=30)
+    three = SCGPCL(a, 3, random_state=0, **TINY).train(progress=False)
+    two = SCGPCL(a, 2, random_state=0, **TINY).train(progress=False)
+    three.save(tmp_path / "m3")
+    two.save(tmp_path / "m2")
+    os.replace(tmp_path / "m2" / "model.pt", tmp_path / "m3" / "model.pt")
+    with pytest.raises(InputError, match=r"'.*m3/model.pt' is not the weights '.*m3/config.json' was saved with"):
+        SCGPCL.load(tmp_path / "m3", a)
+    meta = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert len(meta["weights_sha256"]) == 64
+
+
+def test_a_failed_torch_save_is_an_os_error_that_says_why(tmp_path, monkeypatch):
+    import torch
+
+    m = SCGPCL(toy_counts(n_per=10, n_genes=30), 3, random_state=0, **TINY).train(progress=False)
+
+    def full(obj, path):  # what torch's writer raises on a full disk
+        open(path, "wb").close()
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 521920 vs 521808")
+
+    monkeypatch.setattr(torch, "save", full)
+    _disk_with(monkeypatch, 10**9)
+    with pytest.raises(OSError, match=r"torch.save failed: \[enforce fail"):
+        m.save(tmp_path / "a")
+    real = scgpcl._fs.shutil.disk_usage
+
+    def fills(p):  # room before the write, none after it
+        return _Usage(10**12, 10**12, 0) if any(tmp_path.glob("b/*.tmp")) else real(p)
+
+    monkeypatch.setattr(scgpcl._fs.shutil, "disk_usage", fills)
+    with pytest.raises(OSError, match="no space left on the device") as e:
+        m.save(tmp_path / "b")
+    assert e.value.errno == errno.ENOSPC
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing left behind
+
+
+# --------------------------------------------------------------------------- interrupted training
+def test_training_again_after_an_interrupted_train_warns_that_it_goes_on(monkeypatch):
+    from scgpcl.train._trainer import Trainer
+
+    a = toy_counts(n_per=10, n_genes=30)
+    m = SCGPCL(a, 3, random_state=0, **TINY)
+    real = Trainer.finetune
+
+    def interrupted(self, *args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "finetune", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        m.train(progress=False)
+    monkeypatch.setattr(Trainer, "finetune", real)
+    with pytest.warns(UserWarning, match="an earlier train\\(\\) of this model stopped part-way"):
+        m.train(progress=False)
+    with pytest.warns(UserWarning, match="this model is already trained"):
+        m.train(progress=False)
+    import warnings
+
+    with warnings.catch_warnings():  # a fresh model trains without a word
+        warnings.simplefilter("error")
+        SCGPCL(a, 3, random_state=0, **TINY).train(progress=False)
+
+
+def test_an_error_while_storing_results_leaves_the_anndata_as_it_was(monkeypatch):
+    a = toy_counts(n_per=10, n_genes=30)
+    scgpcl.tl.cluster(a, n_clusters=3, random_state=0, label_key="cell_type", progress=False, **TINY)
+    before = (a.obs.copy(), {k: v.copy() for k, v in a.obsm.items()}, a.uns["scgpcl"]["params"]["n_clusters"])
+    from scgpcl.tl import _cluster
+
+    def broken(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cluster, "clustering_metrics", broken)
+    with pytest.raises(KeyboardInterrupt):
+        scgpcl.tl.cluster(a, n_clusters=2, random_state=0, label_key="cell_type", progress=False, **TINY)
+    assert a.obs.equals(before[0]) and a.uns["scgpcl"]["params"]["n_clusters"] == before[2] == 3
+    for k, v in before[1].items():
+        np.testing.assert_array_equal(a.obsm[k], v)
