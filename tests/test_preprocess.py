@@ -322,3 +322,19 @@ def test_stored_zeros_are_neither_counts_nor_edges():
     p = prepare(m, np.array([f"g{i}" for i in range(12)]), PreprocessConfig(gene_selection="none", target_sum=0))
     assert p.counts.nnz == m.count_nonzero() and (p.counts.data > 0).all()
     assert p.graph().n_edges == m.count_nonzero()
+
+
+def test_the_zinb_constant_is_each_cell_s_sum_of_lgamma_count_plus_one(monkeypatch):
+    # the likelihood's constant; lgamma(x) for lgamma(x + 1) passed every test (the gradients do not see it,
+    # the reported ZINB loss does). Over blocks of rows, with an empty cell among them.
+    from scipy.special import gammaln
+
+    from scgpcl.data import _preprocess
+
+    rng = np.random.default_rng(1)
+    x = rng.poisson(3.0, size=(7, 9)).astype(np.float32)
+    x[2] = 0
+    m = sp.csr_matrix(x)
+    monkeypatch.setattr(_preprocess, "_BLOCK_ROWS", 3)  # three blocks, the empty cell in the first
+    _, lgamma_cell = _preprocess._row_values(m, np.ones(7))
+    np.testing.assert_allclose(lgamma_cell, gammaln(x.astype(np.float64) + 1).sum(axis=1))
