@@ -434,43 +434,70 @@ def test_command_refuses_central_kmeans_for_several_processes_without_a_process_
     cli._check_multi_process_options(central)  # one process: accepted
 
 
-@pytest.mark.parametrize("device, local, gpus, backend, message", [
-    ("cuda:0", 2, 2, "auto", "--device cuda:0 puts all 2 processes on this machine on one GPU"),
-    ("cuda", 3, 2, "nccl", "3 processes on this machine but 2 CUDA GPU(s): nccl needs a GPU per process"),
-    ("cpu", 2, 2, "nccl", "but this run trains on 'cpu' (--device); use --dist-backend gloo"),
-    ("cuda", 2, 0, "nccl", "--dist-backend nccl needs CUDA GPUs"),
-])
-def test_processes_nccl_cannot_give_a_gpu_each_are_refused_before_any_work(monkeypatch, device, local, gpus,
-                                                                             backend, message):
-    # nccl refuses two processes on one GPU (and CPU tensors) only at the first collective, after reading and
-    # preparing the data, and then each process blamed another; CUDA is faked: the check only counts devices
-    from scgpcl import distributed
-
-    monkeypatch.setenv("WORLD_SIZE", "2" if local < 3 else "3")
+def _fake_gpus(monkeypatch, gpus: int, local: int, world: int = 2) -> None:
+    monkeypatch.setenv("WORLD_SIZE", str(world))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
-    with pytest.raises(InputError, match=re.escape(message)):
+
+
+@pytest.mark.parametrize("device, local, gpus, backend, python, command", [
+    ("cuda:0", 2, 2, "auto", "device=cuda:0 puts all 2 processes on this machine on one GPU",
+     "--device cuda:0 puts all 2 processes on this machine on one GPU, which nccl refuses; use --device cuda"),
+    ("cuda", 3, 2, "nccl", "3 processes on this machine but 2 CUDA GPU(s): nccl needs a GPU per process",
+     "start at most 2 (--processes / torchrun --nproc-per-node), or use --dist-backend gloo"),
+    ("cpu", 2, 2, "nccl", "this run trains on 'cpu' (device=cpu); use scgpcl.distributed.init(backend='gloo')",
+     "this run trains on 'cpu' (--device cpu); use --dist-backend gloo"),
+    ("cuda", 2, 0, "nccl", "--dist-backend nccl needs CUDA GPUs", "--dist-backend nccl needs CUDA GPUs"),
+])
+def test_processes_nccl_cannot_give_a_gpu_each_are_refused_before_any_work(monkeypatch, device, local, gpus,
+                                                                             backend, python, command):
+    # nccl refuses two processes on one GPU (and CPU tensors) only at the first collective, after reading and
+    # preparing the data, and then each process blamed another; CUDA is faked: the check only counts devices
+    from scgpcl import distributed
+    from scgpcl._messages import cli_context
+
+    _fake_gpus(monkeypatch, gpus, local, world=max(2, local))
+    with pytest.raises(InputError, match=re.escape(python)):
+        distributed.check_process_devices(torch.device(device), backend)
+    with cli_context(), pytest.raises(InputError, match=re.escape(command)):
         distributed.check_process_devices(torch.device(device), backend)
 
 
 def test_processes_that_can_each_have_a_gpu_or_use_gloo_pass_the_device_check(monkeypatch):
     from scgpcl import distributed
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    _fake_gpus(monkeypatch, gpus=2, local=2)
     distributed.check_process_devices(torch.device("cuda"))  # one GPU each
     distributed.check_process_devices(torch.device("cuda:0"), "gloo")  # gloo may share a GPU
     distributed.check_process_devices(torch.device("cpu"))  # auto on the CPU is gloo
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # a scheduler gave each process a GPU of its own
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    distributed.check_process_devices(torch.device("cuda:0"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process per machine: its own GPU 0
     distributed.check_process_devices(torch.device("cuda:0"))
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     distributed.check_process_devices(torch.device("cuda"), "nccl")  # one process: nothing to share
+
+
+def test_the_model_leaves_the_device_check_to_the_command_which_knows_its_backend(monkeypatch):
+    # SCGPCL() checked with backend 'auto' (nccl on CUDA) and refused 'scgpcl cluster --dist-backend gloo' on a
+    # shared GPU after reading the data; the command checks before reading, with the backend it was given
+    from scgpcl._messages import cli_context
+    from scgpcl.model import _scgpcl
+
+    calls = []
+    monkeypatch.setattr(_scgpcl, "check_process_devices", lambda device: calls.append(device))
+    data = toy_counts(n_per=10, n_genes=30)
+    with cli_context():
+        SCGPCL(data, 3, device="cpu", **TINY)
+    assert calls == []
+    SCGPCL(data, 3, device="cpu", **TINY)  # from Python: the model is where the check happens
+    assert calls == [torch.device("cpu")]
 
 
 def test_bad_input_under_torchrun_is_one_error(tmp_path):

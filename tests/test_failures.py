@@ -87,7 +87,7 @@ def test_cluster_refuses_an_output_the_disk_has_no_room_for_before_training(toy_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert f"output '{tmp_path / 'out.h5ad'}' needs about" in err[0] and "has 2.0 KB free" in err[0]
-    assert "free some space or write it elsewhere" in err[0]
+    assert "free some space or write elsewhere" in err[0]
     assert trained == [] and list(tmp_path.iterdir()) == []
 
 
@@ -130,14 +130,64 @@ def test_an_output_another_run_wrote_meanwhile_is_not_replaced_without_overwrite
         return result
 
     monkeypatch.setattr(SCGPCL, "train", train_while_another_run_writes)
-    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS])
+    model_dir = tmp_path / "m"
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--save-model", str(model_dir),
+                 *TINY_ARGS])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1, err
     assert out.read_bytes() == b"the other run's result"  # not replaced
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("same.") and p.name != "same.h5ad"]
     assert len(kept) == 1 and f"the results were written to '{kept[0]}' instead" in err[0], err
-    assert "appeared while this ran" in err[0] and "nothing else was written" in err[0]
+    assert "appeared while this ran" in err[0] and "without --overwrite" in err[0]
+    # the model belongs to the results that were kept, so it is written too, and said
+    assert f"also written: {model_dir}" in err[0] and (model_dir / "model.pt").is_file()
     assert ad.read_h5ad(kept[0]).obs["scgpcl"].nunique() == 3 and _hidden(tmp_path) == []
+
+
+def test_simulate_does_not_replace_an_output_that_appeared_meanwhile(tmp_path, monkeypatch, capsys):
+    from scgpcl.simulate import _presets
+
+    out = tmp_path / "sim.h5ad"
+    real = _presets.simulate
+
+    def simulate_while_another_writes(*args, **kw):
+        result = real(*args, **kw)
+        out.write_bytes(b"someone else's")
+        return result
+
+    monkeypatch.setattr(_presets, "simulate", simulate_while_another_writes)
+    assert main(["simulate", str(out), "--preset", "demo"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "appeared while this ran" in err[0] and "nothing was written" not in err[0], err
+    assert out.read_bytes() == b"someone else's" and len(list(tmp_path.glob("sim.*.h5ad"))) == 1
+
+
+def test_compressed_writes_ask_for_half_the_raw_size(tmp_path, monkeypatch):
+    # gzip output was 17-36 % of the raw size; asking for a tenth let simulate's default write segfault
+    a = toy_counts(n_per=20, n_genes=60)
+    _disk_with(monkeypatch, h5ad_bytes(a) // 2 - 1)
+    with pytest.raises(OSError, match="not enough space"):
+        write_h5ad_atomic(a, tmp_path / "o.h5ad", compression="gzip")
+    _disk_with(monkeypatch, h5ad_bytes(a) // 2)
+    write_h5ad_atomic(a, tmp_path / "o.h5ad", compression="gzip")
+
+
+def test_cluster_refuses_a_model_folder_the_disk_has_no_room_for_before_training(toy_file, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from scgpcl import _fs
+
+    trained = []
+    monkeypatch.setattr(SCGPCL, "train", lambda self, **kw: trained.append(1))
+    real = _fs.shutil.disk_usage
+    small = tmp_path / "small"
+    small.mkdir()
+    monkeypatch.setattr(_fs.shutil, "disk_usage", lambda p: _Usage(10**9, 10**9 - 1000, 1000)
+                        if str(p).startswith(str(small)) else real(p))
+    code = main(["cluster", str(toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", "--save-model",
+                 str(small / "m"), *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--save-model '{small / 'm'}': the model needs about" in err[0], err
+    assert trained == [] and not (tmp_path / "o.h5ad").exists()
 
 
 def test_write_without_overwrite_places_a_new_file_and_keeps_data_beside_an_existing_one(tmp_path):
@@ -235,6 +285,32 @@ def test_weights_and_config_of_two_saves_are_not_loaded_as_one_model(tmp_path):
         SCGPCL.load(tmp_path / "m3", a)
     meta = json.loads((tmp_path / "m2" / "config.json").read_text())
     assert len(meta["weights_sha256"]) == 64
+
+
+def test_a_save_cut_between_its_two_files_leaves_a_pair_load_refuses_even_over_an_older_model(tmp_path,
+                                                                                                  monkeypatch):
+    # the config goes in first and names its weights: cut before the weights' rename, the folder holds the new
+    # config and the old weights, which load() refuses, also when the old model's config named none
+    a = toy_counts(n_per=10, n_genes=30)
+    two = SCGPCL(a, 2, random_state=0, **TINY).train(progress=False)
+    three = SCGPCL(a, 3, random_state=0, **TINY).train(progress=False)
+    two.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["weights_sha256"]  # as a model saved before configs named their weights
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    real = os.replace
+
+    def cut(src, dst):
+        if str(dst).endswith("model.pt"):
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        three.save(tmp_path / "m", overwrite=True)
+    monkeypatch.setattr(os, "replace", real)
+    with pytest.raises(InputError, match="is not the weights"):
+        SCGPCL.load(tmp_path / "m", a)
 
 
 def test_a_failed_torch_save_is_an_os_error_that_says_why(tmp_path, monkeypatch):

@@ -48,33 +48,40 @@ def is_probe(path: Path) -> bool:
     return path.name.startswith(PROBE_PREFIX)
 
 
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+def byte_size(n: float) -> str:
+    """``n`` bytes for a reader: "512 bytes", "2.0 MB", "1.3 GB" (GB above that too)."""
+    if n < 1000:
+        return f"{n:.0f} bytes"
+    for unit in ("KB", "MB"):
         n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
 
 
-def space_problem(folder: str | os.PathLike, need: int) -> str | None:
-    """Why a file of about ``need`` bytes cannot be written in ``folder``, or None if it fits.
+def space_problem(folder: str | os.PathLike, need: int, *, total: int | None = None) -> str | None:
+    """Why a file of about ``need`` bytes cannot be written in ``folder``, or None if it fits; with the fix.
 
-    Checks the free space of the folder's file system and the process's file-size limit
-    (``ulimit -f``). A full disk must be caught before the write: h5py ends the whole
-    process (a segmentation fault) when it runs out of space part-way through an .h5ad.
+    Checks the process's file-size limit (``ulimit -f``) against the file and the free space of the
+    folder's file system against ``total`` (everything about to be written there; default ``need``). A full
+    disk must be caught before the write: h5py ends the whole process (a segmentation fault) when it runs
+    out of space part-way through an .h5ad.
     """
     try:
         import resource  # POSIX only
 
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if limit != resource.RLIM_INFINITY and need > limit:
-            return f"needs about {_size(need)} but the file-size limit (ulimit -f) is {_size(limit)}"
+            return (f"needs about {byte_size(need)} but the file-size limit (ulimit -f) is {byte_size(limit)}; raise the "
+                    "limit")
     except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
         pass
     try:
         free = shutil.disk_usage(Path(folder)).free
     except OSError:  # the folder went away: the write itself says so
         return None
-    if need > free:
-        return f"needs about {_size(need)} and the disk of '{folder}' has {_size(free)} free"
+    total = need if total is None else total
+    if total > free:
+        return (f"needs about {byte_size(total)} and the disk of '{folder}' has {byte_size(free)} free; free some space "
+                "or write elsewhere")
     return None

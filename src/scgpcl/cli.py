@@ -331,10 +331,17 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
 
     # the results first: the report's UMAP and markers can take minutes on large data, and an interruption
     # or an out-of-memory kill there must not cost the training run
+    moved = None  # the .h5ad's results went beside a file another run wrote meanwhile (FileExistsError)
     if h5ad is not None:
         log.info("writing %s", h5ad)
-        with _output_failure(h5ad, written):  # without --overwrite, not over a file another run wrote meanwhile
-            write_h5ad_atomic(adata, h5ad, overwrite=overwrite)
+        try:
+            with _output_failure(h5ad, written):  # without --overwrite, not over a file another run wrote meanwhile
+                write_h5ad_atomic(adata, h5ad, overwrite=overwrite)
+        except OutputFailed as err:
+            if not (isinstance(err.__cause__, FileExistsError) and err.__cause__.filename):
+                raise
+            moved = (h5ad, err.__cause__.strerror)
+            h5ad = Path(err.__cause__.filename)  # go on: the model and the report still belong to these results
         written.append(str(h5ad))
     if save_model:
         with _output_failure(save_model, written):
@@ -365,6 +372,10 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
                 reason = (err.strerror if isinstance(err, OSError) else None) or err
                 log.warning("the report's UMAP was not added to %s (%s: %s); the file holds the results without it",
                             h5ad, type(err).__name__, reason)
+    if moved is not None:  # every output is written, the .h5ad under another name: a failure all the same
+        others = written[1:]
+        raise OutputFailed(f"could not write '{moved[0]}' ({moved[1]})"
+                           + (f"; also written: {', '.join(others)}" if others else ""))
     return written
 
 
@@ -382,8 +393,6 @@ def _output_failure(path, written: list[str]):
         yield
     except (OSError, InputError) as err:
         kept = f"written and kept: {', '.join(written)}" if written else "nothing was written"
-        if isinstance(err, FileExistsError) and "instead" in str(err.strerror):  # kept under another name
-            kept = f"also written and kept: {', '.join(written)}" if written else "nothing else was written"
         reason = (f"{type(err).__name__}: {err.strerror or err or 'no detail'}" if isinstance(err, OSError)
                   else f"{err}; it changed during the run")
         raise OutputFailed(f"could not write '{path}' ({reason}); {kept}") from err
@@ -405,8 +414,10 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
         raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' exists; pass --overwrite to replace it, or choose another name")
-    check_writable(out.parent, "the output")
-    _warn_leftovers(out)
+    target = out.resolve() if out.is_symlink() else out  # the file a link points to is the one replaced
+    check_writable(target.parent, "the output")
+    if not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:  # --processes: the launcher says it
+        _warn_leftovers(target)
     return out
 
 
@@ -418,8 +429,10 @@ def _warn_leftovers(out: Path) -> None:
     with suppress(OSError):
         left = sorted(p for p in out.parent.glob(f".{glob_escape(out.name)}.*.tmp") if p.is_file())
         if left:
-            size = sum(p.stat().st_size for p in left) / 1e6
-            log.warning("%s beside '%s' (%s, %.1f MB in all) left by a run that was killed while writing; unless "
+            from ._fs import byte_size
+
+            size = byte_size(sum(p.stat().st_size for p in left))
+            log.warning("%s beside '%s' (%s, %s in all) left by a run that was killed while writing; unless "
                         "another run is writing '%s' now, remove %s", counted(len(left), "temporary file"), out,
                         ", ".join(p.name for p in left[:3]) + (", ..." if len(left) > 3 else ""), size, out.name,
                         "it" if len(left) == 1 else "them")
@@ -436,10 +449,26 @@ def _check_output_space(out: Path, adata, report: Path | None) -> None:
     from ._fs import space_problem
     from .data._io import h5ad_bytes
 
-    need = h5ad_bytes(adata) + adata.n_obs * (64 * 4 + 64) + (5_000_000 if report is not None else 0)
-    problem = space_problem(out.parent, need)
+    need = h5ad_bytes(adata) + adata.n_obs * (64 * 4 + 64)
+    target = out.resolve() if out.is_symlink() else out
+    problem = space_problem(target.parent, need, total=need + (5_000_000 if report is not None else 0))
     if problem:
-        raise InputError(f"output '{out}' {problem}; free some space or write it elsewhere")
+        raise InputError(f"output '{out}' {problem}")
+
+
+def _check_model_space(save_model: str | None, model) -> None:
+    """Refuse, before training, a ``--save-model`` folder whose disk has no room for the model's weights."""
+    if not save_model:
+        return
+    from ._errors import InputError
+    from ._fs import space_problem
+
+    d = Path(save_model)
+    folder = d if d.exists() else next(p for p in d.parents if p.exists())
+    need = sum(t.numel() * t.element_size() for t in model.module.state_dict().values()) + 1_000_000
+    problem = space_problem(folder, need)
+    if problem:
+        raise InputError(f"--save-model '{d}': the model {problem}")
 
 
 def _check_distinct_outputs(output: str, report: str | None, save_model: str | None) -> None:
@@ -529,13 +558,15 @@ def _run_cluster(args) -> int:
     _check_output_space(out, adata, report)
     _warn_unused_auto_k(args, args.n_clusters)
     t0 = time.perf_counter()
+    def build(seed):
+        model = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=seed, device=args.device)
+        _check_model_space(args.save_model, model)  # the weights' size is known now, before any training
+        return model
+
     if args.runs > 1:  # one process (checked above)
-        model, runs = train_runs(
-            lambda seed: SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=seed,
-                                device=args.device), args.random_state, args.runs, progress=not args.quiet)
+        model, runs = train_runs(build, args.random_state, args.runs, progress=not args.quiet)
     else:
-        model, runs = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=args.random_state,
-                             device=args.device), None
+        model, runs = build(args.random_state), None
         # the input is checked (identically in every process): only now do the processes wait for each other
         comm = distributed.init(backend=args.dist_backend, timeout=args.dist_timeout,
                                 sync_batchnorm=args.sync_batchnorm, device=model.device)

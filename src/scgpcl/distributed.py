@@ -98,7 +98,9 @@ def check_process_devices(device: torch.device, backend: str = "auto") -> None:
     ``device`` is the device asked for (before :func:`rank_device`); ``backend`` the one asked for (``auto``:
     the group's if one is initialised, else nccl on CUDA). nccl refuses two processes on one GPU and tensors
     on the CPU, but only at the first collective, after the data is read and prepared, and then every process
-    blames another. One process, or gloo, is never refused here.
+    blames another. One process, or gloo, is never refused here. When ``CUDA_VISIBLE_DEVICES`` gives each
+    process one GPU of its own (a scheduler's per-task binding), ``cuda:0`` is a different GPU in each process,
+    so the GPU counts are not checked.
     """
     if not is_distributed():
         return
@@ -109,20 +111,26 @@ def check_process_devices(device: torch.device, backend: str = "auto") -> None:
     if backend != "nccl":
         return
     from ._errors import InputError
+    from ._messages import arg
 
+    gloo = arg("scgpcl.distributed.init(backend='gloo') before building the model", "--dist-backend gloo")
     if not torch.cuda.is_available():
         raise InputError(NCCL_WITHOUT_CUDA)
     if device.type != "cuda":
-        raise InputError(f"--dist-backend nccl exchanges tensors between GPUs, but this run trains on {device.type!r} "
-                         "(--device); use --dist-backend gloo (or auto) to train on the CPU")
+        raise InputError(f"nccl exchanges tensors between GPUs, but this run trains on {device.type!r} "
+                         f"({arg('device=', '--device ')}{device}); use {gloo} to train on the CPU")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and len([v for v in visible.split(",") if v.strip()]) == 1:
+        return  # one GPU per process, chosen by whoever started it
     local = _env_int("LOCAL_WORLD_SIZE", 0)  # processes on this machine (torchrun and --processes set it)
     if device.index is not None and local > 1:
-        raise InputError(f"--device {device} puts all {local} processes on this machine on one GPU, which nccl "
-                         f"refuses; use --device cuda (process i on GPU i) or --dist-backend gloo")
+        raise InputError(f"{arg('device=', '--device ')}{device} puts all {local} processes on this machine on one "
+                         f"GPU, which nccl refuses; use {arg('device=', '--device ')}cuda (process i on GPU i) or "
+                         f"{gloo}")
     n = torch.cuda.device_count()
     if local > n:
         raise InputError(f"{local} processes on this machine but {n} CUDA GPU(s): nccl needs a GPU per process; "
-                         f"start at most {n} (--processes / torchrun --nproc-per-node), or use --dist-backend gloo")
+                         f"start at most {n} (--processes / torchrun --nproc-per-node), or use {gloo}")
 
 
 def rank_device(device: torch.device) -> torch.device:

@@ -21,7 +21,7 @@ from .._early_checks import resolve_seed as _resolve_seed
 from .._errors import InputError
 from .._fs import is_probe, space_problem
 from .._machine import sha256_of, software_versions
-from .._messages import arg, clip, empty_clusters_message, warn_user
+from .._messages import arg, clip, empty_clusters_message, in_cli, warn_user
 from .._signals import deferred
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
 from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
@@ -163,7 +163,8 @@ class SCGPCL:
         """The one construction path of :meth:`__init__` and :meth:`load`: checks, data, network, loader."""
         self.config, self.adata, self.layer, self.random_state = config, adata, layer, random_state
         requested = resolve_device(device)
-        check_process_devices(requested)  # processes nccl could not give a GPU each: refused before any work
+        if not in_cli():  # processes nccl could not give a GPU each; the command checked with its --dist-backend
+            check_process_devices(requested)
         self.device = rank_device(requested)  # cuda:LOCAL_RANK under torchrun
         _check_unique_genes(adata)
         counts = _get_counts(adata, layer)
@@ -448,18 +449,21 @@ class SCGPCL:
                     raise OSError(errno.ENOSPC, "no space left on the device") from err
                 first = (str(err).strip().splitlines() or [repr(err)])[0]
                 raise OSError(errno.EIO, f"torch.save failed: {clip(first)}") from err
-            # the config names the weights it belongs with: an interruption between the two renames below, or
-            # another save into the folder, leaves a pair load() refuses rather than mixes
+            # the config names the weights it belongs with, and goes in first: if the weights' rename never
+            # follows (a crash, another save into the folder), the pair is one load() refuses, even over a model
+            # saved before configs named their weights
             meta["weights_sha256"] = sha256_of(tmp_w)
             tmp_c.write_text(json.dumps(meta, indent=1, default=float))
-            os.replace(tmp_w, d / _WEIGHTS)
-            os.replace(tmp_c, d / _CONFIG)
+            with deferred():  # and a Ctrl-C does not come between the two renames
+                os.replace(tmp_c, d / _CONFIG)
+                os.replace(tmp_w, d / _WEIGHTS)
         except BaseException:  # a failed save (disk full, interrupted) leaves no half-written files,
             with deferred():  # (a second Ctrl-C must not cut the clean-up short)
                 tmp_w.unlink(missing_ok=True)
                 tmp_c.unlink(missing_ok=True)
                 if created:  # nor the folders it made (which held nothing else)
                     with suppress(OSError):
+                        (d / _CONFIG).unlink(missing_ok=True)
                         (d / _WEIGHTS).unlink(missing_ok=True)
                         for folder in created:
                             folder.rmdir()

@@ -156,9 +156,12 @@ def run(args: argparse.Namespace) -> int:
 
     # atomically, after checking the disk has room (h5py ends the process when it fills part-way)
     try:
-        write_h5ad_atomic(adata, out, compression=None if args.compression == "none" else args.compression)
+        write_h5ad_atomic(adata, out, compression=None if args.compression == "none" else args.compression,
+                          overwrite=args.overwrite)  # not over a file that appeared meanwhile, unless told
     except OSError as err:
-        raise OutputFailed(f"could not write '{out}' ({err.strerror or err}); nothing was written") from err
+        moved = isinstance(err, FileExistsError) and err.filename  # the data went beside a file that appeared
+        raise OutputFailed(f"could not write '{out}' ({err.strerror or err})"
+                           + ("" if moved else "; nothing was written")) from err
     counts = adata.obs["cell_type"].value_counts(sort=False)
     given = ", ".join(("--no-" if v is False else "--") + f.replace("_", "-") for f, v in overrides.items())
     settings = (f"preset {args.preset}" if args.preset else "Splatter's defaults") + (f" with {given}" if given else "")
