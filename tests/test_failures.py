@@ -106,6 +106,7 @@ def test_a_disk_that_fills_during_training_ends_with_what_was_written(toy_file, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1, err
     assert f"could not write '{out}'" in err[0] and "not enough space" in err[0] and "nothing was written" in err[0]
+    assert err[0].startswith("scgpcl: error: could not write") and "--debug" not in err[0]  # no class name, no hint
     assert list(tmp_path.iterdir()) == []
 
 

@@ -838,6 +838,10 @@ def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:
         print(f"{who}: error: out of memory ({type(e).__name__}: {clip(first)}). The run needs more memory than it "
               f"was given: {advice}", file=sys.stderr)
         return
+    if isinstance(e, (OutputFailed, ReportFailed)):  # their messages say what failed and what was kept
+        if rank == 0:
+            print(f"scgpcl: error: {e}", file=sys.stderr)
+        return
     more = "" if _is_distributed_error(e) else " (rerun with --debug for the traceback)"  # they say why already
     if rank == 0:
         print(f"scgpcl: error: {type(e).__name__}: {e}{more}", file=sys.stderr)
