@@ -65,6 +65,9 @@ def test_the_size_estimate_is_not_below_the_written_file(tmp_path):
     write_h5ad_atomic(a, tmp_path / "x.h5ad")
     written = os.path.getsize(tmp_path / "x.h5ad")
     assert written <= h5ad_bytes(a) <= 2 * written + 1_000_000
+    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")  # X stays in the file, and a write copies it
+    assert h5ad_bytes(backed) >= written
+    backed.file.close()
 
 
 def test_the_file_size_limit_counts_as_no_room(tmp_path, monkeypatch):

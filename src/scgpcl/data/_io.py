@@ -225,15 +225,16 @@ def _nbytes(x) -> int:
 def h5ad_bytes(adata: AnnData) -> int:
     """About the size of ``adata`` written uncompressed as .h5ad: its arrays and tables, plus 5 % and 1 MB."""
     parts = [adata.obs, adata.var, adata.uns]
+    on_disk = 0
     if not adata.isbacked:
         parts.append(adata.X)
     elif adata.filename is not None and Path(adata.filename).is_file():  # X stays on disk, and is copied
-        parts.append(np.empty(Path(adata.filename).stat().st_size, dtype=np.uint8))
+        on_disk = Path(adata.filename).stat().st_size
     for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp, adata.varp):
         parts += list(mapping.values())
     if adata.raw is not None:
         parts += [adata.raw.X, adata.raw.var]
-    return int(sum(_nbytes(x) for x in parts) * 1.05) + 1_000_000
+    return int((sum(_nbytes(x) for x in parts) + on_disk) * 1.05) + 1_000_000
 
 
 def write_h5ad_atomic(
