@@ -277,6 +277,13 @@ def test_neighbour_cap_keeps_a_subset_of_the_induced_edges_per_direction():
     expect_g = (induced * np.minimum(1, 20 / g.deg_gene.numpy()[genes])[None, :]).sum(0)
     assert abs(kept_c.mean() - expect_c.mean()) < 0.05 * expect_c.mean()
     assert abs(kept_g.mean() - expect_g.mean()) < 0.05 * expect_g.mean()
+    # independently: an edge is kept both ways with probability p_cell * p_gene (one draw for both directions
+    # would keep it both ways with min(p_cell, p_gene), here about three times as often, and passed the test)
+    p_cell = np.minimum(1, 20 / g.deg_cell.numpy()[cells])[:, None]
+    p_gene = np.minimum(1, 20 / g.deg_gene.numpy()[genes])[None, :]
+    both = (into_cells & into_genes.T).sum()
+    expect_both = (induced * p_cell * p_gene).sum()
+    assert abs(both - expect_both) < 0.1 * expect_both, (both, expect_both)
     np.testing.assert_allclose(adj.inv_deg_cell.numpy().ravel(), 1 / np.maximum(kept_c, 1))
     np.testing.assert_allclose(adj.inv_deg_gene.numpy().ravel(), 1 / np.maximum(kept_g, 1))
     again = sampler.sample(targets, _gen(0)).adjacency  # same generator, same draw
