@@ -162,8 +162,9 @@ def _bars(rows, recs, main) -> list[str]:
                f"| {yes(sd['all'] <= 0.04)} |")
     from fresh_seeds import FRESH, _runs  # here: fresh_seeds imports this module
 
+    runs = _runs()
     fresh: dict[str, dict[int, dict]] = {}
-    for (m, d, seed), r in _runs().items():
+    for (m, d, seed), r in runs.items():
         if m == "scgpcl" and seed in FRESH:
             fresh.setdefault(d, {})[seed] = r
     if fresh:
@@ -172,7 +173,6 @@ def _bars(rows, recs, main) -> list[str]:
         six = _seed_sd({d: {**main.get(d, {}), **fresh[d]} for d in fresh})
         out.append(f"| mean seed SD, fresh seeds 3-5 (`fresh_seeds.md`; seeds 0-5: {six:.3f}) | <= 0.04 | "
                    f"{fsd['all']:.3f} | {fsd['choose']:.3f} | {fsd['confirm']:.3f} | {yes(fsd['all'] <= 0.04)} |")
-        runs = _runs()
         scale = []
         for m, name in (("pca_kmeans", "PCA + k-means"), ("leiden_tuned", "tuned Leiden")):
             sds = [_seed_sd({d: {s: runs[(m, d, s)] for s in seeds if (m, d, s) in runs} for d in DATASETS})
@@ -235,12 +235,11 @@ def _auto_k(recs, main) -> list[str]:
            "`true K` is the defaults' run above with the same seed. K within 1.5x: max(K_est/K, K/K_est) <= 1.5.",
            "", "| dataset | half | true K | estimated K | ARI, estimated K | ARI, true K | difference | "
            "K within 1.5x |", "|---|---|---|---|---|---|---|---|"]
-    diffs, within, estimates = {}, {}, {}
+    diffs, within = _auto_k_stats(recs, main)  # the same numbers as the bars table's
+    estimates = {}
     for d, runs, shared, k, ks in _estimated_k_pairs(auto, main):
         a = [runs[s]["ARI"] for s in shared]
         t = [main[d][s]["ARI"] for s in shared]
-        diffs[d] = float(np.mean(a) - np.mean(t))
-        within[d] = (sum(_k_close(x, k) for x in ks), len(ks))
         estimates[d] = (k, ks)
         out.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | {k} | {', '.join(map(str, ks))} | "
                    f"{np.mean(a):.3f} | {np.mean(t):.3f} | {diffs[d]:+.3f} | {within[d][0]} of {len(ks)} |")

@@ -72,8 +72,8 @@ def space_problem(folder: str | os.PathLike, need: int, *, total: int | None = N
 
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if limit != resource.RLIM_INFINITY and need > limit:
-            return (f"needs about {byte_size(need)} but the file-size limit (ulimit -f) is {byte_size(limit)}; raise the "
-                    "limit")
+            return (f"needs about {byte_size(need)} but the file-size limit (ulimit -f) is {byte_size(limit)}; "
+                    "raise the limit")
     except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
         pass
     try:
@@ -82,6 +82,6 @@ def space_problem(folder: str | os.PathLike, need: int, *, total: int | None = N
         return None
     total = need if total is None else total
     if total > free:
-        return (f"needs about {byte_size(total)} and the disk of '{folder}' has {byte_size(free)} free; free some space "
-                "or write elsewhere")
+        return (f"needs about {byte_size(total)} and the disk of '{folder}' has {byte_size(free)} free; free some "
+                "space or write elsewhere")
     return None

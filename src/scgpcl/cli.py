@@ -461,14 +461,10 @@ def _check_model_space(save_model: str | None, model) -> None:
     if not save_model:
         return
     from ._errors import InputError
-    from ._fs import space_problem
 
-    d = Path(save_model)
-    folder = d if d.exists() else next(p for p in d.parents if p.exists())
-    need = sum(t.numel() * t.element_size() for t in model.module.state_dict().values()) + 1_000_000
-    problem = space_problem(folder, need)
+    problem = model.save_space_problem(save_model)
     if problem:
-        raise InputError(f"--save-model '{d}': the model {problem}")
+        raise InputError(f"--save-model '{save_model}': the model {problem}")
 
 
 def _check_distinct_outputs(output: str, report: str | None, save_model: str | None) -> None:

@@ -43,7 +43,6 @@ log = logging.getLogger("scgpcl")
 #: The files a report folder consists of.
 REPORT_FILES = ("index.html", "metrics.json", "clusters.tsv")
 
-
 _STAGE_NAMES = {"pretrain": "pre-training", "finetune": "fine-tuning"}
 _METRIC_NAMES = {
     "ARI": "adjusted Rand index",

@@ -418,11 +418,10 @@ class SCGPCL:
                 raise InputError(f"'{d}' holds only the temporary files of an interrupted save ({', '.join(held)}); "
                                  "remove them, or pass overwrite=True (CLI: --overwrite)")
             raise InputError(f"'{d}' exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
-        state = self.module.state_dict()
-        need = sum(t.numel() * t.element_size() for t in state.values()) + 1_000_000
-        problem = space_problem(d if d.exists() else next(p for p in d.parents if p.exists()), need)
+        problem = self.save_space_problem(d)
         if problem:
             raise OSError(errno.ENOSPC, f"not enough space: the model {problem}")
+        state = self.module.state_dict()
         created = [p for p in (d, *d.parents) if not p.exists()]  # the folders mkdir makes, innermost first
         d.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -445,7 +444,7 @@ class SCGPCL:
             try:
                 torch.save(state, tmp_w)
             except RuntimeError as err:  # torch's writer reports a full disk as "[enforce fail at ...]"
-                if space_problem(d, need) is not None:
+                if self.save_space_problem(d) is not None:
                     raise OSError(errno.ENOSPC, "no space left on the device") from err
                 first = (str(err).strip().splitlines() or [repr(err)])[0]
                 raise OSError(errno.EIO, f"torch.save failed: {clip(first)}") from err
@@ -468,6 +467,16 @@ class SCGPCL:
                         for folder in created:
                             folder.rmdir()
             raise
+
+    def save_space_problem(self, dir_path: str | os.PathLike) -> str | None:
+        """Why :meth:`save` into ``dir_path`` would not fit on its disk (or under ``ulimit -f``), or None.
+
+        The weights' size plus 1 MB for the config; the folder, or its nearest existing parent, decides the disk.
+        """
+        d = Path(dir_path)
+        folder = d if d.exists() else next(p for p in d.parents if p.exists())
+        need = sum(t.numel() * t.element_size() for t in self.module.state_dict().values()) + 1_000_000
+        return space_problem(folder, need)
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData, *, layer: Any = _SAVED_LAYER,
