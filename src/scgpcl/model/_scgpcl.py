@@ -471,7 +471,16 @@ class SCGPCL:
     def save_space_problem(self, dir_path: str | os.PathLike) -> str | None:
         """Why :meth:`save` into ``dir_path`` would not fit on its disk (or under ``ulimit -f``), or None.
 
-        The weights' size plus 1 MB for the config; the folder, or its nearest existing parent, decides the disk.
+        Parameters
+        ----------
+        dir_path
+            The folder :meth:`save` would write; it, or its nearest existing parent, decides the disk.
+
+        Returns
+        -------
+        str or None
+            The problem and its fix (the weights' size plus 1 MB for the config against the free
+            space), or None when the model fits.
         """
         d = Path(dir_path)
         folder = d if d.exists() else next(p for p in d.parents if p.exists())
