@@ -2,7 +2,7 @@
 
     python benchmarks/embeddings.py dump --seeds 0 1 2        # pre-trained representations, package defaults
     python benchmarks/leiden_start.py run --spaces            # -> results/leiden_start.jsonl
-    python benchmarks/leiden_start.py propagate               # -> results/leiden_start_propagation.jsonl
+    python benchmarks/leiden_start.py baseline                # -> results/leiden_start_baseline.jsonl
     python benchmarks/leiden_start.py table                   # -> results/leiden_start.md
 
 **Question.** On klein_subset1000 (a differentiation continuum, 4 time points) tuned Leiden reaches 0.908 ARI
@@ -28,11 +28,16 @@ Rows:
   alone, ``leiden_p`` (the harness's scanpy pipeline PCs, what its tuned Leiden clusters), ``leiden_q`` (the
   package's feature PCs) and ``leiden_z`` (the representation).
 
-``propagate`` (no dump needed) asks a milder question on the PCA + k-means baseline's own pipeline
-(``harness.scanpy_pcs``, k-means true K, 10 restarts, ``random_state`` s): keep k-means' clusters as the start
-and let the labels settle along the 15-NN graph that tuned Leiden clusters (scanpy's connectivities W,
-P = D^-1 W): label propagation with restart, Y <- (1 - a) P Y + a Y0 from the one-hot k-means labels Y0,
-20 iterations, labels = argmax Y, for a = 0.2 (the setting the rule fixed) and 0.5.
+``baseline`` (no dump needed) asks two milder questions on the PCA + k-means baseline's own pipeline
+(``harness.scanpy_pcs``, k-means true K, 10 restarts, ``random_state`` s):
+
+- ``propagated_a``: keep k-means' clusters as the start and let the labels settle along the 15-NN graph that
+  tuned Leiden clusters (scanpy's connectivities W, P = D^-1 W): label propagation with restart,
+  Y <- (1 - a) P Y + a Y0 from the one-hot k-means labels Y0, 20 iterations, labels = argmax Y, for a = 0.2
+  (the setting its rule fixed) and 0.5;
+- ``gmm_diag``, ``gmm_spherical``: a Gaussian mixture instead of k-means (scikit-learn ``GaussianMixture``,
+  K components, a variance and a weight per component, ``n_init=3``, ``random_state`` s), which fits clusters
+  of unequal size and spread; diagonal covariances decide (fixed before its runs).
 
 ARI against the labels; differences paired by dataset (mean over seeds first), mean ± standard error over
 datasets, the choosing and confirming halves (``embeddings.CHOOSE``) apart. No fine-tuning on this page.
@@ -55,9 +60,11 @@ from embeddings import CHOOSE, CONFIRM, DATASETS, OUT, SHARED  # noqa: E402
 from scgpcl.train._joined import _block, cluster_means  # noqa: E402  (the package's own block scaling)
 
 JSONL = HERE / "results" / "leiden_start.jsonl"
-PROPAGATION = HERE / "results" / "leiden_start_propagation.jsonl"
-#: ``propagate``: the restart weights a (0.2 decides, fixed before the runs)
+BASELINE = HERE / "results" / "leiden_start_baseline.jsonl"
+#: ``baseline``: the restart weights a of label propagation (0.2 decides, fixed before the runs)
 RESTARTS = (0.2, 0.5)
+#: ``baseline``: the Gaussian mixtures' covariance types (diag decides, fixed before the runs)
+COVARIANCES = ("diag", "spherical")
 MD = HERE / "results" / "leiden_start.md"
 VARIANTS = ("kmeans", "leiden", "leiden_nc")
 #: ``--spaces``: the same exact-K Leiden on one block alone (the diagnosis of where Leiden's lead lives)
@@ -196,9 +203,10 @@ def propagated(w, start: np.ndarray, k: int, restart: float, iterations: int = 2
     return y.argmax(1)
 
 
-def propagate(args) -> None:
+def baseline(args) -> None:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
+    from sklearn.mixture import GaussianMixture
 
     from harness import load_dataset, pca_neighbors, scanpy_pcs
 
@@ -213,6 +221,9 @@ def propagate(args) -> None:
         for s in args.seeds:
             km = KMeans(k, n_init=10, random_state=s).fit_predict(pcs.obsm["X_pca"])
             labs = {"kmeans": km, **{f"propagated_{r:g}": propagated(w, km, k, r) for r in RESTARTS}}
+            for cov in COVARIANCES:
+                gmm = GaussianMixture(k, covariance_type=cov, n_init=3, random_state=s).fit(pcs.obsm["X_pca"])
+                labs[f"gmm_{cov}"] = gmm.predict(pcs.obsm["X_pca"])
             for name, lab in labs.items():
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
                              "n_clusters": int(len(np.unique(lab))), "k": k})
@@ -222,7 +233,7 @@ def propagate(args) -> None:
     print(f"wrote {args.out}")
 
 
-def _propagation_table(path: Path) -> list[str]:
+def _baseline_table(path: Path) -> list[str]:
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     mean: dict[str, dict[str, float]] = {}
     for v in sorted({r["variant"] for r in rows}):
@@ -232,11 +243,11 @@ def _propagation_table(path: Path) -> list[str]:
                 per.setdefault(r["dataset"], []).append(r["ARI"])
         mean[v] = {d: float(np.mean(x)) for d, x in per.items()}
     ref, shown = mean["kmeans"], [v for v in mean if v != "kmeans"]
-    L = ["## Label propagation from the k-means start (the baseline's pipeline, `propagate`)", "",
-         "Command: `python benchmarks/leiden_start.py propagate` (single-threaded). Rows: refined minus plain "
-         "PCA + k-means, paired by dataset (mean over seeds 0-2), mean ± standard error over datasets; "
-         "`fewer than K`: runs whose refined labels lost a cluster.", "",
-         "| refinement | all (13) | choose (6) | confirm (7) | klein_subset1000 | fewer than K |", "|---|---|---|---|---|---|"]
+    L = ["## Label propagation and Gaussian mixtures on the baseline's pipeline (`baseline`)", "",
+         "Command: `python benchmarks/leiden_start.py baseline` (single-threaded). Rows: each clustering minus "
+         "plain PCA + k-means, paired by dataset (mean over seeds 0-2), mean ± standard error over datasets; "
+         "`fewer than K`: runs whose labels have fewer than K clusters.", "",
+         "| clustering | all (13) | choose (6) | confirm (7) | klein_subset1000 | fewer than K |", "|---|---|---|---|---|---|"]
     for v in shown:
         lost = sum(r["n_clusters"] < r["k"] for r in rows if r["variant"] == v)
         n = sum(r["variant"] == v for r in rows)
@@ -280,8 +291,8 @@ def table(args) -> None:
     for d in DATASETS:
         L.append(f"| {d} | {'choose' if d in CHOOSE else 'confirm'} | "
                  + " | ".join(f"{mean[v][d]:.3f}" if d in mean[v] else "-" for v in shown) + " |")
-    if Path(args.propagation).exists():
-        L += ["", *_propagation_table(Path(args.propagation))]
+    if Path(args.baseline).exists():
+        L += ["", *_baseline_table(Path(args.baseline))]
     if args.notes and Path(args.notes).exists():
         L += ["", Path(args.notes).read_text().strip()]
     Path(args.md).write_text("\n".join(L) + "\n")
@@ -296,17 +307,17 @@ def main(argv=None) -> None:
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--out", default=str(JSONL))
     r.add_argument("--spaces", action="store_true", help="also Leiden on p, q and z alone (SPACES)")
-    g = sub.add_parser("propagate", help="label propagation from the k-means start, the baseline's pipeline")
+    g = sub.add_parser("baseline", help="label propagation and Gaussian mixtures on the baseline's pipeline")
     g.add_argument("--datasets", nargs="+", default=DATASETS)
     g.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    g.add_argument("--out", default=str(PROPAGATION))
+    g.add_argument("--out", default=str(BASELINE))
     t = sub.add_parser("table")
     t.add_argument("--out", default=str(JSONL))
-    t.add_argument("--propagation", default=str(PROPAGATION))
+    t.add_argument("--baseline", default=str(BASELINE))
     t.add_argument("--md", default=str(MD))
     t.add_argument("--notes", default=str(HERE / "results" / "leiden_start_notes.md"))
     args = p.parse_args(argv)
-    {"run": run, "propagate": propagate, "table": table}[args.cmd](args)
+    {"run": run, "baseline": baseline, "table": table}[args.cmd](args)
 
 
 if __name__ == "__main__":
