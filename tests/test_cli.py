@@ -664,6 +664,24 @@ def test_the_report_umap_is_added_to_the_output_after_the_report(small_toy_file,
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
+def test_compression_applies_to_both_writes_of_the_output(small_toy_file, tmp_path):
+    """--compression gzip compresses the .h5ad, also when it is written again with the report's UMAP; the
+    default writes it uncompressed, as anndata does."""
+    import h5py
+
+    out, rep = tmp_path / "out.h5ad", tmp_path / "rep"
+    assert main(["cluster", str(small_toy_file), str(out), "-k", "3", "--report", str(rep), "--compression", "gzip",
+                 "--quiet", *TINY_ARGS]) == 0
+    with h5py.File(out) as f:
+        assert f["X/data"].compression == "gzip" and f["obsm/X_scgpcl"].compression == "gzip"
+        assert f["obsm/X_scgpcl_umap"].compression == "gzip"  # the second write, after the report
+    plain = tmp_path / "plain.h5ad"
+    assert main(["cluster", str(small_toy_file), str(plain), "-k", "3", "--quiet", *TINY_ARGS]) == 0
+    with h5py.File(plain) as f:
+        assert f["X/data"].compression is None and f["obsm/X_scgpcl"].compression is None
+    assert np.array_equal(ad.read_h5ad(out).obs["scgpcl"], ad.read_h5ad(plain).obs["scgpcl"])
+
+
 # ------------------------------------------------ what a new user hit (audit of 2026-12-05)
 def test_the_output_is_never_the_input(toy_file, tmp_path, capsys):
     # 'cluster in.h5ad in.h5ad --overwrite' replaced the data it had read ('markers' already refused this)

@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "allow --save-model into a non-empty DIR")
     c.add_argument("--report", metavar="DIR",
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
+    _add_compression(c)
     c.add_argument("--runs", type=_positive_int, default=1, metavar="N",
                    help="train N models at seeds S, S+1, ... and keep the one that agrees best with the others "
                         "(N times the time); adds each cell's agreement, obs[KEY_agreement] (default: 1)")
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
     d.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
     d.add_argument("--overwrite", action="store_true", help="replace an existing --output .h5ad or --report")
+    _add_compression(d)
     _common(d)
     _add_training_options(d)
 
@@ -303,8 +305,21 @@ def _warn_unused_auto_k(args, n_clusters) -> None:
                     n_clusters)
 
 
+def _add_compression(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none",
+                   help="compression of the output .h5ad: none (the default, as anndata writes), gzip (a few "
+                        "times smaller, slower to write) or lzf (in between)")
+
+
+def _compression(args) -> str | None:
+    """``--compression`` as :meth:`anndata.AnnData.write_h5ad` takes it (None: uncompressed)."""
+    value = getattr(args, "compression", "none")
+    return None if value == "none" else value
+
+
 def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, label_key: str | None,
-                   name: str, model=None, save_model: str | None = None, overwrite: bool = False) -> list[str]:
+                   name: str, model=None, save_model: str | None = None, overwrite: bool = False,
+                   compression: str | None = None) -> list[str]:
     """The results first (the .h5ad, atomically; the model), the report last.
 
     The report is built in a temporary folder and renamed into place, so it is
@@ -318,7 +333,8 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
     written: list[str] = []
     try:
         return _write_outputs_in_order(adata, written, h5ad=h5ad, report=report, key=key, label_key=label_key,
-                                       name=name, model=model, save_model=save_model, overwrite=overwrite)
+                                       name=name, model=model, save_model=save_model, overwrite=overwrite,
+                                       compression=compression)
     except KeyboardInterrupt as err:
         if written:
             raise InterruptedAfterWriting(written) from err
@@ -326,7 +342,7 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
 
 
 def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, label_key, name, model, save_model,
-                            overwrite) -> list[str]:
+                            overwrite, compression) -> list[str]:
     from .data._io import write_h5ad_atomic
 
     # the results first: the report's UMAP and markers can take minutes on large data, and an interruption
@@ -336,7 +352,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         log.info("writing %s", h5ad)
         try:
             with _output_failure(h5ad, written):  # without --overwrite, not over a file another run wrote meanwhile
-                write_h5ad_atomic(adata, h5ad, overwrite=overwrite)
+                write_h5ad_atomic(adata, h5ad, overwrite=overwrite, compression=compression)
         except OutputFailed as err:
             if not (isinstance(err.__cause__, FileExistsError) and err.__cause__.filename):
                 raise
@@ -367,7 +383,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             # atomically, so an interruption here leaves the first, complete file
             log.info("adding the report's UMAP to %s", h5ad)
             try:
-                write_h5ad_atomic(adata, h5ad)
+                write_h5ad_atomic(adata, h5ad, compression=compression)
             except Exception as err:  # every output is complete: say it, do not fail the run (Ctrl-C still stops)
                 reason = (err.strerror if isinstance(err, OSError) else None) or err
                 log.warning("the report's UMAP was not added to %s (%s: %s); the file holds the results without it",
@@ -438,7 +454,7 @@ def _warn_leftovers(out: Path) -> None:
                         "it" if len(left) == 1 else "them")
 
 
-def _check_output_space(out: Path, adata, report: Path | None) -> None:
+def _check_output_space(out: Path, adata, report: Path | None, compression: str | None = None) -> None:
     """Refuse, before training, an output the disk (or ``ulimit -f``) has no room for.
 
     The .h5ad holds the input plus the results (a 64-d representation and a label per cell); the
@@ -450,6 +466,8 @@ def _check_output_space(out: Path, adata, report: Path | None) -> None:
     from .data._io import h5ad_bytes
 
     need = h5ad_bytes(adata) + adata.n_obs * (64 * 4 + 64)
+    if compression is not None:  # as the write asks (write_h5ad_atomic): compressed files are smaller
+        need //= 2
     target = out.resolve() if out.is_symlink() else out
     problem = space_problem(target.parent, need, total=need + (5_000_000 if report is not None else 0))
     if problem:
@@ -551,7 +569,7 @@ def _run_cluster(args) -> int:
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
-    _check_output_space(out, adata, report)
+    _check_output_space(out, adata, report, _compression(args))
     _warn_unused_auto_k(args, args.n_clusters)
     t0 = time.perf_counter()
     def build(seed):
@@ -575,7 +593,7 @@ def _run_cluster(args) -> int:
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
                              name=Path(args.input).name, model=model, save_model=args.save_model,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, compression=_compression(args))
     _print_summary(adata, args.key_added, seconds, written, total=time.perf_counter() - start)
     return 0
 
@@ -701,7 +719,8 @@ def _run_demo(args) -> int:
     _record_run(adata, "scgpcl", args, input=f"simulated: scgpcl.simulate.simulate('demo', seed={args.random_state})")
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key="scgpcl", label_key="cell_type",
-                             name="demo (Splat simulation)", overwrite=args.overwrite)
+                             name="demo (Splat simulation)", overwrite=args.overwrite,
+                             compression=_compression(args))
     _print_summary(adata, "scgpcl", seconds, written, total=time.perf_counter() - start, first="simulating")
     return 0
 
