@@ -37,7 +37,10 @@ Rows:
   (the setting its rule fixed) and 0.5;
 - ``gmm_diag``, ``gmm_spherical``: a Gaussian mixture instead of k-means (scikit-learn ``GaussianMixture``,
   K components, a variance and a weight per component, ``n_init=3``, ``random_state`` s), which fits clusters
-  of unequal size and spread; diagonal covariances decide (fixed before its runs).
+  of unequal size and spread; diagonal covariances decide (fixed before its runs);
+- ``spectral_kmeans``, ``spectral_qr``: spectral clustering of the same 15-NN graph into exactly K clusters
+  (scikit-learn ``SpectralClustering``, ``affinity="precomputed"``, ``n_init=10``, ``random_state`` s, the
+  eigenvectors' labels assigned by k-means or by ``cluster_qr``); k-means decides (fixed before its runs).
 
 ARI against the labels; differences paired by dataset (mean over seeds first), mean ± standard error over
 datasets, the choosing and confirming halves (``embeddings.CHOOSE``) apart. No fine-tuning on this page.
@@ -65,6 +68,8 @@ BASELINE = HERE / "results" / "leiden_start_baseline.jsonl"
 RESTARTS = (0.2, 0.5)
 #: ``baseline``: the Gaussian mixtures' covariance types (diag decides, fixed before the runs)
 COVARIANCES = ("diag", "spherical")
+#: ``baseline``: how spectral clustering labels the eigenvectors (kmeans decides, fixed before the runs)
+SPECTRAL = ("kmeans", "cluster_qr")
 MD = HERE / "results" / "leiden_start.md"
 VARIANTS = ("kmeans", "leiden", "leiden_nc")
 #: ``--spaces``: the same exact-K Leiden on one block alone (the diagnosis of where Leiden's lead lives)
@@ -204,7 +209,7 @@ def propagated(w, start: np.ndarray, k: int, restart: float, iterations: int = 2
 
 
 def baseline(args) -> None:
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans, SpectralClustering
     from sklearn.metrics import adjusted_rand_score
     from sklearn.mixture import GaussianMixture
 
@@ -224,6 +229,9 @@ def baseline(args) -> None:
             for cov in COVARIANCES:
                 gmm = GaussianMixture(k, covariance_type=cov, n_init=3, random_state=s).fit(pcs.obsm["X_pca"])
                 labs[f"gmm_{cov}"] = gmm.predict(pcs.obsm["X_pca"])
+            for assign in SPECTRAL:
+                spec = SpectralClustering(k, affinity="precomputed", assign_labels=assign, n_init=10, random_state=s)
+                labs[f"spectral_{assign.split('_')[-1]}"] = spec.fit_predict(w)
             for name, lab in labs.items():
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
                              "n_clusters": int(len(np.unique(lab))), "k": k})
@@ -243,7 +251,7 @@ def _baseline_table(path: Path) -> list[str]:
                 per.setdefault(r["dataset"], []).append(r["ARI"])
         mean[v] = {d: float(np.mean(x)) for d, x in per.items()}
     ref, shown = mean["kmeans"], [v for v in mean if v != "kmeans"]
-    L = ["## Label propagation and Gaussian mixtures on the baseline's pipeline (`baseline`)", "",
+    L = ["## Label propagation, Gaussian mixtures and spectral clustering on the baseline's pipeline (`baseline`)", "",
          "Command: `python benchmarks/leiden_start.py baseline` (single-threaded). Rows: each clustering minus "
          "plain PCA + k-means, paired by dataset (mean over seeds 0-2), mean ± standard error over datasets; "
          "`fewer than K`: runs whose labels have fewer than K clusters.", "",
@@ -307,7 +315,8 @@ def main(argv=None) -> None:
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--out", default=str(JSONL))
     r.add_argument("--spaces", action="store_true", help="also Leiden on p, q and z alone (SPACES)")
-    g = sub.add_parser("baseline", help="label propagation and Gaussian mixtures on the baseline's pipeline")
+    g = sub.add_parser("baseline", help="label propagation, Gaussian mixtures and spectral clustering on the "
+                                        "baseline's pipeline")
     g.add_argument("--datasets", nargs="+", default=DATASETS)
     g.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     g.add_argument("--out", default=str(BASELINE))
