@@ -120,6 +120,22 @@ def test_simulate_subcommand(tmp_path, capsys):
 
 
 # ------------------------------------------------ --report, -k auto, markers
+def test_every_subcommand_takes_quiet_and_debug(tmp_path):
+    """--quiet and --debug are accepted by every subcommand (simulate refused them); --quiet hides the INFO line."""
+    from scgpcl.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        flags = {s for a in parser._actions for s in a.option_strings}
+        assert {"--quiet", "--debug"} <= flags, name
+    # in a process of its own: logging is configured once per process
+    sim = [sys.executable, "-m", "scgpcl", "simulate", "--preset", "demo", "--n-cells", "60", "--n-genes", "50"]
+    loud = subprocess.run([*sim, str(tmp_path / "loud.h5ad")], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 0 and "INFO: wrote" in loud.stderr
+    quiet = subprocess.run([*sim, str(tmp_path / "quiet.h5ad"), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "" and (tmp_path / "quiet.h5ad").exists()
+
+
 def test_n_clusters_auto_is_parsed_to_none():
     from scgpcl.cli import build_parser
 

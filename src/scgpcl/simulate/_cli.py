@@ -108,6 +108,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     o.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
                    help="h5ad compression (default gzip)")
     o.add_argument("--overwrite", action="store_true", help="replace OUT.h5ad if it exists")
+    # as every other subcommand: scgpcl.cli.main reads both
+    o.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
+    o.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
     return p
 
