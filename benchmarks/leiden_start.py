@@ -28,7 +28,7 @@ Rows:
   alone, ``leiden_p`` (the harness's scanpy pipeline PCs, what its tuned Leiden clusters), ``leiden_q`` (the
   package's feature PCs) and ``leiden_z`` (the representation).
 
-``baseline`` (no dump needed) asks two milder questions on the PCA + k-means baseline's own pipeline
+``baseline`` (no dump needed) asks three milder questions on the PCA + k-means baseline's own pipeline
 (``harness.scanpy_pcs``, k-means true K, 10 restarts, ``random_state`` s):
 
 - ``propagated_a``: keep k-means' clusters as the start and let the labels settle along the 15-NN graph that
@@ -36,8 +36,9 @@ Rows:
   Y <- (1 - a) P Y + a Y0 from the one-hot k-means labels Y0, 20 iterations, labels = argmax Y, for a = 0.2
   (the setting its rule fixed) and 0.5;
 - ``gmm_diag``, ``gmm_spherical``: a Gaussian mixture instead of k-means (scikit-learn ``GaussianMixture``,
-  K components, a variance and a weight per component, ``n_init=3``, ``random_state`` s), which fits clusters
-  of unequal size and spread; diagonal covariances decide (fixed before its runs);
+  K components, each with a weight and a variance per dimension (``diag``) or one variance (``spherical``),
+  ``n_init=3``, ``random_state`` s), which fits clusters of unequal size and spread; diagonal covariances
+  decide (fixed before its runs);
 - ``spectral_kmeans``, ``spectral_qr``: spectral clustering of the same 15-NN graph into exactly K clusters
   (scikit-learn ``SpectralClustering``, ``affinity="precomputed"``, ``n_init=10``, ``random_state`` s, the
   eigenvectors' labels assigned by k-means or by ``cluster_qr``); k-means decides (fixed before its runs).

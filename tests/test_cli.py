@@ -681,8 +681,8 @@ def test_the_report_umap_is_added_to_the_output_after_the_report(small_toy_file,
 
 
 def test_compression_applies_to_both_writes_of_the_output(small_toy_file, tmp_path):
-    """--compression gzip compresses the .h5ad, also when it is written again with the report's UMAP; the
-    default writes it uncompressed, as anndata does."""
+    """--compression compresses the .h5ad, on its first write and when it is written again with the report's
+    UMAP, also from the demo; the default writes it uncompressed, as anndata does."""
     import h5py
 
     out, rep = tmp_path / "out.h5ad", tmp_path / "rep"
@@ -691,11 +691,20 @@ def test_compression_applies_to_both_writes_of_the_output(small_toy_file, tmp_pa
     with h5py.File(out) as f:
         assert f["X/data"].compression == "gzip" and f["obsm/X_scgpcl"].compression == "gzip"
         assert f["obsm/X_scgpcl_umap"].compression == "gzip"  # the second write, after the report
+    lzf = tmp_path / "lzf.h5ad"  # no report: the first write alone
+    assert main(["cluster", str(small_toy_file), str(lzf), "-k", "3", "--compression", "lzf", "--quiet",
+                 *TINY_ARGS]) == 0
+    with h5py.File(lzf) as f:
+        assert f["X/data"].compression == "lzf" and f["obsm/X_scgpcl"].compression == "lzf"
     plain = tmp_path / "plain.h5ad"
     assert main(["cluster", str(small_toy_file), str(plain), "-k", "3", "--quiet", *TINY_ARGS]) == 0
     with h5py.File(plain) as f:
         assert f["X/data"].compression is None and f["obsm/X_scgpcl"].compression is None
     assert np.array_equal(ad.read_h5ad(out).obs["scgpcl"], ad.read_h5ad(plain).obs["scgpcl"])
+    demo = tmp_path / "demo.h5ad"
+    assert main(["demo", "--output", str(demo), "--compression", "gzip", "--quiet", *TINY_ARGS]) == 0
+    with h5py.File(demo) as f:
+        assert f["X/data"].compression == "gzip"
 
 
 # ------------------------------------------------ what a new user hit (audit of 2026-12-05)

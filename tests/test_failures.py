@@ -166,14 +166,30 @@ def test_simulate_does_not_replace_an_output_that_appeared_meanwhile(tmp_path, m
     assert out.read_bytes() == b"someone else's" and len(list(tmp_path.glob("sim.*.h5ad"))) == 1
 
 
-def test_compressed_writes_ask_for_half_the_raw_size(tmp_path, monkeypatch):
-    # gzip output was 17-36 % of the raw size; asking for a tenth let simulate's default write segfault
+@pytest.mark.parametrize("compression, share", [("gzip", 2), ("lzf", 1)])
+def test_compressed_writes_ask_for_their_share_of_the_raw_size(tmp_path, monkeypatch, compression, share):
+    # gzip output was 17-36 % of the raw size: asking for a tenth let simulate's default write segfault.
+    # lzf output was up to 66 %: asking for half let 'cluster --compression lzf' segfault under ulimit -f
     a = toy_counts(n_per=20, n_genes=60)
-    _disk_with(monkeypatch, h5ad_bytes(a) // 2 - 1)
+    _disk_with(monkeypatch, h5ad_bytes(a) // share - 1)
     with pytest.raises(OSError, match="not enough space"):
-        write_h5ad_atomic(a, tmp_path / "o.h5ad", compression="gzip")
-    _disk_with(monkeypatch, h5ad_bytes(a) // 2)
-    write_h5ad_atomic(a, tmp_path / "o.h5ad", compression="gzip")
+        write_h5ad_atomic(a, tmp_path / "o.h5ad", compression=compression)
+    _disk_with(monkeypatch, h5ad_bytes(a) // share)
+    write_h5ad_atomic(a, tmp_path / "o.h5ad", compression=compression)
+
+
+def test_the_check_before_training_asks_for_the_compressed_share(toy_file, tmp_path, monkeypatch):
+    """--compression gzip needs half the room before training, as at the write; lzf and none need it all."""
+    from scgpcl.cli import _check_output_space
+    from scgpcl.data._io import read_counts
+
+    a = read_counts(str(toy_file))
+    need = h5ad_bytes(a) + a.n_obs * (64 * 4 + 64)  # the data and the results
+    _disk_with(monkeypatch, need // 2)
+    _check_output_space(tmp_path / "o.h5ad", a, None, "gzip")  # enough
+    for compression in (None, "lzf"):
+        with pytest.raises(InputError, match="needs about"):
+            _check_output_space(tmp_path / "o.h5ad", a, None, compression)
 
 
 def test_cluster_refuses_a_model_folder_the_disk_has_no_room_for_before_training(toy_file, tmp_path, monkeypatch,

@@ -651,6 +651,8 @@ NOT_A_ROW = {
     "tests/test_simulate.py::test_cli_writes_file": "one assertion on an existing output",
     "tests/test_report.py::test_report_without_markers_when_every_cluster_is_a_single_cell": "asserts the report is written; n_markers=0 as '--n-genes 0'",
     "tests/test_packaging.py::test_no_exact_pins": "not an input: '== 2' matched a comparison",
+    "tests/test_failures.py::test_the_check_before_training_asks_for_the_compressed_share":
+        "the same check as the full-disk row, with --compression: checks the room asked, not a message",
     "tests/test_failures.py::test_cluster_refuses_an_output_the_disk_has_no_room_for_before_training":
         "an output the disk has no room for: needs a full disk, faked in the test; the page runs on a disk with room",
     "tests/test_failures.py::test_a_save_cut_between_its_two_files_leaves_a_pair_load_refuses_even_over_an_older_model":

@@ -463,11 +463,9 @@ def _check_output_space(out: Path, adata, report: Path | None, compression: str 
     """
     from ._errors import InputError
     from ._fs import space_problem
-    from .data._io import h5ad_bytes
+    from .data._io import h5ad_bytes, space_needed
 
-    need = h5ad_bytes(adata) + adata.n_obs * (64 * 4 + 64)
-    if compression is not None:  # as the write asks (write_h5ad_atomic): compressed files are smaller
-        need //= 2
+    need = space_needed(h5ad_bytes(adata) + adata.n_obs * (64 * 4 + 64), compression)  # as the write asks
     target = out.resolve() if out.is_symlink() else out
     problem = space_problem(target.parent, need, total=need + (5_000_000 if report is not None else 0))
     if problem:
