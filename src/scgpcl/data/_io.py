@@ -309,8 +309,8 @@ def space_needed(raw_bytes: int, compression: str | None) -> int:
     """The room asked for an .h5ad of ``raw_bytes`` uncompressed (:func:`h5ad_bytes`) written with ``compression``.
 
     A compressed file is smaller by a factor the data decide. gzip gave 17-36 % of the raw size on the
-    benchmark files and the simulator's presets, so half is asked. lzf gave 35-66 % on the 13 shared
-    datasets (a review of 2026-12-06), so the whole raw size is asked.
+    benchmark files and the simulator's presets, so half is asked; lzf gave 35-68 % on the shared
+    datasets, so the whole raw size is asked (``benchmarks/results/scale_notes.md``).
     """
     return raw_bytes // 2 if compression == "gzip" else raw_bytes
 
