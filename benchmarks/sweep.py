@@ -61,7 +61,9 @@ def x_value(sweep: str, preset: str, recs: list[dict]) -> float:
     return p["sigma"] if sweep.startswith("signal") else p["retention"]
 
 
-def build_table(records: list[dict], command: str | None = None, figure: str | None = None) -> str:
+def build_table(records: list[dict], command: str | None = None, figure: str | None = None,
+                notes: Path | None = NOTES) -> str:
+    """The page's markdown from ``records``; ``notes`` (the hand-written findings) is appended if it exists."""
     agg = harness.aggregate(records)
     ok = list(harness.latest_ok(records).values())
     methods = harness._ordered({harness.method_label(r) for r in ok}, METHODS)
@@ -123,8 +125,8 @@ def build_table(records: list[dict], command: str | None = None, figure: str | N
         L += [f"{len(failed)} failed run record(s) without a later success; rerun `sweep.py run` to retry.", ""]
     if figure:
         L += [f"![simulation sweeps]({figure})", ""]
-    if NOTES.exists():
-        L += [NOTES.read_text().rstrip(), ""]
+    if notes is not None and notes.exists():
+        L += [notes.read_text().rstrip(), ""]
     return "\n".join(L)
 
 
