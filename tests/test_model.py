@@ -905,6 +905,24 @@ def test_training_a_trained_model_again_says_that_it_goes_on_from_it(small_toy):
     assert len(warned) == 1 and "predict()" in warned[0] and "new SCGPCL" in warned[0]
 
 
+def test_training_warns_when_torch_threads_differ_from_omp_num_threads(small_toy, monkeypatch):
+    """A numba-parallel scanpy call of the user's own raises torch's thread count behind OMP_NUM_THREADS; the
+    next train() says so (it was slower next to other jobs, and gave other results, without a word)."""
+    from scgpcl._threads import thread_count_problem
+
+    have = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(have))
+    assert thread_count_problem() is None
+    for unset_or_unreadable in ("", "4,2", "0"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset_or_unreadable)
+        assert thread_count_problem() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", str(have + 1))
+    with pytest.warns(UserWarning, match=rf"torch is using {have} threads although OMP_NUM_THREADS={have + 1}.*"
+                                         rf"torch.set_num_threads\({have + 1}\)"):
+        SCGPCL(small_toy, 3, random_state=0, **TINY).train(progress=False)
+    assert torch.get_num_threads() == have  # said, not changed
+
+
 def test_load_reads_the_counts_from_another_layer_when_told(small_toy, tmp_path):
     # the advice 'use layer=' on log-normalised X named an argument load() did not have
     m = SCGPCL(small_toy, 3, random_state=1, finetune=False, **TINY).train(progress=False)

@@ -23,6 +23,7 @@ from .._fs import is_probe, space_problem
 from .._machine import sha256_of, software_versions
 from .._messages import arg, clip, empty_clusters_message, in_cli, warn_user
 from .._signals import deferred
+from .._threads import thread_count_problem
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
 from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
 from ..data._sharded import make_loader
@@ -310,6 +311,9 @@ class SCGPCL:
             warn_user("an earlier train() of this model stopped part-way: training again goes on from that "
                       "partly trained network, so the result is not what this seed gives. A new SCGPCL(...) "
                       "trains from the start")
+        threads = thread_count_problem()
+        if threads:
+            warn_user(threads)
         tr = self.trainer
         tr.progress = progress
         self._stopped_part_way = True  # until it ends
