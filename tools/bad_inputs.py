@@ -734,9 +734,9 @@ def _test_exists(ref: str) -> bool:
 
 def build() -> str:
     logging.getLogger().addHandler(logging.NullHandler())  # the CLI's logging.basicConfig then leaves stderr alone
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    api = _python_cases()
-    with tempfile.TemporaryDirectory() as tmp:
+    # one thread for the processes the cases start; restored after, since the tests run this in their own process
+    with environment(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")), tempfile.TemporaryDirectory() as tmp:
+        api = _python_cases()
         for i, case in enumerate(CASES + api):
             run(case, Path(tmp) / f"case{i:02d}")
     for case in CASES:
