@@ -169,7 +169,7 @@ def test_simulate_does_not_replace_an_output_that_appeared_meanwhile(tmp_path, m
 @pytest.mark.parametrize("compression, share", [("gzip", 2), ("lzf", 1)])
 def test_compressed_writes_ask_for_their_share_of_the_raw_size(tmp_path, monkeypatch, compression, share):
     # gzip output was 17-36 % of the raw size: asking for a tenth let simulate's default write segfault.
-    # lzf output was up to 66 %: asking for half let 'cluster --compression lzf' segfault under ulimit -f
+    # lzf output was up to 68 %: asking for half let 'cluster --compression lzf' segfault under ulimit -f
     a = toy_counts(n_per=20, n_genes=60)
     _disk_with(monkeypatch, h5ad_bytes(a) // share - 1)
     with pytest.raises(OSError, match="not enough space"):

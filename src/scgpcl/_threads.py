@@ -50,4 +50,3 @@ def thread_count_problem() -> str | None:
             f"in this session (sc.pp.neighbors, sc.tl.umap, ...) can raise it. Training with {have} threads is "
             f"slower next to other jobs and gives other results than with {wanted}: call "
             f"torch.set_num_threads({wanted}) first to train as OMP_NUM_THREADS says")
-

@@ -313,8 +313,7 @@ def _add_compression(p: argparse.ArgumentParser) -> None:
 
 def _compression(args) -> str | None:
     """``--compression`` as :meth:`anndata.AnnData.write_h5ad` takes it (None: uncompressed)."""
-    value = getattr(args, "compression", "none")
-    return None if value == "none" else value
+    return None if args.compression == "none" else args.compression
 
 
 def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, label_key: str | None,
