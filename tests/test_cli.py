@@ -977,3 +977,19 @@ def test_a_bad_device_is_refused_before_the_data_is_read(small_toy_file, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"device '{device}' requested but" in err[0], err
     assert read == [] and not (tmp_path / "o.h5ad").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path):
+    store = tmp_path / "toy.zarr"
+    toy = ad.read_h5ad(toy_file)
+    toy.write_zarr(store)
+    out = tmp_path / "out.h5ad"
+    assert main(["cluster", str(store), str(out), "-k", "3", "--label-key", "cell_type", "--quiet",
+                 *QUICK_ARGS]) == 0
+    result = ad.read_h5ad(out)
+    assert result.n_obs == toy.n_obs and result.obs["scgpcl"].notna().all()
+    params = result.uns["scgpcl"]["params"]
+    assert params["input"] == str(store.resolve())
+    assert isinstance(params["input_sha256"], str) and len(params["input_sha256"]) == 64  # one digest of the store
+    assert main(["cluster", str(store), str(store), "-k", "3", "--quiet", *QUICK_ARGS]) == 2  # never the input

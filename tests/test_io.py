@@ -180,6 +180,65 @@ def test_duplicate_names_made_unique(tmp_path, counts, cells):
     assert list(out.var_names) == ["A", "A-1", "B", "C", "C-1", "C-2", "D"]
 
 
+# --------------------------------------------------------------------------- AnnData .zarr
+
+
+@pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+def test_zarr_store_reads_like_h5ad(tmp_path, counts, cells, genes):
+    store = tmp_path / "data.zarr"
+    adata = anndata.AnnData(counts.astype(np.float32), obs=pd.DataFrame({"cell_type": ["a", "b"] * 6}, index=cells),
+                            var=pd.DataFrame(index=genes))
+    adata.layers["counts"] = sp.csr_matrix(counts.astype(np.float32))
+    adata.write_zarr(store)
+    assert_counts(read_counts(store, label_key="cell_type"), counts, cells, genes)
+    out = read_counts(store, layer="counts")
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), counts)
+    with pytest.raises(InputError, match=r"genes_as_rows=True.*AnnData \.zarr store"):
+        read_counts(store, genes_as_rows=True)
+
+
+@pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+def test_zarr_store_counts_in_raw(tmp_path, counts, cells, genes):
+    store = tmp_path / "norm"  # no .zarr suffix: told from a 10x folder by its zarr metadata
+    adata = anndata.AnnData(counts.astype(np.float32), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes))
+    adata.raw = adata.copy()
+    adata.X = np.log1p(adata.X)
+    adata.write_zarr(store)
+    assert_counts(read_counts(store, use_raw=True), counts, cells, genes)
+
+
+def test_a_zarr_store_that_is_not_anndata_is_named(tmp_path):
+    store = tmp_path / "other.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("not json")
+    with pytest.raises(InputError, match=r"cannot read .*other\.zarr.*AnnData \.zarr store"):
+        read_counts(store)
+
+
+def test_loom_names_the_conversion(tmp_path):
+    path = tmp_path / "velocyto.loom"
+    path.write_bytes(b"\x89HDF")
+    with pytest.raises(InputError, match=r"loom file.*anndata\.read_loom.*write_h5ad"):
+        read_counts(path)
+
+
+def test_checksum_of_a_store_covers_every_file(tmp_path):
+    from scgpcl._machine import sha256_of
+
+    store = tmp_path / "s.zarr"
+    (store / "X").mkdir(parents=True)
+    (store / ".zgroup").write_text("{}")
+    (store / "X" / "0.0").write_bytes(b"chunk")
+    first = sha256_of(store)
+    assert isinstance(first, str) and len(first) == 64
+    (store / "X" / "0.0").write_bytes(b"chunk!")  # a changed chunk deep in the tree
+    assert sha256_of(store) != first
+    flat = tmp_path / "tenx"
+    flat.mkdir()
+    (flat / "matrix.mtx").write_text("%")
+    assert set(sha256_of(flat)) == {"matrix.mtx"}  # a 10x folder keeps its digest per file
+
+
 # --------------------------------------------------------------------------- 10x
 
 
@@ -417,7 +476,7 @@ def test_missing_label_key_lists_columns(tmp_path, counts):
 def test_misplaced_options_refused(tmp_path, counts, cells, genes):
     folder = tmp_path / "mtx"
     write_10x_mtx(folder, counts, cells, genes)
-    with pytest.raises(InputError, match=r"layer='counts' applies only to \.h5ad"):
+    with pytest.raises(InputError, match=r"layer='counts' applies only to AnnData input \(\.h5ad, \.zarr\)"):
         read_counts(folder, layer="counts")
     with pytest.raises(InputError, match=r"genes_as_rows=True applies only to text tables"):
         read_counts(folder, genes_as_rows=True)

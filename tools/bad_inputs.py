@@ -216,6 +216,10 @@ CASES: list[Case] = [
          lambda: ["cluster", text("table.xlsx", "x"), "out.h5ad", *CLUSTER]),
     Case("HDF5 file of another layout", [T + "test_io.py::test_h5_of_unknown_layout_lists_keys"],
          lambda: ["cluster", _other_h5("other.h5"), "out.h5ad", *CLUSTER]),
+    Case("a .zarr folder that is not an AnnData store", [T + "test_io.py::test_a_zarr_store_that_is_not_anndata_is_named"],
+         lambda: ["cluster", _not_anndata_zarr("other.zarr"), "out.h5ad", *CLUSTER]),
+    Case("a loom file", [T + "test_io.py::test_loom_names_the_conversion"],
+         lambda: ["cluster", text("velocyto.loom", "x"), "out.h5ad", *CLUSTER]),
     Case("10x matrix folder without barcodes.tsv.gz", [T + "test_io.py::test_10x_mtx_folder_incomplete"],
          lambda: ["cluster", mtx_folder("mtx", drop="barcodes.tsv.gz"), "out.h5ad", *CLUSTER]),
     Case("X/Y .h5 with fewer labels than cells", [T + "test_io.py::test_xy_h5_label_length_mismatch"],
@@ -304,7 +308,8 @@ CASES: list[Case] = [
     Case("output exists, no --overwrite", [T + "test_cli.py::test_existing_output_needs_overwrite",
                                              T + "test_cli.py::test_report_shows_the_command_input_checksum_and_cpu"],
          lambda: ["cluster", h5ad("in.h5ad"), text("out.h5ad", "an earlier result"), *CLUSTER]),
-    Case("output is the input file (even with --overwrite)", [T + "test_cli.py::test_the_output_is_never_the_input"],
+    Case("output is the input file (even with --overwrite)", [T + "test_cli.py::test_the_output_is_never_the_input",
+                                                               T + "test_cli.py::test_cluster_reads_an_anndata_zarr_store"],
          lambda: ["cluster", h5ad("in.h5ad"), "in.h5ad", "--overwrite", *CLUSTER]),
     Case("output folder does not exist", [T + "test_cli.py::test_output_paths_checked_before_training"],
          lambda: ["demo", "--output", "no/such/out.h5ad", "--quiet"]),
@@ -402,6 +407,12 @@ def _truncated(name: str) -> str:
 def _other_h5(name: str) -> str:
     with h5py.File(name, "w") as f:
         f["expression"] = np.ones((3, 3))
+    return name
+
+
+def _not_anndata_zarr(name: str) -> str:
+    Path(name).mkdir()
+    (Path(name) / "zarr.json").write_text("not json")
     return name
 
 
@@ -609,6 +620,8 @@ def tests_asserting_bad_input() -> list[str]:
 
 #: tests that assert on InputError or exit code 2 but whose bad input is not a separate row above, and why
 NOT_A_ROW = {
+    "tests/test_io.py::test_zarr_store_reads_like_h5ad":
+        "reads a .zarr store; its one refusal is the check of '--genes-as-rows for a 10x folder', for a store",
     "tests/test_model.py::test_load_reads_the_counts_from_another_layer_when_told":
         "the Python API's SCGPCL.load on log-normalised X: the same check as 'non-integer values (normalised X)'",
     "tests/test_runs.py::test_the_medoid_is_the_run_the_others_agree_with":

@@ -67,9 +67,19 @@ def gpu_model(device) -> str | None:
 
 
 def sha256_of(path: str | os.PathLike, *, block: int = 1 << 20) -> str | dict[str, str]:
-    """SHA-256 of a file, or of each file in a folder (a 10x matrix folder) by name."""
+    """SHA-256 of a file; of each file in a flat folder (a 10x matrix folder) by name; one for a tree.
+
+    A folder with subfolders (an AnnData ``.zarr`` store: hundreds of chunk files, their metadata in hidden
+    ``.zattrs``-style files) gets one digest over every file's relative path and digest, in sorted order, so
+    any changed, added or removed file changes it.
+    """
     path = Path(path)
     if path.is_dir():
+        if any(p.is_dir() for p in path.iterdir()):
+            tree = hashlib.sha256()
+            for p in sorted(q for q in path.rglob("*") if q.is_file()):
+                tree.update(f"{p.relative_to(path).as_posix()}\0{sha256_of(p, block=block)}\n".encode())
+            return tree.hexdigest()
         return {p.name: sha256_of(p) for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")}
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

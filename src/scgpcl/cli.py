@@ -163,14 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("cluster", help="cluster a count matrix and write an .h5ad with the results")
-    c.add_argument("input", help=".h5ad, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
+    c.add_argument("input", help=".h5ad, AnnData .zarr store, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
     c.add_argument("output", help="output .h5ad (written atomically)")
     c.add_argument("--n-clusters", "-k", type=_n_clusters, required=True, metavar="K",
                    help="number of clusters K, or 'auto' to estimate it")
     c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
     c.add_argument("--layer", help="layer with raw counts (default: X)")
     c.add_argument("--use-raw", action="store_true",
-                   help="the raw counts are in .raw (h5ad); the output then holds them in X, with raw's genes")
+                   help="the raw counts are in .raw (.h5ad or .zarr); the output then holds them in X, with raw's genes")
     orientation = c.add_mutually_exclusive_group()
     orientation.add_argument("--genes-as-rows", dest="genes_as_rows", action="store_const", const=True,
                              help="text or X/Y .h5 input has genes as rows (R/Seurat exports)")

@@ -54,7 +54,7 @@ from scgpcl.data._orientation import guess_orientation
 logger = logging.getLogger("scgpcl")
 
 SUPPORTED_FORMATS = (
-    ".h5ad (AnnData); "
+    ".h5ad (AnnData); an AnnData .zarr store; "
     ".h5 / .hdf5 (10x Genomics, or the scDeepCluster/scDCC layout with datasets X and Y); "
     "a 10x matrix folder (matrix.mtx[.gz] with features.tsv.gz or genes.tsv, and barcodes.tsv[.gz]); "
     ".csv / .tsv / .txt / .tab text tables, optionally compressed as .gz or .bz2"
@@ -65,6 +65,10 @@ _TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
 _COMPRESSED_SUFFIXES = {".gz", ".bz2"}
 _H5_SUFFIXES = {".h5", ".hdf5", ".he5"}
 _MTX_NAMES = ("matrix.mtx", "matrix.mtx.gz")
+#: what marks a folder as a zarr store (v2 group metadata, v3 metadata)
+_ZARR_MARKERS = (".zgroup", "zarr.json")
+#: formats that are AnnData: layer= and use_raw= apply, rows are always cells
+_ANNDATA_FORMATS = {"h5ad", "zarr"}
 # values read at once when converting a dense on-disk matrix to CSR
 _BLOCK_VALUES = 1 << 24
 
@@ -86,18 +90,18 @@ def read_counts(
     Parameters
     ----------
     path
-        A ``.h5ad`` file, a 10x Genomics ``.h5`` file, a 10x matrix folder (or
+        A ``.h5ad`` file, an AnnData ``.zarr`` store (a folder), a 10x Genomics ``.h5`` file, a 10x matrix folder (or
         its ``matrix.mtx[.gz]``, any file-name prefix allowed), an ``.h5`` file
         in the scDeepCluster/scDCC layout (datasets ``X``: cells x genes counts
         and ``Y``: labels), or a text table ``.csv``/``.tsv``/``.txt``/``.tab``
         (optionally ``.gz``/``.bz2``).
     layer
-        ``.h5ad`` only: the counts are in ``adata.layers[layer]``, not in
+        ``.h5ad`` and ``.zarr`` only: the counts are in ``adata.layers[layer]``, not in
         ``X``. They stay there (converted like ``X`` is otherwise, see
         Returns) and ``X`` is kept as the file had it, so pass the same
         ``layer`` to :class:`~scgpcl.SCGPCL` or :func:`scgpcl.tl.cluster`.
     use_raw
-        ``.h5ad`` only: the counts are in ``adata.raw`` (next to, say, a
+        ``.h5ad`` and ``.zarr`` only: the counts are in ``adata.raw`` (next to, say, a
         log-normalised ``X``). The result is ``adata.raw.to_adata()``: the raw
         counts in ``X``, ``var`` from ``raw`` (which may have more genes), and
         ``obs``/``obsm``/``uns`` from the file, less ``uns['log1p']`` (scanpy's
@@ -113,7 +117,7 @@ def read_counts(
         warning when the table is read as genes x cells, and an
         :class:`InputError` asking for ``True`` or ``False`` when the guess
         is not clear. An explicit value always wins (with a warning when the
-        names suggest the opposite). Passing ``True`` for ``.h5ad`` or 10x
+        names suggest the opposite). Passing ``True`` for AnnData or 10x
         input is an error.
     label_key
         If given, ``obs[label_key]`` must exist (see
@@ -149,14 +153,16 @@ def read_counts(
     fmt, mtx_prefix = _detect_format(path)
     if use_raw and layer is not None:
         raise InputError("use_raw (--use-raw) and layer (--layer) name two different count matrices; pass one")
-    if use_raw and fmt != "h5ad":
-        raise InputError(f"use_raw (--use-raw) applies only to .h5ad input; '{path}' is read as {_FORMAT_NAMES[fmt]}")
-    if layer is not None and fmt != "h5ad":
+    if use_raw and fmt not in _ANNDATA_FORMATS:
+        raise InputError(f"use_raw (--use-raw) applies only to AnnData input (.h5ad, .zarr); '{path}' is read as "
+                         f"{_FORMAT_NAMES[fmt]}")
+    if layer is not None and fmt not in _ANNDATA_FORMATS:
         raise InputError(
-            f"{arg(f'layer={layer!r}', f'--layer {layer}')} applies only to .h5ad input; '{path}' is read as "
+            f"{arg(f'layer={layer!r}', f'--layer {layer}')} applies only to AnnData input (.h5ad, .zarr); '{path}' "
+            "is read as "
             f"{_FORMAT_NAMES[fmt]}; leave it out"
         )
-    if genes_as_rows and fmt in {"h5ad", "10x-h5", "10x-mtx"}:
+    if genes_as_rows and fmt in {*_ANNDATA_FORMATS, "10x-h5", "10x-mtx"}:
         raise InputError(
             f"{arg('genes_as_rows=True', '--genes-as-rows')} applies only to text tables and X/Y benchmark .h5 files; "
             f"'{path}' is read as {_FORMAT_NAMES[fmt]}, whose rows are always cells"
@@ -165,8 +171,8 @@ def read_counts(
     with _reading(path, _FORMAT_NAMES[fmt]), warnings.catch_warnings():
         # names are made unique below, with a log message of our own
         warnings.filterwarnings("ignore", message=r".*names are not unique")
-        if fmt == "h5ad":
-            adata = _read_h5ad(path, layer, use_raw)
+        if fmt in _ANNDATA_FORMATS:
+            adata = _read_anndata(path, layer, use_raw, zarr=fmt == "zarr")
         elif fmt == "10x-h5":
             import scanpy as sc
 
@@ -349,6 +355,7 @@ def _place_new(tmp: Path, path: Path) -> None:
 
 _FORMAT_NAMES = {
     "h5ad": ".h5ad (AnnData) file",
+    "zarr": "AnnData .zarr store",
     "10x-h5": "10x Genomics .h5 file",
     "10x-mtx": "10x matrix folder (matrix.mtx[.gz], features/genes and barcodes .tsv[.gz])",
     "xy-h5": ".h5 file with datasets X (cells x genes counts) and Y (labels)",
@@ -360,6 +367,8 @@ _FORMAT_NAMES = {
 def _detect_format(path: Path) -> tuple[str, str]:
     """Return the format key and, for 10x mtx files, the file-name prefix."""
     if path.is_dir():
+        if path.suffix.lower() == ".zarr" or any((path / m).is_file() for m in _ZARR_MARKERS):
+            return "zarr", ""
         return "10x-mtx", ""
     name = path.name.lower()
     for mtx in _MTX_NAMES:
@@ -375,6 +384,12 @@ def _detect_format(path: Path) -> tuple[str, str]:
         last = suffixes[-2]
     if last in _TEXT_SUFFIXES:
         return "text", ""
+    if last == ".loom":
+        raise InputError(
+            f"'{path}' is a loom file, which scgpcl does not read directly: convert it once with anndata "
+            "(pip install loompy; then in Python: anndata.read_loom(path).write_h5ad('data.h5ad')) and pass the "
+            ".h5ad, with --layer naming the raw counts if X does not hold them"
+        )
     raise InputError(
         f"unsupported input '{path}' (extension '{''.join(path.suffixes) or 'none'}'); "
         f"supported formats: {SUPPORTED_FORMATS}"
@@ -429,10 +444,10 @@ def _reading(path: Path, what: str) -> Iterator[None]:
 # readers
 
 
-def _read_h5ad(path: Path, layer: str | None, use_raw: bool = False) -> AnnData:
-    from anndata.io import read_h5ad
+def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr: bool = False) -> AnnData:
+    from anndata.io import read_h5ad, read_zarr
 
-    adata = read_h5ad(path)
+    adata = read_zarr(path) if zarr else read_h5ad(path)
     if use_raw:
         if adata.raw is None:
             raise InputError(f"'{path}' has no .raw; drop --use-raw / use_raw (counts in X) or pick a --layer")
