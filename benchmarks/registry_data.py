@@ -19,7 +19,7 @@ in ``results/unseen_notes.md``):
   studies), labelled CD4+ T cells, CD8+ T cells and macrophages (``load_data/data/scRT``);
 * ``wu2020_tcells200_scirpy``: the source archive of ``scirpy`` 0.22.5 ships a 200-cell test subsample of
   Wu et al. 2020 (tumour and blood T cells, 10x), labelled with the authors' 16 published T-cell
-  clusters (``cluster_orig``). Those labels come from a clustering of the full data and four of the
+  clusters (``cluster_orig``). Those labels come from a clustering of the full data and three of the
   types hold 3 cells or fewer, so the page reports it apart from the summary.
 
 ``fetch`` downloads the two pinned archives with ``pip download --no-deps``, checks their SHA-256
@@ -30,7 +30,6 @@ git-ignored ``benchmarks/runs/registry``. The data are never copied into the rep
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import subprocess
 import sys
@@ -44,6 +43,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from accuracy import _means as _by_dataset  # noqa: E402
+
+from scgpcl._machine import sha256_of  # noqa: E402
+
 import harness  # noqa: E402
 
 OUT_DIR = HERE / "runs" / "registry"
@@ -79,14 +82,6 @@ SOURCES = [
            "Wu et al. 2020 T cells, a 200-cell test subsample shipped by scirpy 0.22.5; the authors' 16 "
            "T-cell clusters"),
 ]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _anndata(x, genes, labels, cells=None, uns=None):
@@ -153,7 +148,7 @@ def fetch(args) -> None:
             archive = Path(tmp) / s.archive
             if not archive.exists():
                 raise SystemExit(f"pip wrote no {s.archive} (found: {sorted(p.name for p in Path(tmp).iterdir())})")
-            digest = _sha256(archive)
+            digest = sha256_of(archive)
             if digest != s.sha256:
                 raise SystemExit(f"{s.archive}: SHA-256 {digest}, expected {s.sha256}; not used")
             x, genes, labels, cells = READERS[s.name](archive)
@@ -164,14 +159,6 @@ def fetch(args) -> None:
         partial.replace(target)
         sizes = a.obs["cell_type"].value_counts()
         print(f"{target}: {a.n_obs} cells x {a.n_vars} genes, {len(sizes)} types (smallest {sizes.min()})")
-
-
-def _by_dataset(records, label):
-    out: dict[str, dict[int, dict]] = {}
-    for r in harness.latest_ok(records).values():
-        if harness.method_label(r) == label:
-            out.setdefault(r["dataset"], {})[int(r["seed"])] = r
-    return out
 
 
 def medoid_scores(dataset: str, records, labels_dir: Path) -> dict | None:
@@ -217,13 +204,14 @@ def build_table(records, notes: str = "", labels_dir: Path = LABELS) -> str:
          "Labelled raw-count datasets found inside package archives on PyPI (`registry_data.py`'s docstring "
          "says which and how), the true K given (except `scgpcl_auto`, which estimates it), the harness's "
          "preprocessing and baselines as in `accuracy.md`. Mean ± SD over seeds; the baselines' columns are "
-         "their mean over the same seeds. Commands, in this order: `python benchmarks/registry_data.py fetch`; "
+         "their mean over the same seeds. To make the records again: `python benchmarks/registry_data.py fetch`; "
          "the defaults at seeds 0-5 with their labels kept, `python benchmarks/harness.py run --datasets "
          "benchmarks/runs/registry/<name>.h5ad ... --methods scgpcl --seeds 0 1 2 3 4 5 --threads 1 --labels-dir "
          "benchmarks/runs/labels_unseen --out benchmarks/results/unseen.jsonl`; the baselines, `python "
          "benchmarks/accuracy.py run --lanes 2 --seeds 0 1 2 --out benchmarks/results/unseen.jsonl --datasets "
-         "...` (runs already recorded are not made again), and the same with `--auto-k` for the `scgpcl_auto` "
-         "rows; then `python benchmarks/registry_data.py table`.", ""]
+         "...` (runs already recorded are not made again: here the baselines), and the same with `--auto-k` for "
+         "the `scgpcl_auto` rows; then `python benchmarks/registry_data.py table`. How the records on this page "
+         "were made, in which order and beside what, is in the notes below.", ""]
     machines = sorted({str(r.get("machine", "not recorded")) for r in harness.latest_ok(records).values()})
     L += [f"Machines: {', '.join(machines)}.", ""]
     L += ["| dataset | labels | scGPCL run | seeds | ARI | PCA + k-means | tuned Leiden | minus PCA + k-means | "

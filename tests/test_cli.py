@@ -980,7 +980,7 @@ def test_a_bad_device_is_refused_before_the_data_is_read(small_toy_file, tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
-def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path):
+def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path, capsys):
     store = tmp_path / "toy.zarr"
     toy = ad.read_h5ad(toy_file)
     toy.write_zarr(store)
@@ -992,4 +992,12 @@ def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path):
     params = result.uns["scgpcl"]["params"]
     assert params["input"] == str(store.resolve())
     assert isinstance(params["input_sha256"], str) and len(params["input_sha256"]) == 64  # one digest of the store
-    assert main(["cluster", str(store), str(store), "-k", "3", "--quiet", *QUICK_ARGS]) == 2  # never the input
+    capsys.readouterr()
+    assert main(["cluster", str(store), str(store), "-k", "3", "--quiet", *QUICK_ARGS]) == 2
+    assert "is the input file" in capsys.readouterr().err  # not only the '.h5ad' rule
+    inside = store / "out.h5ad"
+    assert main(["cluster", str(store), str(inside), "-k", "3", "--quiet", *QUICK_ARGS]) == 2
+    assert "is inside the input folder" in capsys.readouterr().err and not inside.exists()
+    assert main(["cluster", str(store), str(out), "-k", "3", "--quiet", "--overwrite", "--report",
+                 str(store / "rep"), *QUICK_ARGS]) == 2
+    assert "--report" in capsys.readouterr().err

@@ -218,7 +218,7 @@ def test_a_zarr_store_that_is_not_anndata_is_named(tmp_path):
 def test_loom_names_the_conversion(tmp_path):
     path = tmp_path / "velocyto.loom"
     path.write_bytes(b"\x89HDF")
-    with pytest.raises(InputError, match=r"loom file.*anndata\.read_loom.*write_h5ad"):
+    with pytest.raises(InputError, match=r"loom file.*anndata\.io\.read_loom.*write_h5ad"):
         read_counts(path)
 
 
@@ -233,10 +233,27 @@ def test_checksum_of_a_store_covers_every_file(tmp_path):
     assert isinstance(first, str) and len(first) == 64
     (store / "X" / "0.0").write_bytes(b"chunk!")  # a changed chunk deep in the tree
     assert sha256_of(store) != first
+    outside = tmp_path / "chunks"  # a subfolder linked into the store is followed
+    (store / "X").rename(outside)
+    (store / "X").symlink_to(outside)
+    linked = sha256_of(store)
+    assert linked == sha256_of(store)
+    (outside / "0.0").write_bytes(b"other")
+    assert sha256_of(store) != linked
     flat = tmp_path / "tenx"
-    flat.mkdir()
+    (flat / ".ipynb_checkpoints").mkdir(parents=True)  # Jupyter's folder does not make it a tree
     (flat / "matrix.mtx").write_text("%")
     assert set(sha256_of(flat)) == {"matrix.mtx"}  # a 10x folder keeps its digest per file
+
+
+def test_zipped_zarr_and_10x_folder_named_zarr(tmp_path, counts, cells, genes):
+    zipped = tmp_path / "data.zarr"
+    zipped.write_bytes(b"PK\x03\x04")
+    with pytest.raises(InputError, match="is a file, not a folder: a zipped zarr store"):
+        read_counts(zipped)
+    folder = tmp_path / "tenx.zarr"  # no zarr metadata, a matrix.mtx: a 10x folder, whatever its name
+    write_10x_mtx(folder, counts, cells, genes)
+    assert_counts(read_counts(folder), counts, cells, genes)
 
 
 # --------------------------------------------------------------------------- 10x

@@ -218,6 +218,8 @@ CASES: list[Case] = [
          lambda: ["cluster", _other_h5("other.h5"), "out.h5ad", *CLUSTER]),
     Case("a .zarr folder that is not an AnnData store", [T + "test_io.py::test_a_zarr_store_that_is_not_anndata_is_named"],
          lambda: ["cluster", _not_anndata_zarr("other.zarr"), "out.h5ad", *CLUSTER]),
+    Case("a zipped .zarr store (a file)", [T + "test_io.py::test_zipped_zarr_and_10x_folder_named_zarr"],
+         lambda: ["cluster", text("data.zarr", "PK"), "out.h5ad", *CLUSTER]),
     Case("a loom file", [T + "test_io.py::test_loom_names_the_conversion"],
          lambda: ["cluster", text("velocyto.loom", "x"), "out.h5ad", *CLUSTER]),
     Case("10x matrix folder without barcodes.tsv.gz", [T + "test_io.py::test_10x_mtx_folder_incomplete"],
@@ -311,6 +313,8 @@ CASES: list[Case] = [
     Case("output is the input file (even with --overwrite)", [T + "test_cli.py::test_the_output_is_never_the_input",
                                                                T + "test_cli.py::test_cluster_reads_an_anndata_zarr_store"],
          lambda: ["cluster", h5ad("in.h5ad"), "in.h5ad", "--overwrite", *CLUSTER]),
+    Case("output inside the input folder (a .zarr store)", [T + "test_cli.py::test_cluster_reads_an_anndata_zarr_store"],
+         lambda: ["cluster", _zarr_store("in.zarr"), "in.zarr/out.h5ad", *CLUSTER]),
     Case("output folder does not exist", [T + "test_cli.py::test_output_paths_checked_before_training"],
          lambda: ["demo", "--output", "no/such/out.h5ad", "--quiet"]),
     Case("output folder not writable", [T + "test_cli.py::test_unwritable_output_folders_are_refused_before_training"],
@@ -407,6 +411,15 @@ def _truncated(name: str) -> str:
 def _other_h5(name: str) -> str:
     with h5py.File(name, "w") as f:
         f["expression"] = np.ones((3, 3))
+    return name
+
+
+def _zarr_store(name: str) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's note that zarr v3 becomes the default
+        toy().write_zarr(name)
     return name
 
 

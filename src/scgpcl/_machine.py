@@ -67,18 +67,21 @@ def gpu_model(device) -> str | None:
 
 
 def sha256_of(path: str | os.PathLike, *, block: int = 1 << 20) -> str | dict[str, str]:
-    """SHA-256 of a file; of each file in a flat folder (a 10x matrix folder) by name; one for a tree.
+    r"""SHA-256 of a file; of each file in a folder (a 10x matrix folder) by name; one for a zarr store.
 
-    A folder with subfolders (an AnnData ``.zarr`` store: hundreds of chunk files, their metadata in hidden
-    ``.zattrs``-style files) gets one digest over every file's relative path and digest, in sorted order, so
-    any changed, added or removed file changes it.
+    A zarr store (``.zarr`` folder, or one holding ``.zgroup`` / ``zarr.json``) has hundreds of chunk files
+    and its metadata in hidden ``.zattrs``-style files: its one digest is the SHA-256 of the lines
+    ``<relative path>\0<file's SHA-256>\n`` of every file, symbolic links followed, sorted by path, so any
+    changed, added or removed file changes it.
     """
     path = Path(path)
     if path.is_dir():
-        if any(p.is_dir() for p in path.iterdir()):
+        if path.suffix.lower() == ".zarr" or any((path / m).is_file() for m in (".zgroup", "zarr.json")):
+            files = sorted((Path(root, name).relative_to(path).as_posix(), Path(root, name))
+                           for root, _, names in os.walk(path, followlinks=True) for name in names)
             tree = hashlib.sha256()
-            for p in sorted(q for q in path.rglob("*") if q.is_file()):
-                tree.update(f"{p.relative_to(path).as_posix()}\0{sha256_of(p, block=block)}\n".encode())
+            for rel, p in files:
+                tree.update(f"{rel}\0{sha256_of(p, block=block)}\n".encode())
             return tree.hexdigest()
         return {p.name: sha256_of(p) for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")}
     digest = hashlib.sha256()

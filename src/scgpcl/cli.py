@@ -482,17 +482,26 @@ def _check_model_space(save_model: str | None, model) -> None:
         raise InputError(f"--save-model '{save_model}': the model {problem}")
 
 
-def _check_distinct_outputs(output: str, report: str | None, save_model: str | None) -> None:
+def _check_distinct_outputs(output: str, report: str | None, save_model: str | None,
+                            input_path: str | None = None) -> None:
     """The output file, ``--report DIR`` and ``--save-model DIR``: different paths, none inside another.
 
     The report folder is written and replaced as a whole, and the model folder must be empty (or is written
-    into with ``--overwrite``), so a path inside either would be refused after the training, or lost.
+    into with ``--overwrite``), so a path inside either would be refused after the training, or lost. None
+    may be inside an input folder (a ``.zarr`` store, a 10x folder): it would change the data read, and
+    their recorded checksum.
     """
     from ._errors import InputError
 
     # compared resolved, named as given
     named = [(what, p, Path(p).resolve()) for what, p in
              (("the output", output), ("--report", report), ("--save-model", save_model)) if p]
+    if input_path is not None and Path(input_path).is_dir():
+        folder = Path(input_path).resolve()
+        for what, given, resolved in named:
+            if folder in resolved.parents:
+                raise InputError(f"{what} '{given}' is inside the input folder '{input_path}'; writing there "
+                                 "would change the data the run reads. Give it a path outside that folder")
     for i, a in enumerate(named):
         for b in named[i + 1:]:
             if a[2] == b[2]:
@@ -544,7 +553,7 @@ def _run_cluster(args) -> int:
     # what needs no data is checked before --processes P starts any process (and again in each of them)
     check_keys(args.key_added, args.label_key)
     out = _check_h5ad_out(args.output, args.overwrite, args.input)
-    _check_distinct_outputs(args.output, args.report, args.save_model)
+    _check_distinct_outputs(args.output, args.report, args.save_model, args.input)
     config = _config_from_args(args)
     _check_multi_process_options(config, processes=args.processes)
     launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes

@@ -6,6 +6,7 @@ Supported inputs (chosen by the path):
 path                                      reader
 ========================================  ====================================
 ``*.h5ad``                                :func:`anndata.io.read_h5ad`
+AnnData ``.zarr`` store (a folder)        :func:`anndata.io.read_zarr`
 ``*.h5`` / ``*.hdf5``, 10x Genomics       :func:`scanpy.read_10x_h5`
 ``*.h5`` / ``*.hdf5``, ``X``/``Y`` sets   h5py (scDeepCluster / scDCC layout)
 folder with ``matrix.mtx[.gz]``           :func:`scanpy.read_10x_mtx`
@@ -15,7 +16,9 @@ folder with ``matrix.mtx[.gz]``           :func:`scanpy.read_10x_mtx`
 ``.bz2``)
 ========================================  ====================================
 
-An ``.h5`` file is told apart by its contents: a ``matrix`` group (Cell Ranger
+A folder is a zarr store when it holds zarr's metadata (``.zgroup``,
+``zarr.json``), or is named ``*.zarr`` and holds no ``matrix.mtx``; any other
+folder is read as a 10x matrix folder. An ``.h5`` file is told apart by its contents: a ``matrix`` group (Cell Ranger
 v3+) or genome groups holding ``data``/``indices``/``indptr``/``shape`` (Cell
 Ranger v2) make it a 10x file; a top-level ``X`` (cells x genes counts, dense
 or a sparse group) with optional ``Y`` (labels) makes it a benchmark file; an
@@ -367,8 +370,10 @@ _FORMAT_NAMES = {
 def _detect_format(path: Path) -> tuple[str, str]:
     """Return the format key and, for 10x mtx files, the file-name prefix."""
     if path.is_dir():
-        if path.suffix.lower() == ".zarr" or any((path / m).is_file() for m in _ZARR_MARKERS):
+        if any((path / m).is_file() for m in _ZARR_MARKERS):
             return "zarr", ""
+        if path.suffix.lower() == ".zarr" and not any(path.glob("*matrix.mtx*")):
+            return "zarr", ""  # a store whose metadata is missing: anndata's reader says what is wrong
         return "10x-mtx", ""
     name = path.name.lower()
     for mtx in _MTX_NAMES:
@@ -384,10 +389,12 @@ def _detect_format(path: Path) -> tuple[str, str]:
         last = suffixes[-2]
     if last in _TEXT_SUFFIXES:
         return "text", ""
+    if last == ".zarr":
+        raise InputError(f"'{path}' is a file, not a folder: a zipped zarr store? Unzip it and pass the folder")
     if last == ".loom":
         raise InputError(
             f"'{path}' is a loom file, which scgpcl does not read directly: convert it once with anndata "
-            "(pip install loompy; then in Python: anndata.read_loom(path).write_h5ad('data.h5ad')) and pass the "
+            "(pip install loompy; then in Python: anndata.io.read_loom(path).write_h5ad('data.h5ad')) and pass the "
             ".h5ad, with --layer naming the raw counts if X does not hold them"
         )
     raise InputError(
