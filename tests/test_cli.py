@@ -997,7 +997,7 @@ def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path, capsys):
     assert "is the input file" in capsys.readouterr().err  # not only the '.h5ad' rule
     inside = store / "out.h5ad"
     assert main(["cluster", str(store), str(inside), "-k", "3", "--quiet", *QUICK_ARGS]) == 2
-    assert "is inside the input folder" in capsys.readouterr().err and not inside.exists()
+    assert "is inside the input store" in capsys.readouterr().err and not inside.exists()
     assert main(["cluster", str(store), str(out), "-k", "3", "--quiet", "--overwrite", "--report",
                  str(store / "rep"), *QUICK_ARGS]) == 2
     assert "--report" in capsys.readouterr().err

@@ -716,3 +716,16 @@ def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):
     assert cli_main(["cluster", str(path), str(out), "-k", "3", "--use-raw", "--quiet",
                      "--pretrain-rounds", "3", "--warmup-rounds", "1", "--finetune-rounds", "2"]) == 0
     assert ad.read_h5ad(out).obs["scgpcl"].notna().all()
+
+
+def test_is_zarr_store_decides_reader_and_checksum_alike(tmp_path, counts, cells, genes):
+    from scgpcl._fs import is_zarr_store
+
+    tenx = tmp_path / "tenx.zarr"
+    write_10x_mtx(tenx, counts, cells, genes)
+    bare = tmp_path / "bare.zarr"
+    bare.mkdir()
+    marked = tmp_path / "marked"
+    marked.mkdir()
+    (marked / "zarr.json").write_text("{}")
+    assert [is_zarr_store(p) for p in (tenx, bare, marked, tmp_path / "none.zarr")] == [False, True, True, False]

@@ -313,7 +313,7 @@ CASES: list[Case] = [
     Case("output is the input file (even with --overwrite)", [T + "test_cli.py::test_the_output_is_never_the_input",
                                                                T + "test_cli.py::test_cluster_reads_an_anndata_zarr_store"],
          lambda: ["cluster", h5ad("in.h5ad"), "in.h5ad", "--overwrite", *CLUSTER]),
-    Case("output inside the input folder (a .zarr store)", [T + "test_cli.py::test_cluster_reads_an_anndata_zarr_store"],
+    Case("output inside the input .zarr store", [T + "test_cli.py::test_cluster_reads_an_anndata_zarr_store"],
          lambda: ["cluster", _zarr_store("in.zarr"), "in.zarr/out.h5ad", *CLUSTER]),
     Case("output folder does not exist", [T + "test_cli.py::test_output_paths_checked_before_training"],
          lambda: ["demo", "--output", "no/such/out.h5ad", "--quiet"]),

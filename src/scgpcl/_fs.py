@@ -10,6 +10,19 @@ from pathlib import Path
 from ._errors import InputError
 from ._signals import deferred
 
+#: what marks a folder as a zarr store (v2 group metadata, v3 metadata)
+ZARR_MARKERS = (".zgroup", "zarr.json")
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """A folder holding zarr's metadata, or named ``*.zarr`` with no ``matrix.mtx`` (which makes a 10x folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if any((path / m).is_file() for m in ZARR_MARKERS):
+        return True
+    return path.suffix.lower() == ".zarr" and not any(path.glob("*matrix.mtx*"))
+
 
 def current_umask() -> int:
     """The process's umask (read by setting it and putting it back)."""

@@ -14,6 +14,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from ._fs import is_zarr_store
+
 __all__ = ["cpu_model", "gpu_model", "sha256_of", "software_versions"]
 
 #: the packages whose versions a run records (the same seed gives other numbers under other versions)
@@ -69,14 +71,14 @@ def gpu_model(device) -> str | None:
 def sha256_of(path: str | os.PathLike, *, block: int = 1 << 20) -> str | dict[str, str]:
     r"""SHA-256 of a file; of each file in a folder (a 10x matrix folder) by name; one for a zarr store.
 
-    A zarr store (``.zarr`` folder, or one holding ``.zgroup`` / ``zarr.json``) has hundreds of chunk files
+    A zarr store (:func:`~scgpcl._fs.is_zarr_store`) has hundreds of chunk files
     and its metadata in hidden ``.zattrs``-style files: its one digest is the SHA-256 of the lines
     ``<relative path>\0<file's SHA-256>\n`` of every file, symbolic links followed, sorted by path, so any
     changed, added or removed file changes it.
     """
     path = Path(path)
     if path.is_dir():
-        if path.suffix.lower() == ".zarr" or any((path / m).is_file() for m in (".zgroup", "zarr.json")):
+        if is_zarr_store(path):
             files = sorted((Path(root, name).relative_to(path).as_posix(), Path(root, name))
                            for root, _, names in os.walk(path, followlinks=True) for name in names)
             tree = hashlib.sha256()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import _launch, _signals
 from ._errors import OutputFailed
-from ._fs import check_writable, current_umask, is_probe
+from ._fs import check_writable, current_umask, is_probe, is_zarr_store
 from ._machine import sha256_of
 from ._messages import cli_context, clip, counted, k_estimates, per_run_k
 
@@ -488,20 +488,20 @@ def _check_distinct_outputs(output: str, report: str | None, save_model: str | N
 
     The report folder is written and replaced as a whole, and the model folder must be empty (or is written
     into with ``--overwrite``), so a path inside either would be refused after the training, or lost. None
-    may be inside an input folder (a ``.zarr`` store, a 10x folder): it would change the data read, and
-    their recorded checksum.
+    may be inside an input ``.zarr`` store: it would change the store read, and its recorded checksum.
+    (Inside a 10x matrix folder, a new file changes none of the files read.)
     """
     from ._errors import InputError
 
     # compared resolved, named as given
     named = [(what, p, Path(p).resolve()) for what, p in
              (("the output", output), ("--report", report), ("--save-model", save_model)) if p]
-    if input_path is not None and Path(input_path).is_dir():
-        folder = Path(input_path).resolve()
+    if input_path is not None and is_zarr_store(input_path):
+        store = Path(input_path).resolve()
         for what, given, resolved in named:
-            if folder in resolved.parents:
-                raise InputError(f"{what} '{given}' is inside the input folder '{input_path}'; writing there "
-                                 "would change the data the run reads. Give it a path outside that folder")
+            if store in resolved.parents:
+                raise InputError(f"{what} '{given}' is inside the input store '{input_path}'; writing there "
+                                 "would change the data the run reads. Give it a path outside the store")
     for i, a in enumerate(named):
         for b in named[i + 1:]:
             if a[2] == b[2]:

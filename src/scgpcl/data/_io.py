@@ -48,7 +48,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._fs import space_problem
+from scgpcl._fs import is_zarr_store, space_problem
 from scgpcl._messages import arg, clip
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
@@ -68,8 +68,6 @@ _TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
 _COMPRESSED_SUFFIXES = {".gz", ".bz2"}
 _H5_SUFFIXES = {".h5", ".hdf5", ".he5"}
 _MTX_NAMES = ("matrix.mtx", "matrix.mtx.gz")
-#: what marks a folder as a zarr store (v2 group metadata, v3 metadata)
-_ZARR_MARKERS = (".zgroup", "zarr.json")
 #: formats that are AnnData: layer= and use_raw= apply, rows are always cells
 _ANNDATA_FORMATS = {"h5ad", "zarr"}
 # values read at once when converting a dense on-disk matrix to CSR
@@ -370,11 +368,8 @@ _FORMAT_NAMES = {
 def _detect_format(path: Path) -> tuple[str, str]:
     """Return the format key and, for 10x mtx files, the file-name prefix."""
     if path.is_dir():
-        if any((path / m).is_file() for m in _ZARR_MARKERS):
-            return "zarr", ""
-        if path.suffix.lower() == ".zarr" and not any(path.glob("*matrix.mtx*")):
-            return "zarr", ""  # a store whose metadata is missing: anndata's reader says what is wrong
-        return "10x-mtx", ""
+        # a .zarr folder without zarr's metadata is a store too: anndata's reader then says what is wrong
+        return ("zarr" if is_zarr_store(path) else "10x-mtx"), ""
     name = path.name.lower()
     for mtx in _MTX_NAMES:
         if name.endswith(mtx):
