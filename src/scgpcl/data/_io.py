@@ -18,7 +18,9 @@ folder with ``matrix.mtx[.gz]``           :func:`scanpy.read_10x_mtx`
 
 A folder is a zarr store when it holds zarr's metadata (``.zgroup``,
 ``zarr.json``), or is named ``*.zarr`` and holds no ``matrix.mtx``; any other
-folder is read as a 10x matrix folder. An ``.h5`` file is told apart by its contents: a ``matrix`` group (Cell Ranger
+folder is read as a 10x matrix folder.
+
+An ``.h5`` file is told apart by its contents: a ``matrix`` group (Cell Ranger
 v3+) or genome groups holding ``data``/``indices``/``indptr``/``shape`` (Cell
 Ranger v2) make it a 10x file; a top-level ``X`` (cells x genes counts, dense
 or a sparse group) with optional ``Y`` (labels) makes it a benchmark file; an
@@ -91,8 +93,9 @@ def read_counts(
     Parameters
     ----------
     path
-        A ``.h5ad`` file, an AnnData ``.zarr`` store (a folder), a 10x Genomics ``.h5`` file, a 10x matrix folder (or
-        its ``matrix.mtx[.gz]``, any file-name prefix allowed), an ``.h5`` file
+        A ``.h5ad`` file, an AnnData ``.zarr`` store (a folder), a 10x
+        Genomics ``.h5`` file, a 10x matrix folder (or its
+        ``matrix.mtx[.gz]``, any file-name prefix allowed), an ``.h5`` file
         in the scDeepCluster/scDCC layout (datasets ``X``: cells x genes counts
         and ``Y``: labels), or a text table ``.csv``/``.tsv``/``.txt``/``.tab``
         (optionally ``.gz``/``.bz2``).
