@@ -70,16 +70,20 @@ def medoid(labels: list[np.ndarray]) -> int:
     return int(np.argmax(agree))
 
 
-def score(dataset: str, records: list[dict]) -> dict | None:
-    """One dataset's single-run and medoid-of-three figures, or None when a seed's labels are missing."""
+def score(dataset: str, records: list[dict], labels_dir: Path = LABELS, path: Path | None = None) -> dict | None:
+    """One dataset's single-run and medoid-of-three figures, or None when a seed's labels are missing.
+
+    ``path``: the dataset's file, when it is not one of ``../shared`` (default: :func:`harness.dataset_path`).
+    """
     recs = {int(r["seed"]): r for r in harness.latest_ok(records).values()
             if r["dataset"] == dataset and harness.method_label(r) == "scgpcl"}
-    files = {s: LABELS / harness.labels_file(dataset, "scgpcl", s, {}) for s in SEEDS}
+    files = {s: Path(labels_dir) / harness.labels_file(dataset, "scgpcl", s, {}) for s in SEEDS}
     if set(recs) < set(SEEDS) or not all(f.exists() for f in files.values()):
         return None
     import anndata as ad
 
-    truth = ad.read_h5ad(harness.dataset_path(dataset), backed="r").obs[harness.LABEL_KEY].astype(str).to_numpy()
+    path = harness.dataset_path(dataset) if path is None else path
+    truth = ad.read_h5ad(path, backed="r").obs[harness.LABEL_KEY].astype(str).to_numpy()
     labels = {s: np.load(files[s]) for s in SEEDS}
     ari = {s: adjusted_rand_score(truth, labels[s]) for s in SEEDS}
     for s in SEEDS:  # the saved labels are the recorded run's
@@ -87,6 +91,7 @@ def score(dataset: str, records: list[dict]) -> dict | None:
     picks = {t: t[medoid([labels[s] for s in t])] for t in itertools.combinations(SEEDS, 3)}
     disjoint = [ari[picks[(0, 1, 2)]], ari[picks[(3, 4, 5)]]]
     return {"single": float(np.mean(list(ari.values()))), "single_var": float(np.var(list(ari.values()), ddof=1)),
+            "halves": [float(np.mean([ari[s] for s in (0, 1, 2)])), float(np.mean([ari[s] for s in (3, 4, 5)]))],
             "medoid": float(np.mean([ari[p] for p in picks.values()])), "medoid_disjoint": disjoint,
             "medoid_var": float(np.var(disjoint, ddof=1)),
             "agreement": float(np.mean([adjusted_rand_score(labels[a], labels[b])
