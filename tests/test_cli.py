@@ -1000,4 +1000,5 @@ def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path, capsys):
     assert "is inside the input store" in capsys.readouterr().err and not inside.exists()
     assert main(["cluster", str(store), str(out), "-k", "3", "--quiet", "--overwrite", "--report",
                  str(store / "rep"), *QUICK_ARGS]) == 2
-    assert "--report" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--report" in err and "is inside the input store" in err
