@@ -822,6 +822,33 @@ def test_large_data_path_rounds_within_an_epoch_and_global_steps_on_a_sample(toy
     np.testing.assert_array_equal(again.predict(), labels)
 
 
+def test_no_finetune_on_a_sample_keeps_the_sample_kmeans_labels(toy, monkeypatch):
+    """Above ``sample_cells``, ``finetune=False`` labels the sample with its k-means labels (which come from
+    the joined space, not from the nearest mean in the representation alone), as the DEC start does; so they
+    are ``predict_pretrained()``'s labels for the same seed."""
+    from scgpcl.train import _trainer
+
+    kw = dict(random_state=0, batch_size=40, round_steps=2, sample_cells=60, **QUICK)
+    seen = {}
+    real = _trainer.start_kmeans
+
+    def moved(tr, z_s):
+        # labels that the nearest mean in the representation would not give: some cells moved to the next cluster
+        labels_s, centres = real(tr, z_s)
+        labels_s = labels_s.copy()
+        labels_s[:10] = (labels_s[:10] + 1) % 3
+        seen["labels"] = labels_s
+        return labels_s, centres
+
+    monkeypatch.setattr(_trainer, "start_kmeans", moved)
+    m = SCGPCL(toy, 3, finetune=False, **kw).train(progress=False)
+    np.testing.assert_array_equal(m.predict()[m.training_result.sample], seen["labels"])
+    monkeypatch.undo()
+    no_ft = SCGPCL(toy, 3, finetune=False, **kw).train(progress=False)
+    ft = SCGPCL(toy, 3, **kw).train(progress=False)
+    np.testing.assert_array_equal(ft.predict_pretrained(), no_ft.predict())
+
+
 def test_choose_target_sum_records_its_choice_and_a_saved_model_keeps_it(toy, tmp_path, caplog):
     """The chosen scaling replaces target_sum in the config (the option is then off), the features are
     prepare's for it, and a reloaded model has the same features without choosing again."""

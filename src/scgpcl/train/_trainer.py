@@ -155,7 +155,12 @@ class Trainer:
         if mu is None:
             z_s = z if self.embedder.sample is None else z[self.embedder.sample]
             labels_s, centres = start_kmeans(self, z_s)
-            labels = labels_s if self.embedder.sample is None else assign(z, centres)
+            if self.embedder.sample is None:
+                return z.cpu().numpy(), labels_s, None
+            # as fine-tuning starts (``init_clusters``): the sample keeps its k-means labels, which come from
+            # the joined space with kmeans_pca_weight > 0; the other cells get the nearest cluster mean
+            labels = assign(z, centres)
+            labels[self.embedder.sample_ids()] = labels_s
             return z.cpu().numpy(), labels, None
         with torch.no_grad():
             chunk = self.sampler_cfg.chunk_cells
