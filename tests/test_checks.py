@@ -201,7 +201,8 @@ def test_label_key_missing_lists_columns():
 
 
 def test_label_key_no_obs_columns():
-    with pytest.raises(InputError, match="obs has no columns"):
+    with pytest.raises(InputError, match=r"this data has no per-cell annotations at all \(text tables and 10x files "
+                                         r"carry none\); leave label_key out, or put the labels in an \.h5ad's obs"):
         check_label_key(anndata.AnnData(np.ones((2, 2))), "cell_type")
 
 
@@ -289,3 +290,22 @@ def test_float16_counts_are_checked_without_an_overflow_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_counts(x, reconstruction="zinb", where="X", layers=[])  # scipy.sparse has no float16
+
+
+def test_normalised_values_are_named_as_such():
+    """Values normalised to one total per cell (CPM, normalize_total) or log1p of them: the ZINB error says so
+    and drops its offer of mse; mse itself warns by name (the values would be normalised twice)."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, (60, 40)).astype(np.float64) + np.eye(60, 40)  # no empty cell
+    cpm = x / x.sum(1, keepdims=True) * 1e6
+    logged = sp.csr_matrix(np.log1p(x / x.sum(1, keepdims=True) * 1e4))
+    with pytest.raises(InputError, match=r"they look normalised to a total of 1e\+06 per cell") as e:
+        check_counts(cpm, layers=["counts"])
+    assert "mse" not in str(e.value) and "layers: 'counts'" in str(e.value)
+    with pytest.warns(UserWarning, match=r"they look log-normalised \(log1p of counts normalised to 1e\+04 per cell.*"
+                                         r"normalised twice and cluster worse\. Use layer= to pick a layer holding raw"):
+        check_counts(logged, reconstruction="mse", layers=["counts"])
+    # non-integer values with cells' own totals (estimated counts) are not called normalised
+    with pytest.warns(UserWarning, match=r"make sure these values are not already normalised") as w:
+        check_counts(x + 0.5, reconstruction="mse", layers=[])
+    assert "they look" not in str(w[0].message)

@@ -408,6 +408,19 @@ def test_processes_refuse_a_bad_option_before_starting_any_and_without_torch(tmp
     assert not out.exists()
 
 
+def test_argument_errors_take_one_line(capsys):
+    """argparse printed the whole usage (50 lines for cluster) before the error: a forgotten -k scrolled away."""
+    for argv, expected in ((["cluster", "in.h5ad", "out.h5ad"], "required: --n-clusters/-k (the number of clusters "
+                                                                  "K, or -k auto to estimate it)"),
+                           (["cluster", "in.h5ad", "out.h5ad", "-k", "eleven"], "expected a whole number or 'auto'"),
+                           (["clustr"], "invalid choice: 'clustr'")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and expected in err and "usage:" not in err, err
+        assert err.endswith("--help'\n")
+
+
 def test_version_and_bare_command(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
@@ -980,6 +993,18 @@ def test_a_bad_device_is_refused_before_the_data_is_read(small_toy_file, tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+def test_cluster_refuses_an_h5ad_stored_genes_x_cells_before_training(toy_file, tmp_path, capsys):
+    t = tmp_path / "t.h5ad"
+    ad.read_h5ad(toy_file).T.write_h5ad(t)
+    out = tmp_path / "out.h5ad"
+    assert main(["cluster", str(t), str(out), "-k", "3", "--quiet", *QUICK_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "looks stored genes x cells (150 rows x 180 columns: 180 cells?)" in err
+    assert "pass --genes-as-rows to read it transposed" in err and "--cells-as-rows" in err and not out.exists()
+    assert main(["cluster", str(t), str(out), "-k", "3", "--quiet", "--genes-as-rows", *QUICK_ARGS]) == 0
+    assert ad.read_h5ad(out).n_obs == 180
+
+
 def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path, capsys):
     store = tmp_path / "toy.zarr"
     toy = ad.read_h5ad(toy_file)

@@ -193,8 +193,8 @@ def test_zarr_store_reads_like_h5ad(tmp_path, counts, cells, genes):
     assert_counts(read_counts(store, label_key="cell_type"), counts, cells, genes)
     out = read_counts(store, layer="counts")
     np.testing.assert_array_equal(out.layers["counts"].toarray(), counts)
-    with pytest.raises(InputError, match=r"genes_as_rows=True.*AnnData \.zarr store"):
-        read_counts(store, genes_as_rows=True)
+    flipped = read_counts(store, genes_as_rows=True)  # a store written genes x cells is read transposed
+    assert flipped.shape == (N_GENES, N_CELLS) and list(flipped.obs_names) == genes
 
 
 @pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
@@ -495,8 +495,30 @@ def test_misplaced_options_refused(tmp_path, counts, cells, genes):
     write_10x_mtx(folder, counts, cells, genes)
     with pytest.raises(InputError, match=r"layer='counts' applies only to AnnData input \(\.h5ad, \.zarr\)"):
         read_counts(folder, layer="counts")
-    with pytest.raises(InputError, match=r"genes_as_rows=True applies only to text tables"):
+    with pytest.raises(InputError, match=r"genes_as_rows=True applies only to text tables, AnnData files"):
         read_counts(folder, genes_as_rows=True)
+
+
+def test_h5ad_stored_genes_x_cells_is_refused_naming_both_choices(tmp_path, counts, cells):
+    """An AnnData made from an R export (genes in rows) would have its genes clustered: refused before training,
+    unless the user says which way it is; genes_as_rows=True transposes it."""
+    ens = [f"ENSG{j:011d}" for j in range(N_GENES)]
+    path = tmp_path / "t.h5ad"
+    anndata.AnnData(sp.csr_matrix(counts.T.astype(np.float32)), obs=pd.DataFrame(index=ens),
+                    var=pd.DataFrame({"cell_type": ["a", "b"] * 6}, index=cells)).write_h5ad(path)
+    with pytest.raises(InputError, match=r"'.*t\.h5ad' looks stored genes x cells \(7 rows x 12 columns: 12 cells\?\)"
+                                         r", since the row names look like gene names \(e\.g\. 'ENSG00000000000'\).*"
+                                         r"pass genes_as_rows=True to read it transposed.*pass genes_as_rows=False"):
+        read_counts(path)
+    out = read_counts(path, genes_as_rows=True)
+    assert_counts(out, counts, cells, ens)
+    assert list(out.obs["cell_type"]) == ["a", "b"] * 6  # the cells' annotations come along
+    assert read_counts(path, genes_as_rows=False).shape == (N_GENES, N_CELLS)  # taken as it is, as asked
+    # the same file the right way round is read without a word
+    right = tmp_path / "r.h5ad"
+    anndata.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=pd.DataFrame(index=cells),
+                    var=pd.DataFrame(index=ens)).write_h5ad(right)
+    assert_counts(read_counts(right), counts, cells, ens)
 
 
 # --------------------------------------------------------------------------- atomic write
@@ -687,6 +709,34 @@ def test_boolean_matrix_is_not_counts(tmp_path, counts):
     anndata.AnnData(counts > 0).write_h5ad(path)
     with pytest.raises(InputError, match=r"X holds True/False values \(a boolean matrix.*not counts"):
         read_counts(path)
+
+
+def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
+    """scanpy's tutorials set adata.raw after log1p: then .raw holds no counts, and the messages say so instead
+    of sending the user to --use-raw, which would fail with a message about a .raw it no longer sees."""
+    logged = small_toy.copy()
+    x = small_toy.X.toarray()
+    logged.X = sp.csr_matrix(np.log1p(x / x.sum(1, keepdims=True) * 1e4))  # normalize_total, log1p
+    logged.raw = logged.copy()
+    with pytest.raises(InputError, match=r"Go back to the raw count matrix: this data has no layers, and adata\.raw "
+                                         r"holds no raw counts either \(non-integer values, e\.g\. [0-9.]+; scanpy's "
+                                         r"tutorials set adata\.raw after log1p") as e:
+        SCGPCL(logged, 3)
+    assert "to_adata" not in str(e.value)
+    logged.layers["other"] = logged.X.copy()
+    with pytest.raises(InputError, match=r"\(available layers: 'other'; adata\.raw holds no raw counts either"):
+        SCGPCL(logged, 3)
+    del logged.layers["other"]
+    path = tmp_path / "tutorial.h5ad"
+    logged.write_h5ad(path)
+    from scgpcl.cli import main
+
+    assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "adata.raw holds no raw counts either" in err and "--use-raw" not in err
+    assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", "--use-raw"]) == 2
+    err = capsys.readouterr().err
+    assert "the .raw of 'tutorial.h5ad' (--use-raw) is not integer counts" in err and "look log-normalised" in err and "no .raw to pick from" not in err
 
 
 def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):

@@ -90,8 +90,9 @@ def test_report_metrics_json_and_clusters_tsv(report):
     assert record["n_clusters"] == 3 and sum(record["cluster_sizes"].values()) == a.n_obs
     assert set(record["stages"]) == {"pretrain", "finetune"} and "torch" in record["versions"]
     tsv = pd.read_csv(out / "clusters.tsv", sep="\t", dtype=str)
-    assert list(tsv.columns) == ["cell", "cluster"] and len(tsv) == a.n_obs
+    assert list(tsv.columns) == ["cell", "cluster", "cell_type"] and len(tsv) == a.n_obs
     assert (tsv["cluster"].to_numpy() == a.obs["scgpcl"].astype(str).to_numpy()).all()
+    assert (tsv["cell_type"].to_numpy() == a.obs["cell_type"].astype(str).to_numpy()).all()
 
 
 def test_report_without_labels(tmp_path):

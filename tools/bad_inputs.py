@@ -246,6 +246,12 @@ CASES: list[Case] = [
          lambda: ["cluster", mtx_folder("mtx"), "out.h5ad", "--layer", "counts", *CLUSTER]),
     Case("--genes-as-rows for a 10x folder", [T + "test_io.py::test_misplaced_options_refused"],
          lambda: ["cluster", mtx_folder("mtx"), "out.h5ad", "--genes-as-rows", *CLUSTER]),
+    Case(".h5ad stored genes x cells (AnnData of an R export)", [T + "test_io.py::test_h5ad_stored_genes_x_cells_is_refused_naming_both_choices", T + "test_cli.py::test_cluster_refuses_an_h5ad_stored_genes_x_cells_before_training"],
+         lambda: ["cluster", h5ad("t.h5ad", lambda a: a.T.copy()), "out.h5ad", *CLUSTER]),
+    Case("log-normalised X and .raw (scanpy's tutorial order)", [T + "test_io.py::test_a_log_normalised_raw_is_not_pointed_to"],
+         lambda: ["cluster", h5ad("tutorial.h5ad", _tutorial), "out.h5ad", *CLUSTER]),
+    Case("--use-raw where .raw is log-normalised", [T + "test_io.py::test_a_log_normalised_raw_is_not_pointed_to"],
+         lambda: ["cluster", h5ad("tutorial.h5ad", _tutorial), "out.h5ad", "--use-raw", *CLUSTER]),
     Case("--use-raw for a file without .raw", [T + "test_io.py::test_counts_in_raw_are_pointed_to_and_readable"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--use-raw", *CLUSTER]),
     Case("--use-raw with --layer", [T + "test_io.py::test_counts_in_raw_are_pointed_to_and_readable"],
@@ -265,6 +271,8 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("nan.h5ad", lambda a: _set_x(a, np.where(np.eye(a.n_obs, a.n_vars) > 0, np.nan, a.X.toarray()))), "out.h5ad", *CLUSTER]),
     Case("non-integer values (normalised X)", [T + "test_checks.py::test_non_integer_refused_for_zinb", T + "test_model.py::test_refuses_non_counts"],
          lambda: ["cluster", h5ad("norm.h5ad", lambda a: _set_x(a, a.X.toarray() * 0.5)), "out.h5ad", *CLUSTER]),
+    Case("values normalised to one total per cell (CPM)", [T + "test_checks.py::test_normalised_values_are_named_as_such"],
+         lambda: ["cluster", h5ad("cpm.h5ad", lambda a: _set_x(a, _per_cell(a.X.toarray(), 1e6))), "out.h5ad", *CLUSTER]),
     Case("only zeros", [T + "test_checks.py::test_all_zero_refused"],
          lambda: ["cluster", h5ad("zeros.h5ad", lambda a: _set_x(a, np.zeros(a.shape, dtype=np.float32))), "out.h5ad", *CLUSTER]),
     Case("boolean matrix (detected / not detected)", [T + "test_io.py::test_boolean_matrix_is_not_counts", T + "test_checks.py::test_boolean_matrix_refused"],
@@ -398,6 +406,18 @@ CASES: list[Case] = [
 
 def _set_x(a: ad.AnnData, x) -> ad.AnnData:
     a.X = x
+    return a
+
+
+def _per_cell(x: np.ndarray, total: float) -> np.ndarray:
+    """Every cell scaled to ``total`` (scanpy's normalize_total)."""
+    return x / x.sum(1, keepdims=True) * total
+
+
+def _tutorial(a: ad.AnnData) -> ad.AnnData:
+    """scanpy's tutorial order: normalize_total, log1p, then adata.raw = adata (so .raw is log-normalised too)."""
+    a.X = sp.csr_matrix(np.log1p(_per_cell(a.X.toarray(), 1e4)))
+    a.raw = a.copy()
     return a
 
 
@@ -633,8 +653,8 @@ def tests_asserting_bad_input() -> list[str]:
 
 #: tests that assert on InputError or exit code 2 but whose bad input is not a separate row above, and why
 NOT_A_ROW = {
-    "tests/test_io.py::test_zarr_store_reads_like_h5ad":
-        "reads a .zarr store; its one refusal is the check of '--genes-as-rows for a 10x folder', for a store",
+    "tests/test_cli.py::test_argument_errors_take_one_line":
+        "the rows '-k that is not a number' and 'no input or output given': checks that each is one line",
     "tests/test_model.py::test_load_reads_the_counts_from_another_layer_when_told":
         "the Python API's SCGPCL.load on log-normalised X: the same check as 'non-integer values (normalised X)'",
     "tests/test_runs.py::test_the_medoid_is_the_run_the_others_agree_with":

@@ -152,13 +152,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line, with a pointer to ``--help``.
+
+    argparse prints the whole usage first (50 lines for ``cluster``), which scrolls the error itself out of
+    sight. Subcommands' parsers are of this class too.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        if "required" in message and "--n-clusters" in message:
+            message += " (the number of clusters K, or -k auto to estimate it)"
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scgpcl`` argument parser with its subcommands (``cluster``, ``markers``, ``report``, ``demo``, ``simulate``)."""
     # nothing heavy is imported until the arguments are parsed: --help, --version and usage
     # errors answer at once (tests/test_cli.py checks that torch, scanpy and anndata stay unloaded)
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="scgpcl", description="scGPCL single-cell clustering")
+    parser = _Parser(prog="scgpcl", description="scGPCL single-cell clustering")
     parser.add_argument("--version", action="version", version=f"scgpcl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -173,10 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the raw counts are in .raw (.h5ad or .zarr); the output then holds them in X, with raw's genes")
     orientation = c.add_mutually_exclusive_group()
     orientation.add_argument("--genes-as-rows", dest="genes_as_rows", action="store_const", const=True,
-                             help="text or X/Y .h5 input has genes as rows (R/Seurat exports)")
+                             help="text, .h5ad/.zarr or X/Y .h5 input has genes as rows (R/Seurat exports); "
+                                  "it is transposed on reading")
     orientation.add_argument("--cells-as-rows", dest="genes_as_rows", action="store_const", const=False,
-                             help="text input has cells as rows. Default for text tables: guessed from the names "
-                                  "and counts, with a warning when read as genes x cells, an error when unclear")
+                             help="text or .h5ad/.zarr input has cells as rows. Default for text tables: guessed "
+                                  "from the names and counts, with a warning when read as genes x cells, an error "
+                                  "when unclear; AnnData input is taken as cells x genes unless it clearly looks "
+                                  "the other way round (an error)")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
     c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
     c.add_argument("--overwrite", action="store_true",
@@ -571,6 +587,11 @@ def _run_cluster(args) -> int:
     distributed.check_process_devices(resolve_device(args.device), args.dist_backend)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
+    if args.use_raw:  # the model would speak of X, and of a .raw it no longer sees
+        from .data._checks import check_counts
+
+        check_counts(adata.X, reconstruction=config.model.reconstruction,
+                     where=f"the .raw of '{Path(args.input).name}' (--use-raw)", layers=None)
     warn_replaced_column(adata, args.key_added)
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)

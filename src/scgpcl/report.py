@@ -2,7 +2,7 @@
 
 The report folder holds ``index.html`` (figures embedded as PNG, inline CSS:
 one file to e-mail or archive), ``metrics.json`` (numbers for scripts) and
-``clusters.tsv`` (cell, cluster). It is written into a temporary folder
+``clusters.tsv`` (cell, cluster, and the reference labels when there are any). It is written into a temporary folder
 beside ``out_dir`` and renamed into place, so a failure leaves no
 half-written report and an existing report stays as it was.
 """
@@ -300,9 +300,13 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     summary = _dataset_summary(adata, key, label_key)
 
     # clusters.tsv first: cheapest, and a failure later still removes it with the folder
-    pd.DataFrame({"cell": adata.obs_names.astype(str),
-                  "cluster": clusters.astype(object).where(clusters.notna(), "NA").astype(str)}).to_csv(
-        d / "clusters.tsv", sep="\t", index=False)
+    table = {"cell": adata.obs_names.astype(str),
+             "cluster": clusters.astype(object).where(clusters.notna(), "NA").astype(str)}
+    if label_key is not None and label_key in adata.obs:  # the reference labels beside: no join to make
+        labels = adata.obs[label_key]
+        table[label_key if label_key not in table else "label"] = \
+            labels.astype(object).where(labels.notna(), "NA").astype(str).to_numpy()
+    pd.DataFrame(table).to_csv(d / "clusters.tsv", sep="\t", index=False)
 
     record = {
         "report": "scgpcl",
@@ -710,6 +714,6 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
 {preprocessing_html}
 {parameters_html}
 {env_html}
-<footer>Files beside this page: <code>metrics.json</code> (numbers), <code>clusters.tsv</code> (cell → cluster).</footer>
+<footer>Files beside this page: <code>metrics.json</code> (numbers), <code>clusters.tsv</code> (cell → cluster, and the reference label when there is one).</footer>
 </main></body></html>
 """

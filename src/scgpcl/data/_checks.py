@@ -112,33 +112,58 @@ def _value_blocks(X) -> Iterator[np.ndarray]:
         yield np.asarray(X[start : start + rows_per_block])
 
 
-def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False) -> str:
-    raw = (
-        f"; adata.raw is set: if it holds the counts, use {arg('adata.raw.to_adata()', '--use-raw')}"
-        if has_raw
-        else ""
-    )
+#: what ``.raw`` holds, when it is set but is no count matrix either
+_RAW_NOT_COUNTS = ("adata.raw holds no raw counts either ({}; scanpy's tutorials set adata.raw after log1p, so it "
+                   "holds log-normalised values)")
+
+
+def _raw_problem(raw_values) -> str | None:
+    """Why ``.raw``'s matrix is no count matrix (None: it is one, or it was not given)."""
+    if raw_values is None:
+        return None
+    stats = _ValueStats()
+    for block in _value_blocks(raw_values):
+        stats.update(block)
+    if stats.n_nan or stats.n_inf:
+        return "NaN or infinite values"
+    if stats.n_negative:
+        return f"negative values, minimum {stats.minimum:g}"
+    if stats.n_noninteger:
+        return f"non-integer values, e.g. {stats.example_noninteger:g}"
+    return "only zeros" if stats.n_nonzero == 0 else None
+
+
+def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False, raw_problem: str | None = None) -> str:
+    if not has_raw:
+        raw = ""
+    elif raw_problem:
+        raw = "; " + _RAW_NOT_COUNTS.format(raw_problem)
+    else:
+        raw = f"; adata.raw is set: if it holds the counts, use {arg('adata.raw.to_adata()', '--use-raw')}"
     if layers is None:
         return f" ({raw[2:]})" if raw else ""
     names = ", ".join(repr(name) for name in layers)
     return f" (available layers: {names}{raw})"
 
 
-def _use_layer(layers: Sequence[str] | None, has_raw: bool, what: str = "a layer holding raw counts") -> str:
+def _use_layer(layers: Sequence[str] | None, has_raw: bool, what: str = "a layer holding raw counts",
+               raw_problem: str | None = None) -> str:
     """The fix to suggest: a layer (naming them), ``.raw``, or, when there is neither, the raw count matrix."""
     if layers is not None and len(layers) == 0:
+        if has_raw and raw_problem:
+            return f"Go back to the raw count matrix: this data has no layers, and {_RAW_NOT_COUNTS.format(raw_problem)}"
         if has_raw:
             return (f"adata.raw is set: if it holds the counts, use "
                     f"{arg('adata.raw.to_adata()', '--use-raw')} (this data has no layers)")
         return "Go back to the raw count matrix" + (
             "" if is_array_input() else " (this data has no layers and no .raw to pick from)")
-    return f"Use {arg('layer=', '--layer')} to pick {what}{_layers_hint(layers, has_raw)}"
+    return f"Use {arg('layer=', '--layer')} to pick {what}{_layers_hint(layers, has_raw, raw_problem)}"
 
 
-def _another_matrix(layers: Sequence[str] | None, has_raw: bool) -> str:
+def _another_matrix(layers: Sequence[str] | None, has_raw: bool, raw_problem: str | None = None) -> str:
     if layers is not None and len(layers) == 0 and not has_raw:
         return ""  # nothing else to pick
-    return f" {_use_layer(layers, has_raw, 'another')}"
+    return f" {_use_layer(layers, has_raw, 'another', raw_problem)}"
 
 
 def check_counts(
@@ -148,6 +173,7 @@ def check_counts(
     where: str = "X",
     layers: Sequence[str] | None = None,
     has_raw: bool = False,
+    raw_values=None,
 ) -> None:
     """Check that ``X`` holds raw counts: finite, non-negative integers, not all zero.
 
@@ -167,6 +193,9 @@ def check_counts(
     has_raw
         Whether the AnnData has ``.raw``; the messages then point to it, since
         raw counts next to a log-normalised ``X`` often live there.
+    raw_values
+        ``.raw``'s matrix, looked at only when the check fails: if it holds no
+        counts either, the messages say so instead of pointing to it.
 
     Raises
     ------
@@ -210,6 +239,12 @@ def check_counts(
             f"{where} is empty ({n_cells} cells x {n_genes} genes): there is nothing to cluster"
         )
 
+    def raw_problem() -> str | None:  # only when a message needs it: one more pass over the values
+        return _raw_problem(raw_values) if has_raw else None
+
+    def fix() -> str:
+        return _use_layer(layers, has_raw, raw_problem=raw_problem())
+
     stats = _ValueStats()
     for block in _value_blocks(X):
         stats.update(block)
@@ -225,30 +260,43 @@ def check_counts(
     if stats.n_nan or stats.n_inf:
         raise InputError(
             f"{where} contains {stats.n_nan} NaN and {stats.n_inf} infinite value(s); "
-            f"scgpcl needs raw counts (finite, non-negative integers). {_use_layer(layers, has_raw)}"
+            f"scgpcl needs raw counts (finite, non-negative integers). {fix()}"
         )
     if stats.n_negative:
         raise InputError(
             f"{where} contains {stats.n_negative} negative value(s) (minimum {stats.minimum:g}): "
-            f"the data looks scaled or log-transformed, but scgpcl needs raw counts. {_use_layer(layers, has_raw)}"
+            f"the data looks scaled or log-transformed, but scgpcl needs raw counts. {fix()}"
         )
     if stats.n_nonzero == 0:
         raise InputError(
             f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster; "
-            "is this the count matrix?" + _another_matrix(layers, has_raw)
+            "is this the count matrix?" + _another_matrix(layers, has_raw, raw_problem())
         )
     if stats.n_noninteger:
         detail = (
             f"{stats.n_noninteger} of {stats.n_values} stored values are not integers "
             f"(e.g. {stats.example_noninteger:g})"
         )
+        normalised = _normalised_to(X)
+        if normalised:
+            detail += f"; they look {normalised}"
         if reconstruction in _COUNT_LOSSES:
             mse = arg("reconstruction='mse'", "--reconstruction mse")
+            other = "" if normalised else (f". Non-integer values that are not normalised (estimated counts, e.g. "
+                                           f"from Salmon or RSEM) can use {mse}")
             raise InputError(
                 f"{where} is not integer counts: {detail}. The ZINB reconstruction needs "
-                f"integer counts. {_use_layer(layers, has_raw)}. Non-integer values that are not normalised "
-                f"(estimated counts, e.g. from Salmon or RSEM) can use {mse}"
+                f"integer counts. {fix()}{other}"
             )
+        if normalised:
+            warnings.warn(
+                f"{where} is not integer counts: {detail}. reconstruction='mse' accepts non-integer values, but "
+                f"scgpcl normalises and log-transforms its input itself, so normalised values are normalised "
+                f"twice and cluster worse. {fix()}",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
         warnings.warn(
             f"{where} is not integer counts: {detail}. reconstruction='mse' accepts this, "
             "but scgpcl normalises its input itself, so make sure these values are not "
@@ -256,6 +304,36 @@ def check_counts(
             UserWarning,
             stacklevel=2,
         )
+
+
+#: cells' totals closer than this (relative spread of the middle 98 %) are "one total" for every cell
+_SAME_TOTAL = 1e-3
+#: ... among at least this many cells (a handful can share a total by chance)
+_SAME_TOTAL_MIN_CELLS = 10
+
+
+def _normalised_to(X) -> str | None:
+    """How a non-integer matrix looks normalised, in words (None: it does not clearly).
+
+    scanpy's ``normalize_total`` gives every cell the same total, and ``log1p`` after it gives every cell the
+    same total of ``expm1``; data subset to some genes after normalising no longer show it (None then).
+    """
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    if sp.issparse(X):
+        e = X.astype(np.float64, copy=True)
+        e.data = np.expm1(e.data)
+        e_totals = np.asarray(e.sum(axis=1)).ravel()
+    else:
+        e_totals = np.expm1(np.asarray(X, dtype=np.float64)).sum(1)
+    for t, how in ((totals, "normalised to a total of {:.4g} per cell (every cell sums to it)"),
+                   (e_totals, "log-normalised (log1p of counts normalised to {:.4g} per cell: every cell's "
+                              "exp(x) - 1 sums to it)")):
+        t = t[np.isfinite(t) & (t > 0)]
+        if t.size >= _SAME_TOTAL_MIN_CELLS:
+            lo, mid, hi = np.percentile(t, [1, 50, 99])
+            if hi - lo <= _SAME_TOTAL * mid:
+                return how.format(mid)
+    return None
 
 
 def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False, warn: bool = True) -> int | None:
@@ -359,8 +437,11 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
         return
     if label_key not in adata.obs.columns:
         columns = ", ".join(repr(str(column)) for column in adata.obs.columns)
-        available = f"available columns: {columns}" if columns else "obs has no columns"
-        raise InputError(f"label key {label_key!r} is not a column of obs ({available}); "
+        if not columns:  # text tables, 10x files and bare matrices carry no per-cell annotations
+            raise InputError(f"label key {label_key!r} is not a column of obs: this data has no per-cell "
+                             f"annotations at all (text tables and 10x files carry none); leave "
+                             f"{arg('label_key', '--label-key')} out, or put the labels in an .h5ad's obs first")
+        raise InputError(f"label key {label_key!r} is not a column of obs (available columns: {columns}); "
                          f"pass one of them to {arg('label_key=', '--label-key')}, or leave it out")
     missing = adata.obs[label_key].isna().to_numpy()
     n_missing = int(missing.sum())

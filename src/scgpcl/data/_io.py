@@ -54,7 +54,7 @@ from scgpcl._fs import is_zarr_store, space_problem
 from scgpcl._messages import arg, clip
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
-from scgpcl.data._orientation import guess_orientation
+from scgpcl.data._orientation import anndata_looks_transposed, guess_orientation
 
 logger = logging.getLogger("scgpcl")
 
@@ -70,7 +70,7 @@ _TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
 _COMPRESSED_SUFFIXES = {".gz", ".bz2"}
 _H5_SUFFIXES = {".h5", ".hdf5", ".he5"}
 _MTX_NAMES = ("matrix.mtx", "matrix.mtx.gz")
-#: formats that are AnnData: layer= and use_raw= apply, rows are always cells
+#: formats that are AnnData: layer= and use_raw= apply; rows are cells unless genes_as_rows says otherwise
 _ANNDATA_FORMATS = {"h5ad", "zarr"}
 # values read at once when converting a dense on-disk matrix to CSR
 _BLOCK_VALUES = 1 << 24
@@ -111,18 +111,20 @@ def read_counts(
         ``obs``/``obsm``/``uns`` from the file, less ``uns['log1p']`` (scanpy's
         mark that ``X`` is log-transformed, which no longer holds).
     genes_as_rows
-        Text tables and benchmark ``.h5`` files only, whose orientation the
-        format does not fix. ``True``: rows are genes (the table is
-        transposed); ``False``: rows are cells. ``None`` (default): benchmark
-        ``.h5`` files are read with cells as rows; for text tables the
-        orientation is guessed from the row and column names (gene ids and
-        symbols, cell barcodes) and the counts
+        Text tables, AnnData files and benchmark ``.h5`` files, whose
+        orientation the format does not fix. ``True``: rows are genes (the
+        table, or the AnnData, is transposed); ``False``: rows are cells.
+        ``None`` (default): benchmark ``.h5`` files are read with cells as
+        rows; for text tables the orientation is guessed from the row and
+        column names (gene ids and symbols, cell barcodes) and the counts
         (:func:`~scgpcl.data._orientation.guess_orientation`), with a
         warning when the table is read as genes x cells, and an
         :class:`InputError` asking for ``True`` or ``False`` when the guess
         is not clear. An explicit value always wins (with a warning when the
-        names suggest the opposite). Passing ``True`` for AnnData or 10x
-        input is an error.
+        names suggest the opposite). AnnData files are taken as cells x
+        genes, as AnnData stores them, unless the same guess clearly says
+        the rows are genes: then an :class:`InputError` asks for ``True`` or
+        ``False``. Passing ``True`` for 10x input is an error.
     label_key
         If given, ``obs[label_key]`` must exist (see
         :func:`~scgpcl.data._checks.check_label_key`). Benchmark ``.h5`` files
@@ -166,17 +168,18 @@ def read_counts(
             "is read as "
             f"{_FORMAT_NAMES[fmt]}; leave it out"
         )
-    if genes_as_rows and fmt in {*_ANNDATA_FORMATS, "10x-h5", "10x-mtx"}:
+    if genes_as_rows and fmt in {"10x-h5", "10x-mtx"}:
         raise InputError(
-            f"{arg('genes_as_rows=True', '--genes-as-rows')} applies only to text tables and X/Y benchmark .h5 files; "
-            f"'{path}' is read as {_FORMAT_NAMES[fmt]}, whose rows are always cells"
+            f"{arg('genes_as_rows=True', '--genes-as-rows')} applies only to text tables, AnnData files and X/Y "
+            f"benchmark .h5 files; '{path}' is read as {_FORMAT_NAMES[fmt]}, whose layout fixes the cells"
         )
 
     with _reading(path, _FORMAT_NAMES[fmt]), warnings.catch_warnings():
         # names are made unique below, with a log message of our own
         warnings.filterwarnings("ignore", message=r".*names are not unique")
         if fmt in _ANNDATA_FORMATS:
-            adata = _read_anndata(path, layer, use_raw, zarr=fmt == "zarr")
+            adata = _orient_anndata(_read_anndata(path, layer, use_raw, zarr=fmt == "zarr"), path, layer,
+                                    genes_as_rows)
         elif fmt == "10x-h5":
             import scanpy as sc
 
@@ -473,6 +476,29 @@ def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr:
             f"'{path}' has no X matrix; pick the layer holding raw counts with "
             f"--layer / layer= (available layers: {available}){raw}"
         )
+    return adata
+
+
+def _orient_anndata(adata: AnnData, path: Path, layer: str | None, genes_as_rows: bool | None) -> AnnData:
+    """AnnData keeps cells in rows: a file that looks stored genes x cells is refused unless the user says.
+
+    ``genes_as_rows=True`` transposes it (obs and var swap; ``.raw`` is not carried over), ``False`` takes it
+    as it is, ``None`` refuses it when :func:`anndata_looks_transposed` says its rows are genes.
+    """
+    shape = f"{adata.n_obs} rows x {adata.n_vars} columns"
+    if genes_as_rows:
+        logger.info("'%s' (%s) transposed as asked: %d cells x %d genes", path, shape, adata.n_vars, adata.n_obs)
+        return adata.T
+    if genes_as_rows is None:
+        guess = anndata_looks_transposed(adata.obs_names, adata.var_names,
+                                         adata.X if layer is None else adata.layers[layer])
+        if guess is not None:
+            raise InputError(
+                f"'{path}' looks stored genes x cells ({shape}: {adata.n_vars} cells?), since "
+                f"{' and '.join(guess.reasons)}; scgpcl would cluster its genes. If the rows are genes, pass "
+                f"{arg('genes_as_rows=True', '--genes-as-rows')} to read it transposed (or save adata.T); if they "
+                f"are cells, pass {arg('genes_as_rows=False', '--cells-as-rows')}"
+            )
     return adata
 
 

@@ -21,11 +21,12 @@ from .._early_checks import resolve_seed as _resolve_seed
 from .._errors import InputError
 from .._fs import is_probe, space_problem
 from .._machine import sha256_of, software_versions
-from .._messages import arg, clip, empty_clusters_message, in_cli, warn_user
+from .._messages import arg, clip, empty_clusters_message, in_cli, is_array_input, warn_user
 from .._signals import deferred
 from .._threads import thread_count_problem
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
 from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
+from ..data._orientation import anndata_looks_transposed
 from ..data._sharded import make_loader
 from ..distributed import check_process_devices, rank_device
 from ..module import SCGPCLModule
@@ -46,6 +47,22 @@ _CONFIG = "config.json"
 def _scaling_name(target_sum: float) -> str:
     """How ``target_sum`` scales the cells, in words."""
     return "the median total" if not target_sum else f"{target_sum:g} counts per cell"
+
+
+def _warn_if_transposed(adata: AnnData, counts) -> None:
+    """Say so, before training, when the AnnData (or matrix) looks stored genes x cells: its genes would be clustered."""
+    obs_names, var_names = adata.obs_names, adata.var_names
+    if is_array_input():  # names the scikit-learn wrapper made up say nothing; the counts (and real gene names) may
+        obs_names = []
+        if list(var_names) == [f"gene_{j}" for j in range(adata.n_vars)]:
+            var_names = []
+    guess = anndata_looks_transposed(obs_names, var_names, counts)
+    if guess is None:
+        return
+    what, fix = ("the matrix", "pass its transpose (X.T)") if is_array_input() else (
+        "adata", "pass adata.T (or read the file with scgpcl.read_counts(path, genes_as_rows=True))")
+    warn_user(f"{what} looks stored genes x cells ({adata.n_obs} rows x {adata.n_vars} columns), since "
+              f"{' and '.join(guess.reasons)}: its rows, clustered here as cells, look like genes. If so, {fix}")
 
 
 def _check_unique_genes(adata: AnnData) -> None:
@@ -169,9 +186,11 @@ class SCGPCL:
         self.device = rank_device(requested)  # cuda:LOCAL_RANK under torchrun
         _check_unique_genes(adata)
         counts = _get_counts(adata, layer)
+        if genes is None and not in_cli():  # the command refused such a file when reading it, or was told
+            _warn_if_transposed(adata, counts)
         check_counts(counts, reconstruction=config.model.reconstruction,
                      where="X" if layer is None else f"layers[{layer!r}]", layers=list(adata.layers.keys()),
-                     has_raw=adata.raw is not None)
+                     has_raw=adata.raw is not None, raw_values=None if adata.raw is None else adata.raw.X)
         self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=genes is None,
                                                          warn=genes is None)  # load: K is the model's
         if self.n_clusters is None:

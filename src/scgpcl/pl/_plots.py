@@ -485,14 +485,16 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     values = np.concatenate(all_values) if all_values else np.array([1.0])
     if log and values.size and np.all(values > 0):
         ax.set_yscale("log")
-    for stage, x, y in stop_points:
+    for i, (stage, x, y) in enumerate(stop_points):
         reason = _short_reason(stages.get(stage) or {})
         label = "stopping point"
         ax.plot([x], [y], marker="*", ms=13, color="#c0392b", mec="white", mew=0.8, ls="none", zorder=5,
                 label=None if label in labelled else label)
         labelled.add(label)
-        ax.annotate(f"stop: {reason}", (x, y), xytext=(-6, -13), textcoords="offset points", ha="right",
-                    fontsize="x-small", color="#c0392b")
+        # below the star, the next one above its star: two stops close together (a short fine-tuning
+        # after a pre-training that stopped at a similar loss) otherwise print over each other
+        ax.annotate(f"stop: {reason}", (x, y), xytext=(-6, -13 if i % 2 == 0 else 8), textcoords="offset points",
+                    ha="right", fontsize="x-small", color="#c0392b")
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlim(0.5, offset + 0.5)
