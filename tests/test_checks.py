@@ -309,3 +309,20 @@ def test_normalised_values_are_named_as_such():
     with pytest.warns(UserWarning, match=r"make sure these values are not already normalised") as w:
         check_counts(x + 0.5, reconstruction="mse", layers=[])
     assert "they look" not in str(w[0].message)
+
+
+def test_row_totals_block_by_block_match_the_whole_sums():
+    from scgpcl.data import _checks
+
+    rng = np.random.default_rng(1)
+    x = rng.random((300, 50)) * (rng.random((300, 50)) < 0.2)
+    x[5] = 0  # an empty row
+    for m in (x, sp.csr_matrix(x), sp.csc_matrix(x)):
+        old = _checks._CHUNK
+        _checks._CHUNK = 97  # several blocks, some rows spanning a block's edge
+        try:
+            totals, e_totals = _checks._row_totals(m)
+        finally:
+            _checks._CHUNK = old
+        np.testing.assert_allclose(totals, x.sum(1), rtol=1e-12)
+        np.testing.assert_allclose(e_totals, np.expm1(x).sum(1), rtol=1e-12)

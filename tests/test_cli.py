@@ -413,7 +413,9 @@ def test_argument_errors_take_one_line(capsys):
     for argv, expected in ((["cluster", "in.h5ad", "out.h5ad"], "required: --n-clusters/-k (the number of clusters "
                                                                   "K, or -k auto to estimate it)"),
                            (["cluster", "in.h5ad", "out.h5ad", "-k", "eleven"], "expected a whole number or 'auto'"),
-                           (["clustr"], "invalid choice: 'clustr'")):
+                           (["clustr"], "invalid choice: 'clustr'"),
+                           (["cluster", "in.h5ad", "out.h5ad", "-k", "3", "--foo"],
+                            "scgpcl cluster: error: unrecognized arguments: --foo; see 'scgpcl cluster --help'")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err

@@ -514,11 +514,49 @@ def test_h5ad_stored_genes_x_cells_is_refused_naming_both_choices(tmp_path, coun
     assert_counts(out, counts, cells, ens)
     assert list(out.obs["cell_type"]) == ["a", "b"] * 6  # the cells' annotations come along
     assert read_counts(path, genes_as_rows=False).shape == (N_GENES, N_CELLS)  # taken as it is, as asked
-    # the same file the right way round is read without a word
+    # the same file the right way round is read without a word; told it is transposed, it is, with a warning
     right = tmp_path / "r.h5ad"
     anndata.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=pd.DataFrame(index=cells),
                     var=pd.DataFrame(index=ens)).write_h5ad(right)
-    assert_counts(read_counts(right), counts, cells, ens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_counts(read_counts(right), counts, cells, ens)
+    with pytest.warns(UserWarning, match=r"'r\.h5ad' is read with genes_as_rows=True as asked, but the column names "
+                                         r"look like gene names \(e\.g\. 'ENSG00000000000'\), which suggests the rows are cells"):
+        assert read_counts(right, genes_as_rows=True).shape == (N_GENES, N_CELLS)
+
+
+def test_reading_an_h5ad_transposed_says_that_raw_is_left_out(tmp_path, counts, cells):
+    ens = [f"ENSG{j:011d}" for j in range(N_GENES)]
+    a = anndata.AnnData(sp.csr_matrix(np.log1p(counts.T).astype(np.float32)), obs=pd.DataFrame(index=ens),
+                        var=pd.DataFrame(index=cells))
+    a.raw = anndata.AnnData(sp.csr_matrix(counts.T.astype(np.float32)), obs=a.obs, var=a.var)
+    path = tmp_path / "t_raw.h5ad"
+    a.write_h5ad(path)
+    with pytest.warns(UserWarning, match=r"'t_raw\.h5ad' has a \.raw, which reading it transposed leaves out; if "
+                                         r"\.raw holds the counts, add use_raw=True"):
+        read_counts(path, genes_as_rows=True)
+    assert_counts(read_counts(path, genes_as_rows=True, use_raw=True), counts, cells, ens)  # raw, then transposed
+
+
+def test_orientation_is_not_guessed_on_scaled_or_backed_data(tmp_path, counts, cells, capsys):
+    """Scaled data's gene totals are about 0, which the totals alone took for cells; backed data crashed the
+    guess. Both are left to the count checks, which name their problem."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(rng.gamma(0.5, 4.0, size=1000), size=(200, 1000)).astype(np.float64)
+    logged = np.log1p(x / x.sum(1, keepdims=True) * 1e4)  # normalize_total, log1p, scale
+    scaled = (logged - logged.mean(0)) / (logged.std(0) + 1e-9)
+    path = tmp_path / "scaled.h5ad"
+    anndata.AnnData(scaled.astype(np.float32)).write_h5ad(path)
+    assert read_counts(path).shape == (200, 1000)  # not refused as transposed (the totals alone said so)
+    assert cli_main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "negative value(s)" in err and "genes x cells" not in err
+    good = tmp_path / "good.h5ad"
+    anndata.AnnData(sp.csr_matrix(x.astype(np.float32))).write_h5ad(good)
+    backed = anndata.read_h5ad(good, backed="r")
+    with pytest.raises(InputError, match=r"stored on disk \(a backed AnnData"):
+        SCGPCL(backed, 3)
 
 
 # --------------------------------------------------------------------------- atomic write
@@ -719,8 +757,8 @@ def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
     logged.X = sp.csr_matrix(np.log1p(x / x.sum(1, keepdims=True) * 1e4))  # normalize_total, log1p
     logged.raw = logged.copy()
     with pytest.raises(InputError, match=r"Go back to the raw count matrix: this data has no layers, and adata\.raw "
-                                         r"holds no raw counts either \(non-integer values, e\.g\. [0-9.]+; scanpy's "
-                                         r"tutorials set adata\.raw after log1p") as e:
+                                         r"holds no raw counts either \(non-integer values, e\.g\. [0-9.]+: they look "
+                                         r"log-normalised .*as when adata\.raw is set after log1p") as e:
         SCGPCL(logged, 3)
     assert "to_adata" not in str(e.value)
     logged.layers["other"] = logged.X.copy()
@@ -736,7 +774,17 @@ def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
     assert "adata.raw holds no raw counts either" in err and "--use-raw" not in err
     assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", "--use-raw"]) == 2
     err = capsys.readouterr().err
-    assert "the .raw of 'tutorial.h5ad' (--use-raw) is not integer counts" in err and "look log-normalised" in err and "no .raw to pick from" not in err
+    assert "the .raw of 'tutorial.h5ad' (--use-raw) is not integer counts" in err and "look log-normalised" in err
+    assert "Leave out --use-raw, and pick the layer holding the raw counts with --layer" in err
+    assert "no .raw to pick from" not in err
+    # a .raw of CPM values is not said to come from log1p
+    cpm = small_toy.copy()
+    cpm.X = sp.csr_matrix(np.log1p(x))
+    cpm.raw = anndata.AnnData(sp.csr_matrix(x / x.sum(1, keepdims=True) * 1e6), obs=cpm.obs, var=cpm.var)
+    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(non-integer values, e\.g\. [0-9.e+]+: "
+                                         r"they look normalised to a total of 1e\+06 per cell") as e:
+        SCGPCL(cpm, 3)
+    assert "log1p" not in str(e.value).split("adata.raw holds")[1]
 
 
 def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):

@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         sim_cli.add_parser(sub)
     except ImportError:  # pragma: no cover - simulator is part of the package
         pass
+    parser.commands = sub.choices  # name -> the subcommand's parser (its own errors point to its own --help)
     return parser
 
 
@@ -587,11 +588,14 @@ def _run_cluster(args) -> int:
     distributed.check_process_devices(resolve_device(args.device), args.dist_backend)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
-    if args.use_raw:  # the model would speak of X, and of a .raw it no longer sees
+    if args.use_raw and config.model.reconstruction != "mse":
+        # the model would speak of X, and of a .raw it no longer sees (mse only warns: once, in the model)
         from .data._checks import check_counts
 
         check_counts(adata.X, reconstruction=config.model.reconstruction,
-                     where=f"the .raw of '{Path(args.input).name}' (--use-raw)", layers=None)
+                     where=f"the .raw of '{Path(args.input).name}' (--use-raw)",
+                     advice="Leave out --use-raw, and pick the layer holding the raw counts with --layer if the "
+                            "file has one, or go back to the raw count matrix")
     warn_replaced_column(adata, args.key_added)
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training
     _check_model_dir(args.save_model, args.overwrite)
@@ -766,7 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, whose --help lists the options it does know
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv  # recorded with the results: the command line that reproduces the run
     if args.command is None:  # bare 'scgpcl': the overview of the commands, not an error
         parser.print_help()

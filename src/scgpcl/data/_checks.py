@@ -113,8 +113,7 @@ def _value_blocks(X) -> Iterator[np.ndarray]:
 
 
 #: what ``.raw`` holds, when it is set but is no count matrix either
-_RAW_NOT_COUNTS = ("adata.raw holds no raw counts either ({}; scanpy's tutorials set adata.raw after log1p, so it "
-                   "holds log-normalised values)")
+_RAW_NOT_COUNTS = "adata.raw holds no raw counts either ({})"
 
 
 def _raw_problem(raw_values) -> str | None:
@@ -129,7 +128,11 @@ def _raw_problem(raw_values) -> str | None:
     if stats.n_negative:
         return f"negative values, minimum {stats.minimum:g}"
     if stats.n_noninteger:
-        return f"non-integer values, e.g. {stats.example_noninteger:g}"
+        normalised = _normalised_to(raw_values)
+        if normalised and normalised.startswith("log"):
+            return f"non-integer values, e.g. {stats.example_noninteger:g}: they look {normalised}, as when " \
+                   "adata.raw is set after log1p, the order of scanpy's tutorials"
+        return f"non-integer values, e.g. {stats.example_noninteger:g}" + (f": they look {normalised}" if normalised else "")
     return "only zeros" if stats.n_nonzero == 0 else None
 
 
@@ -174,6 +177,7 @@ def check_counts(
     layers: Sequence[str] | None = None,
     has_raw: bool = False,
     raw_values=None,
+    advice: str | None = None,
 ) -> None:
     """Check that ``X`` holds raw counts: finite, non-negative integers, not all zero.
 
@@ -196,6 +200,9 @@ def check_counts(
     raw_values
         ``.raw``'s matrix, looked at only when the check fails: if it holds no
         counts either, the messages say so instead of pointing to it.
+    advice
+        The fix to name in the messages instead of the layers and ``.raw``
+        (e.g. for the command's ``--use-raw``, whose matrix came from ``.raw``).
 
     Raises
     ------
@@ -243,7 +250,7 @@ def check_counts(
         return _raw_problem(raw_values) if has_raw else None
 
     def fix() -> str:
-        return _use_layer(layers, has_raw, raw_problem=raw_problem())
+        return advice if advice is not None else _use_layer(layers, has_raw, raw_problem=raw_problem())
 
     stats = _ValueStats()
     for block in _value_blocks(X):
@@ -270,7 +277,8 @@ def check_counts(
     if stats.n_nonzero == 0:
         raise InputError(
             f"{where} holds only zeros ({n_cells} cells x {n_genes} genes): there is nothing to cluster; "
-            "is this the count matrix?" + _another_matrix(layers, has_raw, raw_problem())
+            "is this the count matrix?" + (f" {advice}" if advice is not None else
+                                            _another_matrix(layers, has_raw, raw_problem()))
         )
     if stats.n_noninteger:
         detail = (
@@ -280,8 +288,8 @@ def check_counts(
         normalised = _normalised_to(X)
         if normalised:
             detail += f"; they look {normalised}"
+        mse = arg("reconstruction='mse'", "--reconstruction mse")
         if reconstruction in _COUNT_LOSSES:
-            mse = arg("reconstruction='mse'", "--reconstruction mse")
             other = "" if normalised else (f". Non-integer values that are not normalised (estimated counts, e.g. "
                                            f"from Salmon or RSEM) can use {mse}")
             raise InputError(
@@ -290,7 +298,8 @@ def check_counts(
             )
         if normalised:
             warnings.warn(
-                f"{where} is not integer counts: {detail}. reconstruction='mse' accepts non-integer values, but "
+                f"{where} is not integer counts: {detail}. {mse} "
+                "accepts non-integer values, but "
                 f"scgpcl normalises and log-transforms its input itself, so normalised values are normalised "
                 f"twice and cluster worse. {fix()}",
                 UserWarning,
@@ -298,7 +307,8 @@ def check_counts(
             )
             return
         warnings.warn(
-            f"{where} is not integer counts: {detail}. reconstruction='mse' accepts this, "
+            f"{where} is not integer counts: {detail}. {mse} "
+            "accepts this, "
             "but scgpcl normalises its input itself, so make sure these values are not "
             "already normalised or log-transformed",
             UserWarning,
@@ -317,14 +327,10 @@ def _normalised_to(X) -> str | None:
 
     scanpy's ``normalize_total`` gives every cell the same total, and ``log1p`` after it gives every cell the
     same total of ``expm1``; data subset to some genes after normalising no longer show it (None then).
+    Row blocks at a time, so its memory stays that of a block.
     """
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    if sp.issparse(X):
-        e = X.astype(np.float64, copy=True)
-        e.data = np.expm1(e.data)
-        e_totals = np.asarray(e.sum(axis=1)).ravel()
-    else:
-        e_totals = np.expm1(np.asarray(X, dtype=np.float64)).sum(1)
+    with np.errstate(over="ignore", invalid="ignore"):  # expm1 of CPM-sized values is inf: that row is left out
+        totals, e_totals = _row_totals(X)
     for t, how in ((totals, "normalised to a total of {:.4g} per cell (every cell sums to it)"),
                    (e_totals, "log-normalised (log1p of counts normalised to {:.4g} per cell: every cell's "
                               "exp(x) - 1 sums to it)")):
@@ -334,6 +340,33 @@ def _normalised_to(X) -> str | None:
             if hi - lo <= _SAME_TOTAL * mid:
                 return how.format(mid)
     return None
+
+
+def _row_totals(X) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's sum of ``X`` and of ``expm1(X)`` (float64), a block of rows at a time."""
+    if sp.issparse(X):
+        X = X.tocsr() if X.format != "csr" else X
+    n = X.shape[0]
+    rows = max(1, _CHUNK // max(1, X.shape[1])) if not sp.issparse(X) else n
+    totals, e_totals = np.zeros(n), np.zeros(n)
+    if sp.issparse(X):
+        indptr, data = X.indptr, X.data
+        start = 0
+        while start < n:  # rows holding about _CHUNK values at a time
+            stop = min(n, int(np.searchsorted(indptr, indptr[start] + _CHUNK, side="right")) - 1)
+            stop = max(stop, start + 1)
+            lo, hi = indptr[start], indptr[stop]
+            block = np.asarray(data[lo:hi], dtype=np.float64)
+            for out, v in ((totals, block), (e_totals, np.expm1(block))):
+                c = np.concatenate([[0.0], np.cumsum(v)])
+                out[start:stop] = c[indptr[start + 1 : stop + 1] - lo] - c[indptr[start:stop] - lo]
+            start = stop
+        return totals, e_totals
+    for start in range(0, n, rows):
+        block = np.asarray(X[start : start + rows], dtype=np.float64)
+        totals[start : start + rows] = block.sum(1)
+        e_totals[start : start + rows] = np.expm1(block).sum(1)
+    return totals, e_totals
 
 
 def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False, warn: bool = True) -> int | None:

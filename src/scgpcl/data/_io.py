@@ -54,7 +54,7 @@ from scgpcl._fs import is_zarr_store, space_problem
 from scgpcl._messages import arg, clip
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
-from scgpcl.data._orientation import anndata_looks_transposed, guess_orientation
+from scgpcl.data._orientation import anndata_guess, guess_orientation
 
 logger = logging.getLogger("scgpcl")
 
@@ -149,8 +149,9 @@ def read_counts(
     InputError
         Missing file, unsupported format, unreadable or corrupt file, unknown
         layer, misplaced ``layer``/``genes_as_rows``, a text table with
-        missing or non-numeric values or of unclear orientation, a boolean
-        matrix, or missing ``label_key``.
+        missing or non-numeric values or of unclear orientation, an AnnData
+        file that clearly looks stored genes x cells (without
+        ``genes_as_rows``), a boolean matrix, or missing ``label_key``.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -482,24 +483,38 @@ def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr:
 def _orient_anndata(adata: AnnData, path: Path, layer: str | None, genes_as_rows: bool | None) -> AnnData:
     """AnnData keeps cells in rows: a file that looks stored genes x cells is refused unless the user says.
 
-    ``genes_as_rows=True`` transposes it (obs and var swap; ``.raw`` is not carried over), ``False`` takes it
-    as it is, ``None`` refuses it when :func:`anndata_looks_transposed` says its rows are genes.
+    ``genes_as_rows=True`` transposes it (obs and var swap; ``.raw`` is not carried over, with a warning),
+    ``False`` takes it as it is, ``None`` refuses it when :func:`anndata_looks_transposed` says its rows are
+    genes. An explicit value that the guess contradicts is followed, with a warning (as for text tables).
     """
     shape = f"{adata.n_obs} rows x {adata.n_vars} columns"
-    if genes_as_rows:
-        logger.info("'%s' (%s) transposed as asked: %d cells x %d genes", path, shape, adata.n_vars, adata.n_obs)
-        return adata.T
+    guess = anndata_guess(adata.obs_names, adata.var_names, adata.X if layer is None else adata.layers[layer])
     if genes_as_rows is None:
-        guess = anndata_looks_transposed(adata.obs_names, adata.var_names,
-                                         adata.X if layer is None else adata.layers[layer])
-        if guess is not None:
+        if guess is not None and guess.genes_as_rows:
             raise InputError(
                 f"'{path}' looks stored genes x cells ({shape}: {adata.n_vars} cells?), since "
                 f"{' and '.join(guess.reasons)}; scgpcl would cluster its genes. If the rows are genes, pass "
                 f"{arg('genes_as_rows=True', '--genes-as-rows')} to read it transposed (or save adata.T); if they "
                 f"are cells, pass {arg('genes_as_rows=False', '--cells-as-rows')}"
             )
-    return adata
+        return adata
+    if guess is not None and guess.genes_as_rows is not None and guess.genes_as_rows != genes_as_rows:
+        given = arg(f"genes_as_rows={genes_as_rows}", "--genes-as-rows" if genes_as_rows else "--cells-as-rows")
+        warnings.warn(
+            f"'{path.name}' is read with {given} as asked, but {' and '.join(guess.reasons)}, which suggests "
+            f"the {'rows' if genes_as_rows else 'columns'} are cells",
+            UserWarning, stacklevel=3,
+        )
+    if not genes_as_rows:
+        return adata
+    if adata.raw is not None:
+        warnings.warn(
+            f"'{path.name}' has a .raw, which reading it transposed leaves out; if .raw holds the counts, add "
+            f"{arg('use_raw=True', '--use-raw')}",
+            UserWarning, stacklevel=3,
+        )
+    logger.info("'%s' (%s) transposed as asked: %d cells x %d genes", path, shape, adata.n_vars, adata.n_obs)
+    return adata.T
 
 
 def _read_10x_mtx(path: Path, prefix: str) -> AnnData:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Orientation", "anndata_looks_transposed", "guess_orientation"]
+__all__ = ["Orientation", "anndata_guess", "anndata_looks_transposed", "guess_orientation"]
 
 _GENE_ID = re.compile(r"^(?:ENS[A-Z]*G\d{6,}(?:\.\d+)?|FBgn\d{7}|WBGene\d{8}|gene[_.\-]?\d+)$", re.I)
 _GENE_FAMILY = re.compile(
@@ -141,15 +141,28 @@ def guess_orientation(row_names: Sequence, col_names: Sequence, X) -> Orientatio
     return Orientation(None, doubts=["the names are neither gene ids or known gene symbols nor cell barcodes", detail])
 
 
-def anndata_looks_transposed(obs_names: Sequence, var_names: Sequence, X) -> Orientation | None:
-    """The guess for an AnnData's counts ``X`` (obs x var) when it says the rows are genes; None otherwise.
+def anndata_guess(obs_names: Sequence, var_names: Sequence, X) -> Orientation | None:
+    """:func:`guess_orientation` for an AnnData's counts ``X`` (obs x var); None where it cannot apply.
 
-    Only a clear guess counts (see :func:`guess_orientation`): on the 13 benchmark datasets, the Splatter
-    simulations and the two registry datasets, every file reads as cells x genes and its transpose as genes
-    x cells. A matrix that is not numeric is left to the count checks, which name that problem.
+    Only an in-memory matrix (NumPy or scipy sparse) of finite, non-negative numbers is looked at: backed,
+    non-numeric, scaled or damaged data are left to the count checks, which name those problems (scaled
+    data's gene totals are about 0 after centring, which the totals would take for cells).
     """
-    dtype = getattr(X, "dtype", None)
-    if X is None or dtype is None or not np.issubdtype(dtype, np.number) or min(X.shape) == 0:
+    if X is None or not (sp.issparse(X) or isinstance(X, np.ndarray)) or min(X.shape) == 0:
         return None
-    guess = guess_orientation(obs_names, var_names, X)
-    return guess if guess.genes_as_rows else None
+    if X.dtype.kind not in "iuf":
+        return None
+    values = X.data if sp.issparse(X) else X
+    if values.size and (values.min() < 0 or not np.isfinite(values).all()):
+        return None
+    return guess_orientation(obs_names, var_names, X)
+
+
+def anndata_looks_transposed(obs_names: Sequence, var_names: Sequence, X) -> Orientation | None:
+    """The guess for an AnnData's counts when it clearly says the rows are genes; None otherwise.
+
+    On the 13 benchmark datasets, the Splatter simulations and the two registry datasets every file reads
+    as cells x genes and its transpose as genes x cells (see :func:`anndata_guess` for what is not looked at).
+    """
+    guess = anndata_guess(obs_names, var_names, X)
+    return guess if guess is not None and guess.genes_as_rows else None
