@@ -153,8 +153,10 @@ def anndata_guess(obs_names: Sequence, var_names: Sequence, X) -> Orientation | 
     if X.dtype.kind not in "iuf":
         return None
     values = X.data if sp.issparse(X) else X
-    if values.size and (values.min() < 0 or not np.isfinite(values).all()):
-        return None
+    if values.size:  # min and max carry any NaN or infinity: no matrix-sized temporary
+        lo, hi = values.min(), values.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
+            return None
     return guess_orientation(obs_names, var_names, X)
 
 
