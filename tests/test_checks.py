@@ -201,8 +201,9 @@ def test_label_key_missing_lists_columns():
 
 
 def test_label_key_no_obs_columns():
-    with pytest.raises(InputError, match=r"this data has no per-cell annotations at all \(text tables and 10x files "
-                                         r"carry none\); leave label_key out, or put the labels in an \.h5ad's obs"):
+    with pytest.raises(InputError, match=r"this data has no per-cell annotations at all \(obs has no columns; text "
+                                         r"tables and 10x files never have any\); leave label_key out, or put the "
+                                         r"labels in an \.h5ad's obs"):
         check_label_key(anndata.AnnData(np.ones((2, 2))), "cell_type")
 
 

@@ -526,6 +526,43 @@ def test_h5ad_stored_genes_x_cells_is_refused_naming_both_choices(tmp_path, coun
         assert read_counts(right, genes_as_rows=True).shape == (N_GENES, N_CELLS)
 
 
+def test_cells_x_genes_files_the_counts_alone_would_doubt_are_read(tmp_path):
+    """Found by fuzzing: unfiltered data with empty barcodes (which faked a spread of the cells' totals) and a
+    targeted panel of a few genes over cells of very different depths were refused as genes x cells on the
+    counts alone. The counts no longer overrule AnnData's convention without the names; empty rows no longer
+    count in the spread."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(10 ** rng.normal(0, 0.2, 200)[:, None] * 10 ** rng.uniform(-0.5, 1, 100)[None, :])
+    x[:25] = 0  # 12.5 % empty barcodes
+    a = anndata.AnnData(x.astype(np.float32))
+    a.var_names = [f"Sox{i}a" for i in range(100)]
+    a.write_h5ad(tmp_path / "empty.h5ad")
+    panel = rng.poisson(10 ** rng.uniform(0, 3, 2000)[:, None] * np.ones(21)[None, :]).astype(np.float32)
+    anndata.AnnData(panel).write_h5ad(tmp_path / "panel.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_counts(tmp_path / "empty.h5ad").shape == (200, 100)
+        assert read_counts(tmp_path / "panel.h5ad").shape == (2000, 21)
+        SCGPCL(a, 3)  # nor warned about in Python
+    from scgpcl.data._orientation import _count_evidence
+
+    assert _count_evidence(sp.csr_matrix(x))[0] != "rows_genes"  # the empty rows no longer fake a spread
+
+
+def test_a_backed_or_boolean_raw_is_described_not_crashed_on(tmp_path):
+    x = sp.csr_matrix(np.log1p(np.random.default_rng(0).poisson(1, (60, 40))).astype(np.float32))
+    a = anndata.AnnData(x)
+    a.layers["ln"] = x.copy()
+    a.raw = anndata.AnnData(x.copy())
+    a.write_h5ad(tmp_path / "bk.h5ad")
+    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(non-integer values"):
+        SCGPCL(anndata.read_h5ad(tmp_path / "bk.h5ad", backed="r"), 3, layer="ln")  # a sparse .raw on disk
+    b = anndata.AnnData(x.copy())
+    b.raw = anndata.AnnData(x.toarray() > 0)
+    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(True/False values, not counts\)"):
+        SCGPCL(b, 3)
+
+
 def test_reading_an_h5ad_transposed_says_that_raw_is_left_out(tmp_path, counts, cells):
     ens = [f"ENSG{j:011d}" for j in range(N_GENES)]
     a = anndata.AnnData(sp.csr_matrix(np.log1p(counts.T).astype(np.float32)), obs=pd.DataFrame(index=ens),

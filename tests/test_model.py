@@ -853,10 +853,6 @@ def test_an_anndata_stored_genes_x_cells_is_warned_about_before_training(toy):
     with pytest.warns(UserWarning, match=r"adata looks stored genes x cells \(150 rows x 180 columns\), since the "
                                          r"column names look like cell names.*If so, pass adata\.T"):
         SCGPCL(toy.T.copy(), 3, **TINY)
-    from scgpcl.sklearn import SCGPCLClustering
-
-    with pytest.warns(UserWarning, match=r"the matrix looks stored genes x cells.*pass its transpose \(X\.T\)"):
-        SCGPCLClustering(n_clusters=3, **TINY).fit(toy.X.T.tocsr())
 
 
 def test_choose_target_sum_records_its_choice_and_a_saved_model_keeps_it(toy, tmp_path, caplog):

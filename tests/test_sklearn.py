@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,3 +118,20 @@ def test_an_earlier_option_name_survives_clone_and_set_params():
     assert both._config().train.warmup_rounds == 1 and "warmup_rounds" not in both.get_params()
     back = both.set_params(warmup_rounds=3)
     assert back._config().train.warmup_rounds == 3 and "warmup_epochs" not in back.get_params()
+
+
+def test_inputs_fit_takes_for_something_else_are_named():
+    """Found by fuzzing: an AnnData, a masked array, pandas' nullable integers."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, (30, 20)).astype(np.float64)
+    est = SCGPCLClustering(n_clusters=3)
+    with pytest.raises(InputError, match=r"fit takes a cells x genes matrix, not an AnnData: pass adata\.X"):
+        est.fit(anndata.AnnData(x))
+    with pytest.raises(InputError, match=r"X is a masked array: its mask would be ignored.*X\.filled\(0\)"):
+        est.fit(np.ma.masked_array(x, mask=x > 2))
+    frame = pd.DataFrame(x.astype(np.int64), columns=[f"g{j}" for j in range(20)]).astype("Int64")
+    frame.iloc[0, 0] = pd.NA
+    with pytest.raises(InputError, match=r"contains 1 NaN"):  # a number type, and its missing value named as such
+        est.fit(frame)
+    with pytest.raises(InputError, match=r"X must hold real numbers \(counts\), got values of type complex128"):
+        est.fit(x.astype(complex))

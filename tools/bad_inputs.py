@@ -565,10 +565,32 @@ def _python_cases() -> list[Case]:
 
         scgpcl.tl.cluster(toy(), n_clusters=3, n_runs=0)
 
+    def sklearn_anndata():
+        SCGPCLClustering(n_clusters=3).fit(toy())
+
+    def sklearn_masked():
+        x = toy().X.toarray()
+        SCGPCLClustering(n_clusters=3).fit(np.ma.masked_array(x, mask=x > 2))
+
+    def backed_raw():
+        a = toy()
+        a.layers["ln"] = a.X.copy()
+        a.layers["ln"].data = np.log1p(a.layers["ln"].data)
+        a.raw = a.copy()
+        a.raw.X.data[:] = np.log1p(a.raw.X.data)
+        a.write_h5ad("raw_backed.h5ad")
+        SCGPCL(ad.read_h5ad("raw_backed.h5ad", backed="r"), 3, layer="ln")
+
     return [
         Case("n_clusters=2.5", [T + "test_checks.py::test_bad_n_clusters", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],
              call=lambda: check_n_clusters(2.5, 100)),
         Case("a backed AnnData (X on disk)", [T + "test_checks.py::test_backed_matrix_refused_with_advice"], call=backed),
+        Case("a backed AnnData whose .raw (on disk) holds no counts either", [T + "test_io.py::test_a_backed_or_boolean_raw_is_described_not_crashed_on"],
+             call=backed_raw),
+        Case("an AnnData given to SCGPCLClustering.fit", [T + "test_sklearn.py::test_inputs_fit_takes_for_something_else_are_named"],
+             call=sklearn_anndata),
+        Case("a masked array given to SCGPCLClustering.fit", [T + "test_sklearn.py::test_inputs_fit_takes_for_something_else_are_named"],
+             call=sklearn_masked),
         Case("adata.X is None, counts in a layer", [T + "test_model.py::test_x_none_points_to_the_layers"], call=x_none),
         Case("duplicated gene names in var_names", [T + "test_model.py::test_duplicated_gene_names_refused"],
              call=duplicated_genes),

@@ -251,12 +251,20 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 def _as_counts(X) -> tuple[Any, list[str] | None]:
     """Counts as a CSR or dense float32 matrix, plus gene names from a DataFrame's columns."""
     genes = None
+    if type(X).__name__ == "AnnData":
+        raise InputError("fit takes a cells x genes matrix, not an AnnData: pass adata.X (or the counts layer), "
+                         "or use scgpcl.tl.cluster(adata, ...) / scgpcl.SCGPCL(adata, ...), which keep obs and var")
+    if isinstance(X, np.ma.MaskedArray):
+        raise InputError("X is a masked array: its mask would be ignored and the masked values taken as counts; "
+                         "pass X.filled(0) if masked means not detected")
     if isinstance(X, pd.DataFrame):
         if all(isinstance(c, str) for c in X.columns):
             genes = [str(c) for c in X.columns]
             if len(set(genes)) != len(genes):
                 raise InputError("the DataFrame's column names (genes) are not unique")
-        X = X.to_numpy()
+        numeric = all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_complex_dtype(t) for t in X.dtypes)
+        # pandas' nullable integers (Int64) would become objects: as floats, a missing value is a NaN the checks name
+        X = X.to_numpy(dtype=np.float64, na_value=np.nan) if numeric and len(X.columns) else X.to_numpy()
     if sp.issparse(X):
         if X.ndim != 2:
             raise InputError(f"X must be a 2-d cells x genes matrix, got shape {X.shape}")
@@ -268,7 +276,7 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
     if arr.ndim != 2:
         raise InputError(f"X must be a 2-d cells x genes matrix, got {arr.ndim} dimension(s)")
     if arr.dtype.kind not in "biuf":
-        raise InputError(f"X must hold numbers, got values of type {arr.dtype}")
+        raise InputError(f"X must hold real numbers (counts), got values of type {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.float32), genes
 
 

@@ -109,7 +109,8 @@ def _value_blocks(X) -> Iterator[np.ndarray]:
         return
     rows_per_block = max(1, _CHUNK // max(1, X.shape[1]))
     for start in range(0, X.shape[0], rows_per_block):
-        yield np.asarray(X[start : start + rows_per_block])
+        block = X[start : start + rows_per_block]  # a backed sparse matrix (a .raw on disk) gives sparse blocks
+        yield np.asarray(block.data) if sp.issparse(block) else np.asarray(block)
 
 
 #: what ``.raw`` holds, when it is set but is no count matrix either
@@ -120,6 +121,8 @@ def _raw_problem(raw_values) -> str | None:
     """Why ``.raw``'s matrix is no count matrix (None: it is one, or it was not given)."""
     if raw_values is None:
         return None
+    if np.dtype(raw_values.dtype).kind == "b":
+        return "True/False values, not counts"
     stats = _ValueStats()
     for block in _value_blocks(raw_values):
         stats.update(block)
@@ -363,7 +366,8 @@ def _row_totals(X) -> tuple[np.ndarray, np.ndarray]:
             start = stop
         return totals, e_totals
     for start in range(0, n, rows):
-        block = np.asarray(X[start : start + rows], dtype=np.float64)
+        block = X[start : start + rows]  # a backed sparse matrix (a .raw on disk) gives sparse blocks
+        block = np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
         totals[start : start + rows] = block.sum(1)
         e_totals[start : start + rows] = np.expm1(block).sum(1)
     return totals, e_totals
@@ -472,8 +476,9 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
         columns = ", ".join(repr(str(column)) for column in adata.obs.columns)
         if not columns:  # text tables, 10x files and bare matrices carry no per-cell annotations
             raise InputError(f"label key {label_key!r} is not a column of obs: this data has no per-cell "
-                             f"annotations at all (text tables and 10x files carry none); leave "
-                             f"{arg('label_key', '--label-key')} out, or put the labels in an .h5ad's obs first")
+                             f"annotations at all (obs has no columns; text tables and 10x files never have "
+                             f"any); leave {arg('label_key', '--label-key')} out, or put the labels in an "
+                             ".h5ad's obs first")
         raise InputError(f"label key {label_key!r} is not a column of obs (available columns: {columns}); "
                          f"pass one of them to {arg('label_key=', '--label-key')}, or leave it out")
     missing = adata.obs[label_key].isna().to_numpy()

@@ -62,6 +62,8 @@ class Orientation:
     reasons: list[str] = field(default_factory=list)
     #: what spoke against the guess, or why there is none
     doubts: list[str] = field(default_factory=list)
+    #: the names of the rows or columns took part in the guess (not the counts alone)
+    from_names: bool = False
 
 
 def _sample(names: Sequence, n: int = 400) -> list[str]:
@@ -92,7 +94,12 @@ def _name_evidence(names: Sequence) -> tuple[str | None, str | None]:
 
 
 def _spread(totals: np.ndarray) -> float:
-    lg = np.log10(np.maximum(np.asarray(totals, dtype=float), 0.0) + 1.0)
+    """p10-p90 spread of log10(total + 1) over the non-empty rows (or columns).
+
+    Empty barcodes or genes never detected would pull p10 to 0 and fake a spread.
+    """
+    totals = np.asarray(totals, dtype=float)
+    lg = np.log10(totals[totals > 0] + 1.0)
     lo, hi = np.percentile(lg, [10, 90])
     return float(hi - lo)
 
@@ -104,6 +111,8 @@ def _count_evidence(X) -> tuple[str | None, str]:
         return None, f"too few rows or columns ({n_rows} x {n_cols}) for the counts to tell"
     rows = np.asarray(X.sum(axis=1)).ravel()
     cols = np.asarray(X.sum(axis=0)).ravel()
+    if min(np.count_nonzero(rows > 0), np.count_nonzero(cols > 0)) < _MIN_FOR_COUNTS:
+        return None, "too few non-empty rows or columns for the counts to tell"
     sr, sc = _spread(rows), _spread(cols)
     detail = f"row totals spread {sr:.1f} and column totals {sc:.1f} orders of magnitude (p10-p90)"
     if sr >= _SPREAD_RATIO * sc and sr - sc >= _SPREAD_DIFF:
@@ -135,7 +144,7 @@ def guess_orientation(row_names: Sequence, col_names: Sequence, X) -> Orientatio
         if counts is not None and counts != guess:
             return Orientation(None, doubts=[votes[guess][0], f"but the counts suggest the opposite ({detail})"])
         reasons = votes[guess] + ([f"the counts agree ({detail})"] if counts == guess else [])
-        return Orientation(guess == "rows_genes", reasons=reasons)
+        return Orientation(guess == "rows_genes", reasons=reasons, from_names=True)
     if counts is not None:
         return Orientation(counts == "rows_genes", reasons=[f"the counts: {detail}; genes vary far more than cells"])
     return Orientation(None, doubts=["the names are neither gene ids or known gene symbols nor cell barcodes", detail])
@@ -161,10 +170,13 @@ def anndata_guess(obs_names: Sequence, var_names: Sequence, X) -> Orientation | 
 
 
 def anndata_looks_transposed(obs_names: Sequence, var_names: Sequence, X) -> Orientation | None:
-    """The guess for an AnnData's counts when it clearly says the rows are genes; None otherwise.
+    """The guess for an AnnData's counts when its names clearly say the rows are genes; None otherwise.
 
-    On the 13 benchmark datasets, the Splatter simulations and the two registry datasets every file reads
-    as cells x genes and its transpose as genes x cells (see :func:`anndata_guess` for what is not looked at).
+    AnnData is cells x genes by convention, so the counts alone (a targeted panel of a few genes over cells
+    of very different depths looks like genes x cells to them) are not enough to overrule it: the names must
+    speak, and the counts must not disagree. On the 13 benchmark datasets, the Splatter simulations and the
+    two registry datasets every file reads as cells x genes and its transpose as genes x cells (see
+    :func:`anndata_guess` for what is not looked at).
     """
     guess = anndata_guess(obs_names, var_names, X)
-    return guess if guess is not None and guess.genes_as_rows else None
+    return guess if guess is not None and guess.genes_as_rows and guess.from_names else None

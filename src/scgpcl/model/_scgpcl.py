@@ -50,19 +50,15 @@ def _scaling_name(target_sum: float) -> str:
 
 
 def _warn_if_transposed(adata: AnnData, counts) -> None:
-    """Say so, before training, when the AnnData (or matrix) looks stored genes x cells: its genes would be clustered."""
-    obs_names, var_names = adata.obs_names, adata.var_names
-    if is_array_input():  # names the scikit-learn wrapper made up say nothing; the counts (and real gene names) may
-        obs_names = []
-        if list(var_names) == [f"gene_{j}" for j in range(adata.n_vars)]:
-            var_names = []
-    guess = anndata_looks_transposed(obs_names, var_names, counts)
+    """Say so, before training, when the AnnData's names say it is stored genes x cells: its genes would be clustered."""
+    if is_array_input():  # a plain matrix: its names are the scikit-learn wrapper's own, and the counts alone
+        return            # are not enough to doubt scikit-learn's samples x features convention
+    guess = anndata_looks_transposed(adata.obs_names, adata.var_names, counts)
     if guess is None:
         return
-    what, fix = ("the matrix", "pass its transpose (X.T)") if is_array_input() else (
-        "adata", "pass adata.T (or read the file with scgpcl.read_counts(path, genes_as_rows=True))")
-    warn_user(f"{what} looks stored genes x cells ({adata.n_obs} rows x {adata.n_vars} columns), since "
-              f"{' and '.join(guess.reasons)}: its rows, clustered here as cells, look like genes. If so, {fix}")
+    warn_user(f"adata looks stored genes x cells ({adata.n_obs} rows x {adata.n_vars} columns), since "
+              f"{' and '.join(guess.reasons)}: its rows, clustered here as cells, look like genes. If so, pass "
+              "adata.T (or read the file with scgpcl.read_counts(path, genes_as_rows=True))")
 
 
 def _check_unique_genes(adata: AnnData) -> None:
