@@ -555,8 +555,12 @@ def test_a_backed_or_boolean_raw_is_described_not_crashed_on(tmp_path):
     a.layers["ln"] = x.copy()
     a.raw = anndata.AnnData(x.copy())
     a.write_h5ad(tmp_path / "bk.h5ad")
-    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(non-integer values"):
-        SCGPCL(anndata.read_h5ad(tmp_path / "bk.h5ad", backed="r"), 3, layer="ln")  # a sparse .raw on disk
+    on_disk = anndata.read_h5ad(tmp_path / "bk.h5ad", backed="r")
+    try:
+        with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(non-integer values"):
+            SCGPCL(on_disk, 3, layer="ln")  # a sparse .raw on disk
+    finally:  # an h5py file left open until the interpreter's exit can crash it there (CI saw a segfault)
+        on_disk.file.close()
     b = anndata.AnnData(x.copy())
     b.raw = anndata.AnnData(x.toarray() > 0)
     with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(True/False values, not counts\)"):
@@ -592,8 +596,11 @@ def test_orientation_is_not_guessed_on_scaled_or_backed_data(tmp_path, counts, c
     good = tmp_path / "good.h5ad"
     anndata.AnnData(sp.csr_matrix(x.astype(np.float32))).write_h5ad(good)
     backed = anndata.read_h5ad(good, backed="r")
-    with pytest.raises(InputError, match=r"stored on disk \(a backed AnnData"):
-        SCGPCL(backed, 3)
+    try:
+        with pytest.raises(InputError, match=r"stored on disk \(a backed AnnData"):
+            SCGPCL(backed, 3)
+    finally:
+        backed.file.close()
 
 
 # --------------------------------------------------------------------------- atomic write

@@ -481,7 +481,10 @@ def _python_cases() -> list[Case]:
     def backed():
         toy().write_h5ad("backed.h5ad")
         a = ad.read_h5ad("backed.h5ad", backed="r")
-        check_counts(a.X)
+        try:
+            check_counts(a.X)
+        finally:  # an h5py file left open until the interpreter's exit can crash it there
+            a.file.close()
 
     def x_none():
         a = toy()
@@ -579,7 +582,11 @@ def _python_cases() -> list[Case]:
         a.raw = a.copy()
         a.raw.X.data[:] = np.log1p(a.raw.X.data)
         a.write_h5ad("raw_backed.h5ad")
-        SCGPCL(ad.read_h5ad("raw_backed.h5ad", backed="r"), 3, layer="ln")
+        b = ad.read_h5ad("raw_backed.h5ad", backed="r")
+        try:
+            SCGPCL(b, 3, layer="ln")
+        finally:
+            b.file.close()
 
     return [
         Case("n_clusters=2.5", [T + "test_checks.py::test_bad_n_clusters", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],
