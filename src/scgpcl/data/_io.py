@@ -489,8 +489,6 @@ def _orient_anndata(adata: AnnData, path: Path, layer: str | None, genes_as_rows
     """
     shape = f"{adata.n_obs} rows x {adata.n_vars} columns"
     guess = anndata_guess(adata.obs_names, adata.var_names, adata.X if layer is None else adata.layers[layer])
-    if guess is not None and not guess.from_names:
-        guess = None  # the counts alone do not overrule AnnData's convention (anndata_looks_transposed)
     if genes_as_rows is None:
         if guess is not None and guess.genes_as_rows:
             raise InputError(

@@ -153,6 +153,9 @@ def guess_orientation(row_names: Sequence, col_names: Sequence, X) -> Orientatio
 def anndata_guess(obs_names: Sequence, var_names: Sequence, X) -> Orientation | None:
     """:func:`guess_orientation` for an AnnData's counts ``X`` (obs x var); None where it cannot apply.
 
+    None also when the names took no part in the guess: AnnData's cells x genes convention is not
+    overruled by the counts alone.
+
     Only an in-memory matrix (NumPy or scipy sparse) of finite, non-negative numbers is looked at: backed,
     non-numeric, scaled or damaged data are left to the count checks, which name those problems (scaled
     data's gene totals are about 0 after centring, which the totals would take for cells).
@@ -166,17 +169,18 @@ def anndata_guess(obs_names: Sequence, var_names: Sequence, X) -> Orientation | 
         lo, hi = values.min(), values.max()
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
             return None
-    return guess_orientation(obs_names, var_names, X)
+    guess = guess_orientation(obs_names, var_names, X)
+    # AnnData is cells x genes by convention: the counts alone (a targeted panel of a few genes over cells of
+    # very different depths looks genes x cells to them) do not overrule it, the names must speak
+    return guess if guess.from_names else None
 
 
 def anndata_looks_transposed(obs_names: Sequence, var_names: Sequence, X) -> Orientation | None:
     """The guess for an AnnData's counts when its names clearly say the rows are genes; None otherwise.
 
-    AnnData is cells x genes by convention, so the counts alone (a targeted panel of a few genes over cells
-    of very different depths looks like genes x cells to them) are not enough to overrule it: the names must
-    speak, and the counts must not disagree. On the 13 benchmark datasets, the Splatter simulations and the
-    two registry datasets every file reads as cells x genes and its transpose as genes x cells (see
-    :func:`anndata_guess` for what is not looked at).
+    The names must speak and the counts must not disagree (:func:`anndata_guess`). On the 13 benchmark
+    datasets, the Splatter simulations and the two registry datasets every file reads as cells x genes and
+    its transpose as genes x cells.
     """
     guess = anndata_guess(obs_names, var_names, X)
-    return guess if guess is not None and guess.genes_as_rows and guess.from_names else None
+    return guess if guess is not None and guess.genes_as_rows else None
