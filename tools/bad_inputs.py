@@ -193,6 +193,7 @@ class Case:
 
 
 T = "tests/"
+B = "tests/test_batches.py::"
 CLUSTER = ["-k", "3", "--quiet"]
 #: the launcher of --processes refuses these before it starts a process or imports torch
 _EARLY = "test_cli.py::test_processes_refuse_a_bad_option_before_starting_any_and_without_torch"
@@ -264,6 +265,18 @@ CASES: list[Case] = [
     Case("--label-key column with no labels (all NaN)", [T + "test_checks.py::test_label_key_all_missing_refused"],
          lambda: ["cluster", h5ad("in.h5ad", lambda a: a.obs.__setitem__("empty", pd.Categorical([None] * a.n_obs, categories=["x"]))),
                   "out.h5ad", "--label-key", "empty", *CLUSTER]),
+    Case("--batch-key that is not a column", [B + "test_cli_batch_key", B + "test_a_bad_batch_key_is_refused",
+                                               B + "test_a_bad_batch_key_is_refused_before_training"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--batch-key", "sample", *CLUSTER]),
+    Case("--batch-key column with no batches (all NaN)", [B + "test_a_bad_batch_key_is_refused"],
+         lambda: ["cluster", h5ad("in.h5ad", lambda a: a.obs.__setitem__("sample", pd.Categorical([None] * a.n_obs, categories=["x"]))),
+                  "out.h5ad", "--batch-key", "sample", *CLUSTER]),
+    Case("--batch-key column with one batch only", [B + "test_a_bad_batch_key_is_refused"],
+         lambda: ["cluster", h5ad("in.h5ad", lambda a: a.obs.__setitem__("sample", "s1")), "out.h5ad",
+                  "--batch-key", "sample", *CLUSTER]),
+    Case("--batch-key column with one value per cell (cell ids)", [B + "test_a_bad_batch_key_is_refused"],
+         lambda: ["cluster", h5ad("in.h5ad", lambda a: a.obs.__setitem__("barcode", list(a.obs_names))), "out.h5ad",
+                  "--batch-key", "barcode", *CLUSTER]),
     # --- the values
     Case("negative values (scaled or log-transformed X)", [T + "test_cli.py::test_non_counts_refused", T + "test_checks.py::test_negative_refused_with_advice", T + "test_checks.py::test_real_scaled_data_refused"],
          lambda: ["cluster", h5ad("scaled.h5ad", lambda a: _set_x(a, a.X.toarray() - 1.0)), "out.h5ad", *CLUSTER]),
@@ -372,11 +385,16 @@ CASES: list[Case] = [
          lambda: ["markers", clustered(one_cell_each=True), "--quiet"]),
     Case("markers --n-genes 0", [T + "test_markers.py::test_markers_bad_input"],
          lambda: ["markers", "clustered.h5ad", "--n-genes", "0"]),
+    Case("--key-added equal to --batch-key", [B + "test_cli_batch_key", B + "test_a_bad_batch_key_is_refused_before_training"],
+         lambda: ["cluster", h5ad("in.h5ad", lambda a: a.obs.__setitem__("sample", ["s1", "s2"] * (a.n_obs // 2))),
+                  "out.h5ad", "--key-added", "sample", "--batch-key", "sample", *CLUSTER]),
     # --- report
     Case("report --key with no clustering", [T + "test_cli.py::test_report_subcommand", T + "test_report.py::test_bad_input_writes_nothing"],
          lambda: ["report", clustered(), "rep", "--key", "nope", "--quiet"]),
     Case("report --label-key that is not a column", [T + "test_report.py::test_bad_input_writes_nothing"],
          lambda: ["report", _clustered_with_record("c.h5ad"), "rep", "--label-key", "nope", "--quiet"]),
+    Case("report --batch-key that is not a column", [B + "test_cli_batch_key"],
+         lambda: ["report", _clustered_with_record("c.h5ad"), "rep", "--batch-key", "nope", "--quiet"]),
     # --- simulate
     Case("simulate: unknown preset", [T + "test_cli.py::test_simulate_subcommand", T + "test_simulate.py::test_cli_bad_input", T + "test_simulate.py::test_bad_calls_raise_input_error"],
          lambda: ["simulate", "sim.h5ad", "--preset", "no_such_preset"]),

@@ -23,8 +23,8 @@ __all__ = ["check_keys", "check_n_runs", "resolve_seed"]
 log = logging.getLogger("scgpcl")
 
 
-def check_keys(key_added: str, label_key: str | None) -> None:
-    """Refuse a ``key_added`` that would overwrite the reference labels it is scored against."""
+def check_keys(key_added: str, label_key: str | None, batch_key: str | None = None) -> None:
+    """Refuse a ``key_added`` that would overwrite the reference labels it is scored against, or the batches."""
     given = arg(f"key_added={key_added!r}", f"--key-added {key_added!r}")
     if not isinstance(key_added, str) or not key_added:
         raise InputError(f"{given} is not a key: give a non-empty string")
@@ -39,6 +39,11 @@ def check_keys(key_added: str, label_key: str | None) -> None:
         raise InputError(
             f"{given} is also the label key: the clusters would overwrite the reference labels "
             f"they are scored against; choose another {arg('key_added', '--key-added')}"
+        )
+    if batch_key is not None and key_added == batch_key:
+        raise InputError(
+            f"{given} is also the batch key: the clusters would overwrite the batches they are compared "
+            f"with; choose another {arg('key_added', '--key-added')}"
         )
 
 

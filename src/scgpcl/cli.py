@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-clusters", "-k", type=_n_clusters, required=True, metavar="K",
                    help="number of clusters K, or 'auto' to estimate it")
     c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
+    c.add_argument("--batch-key", metavar="KEY",
+                   help="obs column naming each cell's sample or batch: not used for training (batch effects are "
+                        "not removed), but clusters made mostly of one batch are named, with a warning, and "
+                        "the report splits the clusters by batch")
     c.add_argument("--layer", help="layer with raw counts (default: X)")
     c.add_argument("--use-raw", action="store_true",
                    help="the raw counts are in .raw (.h5ad or .zarr); the output then holds them in X, with raw's genes")
@@ -225,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("report", metavar="DIR", help="report folder: index.html, metrics.json, clusters.tsv")
     r.add_argument("--key", default="scgpcl", help="key_added of the clustering (scgpcl)")
     r.add_argument("--label-key", help="obs column with reference labels (default: the one it was scored against)")
+    r.add_argument("--batch-key", metavar="KEY",
+                   help="obs column naming each cell's batch (default: the one given to 'cluster', if any)")
     r.add_argument("--name", help="dataset name in the title (default: the file name)")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier report in DIR")
     r.add_argument("--quiet", action="store_true", help="hide INFO messages; warnings and errors are still shown")
@@ -568,7 +574,7 @@ def _run_cluster(args) -> int:
     _draw_seed(args)  # before launching: every process gets the same drawn seed
     check_n_runs(args.runs, processes=args.processes)  # before launching the processes it refuses
     # what needs no data is checked before --processes P starts any process (and again in each of them)
-    check_keys(args.key_added, args.label_key)
+    check_keys(args.key_added, args.label_key, args.batch_key)
     out = _check_h5ad_out(args.output, args.overwrite, args.input)
     _check_distinct_outputs(args.output, args.report, args.save_model, args.input)
     config = _config_from_args(args)
@@ -578,6 +584,7 @@ def _run_cluster(args) -> int:
         return launched
     from . import distributed  # only the processes that train import torch and scanpy
     from ._device import resolve_device
+    from .data._checks import check_batch_key
     from .data._io import read_counts
     from .model import SCGPCL
     from .model._runs import train_runs
@@ -588,6 +595,7 @@ def _run_cluster(args) -> int:
     distributed.check_process_devices(resolve_device(args.device), args.dist_backend)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
+    check_batch_key(adata, args.batch_key)
     if args.use_raw and config.model.reconstruction != "mse":
         # the model would speak of X, and of a .raw it no longer sees (mse only warns: once, in the model)
         from .data._checks import check_counts
@@ -619,7 +627,8 @@ def _run_cluster(args) -> int:
         if not comm.is_main:  # every process takes part in the final embedding; rank 0 scores and writes
             model.predict()
             return 0
-    store_results(adata, model, key_added=args.key_added, label_key=args.label_key, runs=runs)
+    store_results(adata, model, key_added=args.key_added, label_key=args.label_key, batch_key=args.batch_key,
+                  runs=runs)
     _record_run(adata, args.key_added, args, input=str(Path(args.input).expanduser().resolve()), checksum=checksum)
     seconds = time.perf_counter() - t0
     written = _write_outputs(adata, h5ad=out, report=report, key=args.key_added, label_key=args.label_key,
@@ -657,8 +666,8 @@ def _run_report(args) -> int:
 
     out = check_report_dir(args.report, overwrite=args.overwrite)
     adata = read_clustered(args.input)
-    write_report(adata, out, key=args.key, label_key=args.label_key, dataset_name=args.name or Path(args.input).name,
-                 overwrite=args.overwrite)
+    write_report(adata, out, key=args.key, label_key=args.label_key, batch_key=args.batch_key,
+                 dataset_name=args.name or Path(args.input).name, overwrite=args.overwrite)
     print(f"scgpcl: wrote {out / 'index.html'}")
     return 0
 

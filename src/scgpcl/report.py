@@ -34,7 +34,9 @@ from ._fs import check_writable, current_umask
 from ._machine import cpu_model, software_versions
 from ._messages import arg, cli_context, empty_clusters_message, k_estimates, listing, per_run_k
 from ._signals import deferred, raise_if_interrupted
+from .data._checks import check_batch_key
 from .metrics import clustering_metrics, matched_labels
+from .tl._batches import BATCH_SHARE, batch_record
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
 
@@ -60,6 +62,7 @@ def write_report(
     *,
     key: str = "scgpcl",
     label_key: str | None = None,
+    batch_key: str | None = None,
     dataset_name: str | None = None,
     n_markers: int = 10,
     overwrite: bool = False,
@@ -82,6 +85,12 @@ def write_report(
         ``obs`` column with reference labels: adds ARI/NMI/CA, the contingency
         heatmap and label-coloured panels. ``None``: the labels the clustering
         was scored against, if any (``uns[key]['metrics']['label_key']``).
+    batch_key
+        ``obs`` column naming each cell's batch (sample, donor, run): adds the
+        cells per cluster split by batch, the clusters made mostly of one
+        batch (:func:`scgpcl.tl.batch_composition`) and a batch column in
+        ``clusters.tsv``. ``None``: the one the clustering was given, if any
+        (``uns[key]['batches']['batch_key']``).
     dataset_name
         Shown in the title (default: ``"dataset"``).
     n_markers
@@ -97,20 +106,27 @@ def write_report(
     ------
     InputError
         If ``adata`` holds no clustering under ``key``, ``label_key`` is not a
-        column of ``obs``, or ``out_dir`` cannot be used.
+        column of ``obs``, ``batch_key`` is not a column of batches, or
+        ``out_dir`` cannot be used.
     """
     out = Path(out_dir).expanduser()
     _check_inputs(adata, key, label_key)
+    check_batch_key(adata, batch_key)
     if label_key is None:
         scored = (adata.uns[key].get("metrics") or {}).get("label_key")
         if scored is not None and scored in adata.obs.columns:
             label_key = str(scored)
+    if batch_key is None:
+        given = (adata.uns[key].get("batches") or {}).get("batch_key")
+        if given is not None and given in adata.obs.columns:
+            batch_key = str(given)
     out = check_report_dir(out, overwrite=overwrite)
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
-        _write_contents(tmp, adata, key=key, label_key=label_key, dataset_name=dataset_name, n_markers=n_markers)
+        _write_contents(tmp, adata, key=key, label_key=label_key, batch_key=batch_key, dataset_name=dataset_name,
+                        n_markers=n_markers)
         _replace_dir(tmp, out)
     except BaseException:
         with deferred():
@@ -275,8 +291,8 @@ def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple
     return out
 
 
-def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None, dataset_name: str | None,
-                    n_markers: int) -> None:
+def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None, batch_key: str | None,
+                    dataset_name: str | None, n_markers: int) -> None:
     from . import pl
     from .tl._markers import markers
 
@@ -306,7 +322,12 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         labels = adata.obs[label_key]
         table[label_key if label_key not in table else "label"] = \
             labels.astype(object).where(labels.notna(), "NA").astype(str).to_numpy()
+    if batch_key is not None:  # each cell's batch beside, under the column's name unless that is taken
+        batches = adata.obs[batch_key]
+        table[batch_key if batch_key not in table else "batch"] = \
+            batches.astype(object).where(batches.notna(), "NA").astype(str).to_numpy()
     pd.DataFrame(table).to_csv(d / "clusters.tsv", sep="\t", index=False)
+    batch = batch_record(clusters, adata.obs[batch_key], batch_key, key=key, warn=False) if batch_key else None
 
     record = {
         "report": "scgpcl",
@@ -320,6 +341,12 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         "n_clusters": len(order),
         "cluster_sizes": sizes,
         "matched_labels": {c: m[0] for c, m in matches.items()} if label_key is not None else None,
+        "batch_key": batch_key,
+        "cells_per_batch": ({c: dict(zip(batch["batches"].tolist(), row.tolist(), strict=True))
+                             for c, row in zip(batch["clusters"].tolist(), batch["counts"], strict=True)} if batch else None),
+        "batch_specific_clusters": ([{"cluster": c, "batch": b, "share": float(v)} for c, b, v in
+                                     zip(batch["specific"], batch["specific_batch"], batch["specific_share"], strict=True)]
+                                    if batch else None),
         "stages": stages,
         "params": {k: v for k, v in (info.get("params") or {}).items() if k != "config"},
         "config": (info.get("params") or {}).get("config", {}),
@@ -341,6 +368,9 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
             lambda: pl.contingency(adata, key=key, label_key=label_key))
     add("sizes", "Cells per cluster" + (f", split by {label_key}" if label_key else ""),
         lambda: pl.cluster_sizes(adata, key=key, label_key=label_key))
+    if batch_key is not None:
+        add("batches", f"Cells per cluster, split by batch ({batch_key})",
+            lambda: pl.cluster_sizes(adata, key=key, label_key=batch_key, match_colours=False))
     has_history = any(len(np.asarray(h.get("round", h.get("epoch", [])))) for h in (info.get("history") or {}).values())
     if has_history:
         add("curves", "Loss terms per round, stage boundary and stopping points",
@@ -358,6 +388,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         name=name, key=key, label_key=label_key, info=info, metrics=metrics, stages=stages, sizes=sizes,
         summary=summary, versions=versions, figures=dict((f[0], f) for f in figures), marker_table=marker_table,
         matches=matches,
+        batch=batch,
         no_markers=no_markers,
         created=record["created"],
     )
@@ -522,6 +553,26 @@ def _n_clusters_card(sizes: dict[str, int]) -> str:
     return str(used) if used == len(sizes) else f"{used} of {len(sizes)}"
 
 
+def _batches_html(batch: dict | None, figures: dict) -> str:
+    """The clusters split by batch, and those made mostly of one batch (``batch_record``)."""
+    if not batch:
+        return ""
+    where = f"<code>{_e(batch['batch_key'])}</code>"
+    found = list(zip(batch["specific"], batch["specific_batch"], batch["specific_share"], strict=True))
+    rule = (f"at least {100 * BATCH_SHARE:.0f} % of a cluster's cells from one batch, at least halfway from that "
+            "batch's share of all cells to 100 %, and more than chance would put there")
+    if found:
+        rows = [[c, b, f"{100 * v:.0f}"] for c, b, v in found]
+        text = (f'<p class="note">{len(found)} of {len(batch["clusters"])} clusters are made mostly of one batch of '
+                f"{where} ({rule}). If these batches should hold the same cell types, these clusters may follow the "
+                "batch, not the cell type: scgpcl does not remove batch effects.</p>"
+                + _table(["cluster", "batch", "% of the cluster"], rows, numeric={2}))
+    else:
+        text = (f'<p class="note">No cluster is made mostly of one batch of {where} ({len(batch["batches"])} batches; '
+                f"the test: {rule}).</p>")
+    return f'<h3>Batches</h3>{text}{_figure(figures.get("batches"))}'
+
+
 def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> str:
     """The marker-gene section: the dot plot, the top genes per cluster, the full table folded away."""
     groups = []
@@ -545,7 +596,7 @@ def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> 
 
 
 def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
-                 no_markers, created, matches=None) -> str:
+                 no_markers, created, matches=None, batch=None) -> str:
     params = info.get("params") or {}
     config = params.get("config") or {}
     total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
@@ -598,7 +649,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
 
     clusters_html = (f'<section id="clusters"><h2>Clusters</h2>{_figure(figures.get("umap"))}'
                      f'<div class="grid2"><div>{_figure(figures.get("contingency"))}</div>'
-                     f'<div>{_figure(figures.get("sizes"))}</div></div></section>')
+                     f'<div>{_figure(figures.get("sizes"))}</div></div>{_batches_html(batch, figures)}</section>')
 
     stage_rows = [[_STAGE_NAMES.get(s, s), st.get("rounds", st.get("epochs")), st.get("stop_reason"), st.get("seconds")]
                   for s, st in stages.items()]
@@ -714,6 +765,6 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
 {preprocessing_html}
 {parameters_html}
 {env_html}
-<footer>Files beside this page: <code>metrics.json</code> (numbers), <code>clusters.tsv</code> (cell → cluster, and the reference label when there is one).</footer>
+<footer>Files beside this page: <code>metrics.json</code> (numbers), <code>clusters.tsv</code> (cell → cluster, and the reference label and batch when there are).</footer>
 </main></body></html>
 """

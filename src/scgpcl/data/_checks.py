@@ -506,6 +506,43 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     )
 
 
+def check_batch_key(adata: AnnData, batch_key: str | None) -> None:
+    """Check that ``adata.obs[batch_key]`` names the batch (sample, donor, run) of each cell.
+
+    ``batch_key=None`` passes. Cells with a missing batch are left out of the
+    clusters' batch composition (:func:`scgpcl.tl.batch_composition`).
+
+    Raises
+    ------
+    InputError
+        If ``batch_key`` is not a column of ``obs``, if no cell has a batch,
+        if every cell is in the same batch (nothing to compare), or if every
+        cell (3 or more) has a batch of its own: cell ids, not batches.
+    """
+    if batch_key is None:
+        return
+    given = arg("batch_key=", "--batch-key")
+    if batch_key not in adata.obs.columns:
+        columns = [str(c) for c in adata.obs.columns]
+        where = (f"available columns: {listing(columns)}" if columns else
+                 "this data has no per-cell annotations at all (text tables and 10x files never have any)")
+        raise InputError(f"batch key {batch_key!r} is not a column of obs ({where}); pass the column naming each "
+                         f"cell's sample or batch to {given}, or leave it out")
+    values = adata.obs[batch_key]
+    known = values[values.notna()].astype(str)
+    n_batches = int(known.nunique())
+    if n_batches == 0:
+        raise InputError(f"obs[{batch_key!r}] has no batches: all {adata.n_obs} values are missing (NaN); pass a "
+                         f"column that names each cell's batch to {given}, or leave it out")
+    if n_batches == 1:
+        raise InputError(f"obs[{batch_key!r}] holds one batch only ({known.iloc[0]!r}): there is nothing to compare "
+                         f"the clusters across; leave {given} out, or pass the column that tells the batches apart")
+    if len(known) >= 3 and n_batches == len(known):
+        raise InputError(f"obs[{batch_key!r}] has a different value for every cell ({n_batches} values, e.g. "
+                         f"{known.iloc[0]!r}): it looks like cell ids, not batches; pass the column naming each "
+                         f"cell's sample or batch to {given}")
+
+
 def boolean_matrix_message(where: str) -> str:
     return (f"{where} holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: "
             f"scgpcl needs the raw integer counts. Go back to the count matrix this was made from (if it is "

@@ -15,10 +15,11 @@ from .._early_checks import check_keys
 from .._machine import cpu_model, gpu_model, software_versions
 from .._messages import arg, warn_user
 from .._signals import deferred
-from ..data._checks import check_label_key
+from ..data._checks import check_batch_key, check_label_key
 from ..metrics import clustering_metrics
 from ..model._runs import train_runs
 from ..model._scgpcl import SCGPCL
+from ._batches import batch_record
 
 __all__ = ["cluster", "store_results"]
 
@@ -29,6 +30,7 @@ def cluster(
     n_clusters: int | str | None,
     layer: str | None = None,
     label_key: str | None = None,
+    batch_key: str | None = None,
     key_added: str = "scgpcl",
     random_state: int | None = 0,
     config: SCGPCLConfig | None = None,
@@ -51,7 +53,10 @@ def cluster(
       used, the flattened configuration, the CPU), per-round ``history``,
       ``stages`` (rounds and steps run, stop reason, seconds), ``genes_used``
       and, when ``label_key`` names reference labels, ``metrics`` (ARI, NMI,
-      CA, F1) on the clustered cells that have a label.
+      CA, F1) on the clustered cells that have a label; with ``batch_key``,
+      ``batches``: each cluster's cells per batch and the clusters made mostly
+      of one batch (:func:`scgpcl.tl.batch_composition`), with a warning
+      when there are any.
 
     With ``n_runs`` > 1, also ``obs[key_added + '_agreement']`` and
     ``uns[key_added]['runs']`` (see ``n_runs``).
@@ -80,9 +85,17 @@ def cluster(
         Column of ``obs`` with reference labels to score the clusters against
         (cells without a label are left out of the metrics). Not used for
         training.
+    batch_key
+        Column of ``obs`` naming each cell's batch (sample, donor, run). Not used
+        for training: scgpcl does not remove batch effects. After clustering,
+        warns about clusters made mostly of one batch, far beyond its share of
+        all cells (the rule: docs/usage.md, "Several samples or batches"): if
+        the batches should share their cell types, such clusters may follow
+        the batch.
     key_added
         Where the results go: ``obs[key_added]``, ``obsm['X_' + key_added]``,
-        ``uns[key_added]``. Must not contain ``/`` nor equal ``label_key``.
+        ``uns[key_added]``. Must not contain ``/`` nor equal ``label_key`` or
+        ``batch_key``.
     random_state
         Seed for weights, sampling, masking and k-means: the same seed gives
         the same labels on the same CPU. ``None`` draws a seed;
@@ -121,7 +134,8 @@ def cluster(
     ------
     InputError
         The input cannot be clustered as given (not raw counts, an unknown
-        layer or label key, a bad option value, ...); nothing is written.
+        layer, label key or batch key, a bad option value, ...); nothing is
+        written.
 
     Examples
     --------
@@ -129,17 +143,18 @@ def cluster(
     >>> adata.uns["scgpcl"]["metrics"]["ARI"]
     >>> sc.pp.neighbors(adata, use_rep="X_scgpcl")
     """
-    check_keys(key_added, label_key)
+    check_keys(key_added, label_key, batch_key)
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
+    check_batch_key(adata, batch_key)
     warn_replaced_column(adata, key_added)
 
     def make(seed: int | None) -> SCGPCL:
         return SCGPCL(adata, n_clusters, layer=layer, config=config, random_state=seed, device=device, **overrides)
 
     model, runs = train_runs(make, random_state, n_runs, progress=progress)
-    store_results(adata, model, key_added=key_added, label_key=label_key, runs=runs)
+    store_results(adata, model, key_added=key_added, label_key=label_key, batch_key=batch_key, runs=runs)
     return adata if copy else None
 
 
@@ -157,7 +172,7 @@ def warn_replaced_column(adata: AnnData, key_added: str) -> None:
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None,
-                  runs: dict | None = None) -> None:
+                  batch_key: str | None = None, runs: dict | None = None) -> None:
     """Write a trained model's labels, embedding and record into ``adata``.
 
     What :func:`cluster` does after training: ``obs[key_added]``,
@@ -174,11 +189,15 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     label_key
         Column of ``obs`` with reference labels: adds ``metrics`` to
         ``uns[key_added]`` when some clustered cell has a label.
+    batch_key
+        Column of ``obs`` naming each cell's batch: adds ``batches`` to
+        ``uns[key_added]`` and warns about clusters made mostly of one batch.
     runs
         The record of :func:`train_runs` when ``model`` is the medoid of several runs: adds
         ``obs[key_added + '_agreement']`` and ``uns[key_added]['runs']``.
     """
-    check_keys(key_added, label_key)
+    check_keys(key_added, label_key, batch_key)
+    check_batch_key(adata, batch_key)
     # everything is computed first and written into adata together at the end: an error or a Ctrl-C on the way
     # leaves adata as it was, not new clusters beside an earlier run's record
     labels = model.predict()
@@ -245,6 +264,9 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             info["metrics"]["n_cells"] = int(ok.sum())  # clustered cells with a reference label
         else:
             warn_user(f"no clustered cell has a reference label in obs[{label_key!r}]: no metrics")
+    if batch_key is not None:
+        info["batches"] = batch_record(pd.Series(clusters, index=adata.obs_names), adata.obs[batch_key], batch_key,
+                                       key=key_added)
     if runs is not None:
         info["runs"] = {k: (np.asarray(v) if k == "ari" else v) for k, v in runs.items() if k != "agreement"}
     with deferred():  # a Ctrl-C waits until every part is in place
