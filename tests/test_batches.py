@@ -69,9 +69,13 @@ def test_a_batch_holding_most_cells_fills_clusters_without_being_named():
 
 
 def test_small_clusters_are_named_only_beyond_chance():
-    # of two equal batches, 9 cells all from one happen by chance with probability 0.002: not named; 10 (0.00098) are
-    assert batch_specific(_table({"0": [9, 0], "1": [500, 509]})) == []
-    assert batch_specific(_table({"0": [10, 0], "1": [500, 510]}))[0][:2] == ("0", "a")
+    # of two equal batches, 11 cells all from one happen by chance with probability 0.5 ** 11; times 2 clusters x 2
+    # batches: 0.002, not named; 12 cells: 0.00098, named
+    assert batch_specific(_table({"0": [11, 0], "1": [500, 511]})) == []
+    assert batch_specific(_table({"0": [12, 0], "1": [500, 512]}))[0][:2] == ("0", "a")
+    # two cells of one of 40 batches are not named, however pure (the reviewer's case: 1 in 40 under chance)
+    many = [f"b{i}" for i in range(40)]
+    assert batch_specific(_table({"0": [2] + [0] * 39, "1": [50] * 40}, batches=many)) == []
 
 
 def test_composition_keeps_empty_clusters_and_leaves_out_cells_without_cluster_or_batch():
@@ -88,6 +92,7 @@ def test_composition_keeps_empty_clusters_and_leaves_out_cells_without_cluster_o
     ([np.nan] * 180, ["no batches", "missing"]),
     (["one"] * 180, ["one batch only", "'one'"]),
     ([f"cell{i}" for i in range(180)], ["cell ids"]),
+    ([f"n{i % 60}" for i in range(180)], ["60 different values for 180 cells", "per-cell value"]),
 ])
 def test_a_bad_batch_key_is_refused(values, words):
     a = toy_counts() if values is None else _with_batches(values)
@@ -95,6 +100,47 @@ def test_a_bad_batch_key_is_refused(values, words):
         check_batch_key(a, "sample")
     for w in words:
         assert w in str(err.value), str(err.value)
+
+
+def test_keys_that_are_not_column_names_are_refused():
+    a = _with_batches(["x", "y"] * 90)
+    with pytest.raises(InputError, match="batch key \\['sample'\\] is not a column name"):
+        scgpcl.tl.cluster(a, n_clusters=3, batch_key=["sample"], progress=False, **TINY)
+    with pytest.raises(InputError, match="label key \\['cell_type'\\] is not a column name"):
+        scgpcl.tl.cluster(a, n_clusters=3, label_key=["cell_type"], progress=False, **TINY)
+
+
+def test_a_key_named_like_the_agreement_column_is_refused():
+    # every clustering under key_added removes obs[key_added + '_agreement'] (an earlier run's): it would take the
+    # batches or the labels with it
+    a = _with_batches(["x", "y"] * 90)
+    a.obs["scgpcl_agreement"] = a.obs["sample"]
+    for kw in ({"batch_key": "scgpcl_agreement"}, {"label_key": "scgpcl_agreement"}):
+        with pytest.raises(InputError, match="keeps its runs' agreement"):
+            scgpcl.tl.cluster(a, n_clusters=3, progress=False, **kw, **TINY)
+    assert "scgpcl_agreement" in a.obs
+
+
+def test_batches_are_listed_in_their_natural_order():
+    clusters = pd.Series(pd.Categorical(["0"] * 6))
+    assert batch_record(clusters, pd.Series([10, 2, 1, 2, 10, 1]), "b", warn=False)["batches"].tolist() == \
+        ["1", "2", "10"]
+    ordered = pd.Series(pd.Categorical(["late", "early"] * 3, categories=["early", "mid", "late"]))
+    assert batch_record(clusters, ordered, "b", warn=False)["batches"].tolist() == ["early", "late"]
+
+
+def test_cluster_sizes_splits_by_at_most_20_labels():
+    from scgpcl import pl
+
+    from helpers import clustered
+
+    a = clustered()
+    a.obs["b"] = pd.Categorical([f"b{i % 60}" for i in range(a.n_obs)])
+    fig = pl.cluster_sizes(a, label_key="b", match_colours=False)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == 20 and legend[-1] == "41 others"
+    heights = sum(p.get_height() for p in fig.axes[0].patches)
+    assert heights == a.obs["scgpcl"].notna().sum()  # every cell is still in a bar
 
 
 def test_a_bad_batch_key_is_refused_before_training(monkeypatch):
@@ -164,22 +210,28 @@ def test_the_report_splits_the_clusters_by_batch(clustered_by_batch, tmp_path):
     assert sum(sum(row.values()) for row in record["cells_per_batch"].values()) == a.n_obs
 
 
-def test_cli_batch_key(tmp_path, capsys, caplog):
+def test_cli_batch_key(tmp_path, capsys, caplog, monkeypatch):
     src = tmp_path / "in.h5ad"
     _one_type_in_its_own_batch().write_h5ad(src)
     out = tmp_path / "out.h5ad"
-    assert main(["cluster", str(src), str(out), "-k", "3", "--batch-key", "smple", "--quiet", *TINY_ARGS]) == 2
-    _one_line_error(capsys, "batch key 'smple' is not a column of obs", "'sample'", "--batch-key")
-    assert main(["cluster", str(src), str(out), "-k", "3", "--batch-key", "sample", "--key-added", "sample",
-                 "--quiet", *TINY_ARGS]) == 2
-    _one_line_error(capsys, "--key-added 'sample' is also the batch key")
+    with monkeypatch.context() as m:  # refused before training, not by the record written after it
+        m.setattr(scgpcl.SCGPCL, "train", lambda *a, **k: pytest.fail("trained"))
+        assert main(["cluster", str(src), str(out), "-k", "3", "--batch-key", "smple", "--quiet", *TINY_ARGS]) == 2
+        _one_line_error(capsys, "batch key 'smple' is not a column of obs", "'sample'", "--batch-key")
+        assert main(["cluster", str(src), str(out), "-k", "3", "--batch-key", "sample", "--key-added", "sample",
+                     "--quiet", *TINY_ARGS]) == 2
+        _one_line_error(capsys, "--key-added 'sample' is also the batch key")
     assert not out.exists()
-    assert main(["cluster", str(src), str(out), "-k", "3", "--batch-key", "sample", "--quiet", *TINY_ARGS]) == 0
-    assert "mostly of one batch of obs['sample']" in caplog.text  # the command line logs warnings
+    assert main(["cluster", str(src), str(out), "-k", "3", "--batch-key", "sample", "--report", str(tmp_path / "r0"),
+                 "--quiet", *TINY_ARGS]) == 0
+    # the command line logs warnings; once, though the report looks at the batches again
+    assert caplog.text.count("mostly of one batch of obs['sample']") == 1
     assert ad.read_h5ad(out).uns["scgpcl"]["batches"]["batch_key"] == "sample"
     # 'scgpcl report' takes the recorded batch key, or another column
     assert main(["report", str(out), str(tmp_path / "rep"), "--quiet"]) == 0
     assert "split by batch (sample)" in (tmp_path / "rep" / "index.html").read_text()
     assert main(["report", str(out), str(tmp_path / "rep2"), "--batch-key", "nope", "--quiet"]) == 2
     _one_line_error(capsys, "batch key 'nope'")
+    assert main(["report", str(out), str(tmp_path / "rep2"), "--batch-key", "scgpcl", "--quiet"]) == 2
+    _one_line_error(capsys, "is the clustering itself")
     assert not (tmp_path / "rep2").exists()

@@ -45,6 +45,14 @@ def check_keys(key_added: str, label_key: str | None, batch_key: str | None = No
             f"{given} is also the batch key: the clusters would overwrite the batches they are compared "
             f"with; choose another {arg('key_added', '--key-added')}"
         )
+    agreement = f"{key_added}_agreement"  # written with several runs, removed by every clustering under key_added
+    for name, key, kind in (("label", label_key, "labels"), ("batch", batch_key, "batches")):
+        if key == agreement:
+            raise InputError(
+                f"the {name} key {key!r} is the column where a clustering under {given} keeps its runs' "
+                f"agreement, so the clustering would remove the {kind}: rename the column, or choose another "
+                f"{arg('key_added', '--key-added')}"
+            )
 
 
 def _in_process_group() -> bool:

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of clusters K, or 'auto' to estimate it")
     c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
     c.add_argument("--batch-key", metavar="KEY",
-                   help="obs column naming each cell's sample or batch: not used for training (batch effects are "
+                   help="obs column naming each cell's batch (sample, donor, run): not used for training (batch effects are "
                         "not removed), but clusters made mostly of one batch are named, with a warning, and "
                         "the report splits the clusters by batch")
     c.add_argument("--layer", help="layer with raw counts (default: X)")

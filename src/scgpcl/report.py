@@ -36,7 +36,7 @@ from ._messages import arg, cli_context, empty_clusters_message, k_estimates, li
 from ._signals import deferred, raise_if_interrupted
 from .data._checks import check_batch_key
 from .metrics import clustering_metrics, matched_labels
-from .tl._batches import BATCH_SHARE, batch_record
+from .tl._batches import BATCH_SHARE, CHANCE, batch_record
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
 
@@ -112,6 +112,9 @@ def write_report(
     out = Path(out_dir).expanduser()
     _check_inputs(adata, key, label_key)
     check_batch_key(adata, batch_key)
+    if batch_key is not None and batch_key == key:
+        raise InputError(f"the batch key {batch_key!r} is the clustering itself: pass the column naming each cell's "
+                         f"batch to {arg('batch_key=', '--batch-key')}")
     if label_key is None:
         scored = (adata.uns[key].get("metrics") or {}).get("label_key")
         if scored is not None and scored in adata.obs.columns:
@@ -560,7 +563,8 @@ def _batches_html(batch: dict | None, figures: dict) -> str:
     where = f"<code>{_e(batch['batch_key'])}</code>"
     found = list(zip(batch["specific"], batch["specific_batch"], batch["specific_share"], strict=True))
     rule = (f"at least {100 * BATCH_SHARE:.0f} % of a cluster's cells from one batch, at least halfway from that "
-            "batch's share of all cells to 100 %, and more than chance would put there")
+            "batch's share of all cells to 100 %, and beyond chance: with random batches, any cluster at all is "
+            f"named with a probability below {CHANCE:g}")
     if found:
         rows = [[c, b, f"{100 * v:.0f}"] for c, b, v in found]
         text = (f'<p class="note">{len(found)} of {len(batch["clusters"])} clusters are made mostly of one batch of '

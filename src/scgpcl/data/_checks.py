@@ -472,6 +472,9 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     """
     if label_key is None:
         return
+    if not isinstance(label_key, str):
+        raise InputError(f"label key {label_key!r} is not a column name: pass one column's name to "
+                         f"{arg('label_key=', '--label-key')}")
     if label_key not in adata.obs.columns:
         columns = ", ".join(repr(str(column)) for column in adata.obs.columns)
         if not columns:  # text tables, 10x files and bare matrices carry no per-cell annotations
@@ -517,11 +520,15 @@ def check_batch_key(adata: AnnData, batch_key: str | None) -> None:
     InputError
         If ``batch_key`` is not a column of ``obs``, if no cell has a batch,
         if every cell is in the same batch (nothing to compare), or if every
-        cell (3 or more) has a batch of its own: cell ids, not batches.
+        cell (3 or more) has a batch of its own, or more than 10 batches hold
+        fewer than 5 cells each on average: per-cell values (ids, counts,
+        scores), not batches.
     """
     if batch_key is None:
         return
     given = arg("batch_key=", "--batch-key")
+    if not isinstance(batch_key, str):
+        raise InputError(f"batch key {batch_key!r} is not a column name: pass one column's name to {given}")
     if batch_key not in adata.obs.columns:
         columns = [str(c) for c in adata.obs.columns]
         where = (f"available columns: {listing(columns)}" if columns else
@@ -541,6 +548,10 @@ def check_batch_key(adata: AnnData, batch_key: str | None) -> None:
         raise InputError(f"obs[{batch_key!r}] has a different value for every cell ({n_batches} values, e.g. "
                          f"{known.iloc[0]!r}): it looks like cell ids, not batches; pass the column naming each "
                          f"cell's sample or batch to {given}")
+    if n_batches > 10 and len(known) < 5 * n_batches:
+        raise InputError(f"obs[{batch_key!r}] has {n_batches} different values for {len(known)} cells (fewer than 5 "
+                         f"cells each on average): it looks like a per-cell value (an id, a count or a score), not "
+                         f"batches; pass the column naming each cell's sample or batch to {given}")
 
 
 def boolean_matrix_message(where: str) -> str:

@@ -173,6 +173,8 @@ def _point_size(n: int) -> float:
 # --------------------------------------------------------------------- UMAP
 #: :func:`umap`'s defaults; the CLI precomputes the report's UMAP with them
 UMAP_N_NEIGHBORS = 15
+#: cluster_sizes splits its bars by at most this many labels (the largest, then one part for the others)
+MAX_SPLIT = 20
 UMAP_RANDOM_STATE = 0
 
 
@@ -785,7 +787,8 @@ def cluster_sizes(
 
     With ``label_key``, each bar is split by reference label, coloured as in
     :func:`umap` (``match_colours``: a label takes its matched cluster's
-    colour). Cells without a cluster (dropped as empty) are counted in the title.
+    colour); of more than 20 labels, the largest 19 are shown and the others
+    are one grey part. Cells without a cluster (dropped as empty) are counted in the title.
     Clusters of a categorical column that ended up empty are shown as 0-cell bars.
 
     Parameters
@@ -826,6 +829,12 @@ def cluster_sizes(
         tab = pd.crosstab(pd.Categorical(values[ok].astype(str), names),
                           pd.Categorical(labels[ok].astype(str).where(labels[ok].notna(), "NA"),
                                          lab_names + (["NA"] if labels[ok].isna().any() else [])), dropna=False)
+        tab = tab.loc[:, tab.sum(axis=0) > 0]
+        if tab.shape[1] > MAX_SPLIT:  # a legend of hundreds of entries fills the figure: the largest, then the rest
+            largest = tab.sum(axis=0).sort_values(ascending=False, kind="stable").index[:MAX_SPLIT - 1]
+            rest = tab.drop(columns=largest)
+            tab = tab[[c for c in tab.columns if c in set(largest)]].copy()
+            tab[f"{rest.shape[1]} others"] = rest.sum(axis=1)
         colours = matched_palettes(adata, key, label_key)[1] if match_colours else palette(adata, label_key)
         bottom = np.zeros(len(names))
         for lab in tab.columns:

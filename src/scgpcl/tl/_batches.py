@@ -28,7 +28,9 @@ BATCH_SHARE = 0.8
 #: ... a share at least halfway from that batch's share of all cells to 100 % (a batch holding 90 % of the cells
 #: fills most clusters to 90 %) ...
 #: ... and more than chance puts there: the binomial tail P(X >= cells of the batch | cluster size, the batch's
-#: share of all cells) is below this (of two equal batches, 9 cells all of one: 0.002, not named; 10: 0.00098, named)
+#: share of all cells), times the number of clusters and of batches (every cluster is tested, and its largest batch
+#: is picked after looking), is below this. So when the batches are drawn at random, the chance that any cluster is
+#: named is below 0.001; of two equal batches and 3 clusters, a cluster needs 13 cells all of one batch
 CHANCE = 1e-3
 
 
@@ -80,9 +82,22 @@ def _composition(clusters: pd.Series, batches: pd.Series) -> pd.DataFrame:
     c = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=order)
     b = batches[keep].astype(str).to_numpy()
     table = pd.crosstab(c, b, dropna=False)
-    table = table.reindex(index=order, columns=sorted(set(b)), fill_value=0).astype(np.int64)
+    table = table.reindex(index=order, columns=_batch_order(batches[keep]), fill_value=0).astype(np.int64)
     table.index.name, table.columns.name = "cluster", "batch"
     return table
+
+
+def _batch_order(batches: pd.Series) -> list[str]:
+    """The batches present, as strings: a categorical's order, else numbers by value (2 before 10), else by name."""
+    if isinstance(batches.dtype, pd.CategoricalDtype):
+        present = set(batches.astype(str))
+        return [str(c) for c in batches.cat.categories if str(c) in present]
+    values = pd.unique(batches.to_numpy())
+    try:
+        values = sorted(values)
+    except TypeError:  # mixed types: by name
+        values = sorted(values, key=str)
+    return list(dict.fromkeys(str(v) for v in values))
 
 
 def batch_specific(table: pd.DataFrame) -> list[tuple[str, str, float]]:
@@ -91,7 +106,8 @@ def batch_specific(table: pd.DataFrame) -> list[tuple[str, str, float]]:
     A cluster counts when, for one batch b holding a share f of all the cells in ``table``, at least
     :data:`BATCH_SHARE` of the cluster's cells come from b, that share is at least halfway from f to 1, and
     a binomial draw of the cluster's size at rate f would reach that many cells of b with a probability
-    below :data:`CHANCE`.
+    below :data:`CHANCE` divided by the number of clusters times the number of batches (Bonferroni: with
+    random batches, any cluster at all is named with a probability below :data:`CHANCE`).
     """
     from scipy.stats import binom
 
@@ -99,6 +115,7 @@ def batch_specific(table: pd.DataFrame) -> list[tuple[str, str, float]]:
     if total == 0:
         return []
     fraction = table.sum(axis=0) / total  # each batch's share of all cells
+    tests = table.shape[0] * table.shape[1]
     found = []
     for cluster, row in table.iterrows():
         n = int(row.sum())
@@ -107,7 +124,7 @@ def batch_specific(table: pd.DataFrame) -> list[tuple[str, str, float]]:
         batch = row.idxmax()
         k, f = int(row[batch]), float(fraction[batch])
         share = k / n
-        if share >= max(BATCH_SHARE, (1 + f) / 2) and binom.sf(k - 1, n, f) < CHANCE:
+        if share >= max(BATCH_SHARE, (1 + f) / 2) and binom.sf(k - 1, n, f) * tests < CHANCE:
             found.append((str(cluster), str(batch), float(share)))
     return sorted(found, key=lambda t: -t[2])
 
