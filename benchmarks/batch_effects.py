@@ -1,0 +1,206 @@
+"""Batch effects on the one labelled dataset with batches: do clusters follow the donors, and what would removing
+them be worth?
+
+    python benchmarks/batch_effects.py            # -> benchmarks/results/batch_effects.jsonl and batch_effects.md
+    python benchmarks/batch_effects.py --table-only
+
+Of the 13 shared datasets only baron_human_came2142 names a batch for each cell (``obs['donor']``, 4 donors).
+For it, this measures:
+
+- scGPCL with the package defaults at seeds 0-2 (``scgpcl.tl.cluster`` with ``batch_key='donor'``): ARI, the
+  clusters the package names as made mostly of one donor (``uns['scgpcl']['batches']``, with the labelled
+  type most of their cells have), and the labelled types split between clusters (two or more clusters holding
+  at least 20 % of the type's cells each);
+- PCA + k-means as in ``harness.py`` (``scanpy_pcs``: normalize_total 1e4, log1p, 2,000 seurat HVGs, scale,
+  50 PCs; k-means true K, 10 restarts) at seeds 0-5, against the same pipeline with each donor's mean removed
+  from the log values of its cells before scaling (the simplest linear batch correction), to see what removing
+  the donor effect is worth on this data.
+
+One dataset: a diagnostic, not a choice of default. Torch and BLAS threads: ``OMP_NUM_THREADS`` as set
+(``--threads``, default 2), one run at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+JSONL = RESULTS / "batch_effects.jsonl"
+PAGE = RESULTS / "batch_effects.md"
+DATA = HERE.parent.parent / "shared" / "data" / "real" / "baron_human_came2142.h5ad"
+COMMAND = "python benchmarks/batch_effects.py"
+
+
+def _split_types(truth: np.ndarray, labels: np.ndarray, min_cells: int = 50, share: float = 0.2) -> dict[str, list]:
+    """Labelled types of at least ``min_cells`` cells whose cells fill two or more clusters to ``share`` each."""
+    out = {}
+    for t in pd.unique(truth):
+        m = truth == t
+        if m.sum() < min_cells:
+            continue
+        counts = pd.Series(labels[m]).value_counts(normalize=True)
+        big = counts[counts >= share]
+        if len(big) >= 2:
+            out[str(t)] = [round(float(v), 2) for v in big]
+    return out
+
+
+def _record_named(clusters: pd.Series, donors: pd.Series, truth: np.ndarray) -> list[dict]:
+    from scgpcl.tl._batches import batch_record
+
+    rec = batch_record(clusters, donors, "donor", warn=False)
+    named = []
+    for c, b, s in zip(rec["specific"], rec["specific_batch"], rec["specific_share"], strict=True):
+        in_c = clusters.astype(str).to_numpy() == str(c)
+        types = pd.Series(truth[in_c]).value_counts()
+        named.append({"cluster": str(c), "donor": str(b), "share": round(float(s), 3), "cells": int(in_c.sum()),
+                      "main_type": str(types.index[0]), "main_type_cells": int(types.iloc[0])})
+    return named
+
+
+def run(threads: int) -> list[dict]:
+    import anndata as ad
+    import scanpy as sc
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    import scgpcl
+    from scgpcl._machine import cpu_model
+
+    sys.path.insert(0, str(HERE))
+    from harness import versions
+
+    adata = ad.read_h5ad(DATA)
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    donors = adata.obs["donor"]
+    k = len(pd.unique(truth))
+    common = {"dataset": DATA.stem, "k": k, "threads": threads, "cpu": cpu_model(),
+              "platform": platform.platform(), "versions": versions()}
+    records = []
+    for seed in (0, 1, 2):
+        a = adata.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scgpcl.tl.cluster(a, n_clusters=k, batch_key="donor", label_key="cell_type", random_state=seed,
+                              progress=False)
+        labels = a.obs["scgpcl"].astype(str).to_numpy()
+        records.append({**common, "method": "scgpcl", "seed": seed, "ari": a.uns["scgpcl"]["metrics"]["ARI"],
+                        "named": _record_named(a.obs["scgpcl"], donors, truth),
+                        "split_types": _split_types(truth, labels)})
+        print(records[-1]["method"], seed, round(records[-1]["ari"], 3), flush=True)
+
+    # the harness's PCA + k-means pipeline, and the same with each donor's mean removed before scaling
+    a = adata.copy()
+    a.X = a.X.astype(np.float32)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.highly_variable_genes(a, n_top_genes=2000, flavor="seurat")
+    a = a[:, a.var["highly_variable"].to_numpy()].copy()
+    x = np.asarray(a.X.toarray() if hasattr(a.X, "toarray") else a.X, dtype=np.float64)
+    centred = x.copy()
+    d = donors.astype(str).to_numpy()
+    for name in np.unique(d):
+        centred[d == name] -= centred[d == name].mean(axis=0)
+    for variant, m in (("pca_kmeans", x), ("pca_kmeans_donor_centred", centred)):
+        z = (m - m.mean(axis=0)) / np.where(m.std(axis=0) > 0, m.std(axis=0), 1.0)
+        pcs = PCA(50, random_state=0).fit_transform(np.clip(z, -10, 10))
+        for seed in range(6):
+            labels = KMeans(k, n_init=10, random_state=seed).fit_predict(pcs).astype(str)
+            clusters = pd.Series(pd.Categorical(labels), index=adata.obs_names)
+            records.append({**common, "method": variant, "seed": seed, "ari": float(adjusted_rand_score(truth, labels)),
+                            "named": _record_named(clusters, donors, truth),
+                            "split_types": _split_types(truth, labels)})
+            print(variant, seed, round(records[-1]["ari"], 3), flush=True)
+    return records
+
+
+def table(records: list[dict]) -> str:
+    cpu = sorted({r["cpu"] for r in records})
+    lines = [
+        "# Batch effects: clusters that follow the donors (baron_human)",
+        "",
+        __doc__.split("\n\n", 2)[2].split("\n\nOne dataset")[0].strip(),
+        "",
+        f"Command: `{COMMAND}` (`--table-only` rebuilds this page from `batch_effects.jsonl`). Machine: "
+        f"{', '.join(cpu)}, {records[0]['threads']} threads, one run at a time.",
+        "",
+        "## Each run",
+        "",
+        "| method | seed | ARI | clusters named as mostly one donor (donor, share, cells: main type) "
+        "| labelled types split between clusters (shares) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in records:
+        named = "; ".join(f"{n['cluster']} ({n['donor']}, {100 * n['share']:.0f} %, {n['cells']}: "
+                          f"{n['main_type_cells']} {n['main_type']})" for n in r["named"]) or "none"
+        split = "; ".join(f"{t} ({', '.join(f'{100 * v:.0f} %' for v in s)})" for t, s in r["split_types"].items())
+        lines.append(f"| {r['method']} | {r['seed']} | {r['ari']:.3f} | {named} | {split or 'none'} |")
+    lines += ["", "## Summary", "", "The alpha cells (577, the second-largest type) are the type the donors split "
+              "(see the notes below); ductal and activated stellate cells are split on nearly every run of every "
+              "method.", "", "| method | seeds | mean ARI | SD | runs with the alpha cells split in two |",
+              "|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == method]
+        aris = np.array([r["ari"] for r in rs])
+        lines.append(f"| {method} | {', '.join(str(r['seed']) for r in rs)} | {aris.mean():.3f} | "
+                     f"{aris.std(ddof=1):.3f} | {sum('alpha' in r['split_types'] for r in rs)} of {len(rs)} |")
+    lines += ["", "## What it shows", "", NOTES.strip(), ""]
+    return "\n".join(lines)
+
+
+NOTES = """
+(Written after the runs below were made; read with the table.)
+
+- **scGPCL's seeds disagree on baron_human over whether the alpha cells split by donor.** At seeds 0 and 2
+  they fall into two clusters, one of 87-88 % human3 (43 % of all cells) and one of the other donors, and the
+  ARI is 0.761 and 0.766; at seed 1 they stay together and the ARI is 0.900. In `accuracy.md` baron_human has
+  the third-largest seed SD of the 13 (0.065, after zeisel_full's 0.104 and baron_mouse1's 0.072; Intel
+  machines there, AMD here).
+- **PCA + k-means splits the alpha cells the same way** at three of six seeds (ARI 0.66, 0.78, 0.66): the
+  donor effect is the data's, not scGPCL's. Its other low runs split other types (endothelial, beta).
+- **Removing each donor's mean** (before scaling) lifts PCA + k-means from 0.751 to 0.869 mean ARI over seeds
+  0-5 and narrows its spread (SD 0.091 to 0.060); no run splits the alpha cells. This is one dataset, whose
+  acinar cells come mostly from one donor (208 of 231), so the centring also removes some biology; it says
+  what a batch-aware option might be worth, not that it should be the default.
+- 13 of the 15 runs have a cluster named as mostly human3 that is the acinar cells (all but two of the
+  donor-centred runs): named rightly, since they are mostly one donor's, and a reminder that a named cluster
+  is not proof of a batch effect.
+- scgpcl does not remove batch effects. `--batch-key` (`batch_key=`) names the clusters that follow a batch;
+  using the batch in training would be a change of method (the features, the graph and the ZINB targets all
+  carry the donor), and it could only be chosen and confirmed on more labelled datasets with batches than the
+  one here.
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--table-only", action="store_true", help="rebuild the page from batch_effects.jsonl")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if not args.table_only:
+        if not DATA.exists():
+            sys.exit(f"{DATA} is absent: this benchmark needs ../shared beside the repository")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        records = run(args.threads)
+        JSONL.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()]
+    PAGE.write_text(table(records))
+    print(f"wrote {PAGE}")
+
+
+if __name__ == "__main__":
+    main()
