@@ -235,3 +235,11 @@ def test_cli_batch_key(tmp_path, capsys, caplog, monkeypatch):
     assert main(["report", str(out), str(tmp_path / "rep2"), "--batch-key", "scgpcl", "--quiet"]) == 2
     _one_line_error(capsys, "is the clustering itself")
     assert not (tmp_path / "rep2").exists()
+
+
+def test_a_recorded_batch_column_changed_since_is_left_out_of_the_report(clustered_by_batch, tmp_path, caplog):
+    a = clustered_by_batch[0].copy()
+    a.obs["sample"] = "one"  # a single batch now: nothing to compare
+    out = write_report(a, tmp_path / "rep")
+    assert "<h3>Batches</h3>" not in (out / "index.html").read_text()
+    assert "leaves out the batches" in caplog.text and "one batch only" in caplog.text

@@ -122,7 +122,12 @@ def write_report(
     if batch_key is None:
         given = (adata.uns[key].get("batches") or {}).get("batch_key")
         if given is not None and given in adata.obs.columns:
-            batch_key = str(given)
+            try:
+                check_batch_key(adata, str(given))
+            except InputError as err:  # the column changed since the clustering: the report goes on without it
+                log.warning("the report leaves out the batches the clustering was given: %s", err)
+            else:
+                batch_key = str(given)
     out = check_report_dir(out, overwrite=overwrite)
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))

@@ -173,9 +173,9 @@ def _point_size(n: int) -> float:
 # --------------------------------------------------------------------- UMAP
 #: :func:`umap`'s defaults; the CLI precomputes the report's UMAP with them
 UMAP_N_NEIGHBORS = 15
+UMAP_RANDOM_STATE = 0
 #: cluster_sizes splits its bars by at most this many labels (the largest, then one part for the others)
 MAX_SPLIT = 20
-UMAP_RANDOM_STATE = 0
 
 
 class _CsrNNDescent:
