@@ -57,7 +57,7 @@ def test_cluster_writes_output_and_summary(toy_file, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-k", "1"], "at least 2"),
+        (["-k", "100000"], "more than the number of cells"),
         (["-k", "3", "--label-key", "nope"], "nope"),
         (["-k", "3", "--layer", "nope"], "nope"),
     ],
@@ -92,7 +92,7 @@ def test_non_counts_refused(tmp_path, capsys):
 
 def test_debug_shows_traceback(toy_file, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "scgpcl", "cluster", str(toy_file), str(tmp_path / "o.h5ad"), "-k", "1", "--debug"],
+        [sys.executable, "-m", "scgpcl", "cluster", str(toy_file), str(tmp_path / "o.h5ad"), "-k", "100000", "--debug"],
         capture_output=True, text=True,
     )
     assert proc.returncode != 0
@@ -148,6 +148,20 @@ def test_n_clusters_garbage_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["cluster", "in.h5ad", "out.h5ad", "-k", "many"])
     assert e.value.code == 2 and "'auto'" in capsys.readouterr().err
+
+
+def test_k_below_2_is_refused_before_the_input_is_read(capsys):
+    # the input does not exist: -k 1 is refused first, as a usage error, without minutes of reading a large file
+    for k in ("1", "0", "-3"):
+        with pytest.raises(SystemExit) as e:
+            main(["cluster", "no_such_input.h5ad", "out.h5ad", "-k", k])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "at least 2" in err and "no_such_input" not in err, err
+
+
+def test_a_bad_option_value_is_refused_before_the_input_is_read(capsys):
+    assert main(["cluster", "no_such_input.h5ad", "out.h5ad", "-k", "3", "--batch-size", "0"]) == 2
+    _one_line_error(capsys, "batch_size=0")
 
 
 def test_cluster_with_report(toy_file, tmp_path, capsys):
@@ -549,7 +563,7 @@ def test_quiet_keeps_warnings_that_change_the_data(tmp_path, caplog):
     path = tmp_path / "dup.h5ad"
     a.write_h5ad(path)
     with caplog.at_level("INFO", logger="scgpcl"):
-        assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "1", "--quiet"]) == 2
+        assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "100000", "--quiet"]) == 2
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("renamed 1 duplicated gene names" in m and "'g0' -> 'g0-1'" in m for m in warned), warned
     for command in ("cluster", "demo", "markers", "report"):

@@ -711,8 +711,9 @@ def test_unclear_orientation_is_refused_naming_both_choices(tmp_path, counts, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--cells-as-rows if each row is a cell, --genes-as-rows if each row is a gene" in err[0]
     assert "genes_as_rows" not in err[0] and not out.exists()
-    assert main(["cluster", str(path), str(out), "-k", "1", "--quiet", "--cells-as-rows"]) == 2
-    assert "at least 2" in capsys.readouterr().err  # read, then refused for K = 1: the flag was enough
+    assert main(["cluster", str(path), str(out), "-k", "100000", "--quiet", "--cells-as-rows"]) == 2
+    # read, then refused for K above the number of cells: the flag was enough
+    assert "more than the number of cells" in capsys.readouterr().err
 
 
 def test_orientation_warning_survives_quiet(tmp_path):
@@ -720,8 +721,8 @@ def test_orientation_warning_survives_quiet(tmp_path):
     counts = _nb_counts(30, 300, seed=2)
     path = tmp_path / "genes_x_cells.csv"
     write_table(path, counts.T, [f"ENSMUSG{j:011d}" for j in range(300)], _barcodes(30), sep=",")
-    proc = subprocess.run([sys.executable, "-m", "scgpcl", "cluster", str(path), str(tmp_path / "o.h5ad"), "-k", "1",
-                           "--quiet"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "scgpcl", "cluster", str(path), str(tmp_path / "o.h5ad"), "-k",
+                           "100000", "--quiet"], capture_output=True, text=True, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and lines[-1].startswith("scgpcl: error:")
     assert any(line.startswith("WARNING: 'genes_x_cells.csv' read as genes x cells") and "--cells-as-rows" in line

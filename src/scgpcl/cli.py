@@ -80,21 +80,25 @@ def _overrides(args) -> dict:
             if f.metadata.get("cli", True) and (v := getattr(args, f.name, None)) is not None}
 
 
-def _whole_number_or(word: str, meaning: str = ""):
-    """An argparse type: a whole number, or ``word`` (any case), which gives ``None``."""
+def _whole_number_or(word: str, meaning: str = "", minimum: int | None = None, why: str = ""):
+    """An argparse type: a whole number (at least ``minimum``), or ``word`` (any case), which gives ``None``."""
     def parse(value: str) -> int | None:
         if value.strip().lower() == word:
             return None
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number or {word!r}{meaning}, got {value!r}") from None
+        if minimum is not None and number < minimum:  # refused before the input is read
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum} or {word!r}{meaning}, "
+                                             f"got {value!r}{why}")
+        return number
 
     return parse
 
 
-#: ``--n-clusters``: a whole number, or ``auto`` (``None``: estimate K)
-_n_clusters = _whole_number_or("auto")
+#: ``--n-clusters``: a whole number of at least 2, or ``auto`` (``None``: estimate K)
+_n_clusters = _whole_number_or("auto", minimum=2, why=": scgpcl splits the cells into 2 or more clusters")
 #: ``--random-state``: a whole number, or ``none`` (draw one; it is logged and recorded)
 _seed = _whole_number_or("none", " (draw a seed)")
 
@@ -255,9 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
+    """The preset with the command line's options, checked: a bad value fails before the input is read."""
     from ._config import PRESETS
+    from ._errors import InputError
 
-    return PRESETS[args.preset]().override(**_overrides(args))
+    try:
+        return PRESETS[args.preset]().override(**_overrides(args)).validate()
+    except ValueError as err:  # as SCGPCL reports it, but before a large input's minutes of reading
+        raise InputError(str(err)) from None
 
 
 def _estimated(auto_k) -> str:
