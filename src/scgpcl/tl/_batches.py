@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import InputError
-from .._messages import arg, warn_user
+from .._messages import warn_user
 from ..data._checks import check_batch_key
+from ._markers import _check_key, cluster_order
 
 __all__ = ["BATCH_SHARE", "CHANCE", "batch_composition", "batch_record", "batch_specific"]
 
@@ -65,16 +65,12 @@ def batch_composition(adata: AnnData, batch_key: str, *, key: str = "scgpcl") ->
     --------
     >>> scgpcl.tl.batch_composition(adata, "sample")  # doctest: +SKIP
     """
-    if key not in adata.obs.columns:
-        raise InputError(f"obs has no column {key!r}: cluster the data first (scgpcl.tl.cluster), or pass its "
-                         f"{arg('key=', '--key')}")
+    _check_key(adata, key)
     check_batch_key(adata, batch_key)
     return _composition(adata.obs[key], adata.obs[batch_key])
 
 
 def _composition(clusters: pd.Series, batches: pd.Series) -> pd.DataFrame:
-    from ._markers import cluster_order
-
     order = cluster_order(clusters)
     if isinstance(clusters.dtype, pd.CategoricalDtype):  # keep clusters that ended up empty, with 0 cells
         order = [str(c) for c in clusters.cat.categories]
@@ -82,22 +78,9 @@ def _composition(clusters: pd.Series, batches: pd.Series) -> pd.DataFrame:
     c = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=order)
     b = batches[keep].astype(str).to_numpy()
     table = pd.crosstab(c, b, dropna=False)
-    table = table.reindex(index=order, columns=_batch_order(batches[keep]), fill_value=0).astype(np.int64)
+    table = table.reindex(index=order, columns=cluster_order(batches[keep]), fill_value=0).astype(np.int64)
     table.index.name, table.columns.name = "cluster", "batch"
     return table
-
-
-def _batch_order(batches: pd.Series) -> list[str]:
-    """The batches present, as strings: a categorical's order, else numbers by value (2 before 10), else by name."""
-    if isinstance(batches.dtype, pd.CategoricalDtype):
-        present = set(batches.astype(str))
-        return [str(c) for c in batches.cat.categories if str(c) in present]
-    values = pd.unique(batches.to_numpy())
-    try:
-        values = sorted(values)
-    except TypeError:  # mixed types: by name
-        values = sorted(values, key=str)
-    return list(dict.fromkeys(str(v) for v in values))
 
 
 def batch_specific(table: pd.DataFrame) -> list[tuple[str, str, float]]:
