@@ -3,7 +3,7 @@ them be worth?
 
     python benchmarks/batch_effects.py            # -> benchmarks/results/batch_effects.jsonl and batch_effects.md
     python benchmarks/batch_effects.py --table-only
-    python benchmarks/batch_effects.py --centring DEFAULTS.jsonl CENTRED.jsonl   # the section on centring in training
+    python benchmarks/batch_effects.py --centring DEFAULTS.jsonl CENTRED.jsonl DECODER.jsonl   # centring in training
 
 Of the 13 shared datasets only baron_human_came2142 names a batch for each cell (``obs['donor']``, 4 donors).
 For it, this measures:
@@ -19,8 +19,8 @@ For it, this measures:
   the donor effect is worth on this data.
 
 And, with ``benchmarks/batch_centring.patch`` (not part of the package), scGPCL trained on cell features centred
-on each donor's mean instead of the mean over all cells, at seeds 0-5, against the same code without it (the
-commands are below).
+on each donor's mean instead of the mean over all cells, and the same with the donor also given to the decoder,
+at seeds 0-5, against the same code without either (the commands are below).
 
 One dataset: a diagnostic, not a choice of default. Torch and BLAS threads: ``OMP_NUM_THREADS`` as set
 (``--threads``, default 2), one run at a time.
@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 JSONL = RESULTS / "batch_effects.jsonl"
 CENTRING = RESULTS / "batch_centring.jsonl"
+VARIANTS = ("defaults", "donor_centred", "donor_centred_decoder")
 CENTRING_COMMANDS = """\
 git worktree add /tmp/centred ffe7dc9 && git -C /tmp/centred apply "$PWD/benchmarks/batch_centring.patch"
 python -c "import anndata as ad, numpy as np; a = ad.read_h5ad('../shared/data/real/baron_human_came2142.h5ad'); \\
@@ -50,8 +51,10 @@ python -c "import anndata as ad, numpy as np; a = ad.read_h5ad('../shared/data/r
 H="python /tmp/centred/benchmarks/harness.py run --datasets ../shared/data/real/baron_human_came2142.h5ad \\
   --methods scgpcl --seeds 0 1 2 3 4 5 --threads 1"
 PYTHONPATH=/tmp/centred/src SCGPCL_HACK_BATCH=/tmp/donor.npy $H --labels-dir /tmp/centred_labels --out /tmp/centred.jsonl
+PYTHONPATH=/tmp/centred/src SCGPCL_HACK_BATCH=/tmp/donor.npy SCGPCL_HACK_DECODER=1 $H --labels-dir /tmp/decoder_labels \\
+  --out /tmp/decoder.jsonl
 PYTHONPATH=/tmp/centred/src $H --labels-dir /tmp/defaults_labels --out /tmp/defaults.jsonl
-python benchmarks/batch_effects.py --centring /tmp/defaults.jsonl /tmp/centred.jsonl\
+python benchmarks/batch_effects.py --centring /tmp/defaults.jsonl /tmp/centred.jsonl /tmp/decoder.jsonl\
 """
 PAGE = RESULTS / "batch_effects.md"
 DATA = HERE.parent.parent / "shared" / "data" / "real" / "baron_human_came2142.h5ad"
@@ -189,29 +192,36 @@ def table(records: list[dict]) -> str:
 
 
 def centring_table(records: list[dict]) -> list[str]:
-    """The section on centring each donor's features in training, from ``batch_centring.jsonl``."""
+    """The section on the donor in training, from ``batch_centring.jsonl``."""
     by = {(r["variant"], r["seed"]): r["ARI"] for r in records}
-    seeds = sorted({s for v, s in by if (("defaults", s) in by and ("donor_centred", s) in by)})
-    d = np.array([by["donor_centred", s] - by["defaults", s] for s in seeds])
-    base = np.array([by["defaults", s] for s in seeds])
-    cen = np.array([by["donor_centred", s] for s in seeds])
+    variants = [v for v in VARIANTS if any(k[0] == v for k in by)]
+    seeds = sorted({s for v, s in by if all((w, s) in by for w in variants)})
+    ari = {v: np.array([by[v, s] for s in seeds]) for v in variants}
     cpu = sorted({r["machine"].split(",")[0] for r in records})
-    lines = ["## Centring each donor's cell features in training (a patch, not adopted)", "",
+    lines = ["## The donor in training: two patches, not adopted", "",
              "`benchmarks/batch_centring.patch` makes the package's cell features (what the network's cell input "
              "and the joined PCA of the DEC start see) `(S - m_b) / sd` with `m_b` the mean of the cell's donor "
              "over the selected genes, instead of the mean over all cells (`sd` stays the per-gene standard "
-             "deviation over all cells). The graph (which genes a cell expresses) and the ZINB targets (the "
-             "counts) keep the donor. The package defaults otherwise; the two variants run by the same code, the "
-             f"harness, one thread per run, the two variants side by side; machine: {', '.join(cpu)}. "
-             "Commands (`batch_centring.jsonl` holds both variants' harness records, each tagged by `variant`):",
+             "deviation over all cells): `donor_centred`. With `SCGPCL_HACK_DECODER=1` it also gives the donor "
+             "(one-hot) to the ZINB decoder beside the representation, as scVI conditions its decoder, so that "
+             "the representation need not carry the donor to reconstruct the counts: "
+             "`donor_centred_decoder`. The graph (which genes a cell expresses) keeps the donor in both. The "
+             "package defaults otherwise; every variant run by the same code through the harness, one thread "
+             f"per run, two runs at a time; machine: {', '.join(cpu)}. Commands (`batch_centring.jsonl` holds "
+             "the harness records, each tagged by `variant`):",
              "", "```", CENTRING_COMMANDS.strip(), "```", "",
-             "| seed | defaults | donor-centred features | difference |", "|---|---|---|---|"]
-    lines += [f"| {s} | {b:.3f} | {c:.3f} | {x:+.3f} |" for s, b, c, x in zip(seeds, base, cen, d, strict=True)]
-    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    lines += ["", f"Over seeds {', '.join(map(str, seeds))}: defaults {base.mean():.3f} (SD {base.std(ddof=1):.3f}), "
-              f"donor-centred {cen.mean():.3f} (SD {cen.std(ddof=1):.3f}); paired difference {d.mean():+.3f} "
-              f"(standard error {se:.3f}); ahead on {int((d > 0.02).sum())} seeds, behind on {int((d < -0.02).sum())}.",
-              "", CENTRING_NOTES.strip(), ""]
+             "| seed | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(f"{ari[v][i]:.3f}" for v in variants) + " |" for i, s in enumerate(seeds)]
+    lines += ["", f"Over seeds {', '.join(map(str, seeds))} (mean, SD; paired difference with the defaults, mean ± "
+              "standard error over seeds):", ""]
+    for v in variants:
+        line = f"- `{v}`: {ari[v].mean():.3f} (SD {ari[v].std(ddof=1):.3f})"
+        if v != "defaults":
+            d = ari[v] - ari["defaults"]
+            line += (f"; {d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}, ahead by more than 0.02 on "
+                     f"{int((d > 0.02).sum())} seeds, behind on {int((d < -0.02).sum())}")
+        lines.append(line)
+    lines += ["", CENTRING_NOTES.strip(), ""]
     return lines
 
 
@@ -244,21 +254,25 @@ NOTES = """
 CENTRING_NOTES = """
 (Written after the runs, 2026-12-07. No adoption rule was written before them: this is a first look at whether
 the batch-aware option proposed in the notes of 2026-12-07 is worth building, on the one dataset that can
-show it.)
+show it. The decoder variant was added after the centred one had been read.)
 
-- **No gain, and no steadier:** -0.042 ± 0.070 over six seeds, the spread larger (SD 0.108 against 0.086). Two
-  seeds gain (+0.12, +0.18), four lose (up to -0.28).
-- **The alpha cells still split by donor.** Read from the labels of seeds 3-5 (saved with `--labels-dir`; the
-  runs of seeds 0-2 kept none): with the centred features seeds 4 and 5 split the 577 alpha cells into two
-  clusters, one 89 % human3 (human3 is 43 % of the cells) and one of the other donors, as the defaults do at
-  seed 3 (86 % human3). Centring moved which seeds split, not whether they do.
-- **Why:** centring reaches only the network's cell input and the joined PCA. The graph the encoder
-  aggregates over (which genes each cell expresses) and the counts the ZINB decoder reconstructs still carry
-  the donor, and the representation learns it from them. Centring the log values is enough for PCA +
-  k-means above (0.751 to 0.869), whose only input they are.
-- **Consequence:** a batch-aware scGPCL would have to act on the graph and the reconstruction too (e.g. the
-  batch as an input of the decoder, as scVI conditions its decoder), which is a change of the method, not an
-  input option. Nothing goes into the package; `batch_key` stays a diagnostic.
+- **Neither gains, and neither is steadier:** -0.042 ± 0.070 and -0.028 ± 0.053 over six seeds, with SDs of
+  0.108 and 0.095 against the defaults' 0.086. Each gains at two seeds and loses at two to four.
+- **The donors still split cell types.** Read from the saved labels (seeds 3-5 for the centred features, whose
+  runs at seeds 0-2 kept none; all six for the decoder variant; a type is split when two clusters each hold at
+  least 20 % of it). With centred features, seeds 4 and 5 split the 577 alpha cells into a cluster 89 % human3
+  (human3 is 43 % of the cells) and one of the other donors, as the defaults do at seed 3 (86 % human3). With
+  the donor also given to the decoder, seeds 3 and 5 split the alpha cells the same way (86-87 % human3),
+  seed 4 splits the beta cells (200 of 604 in a cluster 98 % human3), and three of the six runs split the
+  ductal cells along human3 (ductal cells are split on nearly every run of every method above). The donor
+  moved between seeds and types; it did not go away.
+- **Why:** the two patches take the donor out of the cell input, the joined PCA and the reconstruction. Left
+  are the graph the encoder aggregates over (which genes each cell expresses, and so which gene embeddings
+  it averages) and the contrastive losses, which reward whatever tells cells apart, the donor included.
+  Centring the log values is enough for PCA + k-means above (0.751 to 0.869), whose only input they are.
+- **Consequence:** a batch-aware scGPCL is a research question about the method (the graph and the
+  contrastive objective), not an input option. Nothing goes into the package; `batch_key` stays a diagnostic,
+  and the docs' advice stands: cluster each batch, or integrate with a tool made for it.
 """
 
 
@@ -266,13 +280,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--table-only", action="store_true", help="rebuild the page from batch_effects.jsonl")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--centring", nargs=2, metavar=("DEFAULTS", "CENTRED"),
-                   help="the harness records of the two variants (commands in the page): tag them into "
+    p.add_argument("--centring", nargs=3, metavar=("DEFAULTS", "CENTRED", "DECODER"),
+                   help="the harness records of the three variants (commands in the page): tag them into "
                         "batch_centring.jsonl and rebuild the page")
     args = p.parse_args()
     if args.centring:
         out = []
-        for variant, path in zip(("defaults", "donor_centred"), args.centring, strict=True):
+        for variant, path in zip(VARIANTS, args.centring, strict=True):
             rs = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
             out += [{**r, "variant": variant} for r in rs if r.get("status") == "ok"]
         CENTRING.write_text("".join(json.dumps(r) + "\n" for r in out))
