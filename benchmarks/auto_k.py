@@ -104,9 +104,9 @@ REVISION = """\
    The table above now has only the runs that kept their record (see 7).
 2. **End to end.** The estimated-K ARI is 0.665 (true K: 0.725) with `leiden_modularity` and fresh restarts on the
    first 11 datasets; with human_kidney (K = 19-20 for 11 types: 0.57 against 0.63) and cite_cbmc (K = 12-14 for
-   15 types: 0.58 against 0.55) added it is 0.651 against 0.705 over all 13 (`auto_k.md` at commit cd71a49,
-   `git show cd71a49:benchmarks/results/auto_k.md`: the preset before the patience stop).
-   With `eigengap` and the previous k-means warm start (`auto_k.md` at commit 4d2e440, 10 datasets) it was 0.587.
+   15 types: 0.58 against 0.55) added it is 0.651 against 0.705 over all 13 (the page removed in 1410879,
+   `git show ffe7dc9:benchmarks/results/auto_k_patience0.md`: the preset before the patience stop).
+   With `eigengap` and the previous k-means warm start (`git show ffe7dc9:benchmarks/results/auto_k_previous.md`, 10 datasets) it was 0.587.
 3. **How each fails.**
    - `eigengap`: K = 2 on three-type data (cellbench, zeisel_subset) and K = 5-6 for baron_human's 14 types.
    - `leiden_modularity`: it over-splits zeisel_subset (K = 8 for 3 types: ARI 0.42 against 0.94) and

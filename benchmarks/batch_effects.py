@@ -207,8 +207,10 @@ def centring_table(records: list[dict]) -> list[str]:
              "the representation need not carry the donor to reconstruct the counts: "
              "`donor_centred_decoder`. The graph (which genes a cell expresses) keeps the donor in both. The "
              "package defaults otherwise; every variant run by the same code through the harness, one thread "
-             f"per run, two runs at a time; machine: {', '.join(cpu)}. Commands (`batch_centring.jsonl` holds "
-             "the harness records, each tagged by `variant`):",
+             f"per run, two runs at a time; machine: {', '.join(cpu)}. Commands equivalent to those run (the runs "
+             "were split into seeds 0-2 and 3-5 to run two at a time, and the seeds 0-2 runs of the first two "
+             "variants kept no labels); `batch_centring.jsonl` holds the harness records, each tagged by "
+             "`variant`:",
              "", "```", CENTRING_COMMANDS.strip(), "```", "",
              "| seed | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
     lines += [f"| {s} | " + " | ".join(f"{ari[v][i]:.3f}" for v in variants) + " |" for i, s in enumerate(seeds)]
@@ -252,27 +254,37 @@ NOTES = """
 
 
 CENTRING_NOTES = """
-(Written after the runs, 2026-12-07. No adoption rule was written before them: this is a first look at whether
-the batch-aware option proposed in the notes of 2026-12-07 is worth building, on the one dataset that can
-show it. The decoder variant was added after the centred one had been read.)
+(Written after the runs, 2026-12-07. No adoption rule was written before them: they are a first look, on the
+one dataset that can show it, at whether a batch-aware option is worth building, after the first section
+found that removing each donor's mean is worth +0.12 to PCA + k-means. The decoder variant was added after the
+centred one had been read.)
 
-- **Neither gains, and neither is steadier:** -0.042 ± 0.070 and -0.028 ± 0.053 over six seeds, with SDs of
-  0.108 and 0.095 against the defaults' 0.086. Each gains at two seeds and loses at two to four.
-- **The donors still split cell types.** Read from the saved labels (seeds 3-5 for the centred features, whose
-  runs at seeds 0-2 kept none; all six for the decoder variant; a type is split when two clusters each hold at
-  least 20 % of it). With centred features, seeds 4 and 5 split the 577 alpha cells into a cluster 89 % human3
-  (human3 is 43 % of the cells) and one of the other donors, as the defaults do at seed 3 (86 % human3). With
-  the donor also given to the decoder, seeds 3 and 5 split the alpha cells the same way (86-87 % human3),
-  seed 4 splits the beta cells (200 of 604 in a cluster 98 % human3), and three of the six runs split the
-  ductal cells along human3 (ductal cells are split on nearly every run of every method above). The donor
-  moved between seeds and types; it did not go away.
-- **Why:** the two patches take the donor out of the cell input, the joined PCA and the reconstruction. Left
-  are the graph the encoder aggregates over (which genes each cell expresses, and so which gene embeddings
-  it averages) and the contrastive losses, which reward whatever tells cells apart, the donor included.
-  Centring the log values is enough for PCA + k-means above (0.751 to 0.869), whose only input they are.
-- **Consequence:** a batch-aware scGPCL is a research question about the method (the graph and the
-  contrastive objective), not an input option. Nothing goes into the package; `batch_key` stays a diagnostic,
-  and the docs' advice stands: cluster each batch, or integrate with a tool made for it.
+- **No gain measured:** -0.042 ± 0.070 and -0.028 ± 0.053 over six seeds, on one dataset; the standard errors
+  leave room for a gain of about 0.1, but nothing here shows one. Neither run set is steadier either (SD 0.108
+  and 0.095 against the defaults' 0.086, each from six runs). Each variant gains at two seeds and loses at two
+  to four.
+- **The donors still split cell types.** Read from the saved labels (the defaults and the centred features:
+  seeds 3-5, since their runs at seeds 0-2 kept none; the decoder variant: all six; a type is split when two
+  clusters each hold at least 20 % of it). With centred features, seeds 4 and 5 split the 577 alpha cells into
+  a cluster 89 % human3 (human3 is 43 % of the cells) and one of the other donors, as the defaults do at seed 3
+  (86 % human3). With the donor also given to the decoder, seeds 3 and 5 split the alpha cells the same way
+  (86-87 % human3), seed 4 splits the beta cells (200 of 604 in a cluster 98 % human3), and three of the six
+  runs split the ductal cells along human3 (ductal cells are split on nearly every run of every method above).
+  The donor moved between seeds and types; it did not go away.
+- **A reading, not tested here:** centring removes each donor's mean shift from the cell input and the joined
+  PCA, and the decoder variant lets the reconstruction explain the donor without the representation. Left are
+  the graph the encoder aggregates over (which genes each cell expresses, and so which gene embeddings it
+  averages) and the contrastive losses, which reward whatever tells cells apart, the donor included. No run
+  here took the graph out (the MLP encoder with centred features would be the test). Centring the log values
+  is enough for PCA + k-means above (0.751 to 0.869), whose only input they are.
+- **Consequence:** on this evidence a batch-aware scGPCL looks like a question about the method (the graph and
+  the contrastive objective) rather than an input option, though one dataset cannot settle it. Nothing goes
+  into the package; `batch_key` stays a diagnostic, and the docs' advice stands: cluster each batch, or
+  integrate with a tool made for it.
+- **The defaults' runs here differ from the first table's at the same seeds** (seed 2: 0.891 against 0.766;
+  seeds 0 and 1 within 0.005). Those ran through `scgpcl.tl.cluster` with two threads, these through the
+  harness with one; a seed fixes a run only for one thread count and CPU model (`machine.md`), which is most
+  likely the cause (not checked further).
 """
 
 
