@@ -378,6 +378,20 @@ def tag(variant: str, path: str, labels_dir: str) -> None:
     print(f"{variant}: {len(new)} records, {sum('alpha_clusters' in r for r in new)} with labels")
 
 
+ADV_RULE = """
+### An adversary against the donor (rule written 2026-12-07 04:33 UTC, before the runs)
+
+The MLP runs found the contrastive losses finding the donor without the graph. An adversary acts on the
+representation itself: `SCGPCL_HACK_ADV=1` adds a small classifier (64 hidden units) that predicts the donor
+from each view's representation, trained through a gradient-reversal layer, so the encoder is pushed to make
+the donor unpredictable (cross-entropy weight 1, added to the reconstruction term in both stages). Run with the
+graph encoder, centred features and the donor in the decoder: `donor_centred_decoder_adversary`, seeds 0-5,
+labels kept. It counts as a lead for the research question (not a package change) if the alpha cells split by
+donor in none of the six runs and the paired ARI difference with the defaults is not negative; otherwise it is
+recorded as one more negative. Weight and width were fixed here and are not tuned afterwards.
+"""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--table-only", action="store_true", help="rebuild the page from batch_effects.jsonl")
