@@ -332,12 +332,12 @@ MLP_NOTES = """
 
 - **The reading fails by its rule.** Without the graph, with centred features and the donor in the decoder,
   the alpha cells still split by donor at seed 4 (a cluster 86 % human3). So the graph is not all that keeps
-  the donor: with nothing but the cell features as input, the contrastive losses find it in what centring
-  leaves (centring removes each gene's mean shift per donor, not differences in spread, in which genes are
+  the donor: with nothing but the cell features as input, the contrastive losses still find it, presumably in
+  what centring leaves (not tested; centring removes each gene's mean shift per donor, not differences in spread, in which genes are
   detected, or in depth).
 - **Fewer splits and a steadier ARI, within noise.** The patched MLP splits the alpha cells at one seed of six,
   the plain MLP at three; its ARI is +0.018 ± 0.036 above the plain MLP's and its SD the lowest of the five
-  variants (0.058). On one dataset and six seeds this is a hint, not a result.
+  variants run by then (0.058). On one dataset and six seeds this is a hint, not a result.
 - **Consequence, unchanged:** nothing goes into the package. A batch-aware scGPCL would have to take the donor
   out of what the contrastive losses see (for instance an adversarial donor classifier on the representation,
   tried below, or positives drawn across donors), which is research on the method and needs labelled data with several
