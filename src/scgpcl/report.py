@@ -324,16 +324,12 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     summary = _dataset_summary(adata, key, label_key)
 
     # clusters.tsv first: cheapest, and a failure later still removes it with the folder
-    table = {"cell": adata.obs_names.astype(str),
-             "cluster": clusters.astype(object).where(clusters.notna(), "NA").astype(str)}
-    if label_key is not None and label_key in adata.obs:  # the reference labels beside: no join to make
-        labels = adata.obs[label_key]
-        table[label_key if label_key not in table else "label"] = \
-            labels.astype(object).where(labels.notna(), "NA").astype(str).to_numpy()
-    if batch_key is not None:  # each cell's batch beside, under the column's name unless that is taken
-        batches = adata.obs[batch_key]
-        table[batch_key if batch_key not in table else "batch"] = \
-            batches.astype(object).where(batches.notna(), "NA").astype(str).to_numpy()
+    table = {"cell": adata.obs_names.astype(str), "cluster": _as_text(clusters)}
+    # the reference labels and the batches beside, under their column's name unless that is taken: no join to make
+    if label_key is not None and label_key in adata.obs:
+        table[label_key if label_key not in table else "label"] = _as_text(adata.obs[label_key]).to_numpy()
+    if batch_key is not None:
+        table[batch_key if batch_key not in table else "batch"] = _as_text(adata.obs[batch_key]).to_numpy()
     pd.DataFrame(table).to_csv(d / "clusters.tsv", sep="\t", index=False)
     batch = batch_record(clusters, adata.obs[batch_key], batch_key, key=key, warn=False) if batch_key else None
 
@@ -559,6 +555,11 @@ def _figure(fig: tuple[str, str, str] | None) -> str:
 def _n_clusters_card(sizes: dict[str, int]) -> str:
     used = sum(n > 0 for n in sizes.values())
     return str(used) if used == len(sizes) else f"{used} of {len(sizes)}"
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """A column as text for ``clusters.tsv``, missing values as ``NA``."""
+    return values.astype(object).where(values.notna(), "NA").astype(str)
 
 
 def _batches_html(batch: dict | None, figures: dict) -> str:

@@ -71,9 +71,10 @@ def batch_composition(adata: AnnData, batch_key: str, *, key: str = "scgpcl") ->
 
 
 def _composition(clusters: pd.Series, batches: pd.Series) -> pd.DataFrame:
-    order = cluster_order(clusters)
     if isinstance(clusters.dtype, pd.CategoricalDtype):  # keep clusters that ended up empty, with 0 cells
         order = [str(c) for c in clusters.cat.categories]
+    else:
+        order = cluster_order(clusters)
     keep = (clusters.notna() & batches.notna()).to_numpy()
     c = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=order)
     b = batches[keep].astype(str).to_numpy()
