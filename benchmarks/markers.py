@@ -33,7 +33,7 @@ REPO = harness.REPO
 RESULTS = REPO / "benchmarks" / "results"
 DATASETS = ["zeisel_full3005_top4000_from_log1p", "pbmc4k_10x_top2000", "human_kidney_top2000",
             "baron_human_came2142"]
-METHODS = ["scgpcl_fast", "pca_kmeans", "leiden_tuned"]
+METHODS = ["scgpcl", "pca_kmeans", "leiden_tuned"]
 SMALL = 0.03
 N_TOP = 10
 
@@ -112,15 +112,35 @@ def analyse(dataset: str, methods: list[str], seeds: list[int], labels_dir: Path
     return out
 
 
+def label_runs(labels_dir: Path) -> tuple[list[str], list[str]]:
+    """The commands and machines of the harness runs whose records sit in ``labels_dir`` (``*.jsonl``)."""
+    cmds, machines = set(), set()
+    for f in sorted(labels_dir.glob("*.jsonl")):
+        for rec in harness.load_records(str(f)):
+            if rec.get("command"):
+                cmds.add(rec["command"])
+            if rec.get("machine"):
+                machines.add(rec["machine"])
+    return sorted(cmds), sorted(machines)
+
+
 def build_markdown(results: dict, methods: list[str], seeds: list[int], command: str, figure: str | None,
-                   de_method: str) -> str:
-    L = ["# Marker genes: top-10 DE genes of matched clusters vs ground-truth types", "", "```", command, "```", "",
+                   de_method: str, runs: tuple[list[str], list[str]] = ([], [])) -> str:
+    cmds, machines = runs
+    L = ["# Marker genes: top-10 DE genes of matched clusters vs ground-truth types", "", "```", *cmds, command,
+         "```", ""]
+    if cmds:
+        L += ["The first commands made the labels (harness runs, one process each"
+              + (f"; machine: {', '.join(machines)}" if machines else "") + "); the last one scores them.", ""]
+    L += [
          f"DE: `scanpy.tl.rank_genes_groups(method='{de_method}')`, each group vs the rest, on normalize_total(1e4) "
          f"+ log1p of all genes in the file. Gold standard: the top {N_TOP} genes of each labelled type. For each "
          "method and seed, each type is paired with a cluster by Hungarian matching (`scgpcl.metrics.match_clusters`) "
          f"and scored |gold ∩ cluster top {N_TOP}| / {N_TOP} (0 if no cluster is matched to it). Values: mean ± sd "
-         f"over seeds {seeds}. Labels are those of the harness runs (`scgpcl_fast` = `fast` preset, K = true "
-         f"number of types). **Small types** (< {SMALL:.0%} of cells) are in bold and marked ⚠.", ""]
+         f"over seeds {seeds}. Labels are those of the harness runs (`scgpcl` = the package defaults, one "
+         "thread per run; K = the true number of types). The version of this page made with 0.1.0's `fast` "
+         "preset: `git show 0700ace:benchmarks/results/markers.md`. "
+         f"**Small types** (< {SMALL:.0%} of cells) are in bold and marked ⚠.", ""]
     L += ["## Summary (mean overlap over types)", "",
           "| dataset | " + " | ".join(f"`{m}` all types" for m in methods) + " | "
           + " | ".join(f"`{m}` small types" for m in methods) + " |", "|---|" + "---|" * (2 * len(methods))]
@@ -206,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     md = Path(args.md)
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(build_markdown(results, args.methods, args.seeds, command.strip(),
-                                 os.path.relpath(args.fig, md.parent), args.de_method) + "\n")
+                                 os.path.relpath(args.fig, md.parent), args.de_method,
+                                 label_runs(Path(args.labels_dir))) + "\n")
     Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     print(f"wrote {md}, {args.fig} and {args.json}")
 
