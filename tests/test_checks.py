@@ -312,6 +312,22 @@ def test_normalised_values_are_named_as_such():
     assert "they look" not in str(w[0].message)
 
 
+def test_rounded_normalised_counts_are_named_as_such():
+    """Integers that sum to one total in every cell (rounded CPM) passed as raw counts without a word."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, (60, 40)).astype(np.float64) + np.eye(60, 40)
+    rounded = np.round(x / x.sum(1, keepdims=True) * 1e6)
+    for m in (rounded, sp.csr_matrix(rounded)):
+        with pytest.warns(UserWarning, match=r"every cell's counts in X sum to about 1,000,000 \(within 0\.1%\), as "
+                                             r"after normalising to one total per cell and rounding.*Use layer= to "
+                                             r"pick a layer holding raw counts \(available layers: 'counts'\)"):
+            check_counts(m, layers=["counts"])
+    with warnings.catch_warnings():  # raw counts, whose totals differ: no warning
+        warnings.simplefilter("error")
+        check_counts(x, layers=["counts"])
+        check_counts(rounded[:9], layers=["counts"])  # too few cells to tell
+
+
 def test_row_totals_block_by_block_match_the_whole_sums():
     from scgpcl.data import _checks
 

@@ -245,6 +245,9 @@ def test_output_paths_checked_before_training(toy_file, tmp_path, capsys):
     assert code == 2 and "is a file" in capsys.readouterr().err
     assert main(["demo", "--output", str(tmp_path / "no" / "o.h5ad"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a file where the output's folder should be: said so, not "no write permission"
+    assert main(["cluster", str(toy_file), str(a_file / "o.h5ad"), "-k", "3", "--quiet", *QUICK_ARGS]) == 2
+    assert f"cannot write the output into '{a_file}' (it is a file, not a folder)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_file"]
 
 

@@ -844,13 +844,21 @@ def test_counts_in_raw_are_pointed_to_and_readable(small_toy, tmp_path):
         check_counts(logged.X, layers=[], has_raw=True)
     logged.uns["log1p"] = {"base": None}  # what sc.pp.log1p leaves
     path = tmp_path / "logged.h5ad"
+    logged.layers["scaled"] = logged.X.copy()
     logged.write_h5ad(path)
-    back = read_counts(path, use_raw=True)
+    # what the output leaves out was not said (X, layers, var's columns)
+    with pytest.warns(UserWarning, match=rf"use_raw: the counts of \.raw \({small_toy.n_vars} genes\) take X's place, "
+                                         r"with the cells' annotations \(obs, obsm, obsp, uns\); X \(\d+ genes\), the "
+                                         r"layers 'scaled'.* are left out of the AnnData read \(the input file is not"):
+        back = read_counts(path, use_raw=True)
     np.testing.assert_array_equal(back.X.toarray(), small_toy.X.toarray())
     assert "log1p" not in back.uns  # X holds the counts now: scanpy must not take them for log-transformed
     assert list(back.obs["cell_type"]) == list(small_toy.obs["cell_type"])
     small_toy.write_h5ad(tmp_path / "plain.h5ad")
-    with pytest.raises(InputError, match=r"has no \.raw"):
+    with pytest.raises(InputError, match=r"has no \.raw, so use_raw=True has nothing to read.*layer=NAME; this "
+                       r"file's layers: none\)"):
+        read_counts(tmp_path / "plain.h5ad", use_raw=True)
+    with cli_context(), pytest.raises(InputError, match=r"leave out --use-raw\) or in a layer \(--layer NAME"):
         read_counts(tmp_path / "plain.h5ad", use_raw=True)
     with pytest.raises(InputError, match="pass one"):
         read_counts(path, use_raw=True, layer="counts")
@@ -872,3 +880,22 @@ def test_is_zarr_store_decides_reader_and_checksum_alike(tmp_path, counts, cells
     marked.mkdir()
     (marked / "zarr.json").write_text("{}")
     assert [is_zarr_store(p) for p in (tenx, bare, marked, tmp_path / "none.zarr")] == [False, True, True, False]
+
+
+def test_counts_float32_cannot_hold_are_named(tmp_path):
+    # int64 counts of 16777217 and 123456789 came back as 16777216 and 123456792 without a word
+    x = np.random.default_rng(0).poisson(2, (30, 20)).astype(np.int64)
+    x[0, 0], x[1, 1] = 16_777_217, 123_456_789
+    for i, m in enumerate((x, sp.csr_matrix(x), x.astype(np.float64))):
+        path = tmp_path / f"big{i}.h5ad"
+        ad.AnnData(m).write_h5ad(path)
+        with pytest.warns(UserWarning, match=r"X holds counts above 16,777,216 \(the largest is 123,456,789\); "
+                                             r"scgpcl keeps counts as float32, which rounds such values") as w:
+            back = read_counts(path)
+        assert w[0].filename == __file__  # the user's line
+        assert back.X[1, 1] == 123_456_792  # what float32 holds: the warning is true
+    x[0, 0], x[1, 1] = 16_777_216, 5
+    ad.AnnData(x).write_h5ad(tmp_path / "fine.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_counts(tmp_path / "fine.h5ad").X[0, 0] == 16_777_216

@@ -176,9 +176,34 @@ def test_load_on_fewer_cells_than_clusters_names_the_model_not_n_clusters(traine
         SCGPCL.load(tmp_path / "m", toy[:2].copy())
     import warnings
 
-    with warnings.catch_warnings():  # load gives no K: no "more clusters than half the cells" warning
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:  # load gives no K: no "more clusters than half the cells"
+        warnings.simplefilter("always")
         assert len(SCGPCL.load(tmp_path / "m", toy[:3].copy()).predict()) == 3
+    assert caught and all("not the one" in str(w.message) for w in caught)  # only: these are other cells
+
+
+def test_load_on_other_cells_says_so_and_not_that_training_emptied_clusters(trained, toy, tmp_path):
+    # a subset got very different labels with no word, and then "clusters ended empty after fine-tuning"
+    trained.save(tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cells it was trained on: no warning
+        assert np.array_equal(SCGPCL.load(tmp_path / "m", toy).predict(), trained.predict())
+    one_type = toy[(toy.obs["cell_type"] == toy.obs["cell_type"].iloc[0]).to_numpy()].copy()
+    with pytest.warns(UserWarning, match=rf"the AnnData \({one_type.n_obs} cells\) is not the one this model was "
+                                         rf"trained on \({toy.n_obs} cells\).*train on them \(scgpcl.tl.cluster\)"):
+        loaded = SCGPCL.load(tmp_path / "m", one_type)
+    assert len(loaded.predict()) == one_type.n_obs
+    from scgpcl.model._scgpcl import _warn_empty_clusters
+
+    with pytest.warns(UserWarning) as caught:  # clusters empty in other cells: not blamed on fine-tuning
+        _warn_empty_clusters(np.array([0, 0, 1]), 3, finetuned=True, other_cells=True)
+    assert [str(w.message) for w in caught] == ["1 of the model's 3 clusters got no cell of this AnnData, which is not "
+                                                "the one the model was trained on: these cells fall into the other "
+                                                "clusters"]
+    renamed = toy.copy()
+    renamed.obs_names = [f"x{i}" for i in range(renamed.n_obs)]
+    with pytest.warns(UserWarning, match=rf"\({toy.n_obs} cells, other cell names\)"):
+        SCGPCL.load(tmp_path / "m", renamed)
 
 
 def test_load_checks_genes(trained, toy, tmp_path):
@@ -993,3 +1018,17 @@ def test_fine_tuning_compares_each_round_s_labels_with_the_round_before(toy, mon
     m.train(progress=False)
     assert list(m.history["finetune"]["delta_label"]) == pytest.approx([10 / toy.n_obs, 5 / toy.n_obs])
     assert m.stages["finetune"]["stop_reason"].startswith("converged before round 3")
+
+
+def test_clustering_a_view_warns_at_the_callers_line_and_leaves_the_parent_alone(small_toy):
+    # anndata's own ImplicitModificationWarning pointed inside scgpcl (tl/_cluster.py)
+    parent = small_toy.copy()
+    view = parent[: parent.n_obs - 2]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tl.cluster(view, n_clusters=3, random_state=0, progress=False, **TINY)
+    mine = [w for w in caught if "adata is a view" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__
+    assert not [w for w in caught if isinstance(w.message, ad.ImplicitModificationWarning)]
+    assert not view.is_view and view.obs["scgpcl"].notna().all() and "X_scgpcl" in view.obsm
+    assert "scgpcl" not in parent.obs and "scgpcl" not in parent.uns

@@ -106,8 +106,8 @@ def test_cli_runs(tmp_path, capsys):
     assert main(["cluster", str(src), str(out), "-k", "3", "--runs", "2", "--seed", "5", "--report",
                  str(tmp_path / "report"), *TINY_ARGS]) == 0
     printed = capsys.readouterr().out
-    assert "2 runs (seeds 5, 6): kept seed" in printed
-    assert "2 at seeds 5, 6: kept seed" in (tmp_path / "report" / "index.html").read_text()
+    assert "2 runs (seeds 5, 6): kept seed 5, the first of the two (two runs agree with each other equally" in printed
+    assert "2 at seeds 5, 6: kept seed 5, the first of the two" in (tmp_path / "report" / "index.html").read_text()
     b = ad.read_h5ad(out)
     assert "scgpcl_agreement" in b.obs and list(b.uns["scgpcl"]["runs"]["seeds"]) == [5, 6]
     with pytest.raises(SystemExit) as e:  # an argument error, before anything is read

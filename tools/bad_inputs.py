@@ -344,6 +344,8 @@ CASES: list[Case] = [
          lambda: ["cluster", _zarr_store("in.zarr"), "in.zarr/out.h5ad", *CLUSTER]),
     Case("output folder does not exist", [T + "test_cli.py::test_output_paths_checked_before_training"],
          lambda: ["demo", "--output", "no/such/out.h5ad", "--quiet"]),
+    Case("output folder is a file", [T + "test_cli.py::test_output_paths_checked_before_training"],
+         lambda: ["cluster", h5ad("in.h5ad"), text("afile", "x") + "/out.h5ad", *CLUSTER]),
     Case("output folder not writable", [T + "test_cli.py::test_unwritable_output_folders_are_refused_before_training"],
          lambda: ["cluster", h5ad("in.h5ad"), "locked/out.h5ad", *CLUSTER], context=lambda: unwritable("locked")),
     Case("output folder refuses new files (read-only file system, seen as writable)",

@@ -43,7 +43,10 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     and removed at once, with Ctrl-C and SIGTERM held back meanwhile so that it is never left behind.
     It cannot tell whether the disk has room for the output.
     """
-    problem = None if os.access(Path(folder), os.W_OK | os.X_OK) else "no write permission"
+    if Path(folder).exists() and not Path(folder).is_dir():
+        problem = "it is a file, not a folder"
+    else:
+        problem = None if os.access(Path(folder), os.W_OK | os.X_OK) else "no write permission"
     if problem is None:
         with deferred():
             try:

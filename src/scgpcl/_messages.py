@@ -97,6 +97,13 @@ def per_run_k(ks) -> str:
     return f"K = {', '.join(map(str, ks))}" if len(set(ks)) > 1 else ""
 
 
+def kept_run(n_runs: int) -> str:
+    """Why the run kept by ``n_runs`` > 1 was kept (two runs agree with each other equally: a tie)."""
+    if n_runs == 2:
+        return "the first of the two (two runs agree with each other equally, so neither is more typical)"
+    return "the one that agrees best with the others"
+
+
 def listing(names: Sequence[object], limit: int = 20) -> str:
     """``'a', 'b', 'c'`` (at most ``limit`` names, then how many more), or ``none``."""
     shown = ", ".join(repr(str(n)) for n in list(names)[:limit])

@@ -23,7 +23,7 @@ from . import _launch, _signals
 from ._errors import OutputFailed
 from ._fs import check_writable, current_umask, is_probe, is_zarr_store
 from ._machine import sha256_of
-from ._messages import cli_context, clip, counted, k_estimates, per_run_k
+from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compression(c)
     c.add_argument("--runs", type=_positive_int, default=1, metavar="N",
                    help="train N models at seeds S, S+1, ... and keep the one that agrees best with the others "
-                        "(N times the time); adds each cell's agreement, obs[KEY_agreement] (default: 1)")
+                        "(N times the time; use 3 or more: two runs tie, and the first is kept); adds each cell's agreement, obs[KEY_agreement] (default: 1)")
     _common(c)
     _launch.add_options(c)
     _add_training_options(c)
@@ -298,7 +298,7 @@ def _print_summary(adata, key: str, seconds: float, out=None, total: float | Non
         r = info["runs"]
         per_k = f", {text}" if (text := per_run_k(r.get("n_clusters"))) else ""
         print(f"  {len(r['seeds'])} runs (seeds {', '.join(map(str, r['seeds']))}{per_k}): kept seed "
-              f"{r['chosen_seed']}, the one that agrees best with the others; mean ARI between runs {r['mean_ari']:.3f}")
+              f"{r['chosen_seed']}, {kept_run(len(r['seeds']))}; mean ARI between runs {r['mean_ari']:.3f}")
     sizes = adata.obs[key].value_counts().sort_index()
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
     if "metrics" in info:

@@ -32,7 +32,7 @@ from anndata import AnnData
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
 from ._machine import cpu_model, software_versions
-from ._messages import arg, cli_context, empty_clusters_message, k_estimates, listing, per_run_k
+from ._messages import arg, cli_context, empty_clusters_message, k_estimates, kept_run, listing, per_run_k
 from ._signals import deferred, raise_if_interrupted
 from .data._checks import check_batch_key
 from .metrics import clustering_metrics, matched_labels
@@ -433,8 +433,7 @@ def _reproduce_html(params: dict, runs: dict | None = None) -> str:
         seeds = [int(s) for s in runs["seeds"]]
         per_k = f" ({text})" if (text := per_run_k(runs.get("n_clusters"))) else ""
         facts["runs"] = (f"{len(seeds)} at seeds {', '.join(map(str, seeds))}{per_k}: kept seed "
-                         f"{int(runs['chosen_seed'])}, "
-                         f"the one that agrees best with the others (mean ARI between runs "
+                         f"{int(runs['chosen_seed'])}, {kept_run(len(seeds))} (mean ARI between runs "
                          f"{float(runs['mean_ari']):.3f})")
     if params.get("cpu"):
         facts["CPU"] = params["cpu"]

@@ -317,6 +317,17 @@ def check_counts(
             UserWarning,
             stacklevel=2,
         )
+        return
+    total = _one_total(X)
+    if total is not None:  # integers, but every cell sums to one total: normalised, then rounded
+        warnings.warn(
+            f"every cell's counts in {where} sum to about {float(f'{total:.4g}'):,.0f} (within {_SAME_TOTAL:.1%}), as after "
+            "normalising to one total per cell and rounding (e.g. rounded CPM); raw counts differ from cell to "
+            f"cell, and scgpcl normalises them itself. {fix()}. If the counts were downsampled to one depth on "
+            "purpose, ignore this warning",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 #: cells' totals closer than this (relative spread of the middle 98 %) are "one total" for every cell
@@ -345,8 +356,18 @@ def _normalised_to(X) -> str | None:
     return None
 
 
-def _row_totals(X) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's sum of ``X`` and of ``expm1(X)`` (float64), a block of rows at a time."""
+def _one_total(X) -> float | None:
+    """The total every cell sums to (the median), when the middle 98 % lie within ``_SAME_TOTAL`` of it."""
+    totals, _ = _row_totals(X, expm1=False)
+    totals = totals[totals > 0]
+    if totals.size < _SAME_TOTAL_MIN_CELLS:
+        return None
+    lo, mid, hi = np.percentile(totals, [1, 50, 99])
+    return float(mid) if hi - lo <= _SAME_TOTAL * mid else None
+
+
+def _row_totals(X, *, expm1: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's sum of ``X`` and of ``expm1(X)`` (float64; zeros without ``expm1``), a block of rows at a time."""
     if sp.issparse(X):
         X = X.tocsr() if X.format != "csr" else X
     n = X.shape[0]
@@ -360,7 +381,9 @@ def _row_totals(X) -> tuple[np.ndarray, np.ndarray]:
             stop = max(stop, start + 1)
             lo, hi = indptr[start], indptr[stop]
             block = np.asarray(data[lo:hi], dtype=np.float64)
-            for out, v in ((totals, block), (e_totals, np.expm1(block))):
+            for out, v in ((totals, block), (e_totals, np.expm1(block) if expm1 else None)):
+                if v is None:
+                    continue
                 c = np.concatenate([[0.0], np.cumsum(v)])
                 out[start:stop] = c[indptr[start + 1 : stop + 1] - lo] - c[indptr[start:stop] - lo]
             start = stop
@@ -369,7 +392,8 @@ def _row_totals(X) -> tuple[np.ndarray, np.ndarray]:
         block = X[start : start + rows]  # a backed sparse matrix (a .raw on disk) gives sparse blocks
         block = np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
         totals[start : start + rows] = block.sum(1)
-        e_totals[start : start + rows] = np.expm1(block).sum(1)
+        if expm1:
+            e_totals[start : start + rows] = np.expm1(block).sum(1)
     return totals, e_totals
 
 

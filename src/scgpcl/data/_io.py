@@ -51,7 +51,7 @@ from anndata import AnnData
 
 from scgpcl._errors import InputError
 from scgpcl._fs import is_zarr_store, space_problem
-from scgpcl._messages import arg, clip
+from scgpcl._messages import arg, clip, listing, warn_user
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
 from scgpcl.data._orientation import anndata_guess, guess_orientation
@@ -459,10 +459,21 @@ def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr:
     adata = read_zarr(path) if zarr else read_h5ad(path)
     if use_raw:
         if adata.raw is None:
-            raise InputError(f"'{path}' has no .raw; drop --use-raw / use_raw (counts in X) or pick a --layer")
+            layers = ", ".join(repr(k) for k in adata.layers) or "none"
+            raise InputError(f"'{path}' has no .raw, so {arg('use_raw=True', '--use-raw')} has nothing to read: "
+                             f"the raw counts must be in X (leave out {arg('use_raw', '--use-raw')}) or in a layer "
+                             f"({arg('layer=NAME', '--layer NAME')}; this file's layers: {layers})")
         counts = adata.raw.to_adata()
         # scanpy's mark that X is log-transformed describes the X left behind, not the counts now in X
         counts.uns.pop("log1p", None)
+        left = ([f"X ({adata.n_vars} genes)"] if adata.X is not None else []) + \
+            ([f"the layers {listing(list(adata.layers))}"] if len(adata.layers) else []) + \
+            ([f"var's columns {listing(list(adata.var.columns))}"] if len(adata.var.columns) else [])
+        if left:
+            warn_user(f"{arg('use_raw', '--use-raw')}: the counts of .raw ({counts.n_vars} genes) take X's place, "
+                      f"with the cells' annotations (obs, obsm, obsp, uns); {', '.join(left)} "
+                      f"{'is' if len(left) == 1 else 'are'} left out of the {arg('AnnData read', 'output')} "
+                      "(the input file is not changed)")
         return counts
     if layer is not None:
         if layer not in adata.layers:
@@ -851,11 +862,34 @@ def _read_text(path: Path, *, genes_as_rows: bool | None) -> AnnData:
 # common post-processing
 
 
+#: float32 holds every integer up to this one exactly, and only every second one above it
+_FLOAT32_EXACT = 2**24
+
+
+def _warn_float32_rounding(X, where: str) -> None:
+    """Say so when counts stored with more precision than float32 hold values it cannot (above 2**24)."""
+    dtype = np.dtype(X.dtype) if X is not None else None
+    if dtype is None or not ((dtype.kind in "iu" and dtype.itemsize >= 4) or (dtype.kind == "f" and dtype.itemsize > 4)):
+        return
+    values = X.data if sp.issparse(X) else X
+    if values.size == 0:
+        return
+    largest = float(np.max(values))
+    if largest > _FLOAT32_EXACT:
+        warn_user(
+            f"{where} holds counts above {_FLOAT32_EXACT:,} (the largest is {largest:,.0f}); scgpcl keeps counts as "
+            "float32, which rounds such values (to an even number above it, a multiple of 4 above twice it...), "
+            "so the output's counts differ from the input's there. Single cells rarely hold such counts: check "
+            "that these are counts of one cell"
+        )
+
+
 def _finalize(adata: AnnData, layer: str | None = None, path: Path | None = None) -> AnnData:
     """The counts (X, or ``layers[layer]``) as canonical float32 CSR; unique string names."""
     X = adata.X if layer is None else adata.layers[layer]
     if X is not None and np.dtype(X.dtype).kind == "b":  # before it becomes 0.0/1.0 floats below
         raise InputError(boolean_matrix_message("X" if layer is None else f"layers[{layer!r}]"))
+    _warn_float32_rounding(X, "X" if layer is None else f"layers[{layer!r}]")
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float32)
         try:  # damaged indices would crash scipy's C code below (a segmentation fault), not raise

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._early_checks import check_n_runs
-from .._messages import warn_user
+from .._messages import kept_run, warn_user
 from ..metrics import cell_agreement, medoid_run
 from ._scgpcl import SCGPCL
 
@@ -58,8 +58,8 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
     agreement = np.full(len(kept), np.nan)
     agreement[kept] = cell_agreement(labels[chosen][kept], [lab[kept] for j, lab in enumerate(labels) if j != chosen])
     mean_ari = float(ari[np.triu_indices(n_runs, 1)].mean())
-    log.info("%d runs: mean ARI between them %.3f; kept seed %d, the run that agrees best with the others",
-             n_runs, mean_ari, seeds[chosen])
+    log.info("%d runs: mean ARI between them %.3f; kept seed %d, %s", n_runs, mean_ari, seeds[chosen],
+             kept_run(n_runs))
     if mean_ari < 0.8:
         warn_user(f"the {n_runs} runs disagree (mean ARI between them {mean_ari:.2f}): the clusters depend on "
                   "the seed; the per-cell agreement shows which cells move")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -176,6 +177,7 @@ class SCGPCL:
                kmeans_calls: int = 0) -> None:
         """The one construction path of :meth:`__init__` and :meth:`load`: checks, data, network, loader."""
         self.config, self.adata, self.layer, self.random_state = config, adata, layer, random_state
+        self._other_cells = False  # load() given cells the model was not trained on
         requested = resolve_device(device)
         if not in_cli():  # processes nccl could not give a GPU each; the command checked with its --dist-backend
             check_process_devices(requested)
@@ -351,8 +353,8 @@ class SCGPCL:
             raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
         if self._result is None:
             self._result = self.trainer.predict()
-            _warn_empty_clusters(self._result[1], self.n_clusters,
-                                 finetuned=self.module.cluster_centres is not None)
+            _warn_empty_clusters(self._result[1], self.n_clusters, finetuned=self.module.cluster_centres is not None,
+                                 other_cells=self._other_cells)
         return self._result
 
     # ---------------------------------------------------------------- results
@@ -454,6 +456,7 @@ class SCGPCL:
             "kmeans_calls": self._kmeans_calls,
             "stages": self.stages,
             "auto_k": self.auto_k,
+            "cells": _cells_fingerprint(self.adata),  # load() tells the user when it is given other cells
             "versions": software_versions(),  # what trained it (read by no code; for the user)
         }
         # names of this save's own (two saves into one folder must not write into each other's files)
@@ -516,7 +519,9 @@ class SCGPCL:
         of ``adata`` itself (median library size, each gene's mean and standard
         deviation), as in training; on other data they are therefore not the
         training statistics, and the embedding is only comparable if the two
-        datasets are alike. Models saved by earlier versions load too.
+        datasets are alike. A model records the cells it was trained on (their
+        number and a digest of their names) and warns when given others. Models
+        saved by earlier versions load too.
 
         Parameters
         ----------
@@ -570,6 +575,14 @@ class SCGPCL:
                     n_clusters=meta["n_clusters"], genes=np.array([pos[g] for g in genes]),
                     kmeans_calls=int(meta.get("kmeans_calls", 0)))
         _load_weights(self.module, d, bool(meta["has_cluster_centres"]))
+        trained_on = meta.get("cells")  # models saved before 2026-12-07 do not record their cells
+        self._other_cells = trained_on is not None and trained_on != _cells_fingerprint(adata)
+        if self._other_cells:
+            warn_user(f"the AnnData ({adata.n_obs} cells) is not the one this model was trained on "
+                      f"({trained_on['n_obs']} cells{', other cell names' if trained_on['n_obs'] == adata.n_obs else ''}"
+                      "): its cell features are standardised with this AnnData's own statistics, so the embedding "
+                      "and the clusters can differ from training's, as for a subset of the same cells. To cluster "
+                      f"these cells, train on them ({arg('scgpcl.tl.cluster', 'scgpcl cluster')})")
         self.module.to(self.device)
         self.stages = meta.get("stages", {})
         self.auto_k = meta.get("auto_k")
@@ -616,8 +629,22 @@ def _load_weights(module: SCGPCLModule, d: Path, has_centres: bool) -> None:
         ) from None
 
 
-def _warn_empty_clusters(labels: np.ndarray, k: int, *, finetuned: bool | None = None) -> None:
-    """Say so when some of the K clusters got no cell (DEC in particular can leave clusters empty)."""
+def _warn_empty_clusters(labels: np.ndarray, k: int, *, finetuned: bool | None = None,
+                         other_cells: bool = False) -> None:
+    """Say so when some of the K clusters got no cell (DEC in particular can leave clusters empty).
+
+    With ``other_cells`` (a loaded model given cells it was not trained on) the clusters are empty in
+    these cells, which says nothing about how training went.
+    """
     n_used = len(np.unique(labels[labels >= 0]))
-    if n_used < k:
+    if n_used < k and other_cells:
+        warn_user(f"{k - n_used} of the model's {k} clusters got no cell of this AnnData, which is not the one the "
+                  "model was trained on: these cells fall into the other clusters")
+    elif n_used < k:
         warn_user(empty_clusters_message(n_used, k, finetuned=finetuned))
+
+
+def _cells_fingerprint(adata: AnnData) -> dict:
+    """The number of cells and a digest of their names: what :meth:`SCGPCL.load` compares."""
+    digest = hashlib.sha256("\n".join(map(str, adata.obs_names)).encode()).hexdigest()
+    return {"n_obs": int(adata.n_obs), "obs_names_sha256": digest}

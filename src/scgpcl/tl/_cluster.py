@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from anndata import AnnData
+from anndata import AnnData, ImplicitModificationWarning
 
 from .._config import SCGPCLConfig, flat_config
 from .._early_checks import check_keys
@@ -269,7 +270,11 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
                                        key=key_added)
     if runs is not None:
         info["runs"] = {k: (np.asarray(v) if k == "ari" else v) for k, v in runs.items() if k != "agreement"}
-    with deferred():  # a Ctrl-C waits until every part is in place
+    if adata.is_view:  # anndata would say so from inside this module, with a message about its internals
+        warn_user("adata is a view (a subset such as adata[:100]); the results make it an AnnData of its own, and "
+                  "the AnnData it was taken from does not get them")
+    with deferred(), warnings.catch_warnings():  # a Ctrl-C waits until every part is in place
+        warnings.simplefilter("ignore", ImplicitModificationWarning)
         adata.obs[key_added] = clusters
         adata.obsm["X_" + key_added] = representation
         # a UMAP of an earlier clustering under this key (pl.umap, the report) no longer matches the embedding
