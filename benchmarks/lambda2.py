@@ -1,11 +1,13 @@
 """Sensitivity to lambda2 (``lambda_proto``, weight of the prototypical loss; docs/method.md section 8).
 
-For lambda2 in {0.001, 0.005, 0.05, 0.5, 1, 10} and 3 seeds: the epoch at which
-pre-training converged (ARI > 0.99 between consecutive epochs' k-means labels)
-and the final ARI / NMI. Runs ``scgpcl_fast`` (the ``fast`` preset: lr 1e-3,
-pre-train <= 100 epochs with a 30-epoch warm-up, fine-tune <= 100) through
-the harness with ``lambda_proto`` overridden; one process per run, resumable
-JSONL (``benchmarks/results/lambda2.jsonl``).
+For lambda2 in {0.001, 0.005, 0.05, 0.5, 1, 10} and 3 seeds: the round at which
+pre-training stopped (converged: ARI > 0.99 between consecutive rounds' k-means
+labels; or no new best agreement for ``convergence_patience`` rounds; or the
+round limit) and the final ARI / NMI. Runs ``scgpcl`` (the package defaults)
+through the harness with ``lambda_proto`` overridden; one process per run,
+resumable JSONL (``benchmarks/results/lambda2.jsonl``). The version of this
+study made with 0.1.0 (epochs, the ``fast`` preset) is in git history:
+``git show 0700ace:benchmarks/results/lambda2.md``.
 
     python benchmarks/lambda2.py run
     python benchmarks/lambda2.py table    # -> benchmarks/results/lambda2.md + fig/lambda2.png
@@ -26,7 +28,7 @@ REPO = harness.REPO
 RESULTS = REPO / "benchmarks" / "results"
 LAMBDAS = [0.001, 0.005, 0.05, 0.5, 1.0, 10.0]
 DATASETS = ["baron_human_came2142", "mouse_bladder_top2000"]
-METHOD = "scgpcl_fast"
+METHOD = "scgpcl"
 
 
 def _rows(records: list[dict]) -> dict:
@@ -39,8 +41,20 @@ def _rows(records: list[dict]) -> dict:
     return out
 
 
-def _converged(r: dict) -> bool:
-    return str(r.get("pretrain_stop", "")).startswith("converged")
+def _default_lambda2() -> float:
+    from scgpcl import recommended
+
+    return float(recommended().train.lambda_proto)
+
+
+def _stop_kind(r: dict) -> str:
+    """How pre-training ended: 'converged', 'plateau' (no new best agreement) or 'limit'."""
+    stop = str(r.get("pretrain_stop", ""))
+    if stop.startswith("converged"):
+        return "converged"
+    if stop.startswith("stopped"):
+        return "plateau"
+    return "limit"
 
 
 def build_table(records: list[dict], command: str, figure: str | None) -> str:
@@ -48,45 +62,49 @@ def build_table(records: list[dict], command: str, figure: str | None) -> str:
     datasets = harness._ordered({d for d, _ in rows}, DATASETS)
     lambdas = sorted({lam for _, lam in rows})
     ok = list(harness.latest_ok(records).values())
+    default = _default_lambda2()
     cmds = sorted({r["command"] for r in records if r.get("command")})
     max_ep = max((r.get("pretrain_epochs", 0) for r in ok), default=0)
     other = sorted({f"`{k}={v}`" for rs in rows.values() for r in rs
                     for k, v in (r.get("overrides") or {}).items() if k != "lambda_proto"})
-    L = ["# lambda2 (prototypical loss weight): convergence epoch and accuracy", "", "```", *cmds, command, "```", "",
-         "Method: `scgpcl_fast` (the `fast` preset: lr 1e-3, pre-training at most 100 epochs with a 30-epoch "
-         "warm-up, DEC fine-tuning at most 100) with `lambda_proto` overridden"
-         + (f", and {', '.join(other)}" if other else "") + "; everything else at its default "
-         "(lambda_ins 1). The prototypical loss only acts after the warm-up, and the convergence test (ARI > 0.99 "
-         "between consecutive epochs' k-means labels) starts at the end of the warm-up, so with this preset the "
-         "earliest possible convergence epoch is 31 (the paper's schedule has a 100-epoch warm-up). "
-         "'converged' = pre-training stopped by that test before its epoch limit; mean ± sd over seeds "
-         f"{sorted({r['seed'] for rs in rows.values() for r in rs})}; machine: "
-         f"{ok[0].get('machine', '?') if ok else '?'}.", ""]
-    if "`kmeans_warm_start=True`" in other:
-        L += ["**Read the convergence epochs with care:** these runs started each epoch's k-means from the previous "
-              "epoch's centres (`kmeans_warm_start=True`, the default until 2026-11-30), which makes consecutive "
-              "labels agree by construction; so pre-training stops a few epochs after the warm-up whatever "
-              "lambda2 is, and the epoch column says more about that warm start than about lambda2 "
-              "(`warm_start.md`). With fresh restarts (the default now) pre-training mostly runs to its limit.", ""]
+    L = ["# lambda2 (prototypical loss weight): when pre-training stops, and accuracy", "", "```", *cmds, command,
+         "```", "",
+         "Method: `scgpcl`, the package defaults (rounds of at most 20 steps; pre-training at most 25 rounds, the "
+         "first 10 without the prototypical loss; fine-tuning at most 20 rounds; default lambda2 = "
+         f"{default:g}), with `lambda_proto` overridden"
+         + (f", and {', '.join(other)}" if other else "") + ". The prototypical loss only acts after the "
+         "warm-up rounds, and the stopping test starts there: pre-training stops when consecutive rounds' "
+         "k-means labels agree with ARI > 0.99 ('converged'), when that agreement has not improved on its best "
+         "for 5 rounds ('plateau'), or at the round limit ('limit'). Values: mean ± sd over seeds "
+         f"{sorted({r['seed'] for rs in rows.values() for r in rs})}, one thread per run; machine: "
+         f"{', '.join(sorted({str(r.get('machine', '?')) for r in ok}))}. "
+         "The 0.1.0 version of this study (epochs, the `fast` preset): "
+         "`git show 0700ace:benchmarks/results/lambda2.md`.", ""]
     for d in datasets:
         L += [f"## {d}", "",
-              "| lambda2 | pre-training epochs (per seed) | converged | ARI | NMI | CA | fine-tune epochs | wall s |",
+              "| lambda2 | pre-training rounds (per seed) | stop: converged / plateau / limit | ARI (per seed) "
+              "| NMI | CA | fine-tuning rounds | CPU s |",
               "|---|---|---|---|---|---|---|---|"]
         for lam in lambdas:
             rs = sorted(rows.get((d, lam), []), key=lambda r: r["seed"])
             if not rs:
                 continue
             ep = [r["pretrain_epochs"] for r in rs]
+            kinds = [_stop_kind(r) for r in rs]
+            aris = ", ".join(f"{r['ARI']:.2f}" for r in rs)
+            mark = " (default)" if lam == default else ""
             L.append(
-                f"| {lam:g} | {harness.fmt(harness.mean_sd(ep), 1)} ({', '.join(map(str, ep))}) | "
-                f"{sum(map(_converged, rs))}/{len(rs)} | {harness.fmt(harness.mean_sd([r['ARI'] for r in rs]))} | "
+                f"| {lam:g}{mark} | {harness.fmt(harness.mean_sd(ep), 1)} ({', '.join(map(str, ep))}) | "
+                f"{kinds.count('converged')} / {kinds.count('plateau')} / {kinds.count('limit')} | "
+                f"{harness.fmt(harness.mean_sd([r['ARI'] for r in rs]))} "
+                f"({aris}) | "
                 f"{harness.fmt(harness.mean_sd([r['NMI'] for r in rs]))} | "
                 f"{harness.fmt(harness.mean_sd([r['CA'] for r in rs]))} | "
                 f"{', '.join(str(r.get('finetune_epochs', '?')) for r in rs)} | "
-                f"{harness.fmt(harness.mean_sd([r['wall_s'] for r in rs]), 0)} |")
+                f"{harness.fmt(harness.mean_sd([r['cpu_s'] for r in rs]), 0)} |")
         L.append("")
     if max_ep:
-        L += [f"(largest number of pre-training epochs seen: {max_ep})", ""]
+        L += [f"(largest number of pre-training rounds seen: {max_ep})", ""]
     if figure:
         L += [f"![lambda2 sensitivity]({figure})", ""]
     return "\n".join(L)
@@ -105,7 +123,7 @@ def figure(records: list[dict], path: Path) -> None:
         lams = sorted(lam for dd, lam in rows if dd == d)
         color = plt.get_cmap("tab10")(k)
         for ax, key, lab in zip(axes, ("pretrain_epochs", "ARI", "NMI"),
-                                ("pre-training epoch at stop", "ARI", "NMI"), strict=True):
+                                ("pre-training round at stop", "ARI", "NMI"), strict=True):
             stats = [harness.mean_sd([r[key] for r in rows[(d, lam)]]) for lam in lams]
             ax.errorbar(lams, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
                         label=d, color=color)
@@ -116,7 +134,7 @@ def figure(records: list[dict], path: Path) -> None:
             if key != "pretrain_epochs":
                 ax.set_ylim(0, 1)
     axes[0].legend(fontsize=8)
-    fig.suptitle("scgpcl_fast: sensitivity to lambda2 (mean ± sd over seeds)", fontsize=10)
+    fig.suptitle("scgpcl (package defaults): sensitivity to lambda2 (mean ± sd over seeds)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
