@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compression(c)
     c.add_argument("--runs", type=_positive_int, default=1, metavar="N",
                    help="train N models at seeds S, S+1, ... and keep the one that agrees best with the others "
-                        "(N times the time; use 3 or more: two runs tie, and the first is kept); adds each cell's agreement, obs[KEY_agreement] (default: 1)")
+                        "(N times the time; use 3 or more: two runs tie, and the first is kept); adds each cell's "
+                        "agreement, obs[KEY_agreement] (default: 1)")
     _common(c)
     _launch.add_options(c)
     _add_training_options(c)
