@@ -42,7 +42,8 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "default") -
                              "'faithful' shown where the reference differs)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=preset,
                    help="default: the recommended settings; faithful: the reference implementation's "
-                        "(slower, less accurate on every benchmark so far); fast: former name of default "
+                        "(5-14 times slower; less accurate on 3 of the 4 Table 1 stand-ins measured, level on the "
+                        "fourth); fast: former name of default "
                         f"(default: {preset})")
     rec, ref = recommended(), faithful()
     for section, f, typ in option_fields():
