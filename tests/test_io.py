@@ -889,13 +889,15 @@ def test_counts_float32_cannot_hold_are_named(tmp_path):
     for i, m in enumerate((x, sp.csr_matrix(x), x.astype(np.float64))):
         path = tmp_path / f"big{i}.h5ad"
         ad.AnnData(m).write_h5ad(path)
-        with pytest.warns(UserWarning, match=r"X holds counts above 16,777,216 \(the largest is 123,456,789\); "
-                                             r"scgpcl keeps counts as float32, which rounds such values") as w:
+        with pytest.warns(UserWarning, match=r"X holds 2 count\(s\) that float32 cannot hold exactly \(above "
+                                             r"16,777,216, e\.g\. 16,777,217, which becomes 16,777,216\)") as w:
             back = read_counts(path)
         assert w[0].filename == __file__  # the user's line
         assert back.X[1, 1] == 123_456_792  # what float32 holds: the warning is true
-    x[0, 0], x[1, 1] = 16_777_216, 5
+    # 2^24 itself, and even numbers up to 2^25, float32 holds exactly: nothing changes, no warning
+    x[0, 0], x[1, 1] = 16_777_216, 16_777_218
     ad.AnnData(x).write_h5ad(tmp_path / "fine.h5ad")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert read_counts(tmp_path / "fine.h5ad").X[0, 0] == 16_777_216
+        back = read_counts(tmp_path / "fine.h5ad")
+    assert back.X[0, 0] == 16_777_216 and back.X[1, 1] == 16_777_218

@@ -42,8 +42,8 @@ def _add_training_options(p: argparse.ArgumentParser, preset: str = "default") -
                              "'faithful' shown where the reference differs)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=preset,
                    help="default: the recommended settings; faithful: the reference implementation's "
-                        "(5-14 times slower; less accurate on 3 of the 4 Table 1 stand-ins measured, level on the "
-                        "fourth); fast: former name of default "
+                        "(slower; run with 0.1.0's code it was less accurate than today's defaults on 3 of the 4 "
+                        "Table 1 stand-ins and level on the fourth); fast: former name of default "
                         f"(default: {preset})")
     rec, ref = recommended(), faithful()
     for section, f, typ in option_fields():

@@ -862,25 +862,24 @@ def _read_text(path: Path, *, genes_as_rows: bool | None) -> AnnData:
 # common post-processing
 
 
-#: float32 holds every integer up to this one exactly, and only every second one above it
+#: float32 holds every integer up to this one exactly; above it, only some
 _FLOAT32_EXACT = 2**24
 
 
 def _warn_float32_rounding(X, where: str) -> None:
-    """Say so when counts stored with more precision than float32 hold values it cannot (above 2**24)."""
+    """Say so when counts stored with more precision than float32 hold values it changes (some above 2**24)."""
     dtype = np.dtype(X.dtype) if X is not None else None
     if dtype is None or not ((dtype.kind in "iu" and dtype.itemsize >= 4) or (dtype.kind == "f" and dtype.itemsize > 4)):
         return
-    values = X.data if sp.issparse(X) else X
-    if values.size == 0:
-        return
-    largest = float(np.max(values))
-    if largest > _FLOAT32_EXACT:
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    big = values[values > _FLOAT32_EXACT]  # below it float32 holds every integer
+    changed = big[big.astype(np.float32) != big]
+    if changed.size:
         warn_user(
-            f"{where} holds counts above {_FLOAT32_EXACT:,} (the largest is {largest:,.0f}); scgpcl keeps counts as "
-            "float32, which rounds such values (to an even number above it, a multiple of 4 above twice it...), "
-            "so the output's counts differ from the input's there. Single cells rarely hold such counts: check "
-            "that these are counts of one cell"
+            f"{where} holds {changed.size} count(s) that float32 cannot hold exactly (above {_FLOAT32_EXACT:,}, e.g. "
+            f"{float(changed[0]):,.0f}, which becomes {float(np.float32(changed[0])):,.0f}); scgpcl keeps counts as "
+            "float32, so the output's counts differ from the input's there. Single cells rarely hold such counts: "
+            "check that these are counts of one cell"
         )
 
 
