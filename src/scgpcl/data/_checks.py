@@ -300,33 +300,27 @@ def check_counts(
                 f"integer counts. {fix()}{other}"
             )
         if normalised:
-            warnings.warn(
+            warn_user(
                 f"{where} is not integer counts: {detail}. {mse} "
                 "accepts non-integer values, but "
                 f"scgpcl normalises and log-transforms its input itself, so normalised values are normalised "
-                f"twice and cluster worse. {fix()}",
-                UserWarning,
-                stacklevel=2,
+                f"twice and cluster worse. {fix()}"
             )
             return
-        warnings.warn(
+        warn_user(
             f"{where} is not integer counts: {detail}. {mse} "
             "accepts this, "
             "but scgpcl normalises its input itself, so make sure these values are not "
-            "already normalised or log-transformed",
-            UserWarning,
-            stacklevel=2,
+            "already normalised or log-transformed"
         )
         return
     total = _one_total(X)
     if total is not None:  # integers, but every cell sums to one total: normalised, then rounded
-        warnings.warn(
+        warn_user(
             f"every cell's counts in {where} sum to about {float(f'{total:.4g}'):,.0f} (within {_SAME_TOTAL:.1%}), as after "
             "normalising to one total per cell and rounding (e.g. rounded CPM); raw counts differ from cell to "
             f"cell, and scgpcl normalises them itself. {fix()}. If the counts were downsampled to one depth on "
-            "purpose, ignore this warning",
-            UserWarning,
-            stacklevel=2,
+            "purpose, ignore this warning"
         )
 
 
@@ -348,21 +342,23 @@ def _normalised_to(X) -> str | None:
     for t, how in ((totals, "normalised to a total of {:.4g} per cell (every cell sums to it)"),
                    (e_totals, "log-normalised (log1p of counts normalised to {:.4g} per cell: every cell's "
                               "exp(x) - 1 sums to it)")):
-        t = t[np.isfinite(t) & (t > 0)]
-        if t.size >= _SAME_TOTAL_MIN_CELLS:
-            lo, mid, hi = np.percentile(t, [1, 50, 99])
-            if hi - lo <= _SAME_TOTAL * mid:
-                return how.format(mid)
+        total = _shared_total(t)
+        if total is not None:
+            return how.format(total)
     return None
 
 
 def _one_total(X) -> float | None:
-    """The total every cell sums to (the median), when the middle 98 % lie within ``_SAME_TOTAL`` of it."""
-    totals, _ = _row_totals(X, expm1=False)
-    totals = totals[totals > 0]
-    if totals.size < _SAME_TOTAL_MIN_CELLS:
+    """The total every cell's values sum to, if they all do (:func:`_shared_total`); row blocks at a time."""
+    return _shared_total(_row_totals(X, expm1=False)[0])
+
+
+def _shared_total(totals: np.ndarray) -> float | None:
+    """The median of the finite positive ``totals`` when their middle 98 % lie within ``_SAME_TOTAL`` of it."""
+    t = totals[np.isfinite(totals) & (totals > 0)]
+    if t.size < _SAME_TOTAL_MIN_CELLS:
         return None
-    lo, mid, hi = np.percentile(totals, [1, 50, 99])
+    lo, mid, hi = np.percentile(t, [1, 50, 99])
     return float(mid) if hi - lo <= _SAME_TOTAL * mid else None
 
 
@@ -381,9 +377,8 @@ def _row_totals(X, *, expm1: bool = True) -> tuple[np.ndarray, np.ndarray]:
             stop = max(stop, start + 1)
             lo, hi = indptr[start], indptr[stop]
             block = np.asarray(data[lo:hi], dtype=np.float64)
-            for out, v in ((totals, block), (e_totals, np.expm1(block) if expm1 else None)):
-                if v is None:
-                    continue
+            pairs = [(totals, block)] + ([(e_totals, np.expm1(block))] if expm1 else [])
+            for out, v in pairs:
                 c = np.concatenate([[0.0], np.cumsum(v)])
                 out[start:stop] = c[indptr[start + 1 : stop + 1] - lo] - c[indptr[start:stop] - lo]
             start = stop
