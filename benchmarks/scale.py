@@ -4,6 +4,7 @@
     python benchmarks/scale.py cap --size 1000000 --threads 2        # 1M cells: a run capped in steps
     python benchmarks/scale.py real --datasets pbmc4k_10x_top2000 --seeds 0 1 2 --threads 2  # end to end
     python benchmarks/scale.py prepare --sizes 100000 1000000 --repeats 3 --threads 2  # the scaling choice's cost
+    python benchmarks/scale.py wide --sizes 100000 200000 --repeats 2 --threads 1 --before REV  # every gene
     python benchmarks/scale.py table                                   # -> benchmarks/results/scale.md
 
 Data (cached in ``benchmarks/runs/scale/``, gitignored):
@@ -11,6 +12,9 @@ Data (cached in ``benchmarks/runs/scale/``, gitignored):
 - ``sim_N``: ``scgpcl simulate OUT --preset demo --n-genes 2000 --n-cells N --group-prob 0.16 0.14 0.12
   0.11 0.10 0.09 0.08 0.07 0.07 0.06 --lib-loc 6.8 --de-fac-scale 0.8 --dropout-type none --seed 0``
   (10 unequal groups, ~14 % non-zeros, ~900 UMI per cell, like pbmc4k's top 2000 genes);
+- ``wide_N``: N cells x 25,000 genes as a count matrix straight from the sequencer (no gene filter): gene means
+  log-normal (sigma 2, most genes rare), ~2,800 UMI and ~1,650 non-zeros per cell, 10 equal groups, each with
+  300 genes up by a log-normal factor, Poisson counts (``_wide``, seed 0);
 - ``pbmc_N``: pbmc4k (``shared/data/real/pbmc4k_10x_top2000.h5ad``) resampled to N cells (cells drawn
   with replacement, every count thinned by binomial(0.9), labels kept; seed 0).
 
@@ -66,6 +70,8 @@ def dataset(name: str) -> Path:
                        check=True)
     elif kind == "pbmc":
         _resample_pbmc(int(n), path)
+    elif kind == "wide":
+        _wide(int(n), path)
     else:
         raise SystemExit(f"unknown dataset {name!r}")
     return path
@@ -87,6 +93,29 @@ def _resample_pbmc(n: int, path: Path, seed: int = 0) -> None:
     out.write_h5ad(path)
 
 
+def _wide(n: int, path: Path, n_genes: int = 25000, k: int = 10, seed: int = 0) -> None:
+    """Counts with every gene (``wide_N`` in the module's docstring), made 5,000 cells at a time."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    base = rng.lognormal(-3.2, 2.0, n_genes).astype(np.float32)
+    base *= 2500 / base.sum()
+    up = np.ones((k, n_genes), np.float32)
+    for g in range(k):
+        up[g, rng.choice(n_genes, 300, replace=False)] = rng.lognormal(1.0, 0.5, 300)
+    group = rng.integers(0, k, n)
+    blocks = []
+    for a in range(0, n, 5000):
+        b = min(n, a + 5000)
+        lib = rng.lognormal(0.0, 0.4, b - a).astype(np.float32)
+        blocks.append(sp.csr_matrix(rng.poisson(base[None, :] * up[group[a:b]] * lib[:, None]).astype(np.float32)))
+    obs = pd.DataFrame({"cell_type": pd.Categorical([f"g{g}" for g in group])}, index=[f"c{i}" for i in range(n)])
+    ad.AnnData(sp.vstack(blocks, format="csr"), obs=obs,
+               var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])).write_h5ad(path)
+
+
 # ----------------------------------------------------------------------------- workers
 def _worker_scgpcl(args) -> dict:
     import anndata as ad
@@ -106,7 +135,8 @@ def _worker_scgpcl(args) -> dict:
     model = scgpcl.SCGPCL(a, k, random_state=args.seed, device="cpu", **overrides)
     prepare_s = time.perf_counter() - t1
     if args.prepare_only:  # reading and preparing (with the cell-scaling choice when it is on), no training
-        return {"n_cells": int(a.n_obs), "nnz": int(model.data.counts.nnz), "k": k, "load_s": load_s,
+        return {"n_cells": int(a.n_obs), "nnz": int(model.data.counts.nnz), "nnz_input": int(a.X.nnz), "k": k,
+                "load_s": load_s,
                 "prepare_s": prepare_s, "target_sum": model.config.preprocess.target_sum,
                 "silhouettes": {f"{t:g}": v for t, v in (model.target_sum_scores or {}).items()}}
     t2 = time.perf_counter()
@@ -179,8 +209,11 @@ def worker(args) -> None:
 
 # ----------------------------------------------------------------------------- driver
 def measure(method: str, data: Path, *, threads: int, seed: int = 0, overrides: dict | None = None,
-            prepare_only: bool = False) -> dict:
-    """One worker process; wall time, CPU time and peak RSS from the operating system."""
+            prepare_only: bool = False, src: Path | None = None) -> dict:
+    """One worker process; wall time, CPU time and peak RSS from the operating system.
+
+    ``src``: import scgpcl from this ``src`` folder (a checkout of another commit) instead of the installed one.
+    """
     cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", method, "--data", str(data),
            "--threads", str(threads), "--seed", str(seed)]
     if overrides:
@@ -191,6 +224,8 @@ def measure(method: str, data: Path, *, threads: int, seed: int = 0, overrides: 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     env.setdefault("PYTHONWARNINGS", "ignore")
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -282,8 +317,59 @@ def prepare(args) -> None:
                       f"target_sum {rec['target_sum']:g}", flush=True)
 
 
+def wide(args) -> None:
+    """Reading and preparing count matrices with every gene, at this commit and (``--before``) at another one,
+    alternately, each in its own process: the peak memory of the steps before training."""
+    trees = [("this", None)]
+    if args.before:
+        old = CACHE / f"tree_{args.before}"
+        if not old.exists():
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), args.before], check=True)
+        trees.insert(0, (args.before, old / "src"))
+    here = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for path in [dataset(f"wide_{n}") for n in args.sizes]:
+        for rep in range(args.repeats):
+            for name, src in trees:
+                rec = measure("scgpcl", path, threads=args.threads, prepare_only=True, src=src)
+                rec["wide"] = True
+                rec["code"] = here + ("+" if _dirty() else "") if src is None else name
+                append(rec)
+                print(f"{path.stem:>12} code {rec['code']:>9} #{rep}: prepare {rec['prepare_s']:.1f} s, wall "
+                      f"{rec['wall_s']:.0f} s, CPU {rec['cpu_s']:.0f} s, RSS {rec['peak_rss_mb']:.0f} MB", flush=True)
+
+
+def _dirty() -> bool:
+    return bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+
+
+def _wide_section(recs) -> list[str]:
+    rs = [r for r in recs if r.get("wide")]
+    if not rs:
+        return []
+    out = ["", "## Every gene: the memory of reading and preparing", "",
+           "`python benchmarks/scale.py wide --sizes ... --repeats R --threads T --before REV`: `wide_N` (25,000 "
+           "genes, no gene filter, ~1,650 non-zeros per cell) read and prepared as `prepare` does, without "
+           "training, by the code of commit `code`, each in its own process, the commits alternating. Medians over "
+           "the repeats. `input MB`: the counts as float32 CSR (8 bytes per non-zero), the least any reader holds.",
+           "", "| data | cells | non-zeros | input MB | code | repeats | prepare s | whole process wall s | CPU s | "
+           "peak RSS MB | peak / input |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in rs:
+        by.setdefault((r["n_cells"], r["dataset"], r["code"], r["date"]), []).append(r)
+    for (n, ds, code, _), group in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][3], kv[0][2])):
+        med = lambda key, rr=group: float(np.median([x[key] for x in rr]))
+        nnz_in = group[0]["nnz_input"]
+        mb = nnz_in * 8 / 2**20
+        out.append(f"| {ds} | {n} | {nnz_in:,} | {mb:.0f} | {code} | {len(group)} | {med('prepare_s'):.1f} | "
+                   f"{med('wall_s'):.0f} | {med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} | "
+                   f"{med('peak_rss_mb') / mb:.1f} |")
+    return out
+
+
 def _prepare_section(recs) -> list[str]:
-    prep = [r for r in recs if r.get("prepare_only")]
+    prep = [r for r in recs if r.get("prepare_only") and not r.get("wide")]
     if not prep:
         return []
     out = ["", "## The cell-scaling choice at scale", "",
@@ -381,6 +467,7 @@ def table(args) -> None:
     lines += _cap_section(recs, full)
     lines += _real_section(recs)
     lines += _prepare_section(recs)
+    lines += _wide_section(recs)
     if NOTES.exists():
         lines += ["", NOTES.read_text().rstrip()]
     Path(args.md).write_text("\n".join(lines) + "\n")
@@ -427,6 +514,11 @@ def main(argv=None) -> None:
     pr.add_argument("--sizes", nargs="+", type=int, default=[100000, 1000000])
     pr.add_argument("--repeats", type=int, default=3)
     pr.add_argument("--threads", type=int, default=2)
+    wd = sub.add_parser("wide")
+    wd.add_argument("--sizes", nargs="+", type=int, default=[100000, 200000])
+    wd.add_argument("--repeats", type=int, default=2)
+    wd.add_argument("--threads", type=int, default=1)
+    wd.add_argument("--before", default="", help="a commit to measure side by side (a git worktree in the cache)")
     c = sub.add_parser("cap")
     c.add_argument("--size", type=int, default=1000000)
     c.add_argument("--rounds", type=int, default=2)
@@ -445,7 +537,7 @@ def main(argv=None) -> None:
     w.add_argument("--overrides", default="")
     w.add_argument("--prepare-only", action="store_true")
     args = p.parse_args(argv)
-    {"run": run, "cap": cap, "real": real, "prepare": prepare, "table": table, "_worker": worker}[args.cmd](args)
+    {"run": run, "cap": cap, "real": real, "prepare": prepare, "wide": wide, "table": table, "_worker": worker}[args.cmd](args)
 
 
 if __name__ == "__main__":

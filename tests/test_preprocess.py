@@ -1,5 +1,6 @@
 """Preprocessing (docs/method.md section 1): gene selection, size factors, z-scored features."""
 
+import itertools
 import logging
 
 import anndata as ad
@@ -338,3 +339,70 @@ def test_the_zinb_constant_is_each_cell_s_sum_of_lgamma_count_plus_one(monkeypat
     monkeypatch.setattr(_preprocess, "_BLOCK_ROWS", 3)  # three blocks, the empty cell in the first
     _, lgamma_cell = _preprocess._row_values(m, np.ones(7))
     np.testing.assert_allclose(lgamma_cell, gammaln(x.astype(np.float64) + 1).sum(axis=1))
+
+
+def _counts_with_empty_cells_and_genes(seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.negative_binomial(2, 0.3, size=(60, 40)).astype(np.float32) * (rng.random((60, 40)) < 0.4)
+    x[[5, 17, 42]] = 0  # cells without counts
+    x[:, [3, 30]] = 0  # genes without counts
+    return x
+
+
+def test_gene_variance_over_the_kept_cells_needs_no_copy_of_them(monkeypatch):
+    # prepare ranks genes on the whole input, the empty cells included, with n_rows the cells kept: the same
+    # numbers, to the bit, as on a copy of the kept rows (the records of every earlier run depend on it), in
+    # blocks of any size
+    from scgpcl.data import _preprocess
+
+    x = _counts_with_empty_cells_and_genes()
+    kept = x.sum(axis=1) > 0
+    whole = _preprocess._gene_variance(sp.csr_matrix(x), n_rows=int(kept.sum()))
+    on_copy = _preprocess._gene_variance(sp.csr_matrix(x[kept]))
+    np.testing.assert_array_equal(whole, on_copy)
+    np.testing.assert_allclose(whole, x[kept].var(axis=0, ddof=1), rtol=1e-5, atol=1e-6)
+    # scipy's own arithmetic, which the earlier code used
+    m = sp.csr_matrix(x[kept])
+    n = m.shape[0]
+    scipy_var = (np.asarray(m.multiply(m).mean(axis=0)).ravel() - np.asarray(m.mean(axis=0)).ravel() ** 2) * n / (n - 1)
+    np.testing.assert_array_equal(whole, scipy_var)
+    monkeypatch.setattr(_preprocess, "_BLOCK_ENTRIES", 7)
+    np.testing.assert_array_equal(_preprocess._gene_variance(sp.csr_matrix(x), n_rows=int(kept.sum())), whole)
+
+
+def test_prepare_selects_the_genes_select_genes_selects_on_the_cells_and_genes_with_counts():
+    x = _counts_with_empty_cells_and_genes()
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    cfg = PreprocessConfig(gene_selection="variance", hvg_fraction=0.25, min_genes=10)
+    kept, detected = x.sum(axis=1) > 0, np.flatnonzero(x.sum(axis=0) > 0)
+    expected = detected[select_genes(sp.csr_matrix(x[kept][:, detected]), cfg)]
+    assert len(expected) == 10
+    np.testing.assert_array_equal(prepare(sp.csr_matrix(x), names, cfg).gene_index, expected)
+
+
+def test_passes_over_the_matrix_are_bounded_in_entries_and_never_split_a_cell(monkeypatch):
+    from scgpcl.data import _preprocess
+
+    monkeypatch.setattr(_preprocess, "_BLOCK_ENTRIES", 10)
+    indptr = np.cumsum([0, 4, 4, 0, 25, 3, 3, 3, 0])  # a cell of 25 entries, more than a block holds
+    blocks = _preprocess._row_blocks(indptr, max_rows=2)
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(indptr) - 1
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
+    for r0, r1 in blocks:
+        assert r1 - r0 <= 2
+        assert indptr[r1] - indptr[r0] <= 10 or r1 - r0 == 1
+    assert (3, 4) in blocks  # the large cell alone
+
+
+def test_feature_moments_do_not_depend_on_the_block_size(monkeypatch):
+    from scgpcl.data import _preprocess
+
+    x = _counts_with_empty_cells_and_genes(seed=4)
+    cfg = PreprocessConfig(gene_selection="none")
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    ref = prepare(sp.csr_matrix(x), names, cfg)
+    monkeypatch.setattr(_preprocess, "_BLOCK_ENTRIES", 13)
+    small = prepare(sp.csr_matrix(x), names, cfg)
+    for key in ("feature_mean", "feature_std", "lgamma_cell"):
+        np.testing.assert_array_equal(getattr(small, key), getattr(ref, key))
+    np.testing.assert_array_equal(small.lognorm.data, ref.lognorm.data)

@@ -72,11 +72,49 @@ class PreparedData:
         return ((block.toarray() - self.feature_mean) / self.feature_std).astype(np.float32)
 
 
-def _gene_variance(x: sp.csr_matrix) -> np.ndarray:
-    n = x.shape[0]
-    mean = np.asarray(x.mean(axis=0)).ravel()
-    mean_sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
-    return (mean_sq - mean**2) * n / max(n - 1, 1)
+#: stored entries per block in the passes over every entry of the input (a few tens of MB of temporaries)
+_BLOCK_ENTRIES = 2**22
+
+
+def _gene_variance(x: sp.csr_matrix, n_rows: int | None = None) -> np.ndarray:
+    """Per column, the sample variance of the counts over ``n_rows`` cells (default: the rows of ``x``).
+
+    Rows of ``x`` beyond those cells must hold no non-zero entry (cells whose counts are all zero), so
+    that the variance over the cells kept can be read off the whole matrix without copying its rows.
+    One pass over the stored entries in blocks, with no copy of the matrix (copies of the matrix made this
+    step the peak of the whole run on inputs with every gene: about four times the input's size). The
+    arithmetic is scipy's ``x.mean(axis=0)`` and ``x.multiply(x).mean(axis=0)`` on a copy of those rows:
+    each entry scaled by ``1 / n_rows`` in the matrix's floating dtype (float64 for integers), summed per
+    column in the order of the entries, so the genes ranked, and every result recorded before, are the
+    same.
+    """
+    if not x.has_canonical_format:
+        x = x.copy()
+        x.sum_duplicates()
+    n = x.shape[0] if n_rows is None else int(n_rows)
+    inter = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    s1 = np.zeros(x.shape[1], dtype=inter)
+    s2 = np.zeros(x.shape[1], dtype=inter)
+    w = 1.0 / n
+    for a in range(0, x.nnz, _BLOCK_ENTRIES):
+        d = x.data[a:a + _BLOCK_ENTRIES].astype(inter, copy=False)
+        cols = x.indices[a:a + _BLOCK_ENTRIES]
+        np.add.at(s1, cols, d * w)  # unbuffered: sums in the order of the entries
+        np.add.at(s2, cols, (d * d) * w)
+    return (s2 - s1**2) * n / max(n - 1, 1)
+
+
+def _n_keep(n_genes: int, cfg: PreprocessConfig) -> int:
+    """How many genes ``gene_selection='variance'`` keeps of ``n_genes``."""
+    if not 0 < cfg.hvg_fraction <= 1:
+        raise InputError(f"hvg_fraction must be in (0, 1], got {cfg.hvg_fraction}")
+    n_keep = max(int(round(cfg.hvg_fraction * n_genes)), min(cfg.min_genes, n_genes))
+    return min(n_keep, n_genes)
+
+
+def _top_variance(var: np.ndarray, n_keep: int) -> np.ndarray:
+    """The ``n_keep`` columns of highest variance, ascending; ties broken by gene order (a stable ranking)."""
+    return np.sort(np.argsort(-var, kind="stable")[:n_keep])
 
 
 def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np.ndarray:
@@ -109,16 +147,10 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
     if cfg.gene_selection == "none":
         return np.arange(n_genes)
     if cfg.gene_selection == "variance":
-        if not 0 < cfg.hvg_fraction <= 1:
-            raise InputError(f"hvg_fraction must be in (0, 1], got {cfg.hvg_fraction}")
-        n_keep = max(int(round(cfg.hvg_fraction * n_genes)), min(cfg.min_genes, n_genes))
-        n_keep = min(n_keep, n_genes)
+        n_keep = _n_keep(n_genes, cfg)
         if n_keep == n_genes:
             return np.arange(n_genes)
-        var = _gene_variance(x)
-        # stable ranking: ties broken by gene order
-        order = np.argsort(-var, kind="stable")[:n_keep]
-        return np.sort(order)
+        return _top_variance(_gene_variance(x), n_keep)
     if cfg.gene_selection in ("seurat", "seurat_v3"):
         n_keep = min(cfg.n_top_genes, n_genes)
         if n_keep == n_genes:
@@ -213,6 +245,11 @@ def prepare(
         gene_nonzero = common
     if genes is not None:
         genes_sel = np.asarray(genes, dtype=np.int64)
+    elif cfg.gene_selection == "variance":
+        # the cells and genes with counts, without copying them out of the input (select_genes would need a copy)
+        n_keep = _n_keep(gene_nonzero.size, cfg)
+        genes_sel = gene_nonzero if n_keep == gene_nonzero.size else gene_nonzero[
+            _top_variance(_gene_variance(x, n_rows=int(cell_keep.sum()))[gene_nonzero], n_keep)]
     else:
         x_nz = _subset(x, cell_keep, gene_nonzero)
         genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
@@ -401,19 +438,35 @@ def _cell_scale(tot: np.ndarray, tot_all: np.ndarray, target_sum: float) -> np.n
     return float(np.median(tot)) / tot if not target_sum else target_sum / tot_all
 
 
-#: rows per block when a pass over the matrix needs temporary arrays
+#: rows per block when a pass over the matrix needs temporary arrays (blocks also hold at most _BLOCK_ENTRIES
+#: entries, so that inputs with every gene, a few thousand entries per cell, need no more memory per block)
 _BLOCK_ROWS = 65536
+
+
+def _row_blocks(indptr: np.ndarray, max_rows: int = _BLOCK_ROWS) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``(r0, r1)`` of at most ``max_rows`` rows and ``_BLOCK_ENTRIES`` stored entries.
+
+    A row with more entries than that is a block of its own: rows are never split.
+    """
+    n = len(indptr) - 1
+    blocks, r0 = [], 0
+    while r0 < n:
+        r1 = int(np.searchsorted(indptr, indptr[r0] + _BLOCK_ENTRIES, side="right")) - 1
+        r1 = min(max(r1, r0 + 1), r0 + max_rows, n)
+        blocks.append((r0, r1))
+        r0 = r1
+    return blocks
 
 
 def _cells_detected(x: sp.csr_matrix, chunk: int = _BLOCK_ROWS) -> np.ndarray:
     """Per gene, the number of cells with a non-zero count.
 
-    ``chunk`` rows at a time, so the memory it needs does not grow with the cells; duplicate entries of a
-    non-canonical matrix are summed first.
+    At most ``chunk`` rows (and ``_BLOCK_ENTRIES`` entries) at a time, so the memory it needs does not grow
+    with the cells; duplicate entries of a non-canonical matrix are summed first.
     """
     out = np.zeros(x.shape[1], dtype=np.int64)
-    for start in range(0, x.shape[0], chunk):
-        block = x[start:start + chunk]
+    for r0, r1 in _row_blocks(x.indptr, chunk):
+        block = x[r0:r1]
         if not block.has_canonical_format:
             block.sum_duplicates()
         out += np.bincount(block.indices[block.data > 0], minlength=x.shape[1])
@@ -464,8 +517,7 @@ def _row_values(x: sp.csr_matrix, scale: np.ndarray) -> tuple[np.ndarray, np.nda
 
     out = np.empty(x.nnz, dtype=np.float32)
     lgamma_cell = np.zeros(x.shape[0], dtype=np.float64)
-    for r0 in range(0, x.shape[0], _BLOCK_ROWS):
-        r1 = min(r0 + _BLOCK_ROWS, x.shape[0])
+    for r0, r1 in _row_blocks(x.indptr):
         a, b = x.indptr[r0], x.indptr[r1]
         lengths = np.diff(x.indptr[r0 : r1 + 1])
         vals = x.data[a:b]
@@ -478,14 +530,23 @@ def _row_values(x: sp.csr_matrix, scale: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _column_moments(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (1 where it is 0) of every column, in blocks of rows."""
+    """Mean and standard deviation (1 where it is 0) of every column, in blocks of rows.
+
+    Each block's sums are accumulated in the order of its entries, ``_BLOCK_ENTRIES`` at a time (the same
+    sums as one ``bincount`` over the block, with temporaries of bounded size), then added to the totals.
+    """
     n, g = m.shape
     s1, s2 = np.zeros(g), np.zeros(g)
     for r0 in range(0, n, _BLOCK_ROWS):
-        a, b = m.indptr[r0], m.indptr[min(r0 + _BLOCK_ROWS, n)]
-        v = m.data[a:b].astype(np.float64)
-        s1 += np.bincount(m.indices[a:b], weights=v, minlength=g)
-        s2 += np.bincount(m.indices[a:b], weights=v * v, minlength=g)
+        a, b = int(m.indptr[r0]), int(m.indptr[min(r0 + _BLOCK_ROWS, n)])
+        p1, p2 = np.zeros(g), np.zeros(g)
+        for c in range(a, b, _BLOCK_ENTRIES):
+            v = m.data[c:min(c + _BLOCK_ENTRIES, b)].astype(np.float64)
+            cols = m.indices[c:min(c + _BLOCK_ENTRIES, b)]
+            np.add.at(p1, cols, v)
+            np.add.at(p2, cols, v * v)
+        s1 += p1
+        s2 += p2
     mean = s1 / n
     std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
     std[std == 0] = 1.0
