@@ -330,13 +330,16 @@ def wide(args) -> None:
                           check=True).stdout.strip()
     for path in [dataset(f"wide_{n}") for n in args.sizes]:
         for rep in range(args.repeats):
-            for name, src in trees:
-                rec = measure("scgpcl", path, threads=args.threads, prepare_only=True, src=src)
-                rec["wide"] = True
-                rec["code"] = here + ("+" if _dirty() else "") if src is None else name
-                append(rec)
-                print(f"{path.stem:>12} code {rec['code']:>9} #{rep}: prepare {rec['prepare_s']:.1f} s, wall "
-                      f"{rec['wall_s']:.0f} s, CPU {rec['cpu_s']:.0f} s, RSS {rec['peak_rss_mb']:.0f} MB", flush=True)
+            for selection in args.gene_selection:
+                for name, src in trees:
+                    rec = measure("scgpcl", path, threads=args.threads, prepare_only=True, src=src,
+                                  overrides={"gene_selection": selection} if selection != "seurat" else None)
+                    rec["wide"] = True
+                    rec["code"] = here + ("+" if _dirty() else "") if src is None else name
+                    append(rec)
+                    print(f"{path.stem:>12} {selection:>8} code {rec['code']:>9} #{rep}: prepare {rec['prepare_s']:.1f} "
+                          f"s, wall {rec['wall_s']:.0f} s, CPU {rec['cpu_s']:.0f} s, RSS {rec['peak_rss_mb']:.0f} MB",
+                          flush=True)
 
 
 def _dirty() -> bool:
@@ -353,16 +356,16 @@ def _wide_section(recs) -> list[str]:
            "genes, no gene filter, ~1,650 non-zeros per cell) read and prepared as `prepare` does, without "
            "training, by the code of commit `code`, each in its own process, the commits alternating. Medians over "
            "the repeats. `input MB`: the counts as float32 CSR (8 bytes per non-zero), the least any reader holds.",
-           "", "| data | cells | non-zeros | input MB | code | repeats | prepare s | whole process wall s | CPU s | "
-           "peak RSS MB | peak / input |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "", "| data | cells | non-zeros | input MB | settings | code | repeats | prepare s | whole process wall s | "
+           "CPU s | peak RSS MB | peak / input |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in rs:
-        by.setdefault((r["n_cells"], r["dataset"], r["code"], r["date"]), []).append(r)
-    for (n, ds, code, _), group in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][3], kv[0][2])):
+        by.setdefault((r["n_cells"], r["dataset"], _settings(r), r["date"], r["code"]), []).append(r)
+    for (n, ds, label, _, code), group in sorted(by.items(), key=lambda kv: kv[0]):
         med = lambda key, rr=group: float(np.median([x[key] for x in rr]))
         nnz_in = group[0]["nnz_input"]
         mb = nnz_in * 8 / 2**20
-        out.append(f"| {ds} | {n} | {nnz_in:,} | {mb:.0f} | {code} | {len(group)} | {med('prepare_s'):.1f} | "
+        out.append(f"| {ds} | {n} | {nnz_in:,} | {mb:.0f} | {label} | {code} | {len(group)} | {med('prepare_s'):.1f} | "
                    f"{med('wall_s'):.0f} | {med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} | "
                    f"{med('peak_rss_mb') / mb:.1f} |")
     return out
@@ -518,6 +521,8 @@ def main(argv=None) -> None:
     wd.add_argument("--sizes", nargs="+", type=int, default=[100000, 200000])
     wd.add_argument("--repeats", type=int, default=2)
     wd.add_argument("--threads", type=int, default=1)
+    wd.add_argument("--gene-selection", nargs="+", default=["seurat", "variance"],
+                    help="seurat: the default; variance: the reference's (--preset faithful)")
     wd.add_argument("--before", default="", help="a commit to measure side by side (a git worktree in the cache)")
     c = sub.add_parser("cap")
     c.add_argument("--size", type=int, default=1000000)

@@ -406,3 +406,24 @@ def test_feature_moments_do_not_depend_on_the_block_size(monkeypatch):
     for key in ("feature_mean", "feature_std", "lgamma_cell"):
         np.testing.assert_array_equal(getattr(small, key), getattr(ref, key))
     np.testing.assert_array_equal(small.lognorm.data, ref.lognorm.data)
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_seurat_selection_in_prepare_normalises_only_its_own_copy(empty):
+    # scanpy normalises the copy of the cells and genes with counts in place (no second copy of the input's
+    # size); when nothing is dropped there is no copy, and the caller's matrix must stay as it was, as must
+    # the counts prepare keeps
+    x = _counts_with_empty_cells_and_genes(seed=5)
+    if not empty:
+        x = x[x.sum(axis=1) > 0][:, x.sum(axis=0) > 0]
+    m = sp.csr_matrix(x)
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    p = prepare(m, names, PreprocessConfig(gene_selection="seurat", n_top_genes=12))
+    np.testing.assert_array_equal(m.toarray(), x)
+    np.testing.assert_array_equal(p.counts.toarray(), x[p.cell_mask][:, p.gene_index])
+    kept, detected = x.sum(axis=1) > 0, np.flatnonzero(x.sum(axis=0) > 0)
+    ref = ad.AnnData(x[kept][:, detected].copy())
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=12)
+    np.testing.assert_array_equal(p.gene_index, detected[ref.var["highly_variable"].to_numpy()])

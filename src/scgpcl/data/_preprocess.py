@@ -117,7 +117,7 @@ def _top_variance(var: np.ndarray, n_keep: int) -> np.ndarray:
     return np.sort(np.argsort(-var, kind="stable")[:n_keep])
 
 
-def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np.ndarray:
+def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None, *, scratch: bool = False) -> np.ndarray:
     """Indices (sorted) of the genes to keep.
 
     ``variance``: the top ``hvg_fraction`` of genes by raw-count variance, but
@@ -137,6 +137,9 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
         ``gene_selection`` and its settings (``hvg_fraction``, ``min_genes``, ``n_top_genes``).
     gene_names
         Names of the columns of ``x``; the selection does not use them.
+    scratch
+        ``x`` is a copy the caller no longer needs: scanpy's selections normalise it in place instead of in a
+        copy of their own (the copy was the size of the input).
 
     Returns
     -------
@@ -156,18 +159,21 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
         if n_keep == n_genes:
             return np.arange(n_genes)
         with torch_threads_kept():
-            return _scanpy_hvg(x, cfg.gene_selection, n_keep)
+            return _scanpy_hvg(x, cfg.gene_selection, n_keep, scratch=scratch)
     raise InputError(
         f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat', 'seurat_v3' or 'none'"
     )
 
 
-def _scanpy_hvg(x: sp.csr_matrix, flavor: str, n_keep: int) -> np.ndarray:
-    """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``."""
+def _scanpy_hvg(x: sp.csr_matrix, flavor: str, n_keep: int, *, scratch: bool = False) -> np.ndarray:
+    """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``.
+
+    With ``scratch``, ``x`` itself is normalised in place (see :func:`select_genes`).
+    """
     import anndata as ad
     import scanpy as sc
 
-    tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
+    tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=not scratch))
     if flavor == "seurat":
         # dispersion of log-normalised expression, binned by mean (scanpy's default flavour)
         sc.pp.normalize_total(tmp, target_sum=1e4)
@@ -252,7 +258,9 @@ def prepare(
             _top_variance(_gene_variance(x, n_rows=int(cell_keep.sum()))[gene_nonzero], n_keep)]
     else:
         x_nz = _subset(x, cell_keep, gene_nonzero)
-        genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
+        # a copy of the cells and genes with counts is scanpy's to normalise; the input, or x itself, is not
+        scratch = x_nz is not x and not _shares_memory(x_nz, x) and not _shares_memory(x_nz, counts)
+        genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero], scratch=scratch)]
         del x_nz
 
     if len(genes_sel) < 2:
