@@ -117,7 +117,7 @@ def _top_variance(var: np.ndarray, n_keep: int) -> np.ndarray:
     return np.sort(np.argsort(-var, kind="stable")[:n_keep])
 
 
-def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None, *, scratch: bool = False) -> np.ndarray:
+def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np.ndarray:
     """Indices (sorted) of the genes to keep.
 
     ``variance``: the top ``hvg_fraction`` of genes by raw-count variance, but
@@ -137,9 +137,6 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None, *, sc
         ``gene_selection`` and its settings (``hvg_fraction``, ``min_genes``, ``n_top_genes``).
     gene_names
         Names of the columns of ``x``; the selection does not use them.
-    scratch
-        ``x`` is a copy the caller no longer needs: scanpy's selections normalise it in place instead of in a
-        copy of their own (the copy was the size of the input).
 
     Returns
     -------
@@ -159,21 +156,43 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None, *, sc
         if n_keep == n_genes:
             return np.arange(n_genes)
         with torch_threads_kept():
-            return _scanpy_hvg(x, cfg.gene_selection, n_keep, scratch=scratch)
+            return _scanpy_hvg(x, cfg.gene_selection, n_keep)
     raise InputError(
         f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat', 'seurat_v3' or 'none'"
     )
 
 
-def _scanpy_hvg(x: sp.csr_matrix, flavor: str, n_keep: int, *, scratch: bool = False) -> np.ndarray:
+class _Scratch:
+    """A copy of the counts made for the gene selection, which nothing else holds.
+
+    :func:`select_genes` given one hands the matrix itself to scanpy (:meth:`take` empties the holder): scanpy's
+    normalisation then replaces it, and it is freed, instead of living on beside scanpy's copy of it. On an
+    input with every gene this copy is the size of the input.
+    """
+
+    def __init__(self, m: sp.csr_matrix):
+        self._m: sp.csr_matrix | None = m
+        self.shape = m.shape
+
+    def take(self) -> sp.csr_matrix:
+        m, self._m = self._m, None
+        if m is None:
+            raise RuntimeError("the scratch matrix was already taken")
+        return m
+
+
+def _scanpy_hvg(x: sp.csr_matrix | _Scratch, flavor: str, n_keep: int) -> np.ndarray:
     """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``.
 
-    With ``scratch``, ``x`` itself is normalised in place (see :func:`select_genes`).
+    On a copy of ``x``, or on the matrix of a :class:`_Scratch` itself.
     """
     import anndata as ad
     import scanpy as sc
 
-    tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=not scratch))
+    if isinstance(x, _Scratch):
+        tmp = ad.AnnData(sp.csr_matrix(x.take(), dtype=np.float32, copy=False))
+    else:
+        tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
     if flavor == "seurat":
         # dispersion of log-normalised expression, binned by mean (scanpy's default flavour)
         sc.pp.normalize_total(tmp, target_sum=1e4)
@@ -260,7 +279,9 @@ def prepare(
         x_nz = _subset(x, cell_keep, gene_nonzero)
         # a copy of the cells and genes with counts is scanpy's to normalise; the input, or x itself, is not
         scratch = x_nz is not x and not _shares_memory(x_nz, x) and not _shares_memory(x_nz, counts)
-        genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero], scratch=scratch)]
+        if scratch and cfg.gene_selection in ("seurat", "seurat_v3"):
+            x_nz = _Scratch(x_nz)  # no other reference to the copy is left here
+        genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
         del x_nz
 
     if len(genes_sel) < 2:
