@@ -358,10 +358,11 @@ def _wide_section(recs) -> list[str]:
            "the repeats. `input MB`: the counts as float32 CSR (8 bytes per non-zero), the least any reader holds.",
            "", "| data | cells | non-zeros | input MB | settings | code | repeats | prepare s | whole process wall s | "
            "CPU s | peak RSS MB | peak / input |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    by = {}
+    by = {}  # in the order first run: the earlier commit first, as wide() runs it
     for r in rs:
         by.setdefault((r["n_cells"], r["dataset"], _settings(r), r["date"], r["code"]), []).append(r)
-    for (n, ds, label, _, code), group in sorted(by.items(), key=lambda kv: kv[0]):
+    first = {key: i for i, key in enumerate(by)}
+    for (n, ds, label, _, code), group in sorted(by.items(), key=lambda kv: (*kv[0][:4], first[kv[0]])):
         med = lambda key, rr=group: float(np.median([x[key] for x in rr]))
         nnz_in = group[0]["nnz_input"]
         mb = nnz_in * 8 / 2**20

@@ -427,3 +427,58 @@ def test_seurat_selection_in_prepare_normalises_only_its_own_copy(empty):
     sc.pp.log1p(ref)
     sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=12)
     np.testing.assert_array_equal(p.gene_index, detected[ref.var["highly_variable"].to_numpy()])
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_seurat_selection_hands_scanpy_the_copy_only_when_it_is_one(monkeypatch, empty):
+    # the copy of the cells and genes with counts goes to scanpy in a holder, so that it is freed once scanpy
+    # has normalised it; without dropped cells or genes there is no copy, and scanpy must copy the input itself
+    from scgpcl.data import _preprocess
+
+    seen = []
+    real = _preprocess._scanpy_hvg
+
+    def spy(x, flavor, n_keep):
+        seen.append(type(x))
+        return real(x, flavor, n_keep)
+
+    monkeypatch.setattr(_preprocess, "_scanpy_hvg", spy)
+    x = _counts_with_empty_cells_and_genes(seed=6)
+    if not empty:
+        x = x[x.sum(axis=1) > 0][:, x.sum(axis=0) > 0]
+    prepare(sp.csr_matrix(x), np.array([f"g{i}" for i in range(x.shape[1])]),
+            PreprocessConfig(gene_selection="seurat", n_top_genes=12))
+    assert seen == [_preprocess._Scratch if empty else sp.csr_matrix]
+
+
+def test_gene_variance_allocates_blocks_not_copies_of_the_matrix(monkeypatch):
+    # scipy's mean and multiply copied every stored value two or three times; the pass holds a block at a time
+    import tracemalloc
+
+    from scgpcl.data import _preprocess
+
+    monkeypatch.setattr(_preprocess, "_BLOCK_ENTRIES", 4096)
+    m = sp.random(3000, 400, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    m.data = np.ceil(m.data * 20)
+    tracemalloc.start()
+    try:
+        _preprocess._gene_variance(m)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.2 * m.data.nbytes, (peak, m.data.nbytes)
+
+
+def test_gene_variance_of_large_integer_counts_and_duplicate_entries():
+    # int32 counts above 46,340 overflowed when scipy squared them in their own type; duplicate entries of a
+    # non-canonical matrix are one count, summed before squaring
+    from scgpcl.data import _preprocess
+
+    x = np.array([[50_000, 1, 0], [0, 3, 2], [70_000, 0, 5], [10, 2, 1]], dtype=np.int32)
+    np.testing.assert_allclose(_preprocess._gene_variance(sp.csr_matrix(x)), x.astype(np.float64).var(axis=0, ddof=1),
+                               rtol=1e-12)
+    dup = sp.csr_matrix((np.array([1.0, 2.0, 4.0], np.float32), np.array([0, 0, 1]), np.array([0, 2, 3, 3])),
+                        shape=(3, 2))
+    assert not dup.has_canonical_format
+    dense = np.array([[3.0, 0.0], [0.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(_preprocess._gene_variance(dup), dense.var(axis=0, ddof=1), rtol=1e-6)

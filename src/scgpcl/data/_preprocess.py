@@ -85,8 +85,11 @@ def _gene_variance(x: sp.csr_matrix, n_rows: int | None = None) -> np.ndarray:
     step the peak of the whole run on inputs with every gene: about four times the input's size). The
     arithmetic is scipy's ``x.mean(axis=0)`` and ``x.multiply(x).mean(axis=0)`` on a copy of those rows:
     each entry scaled by ``1 / n_rows`` in the matrix's floating dtype (float64 for integers), summed per
-    column in the order of the entries, so the genes ranked, and every result recorded before, are the
-    same.
+    column in the order of the entries, so on a canonical float32 matrix (what :func:`prepare` works on
+    after reading) the genes ranked, and every result recorded before, are the same to the bit. Two
+    differences elsewhere: duplicate entries are summed before squaring (scipy's ``mean`` added them
+    separately, its ``multiply`` summed them first), and integer counts are squared in float64 (scipy
+    squared them in their own type, which overflows for int32 counts above 46,340 and uint8 above 15).
     """
     if not x.has_canonical_format:
         x = x.copy()
@@ -480,7 +483,7 @@ def _row_blocks(indptr: np.ndarray, max_rows: int = _BLOCK_ROWS) -> list[tuple[i
     n = len(indptr) - 1
     blocks, r0 = [], 0
     while r0 < n:
-        r1 = int(np.searchsorted(indptr, indptr[r0] + _BLOCK_ENTRIES, side="right")) - 1
+        r1 = int(np.searchsorted(indptr, int(indptr[r0]) + _BLOCK_ENTRIES, side="right")) - 1  # no int32 overflow
         r1 = min(max(r1, r0 + 1), r0 + max_rows, n)
         blocks.append((r0, r1))
         r0 = r1
