@@ -430,25 +430,64 @@ def test_seurat_selection_in_prepare_normalises_only_its_own_copy(empty):
 
 
 @pytest.mark.parametrize("empty", [True, False])
-def test_seurat_selection_hands_scanpy_the_copy_only_when_it_is_one(monkeypatch, empty):
-    # the copy of the cells and genes with counts goes to scanpy in a holder, so that it is freed once scanpy
-    # has normalised it; without dropped cells or genes there is no copy, and scanpy must copy the input itself
+def test_seurat_v3_selection_hands_scanpy_the_copy_only_when_it_is_one(monkeypatch, empty):
+    # seurat_v3 still runs through scanpy: the copy of the cells and genes with counts goes to it in a holder,
+    # so that it is freed once scanpy is done with it; without dropped cells or genes there is no copy, and
+    # scanpy must copy the input itself
     from scgpcl.data import _preprocess
 
     seen = []
-    real = _preprocess._scanpy_hvg
 
     def spy(x, flavor, n_keep):
-        seen.append(type(x))
-        return real(x, flavor, n_keep)
+        seen.append((type(x), flavor))
+        return np.arange(n_keep)  # (scikit-misc, which seurat_v3 needs, is not installed here)
 
     monkeypatch.setattr(_preprocess, "_scanpy_hvg", spy)
     x = _counts_with_empty_cells_and_genes(seed=6)
     if not empty:
         x = x[x.sum(axis=1) > 0][:, x.sum(axis=0) > 0]
     prepare(sp.csr_matrix(x), np.array([f"g{i}" for i in range(x.shape[1])]),
-            PreprocessConfig(gene_selection="seurat", n_top_genes=12))
-    assert seen == [_preprocess._Scratch if empty else sp.csr_matrix]
+            PreprocessConfig(gene_selection="seurat_v3", n_top_genes=12))
+    assert seen == [(_preprocess._Scratch if empty else sp.csr_matrix, "seurat_v3")]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("block", [7, 2**22])
+def test_seurat_selection_in_blocks_is_scanpys_to_the_bit(monkeypatch, threads, block):
+    # the default selection streams over blocks of cells instead of letting scanpy copy the matrix three or
+    # four times; its means and dispersions must be scanpy's own, bit for bit, whatever the block size and
+    # the thread count that splits scanpy's numba kernel, on the cells and genes prepare keeps (empty cells,
+    # genes without counts, and a gene subset as min_cells makes one, whose totals leave out the others).
+    # At this size float32 values sum exactly in float64, so the thread split seldom shows; the arithmetic
+    # does (squaring in float64 instead of float32 fails this test)
+    import numba
+
+    from scgpcl.data import _preprocess
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} thread(s) here")
+    monkeypatch.setattr(_preprocess, "_BLOCK_ENTRIES", block)
+    rng = np.random.default_rng(threads)
+    x = (rng.negative_binomial(1, 0.2, size=(90, 70)) * (rng.random((90, 70)) < 0.3)).astype(np.float32)
+    x[[3, 50]] = 0
+    x[:, [5, 60]] = 0
+    m = sp.csr_matrix(x)
+    rows = x.sum(axis=1) > 0
+    for cols in (np.flatnonzero(x.sum(axis=0) > 0), np.flatnonzero((x > 0).sum(axis=0) >= 8)):
+        ref = ad.AnnData(sp.csr_matrix(x[rows][:, cols]))
+        sc.pp.normalize_total(ref, target_sum=1e4)
+        sc.pp.log1p(ref)
+        old = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=20)
+            means, dispersions = _preprocess._seurat_dispersions(m, rows, cols)
+            genes = _preprocess._seurat_genes(m, rows, cols, 20)
+        finally:
+            numba.set_num_threads(old)
+        np.testing.assert_array_equal(means, ref.var["means"].to_numpy())
+        np.testing.assert_array_equal(dispersions, ref.var["dispersions"].to_numpy())
+        np.testing.assert_array_equal(genes, np.flatnonzero(ref.var["highly_variable"].to_numpy()))
 
 
 def test_gene_variance_allocates_blocks_not_copies_of_the_matrix(monkeypatch):

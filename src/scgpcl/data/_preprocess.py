@@ -159,10 +159,90 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
         if n_keep == n_genes:
             return np.arange(n_genes)
         with torch_threads_kept():
+            if cfg.gene_selection == "seurat":
+                return _seurat_genes(x, None, np.arange(n_genes), n_keep)
             return _scanpy_hvg(x, cfg.gene_selection, n_keep)
     raise InputError(
         f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat', 'seurat_v3' or 'none'"
     )
+
+
+def _seurat_genes(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray, n_keep: int) -> np.ndarray:
+    """Scanpy's Seurat selection on ``x[rows][:, cols]``, a block of cells at a time: indices into ``cols``.
+
+    The means and dispersions come from :func:`_seurat_dispersions`; the bins and the cut-off follow scanpy's
+    ``highly_variable_genes`` (scanpy 1.11) with pandas' ``cut`` and ``groupby``.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(dict(zip(("means", "dispersions"), _seurat_dispersions(x, rows, cols), strict=True)))
+    df["mean_bin"] = pd.cut(df["means"], bins=20)
+    stats = df.groupby("mean_bin", observed=True)["dispersions"].agg(avg="mean", dev="std")
+    single = stats["dev"].isnull()  # one gene in its bin: normalised dispersion 1, as scanpy
+    stats.loc[single, "dev"] = stats.loc[single, "avg"]
+    stats.loc[single, "avg"] = 0
+    stats = stats.loc[df["mean_bin"]].set_index(df.index)
+    norm = ((df["dispersions"] - stats["avg"]) / stats["dev"]).to_numpy()
+    ranked = np.sort(norm[~np.isnan(norm)])[::-1]
+    if ranked.size == 0:
+        return np.arange(len(cols))
+    cut = ranked[min(n_keep, ranked.size) - 1]
+    return np.flatnonzero(np.nan_to_num(norm, nan=-np.inf) >= cut)  # genes tied at the cut-off kept, as scanpy
+
+
+def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scanpy's ``means`` and ``dispersions`` (``var`` columns of the Seurat selection) of ``x[rows][:, cols]``.
+
+    The same values, to the bit, as those scanpy's ``normalize_total(target_sum=1e4)``, ``log1p`` and
+    ``highly_variable_genes(flavor="seurat")`` give on a copy of those cells and genes
+    (``tests/test_preprocess.py`` compares them with scanpy itself), without the copies: scanpy
+    copied the matrix three or four times (normalised, then for ``highly_variable_genes`` a copy and its
+    ``expm1``), which made the selection the peak of a run on inputs with every gene. Each block of cells
+    goes through scanpy's own ``normalize_total`` and ``log1p`` (both work cell by cell); the per-gene sums
+    reproduce scanpy's numba kernel (each of its threads sums every n-th cell, in order, in float64, and the
+    threads' sums are added in turn), and the dispersions follow scanpy's ``highly_variable_genes``
+    (scanpy 1.11). ``rows``: a boolean mask of the cells to use (None: every row).
+    """
+    import anndata as ad
+    import numba  # scanpy's dependency; its thread count decides how scanpy's kernel splits the cells
+    import scanpy as sc
+
+    n_threads = numba.get_num_threads()
+    g = len(cols)
+    every = g == x.shape[1] and np.array_equal(cols, np.arange(g))
+    sums = np.zeros(n_threads * g)
+    squares = np.zeros(n_threads * g)
+    kept = np.arange(x.shape[0]) if rows is None else np.flatnonzero(rows)
+    n = kept.size
+    ends = np.cumsum(np.diff(x.indptr)[kept])
+    b0 = 0
+    while b0 < n:  # blocks of cells holding at most _BLOCK_ENTRIES entries (at least one cell)
+        start = int(ends[b0 - 1]) if b0 else 0
+        b1 = min(max(int(np.searchsorted(ends, start + _BLOCK_ENTRIES, side="right")), b0 + 1), n)
+        block = x[kept[b0:b1]]
+        block = ad.AnnData(sp.csr_matrix(block if every else block[:, cols], dtype=np.float32))  # totals over cols
+        sc.pp.normalize_total(block, target_sum=1e4)
+        sc.pp.log1p(block)
+        m = block.X
+        v = np.expm1(m.data)
+        where = np.repeat(np.arange(b0, b1) % n_threads, np.diff(m.indptr)) * g + m.indices
+        np.add.at(sums, where, v)  # float32 values added in float64, in the order of the cells, as the kernel
+        np.add.at(squares, where, v * v)  # the square in float32, as the kernel
+        b0 = b1
+    total, total_sq = np.zeros(g), np.zeros(g)
+    for t in range(n_threads):
+        total += sums[t * g:(t + 1) * g]
+        total_sq += squares[t * g:(t + 1) * g]
+    mean = total / n
+    var = total_sq / n - (total / n) ** 2
+    if n != 1:
+        var *= n / (n - 1)
+    mean[mean == 0] = 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dispersion = var / mean
+        dispersion[dispersion == 0] = np.nan
+        dispersion = np.log(dispersion)
+    return np.log1p(mean), dispersion
 
 
 class _Scratch:
@@ -187,7 +267,9 @@ class _Scratch:
 def _scanpy_hvg(x: sp.csr_matrix | _Scratch, flavor: str, n_keep: int) -> np.ndarray:
     """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``.
 
-    On a copy of ``x``, or on the matrix of a :class:`_Scratch` itself.
+    On a copy of ``x``, or on the matrix of a :class:`_Scratch` itself. The package runs ``seurat_v3``
+    through here; ``seurat`` goes through :func:`_seurat_genes`, which gives the same genes without the
+    copies (this path stays as the reference the tests compare it with).
     """
     import anndata as ad
     import scanpy as sc
@@ -278,11 +360,18 @@ def prepare(
         n_keep = _n_keep(gene_nonzero.size, cfg)
         genes_sel = gene_nonzero if n_keep == gene_nonzero.size else gene_nonzero[
             _top_variance(_gene_variance(x, n_rows=int(cell_keep.sum()))[gene_nonzero], n_keep)]
+    elif cfg.gene_selection == "seurat":
+        n_keep = min(cfg.n_top_genes, gene_nonzero.size)
+        if n_keep == gene_nonzero.size:
+            genes_sel = gene_nonzero
+        else:
+            with torch_threads_kept():
+                genes_sel = gene_nonzero[_seurat_genes(x, cell_keep, gene_nonzero, n_keep)]
     else:
         x_nz = _subset(x, cell_keep, gene_nonzero)
         # a copy of the cells and genes with counts is scanpy's to normalise; the input, or x itself, is not
         scratch = x_nz is not x and not _shares_memory(x_nz, x) and not _shares_memory(x_nz, counts)
-        if scratch and cfg.gene_selection in ("seurat", "seurat_v3"):
+        if scratch and cfg.gene_selection == "seurat_v3":
             x_nz = _Scratch(x_nz)  # no other reference to the copy is left here
         genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
         del x_nz
