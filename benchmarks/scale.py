@@ -5,6 +5,7 @@
     python benchmarks/scale.py real --datasets pbmc4k_10x_top2000 --seeds 0 1 2 --threads 2  # end to end
     python benchmarks/scale.py prepare --sizes 100000 1000000 --repeats 3 --threads 2  # the scaling choice's cost
     python benchmarks/scale.py wide --sizes 100000 200000 --repeats 2 --threads 1 --before REV  # every gene
+    python benchmarks/scale.py wide --sizes 100000 200000 --repeats 1 --threads 1 --before REV --end-to-end
     python benchmarks/scale.py table                                   # -> benchmarks/results/scale.md
 
 Data (cached in ``benchmarks/runs/scale/``, gitignored):
@@ -94,10 +95,16 @@ def _resample_pbmc(n: int, path: Path, seed: int = 0) -> None:
 
 
 def _wide(n: int, path: Path, n_genes: int = 25000, k: int = 10, seed: int = 0) -> None:
-    """Counts with every gene (``wide_N`` in the module's docstring), made 5,000 cells at a time."""
+    """Counts with every gene (``wide_N`` in the module's docstring), made and written 5,000 cells at a time.
+
+    The file is an AnnData with an empty X of the full shape, whose X is then replaced by the first block
+    and the others appended (anndata's ``sparse_dataset.append``): a million cells never sit in memory.
+    """
     import anndata as ad
+    import h5py
     import pandas as pd
     import scipy.sparse as sp
+    from anndata.io import sparse_dataset, write_elem
 
     rng = np.random.default_rng(seed)
     base = rng.lognormal(-3.2, 2.0, n_genes).astype(np.float32)
@@ -106,17 +113,68 @@ def _wide(n: int, path: Path, n_genes: int = 25000, k: int = 10, seed: int = 0) 
     for g in range(k):
         up[g, rng.choice(n_genes, 300, replace=False)] = rng.lognormal(1.0, 0.5, 300)
     group = rng.integers(0, k, n)
-    blocks = []
-    for a in range(0, n, 5000):
-        b = min(n, a + 5000)
-        lib = rng.lognormal(0.0, 0.4, b - a).astype(np.float32)
-        blocks.append(sp.csr_matrix(rng.poisson(base[None, :] * up[group[a:b]] * lib[:, None]).astype(np.float32)))
     obs = pd.DataFrame({"cell_type": pd.Categorical([f"g{g}" for g in group])}, index=[f"c{i}" for i in range(n)])
-    ad.AnnData(sp.vstack(blocks, format="csr"), obs=obs,
-               var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])).write_h5ad(path)
+    tmp = path.with_name(path.name + ".partial")
+    ad.AnnData(sp.csr_matrix((n, n_genes), dtype=np.float32), obs=obs,
+               var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])).write_h5ad(tmp)
+    with h5py.File(tmp, "a") as f:
+        del f["X"]
+        for a in range(0, n, 5000):
+            b = min(n, a + 5000)
+            lib = rng.lognormal(0.0, 0.4, b - a).astype(np.float32)
+            block = sp.csr_matrix(rng.poisson(base[None, :] * up[group[a:b]] * lib[:, None]).astype(np.float32))
+            if a == 0:
+                write_elem(f, "X", block)
+                x = sparse_dataset(f["X"])
+            else:
+                x.append(block)
+    tmp.rename(path)
 
 
 # ----------------------------------------------------------------------------- workers
+class _PhasePeaks:
+    """The process's resident memory sampled every 50 ms (Linux ``/proc``), its maximum kept per phase."""
+
+    def __init__(self):
+        import threading
+
+        self.peaks: dict[str, float] = {}
+        self.phase = "read"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss_mb() -> float | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.sample()
+
+    def sample(self) -> None:
+        rss = self._rss_mb()
+        if rss is not None:
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+
+    def enter(self, phase: str) -> None:
+        self.sample()  # the end of the phase before
+        self.phase = phase
+
+    def stop(self) -> dict[str, float]:
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+        return {k: round(v, 1) for k, v in self.peaks.items()}
+
+
 def _worker_scgpcl(args) -> dict:
     import anndata as ad
     import torch
@@ -125,6 +183,7 @@ def _worker_scgpcl(args) -> dict:
     from scgpcl.metrics import clustering_metrics
 
     torch.set_num_threads(args.threads)
+    peaks = _PhasePeaks()
     t0 = time.perf_counter()
     a = ad.read_h5ad(args.data)
     truth = a.obs["cell_type"].astype(str).to_numpy()
@@ -132,23 +191,28 @@ def _worker_scgpcl(args) -> dict:
     load_s = time.perf_counter() - t0
     overrides = json.loads(args.overrides) if args.overrides else {}
     t1 = time.perf_counter()
+    peaks.enter("prepare")
     model = scgpcl.SCGPCL(a, k, random_state=args.seed, device="cpu", **overrides)
     prepare_s = time.perf_counter() - t1
     if args.prepare_only:  # reading and preparing (with the cell-scaling choice when it is on), no training
         return {"n_cells": int(a.n_obs), "nnz": int(model.data.counts.nnz), "nnz_input": int(a.X.nnz), "k": k,
                 "load_s": load_s,
                 "prepare_s": prepare_s, "target_sum": model.config.preprocess.target_sum,
-                "silhouettes": {f"{t:g}": v for t, v in (model.target_sum_scores or {}).items()}}
+                "silhouettes": {f"{t:g}": v for t, v in (model.target_sum_scores or {}).items()},
+                "phase_peak_mb": peaks.stop()}
     t2 = time.perf_counter()
+    peaks.enter("train")
     model.train(progress=False)
     train_s = time.perf_counter() - t2
     t3 = time.perf_counter()
+    peaks.enter("predict")
     labels = model.predict()
     predict_s = time.perf_counter() - t3
     stages = model.summary()
     tr = model.trainer
     rec = {"n_cells": int(a.n_obs), "nnz": int(model.data.counts.nnz), "k": k, "load_s": load_s,
-           "prepare_s": prepare_s, "train_s": train_s, "predict_s": predict_s,
+           "prepare_s": prepare_s, "train_s": train_s, "predict_s": predict_s, "phase_peak_mb": peaks.stop(),
+           "nnz_input": int(a.X.nnz),
            "steps_per_round": tr.schedule.steps_per_round, "sample_cells": tr.embedder.n_sample,
            "stages": stages, **clustering_metrics(truth, labels)}
     return {k2: v for k2, v in rec.items() if k2 not in ("F1_macro", "F1_micro")}
@@ -332,9 +396,12 @@ def wide(args) -> None:
         for rep in range(args.repeats):
             for selection in args.gene_selection:
                 for name, src in trees:
-                    rec = measure("scgpcl", path, threads=args.threads, prepare_only=True, src=src,
-                                  overrides={"gene_selection": selection} if selection != "seurat" else None)
-                    rec["wide"] = True
+                    over = {"gene_selection": selection} if selection != "seurat" else {}
+                    if args.end_to_end:  # training capped at 2 + 1 rounds: its memory, not its length
+                        over.update(pretrain_rounds=2, warmup_rounds=1, finetune_rounds=1)
+                    rec = measure("scgpcl", path, threads=args.threads, prepare_only=not args.end_to_end, src=src,
+                                  overrides=over or None)
+                    rec["wide_e2e" if args.end_to_end else "wide"] = True
                     rec["code"] = here + ("+" if _dirty() else "") if src is None else name
                     append(rec)
                     print(f"{path.stem:>12} {selection:>8} code {rec['code']:>9} #{rep}: prepare {rec['prepare_s']:.1f} "
@@ -369,6 +436,29 @@ def _wide_section(recs) -> list[str]:
         out.append(f"| {ds} | {n} | {nnz_in:,} | {mb:.0f} | {label} | {code} | {len(group)} | {med('prepare_s'):.1f} | "
                    f"{med('wall_s'):.0f} | {med('cpu_s'):.0f} | {med('peak_rss_mb'):.0f} | "
                    f"{med('peak_rss_mb') / mb:.1f} |")
+    return out
+
+
+def _wide_e2e_section(recs) -> list[str]:
+    rs = [r for r in recs if r.get("wide_e2e")]
+    if not rs:
+        return []
+    phases = ("read", "prepare", "train", "predict")
+    out = ["", "## Every gene, end to end: the memory of each phase", "",
+           "`python benchmarks/scale.py wide --sizes ... --repeats 1 --threads T --before REV --end-to-end`: "
+           "`wide_N` read, prepared, trained for 2 + 1 rounds (the memory of training does not grow with its "
+           "rounds) and labelled, by the code of commit `code`, each in its own process. Peak RSS of the whole "
+           "process (the operating system's) and of each phase (sampled every 50 ms), in MB (MiB), and as a "
+           "multiple of `input MB` (8 bytes per non-zero).", "",
+           "| data | settings | code | input MB | peak RSS MB | " + " | ".join(f"{p} MB" for p in phases)
+           + " | peak / input | train / input |",
+           "|---|---|---|---|---|" + "---|" * len(phases) + "---|---|"]
+    for r in rs:
+        mb = r["nnz_input"] * 8 / 2**20
+        ph = r.get("phase_peak_mb", {})
+        cells = " | ".join(f"{ph[p]:.0f}" if p in ph else "" for p in phases)
+        out.append(f"| {r['dataset']} | {_settings(r)} | {r['code']} | {mb:.0f} | {r['peak_rss_mb']:.0f} | {cells} | "
+                   f"{r['peak_rss_mb'] / mb:.1f} | {ph.get('train', float('nan')) / mb:.1f} |")
     return out
 
 
@@ -422,7 +512,8 @@ def _settings(rec: dict) -> str:
 
 def table(args) -> None:
     recs = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()]
-    full = [r for r in recs if not r.get("capped") and not r.get("real") and not r.get("prepare_only")]
+    full = [r for r in recs if not r.get("capped") and not r.get("real") and not r.get("prepare_only")
+            and not r.get("wide_e2e")]
     lines = ["# Atlas scale on one machine", "",
              "Package defaults against the scanpy pipeline (normalize_total, log1p, scale, PCA 50, 15-NN with "
              "pynndescent, Leiden at resolution 1), each in its own process on the same machine in one session. "
@@ -472,6 +563,7 @@ def table(args) -> None:
     lines += _real_section(recs)
     lines += _prepare_section(recs)
     lines += _wide_section(recs)
+    lines += _wide_e2e_section(recs)
     if NOTES.exists():
         lines += ["", NOTES.read_text().rstrip()]
     Path(args.md).write_text("\n".join(lines) + "\n")
@@ -525,6 +617,8 @@ def main(argv=None) -> None:
     wd.add_argument("--gene-selection", nargs="+", default=["seurat", "variance"],
                     help="seurat: the default; variance: the reference's (--preset faithful)")
     wd.add_argument("--before", default="", help="a commit to measure side by side (a git worktree in the cache)")
+    wd.add_argument("--end-to-end", action="store_true",
+                    help="train (2 + 1 rounds) and label too, with the memory of each phase")
     c = sub.add_parser("cap")
     c.add_argument("--size", type=int, default=1000000)
     c.add_argument("--rounds", type=int, default=2)

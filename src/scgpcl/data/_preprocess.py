@@ -226,8 +226,10 @@ def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndar
         m = block.X
         v = np.expm1(m.data)
         where = np.repeat(np.arange(b0, b1) % n_threads, np.diff(m.indptr)) * g + m.indices
-        np.add.at(sums, where, v)  # float32 values added in float64, in the order of the cells, as the kernel
-        np.add.at(squares, where, v * v)  # the square in float32, as the kernel
+        # float32 values added in float64, in the order of the cells, as the kernel (converted first: np.add.at
+        # has a fast path only for matching types); the square in float32, as the kernel
+        np.add.at(sums, where, v.astype(np.float64))
+        np.add.at(squares, where, (v * v).astype(np.float64))
         b0 = b1
     total, total_sq = np.zeros(g), np.zeros(g)
     for t in range(n_threads):
