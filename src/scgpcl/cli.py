@@ -900,10 +900,8 @@ def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:
         first = (str(e).strip().splitlines() or [""])[0]
         who = "scgpcl" if rank == 0 else f"scgpcl (process {rank})"
         advice = ("with many cells, lower --chunk-cells (the final pass over every cell) and --sample-cells (the "
-                  "global steps), leave out --report (its UMAP builds a neighbour graph of every cell), "
-                  + ("give a file with fewer genes (with every gene, selecting them needs about 4 times the "
-                     "counts' 8 bytes per stored value), " if command == "cluster" else "")
-                  + "or use a machine with more memory; the user guide's Speed section lists the peaks measured"
+                  "global steps), leave out --report (its UMAP builds a neighbour graph of every cell), or use a "
+                  "machine with more memory; the user guide's Speed section lists the peaks measured"
                   if command in ("cluster", "demo") else "use a machine with more memory")
         print(f"{who}: error: out of memory ({type(e).__name__}: {clip(first)}). The run needs more memory than it "
               f"was given: {advice}", file=sys.stderr)
