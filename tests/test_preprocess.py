@@ -5,6 +5,7 @@ import logging
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
@@ -521,3 +522,64 @@ def test_gene_variance_of_large_integer_counts_and_duplicate_entries():
     assert not dup.has_canonical_format
     dense = np.array([[3.0, 0.0], [0.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(_preprocess._gene_variance(dup), dense.var(axis=0, ddof=1), rtol=1e-6)
+
+
+def _scanpy_seurat(x: np.ndarray | sp.csr_matrix, n_top: int) -> pd.DataFrame:
+    ref = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=n_top)
+    return ref.var
+
+
+def test_seurat_selection_splits_the_cells_among_threads_as_scanpy():
+    # scanpy's kernel sums every n-th cell per numba thread, and on enough cells its dispersions change with
+    # the thread count; the streamed selection must follow it at each count
+    import numba
+
+    from scgpcl.data import _preprocess
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here")
+    x = sp.random(20000, 60, density=0.3, format="csr", dtype=np.float32, random_state=7)
+    x.data = np.ceil(x.data * 1000)  # counts up to 1,000: sums in float64 that round differently by thread
+    rows, cols = np.ones(20000, bool), np.arange(60)
+    old = numba.get_num_threads()
+    found = {}
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            ref = _scanpy_seurat(x, 20)
+            means, dispersions = _preprocess._seurat_dispersions(x, rows, cols)
+            np.testing.assert_array_equal(means, ref["means"].to_numpy())
+            np.testing.assert_array_equal(dispersions, ref["dispersions"].to_numpy())
+            found[threads] = dispersions
+    finally:
+        numba.set_num_threads(old)
+    assert not np.array_equal(found[1], found[2])  # else this data would not tell the split apart
+
+
+def test_seurat_selection_of_duplicate_entries_and_of_genes_that_do_not_vary():
+    # a non-canonical matrix (an AnnData built in memory): scanpy normalises duplicate entries one by one and
+    # sums them in expm1's deduplication; the streamed selection does the same
+    from scgpcl.data import _preprocess
+
+    rng = np.random.default_rng(12)
+    x = (rng.negative_binomial(1, 0.2, size=(40, 30)) * (rng.random((40, 30)) < 0.4)).astype(np.float32)
+    rows_, cols_ = np.nonzero(x)
+    split = rng.random(rows_.size) < 0.3  # some counts stored as two entries
+    r = np.r_[rows_, rows_[split]]
+    c = np.r_[cols_, cols_[split]]
+    v = np.r_[np.where(split, np.floor(x[rows_, cols_] / 2), x[rows_, cols_]), np.ceil(x[rows_, cols_][split] / 2)]
+    order = np.argsort(r, kind="stable")
+    dup = sp.csr_matrix((v[order].astype(np.float32), c[order], np.r_[0, np.cumsum(np.bincount(r, minlength=40))]),
+                        shape=x.shape)
+    assert not dup.has_canonical_format and np.array_equal(dup.toarray(), x)
+    ref = _scanpy_seurat(dup, 10)
+    means, dispersions = _preprocess._seurat_dispersions(dup, None, np.arange(30))
+    np.testing.assert_array_equal(means, ref["means"].to_numpy())
+    np.testing.assert_array_equal(dispersions, ref["dispersions"].to_numpy())
+    # no gene varies (each cell holds one count of its own gene): scanpy failed with an IndexError; every gene
+    # is kept
+    same = sp.csr_matrix(np.eye(30, dtype=np.float32))
+    np.testing.assert_array_equal(_preprocess._seurat_genes(same, None, np.arange(30), 10), np.arange(30))

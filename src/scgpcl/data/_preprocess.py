@@ -184,7 +184,7 @@ def _seurat_genes(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray, n
     stats = stats.loc[df["mean_bin"]].set_index(df.index)
     norm = ((df["dispersions"] - stats["avg"]) / stats["dev"]).to_numpy()
     ranked = np.sort(norm[~np.isnan(norm)])[::-1]
-    if ranked.size == 0:
+    if ranked.size == 0:  # no gene varies (scanpy raised an IndexError here): keep them all
         return np.arange(len(cols))
     cut = ranked[min(n_keep, ranked.size) - 1]
     return np.flatnonzero(np.nan_to_num(norm, nan=-np.inf) >= cut)  # genes tied at the cut-off kept, as scanpy
@@ -201,7 +201,9 @@ def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndar
     goes through scanpy's own ``normalize_total`` and ``log1p`` (both work cell by cell); the per-gene sums
     reproduce scanpy's numba kernel (each of its threads sums every n-th cell, in order, in float64, and the
     threads' sums are added in turn), and the dispersions follow scanpy's ``highly_variable_genes``
-    (scanpy 1.11). ``rows``: a boolean mask of the cells to use (None: every row).
+    (scanpy 1.10.3 to 1.11; 1.10.0-1.10.2 counted genes without a dispersion as 0 at the cut-off). Duplicate
+    entries of a non-canonical matrix are normalised one by one and summed before ``expm1``, as in scanpy.
+    ``rows``: a boolean mask of the cells to use (None: every row).
     """
     import anndata as ad
     import numba  # scanpy's dependency; its thread count decides how scanpy's kernel splits the cells
@@ -224,6 +226,7 @@ def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndar
         sc.pp.normalize_total(block, target_sum=1e4)
         sc.pp.log1p(block)
         m = block.X
+        m.sum_duplicates()  # as scipy's expm1 of a sparse matrix does in scanpy (after log1p, entry by entry)
         v = np.expm1(m.data)
         where = np.repeat(np.arange(b0, b1) % n_threads, np.diff(m.indptr)) * g + m.indices
         # float32 values added in float64, in the order of the cells, as the kernel (converted first: np.add.at
