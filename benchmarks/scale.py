@@ -450,14 +450,15 @@ def _wide_e2e_section(recs) -> list[str]:
            "rounds) and labelled, by the code of commit `code`, each in its own process. Peak RSS of the whole "
            "process (the operating system's) and of each phase (sampled every 50 ms), in MB (MiB), and as a "
            "multiple of `input MB` (8 bytes per non-zero).", "",
-           "| data | settings | code | input MB | peak RSS MB | " + " | ".join(f"{p} MB" for p in phases)
-           + " | peak / input | train / input |",
-           "|---|---|---|---|---|" + "---|" * len(phases) + "---|---|"]
+           "| data | settings | code | threads | wall s | ARI | input MB | peak RSS MB | "
+           + " | ".join(f"{p} MB" for p in phases) + " | peak / input | train / input |",
+           "|---|---|---|---|---|---|---|---|" + "---|" * len(phases) + "---|---|"]
     for r in rs:
         mb = r["nnz_input"] * 8 / 2**20
         ph = r.get("phase_peak_mb", {})
         cells = " | ".join(f"{ph[p]:.0f}" if p in ph else "" for p in phases)
-        out.append(f"| {r['dataset']} | {_settings(r)} | {r['code']} | {mb:.0f} | {r['peak_rss_mb']:.0f} | {cells} | "
+        out.append(f"| {r['dataset']} | {_settings(r)} | {r['code']} | {r['threads']} | {r['wall_s']:.0f} | "
+                   f"{r['ARI']:.3f} | {mb:.0f} | {r['peak_rss_mb']:.0f} | {cells} | "
                    f"{r['peak_rss_mb'] / mb:.1f} | {ph.get('train', float('nan')) / mb:.1f} |")
     return out
 
