@@ -171,7 +171,7 @@ def _seurat_genes(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray, n
     """Scanpy's Seurat selection on ``x[rows][:, cols]``, a block of cells at a time: indices into ``cols``.
 
     The means and dispersions come from :func:`_seurat_dispersions`; the bins and the cut-off follow scanpy's
-    ``highly_variable_genes`` (scanpy 1.11) with pandas' ``cut`` and ``groupby``.
+    ``highly_variable_genes`` (scanpy 1.10.3 to 1.11) with pandas' ``cut`` and ``groupby``.
     """
     import pandas as pd
 
