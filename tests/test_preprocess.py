@@ -410,10 +410,9 @@ def test_feature_moments_do_not_depend_on_the_block_size(monkeypatch):
 
 
 @pytest.mark.parametrize("empty", [True, False])
-def test_seurat_selection_in_prepare_normalises_only_its_own_copy(empty):
-    # scanpy normalises the copy of the cells and genes with counts in place (no second copy of the input's
-    # size); when nothing is dropped there is no copy, and the caller's matrix must stay as it was, as must
-    # the counts prepare keeps
+def test_seurat_selection_in_prepare_leaves_the_input_as_it_was_and_is_scanpys(empty):
+    # the selection normalises blocks of cells (copies); the caller's matrix must stay as it was, with or
+    # without cells and genes to drop, as must the counts prepare keeps
     x = _counts_with_empty_cells_and_genes(seed=5)
     if not empty:
         x = x[x.sum(axis=1) > 0][:, x.sum(axis=0) > 0]
@@ -423,33 +422,8 @@ def test_seurat_selection_in_prepare_normalises_only_its_own_copy(empty):
     np.testing.assert_array_equal(m.toarray(), x)
     np.testing.assert_array_equal(p.counts.toarray(), x[p.cell_mask][:, p.gene_index])
     kept, detected = x.sum(axis=1) > 0, np.flatnonzero(x.sum(axis=0) > 0)
-    ref = ad.AnnData(x[kept][:, detected].copy())
-    sc.pp.normalize_total(ref, target_sum=1e4)
-    sc.pp.log1p(ref)
-    sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=12)
-    np.testing.assert_array_equal(p.gene_index, detected[ref.var["highly_variable"].to_numpy()])
-
-
-@pytest.mark.parametrize("empty", [True, False])
-def test_seurat_v3_selection_hands_scanpy_the_copy_only_when_it_is_one(monkeypatch, empty):
-    # seurat_v3 still runs through scanpy: the copy of the cells and genes with counts goes to it in a holder,
-    # so that it is freed once scanpy is done with it; without dropped cells or genes there is no copy, and
-    # scanpy must copy the input itself
-    from scgpcl.data import _preprocess
-
-    seen = []
-
-    def spy(x, flavor, n_keep):
-        seen.append((type(x), flavor))
-        return np.arange(n_keep)  # (scikit-misc, which seurat_v3 needs, is not installed here)
-
-    monkeypatch.setattr(_preprocess, "_scanpy_hvg", spy)
-    x = _counts_with_empty_cells_and_genes(seed=6)
-    if not empty:
-        x = x[x.sum(axis=1) > 0][:, x.sum(axis=0) > 0]
-    prepare(sp.csr_matrix(x), np.array([f"g{i}" for i in range(x.shape[1])]),
-            PreprocessConfig(gene_selection="seurat_v3", n_top_genes=12))
-    assert seen == [(_preprocess._Scratch if empty else sp.csr_matrix, "seurat_v3")]
+    ref = _scanpy_seurat(x[kept][:, detected], 12)
+    np.testing.assert_array_equal(p.gene_index, detected[ref["highly_variable"].to_numpy()])
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -475,20 +449,17 @@ def test_seurat_selection_in_blocks_is_scanpys_to_the_bit(monkeypatch, threads, 
     m = sp.csr_matrix(x)
     rows = x.sum(axis=1) > 0
     for cols in (np.flatnonzero(x.sum(axis=0) > 0), np.flatnonzero((x > 0).sum(axis=0) >= 8)):
-        ref = ad.AnnData(sp.csr_matrix(x[rows][:, cols]))
-        sc.pp.normalize_total(ref, target_sum=1e4)
-        sc.pp.log1p(ref)
         old = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=20)
+            ref = _scanpy_seurat(x[rows][:, cols], 20)
             means, dispersions = _preprocess._seurat_dispersions(m, rows, cols)
             genes = _preprocess._seurat_genes(m, rows, cols, 20)
         finally:
             numba.set_num_threads(old)
-        np.testing.assert_array_equal(means, ref.var["means"].to_numpy())
-        np.testing.assert_array_equal(dispersions, ref.var["dispersions"].to_numpy())
-        np.testing.assert_array_equal(genes, np.flatnonzero(ref.var["highly_variable"].to_numpy()))
+        np.testing.assert_array_equal(means, ref["means"].to_numpy())
+        np.testing.assert_array_equal(dispersions, ref["dispersions"].to_numpy())
+        np.testing.assert_array_equal(genes, np.flatnonzero(ref["highly_variable"].to_numpy()))
 
 
 def test_gene_variance_allocates_blocks_not_copies_of_the_matrix(monkeypatch):

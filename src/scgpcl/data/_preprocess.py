@@ -161,7 +161,7 @@ def select_genes(x: sp.csr_matrix, cfg: PreprocessConfig, gene_names=None) -> np
         with torch_threads_kept():
             if cfg.gene_selection == "seurat":
                 return _seurat_genes(x, None, np.arange(n_genes), n_keep)
-            return _scanpy_hvg(x, cfg.gene_selection, n_keep)
+            return _scanpy_seurat_v3(x, n_keep)
     raise InputError(
         f"unknown gene_selection {cfg.gene_selection!r}; use 'variance', 'seurat', 'seurat_v3' or 'none'"
     )
@@ -216,11 +216,8 @@ def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndar
     squares = np.zeros(n_threads * g)
     kept = np.arange(x.shape[0]) if rows is None else np.flatnonzero(rows)
     n = kept.size
-    ends = np.cumsum(np.diff(x.indptr)[kept])
-    b0 = 0
-    while b0 < n:  # blocks of cells holding at most _BLOCK_ENTRIES entries (at least one cell)
-        start = int(ends[b0 - 1]) if b0 else 0
-        b1 = min(max(int(np.searchsorted(ends, start + _BLOCK_ENTRIES, side="right")), b0 + 1), n)
+    # blocks of the kept cells holding at most _BLOCK_ENTRIES entries: the row pointer of the kept cells alone
+    for b0, b1 in _row_blocks(np.concatenate([[0], np.cumsum(np.diff(x.indptr)[kept])]), max_rows=max(n, 1)):
         block = x[kept[b0:b1]]
         block = ad.AnnData(sp.csr_matrix(block if every else block[:, cols], dtype=np.float32))  # totals over cols
         sc.pp.normalize_total(block, target_sum=1e4)
@@ -233,7 +230,6 @@ def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndar
         # has a fast path only for matching types); the square in float32, as the kernel
         np.add.at(sums, where, v.astype(np.float64))
         np.add.at(squares, where, (v * v).astype(np.float64))
-        b0 = b1
     total, total_sq = np.zeros(g), np.zeros(g)
     for t in range(n_threads):
         total += sums[t * g:(t + 1) * g]
@@ -250,57 +246,24 @@ def _seurat_dispersions(x: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndar
     return np.log1p(mean), dispersion
 
 
-class _Scratch:
-    """A copy of the counts made for the gene selection, which nothing else holds.
-
-    :func:`select_genes` given one hands the matrix itself to scanpy (:meth:`take` empties the holder): scanpy's
-    normalisation then replaces it, and it is freed, instead of living on beside scanpy's copy of it. On an
-    input with every gene this copy is the size of the input.
-    """
-
-    def __init__(self, m: sp.csr_matrix):
-        self._m: sp.csr_matrix | None = m
-        self.shape = m.shape
-
-    def take(self) -> sp.csr_matrix:
-        m, self._m = self._m, None
-        if m is None:
-            raise RuntimeError("the scratch matrix was already taken")
-        return m
-
-
-def _scanpy_hvg(x: sp.csr_matrix | _Scratch, flavor: str, n_keep: int) -> np.ndarray:
-    """Scanpy's highly variable genes (``flavor`` "seurat" or "seurat_v3") on counts ``x``.
-
-    On a copy of ``x``, or on the matrix of a :class:`_Scratch` itself. The package runs ``seurat_v3``
-    through here; ``seurat`` goes through :func:`_seurat_genes`, which gives the same genes without the
-    copies (this path stays as the reference the tests compare it with).
-    """
+def _scanpy_seurat_v3(x: sp.csr_matrix, n_keep: int) -> np.ndarray:
+    """Scanpy's ``highly_variable_genes(flavor="seurat_v3")`` on (a copy of) counts ``x``."""
     import anndata as ad
     import scanpy as sc
 
-    if isinstance(x, _Scratch):
-        tmp = ad.AnnData(sp.csr_matrix(x.take(), dtype=np.float32, copy=False))
-    else:
-        tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
-    if flavor == "seurat":
-        # dispersion of log-normalised expression, binned by mean (scanpy's default flavour)
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-        sc.pp.highly_variable_genes(tmp, flavor="seurat", n_top_genes=n_keep)
-    else:
-        try:
-            sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
-        except ImportError as e:  # scikit-misc missing
-            raise InputError(
-                "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc "
-                "(or use gene_selection='seurat', which needs nothing extra)"
-            ) from e
-        except ValueError as e:  # the loess fit of scikit-misc can be singular
-            raise InputError(
-                f"gene_selection='seurat_v3' failed on this data (scikit-misc's loess fit: {e}); "
-                "use gene_selection='seurat' or 'variance' instead"
-            ) from e
+    tmp = ad.AnnData(sp.csr_matrix(x, dtype=np.float32, copy=True))
+    try:
+        sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=n_keep)
+    except ImportError as e:  # scikit-misc missing
+        raise InputError(
+            "gene_selection='seurat_v3' needs the scikit-misc package: pip install scikit-misc "
+            "(or use gene_selection='seurat', which needs nothing extra)"
+        ) from e
+    except ValueError as e:  # the loess fit of scikit-misc can be singular
+        raise InputError(
+            f"gene_selection='seurat_v3' failed on this data (scikit-misc's loess fit: {e}); "
+            "use gene_selection='seurat' or 'variance' instead"
+        ) from e
     return np.sort(np.flatnonzero(tmp.var["highly_variable"].to_numpy()))
 
 
@@ -374,10 +337,6 @@ def prepare(
                 genes_sel = gene_nonzero[_seurat_genes(x, cell_keep, gene_nonzero, n_keep)]
     else:
         x_nz = _subset(x, cell_keep, gene_nonzero)
-        # a copy of the cells and genes with counts is scanpy's to normalise; the input, or x itself, is not
-        scratch = x_nz is not x and not _shares_memory(x_nz, x) and not _shares_memory(x_nz, counts)
-        if scratch and cfg.gene_selection == "seurat_v3":
-            x_nz = _Scratch(x_nz)  # no other reference to the copy is left here
         genes_sel = gene_nonzero[select_genes(x_nz, cfg, gene_names[gene_nonzero])]
         del x_nz
 
