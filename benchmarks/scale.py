@@ -591,7 +591,7 @@ def _cap_section(recs, full) -> list[str]:
     return ["", f"## {r['n_cells']:,} cells x 2000 genes, a run capped in rounds", "",
             f"`python benchmarks/scale.py cap --size {r['n_cells']} --threads {r['threads']}` "
             f"({rounds_pre} pre-training and {rounds_fine} fine-tuning rounds, {r['nnz']:,} non-zeros):", "",
-            f"- peak RSS **{r['peak_rss_mb'] / 1024:.1f} GB**; read {r['load_s']:.0f} s, prepare {r['prepare_s']:.0f} s, "
+            f"- peak RSS **{r['peak_rss_mb'] / 1024:.1f} GiB**; read {r['load_s']:.0f} s, prepare {r['prepare_s']:.0f} s, "
             f"final full-data embedding and labels {r['predict_s']:.0f} s;",
             f"- {cost['pretrain']:.2f} s per pre-training step, {cost['finetune']:.2f} s per fine-tuning step; "
             f"{per_round_pre:.0f} s per pre-training round and {per_round_fine:.0f} s per fine-tuning round "
