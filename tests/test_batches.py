@@ -237,6 +237,27 @@ def test_cli_batch_key(tmp_path, capsys, caplog, monkeypatch):
     assert not (tmp_path / "rep2").exists()
 
 
+def test_cells_without_a_batch_are_counted_once(tmp_path, caplog):
+    # a new user's 20 cells without a batch were left out of the report's tables without a word
+    a = _one_type_in_its_own_batch()
+    a.obs["sample"] = a.obs["sample"].astype(object)
+    a.obs.iloc[:7, a.obs.columns.get_loc("sample")] = None
+    a.write_h5ad(tmp_path / "in.h5ad")
+    assert main(["cluster", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad"), "-k", "3", "--batch-key",
+                 "sample", "--report", str(tmp_path / "r"), "--quiet", *TINY_ARGS]) == 0
+    said = f"7 of the {a.n_obs} cells have no batch in obs['sample'] (missing values): they are clustered, but left " \
+           "out of the clusters' batch composition"
+    assert caplog.text.count(said) == 1
+    b = _one_type_in_its_own_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every cell has a batch: no warning
+        check_batch_key(b, "sample", warn_missing=True)
+    b.obs["sample"] = b.obs["sample"].astype(object)
+    b.obs.iloc[:2, b.obs.columns.get_loc("sample")] = np.nan
+    with pytest.warns(UserWarning, match=rf"^2 of the {b.n_obs} cells have no batch"):
+        check_batch_key(b, "sample", warn_missing=True)
+
+
 def test_a_recorded_batch_column_changed_since_is_left_out_of_the_report(clustered_by_batch, tmp_path, caplog):
     a = clustered_by_batch[0].copy()
     a.obs["sample"] = "one"  # a single batch now: nothing to compare

@@ -274,8 +274,11 @@ def test_the_advice_names_a_layer_only_when_there_is_one_to_pick():
     assert "layer=" not in str(e.value)
     with pytest.raises(InputError, match=r"Use layer= to pick a layer holding raw counts \(available layers: 'counts'\)"):
         check_counts(scaled, layers=["counts"])
-    # mse is offered for non-integer values that are not normalised (what its own warning asks)
-    with pytest.raises(InputError, match=r"no \.raw.*Non-integer values that are not normalised.*can use reconstruction='mse'"):
+    # rounding (a new user's SoupX-corrected counts) and mse are offered for non-integer values that are not
+    # normalised (what mse's own warning asks)
+    with pytest.raises(InputError, match=r"no \.raw.*If these are counts that a tool made non-integer \(ambient-RNA "
+                                         r"correction.*round them to integers \(numpy\.rint\) or keep them with "
+                                         r"reconstruction='mse'$"):
         check_counts(np.full((4, 3), 0.5), layers=[])
     with pytest.raises(InputError, match=r"is this the count matrix\? Use layer= to pick another"):
         check_counts(np.zeros((4, 3)), layers=["c"])
@@ -343,3 +346,56 @@ def test_row_totals_block_by_block_match_the_whole_sums():
             _checks._CHUNK = old
         np.testing.assert_allclose(totals, x.sum(1), rtol=1e-12)
         np.testing.assert_allclose(e_totals, np.expm1(x).sum(1), rtol=1e-12)
+
+
+def _unfiltered(n_cells: int = 60, n_droplets: int = 90, seed: int = 0) -> anndata.AnnData:
+    """Cells with hundreds of counts, then droplets of a few counts of ambient RNA (an unfiltered 10x matrix)."""
+    rng = np.random.default_rng(seed)
+    cells = rng.poisson(rng.gamma(1.0, 4.0, 50), size=(n_cells, 50))
+    droplets = rng.poisson(0.3, size=(n_droplets, 50))  # ~15 counts each; some have none
+    return anndata.AnnData(sp.csr_matrix(np.vstack([cells, droplets]).astype(np.float32)))
+
+
+def test_a_matrix_of_mostly_empty_droplets_is_warned_about_before_training():
+    # a new user's raw_feature_bc_matrix ran without a word and put every real cell in one cluster
+    from scgpcl import SCGPCL
+
+    with pytest.warns(UserWarning, match=r"^(9[0-9]|1[0-9]{2}) of the 150 cells \(\d+%\) have 50 counts or fewer: the "
+                                         r"matrix looks unfiltered.*filtered_feature_bc_matrix.*sc\.pp\.filter_cells"):
+        SCGPCL(_unfiltered(), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # half the cells or fewer: no warning
+        SCGPCL(_unfiltered(n_cells=80, n_droplets=70), 3)
+
+
+def test_the_low_count_share_counts_the_cells_dropped_as_empty():
+    from types import SimpleNamespace
+
+    from scgpcl.data._checks import LOW_COUNTS, warn_low_count_cells
+
+    kept = np.full(40, 1000.0)
+    data = SimpleNamespace(cell_mask=np.r_[np.ones(40, bool), np.zeros(41, bool)], total_counts=kept)
+    with pytest.warns(UserWarning, match=r"^41 of the 81 cells \(51%\) have 50 counts or fewer"):
+        warn_low_count_cells(data)  # 41 cells without counts in the genes used
+    data = SimpleNamespace(cell_mask=np.ones(81, bool), total_counts=np.r_[kept, np.full(41, float(LOW_COUNTS))])
+    with pytest.warns(UserWarning, match=r"^41 of the 81"):
+        warn_low_count_cells(data)  # at the threshold counts as low
+    data.total_counts = np.r_[kept, np.full(41, LOW_COUNTS + 1.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_low_count_cells(data)
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "real").is_dir(), reason="needs ../shared/data/real (the shared datasets)")
+def test_no_shared_dataset_looks_unfiltered():
+    """The warning is about a matrix of empty droplets, not about shallow cells: none of the shared count
+    matrices (filtered, some cut to their 2,000 most variable genes) has more than 6 % of its cells at 50
+    counts or fewer."""
+    from scgpcl.data._checks import LOW_COUNTS
+
+    for path in sorted((SHARED / "data" / "real").glob("*.h5ad")):
+        if path.name == NOT_COUNTS.name:
+            continue
+        a = anndata.read_h5ad(path)
+        share = float(np.mean(np.asarray(a.X.sum(axis=1)).ravel() <= LOW_COUNTS))
+        assert share < 0.06, (path.name, share)

@@ -12,6 +12,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import scgpcl
 from scgpcl import InputError, tl
@@ -47,6 +48,7 @@ def test_cluster_writes_output_and_summary(toy_file, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "ARI" in printed and "pretrain:" in printed and "cluster sizes" in printed
+    assert "not clustered" not in printed
     res = ad.read_h5ad(out)
     assert res.obs["scgpcl"].nunique() <= 3
     assert res.obsm["X_scgpcl"].shape[1] == 64
@@ -180,6 +182,19 @@ def test_cluster_with_report(toy_file, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 3 * 2
 
 
+def test_the_summary_counts_the_cells_left_out(tmp_path, capsys):
+    # the warning about cells without counts scrolls away above the training lines: the summary repeats it
+    a = toy_counts(n_per=30)
+    x = a.X.toarray()
+    x[:4] = 0
+    a.X = sp.csr_matrix(x)
+    a.write_h5ad(tmp_path / "in.h5ad")
+    assert main(["cluster", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad"), "-k", "3", "--quiet",
+                 *QUICK_ARGS]) == 0
+    assert "  not clustered: 4 of 90 cells (no counts in the genes used; NaN in obs['scgpcl'])" in \
+        capsys.readouterr().out
+
+
 def test_bad_report_folder_fails_before_training(toy_file, tmp_path, capsys):
     rep = tmp_path / "busy"
     rep.mkdir()
@@ -191,6 +206,14 @@ def test_bad_report_folder_fails_before_training(toy_file, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an scgpcl report" in err[0]
     assert not out.exists() and sorted(p.name for p in rep.iterdir()) == ["notes.txt"]
+    # before the input is read (a new user waited for a large file to be read, then was told): the folder's
+    # error comes first although the input is no count matrix; the same for --save-model
+    bad = tmp_path / "scaled.h5ad"
+    ad.AnnData(np.full((20, 10), -1.0, dtype=np.float32)).write_h5ad(bad)
+    assert main(["cluster", str(bad), str(out), "-k", "3", "--quiet", "--report", str(rep)]) == 2
+    assert "not an scgpcl report" in capsys.readouterr().err
+    assert main(["cluster", str(bad), str(out), "-k", "3", "--quiet", "--save-model", str(rep)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
 
 
 def test_report_failure_leaves_no_output(toy_file, tmp_path, capsys, monkeypatch):

@@ -557,13 +557,13 @@ def test_a_backed_or_boolean_raw_is_described_not_crashed_on(tmp_path):
     a.write_h5ad(tmp_path / "bk.h5ad")
     on_disk = anndata.read_h5ad(tmp_path / "bk.h5ad", backed="r")
     try:
-        with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(non-integer values"):
+        with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either: non-integer values"):
             SCGPCL(on_disk, 3, layer="ln")  # a sparse .raw on disk
     finally:  # an h5py file left open until the interpreter's exit can crash it there (CI saw a segfault)
         on_disk.file.close()
     b = anndata.AnnData(x.copy())
     b.raw = anndata.AnnData(x.toarray() > 0)
-    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(True/False values, not counts\)"):
+    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either: True/False values, not counts"):
         SCGPCL(b, 3)
 
 
@@ -802,10 +802,15 @@ def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
     logged.X = sp.csr_matrix(np.log1p(x / x.sum(1, keepdims=True) * 1e4))  # normalize_total, log1p
     logged.raw = logged.copy()
     with pytest.raises(InputError, match=r"Go back to the raw count matrix: this data has no layers, and adata\.raw "
-                                         r"holds no raw counts either \(non-integer values, e\.g\. [0-9.]+: they look "
-                                         r"log-normalised .*as when adata\.raw is set after log1p") as e:
+                                         r"holds no raw counts either: its values look log-normalised \(e\.g\. [0-9.]+\), "
+                                         r"as when adata\.raw is set after log1p") as e:
         SCGPCL(logged, 3)
     assert "to_adata" not in str(e.value)
+    depth, deepest = 0, 0  # no parentheses inside parentheses (a new user found them hard to read)
+    for c in str(e.value):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        deepest = max(deepest, depth)
+    assert deepest == 1
     logged.layers["other"] = logged.X.copy()
     with pytest.raises(InputError, match=r"\(available layers: 'other'; adata\.raw holds no raw counts either"):
         SCGPCL(logged, 3)
@@ -822,11 +827,25 @@ def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
     assert "the .raw of 'tutorial.h5ad' (--use-raw) is not integer counts" in err and "look log-normalised" in err
     assert "Leave out --use-raw, and pick the layer holding the raw counts with --layer" in err
     assert "no .raw to pick from" not in err
+    # a layer that holds the counts is named, in Python and for --use-raw (whose matrix drops the layers)
+    logged.layers["ln"] = logged.X.copy()
+    logged.layers["counts"] = small_toy.X.copy()
+    with pytest.raises(InputError, match=r"Use layer='counts': that layer holds raw counts$"):
+        SCGPCL(logged, 3)
+    with pytest.raises(InputError, match=r"layers\['ln'\] is not integer counts.*Use layer='counts'"):
+        SCGPCL(logged, 3, layer="ln")
+    logged.write_h5ad(tmp_path / "with_counts.h5ad")
+    assert main(["cluster", str(tmp_path / "with_counts.h5ad"), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet",
+                 "--use-raw"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no raw counts: its values look log-normalised" in err
+    assert "The layer 'counts' does: pass --layer counts instead of --use-raw" in err
+    assert not (tmp_path / "o.h5ad").exists()
     # a .raw of CPM values is not said to come from log1p
     cpm = small_toy.copy()
     cpm.X = sp.csr_matrix(np.log1p(x))
     cpm.raw = anndata.AnnData(sp.csr_matrix(x / x.sum(1, keepdims=True) * 1e6), obs=cpm.obs, var=cpm.var)
-    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either \(non-integer values, e\.g\. [0-9.e+]+: "
+    with pytest.raises(InputError, match=r"adata\.raw holds no raw counts either: non-integer values, e\.g\. [0-9.e+]+; "
                                          r"they look normalised to a total of 1e\+06 per cell") as e:
         SCGPCL(cpm, 3)
     assert "log1p" not in str(e.value).split("adata.raw holds")[1]

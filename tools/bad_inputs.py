@@ -253,6 +253,9 @@ CASES: list[Case] = [
          lambda: ["cluster", h5ad("tutorial.h5ad", _tutorial), "out.h5ad", *CLUSTER]),
     Case("--use-raw where .raw is log-normalised", [T + "test_io.py::test_a_log_normalised_raw_is_not_pointed_to"],
          lambda: ["cluster", h5ad("tutorial.h5ad", _tutorial), "out.h5ad", "--use-raw", *CLUSTER]),
+    Case("--use-raw where .raw is log-normalised and a layer holds the counts",
+         [T + "test_io.py::test_a_log_normalised_raw_is_not_pointed_to"],
+         lambda: ["cluster", h5ad("tutorial.h5ad", _tutorial_with_counts), "out.h5ad", "--use-raw", *CLUSTER]),
     Case("--use-raw for a file without .raw", [T + "test_io.py::test_counts_in_raw_are_pointed_to_and_readable"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--use-raw", *CLUSTER]),
     Case("--use-raw with --layer", [T + "test_io.py::test_counts_in_raw_are_pointed_to_and_readable"],
@@ -449,6 +452,14 @@ def _tutorial(a: ad.AnnData) -> ad.AnnData:
     return a
 
 
+def _tutorial_with_counts(a: ad.AnnData) -> ad.AnnData:
+    """scanpy's tutorial order, the counts kept first in layers['counts'] (as many tutorials advise)."""
+    counts = a.X.copy()
+    a = _tutorial(a)
+    a.layers["counts"] = counts
+    return a
+
+
 def _truncated(name: str) -> str:
     h5ad(name)
     data = Path(name).read_bytes()
@@ -529,6 +540,9 @@ def _python_cases() -> list[Case]:
 
     def unknown_option():
         SCGPCL(toy(), 3, no_such_option=1)
+
+    def scanpy_option():
+        tl.cluster(toy(), n_clusters=3, progress=False, use_raw=True)
 
     def load_other_genes():
         import shutil
@@ -631,6 +645,8 @@ def _python_cases() -> list[Case]:
              call=duplicated_genes),
         Case("an option scgpcl does not have", [T + "test_model.py::test_bad_arguments", T + "test_sklearn.py::test_bad_input_raises_input_error"],
              call=unknown_option),
+        Case("use_raw=True, as scanpy's functions take it", [T + "test_config.py::test_options_of_other_tools_say_what_scgpcl_takes_instead"],
+             call=scanpy_option),
         Case("loss_weights naming a loss term that is not registered", [T + "test_objective.py::test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused"],
              call=unknown_loss_term),
         Case("n_clusters=None (estimate K) with 2 cells", [T + "test_auto_k.py::test_auto_k_needs_three_cells"],

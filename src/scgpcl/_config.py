@@ -241,6 +241,17 @@ _RENAMED = {
     "pretrain_epochs": "pretrain_rounds", "warmup_epochs": "warmup_rounds", "finetune_epochs": "finetune_rounds",
     "kmeans_n_init_epoch": "kmeans_n_init_round", "dec_init_epochs": "dec_init_rounds",
 }
+#: Options of other tools that scanpy users pass out of habit -> what scgpcl takes instead (in the error).
+_FOREIGN = {
+    "use_raw": "scgpcl reads X, or a layer (layer=); to cluster the counts in adata.raw, pass adata.raw.to_adata() "
+               "(the command line's --use-raw does this)",
+    "resolution": "scgpcl takes the number of clusters, not a resolution: pass n_clusters=K, or n_clusters=None to "
+                  "estimate it",
+    "use_rep": "scgpcl learns its own representation from the counts (X or layer=) and stores it in "
+               "obsm['X_' + key_added]; it does not cluster a given one",
+    "seed": "the seed is random_state=",
+    "random_seed": "the seed is random_state=",
+}
 _SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "sampler": SamplerConfig, "train": TrainConfig}
 
 
@@ -447,7 +458,8 @@ class SCGPCLConfig:
             sections = [s for s in d if key in d[s]]
             if not sections:
                 close = difflib.get_close_matches(key, [k for section in d.values() for k in section], n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else "; every option is a field of scgpcl.recommended()"
+                hint = (f": {_FOREIGN[key]}" if key in _FOREIGN else f"; did you mean {close[0]!r}?" if close
+                        else "; every option is a field of scgpcl.recommended()")
                 raise ValueError(f"unknown option {key!r}{hint}")
             d[sections[0]][key] = value
         return SCGPCLConfig.from_dict(d)

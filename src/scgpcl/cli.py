@@ -303,6 +303,8 @@ def _print_summary(adata, key: str, seconds: float, out=None, total: float | Non
               f"{r['chosen_seed']}, {kept_run(len(r['seeds']))}; mean ARI between runs {r['mean_ari']:.3f}")
     sizes = adata.obs[key].value_counts().sort_index()
     print("  cluster sizes: " + ", ".join(f"{c}:{n}" for c, n in sizes.items()))
+    if (n_out := adata.n_obs - int(sizes.sum())) > 0:  # the warning said so, lines above: say it where one looks
+        print(f"  not clustered: {n_out} of {adata.n_obs} cells (no counts in the genes used; NaN in obs['{key}'])")
     if "metrics" in info:
         m = info["metrics"]
         scored = m.get("n_cells")
@@ -604,9 +606,12 @@ def _run_cluster(args) -> int:
 
     # the device before the data: a bad --device (or one nccl cannot share between the processes) costs no read
     distributed.check_process_devices(resolve_device(args.device), args.dist_backend)
+    # the output folders too: a folder that cannot take the results fails before a large input is read
+    _check_model_dir(args.save_model, args.overwrite)
+    report = _report_dir(args)
     adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
                         label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
-    check_batch_key(adata, args.batch_key)
+    check_batch_key(adata, args.batch_key, warn_missing=True)
     if args.use_raw and config.model.reconstruction != "mse":
         # the model would speak of X, and of a .raw it no longer sees (mse only warns: once, in the model)
         from .data._checks import check_counts
@@ -617,8 +622,6 @@ def _run_cluster(args) -> int:
                             "file has one, or go back to the raw count matrix")
     warn_replaced_column(adata, args.key_added)
     checksum = sha256_of(args.input)  # of the file as read, before the hours of training
-    _check_model_dir(args.save_model, args.overwrite)
-    report = _report_dir(args)
     _check_output_space(out, adata, report, _compression(args))
     _warn_unused_auto_k(args, args.n_clusters)
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,10 +114,10 @@ def _value_blocks(X) -> Iterator[np.ndarray]:
 
 
 #: what ``.raw`` holds, when it is set but is no count matrix either
-_RAW_NOT_COUNTS = "adata.raw holds no raw counts either ({})"
+_RAW_NOT_COUNTS = "adata.raw holds no raw counts either: {}"
 
 
-def _raw_problem(raw_values) -> str | None:
+def raw_counts_problem(raw_values) -> str | None:
     """Why ``.raw``'s matrix is no count matrix (None: it is one, or it was not given)."""
     if raw_values is None:
         return None
@@ -133,10 +133,36 @@ def _raw_problem(raw_values) -> str | None:
     if stats.n_noninteger:
         normalised = _normalised_to(raw_values)
         if normalised and normalised.startswith("log"):
-            return f"non-integer values, e.g. {stats.example_noninteger:g}: they look {normalised}, as when " \
-                   "adata.raw is set after log1p, the order of scanpy's tutorials"
-        return f"non-integer values, e.g. {stats.example_noninteger:g}" + (f": they look {normalised}" if normalised else "")
+            return (f"its values look log-normalised (e.g. {stats.example_noninteger:g}), as when adata.raw is set "
+                    "after log1p, the order of scanpy's tutorials")
+        return f"non-integer values, e.g. {stats.example_noninteger:g}" + (f"; they look {normalised}" if normalised else "")
     return "only zeros" if stats.n_nonzero == 0 else None
+
+
+def _holds_counts(values) -> bool:
+    """Whether ``values`` (a layer) are raw counts: finite, non-negative integers, not all zero, not boolean."""
+    try:
+        if np.dtype(values.dtype).kind not in "iuf":
+            return False
+        stats = _ValueStats()
+        for block in _value_blocks(values):
+            stats.update(block)
+    except Exception:  # a layer of a kind this check does not read (it only names layers in a message)
+        return False
+    return bool(stats.n_nonzero) and not (stats.n_nan or stats.n_inf or stats.n_negative or stats.n_noninteger
+                                          or stats.n_absurd)
+
+
+def count_layers(layers: Mapping[str, object] | None) -> list[str]:
+    """The names of the ``layers`` that hold raw counts, in order (read only when a message needs them)."""
+    return [] if layers is None else [str(name) for name, values in layers.items() if _holds_counts(values)]
+
+
+def use_counts_layer(names: Sequence[str]) -> str:
+    """The fix naming a layer that holds counts: ``Use --layer counts: that layer holds raw counts``."""
+    first = names[0]
+    others = f" (so do {listing(names[1:])})" if len(names) > 1 else ""
+    return f"Use {arg(f'layer={first!r}', f'--layer {first}')}: that layer holds raw counts{others}"
 
 
 def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False, raw_problem: str | None = None) -> str:
@@ -181,6 +207,7 @@ def check_counts(
     has_raw: bool = False,
     raw_values=None,
     advice: str | None = None,
+    layer_values: Mapping[str, object] | None = None,
 ) -> None:
     """Check that ``X`` holds raw counts: finite, non-negative integers, not all zero.
 
@@ -206,6 +233,9 @@ def check_counts(
     advice
         The fix to name in the messages instead of the layers and ``.raw``
         (e.g. for the command's ``--use-raw``, whose matrix came from ``.raw``).
+    layer_values
+        The layers themselves (``adata.layers``), looked at only when the check
+        fails: a layer that holds raw counts is then named as the fix.
 
     Raises
     ------
@@ -250,10 +280,13 @@ def check_counts(
         )
 
     def raw_problem() -> str | None:  # only when a message needs it: one more pass over the values
-        return _raw_problem(raw_values) if has_raw else None
+        return raw_counts_problem(raw_values) if has_raw else None
 
     def fix() -> str:
-        return advice if advice is not None else _use_layer(layers, has_raw, raw_problem=raw_problem())
+        if advice is not None:
+            return advice
+        good = count_layers(layer_values)
+        return use_counts_layer(good) if good else _use_layer(layers, has_raw, raw_problem=raw_problem())
 
     stats = _ValueStats()
     for block in _value_blocks(X):
@@ -293,8 +326,10 @@ def check_counts(
             detail += f"; they look {normalised}"
         mse = arg("reconstruction='mse'", "--reconstruction mse")
         if reconstruction in _COUNT_LOSSES:
-            other = "" if normalised else (f". Non-integer values that are not normalised (estimated counts, e.g. "
-                                           f"from Salmon or RSEM) can use {mse}")
+            other = "" if normalised else (
+                ". If these are counts that a tool made non-integer (ambient-RNA correction such as SoupX's "
+                "adjustCounts, or estimated counts from Salmon or RSEM), round them to integers (numpy.rint) or keep "
+                f"them with {mse}")
             raise InputError(
                 f"{where} is not integer counts: {detail}. The ZINB reconstruction needs "
                 f"integer counts. {fix()}{other}"
@@ -341,7 +376,7 @@ def _normalised_to(X) -> str | None:
         totals, e_totals = _row_totals(X)
     for t, how in ((totals, "normalised to a total of {:.4g} per cell (every cell sums to it)"),
                    (e_totals, "log-normalised (log1p of counts normalised to {:.4g} per cell: every cell's "
-                              "exp(x) - 1 sums to it)")):
+                              "e^x - 1 sums to it)")):
         total = _shared_total(t)
         if total is not None:
             return how.format(total)
@@ -436,6 +471,35 @@ def check_n_clusters(n_clusters, n_cells: int, *, allow_none: bool = False, warn
     return k
 
 
+#: a cell with at most this many counts (over every gene of the input) looks like an empty droplet
+LOW_COUNTS = 50
+#: the matrix looks unfiltered when more than this share of its cells have that few counts
+_LOW_COUNT_SHARE = 0.5
+
+
+def warn_low_count_cells(data) -> None:
+    """Warn when most cells have at most :data:`LOW_COUNTS` counts: an unfiltered matrix of empty droplets.
+
+    ``data`` is the prepared data (:class:`~scgpcl.data._preprocess.PreparedData`): the cells dropped for
+    having no counts in the selected genes count as such cells too. Cell Ranger's
+    ``raw_feature_bc_matrix`` holds every barcode, most of them droplets with a few counts of ambient RNA;
+    clustered, they form clusters of their own and crowd the real cells into a few. Of the 13 shared
+    datasets, human_kidney_top2000 has the most cells at 50 counts or fewer (5.4 %; 2,000 genes kept),
+    the others at most 0.1 %: the share, not a shallow cell, is what the warning is about.
+    """
+    n = int(data.cell_mask.size)
+    n_low = n - int(data.cell_mask.sum()) + int(np.count_nonzero(data.total_counts <= LOW_COUNTS))
+    if n and n_low > _LOW_COUNT_SHARE * n:
+        warn_user(
+            f"{n_low} of the {n} cells ({n_low / n:.0%}) have {LOW_COUNTS} counts or fewer: the matrix looks "
+            "unfiltered, like Cell Ranger's raw_feature_bc_matrix, whose barcodes are mostly empty droplets. "
+            "Clustered with the cells, the droplets form clusters of their own and crowd the real cells into a "
+            "few. Keep the cells first: Cell Ranger's filtered_feature_bc_matrix, or "
+            "sc.pp.filter_cells(adata, min_counts=N) with N read from the knee of the barcodes' total counts. "
+            "If the cells are this shallow, ignore this warning"
+        )
+
+
 def check_distinct_cells(m: sp.csr_matrix, n_clusters: int, *, block_rows: int = 8192) -> None:
     """Refuse ``n_clusters`` above the number of different rows of ``m`` (the features the model reads).
 
@@ -528,11 +592,12 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     )
 
 
-def check_batch_key(adata: AnnData, batch_key: str | None) -> None:
+def check_batch_key(adata: AnnData, batch_key: str | None, *, warn_missing: bool = False) -> None:
     """Check that ``adata.obs[batch_key]`` names the batch (sample, donor, run) of each cell.
 
     ``batch_key=None`` passes. Cells with a missing batch are left out of the
-    clusters' batch composition (:func:`scgpcl.tl.batch_composition`).
+    clusters' batch composition (:func:`scgpcl.tl.batch_composition`); with
+    ``warn_missing`` (once per run, where it starts) a warning says how many.
 
     Raises
     ------
@@ -571,6 +636,9 @@ def check_batch_key(adata: AnnData, batch_key: str | None) -> None:
         raise InputError(f"obs[{batch_key!r}] has {n_batches} different values for {len(known)} cells (fewer than 5 "
                          f"cells each on average): it looks like a per-cell value (an id, a count or a score), not "
                          f"batches; pass the column naming each cell's sample or batch to {given}")
+    if warn_missing and len(known) < adata.n_obs:  # a new user found them missing from the report's tables
+        warn_user(f"{adata.n_obs - len(known)} of the {adata.n_obs} cells have no batch in obs[{batch_key!r}] "
+                  "(missing values): they are clustered, but left out of the clusters' batch composition")
 
 
 def boolean_matrix_message(where: str) -> str:

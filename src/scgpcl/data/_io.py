@@ -53,7 +53,13 @@ from scgpcl._errors import InputError
 from scgpcl._fs import is_zarr_store, space_problem
 from scgpcl._messages import arg, clip, listing, warn_user
 from scgpcl._signals import deferred, raise_if_interrupted
-from scgpcl.data._checks import boolean_matrix_message, check_label_key, is_number
+from scgpcl.data._checks import (
+    boolean_matrix_message,
+    check_label_key,
+    count_layers,
+    is_number,
+    raw_counts_problem,
+)
 from scgpcl.data._orientation import anndata_guess, guess_orientation
 
 logger = logging.getLogger("scgpcl")
@@ -463,6 +469,7 @@ def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr:
             raise InputError(f"'{path}' has no .raw, so {arg('use_raw=True', '--use-raw')} has nothing to read: "
                              f"the raw counts must be in X (leave out {arg('use_raw', '--use-raw')}) or in a layer "
                              f"({arg('layer=NAME', '--layer NAME')}; this file's layers: {layers})")
+        _refuse_raw_beside_a_counts_layer(adata, path)
         counts = adata.raw.to_adata()
         # scanpy's mark that X is log-transformed describes the X left behind, not the counts now in X
         counts.uns.pop("log1p", None)
@@ -489,6 +496,26 @@ def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr:
             f"--layer / layer= (available layers: {available}){raw}"
         )
     return adata
+
+
+def _refuse_raw_beside_a_counts_layer(adata: AnnData, path: Path) -> None:
+    """``use_raw`` on a .raw that is clearly no count matrix while a layer holds counts: name that layer.
+
+    The layers are dropped with the rest of X's side once .raw is taken, so this is the last point that
+    can name them. Values that are only non-integer (estimated counts, which ``reconstruction='mse'``
+    accepts) are left to the later checks.
+    """
+    if not len(adata.layers):
+        return
+    problem = raw_counts_problem(adata.raw.X)
+    if problem is None or (problem.startswith("non-integer") and "normalised" not in problem):
+        return
+    good = count_layers(adata.layers)
+    if good:
+        others = f" (so do {listing(good[1:])})" if len(good) > 1 else ""
+        raise InputError(f"the .raw of '{path.name}' ({arg('use_raw=True', '--use-raw')}) holds no raw counts: "
+                         f"{problem}. The layer {good[0]!r} does{others}: pass "
+                         f"{arg(f'layer={good[0]!r}', f'--layer {good[0]}')} instead of {arg('use_raw', '--use-raw')}")
 
 
 def _orient_anndata(adata: AnnData, path: Path, layer: str | None, genes_as_rows: bool | None) -> AnnData:

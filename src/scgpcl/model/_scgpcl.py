@@ -26,7 +26,7 @@ from .._messages import arg, clip, empty_clusters_message, in_cli, is_array_inpu
 from .._signals import deferred
 from .._threads import thread_count_problem
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
-from ..data._checks import check_counts, check_distinct_cells, check_n_clusters
+from ..data._checks import check_counts, check_distinct_cells, check_n_clusters, warn_low_count_cells
 from ..data._orientation import anndata_looks_transposed
 from ..data._sharded import make_loader
 from ..distributed import check_process_devices, rank_device
@@ -186,7 +186,8 @@ class SCGPCL:
         counts = _get_counts(adata, layer)
         check_counts(counts, reconstruction=config.model.reconstruction,
                      where="X" if layer is None else f"layers[{layer!r}]", layers=list(adata.layers.keys()),
-                     has_raw=adata.raw is not None, raw_values=None if adata.raw is None else adata.raw.X)
+                     has_raw=adata.raw is not None, raw_values=None if adata.raw is None else adata.raw.X,
+                     layer_values=adata.layers)
         if genes is None and not in_cli():  # the command refused such a file when reading it, or was told
             _warn_if_transposed(adata, counts)
         self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=genes is None,
@@ -194,6 +195,8 @@ class SCGPCL:
         if self.n_clusters is None:
             _check_auto_k_options(config)
         self.data: PreparedData = prepare(counts, adata.var_names.to_numpy(), config.preprocess, genes=genes)
+        if genes is None:
+            warn_low_count_cells(self.data)
         if self.n_clusters is not None and self.n_clusters > self.data.n_cells:
             raise InputError(
                 f"{arg('n_clusters=', '--n-clusters ')}{self.n_clusters} exceeds the {self.data.n_cells} cells left "

@@ -148,7 +148,7 @@ def cluster(
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
-    check_batch_key(adata, batch_key)
+    check_batch_key(adata, batch_key, warn_missing=True)
     warn_replaced_column(adata, key_added)
 
     def make(seed: int | None) -> SCGPCL:
