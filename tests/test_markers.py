@@ -38,12 +38,17 @@ def test_markers_table_finds_the_up_regulated_genes():
     a, up = _grouped()
     before = a.X.copy()
     table = scgpcl.tl.markers(a, n_genes=5)
-    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
+    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj", "pct_cluster",
+                                   "pct_rest"]
     assert len(table) == 15 and list(table["cluster"].cat.categories) == ["0", "1", "2"]
     for cl, df in table.groupby("cluster", observed=True):
         assert list(df["rank"]) == [1, 2, 3, 4, 5]
         assert set(df["gene"]) == set(up[cl])
         assert (np.diff(df["score"].to_numpy()) <= 0).all() and (df["logfoldchange"] > 1).all()
+        # the fractions expressing, recomputed from the counts
+        x = a[:, df["gene"].to_numpy()].X.toarray() > 0
+        inside = (a.obs["scgpcl"] == cl).to_numpy()
+        assert np.allclose(df["pct_cluster"], x[inside].mean(0)) and np.allclose(df["pct_rest"], x[~inside].mean(0))
     # no labels needed, and adata is left as it was
     assert "cell_type" not in a.obs and "rank_genes_groups" not in a.uns and "log1p" not in a.uns
     assert (a.X != before).nnz == 0
@@ -89,7 +94,8 @@ def test_markers_cli(tmp_path, capsys):
     out = tmp_path / "markers.tsv"
     assert main(["markers", str(path), "--n-genes", "4", "--output", str(out), "--quiet"]) == 0
     table = pd.read_csv(out, sep="\t", dtype={"cluster": str})
-    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
+    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj", "pct_cluster",
+                                   "pct_rest"]
     assert len(table) == 12 and set(table.loc[table["cluster"] == "2", "gene"]) <= set(up["2"])
     assert "wrote" in capsys.readouterr().out
     # without --output the table goes to stdout

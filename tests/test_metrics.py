@@ -208,3 +208,14 @@ def test_consensus_labels_recovers_the_majority_partition():
     assert np.array_equal(out, consensus_labels([*permuted, noisy], 4, seed=0))
     with pytest.raises(ValueError):
         consensus_labels([], 3)
+
+
+def test_matched_labels_can_keep_only_pairs_that_share_cells():
+    from scgpcl.metrics import matched_labels
+
+    # clusters 0 {a, a}, 1 {a}, 2 {b, b, c}: the matching pairs 1 with c, with which it shares no cell
+    truth = ["a", "a", "a", "b", "b", "c"]
+    pred = ["0", "0", "1", "2", "2", "2"]
+    assert matched_labels(truth, pred) == {"0": "a", "1": "c", "2": "b"}
+    assert matched_labels(truth, pred, overlapping=True) == {"0": "a", "1": None, "2": "b"}
+    assert cluster_accuracy(truth, pred) == pytest.approx(4 / 6)  # CA is the same either way

@@ -209,12 +209,39 @@ def test_cluster_table_names_each_clusters_matched_label(tmp_path):
     a.obs["ref"] = pd.Categorical(a.obs["scgpcl"].astype(str).map(permuted))
     write_report(a, tmp_path / "r", label_key="ref")
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "<th>matched ref</th>" in page
-    for cluster, label in permuted.items():  # cluster, cells, %, matched label, share of the cluster
+    assert '<th>most common ref</th><th class="num">% of its labelled cells</th><th>matched label (CA)</th>' in page
+    for cluster, label in permuted.items():  # cluster, cells, %, most common label, its share, matched label
         assert f'<tr><td>{cluster}</td><td class="num">' in page
         row = page.split(f'<tr><td>{cluster}</td><td class="num">', 1)[1].split("</tr>", 1)[0]
-        assert f"<td>{label}</td>" in row and row.endswith('<td class="num">100</td>')
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["matched_labels"] == permuted
+        assert row.endswith(f'<td>{label}</td><td class="num">100</td><td>{label}</td>')
+    record = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert record["matched_labels"] == permuted
+    assert record["most_common_labels"] == {c: {"label": lab, "share": 1.0} for c, lab in permuted.items()}
+
+
+def test_a_cluster_is_not_shown_as_a_label_it_holds_no_cell_of(tmp_path):
+    # a biologist's review: the matching pairs every cluster it can, so a ductal cluster was shown as "matched
+    # gamma, 0 %", gamma cells took its colour on the UMAP, and the contingency figure outlined other empty pairs
+    from scgpcl import pl
+
+    a = clustered()
+    c = a.obs["scgpcl"].astype(str).to_numpy()
+    ref = np.where(c == "0", "a", np.where(c == "1", "a", "b")).astype(object)
+    ref[np.flatnonzero(c == "2")[:3]] = "c"  # c shares cells with cluster 2 only, which is b's
+    a.obs["ref"] = pd.Categorical(ref)
+    write_report(a, tmp_path / "r", label_key="ref")
+    record = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    matched = record["matched_labels"]
+    assert sorted(v for v in matched.values() if v is not None) == ["a", "b"]  # c's Hungarian pair shares no cell
+    unpaired = next(k for k, v in matched.items() if v is None)
+    assert record["most_common_labels"][unpaired]["label"] == "a"
+    row = (tmp_path / "r" / "index.html").read_text().split(f'<tr><td>{unpaired}</td><td class="num">', 1)[1]
+    assert row.split("</tr>", 1)[0].endswith('<td>a</td><td class="num">100</td><td>–</td>')
+    clusters, labels = pl.matched_palettes(a, "scgpcl", "ref")
+    assert labels["c"] not in clusters.values()  # c takes no cluster's colour
+    fig = pl.contingency(a, label_key="ref")
+    outlined = [p for p in fig.axes[0].patches if p.get_edgecolor()[:3] != (0.0, 0.0, 0.0)]
+    assert len(outlined) == 2  # the two pairs that share cells, as in the table
 
 
 def test_report_from_python_says_no_command_was_recorded_and_names_the_cpu(tmp_path):
@@ -271,3 +298,22 @@ def test_a_report_folder_given_as_a_symbolic_link_is_written_where_it_points(tmp
     write_report(clustered(), tmp_path / "rep")
     assert (target / "index.html").exists() and (tmp_path / "rep").is_symlink()
     assert _leftovers(tmp_path) == []
+
+
+def test_markers_of_tiny_clusters_are_flagged_not_dropped(tmp_path):
+    # a biologist's review: a 2-cell cluster's "top genes" (adj. p 0.999) looked like markers, and a 1-cell
+    # cluster was missing from the table
+    a = clustered()
+    labels = a.obs["scgpcl"].astype(str).to_numpy().astype(object)
+    labels[0], labels[1:3] = "9", "8"
+    a.obs["scgpcl"] = pd.Categorical(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "clusters with fewer than 2 cells have no markers: 9"
+        write_report(a, tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text().split('<section id="markers">', 1)[1]
+    row9 = page.split('<tr><td>9</td><td class="num">1</td>', 1)[1].split("</tr>", 1)[0]
+    assert "no test: fewer than 2 cells" in row9
+    row8 = page.split('<tr><td>8</td><td class="num">2</td>', 1)[1].split("</tr>", 1)[0]
+    assert row8.count('class="gene ns"') == row8.count('class="gene') > 0  # none significant with 2 cells
+    row0 = page.split('<tr><td>0</td><td class="num">', 1)[1].split("</tr>", 1)[0]
+    assert 'class="gene"' in row0  # the large clusters' markers are

@@ -52,7 +52,7 @@ def match_clusters(labels_true, labels_pred) -> np.ndarray:
     return out
 
 
-def matched_labels(labels_true, labels_pred) -> dict[str, str | None]:
+def matched_labels(labels_true, labels_pred, *, overlapping: bool = False) -> dict[str, str | None]:
     """The true label each predicted cluster is matched to (:func:`match_clusters`), or None if unmatched.
 
     Keys and values are strings; the same one-to-one matching as the CA metric.
@@ -63,6 +63,11 @@ def matched_labels(labels_true, labels_pred) -> dict[str, str | None]:
         Reference label per cell (compared as strings).
     labels_pred
         Cluster per cell (compared as strings), same length.
+    overlapping
+        Keep only the pairs that share cells. The matching pairs every cluster
+        it can with a label, also when the two have no cell in common (such a
+        pair adds nothing to CA); a figure or table that shows the pair as what
+        the cluster stands for would mislead, so they ask for this.
 
     Returns
     -------
@@ -70,10 +75,14 @@ def matched_labels(labels_true, labels_pred) -> dict[str, str | None]:
         Predicted cluster -> matched true label (``None``: unmatched).
     """
     pred = np.asarray(labels_pred, dtype=object).astype(str)
-    mapped = match_clusters(labels_true, pred)
+    truth = np.asarray(labels_true, dtype=object).astype(str)
+    mapped = match_clusters(truth, pred)
     out: dict[str, str | None] = {}
     for cluster, label in zip(pred, mapped, strict=True):
         out.setdefault(cluster, None if label is None else str(label))
+    if overlapping:
+        shared = set(zip(pred.tolist(), truth.tolist(), strict=True))
+        out = {c: (lab if (c, lab) in shared else None) for c, lab in out.items()}
     return out
 
 

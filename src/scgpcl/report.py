@@ -283,8 +283,11 @@ def _metrics(adata: AnnData, key: str, label_key: str | None) -> dict[str, float
     return m
 
 
-def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple[str | None, float]]:
-    """Per cluster: its Hungarian-matched reference label (the CA metric's matching) and the share of its cells with it."""
+def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple[str | None, str, float]]:
+    """Per cluster: its matched label, its most common label and that label's share of its labelled cells.
+
+    The matched label is the CA metric's Hungarian matching; None when unmatched or when the pair shares no cell.
+    """
     if label_key is None:
         return {}
     clusters, labels = adata.obs[key], adata.obs[label_key]
@@ -293,9 +296,10 @@ def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple
         return {}
     c, t = clusters[ok].astype(str).to_numpy(), labels[ok].astype(str).to_numpy()
     out = {}
-    for cluster, label in matched_labels(t, c).items():
-        mine = c == cluster
-        out[cluster] = (label, float(np.mean(t[mine] == label)) if label is not None else float("nan"))
+    for cluster, label in matched_labels(t, c, overlapping=True).items():
+        names, counts = np.unique(t[c == cluster], return_counts=True)
+        top = int(np.argmax(counts))
+        out[cluster] = (label, str(names[top]), float(counts[top] / counts.sum()))
     return out
 
 
@@ -345,6 +349,8 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
         "n_clusters": len(order),
         "cluster_sizes": sizes,
         "matched_labels": {c: m[0] for c, m in matches.items()} if label_key is not None else None,
+        "most_common_labels": ({c: {"label": m[1], "share": round(m[2], 4)} for c, m in matches.items()}
+                               if label_key is not None else None),
         "batch_key": batch_key,
         "cells_per_batch": ({c: dict(zip(batch["batches"].tolist(), row.tolist(), strict=True))
                              for c, row in zip(batch["clusters"].tolist(), batch["counts"], strict=True)} if batch else None),
@@ -483,6 +489,7 @@ figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 .grid2 { display:grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; align-items: start; }
 .gene { display:inline-block; padding: 1px 7px; margin: 1px 2px; border-radius: 5px; background: #eef2ff;
   font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+.gene.ns { background: none; border: 1px dashed #b8bcc8; color: var(--muted); }
 details { margin-top: 10px; }
 summary { cursor: pointer; color: var(--accent); font-size: 14px; }
 .note { color: var(--muted); font-size: 13.5px; }
@@ -582,21 +589,37 @@ def _batches_html(batch: dict | None, figures: dict) -> str:
     return f'<h3>Batches</h3>{text}{_figure(figures.get("batches"))}'
 
 
+#: a marker gene shown as such has an adjusted p-value below this (others are greyed)
+_MARKER_ALPHA = 0.05
+
+
 def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> str:
     """The marker-gene section: the dot plot, the top genes per cluster, the full table folded away."""
     groups = []
-    for cl, df in marker_table.groupby("cluster", observed=True, sort=False):
-        chips = "".join(f'<span class="gene" title="log2FC {r.logfoldchange:.2f}, adj. p {r.pval_adj:.2g}">'
-                        f"{_e(r.gene)}</span>" for r in df.itertuples())
+    by_cluster = {str(cl): df for cl, df in marker_table.groupby("cluster", observed=True, sort=False)}
+    for cl in list(sizes) + [c for c in by_cluster if c not in sizes]:
+        df = by_cluster.get(str(cl))
+        if df is None:  # rank_genes_groups needs 2 cells in a group: say so rather than leave the cluster out
+            chips = '<span class="note">no test: fewer than 2 cells</span>'
+        else:  # a gene that is not significant is still a cluster's best, but must not look like a marker
+            chips = "".join(
+                f'<span class="gene{" ns" if not r.pval_adj < _MARKER_ALPHA else ""}" title="log2FC '
+                f'{r.logfoldchange:.2f}, adj. p {r.pval_adj:.2g}, in {100 * r.pct_cluster:.0f} % of the cluster\'s '
+                f'cells and {100 * r.pct_rest:.0f} % of the others'
+                f'{"" if r.pval_adj < _MARKER_ALPHA else " (not significant)"}">{_e(r.gene)}</span>'
+                for r in df.itertuples())
         groups.append(f"<tr><td>{_e(cl)}</td><td class=\"num\">{sizes.get(str(cl), 0)}</td><td>{chips}</td></tr>")
-    full = _table(["cluster", "rank", "gene", "score", "log2 fold change", "adj. p-value"],
-                  marker_table[["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]].values.tolist(),
-                  numeric={1, 3, 4, 5})
+    cols = ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj", "pct_cluster", "pct_rest"]
+    rows = [[*r[:6], f"{100 * r[6]:.0f}", f"{100 * r[7]:.0f}"] for r in marker_table[cols].values.tolist()]
+    full = _table(["cluster", "rank", "gene", "score", "log2 fold change", "adj. p-value", "% of the cluster expressing",
+                   "% of the other cells expressing"], rows, numeric={1, 3, 4, 5, 6, 7})
     return (
         '<section id="markers"><h2>Marker genes</h2>'
         '<p class="note">Wilcoxon rank-sum test of each cluster against all other cells on '
         "library-size-normalised (10,000 counts per cell), log1p-transformed counts of all genes "
-        "(<code>scanpy.tl.rank_genes_groups</code>); Benjamini–Hochberg adjusted p-values.</p>"
+        "(<code>scanpy.tl.rank_genes_groups</code>); Benjamini–Hochberg adjusted p-values. Greyed, dashed "
+        f"genes are not significant (adjusted p-value {_MARKER_ALPHA:g} or more): the cluster has no clear "
+        "marker there, often because it holds few cells.</p>"
         + _figure(figures.get("markers"))
         + "<table><thead><tr><th>cluster</th><th class=\"num\">cells</th><th>top genes (best first)</th></tr></thead>"
         f"<tbody>{''.join(groups)}</tbody></table>"
@@ -632,12 +655,12 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
                         "<code>label_key=</code> (CLI: <code>--label-key</code>) to score the clusters.</p>")
     size_rows = [[c, n, f"{100.0 * n / max(sum(sizes.values()), 1):.1f}"] for c, n in sizes.items()]
     size_header = ["cluster", "cells", "%"]
-    if label_key is not None:  # the reference label each cluster stands for (the CA metric's matching)
-        size_header += [f"matched {label_key}", "% of the cluster"]
+    if label_key is not None:  # what each cluster holds, and the label the CA metric's matching pairs it with
+        size_header += [f"most common {label_key}", "% of its labelled cells", "matched label (CA)"]
         for row in size_rows:
-            label, share = (matches or {}).get(row[0], (None, float("nan")))
-            row += [label if label is not None else "– (unmatched)",
-                    f"{100 * share:.0f}" if label is not None and np.isfinite(share) else "–"]
+            label, top, share = (matches or {}).get(row[0], (None, None, float("nan")))
+            row += [top if top is not None else "–", f"{100 * share:.0f}" if top is not None else "–",
+                    label if label is not None else "–"]
     n_unclustered = summary["cells"] - sum(sizes.values())
     empty = [c for c, n in sizes.items() if n == 0]
     empty_note = ""

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
-from scipy.optimize import linear_sum_assignment
 
 from .._errors import InputError
 from .._messages import arg, listing
@@ -115,23 +114,26 @@ def palette(adata: AnnData, column: str) -> dict[str, str]:
 
 
 def _cluster_label_matching(adata: AnnData, key: str, label_key: str) -> dict[str, str | None]:
-    """Each cluster's Hungarian-matched reference label (:func:`scgpcl.metrics.matched_labels`), on cells with both."""
+    """Each cluster's Hungarian-matched reference label (:func:`scgpcl.metrics.matched_labels`), on cells with both.
+
+    A pair that shares no cell counts as unmatched (a colour or outline would tie unrelated cells together).
+    """
     from ..metrics import matched_labels
 
     clusters, labels = adata.obs[key], adata.obs[label_key]
     ok = (clusters.notna() & labels.notna()).to_numpy()
     if not ok.any():
         return {}
-    return matched_labels(labels[ok].astype(str).to_numpy(), clusters[ok].astype(str).to_numpy())
+    return matched_labels(labels[ok].astype(str).to_numpy(), clusters[ok].astype(str).to_numpy(), overlapping=True)
 
 
 def matched_palettes(adata: AnnData, key: str, label_key: str) -> tuple[dict[str, str], dict[str, str]]:
     """Colours of the clusters and of the reference labels, matched pairs alike.
 
     The clusters keep their colours (:func:`palette`); each reference label
-    that the Hungarian matching pairs with a cluster (the matching of the CA
-    metric and of :func:`contingency`'s outlines) takes that cluster's colour,
-    and unmatched labels get colours no cluster uses. So a cluster and the
+    that the Hungarian matching pairs with a cluster it shares cells with (the
+    matching of the CA metric and of :func:`contingency`'s outlines) takes that
+    cluster's colour, and unmatched labels get colours no cluster uses. So a cluster and the
     cell type it stands for look alike in both UMAP panels and in the bars of
     :func:`cluster_sizes`.
 
@@ -515,14 +517,12 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
 
 
 # -------------------------------------------------------------- contingency
-def _matched_order(table: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
-    """Row order putting each column's Hungarian match on the diagonal, then unmatched rows."""
+def _matched_order(table: np.ndarray, match: dict[int, int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Row order putting each column's matched row (``match``: column -> row) on the diagonal, then the rest.
+
+    Also returns the matched pairs' positions in that order.
+    """
     n_rows, n_cols = table.shape
-    n = max(n_rows, n_cols)
-    padded = np.zeros((n, n), dtype=table.dtype)
-    padded[:n_rows, :n_cols] = table
-    rows, cols = linear_sum_assignment(-padded)
-    match = {c: r for r, c in zip(rows, cols, strict=True) if r < n_rows and c < n_cols}
     order = [match[c] for c in range(n_cols) if c in match]
     rest = [r for r in range(n_rows) if r not in order]
     rest.sort(key=lambda r: (int(np.argmax(table[r])), -int(table[r].sum())))
@@ -541,7 +541,8 @@ def contingency(
     """Heatmap of clusters (rows) against reference labels (columns).
 
     Rows are ordered so that each label's Hungarian-matched cluster lies on the
-    diagonal (outlined); unmatched clusters follow. Cells show counts, the
+    diagonal (outlined; the matching of the CA metric and of the report's
+    table, pairs that share no cell left out); unmatched clusters follow. Cells show counts, the
     colour is the fraction of the cluster's cells. The title gives ARI, NMI
     and CA on the cells with both a cluster and a label.
 
@@ -567,7 +568,9 @@ def contingency(
     row_names = cluster_order(clusters[ok])
     col_names = cluster_order(labels[ok])
     table = pd.crosstab(pd.Categorical(c, row_names), pd.Categorical(t, col_names), dropna=False).to_numpy()
-    order, pairs = _matched_order(table)
+    matching = _cluster_label_matching(adata, key, label_key)
+    match = {col_names.index(lab): row_names.index(cl) for cl, lab in matching.items() if lab is not None}
+    order, pairs = _matched_order(table, match)
     table = table[order]
     row_names = [row_names[i] for i in order]
     frac = table / np.maximum(table.sum(axis=1, keepdims=True), 1)

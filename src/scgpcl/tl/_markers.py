@@ -17,7 +17,7 @@ from ..data._checks import check_counts, is_number
 __all__ = ["markers"]
 
 
-_COLUMNS = ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj"]
+_COLUMNS = ["cluster", "rank", "gene", "score", "logfoldchange", "pval_adj", "pct_cluster", "pct_rest"]
 
 
 def _check_key(adata: AnnData, key: str) -> None:
@@ -116,8 +116,10 @@ def markers(
     Returns
     -------
     A DataFrame with columns ``cluster``, ``rank`` (1 = best), ``gene``,
-    ``score`` (Wilcoxon z-score), ``logfoldchange`` (log2) and ``pval_adj``,
-    ``n_genes`` rows per cluster sorted by cluster then rank. Clusters with
+    ``score`` (Wilcoxon z-score), ``logfoldchange`` (log2), ``pval_adj``, and
+    ``pct_cluster`` / ``pct_rest`` (the fraction of the cluster's cells and of
+    the other cells in which the gene has counts), ``n_genes`` rows per
+    cluster sorted by cluster then rank. Clusters with
     fewer than two cells are left out (with a warning).
     """
     if int(n_genes) < 1:
@@ -145,7 +147,7 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
     with torch_threads_kept():  # numba would reset torch's thread count
         sc.tl.rank_genes_groups(
             data, key, groups=groups, reference="rest", method="wilcoxon",
-            n_genes=min(n_genes, data.n_vars), use_raw=False, key_added="_markers",
+            n_genes=min(n_genes, data.n_vars), use_raw=False, key_added="_markers", pts=True,
         )
     frames = []
     for g in groups:
@@ -157,6 +159,8 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
             "score": df["scores"].astype(float).to_numpy(),
             "logfoldchange": df["logfoldchanges"].astype(float).to_numpy(),
             "pval_adj": df["pvals_adj"].astype(float).to_numpy(),
+            "pct_cluster": df["pct_nz_group"].astype(float).to_numpy(),
+            "pct_rest": df["pct_nz_reference"].astype(float).to_numpy(),
         }))
     out = pd.concat(frames, ignore_index=True)[_COLUMNS]
     out["cluster"] = pd.Categorical(out["cluster"], categories=groups)
