@@ -344,3 +344,15 @@ def test_matched_reference_labels_take_their_clusters_colours(adata):
     clusters, labels = scgpcl.pl.matched_palettes(adata, "scgpcl", "ref")
     unmatched = [lab for lab in labels if lab not in permuted.values()]
     assert len(unmatched) == 1 and labels[unmatched[0]] not in clusters.values()
+
+
+def test_the_default_colours_are_scanpys_without_grey_up_to_20():
+    # a biologist's review: with tab20, clusters 14 and 15 were two greys, one nearly the missing values' grey
+    from scanpy.plotting import palettes
+
+    from scgpcl.pl._plots import _default_colours
+
+    for n in (3, 10, 16, 20):
+        colours = _default_colours(n)
+        assert colours == palettes.default_20[:n]
+        assert not {"#7f7f7f", "#c7c7c7", "#cccccc"} & {c.lower() for c in colours}

@@ -71,24 +71,23 @@ def _uns(adata: AnnData, key: str) -> dict:
 
 
 def _default_colours(n: int) -> list[str]:
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
+    """The default palettes of scanpy, so a cluster has the colour ``sc.pl.umap`` gives it.
 
-    if n <= 10:
-        return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
-    if n <= 20:
-        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
+    Up to 20 categories, scanpy's ``default_20``: no grey (the colour of cells without a cluster or label) and
+    no light/dark pairs next to each other, which matplotlib's ``tab20`` has (clusters 14 and 15 were two greys
+    in a 16-cluster report, one nearly the missing values' colour).
+    """
     from scanpy.plotting import palettes
 
-    pal = palettes.default_28 if n <= 28 else palettes.default_102
+    pal = palettes.default_20 if n <= 20 else palettes.default_28 if n <= 28 else palettes.default_102
     return [pal[i % len(pal)] for i in range(n)]
 
 
 def palette(adata: AnnData, column: str) -> dict[str, str]:
     """Colour per category of ``obs[column]``: scanpy's ``uns[column + '_colors']`` when it fits, else a default.
 
-    The default is matplotlib's ``tab10`` or ``tab20``, or scanpy's 28- or
-    102-colour palette for more categories.
+    The default is scanpy's: its 20-, 28- or 102-colour palette, as
+    ``sc.pl.umap`` would colour the categories.
 
     Parameters
     ----------
