@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -852,6 +854,14 @@ def test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count_and
     versions = params["versions"]
     assert versions["torch"] == torch.__version__ and versions["scikit-learn"] == sklearn.__version__
     assert versions["python"] == platform.python_version() and "scgpcl" in versions
+    # a development checkout also names its commit ("0.1.0" names no one version of it); a wheel does not
+    root = Path(scgpcl.__file__).resolve().parents[2]
+    if (root / ".git").exists() and shutil.which("git"):
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        assert f"(git {head}" in versions["scgpcl"]
+    else:
+        assert "(git " not in versions["scgpcl"]
     code = main(["cluster", str(small_toy_file), str(tmp_path / "p.h5ad"), "-k", "3", "--quiet",
                  "--random-state", "-1", *TINY_ARGS])
     err = capsys.readouterr().err.strip().splitlines()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._fs import is_zarr_store
 
-__all__ = ["cpu_model", "gpu_model", "sha256_of", "software_versions"]
+__all__ = ["cpu_model", "gpu_model", "sha256_of", "software_versions", "source_commit"]
 
 #: the packages whose versions a run records (the same seed gives other numbers under other versions)
 VERSIONED = ("scgpcl", "torch", "numpy", "scipy", "pandas", "anndata", "scanpy", "scikit-learn", "matplotlib",
@@ -36,7 +36,30 @@ def software_versions() -> dict[str, str]:
                 from . import __version__
 
                 out[name] = f"{__version__} (not installed)"
+    if (commit := source_commit()) is not None:  # a development checkout: "0.1.0" names no one version of it
+        out["scgpcl"] = f"{out.get('scgpcl', '?')} (git {commit})"
     return out
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout this package is imported from, if it is one.
+
+    ``+dirty`` marks uncommitted changes to ``src/``. None when the package is not imported from a git checkout
+    (an installed wheel) or git is missing.
+    """
+    root = Path(__file__).resolve().parents[2]  # src/scgpcl/_machine.py -> the repository
+    if not (root / ".git").exists() or not (root / "src" / "scgpcl").is_dir():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True,
+                                text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0 or not head.stdout.strip():
+        return None
+    return head.stdout.strip() + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
 def cpu_model() -> str:
