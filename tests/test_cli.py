@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -182,6 +183,30 @@ def test_cluster_with_report(toy_file, tmp_path, capsys):
     # the clustered file feeds 'scgpcl markers'
     assert main(["markers", str(out), "--n-genes", "2", "--quiet"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 3 * 2
+
+
+def test_other_libraries_info_lines_stay_out_of_the_output(tmp_path):
+    # a new user saw anndata's "... storing 'feature_types' as categorical" among the command's lines
+    import gzip
+
+    import scipy.io
+
+    a = toy_counts(n_per=30)  # as a 10x matrix folder: its features' types come as strings
+    folder = tmp_path / "mtx"
+    folder.mkdir()
+    with gzip.open(folder / "matrix.mtx.gz", "wb") as handle:
+        scipy.io.mmwrite(handle, sp.coo_matrix(a.X.T), field="integer")
+    with gzip.open(folder / "features.tsv.gz", "wt") as handle:
+        handle.write("".join(f"ENSG{j:05d}\t{g}\tGene Expression\n" for j, g in enumerate(a.var_names)))
+    with gzip.open(folder / "barcodes.tsv.gz", "wt") as handle:
+        handle.write("".join(f"{c}\n" for c in a.obs_names))
+    # a process of its own: in this one pytest owns the logging set-up and anndata's handler its stderr
+    done = subprocess.run([sys.executable, "-m", "scgpcl", "cluster", str(folder),
+                           str(tmp_path / "out.h5ad"), "-k", "3", *QUICK_ARGS], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "as categorical" not in done.stderr + done.stdout
+    assert "INFO: scGPCL: 90 cells" in done.stderr  # scgpcl's own progress is still shown
 
 
 def test_the_summary_counts_the_cells_left_out(tmp_path, capsys):

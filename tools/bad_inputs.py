@@ -738,6 +738,8 @@ NOT_A_ROW = {
     "tests/test_runs.py::test_the_medoid_is_the_run_the_others_agree_with":
         "not an input: '== 2' matched the index of the medoid",
     "tests/test_runs.py::test_sklearn_runs": "not an input: '== 2' matched the number of runs",
+    "tests/test_report.py::test_a_cluster_is_not_shown_as_a_label_it_holds_no_cell_of":
+        "not an input: '== 2' matched the number of outlined pairs",
     "tests/test_cli.py::test_an_interrupted_stage_ends_its_progress_bar_before_the_message":
         "a Ctrl-C during training, not a bad input",
     "tests/test_checks.py::test_the_advice_names_a_layer_only_when_there_is_one_to_pick":

@@ -803,8 +803,11 @@ def main(argv: list[str] | None = None) -> int:
     quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
     # in a multi-process run (torchrun, --processes) rank 0 speaks for all: the others show only errors of their own
     rank = _launch.env_rank()
-    logging.basicConfig(level=logging.ERROR if rank > 0 else logging.WARNING if quiet else logging.INFO,
-                        format="%(levelname)s: %(message)s")
+    level = logging.ERROR if rank > 0 else logging.WARNING if quiet else logging.INFO
+    # scgpcl's own progress at INFO; other libraries only from WARNING up (anndata's INFO lines such as
+    # "... storing 'feature_types' as categorical" reached a new user's terminal)
+    logging.basicConfig(level=max(level, logging.WARNING), format="%(levelname)s: %(message)s")
+    logging.getLogger("scgpcl").setLevel(level)
     from ._errors import InputError
 
     handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
