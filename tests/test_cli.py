@@ -185,6 +185,16 @@ def test_cluster_with_report(toy_file, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 3 * 2
 
 
+def test_the_scgpcl_logger_is_left_as_it_was(small_toy_file, tmp_path):
+    # main() called from Python (a notebook) must not leave the package's logger at the command's level
+    import logging
+
+    logger = logging.getLogger("scgpcl")
+    before = logger.level
+    assert main(["cluster", str(small_toy_file), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet", *TINY_ARGS]) == 0
+    assert logger.level == before
+
+
 def test_other_libraries_info_lines_stay_out_of_the_output(tmp_path):
     # a new user saw anndata's "... storing 'feature_types' as categorical" among the command's lines
     import gzip

@@ -830,7 +830,7 @@ def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
     # a layer that holds the counts is named, in Python and for --use-raw (whose matrix drops the layers)
     logged.layers["ln"] = logged.X.copy()
     logged.layers["counts"] = small_toy.X.copy()
-    with pytest.raises(InputError, match=r"Use layer='counts': that layer holds raw counts$"):
+    with pytest.raises(InputError, match=r"Use layer='counts': that layer holds integer counts$"):
         SCGPCL(logged, 3)
     with pytest.raises(InputError, match=r"layers\['ln'\] is not integer counts.*Use layer='counts'"):
         SCGPCL(logged, 3, layer="ln")
@@ -839,7 +839,7 @@ def test_a_log_normalised_raw_is_not_pointed_to(small_toy, tmp_path, capsys):
                  "--use-raw"]) == 2
     err = capsys.readouterr().err
     assert "holds no raw counts: its values look log-normalised" in err
-    assert "The layer 'counts' does: pass --layer counts instead of --use-raw" in err
+    assert "The layer 'counts' holds integer counts: pass --layer counts instead of --use-raw" in err
     assert not (tmp_path / "o.h5ad").exists()
     # a .raw of CPM values is not said to come from log1p
     cpm = small_toy.copy()

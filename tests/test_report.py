@@ -317,3 +317,22 @@ def test_markers_of_tiny_clusters_are_flagged_not_dropped(tmp_path):
     assert row8.count('class="gene ns"') == row8.count('class="gene') > 0  # none significant with 2 cells
     row0 = page.split('<tr><td>0</td><td class="num">', 1)[1].split("</tr>", 1)[0]
     assert 'class="gene"' in row0  # the large clusters' markers are
+    # an empty cluster (a category no cell is in) says so
+    a.obs["scgpcl"] = a.obs["scgpcl"].cat.add_categories(["7"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_report(a, tmp_path / "r2")
+    page = (tmp_path / "r2" / "index.html").read_text().split('<section id="markers">', 1)[1]
+    assert '<tr><td>7</td><td class="num">0</td><td><span class="note">empty: no cells</span></td></tr>' in page
+
+
+def test_numeric_reference_labels_are_matched_as_they_are_named(tmp_path):
+    # a review: float32 labels were '0.10000000149011612' in one place and '0.1' in another, and the
+    # contingency figure raised ValueError
+    from scgpcl import pl
+
+    a = clustered()
+    a.obs["ref"] = a.obs["scgpcl"].astype(str).map({"0": 0.1, "1": 0.2, "2": 0.3}).astype(np.float32)
+    fig = pl.contingency(a, label_key="ref")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.1", "0.2", "0.3"]
+    assert len([p for p in fig.axes[0].patches if p.get_edgecolor()[:3] != (0.0, 0.0, 0.0)]) == 3

@@ -249,8 +249,8 @@ _FOREIGN = {
                   "estimate it",
     "use_rep": "scgpcl learns its own representation from the counts (X or layer=) and stores it in "
                "obsm['X_' + key_added]; it does not cluster a given one",
-    "seed": "the seed is random_state=",
-    "random_seed": "the seed is random_state=",
+    "seed": "pass random_state= instead",
+    "random_seed": "pass random_state= instead",
 }
 _SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "sampler": SamplerConfig, "train": TrainConfig}
 

@@ -45,7 +45,8 @@ def source_commit() -> str | None:
     """The git commit of the checkout this package is imported from, if it is one.
 
     ``+dirty`` marks uncommitted changes to ``src/``. None when the package is not imported from a git checkout
-    (an installed wheel) or git is missing.
+    (an installed wheel) or git is missing. The checkout is the folder two levels above the package
+    (``<root>/src/scgpcl``): a copy vendored into another project's ``src/`` records that project's commit.
     """
     root = Path(__file__).resolve().parents[2]  # src/scgpcl/_machine.py -> the repository
     if not (root / ".git").exists() or not (root / "src" / "scgpcl").is_dir():
@@ -53,8 +54,9 @@ def source_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True,
                               text=True, timeout=5)
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True,
-                                text=True, timeout=5)
+        # --no-optional-locks: a run must not refresh the checkout's index (nor race another process for its lock)
+        status = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "--", "src"],
+                                capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0 or not head.stdout.strip():

@@ -680,6 +680,10 @@ def _run_report(args) -> int:
 
     out = check_report_dir(args.report, overwrite=args.overwrite)
     adata = read_clustered(args.input)
+    if args.batch_key is not None:  # cells without a batch are left out of its tables: say how many, once
+        from .data._checks import check_batch_key
+
+        check_batch_key(adata, args.batch_key, warn_missing=True)
     write_report(adata, out, key=args.key, label_key=args.label_key, batch_key=args.batch_key,
                  dataset_name=args.name or Path(args.input).name, overwrite=args.overwrite)
     print(f"scgpcl: wrote {out / 'index.html'}")
@@ -807,13 +811,12 @@ def main(argv: list[str] | None = None) -> int:
     # scgpcl's own progress at INFO; other libraries only from WARNING up (anndata's INFO lines such as
     # "... storing 'feature_types' as categorical" reached a new user's terminal)
     logging.basicConfig(level=max(level, logging.WARNING), format="%(levelname)s: %(message)s")
-    logging.getLogger("scgpcl").setLevel(level)
     from ._errors import InputError
 
     handlers = {"cluster": _run_cluster, "markers": _run_markers, "report": _run_report, "demo": _run_demo}
     # SIGTERM (a batch scheduler's time limit) is handled like Ctrl-C: the writers remove their
     # temporary files, and the command ends with 143 (130 for Ctrl-C) and a message
-    with _signals.handled(), cli_context(), _warnings_logged(), _process_group_left():
+    with _signals.handled(), cli_context(), _log_level(level), _warnings_logged(), _process_group_left():
         try:
             if args.command in handlers:
                 code = handlers[args.command](args)
@@ -939,6 +942,18 @@ def _process_group_left():
         dist_module = sys.modules.get("scgpcl.distributed")
         if dist_module is not None:
             dist_module.shutdown()
+
+
+@contextmanager
+def _log_level(level: int):
+    """The ``scgpcl`` logger at ``level`` for the command, as it was afterwards (main() called from Python)."""
+    logger = logging.getLogger("scgpcl")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 @contextmanager

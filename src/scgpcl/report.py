@@ -600,7 +600,8 @@ def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> 
     for cl in list(sizes) + [c for c in by_cluster if c not in sizes]:
         df = by_cluster.get(str(cl))
         if df is None:  # rank_genes_groups needs 2 cells in a group: say so rather than leave the cluster out
-            chips = '<span class="note">no test: fewer than 2 cells</span>'
+            chips = ('<span class="note">empty: no cells</span>' if sizes.get(str(cl), 0) == 0 else
+                     '<span class="note">no test: fewer than 2 cells</span>')
         else:  # a gene that is not significant is still a cluster's best, but must not look like a marker
             chips = "".join(
                 f'<span class="gene{" ns" if not r.pval_adj < _MARKER_ALPHA else ""}" title="log2FC '

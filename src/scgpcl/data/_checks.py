@@ -149,20 +149,34 @@ def _holds_counts(values) -> bool:
             stats.update(block)
     except Exception:  # a layer of a kind this check does not read (it only names layers in a message)
         return False
-    return bool(stats.n_nonzero) and not (stats.n_nan or stats.n_inf or stats.n_negative or stats.n_noninteger
-                                          or stats.n_absurd)
+    if not stats.n_nonzero or stats.n_nan or stats.n_inf or stats.n_negative or stats.n_noninteger or stats.n_absurd:
+        return False
+    try:  # integers that sum to one total per cell are rounded normalised values, not counts
+        return _one_total(values) is None
+    except Exception:
+        return False
 
 
-def count_layers(layers: Mapping[str, object] | None) -> list[str]:
-    """The names of the ``layers`` that hold raw counts, in order (read only when a message needs them)."""
-    return [] if layers is None else [str(name) for name, values in layers.items() if _holds_counts(values)]
+#: layer names that usually hold the raw counts, named first when several layers hold integers
+_COUNT_LAYER_NAMES = ("counts", "raw_counts", "raw", "umi", "umis")
+
+
+def count_layers(layers: Mapping[str, object] | None, *, skip: str | None = None) -> list[str]:
+    """The names of the ``layers`` (but ``skip``) that hold integer counts, the usual names for raw counts first.
+
+    Read only when a message needs them.
+    """
+    if layers is None:
+        return []
+    names = [str(name) for name, values in layers.items() if str(name) != skip and _holds_counts(values)]
+    return sorted(names, key=lambda n: (n.lower() not in _COUNT_LAYER_NAMES, names.index(n)))
 
 
 def use_counts_layer(names: Sequence[str]) -> str:
-    """The fix naming a layer that holds counts: ``Use --layer counts: that layer holds raw counts``."""
+    """The fix naming a layer that holds counts: ``Use --layer counts: that layer holds integer counts``."""
     first = names[0]
     others = f" (so do {listing(names[1:])})" if len(names) > 1 else ""
-    return f"Use {arg(f'layer={first!r}', f'--layer {first}')}: that layer holds raw counts{others}"
+    return f"Use {arg(f'layer={first!r}', f'--layer {first}')}: that layer holds integer counts{others}"
 
 
 def _layers_hint(layers: Sequence[str] | None, has_raw: bool = False, raw_problem: str | None = None) -> str:
@@ -208,6 +222,7 @@ def check_counts(
     raw_values=None,
     advice: str | None = None,
     layer_values: Mapping[str, object] | None = None,
+    layer: str | None = None,
 ) -> None:
     """Check that ``X`` holds raw counts: finite, non-negative integers, not all zero.
 
@@ -235,7 +250,9 @@ def check_counts(
         (e.g. for the command's ``--use-raw``, whose matrix came from ``.raw``).
     layer_values
         The layers themselves (``adata.layers``), looked at only when the check
-        fails: a layer that holds raw counts is then named as the fix.
+        fails: a layer that holds integer counts is then named as the fix.
+    layer
+        The layer being checked (None: ``X``), never named as its own fix.
 
     Raises
     ------
@@ -285,7 +302,7 @@ def check_counts(
     def fix() -> str:
         if advice is not None:
             return advice
-        good = count_layers(layer_values)
+        good = count_layers(layer_values, skip=layer)
         return use_counts_layer(good) if good else _use_layer(layers, has_raw, raw_problem=raw_problem())
 
     stats = _ValueStats()

@@ -512,9 +512,9 @@ def _refuse_raw_beside_a_counts_layer(adata: AnnData, path: Path) -> None:
         return
     good = count_layers(adata.layers)
     if good:
-        others = f" (so do {listing(good[1:])})" if len(good) > 1 else ""
+        others = f" (so do {listing(good[1:])})" if len(good) > 1 else ""  # the usual names for counts first
         raise InputError(f"the .raw of '{path.name}' ({arg('use_raw=True', '--use-raw')}) holds no raw counts: "
-                         f"{problem}. The layer {good[0]!r} does{others}: pass "
+                         f"{problem}. The layer {good[0]!r} holds integer counts{others}: pass "
                          f"{arg(f'layer={good[0]!r}', f'--layer {good[0]}')} instead of {arg('use_raw', '--use-raw')}")
 
 

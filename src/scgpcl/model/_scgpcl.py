@@ -187,7 +187,7 @@ class SCGPCL:
         check_counts(counts, reconstruction=config.model.reconstruction,
                      where="X" if layer is None else f"layers[{layer!r}]", layers=list(adata.layers.keys()),
                      has_raw=adata.raw is not None, raw_values=None if adata.raw is None else adata.raw.X,
-                     layer_values=adata.layers)
+                     layer_values=adata.layers, layer=layer)
         if genes is None and not in_cli():  # the command refused such a file when reading it, or was told
             _warn_if_transposed(adata, counts)
         self.n_clusters: int | None = check_n_clusters(n_clusters, adata.n_obs, allow_none=genes is None,

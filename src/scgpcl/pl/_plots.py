@@ -568,7 +568,8 @@ def contingency(
     col_names = cluster_order(labels[ok])
     table = pd.crosstab(pd.Categorical(c, row_names), pd.Categorical(t, col_names), dropna=False).to_numpy()
     matching = _cluster_label_matching(adata, key, label_key)
-    match = {col_names.index(lab): row_names.index(cl) for cl, lab in matching.items() if lab is not None}
+    rows_at, cols_at = {n: i for i, n in enumerate(row_names)}, {n: j for j, n in enumerate(col_names)}
+    match = {cols_at[lab]: rows_at[cl] for cl, lab in matching.items() if lab in cols_at and cl in rows_at}
     order, pairs = _matched_order(table, match)
     table = table[order]
     row_names = [row_names[i] for i in order]

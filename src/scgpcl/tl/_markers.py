@@ -33,8 +33,8 @@ def cluster_order(values: pd.Series) -> list[str]:
     """Cluster names in display order: the categorical's order, else numbers before text, ascending."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         present = set(values.dropna().astype(str))
-        return [str(c) for c in values.cat.categories if str(c) in present]
-    names = {str(v) for v in values.dropna()}
+        return [c for c in values.cat.categories.astype(str) if c in present]
+    names = set(values.dropna().astype(str))  # as astype(str) names them elsewhere (str(v) of a float32 differs)
     return sorted(names, key=lambda s: (0, float(s), s) if is_number(s) else (1, 0.0, s))
 
 
