@@ -201,7 +201,8 @@ def test_the_report_splits_the_clusters_by_batch(clustered_by_batch, tmp_path):
     out = write_report(a.copy(), tmp_path / "rep")  # the batch key the clustering was given
     page = (out / "index.html").read_text()
     assert "<h3>Batches</h3>" in page and "Cells per cluster, split by batch (sample)" in page
-    assert page.count('src="data:image/png;base64,') == 6  # the five of test_report, and the batches
+    assert "cells across the clusters (sample), as shares of the batch" in page
+    assert page.count('src="data:image/png;base64,') == 7  # the five of test_report, the batches and each batch's composition
     table = pd.read_csv(out / "clusters.tsv", sep="\t")
     assert (table["sample"].to_numpy() == a.obs["sample"].astype(str).to_numpy()).all()
     record = json.loads((out / "metrics.json").read_text())

@@ -356,3 +356,21 @@ def test_the_default_colours_are_scanpys_without_grey_up_to_20():
         colours = _default_colours(n)
         assert colours == palettes.default_20[:n]
         assert not {"#7f7f7f", "#c7c7c7", "#cccccc"} & {c.lower() for c in colours}
+
+
+def test_batch_composition_stacks_each_batchs_shares_to_one():
+    # a biologist's review: the report showed batches within clusters, not each sample's composition
+    a = clustered()
+    a.obs["sample"] = np.where(np.arange(a.n_obs) % 3 == 0, "s1", "s2")
+    a.obs.loc[a.obs_names[:4], "sample"] = None  # cells without a batch are not counted
+    fig = scgpcl.pl.batch_composition(a, "sample")
+    ax = fig.axes[0]
+    table = scgpcl.tl.batch_composition(a, "sample")
+    widths = {}
+    for bar in ax.patches:
+        widths.setdefault(round(bar.get_y() + bar.get_height() / 2), []).append(bar.get_width())
+    assert sorted(widths) == [0, 1] and all(np.isclose(sum(w), 1.0) for w in widths.values())
+    for row, batch in enumerate(["s1", "s2"]):
+        assert np.allclose(sorted(widths[row]), sorted((table[batch] / table[batch].sum()).to_numpy()))
+    assert [t.get_text() for t in ax.texts] == [f"{int(table[b].sum())} cells" for b in ("s1", "s2")]
+    assert int(table.to_numpy().sum()) == a.n_obs - 4

@@ -381,6 +381,8 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     if batch_key is not None:
         add("batches", f"Cells per cluster, split by batch ({batch_key})",
             lambda: pl.cluster_sizes(adata, key=key, label_key=batch_key, match_colours=False))
+        add("composition", f"Each batch's cells across the clusters ({batch_key}), as shares of the batch",
+            lambda: pl.batch_composition(adata, batch_key, key=key))
     has_history = any(len(np.asarray(h.get("round", h.get("epoch", [])))) for h in (info.get("history") or {}).values())
     if has_history:
         add("curves", "Loss terms per round, stage boundary and stopping points",
@@ -586,7 +588,7 @@ def _batches_html(batch: dict | None, figures: dict) -> str:
     else:
         text = (f'<p class="note">No cluster is made mostly of one batch of {where} ({len(batch["batches"])} batches; '
                 f"the test: {rule}).</p>")
-    return f'<h3>Batches</h3>{text}{_figure(figures.get("batches"))}'
+    return f'<h3>Batches</h3>{text}{_figure(figures.get("batches"))}{_figure(figures.get("composition"))}'
 
 
 #: a marker gene shown as such has an adjusted p-value below this (others are greyed)

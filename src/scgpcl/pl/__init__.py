@@ -5,6 +5,7 @@
 >>> scgpcl.pl.contingency(adata, label_key="cell_type")
 >>> scgpcl.pl.marker_dotplot(adata, n_genes=5)
 >>> scgpcl.pl.cluster_sizes(adata)
+>>> scgpcl.pl.batch_composition(adata, "sample")
 
 Nothing is shown unless ``show=True``; save with ``fig.savefig("umap.png")``.
 """
@@ -12,6 +13,7 @@ Nothing is shown unless ``show=True``; save with ``fig.savefig("umap.png")``.
 from ._plots import (
     UMAP_N_NEIGHBORS,
     UMAP_RANDOM_STATE,
+    batch_composition,
     cluster_sizes,
     contingency,
     marker_dotplot,
@@ -22,4 +24,4 @@ from ._plots import (
     umap_coordinates,
 )
 
-__all__ = ["UMAP_N_NEIGHBORS", "UMAP_RANDOM_STATE", "umap", "umap_coordinates", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette", "matched_palettes"]
+__all__ = ["UMAP_N_NEIGHBORS", "UMAP_RANDOM_STATE", "umap", "umap_coordinates", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "batch_composition", "palette", "matched_palettes"]

@@ -18,7 +18,8 @@ from .._threads import torch_threads_kept
 from ..metrics import clustering_metrics
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
 
-__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "palette", "matched_palettes"]
+__all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "batch_composition", "palette",
+           "matched_palettes"]
 
 _TERM_NAMES = {
     "loss": "total loss",
@@ -859,4 +860,64 @@ def cluster_sizes(
     if n_missing:
         title += f" ({n_missing} unclustered)"
     ax.set_title(title)
+    return _finish(fig, show)
+
+
+# ------------------------------------------------------- batch composition
+def batch_composition(
+    adata: AnnData,
+    batch_key: str,
+    *,
+    key: str = "scgpcl",
+    show: bool = False,
+) -> Figure:
+    """Each batch's cells across the clusters: one bar per batch, its clusters' shares stacked to 100 %.
+
+    The view a cell-type composition comparison starts from (the share of a
+    sample's cells in each cluster), where :func:`cluster_sizes` split by batch
+    shows each cluster's batches in cells. Bars are coloured like the clusters
+    in :func:`umap`; each batch's number of cells is at its bar's end. Cells
+    without a cluster or without a batch are not counted
+    (:func:`scgpcl.tl.batch_composition`).
+
+    Parameters
+    ----------
+    adata
+        Data clustered by :func:`scgpcl.tl.cluster`.
+    batch_key
+        Column of ``obs`` naming each cell's batch (sample, donor, run).
+    key
+        The clustering's ``key_added``.
+    show
+        Show the figure with ``pyplot.show()``.
+    """
+    from ..tl import batch_composition as composition
+
+    table = composition(adata, batch_key, key=key).T  # batches x clusters, cells
+    table = table.loc[:, table.sum(axis=0) > 0]
+    n_cells = table.sum(axis=1).to_numpy()
+    shares = table.to_numpy() / np.maximum(n_cells[:, None], 1)
+    colours = palette(adata, key)
+    batches = [str(b) for b in table.index]
+    fig = _new_figure((7.4, max(2.2, 1.3 + 0.38 * len(batches))), show)
+    ax = fig.add_subplot()
+    y = np.arange(len(batches))
+    left = np.zeros(len(batches))
+    for j, cluster in enumerate(table.columns):
+        ax.barh(y, shares[:, j], left=left, color=colours.get(str(cluster), "#888888"), label=str(cluster),
+                edgecolor="white", linewidth=0.5)
+        left += shares[:, j]
+    for yi, n in zip(y, n_cells, strict=True):
+        ax.annotate(f"{int(n)} cells", (1.0, yi), xytext=(4, 0), textcoords="offset points", va="center",
+                    fontsize="small")
+    ax.set_yticks(y, batches)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f} %")
+    ax.set_xlabel("share of the batch's cells")
+    ax.set_ylabel(f"batch ({batch_key})")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(title=f"cluster ({key})", loc="center left", bbox_to_anchor=(1.12, 0.5), frameon=False,
+              fontsize="small", ncols=1 if table.shape[1] <= 16 else 2)
+    ax.set_title(f"Composition of each batch: {int(n_cells.sum())} cells in {len(batches)} batches")
     return _finish(fig, show)
