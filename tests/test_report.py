@@ -336,3 +336,27 @@ def test_numeric_reference_labels_are_matched_as_they_are_named(tmp_path):
     fig = pl.contingency(a, label_key="ref")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.1", "0.2", "0.3"]
     assert len([p for p in fig.axes[0].patches if p.get_edgecolor()[:3] != (0.0, 0.0, 0.0)]) == 3
+
+
+def test_a_report_of_a_written_file_lists_the_settings_as_the_run_did(tmp_path):
+    # a biologist's review: after the .h5ad round trip (which sorts uns by name) the parameter and
+    # loss-history tables came out alphabetically
+    import anndata
+
+    a = clustered()
+    a.write_h5ad(tmp_path / "c.h5ad")
+    b = anndata.read_h5ad(tmp_path / "c.h5ad")
+    assert list(b.uns["scgpcl"]["params"]["config"]) != list(a.uns["scgpcl"]["params"]["config"])  # sorted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_report(a, tmp_path / "ra")
+        write_report(b, tmp_path / "rb")
+
+    def part(folder, start, end):
+        page = (tmp_path / folder / "index.html").read_text()
+        return page.split(start, 1)[1].split(end, 1)[0]
+
+    for start, end in (('<section id="parameters">', "</section>"), ("loss terms of all", "</details>")):
+        assert part("ra", start, end) == part("rb", start, end)
+    grouped = part("ra", '<section id="parameters">', "</section>")
+    assert grouped.index("<td>encoder_dims</td>") < grouped.index("<td>batch_size</td>")  # model, then sampler

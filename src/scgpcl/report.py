@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._config import flat_config, recommended
 from ._errors import InputError, NoTestableClusters
 from ._fs import check_writable, current_umask
 from ._machine import cpu_model, software_versions
@@ -407,6 +408,21 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     (d / "index.html").write_text(page, encoding="utf-8")
 
 
+#: the columns of the loss history, in this order (others after them, by name)
+_HISTORY_ORDER = {k: i for i, k in enumerate(("loss", "zinb", "mse", "ins", "proto", "cluster", "lr", "steps",
+                                               "ari_prev", "delta_label"))}
+
+
+def _in_field_order(config: dict) -> dict:
+    """The flat configuration in its dataclasses' field order.
+
+    An ``.h5ad`` round trip returns ``uns`` dictionaries sorted by name, so ``scgpcl report`` on a written
+    file listed the options alphabetically where the run's own report grouped them.
+    """
+    canon = {k: i for i, k in enumerate(flat_config(recommended()))}
+    return dict(sorted(config.items(), key=lambda kv: (canon.get(kv[0], len(canon)), kv[0])))
+
+
 def _reproduce_html(params: dict, runs: dict | None = None) -> str:
     """The command line that reproduces the run, with its folder, the input's checksum and the CPU model.
 
@@ -697,7 +713,9 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         n = len(cols.get(xk, []))
         if not n:
             continue
-        names = [xk] + [k for k in cols if k != xk]
+        # a fixed order (the loss terms first, as in the curves): an .h5ad round trip returns them alphabetically
+        others = sorted((k for k in cols if k != xk), key=lambda k: (_HISTORY_ORDER.get(k, len(_HISTORY_ORDER)), k))
+        names = [xk, *others]
         rows = [[int(cols[xk][i])] + [float(cols[k][i]) if i < len(cols[k]) else None for k in names[1:]]
                 for i in range(n)]
         history_html += (f"<details><summary>{_e(_STAGE_NAMES.get(stage, stage))}: loss terms of all {n} rounds"
@@ -750,9 +768,10 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     pre_items.update({f"preprocess.{k}": v for k, v in pre.items()})
     preprocessing_html = f'<section id="preprocessing"><h2>Preprocessing</h2>{_kv(pre_items)}</section>'
 
-    run_items = {k: v for k, v in params.items() if k not in ("config", "versions")}  # versions: Environment
+    # versions: Environment. By name, the order a written file returns them in, so both reports agree
+    run_items = {k: params[k] for k in sorted(params) if k not in ("config", "versions")}
     sections: dict[str, list[list[Any]]] = {}
-    for k, v in config.items():
+    for k, v in _in_field_order(config).items():
         sec, _, field = k.partition(".")
         if sec != "preprocess":
             sections.setdefault(sec, []).append([field, v])
