@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import scipy.io
 import scipy.sparse as sp
 
 import scgpcl
@@ -65,3 +67,15 @@ def _one_line_error(capsys, *words):
     assert len(err) == 1 and err[0].startswith("scgpcl: error:"), err
     for w in words:
         assert w in err[0], err[0]
+
+
+def write_10x_mtx(folder, counts, cells, genes, *, prefix: str = "") -> None:
+    """10x Cell Ranger v3 matrix folder: gzipped mtx (genes x cells) and tsv files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / f"{prefix}matrix.mtx.gz", "wb") as handle:
+        scipy.io.mmwrite(handle, sp.coo_matrix(counts.T), field="integer")
+    features = "".join(f"ENSG{j:05d}\t{g}\tGene Expression\n" for j, g in enumerate(genes))
+    with gzip.open(folder / f"{prefix}features.tsv.gz", "wt") as handle:
+        handle.write(features)
+    with gzip.open(folder / f"{prefix}barcodes.tsv.gz", "wt") as handle:
+        handle.write("".join(f"{c}\n" for c in cells))

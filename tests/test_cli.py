@@ -21,7 +21,7 @@ import scgpcl
 from scgpcl import InputError, tl
 from scgpcl.cli import main
 
-from helpers import QUICK, TINY, TINY_ARGS, _one_line_error, toy_counts
+from helpers import QUICK, TINY, TINY_ARGS, _one_line_error, toy_counts, write_10x_mtx
 
 QUICK_ARGS = [
     "--lr", str(QUICK["lr"]), "--pretrain-rounds", str(QUICK["pretrain_rounds"]),
@@ -197,19 +197,9 @@ def test_the_scgpcl_logger_is_left_as_it_was(small_toy_file, tmp_path):
 
 def test_other_libraries_info_lines_stay_out_of_the_output(tmp_path):
     # a new user saw anndata's "... storing 'feature_types' as categorical" among the command's lines
-    import gzip
-
-    import scipy.io
-
     a = toy_counts(n_per=30)  # as a 10x matrix folder: its features' types come as strings
     folder = tmp_path / "mtx"
-    folder.mkdir()
-    with gzip.open(folder / "matrix.mtx.gz", "wb") as handle:
-        scipy.io.mmwrite(handle, sp.coo_matrix(a.X.T), field="integer")
-    with gzip.open(folder / "features.tsv.gz", "wt") as handle:
-        handle.write("".join(f"ENSG{j:05d}\t{g}\tGene Expression\n" for j, g in enumerate(a.var_names)))
-    with gzip.open(folder / "barcodes.tsv.gz", "wt") as handle:
-        handle.write("".join(f"{c}\n" for c in a.obs_names))
+    write_10x_mtx(folder, a.X.toarray(), a.obs_names, a.var_names)
     # a process of its own: in this one pytest owns the logging set-up and anndata's handler its stderr
     done = subprocess.run([sys.executable, "-m", "scgpcl", "cluster", str(folder),
                            str(tmp_path / "out.h5ad"), "-k", "3", *QUICK_ARGS], capture_output=True, text=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.io
 import scipy.sparse as sp
 
 from scgpcl import SCGPCL
@@ -22,6 +20,8 @@ from scgpcl._errors import InputError
 from scgpcl.cli import main as cli_main
 from scgpcl.data._checks import check_counts
 from scgpcl.data._io import read_counts, write_h5ad_atomic
+
+from helpers import write_10x_mtx
 
 N_CELLS, N_GENES = 12, 7
 
@@ -78,18 +78,6 @@ def write_10x_h5(path, counts, cells, genes, *, extra_antibody: bool = False) ->
         feat["feature_type"] = np.array(kinds, dtype="S")
         feat["genome"] = np.array(["GRCh38"] * len(names), dtype="S")
         feat["_all_tag_keys"] = np.array([b"genome"])
-
-
-def write_10x_mtx(folder, counts, cells, genes, *, prefix: str = "") -> None:
-    """10x Cell Ranger v3 matrix folder: gzipped mtx (genes x cells) and tsv files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with gzip.open(folder / f"{prefix}matrix.mtx.gz", "wb") as handle:
-        scipy.io.mmwrite(handle, sp.coo_matrix(counts.T), field="integer")
-    features = "".join(f"ENSG{j:05d}\t{g}\tGene Expression\n" for j, g in enumerate(genes))
-    with gzip.open(folder / f"{prefix}features.tsv.gz", "wt") as handle:
-        handle.write(features)
-    with gzip.open(folder / f"{prefix}barcodes.tsv.gz", "wt") as handle:
-        handle.write("".join(f"{c}\n" for c in cells))
 
 
 def write_table(path, counts, rows, cols, *, sep: str) -> None:
