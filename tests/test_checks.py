@@ -13,7 +13,13 @@ import pytest
 import scipy.sparse as sp
 
 from scgpcl._errors import InputError
-from scgpcl.data._checks import check_counts, check_label_key, check_n_clusters
+from scgpcl.data._checks import (
+    check_counts,
+    check_label_key,
+    check_n_clusters,
+    raw_counts_problem,
+    raw_not_even_estimated_counts,
+)
 from scgpcl.data._io import read_counts
 
 SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -313,6 +319,23 @@ def test_normalised_values_are_named_as_such():
     with pytest.warns(UserWarning, match=r"make sure these values are not already normalised") as w:
         check_counts(x + 0.5, reconstruction="mse", layers=[])
     assert "they look" not in str(w[0].message)
+
+
+def test_raw_values_told_apart_without_reading_the_message():
+    """--use-raw beside a counts layer refuses a .raw that is not even estimated counts; the decision used to be
+    taken from the wording of raw_counts_problem's message."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, (60, 40)).astype(np.float64) + np.eye(60, 40)
+    estimated = x + 0.5
+    cpm = x / x.sum(1, keepdims=True) * 1e6
+    logged = np.log1p(x / x.sum(1, keepdims=True) * 1e4)
+    assert raw_counts_problem(x) is None and raw_not_even_estimated_counts(x) is None
+    assert raw_counts_problem(estimated).startswith("non-integer values")
+    assert raw_not_even_estimated_counts(estimated) is None  # what reconstruction='mse' accepts
+    for values in (cpm, sp.csr_matrix(logged), -x, np.zeros_like(x), x > 1):
+        problem = raw_not_even_estimated_counts(values)
+        assert problem is not None and problem == raw_counts_problem(values)
+    assert raw_counts_problem(None) is None and raw_not_even_estimated_counts(None) is None
 
 
 def test_rounded_normalised_counts_are_named_as_such():

@@ -119,24 +119,43 @@ _RAW_NOT_COUNTS = "adata.raw holds no raw counts either: {}"
 
 def raw_counts_problem(raw_values) -> str | None:
     """Why ``.raw``'s matrix is no count matrix (None: it is one, or it was not given)."""
+    return _raw_counts_verdict(raw_values)[0]
+
+
+def raw_not_even_estimated_counts(raw_values) -> str | None:
+    """Why ``.raw``'s matrix is not even estimated counts, or None.
+
+    Non-integer values that do not look normalised (estimated counts, which ``reconstruction='mse'`` accepts)
+    are no problem here; anything else :func:`raw_counts_problem` names is.
+    """
+    problem, estimated = _raw_counts_verdict(raw_values)
+    return None if estimated else problem
+
+
+def _raw_counts_verdict(raw_values) -> tuple[str | None, bool]:
+    """The problem of ``.raw``'s values (None: counts, or not given), and whether it is only estimated counts.
+
+    Estimated counts: non-integer, but finite, non-negative and not normalised.
+    """
     if raw_values is None:
-        return None
+        return None, False
     if np.dtype(raw_values.dtype).kind == "b":
-        return "True/False values, not counts"
+        return "True/False values, not counts", False
     stats = _ValueStats()
     for block in _value_blocks(raw_values):
         stats.update(block)
     if stats.n_nan or stats.n_inf:
-        return "NaN or infinite values"
+        return "NaN or infinite values", False
     if stats.n_negative:
-        return f"negative values, minimum {stats.minimum:g}"
+        return f"negative values, minimum {stats.minimum:g}", False
     if stats.n_noninteger:
         normalised = _normalised_to(raw_values)
         if normalised and normalised.startswith("log"):
             return (f"its values look log-normalised (e.g. {stats.example_noninteger:g}), as when adata.raw is set "
-                    "after log1p, the order of scanpy's tutorials")
-        return f"non-integer values, e.g. {stats.example_noninteger:g}" + (f"; they look {normalised}" if normalised else "")
-    return "only zeros" if stats.n_nonzero == 0 else None
+                    "after log1p, the order of scanpy's tutorials"), False
+        example = f"non-integer values, e.g. {stats.example_noninteger:g}"
+        return (example + f"; they look {normalised}", False) if normalised else (example, True)
+    return ("only zeros", False) if stats.n_nonzero == 0 else (None, False)
 
 
 def _holds_counts(values) -> bool:

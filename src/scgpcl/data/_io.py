@@ -58,7 +58,7 @@ from scgpcl.data._checks import (
     check_label_key,
     count_layers,
     is_number,
-    raw_counts_problem,
+    raw_not_even_estimated_counts,
 )
 from scgpcl.data._orientation import anndata_guess, guess_orientation
 
@@ -507,8 +507,8 @@ def _refuse_raw_beside_a_counts_layer(adata: AnnData, path: Path) -> None:
     """
     if not len(adata.layers):
         return
-    problem = raw_counts_problem(adata.raw.X)
-    if problem is None or (problem.startswith("non-integer") and "normalised" not in problem):
+    problem = raw_not_even_estimated_counts(adata.raw.X)
+    if problem is None:
         return
     good = count_layers(adata.layers)
     if good:
