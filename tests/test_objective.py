@@ -50,6 +50,11 @@ def test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused(toy, spread
     assert "spread" not in toy.uns["scgpcl"]["history"]["pretrain"] and spread_term == []
     with pytest.raises(scgpcl.InputError, match="unknown loss term"):
         scgpcl.SCGPCL(toy, 3, loss_weights={"sprad": 1.0})
+    # a built-in term with an option of its own: the weight was ignored without a word ({'ins': 0} trained ins)
+    with pytest.raises(scgpcl.InputError, match=r"loss_weights cannot weigh 'ins' \(set lambda_ins= instead\)"):
+        scgpcl.SCGPCL(toy, 3, loss_weights={"ins": 0.0})
+    with pytest.raises(scgpcl.InputError, match=r"loss_weights=\{'zinb': -5\} \(a mapping of names to numbers >= 0\)"):
+        scgpcl.SCGPCL(toy, 3, loss_weights={"zinb": -5})
     with pytest.raises(ValueError, match="unknown stage"):
         register_loss_term("x", lambda f, c: None, stages=("warmup",))
 

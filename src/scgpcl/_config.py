@@ -233,7 +233,8 @@ class TrainConfig:
                      "warm-up (benchmarks/results/auto_k_consensus.md)")
     auto_k_max: int = _opt(30, "with n_clusters auto: the largest K considered (also at most cells / 10)", low=2)
     loss_weights: dict[str, float] = _opt(
-        help="weights of added loss terms by name (scgpcl.module.register_loss_term)", cli=False, factory=dict)
+        help="weights of added loss terms by name (scgpcl.module.register_loss_term)", cli=False, factory=dict,
+        low=0)
 
 
 #: Option names of earlier versions -> today's (saved models and old scripts keep working).

@@ -58,6 +58,11 @@ def loss_weights(cfg: TrainConfig, n_cells: int | None = None) -> dict[str, floa
     unknown = sorted(set(cfg.loss_weights) - set(LOSS_TERMS))
     if unknown:
         raise ValueError(f"loss_weights names unknown loss term(s) {unknown}; registered: {sorted(LOSS_TERMS)}")
+    own = {name: LOSS_TERMS[name].weight_option for name in sorted(cfg.loss_weights)
+           if LOSS_TERMS[name].weight_option is not None}
+    if own:  # it would be ignored: the term's weight is its own option
+        raise ValueError("loss_weights cannot weigh " + ", ".join(f"{n!r} (set {o}= instead)" for n, o in own.items())
+                         + ": their weights are options of their own")
     out = {}
     for name, term in LOSS_TERMS.items():
         if term.weight_option is not None:
