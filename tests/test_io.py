@@ -908,3 +908,21 @@ def test_counts_float32_cannot_hold_are_named(tmp_path):
         warnings.simplefilter("error")
         back = read_counts(tmp_path / "fine.h5ad")
     assert back.X[0, 0] == 16_777_216 and back.X[1, 1] == 16_777_218
+
+
+def test_text_in_a_dense_matrix_is_bad_input_and_a_failure_of_ours_is_not(tmp_path, monkeypatch):
+    """Only the readers' failures are called a bad file: a failure in scgpcl's own steps after the read came out
+    as "cannot read ...; is it a valid .h5ad?", hiding the bug behind the user's file."""
+    path = tmp_path / "text.h5ad"
+    anndata.AnnData(np.array([["1", "2"], ["3", "x"]] * 20, dtype=object)).write_h5ad(path)
+    with pytest.raises(InputError, match=r"^X of '.*text\.h5ad' must hold numbers \(raw counts\): could not convert"):
+        read_counts(path)
+    good = tmp_path / "good.h5ad"
+    anndata.AnnData(sp.csr_matrix(np.ones((40, 30), dtype=np.float32))).write_h5ad(good)
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr("scgpcl.data._io._finalize", broken)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        read_counts(good)

@@ -92,6 +92,14 @@ def damaged_values(name: str) -> str:
     return name
 
 
+def text_values(name: str) -> str:
+    """A dense X of strings, as from a table read without converting its numbers."""
+    values = np.random.default_rng(0).poisson(3, (60, 40)).astype(str).astype(object)
+    values[5, 7] = "n/a"
+    ad.AnnData(values).write_h5ad(name)
+    return name
+
+
 def damaged_indices(name: str) -> str:
     h5ad(name)
     with h5py.File(name, "r+") as f:
@@ -227,6 +235,8 @@ CASES: list[Case] = [
          lambda: ["cluster", mtx_folder("mtx", drop="barcodes.tsv.gz"), "out.h5ad", *CLUSTER]),
     Case("X/Y .h5 with fewer labels than cells", [T + "test_io.py::test_xy_h5_label_length_mismatch"],
          lambda: ["cluster", xy_h5("bench.h5", n_labels=29), "out.h5ad", *CLUSTER]),
+    Case(".h5ad whose X holds text", [T + "test_io.py::test_text_in_a_dense_matrix_is_bad_input_and_a_failure_of_ours_is_not"],
+         lambda: ["cluster", text_values("text.h5ad"), "out.h5ad", *CLUSTER]),
     Case("X/Y .h5 stored genes x cells", [T + "test_io.py::test_xy_h5_label_mismatch_from_orientation_names_the_fix"],
          lambda: ["cluster", xy_h5("bench_t.h5", transpose=True), "out.h5ad", *CLUSTER]),
     # --- text tables

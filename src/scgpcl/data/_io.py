@@ -181,22 +181,24 @@ def read_counts(
             f"benchmark .h5 files; '{path}' is read as {_FORMAT_NAMES[fmt]}, whose layout fixes the cells"
         )
 
-    with _reading(path, _FORMAT_NAMES[fmt]), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # names are made unique below, with a log message of our own
         warnings.filterwarnings("ignore", message=r".*names are not unique")
-        if fmt in _ANNDATA_FORMATS:
-            adata = _orient_anndata(_read_anndata(path, layer, use_raw, zarr=fmt == "zarr"), path, layer,
-                                    genes_as_rows)
-        elif fmt == "10x-h5":
-            import scanpy as sc
+        with _reading(path, _FORMAT_NAMES[fmt]):  # the readers' failures only: a failure of ours is no bad file
+            if fmt in _ANNDATA_FORMATS:
+                adata = _read_anndata(path, layer, use_raw, zarr=fmt == "zarr")
+            elif fmt == "10x-h5":
+                import scanpy as sc
 
-            adata = sc.read_10x_h5(path)
-        elif fmt == "10x-mtx":
-            adata = _read_10x_mtx(path, mtx_prefix)
-        elif fmt == "xy-h5":
-            adata = _read_xy_h5(path, genes_as_rows=bool(genes_as_rows))
-        else:
-            adata = _read_text(path, genes_as_rows=genes_as_rows)
+                adata = sc.read_10x_h5(path)
+            elif fmt == "10x-mtx":
+                adata = _read_10x_mtx(path, mtx_prefix)
+            elif fmt == "xy-h5":
+                adata = _read_xy_h5(path, genes_as_rows=bool(genes_as_rows))
+            else:
+                adata = _read_text(path, genes_as_rows=genes_as_rows)
+        if fmt in _ANNDATA_FORMATS:
+            adata = _orient_anndata(adata, path, layer, genes_as_rows)
         adata = _finalize(adata, layer, path)
 
     check_label_key(adata, label_key)
@@ -926,7 +928,11 @@ def _finalize(adata: AnnData, layer: str | None = None, path: Path | None = None
                 "from a copy or download that went wrong; copy or export it again"
             ) from None
     else:
-        X = sp.csr_matrix(np.asarray(X, dtype=np.float32))
+        try:
+            X = sp.csr_matrix(np.asarray(X, dtype=np.float32))
+        except (TypeError, ValueError) as err:  # text or objects in a dense matrix
+            where = "X" if layer is None else f"layers[{layer!r}]"
+            raise InputError(f"{where} of '{path}' must hold numbers (raw counts): {clip(str(err))}") from None
     if not X.has_canonical_format:
         X.sum_duplicates()
     X.eliminate_zeros()
