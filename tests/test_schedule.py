@@ -80,3 +80,23 @@ def test_the_model_trains_with_the_smaller_minibatch(toy):
     model = scgpcl.SCGPCL(toy, n_clusters=3, min_minibatches=4, min_batch_size=30)
     assert model.loader.steps_per_epoch == 4
     assert scgpcl.SCGPCL(toy, n_clusters=3, min_minibatches=0).loader.steps_per_epoch == 1  # off: one of 180
+
+
+def test_a_stage_that_stops_early_ends_its_bar_complete_saying_why():
+    """A converged stage left its bar part-way (25/100), which reads as a failure: a notebook's tqdm paints a
+    closed bar red when its count is short of its total. An interrupted stage's bar stays part-way."""
+    from scgpcl.train._schedule import Progress
+
+    bar = Progress(100, "pre-training", enabled=True)
+    bar.step(30)
+    bar.round_done({"round": 6, "loss": 1.5})
+    bar.close("converged")
+    assert bar.bar.n == bar.bar.total == 30 and bar.bar.postfix.endswith(", converged")
+    bar = Progress(100, "fine-tuning", enabled=True)
+    bar.step(5)
+    bar.close("patience")
+    assert bar.bar.total == 5 and bar.bar.postfix == "stopped: no ARI gain"
+    bar = Progress(100, "pre-training", enabled=True)
+    bar.step(30)
+    Progress.close_open()  # an exception ended the stage
+    assert bar.bar.n == 30 and bar.bar.total == 100

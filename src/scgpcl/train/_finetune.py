@@ -87,7 +87,7 @@ class FinetuneStage:
             bar.round_done(record)
             if callback:
                 callback(rnd, record)
-        res.seconds = bar.close()
+        res.seconds = bar.close(res.stop_kind)
         log.info("fine-tuning: %s (%s), %s (%.1f s)", counted(res.rounds, "round"), counted(res.steps, "step"), res.stop_reason,
                  res.seconds)
         return res

@@ -145,7 +145,7 @@ class PretrainStage:
                 callback(rnd, record)
             if stop:
                 break
-        res.seconds = bar.close()
+        res.seconds = bar.close(res.stop_kind)
         if self.snapshots.load_mean(tr.module):
             log.info("pre-training: the network is the mean of its last %d rounds' weights", len(self.snapshots))
         if tr.k is None:  # no post-warm-up round ran (warm-up as long as the budget)

@@ -57,6 +57,9 @@ class Schedule:
                 "fine-tuning steps")
 
 
+#: what a stage's bar says when it stopped early, by its ``StageResult.stop_kind``
+_STOP_WORDS = {"converged": "converged", "patience": "stopped: no ARI gain", "emptied": "stopped before a cluster emptied"}
+
 #: progress bars not closed yet: an interrupted stage leaves its bar open (see :meth:`Progress.close_open`)
 _OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
 
@@ -91,8 +94,21 @@ class Progress:
         shown = {k: f"{v:.3g}" for k, v in record.items() if k not in ("round", "steps")}
         self.bar.set_postfix({"round": record.get("round"), **shown}, refresh=False)
 
-    def close(self) -> float:
-        """Close the bar; the stage's seconds."""
+    def close(self, stop_kind: str | None = None) -> float:
+        """Close the bar; the stage's seconds.
+
+        ``stop_kind`` (the ``StageResult``'s): the stage ended by a stop rule, not by an exception. A
+        stage that stopped early ends its bar complete at the steps it ran, saying why; left part-way, the bar
+        looked like a failure (a notebook paints such a bar red).
+        """
         _OPEN_BARS.discard(self)
+        if stop_kind is not None and not self.bar.disable:
+            if self.bar.total and self.bar.n < self.bar.total:
+                self.bar.total = self.bar.n
+            words = _STOP_WORDS.get(stop_kind)
+            if words:
+                shown = str(self.bar.postfix or "")
+                self.bar.set_postfix_str(f"{shown}, {words}" if shown else words, refresh=False)
+            self.bar.refresh()
         self.bar.close()
         return time.perf_counter() - self.t0
