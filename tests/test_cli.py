@@ -988,6 +988,12 @@ def test_a_column_that_scgpcl_did_not_write_is_named_before_training(small_toy, 
         warnings.simplefilter("always")
         tl.cluster(a, n_clusters=3, key_added="cell_type_copy", progress=False, **TINY)
     assert not [w for w in caught if "did not write" in str(w.message)]
+    # scanpy's UMAP under key_added='umap' was replaced by the representation without a word
+    b = small_toy.copy()
+    b.obsm["X_umap"] = np.zeros((b.n_obs, 2))
+    with pytest.warns(UserWarning, match=r"^obsm\['X_umap'\] already holds data that scgpcl did not write; the "
+                                         r"results will replace it\. To keep it, choose another key_added$"):
+        tl.cluster(b, n_clusters=3, key_added="umap", progress=False, **TINY)
 
 
 def test_the_command_line_names_a_column_it_will_replace(small_toy, tmp_path, caplog):
@@ -998,8 +1004,8 @@ def test_the_command_line_names_a_column_it_will_replace(small_toy, tmp_path, ca
     with caplog.at_level("WARNING", logger="scgpcl"):
         assert main(["cluster", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "-k", "3", "--quiet",
                      "--key-added", "annotation", *TINY_ARGS]) == 0
-    assert [r for r in caplog.records if "obs['annotation'] already holds" in r.getMessage()
-            and "--key-added" in r.getMessage()]
+    assert [r for r in caplog.records if "obs['annotation'] and uns['annotation'] already hold data that scgpcl "
+            "did not write" in r.getMessage() and "--key-added" in r.getMessage()]
 
 
 def test_paths_under_the_output_file_or_the_model_folder_are_refused(small_toy_file, tmp_path, capsys):

@@ -160,16 +160,25 @@ def cluster(
 
 
 def warn_replaced_column(adata: AnnData, key_added: str) -> None:
-    """Warn, before training, when ``obs[key_added]`` holds a column that no earlier scgpcl run wrote.
+    """Warn, before training, when ``key_added`` names entries that no earlier scgpcl run wrote.
 
-    The clusters replace it (as scanpy's ``key_added`` does); an earlier scgpcl result under the key
-    (``uns[key_added]['params']['config']``, which scanpy's clusterings do not write) is replaced without a word.
+    The results replace ``obs[key_added]``, ``obsm['X_' + key_added]`` and ``uns[key_added]`` (as scanpy's
+    ``key_added`` does): ``key_added='umap'`` would replace scanpy's UMAP, ``'leiden'`` its clustering record.
+    An earlier scgpcl result under the key (``uns[key_added]['params']['config']``, which scanpy's functions
+    do not write) is replaced without a word.
     """
     earlier = adata.uns.get(key_added)
     params = earlier.get("params") if isinstance(earlier, Mapping) else None
-    if key_added in adata.obs and not (isinstance(params, Mapping) and "config" in params):
-        warn_user(f"obs[{key_added!r}] already holds a column that scgpcl did not write; the clusters will "
-                  f"replace it. To keep it, choose another {arg('key_added', '--key-added')}")
+    if isinstance(params, Mapping) and "config" in params:
+        return
+    taken = ([f"obs[{key_added!r}]"] if key_added in adata.obs else []) + \
+        ([f"obsm['X_{key_added}']"] if f"X_{key_added}" in adata.obsm else []) + \
+        ([f"uns[{key_added!r}]"] if key_added in adata.uns else [])
+    if taken:
+        named = taken[0] if len(taken) == 1 else f"{', '.join(taken[:-1])} and {taken[-1]}"
+        warn_user(f"{named} already {'holds' if len(taken) == 1 else 'hold'} data that scgpcl did not "
+                  f"write; the results will replace {'it' if len(taken) == 1 else 'them'}. To keep "
+                  f"{'it' if len(taken) == 1 else 'them'}, choose another {arg('key_added', '--key-added')}")
 
 
 def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", label_key: str | None = None,
