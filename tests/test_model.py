@@ -1032,3 +1032,20 @@ def test_clustering_a_view_warns_at_the_callers_line_and_leaves_the_parent_alone
     assert not [w for w in caught if isinstance(w.message, ad.ImplicitModificationWarning)]
     assert not view.is_view and view.obs["scgpcl"].notna().all() and "X_scgpcl" in view.obsm
     assert "scgpcl" not in parent.obs and "scgpcl" not in parent.uns
+
+
+def test_results_go_only_to_the_cells_the_model_was_built_on(toy):
+    """store_results into a reordered copy wrote the labels onto the wrong cells without a word; into a subset,
+    or after filtering the model's AnnData in place, it failed deep inside pandas or numpy."""
+    import scgpcl
+
+    a = toy.copy()
+    m = SCGPCL(a, 3, random_state=0, **QUICK).train(progress=False)
+    with pytest.raises(InputError, match=r"same number of cells, but other names or another order"):
+        scgpcl.tl.store_results(a[::-1].copy(), m)
+    with pytest.raises(InputError, match=rf"\(100 cells, the model's {a.n_obs}\)"):
+        scgpcl.tl.store_results(a[:100].copy(), m)
+    scgpcl.tl.store_results(a.copy(), m)  # the same cells in another object: fine
+    a._inplace_subset_obs(np.arange(a.n_obs) < 100)  # what sc.pp.filter_cells(adata, ...) does
+    with pytest.raises(InputError, match=rf"has changed: 100 cells now, {toy.n_obs} when the model was built"):
+        m.predict()

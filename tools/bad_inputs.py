@@ -527,6 +527,10 @@ def _python_cases() -> list[Case]:
     from scgpcl.data._checks import check_counts, check_n_clusters
     from scgpcl.sklearn import SCGPCLClustering
 
+    def reordered_cells():
+        a = toy()
+        tl.store_results(a[::-1].copy(), SCGPCL(a, 3))  # refused before predict(): no training needed
+
     def backed():
         toy().write_h5ad("backed.h5ad")
         a = ad.read_h5ad("backed.h5ad", backed="r")
@@ -677,6 +681,8 @@ def _python_cases() -> list[Case]:
         Case("SCGPCLClustering(preset='nope')", [T + "test_sklearn.py::test_bad_input_raises_input_error"], call=sklearn_preset),
         Case("a key that is not a column name (a list)", [B + "test_keys_that_are_not_column_names_are_refused"],
              call=lambda: tl.cluster(toy(), n_clusters=3, batch_key=["sample"], progress=False)),
+        Case("tl.store_results into an AnnData with the model's cells in another order",
+             [T + "test_model.py::test_results_go_only_to_the_cells_the_model_was_built_on"], call=reordered_cells),
         Case("n_runs=0", [T + "test_runs.py::test_a_bad_number_of_runs_is_refused_before_training"], call=zero_runs),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
              call=pl_missing),

@@ -323,6 +323,7 @@ class SCGPCL:
         SCGPCL
             ``self``, trained.
         """
+        self.check_cells()  # before the training, not after it
         if self.is_trained:
             warn_user("this model is already trained: train() again goes on from the trained network, so its "
                       "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
@@ -351,9 +352,29 @@ class SCGPCL:
         self._result = None
         return self
 
+    def check_cells(self, adata: AnnData | None = None) -> None:
+        """Raise :class:`InputError` unless ``adata`` (default: the model's own) holds the model's cells in order.
+
+        The results are per cell of the AnnData the model was built on: written into an AnnData filtered,
+        reordered or replaced since, they would land on the wrong cells or fail deep inside pandas.
+        """
+        n_built = len(self.data.cell_mask)
+        if self.adata.n_obs != n_built:
+            raise InputError(f"the AnnData this model was built on has changed: {self.adata.n_obs} cells now, "
+                             f"{n_built} when the model was built (filtered in place?). Build the model again on "
+                             "the data as it is now, or filter a copy (adata = adata[mask].copy()) after clustering")
+        if adata is None or adata is self.adata:
+            return
+        if adata.n_obs != n_built or not adata.obs_names.equals(self.adata.obs_names):
+            how = (f"{adata.n_obs} cells, the model's {n_built}" if adata.n_obs != n_built
+                   else "the same number of cells, but other names or another order")
+            raise InputError(f"this AnnData does not hold the cells the model was built on ({how}): results go to "
+                             "the AnnData given to the model, or one with the same cells in the same order")
+
     def _outputs(self):
         if not self.is_trained:
             raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
+        self.check_cells()
         if self._result is None:
             self._result = self.trainer.predict()
             _warn_empty_clusters(self._result[1], self.n_clusters, finetuned=self.module.cluster_centres is not None,

@@ -208,6 +208,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     """
     check_keys(key_added, label_key, batch_key)
     check_batch_key(adata, batch_key)
+    model.check_cells(adata)
     # everything is computed first and written into adata together at the end: an error or a Ctrl-C on the way
     # leaves adata as it was, not new clusters beside an earlier run's record
     labels = model.predict()
