@@ -1049,3 +1049,26 @@ def test_results_go_only_to_the_cells_the_model_was_built_on(toy):
     a._inplace_subset_obs(np.arange(a.n_obs) < 100)  # what sc.pp.filter_cells(adata, ...) does
     with pytest.raises(InputError, match=rf"has changed: 100 cells now, {toy.n_obs} when the model was built"):
         m.predict()
+
+
+def test_not_an_anndata_or_not_a_config_is_named_with_the_fix(toy, tmp_path):
+    """config=scgpcl.faithful (the function, not called), a dict or a preset's name, and a matrix or None for
+    adata, failed with an AttributeError from inside; a backed AnnData with copy=True with anndata's own error."""
+    for config, fix in ((scgpcl.faithful, r"call it: config=scgpcl\.faithful\(\)"),
+                        ("faithful", r"use config=scgpcl\.faithful\(\)"),
+                        ({"train": {"lr": 1e-3}}, r"use config=scgpcl\.SCGPCLConfig\.from_dict\(d\)")):
+        with pytest.raises(InputError, match=rf"^config must be an SCGPCLConfig, got .*: {fix}"):
+            tl.cluster(toy, n_clusters=3, config=config)
+        with pytest.raises(InputError, match=rf"^config must be an SCGPCLConfig, got .*: {fix}"):
+            SCGPCL(toy, 3, config=config)
+    with pytest.raises(InputError, match=r"^adata must be an AnnData, got csr_matrix: wrap .* anndata\.AnnData\(X\)"):
+        tl.cluster(toy.X, n_clusters=3)
+    with pytest.raises(InputError, match=r"^adata must be an AnnData, got NoneType$"):
+        tl.cluster(None, n_clusters=3)
+    toy.write_h5ad(tmp_path / "b.h5ad")
+    backed = ad.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    try:
+        with pytest.raises(InputError, match=r"backed .*adata = adata\.to_memory\(\)"):
+            tl.cluster(backed, n_clusters=3, copy=True)
+    finally:
+        backed.file.close()

@@ -523,6 +523,7 @@ def _clustered_with_record(name: str) -> str:
 
 # ----------------------------------------------------------------------------- Python-only problems
 def _python_cases() -> list[Case]:
+    import scgpcl
     from scgpcl import SCGPCL, tl
     from scgpcl.data._checks import check_counts, check_n_clusters
     from scgpcl.sklearn import SCGPCLClustering
@@ -683,6 +684,11 @@ def _python_cases() -> list[Case]:
              call=lambda: tl.cluster(toy(), n_clusters=3, batch_key=["sample"], progress=False)),
         Case("tl.store_results into an AnnData with the model's cells in another order",
              [T + "test_model.py::test_results_go_only_to_the_cells_the_model_was_built_on"], call=reordered_cells),
+        Case("config=scgpcl.faithful (the function, not called)",
+             [T + "test_model.py::test_not_an_anndata_or_not_a_config_is_named_with_the_fix"],
+             call=lambda: tl.cluster(toy(), n_clusters=3, config=scgpcl.faithful)),
+        Case("a matrix instead of an AnnData", [T + "test_model.py::test_not_an_anndata_or_not_a_config_is_named_with_the_fix"],
+             call=lambda: tl.cluster(toy().X, n_clusters=3)),
         Case("n_runs=0", [T + "test_runs.py::test_a_bad_number_of_runs_is_refused_before_training"], call=zero_runs),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
              call=pl_missing),

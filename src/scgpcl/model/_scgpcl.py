@@ -62,6 +62,36 @@ def _warn_if_transposed(adata: AnnData, counts) -> None:
               "adata.T (or read the file with scgpcl.read_counts(path, genes_as_rows=True))")
 
 
+def check_inputs(adata: Any, config: Any = None) -> None:
+    """Refuse, with the fix, what is not an in-memory AnnData or not a configuration (before any copy of it).
+
+    Without this, ``config=scgpcl.faithful`` (the function) or an array for ``adata`` failed with an
+    ``AttributeError`` from inside, and a backed AnnData with ``copy=True`` with anndata's own error.
+    """
+    if not isinstance(adata, AnnData):
+        wrap = (" wrap a cells x genes count matrix with anndata.AnnData(X), or use "
+                "scgpcl.sklearn.SCGPCLClustering, which takes matrices") if getattr(adata, "ndim", None) == 2 else ""
+        raise InputError(f"adata must be an AnnData, got {type(adata).__name__}" + (f":{wrap}" if wrap else ""))
+    if adata.isbacked:
+        raise InputError("this AnnData is backed (its X stays on disk): load it into memory first with "
+                         "adata = adata.to_memory(), or read the file without backed=")
+    if config is None or isinstance(config, SCGPCLConfig):
+        return
+    from .._config import PRESETS
+
+    got = clip(repr(config), 60)
+    if any(config is make for make in PRESETS.values()):
+        got, fix = f"the function scgpcl.{config.__name__}", f"call it: config=scgpcl.{config.__name__}()"
+    elif isinstance(config, str):
+        fix = f"use config=scgpcl.{PRESETS[config].__name__}()" if config in PRESETS else \
+            "use config=scgpcl.recommended() or scgpcl.faithful()"
+    elif isinstance(config, dict):
+        fix = "use config=scgpcl.SCGPCLConfig.from_dict(d), or pass single options as keywords (lr=1e-3)"
+    else:
+        fix = "use config=scgpcl.recommended() or scgpcl.faithful(), or pass single options as keywords (lr=1e-3)"
+    raise InputError(f"config must be an SCGPCLConfig, got {got}: {fix}")
+
+
 def _check_unique_genes(adata: AnnData) -> None:
     # genes are matched by name (SCGPCL.load, marker genes): duplicates would mix them up
     if not adata.var_names.is_unique:
@@ -155,6 +185,7 @@ class SCGPCL:
         device: str | torch.device = "auto",
         **overrides: Any,
     ):
+        check_inputs(adata, config)
         config = config or recommended()
         try:
             if overrides:

@@ -19,7 +19,7 @@ from .._signals import deferred
 from ..data._checks import check_batch_key, check_label_key
 from ..metrics import clustering_metrics
 from ..model._runs import train_runs
-from ..model._scgpcl import SCGPCL
+from ..model._scgpcl import SCGPCL, check_inputs
 from ._batches import batch_record
 
 __all__ = ["cluster", "store_results"]
@@ -145,6 +145,7 @@ def cluster(
     >>> sc.pp.neighbors(adata, use_rep="X_scgpcl")
     """
     check_keys(key_added, label_key, batch_key)
+    check_inputs(adata, config)  # before the copy: anndata cannot copy a backed AnnData
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
