@@ -42,6 +42,37 @@ def test_umap_panels_and_cache(adata):
     np.testing.assert_array_equal(adata.obsm["X_scgpcl_umap"], coords)  # reused, not recomputed
 
 
+def test_umap_of_a_view_leaves_the_parent_and_a_new_embedding_is_not_given_old_coordinates(adata):
+    """pl.umap on adata[mask] stored coordinates in the view, which made it a copy (anndata's warning) and left the
+    parent's record saying a UMAP was cached; coordinates stored for an embedding were reused for another."""
+    import warnings
+
+    parent_uns = dict(adata.uns["scgpcl"])
+    view = adata[: adata.n_obs // 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ImplicitModificationWarning
+        scgpcl.pl.umap(view)
+    assert view.is_view and "X_scgpcl_umap" not in adata.obsm and "umap" not in adata.uns["scgpcl"]
+    assert adata.uns["scgpcl"].keys() == parent_uns.keys()
+    first = scgpcl.pl.umap_coordinates(adata).copy()
+    order = np.random.default_rng(0).permutation(adata.n_obs)
+    adata.obsm["X_scgpcl"] = adata.obsm["X_scgpcl"][order]  # another embedding under the same key
+    again = scgpcl.pl.umap_coordinates(adata)
+    assert not np.array_equal(again, first)
+    np.testing.assert_array_equal(scgpcl.pl.umap_coordinates(adata), again)  # this one is reused
+
+
+def test_show_returns_none_as_scanpy_does(adata, monkeypatch):
+    """show=True showed the figure and returned it too, which a notebook draws a second time."""
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(1))
+    assert scgpcl.pl.cluster_sizes(adata, show=True) is None and shown == [1]
+    plt.close("all")
+    assert scgpcl.pl.cluster_sizes(adata) is not None and shown == [1]
+
+
 def test_training_curves_marks_stages_and_stops(adata):
     fig = scgpcl.pl.training_curves(adata)
     ax = fig.axes[0]

@@ -7,7 +7,8 @@
 >>> scgpcl.pl.cluster_sizes(adata)
 >>> scgpcl.pl.batch_composition(adata, "sample")
 
-Nothing is shown unless ``show=True``; save with ``fig.savefig("umap.png")``.
+Nothing is shown unless ``show=True`` (which shows the figure and returns None, as scanpy does); save a
+returned figure with ``fig.savefig("umap.png")``.
 """
 
 from ._plots import (

@@ -7,6 +7,8 @@ figure accumulates in pyplot's memory unless ``show=True`` asks for it.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -44,11 +46,12 @@ def _new_figure(figsize: tuple[float, float], show: bool) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _finish(fig: Figure, show: bool) -> Figure:
+def _finish(fig: Figure, show: bool) -> Figure | None:
     if show:
         import matplotlib.pyplot as plt
 
         plt.show()
+        return None
     return fig
 
 
@@ -222,8 +225,9 @@ def umap_coordinates(adata: AnnData, *, key: str = "scgpcl", n_neighbors: int = 
                      recompute: bool = False) -> np.ndarray:
     """UMAP coordinates of the learned representation ``obsm['X_' + key]``, stored in ``obsm['X_' + key + '_umap']``.
 
-    Computed once per setting and reused (:func:`umap` and the report call it); cells without a
-    finite representation get NaN.
+    Computed once per setting and embedding and reused (:func:`umap` and the report call it); cells without a
+    finite representation get NaN. On a view (``adata[mask]``) they are computed and returned but not stored,
+    which would turn the view into a copy and leave a record in the parent.
 
     Parameters
     ----------
@@ -252,12 +256,15 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
         raise InputError(f"no embedding in obsm[{rep!r}]: {_run_first()}")
     store = f"X_{key}_umap"
     info = adata.uns.get(key)
-    settings = {"n_neighbors": int(n_neighbors), "random_state": int(random_state), "obsm_key": store}
+    emb = np.asarray(adata.obsm[rep], dtype=np.float32)
+    # the embedding's digest: coordinates stored for another embedding under the same key are not reused
+    digest = hashlib.sha256(np.ascontiguousarray(emb).tobytes()).hexdigest()[:16]
+    settings = {"n_neighbors": int(n_neighbors), "random_state": int(random_state), "obsm_key": store,
+                "embedding_sha256": digest}
     if not recompute and store in adata.obsm and isinstance(info, dict):
         cached = info.get("umap")
         if isinstance(cached, dict) and {k: cached.get(k) for k in settings} == settings:
             return np.asarray(adata.obsm[store])
-    emb = np.asarray(adata.obsm[rep], dtype=np.float32)
     ok = np.isfinite(emb).all(axis=1)
     if ok.sum() < 3:
         raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
@@ -280,6 +287,8 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
         sc.tl.umap(tmp, random_state=random_state)
     coords = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
     coords[ok] = np.asarray(tmp.obsm["X_umap"])[inverse]
+    if adata.is_view:  # storing would turn the view into a copy and mark the parent's record as cached
+        return coords
     adata.obsm[store] = coords
     if isinstance(info, dict):  # tl.cluster rewrites uns[key], which drops this and so invalidates the cache
         info["umap"] = settings
@@ -320,7 +329,7 @@ def umap(
     recompute: bool = False,
     match_colours: bool = True,
     show: bool = False,
-) -> Figure:
+) -> Figure | None:
     """UMAP of the learned embedding, coloured by cluster (and by reference labels).
 
     The neighbour graph (:func:`scanpy.pp.neighbors` with ``use_rep='X_' + key``)
@@ -346,7 +355,8 @@ def umap(
     recompute
         Ignore stored coordinates.
     show
-        Show the figure with ``pyplot.show()``.
+        Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
+        returned figure a second time). Otherwise the figure is returned, not shown.
     """
     _check_obs(adata, key, "clusters")
     if label_key is not None:
@@ -398,7 +408,7 @@ def _x(history_stage) -> np.ndarray:
     return np.asarray(history_stage.get("round", history_stage.get("epoch", [])))
 
 
-def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, show: bool = False) -> Figure:
+def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, show: bool = False) -> Figure | None:
     """Every loss term of each training stage on one axis of rounds.
 
     Pre-training and fine-tuning follow each other on the x axis (fine-tuning
@@ -418,7 +428,8 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
         Logarithmic loss axis (terms differ by orders of magnitude); falls
         back to linear when a term is not positive.
     show
-        Show the figure with ``pyplot.show()``.
+        Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
+        returned figure a second time). Otherwise the figure is returned, not shown.
     """
     info = _uns(adata, key)
     history = info.get("history") or {}
@@ -537,7 +548,7 @@ def contingency(
     key: str = "scgpcl",
     label_key: str,
     show: bool = False,
-) -> Figure:
+) -> Figure | None:
     """Heatmap of clusters (rows) against reference labels (columns).
 
     Rows are ordered so that each label's Hungarian-matched cluster lies on the
@@ -555,7 +566,8 @@ def contingency(
     label_key
         ``obs`` column with reference labels (cells without one are left out).
     show
-        Show the figure with ``pyplot.show()``.
+        Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
+        returned figure a second time). Otherwise the figure is returned, not shown.
     """
     _check_obs(adata, key, "clusters")
     _check_obs(adata, label_key, "reference labels")
@@ -614,7 +626,7 @@ def marker_dotplot(
     markers: pd.DataFrame | None = None,
     vertical: bool | None = None,
     show: bool = False,
-) -> Figure:
+) -> Figure | None:
     """Dot plot of each cluster's top marker genes (see :func:`scgpcl.tl.markers`).
 
     The top ``n_genes`` genes of each cluster in cluster order (a gene already
@@ -641,7 +653,8 @@ def marker_dotplot(
     vertical
         Genes down the figure (True), across (False), or by their number (None).
     show
-        Show the figure with ``pyplot.show()``.
+        Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
+        returned figure a second time). Otherwise the figure is returned, not shown.
     """
     if int(n_genes) < 1:
         raise InputError(f"n_genes must be >= 1, got {n_genes}")
@@ -786,7 +799,7 @@ def cluster_sizes(
     label_key: str | None = None,
     match_colours: bool = True,
     show: bool = False,
-) -> Figure:
+) -> Figure | None:
     """Bar chart of the number of cells per cluster.
 
     With ``label_key``, each bar is split by reference label, coloured as in
@@ -808,7 +821,8 @@ def cluster_sizes(
         cluster it is matched to (:func:`matched_palettes`). ``False``: the
         labels' own :func:`palette`.
     show
-        Show the figure with ``pyplot.show()``.
+        Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
+        returned figure a second time). Otherwise the figure is returned, not shown.
     """
     _check_obs(adata, key, "clusters")
     if label_key is not None:
@@ -870,7 +884,7 @@ def batch_composition(
     *,
     key: str = "scgpcl",
     show: bool = False,
-) -> Figure:
+) -> Figure | None:
     """Each batch's cells across the clusters: one bar per batch, its clusters' shares stacked to 100 %.
 
     The view a cell-type composition comparison starts from (the share of a
@@ -889,7 +903,8 @@ def batch_composition(
     key
         The clustering's ``key_added``.
     show
-        Show the figure with ``pyplot.show()``.
+        Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
+        returned figure a second time). Otherwise the figure is returned, not shown.
     """
     from ..tl import batch_composition as composition
 
