@@ -110,6 +110,8 @@ def test_the_configuration_a_run_records_reads_back_and_stray_keys_are_errors(sm
     ("resolution", r"takes the number of clusters, not a resolution: pass n_clusters=K, or n_clusters=None"),
     ("use_rep", r"learns its own representation"),
     ("seed", r"pass random_state= instead"),
+    ("max_epochs", r"training runs in rounds: pretrain_rounds= and finetune_rounds="),  # was: did you mean max_neighbors?
+    ("progress", r"pass it to \.train\(progress=False\)"),
 ])
 def test_options_of_other_tools_say_what_scgpcl_takes_instead(name, says):
     # a new user passed use_raw=True as to scanpy and was told only that every option is a field of recommended()

@@ -251,6 +251,9 @@ _FOREIGN = {
     "use_rep": "scgpcl learns its own representation from the counts (X or layer=) and stores it in "
                "obsm['X_' + key_added]; it does not cluster a given one",
     "seed": "pass random_state= instead",
+    "max_epochs": "training runs in rounds: pretrain_rounds= and finetune_rounds= bound its two stages",
+    "n_epochs": "training runs in rounds: pretrain_rounds= and finetune_rounds= bound its two stages",
+    "progress": "SCGPCL(...) only builds the model: pass it to .train(progress=False), or to scgpcl.tl.cluster",
     "random_seed": "pass random_state= instead",
 }
 _SECTIONS = {"preprocess": PreprocessConfig, "model": ModelConfig, "sampler": SamplerConfig, "train": TrainConfig}
