@@ -399,3 +399,47 @@ def test_an_error_while_storing_results_leaves_the_anndata_as_it_was(monkeypatch
     assert a.obs.equals(before[0]) and a.uns["scgpcl"]["params"]["n_clusters"] == before[2] == 3
     for k, v in before[1].items():
         np.testing.assert_array_equal(a.obsm[k], v)
+
+
+# --------------------------------------------------------------------------- an .h5ad write that fails part-way
+def test_a_write_past_the_file_size_limit_ends_with_one_line_not_a_crash(tmp_path):
+    """h5py cannot free the objects of a write that failed part-way (h5py issue 914): the process ended with a
+    segmentation fault (exit 139) after the message, with two HDF5 tracebacks before it, and --save-model was
+    skipped. Data that gzip cannot shrink pass the space check (which expects gzip to halve the file) and then
+    hit the limit (ulimit -f) during the write."""
+    import resource
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(toy_counts(n_per=40, n_genes=60))
+    a.obsm["noise"] = rng.integers(0, 2**32, (a.n_obs, 8000), dtype=np.uint32)  # random bits: incompressible
+    a.write_h5ad(tmp_path / "in.h5ad")
+    limit = int(0.7 * h5ad_bytes(a))  # above the check's half, below the file's size
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    done = subprocess.run([sys.executable, "-m", "scgpcl", "cluster", "in.h5ad", "out.h5ad", "-k", "3", "--quiet",
+                           "--compression", "gzip", "--save-model", "model", *TINY_ARGS],
+                          cwd=tmp_path, preexec_fn=limited, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(err) == 1, (done.returncode, done.stderr[-2000:])
+    assert err[0] == ("scgpcl: error: could not write 'out.h5ad' (OSError: File too large: raise the file-size limit "
+                      "(ulimit -f)); the model was saved to 'model' (scgpcl.SCGPCL.load(folder, adata), then "
+                      "predict(), gives the clusters)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "model"]  # no partial or temporary file
+    back = SCGPCL.load(tmp_path / "model", ad.read_h5ad(tmp_path / "in.h5ad"))
+    assert (back.predict() >= 0).all()
+
+
+def test_hdf5_messages_become_the_system_error_they_report():
+    from scgpcl.data._io import _system_error
+
+    hdf5 = OSError("Unable to extend file properly, errno = 28, error message = 'no space left on device' (file "
+                   "write failed: time = Mon Dec  7 13:24:43 2026\n, filename = '.o.h5ad.tmp', file descriptor = 3)")
+    plain = _system_error(hdf5)
+    assert plain.errno == errno.ENOSPC and plain.strerror == (os.strerror(errno.ENOSPC) + ": free some space, or "
+                                                              "write the output elsewhere")
+    assert _system_error(OSError("Unable to create file (unable to lock file)")) is None

@@ -1068,7 +1068,7 @@ def test_not_an_anndata_or_not_a_config_is_named_with_the_fix(toy, tmp_path):
     toy.write_h5ad(tmp_path / "b.h5ad")
     backed = ad.read_h5ad(tmp_path / "b.h5ad", backed="r")
     try:
-        with pytest.raises(InputError, match=r"backed .*adata = adata\.to_memory\(\)"):
+        with pytest.raises(InputError, match=r"backed \(its X stays on disk\), and copy=True cannot copy it: .*adata\.to_memory\(\)"):
             tl.cluster(backed, n_clusters=3, copy=True)
     finally:
         backed.file.close()

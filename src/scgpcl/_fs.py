@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._errors import InputError
@@ -101,3 +104,63 @@ def space_problem(folder: str | os.PathLike, need: int, *, total: int | None = N
         return (f"needs about {byte_size(total)} and the disk of '{folder}' has {byte_size(free)} free; free some "
                 "space or write elsewhere")
     return None
+
+
+#: the errors of .h5ad writes that failed part-way, kept alive. h5py cannot close the HDF5 objects of a write
+#: that failed (a full disk, ``ulimit -f``) and ends the process with a segmentation fault when they are freed
+#: (h5py issue 914): the command keeps them and leaves with ``os._exit`` (:func:`exit_past_unclosable_hdf5`)
+_UNCLOSABLE: list[BaseException] = []
+
+
+def keep_unclosable(err: BaseException) -> None:
+    """Keep ``err`` (and the HDF5 objects its traceback holds) alive until the process ends."""
+    _UNCLOSABLE.append(err)
+
+
+@contextmanager
+def quiet_hdf5_deallocs():
+    """Route the tracebacks h5py prints for a failed write's objects (in ``ObjectID.__dealloc__``) to the debug log.
+
+    Python (``sys.excepthook``, through Cython) and ``sys.unraisablehook`` print them as the failed write
+    unwinds; the write's own error says what happened. Other exceptions go to the hooks in place.
+    """
+    log = logging.getLogger("scgpcl")
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def from_h5py_dealloc(exc_type, tb) -> bool:
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+        return issubclass(exc_type, (OSError, RuntimeError)) and "h5py" in where and "_objects" in where
+
+    def unraisable_hook(unraisable):
+        if "h5py" in repr(getattr(unraisable, "object", "")) and isinstance(unraisable.exc_value, (OSError, RuntimeError)):
+            log.debug("h5py could not free an object of a failed write: %s", unraisable.exc_value)
+            return
+        previous_unraisable(unraisable)
+
+    def except_hook(exc_type, value, tb):
+        if from_h5py_dealloc(exc_type, tb):
+            log.debug("h5py could not free an object of a failed write: %s", value)
+            return
+        previous_except(exc_type, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
+
+
+def exit_past_unclosable_hdf5(code: int) -> int:
+    """``code``, or end the process with it at once when a failed write left HDF5 objects that cannot be freed.
+
+    Only for the ``scgpcl`` command itself: the interpreter's shutdown would free them and crash (exit 139
+    or 134 after the command's own message).
+    """
+    if _UNCLOSABLE:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

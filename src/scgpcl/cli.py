@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import _launch, _signals
 from ._errors import OutputFailed
-from ._fs import check_writable, current_umask, is_probe, is_zarr_store
+from ._fs import check_writable, current_umask, exit_past_unclosable_hdf5, is_probe, is_zarr_store
 from ._machine import sha256_of
 from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k
 
@@ -390,6 +390,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
                 write_h5ad_atomic(adata, h5ad, overwrite=overwrite, compression=compression)
         except OutputFailed as err:
             if not (isinstance(err.__cause__, FileExistsError) and err.__cause__.filename):
+                _save_model_after_failure(err, model, save_model, overwrite)
                 raise
             moved = (h5ad, err.__cause__.strerror)
             h5ad = Path(err.__cause__.filename)  # go on: the model and the report still belong to these results
@@ -430,6 +431,26 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     return written
 
 
+def _save_model_after_failure(failed: OutputFailed, model, save_model: str | None, overwrite: bool) -> None:
+    """The .h5ad failed (``failed``): save the model all the same, so the training is not lost, and say so.
+
+    The report is not attempted: its results are the .h5ad's. Changes ``failed``'s message to name the model
+    when it was saved, or its own failure when it was not.
+    """
+    from ._errors import InputError
+
+    if not save_model:
+        return
+    try:
+        model.save(save_model, overwrite=overwrite)
+    except (OSError, InputError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        failed.args = (f"{failed}; the model could not be saved either ('{save_model}': {reason})",)
+        return
+    failed.args = (f"{failed.what}; the model was saved to '{save_model}' (scgpcl.SCGPCL.load(folder, adata), "
+                   "then predict(), gives the clusters)",)
+
+
 @contextmanager
 def _output_failure(path, written: list[str]):
     """An OS error while writing ``path`` becomes :class:`OutputFailed`, which names what was kept.
@@ -446,7 +467,9 @@ def _output_failure(path, written: list[str]):
         kept = f"written and kept: {', '.join(written)}" if written else "nothing was written"
         reason = (f"{type(err).__name__}: {err.strerror or err or 'no detail'}" if isinstance(err, OSError)
                   else f"{err}; it changed during the run")
-        raise OutputFailed(f"could not write '{path}' ({reason}); {kept}") from err
+        failed = OutputFailed(f"could not write '{path}' ({reason}); {kept}")
+        failed.what = f"could not write '{path}' ({reason})"  # without what was kept, for a message that adds to it
+        raise failed from err
 
 
 def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -> Path:
@@ -793,8 +816,14 @@ def main(argv: list[str] | None = None) -> int:
     Parameters
     ----------
     argv
-        The arguments after ``scgpcl``; ``None``: ``sys.argv[1:]``.
+        The arguments after ``scgpcl``; ``None``: ``sys.argv[1:]`` (the command itself, which ends the
+        process at once after an .h5ad write that failed part-way: see :func:`exit_past_unclosable_hdf5`).
     """
+    code = _main(argv)
+    return exit_past_unclosable_hdf5(code) if argv is None else code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)

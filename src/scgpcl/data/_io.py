@@ -50,7 +50,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._fs import is_zarr_store, space_problem
+from scgpcl._fs import is_zarr_store, keep_unclosable, quiet_hdf5_deallocs, space_problem
 from scgpcl._messages import arg, clip, listing, warn_user
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import (
@@ -311,7 +311,15 @@ def write_h5ad_atomic(
         raise OSError(errno.ENOSPC, f"not enough space: the file {problem}")
     tmp = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        adata.write_h5ad(tmp, compression=compression)
+        try:
+            with quiet_hdf5_deallocs():
+                adata.write_h5ad(tmp, compression=compression)
+        except Exception as err:
+            plain = _system_error(err)
+            if plain is None:
+                raise
+            keep_unclosable(err)  # a system error inside HDF5: h5py cannot free the write's objects
+            raise plain from err
         raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
         if overwrite:
             os.replace(tmp, path)
@@ -325,6 +333,25 @@ def write_h5ad_atomic(
                 if tmp.exists():
                     logger.warning("could not remove temporary file '%s'", tmp)
         raise
+
+
+#: what to do about the system errors HDF5 reports inside its messages
+_WRITE_ERROR_FIX = {errno.ENOSPC: "free some space, or write the output elsewhere",
+                    errno.EFBIG: "raise the file-size limit (ulimit -f)",
+                    errno.EDQUOT: "free some of your quota, or write the output elsewhere"}
+
+
+def _system_error(err: BaseException) -> OSError | None:
+    """The system error an HDF5 write failure reports inside its message ("errno = 28"), as a plain OSError.
+
+    h5py's own message is several lines of HDF5 internals (time, descriptor, buffer address, offset).
+    """
+    found = re.search(r"errno = (\d+)", str(err))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    fix = _WRITE_ERROR_FIX.get(code)
+    return OSError(code, os.strerror(code) + (f": {fix}" if fix else ""))
 
 
 def space_needed(raw_bytes: int, compression: str | None) -> int:

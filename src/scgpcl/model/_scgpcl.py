@@ -62,19 +62,20 @@ def _warn_if_transposed(adata: AnnData, counts) -> None:
               "adata.T (or read the file with scgpcl.read_counts(path, genes_as_rows=True))")
 
 
-def check_inputs(adata: Any, config: Any = None) -> None:
-    """Refuse, with the fix, what is not an in-memory AnnData or not a configuration (before any copy of it).
+def check_inputs(adata: Any, config: Any = None, *, copy: bool = False) -> None:
+    """Refuse, with the fix, what is not an AnnData or not a configuration, and a backed AnnData to ``copy``.
 
     Without this, ``config=scgpcl.faithful`` (the function) or an array for ``adata`` failed with an
-    ``AttributeError`` from inside, and a backed AnnData with ``copy=True`` with anndata's own error.
+    ``AttributeError`` from inside, and a backed AnnData with ``copy=True`` with anndata's own error. (A backed
+    AnnData whose counts are in a layer, which anndata holds in memory, can be clustered in place.)
     """
     if not isinstance(adata, AnnData):
         wrap = (" wrap a cells x genes count matrix with anndata.AnnData(X), or use "
                 "scgpcl.sklearn.SCGPCLClustering, which takes matrices") if getattr(adata, "ndim", None) == 2 else ""
         raise InputError(f"adata must be an AnnData, got {type(adata).__name__}" + (f":{wrap}" if wrap else ""))
-    if adata.isbacked:
-        raise InputError("this AnnData is backed (its X stays on disk): load it into memory first with "
-                         "adata = adata.to_memory(), or read the file without backed=")
+    if copy and adata.isbacked:
+        raise InputError("this AnnData is backed (its X stays on disk), and copy=True cannot copy it: load it "
+                         "into memory first with adata = adata.to_memory(), or read the file without backed=")
     if config is None or isinstance(config, SCGPCLConfig):
         return
     from .._config import PRESETS

@@ -145,7 +145,7 @@ def cluster(
     >>> sc.pp.neighbors(adata, use_rep="X_scgpcl")
     """
     check_keys(key_added, label_key, batch_key)
-    check_inputs(adata, config)  # before the copy: anndata cannot copy a backed AnnData
+    check_inputs(adata, config, copy=copy)  # before the copy: anndata cannot copy a backed AnnData
     if copy:
         adata = adata.copy()
     check_label_key(adata, label_key)
