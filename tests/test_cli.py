@@ -1110,3 +1110,24 @@ def test_cluster_reads_an_anndata_zarr_store(toy_file, tmp_path, capsys):
                  str(store / "rep"), *QUICK_ARGS]) == 2
     err = capsys.readouterr().err
     assert "--report" in err and "is inside the input store" in err
+
+
+def test_overwrite_keeps_the_replaced_outputs_permissions_and_a_link_points_on(small_toy_file, tmp_path):
+    """--overwrite replaced a chmod 600 file (the .h5ad, the marker table, the report folder) with one under the
+    umask, readable by everyone; markers -o LINK replaced the link with a file and left its target stale."""
+    import stat
+
+    out, table, report = tmp_path / "o.h5ad", tmp_path / "m.tsv", tmp_path / "rep"
+    args = ["cluster", str(small_toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS]
+    assert main([*args, "--report", str(report)]) == 0
+    assert main(["markers", str(out), "-o", str(table), "--quiet"]) == 0
+    for path, mode in ((out, 0o600), (table, 0o640), (report, 0o700)):
+        path.chmod(mode)
+    assert main([*args, "--report", str(report), "--overwrite"]) == 0
+    assert main(["markers", str(out), "-o", str(table), "--quiet", "--overwrite"]) == 0
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (out, table, report)] == [0o600, 0o640, 0o700]
+    link = tmp_path / "link.tsv"
+    link.symlink_to(table)
+    table.write_text("old\n")
+    assert main(["markers", str(out), "-o", str(link), "--quiet", "--overwrite"]) == 0
+    assert link.is_symlink() and table.read_text().startswith("cluster")

@@ -443,3 +443,24 @@ def test_hdf5_messages_become_the_system_error_they_report():
     assert plain.errno == errno.ENOSPC and plain.strerror == (os.strerror(errno.ENOSPC) + ": free some space, or "
                                                               "write the output elsewhere")
     assert _system_error(OSError("Unable to create file (unable to lock file)")) is None
+
+
+def test_a_signal_just_after_the_output_is_placed_names_it_as_written(toy_file, tmp_path, monkeypatch, capsys):
+    """Ctrl-C right after the .h5ad was linked into place said "no output written" although it was complete."""
+    import signal
+
+    import scgpcl.data._io as io
+
+    out = tmp_path / "out.h5ad"
+    real = os.link
+
+    def link_then_signal(src, dst, *args, **kwargs):
+        real(src, dst, *args, **kwargs)
+        if str(dst) == str(out):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(io.os, "link", link_then_signal)
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1] == f"scgpcl: interrupted; already written and complete: {out}; nothing else written"
+    assert ad.read_h5ad(out).n_obs > 0 and sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]

@@ -141,6 +141,31 @@ def test_failure_midway_leaves_no_half_report(tmp_path, monkeypatch, report):
     assert not (tmp_path / "new").exists() and _leftovers(tmp_path) == []
 
 
+def test_a_signal_between_the_renames_neither_hides_the_old_report_nor_loses_the_new(tmp_path, monkeypatch, report):
+    """SIGTERM just after the old report was moved aside left it in a hidden folder, with no report in place."""
+    import os
+    import signal
+
+    import scgpcl.report as rep
+    from scgpcl import _signals
+
+    a = clustered()
+    out = tmp_path / "r"
+    shutil.copytree(report[1], out)
+    real = os.rename
+
+    def rename_then_signal(src, dst):
+        real(src, dst)
+        if ".old-" in str(dst):  # the old report moved aside: the moment the signal used to cost it
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(rep.os, "rename", rename_then_signal)
+    with _signals.handled(), pytest.raises(KeyboardInterrupt) as caught:
+        write_report(a, out, overwrite=True)
+    assert caught.value.written == [str(out / "index.html")]  # the new report is complete, and said to be
+    assert (out / "index.html").is_file() and _leftovers(tmp_path) == []
+
+
 def test_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "thesis.tex").write_text("precious")

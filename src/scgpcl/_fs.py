@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -32,6 +33,17 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def replacement_mode(path: str | os.PathLike, default: int) -> int:
+    """Permission bits for what is about to replace ``path``: those of what is there, else ``default`` under the umask.
+
+    ``--overwrite`` replaced a ``chmod 600`` file with one everybody can read.
+    """
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return default & ~current_umask()
 
 
 #: name prefix of the empty file :func:`check_writable` creates and removes (other checks ignore such files)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import _launch, _signals
 from ._errors import OutputFailed
-from ._fs import check_writable, current_umask, exit_past_unclosable_hdf5, is_probe, is_zarr_store
+from ._fs import check_writable, exit_past_unclosable_hdf5, is_probe, is_zarr_store, replacement_mode
 from ._machine import sha256_of
 from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k
 
@@ -388,6 +388,9 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         try:
             with _output_failure(h5ad, written):  # without --overwrite, not over a file another run wrote meanwhile
                 write_h5ad_atomic(adata, h5ad, overwrite=overwrite, compression=compression)
+        except KeyboardInterrupt as err:  # a signal just after the file was placed: it is complete, say so
+            written.extend(getattr(err, "written", None) or [])
+            raise
         except OutputFailed as err:
             if not (isinstance(err.__cause__, FileExistsError) and err.__cause__.filename):
                 _save_model_after_failure(err, model, save_model, overwrite)
@@ -410,6 +413,9 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         log.info("report: marker genes, figures and tables")
         try:
             write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)
+        except KeyboardInterrupt as err:  # a signal just after the report was placed: it is complete, say so
+            written.extend(getattr(err, "written", None) or [])
+            raise
         except Exception as err:
             kept = f"; written and kept: {', '.join(written)}" if written else ""
             raise ReportFailed(f"the report could not be written ({type(err).__name__}: {err}){kept}") from err
@@ -729,7 +735,9 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
     """
     from ._errors import InputError
 
-    out = Path(path)
+    out = Path(path).expanduser()
+    if out.is_symlink():  # the table goes where the link points, as the other outputs do (not over the link)
+        out = out.resolve()
     if _same_file(out, Path(input_path)):
         raise InputError(f"--output '{out}' is the input file; the marker table would replace the clustered data. "
                          f"Give the table its own name, e.g. {out.with_name(out.stem + '_markers.tsv')}")
@@ -766,7 +774,7 @@ def _run_markers(args) -> int:
     try:
         with os.fdopen(fd, "w") as f:
             table.to_csv(f, sep="," if out.suffix.lower() == ".csv" else "\t", index=False, float_format="%.6g")
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; give the table the usual permissions
+        os.chmod(tmp, replacement_mode(out, 0o666))  # mkstemp makes it 0600: the replaced file's, or the usual
         _signals.raise_if_interrupted()
         os.replace(tmp, out)
     except BaseException:

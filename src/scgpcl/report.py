@@ -31,7 +31,7 @@ from anndata import AnnData
 
 from ._config import flat_config, recommended
 from ._errors import InputError, NoTestableClusters
-from ._fs import check_writable, current_umask
+from ._fs import check_writable, replacement_mode
 from ._machine import cpu_model, software_versions
 from ._messages import arg, cli_context, empty_clusters_message, k_estimates, kept_run, listing, per_run_k
 from ._signals import deferred, raise_if_interrupted
@@ -133,11 +133,13 @@ def write_report(
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
-        os.chmod(tmp, 0o777 & ~current_umask())
+        os.chmod(tmp, replacement_mode(out, 0o777))
         _write_contents(tmp, adata, key=key, label_key=label_key, batch_key=batch_key, dataset_name=dataset_name,
                         n_markers=n_markers)
         _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt) and not tmp.exists() and (out / "index.html").is_file():
+            err.written = [str(out / "index.html")]  # a signal held back during the renames came after them
         with deferred():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -197,13 +199,14 @@ def _replace_dir(new: Path, out: Path) -> None:
         os.rename(new, out)
         return
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(new, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    with deferred():  # a signal between the two renames would leave the old report hidden and no new one
+        os.rename(out, old)
+        try:
+            os.rename(new, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)  # a report's few files: quick, and not left hidden by a signal
 
 
 def _check_inputs(adata: AnnData, key: str, label_key: str | None) -> None:

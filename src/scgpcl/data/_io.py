@@ -50,7 +50,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._fs import is_zarr_store, keep_unclosable, quiet_hdf5_deallocs, space_problem
+from scgpcl._fs import is_zarr_store, keep_unclosable, quiet_hdf5_deallocs, replacement_mode, space_problem
 from scgpcl._messages import arg, clip, listing, warn_user
 from scgpcl._signals import deferred, raise_if_interrupted
 from scgpcl.data._checks import (
@@ -310,6 +310,7 @@ def write_h5ad_atomic(
     if problem:
         raise OSError(errno.ENOSPC, f"not enough space: the file {problem}")
     tmp = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    placed = False
     try:
         try:
             with quiet_hdf5_deallocs():
@@ -321,11 +322,18 @@ def write_h5ad_atomic(
             keep_unclosable(err)  # a system error inside HDF5: h5py cannot free the write's objects
             raise plain from err
         raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _place_new(tmp, path)
-    except BaseException:  # also KeyboardInterrupt and the CLI's SIGTERM (scgpcl._signals)
+        if path.exists():  # the replaced file's permissions, not the umask's (a private file stays private)
+            os.chmod(tmp, replacement_mode(path, 0o666))
+        with deferred():  # a signal during the placing is delivered after it, to a caller told it is placed
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _place_new(tmp, path)
+            placed = True
+    except BaseException as err:  # also KeyboardInterrupt and the CLI's SIGTERM (scgpcl._signals)
+        if placed:  # the file is complete at path: the interruption came after (say so: err.written)
+            err.written = [str(path)]
+            raise
         with deferred():  # a second signal must not cut the clean-up short
             try:
                 tmp.unlink(missing_ok=True)
