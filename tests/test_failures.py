@@ -280,6 +280,15 @@ def test_temporary_files_a_killed_run_left_are_named(toy_file, tmp_path, capsys,
     assert len(lines) == 1 and "1 temporary file beside" in lines[0] and ".o.h5ad.0123456789ab.tmp" in lines[0]
     assert "2.0 MB" in lines[0] and ".other.h5ad" not in lines[0]
     assert (tmp_path / ".o.h5ad.0123456789ab.tmp").exists()  # not removed: it may be another run's
+    # a report killed while it was written (or replaced) left a hidden folder that nothing mentioned
+    for name in (".rep.17bsnnqh.tmp", ".rep.old-34d316dc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_bytes(b"{}")
+    caplog.clear()
+    assert main(["report", str(out), str(tmp_path / "rep")]) == 0
+    lines = [r.getMessage() for r in caplog.records if "left by a run that was killed" in r.getMessage()]
+    assert len(lines) == 1 and "2 temporary folders beside" in lines[0], lines
+    assert ".rep.17bsnnqh.tmp, .rep.old-34d316dc" in lines[0] and (tmp_path / ".rep.old-34d316dc").is_dir()
 
 
 # --------------------------------------------------------------------------- saved models

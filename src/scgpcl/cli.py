@@ -501,19 +501,27 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
     return out
 
 
-def _warn_leftovers(out: Path) -> None:
+def _warn_leftovers(out: Path, *, folders: bool = False) -> None:
     """Name the temporary files a killed run (``kill -9``, a power cut) left beside ``out``: nothing else can.
 
-    They are not removed: another run may be writing one of them right now.
+    They are not removed: another run may be writing one of them right now. ``folders``: ``out`` is a report
+    folder, whose temporary copies (``.NAME.*.tmp``, and ``.NAME.old-*`` during its replacement) are folders.
     """
     with suppress(OSError):
-        left = sorted(p for p in out.parent.glob(f".{glob_escape(out.name)}.*.tmp") if p.is_file())
+        name = glob_escape(out.name)
+        patterns = [f".{name}.*.tmp"] + ([f".{name}.old-*"] if folders else [])
+        left = sorted({p for pattern in patterns for p in out.parent.glob(pattern)
+                       if (p.is_dir() if folders else p.is_file())})
         if left:
             from ._fs import byte_size
 
-            size = byte_size(sum(p.stat().st_size for p in left))
+            def size_of(p: Path) -> int:
+                return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+            size = byte_size(sum(size_of(p) for p in left))
+            what = "temporary folder" if folders else "temporary file"
             log.warning("%s beside '%s' (%s, %s in all) left by a run that was killed while writing; unless "
-                        "another run is writing '%s' now, remove %s", counted(len(left), "temporary file"), out,
+                        "another run is writing '%s' now, remove %s", counted(len(left), what), out,
                         ", ".join(p.name for p in left[:3]) + (", ..." if len(left) > 3 else ""), size, out.name,
                         "it" if len(left) == 1 else "them")
 
@@ -700,7 +708,10 @@ def _report_dir(args) -> Path | None:
         return None
     from .report import check_report_dir
 
-    return check_report_dir(args.report, overwrite=getattr(args, "overwrite", False))
+    out = check_report_dir(args.report, overwrite=getattr(args, "overwrite", False))
+    if not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:  # --processes: the launcher says it
+        _warn_leftovers(out, folders=True)
+    return out
 
 
 def _run_report(args) -> int:
@@ -708,6 +719,7 @@ def _run_report(args) -> int:
     from .report import check_report_dir, write_report
 
     out = check_report_dir(args.report, overwrite=args.overwrite)
+    _warn_leftovers(out, folders=True)
     adata = read_clustered(args.input)
     if args.batch_key is not None:  # cells without a batch are left out of its tables: say how many, once
         from .data._checks import check_batch_key
