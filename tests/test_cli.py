@@ -1131,3 +1131,17 @@ def test_overwrite_keeps_the_replaced_outputs_permissions_and_a_link_points_on(s
     table.write_text("old\n")
     assert main(["markers", str(out), "-o", str(link), "--quiet", "--overwrite"]) == 0
     assert link.is_symlink() and table.read_text().startswith("cluster")
+
+
+def test_output_names_are_read_as_a_user_means_them(small_toy_file, tmp_path, capsys, monkeypatch):
+    """'~' in --opt=~/x was not expanded (a folder named '~' was looked for); .H5AD was refused; markers -o m.xlsx
+    wrote tab-separated text under that name; out.zarr was told only to end in .h5ad."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["cluster", str(small_toy_file), "~/o.H5AD", "-k", "3", "--quiet", "--report=~/rep", *TINY_ARGS]) == 0
+    assert (tmp_path / "o.H5AD").is_file() and (tmp_path / "rep" / "index.html").is_file()
+    capsys.readouterr()
+    assert main(["markers", str(tmp_path / "o.H5AD"), "-o", str(tmp_path / "m.xlsx"), "--quiet"]) == 2
+    assert "written as text, tab-separated (.tsv, .txt) or comma-separated (.csv), not as .xlsx" in capsys.readouterr().err
+    assert main(["cluster", str(small_toy_file), str(tmp_path / "o.zarr"), "-k", "3", "--quiet"]) == 2
+    assert "must end in .h5ad (scgpcl writes AnnData's .h5ad; for a zarr store, convert it" in capsys.readouterr().err
+    assert not (tmp_path / "m.xlsx").exists() and not (tmp_path / "o.zarr").exists()

@@ -392,6 +392,8 @@ CASES: list[Case] = [
          lambda: ["markers", clustered(), "-o", text("markers.tsv", "an earlier table\n"), "--quiet"]),
     Case("markers --output named .h5ad", [T + "test_markers.py::test_markers_output_never_replaces_the_input_or_an_existing_file"],
          lambda: ["markers", clustered(), "-o", "other.h5ad", "--quiet"]),
+    Case("markers -o a spreadsheet name (.xlsx)", [T + "test_cli.py::test_output_names_are_read_as_a_user_means_them"],
+         lambda: ["markers", clustered(), "-o", "markers.xlsx", "--quiet"]),
     Case("markers --output is a folder", [T + "test_cli.py::test_markers_output_that_is_a_folder_is_an_input_error"],
          lambda: ["markers", clustered(), "-o", folder("markers_dir"), "--quiet"]),
     Case("markers --output folder not writable", [T + "test_markers.py::test_unwritable_markers_output_is_refused"],

@@ -170,6 +170,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
+def _user_path(value: str) -> str:
+    """A path option with ``~`` expanded, as a shell does before the command sees it but not in ``--opt=~/x``."""
+    return os.path.expanduser(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scgpcl`` argument parser with its subcommands (``cluster``, ``markers``, ``report``, ``demo``, ``simulate``)."""
     # nothing heavy is imported until the arguments are parsed: --help, --version and usage
@@ -181,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("cluster", help="cluster a count matrix and write an .h5ad with the results")
-    c.add_argument("input", help=".h5ad, AnnData .zarr store, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
-    c.add_argument("output", help="output .h5ad (written atomically)")
+    c.add_argument("input", type=_user_path, help=".h5ad, AnnData .zarr store, 10x .h5, 10x matrix folder, CSV/TSV, or X/Y benchmark .h5")
+    c.add_argument("output", type=_user_path, help="output .h5ad (written atomically)")
     c.add_argument("--n-clusters", "-k", type=_n_clusters, required=True, metavar="K",
                    help="number of clusters K, or 'auto' to estimate it")
     c.add_argument("--label-key", help="obs column with reference labels: report ARI/NMI/CA")
@@ -203,11 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "when unclear; AnnData input is taken as cells x genes unless it clearly looks "
                                   "the other way round (an error)")
     c.add_argument("--key-added", default="scgpcl", help="obs/obsm/uns key (scgpcl)")
-    c.add_argument("--save-model", metavar="DIR", help="also save the trained model to DIR")
+    c.add_argument("--save-model", metavar="DIR", type=_user_path, help="also save the trained model to DIR")
     c.add_argument("--overwrite", action="store_true",
                    help="replace an existing output .h5ad (never the input file) or an earlier --report; "
                         "allow --save-model into a non-empty DIR")
-    c.add_argument("--report", metavar="DIR",
+    c.add_argument("--report", metavar="DIR", type=_user_path,
                    help="also write an HTML report with figures, metrics.json and clusters.tsv to DIR")
     _add_compression(c)
     c.add_argument("--runs", type=_positive_int, default=1, metavar="N",
@@ -219,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(c)
 
     m = sub.add_parser("markers", help="top marker genes per cluster of a clustered .h5ad (Wilcoxon, scanpy)")
-    m.add_argument("input", help=".h5ad written by 'scgpcl cluster' (or by scgpcl.tl.cluster)")
+    m.add_argument("input", type=_user_path, help=".h5ad written by 'scgpcl cluster' (or by scgpcl.tl.cluster)")
     m.add_argument("--key", default="scgpcl", help="obs column with the clusters (scgpcl)")
     m.add_argument("--n-genes", type=_positive_int, default=10, help="genes per cluster (10)")
     m.add_argument("--layer", help="layer with raw counts (default: the one the clustering used, else X)")
-    m.add_argument("--output", "-o", help="write the table to this file: tab-separated, or comma-separated if its "
+    m.add_argument("--output", "-o", type=_user_path, help="write the table to this file: tab-separated, or comma-separated if its "
                                           "name ends in .csv (default: print it, tab-separated)")
     m.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output file (never the input .h5ad itself)")
@@ -231,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--debug", action="store_true", help="show tracebacks")
 
     r = sub.add_parser("report", help="write the HTML report of a clustered .h5ad (as 'cluster --report' does)")
-    r.add_argument("input", help=".h5ad written by 'scgpcl cluster' (or by scgpcl.tl.cluster)")
-    r.add_argument("report", metavar="DIR", help="report folder: index.html, metrics.json, clusters.tsv")
+    r.add_argument("input", type=_user_path, help=".h5ad written by 'scgpcl cluster' (or by scgpcl.tl.cluster)")
+    r.add_argument("report", metavar="DIR", type=_user_path, help="report folder: index.html, metrics.json, clusters.tsv")
     r.add_argument("--key", default="scgpcl", help="key_added of the clustering (scgpcl)")
     r.add_argument("--label-key", help="obs column with reference labels (default: the one it was scored against)")
     r.add_argument("--batch-key", metavar="KEY",
@@ -243,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--debug", action="store_true", help="show tracebacks")
 
     d = sub.add_parser("demo", help="cluster a built-in simulated dataset and print ARI/NMI/CA")
-    d.add_argument("--output", help="also write the clustered demo data to this .h5ad")
-    d.add_argument("--report", metavar="DIR", help="also write an HTML report to DIR")
+    d.add_argument("--output", type=_user_path, help="also write the clustered demo data to this .h5ad")
+    d.add_argument("--report", metavar="DIR", type=_user_path, help="also write an HTML report to DIR")
     d.add_argument("--overwrite", action="store_true", help="replace an existing --output .h5ad or --report")
     _add_compression(d)
     _common(d)
@@ -486,8 +491,10 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
     if input_path is not None and _same_file(out, Path(input_path)):
         raise InputError(f"output '{out}' is the input file; the run would replace the data it read. "
                          f"Give the output its own name, e.g. {out.with_name(out.stem + '_scgpcl.h5ad')}")
-    if out.suffix != ".h5ad":
-        raise InputError(f"output '{out}' must end in .h5ad")
+    if out.suffix.lower() != ".h5ad":
+        other = (" (scgpcl writes AnnData's .h5ad; for a zarr store, convert it: "
+                 "anndata.read_h5ad('out.h5ad').write_zarr('out.zarr'))") if out.suffix.lower() == ".zarr" else ""
+        raise InputError(f"output '{out}' must end in .h5ad{other}")
     if not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist; create it first (mkdir -p '{out.parent}')")
     if out.is_dir():
@@ -756,6 +763,9 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
     if out.suffix.lower() == ".h5ad":
         raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is text; "
                          f"give a name ending in .tsv or .csv, e.g. {out.with_suffix('.tsv')}")
+    if out.suffix.lower() not in {"", ".tsv", ".txt", ".tab", ".csv"}:  # .xlsx, .gz got tab-separated text
+        raise InputError(f"--output '{out}': the marker table is written as text, tab-separated (.tsv, .txt) or "
+                         f"comma-separated (.csv), not as {out.suffix}; e.g. {out.with_suffix('.tsv')}")
     if not out.parent.exists():
         raise InputError(f"output folder '{out.parent}' does not exist; create it first (mkdir -p '{out.parent}')")
     if out.is_dir():
