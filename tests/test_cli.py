@@ -1137,8 +1137,9 @@ def test_output_names_are_read_as_a_user_means_them(small_toy_file, tmp_path, ca
     """'~' in --opt=~/x was not expanded (a folder named '~' was looked for); .H5AD was refused; markers -o m.xlsx
     wrote tab-separated text under that name; out.zarr was told only to end in .h5ad."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert main(["cluster", str(small_toy_file), "~/o.H5AD", "-k", "3", "--quiet", "--report=~/rep", *TINY_ARGS]) == 0
-    assert (tmp_path / "o.H5AD").is_file() and (tmp_path / "rep" / "index.html").is_file()
+    assert main(["cluster", str(small_toy_file), "~/o.H5AD", "-k", "3", "--quiet", "--save-model=~/m",
+                 *TINY_ARGS]) == 0
+    assert (tmp_path / "o.H5AD").is_file() and (tmp_path / "m" / "model.pt").is_file()
     capsys.readouterr()
     assert main(["markers", str(tmp_path / "o.H5AD"), "-o", str(tmp_path / "m.xlsx"), "--quiet"]) == 2
     assert "written as text, tab-separated (.tsv, .txt) or comma-separated (.csv), not as .xlsx" in capsys.readouterr().err

@@ -451,7 +451,9 @@ def test_hdf5_messages_become_the_system_error_they_report():
     plain = _system_error(hdf5)
     assert plain.errno == errno.ENOSPC and plain.strerror == (os.strerror(errno.ENOSPC) + ": free some space, or "
                                                               "write the output elsewhere")
-    assert _system_error(OSError("Unable to create file (unable to lock file)")) is None
+    lock = OSError("Unable to synchronously open file (unable to lock file, errno = 11, error message = 'Resource "
+                   "temporarily unavailable')")
+    assert _system_error(lock) is None  # HDF5's words name the lock; "Resource temporarily unavailable" would not
 
 
 def test_a_signal_just_after_the_output_is_placed_names_it_as_written(toy_file, tmp_path, monkeypatch, capsys):
@@ -473,3 +475,27 @@ def test_a_signal_just_after_the_output_is_placed_names_it_as_written(toy_file, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and err[-1] == f"scgpcl: interrupted; already written and complete: {out}; nothing else written"
     assert ad.read_h5ad(out).n_obs > 0 and sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
+
+
+def test_deferred_holds_a_signal_that_another_thread_receives():
+    """deferred() blocked the signals in the main thread only: the kernel gave a process's SIGTERM to another
+    thread (torch and h5py start some), and Python ran the handler in the main thread inside the block."""
+    import signal
+    import threading
+    import time
+
+    from scgpcl import _signals
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a thread that does not block the signals
+    other.start()
+    reached_the_end = False
+    try:
+        with _signals.handled(), pytest.raises(_signals.Terminated), _signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)  # the kernel gives it to the other thread, which does not block it
+            time.sleep(0.3)  # and Python runs the handler in this thread meanwhile
+            reached_the_end = True
+    finally:
+        stop.set()
+        other.join()
+    assert reached_the_end

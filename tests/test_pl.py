@@ -55,6 +55,8 @@ def test_umap_of_a_view_leaves_the_parent_and_a_new_embedding_is_not_given_old_c
     assert view.is_view and "X_scgpcl_umap" not in adata.obsm and "umap" not in adata.uns["scgpcl"]
     assert adata.uns["scgpcl"].keys() == parent_uns.keys()
     first = scgpcl.pl.umap_coordinates(adata).copy()
+    # once the parent has a layout, a view shows its rows of it
+    np.testing.assert_array_equal(scgpcl.pl.umap_coordinates(adata[: adata.n_obs // 2]), first[: adata.n_obs // 2])
     order = np.random.default_rng(0).permutation(adata.n_obs)
     adata.obsm["X_scgpcl"] = adata.obsm["X_scgpcl"][order]  # another embedding under the same key
     again = scgpcl.pl.umap_coordinates(adata)

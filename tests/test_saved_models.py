@@ -27,3 +27,17 @@ def test_model_saved_by_0_1_0_loads_and_predicts_the_same():
     # (largest difference seen: 3e-4 relative)
     np.testing.assert_allclose(model.get_latent_representation(), saved["latent"], rtol=2e-3, atol=2e-4)
     np.testing.assert_array_equal(model.predict(), saved["labels"])
+
+
+def test_a_model_saved_with_an_ignored_loss_weight_still_loads(tmp_path):
+    """loss_weights={'ins': ...} was ignored before it was refused: a model saved with one loads, without it."""
+    import json
+
+    a = ad.AnnData(np.random.default_rng(0).poisson(2, (60, 40)).astype("float32"))
+    m = SCGPCL(a, 3, pretrain_rounds=3, warmup_rounds=1, finetune_rounds=1).train(progress=False)
+    m.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    saved["config"]["train"]["loss_weights"] = {"ins": 0.0}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(saved))
+    back = SCGPCL.load(tmp_path / "m", a)
+    assert back.config.train.loss_weights == {} and (back.predict() == m.predict()).all()

@@ -96,6 +96,14 @@ def test_a_stage_that_stops_early_ends_its_bar_complete_saying_why():
     bar.step(5)
     bar.close("patience")
     assert bar.bar.total == 5 and bar.bar.postfix == "stopped: no ARI gain"
+    bar = Progress(100, "pre-training", enabled=True)  # tqdm.notebook's widget keeps a maximum of its own
+    from types import SimpleNamespace
+
+    widget = SimpleNamespace(max=100)
+    bar.bar.container = SimpleNamespace(children=[None, widget, None])
+    bar.step(40)
+    bar.close("converged")
+    assert widget.max == 40
     bar = Progress(100, "pre-training", enabled=True)
     bar.step(30)
     Progress.close_open()  # an exception ended the stage

@@ -41,7 +41,7 @@ def replacement_mode(path: str | os.PathLike, default: int) -> int:
     ``--overwrite`` replaced a ``chmod 600`` file with one everybody can read.
     """
     try:
-        return stat.S_IMODE(os.stat(path).st_mode)
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777  # not setuid, setgid or sticky
     except OSError:
         return default & ~current_umask()
 
@@ -162,6 +162,11 @@ def quiet_hdf5_deallocs():
         yield
     finally:
         sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
+
+
+def unclosable_hdf5_left() -> bool:
+    """Whether a failed write left HDF5 objects that must never be freed (:func:`keep_unclosable`)."""
+    return bool(_UNCLOSABLE)
 
 
 def exit_past_unclosable_hdf5(code: int) -> int:

@@ -28,6 +28,9 @@ __all__ = ["Terminated", "handled", "raise_if_interrupted", "received", "deferre
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: int | None = None
 _installed = False
+#: how many :func:`deferred` blocks are open, and the signal held back until the outermost ends
+_deferring = 0
+_held: int | None = None
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,9 +42,13 @@ def _exception(signum: int) -> KeyboardInterrupt:
 
 
 def _handler(signum, frame) -> None:
-    global _received
+    global _received, _held
     if _received is None or signum == signal.SIGTERM:
         _received = signum
+    if _deferring:  # inside deferred(): raised when the block ends
+        if _held is None or signum == signal.SIGTERM:
+            _held = signum
+        return
     raise _exception(signum)
 
 
@@ -59,7 +66,7 @@ def raise_if_interrupted() -> None:
 @contextmanager
 def handled() -> Iterator[None]:
     """Turn SIGINT and SIGTERM into exceptions while the body runs (main thread only; else a no-op)."""
-    global _received, _installed
+    global _received, _installed, _held
     if threading.current_thread() is not threading.main_thread() or _installed:
         yield
         return
@@ -83,16 +90,32 @@ def handled() -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         sys.unraisablehook = previous_hook
         _received, _installed = None, False
+        _held = None
 
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while the body runs (a clean-up that must finish), then deliver them."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold SIGINT and SIGTERM back while the body runs (a clean-up that must finish), then deliver them.
+
+    Under :func:`handled` the handler itself holds them: blocking them in this thread alone
+    (``pthread_sigmask``) is not enough, since the kernel gives a process's signal to any thread that does
+    not block it (torch's, h5py's), and Python then runs the handler in the main thread, in the body.
+    Without :func:`handled` (the Python API), the signals are blocked in this thread.
+    """
+    global _deferring, _held
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+    _deferring += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _deferring -= 1
+        held = None
+        if _deferring == 0:
+            held, _held = _held, None
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal pending here is raised by the handler
+        if held is not None:
+            raise _exception(held)

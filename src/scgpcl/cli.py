@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 import typing
 import warnings
 from contextlib import contextmanager, suppress
@@ -21,7 +22,14 @@ from pathlib import Path
 
 from . import _launch, _signals
 from ._errors import OutputFailed
-from ._fs import check_writable, exit_past_unclosable_hdf5, is_probe, is_zarr_store, replacement_mode
+from ._fs import (
+    check_writable,
+    exit_past_unclosable_hdf5,
+    is_probe,
+    is_zarr_store,
+    replacement_mode,
+    unclosable_hdf5_left,
+)
 from ._machine import sha256_of
 from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k
 
@@ -634,6 +642,7 @@ def _run_cluster(args) -> int:
     check_keys(args.key_added, args.label_key, args.batch_key)
     out = _check_h5ad_out(args.output, args.overwrite, args.input)
     _check_distinct_outputs(args.output, args.report, args.save_model, args.input)
+    _warn_report_leftovers(args.report)
     config = _config_from_args(args)
     _check_multi_process_options(config, processes=args.processes)
     launched = _launch.launch_if_asked(args)  # --processes P: this command again in P processes
@@ -715,10 +724,14 @@ def _report_dir(args) -> Path | None:
         return None
     from .report import check_report_dir
 
-    out = check_report_dir(args.report, overwrite=getattr(args, "overwrite", False))
-    if not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:  # --processes: the launcher says it
-        _warn_leftovers(out, folders=True)
-    return out
+    return check_report_dir(args.report, overwrite=getattr(args, "overwrite", False))
+
+
+def _warn_report_leftovers(report: str | None) -> None:
+    """What a killed report left beside ``--report DIR`` (before ``--processes`` starts any: the launcher says it)."""
+    if report and not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:
+        out = Path(report)
+        _warn_leftovers(out.resolve() if out.is_symlink() else out, folders=True)
 
 
 def _run_report(args) -> int:
@@ -745,6 +758,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
+#: names of files that are not text tables (compressed, spreadsheets, binary formats)
+_NOT_TEXT = frozenset({".xlsx", ".xls", ".ods", ".gz", ".bz2", ".xz", ".zip", ".zst", ".parquet", ".feather",
+                       ".h5", ".hdf5", ".loom", ".zarr", ".rds", ".pkl", ".json", ".pdf", ".png"})
+
+
 def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
     """``markers --output``: checked before any work, like every other output.
 
@@ -763,7 +781,7 @@ def _check_table_out(path: str, input_path: str, overwrite: bool) -> Path:
     if out.suffix.lower() == ".h5ad":
         raise InputError(f"--output '{out}' ends in .h5ad, but the marker table is text; "
                          f"give a name ending in .tsv or .csv, e.g. {out.with_suffix('.tsv')}")
-    if out.suffix.lower() not in {"", ".tsv", ".txt", ".tab", ".csv"}:  # .xlsx, .gz got tab-separated text
+    if out.suffix.lower() in _NOT_TEXT:  # .xlsx, .gz got tab-separated text under their names
         raise InputError(f"--output '{out}': the marker table is written as text, tab-separated (.tsv, .txt) or "
                          f"comma-separated (.csv), not as {out.suffix}; e.g. {out.with_suffix('.tsv')}")
     if not out.parent.exists():
@@ -816,13 +834,14 @@ def _run_demo(args) -> int:
     out = _check_h5ad_out(args.output, args.overwrite) if args.output else None
     if args.output:
         _check_distinct_outputs(args.output, args.report, None)
+    report = _report_dir(args)  # before the simulation: a folder that cannot take the report fails at once
+    _warn_report_leftovers(args.report)
     _draw_seed(args)
     adata = simulate("demo", seed=args.random_state)
     k = adata.obs["cell_type"].nunique()
     print(f"demo: Splat-simulated data, {adata.n_obs} cells x {adata.n_vars} genes, {k} groups "
           f"(dropout {adata.uns['dropout_rate']:.1f} %)")
     config = _config_from_args(args)
-    report = _report_dir(args)
     _warn_unused_auto_k(args, k)
     t0 = time.perf_counter()
     tl.cluster(adata, n_clusters=k, label_key="cell_type", random_state=args.random_state, config=config,
@@ -849,7 +868,13 @@ def main(argv: list[str] | None = None) -> int:
         The arguments after ``scgpcl``; ``None``: ``sys.argv[1:]`` (the command itself, which ends the
         process at once after an .h5ad write that failed part-way: see :func:`exit_past_unclosable_hdf5`).
     """
-    code = _main(argv)
+    try:
+        code = _main(argv)
+    except BaseException:  # --debug lets the traceback out: print it here, where the exit can still be clean
+        if argv is None and unclosable_hdf5_left():
+            traceback.print_exc()
+            exit_past_unclosable_hdf5(EXIT_FAILURE)
+        raise
     return exit_past_unclosable_hdf5(code) if argv is None else code
 
 

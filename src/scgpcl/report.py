@@ -133,9 +133,9 @@ def write_report(
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
-        os.chmod(tmp, replacement_mode(out, 0o777))
         _write_contents(tmp, adata, key=key, label_key=label_key, batch_key=batch_key, dataset_name=dataset_name,
                         n_markers=n_markers)
+        os.chmod(tmp, replacement_mode(out, 0o777))  # after the writing: a replaced report may have been read-only
         _replace_dir(tmp, out)
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt) and not tmp.exists() and (out / "index.html").is_file():

@@ -322,7 +322,7 @@ def write_h5ad_atomic(
             keep_unclosable(err)  # a system error inside HDF5: h5py cannot free the write's objects
             raise plain from err
         raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the write
-        if path.exists():  # the replaced file's permissions, not the umask's (a private file stays private)
+        if overwrite and path.exists():  # the replaced file's permissions, not the umask's (a private file stays so)
             os.chmod(tmp, replacement_mode(path, 0o666))
         with deferred():  # a signal during the placing is delivered after it, to a caller told it is placed
             if overwrite:
@@ -350,16 +350,16 @@ _WRITE_ERROR_FIX = {errno.ENOSPC: "free some space, or write the output elsewher
 
 
 def _system_error(err: BaseException) -> OSError | None:
-    """The system error an HDF5 write failure reports inside its message ("errno = 28"), as a plain OSError.
+    """A full disk or file-size limit that an HDF5 write failure reports inside its message, as a plain OSError.
 
-    h5py's own message is several lines of HDF5 internals (time, descriptor, buffer address, offset).
+    h5py's own message is several lines of HDF5 internals (time, descriptor, buffer address, offset). Only
+    these errors leave objects h5py cannot free (:func:`scgpcl._fs.keep_unclosable`); None for the others.
     """
     found = re.search(r"errno = (\d+)", str(err))
-    if found is None:
+    code = int(found.group(1)) if found else None
+    if code not in _WRITE_ERROR_FIX:  # others (a file lock: "unable to lock file, errno = 11") keep HDF5's words
         return None
-    code = int(found.group(1))
-    fix = _WRITE_ERROR_FIX.get(code)
-    return OSError(code, os.strerror(code) + (f": {fix}" if fix else ""))
+    return OSError(code, f"{os.strerror(code)}: {_WRITE_ERROR_FIX[code]}")
 
 
 def space_needed(raw_bytes: int, compression: str | None) -> int:

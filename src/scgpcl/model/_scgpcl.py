@@ -30,7 +30,7 @@ from ..data._checks import check_counts, check_distinct_cells, check_n_clusters,
 from ..data._orientation import anndata_looks_transposed
 from ..data._sharded import make_loader
 from ..distributed import check_process_devices, rank_device
-from ..module import SCGPCLModule
+from ..module import LOSS_TERMS, SCGPCLModule
 from ..train import Trainer, TrainingResult, estimate_k, loss_weights
 from ..train._distributed import make_trainer
 
@@ -667,6 +667,11 @@ def _read_meta(d: Path) -> tuple[dict, SCGPCLConfig]:
     for stage in (meta.get("stages") or {}).values():  # format 1 counted epochs (rounds of one epoch)
         if "epochs" in stage and "rounds" not in stage:
             stage["rounds"] = stage.pop("epochs")
+    # loss_weights for a term with an option of its own (lambda_ins...) were ignored before 2026-12-07 and
+    # are refused now: a model saved with one trained without it, so it is dropped
+    ignored = sorted(n for n in config.train.loss_weights if n in LOSS_TERMS and LOSS_TERMS[n].weight_option)
+    for name in ignored:
+        del config.train.loss_weights[name]
     return meta, config
 
 

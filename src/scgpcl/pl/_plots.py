@@ -263,7 +263,11 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
                 "embedding_sha256": digest}
     if not recompute and store in adata.obsm and isinstance(info, dict):
         cached = info.get("umap")
-        if isinstance(cached, dict) and {k: cached.get(k) for k in settings} == settings:
+        same = isinstance(cached, dict) and all(cached.get(k) == v for k, v in settings.items()
+                                                if k != "embedding_sha256")
+        # a view shows its rows of the parent's layout (its digest is of those rows only); a record written
+        # before the digest was kept is trusted, as it was then
+        if same and (adata.is_view or cached.get("embedding_sha256") in (None, digest)):
             return np.asarray(adata.obsm[store])
     ok = np.isfinite(emb).all(axis=1)
     if ok.sum() < 3:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from contextlib import suppress
 from dataclasses import dataclass
 
 __all__ = ["Progress", "Schedule"]
@@ -105,6 +106,9 @@ class Progress:
         if stop_kind is not None and not self.bar.disable:
             if self.bar.total and self.bar.n < self.bar.total:
                 self.bar.total = self.bar.n
+                widgets = getattr(self.bar, "container", None)  # tqdm.notebook: its widget keeps its own maximum
+                with suppress(Exception):
+                    widgets.children[1].max = self.bar.n
             words = _STOP_WORDS.get(stop_kind)
             if words:
                 shown = str(self.bar.postfix or "")
