@@ -1072,3 +1072,20 @@ def test_not_an_anndata_or_not_a_config_is_named_with_the_fix(toy, tmp_path):
             tl.cluster(backed, n_clusters=3, copy=True)
     finally:
         backed.file.close()
+
+
+def test_clusters_of_one_or_two_cells_are_named():
+    """7 of 39 benchmark runs made a cluster of one or two cells, 5 of 8 of them outliers of a large type
+    (benchmarks/results/cluster_sizes.md); nothing said so."""
+    from scgpcl.model._scgpcl import _warn_tiny_clusters
+
+    labels = np.r_[0, 1, 1, np.full(297, 2), np.full(100, 3)]
+    with pytest.warns(UserWarning, match=r"^clusters 0 \(1 cell\), 1 \(2 cells\) hold at most 2 cells: a rare cell "
+                                         r"type, or outlying cells that took one of the 4 clusters .* compare with "
+                                         r"n_clusters=2$"):
+        _warn_tiny_clusters(labels, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_tiny_clusters(labels[:150], 4)  # few cells: a small cluster says little
+        _warn_tiny_clusters(labels, 4, other_cells=True)  # a loaded model given other cells
+        _warn_tiny_clusters(np.r_[np.full(3, 0), np.full(297, 1)], 2)  # three cells: not named
