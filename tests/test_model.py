@@ -1089,3 +1089,5 @@ def test_clusters_of_one_or_two_cells_are_named():
         _warn_tiny_clusters(labels[:150], 4)  # few cells: a small cluster says little
         _warn_tiny_clusters(labels, 4, other_cells=True)  # a loaded model given other cells
         _warn_tiny_clusters(np.r_[np.full(3, 0), np.full(297, 1)], 2)  # three cells: not named
+    with pytest.warns(UserWarning, match=r"^cluster 0 \(1 cell\) holds at most 2 cells: .* Look at its cells$"):
+        _warn_tiny_clusters(np.r_[0, np.full(299, 1)], 2)  # K-1 would be one cluster: not offered

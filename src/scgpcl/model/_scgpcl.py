@@ -730,8 +730,9 @@ def _warn_tiny_clusters(labels: np.ndarray, k: int, *, other_cells: bool = False
     warn_user(f"cluster{'' if one else 's'} {named} hold{'s' if one else ''} at most {TINY_CLUSTER} cells: a rare "
               f"cell type, or outlying cells that took one of the {k} clusters from a larger group (on the "
               "benchmark datasets, 5 of 8 such clusters were outliers: benchmarks/results/cluster_sizes.md). "
-              f"Look at {'its' if one else 'their'} cells, or compare with "
-              f"{arg(f'n_clusters={k - len(tiny)}', f'-k {k - len(tiny)}')}")
+              f"Look at {'its' if one else 'their'} cells"
+              + (f", or compare with {arg(f'n_clusters={k - len(tiny)}', f'-k {k - len(tiny)}')}"
+                 if k - len(tiny) >= 2 else ""))
 
 
 def _cells_fingerprint(adata: AnnData) -> dict:
