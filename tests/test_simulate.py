@@ -622,3 +622,24 @@ def test_simulate_refuses_an_output_that_is_not_h5ad(tmp_path, capsys):
     assert code == 2
     _one_line_error(capsys, ".h5ad")
     assert not out.exists()
+
+
+def test_simulate_paths_as_the_other_commands_take_them(tmp_path, monkeypatch, caplog):
+    # 'scgpcl simulate --overwrite=... ~/x.h5ad' in quotes, or OUT.H5AD, or a link: as 'cluster' and 'demo'
+    # treat them (no '~' expansion made a folder named '~'; .H5AD was refused; a link was replaced by a file)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = _parse(["simulate", "~/sim.h5ad", "--n-cells", "20", "--n-genes", "30"])
+    assert args.output == str(tmp_path / "sim.h5ad")
+    assert _cli.run(args) == 0 and (tmp_path / "sim.h5ad").is_file()
+    assert _cli.run(_parse(["simulate", str(tmp_path / "UPPER.H5AD"), "--n-cells", "20", "--n-genes", "30"])) == 0
+    real = tmp_path / "data" / "real.h5ad"
+    real.parent.mkdir()
+    link = tmp_path / "link.h5ad"
+    link.symlink_to(real)
+    # a file a killed run left beside the target is named, not removed
+    (real.parent / ".real.h5ad.abc.tmp").write_bytes(b"x" * 10)
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        assert _cli.run(_parse(["simulate", str(link), "--n-cells", "20", "--n-genes", "30"])) == 0
+    assert link.is_symlink() and anndata.read_h5ad(real).n_obs == 20
+    assert "1 temporary file beside" in caplog.text and ".real.h5ad.abc.tmp" in caplog.text
+    assert (real.parent / ".real.h5ad.abc.tmp").exists()

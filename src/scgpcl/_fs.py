@@ -8,10 +8,12 @@ import shutil
 import stat
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from glob import escape as glob_escape
 from pathlib import Path
 
 from ._errors import InputError
+from ._messages import counted
 from ._signals import deferred
 
 #: what marks a folder as a zarr store (v2 group metadata, v3 metadata)
@@ -88,6 +90,30 @@ def byte_size(n: float) -> str:
         if n < 1000:
             return f"{n:.1f} {unit}"
     return f"{n / 1000:.1f} GB"
+
+
+def warn_leftovers(out: Path, *, folders: bool = False) -> None:
+    """Name the temporary files a killed run (``kill -9``, a power cut) left beside ``out``: nothing else can.
+
+    They are not removed: another run may be writing one of them right now. ``folders``: ``out`` is a report
+    folder, whose temporary copies (``.NAME.*.tmp``, and ``.NAME.old-*`` during its replacement) are folders.
+    """
+    with suppress(OSError):
+        name = glob_escape(out.name)
+        patterns = [f".{name}.*.tmp"] + ([f".{name}.old-*"] if folders else [])
+        left = sorted({p for pattern in patterns for p in out.parent.glob(pattern)
+                       if (p.is_dir() if folders else p.is_file())})
+        if left:
+            def size_of(p: Path) -> int:
+                return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+            size = byte_size(sum(size_of(p) for p in left))
+            what = "temporary folder" if folders else "temporary file"
+            logging.getLogger("scgpcl").warning(
+                "%s beside '%s' (%s, %s in all) left by a run that was killed while writing; unless another run is "
+                "writing '%s' now, remove %s", counted(len(left), what), out,
+                ", ".join(p.name for p in left[:3]) + (", ..." if len(left) > 3 else ""), size, out.name,
+                "it" if len(left) == 1 else "them")
 
 
 def space_problem(folder: str | os.PathLike, need: int, *, total: int | None = None) -> str | None:

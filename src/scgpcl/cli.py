@@ -17,7 +17,6 @@ import traceback
 import typing
 import warnings
 from contextlib import contextmanager, suppress
-from glob import escape as glob_escape
 from pathlib import Path
 
 from . import _launch, _signals
@@ -29,6 +28,7 @@ from ._fs import (
     is_zarr_store,
     replacement_mode,
     unclosable_hdf5_left,
+    warn_leftovers,
 )
 from ._machine import sha256_of
 from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k
@@ -512,33 +512,8 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
     target = out.resolve() if out.is_symlink() else out  # the file a link points to is the one replaced
     check_writable(target.parent, "the output")
     if not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:  # --processes: the launcher says it
-        _warn_leftovers(target)
+        warn_leftovers(target)
     return out
-
-
-def _warn_leftovers(out: Path, *, folders: bool = False) -> None:
-    """Name the temporary files a killed run (``kill -9``, a power cut) left beside ``out``: nothing else can.
-
-    They are not removed: another run may be writing one of them right now. ``folders``: ``out`` is a report
-    folder, whose temporary copies (``.NAME.*.tmp``, and ``.NAME.old-*`` during its replacement) are folders.
-    """
-    with suppress(OSError):
-        name = glob_escape(out.name)
-        patterns = [f".{name}.*.tmp"] + ([f".{name}.old-*"] if folders else [])
-        left = sorted({p for pattern in patterns for p in out.parent.glob(pattern)
-                       if (p.is_dir() if folders else p.is_file())})
-        if left:
-            from ._fs import byte_size
-
-            def size_of(p: Path) -> int:
-                return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-
-            size = byte_size(sum(size_of(p) for p in left))
-            what = "temporary folder" if folders else "temporary file"
-            log.warning("%s beside '%s' (%s, %s in all) left by a run that was killed while writing; unless "
-                        "another run is writing '%s' now, remove %s", counted(len(left), what), out,
-                        ", ".join(p.name for p in left[:3]) + (", ..." if len(left) > 3 else ""), size, out.name,
-                        "it" if len(left) == 1 else "them")
 
 
 def _check_output_space(out: Path, adata, report: Path | None, compression: str | None = None) -> None:
@@ -731,7 +706,7 @@ def _warn_report_leftovers(report: str | None) -> None:
     """What a killed report left beside ``--report DIR`` (before ``--processes`` starts any: the launcher says it)."""
     if report and not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:
         out = Path(report)
-        _warn_leftovers(out.resolve() if out.is_symlink() else out, folders=True)
+        warn_leftovers(out.resolve() if out.is_symlink() else out, folders=True)
 
 
 def _run_report(args) -> int:
@@ -739,7 +714,7 @@ def _run_report(args) -> int:
     from .report import check_report_dir, write_report
 
     out = check_report_dir(args.report, overwrite=args.overwrite)
-    _warn_leftovers(out, folders=True)
+    warn_leftovers(out, folders=True)
     adata = read_clustered(args.input)
     if args.batch_key is not None:  # cells without a batch are left out of its tables: say how many, once
         from .data._checks import check_batch_key

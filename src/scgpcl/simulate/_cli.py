@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from scgpcl._errors import InputError, OutputFailed
-from scgpcl._fs import check_writable
+from scgpcl._fs import check_writable, warn_leftovers
 from scgpcl._messages import counted
 
 from ._names import PRESET_NAMES
@@ -80,7 +81,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Splatter's defaults; the parameter options override it."
         ),
     )
-    p.add_argument("output", metavar="OUT.h5ad", help="output file (written atomically)")
+    # ~ expanded as a shell does before the command sees it (but not in a quoted or --opt=~/x path)
+    p.add_argument("output", metavar="OUT.h5ad", type=os.path.expanduser, help="output file (written atomically)")
     p.add_argument("--preset", metavar="NAME", default=None,
                    help="start from a named preset: " + ", ".join(PRESET_NAMES))
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -136,15 +138,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"{out} is a directory; give a file name such as {out / 'sim.h5ad'}")
-    if out.suffix != ".h5ad":
+    if out.suffix.lower() != ".h5ad":
         # the file is always h5ad; under another name 'scgpcl cluster' would read it as that format
         raise InputError(f"output '{out}' must end in .h5ad (the simulated data are written as .h5ad)")
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise InputError(f"output directory {parent} does not exist")
-    check_writable(parent, "the simulated data")
+        raise InputError(f"output directory {parent} does not exist; create it first (mkdir -p '{parent}')")
+    target = out.resolve() if out.is_symlink() else out  # a link's target is the file replaced, as in 'cluster'
+    check_writable(target.parent, "the simulated data")
+    warn_leftovers(target)
 
     from ._presets import simulate
 
