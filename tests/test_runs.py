@@ -117,3 +117,21 @@ def test_cli_runs(tmp_path, capsys):
     assert main(["cluster", str(src), str(tmp_path / "y.h5ad"), "-k", "3", "--runs", "2", "--processes", "2"]) == 2
     _one_line_error(capsys, "--runs 2", "several processes")
     assert not (tmp_path / "y.h5ad").exists()
+
+
+def test_cluster_sizes_are_warned_about_for_the_kept_run_only(monkeypatch):
+    # with n_runs=3 every run's empty or one-cell clusters were warned about, though two runs are thrown away
+    import scgpcl.model._scgpcl as m
+
+    seen = {"empty": [], "tiny": []}
+    monkeypatch.setattr(m, "_warn_empty_clusters", lambda labels, k, **kw: seen["empty"].append(labels.copy()))
+    monkeypatch.setattr(m, "_warn_tiny_clusters", lambda labels, k, **kw: seen["tiny"].append(labels.copy()))
+    a = toy_counts(n_per=40)
+    scgpcl.tl.cluster(a, n_clusters=3, random_state=7, n_runs=3, progress=False, **TINY)
+    assert len(seen["empty"]) == 1 and len(seen["tiny"]) == 1
+    kept = a.obs["scgpcl"].astype(int).to_numpy()
+    assert np.array_equal(seen["tiny"][0], kept) and np.array_equal(seen["empty"][0], kept)
+    # one run: warned once, when its labels are first computed
+    b = toy_counts(n_per=40)
+    scgpcl.tl.cluster(b, n_clusters=3, random_state=7, progress=False, **TINY)
+    assert len(seen["tiny"]) == 2

@@ -52,9 +52,10 @@ def train_runs(make: Callable[[int | None], SCGPCL], random_state: int | None, n
         model = first if i == 0 else make(seed)
         model.train(progress=progress)
         models.append(model)
-    labels = [m.predict() for m in models]
+    labels = [m._predicted(warn=False) for m in models]  # empty or tiny clusters: of the kept run only, below
     kept = labels[0] >= 0  # the same cells in every run (the same preprocessing)
     chosen, ari = medoid_run([lab[kept] for lab in labels])
+    models[chosen]._warn_cluster_sizes()
     agreement = np.full(len(kept), np.nan)
     agreement[kept] = cell_agreement(labels[chosen][kept], [lab[kept] for j, lab in enumerate(labels) if j != chosen])
     mean_ari = float(ari[np.triu_indices(n_runs, 1)].mean())

@@ -403,16 +403,26 @@ class SCGPCL:
             raise InputError(f"this AnnData does not hold the cells the model was built on ({how}): results go to "
                              "the AnnData given to the model, or one with the same cells in the same order")
 
-    def _outputs(self):
+    def _outputs(self, *, warn: bool = True):
+        """(representation, labels, soft assignments) of the clustered cells, computed once.
+
+        ``warn``: name empty and tiny clusters when they are computed; ``train_runs`` computes every run's
+        quietly and warns about the run it keeps (:meth:`_warn_cluster_sizes`), not about runs thrown away.
+        """
         if not self.is_trained:
             raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
         self.check_cells()
         if self._result is None:
             self._result = self.trainer.predict()
-            _warn_empty_clusters(self._result[1], self.n_clusters, finetuned=self.module.cluster_centres is not None,
-                                 other_cells=self._other_cells)
-            _warn_tiny_clusters(self._result[1], self.n_clusters, other_cells=self._other_cells)
+            if warn:
+                self._warn_cluster_sizes()
         return self._result
+
+    def _warn_cluster_sizes(self) -> None:
+        labels = self._outputs(warn=False)[1]
+        _warn_empty_clusters(labels, self.n_clusters, finetuned=self.module.cluster_centres is not None,
+                             other_cells=self._other_cells)
+        _warn_tiny_clusters(labels, self.n_clusters, other_cells=self._other_cells)
 
     # ---------------------------------------------------------------- results
     def get_latent_representation(self) -> np.ndarray:
@@ -424,7 +434,10 @@ class SCGPCL:
 
     def predict(self) -> np.ndarray:
         """Cluster index per cell (0..K-1); -1 for cells dropped as empty."""
-        _, labels, _ = self._outputs()
+        return self._predicted()
+
+    def _predicted(self, *, warn: bool = True) -> np.ndarray:
+        _, labels, _ = self._outputs(warn=warn)
         out = np.full(self.adata.n_obs, -1, dtype=np.int64)
         out[self.data.cell_mask] = labels
         return out
