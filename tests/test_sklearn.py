@@ -135,3 +135,37 @@ def test_inputs_fit_takes_for_something_else_are_named():
         est.fit(frame)
     with pytest.raises(InputError, match=r"X must hold real numbers \(counts\), got values of type complex128"):
         est.fit(x.astype(complex))
+
+
+def test_a_pickle_keeps_the_fitted_arrays_not_the_training_state(fitted):
+    # model_ held the training data, the loader and the optimizer: a pickled estimator (joblib.dump, a
+    # GridSearchCV worker) was several times the input's size
+    import copy
+    import pickle
+
+    blob = pickle.dumps(fitted)
+    with_model = len(pickle.dumps(fitted.model_))
+    back = pickle.loads(blob)
+    assert back.model_ is None and fitted.model_ is not None  # the fitted estimator itself keeps it
+    assert len(blob) < with_model / 2
+    for name in ("labels_", "embedding_", "cluster_centers_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(fitted, name))
+    assert back.n_clusters_ == fitted.n_clusters_ and back.get_params() == fitted.get_params()
+    twin = copy.deepcopy(fitted)  # a deep copy is not a pickle: the model is copied with it
+    assert twin.model_ is not None and twin.model_ is not fitted.model_
+    np.testing.assert_array_equal(twin.model_.predict(), fitted.labels_)
+
+
+def test_random_state_takes_a_numpy_random_state_as_sklearn_does(fitted, toy):
+    x, _ = toy
+    rs = np.random.RandomState(5)
+    expected = [int(s) for s in np.random.RandomState(5).randint(0, 2**32, size=2, dtype=np.uint64)]
+    est = SCGPCLClustering(n_clusters=3, random_state=rs, **QUICK)
+    est.fit(x)
+    assert est.random_state_ == expected[0] and est.random_state is rs  # the parameter is left as given
+    np.testing.assert_array_equal(est.labels_, SCGPCLClustering(n_clusters=3, random_state=expected[0],
+                                                                **QUICK).fit_predict(x))
+    est.fit(x)  # the next fit draws the next seed
+    assert est.random_state_ == expected[1]
+    gen = SCGPCLClustering(n_clusters=3, random_state=np.random.default_rng(1), **QUICK).fit(x)
+    assert 0 <= gen.random_state_ < 2**32
