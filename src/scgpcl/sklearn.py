@@ -250,7 +250,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         # model_ holds the training data, the loader and the optimizer (40 MB for 3,000 cells x 600 genes, the
-        # fitted arrays 1 MB): a pickle keeps the fitted arrays, as scikit-learn's estimators pickle theirs
+        # fitted arrays 0.8 MB): a pickle keeps the fitted arrays, as scikit-learn's estimators pickle theirs
         state = super().__getstate__()
         if state.get("model_") is not None:
             state = {**state, "model_": None}
