@@ -196,8 +196,8 @@ def add_options(p) -> None:
     g = p.add_argument_group("data-parallel training (docs/distributed.md; under torchrun, the group torchrun "
                              "starts is used)")
     g.add_argument("--processes", type=_processes, default=1, metavar="P",
-                   help="train with P processes on this machine (gloo on the CPU, one thread each unless "
-                        "OMP_NUM_THREADS says otherwise); 1: one process (default: 1)")
+                   help="train with P processes on this machine (gloo on the CPU; each takes cores / P threads, "
+                        "at least 1, unless OMP_NUM_THREADS says otherwise); 1: one process (default: 1)")
     g.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"], default="auto",
                    help="torch.distributed backend: auto is nccl on CUDA, gloo on the CPU (default: auto)")
     g.add_argument("--dist-timeout", type=_minutes, default=15.0, metavar="MINUTES",

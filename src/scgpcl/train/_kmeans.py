@@ -2,7 +2,8 @@
 
 torch and scikit-learn each ship an OpenMP runtime; right after torch work,
 torch's spinning threads can starve scikit-learn's and make ``KMeans`` 20x
-slower on a small CPU (the project's PERF-NOTES.md: three ``KMeans(n_init=20)`` on 1024 x 64 took
+slower on a small CPU (the project's early notes,
+``PERF-NOTES.md`` in the shared folder beside the repository: three ``KMeans(n_init=20)`` on 1024 x 64 took
 21 s instead of 0.11 s). Every call therefore runs under a one-thread OpenMP limit (``threadpoolctl``).
 """
 
