@@ -89,10 +89,33 @@ def test_report_metrics_json_and_clusters_tsv(report):
     assert record["metrics"]["ARI"] == pytest.approx(a.uns["scgpcl"]["metrics"]["ARI"])
     assert record["n_clusters"] == 3 and sum(record["cluster_sizes"].values()) == a.n_obs
     assert set(record["stages"]) == {"pretrain", "finetune"} and "torch" in record["versions"]
+    assert record["runs"] is None and record["auto_k"] is None  # one run, K given
     tsv = pd.read_csv(out / "clusters.tsv", sep="\t", dtype=str)
     assert list(tsv.columns) == ["cell", "cluster", "cell_type"] and len(tsv) == a.n_obs
     assert (tsv["cluster"].to_numpy() == a.obs["scgpcl"].astype(str).to_numpy()).all()
     assert (tsv["cell_type"].to_numpy() == a.obs["cell_type"].astype(str).to_numpy()).all()
+
+
+def test_metrics_json_and_clusters_tsv_carry_the_runs_and_the_k_estimate(tmp_path):
+    # the page showed the --runs record and the K estimate; metrics.json and clusters.tsv left them out
+    from helpers import toy_counts
+
+    a = toy_counts(n_per=30)
+    tl.cluster(a, n_clusters=3, random_state=0, n_runs=2, progress=False, **TINY)
+    a.uns["scgpcl"]["auto_k"] = {"k": 3, "method": "consensus", "estimates": {"eigengap": 3}}  # as -k auto records
+    write_report(a, tmp_path / "r")
+    record = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    runs = a.uns["scgpcl"]["runs"]
+    assert record["runs"]["seeds"] == [0, 1] and record["runs"]["chosen_seed"] == runs["chosen_seed"]
+    assert record["runs"]["mean_ari"] == pytest.approx(runs["mean_ari"])
+    assert np.allclose(record["runs"]["ari"], np.asarray(runs["ari"]))
+    assert record["auto_k"] == {"k": 3, "method": "consensus", "estimates": {"eigengap": 3}}
+    tsv = pd.read_csv(tmp_path / "r" / "clusters.tsv", sep="\t", dtype=str)
+    assert list(tsv.columns) == ["cell", "cluster", "agreement"]
+    np.testing.assert_allclose(tsv["agreement"].astype(float), a.obs["scgpcl_agreement"], rtol=1e-3)
+    # the page's training time is the kept run's stages: said so (the command's summary counted every run)
+    seconds = sum(st["seconds"] for st in a.uns["scgpcl"]["stages"].values())
+    assert f'<div class="v">{seconds:.0f} s (kept run of 2)</div>' in (tmp_path / "r" / "index.html").read_text()
 
 
 def test_report_without_labels(tmp_path):

@@ -333,6 +333,9 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
 
     # clusters.tsv first: cheapest, and a failure later still removes it with the folder
     table = {"cell": adata.obs_names.astype(str), "cluster": _as_text(clusters)}
+    agreement = adata.obs.get(f"{key}_agreement")  # several runs: the share of the others agreeing, per cell
+    if agreement is not None:
+        table["agreement"] = [("NA" if np.isnan(v) else f"{v:.4g}") for v in np.asarray(agreement, dtype=float)]
     # the reference labels and the batches beside, under their column's name unless that is taken: no join to make
     if label_key is not None and label_key in adata.obs:
         table[label_key if label_key not in table else "label"] = _as_text(adata.obs[label_key]).to_numpy()
@@ -362,6 +365,9 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
                                      zip(batch["specific"], batch["specific_batch"], batch["specific_share"], strict=True)]
                                     if batch else None),
         "stages": stages,
+        # several runs (seeds, chosen_seed, ari, mean_ari, n_clusters) and an estimated K, as the page shows them
+        "runs": info.get("runs"),
+        "auto_k": info.get("auto_k"),
         "params": {k: v for k, v in (info.get("params") or {}).items() if k != "config"},
         "config": (info.get("params") or {}).get("config", {}),
         "versions": versions,
@@ -654,9 +660,13 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
     params = info.get("params") or {}
     config = params.get("config") or {}
     total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
+    runs = info.get("runs") or {}
+    n_runs = len(runs.get("seeds", ()))
+    # the stages' seconds are the kept run's: with several runs the command's own time was about n_runs times
+    training = f"{total_seconds:.0f} s" + (f" (kept run of {n_runs})" if n_runs > 1 else "")
 
     cards = [("cells", f"{summary['cells']:,}"), ("genes", f"{summary['genes']:,}"),
-             ("clusters", _n_clusters_card(sizes)), ("training", f"{total_seconds:.0f} s")]
+             ("clusters", _n_clusters_card(sizes)), ("training", training)]
     metric_cards = [(k, f"{metrics[k]:.3f}") for k in ("ARI", "NMI", "CA")] if metrics else []
     cards_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
                          for k, v in cards)
