@@ -1146,3 +1146,26 @@ def test_output_names_are_read_as_a_user_means_them(small_toy_file, tmp_path, ca
     assert main(["cluster", str(small_toy_file), str(tmp_path / "o.zarr"), "-k", "3", "--quiet"]) == 2
     assert "must end in .h5ad (scgpcl writes AnnData's .h5ad; for a zarr store, convert it" in capsys.readouterr().err
     assert not (tmp_path / "m.xlsx").exists() and not (tmp_path / "o.zarr").exists()
+
+
+def test_a_model_trained_with_use_raw_loads_on_the_file_it_came_from(small_toy, tmp_path, caplog):
+    # --use-raw built the model on .raw's counts, but the saved model said only "X": SCGPCL.load on the input
+    # file read its log-normalised X and refused it ("not integer counts ... use layer='counts'")
+    import scanpy as sc
+
+    a = small_toy.copy()
+    a.raw = a.copy()
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    inp, out = tmp_path / "lognorm.h5ad", tmp_path / "out.h5ad"
+    a.write_h5ad(inp)
+    assert main(["cluster", str(inp), str(out), "-k", "3", "--use-raw", "--quiet", "--save-model",
+                 str(tmp_path / "m"), *TINY_ARGS]) == 0
+    labels = ad.read_h5ad(out).obs["scgpcl"].astype(int).to_numpy()
+    with caplog.at_level("INFO", logger="scgpcl"):
+        model = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(inp))
+    assert "reading the counts from .raw" in caplog.text and model.counts_from_raw
+    np.testing.assert_array_equal(model.predict(), labels)
+    again = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(out))  # the output holds the counts in X, no .raw
+    np.testing.assert_array_equal(again.predict(), labels)
+    assert again.counts_from_raw  # how it was trained: saved again, it still loads on the input file

@@ -204,6 +204,12 @@ def test_load_on_other_cells_says_so_and_not_that_training_emptied_clusters(trai
     renamed.obs_names = [f"x{i}" for i in range(renamed.n_obs)]
     with pytest.warns(UserWarning, match=rf"\({toy.n_obs} cells, other cell names\)"):
         SCGPCL.load(tmp_path / "m", renamed)
+    # the same cells in another order: no warning (it said "other cell names"), the labels follow the order
+    order = np.random.default_rng(0).permutation(toy.n_obs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shuffled = SCGPCL.load(tmp_path / "m", toy[order].copy())
+    np.testing.assert_array_equal(shuffled.predict(), trained.predict()[order])
 
 
 def test_load_checks_genes(trained, toy, tmp_path):

@@ -655,6 +655,7 @@ def _run_cluster(args) -> int:
     t0 = time.perf_counter()
     def build(seed):
         model = SCGPCL(adata, args.n_clusters, layer=args.layer, config=config, random_state=seed, device=args.device)
+        model.counts_from_raw = bool(args.use_raw)  # saved: SCGPCL.load reads the input's .raw again
         _check_model_space(args.save_model, model)  # the weights' size is known now, before any training
         return model
 

@@ -210,6 +210,9 @@ class SCGPCL:
         """The one construction path of :meth:`__init__` and :meth:`load`: checks, data, network, loader."""
         self.config, self.adata, self.layer, self.random_state = config, adata, layer, random_state
         self._other_cells = False  # load() given cells the model was not trained on
+        #: the counts were the input's ``.raw`` (the command's ``--use-raw`` builds the model on
+        #: ``adata.raw.to_adata()``); saved, so that :meth:`load` reads ``.raw`` again
+        self.counts_from_raw = False
         requested = resolve_device(device)
         if not in_cli():  # processes nccl could not give a GPU each; the command checked with its --dist-backend
             check_process_devices(requested)
@@ -520,6 +523,7 @@ class SCGPCL:
             "n_clusters": self.n_clusters,
             "random_state": self.random_state,
             "layer": self.layer,
+            "counts_from_raw": self.counts_from_raw,
             "config": self.config.to_dict(),
             "genes": [str(g) for g in self.data.gene_names],
             "has_cluster_centres": self.module.cluster_centres is not None,
@@ -601,7 +605,9 @@ class SCGPCL:
             Cells x genes with the raw counts; genes are matched by name.
         layer
             Where ``adata`` holds the raw counts: a key of ``adata.layers``, or None for ``X``. By
-            default where the model read them in training (the saved ``layer``).
+            default where the model read them in training (the saved ``layer``; for a model trained with
+            the command's ``--use-raw``, ``adata.raw`` when ``adata`` has one, else ``X``, as in the
+            command's output file).
         device
             ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
 
@@ -621,6 +627,10 @@ class SCGPCL:
         if expected is not None and (d / _WEIGHTS).is_file() and sha256_of(d / _WEIGHTS) != expected:
             raise InputError(f"'{d / _WEIGHTS}' is not the weights '{d / _CONFIG}' was saved with (damaged, or "
                              "left by an interrupted save or another save into the folder); save the model again")
+        from_raw = layer is _SAVED_LAYER and bool(meta.get("counts_from_raw")) and adata.raw is not None
+        if from_raw:  # trained with --use-raw on a file like this one (its output file has the counts in X)
+            log.info("reading the counts from .raw, as the model was trained (--use-raw)")
+            adata = adata.raw.to_adata()
         genes = [str(g) for g in meta["genes"]]
         _check_unique_genes(adata)
         # save() stores the names as strings; compare them as strings so that non-string
@@ -645,8 +655,16 @@ class SCGPCL:
                     n_clusters=meta["n_clusters"], genes=np.array([pos[g] for g in genes]),
                     kmeans_calls=int(meta.get("kmeans_calls", 0)))
         _load_weights(self.module, d, bool(meta["has_cluster_centres"]))
+        self.counts_from_raw = bool(meta.get("counts_from_raw"))  # how it was trained, kept by a new save
         trained_on = meta.get("cells")  # models saved before 2026-12-07 do not record their cells
-        self._other_cells = trained_on is not None and trained_on != _cells_fingerprint(adata)
+        given = _cells_fingerprint(adata)
+        self._other_cells = trained_on is not None and any(
+            trained_on.get(k) != given[k] for k in ("n_obs", "obs_names_sha256"))
+        if self._other_cells and trained_on.get("sorted_obs_names_sha256") == given["sorted_obs_names_sha256"]:
+            # the same cells in another order: the same features, so the same embedding and (with DEC's
+            # centres) the same labels, in this order; saved before 2026-12-08, a model cannot tell this apart
+            self._other_cells = False
+            log.info("the model's %d cells, in another order: the results follow this AnnData's order", adata.n_obs)
         if self._other_cells:
             warn_user(f"the AnnData ({adata.n_obs} cells) is not the one this model was trained on "
                       f"({trained_on['n_obs']} cells{', other cell names' if trained_on['n_obs'] == adata.n_obs else ''}"
@@ -750,5 +768,7 @@ def _warn_tiny_clusters(labels: np.ndarray, k: int, *, other_cells: bool = False
 
 def _cells_fingerprint(adata: AnnData) -> dict:
     """The number of cells and a digest of their names: what :meth:`SCGPCL.load` compares."""
-    digest = hashlib.sha256("\n".join(map(str, adata.obs_names)).encode()).hexdigest()
-    return {"n_obs": int(adata.n_obs), "obs_names_sha256": digest}
+    names = [str(n) for n in adata.obs_names]
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+    unordered = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()  # the same cells in another order
+    return {"n_obs": int(adata.n_obs), "obs_names_sha256": digest, "sorted_obs_names_sha256": unordered}
