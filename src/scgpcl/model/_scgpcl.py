@@ -662,7 +662,7 @@ class SCGPCL:
             trained_on.get(k) != given[k] for k in ("n_obs", "obs_names_sha256"))
         if self._other_cells and trained_on.get("sorted_obs_names_sha256") == given["sorted_obs_names_sha256"]:
             # the same cells in another order: the same features, so the same embedding and (with DEC's
-            # centres) the same labels, in this order; saved before 2026-12-08, a model cannot tell this apart
+            # centres) the same labels, in this order (a model saved without the sorted digest warns as before)
             self._other_cells = False
             log.info("the model's %d cells, in another order: the results follow this AnnData's order", adata.n_obs)
         if self._other_cells:
