@@ -54,3 +54,28 @@ def test_warn_user_names_the_callers_line_and_only_rank_0_warns(monkeypatch):
         warn_user("from rank 0")
     assert [str(w.message) for w in caught] == ["from here", "from rank 0"]
     assert all(w.filename == __file__ and issubclass(w.category, UserWarning) for w in caught)
+
+
+def test_still_working_speaks_every_interval_innermost_only(caplog):
+    # the long phases without a progress bar (a UMAP of 100,000 cells: 2.5 minutes) printed nothing
+    import threading
+    import time
+
+    from scgpcl._messages import still_working
+
+    with caplog.at_level("INFO", logger="scgpcl"):
+        with still_working("outer", every=0.1):
+            time.sleep(0.35)
+            with still_working("inner", every=0.1):
+                time.sleep(0.35)
+        time.sleep(0.25)  # after the block: silent
+    lines = [r.getMessage() for r in caplog.records]
+    outer = [m for m in lines if m.startswith("outer: still working")]
+    inner = [m for m in lines if m.startswith("inner: still working")]
+    assert len(outer) >= 2 and len(inner) >= 2 and "s so far" in outer[0]
+    # while the inner phase ran, the outer one was quiet: after the first inner line, no outer line until the end
+    first_inner = lines.index(inner[0])
+    assert not any(m.startswith("outer") for m in lines[first_inner:lines.index(inner[-1])])
+    assert not any(t.name == "scgpcl-still-working" for t in threading.enumerate())
+    with still_working("quick", every=60):  # a phase shorter than the interval says nothing and ends at once
+        pass

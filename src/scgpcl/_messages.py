@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = ["arg", "array_input", "cli_context", "clip", "in_cli", "is_array_input", "empty_clusters_message",
-           "k_estimates", "listing", "per_run_k", "warn_user"]
+           "k_estimates", "listing", "per_run_k", "still_working", "warn_user"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -146,3 +149,41 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+#: the phases being timed by :func:`still_working`, innermost last: only the innermost one speaks
+_WORKING: list[str] = []
+_WORKING_LOCK = threading.Lock()
+
+
+@contextmanager
+def still_working(what: str, *, every: float = 30.0) -> Iterator[None]:
+    """Log ``"<what>: still working, N s so far"`` (INFO) every ``every`` seconds while the body runs.
+
+    For the long phases that have no progress bar (a UMAP, the marker test, the cell-scaling choice, the
+    simulator): a command that prints nothing for minutes looks hung. Nested phases: the innermost speaks.
+    The line comes from a daemon thread, which only waits and logs.
+    """
+    log = logging.getLogger("scgpcl")
+    done = threading.Event()
+    start = time.perf_counter()
+    with _WORKING_LOCK:
+        _WORKING.append(what)
+        depth = len(_WORKING)
+
+    def beat() -> None:
+        while not done.wait(every):
+            with _WORKING_LOCK:
+                innermost = len(_WORKING) == depth
+            if innermost:
+                log.info("%s: still working, %.0f s so far", what, time.perf_counter() - start)
+
+    thread = threading.Thread(target=beat, name="scgpcl-still-working", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        with _WORKING_LOCK:
+            _WORKING.pop()

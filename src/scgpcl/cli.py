@@ -721,6 +721,7 @@ def _run_report(args) -> int:
         from .data._checks import check_batch_key
 
         check_batch_key(adata, args.batch_key, warn_missing=True)
+    log.info("report of %d cells: UMAP (unless the file holds it), marker genes, figures and tables", adata.n_obs)
     write_report(adata, out, key=args.key, label_key=args.label_key, batch_key=args.batch_key,
                  dataset_name=args.name or Path(args.input).name, overwrite=args.overwrite)
     print(f"scgpcl: wrote {out / 'index.html'}")
@@ -782,6 +783,8 @@ def _run_markers(args) -> int:
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
         raise InputError(f"layer {args.layer!r} not found in '{args.input}'; available layers: {available}")
+    log.info("marker genes: each cluster of obs[%r] against the other cells, %d cells (Wilcoxon test)", args.key,
+             adata.n_obs)
     table = markers(adata, key=args.key, n_genes=args.n_genes, layer=args.layer)
     if out is None:
         sys.stdout.write(table.to_csv(sep="\t", index=False, float_format="%.6g"))
