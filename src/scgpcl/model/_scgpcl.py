@@ -204,8 +204,10 @@ class SCGPCL:
             loss_weights(config.train)
         except ValueError as e:
             raise InputError(str(e)) from None
-        self._build(adata, config, layer=layer, random_state=_resolve_seed(random_state), device=device,
-                    n_clusters=n_clusters)
+        seed = _resolve_seed(random_state)
+        # checks, gene selection, cell scaling, graph: 20 s at 100,000 cells before the line below
+        with still_working(f"preparing {adata.n_obs} cells"):
+            self._build(adata, config, layer=layer, random_state=seed, device=device, n_clusters=n_clusters)
         log.info(
             "scGPCL: %d cells x %d genes (of %d), K=%s, device %s",
             self.data.n_cells, self.data.n_genes, adata.n_vars,
