@@ -224,3 +224,21 @@ def test_markers_output_named_csv_is_comma_separated(tmp_path):
     as_tsv = pd.read_csv(tmp_path / "m.tsv", sep="\t")
     assert as_csv.shape[1] > 1 and "\t" not in (tmp_path / "m.csv").read_text()
     pd.testing.assert_frame_equal(as_csv, as_tsv)
+
+
+def test_markers_and_the_report_on_a_backed_anndata_say_to_load_it(tmp_path):
+    # tl.markers failed with numpy's IndexError (a 0-d array), write_report with an AttributeError
+    from scgpcl.report import write_report
+
+    a = clustered()
+    a.write_h5ad(tmp_path / "c.h5ad")
+    backed = ad.read_h5ad(tmp_path / "c.h5ad", backed="r")
+    try:
+        with pytest.raises(InputError, match=r"X is stored on disk \(a backed AnnData.*adata\.to_memory\(\)"):
+            tl.markers(backed)
+        with pytest.raises(InputError, match=r"X is stored on disk \(a backed AnnData.*adata\.to_memory\(\)"):
+            write_report(backed, tmp_path / "rep")
+        assert not (tmp_path / "rep").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.h5ad"]
+    finally:
+        backed.file.close()
+    assert len(tl.markers(ad.read_h5ad(tmp_path / "c.h5ad"))) > 0  # in memory: the table

@@ -1076,6 +1076,11 @@ def test_not_an_anndata_or_not_a_config_is_named_with_the_fix(toy, tmp_path):
     try:
         with pytest.raises(InputError, match=r"backed \(its X stays on disk\), and copy=True cannot copy it: .*adata\.to_memory\(\)"):
             tl.cluster(backed, n_clusters=3, copy=True)
+        # a view of it trained to the end and then failed in anndata, the training lost: refused before
+        with pytest.raises(InputError, match=r"a view of a backed AnnData .* adata\[mask\]\.to_memory\(\)"):
+            tl.cluster(backed[:50], n_clusters=3)
+        with pytest.raises(InputError, match=r"a view of a backed AnnData"):
+            SCGPCL(backed[:50], 3)
     finally:
         backed.file.close()
 

@@ -202,11 +202,18 @@ def test_umap_without_duplicates_matches_scanpy_on_the_cells_in_order():
     np.testing.assert_allclose(coords, ref.obsm["X_umap"], rtol=1e-5, atol=1e-5)
 
 
-def test_umap_needs_three_distinct_cells():
+def test_umap_needs_four_distinct_cells():
     a = _random_embedding(10)
     a.obsm["X_scgpcl"][:] = a.obsm["X_scgpcl"][0]
-    with pytest.raises(InputError, match="fewer than 3 distinct"):
+    with pytest.raises(InputError, match="fewer than 4 distinct"):
         scgpcl.pl.umap(a)
+    # three distinct cells: scipy's eigensolver refused UMAP's spectral start (TypeError: k >= N) from inside
+    a.obsm["X_scgpcl"][:3] = np.eye(3, a.obsm["X_scgpcl"].shape[1])
+    a.obsm["X_scgpcl"][3:] = a.obsm["X_scgpcl"][0]
+    with pytest.raises(InputError, match="fewer than 4 distinct"):
+        scgpcl.pl.umap(a)
+    a.obsm["X_scgpcl"][3] = 2 * a.obsm["X_scgpcl"][1] + 1  # four: drawn
+    assert np.isfinite(scgpcl.pl.umap(a, show=False).axes[0].collections[0].get_offsets()).all()
 
 
 @pytest.mark.slow

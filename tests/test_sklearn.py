@@ -169,3 +169,22 @@ def test_random_state_takes_a_numpy_random_state_as_sklearn_does(fitted, toy):
     assert est.random_state_ == expected[1]
     gen = SCGPCLClustering(n_clusters=3, random_state=np.random.default_rng(1), **QUICK).fit(x)
     assert 0 <= gen.random_state_ < 2**32
+
+
+def test_a_backed_matrix_is_read_and_a_boolean_one_refused(toy, tmp_path):
+    # a backed AnnData's X (on disk) was read by numpy as a 0-d array: "got 0 dimension(s)"; a boolean matrix
+    # trained on 0/1 without a word, though scgpcl.tl.cluster refuses it
+    import anndata as ad
+    import pandas as pd
+
+    x, _ = toy
+    ad.AnnData(x).write_h5ad(tmp_path / "b.h5ad")
+    backed = ad.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    try:
+        labels = SCGPCLClustering(n_clusters=3, random_state=0, **QUICK).fit_predict(backed.X)
+    finally:
+        backed.file.close()
+    np.testing.assert_array_equal(labels, SCGPCLClustering(n_clusters=3, random_state=0, **QUICK).fit_predict(x))
+    for detected in (x > 0, (x > 0).toarray(), pd.DataFrame((x > 0).toarray())):
+        with pytest.raises(InputError, match=r"^X holds True/False values .* Pass the count matrix this was made from$"):
+            SCGPCLClustering(n_clusters=3).fit(detected)

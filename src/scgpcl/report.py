@@ -44,7 +44,7 @@ from ._messages import (
     still_working,
 )
 from ._signals import deferred, raise_if_interrupted
-from .data._checks import check_batch_key
+from .data._checks import check_batch_key, check_in_memory
 from .metrics import clustering_metrics, matched_labels
 from .tl._batches import BATCH_SHARE, CHANCE, batch_record
 
@@ -252,8 +252,12 @@ def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[st
     params = adata.uns[key].get("params") or {}
     layer = params.get("layer", "X")
     counts = adata.layers[layer] if layer not in (None, "X") and layer in adata.layers else adata.X
+    if counts is None:
+        raise InputError("adata.X is None, and the clustering's counts were in X: the report needs them; put the "
+                         "counts back in X")
+    check_in_memory(counts, "X" if layer in (None, "X") else f"layers[{layer!r}]")  # a backed AnnData's
     per_cell = np.asarray(counts.sum(axis=1)).ravel()
-    nnz_cell = np.asarray((counts > 0).sum(axis=1)).ravel() if counts is not None else np.zeros(0)
+    nnz_cell = np.asarray((counts > 0).sum(axis=1)).ravel()
     n_entries = counts.shape[0] * counts.shape[1]
     nnz = counts.nnz if sp.issparse(counts) else int(np.count_nonzero(counts))
     summary: dict[str, Any] = {

@@ -282,6 +282,11 @@ def _seed_from(random_state: Any) -> Any:
     return random_state  # None, an int, or a bad value that the model's check names
 
 
+#: the refusal scgpcl.tl.cluster gives a boolean matrix, worded for a matrix (the estimator casts to float32)
+_BOOLEAN = ("X holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: scgpcl needs the "
+            "raw integer counts. Pass the count matrix this was made from")
+
+
 def _as_counts(X) -> tuple[Any, list[str] | None]:
     """Counts as a CSR or dense float32 matrix, plus gene names from a DataFrame's columns."""
     genes = None
@@ -291,7 +296,11 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
     if isinstance(X, np.ma.MaskedArray):
         raise InputError("X is a masked array: its mask would be ignored and the masked values taken as counts; "
                          "pass X.filled(0) if masked means not detected")
+    if hasattr(X, "to_memory") and type(X).__module__.startswith("anndata"):  # a backed AnnData's X (on disk)
+        X = X.to_memory()
     if isinstance(X, pd.DataFrame):
+        if any(pd.api.types.is_bool_dtype(t) for t in X.dtypes):
+            raise InputError(_BOOLEAN)
         if all(isinstance(c, str) for c in X.columns):
             genes = [str(c) for c in X.columns]
             if len(set(genes)) != len(genes):
@@ -302,6 +311,8 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
     if sp.issparse(X):
         if X.ndim != 2:
             raise InputError(f"X must be a 2-d cells x genes matrix, got shape {X.shape}")
+        if np.dtype(X.dtype).kind == "b":
+            raise InputError(_BOOLEAN)
         return sp.csr_matrix(X, dtype=np.float32), genes
     try:
         arr = np.asarray(X)
@@ -311,6 +322,8 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
         raise InputError(f"X must be a 2-d cells x genes matrix, got {arr.ndim} dimension(s)")
     if arr.dtype.kind not in "biuf":
         raise InputError(f"X must hold real numbers (counts), got values of type {arr.dtype}")
+    if arr.dtype.kind == "b":
+        raise InputError(_BOOLEAN)
     return np.ascontiguousarray(arr, dtype=np.float32), genes
 
 

@@ -12,6 +12,7 @@ import numbers
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -294,11 +295,7 @@ def check_counts(
     if reconstruction not in _COUNT_LOSSES | _OTHER_LOSSES:
         known = ", ".join(repr(name) for name in sorted(_COUNT_LOSSES | _OTHER_LOSSES))
         raise InputError(f"unknown reconstruction {reconstruction!r}; choose one of {known}")
-    if not sp.issparse(X) and not isinstance(X, np.ndarray) and type(X).__module__.startswith(("anndata", "h5py")):
-        raise InputError(
-            f"{where} is stored on disk (a backed AnnData, {type(X).__name__}); load it into memory first "
-            "with adata = adata.to_memory(), or read the file without backed="
-        )
+    check_in_memory(X, where)
     if not sp.issparse(X):
         X = np.asarray(X)
         if X.ndim != 2:
@@ -675,6 +672,15 @@ def check_batch_key(adata: AnnData, batch_key: str | None, *, warn_missing: bool
     if warn_missing and len(known) < adata.n_obs:  # a new user found them missing from the report's tables
         warn_user(f"{adata.n_obs - len(known)} of the {adata.n_obs} cells have no batch in obs[{batch_key!r}] "
                   "(missing values): they are clustered, but left out of the clusters' batch composition")
+
+
+def check_in_memory(X: Any, where: str) -> None:
+    """Refuse a matrix that a backed AnnData keeps on disk (numpy would see a 0-d object array), with the fix."""
+    if not sp.issparse(X) and not isinstance(X, np.ndarray) and type(X).__module__.startswith(("anndata", "h5py")):
+        raise InputError(
+            f"{where} is stored on disk (a backed AnnData, {type(X).__name__}); load it into memory first "
+            "with adata = adata.to_memory(), or read the file without backed="
+        )
 
 
 def boolean_matrix_message(where: str) -> str:

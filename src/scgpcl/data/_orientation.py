@@ -109,8 +109,9 @@ def _count_evidence(X) -> tuple[str | None, str]:
     n_rows, n_cols = X.shape
     if min(n_rows, n_cols) < _MIN_FOR_COUNTS:
         return None, f"too few rows or columns ({n_rows} x {n_cols}) for the counts to tell"
-    rows = np.asarray(X.sum(axis=1)).ravel()
-    cols = np.asarray(X.sum(axis=0)).ravel()
+    # in float64: a float16 matrix's totals overflow (numpy's "overflow encountered in reduce")
+    rows = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    cols = np.asarray(X.sum(axis=0, dtype=np.float64)).ravel()
     if min(np.count_nonzero(rows > 0), np.count_nonzero(cols > 0)) < _MIN_FOR_COUNTS:
         return None, "too few non-empty rows or columns for the counts to tell"
     sr, sc = _spread(rows), _spread(cols)

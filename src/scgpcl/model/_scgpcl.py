@@ -85,6 +85,10 @@ def check_inputs(adata: Any, config: Any = None, *, copy: bool = False) -> None:
     if copy and adata.isbacked:
         raise InputError("this AnnData is backed (its X stays on disk), and copy=True cannot copy it: load it "
                          "into memory first with adata = adata.to_memory(), or read the file without backed=")
+    if adata.isbacked and adata.is_view:  # anndata refuses to turn it into an AnnData of its own: after training
+        raise InputError("this AnnData is a view of a backed AnnData (adata[mask] of a file read with backed=), "
+                         "which cannot take the results: load the subset into memory first with "
+                         "adata = adata[mask].to_memory()")
     if config is None or isinstance(config, SCGPCLConfig):
         return
     from .._config import PRESETS

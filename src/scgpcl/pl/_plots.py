@@ -270,8 +270,8 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
         if same and (adata.is_view or cached.get("embedding_sha256") in (None, digest)):
             return np.asarray(adata.obsm[store])
     ok = np.isfinite(emb).all(axis=1)
-    if ok.sum() < 3:
-        raise InputError(f"obsm[{rep!r}] has fewer than 3 cells with a finite embedding")
+    if ok.sum() < 4:  # UMAP's spectral start needs more points than its 3 eigenvectors (scipy refuses k >= N)
+        raise InputError(f"obsm[{rep!r}] has fewer than 4 cells with a finite embedding; a UMAP needs at least 4")
     # Cells with identical representations (duplicated barcodes, resampled data) share one point: as
     # separate points they form cliques at distance 0 that split the neighbour graph into many small
     # components, and UMAP's spectral start then fails with a warning per component.
@@ -281,8 +281,8 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     unique, inverse = unique[order], rank[inverse.reshape(-1)]
-    if len(unique) < 3:
-        raise InputError(f"obsm[{rep!r}] has fewer than 3 distinct finite rows; a UMAP needs at least 3")
+    if len(unique) < 4:
+        raise InputError(f"obsm[{rep!r}] has fewer than 4 distinct finite rows; a UMAP needs at least 4")
     tmp = AnnData(obs=pd.DataFrame(index=np.arange(len(unique)).astype(str)), obsm={rep: unique})
     n_nb = int(min(n_neighbors, len(unique) - 1))
     extra = {"transformer": _neighbour_transformer(len(unique), n_nb, random_state)}

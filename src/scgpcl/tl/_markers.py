@@ -12,7 +12,7 @@ from anndata import AnnData
 from .._errors import InputError, NoTestableClusters
 from .._messages import arg, listing, still_working, warn_user
 from .._threads import torch_threads_kept
-from ..data._checks import check_counts, is_number
+from ..data._checks import check_counts, check_in_memory, is_number
 
 __all__ = ["markers"]
 
@@ -63,13 +63,16 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
     _check_key(adata, key)
     layer = counts_layer(adata, key, layer)
     counts = adata.X if layer is None else adata.layers[layer]
+    where = "X" if layer is None else f"layers[{layer!r}]"
+    if counts is None:
+        raise InputError(f"adata.X is None: marker genes need the counts; pass {arg('layer=', '--layer')} naming them")
+    check_in_memory(counts, where)  # a backed AnnData's X
     clusters = adata.obs[key]
     keep = clusters.notna().to_numpy()
     if not keep.any():
         raise InputError(f"obs[{key!r}] has no clustered cells")
     x = counts[keep] if sp.issparse(counts) else np.asarray(counts)[keep]
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.array(x, dtype=np.float32)
-    where = "X" if layer is None else f"layers[{layer!r}]"
     with warnings.catch_warnings(record=True) as caught:
         # negative or NaN values raise; non-integer values only warn ("mse" input)
         warnings.simplefilter("always", UserWarning)
