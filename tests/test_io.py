@@ -267,6 +267,44 @@ def test_10x_mtx_file_with_prefix(tmp_path, counts, cells, genes):
     assert_counts(read_counts(folder / "GSM1_matrix.mtx.gz"), counts, cells, genes)
 
 
+def test_10x_mtx_folders_as_geo_holds_them(tmp_path, counts, cells, genes):
+    # features.tsv.gz without its type column failed with "cannot read ...: 2." (scanpy's KeyError: 2); a
+    # gzipped Cell Ranger v2 folder was refused; a folder of GSM123_-named files was refused
+    import gzip
+
+    two = tmp_path / "two_columns"
+    write_10x_mtx(two, counts, cells, genes)
+    with gzip.open(two / "features.tsv.gz", "wt") as handle:
+        handle.write("".join(f"ENSG{j:05d}\t{g}\n" for j, g in enumerate(genes)))
+    out = read_counts(two)
+    assert_counts(out, counts, cells, genes)
+    assert out.var["gene_ids"].iloc[0] == "ENSG00000"
+    one = tmp_path / "one_column"
+    write_10x_mtx(one, counts, cells, genes)
+    with gzip.open(one / "features.tsv.gz", "wt") as handle:
+        handle.write("".join(f"{g}\n" for g in genes))
+    assert_counts(read_counts(one), counts, cells, genes)
+    v2 = tmp_path / "v2_gzipped"
+    write_10x_mtx(v2, counts, cells, genes)
+    (v2 / "features.tsv.gz").rename(v2 / "genes.tsv.gz")
+    assert_counts(read_counts(v2), counts, cells, genes)
+    geo = tmp_path / "geo"
+    write_10x_mtx(geo, counts, cells, genes, prefix="GSM123_")
+    assert_counts(read_counts(geo), counts, cells, genes)
+    short = tmp_path / "short"  # the three files of two matrices: said, not a numpy error
+    write_10x_mtx(short, counts, cells, genes)
+    with gzip.open(short / "features.tsv.gz", "wt") as handle:
+        handle.write("".join(f"ENSG{j:05d}\t{g}\n" for j, g in enumerate(genes[:-1])))
+    with pytest.raises(InputError, match=r"holds \d+ genes x \d+ cells, but 'features.tsv.gz' lists \d+ genes: the "
+                                         r"files are not of one matrix"):
+        read_counts(short)
+    write_10x_mtx(short, counts, cells, genes)
+    with gzip.open(short / "barcodes.tsv.gz", "wt") as handle:  # the barcodes cut short
+        handle.write("".join(f"{c}\n" for c in cells[:-2]))
+    with pytest.raises(InputError, match=r"'barcodes.tsv.gz' lists \d+ cells"):
+        read_counts(short)
+
+
 def test_10x_mtx_folder_incomplete(tmp_path, counts, cells, genes):
     folder = tmp_path / "broken"
     write_10x_mtx(folder, counts, cells, genes)

@@ -116,7 +116,7 @@ def xy_h5(name: str, transpose: bool = False, n_labels: int | None = None) -> st
     return name
 
 
-def mtx_folder(name: str, drop: str | None = None) -> str:
+def mtx_folder(name: str, drop: str | None = None, n_genes_listed: int | None = None) -> str:
     import gzip
 
     import scipy.io
@@ -127,7 +127,8 @@ def mtx_folder(name: str, drop: str | None = None) -> str:
     with gzip.open(folder / "matrix.mtx.gz", "wb") as handle:
         scipy.io.mmwrite(handle, sp.coo_matrix(a.X.T), field="integer")
     with gzip.open(folder / "features.tsv.gz", "wt") as handle:
-        handle.write("".join(f"ENSG{j:011d}\t{g}\tGene Expression\n" for j, g in enumerate(a.var_names)))
+        listed = a.var_names[:n_genes_listed] if n_genes_listed is not None else a.var_names
+        handle.write("".join(f"ENSG{j:011d}\t{g}\tGene Expression\n" for j, g in enumerate(listed)))
     with gzip.open(folder / "barcodes.tsv.gz", "wt") as handle:
         handle.write("".join(f"{c}\n" for c in a.obs_names))
     if drop:
@@ -233,6 +234,9 @@ CASES: list[Case] = [
          lambda: ["cluster", text("velocyto.loom", "x"), "out.h5ad", *CLUSTER]),
     Case("10x matrix folder without barcodes.tsv.gz", [T + "test_io.py::test_10x_mtx_folder_incomplete"],
          lambda: ["cluster", mtx_folder("mtx", drop="barcodes.tsv.gz"), "out.h5ad", *CLUSTER]),
+    Case("10x matrix folder whose features file lists fewer genes than the matrix holds",
+         [T + "test_io.py::test_10x_mtx_folders_as_geo_holds_them"],
+         lambda: ["cluster", mtx_folder("mtx_short", n_genes_listed=-1), "out.h5ad", *CLUSTER]),
     Case("X/Y .h5 with fewer labels than cells", [T + "test_io.py::test_xy_h5_label_length_mismatch"],
          lambda: ["cluster", xy_h5("bench.h5", n_labels=29), "out.h5ad", *CLUSTER]),
     Case(".h5ad whose X holds text", [T + "test_io.py::test_text_in_a_dense_matrix_is_bad_input_and_a_failure_of_ours_is_not"],

@@ -9,8 +9,14 @@ path                                      reader
 AnnData ``.zarr`` store (a folder)        :func:`anndata.io.read_zarr`
 ``*.h5`` / ``*.hdf5``, 10x Genomics       :func:`scanpy.read_10x_h5`
 ``*.h5`` / ``*.hdf5``, ``X``/``Y`` sets   h5py (scDeepCluster / scDCC layout)
-folder with ``matrix.mtx[.gz]``           :func:`scanpy.read_10x_mtx`
-``*matrix.mtx[.gz]`` inside such a folder :func:`scanpy.read_10x_mtx`
+folder with ``matrix.mtx[.gz]``           :func:`scanpy.read_10x_mtx` (Cell Ranger's
+                                          layouts), :func:`scanpy.read_mtx`
+                                          (others: a gzipped v2 folder, a
+                                          features file without its type
+                                          column, as GEO re-uploads hold)
+``*matrix.mtx[.gz]`` inside such a folder the same; a folder whose one
+                                          matrix is ``PREFIX_matrix.mtx[.gz]``
+                                          reads the ``PREFIX_`` files
 ``*.csv`` / ``*.tsv`` / ``*.txt`` /       :func:`anndata.io.read_csv` /
 ``*.tab`` (each optionally ``.gz``,       :func:`anndata.io.read_text`
 ``.bz2``)
@@ -67,7 +73,7 @@ logger = logging.getLogger("scgpcl")
 SUPPORTED_FORMATS = (
     ".h5ad (AnnData); an AnnData .zarr store; "
     ".h5 / .hdf5 (10x Genomics, or the scDeepCluster/scDCC layout with datasets X and Y); "
-    "a 10x matrix folder (matrix.mtx[.gz] with features.tsv.gz or genes.tsv, and barcodes.tsv[.gz]); "
+    "a 10x matrix folder (matrix.mtx[.gz] with features.tsv[.gz] or genes.tsv[.gz], and barcodes.tsv[.gz]); "
     ".csv / .tsv / .txt / .tab text tables, optionally compressed as .gz or .bz2"
 )
 
@@ -419,7 +425,9 @@ def _detect_format(path: Path) -> tuple[str, str]:
     """Return the format key and, for 10x mtx files, the file-name prefix."""
     if path.is_dir():
         # a .zarr folder without zarr's metadata is a store too: anndata's reader then says what is wrong
-        return ("zarr" if is_zarr_store(path) else "10x-mtx"), ""
+        if is_zarr_store(path):
+            return "zarr", ""
+        return "10x-mtx", _folder_mtx_prefix(path)
     name = path.name.lower()
     for mtx in _MTX_NAMES:
         if name.endswith(mtx):
@@ -592,6 +600,23 @@ def _orient_anndata(adata: AnnData, path: Path, layer: str | None, genes_as_rows
     return adata.T
 
 
+def _folder_mtx_prefix(folder: Path) -> str:
+    """The file-name prefix of a matrix folder's files ('' for Cell Ranger's names).
+
+    A folder whose only matrix is e.g. ``GSM123_matrix.mtx.gz`` (as GEO names them) has the prefix ``GSM123_``.
+    """
+    with suppress(OSError):
+        names = [p.name for p in folder.iterdir()]
+        if any(n in _MTX_NAMES for n in names):
+            return ""
+        prefixes = {n[: len(n) - len(m)] for n in names for m in _MTX_NAMES if n.endswith(m)}
+        if len(prefixes) == 1:
+            prefix = prefixes.pop()
+            logger.info("'%s': reading the files named %s*", folder, prefix)
+            return prefix
+    return ""
+
+
 def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
     import scanpy as sc
 
@@ -599,16 +624,84 @@ def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
     present = {p.name for p in folder.iterdir()}
     legacy = {f"{prefix}matrix.mtx", f"{prefix}genes.tsv", f"{prefix}barcodes.tsv"}
     v3 = {f"{prefix}matrix.mtx.gz", f"{prefix}features.tsv.gz", f"{prefix}barcodes.tsv.gz"}
-    if not (legacy <= present or v3 <= present):
+
+    def first(*stems: str) -> str | None:  # any of the names, gzipped or not
+        return next((f"{prefix}{s}{z}" for s in stems for z in ("", ".gz") if f"{prefix}{s}{z}" in present), None)
+
+    matrix, features, barcodes = first("matrix.mtx"), first("features.tsv", "genes.tsv"), first("barcodes.tsv")
+    if not (matrix and features and barcodes):
         relevant = sorted(n for n in present if prefix in n)
         more = f" and {len(relevant) - 10} more" if len(relevant) > 10 else ""
         found = (", ".join(relevant[:10]) + more) or "nothing relevant"
         raise InputError(
             f"cannot read '{path}' as a 10x matrix folder: it needs either "
             f"{', '.join(sorted(v3))} (Cell Ranger v3+) or {', '.join(sorted(legacy))} "
-            f"(Cell Ranger v2); found: {found}"
+            f"(Cell Ranger v2), gzipped or not; found: {found}"
         )
-    return sc.read_10x_mtx(folder, prefix=prefix or None)
+    _check_mtx_lists(folder / matrix, folder / features, folder / barcodes)
+    columns = _tsv_columns(folder / features)
+    if (v3 <= present and columns >= 3) or (legacy <= present and columns >= 2):
+        return sc.read_10x_mtx(folder, prefix=prefix or None)
+    # what scanpy's reader does not take: a v2 folder gzipped, or v3 features without their type column
+    # (GEO re-uploads: scanpy fails with KeyError: 2)
+    return _read_mtx_files(folder / matrix, folder / features, folder / barcodes, columns)
+
+
+def _open_text(path: Path):
+    import gzip
+
+    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
+
+
+def _tsv_columns(path: Path) -> int:
+    """The number of tab-separated columns on a (gzipped) file's first line."""
+    with _open_text(path) as handle:
+        return len(handle.readline().rstrip("\n").split("\t"))
+
+
+def _check_mtx_lists(matrix: Path, features: Path, barcodes: Path) -> None:
+    """The gene and barcode lists have a line per row and column of the Matrix Market file (genes x cells)."""
+    with _open_text(matrix) as handle:
+        header = next((line for line in handle if not line.startswith("%")), "")
+    try:
+        n_genes, n_cells = (int(v) for v in header.split()[:2])
+    except ValueError:
+        return  # the reader says what is wrong with the matrix
+    for path, n, what in ((features, n_genes, "genes"), (barcodes, n_cells, "cells")):
+        with _open_text(path) as handle:
+            listed = sum(1 for line in handle if line.strip())
+        if listed != n:
+            raise InputError(
+                f"'{matrix.name}' holds {n_genes} genes x {n_cells} cells, but '{path.name}' lists {listed} {what}: "
+                "the files are not of one matrix (one of them cut short, or taken from another sample); "
+                "download or copy them again"
+            )
+
+
+def _read_mtx_files(matrix: Path, features: Path, barcodes: Path, columns: int) -> AnnData:
+    """A Matrix Market file (genes x cells) with its gene and barcode lists, as an AnnData of cells x genes.
+
+    Named as scanpy's 10x reader names them: gene symbols as var_names with the ids in ``var['gene_ids']``;
+    Gene Expression rows only.
+    """
+    import scanpy as sc
+
+    adata = sc.read_mtx(matrix).T
+    genes = pd.read_csv(features, header=None, sep="\t", dtype=str, keep_default_na=False)
+    cells = pd.read_csv(barcodes, header=None, sep="\t", dtype=str, keep_default_na=False)
+    adata.obs_names = cells[0].to_numpy()
+    if columns >= 2:
+        adata.var_names = genes[1].to_numpy()
+        adata.var["gene_ids"] = genes[0].to_numpy()
+    else:
+        adata.var_names = genes[0].to_numpy()
+    if columns >= 3:
+        adata.var["feature_types"] = genes[2].to_numpy()
+        adata = adata[:, (genes[2] == "Gene Expression").to_numpy()].copy()
+    logger.info("'%s': read with its %s (%s)", matrix.parent, features.name,
+                "one column: gene names" if columns == 1 else "gene ids and names" if columns == 2
+                else "gene ids, names and types")
+    return adata
 
 
 def _dense_to_csr(dset, *, transpose: bool) -> sp.csr_matrix:
