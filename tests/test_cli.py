@@ -1154,7 +1154,9 @@ def test_a_model_trained_with_use_raw_loads_on_the_file_it_came_from(small_toy, 
     import scanpy as sc
 
     a = small_toy.copy()
-    a.raw = a.copy()
+    raw = a.copy()
+    raw.var_names = [*raw.var_names[:-1], raw.var_names[0]]  # a duplicated gene name: the command renames it
+    a.raw = raw
     sc.pp.normalize_total(a)
     sc.pp.log1p(a)
     inp, out = tmp_path / "lognorm.h5ad", tmp_path / "out.h5ad"
@@ -1169,3 +1171,12 @@ def test_a_model_trained_with_use_raw_loads_on_the_file_it_came_from(small_toy, 
     again = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(out))  # the output holds the counts in X, no .raw
     np.testing.assert_array_equal(again.predict(), labels)
     assert again.counts_from_raw  # how it was trained: saved again, it still loads on the input file
+    # a .raw holding no counts (scanpy's log-normalised .raw, counts in a layer) is not read: the refusal names
+    # the layer, as for any model
+    b = ad.read_h5ad(out)
+    b.layers["counts"] = b.X.copy()
+    sc.pp.normalize_total(b)
+    sc.pp.log1p(b)
+    b.raw = b.copy()
+    with pytest.raises(InputError, match=r"layer='counts'"):
+        scgpcl.SCGPCL.load(tmp_path / "m", b)

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.io
 import scipy.sparse as sp
 
 from scgpcl import SCGPCL
@@ -295,14 +296,19 @@ def test_10x_mtx_folders_as_geo_holds_them(tmp_path, counts, cells, genes):
     write_10x_mtx(short, counts, cells, genes)
     with gzip.open(short / "features.tsv.gz", "wt") as handle:
         handle.write("".join(f"ENSG{j:05d}\t{g}\n" for j, g in enumerate(genes[:-1])))
-    with pytest.raises(InputError, match=r"holds \d+ genes x \d+ cells, but 'features.tsv.gz' lists \d+ genes: the "
-                                         r"files are not of one matrix"):
+    with pytest.raises(InputError, match=r"holds a \d+ x \d+ matrix, but 'features.tsv.gz' lists \d+ genes and "
+                                         r"'barcodes.tsv.gz' \d+ barcodes: the files are not of one matrix"):
         read_counts(short)
     write_10x_mtx(short, counts, cells, genes)
     with gzip.open(short / "barcodes.tsv.gz", "wt") as handle:  # the barcodes cut short
         handle.write("".join(f"{c}\n" for c in cells[:-2]))
-    with pytest.raises(InputError, match=r"'barcodes.tsv.gz' lists \d+ cells"):
+    with pytest.raises(InputError, match=r"'barcodes.tsv.gz' \d+ barcodes"):
         read_counts(short)
+    cells_rows = tmp_path / "cells_as_rows"  # stored cells x genes (GEO): read, not called a damaged download
+    write_10x_mtx(cells_rows, counts, cells, genes)
+    with gzip.open(cells_rows / "matrix.mtx.gz", "wb") as handle:
+        scipy.io.mmwrite(handle, sp.coo_matrix(counts), field="integer")
+    assert_counts(read_counts(cells_rows), counts, cells, genes)
 
 
 def test_10x_mtx_folder_incomplete(tmp_path, counts, cells, genes):

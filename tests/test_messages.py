@@ -79,3 +79,27 @@ def test_still_working_speaks_every_interval_innermost_only(caplog):
     assert not any(t.name == "scgpcl-still-working" for t in threading.enumerate())
     with still_working("quick", every=60):  # a phase shorter than the interval says nothing and ends at once
         pass
+
+
+def test_still_working_in_two_threads_speaks_for_both(caplog):
+    # one stack for all threads silenced a phase of one thread while another thread's phase ran
+    import threading
+    import time
+
+    from scgpcl._messages import still_working
+
+    def phase(name: str, delay: float, seconds: float) -> None:
+        time.sleep(delay)
+        with still_working(name, every=0.1):
+            time.sleep(seconds)
+
+    with caplog.at_level("INFO", logger="scgpcl"):
+        threads = [threading.Thread(target=phase, args=("A", 0.0, 0.55)),
+                   threading.Thread(target=phase, args=("B", 0.05, 0.8))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("A: still working") for m in lines) >= 3
+    assert sum(m.startswith("B: still working") for m in lines) >= 5

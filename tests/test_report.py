@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,6 +104,8 @@ def test_metrics_json_and_clusters_tsv_carry_the_runs_and_the_k_estimate(tmp_pat
     a = toy_counts(n_per=30)
     tl.cluster(a, n_clusters=3, random_state=0, n_runs=2, progress=False, **TINY)
     a.uns["scgpcl"]["auto_k"] = {"k": 3, "method": "consensus", "estimates": {"eigengap": 3}}  # as -k auto records
+    a.write_h5ad(tmp_path / "a.h5ad")  # as 'scgpcl report' reads it: the runs' K came back as an array, and
+    a = ad.read_h5ad(tmp_path / "a.h5ad")  # the report failed on `ks or []` (ValueError: truth value ...)
     write_report(a, tmp_path / "r")
     record = json.loads((tmp_path / "r" / "metrics.json").read_text())
     runs = a.uns["scgpcl"]["runs"]

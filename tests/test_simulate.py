@@ -643,3 +643,16 @@ def test_simulate_paths_as_the_other_commands_take_them(tmp_path, monkeypatch, c
     assert link.is_symlink() and anndata.read_h5ad(real).n_obs == 20
     assert "1 temporary file beside" in caplog.text and ".real.h5ad.abc.tmp" in caplog.text
     assert (real.parent / ".real.h5ad.abc.tmp").exists()
+
+
+def test_a_link_into_a_missing_folder_is_named_as_such(tmp_path, capsys):
+    # simulate and cluster said "no write permission" for a link whose target's folder does not exist
+    link = tmp_path / "dang.h5ad"
+    link.symlink_to(tmp_path / "nowhere" / "y.h5ad")
+    with pytest.raises(InputError, match=r"is a link to '.*nowhere/y\.h5ad', whose folder does not exist; create "
+                                         r"that folder first, or give another output"):
+        _cli.run(_parse(["simulate", str(link), "--n-cells", "20", "--n-genes", "30"]))
+    src = tmp_path / "in.h5ad"
+    assert _cli.run(_parse(["simulate", str(src), "--n-cells", "20", "--n-genes", "30", "--preset", "demo"])) == 0
+    assert main(["cluster", str(src), str(link), "-k", "2", "--quiet"]) == 2
+    _one_line_error(capsys, "whose folder does not exist")

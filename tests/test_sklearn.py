@@ -151,6 +151,7 @@ def test_a_pickle_keeps_the_fitted_arrays_not_the_training_state(fitted):
     for name in ("labels_", "embedding_", "cluster_centers_"):
         np.testing.assert_array_equal(getattr(back, name), getattr(fitted, name))
     assert back.n_clusters_ == fitted.n_clusters_ and back.get_params() == fitted.get_params()
+    assert copy.copy(fitted).model_ is fitted.model_  # nor is a shallow copy: the model is shared
     twin = copy.deepcopy(fitted)  # a deep copy is not a pickle: the model is copied with it
     assert twin.model_ is not None and twin.model_ is not fitted.model_
     np.testing.assert_array_equal(twin.model_.predict(), fitted.labels_)

@@ -116,6 +116,11 @@ def xy_h5(name: str, transpose: bool = False, n_labels: int | None = None) -> st
     return name
 
 
+def dangling_link(name: str) -> str:
+    Path(name).symlink_to(Path("nowhere") / "y.h5ad")
+    return name
+
+
 def mtx_folder(name: str, drop: str | None = None, n_genes_listed: int | None = None) -> str:
     import gzip
 
@@ -433,6 +438,8 @@ CASES: list[Case] = [
          lambda: ["simulate", "sim.h5ad", "--group-prob", "0.5", "0.4"]),
     Case("simulate: output folder does not exist", [T + "test_simulate.py::test_cli_bad_input"],
          lambda: ["simulate", "missing/sim.h5ad"]),
+    Case("output: a link into a folder that does not exist", [T + "test_simulate.py::test_a_link_into_a_missing_folder_is_named_as_such"],
+         lambda: ["simulate", dangling_link("dang.h5ad"), "--n-cells", "20", "--n-genes", "30"]),
     Case("simulate: --n-cells not a number", [T + "test_simulate.py::test_cli_bad_input"],
          lambda: ["simulate", "sim.h5ad", "--n-cells", "many"]),
     Case("--target-sum that --choose-target-sum would discard",
@@ -793,6 +800,8 @@ NOT_A_ROW = {
     "tests/test_runs.py::test_the_medoid_is_the_run_the_others_agree_with":
         "not an input: '== 2' matched the index of the medoid",
     "tests/test_runs.py::test_sklearn_runs": "not an input: '== 2' matched the number of runs",
+    "tests/test_cli.py::test_a_model_trained_with_use_raw_loads_on_the_file_it_came_from":
+        "loads a model on data whose .raw holds no counts: the 'X not integer counts' refusal of the rows above",
     "tests/test_runs.py::test_cluster_sizes_are_warned_about_for_the_kept_run_only":
         "not an input: '== 2' matched a count of warnings",
     "tests/test_report.py::test_a_cluster_is_not_shown_as_a_label_it_holds_no_cell_of":

@@ -96,7 +96,7 @@ def k_estimates(estimates) -> str:
 
 def per_run_k(ks) -> str:
     """``"K = 5, 6, 5"`` when the runs' K differ (K estimated per run), else ``""``."""
-    ks = [int(k) for k in ks or []]
+    ks = [] if ks is None else [int(k) for k in ks]  # an array after an .h5ad round trip: no `ks or []`
     return f"K = {', '.join(map(str, ks))}" if len(set(ks)) > 1 else ""
 
 
@@ -151,9 +151,8 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
-#: the phases being timed by :func:`still_working`, innermost last: only the innermost one speaks
-_WORKING: list[str] = []
-_WORKING_LOCK = threading.Lock()
+#: each thread's phases being timed by :func:`still_working`, innermost last: only the innermost one speaks
+_WORKING = threading.local()
 
 
 @contextmanager
@@ -167,15 +166,14 @@ def still_working(what: str, *, every: float = 30.0) -> Iterator[None]:
     log = logging.getLogger("scgpcl")
     done = threading.Event()
     start = time.perf_counter()
-    with _WORKING_LOCK:
-        _WORKING.append(what)
-        depth = len(_WORKING)
+    if not hasattr(_WORKING, "stack"):
+        _WORKING.stack = []
+    stack, token = _WORKING.stack, object()  # this thread's phases (another thread's do not silence these)
+    stack.append(token)
 
     def beat() -> None:
         while not done.wait(every):
-            with _WORKING_LOCK:
-                innermost = len(_WORKING) == depth
-            if innermost:
+            if stack and stack[-1] is token:
                 log.info("%s: still working, %.0f s so far", what, time.perf_counter() - start)
 
     thread = threading.Thread(target=beat, name="scgpcl-still-working", daemon=True)
@@ -185,5 +183,4 @@ def still_working(what: str, *, every: float = 30.0) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-        with _WORKING_LOCK:
-            _WORKING.pop()
+        stack.remove(token)

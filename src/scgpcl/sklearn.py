@@ -256,6 +256,12 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             state = {**state, "model_": None}
         return state
 
+    def __copy__(self) -> SCGPCLClustering:
+        # copy.copy is not a pickle either: it keeps model_ (shared, as a shallow copy shares its attributes)
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __deepcopy__(self, memo: dict) -> SCGPCLClustering:
         # a deep copy is not a pickle: it keeps a copy of model_ (__getstate__ would drop it)
         import copy

@@ -159,7 +159,7 @@ def _raw_counts_verdict(raw_values) -> tuple[str | None, bool]:
     return ("only zeros", False) if stats.n_nonzero == 0 else (None, False)
 
 
-def _holds_counts(values) -> bool:
+def holds_counts(values) -> bool:
     """Whether ``values`` (a layer) are raw counts: finite, non-negative integers, not all zero, not boolean."""
     try:
         if np.dtype(values.dtype).kind not in "iuf":
@@ -188,7 +188,7 @@ def count_layers(layers: Mapping[str, object] | None, *, skip: str | None = None
     """
     if layers is None:
         return []
-    names = [str(name) for name, values in layers.items() if str(name) != skip and _holds_counts(values)]
+    names = [str(name) for name, values in layers.items() if str(name) != skip and holds_counts(values)]
     return sorted(names, key=lambda n: (n.lower() not in _COUNT_LAYER_NAMES, names.index(n)))
 
 

@@ -638,13 +638,13 @@ def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
             f"{', '.join(sorted(v3))} (Cell Ranger v3+) or {', '.join(sorted(legacy))} "
             f"(Cell Ranger v2), gzipped or not; found: {found}"
         )
-    _check_mtx_lists(folder / matrix, folder / features, folder / barcodes)
+    cells_as_rows = _check_mtx_lists(folder / matrix, folder / features, folder / barcodes)
     columns = _tsv_columns(folder / features)
-    if (v3 <= present and columns >= 3) or (legacy <= present and columns >= 2):
+    if not cells_as_rows and ((v3 <= present and columns >= 3) or (legacy <= present and columns >= 2)):
         return sc.read_10x_mtx(folder, prefix=prefix or None)
-    # what scanpy's reader does not take: a v2 folder gzipped, or v3 features without their type column
-    # (GEO re-uploads: scanpy fails with KeyError: 2)
-    return _read_mtx_files(folder / matrix, folder / features, folder / barcodes, columns)
+    # what scanpy's reader does not take: a v2 folder gzipped, v3 features without their type column (GEO
+    # re-uploads: scanpy fails with KeyError: 2), a matrix stored cells x genes
+    return _read_mtx_files(folder / matrix, folder / features, folder / barcodes, columns, cells_as_rows)
 
 
 def _open_text(path: Path):
@@ -659,26 +659,37 @@ def _tsv_columns(path: Path) -> int:
         return len(handle.readline().rstrip("\n").split("\t"))
 
 
-def _check_mtx_lists(matrix: Path, features: Path, barcodes: Path) -> None:
-    """The gene and barcode lists have a line per row and column of the Matrix Market file (genes x cells)."""
+def _check_mtx_lists(matrix: Path, features: Path, barcodes: Path) -> bool:
+    """Whether the Matrix Market file is stored cells x genes (10x stores genes x cells).
+
+    Told from the gene and barcode lists, which must have a line per row and column of it in one of the two
+    orders; otherwise the files are not of one matrix, and that is said.
+    """
     with _open_text(matrix) as handle:
         header = next((line for line in handle if not line.startswith("%")), "")
     try:
-        n_genes, n_cells = (int(v) for v in header.split()[:2])
+        n_rows, n_cols = (int(v) for v in header.split()[:2])
     except ValueError:
-        return  # the reader says what is wrong with the matrix
-    for path, n, what in ((features, n_genes, "genes"), (barcodes, n_cells, "cells")):
+        return False  # the reader says what is wrong with the matrix
+    listed = []
+    for path in (features, barcodes):
         with _open_text(path) as handle:
-            listed = sum(1 for line in handle if line.strip())
-        if listed != n:
-            raise InputError(
-                f"'{matrix.name}' holds {n_genes} genes x {n_cells} cells, but '{path.name}' lists {listed} {what}: "
-                "the files are not of one matrix (one of them cut short, or taken from another sample); "
-                "download or copy them again"
-            )
+            listed.append(sum(1 for line in handle if line.strip()))
+    n_genes, n_cells = listed
+    if (n_rows, n_cols) == (n_genes, n_cells):
+        return False
+    if (n_rows, n_cols) == (n_cells, n_genes):
+        logger.info("'%s' is stored cells x genes (%d x %d; 10x stores genes x cells): read as such", matrix.name,
+                    n_rows, n_cols)
+        return True
+    raise InputError(
+        f"'{matrix.name}' holds a {n_rows} x {n_cols} matrix, but '{features.name}' lists {n_genes} genes and "
+        f"'{barcodes.name}' {n_cells} barcodes: the files are not of one matrix (one of them cut short, or taken "
+        "from another sample); download or copy them again"
+    )
 
 
-def _read_mtx_files(matrix: Path, features: Path, barcodes: Path, columns: int) -> AnnData:
+def _read_mtx_files(matrix: Path, features: Path, barcodes: Path, columns: int, cells_as_rows: bool = False) -> AnnData:
     """A Matrix Market file (genes x cells) with its gene and barcode lists, as an AnnData of cells x genes.
 
     Named as scanpy's 10x reader names them: gene symbols as var_names with the ids in ``var['gene_ids']``;
@@ -686,7 +697,8 @@ def _read_mtx_files(matrix: Path, features: Path, barcodes: Path, columns: int) 
     """
     import scanpy as sc
 
-    adata = sc.read_mtx(matrix).T
+    adata = sc.read_mtx(matrix)
+    adata = adata if cells_as_rows else adata.T
     genes = pd.read_csv(features, header=None, sep="\t", dtype=str, keep_default_na=False)
     cells = pd.read_csv(barcodes, header=None, sep="\t", dtype=str, keep_default_na=False)
     adata.obs_names = cells[0].to_numpy()

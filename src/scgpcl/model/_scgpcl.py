@@ -35,7 +35,7 @@ from .._messages import (
 from .._signals import deferred
 from .._threads import thread_count_problem
 from ..data import PreparedData, choose_target_sum, prepare, sample_components, with_target_sum
-from ..data._checks import check_counts, check_distinct_cells, check_n_clusters, warn_low_count_cells
+from ..data._checks import check_counts, check_distinct_cells, check_n_clusters, holds_counts, warn_low_count_cells
 from ..data._orientation import anndata_looks_transposed
 from ..data._sharded import make_loader
 from ..distributed import check_process_devices, rank_device
@@ -643,10 +643,13 @@ class SCGPCL:
         if expected is not None and (d / _WEIGHTS).is_file() and sha256_of(d / _WEIGHTS) != expected:
             raise InputError(f"'{d / _WEIGHTS}' is not the weights '{d / _CONFIG}' was saved with (damaged, or "
                              "left by an interrupted save or another save into the folder); save the model again")
-        from_raw = layer is _SAVED_LAYER and bool(meta.get("counts_from_raw")) and adata.raw is not None
-        if from_raw:  # trained with --use-raw on a file like this one (its output file has the counts in X)
+        # trained with --use-raw on a file like this one (its output file has the counts in X, and no .raw); a
+        # .raw that holds no counts (scanpy's log-normalised one) is left alone: the checks below name the layers
+        if (layer is _SAVED_LAYER and meta.get("counts_from_raw") and adata.raw is not None
+                and holds_counts(adata.raw.X)):
             log.info("reading the counts from .raw, as the model was trained (--use-raw)")
             adata = adata.raw.to_adata()
+            adata.var_names_make_unique()  # as the command made them when it read the file
         genes = [str(g) for g in meta["genes"]]
         _check_unique_genes(adata)
         # save() stores the names as strings; compare them as strings so that non-string
@@ -680,7 +683,9 @@ class SCGPCL:
             # the same cells in another order: the same features, so the same embedding and (with DEC's
             # centres) the same labels, in this order (a model saved without the sorted digest warns as before)
             self._other_cells = False
-            log.info("the model's %d cells, in another order: the results follow this AnnData's order", adata.n_obs)
+            log.info("the model's %d cells, in another order: the results follow this AnnData's order%s",
+                     adata.n_obs, "" if meta["has_cluster_centres"] else
+                     " (without fine-tuning the clusters come from k-means again, which may number them otherwise)")
         if self._other_cells:
             warn_user(f"the AnnData ({adata.n_obs} cells) is not the one this model was trained on "
                       f"({trained_on['n_obs']} cells{', other cell names' if trained_on['n_obs'] == adata.n_obs else ''}"

@@ -147,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist; create it first (mkdir -p '{parent}')")
     target = out.resolve() if out.is_symlink() else out  # a link's target is the file replaced, as in 'cluster'
+    if target is not out and not target.parent.is_dir():
+        raise InputError(f"'{out}' is a link to '{os.readlink(out)}', whose folder does not exist; create that "
+                         "folder first, or give another output")
     check_writable(target.parent, "the simulated data")
     warn_leftovers(target)
 
