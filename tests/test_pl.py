@@ -75,6 +75,27 @@ def test_show_returns_none_as_scanpy_does(adata, monkeypatch):
     assert scgpcl.pl.cluster_sizes(adata) is not None and shown == [1]
 
 
+def test_one_panel_figures_draw_into_an_axes_of_ones_own(adata):
+    """scanpy's ax=: the figures could not be put into a user's own subplots."""
+    from matplotlib.figure import Figure
+
+    a = adata.copy()
+    a.obs["sample"] = np.where(np.arange(a.n_obs) % 2, "s1", "s2")
+    fig = Figure(figsize=(16, 4))
+    axes = fig.subplots(1, 4)
+    drawn = [scgpcl.pl.training_curves(a, ax=axes[0]), scgpcl.pl.contingency(a, label_key="cell_type", ax=axes[1]),
+             scgpcl.pl.cluster_sizes(a, label_key="cell_type", ax=axes[2]),
+             scgpcl.pl.batch_composition(a, "sample", ax=axes[3])]
+    assert all(d is fig for d in drawn)  # the caller's figure, drawn into, returned
+    assert fig.legends == [] and axes[0].get_legend() is not None  # the curves' legend stays on their axes
+    assert [ax.get_title() for ax in axes[:3]] == [
+        "Training curves (scgpcl)", _titles(scgpcl.pl.contingency(a, label_key="cell_type"))[0],
+        _titles(scgpcl.pl.cluster_sizes(a, label_key="cell_type"))[0]]
+    assert len(axes[3].patches) > 0 and len(axes[2].patches) > 0  # the bars are on the given axes
+    # each panel as the function alone draws it: the same number of bars
+    assert len(axes[2].patches) == len(scgpcl.pl.cluster_sizes(a, label_key="cell_type").axes[0].patches)
+
+
 def test_training_curves_marks_stages_and_stops(adata):
     fig = scgpcl.pl.training_curves(adata)
     ax = fig.axes[0]

@@ -12,6 +12,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import InputError
@@ -44,6 +45,14 @@ def _new_figure(figsize: tuple[float, float], show: bool) -> Figure:
 
         return plt.figure(figsize=figsize, layout="constrained")
     return Figure(figsize=figsize, layout="constrained")
+
+
+def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float], show: bool) -> tuple[Figure, Axes]:
+    """A new figure with one axes, or the figure of the ``ax`` the caller gave (scanpy's ``ax=``)."""
+    if ax is None:
+        fig = _new_figure(figsize, show)
+        return fig, fig.add_subplot()
+    return ax.figure, ax
 
 
 def _finish(fig: Figure, show: bool) -> Figure | None:
@@ -413,7 +422,8 @@ def _x(history_stage) -> np.ndarray:
     return np.asarray(history_stage.get("round", history_stage.get("epoch", [])))
 
 
-def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, show: bool = False) -> Figure | None:
+def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, ax: Axes | None = None,
+                    show: bool = False) -> Figure | None:
     """Every loss term of each training stage on one axis of rounds.
 
     Pre-training and fine-tuning follow each other on the x axis (fine-tuning
@@ -432,6 +442,9 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     log
         Logarithmic loss axis (terms differ by orders of magnitude); falls
         back to linear when a term is not positive.
+    ax
+        A matplotlib ``Axes`` to draw into (a panel of your own ``plt.subplots``); the figure, its size and
+        layout are then yours, and the one returned is the axes' figure. None: a figure of its own.
     show
         Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
         returned figure a second time). Otherwise the figure is returned, not shown.
@@ -445,8 +458,8 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     if not names:
         raise InputError(f"uns[{key!r}]['history'] has no training rounds to plot")
 
-    fig = _new_figure((9.0, 5.0), show)
-    ax = fig.add_subplot()
+    own = ax is None
+    fig, ax = _figure_and_axes(ax, (9.0, 5.0), show)
     ax2 = ax.twinx()
     offset = 0
     labelled: set[str] = set()
@@ -527,7 +540,10 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, sh
     ax.patch.set_visible(False)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=4, frameon=False, fontsize="small")
+    if own:  # below the axes, outside them
+        fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=4, frameon=False, fontsize="small")
+    else:  # the figure is the caller's: the legend stays on the axes
+        ax.legend(h1 + h2, l1 + l2, ncol=2, frameon=False, fontsize="x-small")
     ax.set_title(f"Training curves ({key})", pad=18)
     return _finish(fig, show)
 
@@ -552,6 +568,7 @@ def contingency(
     *,
     key: str = "scgpcl",
     label_key: str,
+    ax: Axes | None = None,
     show: bool = False,
 ) -> Figure | None:
     """Heatmap of clusters (rows) against reference labels (columns).
@@ -570,6 +587,9 @@ def contingency(
         Its ``key_added``.
     label_key
         ``obs`` column with reference labels (cells without one are left out).
+    ax
+        A matplotlib ``Axes`` to draw into (a panel of your own ``plt.subplots``); the figure, its size and
+        layout are then yours, and the one returned is the axes' figure. None: a figure of its own.
     show
         Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
         returned figure a second time). Otherwise the figure is returned, not shown.
@@ -596,8 +616,8 @@ def contingency(
 
     n_rows, n_cols = table.shape
     longest = max(len(s) for s in col_names)
-    fig = _new_figure((max(4.6, 2.4 + 0.62 * n_cols), max(3.4, 1.6 + 0.42 * n_rows + 0.07 * longest)), show)
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, (max(4.6, 2.4 + 0.62 * n_cols), max(3.4, 1.6 + 0.42 * n_rows + 0.07 * longest)),
+                               show)
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     if n_rows * n_cols <= 900:
         fontsize = "small" if n_rows * n_cols <= 200 else "xx-small"
@@ -803,6 +823,7 @@ def cluster_sizes(
     key: str = "scgpcl",
     label_key: str | None = None,
     match_colours: bool = True,
+    ax: Axes | None = None,
     show: bool = False,
 ) -> Figure | None:
     """Bar chart of the number of cells per cluster.
@@ -825,6 +846,9 @@ def cluster_sizes(
         With ``label_key``: each reference label takes the colour of the
         cluster it is matched to (:func:`matched_palettes`). ``False``: the
         labels' own :func:`palette`.
+    ax
+        A matplotlib ``Axes`` to draw into (a panel of your own ``plt.subplots``); the figure, its size and
+        layout are then yours, and the one returned is the axes' figure. None: a figure of its own.
     show
         Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
         returned figure a second time). Otherwise the figure is returned, not shown.
@@ -839,8 +863,7 @@ def cluster_sizes(
     counts = values.astype(str)[values.notna()].value_counts()
     sizes = np.array([int(counts.get(n, 0)) for n in names])
     n_missing = int(values.isna().sum())
-    fig = _new_figure((max(4.8, 1.8 + 0.45 * len(names) + (2.0 if label_key else 0)), 3.8), show)
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, (max(4.8, 1.8 + 0.45 * len(names) + (2.0 if label_key else 0)), 3.8), show)
     x = np.arange(len(names))
     if label_key is None:
         colours = palette(adata, key)
@@ -888,6 +911,7 @@ def batch_composition(
     batch_key: str,
     *,
     key: str = "scgpcl",
+    ax: Axes | None = None,
     show: bool = False,
 ) -> Figure | None:
     """Each batch's cells across the clusters: one bar per batch, its clusters' shares stacked to 100 %.
@@ -907,6 +931,9 @@ def batch_composition(
         Column of ``obs`` naming each cell's batch (sample, donor, run).
     key
         The clustering's ``key_added``.
+    ax
+        A matplotlib ``Axes`` to draw into (a panel of your own ``plt.subplots``); the figure, its size and
+        layout are then yours, and the one returned is the axes' figure. None: a figure of its own.
     show
         Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
         returned figure a second time). Otherwise the figure is returned, not shown.
@@ -919,8 +946,7 @@ def batch_composition(
     shares = table.to_numpy() / np.maximum(n_cells[:, None], 1)
     colours = palette(adata, key)
     batches = [str(b) for b in table.index]
-    fig = _new_figure((7.4, max(2.2, 1.3 + 0.38 * len(batches))), show)
-    ax = fig.add_subplot()
+    fig, ax = _figure_and_axes(ax, (7.4, max(2.2, 1.3 + 0.38 * len(batches))), show)
     y = np.arange(len(batches))
     left = np.zeros(len(batches))
     for j, cluster in enumerate(table.columns):
