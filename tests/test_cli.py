@@ -1180,3 +1180,23 @@ def test_a_model_trained_with_use_raw_loads_on_the_file_it_came_from(small_toy, 
     b.raw = b.copy()
     with pytest.raises(InputError, match=r"layer='counts'"):
         scgpcl.SCGPCL.load(tmp_path / "m", b)
+
+
+def test_an_mse_model_trained_with_use_raw_reads_raw_again_though_it_holds_no_integers(small_toy, tmp_path):
+    # with reconstruction mse the command trains on .raw's values as they are (estimated counts); load read the
+    # log-normalised X instead, since .raw held no integer counts
+    import scanpy as sc
+
+    a = small_toy.copy()
+    raw = a.copy()
+    raw.X = raw.X * 1.37  # estimated counts: not integers
+    a.raw = raw
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    inp, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    a.write_h5ad(inp)
+    assert main(["cluster", str(inp), str(out), "-k", "3", "--use-raw", "--reconstruction", "mse", "--quiet",
+                 "--save-model", str(tmp_path / "m"), *TINY_ARGS]) == 0
+    on_input = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(inp)).get_latent_representation()
+    on_output = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(out)).get_latent_representation()
+    np.testing.assert_allclose(on_input, on_output, atol=1e-5)

@@ -94,6 +94,10 @@ def test_one_panel_figures_draw_into_an_axes_of_ones_own(adata):
     assert len(axes[3].patches) > 0 and len(axes[2].patches) > 0  # the bars are on the given axes
     # each panel as the function alone draws it: the same number of bars
     assert len(axes[2].patches) == len(scgpcl.pl.cluster_sizes(a, label_key="cell_type").axes[0].patches)
+    # an axes of a SubFigure: the Figure comes back (a SubFigure has no savefig)
+    root = Figure(figsize=(8, 4), layout="constrained")
+    left, _ = root.subfigures(1, 2)
+    assert scgpcl.pl.contingency(a, label_key="cell_type", ax=left.subplots()) is root
 
 
 def test_training_curves_marks_stages_and_stops(adata):

@@ -656,3 +656,16 @@ def test_a_link_into_a_missing_folder_is_named_as_such(tmp_path, capsys):
     assert _cli.run(_parse(["simulate", str(src), "--n-cells", "20", "--n-genes", "30", "--preset", "demo"])) == 0
     assert main(["cluster", str(src), str(link), "-k", "2", "--quiet"]) == 2
     _one_line_error(capsys, "whose folder does not exist")
+    # a link to a link: the folder named is the one missing at the end of the chain, not the first hop's
+    (tmp_path / "hop").mkdir()
+    (tmp_path / "hop" / "h.h5ad").symlink_to(tmp_path / "gone" / "final.h5ad")
+    chain = tmp_path / "chain.h5ad"
+    chain.symlink_to(tmp_path / "hop" / "h.h5ad")
+    with pytest.raises(InputError, match=r"is a link to '.*gone/final\.h5ad', whose folder does not exist"):
+        _cli.run(_parse(["simulate", str(chain), "--n-cells", "20", "--n-genes", "30"]))
+    loop = tmp_path / "loop.h5ad"  # Python's own RuntimeError ('Symlink loop') from inside, exit 1
+    loop.symlink_to(loop)
+    with pytest.raises(InputError, match=r"is a link that leads back to itself \(a loop\)"):
+        _cli.run(_parse(["simulate", str(loop), "--n-cells", "20", "--n-genes", "30"]))
+    assert main(["cluster", str(src), str(loop), "-k", "2", "--quiet"]) == 2
+    _one_line_error(capsys, "leads back to itself")

@@ -52,6 +52,25 @@ def replacement_mode(path: str | os.PathLike, default: int) -> int:
 PROBE_PREFIX = ".scgpcl-write-test-"
 
 
+def output_target(out: Path) -> Path:
+    """The file an output path replaces: the path itself, or the end of the link (chain) it is.
+
+    Refuses, with the fix, a link that loops and a link into a folder that does not exist (the write would
+    fail there, as a permission problem). The folder is named relative to the working directory.
+    """
+    if not out.is_symlink():
+        return out
+    try:
+        target = out.resolve()
+    except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError (ELOOP) from 3.13
+        raise InputError(f"output '{out}' is a link that leads back to itself (a loop); remove it, or give "
+                         "another output") from None
+    if not target.parent.is_dir():
+        raise InputError(f"output '{out}' is a link to '{os.path.relpath(target)}', whose folder does not exist; "
+                         "create that folder first, or give another output")
+    return target
+
+
 def check_writable(folder: str | os.PathLike, what: str) -> None:
     """Refuse a folder we cannot create files in now, before any work whose result would be lost.
 

@@ -26,6 +26,7 @@ from ._fs import (
     exit_past_unclosable_hdf5,
     is_probe,
     is_zarr_store,
+    output_target,
     replacement_mode,
     unclosable_hdf5_left,
     warn_leftovers,
@@ -509,10 +510,7 @@ def _check_h5ad_out(path: str, overwrite: bool, input_path: str | None = None) -
         raise InputError(f"output '{out}' is a folder; give a file name ending in .h5ad")
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' exists; pass --overwrite to replace it, or choose another name")
-    target = out.resolve() if out.is_symlink() else out  # the file a link points to is the one replaced
-    if target is not out and not target.parent.is_dir():
-        raise InputError(f"output '{out}' is a link to '{os.readlink(out)}', whose folder does not exist; create "
-                         "that folder first, or give another output")
+    target = output_target(out)  # the file a link points to is the one replaced
     check_writable(target.parent, "the output")
     if not os.environ.get(_launch.CHILD_ENV) and _launch.env_rank() == 0:  # --processes: the launcher says it
         warn_leftovers(target)

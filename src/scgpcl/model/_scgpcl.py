@@ -643,10 +643,11 @@ class SCGPCL:
         if expected is not None and (d / _WEIGHTS).is_file() and sha256_of(d / _WEIGHTS) != expected:
             raise InputError(f"'{d / _WEIGHTS}' is not the weights '{d / _CONFIG}' was saved with (damaged, or "
                              "left by an interrupted save or another save into the folder); save the model again")
-        # trained with --use-raw on a file like this one (its output file has the counts in X, and no .raw); a
-        # .raw that holds no counts (scanpy's log-normalised one) is left alone: the checks below name the layers
+        # trained with --use-raw on a file like this one (its output file has the counts in X, and no .raw). For
+        # the count losses, a .raw that holds no counts (scanpy's log-normalised one) is left alone: the checks
+        # below name the layers. With mse the command took .raw's values as they were (estimated counts)
         if (layer is _SAVED_LAYER and meta.get("counts_from_raw") and adata.raw is not None
-                and holds_counts(adata.raw.X)):
+                and (config.model.reconstruction == "mse" or holds_counts(adata.raw.X))):
             log.info("reading the counts from .raw, as the model was trained (--use-raw)")
             adata = adata.raw.to_adata()
             adata.var_names_make_unique()  # as the command made them when it read the file

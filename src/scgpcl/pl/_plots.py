@@ -61,6 +61,8 @@ def _finish(fig: Figure, show: bool) -> Figure | None:
 
         plt.show()
         return None
+    while getattr(fig, "figure", fig) is not fig:  # an ax= in a SubFigure: the Figure that can be saved
+        fig = fig.figure
     return fig
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scgpcl._errors import InputError, OutputFailed
-from scgpcl._fs import check_writable, warn_leftovers
+from scgpcl._fs import check_writable, output_target, warn_leftovers
 from scgpcl._messages import counted, still_working
 
 from ._names import PRESET_NAMES
@@ -146,10 +146,7 @@ def run(args: argparse.Namespace) -> int:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist; create it first (mkdir -p '{parent}')")
-    target = out.resolve() if out.is_symlink() else out  # a link's target is the file replaced, as in 'cluster'
-    if target is not out and not target.parent.is_dir():
-        raise InputError(f"'{out}' is a link to '{os.readlink(out)}', whose folder does not exist; create that "
-                         "folder first, or give another output")
+    target = output_target(out)  # a link's target is the file replaced, as in 'cluster'
     check_writable(target.parent, "the simulated data")
     warn_leftovers(target)
 
