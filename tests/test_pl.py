@@ -75,7 +75,7 @@ def test_show_returns_none_as_scanpy_does(adata, monkeypatch):
     assert scgpcl.pl.cluster_sizes(adata) is not None and shown == [1]
 
 
-def test_one_panel_figures_draw_into_an_axes_of_ones_own(adata):
+def test_figures_draw_into_axes_of_ones_own(adata):
     """scanpy's ax=: the figures could not be put into a user's own subplots."""
     from matplotlib.figure import Figure
 
@@ -94,6 +94,14 @@ def test_one_panel_figures_draw_into_an_axes_of_ones_own(adata):
     assert len(axes[3].patches) > 0 and len(axes[2].patches) > 0  # the bars are on the given axes
     # each panel as the function alone draws it: the same number of bars
     assert len(axes[2].patches) == len(scgpcl.pl.cluster_sizes(a, label_key="cell_type").axes[0].patches)
+    # umap: one axes per panel
+    two = Figure(figsize=(8, 4))
+    left, right = two.subplots(1, 2)
+    assert scgpcl.pl.umap(a, label_key="cell_type", ax=[left, right]) is two
+    assert [left.get_title(), right.get_title()] == ["clusters: scgpcl", "reference: cell_type"]
+    assert scgpcl.pl.umap(a, ax=left) is two
+    with pytest.raises(InputError, match=r"umap draws 2 panel\(s\) here .*: pass ax= as two axes"):
+        scgpcl.pl.umap(a, label_key="cell_type", ax=left)
     # an axes of a SubFigure: the Figure comes back (a SubFigure has no savefig)
     root = Figure(figsize=(8, 4), layout="constrained")
     left, _ = root.subfigures(1, 2)

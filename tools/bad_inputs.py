@@ -623,6 +623,15 @@ def _python_cases() -> list[Case]:
         a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
         pl.cluster_sizes(a, key="other")
 
+    def umap_one_axes_for_two_panels():
+        from matplotlib.figure import Figure
+
+        from scgpcl import pl
+
+        a = toy()
+        a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
+        pl.umap(a, label_key="cell_type", ax=Figure().subplots())
+
     def umap_identical_cells():
         from scgpcl import pl
 
@@ -732,6 +741,8 @@ def _python_cases() -> list[Case]:
         Case("n_runs=0", [T + "test_runs.py::test_a_bad_number_of_runs_is_refused_before_training"], call=zero_runs),
         Case("a figure for a key with no clustering", [T + "test_pl.py::test_missing_keys_raise_input_error", T + "test_pl.py::test_umap_without_embedding"],
              call=pl_missing),
+        Case("pl.umap with label_key (two panels) given one axes", [T + "test_pl.py::test_figures_draw_into_axes_of_ones_own"],
+             call=umap_one_axes_for_two_panels),
         Case("a UMAP of a representation with fewer than 4 distinct cells",
              [T + "test_pl.py::test_umap_needs_four_distinct_cells"], call=umap_identical_cells),
     ]

@@ -8,8 +8,8 @@
 >>> scgpcl.pl.batch_composition(adata, "sample")
 
 Nothing is shown unless ``show=True`` (which shows the figure and returns None, as scanpy does); save a
-returned figure with ``fig.savefig("umap.png")``. The one-panel figures (``training_curves``,
-``contingency``, ``cluster_sizes``, ``batch_composition``) take ``ax=``, an axes of your own to draw into.
+returned figure with ``fig.savefig("umap.png")``. All but ``marker_dotplot`` take ``ax=``, axes of
+your own to draw into (``umap``: one per panel).
 """
 
 from ._plots import (

@@ -8,6 +8,7 @@ figure accumulates in pyplot's memory unless ``show=True`` asks for it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -344,6 +345,7 @@ def umap(
     random_state: int = UMAP_RANDOM_STATE,
     recompute: bool = False,
     match_colours: bool = True,
+    ax: Axes | Sequence[Axes] | None = None,
     show: bool = False,
 ) -> Figure | None:
     """UMAP of the learned embedding, coloured by cluster (and by reference labels).
@@ -370,6 +372,9 @@ def umap(
         Passed to scanpy's ``neighbors`` and ``umap``.
     recompute
         Ignore stored coordinates.
+    ax
+        Axes of your own to draw into, one per panel: an ``Axes`` for the clusters alone, two (e.g.
+        ``ax=[left, right]``) with ``label_key``. The returned figure is theirs. None: a figure of its own.
     show
         Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
         returned figure a second time). Otherwise the figure is returned, not shown.
@@ -377,18 +382,27 @@ def umap(
     _check_obs(adata, key, "clusters")
     if label_key is not None:
         _check_obs(adata, label_key, "reference labels")
-    coords = _umap_coords(adata, key, n_neighbors, random_state, recompute)
     panels = [(key, f"clusters: {key}")]
     if label_key is not None:
         panels.append((label_key, f"reference: {label_key}"))
+    if ax is not None:  # before the UMAP's minutes
+        axes = [ax] if isinstance(ax, Axes) else list(ax)
+        if len(axes) != len(panels) or not all(isinstance(a, Axes) for a in axes):
+            what = "the clusters and the reference labels" if label_key is not None else "the clusters"
+            raise InputError(f"umap draws {len(panels)} panel(s) here ({what}): pass ax= as "
+                             + ("two axes, e.g. ax=[left, right]" if len(panels) == 2 else "one axes"))
+    coords = _umap_coords(adata, key, n_neighbors, random_state, recompute)
     colours = {key: palette(adata, key)}
     if label_key is not None:
         colours[key], colours[label_key] = (matched_palettes(adata, key, label_key) if match_colours
                                             else (palette(adata, key), palette(adata, label_key)))
-    fig = _new_figure((5.4 * len(panels), 4.4), show)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (column, title) in zip(axes, panels, strict=True):
-        _scatter_categories(ax, coords, adata.obs[column], colours[column], title)
+    if ax is None:
+        fig = _new_figure((5.4 * len(panels), 4.4), show)
+        axes = list(fig.subplots(1, len(panels), squeeze=False)[0])
+    else:
+        fig = axes[0].figure
+    for a, (column, title) in zip(axes, panels, strict=True):
+        _scatter_categories(a, coords, adata.obs[column], colours[column], title)
     return _finish(fig, show)
 
 
