@@ -545,13 +545,19 @@ def _python_cases() -> list[Case]:
         a = toy()
         tl.store_results(a[::-1].copy(), SCGPCL(a, 3))  # refused before predict(): no training needed
 
-    def backed():
-        toy().write_h5ad("backed.h5ad")
-        a = ad.read_h5ad("backed.h5ad", backed="r")
+    @contextlib.contextmanager
+    def read_backed(a, name: str):
+        """``a`` written to ``name`` and read back backed (X on disk), closed after the block."""
+        a.write_h5ad(name)
+        b = ad.read_h5ad(name, backed="r")
         try:
-            check_counts(a.X)
+            yield b
         finally:  # an h5py file left open until the interpreter's exit can crash it there
-            a.file.close()
+            b.file.close()
+
+    def backed():
+        with read_backed(toy(), "backed.h5ad") as a:
+            check_counts(a.X)
 
     def x_none():
         a = toy()
@@ -655,22 +661,14 @@ def _python_cases() -> list[Case]:
         SCGPCLClustering(n_clusters=3).fit(np.ma.masked_array(x, mask=x > 2))
 
     def backed_view():
-        toy().write_h5ad("backed_view.h5ad")
-        a = ad.read_h5ad("backed_view.h5ad", backed="r")
-        try:
+        with read_backed(toy(), "backed_view.h5ad") as a:
             tl.cluster(a[:50], n_clusters=3, progress=False)
-        finally:
-            a.file.close()
 
     def backed_markers():
         a = toy()
         a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
-        a.write_h5ad("backed_markers.h5ad")
-        b = ad.read_h5ad("backed_markers.h5ad", backed="r")
-        try:
+        with read_backed(a, "backed_markers.h5ad") as b:
             tl.markers(b)
-        finally:
-            b.file.close()
 
     def sklearn_boolean():
         SCGPCLClustering(n_clusters=3).fit(toy().X > 0)
@@ -681,12 +679,8 @@ def _python_cases() -> list[Case]:
         a.layers["ln"].data = np.log1p(a.layers["ln"].data)
         a.raw = a.copy()
         a.raw.X.data[:] = np.log1p(a.raw.X.data)
-        a.write_h5ad("raw_backed.h5ad")
-        b = ad.read_h5ad("raw_backed.h5ad", backed="r")
-        try:
+        with read_backed(a, "raw_backed.h5ad") as b:
             SCGPCL(b, 3, layer="ln")
-        finally:
-            b.file.close()
 
     return [
         Case("n_clusters=2.5", [T + "test_checks.py::test_bad_n_clusters", T + "test_auto_k.py::test_bad_n_clusters_still_raise"],

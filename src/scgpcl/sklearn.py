@@ -211,11 +211,11 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
 
         config = self._config()
         seed = _seed_from(self.random_state)
-        counts, genes = _as_counts(X)
-        adata = AnnData(counts)
-        adata.var_names = genes if genes is not None else [f"gene_{j}" for j in range(counts.shape[1])]
-        adata.obs_names = [f"cell_{i}" for i in range(counts.shape[0])]
         with array_input():  # input errors speak of the matrix, not of the AnnData it was wrapped in
+            counts, genes = _as_counts(X)
+            adata = AnnData(counts)
+            adata.var_names = genes if genes is not None else [f"gene_{j}" for j in range(counts.shape[1])]
+            adata.obs_names = [f"cell_{i}" for i in range(counts.shape[0])]
             model, self.runs_ = train_runs(
                 lambda seed: SCGPCL(adata, self.n_clusters, config=config, random_state=seed, device=self.device),
                 seed, self.n_runs, progress=self.progress)
@@ -288,13 +288,10 @@ def _seed_from(random_state: Any) -> Any:
     return random_state  # None, an int, or a bad value that the model's check names
 
 
-#: the refusal scgpcl.tl.cluster gives a boolean matrix, worded for a matrix (the estimator casts to float32)
-_BOOLEAN = ("X holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: scgpcl needs the "
-            "raw integer counts. Pass the count matrix this was made from")
-
-
 def _as_counts(X) -> tuple[Any, list[str] | None]:
     """Counts as a CSR or dense float32 matrix, plus gene names from a DataFrame's columns."""
+    from .data._checks import boolean_matrix_message
+
     genes = None
     if type(X).__name__ == "AnnData":
         raise InputError("fit takes a cells x genes matrix, not an AnnData: pass adata.X (or the counts layer), "
@@ -306,7 +303,7 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
         X = X.to_memory()
     if isinstance(X, pd.DataFrame):
         if any(pd.api.types.is_bool_dtype(t) for t in X.dtypes):
-            raise InputError(_BOOLEAN)
+            raise InputError(boolean_matrix_message("X"))  # before the cast to float32
         if all(isinstance(c, str) for c in X.columns):
             genes = [str(c) for c in X.columns]
             if len(set(genes)) != len(genes):
@@ -318,7 +315,7 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
         if X.ndim != 2:
             raise InputError(f"X must be a 2-d cells x genes matrix, got shape {X.shape}")
         if np.dtype(X.dtype).kind == "b":
-            raise InputError(_BOOLEAN)
+            raise InputError(boolean_matrix_message("X"))  # before the cast to float32
         return sp.csr_matrix(X, dtype=np.float32), genes
     try:
         arr = np.asarray(X)
@@ -329,7 +326,7 @@ def _as_counts(X) -> tuple[Any, list[str] | None]:
     if arr.dtype.kind not in "biuf":
         raise InputError(f"X must hold real numbers (counts), got values of type {arr.dtype}")
     if arr.dtype.kind == "b":
-        raise InputError(_BOOLEAN)
+        raise InputError(boolean_matrix_message("X"))  # before the cast to float32
     return np.ascontiguousarray(arr, dtype=np.float32), genes
 
 

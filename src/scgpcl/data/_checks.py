@@ -684,9 +684,10 @@ def check_in_memory(X: Any, where: str) -> None:
 
 
 def boolean_matrix_message(where: str) -> str:
+    fix = ("Pass the count matrix this was made from" if is_array_input() else  # the estimator's matrix
+           f"Go back to the count matrix this was made from (if it is in a layer, pick it with {arg('layer=', '--layer')})")
     return (f"{where} holds True/False values (a boolean matrix, e.g. detected / not detected), not counts: "
-            f"scgpcl needs the raw integer counts. Go back to the count matrix this was made from (if it is "
-            f"in a layer, pick it with {arg('layer=', '--layer')})")
+            f"scgpcl needs the raw integer counts. {fix}")
 
 
 def is_number(text: str) -> bool:

@@ -638,8 +638,7 @@ def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
             f"{', '.join(sorted(v3))} (Cell Ranger v3+) or {', '.join(sorted(legacy))} "
             f"(Cell Ranger v2), gzipped or not; found: {found}"
         )
-    cells_as_rows = _check_mtx_lists(folder / matrix, folder / features, folder / barcodes)
-    columns = _tsv_columns(folder / features)
+    cells_as_rows, columns = _check_mtx_lists(folder / matrix, folder / features, folder / barcodes)
     if not cells_as_rows and ((v3 <= present and columns >= 3) or (legacy <= present and columns >= 2)):
         return sc.read_10x_mtx(folder, prefix=prefix or None)
     # what scanpy's reader does not take: a v2 folder gzipped, v3 features without their type column (GEO
@@ -647,41 +646,36 @@ def _read_10x_mtx(path: Path, prefix: str) -> AnnData:
     return _read_mtx_files(folder / matrix, folder / features, folder / barcodes, columns, cells_as_rows)
 
 
-def _open_text(path: Path):
-    import gzip
+def _check_mtx_lists(matrix: Path, features: Path, barcodes: Path) -> tuple[bool, int]:
+    """Whether the Matrix Market file is stored cells x genes, and the features file's number of columns.
 
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
-
-
-def _tsv_columns(path: Path) -> int:
-    """The number of tab-separated columns on a (gzipped) file's first line."""
-    with _open_text(path) as handle:
-        return len(handle.readline().rstrip("\n").split("\t"))
-
-
-def _check_mtx_lists(matrix: Path, features: Path, barcodes: Path) -> bool:
-    """Whether the Matrix Market file is stored cells x genes (10x stores genes x cells).
-
-    Told from the gene and barcode lists, which must have a line per row and column of it in one of the two
-    orders; otherwise the files are not of one matrix, and that is said.
+    10x stores genes x cells, and writes id, name and type in the features file (GEO copies may have fewer
+    columns). Told from the gene and barcode lists, which must have a line per row and column of it in one of the two
+    orders; otherwise the files are not of one matrix, and that is said. Each file is read once.
     """
+    listed, columns = [], 0
+    for path in (features, barcodes):
+        n = 0
+        with _open_text(path) as handle:
+            for line in handle:
+                if line.strip():
+                    if n == 0 and path is features:
+                        columns = len(line.rstrip("\r\n").split("\t"))
+                    n += 1
+        listed.append(n)
+    n_genes, n_cells = listed
     with _open_text(matrix) as handle:
         header = next((line for line in handle if not line.startswith("%")), "")
     try:
         n_rows, n_cols = (int(v) for v in header.split()[:2])
     except ValueError:
-        return False  # the reader says what is wrong with the matrix
-    listed = []
-    for path in (features, barcodes):
-        with _open_text(path) as handle:
-            listed.append(sum(1 for line in handle if line.strip()))
-    n_genes, n_cells = listed
+        return False, columns  # the reader says what is wrong with the matrix
     if (n_rows, n_cols) == (n_genes, n_cells):
-        return False
+        return False, columns
     if (n_rows, n_cols) == (n_cells, n_genes):
         logger.info("'%s' is stored cells x genes (%d x %d; 10x stores genes x cells): read as such", matrix.name,
                     n_rows, n_cols)
-        return True
+        return True, columns
     raise InputError(
         f"'{matrix.name}' holds a {n_rows} x {n_cols} matrix, but '{features.name}' lists {n_genes} genes and "
         f"'{barcodes.name}' {n_cells} barcodes: the files are not of one matrix (one of them cut short, or taken "
