@@ -1168,6 +1168,20 @@ def test_a_model_trained_with_use_raw_loads_on_the_file_it_came_from(small_toy, 
         model = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(inp))
     assert "reading the counts from .raw" in caplog.text and model.counts_from_raw
     np.testing.assert_array_equal(model.predict(), labels)
+    # its results stored into the input say the counts are in .raw: markers and the report read them there
+    # (they recorded layer 'X' and read the log-normalised X, with a warning that it was not counts)
+    stored = ad.read_h5ad(inp)
+    scgpcl.tl.store_results(stored, model)
+    assert stored.uns["scgpcl"]["params"]["counts_in_raw"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "X does not look like raw counts" was the symptom
+        table = scgpcl.tl.markers(stored, n_genes=2)
+    assert set(table["gene"]) <= set(model.data.gene_names) | set(stored.raw.var_names)
+    from scgpcl.report import _dataset_summary
+
+    summary = _dataset_summary(stored, "scgpcl", None)
+    assert summary["counts from"] == "raw.X"
+    assert summary["median counts per cell"] == np.median(np.asarray(stored.raw.X.sum(axis=1)).ravel())
     again = scgpcl.SCGPCL.load(tmp_path / "m", ad.read_h5ad(out))  # the output holds the counts in X, no .raw
     np.testing.assert_array_equal(again.predict(), labels)
     assert again.counts_from_raw  # how it was trained: saved again, it still loads on the input file

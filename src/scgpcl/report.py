@@ -47,6 +47,7 @@ from ._signals import deferred, raise_if_interrupted
 from .data._checks import check_batch_key, check_in_memory
 from .metrics import clustering_metrics, matched_labels
 from .tl._batches import BATCH_SHARE, CHANCE, batch_record
+from .tl._markers import cluster_order, clustering_counts, markers
 
 __all__ = ["write_report", "check_report_dir", "REPORT_FILES"]
 
@@ -250,12 +251,11 @@ def _figure_png(fig) -> str:
 
 def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[str, Any]:
     params = adata.uns[key].get("params") or {}
-    layer = params.get("layer", "X")
-    counts = adata.layers[layer] if layer not in (None, "X") and layer in adata.layers else adata.X
+    counts, where, _ = clustering_counts(adata, key)
     if counts is None:
         raise InputError("adata.X is None, and the clustering's counts were in X: the report needs them; put the "
                          "counts back in X")
-    check_in_memory(counts, "X" if layer in (None, "X") else f"layers[{layer!r}]")  # a backed AnnData's
+    check_in_memory(counts, where)  # a backed AnnData's
     per_cell = np.asarray(counts.sum(axis=1)).ravel()
     nnz_cell = np.asarray((counts > 0).sum(axis=1)).ravel()
     n_entries = counts.shape[0] * counts.shape[1]
@@ -263,7 +263,7 @@ def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[st
     summary: dict[str, Any] = {
         "cells": int(adata.n_obs),
         "genes": int(adata.n_vars),
-        "counts from": "X" if layer in (None, "X") else f"layers['{layer}']",
+        "counts from": where,
         "storage": "sparse" if sp.issparse(counts) else "dense",
         "median counts per cell": float(np.median(per_cell)) if per_cell.size else float("nan"),
         "median genes detected per cell": float(np.median(nnz_cell)) if nnz_cell.size else float("nan"),
@@ -324,13 +324,10 @@ def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple
 def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None, batch_key: str | None,
                     dataset_name: str | None, n_markers: int) -> None:
     from . import pl
-    from .tl._markers import markers
 
     info = adata.uns[key]
     name = dataset_name or "dataset"
     clusters = adata.obs[key]
-    from .tl._markers import cluster_order
-
     order = cluster_order(clusters)
     counts = clusters.astype(str)[clusters.notna()].value_counts()
     if isinstance(clusters.dtype, pd.CategoricalDtype):  # keep clusters that ended up empty, with 0 cells

@@ -228,6 +228,10 @@ class SCGPCL:
         #: the counts were the input's ``.raw`` (the command's ``--use-raw`` builds the model on
         #: ``adata.raw.to_adata()``); saved, so that :meth:`load` reads ``.raw`` again
         self.counts_from_raw = False
+        #: this model's counts are ``adata.raw`` of the AnnData :meth:`load` was given (it swapped them in), so
+        #: :func:`scgpcl.tl.store_results` records that the counts are in ``.raw``, where markers and the report
+        #: read them
+        self.counts_in_raw = False
         requested = resolve_device(device)
         if not in_cli():  # processes nccl could not give a GPU each; the command checked with its --dist-backend
             check_process_devices(requested)
@@ -646,9 +650,11 @@ class SCGPCL:
         # trained with --use-raw on a file like this one (its output file has the counts in X, and no .raw). For
         # the count losses, a .raw that holds no counts (scanpy's log-normalised one) is left alone: the checks
         # below name the layers. With mse the command took .raw's values as they were (estimated counts)
+        read_raw = False
         if (layer is _SAVED_LAYER and meta.get("counts_from_raw") and adata.raw is not None
                 and (config.model.reconstruction == "mse" or holds_counts(adata.raw.X))):
             log.info("reading the counts from .raw, as the model was trained (--use-raw)")
+            read_raw = True
             adata = adata.raw.to_adata()
             adata.var_names_make_unique()  # as the command made them when it read the file
         genes = [str(g) for g in meta["genes"]]
@@ -676,6 +682,7 @@ class SCGPCL:
                     kmeans_calls=int(meta.get("kmeans_calls", 0)))
         _load_weights(self.module, d, bool(meta["has_cluster_centres"]))
         self.counts_from_raw = bool(meta.get("counts_from_raw"))  # how it was trained, kept by a new save
+        self.counts_in_raw = read_raw
         trained_on = meta.get("cells")  # models saved before 2026-12-07 do not record their cells
         given = _cells_fingerprint(adata)
         self._other_cells = trained_on is not None and any(

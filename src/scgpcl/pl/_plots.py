@@ -21,6 +21,7 @@ from .._messages import arg, listing, still_working
 from .._threads import torch_threads_kept
 from ..metrics import clustering_metrics
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
+from ..train import STOP_LABELS
 
 __all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_sizes", "batch_composition", "palette",
            "matched_palettes"]
@@ -407,8 +408,6 @@ def umap(
 
 
 # ----------------------------------------------------------- training curves
-_STOP_KIND_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds", "patience": "no ARI gain",
-                     "emptied": "before a cluster emptied"}
 
 
 def _short_reason(stage: dict) -> str:
@@ -427,9 +426,9 @@ def _short_reason(stage: dict) -> str:
         elif "has not exceeded its best" in reason:
             kind = "patience"
     if kind == "patience" and " for " in reason:
-        return f"{_STOP_KIND_LABELS[kind]} for {reason.rsplit(' for ', 1)[1]}"
-    if kind in _STOP_KIND_LABELS:
-        return _STOP_KIND_LABELS[kind]
+        return f"{STOP_LABELS[kind]} for {reason.rsplit(' for ', 1)[1]}"
+    if kind in STOP_LABELS:
+        return STOP_LABELS[kind]
     return reason.split(":")[0][:24]
 
 

@@ -228,6 +228,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "n_clusters": model.n_clusters,
             "random_state": model.random_state,
             "layer": model.layer if model.layer is not None else "X",
+            # a model loaded on the input of a --use-raw run read adata.raw: markers and the report read it too
+            "counts_in_raw": bool(model.counts_in_raw and adata.raw is not None),
             "device": str(model.device),
             "n_cells_used": model.data.n_cells,
             "n_cells_dropped": n_dropped,

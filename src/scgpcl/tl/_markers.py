@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+from anndata.utils import make_index_unique
 
 from .._errors import InputError, NoTestableClusters
 from .._messages import arg, listing, still_working, warn_user
@@ -38,18 +39,27 @@ def cluster_order(values: pd.Series) -> list[str]:
     return sorted(names, key=lambda s: (0, float(s), s) if is_number(s) else (1, 0.0, s))
 
 
-def counts_layer(adata: AnnData, key: str, layer: str | None) -> str | None:
-    """The layer to read counts from: ``layer``, else the one ``tl.cluster`` used, else ``X`` (None)."""
+def clustering_counts(adata: AnnData, key: str, layer: str | None = None) -> tuple[object, str, pd.Index]:
+    """The counts a clustering's markers and report read: the matrix, its name and its genes.
+
+    The name is ``X``, ``layers['...']`` or ``raw.X``. ``layer`` when given; else where :func:`store_results` recorded the clustering's counts
+    (``uns[key]['params']``: a layer, or ``.raw`` for a model loaded on the input of a ``--use-raw`` run);
+    else ``X``.
+    """
     if layer is not None:
         if layer not in adata.layers:
             available = ", ".join(map(repr, adata.layers.keys())) or "none"
             raise InputError(f"layer {layer!r} not found; available layers: {available} "
                              f"({arg('or layer=None for X', 'leave out --layer for X')})")
-        return layer
-    used = adata.uns.get(key, {}).get("params", {}).get("layer") if isinstance(adata.uns.get(key), dict) else None
+        return adata.layers[layer], f"layers[{layer!r}]", adata.var_names
+    params = adata.uns.get(key, {}).get("params", {}) if isinstance(adata.uns.get(key), dict) else {}
+    if params.get("counts_in_raw") and adata.raw is not None:
+        # made unique as the model made them when it read .raw (SCGPCL.load)
+        return adata.raw.X, "raw.X", make_index_unique(adata.raw.var_names.astype(str))
+    used = params.get("layer")
     if used not in (None, "X") and used in adata.layers:
-        return str(used)
-    return None
+        return adata.layers[used], f"layers[{str(used)!r}]", adata.var_names
+    return adata.X, "X", adata.var_names
 
 
 def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None = None) -> AnnData:
@@ -61,9 +71,7 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
     import scanpy as sc
 
     _check_key(adata, key)
-    layer = counts_layer(adata, key, layer)
-    counts = adata.X if layer is None else adata.layers[layer]
-    where = "X" if layer is None else f"layers[{layer!r}]"
+    counts, where, genes = clustering_counts(adata, key, layer)
     if counts is None:
         raise InputError(f"adata.X is None: marker genes need the counts; pass {arg('layer=', '--layer')} naming them")
     check_in_memory(counts, where)  # a backed AnnData's X
@@ -83,7 +91,7 @@ def lognorm_by_cluster(adata: AnnData, *, key: str = "scgpcl", layer: str | None
             f"(pass {arg('layer=', '--layer')} naming the raw counts)")
     obs = pd.DataFrame(index=adata.obs_names[keep].astype(str))
     obs[key] = pd.Categorical(clusters[keep].astype(str).to_numpy(), categories=cluster_order(clusters))
-    out = AnnData(x, obs=obs, var=pd.DataFrame(index=adata.var_names.astype(str)))
+    out = AnnData(x, obs=obs, var=pd.DataFrame(index=genes.astype(str)))
     with torch_threads_kept():  # numba would reset torch's thread count
         sc.pp.normalize_total(out, target_sum=1e4)
         sc.pp.log1p(out)
@@ -113,8 +121,9 @@ def markers(
     n_genes
         Genes per cluster.
     layer
-        Layer with the raw counts. ``None``: the layer the clustering used
-        (``uns[key]['params']['layer']``), else ``X``.
+        Layer with the raw counts. ``None``: where the clustering read them
+        (``uns[key]['params']``: its layer, or ``adata.raw`` for a model loaded
+        on the input file of a ``--use-raw`` run), else ``X``.
 
     Returns
     -------

@@ -58,8 +58,13 @@ class Schedule:
                 "fine-tuning steps")
 
 
-#: what a stage's bar says when it stopped early, by its ``StageResult.stop_kind``
-_STOP_WORDS = {"converged": "converged", "patience": "stopped: no ARI gain", "emptied": "stopped before a cluster emptied"}
+#: a few words for each ``StageResult.stop_kind`` (``_loop.py``): the progress bars and the training-curve figures say them
+STOP_LABELS = {"converged": "converged", "max_epochs": "max epochs", "max_rounds": "max rounds",
+               "patience": "no ARI gain", "emptied": "before a cluster emptied"}
+
+
+#: the stop kinds a stage's bar names when it stopped early (a budget spent needs no word)
+_EARLY_STOPS = ("converged", "patience", "emptied")
 
 #: progress bars not closed yet: an interrupted stage leaves its bar open (see :meth:`Progress.close_open`)
 _OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
@@ -109,8 +114,8 @@ class Progress:
                 widgets = getattr(self.bar, "container", None)  # tqdm.notebook: its widget keeps its own maximum
                 with suppress(Exception):
                     widgets.children[1].max = self.bar.n
-            words = _STOP_WORDS.get(stop_kind)
-            if words:
+            if stop_kind in _EARLY_STOPS:
+                words = STOP_LABELS[stop_kind] if stop_kind == "converged" else f"stopped: {STOP_LABELS[stop_kind]}"
                 shown = str(self.bar.postfix or "")
                 self.bar.set_postfix_str(f"{shown}, {words}" if shown else words, refresh=False)
             self.bar.refresh()
