@@ -1062,7 +1062,8 @@ def test_not_an_anndata_or_not_a_config_is_named_with_the_fix(toy, tmp_path):
     adata, failed with an AttributeError from inside; a backed AnnData with copy=True with anndata's own error."""
     for config, fix in ((scgpcl.faithful, r"call it: config=scgpcl\.faithful\(\)"),
                         ("faithful", r"use config=scgpcl\.faithful\(\)"),
-                        ({"train": {"lr": 1e-3}}, r"use config=scgpcl\.SCGPCLConfig\.from_dict\(d\)")):
+                        ({"train": {"lr": 1e-3}}, r"pass its options as keywords \(lr=1e-3\), or use "
+                                                  r"config=scgpcl\.recommended\(\)\.override\(lr=1e-3\)")):
         with pytest.raises(InputError, match=rf"^config must be an SCGPCLConfig, got .*: {fix}"):
             tl.cluster(toy, n_clusters=3, config=config)
         with pytest.raises(InputError, match=rf"^config must be an SCGPCLConfig, got .*: {fix}"):

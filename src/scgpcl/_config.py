@@ -532,11 +532,12 @@ def faithful() -> SCGPCLConfig:
     """The reference implementation's settings (docs/method.md sections 1-6).
 
     Rounds of one epoch on all cells (so its cost grows with the cells),
-    learning rate 1e-4, at most 200 pre-training epochs after a 100-epoch
-    warm-up, at most 200 fine-tuning epochs, 20 k-means restarts per epoch,
-    the 0.99 convergence rule alone, and the top 20 % of genes by raw-count
-    variance. Slower and less accurate than the default on every measurement
-    so far (``benchmarks/results/real.md``).
+    learning rate 1e-4, at most 200 pre-training epochs of which the first
+    100 are the warm-up, at most 200 fine-tuning epochs, 20 k-means restarts
+    per epoch, the 0.99 convergence rule alone, and the top 20 % of genes by
+    raw-count variance. Slower; run with 0.1.0's code it was less accurate
+    than today's defaults on 3 of the 4 Table 1 stand-ins and level on the
+    fourth (``benchmarks/results/real.md``).
     """
     return SCGPCLConfig().override(
         round_steps=0, sample_cells=0, lr=1e-4, pretrain_rounds=200, warmup_rounds=100, finetune_rounds=200,

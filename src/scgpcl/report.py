@@ -87,8 +87,8 @@ def write_report(
         coordinates are stored in ``obsm['X_' + key + '_umap']`` as a side effect.
     out_dir
         Report folder. Created if absent. An existing folder is used when it is
-        empty; one that holds an earlier report (only the files in
-        :data:`REPORT_FILES`) is replaced only with ``overwrite=True``; any
+        empty; one that holds an earlier report (only its files: ``index.html``,
+        ``metrics.json``, ``clusters.tsv``) is replaced only with ``overwrite=True``; any
         other folder is refused, so a typo cannot wipe an unrelated folder.
     key
         The clustering's ``key_added``.
@@ -162,7 +162,7 @@ def check_report_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
     """Check that ``out_dir`` can take a report, without writing anything.
 
     It may be absent (its parent must exist), empty, or, with ``overwrite``, hold
-    an earlier report (only the files in :data:`REPORT_FILES`).
+    an earlier report (only ``index.html``, ``metrics.json`` and ``clusters.tsv``).
 
     Parameters
     ----------

@@ -46,11 +46,10 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
     Parameters
     ----------
     n_clusters
-        Number of clusters K, or ``None`` to estimate it (where the installed
-        :class:`~scgpcl.SCGPCL` supports that); the number used ends up in
-        ``n_clusters_``.
+        Number of clusters K, or ``None`` (or ``"auto"``) to estimate it; the
+        number used ends up in ``n_clusters_``.
     random_state
-        Seed (an ``int``): the same seed gives the same labels on the same CPU.
+        Seed: the same ``int`` gives the same labels on the same CPU.
         ``None`` draws a fresh seed at each fit (kept in ``random_state_``); a
         ``numpy.random.RandomState`` or ``Generator`` gives one (each fit draws
         the next seed from it, as scikit-learn's estimators do).
@@ -65,7 +64,8 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
     n_runs
         Train this many models at seeds ``random_state``, ``random_state + 1``, ...
         and keep the one whose clusters agree best with the others'
-        (:func:`scgpcl.tl.cluster`'s ``n_runs``); ``runs_`` records them.
+        (:func:`scgpcl.tl.cluster`'s ``n_runs``); ``runs_`` records them. Use 3 or
+        more: two runs tie, and the first is kept.
     **overrides
         Any config field by name, e.g. ``pretrain_rounds=50, lr=1e-3``. They
         are estimator parameters like the others: ``get_params`` returns them
@@ -123,7 +123,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
         self,
         n_clusters: int | str | None = 8,
         *,
-        random_state: int | None = 0,
+        random_state: int | np.random.RandomState | np.random.Generator | None = 0,
         preset: str = "default",
         device: str = "auto",
         progress: bool = False,
@@ -234,7 +234,7 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             del self.feature_names_in_
         return self
 
-    def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
+    def fit_predict(self, X, y=None) -> np.ndarray:
         """Train on ``X`` and return ``labels_`` (``-1`` for cells without counts).
 
         Parameters
@@ -243,10 +243,8 @@ class SCGPCLClustering(ClusterMixin, BaseEstimator):
             Raw counts, one row per cell, as for :meth:`fit`.
         y
             Ignored (present for API consistency).
-        **kwargs
-            Passed to :meth:`fit`.
         """
-        return self.fit(X, y, **kwargs).labels_
+        return self.fit(X, y).labels_
 
     def __getstate__(self) -> dict[str, Any]:
         # model_ holds the training data, the loader and the optimizer (40 MB for 3,000 cells x 600 genes, the

@@ -138,8 +138,7 @@ def read_counts(
         the rows are genes: then an :class:`InputError` asks for ``True`` or
         ``False``. Passing ``True`` for 10x input is an error.
     label_key
-        If given, ``obs[label_key]`` must exist (see
-        :func:`~scgpcl.data._checks.check_label_key`). Benchmark ``.h5`` files
+        If given, ``obs[label_key]`` must exist. Benchmark ``.h5`` files
         put their ``Y`` labels in ``obs['cell_type']``.
 
     Returns
@@ -153,8 +152,9 @@ def read_counts(
     missing value (``NA``, empty) is an error naming its row and column, as
     counts cannot be missing (write 0 where missing means "not detected").
     Sparse input is never densified; dense input is converted to CSR. ``uns``
-    is left as the file had it. The counts are not checked here: call
-    :func:`~scgpcl.data._checks.check_counts`.
+    is left as the file had it (with ``use_raw``, less ``uns['log1p']``). The
+    counts are not checked here: :class:`~scgpcl.SCGPCL` and
+    :func:`scgpcl.tl.cluster` check them before training.
 
     Raises
     ------

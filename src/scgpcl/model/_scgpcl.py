@@ -100,7 +100,9 @@ def check_inputs(adata: Any, config: Any = None, *, copy: bool = False) -> None:
         fix = f"use config=scgpcl.{PRESETS[config].__name__}()" if config in PRESETS else \
             "use config=scgpcl.recommended() or scgpcl.faithful()"
     elif isinstance(config, dict):
-        fix = "use config=scgpcl.SCGPCLConfig.from_dict(d), or pass single options as keywords (lr=1e-3)"
+        # not SCGPCLConfig.from_dict: it fills the options a dict leaves out with earlier versions' values
+        fix = ("pass its options as keywords (lr=1e-3), or use config=scgpcl.recommended().override(lr=1e-3) "
+               "(the options of each section are flat keywords there)")
     else:
         fix = "use config=scgpcl.recommended() or scgpcl.faithful(), or pass single options as keywords (lr=1e-3)"
     raise InputError(f"config must be an SCGPCLConfig, got {got}: {fix}")
@@ -520,6 +522,9 @@ class SCGPCL:
             The model is not trained.
         InputError
             ``dir_path`` is a file, or a non-empty folder without ``overwrite``.
+        OSError
+            The disk has no room for the model (checked before writing), or the write failed; a model
+            already in the folder is left as it was.
         """
         if not self.is_trained:
             raise RuntimeError("nothing to save: the model is not trained")

@@ -671,7 +671,7 @@ def marker_dotplot(
 
     The top ``n_genes`` genes of each cluster in cluster order (a gene already
     shown for an earlier cluster is not repeated) against the clusters: genes
-    across and clusters down, or, with more than 24 genes (``vertical=None``),
+    across and clusters down, or, with more than 18 genes (``vertical=None``),
     genes down and clusters across, so that the figure fits a page's width
     (11 clusters x 5 genes: 9 inches wide instead of 21). Dot size: fraction of the cluster's cells with a non-zero count;
     colour: mean log-normalised expression, scaled to 0-1 per gene. Computed on

@@ -647,7 +647,7 @@ def simulate_splat(
     chunk_size
         Cells generated per step, rounded up to a multiple of
         :data:`RNG_BLOCK` (128). ``"auto"`` holds ~4 M matrix entries densely
-        per step (e.g. 768 cells at 5000 genes); ``None`` generates all cells in
+        per step (e.g. 896 cells at 5000 genes: 838, rounded up); ``None`` generates all cells in
         one step. Only memory and speed depend on it, never the result.
     drop_zeros
         Drop genes, then cells, with zero observed counts, as the reference

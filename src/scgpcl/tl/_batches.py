@@ -53,7 +53,8 @@ def batch_composition(adata: AnnData, batch_key: str, *, key: str = "scgpcl") ->
     -------
     pandas.DataFrame
         One row per cluster (in the clustering's order, empty clusters
-        included), one column per batch (sorted by name), cell counts.
+        included), one column per batch (a categorical's order, else numbers
+        before text, ascending), cell counts.
 
     Raises
     ------

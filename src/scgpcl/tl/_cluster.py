@@ -119,8 +119,8 @@ def cluster(
         and ``uns[key_added]['runs']``: ``seeds``, ``chosen_seed``, ``ari`` (the
         runs' pairwise ARI) and ``mean_ari``. On the 13 benchmark datasets the
         medoid of three gained +0.011 +- 0.005 ARI over one run, with a lower
-        seed-to-seed variance (docs/benchmarks/results/medoid.md). Not with
-        several processes.
+        seed-to-seed variance (docs/benchmarks/results/medoid.md). Use 3 or
+        more: two runs tie, and the first is kept. Not with several processes.
     **overrides
         Any config field by name, e.g. ``lr=1e-3, pretrain_rounds=50``
         (:class:`~scgpcl.TrainConfig` and the other sections list them).
@@ -196,7 +196,8 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     model
         A trained :class:`~scgpcl.SCGPCL`.
     key_added
-        Where the results go. Must not contain ``/`` nor equal ``label_key``.
+            Where the results go. Must not contain ``/`` nor equal ``label_key`` or
+        ``batch_key``.
     label_key
         Column of ``obs`` with reference labels: adds ``metrics`` to
         ``uns[key_added]`` when some clustered cell has a label.
@@ -204,7 +205,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
         Column of ``obs`` naming each cell's batch: adds ``batches`` to
         ``uns[key_added]`` and warns about clusters made mostly of one batch.
     runs
-        The record of :func:`train_runs` when ``model`` is the medoid of several runs: adds
+        The runs' record when ``model`` is the medoid of several runs (``n_runs`` of :func:`cluster`): adds
         ``obs[key_added + '_agreement']`` and ``uns[key_added]['runs']``.
     """
     check_keys(key_added, label_key, batch_key)

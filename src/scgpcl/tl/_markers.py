@@ -133,6 +133,13 @@ def markers(
     the other cells in which the gene has counts), ``n_genes`` rows per
     cluster sorted by cluster then rank. Clusters with
     fewer than two cells are left out (with a warning).
+
+    Raises
+    ------
+    InputError
+        No clustering under ``key``, an unknown ``layer``, counts that are
+        missing or not in memory (a backed AnnData), ``n_genes`` below 1, or
+        fewer than two clusters of two or more cells.
     """
     if int(n_genes) < 1:
         raise InputError(f"{arg('n_genes', '--n-genes')} must be >= 1, got {n_genes}")

@@ -86,7 +86,7 @@ class AutoKResult:
     k
         The estimated number of clusters.
     method
-        The criterion's name (a key of :data:`METHODS`).
+        The criterion's name (the ``method`` of :func:`estimate_k`).
     curve
         The criterion over its candidates, as equal-length arrays keyed by name.
     seconds
@@ -408,7 +408,7 @@ def estimate_k(z, method: str = "consensus", *, k_max: int = 30, seed: int = 0,
     z
         Cells x dimensions (a NumPy array or a torch tensor).
     method
-        One of :data:`METHODS`: ``"consensus"`` (the default, as for ``n_clusters=None``), ``"leiden_modularity"``,
+        One of the criteria: ``"consensus"`` (the default, as for ``n_clusters=None``), ``"leiden_modularity"``,
         ``"leiden_stability"``, ``"eigengap"`` or ``"silhouette"``. The Leiden-based ones need ``igraph``.
     k_max
         The largest K considered (also at most a tenth of the cells).
