@@ -309,6 +309,16 @@ def test_10x_mtx_folders_as_geo_holds_them(tmp_path, counts, cells, genes):
     with gzip.open(cells_rows / "matrix.mtx.gz", "wb") as handle:
         scipy.io.mmwrite(handle, sp.coo_matrix(counts), field="integer")
     assert_counts(read_counts(cells_rows), counts, cells, genes)
+    # that reader (scanpy.read_mtx and the lists) keeps the Gene Expression rows only, as read_10x_mtx does
+    cite = tmp_path / "with_antibodies"
+    with_ab = np.c_[counts, np.ones(len(cells), dtype=counts.dtype)]
+    write_10x_mtx(cite, with_ab, cells, [*genes, "CD3_TotalSeqB"])
+    with gzip.open(cite / "features.tsv.gz", "wt") as handle:
+        handle.write("".join(f"ENSG{j:05d}\t{g}\tGene Expression\n" for j, g in enumerate(genes))
+                     + "AB1\tCD3_TotalSeqB\tAntibody Capture\n")
+    with gzip.open(cite / "matrix.mtx.gz", "wb") as handle:  # stored cells x genes: not scanpy's 10x reader
+        scipy.io.mmwrite(handle, sp.coo_matrix(with_ab), field="integer")
+    assert_counts(read_counts(cite), counts, cells, genes)
 
 
 def test_10x_mtx_folder_incomplete(tmp_path, counts, cells, genes):

@@ -182,7 +182,7 @@ def test_load_on_fewer_cells_than_clusters_names_the_model_not_n_clusters(traine
     assert caught and all("not the one" in str(w.message) for w in caught)  # only: these are other cells
 
 
-def test_load_on_other_cells_says_so_and_not_that_training_emptied_clusters(trained, toy, tmp_path):
+def test_load_on_other_cells_says_so_and_not_that_training_emptied_clusters(trained, toy, tmp_path, caplog):
     # a subset got very different labels with no word, and then "clusters ended empty after fine-tuning"
     trained.save(tmp_path / "m")
     with warnings.catch_warnings():
@@ -206,9 +206,10 @@ def test_load_on_other_cells_says_so_and_not_that_training_emptied_clusters(trai
         SCGPCL.load(tmp_path / "m", renamed)
     # the same cells in another order: no warning (it said "other cell names"), the labels follow the order
     order = np.random.default_rng(0).permutation(toy.n_obs)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level("INFO", logger="scgpcl"):
         warnings.simplefilter("error")
         shuffled = SCGPCL.load(tmp_path / "m", toy[order].copy())
+    assert f"the model's {toy.n_obs} cells, in another order" in caplog.text  # told apart from the same order
     np.testing.assert_array_equal(shuffled.predict(), trained.predict()[order])
 
 

@@ -75,7 +75,7 @@ def test_show_returns_none_as_scanpy_does(adata, monkeypatch):
     assert scgpcl.pl.cluster_sizes(adata) is not None and shown == [1]
 
 
-def test_figures_draw_into_axes_of_ones_own(adata):
+def test_figures_draw_into_axes_of_ones_own(adata, monkeypatch):
     """scanpy's ax=: the figures could not be put into a user's own subplots."""
     from matplotlib.figure import Figure
 
@@ -100,8 +100,10 @@ def test_figures_draw_into_axes_of_ones_own(adata):
     assert scgpcl.pl.umap(a, label_key="cell_type", ax=[left, right]) is two
     assert [left.get_title(), right.get_title()] == ["clusters: scgpcl", "reference: cell_type"]
     assert scgpcl.pl.umap(a, ax=left) is two
-    with pytest.raises(InputError, match=r"umap draws 2 panel\(s\) here .*: pass ax= as two axes"):
-        scgpcl.pl.umap(a, label_key="cell_type", ax=left)
+    with monkeypatch.context() as m:  # refused before the UMAP is computed (minutes on a large dataset)
+        m.setattr(scgpcl.pl._plots, "_umap_coords", lambda *a, **k: pytest.fail("UMAP computed before ax= was checked"))
+        with pytest.raises(InputError, match=r"umap draws 2 panel\(s\) here .*: pass ax= as two axes"):
+            scgpcl.pl.umap(a, label_key="cell_type", ax=left)
     # an axes of a SubFigure: the Figure comes back (a SubFigure has no savefig)
     root = Figure(figsize=(8, 4), layout="constrained")
     left, _ = root.subfigures(1, 2)

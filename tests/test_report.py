@@ -106,6 +106,7 @@ def test_metrics_json_and_clusters_tsv_carry_the_runs_and_the_k_estimate(tmp_pat
     a.uns["scgpcl"]["auto_k"] = {"k": 3, "method": "consensus", "estimates": {"eigengap": 3}}  # as -k auto records
     a.write_h5ad(tmp_path / "a.h5ad")  # as 'scgpcl report' reads it: the runs' K came back as an array, and
     a = ad.read_h5ad(tmp_path / "a.h5ad")  # the report failed on `ks or []` (ValueError: truth value ...)
+    a.obs.loc[a.obs_names[0], "scgpcl_agreement"] = np.nan  # a cell not clustered: NA, as R and pandas read it
     write_report(a, tmp_path / "r")
     record = json.loads((tmp_path / "r" / "metrics.json").read_text())
     runs = a.uns["scgpcl"]["runs"]
@@ -113,9 +114,10 @@ def test_metrics_json_and_clusters_tsv_carry_the_runs_and_the_k_estimate(tmp_pat
     assert record["runs"]["mean_ari"] == pytest.approx(runs["mean_ari"])
     assert np.allclose(record["runs"]["ari"], np.asarray(runs["ari"]))
     assert record["auto_k"] == {"k": 3, "method": "consensus", "estimates": {"eigengap": 3}}
-    tsv = pd.read_csv(tmp_path / "r" / "clusters.tsv", sep="\t", dtype=str)
+    tsv = pd.read_csv(tmp_path / "r" / "clusters.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert list(tsv.columns) == ["cell", "cluster", "agreement"]
-    np.testing.assert_allclose(tsv["agreement"].astype(float), a.obs["scgpcl_agreement"], rtol=1e-3)
+    assert tsv["agreement"][0] == "NA"
+    np.testing.assert_allclose(tsv["agreement"][1:].astype(float), a.obs["scgpcl_agreement"][1:], rtol=1e-3)
     # the page's training time is the kept run's stages: said so (the command's summary counted every run)
     seconds = sum(st["seconds"] for st in a.uns["scgpcl"]["stages"].values())
     assert f'<div class="v">{seconds:.0f} s (kept run of 2)</div>' in (tmp_path / "r" / "index.html").read_text()

@@ -131,6 +131,20 @@ def test_cluster_sizes_are_warned_about_for_the_kept_run_only(monkeypatch):
     assert len(seen["empty"]) == 1 and len(seen["tiny"]) == 1
     kept = a.obs["scgpcl"].astype(int).to_numpy()
     assert np.array_equal(seen["tiny"][0], kept) and np.array_equal(seen["empty"][0], kept)
+    # and the warned run is the kept one, not the first: keep the second run and see whose sizes are checked
+    import scgpcl.model._runs as runs_mod
+
+    real = runs_mod.medoid_run
+    monkeypatch.setattr(runs_mod, "medoid_run", lambda labels: (1, real(labels)[1]))
+    warned = []
+    checked = m.SCGPCL._warn_cluster_sizes
+    monkeypatch.setattr(m.SCGPCL, "_warn_cluster_sizes", lambda self: (warned.append(self.random_state), checked(self)))
+    c = toy_counts(n_per=40)
+    scgpcl.tl.cluster(c, n_clusters=3, random_state=7, n_runs=3, progress=False, **TINY)
+    assert c.uns["scgpcl"]["runs"]["chosen_seed"] == 8 and warned == [8]
+    monkeypatch.setattr(m.SCGPCL, "_warn_cluster_sizes", checked)
+    monkeypatch.setattr(runs_mod, "medoid_run", real)
+    seen["tiny"] = seen["tiny"][:1]
     # one run: warned once, when its labels are first computed
     b = toy_counts(n_per=40)
     scgpcl.tl.cluster(b, n_clusters=3, random_state=7, progress=False, **TINY)

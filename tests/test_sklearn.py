@@ -169,7 +169,7 @@ def test_random_state_takes_a_numpy_random_state_as_sklearn_does(fitted, toy):
     est.fit(x)  # the next fit draws the next seed
     assert est.random_state_ == expected[1]
     gen = SCGPCLClustering(n_clusters=3, random_state=np.random.default_rng(1), **QUICK).fit(x)
-    assert 0 <= gen.random_state_ < 2**32
+    assert gen.random_state_ == int(np.random.default_rng(1).integers(0, 2**32))  # drawn from the Generator
 
 
 def test_a_backed_matrix_is_read_and_a_boolean_one_refused(toy, tmp_path):
