@@ -666,3 +666,32 @@ def test_a_process_that_cannot_join_says_so_itself(capsys):
                    "127.0.0.1:29612 within 1 minute: timed out"]
     _print_failure(DistributedError("failed in process 1 of 2: another process ended"), 1, "cluster")
     assert capsys.readouterr().err == ""  # a shared failure: rank 0 reports it
+
+
+def test_a_child_ends_when_its_launcher_is_gone_where_the_kernel_cannot_say(tmp_path):
+    # macOS and Windows have no parent-death signal: after `kill -9` of the launcher (or a closed terminal) the
+    # --processes children went on training; they now watch their launcher and end by SIGTERM (cleaning up)
+    done = tmp_path / "terminated"
+    grandchild = (
+        "import os, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(done)!r}, 'w').close(), sys.exit(143)))\n"
+        "from scgpcl._launch import _watch_launcher\n"
+        "_watch_launcher(os.getppid(), every=0.05)\n"
+        "print('watching', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], start_new_session=True)\n"
+         "time.sleep(30)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout.readline().strip() == "watching"  # the child runs, and its launcher is alive
+        assert not done.exists()
+        launcher.kill()  # as kill -9: nothing forwarded
+        launcher.wait()
+        deadline = time.monotonic() + 15
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.exists()
+    finally:
+        launcher.kill()

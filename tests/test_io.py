@@ -332,6 +332,33 @@ def test_10x_mtx_folder_incomplete(tmp_path, counts, cells, genes):
 # --------------------------------------------------------------------------- text
 
 
+@pytest.mark.parametrize("name", ["in.tsv", "in.tsv.gz"])
+def test_text_tables_are_utf8_whatever_the_locale(tmp_path, counts, cells, name, monkeypatch):
+    # the header was read in the locale's encoding (cp1252 on Windows), the rest by pandas in UTF-8: gene names
+    # were garbled ('Tcr\u03b2' read as 'Tcr\u00ce\u00b2'); a BOM is not part of the first name
+    import builtins
+    import gzip
+
+    genes = ["Tcr\u03b2", "\u00c1csl1", *[f"G{j}" for j in range(counts.shape[1] - 2)]]
+    path = tmp_path / name
+    text = "\ufeff" + "\t".join(["cell", *genes]) + "\n" + "".join(
+        "\t".join([c, *map(str, row)]) + "\n" for c, row in zip(cells, counts.astype(int), strict=True))
+    with (gzip.open(path, "wt", encoding="utf-8") if name.endswith(".gz") else open(path, "w", encoding="utf-8")) as f:
+        f.write(text)
+    real_open = builtins.open
+
+    def windows_open(file, mode="r", *args, **kwargs):  # a locale whose encoding is not UTF-8
+        if "b" not in mode and "encoding" not in kwargs and len(args) < 2:
+            kwargs["encoding"] = "cp1252"
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", windows_open)
+    out = read_counts(path, genes_as_rows=False)
+    monkeypatch.undo()
+    assert list(out.var_names) == genes and list(out.obs_names) == cells
+    np.testing.assert_array_equal(out.X.toarray(), counts)
+
+
 @pytest.mark.parametrize(("name", "sep"), [("in.csv", ","), ("in.tsv.gz", "\t"), ("in.txt", "\t")])
 def test_text_cells_as_rows(tmp_path, counts, cells, genes, name, sep):
     path = tmp_path / name

@@ -734,6 +734,9 @@ def test_torch_device_objects_are_checked_like_strings(monkeypatch):
             resolve_device(torch.device("cuda"))
     with pytest.raises(InputError, match="not supported"):
         resolve_device("meta")
+    # an Apple GPU is named as such, with what auto picks on a Mac ('auto' on a Mac: the CPU, not a silent miss)
+    with pytest.raises(InputError, match=r"'mps' \(an Apple GPU\) is not supported: .* use 'cpu', which 'auto' picks"):
+        resolve_device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(InputError, match="1 CUDA device"):

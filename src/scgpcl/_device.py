@@ -22,6 +22,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if dev.index is not None and dev.index >= n:
             raise InputError(f"device {str(dev)!r} requested but this machine has {n} CUDA device(s): "
                              f"use 'cuda:0'{' to ' + repr(f'cuda:{n - 1}') if n > 1 else ''} or 'auto'")
+    elif dev.type == "mps":  # Apple GPUs: named, so that a Mac user knows 'auto' did not overlook theirs
+        raise InputError(f"device {str(dev)!r} (an Apple GPU) is not supported: scgpcl runs on CPUs and CUDA GPUs "
+                         "only (its sparse graph products are not written for MPS); use 'cpu', which 'auto' picks "
+                         "on a Mac")
     elif dev.type != "cpu":
         raise InputError(f"device {str(dev)!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev

@@ -75,14 +75,18 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
                 LOCAL_WORLD_SIZE=str(processes), **{CHILD_ENV: str(os.getpid())})
     # P processes each with all the cores' threads would fight over them: share the cores unless told otherwise
     base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    if os.name == "nt":  # torch's Windows wheels (2.4 on) lack libuv, which the rendezvous asks for by default
+        base.setdefault("USE_LIBUV", "0")
     children: list[subprocess.Popen] = []
     received: list[int] = []
 
     def forward(signum, frame) -> None:
         received.append(signum)
+        if os.name == "nt" and signum == signal.SIGINT:
+            return  # on Windows the children share the console: its Ctrl-C reaches them too (and Popen cannot send it)
         for p in children:
             if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError, OSError, ValueError):
                     p.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -227,6 +231,22 @@ def _minutes(value: str) -> float:
     return m
 
 
+def _watch_launcher(launcher: int, every: float = 1.0) -> None:
+    """In a child on macOS or Windows: end this process (SIGTERM, so it cleans up) once its launcher is gone.
+
+    Linux children ask the kernel for that (``_die_with_parent``); elsewhere a killed launcher (``kill -9``, a
+    closed terminal) left them training with nobody to collect their work.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="scgpcl-launcher-watch", daemon=True).start()
+
+
 def launch_if_asked(args) -> int | None:
     """Run the command in P processes when ``--processes P > 1`` asks for it in the launching process.
 
@@ -236,6 +256,8 @@ def launch_if_asked(args) -> int | None:
 
     p = getattr(args, "processes", 1)
     if os.environ.get(CHILD_ENV):
+        if sys.platform != "linux" and os.environ[CHILD_ENV].isdigit():
+            _watch_launcher(int(os.environ[CHILD_ENV]))
         return None
     if p > 1 and env_world_size() > 1:
         raise InputError(f"--processes {p} starts its own processes, but this one already is one of "

@@ -787,12 +787,12 @@ def _run_markers(args) -> int:
     log.info("marker genes: each cluster of obs[%r] against the other cells, %d cells (Wilcoxon test)", args.key,
              adata.n_obs)
     table = markers(adata, key=args.key, n_genes=args.n_genes, layer=args.layer)
-    if out is None:
-        sys.stdout.write(table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    if out is None:  # "\n": a text-mode stdout on Windows makes it "\r\n" once (os.linesep would double it)
+        sys.stdout.write(table.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
         return 0
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:  # the lines end as pandas ends them
             table.to_csv(f, sep="," if out.suffix.lower() == ".csv" else "\t", index=False, float_format="%.6g")
         os.chmod(tmp, replacement_mode(out, 0o666))  # mkstemp makes it 0600: the replaced file's, or the usual
         _signals.raise_if_interrupted()

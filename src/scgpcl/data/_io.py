@@ -812,12 +812,14 @@ def _read_xy_h5(path: Path, *, genes_as_rows: bool) -> AnnData:
 
 
 def _open_text(path: Path):
+    # UTF-8 (a BOM dropped), as pandas reads the rest of the file: the locale's encoding (cp1252 on Windows)
+    # garbled the names read from here ('Tcrβ' became 'TcrÎ²')
     suffix = path.suffix.lower()
     if suffix == ".gz":
-        return gzip.open(path, "rt", newline="")
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
     if suffix == ".bz2":
-        return bz2.open(path, "rt", newline="")
-    return open(path, newline="")
+        return bz2.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig")
 
 
 #: values read as missing: pandas' usual NA spellings (NA, NaN, N/A, null, empty ...)
