@@ -342,6 +342,8 @@ CASES: list[Case] = [
     Case("--device cuda:7 (no such GPU)", [T + "test_model.py::test_torch_device_objects_are_checked_like_strings", T + "test_model.py::test_bad_arguments",
                                             T + "test_cli.py::test_a_bad_device_is_refused_before_the_data_is_read"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--device", "cuda:7", *CLUSTER]),
+    Case("--device mps (an Apple GPU)", [T + "test_model.py::test_torch_device_objects_are_checked_like_strings"],
+         lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--device", "mps", *CLUSTER]),
     Case("--seed out of range", [T + "test_model.py::test_bad_seed_refused",
                                   T + "test_cli.py::test_random_state_none_draws_a_seed_and_records_it_with_the_thread_count_and_versions"],
          lambda: ["cluster", h5ad("in.h5ad"), "out.h5ad", "--seed", "-1", *CLUSTER]),
