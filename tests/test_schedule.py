@@ -82,10 +82,13 @@ def test_the_model_trains_with_the_smaller_minibatch(toy):
     assert scgpcl.SCGPCL(toy, n_clusters=3, min_minibatches=0).loader.steps_per_epoch == 1  # off: one of 180
 
 
-def test_a_stage_that_stops_early_ends_its_bar_complete_saying_why():
+def test_a_stage_that_stops_early_ends_its_bar_complete_saying_why(monkeypatch):
     """A converged stage left its bar part-way (25/100), which reads as a failure: a notebook's tqdm paints a
     closed bar red when its count is short of its total. An interrupted stage's bar stays part-way."""
+    import scgpcl.train._schedule as schedule
     from scgpcl.train._schedule import Progress
+
+    monkeypatch.setattr(schedule, "live_bars", lambda: True)  # a terminal (pytest's stderr is not one)
 
     bar = Progress(100, "pre-training", enabled=True)
     bar.step(30)
@@ -108,3 +111,31 @@ def test_a_stage_that_stops_early_ends_its_bar_complete_saying_why():
     bar.step(30)
     Progress.close_open()  # an exception ended the stage
     assert bar.bar.n == 30 and bar.bar.total == 100
+
+
+def test_in_a_log_file_progress_is_a_line_per_round_with_the_time(capsys):
+    """In a batch job's log file the bars were one line of carriage-return redraws growing for the whole stage
+    (2.7 kB for 23 redraws of a short pre-training), without the time of day."""
+    import re
+
+    from scgpcl.train._schedule import Progress, live_bars
+
+    assert not live_bars()  # pytest's captured stderr is no terminal
+    bar = Progress(100, "pre-training", enabled=True)
+    bar.step(20)
+    bar.round_done({"round": 1, "steps": 20, "loss": 1.5})
+    bar.step(20)
+    bar.round_done({"round": 2, "steps": 40, "loss": 1.25})
+    bar.close("converged")
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(r"\d\d:\d\d:\d\d pre-training: round 2, step 40 of at most 100, loss 1\.25; \d+ s, at most "
+                        r"\d+ s left", lines[1]), lines
+    assert re.fullmatch(r"\d\d:\d\d:\d\d pre-training: 40 steps in \d+ s \(converged\)", lines[2]), lines
+    quiet = Progress(100, "fine-tuning", enabled=False)  # progress=False, --quiet: nothing at all
+    quiet.step(5)
+    quiet.round_done({"round": 1, "loss": 1.0})
+    quiet.close("max_rounds")
+    assert capsys.readouterr().err == ""

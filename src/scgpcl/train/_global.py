@@ -14,9 +14,11 @@ import math
 import numpy as np
 import torch
 
+from .._messages import still_working
 from ..data import SubgraphLoader
 from ..module import SCGPCLModule, soft_assign, target_distribution
 from ._kmeans import KMeansResult, assign, kmeans
+from ._schedule import live_bars
 
 __all__ = ["Embedder", "SeededKMeans", "prototype_sizes"]
 
@@ -102,6 +104,9 @@ class Embedder:
         chunks = lambda: self.loader.chunks(None, self.chunk)
         if not (progress and self.sample is not None):
             return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
+        if not live_bars():  # a log file: no bar of redraws (35 s at 1,000,000 cells), a line every 30 s instead
+            with still_working(f"embedding {self.loader.n_cells} cells"):
+                return self.module.embed_cells(chunks(), self.module.gene_context(chunks))
         from tqdm.auto import tqdm
 
         n_chunks = -(-self.loader.n_cells // self.chunk)

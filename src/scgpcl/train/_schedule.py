@@ -10,12 +10,13 @@ with at most ``round_steps`` minibatches per epoch a round is an epoch, or
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import weakref
 from contextlib import suppress
 from dataclasses import dataclass
 
-__all__ = ["Progress", "Schedule"]
+__all__ = ["Progress", "Schedule", "live_bars"]
 
 log = logging.getLogger("scgpcl")
 
@@ -70,20 +71,52 @@ _EARLY_STOPS = ("converged", "patience", "emptied")
 _OPEN_BARS: weakref.WeakSet = weakref.WeakSet()
 
 
+def live_bars() -> bool:
+    """Whether progress bars can be redrawn in place: standard error is a terminal, or a notebook shows them.
+
+    Elsewhere (a batch job's log file, a pipe) a bar is one line of carriage-return redraws growing for the whole
+    stage, so :class:`Progress` writes a line per round instead.
+    """
+    notebook = sys.modules.get("tqdm.notebook")
+    if notebook is not None:
+        from tqdm.auto import tqdm
+
+        if issubclass(tqdm, notebook.tqdm):
+            return True
+    stream = sys.stderr
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
 class Progress:
     """One progress bar per stage, counted in optimizer steps, with the time left.
 
     The bar's total is the stage's step budget; a stage that stops early
     (convergence) closes it there. With ``enabled=False`` nothing is shown.
+    Where bars cannot be redrawn in place (:func:`live_bars`: a log file), a
+    line per round says the time, the round, the steps and the losses.
     """
 
     def __init__(self, total_steps: int, desc: str, enabled: bool = True):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled, leave=True,
+        self.lines = enabled and not live_bars()
+        self.desc, self.total, self.n = desc, total_steps, 0
+        self.bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not enabled or self.lines, leave=True,
                         dynamic_ncols=True)
         self.t0 = time.perf_counter()
         _OPEN_BARS.add(self)
+
+    def _line(self, text: str) -> None:
+        """One line of a log-file progress display, with the clock time."""
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(f"{time.strftime('%H:%M:%S')} {self.desc}: {text}\n")
+            stream.flush()
 
     @classmethod
     def close_open(cls) -> None:
@@ -93,11 +126,18 @@ class Progress:
 
     def step(self, n: int = 1) -> None:
         """``n`` more steps done."""
+        self.n += n
         self.bar.update(n)
 
     def round_done(self, record: dict) -> None:
-        """Show a round's numbers next to the bar."""
+        """Show a round's numbers next to the bar (or on a line of their own in a log file)."""
         shown = {k: f"{v:.3g}" for k, v in record.items() if k not in ("round", "steps")}
+        if self.lines:
+            elapsed = time.perf_counter() - self.t0
+            left = elapsed / self.n * (self.total - self.n) if self.n else 0.0
+            numbers = ", ".join(f"{k} {v}" for k, v in shown.items())
+            self._line(f"round {record.get('round')}, step {self.n} of at most {self.total}"
+                       f"{', ' + numbers if numbers else ''}; {_clock(elapsed)}, at most {_clock(left)} left")
         self.bar.set_postfix({"round": record.get("round"), **shown}, refresh=False)
 
     def close(self, stop_kind: str | None = None) -> float:
@@ -108,6 +148,10 @@ class Progress:
         looked like a failure (a notebook paints such a bar red).
         """
         _OPEN_BARS.discard(self)
+        if self.lines and stop_kind is not None:
+            words = STOP_LABELS[stop_kind] if stop_kind == "converged" else (
+                f"stopped: {STOP_LABELS[stop_kind]}" if stop_kind in _EARLY_STOPS else "the budget spent")
+            self._line(f"{self.n} steps in {_clock(time.perf_counter() - self.t0)} ({words})")
         if stop_kind is not None and not self.bar.disable:
             if self.bar.total and self.bar.n < self.bar.total:
                 self.bar.total = self.bar.n
