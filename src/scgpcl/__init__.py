@@ -20,6 +20,7 @@ import logging as _logging
 # Only the standard library is imported here (the config dataclasses, the error class), so that
 # ``import scgpcl`` -- and with it the ``scgpcl`` command's start-up, ``--help`` and argument
 # errors -- does not load torch, scanpy or anndata. Everything else is imported on first use.
+from ._caches import use_writable_caches as _use_writable_caches
 from ._config import (
     ModelConfig,
     PreprocessConfig,
@@ -33,6 +34,10 @@ from ._config import (
 from ._errors import InputError
 
 __version__ = "0.1.0"
+
+# before numba or matplotlib is imported: their caches where the usual folders cannot be written (a read-only
+# home on a cluster); numba failed there ("cannot cache function ...: no locator available")
+_use_writable_caches()
 
 _logging.getLogger("scgpcl").addHandler(_logging.NullHandler())
 
