@@ -695,3 +695,26 @@ def test_a_child_ends_when_its_launcher_is_gone_where_the_kernel_cannot_say(tmp_
         assert done.exists()
     finally:
         launcher.kill()
+
+
+def test_the_launcher_shares_the_cores_it_may_use_and_says_when_there_are_too_few(monkeypatch, caplog):
+    # it divided os.cpu_count() (the whole node) between the processes: a job given 8 of 128 cores started 2
+    # processes of 64 threads each on its 8; and nothing said that 2 processes on 1 core are slower than one
+    from scgpcl import _launch
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = {}
+    real_popen = subprocess.Popen
+
+    def popen(args, env=None, **kwargs):
+        seen.setdefault("threads", []).append(env["OMP_NUM_THREADS"])
+        return real_popen([sys.executable, "-c", "pass"], env=env, **kwargs)
+
+    monkeypatch.setattr(_launch.subprocess, "Popen", popen)
+    with caplog.at_level("WARNING", logger="scgpcl"):
+        assert _launch.run_local(["cluster"], 2) == 0
+    assert seen["threads"] == ["1", "1"]
+    assert "--processes 2 on 1 usable core: the processes take turns on them" in caplog.text
+    assert _launch.usable_cores() == 1

@@ -148,6 +148,48 @@ def test_an_output_another_run_wrote_meanwhile_is_not_replaced_without_overwrite
     assert ad.read_h5ad(kept[0]).obs["scgpcl"].nunique() == 3 and _hidden(tmp_path) == []
 
 
+def test_a_report_another_run_wrote_meanwhile_is_not_replaced_without_overwrite(toy_file, tmp_path, monkeypatch,
+                                                                                  capsys):
+    # two batch jobs given the same outputs: the .h5ad of the first was kept, but the second's report replaced
+    # the first's, so the folder described another clustering than the file beside it
+    out, report = tmp_path / "same.h5ad", tmp_path / "same_report"
+    real_train = SCGPCL.train
+
+    def train_while_another_run_writes(self, **kw):
+        result = real_train(self, **kw)
+        out.write_bytes(b"the other run's result")
+        report.mkdir()
+        (report / "index.html").write_text("the other run's report")
+        return result
+
+    monkeypatch.setattr(SCGPCL, "train", train_while_another_run_writes)
+    code = main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", "--report", str(report), *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert (report / "index.html").read_text() == "the other run's report"  # not replaced
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("same_report.")]
+    assert len(kept) == 1 and (kept[0] / "index.html").is_file() and (kept[0] / "clusters.tsv").is_file()
+    assert f"this report was written to '{kept[0]}' instead" in err[0] and "the results were written to" in err[0]
+    assert out.read_bytes() == b"the other run's result" and _hidden(tmp_path) == []
+    # the report alone (the .h5ad was written first): the same, and the .h5ad is named as written
+    monkeypatch.setattr(SCGPCL, "train", real_train)
+
+    def report_meanwhile(*args, **kw):
+        (tmp_path / "r2").mkdir()
+        (tmp_path / "r2" / "index.html").write_text("other")
+        return real_contents(*args, **kw)
+
+    import scgpcl.report as report_module
+
+    real_contents = report_module._write_contents
+    monkeypatch.setattr(report_module, "_write_contents", report_meanwhile)
+    code = main(["cluster", str(toy_file), str(tmp_path / "o2.h5ad"), "-k", "3", "--quiet", "--report",
+                 str(tmp_path / "r2"), *TINY_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and (tmp_path / "r2" / "index.html").read_text() == "other", err
+    assert f"could not write '{tmp_path / 'r2'}'" in err[0] and f"also written: {tmp_path / 'o2.h5ad'}" in err[0]
+
+
 def test_simulate_does_not_replace_an_output_that_appeared_meanwhile(tmp_path, monkeypatch, capsys):
     from scgpcl.simulate import _presets
 

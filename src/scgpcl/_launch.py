@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -57,6 +58,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         pass
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a batch job's allocation, ``taskset``), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        with contextlib.suppress(OSError):
+            return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _signal_name(code: int) -> str:
     try:
         return signal.Signals(-code).name
@@ -74,7 +83,12 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(processes),
                 LOCAL_WORLD_SIZE=str(processes), **{CHILD_ENV: str(os.getpid())})
     # P processes each with all the cores' threads would fight over them: share the cores unless told otherwise
-    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    cores = usable_cores()
+    base.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
+    if processes > cores:
+        logging.getLogger("scgpcl").warning(
+            "--processes %d on %d usable core%s: the processes take turns on them, which is slower than fewer "
+            "processes (pass --processes %d or fewer)", processes, cores, "s" if cores != 1 else "", cores)
     if os.name == "nt":  # torch's Windows wheels (2.4 on) lack libuv, which the rendezvous asks for by default
         base.setdefault("USE_LIBUV", "0")
     children: list[subprocess.Popen] = []

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 import typing
+import uuid
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -397,6 +398,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     # the results first: the report's UMAP and markers can take minutes on large data, and an interruption
     # or an out-of-memory kill there must not cost the training run
     moved = None  # the .h5ad's results went beside a file another run wrote meanwhile (FileExistsError)
+    moved_report = None  # and the report beside a report another run wrote meanwhile
     if h5ad is not None:
         log.info("writing %s", h5ad)
         try:
@@ -425,11 +427,21 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         with suppress(Exception):  # if it fails here it fails again in the report, which says so
             umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
         log.info("report: marker genes, figures and tables")
+        if not overwrite and report.is_dir() and any(report.iterdir()):  # checked empty at the start: another
+            beside = report.with_name(f"{report.name}.{uuid.uuid4().hex[:6]}")  # run's report came meanwhile
+            moved_report = (report, f"a report from elsewhere appeared there while this ran (another run?) and is "
+                                    f"not replaced without --overwrite; this report was written to '{beside}' instead")
+            report = beside
         try:
             write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)
         except KeyboardInterrupt as err:  # a signal just after the report was placed: it is complete, say so
             written.extend(getattr(err, "written", None) or [])
             raise
+        except FileExistsError as err:  # another run's report appeared there meanwhile: ours went beside it
+            if not err.filename:
+                raise
+            moved_report = (report, err.strerror)
+            report = Path(err.filename)
         except Exception as err:
             kept = f"; written and kept: {', '.join(written)}" if written else ""
             raise ReportFailed(f"the report could not be written ({type(err).__name__}: {err}){kept}") from err
@@ -444,9 +456,11 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
                 reason = (err.strerror if isinstance(err, OSError) else None) or err
                 log.warning("the report's UMAP was not added to %s (%s: %s); the file holds the results without it",
                             h5ad, type(err).__name__, reason)
-    if moved is not None:  # every output is written, the .h5ad under another name: a failure all the same
-        others = written[1:]
-        raise OutputFailed(f"could not write '{moved[0]}' ({moved[1]})"
+    if moved is not None or moved_report is not None:  # every output is written, some under another name
+        failed = [m for m in (moved, moved_report) if m is not None]
+        elsewhere = ({str(h5ad)} if moved else set()) | ({str(report / "index.html")} if moved_report else set())
+        others = [w for w in written if w not in elsewhere]  # the messages name where those went
+        raise OutputFailed("could not write " + " nor ".join(f"'{target}' ({why})" for target, why in failed)
                            + (f"; also written: {', '.join(others)}" if others else ""))
     return written
 

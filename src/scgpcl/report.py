@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import errno
 import html
 import io
 import json
@@ -119,6 +120,10 @@ def write_report(
         If ``adata`` holds no clustering under ``key``, ``label_key`` is not a
         column of ``obs``, ``batch_key`` is not a column of batches, or
         ``out_dir`` cannot be used.
+    FileExistsError
+        Without ``overwrite``, another report was put in ``out_dir`` while
+        this one was written: it is kept, and this one is written beside it
+        (the error's ``filename`` says where).
     """
     out = Path(out_dir).expanduser()
     _check_inputs(adata, key, label_key)
@@ -147,7 +152,7 @@ def write_report(
             _write_contents(tmp, adata, key=key, label_key=label_key, batch_key=batch_key,
                             dataset_name=dataset_name, n_markers=n_markers)
         os.chmod(tmp, replacement_mode(out, 0o777))  # after the writing: a replaced report may have been read-only
-        _replace_dir(tmp, out)
+        _replace_dir(tmp, out, overwrite=overwrite)
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt) and not tmp.exists() and (out / "index.html").is_file():
             err.written = [str(out / "index.html")]  # a signal held back during the renames came after them
@@ -203,12 +208,22 @@ def check_report_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
 
 
 # ------------------------------------------------------------ file handling
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded."""
+def _replace_dir(new: Path, out: Path, *, overwrite: bool = True) -> None:
+    """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded.
+
+    Without ``overwrite``, a report that another run put at ``out`` while this one ran (it was absent or empty
+    when checked) is kept, and this one goes beside it: FileExistsError naming where.
+    """
     raise_if_interrupted()  # a Ctrl-C or SIGTERM dropped inside a finaliser while the report was written
     if not out.exists():
         os.rename(new, out)
         return
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        kept = out.with_name(f"{out.name}.{uuid.uuid4().hex[:6]}")
+        os.rename(new, kept)
+        raise FileExistsError(errno.EEXIST, "a report from elsewhere appeared there while this ran (another run?) "
+                              f"and is not replaced without {arg('overwrite=True', '--overwrite')}; this report "
+                              f"was written to '{kept}' instead", str(kept))
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     with deferred():  # a signal between the two renames would leave the old report hidden and no new one
         os.rename(out, old)
