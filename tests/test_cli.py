@@ -749,6 +749,8 @@ def test_ctrl_c_while_writing_says_what_was_written(small_toy_file, tmp_path, mo
         assert "already written and complete" in err and str(out) in err and str(model) in err
         assert "scgpcl" in ad.read_h5ad(out).obs and (model / "config.json").exists()
         assert not (rep / "index.html").exists()
+        # a batch job stopped by its time limit here: how to get the report without training again
+        assert err.endswith(f"(the report from it: scgpcl report {out} {rep})")
 
 
 def test_the_report_umap_is_added_to_the_output_after_the_report(small_toy_file, tmp_path, capsys):

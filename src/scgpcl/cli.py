@@ -915,6 +915,10 @@ def _main(argv: list[str] | None) -> int:
             kept = getattr(e, "written", None)
             what = (f"already written and complete: {', '.join(kept)}; nothing else written" if kept
                     else "no output written")
+            report = getattr(args, "report", None) if args.command == "cluster" else None
+            h5ads = [k for k in kept or [] if k.lower().endswith(".h5ad")]
+            if report and h5ads and not any(k.endswith("index.html") for k in kept):  # the training is kept:
+                what += f" (the report from it: scgpcl report {shlex.quote(h5ads[0])} {shlex.quote(str(report))})"
             if rank == 0:
                 print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)
