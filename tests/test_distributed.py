@@ -670,23 +670,26 @@ def test_a_process_that_cannot_join_says_so_itself(capsys):
 
 def test_a_child_ends_when_its_launcher_is_gone_where_the_kernel_cannot_say(tmp_path):
     # macOS and Windows have no parent-death signal: after `kill -9` of the launcher (or a closed terminal) the
-    # --processes children went on training; they now watch their launcher and end by SIGTERM (cleaning up)
+    # --processes children went on training. There they watch a pipe the launcher holds (its parent's pid does not
+    # tell on Windows), and end as by SIGTERM, cleaning up
     done = tmp_path / "terminated"
     grandchild = (
         "import os, signal, sys, time\n"
         f"signal.signal(signal.SIGTERM, lambda *a: (open({str(done)!r}, 'w').close(), sys.exit(143)))\n"
         "from scgpcl._launch import _watch_launcher\n"
-        "_watch_launcher(os.getppid(), every=0.05)\n"
+        "_watch_launcher()\n"
         "print('watching', flush=True)\n"
         "time.sleep(30)\n"
     )
     launcher = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys, time\n"
-         f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], start_new_session=True)\n"
+         f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdin=subprocess.PIPE, "
+         "start_new_session=True)\n"
          "time.sleep(30)\n"], stdout=subprocess.PIPE, text=True)
     try:
         assert launcher.stdout.readline().strip() == "watching"  # the child runs, and its launcher is alive
-        assert not done.exists()
+        time.sleep(0.3)
+        assert not done.exists()  # a launcher alive: the child goes on
         launcher.kill()  # as kill -9: nothing forwarded
         launcher.wait()
         deadline = time.monotonic() + 15

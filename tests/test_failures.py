@@ -190,6 +190,29 @@ def test_a_report_another_run_wrote_meanwhile_is_not_replaced_without_overwrite(
     assert f"could not write '{tmp_path / 'r2'}'" in err[0] and f"also written: {tmp_path / 'o2.h5ad'}" in err[0]
 
 
+def test_scgpcl_report_keeps_a_report_that_appeared_meanwhile(toy_file, tmp_path, monkeypatch, capsys):
+    # 'scgpcl report' said "error: FileExistsError: [Errno 17] ..." (read as a crash) and named the path twice
+    import scgpcl.report as report_module
+
+    out = tmp_path / "o.h5ad"
+    assert main(["cluster", str(toy_file), str(out), "-k", "3", "--quiet", *TINY_ARGS]) == 0
+    real_contents = report_module._write_contents
+
+    def report_meanwhile(*args, **kw):
+        (tmp_path / "r").mkdir()
+        (tmp_path / "r" / "index.html").write_text("other")
+        return real_contents(*args, **kw)
+
+    monkeypatch.setattr(report_module, "_write_contents", report_meanwhile)
+    assert main(["report", str(out), str(tmp_path / "r"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("r.")]
+    assert len(err) == 1 and len(kept) == 1 and (kept[0] / "index.html").is_file(), err
+    assert err[0] == (f"scgpcl: error: could not write '{tmp_path / 'r'}' (a report from elsewhere appeared there "
+                      "while this ran (another run?) and is not replaced without --overwrite; this report was "
+                      f"written to '{kept[0]}' instead)")
+
+
 def test_simulate_does_not_replace_an_output_that_appeared_meanwhile(tmp_path, monkeypatch, capsys):
     from scgpcl.simulate import _presets
 

@@ -352,7 +352,17 @@ def test_text_tables_are_utf8_whatever_the_locale(tmp_path, counts, cells, name,
             kwargs["encoding"] = "cp1252"
         return real_open(file, mode, *args, **kwargs)
 
+    import scgpcl.data._io as io
+
+    real_gzip_open = io.gzip.open
+
+    def windows_gzip_open(file, mode="rb", *args, **kwargs):  # gzip's text mode takes the locale's encoding too
+        if "t" in mode and "encoding" not in kwargs:
+            kwargs["encoding"] = "cp1252"
+        return real_gzip_open(file, mode, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", windows_open)
+    monkeypatch.setattr(io.gzip, "open", windows_gzip_open)
     out = read_counts(path, genes_as_rows=False)
     monkeypatch.undo()
     assert list(out.var_names) == genes and list(out.obs_names) == cells

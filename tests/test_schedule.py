@@ -131,7 +131,7 @@ def test_in_a_log_file_progress_is_a_line_per_round_with_the_time(capsys):
     assert "\r" not in err
     lines = err.splitlines()
     assert len(lines) == 3
-    assert re.fullmatch(r"\d\d:\d\d:\d\d pre-training: round 2, step 40 of at most 100, loss 1\.25; \d+ s, at most "
+    assert re.fullmatch(r"\d\d:\d\d:\d\d pre-training: round 2, step 40 of at most 100, loss 1\.25; \d+ s, about "
                         r"\d+ s left", lines[1]), lines
     assert re.fullmatch(r"\d\d:\d\d:\d\d pre-training: 40 steps in \d+ s \(converged\)", lines[2]), lines
     quiet = Progress(100, "fine-tuning", enabled=False)  # progress=False, --quiet: nothing at all

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 import tempfile
 
 __all__ = ["use_writable_caches"]
@@ -48,16 +49,26 @@ def _own_folder() -> str | None:
         return None
 
 
+def _usual_folders() -> tuple[str, str]:
+    """Where numba (its user-wide cache) and matplotlib (its configuration and cache) write by default."""
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        return os.path.join(home, "Library", "Caches", "numba"), os.path.join(home, ".matplotlib")
+    if os.name == "nt":
+        local = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+        return os.path.join(local, "numba"), os.path.join(home, ".matplotlib")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return os.path.join(cache, "numba"), os.path.join(config, "matplotlib")
+
+
 def use_writable_caches() -> None:
     """Point numba's and matplotlib's caches at a folder of the user's own when theirs cannot be written."""
-    home = os.path.expanduser("~")
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
-    config = os.environ.get("MPLCONFIGDIR") or os.path.join(
-        os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "matplotlib")
+    numba, matplotlib = _usual_folders()
     wanted = {}
-    if "NUMBA_CACHE_DIR" not in os.environ and not _writable(os.path.join(cache, "numba")):
+    if "NUMBA_CACHE_DIR" not in os.environ and not _writable(numba):
         wanted["NUMBA_CACHE_DIR"] = "numba"
-    if "MPLCONFIGDIR" not in os.environ and not _writable(config):
+    if "MPLCONFIGDIR" not in os.environ and not _writable(matplotlib):
         wanted["MPLCONFIGDIR"] = "matplotlib"
     if not wanted:
         return

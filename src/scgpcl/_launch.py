@@ -38,6 +38,8 @@ __all__ = ["CHILD_ENV", "add_options", "env_rank", "env_world_size", "launch_if_
 
 #: set in the children's environment (they must not launch again)
 CHILD_ENV = "SCGPCL_LAUNCHED_BY"
+#: set where a child's standard input is a pipe its launcher holds open (not on Linux): see _watch_launcher
+PIPE_ENV = "SCGPCL_LAUNCHER_PIPE"
 #: seconds the other processes get to end on their own after one failed, or after a forwarded signal
 GRACE_SECONDS = 30.0
 _POLL = 0.1
@@ -86,9 +88,10 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
     cores = usable_cores()
     base.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
     if processes > cores:
+        fix = "leave out --processes (one process)" if cores == 1 else f"pass --processes {cores} or fewer"
         logging.getLogger("scgpcl").warning(
             "--processes %d on %d usable core%s: the processes take turns on them, which is slower than fewer "
-            "processes (pass --processes %d or fewer)", processes, cores, "s" if cores != 1 else "", cores)
+            "processes (%s)", processes, cores, "s" if cores != 1 else "", fix)
     if os.name == "nt":  # torch's Windows wheels (2.4 on) lack libuv, which the rendezvous asks for by default
         base.setdefault("USE_LIBUV", "0")
     children: list[subprocess.Popen] = []
@@ -112,9 +115,13 @@ def run_local(argv: list[str], processes: int, *, grace: float = GRACE_SECONDS) 
                 break
             env = dict(base, RANK=str(r), LOCAL_RANK=str(r), GROUP_RANK="0", ROLE_RANK=str(r))
             # a session of their own: a Ctrl-C in the terminal reaches the launcher, which forwards it once
-            children.append(subprocess.Popen([sys.executable, "-m", "scgpcl", *argv], env=env,
-                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                             preexec_fn=_die_with_parent if sys.platform == "linux" else None))
+            # Linux ends them with the launcher by a parent-death signal; elsewhere they watch a pipe the launcher
+            # holds open, which the system closes when the launcher ends in any way (_watch_launcher)
+            linux = sys.platform == "linux"
+            children.append(subprocess.Popen([sys.executable, "-m", "scgpcl", *argv],
+                                             env=env if linux else dict(env, **{PIPE_ENV: "1"}),
+                                             stdin=subprocess.DEVNULL if linux else subprocess.PIPE,
+                                             start_new_session=True, preexec_fn=_die_with_parent if linux else None))
         deadline, stopping = None, False
         while any(p.poll() is None for p in children):
             now = time.monotonic()
@@ -245,18 +252,27 @@ def _minutes(value: str) -> float:
     return m
 
 
-def _watch_launcher(launcher: int, every: float = 1.0) -> None:
-    """In a child on macOS or Windows: end this process (SIGTERM, so it cleans up) once its launcher is gone.
+def _watch_launcher() -> None:
+    """In a child on macOS or Windows: end this process (as by SIGTERM, so it cleans up) once its launcher is gone.
 
     Linux children ask the kernel for that (``_die_with_parent``); elsewhere a killed launcher (``kill -9``, a
-    closed terminal) left them training with nobody to collect their work.
+    closed terminal) left them training with nobody to collect their work. The launcher holds the write end of
+    the child's standard input open and never writes: end of file means it is gone, however it ended. (The
+    parent's process id does not tell: Windows keeps reporting a parent that has exited, and a venv's
+    ``python.exe`` is a launcher of its own between the two.)
     """
     import threading
 
     def watch() -> None:
-        while os.getppid() == launcher:
-            time.sleep(every)
-        os.kill(os.getpid(), signal.SIGTERM)
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        if os.name == "nt":  # os.kill would be TerminateProcess: the SIGTERM handler (clean-up) in the main thread
+            import _thread
+
+            _thread.interrupt_main(signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="scgpcl-launcher-watch", daemon=True).start()
 
@@ -270,8 +286,8 @@ def launch_if_asked(args) -> int | None:
 
     p = getattr(args, "processes", 1)
     if os.environ.get(CHILD_ENV):
-        if sys.platform != "linux" and os.environ[CHILD_ENV].isdigit():
-            _watch_launcher(int(os.environ[CHILD_ENV]))
+        if os.environ.get(PIPE_ENV) and sys.stdin is not None:
+            _watch_launcher()
         return None
     if p > 1 and env_world_size() > 1:
         raise InputError(f"--processes {p} starts its own processes, but this one already is one of "

@@ -696,6 +696,20 @@ def _run_cluster(args) -> int:
     return 0
 
 
+def _report_command(args, h5ad: str) -> str:
+    """The ``scgpcl report`` command that makes the report ``cluster`` was asked for, from its written results."""
+    words = ["scgpcl", "report", h5ad, str(args.report), "--name", Path(args.input).name]
+    if args.key_added != "scgpcl":
+        words += ["--key", args.key_added]
+    if args.label_key:
+        words += ["--label-key", args.label_key]
+    if args.batch_key:
+        words += ["--batch-key", args.batch_key]
+    if args.overwrite:
+        words.append("--overwrite")
+    return shlex.join(words)
+
+
 def _record_run(adata, key: str, args, *, input: str, checksum: str | dict | None = None) -> None:
     """Keep what reproduces the run in ``uns[key]['params']``: the command line, its folder, the input and its SHA-256.
 
@@ -737,8 +751,13 @@ def _run_report(args) -> int:
 
         check_batch_key(adata, args.batch_key, warn_missing=True)
     log.info("report of %d cells: UMAP (unless the file holds it), marker genes, figures and tables", adata.n_obs)
-    write_report(adata, out, key=args.key, label_key=args.label_key, batch_key=args.batch_key,
-                 dataset_name=args.name or Path(args.input).name, overwrite=args.overwrite)
+    try:
+        write_report(adata, out, key=args.key, label_key=args.label_key, batch_key=args.batch_key,
+                     dataset_name=args.name or Path(args.input).name, overwrite=args.overwrite)
+    except FileExistsError as err:  # another report appeared in DIR meanwhile: kept, and this one went beside it
+        if not err.filename:
+            raise
+        raise OutputFailed(f"could not write '{out}' ({err.strerror})") from err
     print(f"scgpcl: wrote {out / 'index.html'}")
     return 0
 
@@ -918,7 +937,7 @@ def _main(argv: list[str] | None) -> int:
             report = getattr(args, "report", None) if args.command == "cluster" else None
             h5ads = [k for k in kept or [] if k.lower().endswith(".h5ad")]
             if report and h5ads and not any(k.endswith("index.html") for k in kept):  # the training is kept:
-                what += f" (the report from it: scgpcl report {shlex.quote(h5ads[0])} {shlex.quote(str(report))})"
+                what += f" (the report from it: {_report_command(args, h5ads[0])})"
             if rank == 0:
                 print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)

@@ -425,8 +425,6 @@ def init(*, backend: str = "auto", timeout: float | datetime.timedelta | None = 
         if missing:
             raise DistributedError(f"WORLD_SIZE={world_size()} but {' and '.join(missing)} not set: start the "
                                    "processes with torchrun (or scgpcl cluster --processes P)")
-        if os.name == "nt":  # torch's Windows wheels (2.4 on) lack libuv, which the rendezvous asks for by default
-            os.environ.setdefault("USE_LIBUV", "0")
         try:
             dist.init_process_group(backend=backend, timeout=timeout)
         except RuntimeError as err:

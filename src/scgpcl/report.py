@@ -277,7 +277,7 @@ def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[st
     nnz = counts.nnz if sp.issparse(counts) else int(np.count_nonzero(counts))
     summary: dict[str, Any] = {
         "cells": int(adata.n_obs),
-        "genes": int(adata.n_vars),
+        "genes": int(counts.shape[1]),  # of the counts read (.raw can hold more genes than X)
         "counts from": where,
         "storage": "sparse" if sp.issparse(counts) else "dense",
         "median counts per cell": float(np.median(per_cell)) if per_cell.size else float("nan"),

@@ -196,7 +196,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     model
         A trained :class:`~scgpcl.SCGPCL`.
     key_added
-            Where the results go. Must not contain ``/`` nor equal ``label_key`` or
+        Where the results go. Must not contain ``/`` nor equal ``label_key`` or
         ``batch_key``.
     label_key
         Column of ``obs`` with reference labels: adds ``metrics`` to
@@ -230,7 +230,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
             "random_state": model.random_state,
             "layer": model.layer if model.layer is not None else "X",
             # a model loaded on the input of a --use-raw run read adata.raw: markers and the report read it too
-            "counts_in_raw": bool(model.counts_in_raw and adata.raw is not None),
+            "counts_in_raw": bool(getattr(model, "counts_in_raw", False) and adata.raw is not None),  # (older pickles)
             "device": str(model.device),
             "n_cells_used": model.data.n_cells,
             "n_cells_dropped": n_dropped,

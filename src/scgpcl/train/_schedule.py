@@ -16,6 +16,8 @@ import weakref
 from contextlib import suppress
 from dataclasses import dataclass
 
+from .._messages import counted
+
 __all__ = ["Progress", "Schedule", "live_bars"]
 
 log = logging.getLogger("scgpcl")
@@ -77,12 +79,11 @@ def live_bars() -> bool:
     Elsewhere (a batch job's log file, a pipe) a bar is one line of carriage-return redraws growing for the whole
     stage, so :class:`Progress` writes a line per round instead.
     """
-    notebook = sys.modules.get("tqdm.notebook")
-    if notebook is not None:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # imports tqdm.notebook when a notebook can show its widgets
 
-        if issubclass(tqdm, notebook.tqdm):
-            return True
+    notebook = sys.modules.get("tqdm.notebook")
+    if notebook is not None and issubclass(tqdm, notebook.tqdm):
+        return True
     stream = sys.stderr
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
 
@@ -136,8 +137,9 @@ class Progress:
             elapsed = time.perf_counter() - self.t0
             left = elapsed / self.n * (self.total - self.n) if self.n else 0.0
             numbers = ", ".join(f"{k} {v}" for k, v in shown.items())
+            # "about": the rounds so far extrapolated to the budget (warm-up rounds are cheaper; a stage can stop early)
             self._line(f"round {record.get('round')}, step {self.n} of at most {self.total}"
-                       f"{', ' + numbers if numbers else ''}; {_clock(elapsed)}, at most {_clock(left)} left")
+                       f"{', ' + numbers if numbers else ''}; {_clock(elapsed)}, about {_clock(left)} left")
         self.bar.set_postfix({"round": record.get("round"), **shown}, refresh=False)
 
     def close(self, stop_kind: str | None = None) -> float:
@@ -151,7 +153,7 @@ class Progress:
         if self.lines and stop_kind is not None:
             words = STOP_LABELS[stop_kind] if stop_kind == "converged" else (
                 f"stopped: {STOP_LABELS[stop_kind]}" if stop_kind in _EARLY_STOPS else "the budget spent")
-            self._line(f"{self.n} steps in {_clock(time.perf_counter() - self.t0)} ({words})")
+            self._line(f"{counted(self.n, 'step')} in {_clock(time.perf_counter() - self.t0)} ({words})")
         if stop_kind is not None and not self.bar.disable:
             if self.bar.total and self.bar.n < self.bar.total:
                 self.bar.total = self.bar.n
