@@ -33,7 +33,7 @@ from ._fs import (
     warn_leftovers,
 )
 from ._machine import sha256_of
-from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k
+from ._messages import cli_context, clip, counted, k_estimates, kept_run, per_run_k, still_working
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
@@ -402,7 +402,8 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
     if h5ad is not None:
         log.info("writing %s", h5ad)
         try:
-            with _output_failure(h5ad, written):  # without --overwrite, not over a file another run wrote meanwhile
+            # without --overwrite, not over a file another run wrote meanwhile; minutes for millions of cells
+            with _output_failure(h5ad, written), still_working(f"writing {h5ad}"):
                 write_h5ad_atomic(adata, h5ad, overwrite=overwrite, compression=compression)
         except KeyboardInterrupt as err:  # a signal just after the file was placed: it is complete, say so
             written.extend(getattr(err, "written", None) or [])
@@ -451,7 +452,8 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             # atomically, so an interruption here leaves the first, complete file
             log.info("adding the report's UMAP to %s", h5ad)
             try:
-                write_h5ad_atomic(adata, h5ad, compression=compression)
+                with still_working(f"writing {h5ad}"):
+                    write_h5ad_atomic(adata, h5ad, compression=compression)
             except Exception as err:  # every output is complete: say it, do not fail the run (Ctrl-C still stops)
                 reason = (err.strerror if isinstance(err, OSError) else None) or err
                 log.warning("the report's UMAP was not added to %s (%s: %s); the file holds the results without it",
@@ -652,8 +654,9 @@ def _run_cluster(args) -> int:
     # the output folders too: a folder that cannot take the results fails before a large input is read
     _check_model_dir(args.save_model, args.overwrite)
     report = _report_dir(args)
-    adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
-                        label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
+    with still_working(f"reading {args.input}"):  # 40 s for a million cells, more for text or compressed files
+        adata = read_counts(args.input, layer=args.layer, genes_as_rows=args.genes_as_rows,
+                            label_key=args.label_key, use_raw=args.use_raw)  # also checks the label key
     check_batch_key(adata, args.batch_key, warn_missing=True)
     if args.use_raw and config.model.reconstruction != "mse":
         # the model would speak of X, and of a .raw it no longer sees (mse only warns: once, in the model)
@@ -745,7 +748,8 @@ def _run_report(args) -> int:
 
     out = check_report_dir(args.report, overwrite=args.overwrite)
     warn_leftovers(out, folders=True)
-    adata = read_clustered(args.input)
+    with still_working(f"reading {args.input}"):
+        adata = read_clustered(args.input)
     if args.batch_key is not None:  # cells without a batch are left out of its tables: say how many, once
         from .data._checks import check_batch_key
 
@@ -813,7 +817,8 @@ def _run_markers(args) -> int:
     from .tl import markers
 
     out = _check_table_out(args.output, args.input, args.overwrite) if args.output else None
-    adata = read_clustered(args.input)
+    with still_working(f"reading {args.input}"):
+        adata = read_clustered(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
         raise InputError(f"layer {args.layer!r} not found in '{args.input}'; available layers: {available}")
