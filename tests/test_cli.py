@@ -750,7 +750,7 @@ def test_ctrl_c_while_writing_says_what_was_written(small_toy_file, tmp_path, mo
         assert "scgpcl" in ad.read_h5ad(out).obs and (model / "config.json").exists()
         assert not (rep / "index.html").exists()
         # a batch job stopped by its time limit here: how to get the report without training again
-        assert err.endswith(f"(the report from it: scgpcl report {out} {rep} --name {small_toy_file.name})")
+        assert err.endswith(f"(the report from it: scgpcl report {out} {rep} --name={small_toy_file.name})")
     if where == "report":  # the command given works as printed, with the run's key and an earlier report in DIR
         (rep / "index.html").parent.mkdir(exist_ok=True)
         (rep / "index.html").write_text("an earlier report")
@@ -759,7 +759,7 @@ def test_ctrl_c_while_writing_says_what_was_written(small_toy_file, tmp_path, mo
                      "--key-added", "mine", "--overwrite", *TINY_ARGS]) == 130
         hint = capsys.readouterr().err.strip().split("(the report from it: ")[1].rstrip(")")
         monkeypatch.undo()
-        assert hint.startswith("scgpcl report ") and "--key mine" in hint and hint.endswith("--overwrite")
+        assert hint.startswith("scgpcl report ") and "--key=mine" in hint and hint.endswith("--overwrite")
         import shlex
 
         assert main(shlex.split(hint)[1:]) == 0 and "the report from it" not in capsys.readouterr().err

@@ -698,6 +698,34 @@ def test_a_child_ends_when_its_launcher_is_gone_where_the_kernel_cannot_say(tmp_
         assert done.exists()
     finally:
         launcher.kill()
+    # a watched child that ends on its own ends cleanly: a thread blocked in sys.stdin's reader held its lock, and
+    # the interpreter's shutdown aborted (SIGABRT, exit 134 for every run on macOS and Windows)
+    child = subprocess.Popen([sys.executable, "-c", "from scgpcl._launch import _watch_launcher\n_watch_launcher()\n"
+                              "print('done', flush=True)\n"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "done" and child.wait(timeout=30) == 0
+    finally:
+        child.stdin.close()
+
+
+def test_where_the_kernel_cannot_end_them_the_children_get_a_pipe_to_watch(monkeypatch):
+    from scgpcl import _launch
+
+    monkeypatch.setattr(_launch.sys, "platform", "darwin")
+    seen = []
+    real_popen = subprocess.Popen
+
+    def popen(args, env=None, stdin=None, preexec_fn=None, **kwargs):
+        seen.append((env.get(_launch.PIPE_ENV), stdin, preexec_fn))
+        return real_popen([sys.executable, "-c", "pass"], env=env, stdin=stdin, **kwargs)
+
+    monkeypatch.setattr(_launch.subprocess, "Popen", popen)
+    assert _launch.run_local(["cluster"], 2) == 0
+    assert seen == [("1", subprocess.PIPE, None)] * 2
+    monkeypatch.setattr(_launch.sys, "platform", "linux")
+    seen.clear()
+    assert _launch.run_local(["cluster"], 2) == 0
+    assert [(pipe, stdin, fn) for pipe, stdin, fn in seen] == [(None, subprocess.DEVNULL, _launch._die_with_parent)] * 2
 
 
 def test_the_launcher_shares_the_cores_it_may_use_and_says_when_there_are_too_few(monkeypatch, caplog):

@@ -14,10 +14,12 @@ child disappeared without one. It
 - stops the others when one child fails and they have not ended on their own
   within :data:`GRACE_SECONDS` (they normally end at once: their next
   collective fails);
-- asks the kernel to send SIGTERM to the children if the launcher itself is
-  killed (Linux), so that no child trains on, orphaned;
-- gives each child ``cores // P`` threads (``OMP_NUM_THREADS``) unless the
-  environment sets it (torchrun gives each 1).
+- ends the children if the launcher itself is killed, so that no child
+  trains on, orphaned: on Linux the kernel sends them SIGTERM; elsewhere
+  each watches a pipe the launcher holds open (:func:`_watch_launcher`);
+- gives each child ``cores // P`` threads (``OMP_NUM_THREADS``) of the cores
+  it may use (:func:`usable_cores`) unless the environment sets it
+  (torchrun gives each 1).
 
 Only the standard library is imported here.
 """
@@ -263,9 +265,16 @@ def _watch_launcher() -> None:
     """
     import threading
 
+    # a duplicate of the descriptor, read with os.read: a thread blocked in sys.stdin's reader holds its lock,
+    # and the interpreter's shutdown then aborts (SIGABRT) when the child ends normally
+    try:
+        fd = os.dup(sys.stdin.fileno())
+    except (OSError, ValueError, AttributeError):  # no standard input to watch
+        return
+
     def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
+        with contextlib.suppress(OSError):
+            while os.read(fd, 4096):
                 pass
         if os.name == "nt":  # os.kill would be TerminateProcess: the SIGTERM handler (clean-up) in the main thread
             import _thread

@@ -387,7 +387,9 @@ def _write_outputs(adata, *, h5ad: Path | None, report: Path | None, key: str, l
                                        compression=compression)
     except KeyboardInterrupt as err:
         if written:
-            raise InterruptedAfterWriting(written) from err
+            after = InterruptedAfterWriting(written)
+            after.report_target = getattr(err, "report_target", None)
+            raise after from err
         raise
 
 
@@ -437,6 +439,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)
         except KeyboardInterrupt as err:  # a signal just after the report was placed: it is complete, say so
             written.extend(getattr(err, "written", None) or [])
+            err.report_target = str(report)  # where this run's report was going (the command's hint names it)
             raise
         except FileExistsError as err:  # another run's report appeared there meanwhile: ours went beside it
             if not err.filename:
@@ -699,15 +702,16 @@ def _run_cluster(args) -> int:
     return 0
 
 
-def _report_command(args, h5ad: str) -> str:
+def _report_command(args, h5ad: str, report: str) -> str:
     """The ``scgpcl report`` command that makes the report ``cluster`` was asked for, from its written results."""
-    words = ["scgpcl", "report", h5ad, str(args.report), "--name", Path(args.input).name]
+    # --opt=value: a value that starts with '-' is not taken for an option
+    words = ["scgpcl", "report", h5ad, report, f"--name={Path(args.input).name}"]
     if args.key_added != "scgpcl":
-        words += ["--key", args.key_added]
+        words.append(f"--key={args.key_added}")
     if args.label_key:
-        words += ["--label-key", args.label_key]
+        words.append(f"--label-key={args.label_key}")
     if args.batch_key:
-        words += ["--batch-key", args.batch_key]
+        words.append(f"--batch-key={args.batch_key}")
     if args.overwrite:
         words.append("--overwrite")
     return shlex.join(words)
@@ -942,7 +946,9 @@ def _main(argv: list[str] | None) -> int:
             report = getattr(args, "report", None) if args.command == "cluster" else None
             h5ads = [k for k in kept or [] if k.lower().endswith(".h5ad")]
             if report and h5ads and not any(k.endswith("index.html") for k in kept):  # the training is kept:
-                what += f" (the report from it: {_report_command(args, h5ads[0])})"
+                # the folder this run was writing to (beside another run's report, if one appeared meanwhile)
+                target = getattr(e, "report_target", None) or str(report)
+                what += f" (the report from it: {_report_command(args, h5ads[0], target)})"
             if rank == 0:
                 print(f"scgpcl: {_interrupted_by(e)}; {what}", file=sys.stderr)
             return _interrupt_exit_code(e)
