@@ -42,9 +42,9 @@ def cluster_order(values: pd.Series) -> list[str]:
 def clustering_counts(adata: AnnData, key: str, layer: str | None = None) -> tuple[object, str, pd.Index]:
     """The counts a clustering's markers and report read: the matrix, its name and its genes.
 
-    The name is ``X``, ``layers['...']`` or ``raw.X``. ``layer`` when given; else where :func:`store_results` recorded the clustering's counts
-    (``uns[key]['params']``: a layer, or ``.raw`` for a model loaded on the input of a ``--use-raw`` run);
-    else ``X``.
+    The name is ``X``, ``layers['...']`` or ``raw.X``. The counts are ``layer`` when given; else where
+    :func:`store_results` recorded the clustering's counts (``uns[key]['params']``: a layer, or ``.raw`` for
+    a model loaded on the input of a ``--use-raw`` run); else ``X``.
     """
     if layer is not None:
         if layer not in adata.layers:
