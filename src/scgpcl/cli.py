@@ -15,7 +15,6 @@ import sys
 import time
 import traceback
 import typing
-import uuid
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -423,7 +422,7 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
         written.append(str(save_model))
     if report is not None:
         from .pl import UMAP_N_NEIGHBORS, UMAP_RANDOM_STATE, umap_coordinates
-        from .report import write_report
+        from .report import report_beside, write_report
 
         # store_results dropped any earlier UMAP under the key: the report's is computed here
         log.info("report: UMAP of %d cells (a few minutes at 100,000 cells)", adata.n_obs)
@@ -431,9 +430,8 @@ def _write_outputs_in_order(adata, written: list[str], *, h5ad, report, key, lab
             umap_coordinates(adata, key=key, n_neighbors=UMAP_N_NEIGHBORS, random_state=UMAP_RANDOM_STATE)
         log.info("report: marker genes, figures and tables")
         if not overwrite and report.is_dir() and any(report.iterdir()):  # checked empty at the start: another
-            beside = report.with_name(f"{report.name}.{uuid.uuid4().hex[:6]}")  # run's report came meanwhile
-            moved_report = (report, f"a report from elsewhere appeared there while this ran (another run?) and is "
-                                    f"not replaced without --overwrite; this report was written to '{beside}' instead")
+            beside, why = report_beside(report)  # run's report came meanwhile (write_report would refuse it)
+            moved_report = (report, why)
             report = beside
         try:
             write_report(adata, report, key=key, label_key=label_key, dataset_name=name, overwrite=overwrite)

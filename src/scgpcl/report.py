@@ -208,7 +208,14 @@ def check_report_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> 
 
 
 # ------------------------------------------------------------ file handling
-def _replace_dir(new: Path, out: Path, *, overwrite: bool = True) -> None:
+def report_beside(out: Path) -> tuple[Path, str]:
+    """Where a report goes when another run's report appeared at ``out`` meanwhile, and the words that say so."""
+    kept = out.with_name(f"{out.name}.{uuid.uuid4().hex[:6]}")
+    return kept, ("a report from elsewhere appeared there while this ran (another run?) and is not replaced "
+                  f"without {arg('overwrite=True', '--overwrite')}; this report was written to '{kept}' instead")
+
+
+def _replace_dir(new: Path, out: Path, *, overwrite: bool) -> None:
     """Move the finished folder ``new`` to ``out``; an old ``out`` is removed only after that succeeded.
 
     Without ``overwrite``, a report that another run put at ``out`` while this one ran (it was absent or empty
@@ -219,11 +226,9 @@ def _replace_dir(new: Path, out: Path, *, overwrite: bool = True) -> None:
         os.rename(new, out)
         return
     if not overwrite and out.is_dir() and any(out.iterdir()):
-        kept = out.with_name(f"{out.name}.{uuid.uuid4().hex[:6]}")
+        kept, why = report_beside(out)
         os.rename(new, kept)
-        raise FileExistsError(errno.EEXIST, "a report from elsewhere appeared there while this ran (another run?) "
-                              f"and is not replaced without {arg('overwrite=True', '--overwrite')}; this report "
-                              f"was written to '{kept}' instead", str(kept))
+        raise FileExistsError(errno.EEXIST, why, str(kept))
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     with deferred():  # a signal between the two renames would leave the old report hidden and no new one
         os.rename(out, old)
