@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embeddings import CHOOSE, CONFIRM
 
+from scgpcl._machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 SCORES = REPO / "benchmarks" / "results" / "auto_k_rules.jsonl"
 MD = REPO / "benchmarks" / "results" / "auto_k_rules.md"
@@ -76,7 +78,7 @@ def score(args) -> None:
                "ks": ks.tolist(),
                "eigenvalue": eig.curve["eigenvalue"].tolist(), "k_eigengap": eig.k,
                "resolution": list(GRID), "leiden_k": k.tolist(), "stability": stab.tolist(),
-               "modularity": mod.tolist(), "kmeans_ari": ari}
+               "modularity": mod.tolist(), "kmeans_ari": ari, "cpu": cpu_model()}
         with out.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
         print(name, seed, "true", k_true, "eig", eig.k, "leiden", k.tolist(), flush=True)

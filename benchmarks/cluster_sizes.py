@@ -23,6 +23,8 @@ sys.path.insert(0, str(HERE))
 
 from embeddings import CHOOSE, DATASETS  # noqa: E402
 
+from scgpcl._machine import cpu_model  # noqa: E402  (each record names the CPU)
+
 REAL = Path(os.environ.get("SCGPCL_SHARED", HERE.parent.parent / "shared")) / "data" / "real"
 RUNS = HERE / "runs" / "cluster_sizes.jsonl"
 PAGE = HERE / "results" / "cluster_sizes.md"
@@ -49,7 +51,7 @@ def one(dataset: str, seed: int) -> dict:
             for c, n in enumerate(sizes) if 0 < n <= 2]
     return {"dataset": dataset, "seed": seed, "K": k, "n_cells": int(a.n_obs), "cluster_sizes": sizes.tolist(),
             "type_sizes": types.tolist(), "tiny_clusters": tiny, "ARI": float(a.uns["scgpcl"]["metrics"]["ARI"]),
-            "cpu_s": time.process_time() - t0}
+            "cpu_s": time.process_time() - t0, "cpu": cpu_model()}
 
 
 def run(args) -> None:

@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from embeddings import CHOOSE, DATASETS  # noqa: E402
 
+from scgpcl._machine import cpu_model  # noqa: E402  (each record names the CPU)
+
 import harness  # noqa: E402
 
 RUNS = HERE / "runs" / "ens"
@@ -92,7 +94,7 @@ def analyse(args) -> None:
                     labels = KMeans(k, n_init=20, random_state=e).fit(z).labels_
                     rows.append({"encoder": encoder, "dataset": d, "members": m, "ensemble": e,
                                  "ARI": float(adjusted_rand_score(truth, labels)),
-                                 "cpu_s": sum(x[3] for x in members)})
+                                 "cpu_s": sum(x[3] for x in members), "cpu": cpu_model()})
             print(f"{encoder} {d}: {sum(r['encoder'] == encoder and r['dataset'] == d for r in rows)} ensembles",
                   flush=True)
     JSONL.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -40,6 +40,8 @@ sys.path.insert(0, str(HERE))
 from embeddings import CHOOSE, DATASETS, SHARED  # noqa: E402
 from ensemble import MEASURED_WITH, RUNS, _pm, _reference  # noqa: E402
 
+from scgpcl._machine import cpu_model  # noqa: E402  (each record names the CPU)
+
 JSONL = HERE / "results" / "hybrid.jsonl"
 MD = HERE / "results" / "hybrid.md"
 WEIGHTS = (0.5, 1.0, 2.0)
@@ -90,7 +92,8 @@ def run() -> list[dict]:
             for name, b, w in VARIANTS:
                 x = z if b is None else pcs[key][b] if w is None else np.hstack([z, w * pcs[key][b]])
                 lab = KMeans(k, n_init=20, random_state=s).fit(x).labels_
-                rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab))})
+                rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
+                             "cpu": cpu_model()})
             print(d, s, " ".join(f"{r['variant']} {r['ARI']:.3f}" for r in rows[-len(VARIANTS):]), flush=True)
     return rows
 

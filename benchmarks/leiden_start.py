@@ -61,6 +61,7 @@ sys.path.insert(0, str(HERE))
 from accuracy import _mse as _pm  # noqa: E402
 from embeddings import CHOOSE, CONFIRM, DATASETS, OUT, SHARED  # noqa: E402
 
+from scgpcl._machine import cpu_model  # noqa: E402  (each record names the CPU)
 from scgpcl.train._joined import _block, cluster_means  # noqa: E402  (the package's own block scaling)
 
 JSONL = HERE / "results" / "leiden_start.jsonl"
@@ -187,7 +188,8 @@ def run(args) -> None:
             # "resolution" and "forced" are those of the `leiden` run on J, in every row of this seed
             for name, lab in zip(names, labs, strict=True):
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
-                             "n_clusters": int(len(np.unique(lab))), "resolution": res, "forced": forced})
+                             "n_clusters": int(len(np.unique(lab))), "resolution": res, "forced": forced,
+                             "cpu": cpu_model()})
             print(d, s, " ".join(f"{r['variant']} {r['ARI']:.3f}" for r in rows[-len(names):]),
                   f"res {res:.3g}{' forced' if forced else ''}", flush=True)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -235,7 +237,7 @@ def baseline(args) -> None:
                 labs[f"spectral_{assign.split('_')[-1]}"] = spec.fit_predict(w)
             for name, lab in labs.items():
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
-                             "n_clusters": int(len(np.unique(lab))), "k": k})
+                             "n_clusters": int(len(np.unique(lab))), "k": k, "cpu": cpu_model()})
             print(d, s, " ".join(f"{r['variant']} {r['ARI']:.3f} ({r['n_clusters']})" for r in rows[-len(labs):]),
                   flush=True)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scgpcl._machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("SCGPCL_SHARED", HERE.parents[0].parent / "shared"))
 JSONL = HERE / "results" / "schedule_trace.jsonl"
@@ -56,7 +58,8 @@ def _one(dataset: str, seed: int) -> None:
 
     tr.pretrain(callback=after)
     with JSONL.open("a") as f:
-        f.write(json.dumps({"dataset": dataset, "seed": seed, "over": over, "rows": rows}) + "\n")
+        f.write(json.dumps({"dataset": dataset, "seed": seed, "over": over, "rows": rows,
+                            "cpu": cpu_model()}) + "\n")
 
 
 def trace(args) -> None:
