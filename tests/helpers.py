@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.util
 import os
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pytest
 import scipy.io
 import scipy.sparse as sp
 
 import scgpcl
 
+#: for tests that write a .zarr store: zarr comes with anndata 0.12 and later, not with 0.11
+needs_zarr = pytest.mark.skipif(importlib.util.find_spec("zarr") is None,
+                                reason="zarr is not installed (anndata >= 0.12 installs it; with anndata 0.11: "
+                                       "pip install 'zarr<3')")
 SHARED = Path(os.environ.get("SCGPCL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 # a short schedule: every stage runs (warm-up, prototypes, convergence check, DEC); rounds of one epoch

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tool():
+    # its cases include .zarr stores: zarr comes with anndata 0.12 and later, not with 0.11
+    pytest.importorskip("zarr", reason="zarr is not installed (anndata >= 0.12 installs it; with anndata 0.11: "
+                                       "pip install 'zarr<3')")
     spec = importlib.util.spec_from_file_location("bad_inputs", ROOT / "tools" / "bad_inputs.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["bad_inputs"] = module  # dataclasses look their module up there
@@ -43,4 +46,6 @@ def test_the_page_is_current(tool, page):
 
     if torch.cuda.is_available():
         pytest.skip("the page is generated on a machine without CUDA ('--device cuda:7' says so)")
-    assert (ROOT / "docs" / "bad_inputs.md").read_text() == page, "run: python tools/bad_inputs.py"
+    assert (ROOT / "docs" / "bad_inputs.md").read_text() == page, (
+        "run: python tools/bad_inputs.py (or the installed h5py, scipy or zarr word their errors other than the "
+        "versions the page was made with, those .ci/run installs)")

@@ -22,7 +22,7 @@ from scgpcl.cli import main as cli_main
 from scgpcl.data._checks import check_counts
 from scgpcl.data._io import read_counts, write_h5ad_atomic
 
-from helpers import write_10x_mtx
+from helpers import needs_zarr, write_10x_mtx
 
 N_CELLS, N_GENES = 12, 7
 
@@ -173,6 +173,7 @@ def test_duplicate_names_made_unique(tmp_path, counts, cells):
 
 
 @pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+@needs_zarr
 def test_zarr_store_reads_like_h5ad(tmp_path, counts, cells, genes):
     store = tmp_path / "data.zarr"
     adata = anndata.AnnData(counts.astype(np.float32), obs=pd.DataFrame({"cell_type": ["a", "b"] * 6}, index=cells),
@@ -187,6 +188,7 @@ def test_zarr_store_reads_like_h5ad(tmp_path, counts, cells, genes):
 
 
 @pytest.mark.filterwarnings("ignore:Writing zarr v2 data")
+@needs_zarr
 def test_zarr_store_counts_in_raw(tmp_path, counts, cells, genes):
     store = tmp_path / "norm"  # no .zarr suffix: told from a 10x folder by its zarr metadata
     adata = anndata.AnnData(counts.astype(np.float32), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes))
@@ -201,6 +203,20 @@ def test_a_zarr_store_that_is_not_anndata_is_named(tmp_path):
     store.mkdir()
     (store / "zarr.json").write_text("not json")
     with pytest.raises(InputError, match=r"cannot read .*other\.zarr.*AnnData \.zarr store"):
+        read_counts(store)
+
+
+def test_a_zarr_store_without_the_zarr_package_names_the_install(tmp_path, monkeypatch):
+    # anndata 0.11 does not install zarr: its read_zarr failed with "zarr is not installed. Is it a valid
+    # AnnData .zarr store?", which sent the user to check a good file
+    import importlib.util
+
+    store = tmp_path / "data.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("{}")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a))
+    with pytest.raises(InputError, match=r"cannot read .*data\.zarr.*needs the zarr package.*pip install 'zarr<3'"):
         read_counts(store)
 
 

@@ -797,6 +797,8 @@ def tests_asserting_bad_input() -> list[str]:
 
 #: tests that assert on InputError or exit code 2 but whose bad input is not a separate row above, and why
 NOT_A_ROW = {
+    "tests/test_io.py::test_a_zarr_store_without_the_zarr_package_names_the_install":
+        "a .zarr store where the zarr package is missing (anndata 0.11): the page is made where zarr is installed",
     "tests/test_io.py::test_orientation_is_not_guessed_on_scaled_or_backed_data":
         "the inputs of the rows 'negative values' and the backed AnnData: checks that the orientation guess "
         "leaves both to their own messages",

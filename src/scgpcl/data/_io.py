@@ -39,6 +39,7 @@ import bz2
 import csv
 import errno
 import gzip
+import importlib.util
 import logging
 import os
 import re
@@ -505,8 +506,13 @@ def _reading(path: Path, what: str) -> Iterator[None]:
 
 
 def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr: bool = False) -> AnnData:
+    import anndata
     from anndata.io import read_h5ad, read_zarr
 
+    if zarr and importlib.util.find_spec("zarr") is None:  # anndata installs zarr itself only from 0.12 on
+        raise InputError(f"cannot read '{path}': reading a .zarr store needs the zarr package, which is not "
+                         f"installed. anndata 0.12 and later install it; with this anndata ({anndata.__version__}), "
+                         "run: pip install 'zarr<3' (or write the data as .h5ad)")
     adata = read_zarr(path) if zarr else read_h5ad(path)
     if use_raw:
         if adata.raw is None:

@@ -202,11 +202,10 @@ def knn_graph(z: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
     _, idx = nn.kneighbors(z)
     rows = np.repeat(np.arange(n), idx.shape[1] - 1)
     cols = idx[:, 1:].ravel()
-    a = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
-    a = a.maximum(a.T).tocsr()
-    a.setdiag(0)
-    a.eliminate_zeros()
-    return a
+    off = rows != cols  # a duplicate point can be its own neighbour; leave it out here rather than with setdiag,
+    # which warns on scipy < 1.13 when it would change the sparsity structure
+    a = sp.csr_matrix((np.ones(int(off.sum())), (rows[off], cols[off])), shape=(n, n))
+    return a.maximum(a.T).tocsr()
 
 
 def eigengap_k(z, *, k_max: int = 30, seed: int = 0, n_neighbors: int = 15) -> AutoKResult:
