@@ -78,7 +78,8 @@ def score(args) -> None:
                "ks": ks.tolist(),
                "eigenvalue": eig.curve["eigenvalue"].tolist(), "k_eigengap": eig.k,
                "resolution": list(GRID), "leiden_k": k.tolist(), "stability": stab.tolist(),
-               "modularity": mod.tolist(), "kmeans_ari": ari, "cpu": cpu_model()}
+               "modularity": mod.tolist(), "kmeans_ari": ari,
+               "scored_on": cpu_model()}  # the CPU of this scoring; the representations come from embeddings.py
         with out.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
         print(name, seed, "true", k_true, "eig", eig.k, "leiden", k.tolist(), flush=True)

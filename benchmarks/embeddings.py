@@ -46,6 +46,7 @@ def _dump_one(dataset: str, seed: int, overrides: dict) -> None:
     import torch
 
     import scgpcl
+    from scgpcl._machine import cpu_model
 
     torch.set_num_threads(1)
     a = ad.read_h5ad(SHARED / "data" / "real" / f"{dataset}.h5ad")
@@ -57,7 +58,7 @@ def _dump_one(dataset: str, seed: int, overrides: dict) -> None:
     z = m.trainer.embed().numpy()
     np.savez_compressed(OUT / f"{dataset}__{seed}.npz", z=z, truth=np.asarray(truth[m.data.cell_mask], dtype=str), k=k,
                         cells=np.flatnonzero(np.asarray(m.data.cell_mask)),
-                        cpu_s=time.process_time() - t0, overrides=json.dumps(overrides))
+                        cpu_s=time.process_time() - t0, overrides=json.dumps(overrides), cpu=cpu_model())
 
 
 def dump(args) -> None:

@@ -94,7 +94,8 @@ def analyse(args) -> None:
                     labels = KMeans(k, n_init=20, random_state=e).fit(z).labels_
                     rows.append({"encoder": encoder, "dataset": d, "members": m, "ensemble": e,
                                  "ARI": float(adjusted_rand_score(truth, labels)),
-                                 "cpu_s": sum(x[3] for x in members), "cpu": cpu_model()})
+                                 "cpu_s": sum(x[3] for x in members),  # the members' training, where they were made
+                                 "scored_on": cpu_model()})  # the CPU of this k-means
             print(f"{encoder} {d}: {sum(r['encoder'] == encoder and r['dataset'] == d for r in rows)} ensembles",
                   flush=True)
     JSONL.write_text("".join(json.dumps(r) + "\n" for r in rows))

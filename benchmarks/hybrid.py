@@ -93,7 +93,7 @@ def run() -> list[dict]:
                 x = z if b is None else pcs[key][b] if w is None else np.hstack([z, w * pcs[key][b]])
                 lab = KMeans(k, n_init=20, random_state=s).fit(x).labels_
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
-                             "cpu": cpu_model()})
+                             "scored_on": cpu_model()})  # the CPU of this clustering; embeddings: ensemble.py
             print(d, s, " ".join(f"{r['variant']} {r['ARI']:.3f}" for r in rows[-len(VARIANTS):]), flush=True)
     return rows
 

@@ -189,7 +189,7 @@ def run(args) -> None:
             for name, lab in zip(names, labs, strict=True):
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
                              "n_clusters": int(len(np.unique(lab))), "resolution": res, "forced": forced,
-                             "cpu": cpu_model()})
+                             "scored_on": cpu_model()})  # this clustering's CPU; embeddings: embeddings.py
             print(d, s, " ".join(f"{r['variant']} {r['ARI']:.3f}" for r in rows[-len(names):]),
                   f"res {res:.3g}{' forced' if forced else ''}", flush=True)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -237,7 +237,7 @@ def baseline(args) -> None:
                 labs[f"spectral_{assign.split('_')[-1]}"] = spec.fit_predict(w)
             for name, lab in labs.items():
                 rows.append({"dataset": d, "seed": s, "variant": name, "ARI": float(adjusted_rand_score(truth, lab)),
-                             "n_clusters": int(len(np.unique(lab))), "k": k, "cpu": cpu_model()})
+                             "n_clusters": int(len(np.unique(lab))), "k": k, "scored_on": cpu_model()})
             print(d, s, " ".join(f"{r['variant']} {r['ARI']:.3f} ({r['n_clusters']})" for r in rows[-len(labs):]),
                   flush=True)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))

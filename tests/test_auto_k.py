@@ -228,3 +228,21 @@ def test_stability_compares_subsamples_on_the_cells_they_share(monkeypatch):
     z = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
     _, _, stab, _ = ak._leiden_runs(z, seed=0, n_neighbors=10, resolutions=(0.5, 1.0), n_runs=3, fraction=0.9)
     np.testing.assert_array_equal(stab, 1.0)
+
+
+def test_knn_graph_is_symmetric_without_self_loops_even_with_duplicate_points():
+    # a duplicate point can come back as its own first "other" neighbour; the graph must still have no
+    # self-loop, and it is built without setdiag (scipy < 1.13 warned there: "Changing the sparsity structure")
+    import warnings
+
+    from scgpcl.train._auto_k import knn_graph
+
+    z = np.random.default_rng(0).normal(size=(60, 3))
+    z[1] = z[0]
+    z[10:20] = z[9]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = knn_graph(z, n_neighbors=5)
+    assert a.diagonal().sum() == 0 and (a != a.T).nnz == 0
+    assert set(np.unique(a.data)) == {1.0}
+    assert (np.diff(a.indptr) >= 4).all()  # its 5 nearest, less itself where a duplicate returned it

@@ -145,8 +145,9 @@ def test_marker_dotplot_columns(adata):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
     table = scgpcl.tl.markers(adata, n_genes=4)
     assert set(genes) <= set(table["gene"])
-    # above the cluster brackets, not on them (fig.texts holds the suptitle; get_suptitle needs matplotlib 3.8)
-    assert any(t.get_text().startswith("Top 4 marker genes") for t in fig.texts)
+    # above the cluster brackets, not on them (Figure.get_suptitle needs matplotlib 3.8; 3.7 keeps it in _suptitle)
+    title = fig.get_suptitle() if hasattr(fig, "get_suptitle") else fig._suptitle.get_text()
+    assert title.startswith("Top 4 marker genes")
     with pytest.raises(InputError, match="n_genes"):
         scgpcl.pl.marker_dotplot(adata, n_genes=0)
 

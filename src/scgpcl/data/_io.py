@@ -506,13 +506,11 @@ def _reading(path: Path, what: str) -> Iterator[None]:
 
 
 def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr: bool = False) -> AnnData:
-    import anndata
     from anndata.io import read_h5ad, read_zarr
 
     if zarr and importlib.util.find_spec("zarr") is None:  # anndata installs zarr itself only from 0.12 on
         raise InputError(f"cannot read '{path}': reading a .zarr store needs the zarr package, which is not "
-                         f"installed. anndata 0.12 and later install it; with this anndata ({anndata.__version__}), "
-                         "run: pip install 'zarr<3' (or write the data as .h5ad)")
+                         f"installed; run: {_zarr_install()} (or write the data as .h5ad)")
     adata = read_zarr(path) if zarr else read_h5ad(path)
     if use_raw:
         if adata.raw is None:
@@ -547,6 +545,17 @@ def _read_anndata(path: Path, layer: str | None, use_raw: bool = False, *, zarr:
             f"--layer / layer= (available layers: {available}){raw}"
         )
     return adata
+
+
+def _zarr_install() -> str:
+    """The pip command that installs a zarr this anndata can use: anndata before 0.12 reads zarr 2 only."""
+    from importlib.metadata import version
+
+    try:
+        major, minor = (int(part) for part in version("anndata").split(".")[:2])
+    except ValueError:  # a development version such as "0.13.0.dev1+g..." still parses; anything else: 0.12+
+        major, minor = 0, 12
+    return "pip install 'zarr<3'" if (major, minor) < (0, 12) else "pip install zarr"
 
 
 def _refuse_raw_beside_a_counts_layer(adata: AnnData, path: Path) -> None:
