@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import needs_zarr
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = needs_zarr  # the tool's cases include .zarr stores
 
 
 @pytest.fixture(scope="module")
 def tool():
-    # its cases include .zarr stores: zarr comes with anndata 0.12 and later, not with 0.11
-    pytest.importorskip("zarr", reason="zarr is not installed (anndata >= 0.12 installs it; with anndata 0.11: "
-                                       "pip install 'zarr<3')")
     spec = importlib.util.spec_from_file_location("bad_inputs", ROOT / "tools" / "bad_inputs.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["bad_inputs"] = module  # dataclasses look their module up there
