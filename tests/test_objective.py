@@ -59,6 +59,31 @@ def test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused(toy, spread
         register_loss_term("x", lambda f, c: None, stages=("warmup",))
 
 
+
+def test_a_stage_left_with_no_loss_is_refused_before_training(toy):
+    # every pre-training term at 0: total was the int 0 and the first step died in total.backward()
+    with pytest.raises(scgpcl.InputError, match=r"pre-training would have no loss .*loss_weights\['zinb'\]=0, "
+                                                r"lambda_ins=0; give one of them a weight above 0"):
+        scgpcl.SCGPCL(toy, 3, lambda_ins=0, loss_weights={"zinb": 0.0})
+    # the prototypical loss alone cannot train the warm-up rounds, which have no prototypes
+    with pytest.raises(scgpcl.InputError, match="pre-training would have no loss"):
+        scgpcl.SCGPCL(toy, 3, lambda_ins=0, lambda_proto=1.0, loss_weights={"zinb": 0.0})
+    # fine-tuning: found before pre-training spends its time, and skipping it is offered
+    with pytest.raises(scgpcl.InputError, match=r"fine-tuning would have no loss .*lambda_cluster=0; .*finetune_rounds=0"):
+        scgpcl.SCGPCL(toy, 3, lambda_cluster=0, loss_weights={"zinb": 0.0})
+    # each is accepted when something is left: the other reconstruction, no fine-tuning
+    scgpcl.SCGPCL(toy, 3, lambda_ins=0, lambda_cluster=0, loss_weights={"zinb": 0.0}, reconstruction="mse")
+    scgpcl.SCGPCL(toy, 3, lambda_cluster=0, loss_weights={"zinb": 0.0}, finetune_rounds=0)
+    # and a minibatch on which no term applies (a term of the user's returned None) says so
+    with pytest.raises(RuntimeError, match="no loss term applies to this minibatch"):
+        _ = scgpcl.module.LossOutput({}, {}).total
+
+
+def test_a_term_of_the_users_is_enough_for_a_stage(toy, spread_term):
+    scgpcl.SCGPCL(toy, 3, lambda_ins=0, loss_weights={"zinb": 0.0, "spread": 0.1}, finetune_rounds=0)
+    with pytest.raises(scgpcl.InputError, match=r"lambda_ins=0, loss_weights\['spread'\]=0"):
+        scgpcl.SCGPCL(toy, 3, lambda_ins=0, loss_weights={"zinb": 0.0, "spread": 0.0}, finetune_rounds=0)
+
 def test_built_in_terms_follow_their_config_weights(toy):
     m = scgpcl.SCGPCL(toy, 3, random_state=0, lambda_ins=0.0, **QUICK)
     assert m.trainer.weights["ins"] == 0.0 and m.trainer.weights["zinb"] == 1.0

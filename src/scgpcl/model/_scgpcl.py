@@ -40,7 +40,7 @@ from ..data._orientation import anndata_looks_transposed
 from ..data._sharded import make_loader
 from ..distributed import check_process_devices, rank_device
 from ..module import LOSS_TERMS, SCGPCLModule
-from ..train import Trainer, TrainingResult, estimate_k, loss_weights
+from ..train import Trainer, TrainingResult, check_stage_terms, estimate_k
 from ..train._distributed import make_trainer
 
 __all__ = ["SCGPCL"]
@@ -207,7 +207,7 @@ class SCGPCL:
             if overrides:
                 config = config.override(**overrides)
             config.validate()
-            loss_weights(config.train)
+            check_stage_terms(config.train, config.model.reconstruction)
         except ValueError as e:
             raise InputError(str(e)) from None
         seed = _resolve_seed(random_state)

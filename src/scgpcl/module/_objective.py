@@ -175,6 +175,9 @@ class LossOutput:
     @property
     def total(self) -> torch.Tensor:
         """The weighted sum: what the optimiser minimises."""
+        if not self.terms:  # every term weighted 0 or returning None: there is nothing to step on
+            raise RuntimeError("no loss term applies to this minibatch (each is weighted 0 or returned None); "
+                               "give a term that applies to this stage a weight above 0")
         return sum(self.weights[k] * v for k, v in self.terms.items())
 
 

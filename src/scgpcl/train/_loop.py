@@ -9,10 +9,10 @@ import torch
 
 from .._config import TrainConfig
 from ..data import SubgraphLoader
-from ..module import LOSS_TERMS, LossContext, SCGPCLModule
+from ..module import LOSS_TERMS, RECONSTRUCTIONS, LossContext, SCGPCLModule
 from ._schedule import Progress
 
-__all__ = ["StageResult", "check_finite", "loss_weights", "run_round"]
+__all__ = ["StageResult", "check_finite", "check_stage_terms", "loss_weights", "run_round"]
 
 
 @dataclass
@@ -72,6 +72,34 @@ def loss_weights(cfg: TrainConfig, n_cells: int | None = None) -> dict[str, floa
     if "ins" in out and n_cells is not None and n_cells < cfg.lambda_ins_cells:
         out["ins"] *= (n_cells / cfg.lambda_ins_cells) ** cfg.lambda_ins_power
     return out
+
+
+def check_stage_terms(cfg: TrainConfig, reconstruction: str) -> None:
+    """Raise ``ValueError`` when a training stage that runs would have no loss term to minimise.
+
+    The prototypical loss does not count for pre-training: it starts after the warm-up rounds, so the
+    first rounds would have nothing to train on. A term registered by the user counts whenever its
+    weight is not zero.
+    """
+    weights = loss_weights(cfg)
+
+    def zero(name: str) -> str:
+        term = LOSS_TERMS[name]
+        return f"{term.weight_option}=0" if term.weight_option else f"loss_weights[{name!r}]=0"
+
+    for stage, runs, skip, off in (
+        ("pre-training", "pretrain", {"proto"}, ""),
+        ("fine-tuning", "finetune", set(), ", or finetune_rounds=0 to skip fine-tuning"),
+    ):
+        if runs == "finetune" and cfg.finetune_rounds == 0:
+            continue
+        names = [n for n, t in LOSS_TERMS.items()
+                 if runs in t.stages and n not in skip and (n not in RECONSTRUCTIONS or n == reconstruction)]
+        if not any(weights[n] for n in names):
+            first_round = " in its first rounds (the prototypical loss starts after the warm-up)" if skip else ""
+            raise ValueError(
+                f"{stage} would have no loss to minimise{first_round}: " + ", ".join(zero(n) for n in names)
+                + f"; give one of them a weight above 0{off}")
 
 
 def run_round(module: SCGPCLModule, loader: SubgraphLoader, plan: list[torch.Tensor], optimizer,
