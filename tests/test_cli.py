@@ -517,6 +517,21 @@ def test_lazy_package_attributes_still_work():
     assert proc.returncode == 0, proc.stderr
 
 
+
+def test_an_attribute_error_inside_a_dependency_import_is_not_hidden(tmp_path):
+    """An AttributeError raised while a lazily imported submodule imports a dependency (an anndata built
+    for NumPy 1 under NumPy 2: np.float_) reached the user as "cannot import name 'SCGPCL'", its cause lost."""
+    (tmp_path / "anndata").mkdir()
+    (tmp_path / "anndata" / "__init__.py").write_text("raise AttributeError(\"module 'numpy' has no attribute 'float_'\")\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    for stmt, module in (("from scgpcl import SCGPCL", "model"), ("from scgpcl.simulate import simulate", "simulate._presets")):
+        proc = subprocess.run([sys.executable, "-c", stmt], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 1
+        assert (f"ImportError: importing scgpcl.{module} failed: AttributeError: module 'numpy' has no attribute "
+                "'float_'") in proc.stderr, proc.stderr
+        assert "cannot import name" not in proc.stderr
+
+
 # ------------------------------------------------ signals during the final write (issue 26, item 3)
 _SLOW_WRITE = '''
 import pathlib, sys, time

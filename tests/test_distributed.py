@@ -373,6 +373,23 @@ def test_collectives_of_one_process_are_the_identity():
     assert Communicator(rank=1, world_size=3).shard(10) == slice(4, 7)
 
 
+
+def test_the_guard_names_a_lost_process_but_leaves_this_processs_own_memory_failure_alone():
+    """A gather buffer that this process could not allocate was reported as "another process ended", and
+    the command then gave no memory advice."""
+    from scgpcl.cli import _out_of_memory
+
+    comm = Communicator(rank=0, world_size=2)
+    with (pytest.raises(DistributedError, match="a gather failed in process 0 of 2: another process ended"),
+          comm.guard("a gather")):
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.50 GiB")
+    for err in (oom, RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")):
+        with pytest.raises(type(err)) as caught, comm.guard("a gather"):
+            raise err
+        assert caught.value is err and _out_of_memory(caught.value)
+
+
 # ----------------------------------------------------------------------------- the command
 def _toy_file(tmp_path: Path) -> Path:
     path = tmp_path / "toy.h5ad"

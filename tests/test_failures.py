@@ -379,6 +379,12 @@ def test_weights_and_config_of_two_saves_are_not_loaded_as_one_model(tmp_path):
         SCGPCL.load(tmp_path / "m3", a)
     meta = json.loads((tmp_path / "m2" / "config.json").read_text())
     assert len(meta["weights_sha256"]) == 64
+    # a file given for the folder: NotADirectoryError from pathlib, not the InputError load() promises
+    with pytest.raises(InputError, match=r"'.*m3/model.pt' is a file; SCGPCL.load needs the folder a model was "
+                                         r"saved in \(pass the folder '.*m3'\)"):
+        SCGPCL.load(tmp_path / "m3" / "model.pt", a)
+    with pytest.raises(InputError, match="holds no saved scgpcl model"):
+        SCGPCL.load(tmp_path, a)
 
 
 def test_a_save_cut_between_its_two_files_leaves_a_pair_load_refuses_even_over_an_older_model(tmp_path,
@@ -456,6 +462,28 @@ def test_training_again_after_an_interrupted_train_warns_that_it_goes_on(monkeyp
     with warnings.catch_warnings():  # a fresh model trains without a word
         warnings.simplefilter("error")
         SCGPCL(a, 3, random_state=0, **TINY).train(progress=False)
+
+
+def test_an_interrupted_second_train_leaves_no_stale_clusters(monkeypatch, tmp_path):
+    """train() again on a trained model, interrupted in fine-tuning: predict() gave the first training's
+    cached clusters while the network had changed, and save() wrote that half-trained network."""
+    from scgpcl.train._trainer import Trainer
+
+    a = toy_counts(n_per=10, n_genes=30)
+    m = SCGPCL(a, 3, random_state=0, **TINY).train(progress=False)
+    m.predict()
+
+    def interrupted(self, *args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "finetune", interrupted)
+    with pytest.warns(UserWarning, match="already trained"), pytest.raises(KeyboardInterrupt):
+        m.train(progress=False)
+    assert not m.is_trained
+    for call in (m.predict, m.get_latent_representation, lambda: m.save(tmp_path / "m")):
+        with pytest.raises(RuntimeError, match=r"stopped part-way .* call \.train\(\) again"):
+            call()
+    assert not (tmp_path / "m").exists()
 
 
 def test_an_error_while_storing_results_leaves_the_anndata_as_it_was(monkeypatch):
@@ -564,3 +592,34 @@ def test_deferred_holds_a_signal_that_another_thread_receives():
         stop.set()
         other.join()
     assert reached_the_end
+
+
+def test_deferred_holds_ctrl_c_in_the_python_api_when_another_thread_receives_it():
+    """Without handled() (a notebook, a script) deferred() only blocked the signals in the main thread: a
+    Ctrl-C that the kernel gave to another thread raised KeyboardInterrupt inside the block (a half-written
+    adata, a saved model's folder left with one of its two files)."""
+    import signal
+    import threading
+    import time
+
+    from scgpcl import _signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    reached_the_end = False
+    try:
+        with pytest.raises(KeyboardInterrupt), _signals.deferred():
+            with _signals.deferred():  # nested: the outer block holds it
+                signal.pthread_kill(other.ident, signal.SIGINT)  # the other thread receives it
+                time.sleep(0.3)
+            time.sleep(0.1)
+            reached_the_end = True
+    finally:
+        stop.set()
+        other.join()
+    assert reached_the_end
+    assert {s: signal.getsignal(s) for s in before} == before  # the user's handlers are back
+    with pytest.raises(KeyboardInterrupt):  # and still work
+        signal.raise_signal(signal.SIGINT)

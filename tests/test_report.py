@@ -323,9 +323,13 @@ def test_report_without_markers_when_every_cluster_is_a_single_cell(small_toy, t
     assert (tmp_path / "rep" / "metrics.json").exists()
     # only a clustering without testable clusters is reported this way; a bad argument is still an error
     a.obs["scgpcl"] = pd.Categorical(a.obs["cell_type"].astype(str))
-    with pytest.raises(InputError, match="n_genes must be >= 1"):
+    with pytest.raises(InputError, match="n_genes must be a whole number >= 1, got 0"):
         write_report(a, tmp_path / "rep2", key="scgpcl", label_key="cell_type", n_markers=0)
     assert not (tmp_path / "rep2").exists()
+    for bad in (None, 2.5, "3", True):  # None was a TypeError from int(); 2.5 and True were taken as 2 and 1
+        with pytest.raises(InputError, match=r"n_genes must be a whole number >= 1, got " + repr(bad).replace(".", r"\.")):
+            scgpcl.tl.markers(a, key="scgpcl", n_genes=bad)
+    assert scgpcl.tl.markers(a, key="scgpcl", n_genes=np.int64(2)).groupby("cluster", observed=True).size().max() == 2
 
 
 def test_an_earlier_report_is_replaced_only_with_overwrite(tmp_path, report):

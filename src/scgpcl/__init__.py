@@ -50,12 +50,15 @@ _LAZY_NAMES = {"SCGPCL": "model", "read_counts": "data._io"}
 def __getattr__(name: str):
     import importlib
 
-    if name in _LAZY_MODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    elif name in _LAZY_NAMES:
-        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    else:
+    if name not in _LAZY_MODULES and name not in _LAZY_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = name if name in _LAZY_MODULES else _LAZY_NAMES[name]
+    try:
+        value = importlib.import_module(f".{module}", __name__)
+    except AttributeError as e:  # raised inside a dependency's import: Python would report "cannot import name"
+        raise ImportError(f"importing scgpcl.{module} failed: {type(e).__name__}: {e}") from e
+    if name in _LAZY_NAMES:
+        value = getattr(value, name)
     globals()[name] = value
     return value
 

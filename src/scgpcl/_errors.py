@@ -20,3 +20,18 @@ class OutputFailed(RuntimeError):
 
     The message names the output, the reason and what was written and kept.
     """
+
+
+#: what torch's allocators say when an allocation fails (CPU, CUDA)
+ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory")
+
+
+def is_allocation_failure(e: BaseException) -> bool:
+    """Whether ``e`` itself (not its causes) is a failed allocation.
+
+    Python's ``MemoryError``, torch's ``OutOfMemoryError`` (CUDA), or a ``RuntimeError`` from torch's CPU or
+    CUDA allocator.
+    """
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and any(t in str(e) for t in ALLOCATOR_FAILURES)

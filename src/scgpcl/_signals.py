@@ -93,19 +93,36 @@ def handled() -> Iterator[None]:
         _held = None
 
 
+def _hold(signum, frame) -> None:
+    """The handler :func:`deferred` installs outside :func:`handled`: record the signal, deliver it later."""
+    global _held
+    if _held is None or signum == signal.SIGTERM:
+        _held = signum
+
+
 @contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while the body runs (a clean-up that must finish), then deliver them.
 
-    Under :func:`handled` the handler itself holds them: blocking them in this thread alone
-    (``pthread_sigmask``) is not enough, since the kernel gives a process's signal to any thread that does
-    not block it (torch's, h5py's), and Python then runs the handler in the main thread, in the body.
-    Without :func:`handled` (the Python API), the signals are blocked in this thread.
+    Blocking them in this thread alone (``pthread_sigmask``) is not enough: the kernel gives a process's
+    signal to any thread that does not block it (torch's, h5py's, a notebook kernel's), and Python then
+    runs the handler in the main thread, in the body. So a handler holds them. Under :func:`handled` it is
+    the command's own handler; in the Python API the outermost block installs one for its duration (where
+    the signal has a Python handler that is not "ignore"), then puts the user's handler back and raises
+    the held signal to it (``signal.raise_signal``): a Ctrl-C becomes ``KeyboardInterrupt`` at the end
+    of the block, as if it had arrived there.
     """
     global _deferring, _held
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    own: dict[int, object] = {}
+    if not _installed and _deferring == 0:
+        for s in _SIGNALS:
+            h = signal.getsignal(s)
+            if h is not None and h is not signal.SIG_IGN:  # None: set outside Python, cannot be put back
+                own[s] = h
+                signal.signal(s, _hold)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if hasattr(signal, "pthread_sigmask") else None
     _deferring += 1
     try:
@@ -115,7 +132,12 @@ def deferred() -> Iterator[None]:
         held = None
         if _deferring == 0:
             held, _held = _held, None
+        for s, h in own.items():
+            signal.signal(s, h)
         if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal pending here is raised by the handler
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal pending here goes to the handler now in place
         if held is not None:
-            raise _exception(held)
+            if own:  # the user's handler decides (default_int_handler raises KeyboardInterrupt)
+                signal.raise_signal(held)
+            else:
+                raise _exception(held)

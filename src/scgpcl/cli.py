@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import _launch, _signals
-from ._errors import OutputFailed
+from ._errors import OutputFailed, is_allocation_failure
 from ._fs import (
     check_writable,
     exit_past_unclosable_hdf5,
@@ -993,9 +993,7 @@ def _out_of_memory(e: BaseException) -> bool:
         seen.add(id(e))
         if _is_distributed_error(e) or isinstance(e, (ReportFailed, OutputFailed)):
             return False
-        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-            return True
-        if isinstance(e, RuntimeError) and any(t in str(e) for t in _ALLOCATOR_FAILURES):
+        if is_allocation_failure(e):
             return True
         e = e.__cause__ or e.__context__
     return False
@@ -1005,9 +1003,6 @@ def _is_distributed_error(e: BaseException) -> bool:
     """A ``scgpcl.distributed.DistributedError`` (or subclass), told apart without importing torch."""
     return any(c.__name__ == "DistributedError" for c in type(e).__mro__)
 
-
-#: what torch's allocators say when an allocation fails (CPU, CUDA)
-_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory")
 
 
 def _print_failure(e: Exception, rank: int, command: str | None = None) -> None:

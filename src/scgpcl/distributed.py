@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ._errors import is_allocation_failure
 from ._messages import clip
 
 __all__ = [
@@ -192,6 +193,8 @@ class Communicator:
         except DistributedError:
             raise
         except RuntimeError as err:  # gloo and nccl errors (DistBackendError is a RuntimeError)
+            if is_allocation_failure(err):  # this process's own memory (a gather's buffer): the memory advice applies
+                raise
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise DistributedError(
                 f"{what} failed in process {self.rank} of {self.world_size}: another process ended (an error, a "

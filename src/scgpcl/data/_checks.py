@@ -690,6 +690,13 @@ def boolean_matrix_message(where: str) -> str:
             f"scgpcl needs the raw integer counts. {fix}")
 
 
+def check_count_option(value, name: str) -> int:
+    """``value`` as an int when it is a whole number >= 1 (``numpy`` integers included); else InputError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def is_number(text: str) -> bool:
     """Whether ``text`` reads as a number (``float`` accepts it)."""
     try:

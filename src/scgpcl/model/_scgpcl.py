@@ -394,7 +394,9 @@ class SCGPCL:
             warn_user(threads)
         tr = self.trainer
         tr.progress = progress
-        self._stopped_part_way = True  # until it ends
+        # until it ends: the network changes from here, so an earlier training's clusters are gone (an
+        # interrupted second train() left predict() giving the first one's, and save() writing the new network)
+        self._stopped_part_way, self.is_trained, self._result = True, False, None
         pre = tr.pretrain()
         self.stages = {"pretrain": pre.to_dict()}
         if tr.result.auto_k is not None:
@@ -435,7 +437,7 @@ class SCGPCL:
         quietly and warns about the run it keeps (:meth:`_warn_cluster_sizes`), not about runs thrown away.
         """
         if not self.is_trained:
-            raise RuntimeError("the model is not trained yet: call .train() (or SCGPCL.load) first")
+            raise RuntimeError(_not_trained(self, "the model is not trained yet: call .train() (or SCGPCL.load) first"))
         self.check_cells()
         if self._result is None:
             self._result = self.trainer.predict()
@@ -527,7 +529,7 @@ class SCGPCL:
             already in the folder is left as it was.
         """
         if not self.is_trained:
-            raise RuntimeError("nothing to save: the model is not trained")
+            raise RuntimeError(_not_trained(self, "nothing to save: the model is not trained"))
         d = Path(dir_path)
         if d.exists() and not d.is_dir():
             raise InputError(f"'{d}' is a file; save() needs a folder (a new or empty one)")
@@ -717,8 +719,18 @@ class SCGPCL:
         return f"SCGPCL({self.data.n_cells} cells x {self.data.n_genes} genes, K={k}, {state}, {self.device})"
 
 
+def _not_trained(model: SCGPCL, usual: str) -> str:
+    if getattr(model, "_stopped_part_way", False):
+        return ("train() of this model stopped part-way (Ctrl-C, an error), so its network is partly trained and "
+                "has no clusters: call .train() again (it goes on from that network) or build a new SCGPCL(...)")
+    return usual
+
+
 def _read_meta(d: Path) -> tuple[dict, SCGPCLConfig]:
     """A saved model's metadata and configuration, or a clear error."""
+    if d.is_file():  # load("model/model.pt"): NotADirectoryError from deep inside pathlib
+        hint = f"pass the folder '{d.parent}'" if d.name in (_CONFIG, _WEIGHTS) else "pass the folder save() wrote"
+        raise InputError(f"'{d}' is a file; SCGPCL.load needs the folder a model was saved in ({hint})")
     try:
         meta = json.loads((d / _CONFIG).read_text())
         config = SCGPCLConfig.from_dict(meta["config"])

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from .._errors import InputError
 from .._messages import arg, listing, still_working
 from .._threads import torch_threads_kept
+from ..data._checks import check_count_option
 from ..metrics import clustering_metrics
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
 from ..train import STOP_LABELS
@@ -696,8 +697,7 @@ def marker_dotplot(
         Show the figure with ``pyplot.show()`` and return None, as scanpy does (a notebook would draw a
         returned figure a second time). Otherwise the figure is returned, not shown.
     """
-    if int(n_genes) < 1:
-        raise InputError(f"n_genes must be >= 1, got {n_genes}")
+    n_genes = check_count_option(n_genes, "n_genes")
     data = lognorm_by_cluster(adata, key=key, layer=layer)
     if markers is None:
         table = rank_markers(data, key=key, n_genes=int(n_genes))

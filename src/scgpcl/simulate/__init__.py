@@ -21,7 +21,11 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    try:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+    except AttributeError as e:  # raised inside a dependency's import: Python would report "cannot import name"
+        raise ImportError(f"importing scgpcl.simulate.{_LAZY[name]} failed: {type(e).__name__}: {e}") from e
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

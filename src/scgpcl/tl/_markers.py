@@ -13,7 +13,7 @@ from anndata.utils import make_index_unique
 from .._errors import InputError, NoTestableClusters
 from .._messages import arg, listing, still_working, warn_user
 from .._threads import torch_threads_kept
-from ..data._checks import check_counts, check_in_memory, is_number
+from ..data._checks import check_count_option, check_counts, check_in_memory, is_number
 
 __all__ = ["markers"]
 
@@ -141,10 +141,9 @@ def markers(
         missing or not in memory (a backed AnnData), ``n_genes`` below 1, or
         fewer than two clusters of two or more cells.
     """
-    if int(n_genes) < 1:
-        raise InputError(f"{arg('n_genes', '--n-genes')} must be >= 1, got {n_genes}")
+    n_genes = check_count_option(n_genes, arg("n_genes", "--n-genes"))
     data = lognorm_by_cluster(adata, key=key, layer=layer)
-    return rank_markers(data, key=key, n_genes=int(n_genes))
+    return rank_markers(data, key=key, n_genes=n_genes)
 
 
 def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
