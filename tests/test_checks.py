@@ -221,8 +221,31 @@ def test_label_key_ok_and_none():
 
 
 def test_label_key_partly_missing_warns():
-    with pytest.warns(UserWarning, match=r"missing for 1 of 3 cells"):
+    with pytest.warns(UserWarning, match=r"missing \(NaN or empty\) for 1 of 3 cells"):
         check_label_key(_with_labels(pd.Categorical(["x", None, "y"])), "cell_type")
+
+
+def test_empty_labels_are_missing_and_placeholders_are_named():
+    """'' was scored as a cell type of its own (never matched: CA and macro F1 of a perfect clustering fell),
+    and 'unknown' is scored so without a word."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"missing \(NaN or empty\) for 2 of 5 cells"):
+        check_label_key(_with_labels(["x", "", "  ", "y", "x"]), "cell_type")
+    with pytest.raises(InputError, match=r"all 3 values are missing \(NaN or empty\)"):
+        check_label_key(_with_labels(["", None, " "]), "cell_type")
+    a = _with_labels(pd.Categorical(["x", "unknown", "y", "x", "NA", "unknown"]))
+    with pytest.warns(UserWarning, match=r"labels cells 'unknown' \(2 cells\), 'NA' \(1 cell\): the scores count "
+                                         r"each as a cell type of its own.*\.mask\(adata\.obs\['cell_type'\] == 'unknown'\)"):
+        check_label_key(a, "cell_type")
+    # the advice works on a categorical column, and afterwards the check is quiet about 'unknown'
+    a.obs["cell_type"] = a.obs["cell_type"].mask(a.obs["cell_type"] == "unknown")
+    with pytest.warns(UserWarning) as record:
+        check_label_key(a, "cell_type")
+    assert not any("'unknown'" in str(w.message) for w in record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_label_key(_with_labels(["x", "Unknown T cell", "x"]), "cell_type")  # a real label that only contains it
 
 
 def test_label_key_all_missing_refused():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -103,6 +104,15 @@ def test_nmi_uses_arithmetic_averaging():
     assert m["NMI"] == pytest.approx(arith, rel=1e-12)
     assert m["ARI"] == pytest.approx(adjusted_rand_score(truth, pred), rel=1e-12)
 
+
+def test_an_empty_string_is_no_label():
+    from scgpcl.metrics import has_label, placeholder_labels
+
+    values = pd.Series(["a", "", "  ", None, np.nan, "unknown", "b"], dtype=object)
+    np.testing.assert_array_equal(has_label(values), [True, False, False, False, False, True, True])
+    assert placeholder_labels(values) == {"unknown": 1}
+    with pytest.raises(ValueError, match=r"2 of 3 reference labels are missing \(NaN/None or an empty string\)"):
+        clustering_metrics(np.array(["a", "", " "], dtype=object), np.array([0, 1, 1]))
 
 def test_f1_after_matching_hand_cases():
     truth = np.array(["a", "a", "a", "b", "b", "b"])

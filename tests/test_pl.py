@@ -118,7 +118,7 @@ def test_training_curves_marks_stages_and_stops(adata):
     assert "pre-training" in texts and "fine-tuning" in texts
     assert sum(t.startswith("stop:") for t in texts) == 2
     labels = {line.get_label() for line in ax.get_lines()}
-    for term in ("ZINB reconstruction", "instance contrastive", "DEC clustering (KL)", "total loss", "stopping point"):
+    for term in ("ZINB reconstruction", "instance contrastive", "DEC clustering (KL)", "total loss (weighted sum of the terms)", "stopping point"):
         assert term in labels, term
     n_pre = adata.uns["scgpcl"]["stages"]["pretrain"]["rounds"]
     # the stage boundary sits between the last pre-training and the first fine-tuning round

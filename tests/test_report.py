@@ -256,6 +256,34 @@ def test_dataset_table_counts_the_clusters_in_the_column_and_the_trained_k(tmp_p
     assert "<div>clusters (K)</div><div>2 (trained with K = 3)</div>" in page
 
 
+def test_cells_without_a_cluster_in_the_column_are_counted_as_they_are_now(tmp_path):
+    """Cells set to NaN in the cluster column after training: the Dataset table kept training's count of
+    clustered cells, and the note blamed 'no counts in the genes used' for them."""
+    import html
+
+    a = clustered()
+    assert a.uns["scgpcl"]["params"]["n_cells_dropped"] == 0
+    a.obs.loc[a.obs_names[:3], "scgpcl"] = np.nan
+    write_report(a, tmp_path / "r")
+    page = html.unescape((tmp_path / "r" / "index.html").read_text())
+    assert f"<div>cells clustered</div><div>{a.n_obs - 3}</div>" in page
+    assert "3 cells have no cluster in obs['scgpcl']." in page and "no counts in the genes used and" not in page
+
+
+def test_empty_reference_labels_are_not_scored_as_a_type(tmp_path):
+    """'' was a label class of its own: a perfect clustering scored CA and macro F1 below 1, the contingency
+    table had a column without a name and the summary counted an extra group."""
+    import html
+
+    a = clustered()
+    a.obs["ref"] = a.obs["scgpcl"].astype(str).to_numpy()
+    a.obs.loc[a.obs_names[:4], "ref"] = ""
+    write_report(a, tmp_path / "r", label_key="ref")
+    record = json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]
+    assert record["CA"] == record["F1_macro"] == record["ARI"] == 1.0 and record["n_cells"] == a.n_obs - 4
+    page = html.unescape((tmp_path / "r" / "index.html").read_text())
+    assert "obs['ref'], 3 groups" in page
+
 def test_cluster_table_names_each_clusters_matched_label(tmp_path):
     a = clustered()
     permuted = {"0": "c", "1": "a", "2": "b"}

@@ -621,6 +621,9 @@ def _python_cases() -> list[Case]:
     def unknown_loss_term():
         SCGPCL(toy(), 3, loss_weights={"sprad": 1.0})
 
+    def no_loss_left():
+        SCGPCL(toy(), 3, lambda_ins=0, loss_weights={"zinb": 0.0})
+
     def sklearn_preset():
         SCGPCLClustering(n_clusters=3, preset="nope").fit(np.ones((30, 20)))
 
@@ -709,6 +712,9 @@ def _python_cases() -> list[Case]:
              call=scanpy_option),
         Case("loss_weights naming a loss term that is not registered", [T + "test_objective.py::test_a_zero_weight_skips_the_term_and_an_unknown_name_is_refused"],
              call=unknown_loss_term),
+        Case("every loss term of pre-training weighted 0", [T + "test_objective.py::test_a_stage_left_with_no_loss_is_refused_before_training",
+                                                            T + "test_objective.py::test_a_term_of_the_users_is_enough_for_a_stage"],
+             call=no_loss_left),
         Case("n_clusters=None (estimate K) with 2 cells", [T + "test_auto_k.py::test_auto_k_needs_three_cells"],
              call=auto_k_three_cells),
         Case("SCGPCL.load on data lacking the model's genes", [T + "test_model.py::test_load_checks_genes"],
@@ -828,6 +834,8 @@ NOT_A_ROW = {
         "given, called directly; every caller that takes 'auto' allows it, and '-k that is not a number' stands for the refusal",
     "tests/test_sklearn.py::test_input_errors_speak_of_the_matrix_not_of_an_anndata": "the 'negative values' "
         "refusal through the scikit-learn estimator; checks that its advice speaks of a matrix",
+    "tests/test_checks.py::test_empty_labels_are_missing_and_placeholders_are_named": "the 'no labels (all NaN)' "
+        "refusal with empty strings; the rest of it asserts warnings",
     "tests/test_checks.py::test_label_key_no_obs_columns": "same as '--label-key that is not a column', on an obs without columns",
     "tests/test_checks.py::test_values_of_absurd_size_are_called_corrupt": "the check behind '.h5ad whose values are damaged'",
     "tests/test_cli.py::test_quiet_keeps_warnings_that_change_the_data": "uses -k 100000 to stop early; checks the warning",

@@ -824,8 +824,9 @@ def _run_markers(args) -> int:
     if args.layer is not None and args.layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
         raise InputError(f"layer {args.layer!r} not found in '{args.input}'; available layers: {available}")
+    n_clustered = int(adata.obs[args.key].notna().sum()) if args.key in adata.obs else adata.n_obs  # else: an error below
     log.info("marker genes: each cluster of obs[%r] against the other cells, %d cells (Wilcoxon test)", args.key,
-             adata.n_obs)
+             n_clustered)
     table = markers(adata, key=args.key, n_genes=args.n_genes, layer=args.layer)
     if out is None:  # "\n": a text-mode stdout on Windows makes it "\r\n" once (os.linesep would double it)
         sys.stdout.write(table.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))

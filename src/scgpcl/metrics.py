@@ -7,7 +7,10 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-__all__ = ["cluster_accuracy", "match_clusters", "matched_labels", "clustering_metrics", "medoid_run", "cell_agreement"]
+__all__ = [
+    "PLACEHOLDER_LABELS", "cell_agreement", "cluster_accuracy", "clustering_metrics", "has_label", "match_clusters",
+    "matched_labels", "medoid_run", "placeholder_labels",
+]
 
 
 def _codes(values) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +104,35 @@ def cluster_accuracy(labels_true, labels_pred) -> float:
     return float(np.mean(mapped == truth))
 
 
+#: reference labels that usually stand for "no label" (compared stripped and in lower case): they are scored as
+#: a type of their own unless set to NaN first, and a label key that holds them gets a warning
+PLACEHOLDER_LABELS = frozenset({"unknown", "unassigned", "unlabeled", "unlabelled", "unclassified", "na", "n/a",
+                                "nan", "none", "null", "undefined", "?", "-"})
+
+
+def has_label(values) -> np.ndarray:
+    """Which entries hold a reference label: not NaN/None, and not an empty or blank string.
+
+    An empty string is no label: scored as a class of its own it can never be matched, and it lowered
+    CA and macro F1 of a perfect clustering.
+    """
+    s = pd.Series(np.asarray(values, dtype=object))
+    blank = s.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+    return s.notna().to_numpy() & ~blank
+
+
+def placeholder_labels(values) -> dict[str, int]:
+    """Labels among ``values`` that read as "no label" (:data:`PLACEHOLDER_LABELS`), with their cell counts."""
+    s = pd.Series(np.asarray(values, dtype=object))
+    counts = s[has_label(values)].astype(str).value_counts()
+    return {str(v): int(n) for v, n in counts.items() if str(v).strip().lower() in PLACEHOLDER_LABELS}
+
 def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
     """ARI, NMI (arithmetic mean normalisation), CA and macro/micro F1 after matching.
 
-    Missing values (NaN/None) in either array are refused rather than counted
-    as a class of their own: select the labelled, clustered cells first.
+    Missing values (NaN/None, or an empty string; :func:`has_label`) in either
+    array are refused rather than counted as a class of their own: select the
+    labelled, clustered cells first.
 
     Parameters
     ----------
@@ -118,7 +145,11 @@ def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
     -------
     dict
         ``ARI``, ``NMI``, ``CA``, ``F1_macro``, ``F1_micro`` (floats). F1 compares
-        each cell's true label with the label its cluster is matched to.
+        each cell's true label with the label its cluster is matched to. With
+        more clusters than labels, the cells of a cluster matched to no label
+        count as predicting none: they lower their labels' recall but no
+        label's precision, so ``F1_micro`` is then above ``CA`` (with K equal
+        to the number of labels, every cluster is matched and the two agree).
 
     Raises
     ------
@@ -130,10 +161,10 @@ def clustering_metrics(labels_true, labels_pred) -> dict[str, float]:
     if truth_raw.shape != pred_raw.shape:
         raise ValueError(f"label arrays differ in length: {truth_raw.shape[0]} vs {pred_raw.shape[0]}")
     for name, arr in (("reference labels", truth_raw), ("cluster labels", pred_raw)):
-        n_missing = int(pd.isna(pd.Series(arr)).sum())
+        n_missing = int((~has_label(arr)).sum())
         if n_missing:
             raise ValueError(
-                f"{n_missing} of {arr.shape[0]} {name} are missing (NaN/None); "
+                f"{n_missing} of {arr.shape[0]} {name} are missing (NaN/None or an empty string); "
                 "compute the metrics on the cells that have both, e.g. with a mask of notna()"
             )
     truth = truth_raw.astype(str)

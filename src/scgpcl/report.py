@@ -46,7 +46,7 @@ from ._messages import (
 )
 from ._signals import deferred, raise_if_interrupted
 from .data._checks import check_batch_key, check_in_memory
-from .metrics import clustering_metrics, matched_labels
+from .metrics import clustering_metrics, has_label, matched_labels
 from .tl._batches import BATCH_SHARE, CHANCE, batch_record
 from .tl._markers import cluster_order, clustering_counts, markers
 
@@ -288,13 +288,26 @@ def _dataset_summary(adata: AnnData, key: str, label_key: str | None) -> dict[st
         "median counts per cell": float(np.median(per_cell)) if per_cell.size else float("nan"),
         "median genes detected per cell": float(np.median(nnz_cell)) if nnz_cell.size else float("nan"),
         "zeros": f"{100 * (1 - nnz / max(n_entries, 1)):.1f} %",
-        "cells clustered": int(params.get("n_cells_used", adata.obs[key].notna().sum())),
+        # the column as it is now (params' n_cells_used is training's: a column edited since differs)
+        "cells clustered": int(adata.obs[key].notna().sum()),
         "genes used by the model": int(params.get("n_genes_used", 0)) or None,
         "clusters (K)": _k_shown(adata.obs[key], params.get("n_clusters")),
     }
     if label_key is not None:
-        summary["reference labels"] = f"obs['{label_key}'], {adata.obs[label_key].nunique()} groups"
+        labels = adata.obs[label_key]
+        summary["reference labels"] = f"obs['{label_key}'], {labels[has_label(labels)].astype(str).nunique()} groups"
     return summary
+
+
+def _unclustered_note(n_unclustered: int, n_dropped: Any, key: str) -> str:
+    """Why cells have no cluster: training dropped them (no counts in its genes), or the column says so."""
+    if not n_unclustered:
+        return ""
+    dropped = min(int(n_dropped or 0), n_unclustered)
+    parts = [f"{dropped} cells had no counts in the genes used and were not clustered"] if dropped else []
+    if n_unclustered > dropped:
+        parts.append(f"{n_unclustered - dropped} {'more ' if dropped else ''}cells have no cluster in obs['{key}']")
+    return f'<p class="note">{_e("; ".join(parts))}.</p>'
 
 
 def _k_shown(clusters: pd.Series, trained_k: Any) -> int | str:
@@ -313,7 +326,7 @@ def _metrics(adata: AnnData, key: str, label_key: str | None) -> dict[str, float
     if label_key is None:
         return None
     clusters, labels = adata.obs[key], adata.obs[label_key]
-    ok = (clusters.notna() & labels.notna()).to_numpy()
+    ok = clusters.notna().to_numpy() & has_label(labels)
     if not ok.any():
         return None
     m = clustering_metrics(labels[ok].astype(str).to_numpy(), clusters[ok].astype(str).to_numpy())
@@ -329,7 +342,7 @@ def _matched(adata: AnnData, key: str, label_key: str | None) -> dict[str, tuple
     if label_key is None:
         return {}
     clusters, labels = adata.obs[key], adata.obs[label_key]
-    ok = (clusters.notna() & labels.notna()).to_numpy()
+    ok = clusters.notna().to_numpy() & has_label(labels)
     if not ok.any():
         return {}
     c, t = clusters[ok].astype(str).to_numpy(), labels[ok].astype(str).to_numpy()
@@ -737,7 +750,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         f'<section id="summary"><h2>Summary</h2>{metrics_html}'
         f'<div class="grid2"><div><h3>Dataset</h3>{_kv(summary)}</div>'
         f'<div><h3>Cluster sizes</h3>{_table(size_header, size_rows, numeric={1, 2, 4})}'
-        + (f'<p class="note">{n_unclustered} cells had no counts in the genes used and were not clustered.</p>' if n_unclustered else "")
+        + _unclustered_note(n_unclustered, params.get("n_cells_dropped"), key)
         + empty_note
         + "</div></div>" + _reproduce_html(params, info.get("runs")) + "</section>"
     )
@@ -762,7 +775,9 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         names = [xk, *others]
         rows = [[int(cols[xk][i])] + [float(cols[k][i]) if i < len(cols[k]) else None for k in names[1:]]
                 for i in range(n)]
-        history_html += (f"<details><summary>{_e(_STAGE_NAMES.get(stage, stage))}: loss terms of all {n} rounds"
+        history_html += (f"<details><summary>{_e(_STAGE_NAMES.get(stage, stage))}: loss terms of all {n} rounds "
+                         "(each term unweighted; <code>loss</code> is their weighted sum, the weights set by the lambda options "
+                         "under Parameters)"
                          f"</summary>{_table(names, rows, numeric=set(range(len(names))))}</details>")
     auto_k = info.get("auto_k")
     auto_html = ""

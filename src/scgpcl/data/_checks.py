@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from scgpcl._errors import InputError
-from scgpcl._messages import arg, is_array_input, listing, warn_user
+from scgpcl._messages import arg, counted, is_array_input, listing, warn_user
+from scgpcl.metrics import has_label, placeholder_labels
 
 #: Reconstruction losses that model the data as counts, and those that do not.
 _COUNT_LOSSES = frozenset({"zinb"})
@@ -583,8 +584,11 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
     Warns
     -----
     UserWarning
-        If some labels are missing (NaN): compare the clustering with the
-        labelled cells only.
+        If some labels are missing (NaN, or an empty string): compare the
+        clustering with the labelled cells only. If some cells carry a label
+        that usually means none (``'unknown'``, ``'NA'``, ...;
+        :data:`scgpcl.metrics.PLACEHOLDER_LABELS`): they are scored as a type
+        of their own unless set to NaN.
     """
     if label_key is None:
         return
@@ -600,7 +604,7 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
                              ".h5ad's obs first")
         raise InputError(f"label key {label_key!r} is not a column of obs (available columns: {columns}); "
                          f"pass one of them to {arg('label_key=', '--label-key')}, or leave it out")
-    missing = adata.obs[label_key].isna().to_numpy()
+    missing = ~has_label(adata.obs[label_key])
     n_missing = int(missing.sum())
     labelled = adata.obs[label_key][~missing]
     n_values = int(labelled.astype(str).nunique())
@@ -612,17 +616,27 @@ def check_label_key(adata: AnnData, label_key: str | None) -> None:
             f"{str(labelled.iloc[0])!r}): it looks like cell ids, not reference labels. Pass the column holding "
             f"cell types or groups to {arg('label_key=', '--label-key')} (other columns: {listing(others)})"
         )
-    if n_missing == 0:
-        return
-    if n_missing == adata.n_obs:
-        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN); pass a column "
-                         f"that holds labels to {arg('label_key=', '--label-key')}, or leave it out")
-    warnings.warn(
-        f"obs[{label_key!r}] is missing for {n_missing} of {adata.n_obs} cells; "
-        "compare the clustering with the labelled cells only",
-        UserWarning,
-        stacklevel=2,
-    )
+    if n_missing and n_missing == adata.n_obs:
+        raise InputError(f"obs[{label_key!r}] has no labels: all {n_missing} values are missing (NaN or empty); pass "
+                         f"a column that holds labels to {arg('label_key=', '--label-key')}, or leave it out")
+    if n_missing:
+        warnings.warn(
+            f"obs[{label_key!r}] is missing (NaN or empty) for {n_missing} of {adata.n_obs} cells; "
+            "compare the clustering with the labelled cells only",
+            UserWarning,
+            stacklevel=2,
+        )
+    placeholders = placeholder_labels(labelled)
+    if placeholders:  # scored as a cell type of their own: a perfect clustering cannot match them
+        named = ", ".join(f"{v!r} ({counted(n, 'cell')})" for v, n in placeholders.items())
+        first = next(iter(placeholders))
+        warnings.warn(
+            f"obs[{label_key!r}] labels cells {named}: the scores count each as a cell type of its own. To score "
+            f"the other cells only, set them to NaN first, e.g. adata.obs[{label_key!r}] = "
+            f"adata.obs[{label_key!r}].mask(adata.obs[{label_key!r}] == {first!r})",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def check_batch_key(adata: AnnData, batch_key: str | None, *, warn_missing: bool = False) -> None:

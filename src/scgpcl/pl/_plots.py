@@ -20,7 +20,7 @@ from .._errors import InputError
 from .._messages import arg, listing, still_working
 from .._threads import torch_threads_kept
 from ..data._checks import check_count_option
-from ..metrics import clustering_metrics
+from ..metrics import clustering_metrics, has_label
 from ..tl._markers import cluster_order, lognorm_by_cluster, rank_markers
 from ..train import STOP_LABELS
 
@@ -28,7 +28,7 @@ __all__ = ["umap", "training_curves", "contingency", "marker_dotplot", "cluster_
            "matched_palettes"]
 
 _TERM_NAMES = {
-    "loss": "total loss",
+    "loss": "total loss (weighted sum of the terms)",
     "zinb": "ZINB reconstruction",
     "mse": "MSE reconstruction",
     "ins": "instance contrastive",
@@ -138,7 +138,7 @@ def _cluster_label_matching(adata: AnnData, key: str, label_key: str) -> dict[st
     from ..metrics import matched_labels
 
     clusters, labels = adata.obs[key], adata.obs[label_key]
-    ok = (clusters.notna() & labels.notna()).to_numpy()
+    ok = clusters.notna().to_numpy() & has_label(labels)
     if not ok.any():
         return {}
     return matched_labels(labels[ok].astype(str).to_numpy(), clusters[ok].astype(str).to_numpy(), overlapping=True)
@@ -549,7 +549,7 @@ def training_curves(adata: AnnData, *, key: str = "scgpcl", log: bool = True, ax
     ax.set_xlim(0.5, offset + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (pre-training, then fine-tuning)")
-    ax.set_ylabel("loss (mean over minibatches)")
+    ax.set_ylabel("loss (mean over minibatches; terms unweighted)")
     ax2.set_ylim(-0.02, 1.05)
     ax2.set_ylabel("ARI between rounds / fraction changed")
     ax.set_zorder(ax2.get_zorder() + 1)  # losses above, but keep the twin axis visible through
@@ -613,7 +613,7 @@ def contingency(
     _check_obs(adata, key, "clusters")
     _check_obs(adata, label_key, "reference labels")
     clusters, labels = adata.obs[key], adata.obs[label_key]
-    ok = (clusters.notna() & labels.notna()).to_numpy()
+    ok = clusters.notna().to_numpy() & has_label(labels)
     if not ok.any():
         raise InputError(f"no cell has both a cluster (obs[{key!r}]) and a label (obs[{label_key!r}])")
     c = clusters[ok].astype(str).to_numpy()
@@ -885,11 +885,12 @@ def cluster_sizes(
         ax.bar(x, sizes, color=[colours.get(n, "#888888") for n in names], edgecolor="white")
     else:
         ok = values.notna().to_numpy()
-        labels = adata.obs[label_key]
-        lab_names = cluster_order(labels[ok])
+        labels = adata.obs[label_key][ok]
+        known = has_label(labels)  # NaN and empty strings: one "NA" entry
+        lab_names = cluster_order(labels[known])
         tab = pd.crosstab(pd.Categorical(values[ok].astype(str), names),
-                          pd.Categorical(labels[ok].astype(str).where(labels[ok].notna(), "NA"),
-                                         lab_names + (["NA"] if labels[ok].isna().any() else [])), dropna=False)
+                          pd.Categorical(labels.astype(str).where(known, "NA"),
+                                         lab_names + (["NA"] if not known.all() else [])), dropna=False)
         tab = tab.loc[:, tab.sum(axis=0) > 0]
         if tab.shape[1] > MAX_SPLIT:  # a legend of hundreds of entries fills the figure: the largest, then the rest
             largest = tab.sum(axis=0).sort_values(ascending=False, kind="stable").index[:MAX_SPLIT - 1]

@@ -17,7 +17,7 @@ from .._machine import cpu_model, gpu_model, software_versions
 from .._messages import arg, warn_user
 from .._signals import deferred
 from ..data._checks import check_batch_key, check_label_key
-from ..metrics import clustering_metrics
+from ..metrics import clustering_metrics, has_label
 from ..model._runs import train_runs
 from ..model._scgpcl import SCGPCL, check_inputs
 from ._batches import batch_record
@@ -272,7 +272,7 @@ def store_results(adata: AnnData, model: SCGPCL, *, key_added: str = "scgpcl", l
     if label_key is not None:
         keep = labels >= 0
         truth = adata.obs[label_key].to_numpy()[keep]
-        ok = pd.notna(truth)
+        ok = has_label(truth)
         if ok.any():
             info["metrics"] = clustering_metrics(truth[ok], labels[keep][ok])
             info["metrics"]["label_key"] = label_key

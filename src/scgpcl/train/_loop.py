@@ -80,6 +80,13 @@ def check_stage_terms(cfg: TrainConfig, reconstruction: str) -> None:
     The prototypical loss does not count for pre-training: it starts after the warm-up rounds, so the
     first rounds would have nothing to train on. A term registered by the user counts whenever its
     weight is not zero.
+
+    Parameters
+    ----------
+    cfg
+        The training configuration (its ``lambda_*`` options, ``loss_weights`` and ``finetune_rounds``).
+    reconstruction
+        The model's reconstruction loss (``ModelConfig.reconstruction``): the other one's weight does not count.
     """
     weights = loss_weights(cfg)
 
