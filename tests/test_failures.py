@@ -604,6 +604,9 @@ def test_deferred_holds_ctrl_c_in_the_python_api_when_another_thread_receives_it
 
     from scgpcl import _signals
 
+    # Python's own Ctrl-C handler, as in a terminal or a notebook: a job started in the background by a
+    # non-interactive shell (CI) starts with SIGINT ignored, and an ignored signal is left ignored
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
@@ -620,6 +623,25 @@ def test_deferred_holds_ctrl_c_in_the_python_api_when_another_thread_receives_it
         stop.set()
         other.join()
     assert reached_the_end
-    assert {s: signal.getsignal(s) for s in before} == before  # the user's handlers are back
-    with pytest.raises(KeyboardInterrupt):  # and still work
-        signal.raise_signal(signal.SIGINT)
+    try:
+        assert {s: signal.getsignal(s) for s in before} == before  # the user's handlers are back
+        with pytest.raises(KeyboardInterrupt):  # and still work
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, started_with)
+
+
+def test_deferred_leaves_an_ignored_signal_ignored():
+    import signal
+    import time
+
+    from scgpcl import _signals
+
+    started_with = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _signals.deferred():
+            signal.raise_signal(signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        time.sleep(0.05)  # nothing is delivered afterwards either
+    finally:
+        signal.signal(signal.SIGINT, started_with)
