@@ -242,3 +242,18 @@ def test_markers_and_the_report_on_a_backed_anndata_say_to_load_it(tmp_path):
     finally:
         backed.file.close()
     assert len(tl.markers(ad.read_h5ad(tmp_path / "c.h5ad"))) > 0  # in memory: the table
+
+
+def test_many_clusters_do_not_flood_the_output_with_pandas_performance_warnings():
+    """From ~40 clusters scanpy's rank_genes_groups made pandas warn "DataFrame is highly fragmented" about a
+    hundred times per call (200 lines of a report at K = 60)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, size=(900, 60)).astype(np.float32)))
+    a.obs["k"] = pd.Categorical((np.arange(900) % 45).astype(str))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = tl.markers(a, key="k", n_genes=2)
+    assert not [w for w in caught if issubclass(w.category, pd.errors.PerformanceWarning)]
+    assert table["cluster"].nunique() == 45

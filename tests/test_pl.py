@@ -453,3 +453,101 @@ def test_batch_composition_stacks_each_batchs_shares_to_one():
         assert np.allclose(sorted(widths[row]), sorted((table[batch] / table[batch].sum()).to_numpy()))
     assert [t.get_text() for t in ax.texts] == [f"{int(table[b].sum())} cells" for b in ("s1", "s2")]
     assert int(table.to_numpy().sum()) == a.n_obs - 4
+
+
+def test_above_20_the_colours_are_distinct_and_none_is_grey_near_white_or_near_black():
+    """scanpy's 28- and 102-colour palettes hold a grey (cluster 25 looked unclustered), pure yellow and pastels
+    near white (cluster 31 of 60 was a white gap in a stacked bar) and near-blacks."""
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    from scgpcl.pl._plots import _default_colours
+
+    for n in (21, 28, 60, 92):
+        colours = _default_colours(n)
+        assert len(set(colours)) == n
+        for c in colours:
+            _, lightness, saturation = colorsys.rgb_to_hls(*to_rgb(c))
+            assert 0.2 <= lightness <= 0.82 and saturation >= 0.2, c
+    assert "#c7c7c7" not in _default_colours(28) and "#FFFF00" not in _default_colours(60)
+
+
+def _many(k: int, n: int = 1200, long_labels: bool = False) -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    lab = np.arange(n) % k
+    a = ad.AnnData(np.ones((n, 3), dtype=np.float32))
+    a.obsm["X_scgpcl_umap"] = (rng.normal(size=(k, 2)) * 20)[lab] + rng.normal(size=(n, 2))
+    a.obs["scgpcl"] = pd.Categorical(lab.astype(str), categories=[str(i) for i in range(k)])
+    names = [f"CD{i}+ classical monocyte, inflammatory subtype {i}" if long_labels else f"t{i}" for i in range(k)]
+    a.obs["ref"] = pd.Categorical([names[i] for i in lab])
+    a.obs["batch"] = pd.Categorical([f"donor{i % 24:02d}_lane1_10x-3prime-v3.1" for i in range(n)])
+    return a
+
+
+def _renderer(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _panels(monkeypatch, a, **kw):
+    from scgpcl.pl import _plots
+
+    monkeypatch.setattr(_plots, "_umap_coords", lambda adata, *args: adata.obsm["X_scgpcl_umap"])
+    fig = scgpcl.pl.umap(a, **kw)
+    _renderer(fig)
+    return fig, [ax for ax in fig.axes if ax.get_title()]
+
+
+def test_umap_writes_dozens_of_clusters_on_the_data_and_sizes_panels_for_their_legends(monkeypatch):
+    """A fixed 10.8-inch figure shrank the panels to slivers from ~20 categories, let a legend of long names run
+    off the figure, and hid clusters 14-39 of a 40-cluster legend under the other panel."""
+    fig, (clusters, reference) = _panels(monkeypatch, _many(40, long_labels=True), label_key="ref")
+    assert clusters.get_legend() is None  # 40 clusters: their names on the data
+    assert sorted(t.get_text() for t in clusters.texts) == sorted(str(i) for i in range(40))
+    legend = reference.get_legend()
+    assert len(legend.get_texts()) == 40 and legend._ncols == 2
+    # both panels keep the same plotting area, and the legend ends inside the figure
+    renderer = _renderer(fig)
+    w1, w2 = clusters.get_window_extent().width, reference.get_window_extent().width
+    assert abs(w1 - w2) / max(w1, w2) < 0.1
+    assert legend.get_window_extent(renderer).x1 <= fig.bbox.x1 + 1
+    fig, (clusters,) = _panels(monkeypatch, _many(20))
+    assert len(clusters.get_legend().get_texts()) == 20 and not clusters.texts
+
+
+def test_cluster_sizes_of_many_named_clusters_stays_on_a_page_and_its_legend_in_the_figure():
+    a = _many(60, long_labels=True)
+    fig = scgpcl.pl.cluster_sizes(a, label_key="ref")
+    renderer = _renderer(fig)
+    ax = fig.axes[0]
+    assert fig.get_figwidth() <= 18 + 6  # bars capped at ~18 inches (31 at 60 clusters), plus the legend
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {90.0}  # 60 narrow bars
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert fig.bbox.y0 - 1 <= legend.y0 and legend.y1 <= fig.bbox.y1 + 1  # a 20-entry legend lost its ends
+    a.obs["scgpcl"] = a.obs["ref"]  # named clusters: their tick labels stand upright
+    fig = scgpcl.pl.cluster_sizes(a)
+    assert {t.get_rotation() for t in fig.axes[0].get_xticklabels()} == {90.0}
+
+
+def test_batch_composition_legend_leaves_the_cell_counts_readable():
+    a = _many(30)
+    fig = scgpcl.pl.batch_composition(a, "batch")
+    renderer = _renderer(fig)
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    counts_right = max(t.get_window_extent(renderer).x1 for t in ax.texts)
+    assert counts_right <= legend.x0  # the legend began at 12 % of the axes' width, over the "N cells" labels
+    assert legend.x1 <= fig.bbox.x1 + 1
+
+
+def test_contingency_writes_every_count_in_a_figure_of_its_own():
+    a = _many(40)
+    a.obs["ref"] = pd.Categorical(np.where(np.arange(a.n_obs) % 7 == 0, "t0", a.obs["ref"].astype(str)))
+    fig = scgpcl.pl.contingency(a, label_key="ref")
+    table = pd.crosstab(a.obs["scgpcl"], a.obs["ref"]).to_numpy()
+    assert len(fig.axes[0].texts) == int((table > 0).sum())  # 40 x 40 = 1,600 cells: none written before
+    assert {t.get_fontsize() for t in fig.axes[0].texts} == {matplotlib.font_manager.FontProperties(size="small").get_size_in_points()}

@@ -88,17 +88,39 @@ def _uns(adata: AnnData, key: str) -> dict:
     return info
 
 
+def _readable(colour: str) -> bool:
+    """Whether a colour is neither near-white, near-black nor grey.
+
+    Such a colour is told apart from the white background, from other dark shades and from the grey of cells
+    without a cluster or label.
+    """
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    rgb = to_rgb(colour)
+    _, lightness, saturation = colorsys.rgb_to_hls(*rgb)
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 0.2 <= lightness <= 0.82 and saturation >= 0.2 and luminance <= 0.8
+
+
 def _default_colours(n: int) -> list[str]:
-    """The default palettes of scanpy, so a cluster has the colour ``sc.pl.umap`` gives it.
+    """Scanpy's default palettes, so a cluster has the colour ``sc.pl.umap`` gives it up to 20 categories.
 
     Up to 20 categories, scanpy's ``default_20``: no grey (the colour of cells without a cluster or label) and
     no light/dark pairs next to each other, which matplotlib's ``tab20`` has (clusters 14 and 15 were two greys
-    in a 16-cluster report, one nearly the missing values' colour).
+    in a 16-cluster report, one nearly the missing values' colour). Above 20, the colours of scanpy's
+    ``default_28`` and then ``default_102`` that are readable (:func:`_readable`): those palettes hold greys
+    (``default_28``'s cluster 25 looked unclustered), pastels near white, pure yellow and near-blacks (cluster
+    31 of 60 was a white gap in a stacked bar). 92 colours; more categories repeat them.
     """
     from scanpy.plotting import palettes
 
-    pal = palettes.default_20 if n <= 20 else palettes.default_28 if n <= 28 else palettes.default_102
-    return [pal[i % len(pal)] for i in range(n)]
+    if n <= 20:
+        return list(palettes.default_20[:n])
+    pool = list(dict.fromkeys(c for c in [*palettes.default_28, *palettes.default_102] if _readable(c)))
+    return [pool[i % len(pool)] for i in range(n)]
 
 
 def palette(adata: AnnData, column: str) -> dict[str, str]:
@@ -178,7 +200,7 @@ def matched_palettes(adata: AnnData, key: str, label_key: str) -> tuple[dict[str
     if unmatched:
         used = {c.lower() for c in cluster_colours.values()}
         n = len(cluster_colours) + len(unmatched)
-        spare = [c for c in _default_colours(max(n, 28)) + _default_colours(max(n, 103)) if c.lower() not in used]
+        spare = [c for c in _default_colours(max(n, 21)) if c.lower() not in used]
         spare = list(dict.fromkeys(spare))
         for i, lab in enumerate(unmatched):
             label_colours[lab] = spare[i % len(spare)] if spare else "#888888"
@@ -314,7 +336,25 @@ def _umap_coords(adata: AnnData, key: str, n_neighbors: int, random_state: int, 
     return coords
 
 
-def _scatter_categories(ax, coords: np.ndarray, values: pd.Series, colours: dict[str, str], title: str) -> None:
+#: legend entries per column beside a 4.4-inch panel, and the inches a legend needs per character of its longest
+#: entry at fontsize "small" (about 8 pt) plus its marker and padding: to size a figure around its legends
+_LEGEND_ROWS = 22
+_INCH_PER_CHAR = 0.075
+_LEGEND_PAD = 0.45
+#: more clusters than this: their names on the data instead of a legend (scanpy's legend_loc="on data")
+_ON_DATA_ABOVE = 30
+
+
+def _legend_layout(names: Sequence[str], on_data: bool) -> tuple[int, float]:
+    """(columns, inches) of a category legend beside a panel; (0, 0) when the names go on the data."""
+    if on_data or not names:
+        return 0, 0.0
+    ncol = -(-len(names) // _LEGEND_ROWS)
+    return ncol, ncol * (_LEGEND_PAD + _INCH_PER_CHAR * max(len(n) for n in names))
+
+
+def _scatter_categories(ax, coords: np.ndarray, values: pd.Series, colours: dict[str, str], title: str, *,
+                        on_data: bool = False) -> None:
     ok = np.isfinite(coords).all(axis=1) & values.notna().to_numpy()
     labels = values.astype(str).to_numpy()
     order = np.random.default_rng(0).permutation(np.flatnonzero(ok))  # no group painted systematically on top
@@ -325,11 +365,22 @@ def _scatter_categories(ax, coords: np.ndarray, values: pd.Series, colours: dict
     if missing.any():
         ax.scatter(coords[missing, 0], coords[missing, 1], c="#cccccc", s=_point_size(len(order)), linewidths=0,
                    label="NA")
-    for c in present:
-        ax.scatter([], [], c=colours[c], s=40, label=c)
-    ncol = 1 if len(present) <= 14 else 2 if len(present) <= 30 else 3
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, ncol=ncol, handletextpad=0.2,
-              fontsize="small", borderaxespad=0.3)
+    if on_data:  # dozens of clusters: a legend of them is a wall of colour swatches; their names where they lie
+        import matplotlib.patheffects as pe
+
+        outline = [pe.withStroke(linewidth=2.2, foreground="white")]
+        for c in present:
+            at = np.median(coords[ok & (labels == c)], axis=0)
+            ax.text(at[0], at[1], c, ha="center", va="center", fontsize="small", fontweight="bold",
+                    path_effects=outline)
+        if missing.any():
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small")
+    else:
+        for c in present:
+            ax.scatter([], [], c=colours[c], s=40, label=c)
+        ncol, _ = _legend_layout(present, False)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, ncol=max(ncol, 1), handletextpad=0.2,
+                  fontsize="small", borderaxespad=0.3)
     ax.set_title(title)
     ax.set_xlabel("UMAP1")
     ax.set_ylabel("UMAP2")
@@ -356,7 +407,10 @@ def umap(
     and :func:`scanpy.tl.umap` are computed on a separate object; only the
     coordinates are kept, in ``obsm['X_' + key + '_umap']`` (never the user's
     ``X_umap``), and reused by later calls with the same settings until
-    ``tl.cluster`` writes a new result under ``key``.
+    ``tl.cluster`` writes a new result under ``key``. Each panel's legend
+    is beside it, the figure as wide as the legends need; above 30 clusters
+    the clusters' names are written on the data instead (scanpy's
+    ``legend_loc="on data"``).
 
     Parameters
     ----------
@@ -398,13 +452,19 @@ def umap(
     if label_key is not None:
         colours[key], colours[label_key] = (matched_palettes(adata, key, label_key) if match_colours
                                             else (palette(adata, key), palette(adata, label_key)))
+    # the clusters' names on the data above _ON_DATA_ABOVE clusters; each panel as wide as its legend needs (a
+    # fixed 10.8 inches shrank the panels to slivers, or let long names run off the figure, from ~20 categories)
+    on_data = {column: column == key and len(colours[column]) > _ON_DATA_ABOVE for column, _ in panels}
+    widths = [4.4 + _legend_layout(list(colours[c]), on_data[c])[1] + (0.6 if on_data[c] else 0.0) for c, _ in panels]
     if ax is None:
-        fig = _new_figure((5.4 * len(panels), 4.4), show)
-        axes = list(fig.subplots(1, len(panels), squeeze=False)[0])
+        fig = _new_figure((sum(widths), 4.4), show)
+        # a subfigure per panel: in one grid, constrained layout gives every column the widest legend's margin
+        subfigures = np.atleast_1d(fig.subfigures(1, len(panels), width_ratios=widths))
+        axes = [sub.add_subplot() for sub in subfigures]
     else:
         fig = axes[0].figure
     for a, (column, title) in zip(axes, panels, strict=True):
-        _scatter_categories(a, coords, adata.obs[column], colours[column], title)
+        _scatter_categories(a, coords, adata.obs[column], colours[column], title, on_data=on_data[column])
     return _finish(fig, show)
 
 
@@ -632,11 +692,14 @@ def contingency(
 
     n_rows, n_cols = table.shape
     longest = max(len(s) for s in col_names)
+    own_figure = ax is None
     fig, ax = _figure_and_axes(ax, (max(4.6, 2.4 + 0.62 * n_cols), max(3.4, 1.6 + 0.42 * n_rows + 0.07 * longest)),
                                show)
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    if n_rows * n_cols <= 900:
-        fontsize = "small" if n_rows * n_cols <= 200 else "xx-small"
+    # the cells are 0.62 x 0.42 inches in a figure of its own: "small" counts fit at any size (they shrank to
+    # xx-small above 200 cells and vanished above 900); in axes of the caller's, the old rule
+    if own_figure or n_rows * n_cols <= 900:
+        fontsize = "small" if own_figure or n_rows * n_cols <= 200 else "xx-small"
         for i in range(n_rows):
             for j in range(n_cols):
                 if table[i, j]:
@@ -787,8 +850,8 @@ def _dotplot_horizontal(genes, rows, groups, frac, scaled, key, show) -> Figure:
         end = start + len(gs_) - 1
         ax.plot([start - 0.3, end + 0.3], [1.02, 1.02], transform=ax.get_xaxis_transform(), color="#444444",
                 lw=1.2, clip_on=False)
-        ax.text((start + end) / 2, 1.035, cl, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize="small")
+        ax.text((start + end) / 2, 1.035, cl, transform=ax.get_xaxis_transform(), ha="center" if len(cl) <= 3 else "left",
+                va="bottom", fontsize="small", rotation=0 if len(cl) <= 3 else 45, rotation_mode="anchor")
         if start > 0:
             ax.axvline(start - 0.5, color="#cccccc", lw=0.8)
         start = end + 1
@@ -810,8 +873,9 @@ def _dotplot_vertical(genes, rows, groups, frac, scaled, key, show) -> Figure:
     sc_ = ax.scatter(cluster_idx.ravel(), gene_idx.ravel(), s=np.maximum(frac.T.ravel(), 0) * _DOT_MAX_SIZE,
                      c=scaled.T.ravel(), cmap="Reds", vmin=0, vmax=1, edgecolors="#777777", linewidths=0.4)
     ax.set_yticks(range(n_genes), genes)
-    ax.set_xticks(range(n_clusters), rows)
-    ax.xaxis.set_tick_params(labeltop=True, top=True)
+    # named clusters ("CD14+ monocyte") piled into one smear when written across
+    ax.set_xticks(range(n_clusters), rows, rotation=90 if max(len(r) for r in rows) > 3 else 0)
+    ax.xaxis.set_tick_params(labeltop=True, top=True, labelrotation=90 if max(len(r) for r in rows) > 3 else 0)
     ax.set_ylim(n_genes - 0.5, -0.5)
     ax.set_xlim(-0.6, n_clusters - 0.4)
     ax.set_xlabel(f"cluster ({key})")
@@ -878,7 +942,11 @@ def cluster_sizes(
     counts = values.astype(str)[values.notna()].value_counts()
     sizes = np.array([int(counts.get(n, 0)) for n in names])
     n_missing = int(values.isna().sum())
-    fig, ax = _figure_and_axes(ax, (max(4.8, 1.8 + 0.45 * len(names) + (2.0 if label_key else 0)), 3.8), show)
+    # at most ~18 inches of bars (0.45 each up to 36 clusters; 60 clusters made a 31-inch figure that a page
+    # shrinks to unreadable text); the legend's own width and rows beside them
+    bar_in = min(0.45, 16.0 / max(len(names), 1))
+    own_figure = ax is None
+    fig, ax = _figure_and_axes(ax, (max(4.8, 1.8 + bar_in * len(names)), 3.8), show)
     x = np.arange(len(names))
     if label_key is None:
         colours = palette(adata, key)
@@ -903,11 +971,17 @@ def cluster_sizes(
             ax.bar(x, tab[lab].to_numpy(), bottom=bottom, color=colours.get(str(lab), "#cccccc"), label=str(lab),
                    edgecolor="white", linewidth=0.5)
             bottom += tab[lab].to_numpy()
+        entries = [str(c) for c in tab.columns]
         ax.legend(title=label_key, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
+        if own_figure:  # room for the legend beside the bars and for its rows (a 20-entry legend lost its ends)
+            fig.set_size_inches(fig.get_figwidth() + _legend_layout(entries, False)[1],
+                                max(3.8, 1.6 + 0.2 * (len(entries) + 1)))
+    narrow = bar_in < 0.3
     for xi, s in zip(x, sizes, strict=True):
         ax.annotate(str(s), (xi, s), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                    fontsize="small")
-    ax.set_xticks(x, names)
+                    fontsize="x-small" if narrow else "small", rotation=90 if narrow else 0)
+    longest = max((len(n) for n in names), default=1)
+    ax.set_xticks(x, names, rotation=90 if narrow or longest > 3 else 0, fontsize="small" if narrow else None)
     ax.set_xlabel(f"cluster ({key})")
     ax.set_ylabel("cells")
     ax.set_ylim(0, max(sizes.max(), 1) * 1.12)
@@ -962,7 +1036,17 @@ def batch_composition(
     shares = table.to_numpy() / np.maximum(n_cells[:, None], 1)
     colours = palette(adata, key)
     batches = [str(b) for b in table.index]
-    fig, ax = _figure_and_axes(ax, (7.4, max(2.2, 1.3 + 0.38 * len(batches))), show)
+    # the "N cells" labels at the bars' ends, then the legend: both measured, not a fixed share of the axes
+    # (long batch names narrowed the axes until the legend covered the labels)
+    count_in = _INCH_PER_CHAR * max(len(f"{int(n)} cells") for n in n_cells) + 0.15
+    height = max(2.2, 1.3 + 0.38 * len(batches))
+    clusters = [str(c) for c in table.columns]
+    rows = max(8, int((height - 0.6) / 0.19))
+    ncol = -(-len(clusters) // rows)
+    legend_in = ncol * (_LEGEND_PAD + _INCH_PER_CHAR * max(len(c) for c in clusters)) if clusters else 0.0
+    names_in = _INCH_PER_CHAR * 1.15 * max((len(b) for b in batches), default=1)
+    fig, ax = _figure_and_axes(ax, (4.6 + names_in + count_in + legend_in, max(height, 0.8 + 0.19 * min(rows, len(clusters)))),
+                               show)
     y = np.arange(len(batches))
     left = np.zeros(len(batches))
     for j, cluster in enumerate(table.columns):
@@ -979,7 +1063,10 @@ def batch_composition(
     ax.set_xlabel("share of the batch's cells")
     ax.set_ylabel(f"batch ({batch_key})")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(title=f"cluster ({key})", loc="center left", bbox_to_anchor=(1.12, 0.5), frameon=False,
-              fontsize="small", ncols=1 if table.shape[1] <= 16 else 2)
+    from matplotlib.transforms import ScaledTranslation
+
+    ax.legend(title=f"cluster ({key})", loc="center left", frameon=False, fontsize="small", ncols=max(ncol, 1),
+              bbox_to_anchor=(1.0, 0.5), bbox_transform=ax.transAxes + ScaledTranslation(count_in, 0,
+                                                                                        fig.dpi_scale_trans))
     ax.set_title(f"Composition of each batch: {int(n_cells.sum())} cells in {len(batches)} batches")
     return _finish(fig, show)

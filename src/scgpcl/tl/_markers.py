@@ -163,7 +163,11 @@ def rank_markers(data: AnnData, *, key: str, n_genes: int) -> pd.DataFrame:
             f"tested for marker genes; cluster with fewer clusters (a smaller {arg('n_clusters=', '--n-clusters')})"
         )
     # numba would reset torch's thread count; 20 s at 100,000 cells, which a line every 30 s covers beyond
-    with torch_threads_kept(), still_working(f"marker genes of {len(groups)} clusters ({data.n_obs} cells)"):
+    with torch_threads_kept(), still_working(f"marker genes of {len(groups)} clusters ({data.n_obs} cells)"), \
+            warnings.catch_warnings():
+        # scanpy builds its result column by column: from ~40 clusters pandas says "DataFrame is highly
+        # fragmented" about a hundred times per call, about scanpy's code, not the user's data
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
         sc.tl.rank_genes_groups(
             data, key, groups=groups, reference="rest", method="wilcoxon",
             n_genes=min(n_genes, data.n_vars), use_raw=False, key_added="_markers", pts=True,
