@@ -551,3 +551,16 @@ def test_contingency_writes_every_count_in_a_figure_of_its_own():
     table = pd.crosstab(a.obs["scgpcl"], a.obs["ref"]).to_numpy()
     assert len(fig.axes[0].texts) == int((table > 0).sum())  # 40 x 40 = 1,600 cells: none written before
     assert {t.get_fontsize() for t in fig.axes[0].texts} == {matplotlib.font_manager.FontProperties(size="small").get_size_in_points()}
+
+
+def test_marker_dotplot_names_clusters_whose_genes_stand_under_another_cluster(adata):
+    """A cluster whose top genes were all shown under an earlier cluster had no bracket and no word."""
+    table = scgpcl.tl.markers(adata, n_genes=2)
+    copied = table[table["cluster"] == "0"].copy()
+    copied["cluster"] = "2"  # cluster 2's top genes are cluster 0's
+    markers = pd.concat([table[table["cluster"] != "2"], copied], ignore_index=True)
+    fig = scgpcl.pl.marker_dotplot(adata, n_genes=2, markers=markers)
+    title = fig.get_suptitle() if hasattr(fig, "get_suptitle") else fig._suptitle.get_text()
+    assert title.endswith("no bracket of their own (their top genes are under another cluster's): 2")
+    brackets = [t.get_text() for t in fig.axes[0].texts]
+    assert brackets == ["0", "1"]

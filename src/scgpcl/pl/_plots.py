@@ -774,11 +774,14 @@ def marker_dotplot(
             raise InputError(f"markers= names genes not in adata.var_names (e.g. {unknown[:3]})")
     groups: list[tuple[str, list[str]]] = []
     seen: set[str] = set()
+    shared: list[str] = []  # clusters whose top genes all stand under an earlier cluster's bracket
     for cl, df in table.groupby("cluster", observed=True, sort=False):
         genes = [g for g in df.sort_values("rank")["gene"] if g not in seen]
         seen.update(genes)
         if genes:
             groups.append((str(cl), genes))
+        else:
+            shared.append(str(cl))
     genes = [g for _, gs in groups for g in gs]
     rows = [str(c) for c in data.obs[key].cat.categories]
     idx = data.var_names.get_indexer(genes)
@@ -794,6 +797,9 @@ def marker_dotplot(
     if vertical is None:
         vertical = len(genes) > _DOTPLOT_MAX_GENE_COLUMNS
     title = f"Top {int(n_genes)} marker genes per cluster ({key}, Wilcoxon)"
+    if shared:  # they had no bracket and no word: at 60 clusters a third of them were missing without a trace
+        title += (f"\nno bracket of their own (their top genes are under another cluster's): "
+                  f"{', '.join(shared[:12])}{f' and {len(shared) - 12} more' if len(shared) > 12 else ''}")
     if vertical:
         fig = _dotplot_vertical(genes, rows, groups, frac, scaled, key, show)
     else:
