@@ -284,6 +284,26 @@ def test_empty_reference_labels_are_not_scored_as_a_type(tmp_path):
     page = html.unescape((tmp_path / "r" / "index.html").read_text())
     assert "obs['ref'], 3 groups" in page
 
+def test_a_run_from_before_rounds_is_reported_in_rounds_and_not_claimed_repeatable(tmp_path):
+    """Outputs of an scgpcl from before 2026-12-04 count epochs: metrics.json kept 'epochs' (a script reading
+    'rounds' failed), and the report said the recorded configuration repeats the run (ARI 0.5 against its own
+    labels when tried)."""
+    import html
+
+    a = clustered()
+    info = a.uns["scgpcl"]
+    for stage in info["stages"].values():
+        stage["epochs"] = stage.pop("rounds")
+    for h in info["history"].values():
+        h["epoch"] = h.pop("round")
+    write_report(a, tmp_path / "r")
+    record = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert all("rounds" in st and "epochs" not in st for st in record["stages"].values())
+    page = html.unescape((tmp_path / "r" / "index.html").read_text())
+    assert "made by an scgpcl from before 2026-12-04" in page and "repeats it" not in page
+    write_report(clustered(), tmp_path / "today")
+    assert "from before 2026-12-04" not in (tmp_path / "today" / "index.html").read_text()
+
 def test_cluster_table_names_each_clusters_matched_label(tmp_path):
     a = clustered()
     permuted = {"0": "c", "1": "a", "2": "b"}

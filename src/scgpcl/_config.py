@@ -237,6 +237,21 @@ class TrainConfig:
         low=0)
 
 
+#: Options of earlier versions that are gone, by section, with the value at which they changed nothing: a
+#: saved configuration holding that value loads without them (a model of the first version failed to load
+#: with "unknown PreprocessConfig option(s): ['max_value']" and was called unreadable). Any other value
+#: trained something this version does not have.
+_REMOVED = {
+    "preprocess": {"max_value": None},
+    "model": {"ins_head": 0},
+    "train": {"ins_debias": False, "ins_neighbours": 0, "pretrain_keep": "last"},
+}
+
+
+class OtherVersionError(ValueError):
+    """A saved configuration of another scgpcl version that this one cannot take (the message says why)."""
+
+
 #: Option names of earlier versions -> today's (saved models and old scripts keep working).
 _RENAMED = {
     "pretrain_epochs": "pretrain_rounds", "warmup_epochs": "warmup_rounds", "finetune_epochs": "finetune_rounds",
@@ -414,10 +429,17 @@ class SCGPCLConfig:
             if name == "train" and d.get("train") is not None and "round_steps" not in d["train"]:
                 values.setdefault("round_steps", 0)
                 values.setdefault("sample_cells", 0)
+            for gone, no_effect in _REMOVED.get(name, {}).items():
+                if gone in values:
+                    if values[gone] != no_effect:
+                        raise OtherVersionError(
+                            f"it was trained with {gone}={values[gone]!r}, an option of an earlier scgpcl version "
+                            "that this one no longer has")
+                    del values[gone]
             known = {f.name for f in dataclasses.fields(kind)}
             unknown = set(values) - known
             if unknown:
-                raise ValueError(f"unknown {kind.__name__} option(s): {sorted(unknown)}")
+                raise OtherVersionError(f"unknown {kind.__name__} option(s): {sorted(unknown)}")
             sections[name] = kind(**values)
         return cls(**sections)
 

@@ -370,7 +370,11 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
     matches = _matched(adata, key, label_key)
     raw_stages = info.get("stages") or {}
     stage_order = [s for s in _STAGE_NAMES if s in raw_stages] + [s for s in raw_stages if s not in _STAGE_NAMES]
-    stages = {s: {k: _json_default(v) if isinstance(v, np.generic) else v for k, v in raw_stages[s].items()}
+    # runs from before 2026-12-04 counted epochs (rounds of one epoch): metrics.json says rounds, as load() does
+    before_rounds = any("epochs" in raw_stages[s] and "rounds" not in raw_stages[s] for s in stage_order) or any(
+        "epoch" in h and "round" not in h for h in (info.get("history") or {}).values() if isinstance(h, dict))
+    stages = {s: {("rounds" if k == "epochs" and "rounds" not in raw_stages[s] else k):
+                  (_json_default(v) if isinstance(v, np.generic) else v) for k, v in raw_stages[s].items()}
               for s in stage_order}
     versions = software_versions()
     summary = _dataset_summary(adata, key, label_key)
@@ -451,6 +455,7 @@ def _write_contents(d: Path, adata: AnnData, *, key: str, label_key: str | None,
             lambda: pl.marker_dotplot(adata, key=key, n_genes=min(5, n_markers), markers=marker_table))
 
     page = _render_html(
+        before_rounds=before_rounds,
         name=name, key=key, label_key=label_key, info=info, metrics=metrics, stages=stages, sizes=sizes,
         summary=summary, versions=versions, figures=dict((f[0], f) for f in figures), marker_table=marker_table,
         matches=matches,
@@ -476,14 +481,20 @@ def _in_field_order(config: dict) -> dict:
     return dict(sorted(config.items(), key=lambda kv: (canon.get(kv[0], len(canon)), kv[0])))
 
 
-def _reproduce_html(params: dict, runs: dict | None = None) -> str:
+def _reproduce_html(params: dict, runs: dict | None = None, *, before_rounds: bool = False) -> str:
     """The command line that reproduces the run, with its folder, the input's checksum and the CPU model.
 
-    ``runs``: ``uns[key]['runs']`` when the clustering is the medoid of several runs.
+    ``runs``: ``uns[key]['runs']`` when the clustering is the medoid of several runs. ``before_rounds``: the
+    run's history counts epochs, so an scgpcl from before training ran in rounds (2026-12-04) made it.
     """
     items: list[str] = []
     command = params.get("command")
-    if command:
+    if before_rounds:  # re-run today with its recorded configuration it gave ARI 0.5 against its own labels
+        items.append('<h3>Reproduce this run</h3><p class="note">This run was made by an scgpcl from before '
+                     "2026-12-04, whose training ran in epochs: this version trains in rounds and does not repeat "
+                     "it. The parameters and configuration under Parameters are the run's, for the record; to "
+                     "repeat it, use the scgpcl it was made with.</p>")
+    elif command:
         cwd = params.get("cwd")
         shown = f"cd {shlex.quote(str(cwd))}\n{command}" if cwd else str(command)
         again = ("" if "--overwrite" in str(command).split() else
@@ -700,7 +711,7 @@ def _markers_section(marker_table: pd.DataFrame, sizes: dict, figures: dict) -> 
 
 
 def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary, versions, figures, marker_table,
-                 no_markers, created, matches=None, batch=None) -> str:
+                 no_markers, created, matches=None, batch=None, before_rounds=False) -> str:
     params = info.get("params") or {}
     config = params.get("config") or {}
     total_seconds = sum(float(s.get("seconds", 0.0)) for s in stages.values())
@@ -752,7 +763,7 @@ def _render_html(*, name, key, label_key, info, metrics, stages, sizes, summary,
         f'<div><h3>Cluster sizes</h3>{_table(size_header, size_rows, numeric={1, 2, 4})}'
         + _unclustered_note(n_unclustered, params.get("n_cells_dropped"), key)
         + empty_note
-        + "</div></div>" + _reproduce_html(params, info.get("runs")) + "</section>"
+        + "</div></div>" + _reproduce_html(params, info.get("runs"), before_rounds=before_rounds) + "</section>"
     )
 
     clusters_html = (f'<section id="clusters"><h2>Clusters</h2>{_figure(figures.get("umap"))}'

@@ -10,13 +10,13 @@ import os
 import uuid
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from anndata import AnnData
 
-from .._config import SCGPCLConfig, recommended
+from .._config import OtherVersionError, SCGPCLConfig, recommended
 from .._device import resolve_device
 from .._early_checks import resolve_seed as _resolve_seed
 from .._errors import InputError
@@ -405,7 +405,7 @@ class SCGPCL:
         if self.config.train.finetune:
             fine = tr.finetune()
             self.stages["finetune"] = fine.to_dict()
-        self._kmeans_calls = tr.kmeans.calls
+        self._kmeans_calls, self._kmeans_calls_unknown = tr.kmeans.calls, False
         self.is_trained = True
         self._stopped_part_way = False
         self._result = None
@@ -554,7 +554,7 @@ class SCGPCL:
             "config": self.config.to_dict(),
             "genes": [str(g) for g in self.data.gene_names],
             "has_cluster_centres": self.module.cluster_centres is not None,
-            "kmeans_calls": self._kmeans_calls,
+            "kmeans_calls": None if getattr(self, "_kmeans_calls_unknown", False) else self._kmeans_calls,
             "stages": self.stages,
             "auto_k": self.auto_k,
             "cells": _cells_fingerprint(self.adata),  # load() tells the user when it is given other cells
@@ -684,9 +684,15 @@ class SCGPCL:
             )
         self = cls.__new__(cls)
         layer = meta["layer"] if layer is _SAVED_LAYER else layer
+        calls = meta.get("kmeans_calls")  # the k-means random stream's position; saved from 2026-12-02 on
+        if calls is None and not meta["has_cluster_centres"]:
+            warn_user("this model was saved without fine-tuning by an scgpcl older than 2026-12-02, which did not "
+                      "record where its k-means random stream stood: predict() clusters the embedding with k-means "
+                      "again, and its labels can differ from the run's (the embedding is the same)")
         self._build(adata, config, layer=layer, random_state=int(meta["random_state"]), device=device,
                     n_clusters=meta["n_clusters"], genes=np.array([pos[g] for g in genes]),
-                    kmeans_calls=int(meta.get("kmeans_calls", 0)))
+                    kmeans_calls=int(calls or 0))
+        self._kmeans_calls_unknown = calls is None  # a new save must not write 0 as if it were known
         _load_weights(self.module, d, bool(meta["has_cluster_centres"]))
         self.counts_from_raw = bool(meta.get("counts_from_raw"))  # how it was trained, kept by a new save
         self.counts_in_raw = read_raw
@@ -713,6 +719,16 @@ class SCGPCL:
         self.is_trained = True
         return self
 
+    #: attributes added since the first version, as a model pickled before them had them in effect
+    _PICKLE_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "counts_from_raw": False, "counts_in_raw": False, "_other_cells": False, "_stopped_part_way": False,
+        "_kmeans_calls_unknown": False}
+
+    def __setstate__(self, state: dict) -> None:
+        # a model pickled by an earlier version (inside a pickled estimator) lacked counts_from_raw, and save()
+        # then failed with AttributeError
+        self.__dict__.update({**self._PICKLE_DEFAULTS, **state})
+
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         k = "auto" if self.n_clusters is None else self.n_clusters
@@ -738,6 +754,9 @@ def _read_meta(d: Path) -> tuple[dict, SCGPCLConfig]:
             meta[key]  # a missing key is a broken file
     except FileNotFoundError:
         raise InputError(f"'{d}' holds no saved scgpcl model ({_CONFIG} missing)") from None
+    except OtherVersionError as err:  # the file is fine: "save the model again" would send the user astray
+        raise InputError(f"'{d}' holds a model saved by another scgpcl version that this one cannot load: {err}. "
+                         "Load it with the version that saved it, or train again") from None
     except (ValueError, TypeError, KeyError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InputError(
             f"'{d / _CONFIG}' is not a readable scgpcl model file ({type(err).__name__}: {err}); save the model again"
