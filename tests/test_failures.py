@@ -631,6 +631,24 @@ def test_deferred_holds_ctrl_c_in_the_python_api_when_another_thread_receives_it
         signal.signal(signal.SIGINT, started_with)
 
 
+def test_a_signal_held_by_an_earlier_block_is_not_raised_by_a_later_one():
+    """A signal caught while deferred() put the handlers back was read after it was cleared, and a later,
+    unrelated block raised it."""
+    import signal
+
+    from scgpcl import _signals
+
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _signals._held = signal.SIGINT  # what that race left behind
+        with _signals.deferred():
+            pass
+        assert _signals._held is None
+    finally:
+        signal.signal(signal.SIGINT, started_with)
+        _signals._held = None
+
+
 def test_deferred_leaves_an_ignored_signal_ignored():
     import signal
     import time

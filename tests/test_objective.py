@@ -69,11 +69,12 @@ def test_a_stage_left_with_no_loss_is_refused_before_training(toy):
     with pytest.raises(scgpcl.InputError, match="pre-training would have no loss"):
         scgpcl.SCGPCL(toy, 3, lambda_ins=0, lambda_proto=1.0, loss_weights={"zinb": 0.0})
     # fine-tuning: found before pre-training spends its time, and skipping it is offered
-    with pytest.raises(scgpcl.InputError, match=r"fine-tuning would have no loss .*lambda_cluster=0; .*finetune_rounds=0"):
+    with pytest.raises(scgpcl.InputError, match=r"fine-tuning would have no loss .*lambda_cluster=0; .*finetune=False"):
         scgpcl.SCGPCL(toy, 3, lambda_cluster=0, loss_weights={"zinb": 0.0})
     # each is accepted when something is left: the other reconstruction, no fine-tuning
     scgpcl.SCGPCL(toy, 3, lambda_ins=0, lambda_cluster=0, loss_weights={"zinb": 0.0}, reconstruction="mse")
     scgpcl.SCGPCL(toy, 3, lambda_cluster=0, loss_weights={"zinb": 0.0}, finetune_rounds=0)
+    scgpcl.SCGPCL(toy, 3, lambda_cluster=0, loss_weights={"zinb": 0.0}, finetune=False)  # was refused for a day
     # and a minibatch on which no term applies (a term of the user's returned None) says so
     with pytest.raises(RuntimeError, match="no loss term applies to this minibatch"):
         _ = scgpcl.module.LossOutput({}, {}).total

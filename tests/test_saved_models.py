@@ -109,7 +109,7 @@ def test_a_model_pickled_before_later_attributes_existed_unpickles_with_their_de
 
     a, m = _saved(tmp_path)
     state = dict(m.__dict__)
-    for name in ("counts_from_raw", "counts_in_raw", "_other_cells"):
+    for name in ("counts_from_raw", "counts_in_raw", "_other_cells", "target_sum_scores", "provisional_k"):
         del state[name]
     old = SCGPCL.__new__(SCGPCL)
     old.__dict__.update(state)
@@ -117,3 +117,7 @@ def test_a_model_pickled_before_later_attributes_existed_unpickles_with_their_de
     assert back.counts_from_raw is False and back._other_cells is False
     back.save(tmp_path / "again")  # AttributeError: 'SCGPCL' object has no attribute 'counts_from_raw'
     assert (SCGPCL.load(tmp_path / "again", a).predict() == m.predict()).all()
+    del state["_kmeans_calls"]  # pickled before 2026-12-02
+    old.__dict__ = dict(state)
+    back = pickle.loads(pickle.dumps(old))
+    assert back._kmeans_calls == 0 and back._kmeans_calls_unknown

@@ -118,6 +118,7 @@ def deferred() -> Iterator[None]:
         return
     own: dict[int, object] = {}
     if not _installed and _deferring == 0:
+        _held = None  # nothing left over from an earlier block
         for s in _SIGNALS:
             h = signal.getsignal(s)
             if h is not None and h is not signal.SIG_IGN:  # None: set outside Python, cannot be put back
@@ -129,11 +130,11 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _deferring -= 1
+        for s, h in own.items():  # first: a signal that arrives meanwhile is still held, and read below
+            signal.signal(s, h)
         held = None
         if _deferring == 0:
             held, _held = _held, None
-        for s, h in own.items():
-            signal.signal(s, h)
         if old is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal pending here goes to the handler now in place
         if held is not None:

@@ -722,12 +722,15 @@ class SCGPCL:
     #: attributes added since the first version, as a model pickled before them had them in effect
     _PICKLE_DEFAULTS: ClassVar[dict[str, Any]] = {
         "counts_from_raw": False, "counts_in_raw": False, "_other_cells": False, "_stopped_part_way": False,
-        "_kmeans_calls_unknown": False}
+        "_kmeans_calls_unknown": False, "target_sum_scores": None, "provisional_k": None, "auto_k": None}
 
     def __setstate__(self, state: dict) -> None:
         # a model pickled by an earlier version (inside a pickled estimator) lacked counts_from_raw, and save()
         # then failed with AttributeError
-        self.__dict__.update({**self._PICKLE_DEFAULTS, **state})
+        state = {**self._PICKLE_DEFAULTS, **state}
+        if "_kmeans_calls" not in state:  # pickled before 2026-12-02: where its k-means stream stood is unknown
+            state["_kmeans_calls"], state["_kmeans_calls_unknown"] = 0, True
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"

@@ -102,7 +102,7 @@ def _readable(colour: str) -> bool:
     _, lightness, saturation = colorsys.rgb_to_hls(*rgb)
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
     luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    return 0.2 <= lightness <= 0.82 and saturation >= 0.2 and luminance <= 0.8
+    return 0.2 <= lightness <= 0.82 and saturation >= 0.25 and luminance <= 0.8
 
 
 def _default_colours(n: int) -> list[str]:
@@ -113,7 +113,7 @@ def _default_colours(n: int) -> list[str]:
     in a 16-cluster report, one nearly the missing values' colour). Above 20, the colours of scanpy's
     ``default_28`` and then ``default_102`` that are readable (:func:`_readable`): those palettes hold greys
     (``default_28``'s cluster 25 looked unclustered), pastels near white, pure yellow and near-blacks (cluster
-    31 of 60 was a white gap in a stacked bar). 92 colours; more categories repeat them.
+    31 of 60 was a white gap in a stacked bar). 86 colours; more categories repeat them.
     """
     from scanpy.plotting import palettes
 
@@ -355,13 +355,14 @@ def _legend_layout(names: Sequence[str], on_data: bool) -> tuple[int, float]:
 
 def _scatter_categories(ax, coords: np.ndarray, values: pd.Series, colours: dict[str, str], title: str, *,
                         on_data: bool = False) -> None:
-    ok = np.isfinite(coords).all(axis=1) & values.notna().to_numpy()
+    labelled = has_label(values)  # NaN and empty strings: the grey "NA" points
+    ok = np.isfinite(coords).all(axis=1) & labelled
     labels = values.astype(str).to_numpy()
     order = np.random.default_rng(0).permutation(np.flatnonzero(ok))  # no group painted systematically on top
     present = [c for c in colours if np.any(labels[ok] == c)]
     ax.scatter(coords[order, 0], coords[order, 1], c=[colours[v] for v in labels[order]], s=_point_size(len(order)),
                linewidths=0, rasterized=True)
-    missing = np.isfinite(coords).all(axis=1) & ~values.notna().to_numpy()
+    missing = np.isfinite(coords).all(axis=1) & ~labelled
     if missing.any():
         ax.scatter(coords[missing, 0], coords[missing, 1], c="#cccccc", s=_point_size(len(order)), linewidths=0,
                    label="NA")
@@ -797,13 +798,18 @@ def marker_dotplot(
     if vertical is None:
         vertical = len(genes) > _DOTPLOT_MAX_GENE_COLUMNS
     title = f"Top {int(n_genes)} marker genes per cluster ({key}, Wilcoxon)"
+    shared_line = ""
     if shared:  # they had no bracket and no word: at 60 clusters a third of them were missing without a trace
-        title += (f"\nno bracket of their own (their top genes are under another cluster's): "
-                  f"{', '.join(shared[:12])}{f' and {len(shared) - 12} more' if len(shared) > 12 else ''}")
+        shared_line = (f"no bracket of their own (their top genes are under another cluster's): "
+                       f"{', '.join(shared[:12])}{f' and {len(shared) - 12} more' if len(shared) > 12 else ''}")
     if vertical:
         fig = _dotplot_vertical(genes, rows, groups, frac, scaled, key, show)
     else:
         fig = _dotplot_horizontal(genes, rows, groups, frac, scaled, key, show)
+    if shared_line:  # wrapped to the figure's width (long cluster names ran off both ends)
+        import textwrap
+
+        title += "\n" + "\n".join(textwrap.wrap(shared_line, max(40, int(fig.get_figwidth() / 0.085))))
     # a figure title, not the axes': constrained layout puts it above the cluster brackets
     fig.suptitle(title)
     return _finish(fig, show)
@@ -838,7 +844,10 @@ def _dotplot_horizontal(genes, rows, groups, frac, scaled, key, show) -> Figure:
     """Genes across (grouped under a bracket per cluster), clusters down."""
     n_cols, n_rows = len(genes), len(rows)
     longest = max(len(g) for g in genes)
-    fig = _new_figure((max(5.0, 2.6 + 0.34 * n_cols), max(3.2, 2.2 + 0.36 * n_rows + 0.075 * longest)), show)
+    named = max((len(cl) for cl, _ in groups), default=0)  # bracket labels over 3 characters are drawn at 45 degrees
+    rotated = 0.075 * named * 0.71 if named > 3 else 0.0
+    fig = _new_figure((max(5.0, 2.6 + 0.34 * n_cols + rotated),
+                       max(3.2, 2.2 + 0.36 * n_rows + 0.075 * longest) + rotated), show)
     gs = fig.add_gridspec(3, 2, width_ratios=[max(n_cols, 4) * 0.34, 1.0], height_ratios=[2.0, 0.28, 1.0])
     ax = fig.add_subplot(gs[:, 0])
     yy, xx = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
@@ -870,7 +879,9 @@ def _dotplot_vertical(genes, rows, groups, frac, scaled, key, show) -> Figure:
     n_genes, n_clusters = len(genes), len(rows)
     longest = max(len(g) for g in genes)
     width = max(5.0, 3.4 + 0.075 * longest + 0.36 * n_clusters)
-    fig = _new_figure((width, max(4.0, 1.6 + 0.25 * n_genes)), show)
+    named = max(len(r) for r in rows)
+    upright = 2 * 0.075 * named if named > 3 else 0.0  # cluster names stand upright above and below the dots
+    fig = _new_figure((width, max(4.0, 1.6 + 0.25 * n_genes) + upright), show)
     legend_height = 2.6 / max(0.25 * n_genes, 2.6)
     gs = fig.add_gridspec(3, 2, width_ratios=[max(n_clusters, 4) * 0.36 + 0.6, 1.1],
                           height_ratios=[legend_height, 0.12 * legend_height, 1.0 - 1.12 * legend_height])
@@ -960,11 +971,14 @@ def cluster_sizes(
     else:
         ok = values.notna().to_numpy()
         labels = adata.obs[label_key][ok]
-        known = has_label(labels)  # NaN and empty strings: one "NA" entry
+        known = has_label(labels)  # NaN and empty strings: one entry, named apart from any real label
         lab_names = cluster_order(labels[known])
+        na = "NA"
+        while na in lab_names:  # a label "NA" of the data's own (NaN and "NA" together were two "NA"s)
+            na += " (missing)"
         tab = pd.crosstab(pd.Categorical(values[ok].astype(str), names),
-                          pd.Categorical(labels.astype(str).where(known, "NA"),
-                                         lab_names + (["NA"] if not known.all() else [])), dropna=False)
+                          pd.Categorical(labels.astype(str).where(known, na),
+                                         lab_names + ([na] if not known.all() else [])), dropna=False)
         tab = tab.loc[:, tab.sum(axis=0) > 0]
         if tab.shape[1] > MAX_SPLIT:  # a legend of hundreds of entries fills the figure: the largest, then the rest
             largest = tab.sum(axis=0).sort_values(ascending=False, kind="stable").index[:MAX_SPLIT - 1]
@@ -1047,7 +1061,7 @@ def batch_composition(
     count_in = _INCH_PER_CHAR * max(len(f"{int(n)} cells") for n in n_cells) + 0.15
     height = max(2.2, 1.3 + 0.38 * len(batches))
     clusters = [str(c) for c in table.columns]
-    rows = max(8, int((height - 0.6) / 0.19))
+    rows = max(_LEGEND_ROWS, int((height - 0.6) / 0.19))  # few batches: the legend grows down, not sideways
     ncol = -(-len(clusters) // rows)
     legend_in = ncol * (_LEGEND_PAD + _INCH_PER_CHAR * max(len(c) for c in clusters)) if clusters else 0.0
     names_in = _INCH_PER_CHAR * 1.15 * max((len(b) for b in batches), default=1)

@@ -96,9 +96,9 @@ def check_stage_terms(cfg: TrainConfig, reconstruction: str) -> None:
 
     for stage, runs, skip, off in (
         ("pre-training", "pretrain", {"proto"}, ""),
-        ("fine-tuning", "finetune", set(), ", or finetune_rounds=0 to skip fine-tuning"),
+        ("fine-tuning", "finetune", set(), ", or finetune=False to skip fine-tuning"),
     ):
-        if runs == "finetune" and cfg.finetune_rounds == 0:
+        if runs == "finetune" and (not cfg.finetune or cfg.finetune_rounds == 0):
             continue
         names = [n for n, t in LOSS_TERMS.items()
                  if runs in t.stages and n not in skip and (n not in RECONSTRUCTIONS or n == reconstruction)]
