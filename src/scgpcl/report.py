@@ -490,10 +490,11 @@ def _reproduce_html(params: dict, runs: dict | None = None, *, before_rounds: bo
     items: list[str] = []
     command = params.get("command")
     if before_rounds:  # re-run today with its recorded configuration it gave ARI 0.5 against its own labels
+        made_with = (f'<pre class="cmd"><code>{_e(command)}</code></pre>' if command else "")
         items.append('<h3>Reproduce this run</h3><p class="note">This run was made by an scgpcl from before '
                      "2026-12-04, whose training ran in epochs: this version trains in rounds and does not repeat "
-                     "it. The parameters and configuration under Parameters are the run's, for the record; to "
-                     "repeat it, use the scgpcl it was made with.</p>")
+                     "it. Its command and the parameters and configuration under Parameters are the run's, for "
+                     f"the record; to repeat it, use the scgpcl it was made with.</p>{made_with}")
     elif command:
         cwd = params.get("cwd")
         shown = f"cd {shlex.quote(str(cwd))}\n{command}" if cwd else str(command)
