@@ -308,6 +308,7 @@ class SCGPCL:
         # k-means calls made by training: predict()'s final k-means (finetune=False) is seeded by
         # the count, so a reloaded model must start from it to give the same labels
         self._kmeans_calls = kmeans_calls
+        self._kmeans_calls_unknown = False  # load() of a model saved before the count was recorded sets it
         self.is_trained = False
         self.stages: dict[str, dict] = {}
         self._result: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
@@ -385,7 +386,7 @@ class SCGPCL:
             warn_user("this model is already trained: train() again goes on from the trained network, so its "
                       "clusters can change. predict() gives the clusters it has; a new SCGPCL(...) trains from "
                       "the start")
-        elif getattr(self, "_stopped_part_way", False):  # (models pickled before 2026-12-06 lack it)
+        elif self._stopped_part_way:  # (models pickled before 2026-12-06 get it from __setstate__)
             warn_user("an earlier train() of this model stopped part-way: training again goes on from that "
                       "partly trained network, so the result is not what this seed gives. A new SCGPCL(...) "
                       "trains from the start")
@@ -554,7 +555,7 @@ class SCGPCL:
             "config": self.config.to_dict(),
             "genes": [str(g) for g in self.data.gene_names],
             "has_cluster_centres": self.module.cluster_centres is not None,
-            "kmeans_calls": None if getattr(self, "_kmeans_calls_unknown", False) else self._kmeans_calls,
+            "kmeans_calls": None if self._kmeans_calls_unknown else self._kmeans_calls,
             "stages": self.stages,
             "auto_k": self.auto_k,
             "cells": _cells_fingerprint(self.adata),  # load() tells the user when it is given other cells
@@ -739,7 +740,7 @@ class SCGPCL:
 
 
 def _not_trained(model: SCGPCL, usual: str) -> str:
-    if getattr(model, "_stopped_part_way", False):
+    if model._stopped_part_way:
         return ("train() of this model stopped part-way (Ctrl-C, an error), so its network is partly trained and "
                 "has no clusters: call .train() again (it goes on from that network) or build a new SCGPCL(...)")
     return usual
